@@ -1,0 +1,1 @@
+"""The central collector: MQTT ingest, InfluxDB metrics, incidents, HTTP API and console."""

@@ -1,0 +1,52 @@
+"""The `enoc` command line: one entry point, one sub-command per part of the system.
+
+Sub-command modules are imported lazily so that `enoc sim` does not pay for the
+collector's imports and a broken optional part cannot break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# name -> (module, help). Each module has `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("enoc.commands.demo", "run the whole system on this machine"),
+    "sim": ("simulators.command", "serve a simulated SNMP device fleet"),
+    "agent": ("agent.command", "run one site agent"),
+    "collector": ("collector.command", "run the collector, its API and the console"),
+    "check-config": ("enoc.commands.check_config", "validate an enoc config file"),
+    "tail": ("enoc.commands.tail", "print decoded enoc MQTT messages"),
+    "bench": ("enoc.commands.bench", "scale and peer benchmarks"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enoc", description=__doc__.splitlines()[0])
+    from enoc import __version__
+
+    parser.add_argument("--version", action="version", version=f"enoc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub)
+        runner: Callable[[argparse.Namespace], int] = module.run
+        sub.set_defaults(_run=runner)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    runner: Callable[[argparse.Namespace], int] = args._run
+    try:
+        return runner(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of `enoc` that belong to no single part."""

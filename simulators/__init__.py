@@ -1,0 +1,1 @@
+"""Simulated SNMP device fleets for tests, demos and benchmarks."""
