@@ -1,15 +1,130 @@
-"""`enoc sim`: not built yet (see the open issues)."""
+"""`enoc sim`: serve a simulated fleet, its control API, and its traps."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+from aiohttp import web
+
+from enoc.runtime import parse_host_port, stop_event
+from enoc.runtime import run as run_loop
+from simulators.control import make_app
+from simulators.fleet import FleetSpec, build_devices, default_fleet_spec, generated_fleet_spec
+from simulators.model import attach_views
+from simulators.server import Simulator, TrapReceiver
+
+log = logging.getLogger("enoc.sim")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    source = parser.add_argument_group("fleet (default: the RTC sites of the DESIGN)")
+    source.add_argument("--fleet", type=Path, help="fleet file (YAML)")
+    source.add_argument("--devices", type=int, help="generate N devices")
+    source.add_argument("--interfaces", type=int, default=48, help="interfaces per generated device")
+    source.add_argument("--sites", type=int, default=10, help="sites to spread generated devices over")
+    parser.add_argument("--port", type=int, help="UDP port of every device (default 1161)")
+    parser.add_argument("--address-base", help="first device address (default 127.16.0.1)")
+    parser.add_argument("--max-message-size", type=int, help="largest SNMP message (default 1472)")
+    parser.add_argument("--control", metavar="HOST:PORT", help="serve the fault-injection API")
+    parser.add_argument(
+        "--traps-to", metavar="HOST:PORT", action="append", default=[], help="trap receiver (repeatable)"
+    )
+    parser.add_argument("--trap-version", choices=("2c", "3"), help="trap version (default 2c)")
+    parser.add_argument("--inventory-out", type=Path, help="write the agent inventory here")
+    parser.add_argument("--log-format", choices=("logfmt", "json"), default="logfmt")
+    parser.add_argument("--log-level", default="info")
+
+
+def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
+    if args.fleet is not None and args.devices is not None:
+        raise ValueError("give either --fleet FILE or --devices N, not both")
+    if args.fleet is not None:
+        from simulators.fleet_file import load_fleet
+
+        spec = load_fleet(args.fleet)
+    elif args.devices is not None:
+        spec = generated_fleet_spec(args.devices, args.interfaces, args.sites)
+    else:
+        spec = default_fleet_spec()
+    changes: dict[str, object] = {}
+    if args.port is not None:
+        changes["port"] = args.port
+    if args.address_base:
+        changes["address_base"] = args.address_base
+    if args.max_message_size is not None:
+        if not 484 <= args.max_message_size <= 65507:
+            raise ValueError("--max-message-size must be from 484 to 65507")
+        changes["max_message_size"] = args.max_message_size
+    if args.traps_to:
+        for target in args.traps_to:
+            parse_host_port(target)
+        changes["trap_receivers"] = [*spec.trap_receivers, *args.traps_to]
+    if args.trap_version:
+        changes["trap_version"] = args.trap_version
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+async def serve(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    spec = fleet_from_args(args)
+    devices = build_devices(spec, time.time())
+    views = attach_views(devices)
+    receivers = [TrapReceiver(*parse_host_port(t)) for t in spec.trap_receivers]
+    sim = Simulator(devices, trap_receivers=receivers, trap_version=spec.trap_version)
+    stop = stop_event()
+    runner: web.AppRunner | None = None
+    try:
+        await sim.start()
+        if args.inventory_out:
+            from simulators.inventory_out import write_inventory
+
+            write_inventory(args.inventory_out, sim, devices)
+        if args.control:
+            host, port = parse_host_port(args.control)
+            runner = web.AppRunner(make_app(sim), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+        rss = psutil.Process().memory_info().rss / 2**20
+        interfaces = sum(len(d.interfaces) for d in devices)
+        first, last = devices[0].address, devices[-1].address
+        log.info(
+            "serving %d devices (%d interfaces, %d OID layouts) on %s..%s port %d in %.1f s, RSS %.0f MiB%s",
+            len(devices),
+            interfaces,
+            views,
+            first,
+            last,
+            spec.port,
+            time.monotonic() - started,
+            rss,
+            f"; control API on http://{args.control}" if args.control else "",
+        )
+        await stop.wait()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await sim.stop()
+    log.info("stopped: %s", sim.stats.as_dict())
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    print("enoc sim: not yet: this part lands with a later issue", file=sys.stderr)
-    return 2
+    try:
+        from enoc.logs import setup_logging
+
+        setup_logging(args.log_format, args.log_level)
+    except ImportError:  # until enoc.logs lands
+        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    try:
+        return run_loop(lambda: serve(args))
+    except (ValueError, OSError) as exc:
+        print(f"enoc sim: {exc}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,471 @@
+"""SNMP request processing for one simulated device: bytes in, bytes out.
+
+Pure and synchronous so that it can be tested without sockets and measured
+without the event loop. Every kind of bad input is counted in `Stats` and
+answered the way a real agent answers it (a Report for USM failures) or
+dropped silently (malformed BER, unknown community), never raised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from simulators import ber
+from simulators.ber import BerError, Oid
+from simulators.model import Device
+from simulators.usm import (
+    SNMP_UNKNOWN_CONTEXTS,
+    TIME_WINDOW,
+    USM_STATS_DECRYPTION_ERRORS,
+    USM_STATS_NOT_IN_TIME_WINDOWS,
+    USM_STATS_UNKNOWN_ENGINE_IDS,
+    USM_STATS_UNKNOWN_USER_NAMES,
+    USM_STATS_UNSUPPORTED_SEC_LEVELS,
+    USM_STATS_WRONG_DIGESTS,
+    DecryptionError,
+    LocalizedUser,
+)
+
+V2C = 1
+V3 = 3
+FLAG_AUTH = 1
+FLAG_PRIV = 2
+FLAG_REPORTABLE = 4
+NO_ERROR = 0
+TOO_BIG = 1
+NOT_WRITABLE = 17
+MAX_BULK_VARBINDS = 2048  # a local constraint, like real agents have
+UDP_MAX = 65507
+# Room for length octets that grow as varbinds are added (up to 3 per SEQUENCE level).
+LENGTH_SLACK = 16
+
+
+@dataclass
+class Stats:
+    """What the simulator served and what it refused, by kind."""
+
+    requests: int = 0
+    responses: int = 0
+    varbinds: int = 0
+    traps: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)  # by fault: unreachable, packet_loss
+    bad: Counter[str] = field(default_factory=Counter)  # by kind of bad input
+    reports: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "responses": self.responses,
+            "varbinds": self.varbinds,
+            "traps": self.traps,
+            "dropped": dict(self.dropped),
+            "bad": dict(self.bad),
+            "reports": dict(self.reports),
+        }
+
+
+class Refused(Exception):
+    """A request that is dropped: the kind names the counter."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+@dataclass
+class Pdu:
+    tag: int
+    request_id: int
+    field1: int  # error-status, or non-repeaters for GETBULK
+    field2: int  # error-index, or max-repetitions for GETBULK
+    oids: list[Oid]
+
+
+def parse_pdu(data: bytes, pos: int, end: int) -> Pdu:
+    tag, start, stop = ber.read_tlv(data, pos, end)
+    if stop != end:
+        raise BerError("trailing bytes after the PDU")
+    request_id, p = ber.read_integer(data, start, stop)
+    field1, p = ber.read_integer(data, p, stop)
+    field2, p = ber.read_integer(data, p, stop)
+    oids = ber.read_varbind_oids(data, p, stop)
+    return Pdu(tag, request_id, field1, field2, oids)
+
+
+def encode_pdu(tag: int, request_id: int, status: int, index: int, varbinds: bytes) -> bytes:
+    return ber.tlv(
+        tag,
+        ber.encode_integer(request_id)
+        + ber.encode_integer(status)
+        + ber.encode_integer(index)
+        + ber.tlv(ber.SEQUENCE, varbinds),
+    )
+
+
+class Responder:
+    """Answers one device's GET, GETNEXT and GETBULK from its MibView."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def respond(self, device: Device, pdu: Pdu, budget: int, now: float) -> bytes:
+        """The Response PDU for `pdu`, its varbinds fitting in `budget` octets."""
+        view = device.view
+        assert view is not None
+        if pdu.tag == ber.GETBULK:
+            return self._bulk(device, pdu, budget, now)
+        if pdu.tag == ber.SET:
+            return encode_pdu(ber.RESPONSE, pdu.request_id, NOT_WRITABLE, 1, b"")
+        parts: list[bytes] = []
+        oids = view.oids
+        count = len(oids)
+        for oid in pdu.oids:
+            if pdu.tag == ber.GET:
+                i = view.exact(oid)
+                if i >= 0:
+                    parts.append(ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now)))
+                else:
+                    parts.append(ber.encode_varbind(ber.encode_oid(oid), view.missing_value(oid)))
+            else:  # GETNEXT
+                i = _next_index(oids, oid)
+                if i < count:
+                    parts.append(ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now)))
+                else:
+                    parts.append(ber.encode_varbind(ber.encode_oid(oid), ber.END_OF_MIB_VIEW_VALUE))
+        body = b"".join(parts)
+        if len(body) > budget:
+            self.stats.bad["too_big"] += 1
+            return encode_pdu(ber.RESPONSE, pdu.request_id, TOO_BIG, 0, b"")
+        self.stats.varbinds += len(parts)
+        return encode_pdu(ber.RESPONSE, pdu.request_id, NO_ERROR, 0, body)
+
+    def _bulk(self, device: Device, pdu: Pdu, budget: int, now: float) -> bytes:
+        view = device.view
+        assert view is not None
+        oids, encoded, getters = view.oids, view.encoded_oids, view.getters
+        count = len(oids)
+        non_repeaters = max(0, min(pdu.field1, len(pdu.oids)))
+        repetitions = max(0, pdu.field2)
+        parts: list[bytes] = []
+        used = 0
+        truncated = False
+
+        def add(vb: bytes) -> bool:
+            nonlocal used
+            if used + len(vb) > budget or len(parts) >= MAX_BULK_VARBINDS:
+                return False
+            parts.append(vb)
+            used += len(vb)
+            return True
+
+        for oid in pdu.oids[:non_repeaters]:
+            i = _next_index(oids, oid)
+            vb = (
+                ber.encode_varbind(encoded[i], getters[i](device, now))
+                if i < count
+                else ber.encode_varbind(ber.encode_oid(oid), ber.END_OF_MIB_VIEW_VALUE)
+            )
+            if not add(vb):
+                truncated = True
+                break
+        repeaters = pdu.oids[non_repeaters:]
+        if not truncated and repeaters:
+            positions = [_next_index(oids, oid) for oid in repeaters]
+            for r in range(repetitions):
+                all_done = True
+                for j, start in enumerate(positions):
+                    i = start + r
+                    if i < count:
+                        all_done = False
+                        vb = ber.encode_varbind(encoded[i], getters[i](device, now))
+                    else:
+                        last = oids[count - 1] if count and start < count else repeaters[j]
+                        vb = ber.encode_varbind(ber.encode_oid(last), ber.END_OF_MIB_VIEW_VALUE)
+                    if not add(vb):
+                        truncated = True
+                        break
+                if truncated or all_done:
+                    break
+        if not parts and (pdu.oids and repetitions + non_repeaters > 0):
+            self.stats.bad["too_big"] += 1
+            return encode_pdu(ber.RESPONSE, pdu.request_id, TOO_BIG, 0, b"")
+        self.stats.varbinds += len(parts)
+        return encode_pdu(ber.RESPONSE, pdu.request_id, NO_ERROR, 0, b"".join(parts))
+
+
+def _next_index(oids: list[Oid], oid: Oid) -> int:
+    from bisect import bisect_right
+
+    return bisect_right(oids, oid)
+
+
+class Engine:
+    """Message processing (v2c and v3 USM) in front of a `Responder`."""
+
+    def __init__(self, stats: Stats | None = None) -> None:
+        self.stats = stats or Stats()
+        self.responder = Responder(self.stats)
+        self._report_counts: Counter[Oid] = Counter()
+        self.last_bad: str | None = None  # what was wrong with the last request, if anything
+
+    def handle(self, device: Device, data: bytes, now: float) -> bytes | None:
+        """The datagram to send back, or None to stay silent."""
+        self.stats.requests += 1
+        self.last_bad = None
+        if len(data) > device.max_message_size:
+            self._bad("oversized")
+            return None
+        try:
+            start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
+            if end != len(data):
+                raise BerError("trailing bytes after the message")
+            version, pos = ber.read_integer(data, start, end)
+            if version == V2C:
+                reply = self._v2c(device, data, pos, end, now)
+            elif version == V3:
+                reply = self._v3(device, data, pos, end, now)
+            else:
+                raise Refused("unsupported_version")
+        except BerError:
+            self._bad("malformed")
+            return None
+        except Refused as refused:
+            self._bad(refused.kind)
+            return None
+        self.stats.responses += 1
+        return reply
+
+    def _bad(self, kind: str) -> None:
+        self.stats.bad[kind] += 1
+        self.last_bad = kind
+
+    # ---------------------------------------------------------------- v2c
+
+    def _v2c(self, device: Device, data: bytes, pos: int, end: int, now: float) -> bytes:
+        community, pos = ber.read_octets(data, pos, end)
+        pdu = parse_pdu(data, pos, end)
+        if community not in device.communities:
+            raise Refused("unknown_community")  # real agents stay silent (snmpInBadCommunityNames)
+        if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET):
+            raise Refused("unsupported_pdu")
+        head = ber.encode_integer(V2C) + ber.encode_octets(community)
+        budget = device.max_message_size - len(head) - 24 - LENGTH_SLACK
+        response = self.responder.respond(device, pdu, budget, now)
+        return ber.tlv(ber.SEQUENCE, head + response)
+
+    # ---------------------------------------------------------------- v3
+
+    def _v3(self, device: Device, data: bytes, pos: int, end: int, now: float) -> bytes:
+        g_start, g_end = ber.expect(data, pos, end, ber.SEQUENCE)
+        msg_id, p = ber.read_integer(data, g_start, g_end)
+        max_size, p = ber.read_integer(data, p, g_end)
+        flags_bytes, p = ber.read_octets(data, p, g_end)
+        security_model, p = ber.read_integer(data, p, g_end)
+        if len(flags_bytes) != 1 or max_size < 484:
+            raise BerError("bad msgFlags or msgMaxSize")
+        flags = flags_bytes[0]
+        if security_model != 3:
+            raise Refused("unknown_security_model")
+        sp_start, sp_end = ber.expect(data, g_end, end, ber.OCTET_STRING)
+        usm_start, usm_end = ber.expect(data, sp_start, sp_end, ber.SEQUENCE)
+        engine_id, p = ber.read_octets(data, usm_start, usm_end)
+        boots, p = ber.read_integer(data, p, usm_end)
+        etime, p = ber.read_integer(data, p, usm_end)
+        user_name, p = ber.read_octets(data, p, usm_end)
+        auth_start, auth_end = ber.expect(data, p, usm_end, ber.OCTET_STRING)
+        salt, _ = ber.read_octets(data, auth_end, usm_end)
+        msg_data_pos = sp_end
+        ctx = _V3Context(msg_id, min(max_size, device.max_message_size), user_name, flags)
+
+        if flags & FLAG_PRIV and not flags & FLAG_AUTH:
+            raise BerError("privacy without authentication in msgFlags")
+        reportable = bool(flags & FLAG_REPORTABLE)
+        request_id = self._peek_request_id(data, msg_data_pos, end) if not flags & FLAG_PRIV else 0
+
+        if engine_id != device.engine_id:
+            # Discovery (empty engine ID) lands here too.
+            return self._report(
+                device, ctx, request_id, USM_STATS_UNKNOWN_ENGINE_IDS, now, reportable, "unknown_engine_id"
+            )
+        keys = device.user_keys(user_name)
+        if keys is None:
+            return self._report(
+                device, ctx, request_id, USM_STATS_UNKNOWN_USER_NAMES, now, reportable, "unknown_user"
+            )
+        requested_level = flags & (FLAG_AUTH | FLAG_PRIV)
+        if requested_level & ~keys.user.level & 3:
+            return self._report(
+                device, ctx, request_id, USM_STATS_UNSUPPORTED_SEC_LEVELS, now, reportable, "unsupported_sec_level"
+            )
+        if flags & FLAG_AUTH:
+            digest = data[auth_start:auth_end]
+            zeroed = data[:auth_start] + b"\x00" * (auth_end - auth_start) + data[auth_end:]
+            if len(digest) != keys.auth_len or not keys.verify(zeroed, digest):
+                return self._report(
+                    device, ctx, request_id, USM_STATS_WRONG_DIGESTS, now, reportable, "wrong_digest"
+                )
+            ours_boots, ours_time = device.engine_boots, device.engine_time(now)
+            if boots != ours_boots or abs(etime - ours_time) > TIME_WINDOW or boots >= 0x7FFFFFFF:
+                ctx.level = FLAG_AUTH
+                return self._report(
+                    device,
+                    ctx,
+                    request_id,
+                    USM_STATS_NOT_IN_TIME_WINDOWS,
+                    now,
+                    True,
+                    "not_in_time_window",
+                    keys=keys,
+                )
+        if flags & FLAG_PRIV:
+            cipher, _ = ber.read_octets(data, msg_data_pos, end)
+            try:
+                plain = keys.decrypt(cipher, boots, etime, salt)
+                scoped = _parse_scoped(plain, 0, len(plain), lenient_tail=True)
+            except (DecryptionError, BerError):
+                return self._report(
+                    device, ctx, request_id, USM_STATS_DECRYPTION_ERRORS, now, reportable, "decryption_error"
+                )
+        else:
+            scoped = _parse_scoped(data, msg_data_pos, end, lenient_tail=False)
+        context_name, pdu = scoped
+        ctx.level = flags & (FLAG_AUTH | FLAG_PRIV)
+        if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET):
+            raise Refused("unsupported_pdu")
+        if context_name:
+            return self._report(
+                device, ctx, pdu.request_id, SNMP_UNKNOWN_CONTEXTS, now, reportable, "unknown_context", keys=keys
+            )
+        # The envelope of a v3 response: ~60 octets plus the engine ID, user, MAC and salt.
+        overhead = 64 + len(device.engine_id) * 2 + len(user_name) + keys.auth_len + 8 + LENGTH_SLACK
+        response = self.responder.respond(device, pdu, ctx.max_size - overhead, now)
+        return self._wrap(device, ctx, response, now, keys)
+
+    @staticmethod
+    def _peek_request_id(data: bytes, pos: int, end: int) -> int:
+        try:
+            _name, pdu = _parse_scoped(data, pos, end, lenient_tail=False)
+        except BerError:
+            return 0
+        return pdu.request_id
+
+    def _report(
+        self,
+        device: Device,
+        ctx: _V3Context,
+        request_id: int,
+        counter_oid: Oid,
+        now: float,
+        reportable: bool,
+        kind: str,
+        keys: LocalizedUser | None = None,
+    ) -> bytes:
+        if not reportable:
+            raise Refused(kind)
+        self.stats.reports[kind] += 1
+        self.last_bad = kind
+        self._report_counts[counter_oid] += 1
+        varbind = ber.encode_varbind(
+            ber.encode_oid(counter_oid),
+            ber.encode_unsigned(ber.COUNTER32, self._report_counts[counter_oid]),
+        )
+        pdu = encode_pdu(ber.REPORT, request_id, 0, 0, varbind)
+        if keys is None:
+            ctx.level = 0
+        return self._wrap(device, ctx, pdu, now, keys)
+
+    def _wrap(
+        self, device: Device, ctx: _V3Context, pdu: bytes, now: float, keys: LocalizedUser | None
+    ) -> bytes:
+        boots, etime = device.engine_boots, device.engine_time(now)
+        scoped = ber.tlv(
+            ber.SEQUENCE, ber.encode_octets(device.engine_id) + ber.encode_octets(b"") + pdu
+        )
+        level = ctx.level if keys is not None else 0
+        salt = b""
+        if level & FLAG_PRIV and keys is not None:
+            salt = keys.next_salt(boots)
+            msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
+        else:
+            msg_data = scoped
+        mac_len = keys.auth_len if level & FLAG_AUTH and keys is not None else 0
+        return build_v3_message(
+            msg_id=ctx.msg_id,
+            max_size=device.max_message_size,
+            flags=level,
+            engine_id=device.engine_id,
+            boots=boots,
+            etime=etime,
+            user_name=ctx.user_name,
+            salt=salt,
+            msg_data=msg_data,
+            keys=keys if mac_len else None,
+        )
+
+
+@dataclass
+class _V3Context:
+    msg_id: int
+    max_size: int
+    user_name: bytes
+    level: int
+
+
+def build_v3_message(
+    *,
+    msg_id: int,
+    max_size: int,
+    flags: int,
+    engine_id: bytes,
+    boots: int,
+    etime: int,
+    user_name: bytes,
+    salt: bytes,
+    msg_data: bytes,
+    keys: LocalizedUser | None,
+) -> bytes:
+    """Assemble a v3 message; with `keys`, sign it in place of the zeroed MAC."""
+    mac_len = keys.auth_len if keys is not None else 0
+    placeholder = b"\x00" * mac_len
+    header = ber.tlv(
+        ber.SEQUENCE,
+        ber.encode_integer(msg_id)
+        + ber.encode_integer(max_size)
+        + ber.encode_octets(bytes((flags,)))
+        + ber.encode_integer(3),
+    )
+    usm = ber.tlv(
+        ber.SEQUENCE,
+        ber.encode_octets(engine_id)
+        + ber.encode_integer(boots)
+        + ber.encode_integer(etime)
+        + ber.encode_octets(user_name)
+        + ber.encode_octets(placeholder)
+        + ber.encode_octets(salt),
+    )
+    message = ber.tlv(
+        ber.SEQUENCE, ber.encode_integer(3) + header + ber.encode_octets(usm) + msg_data
+    )
+    if keys is None:
+        return message
+    # The MAC field is the only run of mac_len zeros right after the user name's TLV.
+    marker = ber.encode_octets(user_name) + ber.encode_octets(placeholder)
+    at = message.index(marker) + len(marker) - mac_len
+    mac = keys.sign(message)
+    return message[:at] + mac + message[at + mac_len :]
+
+
+def _parse_scoped(data: bytes, pos: int, end: int, *, lenient_tail: bool) -> tuple[bytes, Pdu]:
+    """ScopedPDU -> (contextName, PDU). Decrypted DES data may carry padding after it."""
+    start, stop = ber.expect(data, pos, end, ber.SEQUENCE)
+    if stop != end and not lenient_tail:
+        raise BerError("trailing bytes after the scoped PDU")
+    _context_engine, p = ber.read_octets(data, start, stop)
+    context_name, p = ber.read_octets(data, p, stop)
+    return context_name, parse_pdu(data, p, stop)
+
+
+def random_request_id() -> int:
+    return int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF

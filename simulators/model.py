@@ -1,0 +1,580 @@
+"""Simulated devices: their state, their traffic, and the MIB objects they serve.
+
+Counters are closed-form functions of time (the integral of a daily traffic
+curve plus two faster waves), so a device needs no timer to advance them and
+any poll at any moment sees consistent, monotonic values. State that time
+alone cannot give (a link taken down, a reboot) is recorded as offsets.
+
+The OID layout of a device is a `MibView` shared by every device of the same
+shape, so a fleet of thousands of devices holds one sorted OID list per shape,
+not one per device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from simulators import ber
+from simulators.ber import Oid
+from simulators.usm import LocalizedUser, UsmUser
+
+DAY = 86400.0
+WAVE2 = 431.0  # seconds: short bursts
+WAVE3 = 1381.0
+COUNTER32 = 1 << 32
+COUNTER64 = 1 << 64
+
+SYSTEM = (1, 3, 6, 1, 2, 1, 1)
+IF_NUMBER = (1, 3, 6, 1, 2, 1, 2, 1, 0)
+IF_ENTRY = (1, 3, 6, 1, 2, 1, 2, 2, 1)
+IFX_ENTRY = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
+HR_MEMORY_SIZE = (1, 3, 6, 1, 2, 1, 25, 2, 2, 0)
+HR_STORAGE_ENTRY = (1, 3, 6, 1, 2, 1, 25, 2, 3, 1)
+HR_STORAGE_RAM = (1, 3, 6, 1, 2, 1, 25, 2, 1, 2)
+HR_STORAGE_FLASH = (1, 3, 6, 1, 2, 1, 25, 2, 1, 9)
+HR_PROCESSOR_ENTRY = (1, 3, 6, 1, 2, 1, 25, 3, 3, 1)
+BGP = (1, 3, 6, 1, 2, 1, 15)
+BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
+SYS_UPTIME_OID = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+
+Getter = Callable[["Device", float], bytes]
+
+
+# ------------------------------------------------------------------ views
+
+
+@dataclass
+class MibView:
+    """A sorted OID space: encoded OIDs and value getters, shared by devices of one shape."""
+
+    oids: list[Oid]
+    encoded_oids: list[bytes]
+    getters: list[Getter]
+    objects: frozenset[Oid]
+
+    def __len__(self) -> int:
+        return len(self.oids)
+
+    def exact(self, oid: Oid) -> int:
+        """Index of `oid`, or -1."""
+        i = bisect_left(self.oids, oid)
+        if i < len(self.oids) and self.oids[i] == oid:
+            return i
+        return -1
+
+    def missing_value(self, oid: Oid) -> bytes:
+        """noSuchInstance when the object exists but not this instance, else noSuchObject."""
+        for length in range(len(oid) - 1, 6, -1):
+            if oid[:length] in self.objects:
+                return ber.NO_SUCH_INSTANCE_VALUE
+        return ber.NO_SUCH_OBJECT_VALUE
+
+
+class MibBuilder:
+    def __init__(self) -> None:
+        self._entries: dict[Oid, Getter] = {}
+        self._objects: set[Oid] = set()
+
+    def scalar(self, oid: Oid, getter: Getter) -> None:
+        self._entries[oid] = getter
+        self._objects.add(oid[:-1])
+
+    def column(self, entry: Oid, column: int, index: Oid, getter: Getter) -> None:
+        column_oid = (*entry, column)
+        self._entries[(*column_oid, *index)] = getter
+        self._objects.add(column_oid)
+
+    def build(self) -> MibView:
+        oids = sorted(self._entries)
+        return MibView(
+            oids=oids,
+            encoded_oids=[ber.encode_oid(o) for o in oids],
+            getters=[self._entries[o] for o in oids],
+            objects=frozenset(self._objects),
+        )
+
+
+def static(value: bytes) -> Getter:
+    def get(_device: Device, _now: float) -> bytes:
+        return value
+
+    return get
+
+
+def oid_index_for_ip(address: str) -> Oid:
+    return tuple(int(p) for p in address.split("."))
+
+
+# ------------------------------------------------------------------ parts of a device
+
+
+@dataclass
+class Interface:
+    """One interface: identity, speed, a traffic profile and its fault state."""
+
+    index: int
+    name: str
+    descr: str
+    alias: str
+    if_type: int  # IANAifType: 6 ethernetCsmacd, 131 tunnel, 24 softwareLoopback
+    speed_mbps: int
+    mac: bytes
+    admin_up: bool = True
+    avg_in: float = 0.0  # octets per second
+    avg_out: float = 0.0
+    amplitude: float = 0.5  # daily swing, 0..0.8
+    phase: float = 0.0  # seconds: where the daily curve peaks
+    burst_phase: float = 0.0
+    errors_per_s: float = 0.0
+    discards_per_s: float = 0.0
+    has_hc: bool = True
+    link_down: bool = False  # a fault holds the link down
+    down_since: float | None = None
+    lost_in: float = 0.0  # traffic that did not flow while down, subtracted from the integral
+    lost_out: float = 0.0
+    last_change: float = 0.0
+    _cache_at: float = -1.0
+    _cache: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def oper_up(self) -> bool:
+        return self.admin_up and not self.link_down
+
+    def _curve(self, t: float) -> float:
+        """Integral of the unit traffic curve from 0 to t (absolute epoch seconds)."""
+        w1 = 2 * math.pi / DAY
+        w2 = 2 * math.pi / WAVE2
+        w3 = 2 * math.pi / WAVE3
+        return (
+            t
+            - self.amplitude / w1 * math.cos(w1 * (t - self.phase))
+            - 0.1 / w2 * math.cos(w2 * t + self.burst_phase)
+            - 0.05 / w3 * math.cos(w3 * t + 2 * self.burst_phase)
+        )
+
+    def counters(self, device: Device, now: float) -> tuple[int, int, int, int]:
+        """(in octets, out octets, errors, discards) since the device booted."""
+        if now == self._cache_at:
+            return self._cache
+        boot = device.boot_time
+        end = self.down_since if self.down_since is not None else now
+        if not self.admin_up:
+            end = boot
+        span = self._curve(end) - self._curve(boot)
+        octets_in = max(0, int(self.avg_in * span - self.lost_in))
+        octets_out = max(0, int(self.avg_out * span - self.lost_out))
+        elapsed = max(0.0, end - boot)
+        errors = int(elapsed * self.errors_per_s)
+        discards = int(elapsed * self.discards_per_s)
+        self._cache_at = now
+        self._cache = (octets_in, octets_out, errors, discards)
+        return self._cache
+
+    def set_link(self, up: bool, device: Device, now: float) -> bool:
+        """Take the link down or up; return True when the oper status changed."""
+        was_up = self.oper_up
+        if up and self.link_down:
+            if self.down_since is not None:
+                lost = self._curve(now) - self._curve(self.down_since)
+                self.lost_in += self.avg_in * lost
+                self.lost_out += self.avg_out * lost
+            self.down_since = None
+            self.link_down = False
+        elif not up and not self.link_down:
+            self.link_down = True
+            self.down_since = now
+        self._cache_at = -1.0
+        if was_up != self.oper_up:
+            self.last_change = now
+            return True
+        return False
+
+    def reset(self, boot: float) -> None:
+        self.lost_in = self.lost_out = 0.0
+        self.down_since = boot if self.link_down else None
+        self.last_change = boot
+        self._cache_at = -1.0
+
+
+@dataclass
+class BgpPeer:
+    remote: str
+    local: str
+    remote_as: int
+    established: bool = True
+    established_since: float = 0.0
+    transitions: int = 1
+
+
+@dataclass
+class Faults:
+    """Active faults of one device, as injected through the control API."""
+
+    unreachable: bool = False
+    unreachable_until: float = 0.0  # a reboot's downtime
+    cpu_high: bool = False
+    packet_loss: float = 0.0
+    latency_ms: float = 0.0
+    flapping: dict[int, float] = field(default_factory=dict)  # ifIndex -> period seconds
+    links_down: set[int] = field(default_factory=set)
+    bgp_down: set[str] = field(default_factory=set)
+
+    def describe(self) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        if self.unreachable:
+            out.append({"kind": "unreachable"})
+        if self.cpu_high:
+            out.append({"kind": "cpu_high"})
+        if self.packet_loss:
+            out.append({"kind": "packet_loss", "ratio": self.packet_loss})
+        if self.latency_ms:
+            out.append({"kind": "latency", "ms": self.latency_ms})
+        out += [{"kind": "flap", "ifIndex": i, "period": p} for i, p in self.flapping.items()]
+        out += [{"kind": "link_down", "ifIndex": i} for i in sorted(self.links_down)]
+        out += [{"kind": "bgp_down", "peer": p} for p in sorted(self.bgp_down)]
+        return out
+
+
+@dataclass
+class Device:
+    """One simulated SNMP agent."""
+
+    name: str
+    site: str
+    rtc: str
+    role: str
+    address: str
+    port: int
+    sys_descr: bytes
+    sys_object_id: Oid
+    sys_location: bytes
+    sys_contact: bytes
+    engine_id: bytes
+    communities: frozenset[bytes]
+    users: dict[bytes, UsmUser]
+    interfaces: list[Interface]
+    view: MibView | None = None
+    boot_time: float = 0.0
+    engine_boots: int = 1
+    engine_epoch: float = 0.0
+    cpu_count: int = 1
+    cpu_base: float = 15.0
+    memory_kb: int = 4 * 1024 * 1024
+    memory_used_ratio: float = 0.4
+    flash_kb: int = 8 * 1024 * 1024
+    local_as: int = 0
+    bgp_peers: list[BgpPeer] = field(default_factory=list)
+    max_message_size: int = 1472
+    faults: Faults = field(default_factory=Faults)
+    localized: dict[bytes, LocalizedUser] = field(default_factory=dict)
+    recording: str | None = None
+    seed: int = 0
+
+    def uptime_ticks(self, now: float) -> int:
+        return int((now - self.boot_time) * 100) % COUNTER32
+
+    def ticks_at(self, when: float) -> int:
+        """sysUpTime value at an earlier moment (0 when before this boot)."""
+        return max(0, int((when - self.boot_time) * 100)) % COUNTER32
+
+    def engine_time(self, now: float) -> int:
+        return min(int(now - self.engine_epoch), 0x7FFFFFFF)
+
+    def user_keys(self, name: bytes) -> LocalizedUser | None:
+        keys = self.localized.get(name)
+        if keys is None:
+            user = self.users.get(name)
+            if user is None:
+                return None
+            keys = LocalizedUser.localize(user, self.engine_id)
+            self.localized[name] = keys
+        return keys
+
+    def interface(self, if_index: int) -> Interface:
+        for iface in self.interfaces:
+            if iface.index == if_index:
+                return iface
+        raise KeyError(f"{self.name} has no interface with ifIndex {if_index}")
+
+    def reboot(self, now: float, downtime: float = 0.0) -> None:
+        """Counters and sysUpTime restart, the engine boots again (USM must resync)."""
+        self.boot_time = now + downtime
+        self.engine_boots += 1
+        self.engine_epoch = now + downtime
+        self.localized.clear()
+        for iface in self.interfaces:
+            iface.reset(self.boot_time)
+        for peer in self.bgp_peers:
+            peer.established_since = self.boot_time
+        if downtime > 0:
+            self.faults.unreachable_until = now + downtime
+
+    def cpu_load(self, cpu: int, now: float) -> int:
+        if self.faults.cpu_high:
+            return 95 + (int(now) + cpu) % 5
+        daily = math.sin(2 * math.pi * (now - self.seed % 3600) / DAY)
+        return max(1, min(100, int(self.cpu_base * (1 + 0.3 * daily) + (cpu * 7 + int(now / 30)) % 5)))
+
+    def memory_used_kb(self, now: float) -> int:
+        swing = 0.03 * math.sin(2 * math.pi * now / 7200 + self.seed)
+        return int(self.memory_kb * min(0.98, self.memory_used_ratio + swing))
+
+
+# ------------------------------------------------------------------ building the MIB of a device
+
+
+def _uptime(device: Device, now: float) -> bytes:
+    return ber.encode_unsigned(ber.TIMETICKS, device.uptime_ticks(now))
+
+
+def _in_octets_hc(row: int) -> Getter:
+    def get(d: Device, now: float) -> bytes:
+        return ber.encode_unsigned(ber.COUNTER64, d.interfaces[row].counters(d, now)[0] % COUNTER64)
+
+    return get
+
+
+def _out_octets_hc(row: int) -> Getter:
+    def get(d: Device, now: float) -> bytes:
+        return ber.encode_unsigned(ber.COUNTER64, d.interfaces[row].counters(d, now)[1] % COUNTER64)
+
+    return get
+
+
+def _counter(row: int, pick: Callable[[tuple[int, int, int, int]], int], tag: int) -> Getter:
+    modulus = COUNTER64 if tag == ber.COUNTER64 else COUNTER32
+
+    def get(d: Device, now: float) -> bytes:
+        return ber.encode_unsigned(tag, pick(d.interfaces[row].counters(d, now)) % modulus)
+
+    return get
+
+
+def _oper_status(row: int) -> Getter:
+    up = ber.encode_integer(1)
+    down = ber.encode_integer(2)
+
+    def get(d: Device, _now: float) -> bytes:
+        return up if d.interfaces[row].oper_up else down
+
+    return get
+
+
+def _last_change(row: int) -> Getter:
+    def get(d: Device, _now: float) -> bytes:
+        return ber.encode_unsigned(ber.TIMETICKS, d.ticks_at(d.interfaces[row].last_change))
+
+    return get
+
+
+def _discontinuity(d: Device, _now: float) -> bytes:
+    return b"\x43\x01\x00"  # counters were last reset at boot (sysUpTime 0)
+
+
+def shape_key(device: Device) -> tuple[object, ...]:
+    """Devices with the same key share one MibView."""
+    return (
+        tuple((i.index, i.has_hc) for i in device.interfaces),
+        device.cpu_count,
+        tuple(p.remote for p in device.bgp_peers),
+    )
+
+
+def build_view(device: Device) -> MibView:
+    """The OID layout for a generated device; values come from the device at request time."""
+    b = MibBuilder()
+    b.scalar((*SYSTEM, 1, 0), lambda d, _n: ber.encode_octets(d.sys_descr))
+    b.scalar((*SYSTEM, 2, 0), lambda d, _n: ber.encode_oid(d.sys_object_id))
+    b.scalar((*SYSTEM, 3, 0), _uptime)
+    b.scalar((*SYSTEM, 4, 0), lambda d, _n: ber.encode_octets(d.sys_contact))
+    b.scalar((*SYSTEM, 5, 0), lambda d, _n: ber.encode_octets(d.name.encode()))
+    b.scalar((*SYSTEM, 6, 0), lambda d, _n: ber.encode_octets(d.sys_location))
+    b.scalar((*SYSTEM, 7, 0), static(ber.encode_integer(6)))
+    b.scalar(IF_NUMBER, lambda d, _n: ber.encode_integer(len(d.interfaces)))
+
+    def text(row: int, attr: str) -> Getter:
+        return lambda d, _n: ber.encode_octets(getattr(d.interfaces[row], attr).encode())
+
+    for row, iface in enumerate(device.interfaces):
+        idx = (iface.index,)
+        # ifTable
+        b.column(IF_ENTRY, 1, idx, static(ber.encode_integer(iface.index)))
+        b.column(IF_ENTRY, 2, idx, text(row, "descr"))
+        b.column(IF_ENTRY, 3, idx, lambda d, _n, r=row: ber.encode_integer(d.interfaces[r].if_type))
+        b.column(IF_ENTRY, 4, idx, static(ber.encode_integer(1500)))
+        b.column(
+            IF_ENTRY,
+            5,
+            idx,
+            lambda d, _n, r=row: ber.encode_unsigned(
+                ber.GAUGE32, min(d.interfaces[r].speed_mbps * 1_000_000, COUNTER32 - 1)
+            ),
+        )
+        b.column(IF_ENTRY, 6, idx, lambda d, _n, r=row: ber.encode_octets(d.interfaces[r].mac))
+        b.column(
+            IF_ENTRY,
+            7,
+            idx,
+            lambda d, _n, r=row: ber.encode_integer(1 if d.interfaces[r].admin_up else 2),
+        )
+        b.column(IF_ENTRY, 8, idx, _oper_status(row))
+        b.column(IF_ENTRY, 9, idx, _last_change(row))
+        b.column(IF_ENTRY, 10, idx, _counter(row, lambda c: c[0], ber.COUNTER32))
+        b.column(IF_ENTRY, 11, idx, _counter(row, lambda c: c[0] // 700, ber.COUNTER32))
+        b.column(IF_ENTRY, 12, idx, _counter(row, lambda c: c[0] // 90000, ber.COUNTER32))
+        b.column(IF_ENTRY, 13, idx, _counter(row, lambda c: c[3], ber.COUNTER32))
+        b.column(IF_ENTRY, 14, idx, _counter(row, lambda c: c[2], ber.COUNTER32))
+        b.column(IF_ENTRY, 15, idx, static(ber.encode_unsigned(ber.COUNTER32, 0)))
+        b.column(IF_ENTRY, 16, idx, _counter(row, lambda c: c[1], ber.COUNTER32))
+        b.column(IF_ENTRY, 17, idx, _counter(row, lambda c: c[1] // 650, ber.COUNTER32))
+        b.column(IF_ENTRY, 18, idx, _counter(row, lambda c: c[1] // 120000, ber.COUNTER32))
+        b.column(IF_ENTRY, 19, idx, _counter(row, lambda c: c[3] // 2, ber.COUNTER32))
+        b.column(IF_ENTRY, 20, idx, _counter(row, lambda c: c[2] // 3, ber.COUNTER32))
+        b.column(IF_ENTRY, 21, idx, static(ber.encode_unsigned(ber.GAUGE32, 0)))
+        b.column(IF_ENTRY, 22, idx, static(ber.encode_oid((0, 0))))
+        # ifXTable
+        b.column(IFX_ENTRY, 1, idx, text(row, "name"))
+        b.column(IFX_ENTRY, 2, idx, _counter(row, lambda c: c[0] // 90000, ber.COUNTER32))
+        b.column(IFX_ENTRY, 3, idx, _counter(row, lambda c: c[0] // 400000, ber.COUNTER32))
+        b.column(IFX_ENTRY, 4, idx, _counter(row, lambda c: c[1] // 120000, ber.COUNTER32))
+        b.column(IFX_ENTRY, 5, idx, _counter(row, lambda c: c[1] // 500000, ber.COUNTER32))
+        if iface.has_hc:
+            b.column(IFX_ENTRY, 6, idx, _in_octets_hc(row))
+            b.column(IFX_ENTRY, 7, idx, _counter(row, lambda c: c[0] // 700, ber.COUNTER64))
+            b.column(IFX_ENTRY, 8, idx, _counter(row, lambda c: c[0] // 90000, ber.COUNTER64))
+            b.column(IFX_ENTRY, 9, idx, _counter(row, lambda c: c[0] // 400000, ber.COUNTER64))
+            b.column(IFX_ENTRY, 10, idx, _out_octets_hc(row))
+            b.column(IFX_ENTRY, 11, idx, _counter(row, lambda c: c[1] // 650, ber.COUNTER64))
+            b.column(IFX_ENTRY, 12, idx, _counter(row, lambda c: c[1] // 120000, ber.COUNTER64))
+            b.column(IFX_ENTRY, 13, idx, _counter(row, lambda c: c[1] // 500000, ber.COUNTER64))
+        b.column(IFX_ENTRY, 14, idx, static(ber.encode_integer(1)))
+        b.column(
+            IFX_ENTRY,
+            15,
+            idx,
+            lambda d, _n, r=row: ber.encode_unsigned(ber.GAUGE32, d.interfaces[r].speed_mbps),
+        )
+        b.column(IFX_ENTRY, 16, idx, static(ber.encode_integer(2)))
+        b.column(IFX_ENTRY, 17, idx, static(ber.encode_integer(1)))
+        b.column(IFX_ENTRY, 18, idx, text(row, "alias"))
+        b.column(IFX_ENTRY, 19, idx, _discontinuity)
+
+    # HOST-RESOURCES-MIB: memory and storage
+    b.scalar(HR_MEMORY_SIZE, lambda d, _n: ber.encode_integer(d.memory_kb))
+    storage = (
+        (1, HR_STORAGE_RAM, b"Physical memory"),
+        (2, HR_STORAGE_FLASH, b"bootflash:"),
+    )
+    for index, kind, descr in storage:
+        idx = (index,)
+        b.column(HR_STORAGE_ENTRY, 1, idx, static(ber.encode_integer(index)))
+        b.column(HR_STORAGE_ENTRY, 2, idx, static(ber.encode_oid(kind)))
+        b.column(HR_STORAGE_ENTRY, 3, idx, static(ber.encode_octets(descr)))
+        b.column(HR_STORAGE_ENTRY, 4, idx, static(ber.encode_integer(1024)))
+        if index == 1:
+            b.column(HR_STORAGE_ENTRY, 5, idx, lambda d, _n: ber.encode_integer(d.memory_kb))
+            b.column(
+                HR_STORAGE_ENTRY, 6, idx, lambda d, n: ber.encode_integer(d.memory_used_kb(n))
+            )
+        else:
+            b.column(HR_STORAGE_ENTRY, 5, idx, lambda d, _n: ber.encode_integer(d.flash_kb))
+            b.column(
+                HR_STORAGE_ENTRY, 6, idx, lambda d, _n: ber.encode_integer(d.flash_kb * 3 // 10)
+            )
+        b.column(HR_STORAGE_ENTRY, 7, idx, static(ber.encode_unsigned(ber.COUNTER32, 0)))
+    # HOST-RESOURCES-MIB: processors (hrDeviceIndex starts at 196608 like net-snmp)
+    for cpu in range(device.cpu_count):
+        idx = (196608 + cpu,)
+        b.column(HR_PROCESSOR_ENTRY, 1, idx, static(ber.encode_oid((0, 0))))
+        b.column(
+            HR_PROCESSOR_ENTRY,
+            2,
+            idx,
+            lambda d, n, c=cpu: ber.encode_integer(d.cpu_load(c, n)),
+        )
+    # BGP4-MIB
+    if device.bgp_peers:
+        b.scalar((*BGP, 1, 0), static(ber.encode_octets(b"\x10")))  # version 4
+        b.scalar((*BGP, 2, 0), lambda d, _n: ber.encode_integer(d.local_as))
+        b.scalar(
+            (*BGP, 4, 0),
+            lambda d, _n: ber.encode_ip(bytes(oid_index_for_ip(d.bgp_peers[0].local))),
+        )
+        for row, peer in enumerate(device.bgp_peers):
+            _bgp_peer_columns(b, row, oid_index_for_ip(peer.remote))
+    return b.build()
+
+
+def _bgp_peer_columns(b: MibBuilder, row: int, idx: Oid) -> None:
+    def state(d: Device, _n: float) -> bytes:
+        return ber.encode_integer(6 if d.bgp_peers[row].established else 1)  # established / idle
+
+    def ip(attr: str) -> Getter:
+        return lambda d, _n: ber.encode_ip(bytes(oid_index_for_ip(getattr(d.bgp_peers[row], attr))))
+
+    def updates(divisor: int) -> Getter:
+        def get(d: Device, now: float) -> bytes:
+            since = d.bgp_peers[row].established_since
+            value = int(max(0.0, now - since) / divisor) if d.bgp_peers[row].established else 0
+            return ber.encode_unsigned(ber.COUNTER32, value % COUNTER32)
+
+        return get
+
+    def established_time(d: Device, now: float) -> bytes:
+        peer = d.bgp_peers[row]
+        value = int(now - peer.established_since) if peer.established else 0
+        return ber.encode_unsigned(ber.GAUGE32, max(0, value))
+
+    b.column(BGP_PEER_ENTRY, 1, idx, ip("remote"))
+    b.column(BGP_PEER_ENTRY, 2, idx, state)
+    b.column(BGP_PEER_ENTRY, 3, idx, static(ber.encode_integer(2)))
+    b.column(BGP_PEER_ENTRY, 4, idx, static(ber.encode_integer(4)))
+    b.column(BGP_PEER_ENTRY, 5, idx, ip("local"))
+    b.column(BGP_PEER_ENTRY, 6, idx, static(ber.encode_integer(179)))
+    b.column(BGP_PEER_ENTRY, 7, idx, ip("remote"))
+    b.column(BGP_PEER_ENTRY, 8, idx, static(ber.encode_integer(35000 + row)))
+    b.column(
+        BGP_PEER_ENTRY, 9, idx, lambda d, _n: ber.encode_integer(d.bgp_peers[row].remote_as)
+    )
+    b.column(BGP_PEER_ENTRY, 10, idx, updates(7))
+    b.column(BGP_PEER_ENTRY, 11, idx, updates(9))
+    b.column(BGP_PEER_ENTRY, 12, idx, updates(3))
+    b.column(BGP_PEER_ENTRY, 13, idx, updates(3))
+    b.column(BGP_PEER_ENTRY, 14, idx, static(ber.encode_octets(b"\x00\x00")))
+    b.column(
+        BGP_PEER_ENTRY,
+        15,
+        idx,
+        lambda d, _n: ber.encode_unsigned(ber.COUNTER32, d.bgp_peers[row].transitions),
+    )
+    b.column(BGP_PEER_ENTRY, 16, idx, established_time)
+
+
+def stable_random(*parts: object) -> random.Random:
+    """A Random seeded from names, so a fleet is the same on every start."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def engine_id_for(name: str) -> bytes:
+    """RFC 3411 engine ID, format 5 (octets) under net-snmp's enterprise number."""
+    return b"\x80\x00\x1f\x88\x05" + hashlib.sha256(name.encode()).digest()[:8]
+
+
+def attach_views(devices: Iterable[Device]) -> int:
+    """Give every generated device its shared view; return how many distinct views were built."""
+    views: dict[tuple[object, ...], MibView] = {}
+    for device in devices:
+        if device.view is not None:
+            continue
+        key = shape_key(device)
+        view = views.get(key)
+        if view is None:
+            view = views[key] = build_view(device)
+        device.view = view
+    return len(views)

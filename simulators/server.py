@@ -1,0 +1,433 @@
+"""The fleet server: one UDP endpoint per simulated device, faults, and traps.
+
+Every device listens on its own 127.x.y.z address, so traps it sends leave
+from that address too, as they would from a real device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from simulators import ber
+from simulators.engine import Engine, Stats, build_v3_message, encode_pdu, random_request_id
+from simulators.model import SYS_UPTIME_OID, Device
+
+log = logging.getLogger("enoc.sim")
+
+SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
+COLD_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 1)
+LINK_DOWN = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
+LINK_UP = (1, 3, 6, 1, 6, 3, 1, 1, 5, 4)
+AUTHENTICATION_FAILURE = (1, 3, 6, 1, 6, 3, 1, 1, 5, 5)
+BGP_ESTABLISHED = (1, 3, 6, 1, 2, 1, 15, 0, 1)
+BGP_BACKWARD_TRANSITION = (1, 3, 6, 1, 2, 1, 15, 0, 2)
+IF_INDEX = (1, 3, 6, 1, 2, 1, 2, 2, 1, 1)
+IF_ADMIN = (1, 3, 6, 1, 2, 1, 2, 2, 1, 7)
+IF_OPER = (1, 3, 6, 1, 2, 1, 2, 2, 1, 8)
+BGP_PEER_REMOTE_ADDR = (1, 3, 6, 1, 2, 1, 15, 3, 1, 7)
+BGP_PEER_LAST_ERROR = (1, 3, 6, 1, 2, 1, 15, 3, 1, 14)
+BGP_PEER_STATE = (1, 3, 6, 1, 2, 1, 15, 3, 1, 2)
+AUTH_TRAP_INTERVAL = 10.0  # seconds between authenticationFailure traps of one device
+
+FAULT_KINDS = ("link_down", "unreachable", "reboot", "cpu_high", "packet_loss", "latency", "flap", "bgp_down")
+
+
+class FaultError(ValueError):
+    """A fault request that cannot be applied; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrapReceiver:
+    host: str
+    port: int
+
+
+class _DeviceProtocol(asyncio.DatagramProtocol):
+    def __init__(self, sim: Simulator, device: Device) -> None:
+        self.sim = sim
+        self.device = device
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport implements DatagramTransport without subclassing it.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        sim = self.sim
+        device = self.device
+        now = sim.clock()
+        faults = device.faults
+        if faults.unreachable or now < faults.unreachable_until:
+            sim.stats.dropped["unreachable"] += 1
+            return
+        if faults.packet_loss and sim.rng.random() < faults.packet_loss:
+            sim.stats.dropped["packet_loss"] += 1
+            return
+        reply = sim.engine.handle(device, data, now)
+        if sim.engine.last_bad is not None:
+            sim.note_bad_input(device, addr, sim.engine.last_bad)
+        if reply is None or self.transport is None:
+            return
+        if faults.latency_ms:
+            transport = self.transport
+            asyncio.get_running_loop().call_later(
+                faults.latency_ms / 1000, transport.sendto, reply, addr
+            )
+        else:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.sim.stats.bad["socket_error"] += 1
+
+
+class Simulator:
+    """Serves a fleet; faults are applied through `inject` and `clear`."""
+
+    def __init__(
+        self,
+        devices: list[Device],
+        *,
+        trap_receivers: list[TrapReceiver] | None = None,
+        trap_version: str = "2c",
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        names = [d.name for d in devices]
+        if len(set(names)) != len(names):
+            raise ValueError("device names must be unique")
+        self.devices = {d.name: d for d in devices}
+        self.trap_receivers = list(trap_receivers or [])
+        self.trap_version = trap_version
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats = Stats()
+        self.engine = Engine(self.stats)
+        self._protocols: dict[str, _DeviceProtocol] = {}
+        self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._timers: list[asyncio.TimerHandle] = []
+        self._bad_logged: set[str] = set()
+        self._last_auth_trap: dict[str, float] = {}
+        self.started = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        raise_open_files_limit(len(self.devices) + 256)
+        loop = asyncio.get_running_loop()
+        try:
+            for device in self.devices.values():
+                protocol = _DeviceProtocol(self, device)
+                await loop.create_datagram_endpoint(
+                    lambda p=protocol: p, local_addr=(device.address, device.port)  # type: ignore[misc]
+                )
+                self._protocols[device.name] = protocol
+        except OSError as exc:
+            await self.stop()
+            raise OSError(
+                exc.errno, f"cannot listen on {device.address}:{device.port} for {device.name}: {exc.strerror}"
+            ) from exc
+        self.started = True
+
+    async def stop(self) -> None:
+        """Close every socket and stop flapping; safe to call twice or before start."""
+        for task in self._tasks.values():
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for protocol in self._protocols.values():
+            if protocol.transport is not None:
+                protocol.transport.close()
+        self._protocols.clear()
+        self.started = False
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------- bad input
+
+    def note_bad_input(self, device: Device, addr: tuple[str | Any, int], kind: str) -> None:
+        """Log the first request of each bad kind; count the rest (in Stats) silently."""
+        if kind not in self._bad_logged and kind not in ("unknown_engine_id", "not_in_time_window"):
+            # Engine discovery and time sync are normal v3 traffic, not bad input.
+            self._bad_logged.add(kind)
+            log.warning(
+                "bad SNMP request: %s (first seen from %s to %s; further ones are only counted)",
+                kind,
+                addr[0],
+                device.name,
+            )
+        if kind in ("unknown_community", "wrong_digest", "unknown_user"):
+            now = self.clock()
+            if now - self._last_auth_trap.get(device.name, 0.0) >= AUTH_TRAP_INTERVAL:
+                self._last_auth_trap[device.name] = now
+                self.send_trap(device, AUTHENTICATION_FAILURE, [])
+
+    # ---------------------------------------------------------------- faults
+
+    def device(self, name: str) -> Device:
+        try:
+            return self.devices[name]
+        except KeyError:
+            raise KeyError(f"no simulated device named {name!r}") from None
+
+    def inject(self, name: str, fault: dict[str, Any]) -> list[dict[str, object]]:
+        """Apply a fault; returns the device's active faults. Raises FaultError on bad input."""
+        device = self.device(name)
+        kind = fault.get("kind")
+        if kind not in FAULT_KINDS:
+            raise FaultError(f"'kind' must be one of {', '.join(FAULT_KINDS)}; got {kind!r}")
+        allowed = {
+            "link_down": {"ifIndex"},
+            "flap": {"ifIndex", "period"},
+            "reboot": {"downtime"},
+            "packet_loss": {"ratio"},
+            "latency": {"ms"},
+            "bgp_down": {"peer"},
+        }.get(kind, set())
+        unknown = set(fault) - allowed - {"kind"}
+        if unknown:
+            raise FaultError(f"{kind}: unknown field(s) {', '.join(sorted(unknown))}")
+        now = self.clock()
+        faults = device.faults
+        if kind == "link_down":
+            iface = self._interface(device, fault)
+            faults.links_down.add(iface.index)
+            if iface.set_link(False, device, now):
+                self._link_trap(device, iface.index, up=False)
+        elif kind == "flap":
+            iface = self._interface(device, fault)
+            period = _number(fault, "period", 5.0, low=0.2, high=3600)
+            faults.flapping[iface.index] = period
+            key = (device.name, iface.index)
+            if key in self._tasks:
+                self._tasks[key].cancel()
+            self._tasks[key] = asyncio.get_running_loop().create_task(
+                self._flap(device, iface.index, period), name=f"flap[{device.name}:{iface.index}]"
+            )
+        elif kind == "unreachable":
+            faults.unreachable = True
+        elif kind == "reboot":
+            downtime = _number(fault, "downtime", 0.0, low=0.0, high=3600)
+            device.reboot(now, downtime)
+            self._timers.append(
+                asyncio.get_running_loop().call_later(
+                    downtime, lambda: self.send_trap(device, COLD_START, [])
+                )
+            )
+        elif kind == "cpu_high":
+            faults.cpu_high = True
+        elif kind == "packet_loss":
+            faults.packet_loss = _number(fault, "ratio", None, low=0.0, high=1.0)
+        elif kind == "latency":
+            faults.latency_ms = _number(fault, "ms", None, low=0.0, high=60000)
+        elif kind == "bgp_down":
+            peer = self._peer(device, fault)
+            if peer.established:
+                peer.established = False
+                faults.bgp_down.add(peer.remote)
+                self._bgp_trap(device, peer.remote, up=False)
+        return faults.describe()
+
+    def clear(self, name: str) -> list[dict[str, object]]:
+        """Clear every fault of a device: links come back up, traps announce it."""
+        device = self.device(name)
+        now = self.clock()
+        faults = device.faults
+        for if_index in list(faults.flapping):
+            task = self._tasks.pop((device.name, if_index), None)
+            if task is not None:
+                task.cancel()
+        restore = set(faults.links_down) | set(faults.flapping)
+        faults.flapping.clear()
+        faults.links_down.clear()
+        for if_index in sorted(restore):
+            if device.interface(if_index).set_link(True, device, now):
+                self._link_trap(device, if_index, up=True)
+        for peer in device.bgp_peers:
+            if peer.remote in faults.bgp_down:
+                peer.established = True
+                peer.established_since = now
+                peer.transitions += 1
+                self._bgp_trap(device, peer.remote, up=True)
+        faults.bgp_down.clear()
+        faults.unreachable = False
+        faults.unreachable_until = 0.0
+        faults.cpu_high = False
+        faults.packet_loss = 0.0
+        faults.latency_ms = 0.0
+        return faults.describe()
+
+    async def _flap(self, device: Device, if_index: int, period: float) -> None:
+        iface = device.interface(if_index)
+        while True:
+            up = not iface.oper_up
+            if iface.set_link(up, device, self.clock()):
+                self._link_trap(device, if_index, up=up)
+            await asyncio.sleep(period)
+
+    @staticmethod
+    def _interface(device: Device, fault: dict[str, Any]) -> Any:
+        if_index = fault.get("ifIndex", device.interfaces[0].index if device.interfaces else None)
+        if not isinstance(if_index, int) or isinstance(if_index, bool):
+            raise FaultError(f"'ifIndex' must be an integer; got {if_index!r}")
+        try:
+            return device.interface(if_index)
+        except KeyError as exc:
+            raise FaultError(str(exc.args[0])) from None
+
+    @staticmethod
+    def _peer(device: Device, fault: dict[str, Any]) -> Any:
+        if not device.bgp_peers:
+            raise FaultError(f"{device.name} has no BGP peers")
+        remote = fault.get("peer", device.bgp_peers[0].remote)
+        for peer in device.bgp_peers:
+            if peer.remote == remote:
+                return peer
+        raise FaultError(f"{device.name} has no BGP peer {remote!r}")
+
+    # ---------------------------------------------------------------- traps
+
+    def _link_trap(self, device: Device, if_index: int, *, up: bool) -> None:
+        iface = device.interface(if_index)
+        idx = (if_index,)
+        self.send_trap(
+            device,
+            LINK_UP if up else LINK_DOWN,
+            [
+                ((*IF_INDEX, *idx), ber.encode_integer(if_index)),
+                ((*IF_ADMIN, *idx), ber.encode_integer(1 if iface.admin_up else 2)),
+                ((*IF_OPER, *idx), ber.encode_integer(1 if iface.oper_up else 2)),
+            ],
+        )
+
+    def _bgp_trap(self, device: Device, remote: str, *, up: bool) -> None:
+        idx = tuple(int(p) for p in remote.split("."))
+        self.send_trap(
+            device,
+            BGP_ESTABLISHED if up else BGP_BACKWARD_TRANSITION,
+            [
+                ((*BGP_PEER_REMOTE_ADDR, *idx), ber.encode_ip(bytes(idx))),
+                ((*BGP_PEER_LAST_ERROR, *idx), ber.encode_octets(b"\x06\x02" if not up else b"\x00\x00")),
+                ((*BGP_PEER_STATE, *idx), ber.encode_integer(6 if up else 1)),
+            ],
+        )
+
+    def encode_trap(
+        self, device: Device, trap_oid: ber.Oid, varbinds: list[tuple[ber.Oid, bytes]]
+    ) -> bytes:
+        now = self.clock()
+        body = ber.encode_varbind(
+            ber.encode_oid(SYS_UPTIME_OID), ber.encode_unsigned(ber.TIMETICKS, device.uptime_ticks(now))
+        ) + ber.encode_varbind(ber.encode_oid(SNMP_TRAP_OID), ber.encode_oid(trap_oid))
+        body += b"".join(ber.encode_varbind(ber.encode_oid(o), v) for o, v in varbinds)
+        pdu = encode_pdu(ber.TRAP_V2, random_request_id(), 0, 0, body)
+        if self.trap_version == "3" and device.users:
+            user_name = next(iter(device.users))
+            keys = device.user_keys(user_name)
+            assert keys is not None
+            boots, etime = device.engine_boots, device.engine_time(now)
+            scoped = ber.tlv(
+                ber.SEQUENCE, ber.encode_octets(device.engine_id) + ber.encode_octets(b"") + pdu
+            )
+            level = keys.user.level
+            salt = b""
+            msg_data = scoped
+            if level & 2:
+                salt = keys.next_salt(boots)
+                msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
+            return build_v3_message(
+                msg_id=random_request_id(),
+                max_size=device.max_message_size,
+                flags=level,
+                engine_id=device.engine_id,
+                boots=boots,
+                etime=etime,
+                user_name=user_name,
+                salt=salt,
+                msg_data=msg_data,
+                keys=keys if level & 1 else None,
+            )
+        community = min(device.communities) if device.communities else b"public"
+        return ber.tlv(ber.SEQUENCE, ber.encode_integer(1) + ber.encode_octets(community) + pdu)
+
+    def send_trap(self, device: Device, trap_oid: ber.Oid, varbinds: list[tuple[ber.Oid, bytes]]) -> None:
+        if not self.trap_receivers:
+            return
+        protocol = self._protocols.get(device.name)
+        if protocol is None or protocol.transport is None:
+            return
+        message = self.encode_trap(device, trap_oid, varbinds)
+        for receiver in self.trap_receivers:
+            protocol.transport.sendto(message, (receiver.host, receiver.port))
+            self.stats.traps += 1
+
+    # ---------------------------------------------------------------- views for the control API
+
+    def describe(self, device: Device) -> dict[str, object]:
+        credentials = [c for c in _credentials(device)]
+        return {
+            "name": device.name,
+            "site": device.site,
+            "rtc": device.rtc,
+            "role": device.role,
+            "address": device.address,
+            "port": device.port,
+            "interfaces": len(device.interfaces),
+            "snmp": credentials[0] if credentials else {},
+            "snmp_alternatives": credentials[1:],
+            "sys_object_id": ber.oid_text(device.sys_object_id),
+            "engine_id": device.engine_id.hex(),
+            "faults": device.faults.describe(),
+        }
+
+
+def _credentials(device: Device) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = [
+        {
+            "version": "3",
+            "user": user.name,
+            "auth_protocol": user.auth_protocol,
+            "auth_key": user.auth_key,
+            "priv_protocol": user.priv_protocol,
+            "priv_key": user.priv_key,
+        }
+        for user in device.users.values()
+    ]
+    out += [{"version": "2c", "community": c.decode()} for c in sorted(device.communities)]
+    return out
+
+
+def _number(fault: dict[str, Any], key: str, default: float | None, *, low: float, high: float) -> float:
+    value = fault.get(key, default)
+    if value is None:
+        raise FaultError(f"'{key}' is required for {fault.get('kind')}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise FaultError(f"'{key}' must be a number from {low:g} to {high:g}; got {value!r}")
+    return float(value)
+
+
+def raise_open_files_limit(needed: int) -> None:
+    """One socket per device: lift the soft descriptor limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
