@@ -1,0 +1,81 @@
+"""The hand-written BER codec: round trips and strict rejection of bad input."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from simulators import ber
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 255, 256, -1, -128, -129, 2**31 - 1, -(2**31), 2**40])
+def test_integer_round_trip(value: int) -> None:
+    encoded = ber.encode_integer(value)
+    tag, start, stop = ber.read_tlv(encoded, 0, len(encoded))
+    assert tag == ber.INTEGER
+    assert ber.decode_integer(encoded, start, stop) == value
+
+
+@pytest.mark.parametrize("value", [0, 127, 128, 2**32 - 1, 2**63, 2**64 - 1])
+def test_unsigned_round_trip_has_no_sign_problem(value: int) -> None:
+    encoded = ber.encode_unsigned(ber.COUNTER64, value)
+    tag, start, stop = ber.read_tlv(encoded, 0, len(encoded))
+    assert tag == ber.COUNTER64
+    assert ber.decode_unsigned(encoded, start, stop) == value
+    if value >= 2**63:
+        assert encoded[2] == 0  # leading zero octet keeps it positive
+
+
+@pytest.mark.parametrize(
+    "oid",
+    [(1, 3, 6, 1, 2, 1, 1, 1, 0), (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 1_200_000_000), (2, 999, 3), (0, 0)],
+)
+def test_oid_round_trip(oid: ber.Oid) -> None:
+    encoded = ber.encode_oid(oid)
+    _, start, stop = ber.read_tlv(encoded, 0, len(encoded))
+    assert ber.decode_oid(encoded, start, stop) == oid
+
+
+def test_known_encodings_match_the_standard() -> None:
+    assert ber.encode_oid((1, 3, 6, 1, 2, 1, 1, 3, 0)) == bytes.fromhex("06082b06010201010300")
+    assert ber.encode_integer(-129) == bytes.fromhex("0202ff7f")
+    assert ber.encode_length(300) == bytes.fromhex("82012c")
+    assert ber.tlv(0x04, b"x" * 200)[:3] == bytes.fromhex("0481c8")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x30",
+        b"\x30\x05\x02\x01",  # length beyond the end
+        b"\x30\x85\x00\x00\x00\x00\x01",  # 5-octet length
+        b"\x30\x80\x00\x00",  # indefinite length is not allowed in SNMP
+    ],
+)
+def test_truncated_or_odd_lengths_raise(data: bytes) -> None:
+    with pytest.raises(ber.BerError):
+        ber.read_tlv(data, 0, len(data))
+        ber.expect(data, 0, len(data), ber.SEQUENCE)
+
+
+def test_oid_ending_inside_an_arc_raises() -> None:
+    data = b"\x06\x02\x2b\x86"
+    with pytest.raises(ber.BerError):
+        ber.decode_oid(data, 2, 4)
+
+
+def test_random_garbage_never_escapes_as_another_exception() -> None:
+    rng = random.Random(7)
+    seed = bytes.fromhex("302902010104067075626c6963a01c0204000000020201000201003010300e060a2b060102011f010101010500")
+    for _ in range(3000):
+        data = bytearray(seed)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cut = rng.randint(0, len(data))
+        try:
+            start, end = ber.expect(bytes(data[:cut]), 0, cut, ber.SEQUENCE)
+            ber.read_varbind_oids(bytes(data[:cut]), start, end)
+        except ber.BerError:
+            pass
