@@ -16,7 +16,7 @@ from aiohttp import web
 from enoc.runtime import parse_host_port, stop_event
 from enoc.runtime import run as run_loop
 from simulators.control import make_app
-from simulators.fleet import FleetSpec, build_devices, default_fleet_spec, generated_fleet_spec
+from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices, default_fleet_spec, generated_fleet_spec
 from simulators.model import attach_views
 from simulators.server import Simulator, TrapReceiver
 
@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--devices", type=int, help="generate N devices")
     source.add_argument("--interfaces", type=int, default=48, help="interfaces per generated device")
     source.add_argument("--sites", type=int, default=10, help="sites to spread generated devices over")
+    source.add_argument(
+        "--recording",
+        type=Path,
+        action="append",
+        default=[],
+        help="also serve this snmpsim .snmprec recording as a device of site 'lab' (repeatable)",
+    )
     parser.add_argument("--port", type=int, help="UDP port of every device (default 1161)")
     parser.add_argument("--address-base", help="first device address (default 127.16.0.1)")
     parser.add_argument("--max-message-size", type=int, help="largest SNMP message (default 1472)")
@@ -54,6 +61,9 @@ def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
     else:
         spec = default_fleet_spec()
     changes: dict[str, object] = {}
+    if args.recording:
+        recorded = [DeviceGroup(name=f"lab-rec-{i + 1}", recording=str(p.resolve())) for i, p in enumerate(args.recording)]
+        changes["sites"] = [*spec.sites, SiteSpec("lab", "lab", "Recordings", 0.0, recorded)]
     if args.port is not None:
         changes["port"] = args.port
     if args.address_base:

@@ -46,7 +46,14 @@ def encode_value(tag: int, text: str, hexed: bool) -> bytes:
     if tag == ber.OBJECT_IDENTIFIER:
         return ber.encode_oid(ber.parse_oid_text(text))
     if tag == ber.IP_ADDRESS:
-        raw = bytes.fromhex(text) if hexed else ipaddress.IPv4Address(text).packed
+        if hexed:
+            raw = bytes.fromhex(text)
+        elif text.count(".") == 3:
+            raw = ipaddress.IPv4Address(text).packed
+        else:  # snmpsim writes printable addresses as their 4 raw octets
+            raw = text.encode("latin-1", "surrogateescape")
+        if len(raw) != 4:
+            raise ValueError(f"an IpAddress needs 4 octets, got {len(raw)}")
         return ber.encode_ip(raw)
     raise ValueError(f"unsupported tag {tag}")
 
@@ -75,7 +82,7 @@ def load_recording_device(path: Path, *, name: str, site: str, rtc: str, address
             raise RecordingError(f"{path}:{number}: cannot serve {line[:80]!r}: {exc}") from None
         builder.scalar(oid, static(encoded))
         if oid == (1, 3, 6, 1, 2, 1, 1, 1, 0):
-            sys_descr = encoded[2:] if encoded[1] < 0x80 else ber.tlv(4, b"")[2:]
+            sys_descr = bytes.fromhex(value) if hexed else value.encode("utf-8", "surrogateescape")
         elif oid == (1, 3, 6, 1, 2, 1, 1, 2, 0):
             sys_object_id = ber.parse_oid_text(value)
     builder.scalar(

@@ -36,7 +36,7 @@ def parse(output: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for line in output.splitlines():
         match = re.match(r"^\.?([\d.]+) = (.*)$", line)
-        if match:
+        if match and not match.group(2).startswith("No more variables left"):
             values[match.group(1)] = match.group(2)
     return values
 
