@@ -151,10 +151,11 @@ class Responder:
         parts: list[bytes] = []
         used = 0
         truncated = False
+        limit = min(MAX_BULK_VARBINDS, device.max_bulk_varbinds)
 
         def add(vb: bytes) -> bool:
             nonlocal used
-            if used + len(vb) > budget or len(parts) >= MAX_BULK_VARBINDS:
+            if used + len(vb) > budget or len(parts) >= limit:
                 return False
             parts.append(vb)
             used += len(vb)

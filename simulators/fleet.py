@@ -121,32 +121,45 @@ class RoleProfile:
     port_speed_mbps: int
     uplinks: int
     uplink_speed_mbps: int
-    sparse_ifindex: bool = False
+    ifindex_base: int = 1  # first ifIndex; Nexus-style switches number from 0x1a000000
+    ifindex_step: int = 1
+    quirks: frozenset[str] = frozenset()
+    max_bulk_varbinds: int = 2048
+    tunnels: int = 0  # trailing tunnel interfaces, which have no HC counters
 
+
+IOS_TAIL = (
+    "\r\nTechnical Support: http://www.cisco.com/techsupport"
+    "\r\nCopyright (c) 1986-2024 by Cisco Systems, Inc."
+)
 
 PROFILES: dict[str, RoleProfile] = {
     "pe-router": RoleProfile(
         "pe", (1, 3, 6, 1, 4, 1, 9, 1, 2150), "Cisco IOS XR Software (ASR 9006), Version 7.9.2",
-        16, 4, 32768, 6, "TenGigE0/0/0/{port}", 10000, 4, 100000, sparse_ifindex=True,
+        16, 4, 32768, 6, "TenGigE0/0/0/{port}", 10000, 4, 100000, ifindex_base=1000001, ifindex_step=4096,
     ),
     "ce-router": RoleProfile(
         "ce", (1, 3, 6, 1, 4, 1, 9, 1, 1861),
-        "Cisco IOS Software [Dublin], ISR Software (X86_64_LINUX_IOSD-UNIVERSALK9-M), Version 17.12.3",
+        "Cisco IOS Software [Dublin], ISR Software (X86_64_LINUX_IOSD-UNIVERSALK9-M), Version 17.12.3"
+        + IOS_TAIL,
         8, 2, 8192, 2, "GigabitEthernet0/0/{port}", 1000, 2, 200,
     ),
     "core-switch": RoleProfile(
-        "core", (1, 3, 6, 1, 4, 1, 9, 1, 2494),
-        "Cisco IOS Software [Dublin], Catalyst L3 Switch Software (CAT9K_IOSXE), Version 17.12.3",
-        48, 2, 16384, 0, "TenGigabitEthernet1/0/{port}", 10000, 4, 40000,
+        "core", (1, 3, 6, 1, 4, 1, 9, 12, 3, 1, 3, 1812),
+        "Cisco NX-OS(tm) nxos.9.3.10.bin, Software (nxos), Version 9.3(10), RELEASE SOFTWARE",
+        48, 2, 16384, 0, "Ethernet1/{port}", 10000, 4, 40000,
+        ifindex_base=0x1A000000, ifindex_step=0x1000,  # Nexus: Ethernet1/1 is 436207616
     ),
     "access-switch": RoleProfile(
         "acc", (1, 3, 6, 1, 4, 1, 9, 1, 2694),
-        "Cisco IOS Software [Dublin], Catalyst L3 Switch Software (CAT9K_LITE_IOSXE), Version 17.12.3",
+        "Cisco IOS Software [Dublin], Catalyst L3 Switch Software (CAT9K_LITE_IOSXE), Version 17.12.3"
+        + IOS_TAIL,
         48, 1, 4096, 0, "GigabitEthernet1/0/{port}", 1000, 2, 10000,
     ),
     "firewall": RoleProfile(
         "fw", (1, 3, 6, 1, 4, 1, 12356, 101, 1, 6004), "FortiGate-600F v7.4.4,build2662",
-        16, 4, 16384, 0, "port{port}", 1000, 2, 10000, sparse_ifindex=True,
+        16, 4, 16384, 0, "port{port}", 1000, 2, 10000,
+        quirks=frozenset({"no_iftable_basics", "partial_ifxtable"}), max_bulk_varbinds=64, tunnels=2,
     ),
 }
 
@@ -288,21 +301,27 @@ def _generate_device(
         speed = profile.uplink_speed_mbps if uplink else profile.port_speed_mbps
         if role == "ce-router" and uplink and i == 0:
             speed = rng.choice((50, 100, 200))  # the MPLS WAN circuit
-        index = (1000000 + i * 4096 + 1) if profile.sparse_ifindex else i + 1
-        admin_up = uplink or rng.random() > 0.15
+        index = profile.ifindex_base + i * profile.ifindex_step
+        tunnel = i >= count - profile.tunnels
+        admin_up = uplink or tunnel or rng.random() > 0.15
         utilization = rng.uniform(0.05, 0.45) if admin_up else 0.0
         octets_per_s = speed * 1_000_000 / 8 * utilization
         port_name = profile.port_name.format(port=i + 1)
+        if tunnel:
+            port_name = f"ipsec-{site.name}-{count - i}"
+            speed = 100
+            octets_per_s = speed * 1_000_000 / 8 * utilization
         alias = f"uplink to {site.name}-core" if uplink and role == "access-switch" else ""
         if role == "ce-router" and i == 0:
-            alias = f"MPLS WAN {site.name} - Unite Networks"
+            # Real aliases carry line breaks and latin-1 octets (\udce9 is the raw octet 0xE9).
+            alias = f"MPLS WAN {site.name} - Unite Networks\r\ncircuit r\udce9f. {rng.randint(10000, 99999)}"
         ifaces.append(
             Interface(
                 index=index,
                 name=port_name,
                 descr=port_name,
                 alias=alias or (f"user port {i + 1}" if admin_up else ""),
-                if_type=6,
+                if_type=131 if tunnel else 6,
                 speed_mbps=speed,
                 mac=bytes([0x00, 0x1E, 0x49]) + rng.randbytes(3),
                 admin_up=admin_up,
@@ -314,6 +333,7 @@ def _generate_device(
                 errors_per_s=rng.choice((0.0, 0.0, 0.0, 0.002, 0.02)),
                 discards_per_s=rng.choice((0.0, 0.0, 0.001, 0.01)),
                 last_change=boot,
+                has_hc=not tunnel,
             )
         )
     peers: list[BgpPeer] = []
@@ -347,4 +367,6 @@ def _generate_device(
         local_as=64512 + rng.randint(0, 500),
         bgp_peers=peers,
         seed=rng.randint(0, 1 << 30),
+        quirks=profile.quirks,
+        max_bulk_varbinds=profile.max_bulk_varbinds,
     )

@@ -79,12 +79,15 @@ class MibBuilder:
     def __init__(self) -> None:
         self._entries: dict[Oid, Getter] = {}
         self._objects: set[Oid] = set()
+        self.skip_columns: dict[Oid, set[int]] = {}
 
     def scalar(self, oid: Oid, getter: Getter) -> None:
         self._entries[oid] = getter
         self._objects.add(oid[:-1])
 
     def column(self, entry: Oid, column: int, index: Oid, getter: Getter) -> None:
+        if column in self.skip_columns.get(entry, ()):
+            return
         column_oid = (*entry, column)
         self._entries[(*column_oid, *index)] = getter
         self._objects.add(column_oid)
@@ -274,6 +277,10 @@ class Device:
     localized: dict[bytes, LocalizedUser] = field(default_factory=dict)
     recording: str | None = None
     seed: int = 0
+    # Misbehaviours of real devices (SNMP-NOTES.md): "no_iftable_basics" (no ifIndex, ifSpeed,
+    # ifInOctets, ifOutOctets columns), "partial_ifxtable" (only names, HC octets, speed, alias).
+    quirks: frozenset[str] = frozenset()
+    max_bulk_varbinds: int = 2048  # some agents cap a response at 64 varbinds
 
     def uptime_ticks(self, now: float) -> int:
         return int((now - self.boot_time) * 100) % COUNTER32
@@ -380,6 +387,7 @@ def shape_key(device: Device) -> tuple[object, ...]:
     """Devices with the same key share one MibView."""
     return (
         tuple((i.index, i.has_hc) for i in device.interfaces),
+        device.quirks,
         device.cpu_count,
         tuple(p.remote for p in device.bgp_peers),
     )
@@ -398,7 +406,16 @@ def build_view(device: Device) -> MibView:
     b.scalar(IF_NUMBER, lambda d, _n: ber.encode_integer(len(d.interfaces)))
 
     def text(row: int, attr: str) -> Getter:
-        return lambda d, _n: ber.encode_octets(getattr(d.interfaces[row], attr).encode())
+        # surrogateescape: an alias may carry the raw non-UTF-8 octets real devices send
+        return lambda d, _n: ber.encode_octets(
+            getattr(d.interfaces[row], attr).encode("utf-8", "surrogateescape")
+        )
+
+    skip_if = {1, 5, 10, 16} if "no_iftable_basics" in device.quirks else set()
+    only_ifx = {1, 6, 10, 15, 18} if "partial_ifxtable" in device.quirks else None
+    b.skip_columns = {IF_ENTRY: skip_if, IFX_ENTRY: set()} if skip_if else {}
+    if only_ifx is not None:
+        b.skip_columns[IFX_ENTRY] = set(range(1, 20)) - only_ifx
 
     for row, iface in enumerate(device.interfaces):
         idx = (iface.index,)

@@ -144,3 +144,41 @@ async def test_host_resources_cpu_and_memory(sim: Simulator) -> None:
     used = int(storage["1.3.6.1.2.1.25.2.3.1.6.1"].split()[-1])
     size = int(storage["1.3.6.1.2.1.25.2.3.1.5.1"].split()[-1])
     assert 0 < used < size
+
+
+# ------------------------------------------------------------------ how real devices misbehave
+
+
+async def test_firewall_quirks_partial_tables_no_hc_on_tunnels_and_a_64_varbind_cap(sim: Simulator) -> None:
+    device = next(d for d in sim.devices.values() if d.role == "firewall")
+    addr = f"{device.address}:{device.port}"
+    if_table = parse(await snmp("snmpbulkwalk", *v2c(addr), "1.3.6.1.2.1.2.2.1"))
+    columns = {int(oid.split(".")[9]) for oid in if_table}
+    assert columns.isdisjoint({1, 5, 10, 16})  # no ifIndex, ifSpeed, 32-bit octets
+    assert {2, 7, 8} <= columns
+    ifx = parse(await snmp("snmpbulkwalk", *v2c(addr), IFX))
+    assert {int(oid.split(".")[10]) for oid in ifx} == {1, 6, 10, 15, 18}
+    tunnels = [i for i in device.interfaces if i.if_type == 131]
+    assert len(tunnels) == 2
+    for iface in tunnels:
+        assert f"{HC_IN}.{iface.index}" not in ifx
+        assert f"{IFX}.1.{iface.index}" in ifx
+    # One GETBULK asking for 200 repetitions gets at most 64 varbinds back.
+    out = await snmp("snmpbulkget", "-Cr200", *v2c(addr), "1.3.6.1.2.1.2.2.1.2")
+    assert len(parse(out)) == 64
+
+
+async def test_nexus_style_huge_ifindex_and_multiline_non_utf8_values(sim: Simulator) -> None:
+    core_like = [d for d in small_fleet(address_base="127.31.9.1") if d.role == "pe-router"][0]
+    assert core_like.interfaces[0].index == 1000001
+    from simulators.fleet import PROFILES
+
+    assert PROFILES["core-switch"].ifindex_base == 436207616
+    router = next(d for d in sim.devices.values() if d.role == "ce-router")
+    addr = f"{router.address}:{router.port}"
+    wan = router.interfaces[0]
+    out = await snmp("snmpget", "-Ox", *v2c(addr), f"{IFX}.18.{wan.index}")
+    raw = bytes.fromhex("".join(out.split("Hex-STRING:", 1)[1].split()))
+    assert b"\r\n" in raw and b"r\xe9f." in raw  # a line break and a latin-1 octet, as real devices send
+    descr = await snmp("snmpget", *v2c(addr), f"{SYSTEM}.1.0")
+    assert "Technical Support" in descr
