@@ -97,9 +97,10 @@ def encode_oid_content(oid: Oid) -> bytes:
             out.append(arc)
             continue
         chunk = bytearray()
-        while arc:
-            chunk.append((arc & 0x7F) | 0x80)
-            arc >>= 7
+        rest = arc
+        while rest:
+            chunk.append((rest & 0x7F) | 0x80)
+            rest >>= 7
         chunk[0] &= 0x7F
         chunk.reverse()
         out += chunk
@@ -255,6 +256,8 @@ def read_varbinds(data: bytes, pos: int, end: int) -> list[tuple[Oid, int, objec
         vb_start, vb_stop = expect(data, pos, stop, SEQUENCE)
         oid_start, oid_stop = expect(data, vb_start, vb_stop, OBJECT_IDENTIFIER)
         tag, v_start, v_stop = read_tlv(data, oid_stop, vb_stop)
-        out.append((decode_oid(data, oid_start, oid_stop), tag, decode_value(tag, data, v_start, v_stop)))
+        out.append(
+            (decode_oid(data, oid_start, oid_stop), tag, decode_value(tag, data, v_start, v_stop))
+        )
         pos = vb_stop
     return out

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 from aiohttp import web
@@ -16,7 +16,14 @@ from aiohttp import web
 from enoc.runtime import parse_host_port, stop_event
 from enoc.runtime import run as run_loop
 from simulators.control import make_app
-from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices, default_fleet_spec, generated_fleet_spec
+from simulators.fleet import (
+    DeviceGroup,
+    FleetSpec,
+    SiteSpec,
+    build_devices,
+    default_fleet_spec,
+    generated_fleet_spec,
+)
 from simulators.model import attach_views
 from simulators.server import Simulator, TrapReceiver
 
@@ -27,8 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("fleet (default: the RTC sites of the DESIGN)")
     source.add_argument("--fleet", type=Path, help="fleet file (YAML)")
     source.add_argument("--devices", type=int, help="generate N devices")
-    source.add_argument("--interfaces", type=int, default=48, help="interfaces per generated device")
-    source.add_argument("--sites", type=int, default=10, help="sites to spread generated devices over")
+    source.add_argument(
+        "--interfaces", type=int, default=48, help="interfaces per generated device"
+    )
+    source.add_argument(
+        "--sites", type=int, default=10, help="sites to spread generated devices over"
+    )
     source.add_argument(
         "--recording",
         type=Path,
@@ -41,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-message-size", type=int, help="largest SNMP message (default 1472)")
     parser.add_argument("--control", metavar="HOST:PORT", help="serve the fault-injection API")
     parser.add_argument(
-        "--traps-to", metavar="HOST:PORT", action="append", default=[], help="trap receiver (repeatable)"
+        "--traps-to",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="trap receiver (repeatable)",
     )
     parser.add_argument("--trap-version", choices=("2c", "3"), help="trap version (default 2c)")
     parser.add_argument("--inventory-out", type=Path, help="write the agent inventory here")
@@ -60,9 +75,12 @@ def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
         spec = generated_fleet_spec(args.devices, args.interfaces, args.sites)
     else:
         spec = default_fleet_spec()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if args.recording:
-        recorded = [DeviceGroup(name=f"lab-rec-{i + 1}", recording=str(p.resolve())) for i, p in enumerate(args.recording)]
+        recorded = [
+            DeviceGroup(name=f"lab-rec-{i + 1}", recording=str(p.resolve()))
+            for i, p in enumerate(args.recording)
+        ]
         changes["sites"] = [*spec.sites, SiteSpec("lab", "lab", "Recordings", 0.0, recorded)]
     if args.port is not None:
         changes["port"] = args.port
@@ -78,7 +96,8 @@ def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
         changes["trap_receivers"] = [*spec.trap_receivers, *args.traps_to]
     if args.trap_version:
         changes["trap_version"] = args.trap_version
-    return replace(spec, **changes)  # type: ignore[arg-type]
+    updated: FleetSpec = replace(spec, **changes)
+    return updated
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -105,7 +124,8 @@ async def serve(args: argparse.Namespace) -> int:
         interfaces = sum(len(d.interfaces) for d in devices)
         first, last = devices[0].address, devices[-1].address
         log.info(
-            "serving %d devices (%d interfaces, %d OID layouts) on %s..%s port %d in %.1f s, RSS %.0f MiB%s",
+            "serving %d devices (%d interfaces, %d OID layouts) on %s..%s port %d "
+            "in %.1f s, RSS %.0f MiB%s",
             len(devices),
             interfaces,
             views,
@@ -137,4 +157,3 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"enoc sim: {exc}", file=sys.stderr)
         return 2
-

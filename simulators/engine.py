@@ -9,6 +9,7 @@ dropped silently (malformed BER, unknown community), never raised.
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -125,13 +126,17 @@ class Responder:
             if pdu.tag == ber.GET:
                 i = view.exact(oid)
                 if i >= 0:
-                    parts.append(ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now)))
+                    parts.append(
+                        ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now))
+                    )
                 else:
                     parts.append(ber.encode_varbind(ber.encode_oid(oid), view.missing_value(oid)))
             else:  # GETNEXT
                 i = _next_index(oids, oid)
                 if i < count:
-                    parts.append(ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now)))
+                    parts.append(
+                        ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now))
+                    )
                 else:
                     parts.append(ber.encode_varbind(ber.encode_oid(oid), ber.END_OF_MIB_VIEW_VALUE))
         body = b"".join(parts)
@@ -197,8 +202,6 @@ class Responder:
 
 
 def _next_index(oids: list[Oid], oid: Oid) -> int:
-    from bisect import bisect_right
-
     return bisect_right(oids, oid)
 
 
@@ -288,24 +291,48 @@ class Engine:
         if engine_id != device.engine_id:
             # Discovery (empty engine ID) lands here too.
             return self._report(
-                device, ctx, request_id, USM_STATS_UNKNOWN_ENGINE_IDS, now, reportable, "unknown_engine_id"
+                device,
+                ctx,
+                request_id,
+                USM_STATS_UNKNOWN_ENGINE_IDS,
+                now,
+                reportable,
+                "unknown_engine_id",
             )
         keys = device.user_keys(user_name)
         if keys is None:
             return self._report(
-                device, ctx, request_id, USM_STATS_UNKNOWN_USER_NAMES, now, reportable, "unknown_user"
+                device,
+                ctx,
+                request_id,
+                USM_STATS_UNKNOWN_USER_NAMES,
+                now,
+                reportable,
+                "unknown_user",
             )
         requested_level = flags & (FLAG_AUTH | FLAG_PRIV)
         if requested_level & ~keys.user.level & 3:
             return self._report(
-                device, ctx, request_id, USM_STATS_UNSUPPORTED_SEC_LEVELS, now, reportable, "unsupported_sec_level"
+                device,
+                ctx,
+                request_id,
+                USM_STATS_UNSUPPORTED_SEC_LEVELS,
+                now,
+                reportable,
+                "unsupported_sec_level",
             )
         if flags & FLAG_AUTH:
             digest = data[auth_start:auth_end]
             zeroed = data[:auth_start] + b"\x00" * (auth_end - auth_start) + data[auth_end:]
             if len(digest) != keys.auth_len or not keys.verify(zeroed, digest):
                 return self._report(
-                    device, ctx, request_id, USM_STATS_WRONG_DIGESTS, now, reportable, "wrong_digest"
+                    device,
+                    ctx,
+                    request_id,
+                    USM_STATS_WRONG_DIGESTS,
+                    now,
+                    reportable,
+                    "wrong_digest",
                 )
             ours_boots, ours_time = device.engine_boots, device.engine_time(now)
             if boots != ours_boots or abs(etime - ours_time) > TIME_WINDOW or boots >= 0x7FFFFFFF:
@@ -327,7 +354,13 @@ class Engine:
                 scoped = _parse_scoped(plain, 0, len(plain), lenient_tail=True)
             except (DecryptionError, BerError):
                 return self._report(
-                    device, ctx, request_id, USM_STATS_DECRYPTION_ERRORS, now, reportable, "decryption_error"
+                    device,
+                    ctx,
+                    request_id,
+                    USM_STATS_DECRYPTION_ERRORS,
+                    now,
+                    reportable,
+                    "decryption_error",
                 )
         else:
             scoped = _parse_scoped(data, msg_data_pos, end, lenient_tail=False)
@@ -337,10 +370,19 @@ class Engine:
             raise Refused("unsupported_pdu")
         if context_name:
             return self._report(
-                device, ctx, pdu.request_id, SNMP_UNKNOWN_CONTEXTS, now, reportable, "unknown_context", keys=keys
+                device,
+                ctx,
+                pdu.request_id,
+                SNMP_UNKNOWN_CONTEXTS,
+                now,
+                reportable,
+                "unknown_context",
+                keys=keys,
             )
         # The envelope of a v3 response: ~60 octets plus the engine ID, user, MAC and salt.
-        overhead = 64 + len(device.engine_id) * 2 + len(user_name) + keys.auth_len + 8 + LENGTH_SLACK
+        overhead = (
+            64 + len(device.engine_id) * 2 + len(user_name) + keys.auth_len + 8 + LENGTH_SLACK
+        )
         response = self.responder.respond(device, pdu, ctx.max_size - overhead, now)
         return self._wrap(device, ctx, response, now, keys)
 

@@ -108,6 +108,7 @@ class FleetSpec:
 
 # ------------------------------------------------------------------ roles
 
+
 @dataclass(frozen=True)
 class RoleProfile:
     abbrev: str
@@ -135,31 +136,78 @@ IOS_TAIL = (
 
 PROFILES: dict[str, RoleProfile] = {
     "pe-router": RoleProfile(
-        "pe", (1, 3, 6, 1, 4, 1, 9, 1, 2150), "Cisco IOS XR Software (ASR 9006), Version 7.9.2",
-        16, 4, 32768, 6, "TenGigE0/0/0/{port}", 10000, 4, 100000, ifindex_base=1000001, ifindex_step=4096,
+        "pe",
+        (1, 3, 6, 1, 4, 1, 9, 1, 2150),
+        "Cisco IOS XR Software (ASR 9006), Version 7.9.2",
+        16,
+        4,
+        32768,
+        6,
+        "TenGigE0/0/0/{port}",
+        10000,
+        4,
+        100000,
+        ifindex_base=1000001,
+        ifindex_step=4096,
     ),
     "ce-router": RoleProfile(
-        "ce", (1, 3, 6, 1, 4, 1, 9, 1, 1861),
-        "Cisco IOS Software [Dublin], ISR Software (X86_64_LINUX_IOSD-UNIVERSALK9-M), Version 17.12.3"
-        + IOS_TAIL,
-        8, 2, 8192, 2, "GigabitEthernet0/0/{port}", 1000, 2, 200,
+        "ce",
+        (1, 3, 6, 1, 4, 1, 9, 1, 1861),
+        "Cisco IOS Software [Dublin], ISR Software (X86_64_LINUX_IOSD-UNIVERSALK9-M), "
+        "Version 17.12.3" + IOS_TAIL,
+        8,
+        2,
+        8192,
+        2,
+        "GigabitEthernet0/0/{port}",
+        1000,
+        2,
+        200,
     ),
     "core-switch": RoleProfile(
-        "core", (1, 3, 6, 1, 4, 1, 9, 12, 3, 1, 3, 1812),
+        "core",
+        (1, 3, 6, 1, 4, 1, 9, 12, 3, 1, 3, 1812),
         "Cisco NX-OS(tm) nxos.9.3.10.bin, Software (nxos), Version 9.3(10), RELEASE SOFTWARE",
-        48, 2, 16384, 0, "Ethernet1/{port}", 10000, 4, 40000,
-        ifindex_base=0x1A000000, ifindex_step=0x1000,  # Nexus: Ethernet1/1 is 436207616
+        48,
+        2,
+        16384,
+        0,
+        "Ethernet1/{port}",
+        10000,
+        4,
+        40000,
+        ifindex_base=0x1A000000,
+        ifindex_step=0x1000,  # Nexus: Ethernet1/1 is 436207616
     ),
     "access-switch": RoleProfile(
-        "acc", (1, 3, 6, 1, 4, 1, 9, 1, 2694),
-        "Cisco IOS Software [Dublin], Catalyst L3 Switch Software (CAT9K_LITE_IOSXE), Version 17.12.3"
-        + IOS_TAIL,
-        48, 1, 4096, 0, "GigabitEthernet1/0/{port}", 1000, 2, 10000,
+        "acc",
+        (1, 3, 6, 1, 4, 1, 9, 1, 2694),
+        "Cisco IOS Software [Dublin], Catalyst L3 Switch Software (CAT9K_LITE_IOSXE), "
+        "Version 17.12.3" + IOS_TAIL,
+        48,
+        1,
+        4096,
+        0,
+        "GigabitEthernet1/0/{port}",
+        1000,
+        2,
+        10000,
     ),
     "firewall": RoleProfile(
-        "fw", (1, 3, 6, 1, 4, 1, 12356, 101, 1, 6004), "FortiGate-600F v7.4.4,build2662",
-        16, 4, 16384, 0, "port{port}", 1000, 2, 10000,
-        quirks=frozenset({"no_iftable_basics", "partial_ifxtable"}), max_bulk_varbinds=64, tunnels=2,
+        "fw",
+        (1, 3, 6, 1, 4, 1, 12356, 101, 1, 6004),
+        "FortiGate-600F v7.4.4,build2662",
+        16,
+        4,
+        16384,
+        0,
+        "port{port}",
+        1000,
+        2,
+        10000,
+        quirks=frozenset({"no_iftable_basics", "partial_ifxtable"}),
+        max_bulk_varbinds=64,
+        tunnels=2,
     ),
 }
 
@@ -216,7 +264,8 @@ def generated_fleet_spec(devices: int, interfaces: int, sites: int) -> FleetSpec
         count = devices // sites + (1 if s < devices % sites else 0)
         groups: list[DeviceGroup] = []
         roles: list[Role] = ["ce-router", "core-switch", "firewall", "pe-router"]
-        for role in roles[: max(0, min(len(roles), count - 1))] if count > 1 else ["ce-router"]:
+        chosen: list[Role] = roles[: min(len(roles), count - 1)] if count > 1 else ["ce-router"]
+        for role in chosen:
             groups.append(DeviceGroup(role, 1, interfaces))
         rest = count - sum(g.count for g in groups)
         if rest > 0:
@@ -314,7 +363,8 @@ def _generate_device(
         alias = f"uplink to {site.name}-core" if uplink and role == "access-switch" else ""
         if role == "ce-router" and i == 0:
             # Real aliases carry line breaks and latin-1 octets (\udce9 is the raw octet 0xE9).
-            alias = f"MPLS WAN {site.name} - Unite Networks\r\ncircuit r\udce9f. {rng.randint(10000, 99999)}"
+            circuit = rng.randint(10000, 99999)
+            alias = f"MPLS WAN {site.name} - Unite Networks\r\ncircuit r\udce9f. {circuit}"
         ifaces.append(
             Interface(
                 index=index,
@@ -341,7 +391,9 @@ def _generate_device(
         octets = [int(p) for p in address.split(".")]
         for p in range(profile.bgp_peers):
             remote = f"127.{200 + p % 50}.{octets[2]}.{octets[3]}"
-            peers.append(BgpPeer(remote=remote, local=address, remote_as=65000 + p, established_since=boot))
+            peers.append(
+                BgpPeer(remote=remote, local=address, remote_as=65000 + p, established_since=boot)
+            )
     return Device(
         name=name,
         site=site.name,

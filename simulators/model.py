@@ -325,7 +325,9 @@ class Device:
         if self.faults.cpu_high:
             return 95 + (int(now) + cpu) % 5
         daily = math.sin(2 * math.pi * (now - self.seed % 3600) / DAY)
-        return max(1, min(100, int(self.cpu_base * (1 + 0.3 * daily) + (cpu * 7 + int(now / 30)) % 5)))
+        return max(
+            1, min(100, int(self.cpu_base * (1 + 0.3 * daily) + (cpu * 7 + int(now / 30)) % 5))
+        )
 
     def memory_used_kb(self, now: float) -> int:
         swing = 0.03 * math.sin(2 * math.pi * now / 7200 + self.seed)
@@ -379,6 +381,22 @@ def _last_change(row: int) -> Getter:
     return get
 
 
+def per_iface(row: int, value: Callable[[Interface], bytes]) -> Getter:
+    """A getter for one interface row of whichever device asks."""
+
+    def get(d: Device, _now: float) -> bytes:
+        return value(d.interfaces[row])
+
+    return get
+
+
+def _cpu_load(cpu: int) -> Getter:
+    def get(d: Device, now: float) -> bytes:
+        return ber.encode_integer(d.cpu_load(cpu, now))
+
+    return get
+
+
 def _discontinuity(d: Device, _now: float) -> bytes:
     return b"\x43\x01\x00"  # counters were last reset at boot (sysUpTime 0)
 
@@ -422,22 +440,25 @@ def build_view(device: Device) -> MibView:
         # ifTable
         b.column(IF_ENTRY, 1, idx, static(ber.encode_integer(iface.index)))
         b.column(IF_ENTRY, 2, idx, text(row, "descr"))
-        b.column(IF_ENTRY, 3, idx, lambda d, _n, r=row: ber.encode_integer(d.interfaces[r].if_type))
+        b.column(IF_ENTRY, 3, idx, per_iface(row, lambda i: ber.encode_integer(i.if_type)))
         b.column(IF_ENTRY, 4, idx, static(ber.encode_integer(1500)))
         b.column(
             IF_ENTRY,
             5,
             idx,
-            lambda d, _n, r=row: ber.encode_unsigned(
-                ber.GAUGE32, min(d.interfaces[r].speed_mbps * 1_000_000, COUNTER32 - 1)
+            per_iface(
+                row,
+                lambda i: ber.encode_unsigned(
+                    ber.GAUGE32, min(i.speed_mbps * 1_000_000, COUNTER32 - 1)
+                ),
             ),
         )
-        b.column(IF_ENTRY, 6, idx, lambda d, _n, r=row: ber.encode_octets(d.interfaces[r].mac))
+        b.column(IF_ENTRY, 6, idx, per_iface(row, lambda i: ber.encode_octets(i.mac)))
         b.column(
             IF_ENTRY,
             7,
             idx,
-            lambda d, _n, r=row: ber.encode_integer(1 if d.interfaces[r].admin_up else 2),
+            per_iface(row, lambda i: ber.encode_integer(1 if i.admin_up else 2)),
         )
         b.column(IF_ENTRY, 8, idx, _oper_status(row))
         b.column(IF_ENTRY, 9, idx, _last_change(row))
@@ -474,7 +495,7 @@ def build_view(device: Device) -> MibView:
             IFX_ENTRY,
             15,
             idx,
-            lambda d, _n, r=row: ber.encode_unsigned(ber.GAUGE32, d.interfaces[r].speed_mbps),
+            per_iface(row, lambda i: ber.encode_unsigned(ber.GAUGE32, i.speed_mbps)),
         )
         b.column(IFX_ENTRY, 16, idx, static(ber.encode_integer(2)))
         b.column(IFX_ENTRY, 17, idx, static(ber.encode_integer(1)))
@@ -495,9 +516,7 @@ def build_view(device: Device) -> MibView:
         b.column(HR_STORAGE_ENTRY, 4, idx, static(ber.encode_integer(1024)))
         if index == 1:
             b.column(HR_STORAGE_ENTRY, 5, idx, lambda d, _n: ber.encode_integer(d.memory_kb))
-            b.column(
-                HR_STORAGE_ENTRY, 6, idx, lambda d, n: ber.encode_integer(d.memory_used_kb(n))
-            )
+            b.column(HR_STORAGE_ENTRY, 6, idx, lambda d, n: ber.encode_integer(d.memory_used_kb(n)))
         else:
             b.column(HR_STORAGE_ENTRY, 5, idx, lambda d, _n: ber.encode_integer(d.flash_kb))
             b.column(
@@ -512,7 +531,7 @@ def build_view(device: Device) -> MibView:
             HR_PROCESSOR_ENTRY,
             2,
             idx,
-            lambda d, n, c=cpu: ber.encode_integer(d.cpu_load(c, n)),
+            _cpu_load(cpu),
         )
     # BGP4-MIB
     if device.bgp_peers:
@@ -555,9 +574,7 @@ def _bgp_peer_columns(b: MibBuilder, row: int, idx: Oid) -> None:
     b.column(BGP_PEER_ENTRY, 6, idx, static(ber.encode_integer(179)))
     b.column(BGP_PEER_ENTRY, 7, idx, ip("remote"))
     b.column(BGP_PEER_ENTRY, 8, idx, static(ber.encode_integer(35000 + row)))
-    b.column(
-        BGP_PEER_ENTRY, 9, idx, lambda d, _n: ber.encode_integer(d.bgp_peers[row].remote_as)
-    )
+    b.column(BGP_PEER_ENTRY, 9, idx, lambda d, _n: ber.encode_integer(d.bgp_peers[row].remote_as))
     b.column(BGP_PEER_ENTRY, 10, idx, updates(7))
     b.column(BGP_PEER_ENTRY, 11, idx, updates(9))
     b.column(BGP_PEER_ENTRY, 12, idx, updates(3))

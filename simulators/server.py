@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import resource
@@ -37,7 +38,16 @@ BGP_PEER_LAST_ERROR = (1, 3, 6, 1, 2, 1, 15, 3, 1, 14)
 BGP_PEER_STATE = (1, 3, 6, 1, 2, 1, 15, 3, 1, 2)
 AUTH_TRAP_INTERVAL = 10.0  # seconds between authenticationFailure traps of one device
 
-FAULT_KINDS = ("link_down", "unreachable", "reboot", "cpu_high", "packet_loss", "latency", "flap", "bgp_down")
+FAULT_KINDS = (
+    "link_down",
+    "unreachable",
+    "reboot",
+    "cpu_high",
+    "packet_loss",
+    "latency",
+    "flap",
+    "bgp_down",
+)
 
 
 class FaultError(ValueError):
@@ -126,13 +136,15 @@ class Simulator:
             for device in self.devices.values():
                 protocol = _DeviceProtocol(self, device)
                 await loop.create_datagram_endpoint(
-                    lambda p=protocol: p, local_addr=(device.address, device.port)  # type: ignore[misc]
+                    functools.partial(_same, protocol), local_addr=(device.address, device.port)
                 )
                 self._protocols[device.name] = protocol
         except OSError as exc:
             await self.stop()
             raise OSError(
-                exc.errno, f"cannot listen on {device.address}:{device.port} for {device.name}: {exc.strerror}"
+                exc.errno,
+                f"cannot listen on {device.address}:{device.port} for {device.name}: "
+                f"{exc.strerror}",
             ) from exc
         self.started = True
 
@@ -324,7 +336,10 @@ class Simulator:
             BGP_ESTABLISHED if up else BGP_BACKWARD_TRANSITION,
             [
                 ((*BGP_PEER_REMOTE_ADDR, *idx), ber.encode_ip(bytes(idx))),
-                ((*BGP_PEER_LAST_ERROR, *idx), ber.encode_octets(b"\x06\x02" if not up else b"\x00\x00")),
+                (
+                    (*BGP_PEER_LAST_ERROR, *idx),
+                    ber.encode_octets(b"\x06\x02" if not up else b"\x00\x00"),
+                ),
                 ((*BGP_PEER_STATE, *idx), ber.encode_integer(6 if up else 1)),
             ],
         )
@@ -334,7 +349,8 @@ class Simulator:
     ) -> bytes:
         now = self.clock()
         body = ber.encode_varbind(
-            ber.encode_oid(SYS_UPTIME_OID), ber.encode_unsigned(ber.TIMETICKS, device.uptime_ticks(now))
+            ber.encode_oid(SYS_UPTIME_OID),
+            ber.encode_unsigned(ber.TIMETICKS, device.uptime_ticks(now)),
         ) + ber.encode_varbind(ber.encode_oid(SNMP_TRAP_OID), ber.encode_oid(trap_oid))
         body += b"".join(ber.encode_varbind(ber.encode_oid(o), v) for o, v in varbinds)
         pdu = encode_pdu(ber.TRAP_V2, random_request_id(), 0, 0, body)
@@ -367,7 +383,9 @@ class Simulator:
         community = min(device.communities) if device.communities else b"public"
         return ber.tlv(ber.SEQUENCE, ber.encode_integer(1) + ber.encode_octets(community) + pdu)
 
-    def send_trap(self, device: Device, trap_oid: ber.Oid, varbinds: list[tuple[ber.Oid, bytes]]) -> None:
+    def send_trap(
+        self, device: Device, trap_oid: ber.Oid, varbinds: list[tuple[ber.Oid, bytes]]
+    ) -> None:
         if not self.trap_receivers:
             return
         protocol = self._protocols.get(device.name)
@@ -381,7 +399,7 @@ class Simulator:
     # ---------------------------------------------------------------- views for the control API
 
     def describe(self, device: Device) -> dict[str, object]:
-        credentials = [c for c in _credentials(device)]
+        credentials = _credentials(device)
         return {
             "name": device.name,
             "site": device.site,
@@ -396,6 +414,10 @@ class Simulator:
             "engine_id": device.engine_id.hex(),
             "faults": device.faults.describe(),
         }
+
+
+def _same(protocol: _DeviceProtocol) -> _DeviceProtocol:
+    return protocol
 
 
 def _credentials(device: Device) -> list[dict[str, str]]:
@@ -414,7 +436,9 @@ def _credentials(device: Device) -> list[dict[str, str]]:
     return out
 
 
-def _number(fault: dict[str, Any], key: str, default: float | None, *, low: float, high: float) -> float:
+def _number(
+    fault: dict[str, Any], key: str, default: float | None, *, low: float, high: float
+) -> float:
     value = fault.get(key, default)
     if value is None:
         raise FaultError(f"'{key}' is required for {fault.get('kind')}")

@@ -71,7 +71,7 @@ def load_recording_device(path: Path, *, name: str, site: str, rtc: str, address
             continue
         try:
             oid_text, tag_text, value = line.split("|", 2)
-            hexed = tag_text.endswith("x") or ":" in tag_text and "x" in tag_text.split(":")[0]
+            hexed = tag_text.endswith("x") or (":" in tag_text and "x" in tag_text.split(":")[0])
             tag_number = int(tag_text.split(":")[0].rstrip("x"))
             if ":" in tag_text and not value:
                 continue  # a variation module with no recorded value

@@ -13,7 +13,7 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
 
 try:  # CFB moved to the 'decrepit' module in cryptography 47; SNMP's AES (RFC 3826) needs it.
     from cryptography.hazmat.decrepit.ciphers.modes import CFB
@@ -170,7 +170,7 @@ class LocalizedUser:
         return decryptor.update(cipher) + decryptor.finalize()
 
 
-def _des(key: bytes) -> algorithms.BlockCipherAlgorithm:
+def _des(key: bytes) -> BlockCipherAlgorithm:
     """Single DES as 3DES with K1 = K2 = K3 (DES lives in cryptography's 'decrepit' module)."""
     from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 

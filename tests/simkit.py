@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from simulators import ber
@@ -38,7 +39,11 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 
 
 def small_fleet(
-    *, port: int = 1161, address_base: str = "127.31.0.1", max_message_size: int = 1472, now: float | None = None
+    *,
+    port: int = 1161,
+    address_base: str = "127.31.0.1",
+    max_message_size: int = 1472,
+    now: float | None = None,
 ) -> list[Device]:
     """One RTC with a router, a switch and a firewall, plus a field site."""
     spec = FleetSpec(
@@ -48,7 +53,11 @@ def small_fleet(
                 "americas",
                 "New York",
                 -5,
-                [DeviceGroup("pe-router", 1), DeviceGroup("access-switch", 1, 12), DeviceGroup("firewall", 1)],
+                [
+                    DeviceGroup("pe-router", 1),
+                    DeviceGroup("access-switch", 1, 12),
+                    DeviceGroup("firewall", 1),
+                ],
             ),
             SiteSpec("bog", "americas", "Bogota", -5, [DeviceGroup("ce-router", 1)]),
         ],
@@ -61,8 +70,15 @@ def small_fleet(
     return devices
 
 
-def v2c_request(tag: int, oids: list[ber.Oid], *, community: bytes = b"public", f1: int = 0, f2: int = 0,
-                request_id: int = 42) -> bytes:
+def v2c_request(
+    tag: int,
+    oids: Sequence[ber.Oid],
+    *,
+    community: bytes = b"public",
+    f1: int = 0,
+    f2: int = 0,
+    request_id: int = 42,
+) -> bytes:
     varbinds = b"".join(ber.encode_varbind(ber.encode_oid(o), ber.NULL_VALUE) for o in oids)
     pdu = encode_pdu(tag, request_id, f1, f2, varbinds)
     return ber.tlv(ber.SEQUENCE, ber.encode_integer(1) + ber.encode_octets(community) + pdu)
@@ -76,7 +92,9 @@ def decode_v2c_response(data: bytes) -> tuple[int, int, int, list[tuple[ber.Oid,
     return decode_pdu(data, pos, end)
 
 
-def decode_pdu(data: bytes, pos: int, end: int) -> tuple[int, int, int, list[tuple[ber.Oid, int, object]]]:
+def decode_pdu(
+    data: bytes, pos: int, end: int
+) -> tuple[int, int, int, list[tuple[ber.Oid, int, object]]]:
     _tag, start, stop = ber.read_tlv(data, pos, end)
     request_id, p = ber.read_integer(data, start, stop)
     status, p = ber.read_integer(data, p, stop)
@@ -105,15 +123,25 @@ def v3_request(
     etime = device.engine_time(now) if etime is None else etime
     varbinds = b"".join(ber.encode_varbind(ber.encode_oid(o), ber.NULL_VALUE) for o in oids)
     pdu = encode_pdu(tag, 7, 0, 10 if tag == ber.GETBULK else 0, varbinds)
-    scoped = ber.tlv(ber.SEQUENCE, ber.encode_octets(engine_id) + ber.encode_octets(context_name) + pdu)
+    scoped = ber.tlv(
+        ber.SEQUENCE, ber.encode_octets(engine_id) + ber.encode_octets(context_name) + pdu
+    )
     salt = b""
     msg_data = scoped
     if flags & 2 and keys is not None:
         salt = keys.next_salt(boots)
         msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
     message = build_v3_message(
-        msg_id=99, max_size=65507, flags=flags, engine_id=engine_id, boots=boots, etime=etime,
-        user_name=user, salt=salt, msg_data=msg_data, keys=keys if flags & 1 else None,
+        msg_id=99,
+        max_size=65507,
+        flags=flags,
+        engine_id=engine_id,
+        boots=boots,
+        etime=etime,
+        user_name=user,
+        salt=salt,
+        msg_data=msg_data,
+        keys=keys if flags & 1 else None,
     )
     if tamper_mac:
         mac_at = message.index(ber.encode_octets(user)) + len(ber.encode_octets(user)) + 2
@@ -151,6 +179,14 @@ def decode_v3(data: bytes, keys: LocalizedUser | None = None) -> dict[str, objec
     pdu_tag = body[pos2]
     request_id, status, index, varbinds = decode_pdu(body, pos2, end2)
     return {
-        "flags": flags[0], "engine_id": engine_id, "boots": boots, "time": etime, "mac": mac,
-        "pdu": pdu_tag, "request_id": request_id, "status": status, "index": index, "varbinds": varbinds,
+        "flags": flags[0],
+        "engine_id": engine_id,
+        "boots": boots,
+        "time": etime,
+        "mac": mac,
+        "pdu": pdu_tag,
+        "request_id": request_id,
+        "status": status,
+        "index": index,
+        "varbinds": varbinds,
     }

@@ -9,7 +9,9 @@ import pytest
 from simulators import ber
 
 
-@pytest.mark.parametrize("value", [0, 1, 127, 128, 255, 256, -1, -128, -129, 2**31 - 1, -(2**31), 2**40])
+@pytest.mark.parametrize(
+    "value", [0, 1, 127, 128, 255, 256, -1, -128, -129, 2**31 - 1, -(2**31), 2**40]
+)
 def test_integer_round_trip(value: int) -> None:
     encoded = ber.encode_integer(value)
     tag, start, stop = ber.read_tlv(encoded, 0, len(encoded))
@@ -29,7 +31,12 @@ def test_unsigned_round_trip_has_no_sign_problem(value: int) -> None:
 
 @pytest.mark.parametrize(
     "oid",
-    [(1, 3, 6, 1, 2, 1, 1, 1, 0), (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 1_200_000_000), (2, 999, 3), (0, 0)],
+    [
+        (1, 3, 6, 1, 2, 1, 1, 1, 0),
+        (1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 1_200_000_000),
+        (2, 999, 3),
+        (0, 0),
+    ],
 )
 def test_oid_round_trip(oid: ber.Oid) -> None:
     encoded = ber.encode_oid(oid)
@@ -56,7 +63,6 @@ def test_known_encodings_match_the_standard() -> None:
 )
 def test_truncated_or_odd_lengths_raise(data: bytes) -> None:
     with pytest.raises(ber.BerError):
-        ber.read_tlv(data, 0, len(data))
         ber.expect(data, 0, len(data), ber.SEQUENCE)
 
 
@@ -68,7 +74,9 @@ def test_oid_ending_inside_an_arc_raises() -> None:
 
 def test_random_garbage_never_escapes_as_another_exception() -> None:
     rng = random.Random(7)
-    seed = bytes.fromhex("302902010104067075626c6963a01c0204000000020201000201003010300e060a2b060102011f010101010500")
+    seed = bytes.fromhex(
+        "302902010104067075626c6963a01c0204000000020201000201003010300e060a2b060102011f010101010500"
+    )
     for _ in range(3000):
         data = bytearray(seed)
         for _ in range(rng.randint(1, 4)):

@@ -44,10 +44,29 @@ def test_sim_serves_writes_its_inventory_and_stops_cleanly_on_sigterm(tmp_path: 
     control = free_tcp_port()
     port = free_udp_port("127.34.0.1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "enoc.cli", "sim", "--devices", "12", "--interfaces", "4", "--sites", "3",
-         "--port", str(port), "--address-base", "127.34.0.1", "--control", f"127.0.0.1:{control}",
-         "--inventory-out", str(inventory)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "enoc.cli",
+            "sim",
+            "--devices",
+            "12",
+            "--interfaces",
+            "4",
+            "--sites",
+            "3",
+            "--port",
+            str(port),
+            "--address-base",
+            "127.34.0.1",
+            "--control",
+            f"127.0.0.1:{control}",
+            "--inventory-out",
+            str(inventory),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         devices = wait_for_http(f"http://127.0.0.1:{control}/devices", proc)
@@ -58,8 +77,18 @@ def test_sim_serves_writes_its_inventory_and_stops_cleanly_on_sigterm(tmp_path: 
         cred = written["credentials"][written["devices"][0]["credentials"]]
         assert cred["version"] == "3" and cred["priv_protocol"] == "AES-128"
         out = subprocess.run(
-            ["snmpget", "-On", "-v2c", "-c", "public", f"{devices[-1]['address']}:{port}", "1.3.6.1.2.1.1.5.0"],
-            capture_output=True, text=True, check=True,
+            [
+                "snmpget",
+                "-On",
+                "-v2c",
+                "-c",
+                "public",
+                f"{devices[-1]['address']}:{port}",
+                "1.3.6.1.2.1.1.5.0",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert devices[-1]["name"] in out
     finally:

@@ -29,7 +29,9 @@ def switch() -> Device:
     return next(d for d in small_fleet(now=NOW) if d.role == "access-switch")
 
 
-def ask(engine: Engine, device: Device, request: bytes) -> tuple[int, int, int, list[tuple[ber.Oid, int, object]]]:
+def ask(
+    engine: Engine, device: Device, request: bytes
+) -> tuple[int, int, int, list[tuple[ber.Oid, int, object]]]:
     reply = engine.handle(device, request, NOW)
     assert reply is not None
     return decode_v2c_response(reply)
@@ -38,7 +40,8 @@ def ask(engine: Engine, device: Device, request: bytes) -> tuple[int, int, int, 
 def test_get_returns_values_and_the_right_exception_for_missing_oids(switch: Device) -> None:
     engine = Engine()
     _rid, status, _idx, vbs = ask(
-        engine, switch,
+        engine,
+        switch,
         v2c_request(ber.GET, [SYS_NAME, (1, 3, 6, 1, 2, 1, 1, 5, 1), (1, 3, 6, 1, 9, 9, 9, 0)]),
     )
     assert status == 0
@@ -83,7 +86,9 @@ def test_getbulk_past_the_end_gives_end_of_mib_view(switch: Device) -> None:
 
 
 def test_getbulk_is_truncated_to_the_message_size_and_get_answers_too_big() -> None:
-    switch = next(d for d in small_fleet(now=NOW, max_message_size=484) if d.role == "access-switch")
+    switch = next(
+        d for d in small_fleet(now=NOW, max_message_size=484) if d.role == "access-switch"
+    )
     engine = Engine()
     request = v2c_request(ber.GETBULK, [(*IF_ENTRY, 2)], f2=200)
     reply = engine.handle(switch, request, NOW)
@@ -114,7 +119,11 @@ def test_set_is_refused_as_not_writable(switch: Device) -> None:
         ("trailing", v2c_request(ber.GET, [SYS_NAME]) + b"\x00", "malformed"),
         ("community", v2c_request(ber.GET, [SYS_NAME], community=b"guess"), "unknown_community"),
         ("version 5", bytes.fromhex("3006020105040170"), "unsupported_version"),
-        ("v1", v2c_request(ber.GET, [SYS_NAME]).replace(b"\x02\x01\x01", b"\x02\x01\x00", 1), "unsupported_version"),
+        (
+            "v1",
+            v2c_request(ber.GET, [SYS_NAME]).replace(b"\x02\x01\x01", b"\x02\x01\x00", 1),
+            "unsupported_version",
+        ),
         ("response pdu", v2c_request(ber.RESPONSE, [SYS_NAME]), "unsupported_pdu"),
         ("oversized", v2c_request(ber.GET, [SYS_NAME] * 200), "oversized"),
     ],
@@ -154,7 +163,9 @@ def test_discovery_reports_engine_id_boots_and_time(switch: Device) -> None:
     engine = Engine()
     reply = engine.handle(
         switch,
-        v3_request(switch, ber.GET, [], keys=None, flags=4, engine_id=b"", boots=0, etime=0, user=b""),
+        v3_request(
+            switch, ber.GET, [], keys=None, flags=4, engine_id=b"", boots=0, etime=0, user=b""
+        ),
         NOW,
     )
     assert report_oid(reply) == USM_STATS_UNKNOWN_ENGINE_IDS
@@ -168,7 +179,9 @@ def test_discovery_reports_engine_id_boots_and_time(switch: Device) -> None:
 def test_auth_priv_get_round_trip(switch: Device) -> None:
     engine = Engine()
     keys = keys_for(switch)
-    reply = engine.handle(switch, v3_request(switch, ber.GET, [SYS_NAME], keys=keys, flags=7, now=NOW), NOW)
+    reply = engine.handle(
+        switch, v3_request(switch, ber.GET, [SYS_NAME], keys=keys, flags=7, now=NOW), NOW
+    )
     assert reply is not None
     decoded = decode_v3(reply, keys)
     assert decoded["flags"] == 3
@@ -205,7 +218,8 @@ def test_usm_failures_answer_with_the_right_report(
         kwargs["etime"] = switch.engine_time(NOW) + 151
     elif case == "wrong priv key":
         wrong = LocalizedUser.localize(
-            UsmUser(V3_USER, "SHA-256", "enoc-sim-auth-key", "AES-128", "not-the-priv-key"), switch.engine_id
+            UsmUser(V3_USER, "SHA-256", "enoc-sim-auth-key", "AES-128", "not-the-priv-key"),
+            switch.engine_id,
         )
         kwargs["keys"] = wrong
     elif case == "level too high":
@@ -213,7 +227,8 @@ def test_usm_failures_answer_with_the_right_report(
         switch.localized.clear()
         kwargs["user"] = b"authonly"
         kwargs["keys"] = LocalizedUser.localize(
-            UsmUser("authonly", "SHA", "auth-only-key", "AES-128", "some-priv-key"), switch.engine_id
+            UsmUser("authonly", "SHA", "auth-only-key", "AES-128", "some-priv-key"),
+            switch.engine_id,
         )
     reply = engine.handle(switch, v3_request(switch, ber.GET, [SYS_NAME], **kwargs), NOW)  # type: ignore[arg-type]
     assert report_oid(reply) == expected
@@ -238,16 +253,22 @@ def test_reboot_bumps_engine_boots_so_old_time_is_refused(switch: Device) -> Non
     switch.reboot(NOW)
     assert switch.engine_boots == old_boots + 1
     reply = engine.handle(
-        switch, v3_request(switch, ber.GET, [SYS_NAME], keys=keys, flags=7, boots=old_boots, now=NOW), NOW
+        switch,
+        v3_request(switch, ber.GET, [SYS_NAME], keys=keys, flags=7, boots=old_boots, now=NOW),
+        NOW,
     )
     assert report_oid(reply) == USM_STATS_NOT_IN_TIME_WINDOWS
-    reply = engine.handle(switch, v3_request(switch, ber.GET, [SYS_NAME], keys=keys, flags=7, now=NOW), NOW)
+    reply = engine.handle(
+        switch, v3_request(switch, ber.GET, [SYS_NAME], keys=keys, flags=7, now=NOW), NOW
+    )
     assert reply is not None
     assert decode_v3(reply, keys)["pdu"] == ber.RESPONSE
 
 
 def test_unreportable_failures_are_silent(switch: Device) -> None:
     engine = Engine()
-    request = v3_request(switch, ber.GET, [SYS_NAME], keys=keys_for(switch), flags=3, user=b"mallory", now=NOW)
+    request = v3_request(
+        switch, ber.GET, [SYS_NAME], keys=keys_for(switch), flags=3, user=b"mallory", now=NOW
+    )
     assert engine.handle(switch, request, NOW) is None
     assert engine.stats.bad["unknown_user"] == 1

@@ -77,9 +77,15 @@ async def rig() -> AsyncIterator[Rig]:
     transport, _ = await loop.create_datagram_endpoint(lambda: sink, local_addr=("127.0.0.1", 0))
     trap_port = transport.get_extra_info("sockname")[1]
     clock = FakeClock(time.time())
-    devices = small_fleet(port=free_udp_port("127.32.0.1"), address_base="127.32.0.1", now=clock.now)
-    sim = Simulator(devices, trap_receivers=[TrapReceiver("127.0.0.1", trap_port)], clock=clock,
-                    rng=random.Random(3))
+    devices = small_fleet(
+        port=free_udp_port("127.32.0.1"), address_base="127.32.0.1", now=clock.now
+    )
+    sim = Simulator(
+        devices,
+        trap_receivers=[TrapReceiver("127.0.0.1", trap_port)],
+        clock=clock,
+        rng=random.Random(3),
+    )
     async with sim:
         client = TestClient(TestServer(make_app(sim), host="127.0.0.1"))
         await client.start_server()
@@ -138,13 +144,17 @@ async def test_unreachable_device_answers_nothing_until_cleared(rig: Rig) -> Non
 async def test_reboot_resets_uptime_and_counters_and_sends_cold_start(rig: Rig) -> None:
     device = rig.device("pe-router")
     addr = f"{device.address}:{device.port}"
-    before = parse(await snmp("snmpget", *v2c(addr), UPTIME, f"{HC_IN}.{device.interfaces[0].index}"))
+    before = parse(
+        await snmp("snmpget", *v2c(addr), UPTIME, f"{HC_IN}.{device.interfaces[0].index}")
+    )
     boots = device.engine_boots
     await rig.fault(device.name, {"kind": "reboot"})
     await rig.sink.wait_for(1)
     assert rig.sink.traps[0][:2] == (device.address, ".".join(map(str, COLD_START)))
     rig.clock.advance(30)
-    after = parse(await snmp("snmpget", *v2c(addr), UPTIME, f"{HC_IN}.{device.interfaces[0].index}"))
+    after = parse(
+        await snmp("snmpget", *v2c(addr), UPTIME, f"{HC_IN}.{device.interfaces[0].index}")
+    )
     ticks = int(after[UPTIME].split("(")[1].split(")")[0])
     assert 2900 <= ticks <= 3100  # 30 s of simulated uptime
     hc = f"{HC_IN}.{device.interfaces[0].index}"
@@ -156,8 +166,16 @@ async def test_reboot_with_downtime_is_silent_then_answers(rig: Rig) -> None:
     device = rig.device("ce-router")
     await rig.fault(device.name, {"kind": "reboot", "downtime": 120})
     reply_before = rig.sim.engine.stats.responses
-    out = await snmp("snmpget", "-t", "0.3", "-r", "0", *v2c(f"{device.address}:{device.port}"), UPTIME,
-                     check=False)
+    out = await snmp(
+        "snmpget",
+        "-t",
+        "0.3",
+        "-r",
+        "0",
+        *v2c(f"{device.address}:{device.port}"),
+        UPTIME,
+        check=False,
+    )
     assert "Timeout" in out and rig.sim.engine.stats.responses == reply_before
     rig.clock.advance(121)
     assert UPTIME in parse(await snmp("snmpget", *v2c(f"{device.address}:{device.port}"), UPTIME))
@@ -166,7 +184,11 @@ async def test_reboot_with_downtime_is_silent_then_answers(rig: Rig) -> None:
 async def test_cpu_high_pins_processor_load(rig: Rig) -> None:
     device = rig.device("pe-router")
     await rig.fault(device.name, {"kind": "cpu_high"})
-    loads = parse(await snmp("snmpbulkwalk", *v2c(f"{device.address}:{device.port}"), "1.3.6.1.2.1.25.3.3.1.2"))
+    loads = parse(
+        await snmp(
+            "snmpbulkwalk", *v2c(f"{device.address}:{device.port}"), "1.3.6.1.2.1.25.3.3.1.2"
+        )
+    )
     assert loads and all(int(v.split()[-1]) >= 95 for v in loads.values())
 
 
@@ -244,7 +266,9 @@ async def test_bgp_down_and_back(rig: Rig) -> None:
         (["link_down"], 400, "body must be a JSON object"),
     ],
 )
-async def test_bad_fault_requests_get_clear_errors(rig: Rig, body: object, status: int, message: str) -> None:
+async def test_bad_fault_requests_get_clear_errors(
+    rig: Rig, body: object, status: int, message: str
+) -> None:
     device = rig.device("access-switch")
     payload = await rig.fault(device.name, body, status=status)
     assert message in payload["error"]
@@ -253,7 +277,10 @@ async def test_bad_fault_requests_get_clear_errors(rig: Rig, body: object, statu
 
 async def test_unknown_device_and_invalid_json(rig: Rig) -> None:
     response = await rig.client.post("/devices/nope/faults", json={"kind": "cpu_high"})
-    assert response.status == 404 and "no simulated device named 'nope'" in (await response.json())["error"]
+    assert (
+        response.status == 404
+        and "no simulated device named 'nope'" in (await response.json())["error"]
+    )
     name = rig.device("firewall").name
     response = await rig.client.post(f"/devices/{name}/faults", data=b"{not json")
     assert response.status == 400

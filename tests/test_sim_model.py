@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from simkit import small_fleet
 
 from simulators.model import COUNTER32, Device
@@ -28,7 +30,7 @@ def test_counters_are_monotonic_over_a_whole_day() -> None:
     iface = device.interfaces[1]
     values = [iface.counters(device, NOW + t)[0] for t in range(0, 86400, 37)]
     assert values == sorted(values)
-    rates = {b - a for a, b in zip(values, values[1:], strict=False)}
+    rates = {b - a for a, b in pairwise(values)}
     assert len(rates) > 100  # the traffic curve varies; it is not a constant rate
 
 
@@ -42,7 +44,9 @@ def test_link_down_freezes_counters_and_link_up_resumes_without_a_jump() -> None
     assert iface.set_link(True, device, NOW + 300)
     resumed = iface.counters(device, NOW + 301)
     assert resumed[0] >= frozen[0]
-    assert resumed[0] - frozen[0] <= iface.speed_mbps * 1_000_000 / 8 * 1.01  # at most a second's worth
+    assert (
+        resumed[0] - frozen[0] <= iface.speed_mbps * 1_000_000 / 8 * 1.01
+    )  # at most a second's worth
     assert not iface.set_link(True, device, NOW + 302)  # already up: no change reported
 
 
@@ -69,7 +73,7 @@ def test_32_bit_octet_counters_wrap_on_fast_links() -> None:
     iface = max(device.interfaces, key=lambda i: i.avg_in)
     assert iface.avg_in * 3600 > COUNTER32  # more than 4 GiB an hour: it must wrap
     samples = [iface.counters(device, NOW + t)[0] % COUNTER32 for t in range(0, 3600, 10)]
-    assert any(b < a for a, b in zip(samples, samples[1:], strict=False))
+    assert any(b < a for a, b in pairwise(samples))
 
 
 def test_cpu_high_fault_pins_the_load() -> None:

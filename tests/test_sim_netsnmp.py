@@ -22,8 +22,17 @@ HC_IN = f"{IFX}.6"
 
 async def snmp(tool: str, *args: str, check: bool = True) -> str:
     proc = await asyncio.create_subprocess_exec(
-        f"/usr/bin/{tool}", "-On", "-Ob", "-Oe", "-t", "2", "-r", "1", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        f"/usr/bin/{tool}",
+        "-On",
+        "-Ob",
+        "-Oe",
+        "-t",
+        "2",
+        "-r",
+        "1",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={"MIBS": "", "HOME": "/nonexistent", "SNMPCONFPATH": "/nonexistent"},
     )
     out, err = await proc.communicate()
@@ -50,13 +59,30 @@ def v2c(device_addr: str) -> list[str]:
 
 
 def v3(device_addr: str, auth: str = "SHA-256", priv: str = "AES") -> list[str]:
-    return ["-v3", "-l", "authPriv", "-u", V3_USER, "-a", auth, "-A", V3_AUTH, "-x", priv, "-X", V3_PRIV, device_addr]
+    return [
+        "-v3",
+        "-l",
+        "authPriv",
+        "-u",
+        V3_USER,
+        "-a",
+        auth,
+        "-A",
+        V3_AUTH,
+        "-x",
+        priv,
+        "-X",
+        V3_PRIV,
+        device_addr,
+    ]
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     clock = FakeClock(time.time())
-    devices = small_fleet(port=free_udp_port("127.31.0.1"), address_base="127.31.0.1", now=clock.now)
+    devices = small_fleet(
+        port=free_udp_port("127.31.0.1"), address_base="127.31.0.1", now=clock.now
+    )
     simulator = Simulator(devices, clock=clock, rng=random.Random(1))
     async with simulator:
         yield simulator
@@ -112,12 +138,40 @@ async def test_v3_auth_priv_walks(sim: Simulator, auth: str, priv: str) -> None:
 
 async def test_v3_with_wrong_keys_is_refused_and_the_device_keeps_answering(sim: Simulator) -> None:
     addr = target(sim, "firewall")
-    bad = ["-v3", "-l", "authPriv", "-u", V3_USER, "-a", "SHA-256", "-A", "wrong-auth-key", "-x", "AES",
-           "-X", V3_PRIV, addr]
+    bad = [
+        "-v3",
+        "-l",
+        "authPriv",
+        "-u",
+        V3_USER,
+        "-a",
+        "SHA-256",
+        "-A",
+        "wrong-auth-key",
+        "-x",
+        "AES",
+        "-X",
+        V3_PRIV,
+        addr,
+    ]
     out = await snmp("snmpget", *bad, f"{SYSTEM}.5.0", check=False)
     assert "Authentication failure" in out
-    unknown = ["-v3", "-l", "authPriv", "-u", "mallory", "-a", "SHA", "-A", "whatever-key", "-x", "AES",
-               "-X", "whatever-key", addr]
+    unknown = [
+        "-v3",
+        "-l",
+        "authPriv",
+        "-u",
+        "mallory",
+        "-a",
+        "SHA",
+        "-A",
+        "whatever-key",
+        "-x",
+        "AES",
+        "-X",
+        "whatever-key",
+        addr,
+    ]
     out = await snmp("snmpget", *unknown, f"{SYSTEM}.5.0", check=False)
     assert "Unknown user name" in out
     assert sim.stats.reports["wrong_digest"] >= 1
@@ -149,7 +203,9 @@ async def test_host_resources_cpu_and_memory(sim: Simulator) -> None:
 # ------------------------------------------------------------------ how real devices misbehave
 
 
-async def test_firewall_quirks_partial_tables_no_hc_on_tunnels_and_a_64_varbind_cap(sim: Simulator) -> None:
+async def test_firewall_quirks_partial_tables_no_hc_on_tunnels_and_a_64_varbind_cap(
+    sim: Simulator,
+) -> None:
     device = next(d for d in sim.devices.values() if d.role == "firewall")
     addr = f"{device.address}:{device.port}"
     if_table = parse(await snmp("snmpbulkwalk", *v2c(addr), "1.3.6.1.2.1.2.2.1"))
@@ -169,7 +225,7 @@ async def test_firewall_quirks_partial_tables_no_hc_on_tunnels_and_a_64_varbind_
 
 
 async def test_nexus_style_huge_ifindex_and_multiline_non_utf8_values(sim: Simulator) -> None:
-    core_like = [d for d in small_fleet(address_base="127.31.9.1") if d.role == "pe-router"][0]
+    core_like = next(d for d in small_fleet(address_base="127.31.9.1") if d.role == "pe-router")
     assert core_like.interfaces[0].index == 1000001
     from simulators.fleet import PROFILES
 
@@ -179,6 +235,8 @@ async def test_nexus_style_huge_ifindex_and_multiline_non_utf8_values(sim: Simul
     wan = router.interfaces[0]
     out = await snmp("snmpget", "-Ox", *v2c(addr), f"{IFX}.18.{wan.index}")
     raw = bytes.fromhex("".join(out.split("Hex-STRING:", 1)[1].split()))
-    assert b"\r\n" in raw and b"r\xe9f." in raw  # a line break and a latin-1 octet, as real devices send
+    assert (
+        b"\r\n" in raw and b"r\xe9f." in raw
+    )  # a line break and a latin-1 octet, as real devices send
     descr = await snmp("snmpget", *v2c(addr), f"{SYSTEM}.1.0")
     assert "Technical Support" in descr

@@ -28,7 +28,9 @@ def recording_lines(path: Path) -> dict[str, tuple[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("name", ["linux-full-walk.snmprec", "winxp-full-walk.snmprec", "eaton-9PX-partial-walk.snmprec"])
+@pytest.mark.parametrize(
+    "name", ["linux-full-walk.snmprec", "winxp-full-walk.snmprec", "eaton-9PX-partial-walk.snmprec"]
+)
 async def test_a_whole_recording_walks_back_identically(name: str, tmp_path: Path) -> None:
     path = RECORDED / name
     port = free_udp_port("127.33.0.1")
@@ -61,4 +63,6 @@ def test_a_bad_recording_line_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match=r"broken.snmprec:2: cannot serve"):
         load_recording_device(path, name="x", site="s", rtc="r", address="127.0.0.2")
     with pytest.raises(RecordingError, match="cannot read recording"):
-        load_recording_device(tmp_path / "missing.snmprec", name="x", site="s", rtc="r", address="127.0.0.2")
+        load_recording_device(
+            tmp_path / "missing.snmprec", name="x", site="s", rtc="r", address="127.0.0.2"
+        )
