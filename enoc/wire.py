@@ -1,0 +1,367 @@
+"""The agent-collector wire contract: MQTT topics, message schema, version.
+
+This is the one module both sides import (DESIGN: "Layout"). Messages are
+compact JSON. Every payload carries the schema version, the agent id, the
+site and the time its data was taken, so that a collector can check it
+against the topic it arrived on and a replayed message keeps its original
+timestamps.
+
+Topics: ``enoc/v1/<site>/<agent_id>/{metrics,events,status}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+TOPIC_PREFIX = "enoc/v1"
+Kind = Literal["metrics", "events", "status"]
+KINDS: tuple[Kind, ...] = ("metrics", "events", "status")
+_KIND_OF: dict[str, Kind] = {k: k for k in KINDS}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+Value = int | float | str
+
+
+class WireError(ValueError):
+    """A message that breaks the contract. `kind` names the counter the collector bumps."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+# ------------------------------------------------------------------ topics
+
+
+def check_name(what: str, value: str) -> str:
+    """Site and agent names become topic levels: no '/', '+', '#' or spaces."""
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-64 letters, digits, '.', '_' or '-' "
+            "(it becomes an MQTT topic level)"
+        )
+    return value
+
+
+def topic(site: str, agent_id: str, kind: Kind) -> str:
+    return f"{TOPIC_PREFIX}/{site}/{agent_id}/{kind}"
+
+
+def subscription(kind: Kind | Literal["+"] = "+", site: str = "+", *, share_group: str = "") -> str:
+    """The filter a collector subscribes with; shared (`$share/<group>/...`) given a group."""
+    pattern = f"{TOPIC_PREFIX}/{site}/+/{kind}"
+    return f"$share/{share_group}/{pattern}" if share_group else pattern
+
+
+def parse_topic(name: str) -> tuple[str, str, Kind]:
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_PREFIX or parts[4] not in KINDS:
+        raise WireError("bad_topic", f"not an enoc topic: {name!r}")
+    return parts[2], parts[3], _KIND_OF[parts[4]]
+
+
+# ------------------------------------------------------------------ messages
+
+
+@dataclass
+class InterfaceSample:
+    """One interface of one poll: identity tags and IF-MIB / derived fields."""
+
+    if_index: int
+    name: str = ""
+    descr: str = ""
+    alias: str = ""
+    fields: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class BgpSample:
+    peer: str
+    fields: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class DeviceSample:
+    """Everything one poll of one device produced, stamped with the poll's time."""
+
+    device: str
+    address: str
+    ts: float
+    fields: dict[str, Value] = field(default_factory=dict)
+    interfaces: list[InterfaceSample] = field(default_factory=list)
+    bgp: list[BgpSample] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    """One state transition, detected at the edge (a poll or a trap)."""
+
+    id: str  # unique per agent: replays and duplicates are recognised by it
+    ts: float  # when the transition happened
+    device: str
+    resource: str  # "device", "if:<ifIndex>", "bgp:<peer>", "cpu", "memory", ...
+    kind: str  # reachability, link, reboot, bgp, threshold, trap
+    state: str  # e.g. down/up, high/ok; the clearing state is "ok", "up" or "established"
+    severity: Literal["critical", "major", "minor", "warning", "info"] = "major"
+    message: str = ""
+    source: Literal["poll", "trap"] = "poll"
+    attrs: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class Envelope:
+    agent: str
+    site: str
+    rtc: str
+    seq: int  # per agent and kind, increasing: the collector detects gaps and duplicates
+    sent: float
+
+
+@dataclass
+class MetricsMessage(Envelope):
+    samples: list[DeviceSample] = field(default_factory=list)
+
+
+@dataclass
+class EventsMessage(Envelope):
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class StatusMessage(Envelope):
+    state: Literal["online", "offline"] = "online"
+    version: str = ""
+    inventory_size: int = 0
+    health: dict[str, Value] = field(default_factory=dict)
+
+
+Message = MetricsMessage | EventsMessage | StatusMessage
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def encode(message: Message) -> bytes:
+    """Compact JSON; short keys only where they repeat per interface."""
+    body: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "agent": message.agent,
+        "site": message.site,
+        "rtc": message.rtc,
+        "seq": message.seq,
+        "sent": message.sent,
+    }
+    if isinstance(message, MetricsMessage):
+        body["kind"] = "metrics"
+        body["samples"] = [
+            {
+                "device": s.device,
+                "address": s.address,
+                "ts": s.ts,
+                "fields": s.fields,
+                "ifs": [[i.if_index, i.name, i.descr, i.alias, i.fields] for i in s.interfaces],
+                "bgp": [[b.peer, b.fields] for b in s.bgp],
+            }
+            for s in message.samples
+        ]
+    elif isinstance(message, EventsMessage):
+        body["kind"] = "events"
+        body["events"] = [
+            {
+                "id": e.id,
+                "ts": e.ts,
+                "device": e.device,
+                "resource": e.resource,
+                "kind": e.kind,
+                "state": e.state,
+                "severity": e.severity,
+                "message": e.message,
+                "source": e.source,
+                "attrs": e.attrs,
+            }
+            for e in message.events
+        ]
+    else:
+        body["kind"] = "status"
+        body.update(
+            state=message.state,
+            version=message.version,
+            inventory_size=message.inventory_size,
+            health=message.health,
+        )
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode(topic_name: str, payload: bytes) -> Message:
+    """Parse and validate a payload received on `topic_name`.
+
+    Raises WireError with kind: bad_topic, malformed (not JSON / not an object),
+    unknown_version, misaddressed (topic and payload disagree), invalid (schema).
+    """
+    site, agent, kind = parse_topic(topic_name)
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError("malformed", f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise WireError("malformed", "payload is not a JSON object")
+    version = body.get("v")
+    if version != SCHEMA_VERSION:
+        raise WireError(
+            "unknown_version", f"schema version {version!r}, this side speaks {SCHEMA_VERSION}"
+        )
+    reader = _Reader(body, "")
+    if reader.text("site") != site or reader.text("agent") != agent:
+        raise WireError(
+            "misaddressed",
+            f"topic says {site}/{agent}, payload says {body.get('site')}/{body.get('agent')}",
+        )
+    if reader.text("kind") != kind:
+        raise WireError("misaddressed", f"topic kind {kind}, payload kind {body.get('kind')!r}")
+    rtc, seq, sent = reader.text("rtc"), reader.integer("seq"), reader.time("sent")
+    if kind == "metrics":
+        samples = [_sample(r) for r in reader.items("samples")]
+        return MetricsMessage(agent, site, rtc, seq, sent, samples=samples)
+    if kind == "events":
+        return EventsMessage(
+            agent, site, rtc, seq, sent, events=[_event(r) for r in reader.items("events")]
+        )
+    state = reader.text("state")
+    if state not in ("online", "offline"):
+        raise WireError("invalid", f"status state must be online or offline, got {state!r}")
+    return StatusMessage(
+        agent,
+        site,
+        rtc,
+        seq,
+        sent,
+        state=state,  # type: ignore[arg-type]
+        version=reader.text("version", default=""),
+        inventory_size=reader.integer("inventory_size", default=0),
+        health=reader.values("health"),
+    )
+
+
+def _sample(r: _Reader) -> DeviceSample:
+    interfaces = []
+    for i, row in enumerate(r.array("ifs")):
+        where = f"{r.path}.ifs[{i}]"
+        if not (isinstance(row, list) and len(row) == 5):
+            raise WireError("invalid", f"{where}: expected [ifIndex, name, descr, alias, fields]")
+        if_index, name, descr, alias, fields = row
+        if not isinstance(if_index, int) or isinstance(if_index, bool):
+            raise WireError("invalid", f"{where}: ifIndex must be an integer")
+        if not all(isinstance(x, str) for x in (name, descr, alias)):
+            raise WireError("invalid", f"{where}: name, descr and alias must be strings")
+        interfaces.append(
+            InterfaceSample(if_index, name, descr, alias, _values(fields, f"{where}.fields"))
+        )
+    bgp = []
+    for i, row in enumerate(r.array("bgp")):
+        where = f"{r.path}.bgp[{i}]"
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)):
+            raise WireError("invalid", f"{where}: expected [peer, fields]")
+        bgp.append(BgpSample(row[0], _values(row[1], f"{where}.fields")))
+    return DeviceSample(
+        device=r.text("device"),
+        address=r.text("address"),
+        ts=r.time("ts"),
+        fields=r.values("fields"),
+        interfaces=interfaces,
+        bgp=bgp,
+    )
+
+
+SEVERITIES = ("critical", "major", "minor", "warning", "info")
+
+
+def _event(r: _Reader) -> Event:
+    severity = r.text("severity")
+    if severity not in SEVERITIES:
+        raise WireError("invalid", f"{r.path}.severity: expected one of {', '.join(SEVERITIES)}")
+    source = r.text("source")
+    if source not in ("poll", "trap"):
+        raise WireError("invalid", f"{r.path}.source: expected poll or trap")
+    return Event(
+        id=r.text("id"),
+        ts=r.time("ts"),
+        device=r.text("device"),
+        resource=r.text("resource"),
+        kind=r.text("kind"),
+        state=r.text("state"),
+        severity=severity,  # type: ignore[arg-type]
+        message=r.text("message", default=""),
+        source=source,  # type: ignore[arg-type]
+        attrs=r.values("attrs"),
+    )
+
+
+def _values(raw: object, where: str) -> dict[str, Value]:
+    if not isinstance(raw, dict):
+        raise WireError("invalid", f"{where}: expected an object")
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise WireError("invalid", f"{where}.{key}: expected a number or a string")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise WireError("invalid", f"{where}.{key}: not a finite number")
+    return raw
+
+
+class _Reader:
+    """Typed access to a decoded JSON object; errors name the path."""
+
+    _MISSING = object()
+
+    def __init__(self, body: dict[str, Any], path: str) -> None:
+        self.body = body
+        self.path = path
+
+    def _get(self, key: str, default: object) -> object:
+        value = self.body.get(key, default)
+        if value is self._MISSING:
+            raise WireError("invalid", f"{self.path}{'.' if self.path else ''}{key}: missing")
+        return value
+
+    def text(self, key: str, default: object = _MISSING) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise WireError("invalid", f"{self.path}.{key}: expected a string".lstrip("."))
+        return value
+
+    def integer(self, key: str, default: object = _MISSING) -> int:
+        value = self._get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise WireError(
+                "invalid", f"{self.path}.{key}: expected a non-negative integer".lstrip(".")
+            )
+        return value
+
+    def time(self, key: str) -> float:
+        value = self._get(key, self._MISSING)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e11:
+            raise WireError(
+                "invalid", f"{self.path}.{key}: expected a Unix time in seconds".lstrip(".")
+            )
+        return float(value)
+
+    def values(self, key: str) -> dict[str, Value]:
+        return _values(self._get(key, {}), f"{self.path}.{key}".lstrip("."))
+
+    def array(self, key: str) -> list[Any]:
+        value = self._get(key, [])
+        if not isinstance(value, list):
+            raise WireError("invalid", f"{self.path}.{key}: expected a list".lstrip("."))
+        return value
+
+    def items(self, key: str) -> list[_Reader]:
+        out = []
+        for i, item in enumerate(self.array(key)):
+            if not isinstance(item, dict):
+                raise WireError("invalid", f"{key}[{i}]: expected an object")
+            out.append(_Reader(item, f"{key}[{i}]"))
+        return out
