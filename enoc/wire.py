@@ -25,6 +25,8 @@ _KIND_OF: dict[str, Kind] = {k: k for k in KINDS}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 Value = int | float | str
+Severity = Literal["critical", "major", "minor", "warning", "info"]
+Source = Literal["poll", "trap"]
 
 
 class WireError(ValueError):
@@ -107,9 +109,9 @@ class Event:
     resource: str  # "device", "if:<ifIndex>", "bgp:<peer>", "cpu", "memory", ...
     kind: str  # reachability, link, reboot, bgp, threshold, trap
     state: str  # e.g. down/up, high/ok; the clearing state is "ok", "up" or "established"
-    severity: Literal["critical", "major", "minor", "warning", "info"] = "major"
+    severity: Severity = "major"
     message: str = ""
-    source: Literal["poll", "trap"] = "poll"
+    source: Source = "poll"
     attrs: dict[str, Value] = field(default_factory=dict)
 
 

@@ -1,0 +1,306 @@
+"""State changes detected at the edge, with hysteresis.
+
+Every monitored thing (a device's reachability, an interface's link, a BGP
+session, a threshold) is a two-state value that changes only after enough
+consecutive observations of the other state, so one lost packet raises
+nothing. Each change becomes exactly one event, stamped with the time the new
+state was first seen. A trap is authoritative at once; the poll that later
+sees the same state adds nothing.
+
+Everything starts in its good state, so a thing that is already bad when the
+agent starts is reported; the collector deduplicates a repeat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from enoc.wire import Event, Severity, Source, Value
+
+GOOD = {"reachability": "up", "link": "up", "bgp": "established", "threshold": "ok"}
+
+
+@dataclass
+class Confirmed:
+    """A state that flips after `needed` consecutive observations of another state."""
+
+    state: str
+    candidate: str | None = None
+    streak: int = 0
+    first_seen: float = 0.0
+
+    def observe(self, value: str, at: float, needed: int) -> float | None:
+        """Feed one observation; return the time the change began when the state flips."""
+        if value == self.state:
+            self.candidate, self.streak = None, 0
+            return None
+        if value != self.candidate:
+            self.candidate, self.streak, self.first_seen = value, 0, at
+        self.streak += 1
+        if self.streak < needed:
+            return None
+        self.state, self.candidate, self.streak = value, None, 0
+        return self.first_seen
+
+    def force(self, value: str) -> bool:
+        """Set the state at once (a trap); True when it changed."""
+        changed = value != self.state
+        self.state, self.candidate, self.streak = value, None, 0
+        return changed
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """Enter at or above `enter`, leave below `leave`, each sustained for `polls` observations."""
+
+    metric: str
+    enter: float
+    leave: float
+    polls: int = 3
+    severity: Severity = "minor"
+
+    def __post_init__(self) -> None:
+        if self.leave > self.enter:
+            raise ValueError(f"threshold {self.metric}: leave ({self.leave}) must not exceed enter")
+
+
+@dataclass
+class EdgeSettings:
+    unreachable_after: int = 3  # failed polls in a row
+    reachable_after: int = 1
+    link_polls: int = 1  # oper status is an exact reading: one poll confirms
+    bgp_polls: int = 1
+    thresholds: tuple[ThresholdRule, ...] = (
+        ThresholdRule("in_utilization", 90, 80),
+        ThresholdRule("out_utilization", 90, 80),
+        ThresholdRule("cpu", 90, 75, severity="major"),
+        ThresholdRule("memory", 95, 90),
+        ThresholdRule("in_errors_per_s", 10, 1, severity="warning"),
+    )
+
+
+def _default_ids(agent_id: str) -> Callable[[], str]:
+    counter = itertools.count(1)
+    prefix = f"{agent_id}-{time.time_ns():x}"
+    return lambda: f"{prefix}-{next(counter)}"
+
+
+@dataclass
+class EdgeDetector:
+    """Turns observations of one agent's devices into events."""
+
+    agent_id: str
+    settings: EdgeSettings = field(default_factory=EdgeSettings)
+    new_id: Callable[[], str] | None = None
+    states: dict[tuple[str, str, str], Confirmed] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.new_id is None:
+            self.new_id = _default_ids(self.agent_id)
+        self._rules = {r.metric: r for r in self.settings.thresholds}
+
+    def _state(self, device: str, resource: str, kind: str) -> Confirmed:
+        key = (device, resource, kind)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = Confirmed(GOOD[kind])
+        return state
+
+    def _event(
+        self,
+        device: str,
+        resource: str,
+        kind: str,
+        state: str,
+        at: float,
+        severity: Severity,
+        message: str,
+        source: Source = "poll",
+        attrs: dict[str, Value] | None = None,
+    ) -> Event:
+        assert self.new_id is not None
+        return Event(
+            id=self.new_id(),
+            ts=at,
+            device=device,
+            resource=resource,
+            kind=kind,
+            state=state,
+            severity=severity,
+            message=message,
+            source=source,
+            attrs=attrs or {},
+        )
+
+    def forget(self, device: str) -> None:
+        for key in [k for k in self.states if k[0] == device]:
+            del self.states[key]
+
+    # ---------------------------------------------------------------- observations from polls
+
+    def reachability(self, device: str, answered: bool, at: float) -> list[Event]:
+        s = self.settings
+        state = self._state(device, "device", "reachability")
+        value = "up" if answered else "down"
+        needed = s.reachable_after if answered else s.unreachable_after
+        began = state.observe(value, at, needed)
+        if began is None:
+            return []
+        text = "answers SNMP again" if answered else f"no SNMP answer for {needed} polls"
+        severity: Severity = "info" if answered else "critical"
+        return [self._event(device, "device", "reachability", value, began, severity, text)]
+
+    def reboot(self, device: str, at: float, uptime_s: float) -> list[Event]:
+        """sysUpTime went backwards: the device restarted `uptime_s` seconds before `at`."""
+        return [
+            self._event(
+                device,
+                "device",
+                "reboot",
+                "rebooted",
+                at - uptime_s,
+                "warning",
+                f"restarted {uptime_s:.0f} s before the poll",
+                attrs={"uptime_s": round(uptime_s, 2)},
+            )
+        ]
+
+    def link(
+        self, device: str, if_index: int, name: str, admin_up: bool, oper_up: bool, at: float
+    ) -> list[Event]:
+        """Oper status of an interface; only admin-up interfaces can be down."""
+        state = self._state(device, f"if:{if_index}", "link")
+        value = "up" if oper_up or not admin_up else "down"
+        began = state.observe(value, at, self.settings.link_polls)
+        if began is None:
+            return []
+        reason = "administratively down" if not admin_up else ("up" if oper_up else "down")
+        return [
+            self._event(
+                device,
+                f"if:{if_index}",
+                "link",
+                value,
+                began,
+                "info" if value == "up" else "major",
+                f"{name or if_index} {reason}",
+                attrs={"ifIndex": if_index, "ifName": name},
+            )
+        ]
+
+    def bgp(self, device: str, peer: str, established: bool, at: float) -> list[Event]:
+        state = self._state(device, f"bgp:{peer}", "bgp")
+        value = "established" if established else "down"
+        began = state.observe(value, at, self.settings.bgp_polls)
+        if began is None:
+            return []
+        severity: Severity = "info" if established else "major"
+        return [
+            self._event(
+                device,
+                f"bgp:{peer}",
+                "bgp",
+                value,
+                began,
+                severity,
+                f"BGP peer {peer} {value}",
+                attrs={"peer": peer},
+            )
+        ]
+
+    def threshold(
+        self, device: str, resource: str, metric: str, value: float, at: float
+    ) -> list[Event]:
+        rule = self._rules.get(metric)
+        if rule is None:
+            return []
+        key = f"{resource}:{metric}" if resource != "device" else metric
+        state = self._state(device, key, "threshold")
+        if state.state == "ok":
+            observed = "high" if value >= rule.enter else "ok"
+        else:
+            observed = "ok" if value < rule.leave else "high"
+        began = state.observe(observed, at, rule.polls)
+        if began is None:
+            return []
+        limit = rule.enter if observed == "high" else rule.leave
+        word = "above" if observed == "high" else "back below"
+        return [
+            self._event(
+                device,
+                key,
+                "threshold",
+                observed,
+                began,
+                rule.severity if observed == "high" else "info",
+                f"{metric} {word} {limit:g} ({value:.1f})",
+                attrs={"metric": metric, "value": round(value, 3), "limit": limit},
+            )
+        ]
+
+    # ---------------------------------------------------------------- traps
+
+    def link_trap(
+        self, device: str, if_index: int, up: bool, at: float, name: str = ""
+    ) -> list[Event]:
+        state = self._state(device, f"if:{if_index}", "link")
+        value = "up" if up else "down"
+        if not state.force(value):
+            return []
+        return [
+            self._event(
+                device,
+                f"if:{if_index}",
+                "link",
+                value,
+                at,
+                "info" if up else "major",
+                f"{name or if_index} {value} (trap)",
+                source="trap",
+                attrs={"ifIndex": if_index, "ifName": name},
+            )
+        ]
+
+    def bgp_trap(self, device: str, peer: str, established: bool, at: float) -> list[Event]:
+        state = self._state(device, f"bgp:{peer}", "bgp")
+        value = "established" if established else "down"
+        if not state.force(value):
+            return []
+        return [
+            self._event(
+                device,
+                f"bgp:{peer}",
+                "bgp",
+                value,
+                at,
+                "info" if established else "major",
+                f"BGP peer {peer} {value} (trap)",
+                source="trap",
+                attrs={"peer": peer},
+            )
+        ]
+
+    def generic_trap(
+        self,
+        device: str,
+        trap_oid: str,
+        at: float,
+        varbinds: dict[str, Value],
+        severity: Severity = "warning",
+    ) -> list[Event]:
+        return [
+            self._event(
+                device,
+                f"trap:{trap_oid}",
+                "trap",
+                "received",
+                at,
+                severity,
+                f"trap {trap_oid}",
+                source="trap",
+                attrs=varbinds,
+            )
+        ]
