@@ -1,0 +1,228 @@
+"""The agent's store-and-forward spool: every message is on disk before it is published.
+
+Records are appended to segment files; a record leaves the spool only when
+the broker acknowledged it (`ack`). After a crash or restart the spool is
+read back and every unacknowledged record is published again, oldest first:
+delivery is at-least-once, and the collector is idempotent (event ids, points
+keyed by series and timestamp).
+
+Bounded: when the spool exceeds `max_bytes` the oldest segment is dropped and
+its records are counted as lost (`dropped`), so a WAN outage longer than the
+disk can hold degrades into losing the oldest data, never into a full disk.
+
+Record layout: length (u32), crc32 (u32), seq (u64), topic length (u16), topic, payload.
+The acknowledged low-water mark is kept in `acked`, written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+HEADER = struct.Struct("<IIQH")
+SEGMENT_SUFFIX = ".seg"
+
+
+class SpoolError(OSError):
+    """The spool directory cannot be used."""
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    topic: str
+    payload: bytes
+    segment: int
+
+    @property
+    def size(self) -> int:
+        return HEADER.size + len(self.topic.encode()) + len(self.payload)
+
+
+class Spool:
+    """Segmented append-only log with acknowledgements. Not thread-safe; one event loop owns it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 512 * 2**20,
+        segment_bytes: int = 4 * 2**20,
+        fsync: bool = False,
+    ) -> None:
+        if segment_bytes > max_bytes:
+            raise ValueError("segment_bytes must not exceed max_bytes")
+        self.path = path
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.dropped = 0  # records lost because the spool was full
+        self.corrupt = 0  # records skipped because they were damaged on disk
+        self._pending: deque[Record] = deque()  # not yet handed out, oldest first
+        self._inflight: dict[int, Record] = {}  # handed out, not yet acknowledged
+        self._segments: dict[int, int] = {}  # segment number -> unacknowledged records in it
+        self._segment_sizes: dict[int, int] = {}
+        self._acked_low = 0  # every seq <= this was acknowledged
+        self._acked_above: set[int] = set()
+        self._next_seq = 1
+        self._current = 0
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(exc.errno, f"spool directory {path}: {exc.strerror}") from None
+        self._load()
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def depth(self) -> int:
+        """Records not yet acknowledged (pending and in flight)."""
+        return len(self._pending) + len(self._inflight)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self._segment_sizes.values())
+
+    def append(self, topic: str, payload: bytes) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        topic_bytes = topic.encode()
+        body = struct.pack("<QH", seq, len(topic_bytes)) + topic_bytes + payload
+        length = HEADER.size + len(topic_bytes) + len(payload)
+        record_bytes = struct.pack("<II", length, zlib.crc32(body)) + body
+        if self._segment_sizes.get(self._current, self.segment_bytes) + length > self.segment_bytes:
+            self._roll()
+        with self._segment_path(self._current).open("ab") as handle:
+            handle.write(record_bytes)
+            if self.fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        self._segment_sizes[self._current] += length
+        self._segments[self._current] += 1
+        self._pending.append(Record(seq, topic, payload, self._current))
+        self._enforce_bound()
+        return seq
+
+    def take(self, limit: int) -> list[Record]:
+        """Hand out up to `limit` records, oldest first; they stay on disk until acknowledged."""
+        out: list[Record] = []
+        while self._pending and len(out) < limit:
+            record = self._pending.popleft()
+            self._inflight[record.seq] = record
+            out.append(record)
+        return out
+
+    def ack(self, seq: int) -> None:
+        record = self._inflight.pop(seq, None)
+        if record is None:
+            return
+        self._segments[record.segment] -= 1
+        self._acked_above.add(seq)
+        while self._acked_low + 1 in self._acked_above:
+            self._acked_low += 1
+            self._acked_above.discard(self._acked_low)
+        self._release_segments()
+
+    def requeue_inflight(self) -> int:
+        """The broker connection dropped: unacknowledged records go back, in order, to the front."""
+        records = sorted(self._inflight.values(), key=lambda r: r.seq)
+        self._inflight.clear()
+        self._pending.extendleft(reversed(records))
+        return len(records)
+
+    def close(self) -> None:
+        """Persist the acknowledged mark; safe to call twice."""
+        self._write_acked()
+
+    # ---------------------------------------------------------------- internals
+
+    def _segment_path(self, number: int) -> Path:
+        return self.path / f"{number:012d}{SEGMENT_SUFFIX}"
+
+    def _roll(self) -> None:
+        self._current += 1
+        self._segment_sizes[self._current] = 0
+        self._segments[self._current] = 0
+        self._segment_path(self._current).touch()
+        self._write_acked()
+
+    def _release_segments(self) -> None:
+        for number in sorted(self._segments):
+            if number == self._current or self._segments[number] > 0:
+                break
+            self._segment_path(number).unlink(missing_ok=True)
+            del self._segments[number]
+            del self._segment_sizes[number]
+
+    def _enforce_bound(self) -> None:
+        while self.size_bytes > self.max_bytes and len(self._segments) > 1:
+            oldest = min(self._segments)
+            lost = [r for r in self._pending if r.segment == oldest]
+            lost += [r for r in self._inflight.values() if r.segment == oldest]
+            self.dropped += len(lost)
+            self._pending = deque(r for r in self._pending if r.segment != oldest)
+            for record in lost:
+                self._inflight.pop(record.seq, None)
+                self._acked_above.add(record.seq)
+            self._segment_path(oldest).unlink(missing_ok=True)
+            del self._segments[oldest]
+            del self._segment_sizes[oldest]
+        while self._acked_low + 1 in self._acked_above:
+            self._acked_low += 1
+            self._acked_above.discard(self._acked_low)
+
+    def _write_acked(self) -> None:
+        tmp = self.path / "acked.tmp"
+        tmp.write_text(f"{self._acked_low}\n")
+        tmp.replace(self.path / "acked")
+
+    def _load(self) -> None:
+        acked_file = self.path / "acked"
+        try:
+            self._acked_low = int(acked_file.read_text().strip() or 0)
+        except FileNotFoundError:
+            self._acked_low = 0
+        except ValueError:
+            self._acked_low = 0
+            self.corrupt += 1
+        numbers = sorted(
+            int(p.stem) for p in self.path.glob(f"*{SEGMENT_SUFFIX}") if p.stem.isdigit()
+        )
+        highest_seq = self._acked_low
+        for number in numbers:
+            data = self._segment_path(number).read_bytes()
+            self._segments[number] = 0
+            self._segment_sizes[number] = len(data)
+            pos = 0
+            while pos < len(data):
+                if pos + 8 > len(data):
+                    self.corrupt += 1  # a torn write at the end of the last segment
+                    break
+                length, crc = struct.unpack_from("<II", data, pos)
+                end = pos + length
+                if length < HEADER.size or end > len(data):
+                    self.corrupt += 1  # a torn write at the end of the last segment
+                    break
+                body = data[pos + 8 : end]
+                if zlib.crc32(body) != crc:
+                    self.corrupt += 1
+                    pos = end
+                    continue
+                seq, topic_len = struct.unpack_from("<QH", body, 0)
+                topic = body[10 : 10 + topic_len].decode(errors="replace")
+                payload = body[10 + topic_len :]
+                highest_seq = max(highest_seq, seq)
+                if seq > self._acked_low:
+                    self._pending.append(Record(seq, topic, payload, number))
+                    self._segments[number] += 1
+                pos = end
+        self._next_seq = highest_seq + 1
+        self._current = numbers[-1] + 1 if numbers else 1
+        self._segments[self._current] = 0
+        self._segment_sizes[self._current] = 0
+        self._segment_path(self._current).touch()
+        self._release_segments()
