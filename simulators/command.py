@@ -13,6 +13,8 @@ from typing import Any
 import psutil
 from aiohttp import web
 
+from enoc.config import ConfigError
+from enoc.logs import setup_logging
 from enoc.runtime import parse_host_port, stop_event
 from enoc.runtime import run as run_loop
 from simulators.control import make_app
@@ -147,13 +149,11 @@ async def serve(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from enoc.logs import setup_logging
-
         setup_logging(args.log_format, args.log_level)
-    except ImportError:  # until enoc.logs lands
-        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    try:
         return run_loop(lambda: serve(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:
         print(f"enoc sim: {exc}", file=sys.stderr)
         return 2

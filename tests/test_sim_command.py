@@ -116,3 +116,53 @@ def test_bad_arguments_get_a_clear_error_and_exit_2(args: list[str], message: st
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_fleet_file_with_v3_credentials_from_env_and_a_recording(tmp_path: Path) -> None:
+    import shutil
+
+    import snmpsim
+
+    from simulators.fleet import build_devices
+    from simulators.fleet_file import load_fleet
+
+    recorded = Path(snmpsim.__file__).parent / "data" / "recorded" / "linksys-system.snmprec"
+    (tmp_path / "recordings").mkdir()
+    shutil.copy(recorded, tmp_path / "recordings" / "linksys.snmprec")
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "snmp:\n"
+        '  - {version: "3", user: noc, auth_protocol: SHA, auth_key: "${ENOC_SIM_KEY}",\n'
+        '     priv_protocol: AES-128, priv_key: "${ENOC_SIM_KEY}"}\n'
+        'trap_receivers: ["127.0.0.1:10162"]\n'
+        "sites:\n"
+        "  - {name: nbo, rtc: africa, utc_offset: 3, devices: [{role: ce-router, count: 2},\n"
+        "     {name: nbo-old-1, recording: recordings/linksys.snmprec}]}\n"
+    )
+    import os
+
+    os.environ["ENOC_SIM_KEY"] = "fleet-file-key"
+    try:
+        spec = load_fleet(fleet)
+    finally:
+        del os.environ["ENOC_SIM_KEY"]
+    devices = build_devices(spec, time.time())
+    assert [d.name for d in devices] == ["nbo-ce-1", "nbo-ce-2", "nbo-old-1"]
+    assert devices[2].recording == str(tmp_path / "recordings" / "linksys.snmprec")
+    assert devices[0].users[b"noc"].auth_key == "fleet-file-key"
+    assert devices[0].communities == frozenset()
+
+
+def test_a_bad_fleet_file_names_file_line_and_key(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "sites:\n  - name: nbo\n    rtc: africa\n    devices:\n      - {role: pe-router, count: lots}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "enoc.cli", "sim", "--fleet", str(fleet)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert f'{fleet}:5: sites[0].devices[0].count: expected an integer, got "lots"' in proc.stderr

@@ -1,0 +1,99 @@
+"""The agent's configuration (DESIGN: "Configuration"; these keys are the contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
+from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
+from enoc.wire import check_name
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password: Secret | None = None
+    keepalive: Duration = Duration(30)
+    max_inflight: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    path: Path
+    max_bytes: int = 512 * 2**20
+    fsync: bool = False
+
+
+@dataclass(frozen=True)
+class PollingConfig:
+    interval: Duration = Duration(60)
+    timeout: Duration = Duration(5)
+    retries: int = 1
+    concurrency: int = 64
+    max_repetitions: int = 25
+    unreachable_after: int = 3
+
+    def __post_init__(self) -> None:
+        if self.timeout * (self.retries + 1) >= self.interval:
+            raise ValueError(
+                "polling.timeout x (retries + 1) must be shorter than polling.interval"
+            )
+
+
+@dataclass(frozen=True)
+class TrapsConfig:
+    listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
+    communities: list[Secret] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: Literal["logfmt", "json"] = "logfmt"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent_id: str
+    site: str
+    spool: SpoolConfig
+    rtc: str = ""
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    polling: PollingConfig = field(default_factory=PollingConfig)
+    inventory: Path | None = None  # what `enoc sim --inventory-out` writes
+    devices: list[InventoryDevice] = field(default_factory=list)
+    credentials: dict[str, Credential] = field(default_factory=dict)
+    traps: TrapsConfig | None = None
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        check_name("agent_id", self.agent_id)
+        check_name("site", self.site)
+
+
+def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
+    inline = Inventory(devices=config.devices, credentials=config.credentials)
+    return inventory_issues(inline, filename) if config.devices else []
+
+
+def _is_agent(mapping: Mapping[str, Any]) -> bool:
+    return "agent_id" in mapping
+
+
+register_kind("agent", AgentConfig, _is_agent, agent_issues)

@@ -1,0 +1,79 @@
+"""The collector's configuration (DESIGN: "Configuration"; these keys are the contract)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.config import LogConfig, TlsConfig
+from enoc.config import Duration, HostPort, Secret, register_kind
+
+
+@dataclass(frozen=True)
+class CollectorMqttConfig:
+    url: str = "mqtt://127.0.0.1:1883"
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password: Secret | None = None
+    client_id: str = "enoc-collector"
+    shared_group: str = ""  # "enoc-collectors": replicas split the load
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    url: str
+    api: Literal["v2", "v1"] = "v2"
+    org: str = ""
+    bucket: str = ""
+    token: Secret | None = None
+    database: str = ""
+    retention_policy: str = ""
+    username: str = ""
+    password: Secret | None = None
+    batch_size: int = 5000
+    flush_interval: Duration = Duration(1)
+
+    def __post_init__(self) -> None:
+        if self.api == "v2" and not (self.org and self.bucket):
+            raise ValueError("influxdb api v2 needs org and bucket (and token or token_file)")
+        if self.api == "v1" and not self.database:
+            raise ValueError("influxdb api v1 needs database")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///var/lib/enoc/incidents.db"
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(
+                f'store.url must be sqlite:///PATH or postgresql://..., got "{self.url}"'
+            )
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
+    users_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    mqtt: CollectorMqttConfig = field(default_factory=CollectorMqttConfig)
+    influxdb: InfluxConfig | None = None
+    store: StoreConfig = field(default_factory=StoreConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _is_collector(mapping: Mapping[str, Any]) -> bool:
+    return "store" in mapping or "http" in mapping or "influxdb" in mapping
+
+
+register_kind("collector", CollectorConfig, _is_collector)

@@ -1,0 +1,488 @@
+"""One typed configuration loader for every enoc config (agent, collector, fleet, inventory).
+
+A schema is a frozen dataclass with type hints. The loader reads YAML keeping
+the line of every node, converts and checks every value against its type,
+and reports *all* problems at once, each naming the file, the line, the key
+path and what was expected:
+
+    agent.yaml:12: polling.interval: expected a duration like "60s", got "sixty"
+
+Strings expand `${VAR}` (and `${VAR:-default}`; `$${` is a literal `${`). A
+field typed `Secret` named `token` may be given as `token: ...` or as
+`token_file: /path` (read from the file). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import enum
+import os
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from enoc.logs import register_secret
+
+T = TypeVar("T")
+
+# ------------------------------------------------------------------ value types
+
+
+class Duration(float):
+    """Seconds, written as 90s, 5m, 1h, 250ms, 1h30m or a plain number of seconds."""
+
+    _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+    _UNITS: typing.ClassVar[dict[str, float]] = {
+        "ms": 0.001,
+        "s": 1,
+        "m": 60,
+        "h": 3600,
+        "d": 86400,
+    }
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        text = text.strip()
+        try:
+            return cls(float(text))
+        except ValueError:
+            pass
+        pos, total = 0, 0.0
+        for match in cls._PART.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * cls._UNITS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or not text:
+            raise ValueError(text)
+        return cls(total)
+
+
+class Secret:
+    """A secret value: never shown by repr/str, and redacted from every log line."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+        register_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        host, sep, port = text.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(text)
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+# ------------------------------------------------------------------ errors
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int  # 1-based; 0 when unknown
+    key: str  # dotted path, with [i] for list items; "" for the whole file
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        kind = "warning: " if self.warning else ""
+        return (
+            f"{where}: {self.key}: {kind}{self.message}"
+            if self.key
+            else f"{where}: {kind}{self.message}"
+        )
+
+
+class ConfigError(ValueError):
+    """One or more problems in a config file; `issues` lists them all."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_config(path: Path | str, schema: type[T]) -> T:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), 0, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, "", f"cannot read: {exc}")]) from None
+    return parse_config(text, schema, filename=str(path), base_dir=path.parent)
+
+
+def parse_config(
+    text: str, schema: type[T], *, filename: str = "<string>", base_dir: Path | None = None
+) -> T:
+    node = compose(text, filename)
+    loader = _Loader(filename, base_dir or Path.cwd())
+    value = loader.convert(node, schema, "", node.start_mark.line + 1 if node else 1)
+    if loader.issues:
+        raise ConfigError(sorted(loader.issues, key=lambda issue: issue.line))
+    result: T = value
+    return result
+
+
+def compose(text: str, filename: str) -> yaml.Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError(
+            [ConfigIssue(filename, line, "", f"not valid YAML: {exc.problem or exc}")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([ConfigIssue(filename, 0, "", f"not valid YAML: {exc}")]) from None
+
+
+def to_python(node: yaml.Node | None) -> Any:
+    """The plain Python value of a composed node (for kind detection)."""
+    if node is None:
+        return None
+    return yaml.SafeLoader("").construct_document(node)
+
+
+_ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MISSING = object()
+
+
+class _Invalid(Exception):
+    """Internal: this value cannot be converted; the issue is already recorded."""
+
+
+class _Loader:
+    def __init__(self, filename: str, base_dir: Path) -> None:
+        self.filename = filename
+        self.base_dir = base_dir
+        self.issues: list[ConfigIssue] = []
+
+    def fail(self, line: int, key: str, message: str) -> _Invalid:
+        self.issues.append(ConfigIssue(self.filename, line, key, message))
+        return _Invalid()
+
+    # -- scalars
+
+    def scalar_text(self, node: yaml.Node, key: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(
+                node.start_mark.line + 1, key, f"expected a single value, got a {_shape(node)}"
+            )
+        value: str = node.value
+
+        def expand(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name, default = match.group(1), match.group(2)
+            env = os.environ.get(name)
+            if env is not None:
+                return env
+            if default is not None:
+                return default
+            raise self.fail(
+                node.start_mark.line + 1, key, f"environment variable {name} is not set"
+            )
+
+        return _ENV.sub(expand, value) if "$" in value else value
+
+    def convert(self, node: yaml.Node | None, hint: Any, key: str, line: int) -> Any:
+        try:
+            return self._convert(node, hint, key, line)
+        except _Invalid:
+            return None
+
+    def _convert(self, node: yaml.Node | None, hint: Any, key: str, line: int) -> Any:
+        origin = get_origin(hint)
+        if origin in (Union, types.UnionType):
+            options = [a for a in get_args(hint) if a is not type(None)]
+            if node is None or _is_null(node):
+                if type(None) in get_args(hint):
+                    return None
+                raise self.fail(line, key, f"expected {_describe(hint)}, got nothing")
+            if len(options) == 1:
+                return self._convert(node, options[0], key, line)
+            errors = len(self.issues)
+            for option in options:
+                try:
+                    return self._convert(node, option, key, line)
+                except _Invalid:
+                    del self.issues[errors:]
+            raise self.fail(line, key, f"expected {_describe(hint)}, got {_show(node)}")
+        if node is None or _is_null(node):
+            raise self.fail(line, key, f"expected {_describe(hint)}, got nothing")
+        line = node.start_mark.line + 1
+        if dataclasses.is_dataclass(hint) and isinstance(hint, type) and hint is not HostPort:
+            return self._dataclass(node, hint, key)
+        if origin is list:
+            (item,) = get_args(hint) or (Any,)
+            if not isinstance(node, yaml.SequenceNode):
+                raise self.fail(line, key, f"expected a list, got {_show(node)}")
+            out = []
+            for i, child in enumerate(node.value):
+                with contextlib.suppress(_Invalid):
+                    out.append(self._convert(child, item, f"{key}[{i}]", child.start_mark.line + 1))
+            return out
+        if origin is dict:
+            _, value_hint = get_args(hint) or (str, Any)
+            if not isinstance(node, yaml.MappingNode):
+                raise self.fail(line, key, f"expected a mapping, got {_show(node)}")
+            result = {}
+            for k_node, v_node in node.value:
+                name = self.scalar_text(k_node, key)
+                child_key = f"{key}.{name}" if key else name
+                with contextlib.suppress(_Invalid):
+                    result[name] = self._convert(
+                        v_node, value_hint, child_key, v_node.start_mark.line + 1
+                    )
+            return result
+        if origin is Literal:
+            text = self.scalar_text(node, key)
+            for choice in get_args(hint):
+                if str(choice) == text:
+                    return choice
+            choices = ", ".join(f'"{c}"' for c in get_args(hint))
+            raise self.fail(line, key, f"expected one of {choices}, got {text!r}")
+        if hint is Any:
+            return to_python(node)
+        return self._scalar(node, hint, key, line)
+
+    def _scalar(self, node: yaml.Node, hint: Any, key: str, line: int) -> Any:
+        text = self.scalar_text(node, key)
+        tag = node.tag if isinstance(node, yaml.ScalarNode) else ""
+        quoted = isinstance(node, yaml.ScalarNode) and node.style in ("'", '"')
+        try:
+            if hint is bool:
+                if quoted or tag != "tag:yaml.org,2002:bool":
+                    raise ValueError(text)
+                return text.lower() in ("true", "yes", "on")
+            if hint is int:
+                if tag == "tag:yaml.org,2002:bool":
+                    raise ValueError(text)
+                return int(text, 0) if text.lower().startswith(("0x", "0o")) else int(text)
+            if hint is float:
+                if tag == "tag:yaml.org,2002:bool":
+                    raise ValueError(text)
+                return float(text)
+            if hint is str:
+                return text
+            if hint is Duration:
+                return Duration.parse(text)
+            if hint is HostPort:
+                return HostPort.parse(text)
+            if hint is Secret:
+                return Secret(text)
+            if hint is Path:
+                path = Path(text).expanduser()
+                return path if path.is_absolute() else self.base_dir / path
+            if isinstance(hint, type) and issubclass(hint, enum.Enum):
+                return hint(text)
+        except ValueError:
+            raise self.fail(
+                line, key, f"expected {_describe(hint)}, got {_show(node, text)}"
+            ) from None
+        raise self.fail(line, key, f"unsupported type {hint!r} in the schema")
+
+    def _dataclass(self, node: yaml.Node, schema: type, key: str) -> Any:
+        line = node.start_mark.line + 1
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(line, key, f"expected a mapping, got {_show(node)}")
+        hints = get_type_hints(schema)
+        fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+        given: dict[str, yaml.Node] = {}
+        given_lines: dict[str, int] = {}
+        for k_node, raw_node in node.value:
+            v_node = raw_node
+            name = self.scalar_text(k_node, key)
+            child_key = f"{key}.{name}" if key else name
+            target = name
+            if name.endswith("_file") and name[:-5] in fields and _is_secret(hints[name[:-5]]):
+                target = name[:-5]
+                if target in given:
+                    self.fail(
+                        k_node.start_mark.line + 1,
+                        child_key,
+                        f"give either {target} or {name}, not both",
+                    )
+                    continue
+                try:
+                    v_node = self._secret_file(v_node, child_key)
+                except _Invalid:
+                    given[target] = yaml.ScalarNode(
+                        "tag:yaml.org,2002:null", "", start_mark=raw_node.start_mark
+                    )
+                    given_lines[target] = k_node.start_mark.line + 1
+                    continue
+            elif name not in fields:
+                close = difflib.get_close_matches(name, list(fields), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                known = ", ".join(fields)
+                self.fail(
+                    k_node.start_mark.line + 1,
+                    child_key,
+                    f"unknown key{hint} (known keys: {known})",
+                )
+                continue
+            elif name in given:
+                self.fail(k_node.start_mark.line + 1, child_key, "given twice")
+                continue
+            given[target] = v_node
+            given_lines[target] = k_node.start_mark.line + 1
+        values: dict[str, Any] = {}
+        invalid = False
+        for name, field in fields.items():
+            child_key = f"{key}.{name}" if key else name
+            if name in given:
+                before = len(self.issues)
+                values[name] = self.convert(given[name], hints[name], child_key, given_lines[name])
+                invalid |= len(self.issues) != before
+            elif (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                where = f"{key}: " if key else ""
+                self.fail(
+                    line,
+                    child_key,
+                    f"missing required key ({where}expected {_describe(hints[name])})",
+                )
+                invalid = True
+        if invalid:
+            raise _Invalid()
+        try:
+            return schema(**values)
+        except (TypeError, ValueError) as exc:
+            raise self.fail(line, key or "(top level)", str(exc)) from None
+
+    def _secret_file(self, node: yaml.Node, key: str) -> yaml.Node:
+        path = Path(self.scalar_text(node, key)).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise self.fail(
+                node.start_mark.line + 1, key, f"cannot read secret file {path}: {exc.strerror}"
+            ) from None
+        # Quoted so that a secret of "yes" or "123" stays a string; `$` is not expanded in files.
+        return yaml.ScalarNode(
+            "tag:yaml.org,2002:str",
+            value.replace("${", "$${"),
+            start_mark=node.start_mark,
+            end_mark=node.end_mark,
+            style='"',
+        )
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
+
+
+def _is_secret(hint: Any) -> bool:
+    return hint is Secret or Secret in get_args(hint)
+
+
+def _shape(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "list"
+    return "value"
+
+
+def _show(node: yaml.Node, text: str | None = None) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        return f"a {_shape(node)}"
+    value = node.value if text is None else text
+    return f'"{value}"' if len(value) < 60 else f'"{value[:57]}..."'
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(hint) if a is not type(None))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(f'"{c}"' for c in get_args(hint))
+    names: dict[Any, str] = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        Duration: 'a duration like "60s"',
+        HostPort: 'HOST:PORT like "127.0.0.1:8080"',
+        Secret: "a secret (or KEY_file: path)",
+        Path: "a path",
+    }
+    if hint in names:
+        return names[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(f'"{m.value}"' for m in hint)
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return str(hint)
+
+
+# ------------------------------------------------------------------ kinds, for `enoc check-config`
+
+
+@dataclass(frozen=True)
+class ConfigKind:
+    name: str
+    schema: type
+    detect: Callable[[Mapping[str, Any]], bool]
+    check: Callable[[Any, str], list[ConfigIssue]] | None = None  # extra checks, warnings
+
+
+KINDS: dict[str, ConfigKind] = {}
+
+
+def register_kind(
+    name: str,
+    schema: type,
+    detect: Callable[[Mapping[str, Any]], bool],
+    check: Callable[[Any, str], list[ConfigIssue]] | None = None,
+) -> None:
+    KINDS[name] = ConfigKind(name, schema, detect, check)

@@ -1,0 +1,122 @@
+"""The device inventory an agent polls: devices and the SNMP credentials they use.
+
+`enoc sim --inventory-out` writes this format; an agent config includes it
+(`inventory: devices.yaml`) or lists `devices` and `credentials` inline.
+Secrets may come from files (`auth_key_file: ...`) or the environment (`${VAR}`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from enoc.config import ConfigIssue, Secret, register_kind
+
+AuthProtocol = Literal["none", "MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
+PrivProtocol = Literal["none", "DES", "AES-128", "AES-192", "AES-256"]
+
+
+@dataclass(frozen=True)
+class Credential:
+    version: Literal["2c", "3"]
+    community: Secret | None = None
+    user: str = ""
+    auth_protocol: AuthProtocol = "none"
+    auth_key: Secret | None = None
+    priv_protocol: PrivProtocol = "none"
+    priv_key: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if self.version == "2c":
+            if self.community is None:
+                raise ValueError("version 2c needs a community (or community_file)")
+            return
+        if not self.user:
+            raise ValueError("version 3 needs a user")
+        if self.priv_protocol != "none" and self.auth_protocol == "none":
+            raise ValueError("privacy (priv_protocol) needs authentication (auth_protocol)")
+        for proto, key, name in (
+            (self.auth_protocol, self.auth_key, "auth_key"),
+            (self.priv_protocol, self.priv_key, "priv_key"),
+        ):
+            if proto != "none" and (key is None or len(key.reveal()) < 8):
+                raise ValueError(f"{name} (or {name}_file) of at least 8 characters is needed")
+
+    @property
+    def level(self) -> str:
+        if self.version == "2c":
+            return "v2c"
+        if self.auth_protocol == "none":
+            return "noAuthNoPriv"
+        return "authNoPriv" if self.priv_protocol == "none" else "authPriv"
+
+
+@dataclass(frozen=True)
+class InventoryDevice:
+    name: str
+    address: str
+    credentials: str
+    port: int = 161
+    site: str = ""
+    rtc: str = ""
+    role: str = ""
+    profile: str = ""  # a profile name; empty: chosen by sysObjectID
+    parent: str = ""  # the device this one hangs off (for correlation at the collector)
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ValueError(f"address {self.address!r} is not an IP address") from None
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is not a UDP port")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    devices: list[InventoryDevice] = field(default_factory=list)
+    credentials: dict[str, Credential] = field(default_factory=dict)
+
+
+def inventory_issues(inventory: Inventory, filename: str) -> list[ConfigIssue]:
+    """References that must resolve, names that must be unique, and v2c flagged."""
+    issues: list[ConfigIssue] = []
+    seen: set[str] = set()
+    for i, device in enumerate(inventory.devices):
+        if device.credentials not in inventory.credentials:
+            known = ", ".join(inventory.credentials) or "none defined"
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"devices[{i}].credentials",
+                    f"unknown credentials {device.credentials!r} (known: {known})",
+                )
+            )
+        if device.name in seen:
+            issues.append(
+                ConfigIssue(filename, 0, f"devices[{i}].name", f"{device.name!r} is listed twice")
+            )
+        seen.add(device.name)
+    for name, cred in inventory.credentials.items():
+        if cred.level != "authPriv":
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"credentials.{name}",
+                    f"{cred.level} sends data or credentials in clear; "
+                    "SNMPv3 authPriv is the default to use",
+                    warning=True,
+                )
+            )
+    return issues
+
+
+def _is_inventory(mapping: Mapping[str, Any]) -> bool:
+    return "devices" in mapping and "agent_id" not in mapping
+
+
+register_kind("inventory", Inventory, _is_inventory, inventory_issues)

@@ -1,0 +1,170 @@
+"""The one config loader: every error names file, line, key path and what was expected."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from enoc.config import ConfigError, Duration, HostPort, Secret, load_config, parse_config
+
+
+@dataclass(frozen=True)
+class Inner:
+    interval: Duration = Duration(60)
+    retries: int = 1
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    inner: Inner = field(default_factory=Inner)
+    mode: Literal["fast", "safe"] = "safe"
+    listen: HostPort | None = None
+    token: Secret | None = None
+    ratio: float = 0.5
+    items: list[int] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def issues(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, Schema, filename="agent.yaml", base_dir=Path("/etc/enoc"))
+    return [str(i) for i in caught.value.issues]
+
+
+def test_a_valid_file_gives_typed_values() -> None:
+    config = parse_config(
+        "name: nyc\ninner: {interval: 1h30m, retries: 3, enabled: false}\nmode: fast\n"
+        'listen: "127.0.0.1:8080"\nratio: 2\nitems: [1, 2]\ntags: {a: b}\npath: sub/x.yaml\n',
+        Schema,
+        base_dir=Path("/etc/enoc"),
+    )
+    assert config.inner == Inner(Duration(5400), 3, False)
+    assert config.mode == "fast"
+    assert config.listen == HostPort("127.0.0.1", 8080)
+    assert config.ratio == 2.0
+    assert config.items == [1, 2]
+    assert config.tags == {"a": "b"}
+    assert config.path == Path("/etc/enoc/sub/x.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "name: x\ninner:\n  interval: sixty\n",
+            'agent.yaml:3: inner.interval: expected a duration like "60s", got "sixty"',
+        ),
+        (
+            "name: x\ninner:\n  retrys: 2\n",
+            "agent.yaml:3: inner.retrys: unknown key; did you mean 'retries'?",
+        ),
+        (
+            "name: x\nmode: quick\n",
+            'agent.yaml:2: mode: expected one of "fast", "safe", got \'quick\'',
+        ),
+        (
+            "name: x\ninner: {retries: true}\n",
+            'agent.yaml:2: inner.retries: expected an integer, got "true"',
+        ),
+        (
+            'name: x\ninner: {enabled: "yes"}\n',
+            'agent.yaml:2: inner.enabled: expected true or false, got "yes"',
+        ),
+        (
+            'name: x\nlisten: "nowhere"\n',
+            'agent.yaml:2: listen: expected HOST:PORT like "127.0.0.1:8080", got "nowhere"',
+        ),
+        ('name: x\nlisten: "127.0.0.1:70000"\n', "agent.yaml:2: listen: expected HOST:PORT"),
+        ("name: x\nitems: [1, two]\n", 'agent.yaml:2: items[1]: expected an integer, got "two"'),
+        ("name: x\ninner: [1]\n", "agent.yaml:2: inner: expected a mapping, got a list"),
+        ("inner: {}\n", "agent.yaml:1: name: missing required key (expected a string)"),
+        ("name: [x\n", "agent.yaml:2: not valid YAML"),
+        ("name: x\nname: y\n", "agent.yaml:2: name: given twice"),
+    ],
+)
+def test_each_error_points_at_its_line_and_key(text: str, expected: str) -> None:
+    found = issues(text)
+    assert any(line.startswith(expected) for line in found), found
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    found = issues("name: x\ninner:\n  interval: sixty\n  retries: many\nmode: quick\nextra: 1\n")
+    assert len(found) == 4
+    assert [line.split(":")[1] for line in found] == ["3", "4", "5", "6"]
+
+
+def test_environment_variables_expand_and_missing_ones_are_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENOC_SITE", "nbo")
+    config = parse_config('name: "${ENOC_SITE}-1"\nmode: "${ENOC_MODE:-fast}"\n', Schema)
+    assert (config.name, config.mode) == ("nbo-1", "fast")
+    assert parse_config('name: "cost $${HOME}"\n', Schema).name == "cost ${HOME}"
+    monkeypatch.delenv("ENOC_NOPE", raising=False)
+    assert issues('name: "${ENOC_NOPE}"\n') == [
+        "agent.yaml:1: name: environment variable ENOC_NOPE is not set"
+    ]
+
+
+def test_secrets_come_from_files_and_never_show(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("s3cr3t-t0ken\n")
+    config_file = tmp_path / "agent.yaml"
+    config_file.write_text("name: x\ntoken_file: token\n")
+    config = load_config(config_file, Schema)
+    assert config.token is not None
+    assert config.token.reveal() == "s3cr3t-t0ken"
+    assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config.token)
+    config_file.write_text("name: x\ntoken: a\ntoken_file: token\n")
+    with pytest.raises(ConfigError, match="give either token or token_file"):
+        load_config(config_file, Schema)
+    config_file.write_text("name: x\ntoken_file: missing\n")
+    with pytest.raises(
+        ConfigError, match=r"agent.yaml:2: token_file: cannot read secret file .*missing"
+    ):
+        load_config(config_file, Schema)
+
+
+def test_a_secret_is_redacted_from_logs(caplog: pytest.LogCaptureFixture) -> None:
+    from enoc.logs import LogfmtFormatter
+
+    config = parse_config('name: x\ntoken: "hunter2-abc"\n', Schema)
+    record = logging.LogRecord(
+        "t", logging.INFO, __file__, 1, "connecting with %s", ("hunter2-abc",), None
+    )
+    assert config.token is not None
+    assert "hunter2-abc" not in LogfmtFormatter().format(record)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
+        load_config(tmp_path / "nope.yaml", Schema)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90s", 90),
+        ("5m", 300),
+        ("1h", 3600),
+        ("250ms", 0.25),
+        ("1h30m", 5400),
+        ("45", 45),
+        ("1.5s", 1.5),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert Duration.parse(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "sixty", "5 m", "1x", "s", "5m3"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(text.strip())}$"):
+        Duration.parse(text)
