@@ -156,7 +156,8 @@ def test_a_fleet_file_with_v3_credentials_from_env_and_a_recording(tmp_path: Pat
 def test_a_bad_fleet_file_names_file_line_and_key(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(
-        "sites:\n  - name: nbo\n    rtc: africa\n    devices:\n      - {role: pe-router, count: lots}\n"
+        "sites:\n  - name: nbo\n    rtc: africa\n    devices:\n"
+        "      - {role: pe-router, count: lots}\n"
     )
     proc = subprocess.run(
         [sys.executable, "-m", "enoc.cli", "sim", "--fleet", str(fleet)],
