@@ -1,0 +1,545 @@
+"""Real servers on ephemeral loopback ports, for tests and benchmarks.
+
+Each class runs the Debian package's own binary with a config written into a
+private directory, waits until the server really answers (an MQTT CONNACK, an
+HTTP ping, a trap seen in the log), and stops it with SIGTERM, then SIGKILL.
+Nothing depends on a server already running, and every address is loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+INFLUXD = "/usr/bin/influxd"
+VICTORIA_METRICS = "/usr/bin/victoria-metrics"
+SNMPTRAPD = "/usr/sbin/snmptrapd"
+SNMPD = "/usr/sbin/snmpd"
+SNMPTRAP = "/usr/bin/snmptrap"
+SNMPGET = "/usr/bin/snmpget"
+HOST = "127.0.0.1"
+PROBE_TRAP = "1.3.6.1.4.1.8072.9999.9999.1"  # net-snmp's experimental arc: never a real trap
+
+
+class ServerError(RuntimeError):
+    """A server could not be started; the message carries the tail of its log."""
+
+
+def free_port(kind: str = "tcp", host: str = HOST) -> int:
+    family_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, family_type) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _require(binary: str) -> str:
+    if not Path(binary).exists():
+        raise ServerError(f"{binary} is not installed: run scripts/bootstrap")
+    return binary
+
+
+def _snmp_env(state_dir: Path) -> dict[str, str]:
+    """net-snmp without system MIBs or config, keeping its state in our directory."""
+    return {
+        **os.environ,
+        "MIBS": "",
+        "SNMPCONFPATH": str(state_dir),
+        "SNMP_PERSISTENT_DIR": str(state_dir),
+    }
+
+
+class _Server:
+    """Start, wait until ready, stop: the lifecycle every local server shares."""
+
+    name = "server"
+    protocol = "tcp"  # of the port it listens on
+    startup_timeout = 30.0
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = HOST
+        self.port = 0
+        self.log_path = workdir / f"{self.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # subclasses
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    # lifecycle
+    def start(self) -> Self:
+        if self.process is not None:
+            return self
+        if not self.port:
+            self.port = self.pick_port()
+        command = self.command()
+        _require(command[0])
+        output = self.log_path.with_suffix(".out").open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own fixed commands
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+        )
+        output.close()
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._fail(f"exited with code {self.process.returncode}")
+            with contextlib.suppress(OSError, ValueError):
+                if self.ready():
+                    return self
+            time.sleep(0.05)
+        self._fail(f"not ready after {self.startup_timeout:.0f} s")
+        return self
+
+    def pick_port(self) -> int:
+        return free_port(self.protocol)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; safe before start and twice."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, keeping the data directory."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _port_free(self.port, self.protocol):
+            time.sleep(0.05)
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for path in (self.log_path, self.log_path.with_suffix(".out")):
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _fail(self, why: str) -> None:
+        tail = self.log_tail()
+        self.stop()
+        raise ServerError(f"{self.name} on {self.host}:{self.port} {why}; its log ends:\n{tail}")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _port_free(port: int, protocol: str) -> bool:
+    kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URL
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# ------------------------------------------------------------------ MQTT
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+
+def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> bool:
+    """A raw MQTT 3.1.1 CONNECT; True when the broker answers CONNACK accepted."""
+    client_id = b"enoc-probe"
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    packet = b"\x10" + bytes([len(variable) + len(payload)]) + variable + payload
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(packet)
+        reply = sock.recv(4)
+        sock.sendall(b"\xe0\x00")  # DISCONNECT
+    return reply[:2] == b"\x20\x02" and reply[3:4] == b"\x00"
+
+
+class Mosquitto(_Server):
+    """Eclipse Mosquitto with persistence in the work directory."""
+
+    name = "mosquitto"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        config_extra: str = "",
+        tls: TlsFiles | None = None,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        config_file: Path | None = None,
+    ) -> None:
+        super().__init__(workdir)
+        self.config_extra = config_extra
+        self.tls = tls
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.config_file = config_file  # a shipped config to run instead of ours
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.config_file is not None:
+            return [MOSQUITTO, "-c", str(self.config_file)]
+        lines = [
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "max_queued_messages 1000000",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # mosquitto drops root to 'mosquitto', who cannot write here
+        else:
+            lines.append(f"user {getpass.getuser()}")
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        if self.tls:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
+            ]
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n" + self.config_extra)
+        return [MOSQUITTO, "-c", str(conf)]
+
+    def ready(self) -> bool:
+        if self.tls or self.password_file:
+            with socket.create_connection((self.host, self.port), timeout=1):
+                return True
+        return mqtt_connack(self.host, self.port)
+
+
+# ------------------------------------------------------------------ InfluxDB 1.x and VictoriaMetrics
+
+
+class InfluxDB1(_Server):
+    """Debian's influxd (InfluxDB 1.6): `/write` and InfluxQL `/query`."""
+
+    name = "influxd"
+
+    def command(self) -> list[str]:
+        rpc = free_port("tcp")
+        conf = self.workdir / "influxdb.conf"
+        conf.write_text(
+            f"""reporting-disabled = true
+bind-address = "{self.host}:{rpc}"
+[meta]
+  dir = "{self.workdir}/meta"
+[data]
+  dir = "{self.workdir}/data"
+  wal-dir = "{self.workdir}/wal"
+  query-log-enabled = false
+[http]
+  enabled = true
+  bind-address = "{self.host}:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+"""
+        )
+        return [INFLUXD, "-config", str(conf)]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ready(self) -> bool:
+        return _http_get(f"{self.url}/ping")[0] == 204
+
+    def query(self, q: str, db: str = "") -> dict[str, Any]:
+        params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "s"})
+        url = f"{self.url}/query"
+        request = urllib.request.Request(url, data=params.encode(), method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            result: dict[str, Any] = json.load(response)
+        return result
+
+    def create_database(self, name: str) -> None:
+        self.query(f'CREATE DATABASE "{name}"')
+
+    def write(self, db: str, lines: str, precision: str = "s") -> int:
+        url = f"{self.url}/write?" + urllib.parse.urlencode({"db": db, "precision": precision})
+        request = urllib.request.Request(url, data=lines.encode(), method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+
+
+class VictoriaMetrics(_Server):
+    """Debian's victoria-metrics: it accepts InfluxDB's `/write` and `/api/v2/write`."""
+
+    name = "victoria-metrics"
+
+    def command(self) -> list[str]:
+        return [
+            VICTORIA_METRICS,
+            f"-httpListenAddr={self.host}:{self.port}",
+            f"-storageDataPath={self.workdir}/data",
+            "-retentionPeriod=100y",
+            "-loggerOutput=stdout",
+            "-search.latencyOffset=0s",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ready(self) -> bool:
+        return _http_get(f"{self.url}/health")[0] == 200
+
+    def export(self, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
+        """Every series and its samples, after forcing buffered data to be searchable."""
+        _http_get(f"{self.url}/internal/force_flush")
+        params = urllib.parse.urlencode({"match[]": match})
+        status, body = _http_get(f"{self.url}/api/v1/export?{params}", timeout=10)
+        if status != 200:
+            raise ServerError(f"export failed with {status}: {body[:200]!r}")
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------ net-snmp
+
+
+@dataclass(frozen=True)
+class TrapUser:
+    """An SNMPv3 user snmptrapd accepts traps from, for one sending engine."""
+
+    name: str
+    engine_id: str  # hex, the sender's (the device's) engine ID
+    auth_protocol: str = "SHA-256"
+    auth_key: str = ""
+    priv_protocol: str = "AES"
+    priv_key: str = ""
+
+
+@dataclass
+class Trap:
+    source: str  # the sender's address
+    trap_oid: str
+    varbinds: dict[str, str] = field(default_factory=dict)
+
+
+class SnmpTrapd(_Server):
+    """net-snmp's snmptrapd writing one parseable line per trap (v1, v2c, v3, informs)."""
+
+    name = "snmptrapd"
+    protocol = "udp"
+
+    def __init__(
+        self, workdir: Path, *, community: str = "public", v3_users: Sequence[TrapUser] = ()
+    ) -> None:
+        super().__init__(workdir)
+        self.community = community
+        self.v3_users = list(v3_users)
+
+    def env(self) -> dict[str, str]:
+        return _snmp_env(self.workdir)
+
+    def command(self) -> list[str]:
+        users = [
+            f"createUser -e 0x{u.engine_id} {u.name} "
+            f"{u.auth_protocol} {u.auth_key} {u.priv_protocol} {u.priv_key}"
+            for u in self.v3_users
+        ]
+        conf = self.workdir / "snmptrapd.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    "disableAuthorization yes",
+                    "doNotLogTraps no",
+                    "format2 TRAP\\t%b\\t%V~%v\\n",
+                    "format1 TRAP\\t%b\\t%V~%v\\n",
+                    *users,
+                ]
+            )
+            + "\n"
+        )
+        return [
+            SNMPTRAPD,
+            "-f",
+            "-n",
+            "-On",
+            "-C",
+            "-c",
+            str(conf),
+            "-Lf",
+            str(self.log_path),
+            "-p",
+            str(self.workdir / "snmptrapd.pid"),
+            f"udp:{self.host}:{self.port}",
+        ]
+
+    def ready(self) -> bool:
+        subprocess.run(  # noqa: S603
+            [
+                SNMPTRAP,
+                "-v",
+                "2c",
+                "-c",
+                self.community,
+                f"{self.host}:{self.port}",
+                "",
+                PROBE_TRAP,
+            ],
+            env=_snmp_env(self.workdir),
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+        return any(line.startswith("TRAP") for line in self._lines())
+
+    def _lines(self) -> list[str]:
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def traps(self) -> list[Trap]:
+        out: list[Trap] = []
+        for line in self._lines():
+            if not line.startswith("TRAP\t"):
+                continue
+            _, source, varbind_text = line.split("\t", 2)
+            varbinds: dict[str, str] = {}
+            for item in varbind_text.split("~"):
+                oid, sep, value = item.partition(" = ")
+                if sep:
+                    varbinds[oid.strip().lstrip(".")] = value.strip()
+            trap_oid = varbinds.get("1.3.6.1.6.3.1.1.4.1.0", "").removeprefix("OID: ").lstrip(".")
+            if trap_oid == PROBE_TRAP:
+                continue
+            address = source.split("[", 1)[1].split("]", 1)[0] if "[" in source else source
+            out.append(Trap(address, trap_oid, varbinds))
+        return out
+
+    def wait_for(
+        self, predicate: Callable[[list[Trap]], bool], timeout: float = 10.0
+    ) -> list[Trap]:
+        deadline = time.monotonic() + timeout
+        while True:
+            traps = self.traps()
+            if predicate(traps):
+                return traps
+            if time.monotonic() > deadline:
+                raise AssertionError(f"snmptrapd did not see the expected traps; it saw {traps}")
+            time.sleep(0.05)
+
+
+class SnmpD(_Server):
+    """net-snmp's snmpd answering v2c on loopback: a peer for benchmarks and tests."""
+
+    name = "snmpd"
+    protocol = "udp"
+
+    def __init__(self, workdir: Path, *, community: str = "public") -> None:
+        super().__init__(workdir)
+        self.community = community
+
+    def env(self) -> dict[str, str]:
+        return _snmp_env(self.workdir)
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "snmpd.conf"
+        conf.write_text(f"rocommunity {self.community} {self.host}\n")
+        return [
+            SNMPD,
+            "-f",
+            "-C",
+            "-c",
+            str(conf),
+            "-Lf",
+            str(self.log_path),
+            "-p",
+            str(self.workdir / "snmpd.pid"),
+            f"udp:{self.host}:{self.port}",
+        ]
+
+    def ready(self) -> bool:
+        result = subprocess.run(  # noqa: S603
+            [
+                SNMPGET,
+                "-v2c",
+                "-c",
+                self.community,
+                "-t",
+                "0.5",
+                "-r",
+                "0",
+                f"{self.host}:{self.port}",
+                "1.3.6.1.2.1.1.1.0",
+            ],
+            env=_snmp_env(self.workdir),
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+        return result.returncode == 0

@@ -1,0 +1,40 @@
+"""Fixtures that start real Debian servers on ephemeral loopback ports and stop them after."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from enoc.localservers import InfluxDB1, Mosquitto, SnmpD, SnmpTrapd, VictoriaMetrics
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "mosquitto") as server:
+        yield server
+
+
+@pytest.fixture
+def influxdb1(tmp_path: Path) -> Iterator[InfluxDB1]:
+    with InfluxDB1(tmp_path / "influxdb") as server:
+        yield server
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    with VictoriaMetrics(tmp_path / "victoria-metrics") as server:
+        yield server
+
+
+@pytest.fixture
+def snmptrapd(tmp_path: Path) -> Iterator[SnmpTrapd]:
+    with SnmpTrapd(tmp_path / "snmptrapd") as server:
+        yield server
+
+
+@pytest.fixture
+def snmpd(tmp_path: Path) -> Iterator[SnmpD]:
+    with SnmpD(tmp_path / "snmpd") as server:
+        yield server
