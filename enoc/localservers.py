@@ -277,7 +277,7 @@ class Mosquitto(_Server):
         return mqtt_connack(self.host, self.port)
 
 
-# ------------------------------------------------------------------ InfluxDB 1.x and VictoriaMetrics
+# ------------------------------------------------------------------ InfluxDB 1.x, VictoriaMetrics
 
 
 class InfluxDB1(_Server):

@@ -89,15 +89,13 @@ def test_victoria_metrics_takes_the_v2_write_api(victoria_metrics: VictoriaMetri
 async def test_victoria_metrics_with_influxdb_client_async(
     victoria_metrics: VictoriaMetrics,
 ) -> None:
-    from influxdb_client import WritePrecision
     from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
     now = int(time.time())
     async with InfluxDBClientAsync(url=victoria_metrics.url, token="t", org="enoc") as client:
         ok = await client.write_api().write(
             bucket="enoc",
-            record=f"device,device=nyc-pe-1 cpu=17 {now}",
-            write_precision=WritePrecision.S,
+            record=f"device,device=nyc-pe-1 cpu=17 {now * 10**9}",
         )
     assert ok is True
     series = victoria_metrics.export('{__name__="device_cpu"}')
