@@ -1,15 +1,27 @@
-"""`enoc bench`: not built yet (see the open issues)."""
+"""`enoc bench ...`: the scale and peer benchmarks; each prints a table and writes JSON."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib
+from collections.abc import Callable
+
+# name -> (module, help). Later issues add fleet and faults.
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "sim": ("enoc.bench.sim", "varbinds served per CPU-second by the simulator, beside snmpd"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        bench = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.add_arguments(bench)
+        runner: Callable[[argparse.Namespace], int] = module.run
+        bench.set_defaults(_bench=runner)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("enoc bench: not yet: this part lands with a later issue", file=sys.stderr)
-    return 2
+    runner: Callable[[argparse.Namespace], int] = args._bench
+    return runner(args)
