@@ -8,15 +8,27 @@ dropped silently (malformed BER, unknown community), never raised.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
-from simulators import ber
-from simulators.ber import BerError, Oid
-from simulators.model import Device
-from simulators.usm import (
+from enoc.snmp import ber
+from enoc.snmp.ber import BerError, Oid
+from enoc.snmp.message import (
+    FLAG_AUTH,
+    FLAG_PRIV,
+    FLAG_REPORTABLE,
+    NO_ERROR,
+    TOO_BIG,
+    V2C,
+    V3,
+    Pdu,
+    build_v3_message,
+    encode_pdu,
+    parse_pdu,
+    parse_scoped,
+)
+from enoc.snmp.usm import (
     SNMP_UNKNOWN_CONTEXTS,
     TIME_WINDOW,
     USM_STATS_DECRYPTION_ERRORS,
@@ -28,14 +40,8 @@ from simulators.usm import (
     DecryptionError,
     LocalizedUser,
 )
+from simulators.model import Device
 
-V2C = 1
-V3 = 3
-FLAG_AUTH = 1
-FLAG_PRIV = 2
-FLAG_REPORTABLE = 4
-NO_ERROR = 0
-TOO_BIG = 1
 NOT_WRITABLE = 17
 MAX_BULK_VARBINDS = 2048  # a local constraint, like real agents have
 UDP_MAX = 65507
@@ -73,36 +79,6 @@ class Refused(Exception):
     def __init__(self, kind: str) -> None:
         super().__init__(kind)
         self.kind = kind
-
-
-@dataclass
-class Pdu:
-    tag: int
-    request_id: int
-    field1: int  # error-status, or non-repeaters for GETBULK
-    field2: int  # error-index, or max-repetitions for GETBULK
-    oids: list[Oid]
-
-
-def parse_pdu(data: bytes, pos: int, end: int) -> Pdu:
-    tag, start, stop = ber.read_tlv(data, pos, end)
-    if stop != end:
-        raise BerError("trailing bytes after the PDU")
-    request_id, p = ber.read_integer(data, start, stop)
-    field1, p = ber.read_integer(data, p, stop)
-    field2, p = ber.read_integer(data, p, stop)
-    oids = ber.read_varbind_oids(data, p, stop)
-    return Pdu(tag, request_id, field1, field2, oids)
-
-
-def encode_pdu(tag: int, request_id: int, status: int, index: int, varbinds: bytes) -> bytes:
-    return ber.tlv(
-        tag,
-        ber.encode_integer(request_id)
-        + ber.encode_integer(status)
-        + ber.encode_integer(index)
-        + ber.tlv(ber.SEQUENCE, varbinds),
-    )
 
 
 class Responder:
@@ -456,59 +432,7 @@ class _V3Context:
     level: int
 
 
-def build_v3_message(
-    *,
-    msg_id: int,
-    max_size: int,
-    flags: int,
-    engine_id: bytes,
-    boots: int,
-    etime: int,
-    user_name: bytes,
-    salt: bytes,
-    msg_data: bytes,
-    keys: LocalizedUser | None,
-) -> bytes:
-    """Assemble a v3 message; with `keys`, sign it in place of the zeroed MAC."""
-    mac_len = keys.auth_len if keys is not None else 0
-    placeholder = b"\x00" * mac_len
-    header = ber.tlv(
-        ber.SEQUENCE,
-        ber.encode_integer(msg_id)
-        + ber.encode_integer(max_size)
-        + ber.encode_octets(bytes((flags,)))
-        + ber.encode_integer(3),
-    )
-    usm = ber.tlv(
-        ber.SEQUENCE,
-        ber.encode_octets(engine_id)
-        + ber.encode_integer(boots)
-        + ber.encode_integer(etime)
-        + ber.encode_octets(user_name)
-        + ber.encode_octets(placeholder)
-        + ber.encode_octets(salt),
-    )
-    message = ber.tlv(
-        ber.SEQUENCE, ber.encode_integer(3) + header + ber.encode_octets(usm) + msg_data
-    )
-    if keys is None:
-        return message
-    # The MAC field is the only run of mac_len zeros right after the user name's TLV.
-    marker = ber.encode_octets(user_name) + ber.encode_octets(placeholder)
-    at = message.index(marker) + len(marker) - mac_len
-    mac = keys.sign(message)
-    return message[:at] + mac + message[at + mac_len :]
-
-
 def _parse_scoped(data: bytes, pos: int, end: int, *, lenient_tail: bool) -> tuple[bytes, Pdu]:
     """ScopedPDU -> (contextName, PDU). Decrypted DES data may carry padding after it."""
-    start, stop = ber.expect(data, pos, end, ber.SEQUENCE)
-    if stop != end and not lenient_tail:
-        raise BerError("trailing bytes after the scoped PDU")
-    _context_engine, p = ber.read_octets(data, start, stop)
-    context_name, p = ber.read_octets(data, p, stop)
-    return context_name, parse_pdu(data, p, stop)
-
-
-def random_request_id() -> int:
-    return int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+    context_name, start, stop = parse_scoped(data, pos, end, lenient_tail=lenient_tail)
+    return context_name, parse_pdu(data, start, stop)

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from simulators import ber
+from enoc.snmp import ber
+from enoc.snmp.usm import AuthProtocol, PrivProtocol, UsmUser
 from simulators.model import BgpPeer, Device, Interface, engine_id_for, stable_random
-from simulators.usm import AuthProtocol, PrivProtocol, UsmUser
 
 Role = Literal["pe-router", "ce-router", "core-switch", "access-switch", "firewall"]
 ROLES: tuple[Role, ...] = ("pe-router", "ce-router", "core-switch", "access-switch", "firewall")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from enoc.config import ConfigError, ConfigIssue, load_config, register_kind
 from enoc.runtime import parse_host_port
+from enoc.snmp.usm import UsmUser
 from simulators.fleet import PROFILES, FleetSpec, SnmpCredential
-from simulators.usm import UsmUser
 
 
 def _is_fleet(mapping: Mapping[str, object]) -> bool:

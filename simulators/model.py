@@ -19,9 +19,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from simulators import ber
-from simulators.ber import Oid
-from simulators.usm import LocalizedUser, UsmUser
+from enoc.snmp import ber
+from enoc.snmp.ber import Oid
+from enoc.snmp.usm import LocalizedUser, UsmUser
 
 DAY = 86400.0
 WAVE2 = 431.0  # seconds: short bursts

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from simulators import ber
-from simulators.engine import Engine, Stats, build_v3_message, encode_pdu, random_request_id
+from enoc.snmp import ber
+from enoc.snmp.message import build_v3_message, encode_pdu, random_request_id
+from simulators.engine import Engine, Stats
 from simulators.model import SYS_UPTIME_OID, Device
 
 log = logging.getLogger("enoc.sim")

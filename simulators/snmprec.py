@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from simulators import ber
+from enoc.snmp import ber
 from simulators.model import SYS_UPTIME_OID, Device, MibBuilder, engine_id_for, static
 
 TYPES = {

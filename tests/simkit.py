@@ -7,11 +7,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from simulators import ber
-from simulators.engine import build_v3_message, encode_pdu
+from enoc.snmp import ber
+from enoc.snmp.message import build_v3_message, encode_pdu
+from enoc.snmp.usm import LocalizedUser
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.model import Device, attach_views
-from simulators.usm import LocalizedUser
 
 V3_USER = "enoc-sim"
 V3_AUTH = "enoc-sim-auth-key"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from simulators import ber
+from enoc.snmp import ber
 
 
 @pytest.mark.parametrize(

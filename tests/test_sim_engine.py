@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 from simkit import V3_USER, decode_v2c_response, decode_v3, small_fleet, v2c_request, v3_request
 
-from simulators import ber
-from simulators.engine import Engine
-from simulators.model import IF_ENTRY, IFX_ENTRY, Device
-from simulators.usm import (
+from enoc.snmp import ber
+from enoc.snmp.usm import (
     USM_STATS_DECRYPTION_ERRORS,
     USM_STATS_NOT_IN_TIME_WINDOWS,
     USM_STATS_UNKNOWN_ENGINE_IDS,
@@ -18,6 +16,8 @@ from simulators.usm import (
     LocalizedUser,
     UsmUser,
 )
+from simulators.engine import Engine
+from simulators.model import IF_ENTRY, IFX_ENTRY, Device
 
 NOW = 1_800_000_000.0
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)

@@ -20,7 +20,7 @@ from pysnmp.proto import api
 from simkit import FakeClock, free_udp_port, small_fleet, v2c_request
 from test_sim_netsnmp import parse, snmp, v2c
 
-from simulators import ber
+from enoc.snmp import ber
 from simulators.control import make_app
 from simulators.model import Device
 from simulators.server import COLD_START, LINK_DOWN, LINK_UP, Simulator, TrapReceiver

@@ -124,7 +124,7 @@ async def test_counters_grow_between_two_walks(sim: Simulator) -> None:
 @pytest.mark.parametrize(("auth", "priv"), [("SHA-256", "AES"), ("SHA", "AES"), ("SHA-512", "AES")])
 async def test_v3_auth_priv_walks(sim: Simulator, auth: str, priv: str) -> None:
     for device in sim.devices.values():
-        from simulators.usm import UsmUser
+        from enoc.snmp.usm import UsmUser
 
         device.users = {V3_USER.encode(): UsmUser(V3_USER, auth, V3_AUTH, "AES-128", V3_PRIV)}  # type: ignore[arg-type]
         device.localized.clear()

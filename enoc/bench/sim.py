@@ -285,8 +285,9 @@ def hot_path(rounds: int = 2000) -> dict[str, float]:
     from pyasn1.codec.ber import encoder
     from pysnmp.proto import api
 
-    from simulators import ber
-    from simulators.engine import Engine, encode_pdu
+    from enoc.snmp import ber
+    from enoc.snmp.message import encode_pdu
+    from simulators.engine import Engine
     from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
     from simulators.model import IFX_ENTRY, attach_views
 

@@ -1,0 +1,210 @@
+"""SNMP messages around the PDU: v2c and v3 envelopes, the PDU itself, request ids.
+
+Shared by the simulator (the agent side), the poller (the manager side) and
+the trap receiver, so that each part of the wire format is written once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from enoc.snmp import ber
+from enoc.snmp.ber import BerError, Oid
+from enoc.snmp.usm import LocalizedUser
+
+V1 = 0
+V2C = 1
+V3 = 3
+FLAG_AUTH = 1
+FLAG_PRIV = 2
+FLAG_REPORTABLE = 4
+NO_ERROR = 0
+TOO_BIG = 1
+
+
+@dataclass
+class Pdu:
+    tag: int
+    request_id: int
+    field1: int  # error-status, or non-repeaters for GETBULK
+    field2: int  # error-index, or max-repetitions for GETBULK
+    oids: list[Oid]
+
+
+def parse_pdu(data: bytes, pos: int, end: int) -> Pdu:
+    """A request PDU: its OIDs only (request values are ignored)."""
+    tag, start, stop = ber.read_tlv(data, pos, end)
+    if stop != end:
+        raise BerError("trailing bytes after the PDU")
+    request_id, p = ber.read_integer(data, start, stop)
+    field1, p = ber.read_integer(data, p, stop)
+    field2, p = ber.read_integer(data, p, stop)
+    oids = ber.read_varbind_oids(data, p, stop)
+    return Pdu(tag, request_id, field1, field2, oids)
+
+
+@dataclass
+class ResponsePdu:
+    tag: int
+    request_id: int
+    error_status: int
+    error_index: int
+    varbinds: list[tuple[Oid, int, object]]
+
+
+def parse_response_pdu(
+    data: bytes, pos: int, end: int, *, lenient_tail: bool = False
+) -> ResponsePdu:
+    """A PDU with values (Response, Report, Trap, Inform), fully decoded."""
+    tag, start, stop = ber.read_tlv(data, pos, end)
+    if stop != end and not lenient_tail:
+        raise BerError("trailing bytes after the PDU")
+    request_id, p = ber.read_integer(data, start, stop)
+    status, p = ber.read_integer(data, p, stop)
+    index, p = ber.read_integer(data, p, stop)
+    return ResponsePdu(tag, request_id, status, index, ber.read_varbinds(data, p, stop))
+
+
+def encode_pdu(tag: int, request_id: int, status: int, index: int, varbinds: bytes) -> bytes:
+    return ber.tlv(
+        tag,
+        ber.encode_integer(request_id)
+        + ber.encode_integer(status)
+        + ber.encode_integer(index)
+        + ber.tlv(ber.SEQUENCE, varbinds),
+    )
+
+
+def encode_null_varbinds(oids: list[Oid]) -> bytes:
+    return b"".join(ber.encode_varbind(ber.encode_oid(o), ber.NULL_VALUE) for o in oids)
+
+
+def build_v2c_message(community: bytes, pdu: bytes) -> bytes:
+    return ber.tlv(ber.SEQUENCE, ber.encode_integer(V2C) + ber.encode_octets(community) + pdu)
+
+
+def build_v3_message(
+    *,
+    msg_id: int,
+    max_size: int,
+    flags: int,
+    engine_id: bytes,
+    boots: int,
+    etime: int,
+    user_name: bytes,
+    salt: bytes,
+    msg_data: bytes,
+    keys: LocalizedUser | None,
+) -> bytes:
+    """Assemble a v3 message; with `keys`, sign it in place of the zeroed MAC."""
+    mac_len = keys.auth_len if keys is not None else 0
+    placeholder = b"\x00" * mac_len
+    header = ber.tlv(
+        ber.SEQUENCE,
+        ber.encode_integer(msg_id)
+        + ber.encode_integer(max_size)
+        + ber.encode_octets(bytes((flags,)))
+        + ber.encode_integer(3),
+    )
+    usm = ber.tlv(
+        ber.SEQUENCE,
+        ber.encode_octets(engine_id)
+        + ber.encode_integer(boots)
+        + ber.encode_integer(etime)
+        + ber.encode_octets(user_name)
+        + ber.encode_octets(placeholder)
+        + ber.encode_octets(salt),
+    )
+    message = ber.tlv(
+        ber.SEQUENCE, ber.encode_integer(3) + header + ber.encode_octets(usm) + msg_data
+    )
+    if keys is None:
+        return message
+    # The MAC field is the only run of mac_len zeros right after the user name's TLV.
+    marker = ber.encode_octets(user_name) + ber.encode_octets(placeholder)
+    at = message.index(marker) + len(marker) - mac_len
+    mac = keys.sign(message)
+    return message[:at] + mac + message[at + mac_len :]
+
+
+def encode_scoped(context_engine_id: bytes, pdu: bytes) -> bytes:
+    return ber.tlv(
+        ber.SEQUENCE, ber.encode_octets(context_engine_id) + ber.encode_octets(b"") + pdu
+    )
+
+
+def parse_scoped(data: bytes, pos: int, end: int, *, lenient_tail: bool) -> tuple[bytes, int, int]:
+    """ScopedPDU -> (contextName, PDU start, PDU end). Decrypted DES data may carry padding."""
+    start, stop = ber.expect(data, pos, end, ber.SEQUENCE)
+    if stop != end and not lenient_tail:
+        raise BerError("trailing bytes after the scoped PDU")
+    _context_engine, p = ber.read_octets(data, start, stop)
+    context_name, p = ber.read_octets(data, p, stop)
+    return context_name, p, stop
+
+
+@dataclass
+class V3Header:
+    """The clear-text parts of a v3 message, and where its MAC and data sit."""
+
+    msg_id: int
+    max_size: int
+    flags: int
+    engine_id: bytes
+    boots: int
+    etime: int
+    user_name: bytes
+    auth_start: int
+    auth_end: int
+    salt: bytes
+    data_pos: int
+
+    def zeroed(self, data: bytes) -> bytes:
+        """The message with its MAC replaced by zeros: what the MAC was computed over."""
+        return (
+            data[: self.auth_start]
+            + b"\x00" * (self.auth_end - self.auth_start)
+            + data[self.auth_end :]
+        )
+
+
+def parse_v3_header(data: bytes, pos: int, end: int) -> V3Header:
+    """Parse a v3 message from just after its version field."""
+    g_start, g_end = ber.expect(data, pos, end, ber.SEQUENCE)
+    msg_id, p = ber.read_integer(data, g_start, g_end)
+    max_size, p = ber.read_integer(data, p, g_end)
+    flags_bytes, p = ber.read_octets(data, p, g_end)
+    security_model, p = ber.read_integer(data, p, g_end)
+    if len(flags_bytes) != 1 or max_size < 484:
+        raise BerError("bad msgFlags or msgMaxSize")
+    if security_model != 3:
+        raise BerError(f"security model {security_model} is not USM")
+    flags = flags_bytes[0]
+    if flags & FLAG_PRIV and not flags & FLAG_AUTH:
+        raise BerError("privacy without authentication in msgFlags")
+    sp_start, sp_end = ber.expect(data, g_end, end, ber.OCTET_STRING)
+    usm_start, usm_end = ber.expect(data, sp_start, sp_end, ber.SEQUENCE)
+    engine_id, p = ber.read_octets(data, usm_start, usm_end)
+    boots, p = ber.read_integer(data, p, usm_end)
+    etime, p = ber.read_integer(data, p, usm_end)
+    user_name, p = ber.read_octets(data, p, usm_end)
+    auth_start, auth_end = ber.expect(data, p, usm_end, ber.OCTET_STRING)
+    salt, _ = ber.read_octets(data, auth_end, usm_end)
+    return V3Header(
+        msg_id,
+        max_size,
+        flags,
+        engine_id,
+        boots,
+        etime,
+        user_name,
+        auth_start,
+        auth_end,
+        salt,
+        sp_end,
+    )
+
+
+def random_request_id() -> int:
+    return int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
