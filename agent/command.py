@@ -1,15 +1,45 @@
-"""`enoc agent`: not built yet (see the open issues)."""
+"""`enoc agent --config FILE`: run one site agent until SIGTERM/SIGINT; SIGHUP reloads."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
+
+from enoc.config import ConfigError
+from enoc.logs import setup_logging
+from enoc.runtime import run as run_loop
+from enoc.runtime import stop_event
+
+log = logging.getLogger("enoc.agent")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--config", required=True, type=Path, help="agent config (YAML)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("enoc agent: not yet: this part lands with a later issue", file=sys.stderr)
-    return 2
+    from agent.app import Agent
+    from agent.spool import SpoolError
+
+    try:
+        agent = Agent(args.config)
+    except ConfigError as exc:
+        print(f"enoc agent: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except SpoolError as exc:
+        print(f"enoc agent: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(agent.config.log.format, agent.config.log.level)
+
+    async def main() -> int:
+        stop = stop_event(reload=agent.reload)
+        try:
+            await agent.run(stop)
+        except OSError as exc:  # e.g. the trap port is taken or needs privileges
+            log.error("agent cannot run: %s", exc)  # noqa: TRY400
+            return 1
+        return 0
+
+    return run_loop(main)

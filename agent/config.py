@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.profiles import ProfileConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.wire import check_name
@@ -48,12 +49,35 @@ class PollingConfig:
     concurrency: int = 64
     max_repetitions: int = 25
     unreachable_after: int = 3
+    deadline: Duration | None = None  # per device poll; default 90 % of the interval
+    source: str = "0.0.0.0"  # noqa: S104  # local address the SNMP requests leave from
 
     def __post_init__(self) -> None:
         if self.timeout * (self.retries + 1) >= self.interval:
             raise ValueError(
                 "polling.timeout x (retries + 1) must be shorter than polling.interval"
             )
+        if self.deadline is not None and self.deadline >= self.interval:
+            raise ValueError("polling.deadline must be shorter than polling.interval")
+        if not 1 <= self.max_repetitions <= 200:
+            raise ValueError("polling.max_repetitions must be between 1 and 200")
+        if self.concurrency < 1:
+            raise ValueError("polling.concurrency must be at least 1")
+
+    @property
+    def poll_deadline(self) -> float:
+        return float(self.deadline) if self.deadline is not None else 0.9 * self.interval
+
+
+@dataclass(frozen=True)
+class PublishingConfig:
+    heartbeat: Duration = Duration(30)  # retained status with the agent's health
+    replay_rate: int = 50  # backlog messages per second after a reconnect
+    batch_samples: int = 1  # device samples per metrics message
+
+    def __post_init__(self) -> None:
+        if self.replay_rate < 1 or self.batch_samples < 1:
+            raise ValueError("publishing.replay_rate and batch_samples must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,8 @@ class AgentConfig:
     rtc: str = ""
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     polling: PollingConfig = field(default_factory=PollingConfig)
+    publishing: PublishingConfig = field(default_factory=PublishingConfig)
+    profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     inventory: Path | None = None  # what `enoc sim --inventory-out` writes
     devices: list[InventoryDevice] = field(default_factory=list)
     credentials: dict[str, Credential] = field(default_factory=dict)

@@ -53,6 +53,7 @@ class Spool:
         max_bytes: int = 512 * 2**20,
         segment_bytes: int = 4 * 2**20,
         fsync: bool = False,
+        drop_oldest: bool = True,
     ) -> None:
         if segment_bytes > max_bytes:
             raise ValueError("segment_bytes must not exceed max_bytes")
@@ -60,6 +61,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        self.drop_oldest = drop_oldest  # False: over the bound keeps everything (events)
         self.dropped = 0  # records lost because the spool was full
         self.corrupt = 0  # records skipped because they were damaged on disk
         self._pending: deque[Record] = deque()  # not yet handed out, oldest first
@@ -70,6 +72,7 @@ class Spool:
         self._acked_above: set[int] = set()
         self._next_seq = 1
         self._current = 0
+        self._ack_log: int | None = None  # file descriptor of acked.log
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -86,6 +89,16 @@ class Spool:
     @property
     def size_bytes(self) -> int:
         return sum(self._segment_sizes.values())
+
+    @property
+    def inflight(self) -> int:
+        """Records handed out and not yet acknowledged."""
+        return len(self._inflight)
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next `append` returns (persisted across restarts, always increasing)."""
+        return self._next_seq
 
     def append(self, topic: str, payload: bytes) -> int:
         seq = self._next_seq
@@ -116,10 +129,27 @@ class Spool:
             out.append(record)
         return out
 
+    def take_after(self, seq: int, limit: int) -> list[Record]:
+        """Hand out up to `limit` records newer than `seq`, oldest first (the live lane)."""
+        newer: list[Record] = []
+        while self._pending and self._pending[-1].seq > seq:
+            newer.append(self._pending.pop())
+        newer.reverse()
+        out, rest = newer[:limit], newer[limit:]
+        self._pending.extend(rest)
+        for record in out:
+            self._inflight[record.seq] = record
+        return out
+
     def ack(self, seq: int) -> None:
         record = self._inflight.pop(seq, None)
         if record is None:
             return
+        # Out-of-order acks are logged so that a kill -9 does not replay what was delivered.
+        if self._ack_log is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            self._ack_log = os.open(self.path / "acked.log", flags, 0o600)
+        os.write(self._ack_log, seq.to_bytes(8, "little"))
         self._segments[record.segment] -= 1
         self._acked_above.add(seq)
         while self._acked_low + 1 in self._acked_above:
@@ -137,6 +167,9 @@ class Spool:
     def close(self) -> None:
         """Persist the acknowledged mark; safe to call twice."""
         self._write_acked()
+        if self._ack_log is not None:
+            os.close(self._ack_log)
+            self._ack_log = None
 
     # ---------------------------------------------------------------- internals
 
@@ -159,6 +192,8 @@ class Spool:
             del self._segment_sizes[number]
 
     def _enforce_bound(self) -> None:
+        if not self.drop_oldest:
+            return
         while self.size_bytes > self.max_bytes and len(self._segments) > 1:
             oldest = min(self._segments)
             lost = [r for r in self._pending if r.segment == oldest]
@@ -179,6 +214,12 @@ class Spool:
         tmp = self.path / "acked.tmp"
         tmp.write_text(f"{self._acked_low}\n")
         tmp.replace(self.path / "acked")
+        log_tmp = self.path / "acked.log.tmp"
+        log_tmp.write_bytes(b"".join(s.to_bytes(8, "little") for s in sorted(self._acked_above)))
+        if self._ack_log is not None:
+            os.close(self._ack_log)
+            self._ack_log = None
+        log_tmp.replace(self.path / "acked.log")
 
     def _load(self) -> None:
         acked_file = self.path / "acked"
@@ -189,6 +230,14 @@ class Spool:
         except ValueError:
             self._acked_low = 0
             self.corrupt += 1
+        try:
+            log = (self.path / "acked.log").read_bytes()
+        except FileNotFoundError:
+            log = b""
+        for i in range(0, len(log) - len(log) % 8, 8):
+            seq = int.from_bytes(log[i : i + 8], "little")
+            if seq > self._acked_low:
+                self._acked_above.add(seq)
         numbers = sorted(
             int(p.stem) for p in self.path.glob(f"*{SEGMENT_SUFFIX}") if p.stem.isdigit()
         )
@@ -216,7 +265,7 @@ class Spool:
                 topic = body[10 : 10 + topic_len].decode(errors="replace")
                 payload = body[10 + topic_len :]
                 highest_seq = max(highest_seq, seq)
-                if seq > self._acked_low:
+                if seq > self._acked_low and seq not in self._acked_above:
                     self._pending.append(Record(seq, topic, payload, number))
                     self._segments[number] += 1
                 pos = end

@@ -1,0 +1,371 @@
+"""The site agent: inventory -> scheduler -> poller -> facts -> publisher, plus traps.
+
+`Agent.run` owns every task; a stop event ends them in order: no new polls,
+the partial metrics batch is spooled, the publisher says `offline` and the
+spools are closed. SIGHUP (`reload`) re-reads the inventory; devices whose
+address, port, credentials and profile are unchanged keep their rate and
+edge state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agent.config import AgentConfig
+from agent.edge import EdgeDetector, EdgeSettings
+from agent.facts import DeviceTracker
+from agent.poller import collect
+from agent.profiles import Profile, ProfileSet
+from agent.publisher import Publisher
+from agent.scheduler import Scheduler
+from agent.traps import Trap, TrapReceiver
+from enoc.config import ConfigError, ConfigIssue, load_config
+from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
+from enoc.logs import register_secret
+from enoc.snmp.ber import Oid
+from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
+from enoc.snmp.usm import UsmUser
+from enoc.wire import Event, EventsMessage, MetricsMessage, Value
+
+log = logging.getLogger("enoc.agent")
+
+LINK_DOWN = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
+LINK_UP = (1, 3, 6, 1, 6, 3, 1, 1, 5, 4)
+COLD_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 1)
+WARM_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 2)
+AUTH_FAILURE = (1, 3, 6, 1, 6, 3, 1, 1, 5, 5)
+BGP_ESTABLISHED = (1, 3, 6, 1, 2, 1, 15, 0, 1)
+BGP_BACKWARD = (1, 3, 6, 1, 2, 1, 15, 0, 2)
+IF_INDEX = (1, 3, 6, 1, 2, 1, 2, 2, 1, 1)
+BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
+
+
+def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
+    """The config and its inventory (inline plus the included file); errors raise ConfigError."""
+    config = load_config(path, AgentConfig)
+    devices = list(config.devices)
+    credentials = dict(config.credentials)
+    source = str(path)
+    if config.inventory is not None:
+        included = load_config(config.inventory, Inventory)
+        devices += included.devices
+        credentials.update(included.credentials)
+        source = str(config.inventory)
+    inventory = Inventory(devices=devices, credentials=credentials)
+    issues = inventory_issues(inventory, source)
+    errors = [i for i in issues if not i.warning]
+    if errors:
+        raise ConfigError(errors)
+    for credential in credentials.values():
+        for secret in (credential.community, credential.auth_key, credential.priv_key):
+            if secret is not None:
+                register_secret(secret.reveal())
+    return config, inventory, [i for i in issues if i.warning]
+
+
+def snmp_auth(credential: Credential) -> V2c | V3User:
+    if credential.version == "2c":
+        assert credential.community is not None
+        return V2c(credential.community.reveal().encode())
+    return V3User(usm_user(credential))
+
+
+def usm_user(credential: Credential) -> UsmUser:
+    return UsmUser(
+        credential.user,
+        credential.auth_protocol,
+        credential.auth_key.reveal() if credential.auth_key else "",
+        credential.priv_protocol,
+        credential.priv_key.reveal() if credential.priv_key else "",
+    )
+
+
+@dataclass
+class AgentStats:
+    polls_ok: int = 0
+    polls_failed: Counter[str] = field(default_factory=Counter)
+    varbinds: int = 0
+    events: int = 0
+    samples: int = 0
+    traps_unknown_source: int = 0
+    loop_lag_ms: float = 0.0
+
+
+class Agent:
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.config, inventory, warnings = load_agent(config_path)
+        for issue in warnings:
+            log.warning("%s", issue)
+        c = self.config
+        self.client = SnmpClient(timeout=float(c.polling.timeout), retries=c.polling.retries)
+        self.edge = EdgeDetector(
+            c.agent_id, EdgeSettings(unreachable_after=c.polling.unreachable_after)
+        )
+        self.profiles = ProfileSet(p.build(name) for name, p in c.profiles.items())
+        self.stats = AgentStats()
+        self.trackers: dict[str, DeviceTracker] = {}
+        self.targets: dict[str, Target] = {}
+        self.named_profiles: dict[str, Profile | None] = {}
+        self.by_address: dict[str, str] = {}
+        self.publisher = Publisher(c, health=self.health, inventory_size=lambda: len(self.trackers))
+        self.scheduler = Scheduler(
+            float(c.polling.interval),
+            self._poll,
+            concurrency=c.polling.concurrency,
+            deadline=c.polling.poll_deadline,
+            on_deadline=self._deadline,
+        )
+        self.traps: TrapReceiver | None = None
+        self.trap_address: tuple[str, int] | None = None
+        self._batch: list[MetricsMessage] = []
+        self._reload_requested = False
+        self._apply(inventory)
+
+    # ---------------------------------------------------------------- inventory
+
+    def _apply(self, inventory: Inventory) -> None:
+        credentials = inventory.credentials
+        wanted: dict[str, InventoryDevice] = {d.name: d for d in inventory.devices}
+        for name in list(self.trackers):
+            device = wanted.get(name)
+            old = self.trackers[name].device
+            target = self.targets[name]
+            auth = snmp_auth(credentials[device.credentials]) if device else None
+            if device is None or (device, auth) != (old, target.auth):
+                self.client.forget(target)
+                self.edge.forget(name)
+                del self.trackers[name], self.targets[name], self.named_profiles[name]
+        for name, device in wanted.items():
+            if name in self.trackers:
+                continue
+            self.trackers[name] = DeviceTracker(device, self.edge)
+            auth = snmp_auth(credentials[device.credentials])
+            self.targets[name] = Target(device.address, device.port, auth)
+            self.named_profiles[name] = (
+                self.profiles.named(device.profile) if device.profile else None
+            )
+        self.by_address = {d.address: d.name for d in wanted.values()}
+        self.scheduler.set_keys(self.trackers)
+        communities = [
+            c.community.reveal().encode() for c in credentials.values() if c.community is not None
+        ]
+        if self.config.traps is not None:
+            communities += [s.reveal().encode() for s in self.config.traps.communities]
+        users = [usm_user(c) for c in credentials.values() if c.version == "3"]
+        self._trap_credentials = (communities, users)
+        if self.traps is not None:
+            self.traps.update_credentials(communities, users)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the inventory at the next scheduler step."""
+        self._reload_requested = True
+
+    def _do_reload(self) -> None:
+        self._reload_requested = False
+        try:
+            _config, inventory, warnings = load_agent(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the current inventory:\n%s", exc)  # noqa: TRY400
+            return
+        for issue in warnings:
+            log.warning("%s", issue)
+        before = set(self.trackers)
+        self._apply(inventory)
+        log.info(
+            "inventory reloaded: %d devices (%d added, %d removed)",
+            len(self.trackers),
+            len(set(self.trackers) - before),
+            len(before - set(self.trackers)),
+        )
+
+    # ---------------------------------------------------------------- polling
+
+    def _choose(self, name: str) -> Callable[[Oid | None], Profile]:
+        named = self.named_profiles.get(name)
+        if named is not None:
+            return lambda _oid: named
+        return self.profiles.choose
+
+    async def _poll(self, name: str, due: float) -> None:
+        tracker = self.trackers.get(name)
+        target = self.targets.get(name)
+        if tracker is None or target is None:
+            return
+        try:
+            raw = await collect(
+                self.client, target, self._choose(name), self.config.polling.max_repetitions
+            )
+        except SnmpError as exc:
+            self.stats.polls_failed[exc.kind] += 1
+            sample, events = tracker.failed(due)
+        else:
+            self.stats.polls_ok += 1
+            self.stats.varbinds += raw.varbinds
+            sample, events = tracker.observe(raw)
+        self._emit_events(events)
+        c = self.config
+        self._batch.append(
+            MetricsMessage(c.agent_id, c.site, c.rtc, 0, time.time(), samples=[sample])
+        )
+        self.stats.samples += 1
+        if len(self._batch) >= c.publishing.batch_samples:
+            self._flush()
+
+    def _deadline(self, name: str, due: float) -> None:
+        tracker = self.trackers.get(name)
+        if tracker is None:
+            return
+        self.stats.polls_failed["deadline"] += 1
+        sample, events = tracker.failed(due)
+        self._emit_events(events)
+        c = self.config
+        self._batch.append(
+            MetricsMessage(c.agent_id, c.site, c.rtc, 0, time.time(), samples=[sample])
+        )
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        first = self._batch[0]
+        first.samples = [s for m in self._batch for s in m.samples]
+        first.sent = time.time()
+        self._batch = []
+        self.publisher.submit_metrics(first)
+
+    def _emit_events(self, events: list[Event]) -> None:
+        if not events:
+            return
+        c = self.config
+        self.stats.events += len(events)
+        for event in events:
+            log.info("event %s %s %s %s", event.device, event.resource, event.kind, event.state)
+        self.publisher.submit_events(
+            EventsMessage(c.agent_id, c.site, c.rtc, 0, time.time(), events=events)
+        )
+
+    # ---------------------------------------------------------------- traps
+
+    def _on_trap(self, trap: Trap) -> None:
+        name = self.by_address.get(trap.source)
+        if name is None:
+            self.stats.traps_unknown_source += 1
+            name = trap.source  # still an event: an unknown device sending traps is news
+        events = self._trap_events(name, trap)
+        tracker = self.trackers.get(name)
+        if tracker is not None and trap.trap_oid in (COLD_START, WARM_START):
+            tracker.reboot_trap_at = trap.received
+        self._emit_events(events)
+
+    def _trap_events(self, name: str, trap: Trap) -> list[Event]:
+        oid, at = trap.trap_oid, trap.received
+        if oid in (LINK_DOWN, LINK_UP):
+            for vb_oid, _tag, value in trap.varbinds:
+                if vb_oid[: len(IF_INDEX)] == IF_INDEX and isinstance(value, int):
+                    return self.edge.link_trap(name, value, oid == LINK_UP, at)
+        if oid in (BGP_ESTABLISHED, BGP_BACKWARD):
+            for vb_oid, _tag, _value in trap.varbinds:
+                if vb_oid[: len(BGP_PEER_ENTRY)] == BGP_PEER_ENTRY and len(vb_oid) >= 14:
+                    peer = ".".join(map(str, vb_oid[-4:]))
+                    return self.edge.bgp_trap(name, peer, oid == BGP_ESTABLISHED, at)
+        if oid in (COLD_START, WARM_START):
+            kind = "cold" if oid == COLD_START else "warm"
+            events = self.edge.reboot(name, at, 0.0)
+            for event in events:
+                event.source = "trap"
+                event.message = f"{kind} start (trap)"
+            return events
+        attrs: dict[str, Value] = {}
+        for vb_oid, _tag, value in trap.varbinds[:32]:
+            key = ".".join(map(str, vb_oid))
+            if isinstance(value, bytes):
+                attrs[key] = value.decode("utf-8", errors="replace")
+            elif isinstance(value, tuple):
+                attrs[key] = ".".join(map(str, value))
+            elif isinstance(value, int | float | str):
+                attrs[key] = value
+        severity: Literal["warning", "info"] = "warning" if oid == AUTH_FAILURE else "info"
+        events = self.edge.generic_trap(name, ".".join(map(str, oid)), at, attrs, severity)
+        if oid == AUTH_FAILURE:
+            events[0].message = "authentication failure (trap)"
+        return events
+
+    # ---------------------------------------------------------------- health
+
+    def health(self) -> dict[str, int | float | str]:
+        s, sched, client = self.stats, self.scheduler.stats, self.client.stats
+        return {
+            "devices": len(self.trackers),
+            "polls_ok": s.polls_ok,
+            "polls_failed": sum(s.polls_failed.values()),
+            "overruns": sched.overruns,
+            "deadline_exceeded": sched.deadline_exceeded,
+            "starved": sched.starved,
+            "varbinds": s.varbinds,
+            "events": s.events,
+            "snmp_timeouts": client.timeouts,
+            "snmp_bad": sum(client.bad.values()),
+            "spool_depth": self.publisher.spool_depth,
+            "spool_dropped": self.publisher.metrics.dropped,
+            "traps": self.traps.stats.received if self.traps else 0,
+            "traps_bad": sum(self.traps.stats.bad.values()) if self.traps else 0,
+            "loop_lag_ms": round(s.loop_lag_ms, 2),
+        }
+
+    async def _watch_loop(self, stop: asyncio.Event) -> None:
+        """Event-loop lag (how late a 0.5 s sleep wakes), batch flushing and reloads."""
+        while not stop.is_set():
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            lag = (time.monotonic() - started - 0.5) * 1000
+            self.stats.loop_lag_ms = max(0.0, lag) if not stop.is_set() else self.stats.loop_lag_ms
+            self._flush()
+            if self._reload_requested:
+                self._do_reload()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = self.config
+        await self.client.open(c.polling.source)
+        if c.traps is not None:
+            communities, users = self._trap_credentials
+            self.traps = TrapReceiver(communities=communities, users=users, on_trap=self._on_trap)
+            self.trap_address = await self.traps.start(c.traps.listen.host, c.traps.listen.port)
+            log.info("receiving traps on %s:%d", *self.trap_address)
+        log.info(
+            "agent %s/%s polling %d devices every %gs",
+            c.site,
+            c.agent_id,
+            len(self.trackers),
+            float(c.polling.interval),
+        )
+        polling_stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self.publisher.run(stop), name="publisher"),
+            asyncio.create_task(self.scheduler.run(polling_stop), name="scheduler"),
+            asyncio.create_task(self._watch_loop(stop), name="watch"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            polling_stop.set()
+            await asyncio.wait(tasks[1:], timeout=10)
+            self._flush()
+            await asyncio.wait(tasks[:1], timeout=10)
+            for task in tasks:
+                task.cancel()
+            if self.traps is not None:
+                self.traps.close()
+            self.client.close()
+            self.publisher.close()
+            log.info("agent stopped; %d messages left in the spool", self.publisher.spool_depth)

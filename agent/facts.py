@@ -1,0 +1,234 @@
+"""A device's raw answers into facts: a metrics sample with rates, and the events of its changes.
+
+One `DeviceTracker` per inventory device keeps what the next poll needs: the
+last counters (in the shared `RateTracker`), the last sysUpTime and each
+interface's ifCounterDiscontinuityTime, so that a reboot or a discontinuity
+yields no rate at all instead of a spike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.edge import EdgeDetector
+from agent.poller import RawPoll
+from agent.rates import RateTracker, uptime_was_reset
+from enoc.inventory import InventoryDevice
+from enoc.snmp import ber
+from enoc.snmp.ber import Oid
+from enoc.wire import BgpSample, DeviceSample, Event, InterfaceSample, Value
+
+from .profiles import HR_STORAGE_RAM
+
+COUNTER_TAGS = (ber.COUNTER32, ber.COUNTER64)
+BGP_ESTABLISHED = 6
+BGP_ADMIN_START = 2
+IF_UP = 1
+SYSTEM_NAMES = ("sysObjectID", "sysName", "sysDescr", "sysUpTime")
+IF_COUNTERS = (
+    # (raw field, 32-bit fallback, derived field, is an octet counter)
+    ("ifHCInOctets", "ifInOctets", "in_bps", True),
+    ("ifHCOutOctets", "ifOutOctets", "out_bps", True),
+    ("ifInErrors", "", "in_errors_per_s", False),
+    ("ifOutErrors", "", "out_errors_per_s", False),
+    ("ifInDiscards", "", "in_discards_per_s", False),
+    ("ifOutDiscards", "", "out_discards_per_s", False),
+)
+
+
+def text(value: object) -> str:
+    """An SNMP string as one printable line: devices send non-UTF-8 and multi-line strings."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    return " ".join(value.replace("\x00", " ").split())
+
+
+@dataclass
+class DeviceTracker:
+    device: InventoryDevice
+    edge: EdgeDetector
+    rates: RateTracker = field(default_factory=RateTracker)
+    uptime: tuple[int, float] | None = None  # last sysUpTime ticks and when
+    discontinuity: dict[Oid, int] = field(default_factory=dict)
+    sys_object_id: Oid | None = None
+    sys_name: str = ""
+    sys_descr: str = ""
+    reboot_trap_at: float = 0.0  # a coldStart/warmStart trap already announced the reboot
+
+    @property
+    def name(self) -> str:
+        return self.device.name
+
+    def failed(self, at: float) -> tuple[DeviceSample, list[Event]]:
+        """A poll that got no answer: a sample saying so, and maybe the unreachable event."""
+        sample = DeviceSample(self.name, self.device.address, at, {"reachable": 0})
+        return sample, self.edge.reachability(self.name, answered=False, at=at)
+
+    def observe(self, raw: RawPoll) -> tuple[DeviceSample, list[Event]]:
+        at = raw.at
+        events = self.edge.reachability(self.name, answered=True, at=at)
+        fields: dict[str, Value] = {"reachable": 1, "response_ms": round(raw.response_ms, 2)}
+        oid = raw.scalars.get("sysObjectID")
+        if isinstance(oid, tuple):
+            self.sys_object_id = oid
+        self.sys_name = text(raw.scalars.get("sysName", self.sys_name))
+        self.sys_descr = text(raw.scalars.get("sysDescr", self.sys_descr))
+        ticks = raw.scalars.get("sysUpTime")
+        if isinstance(ticks, int):
+            fields["sysUpTime"] = ticks
+            fields["uptime_s"] = ticks / 100
+            if self.uptime is not None and uptime_was_reset(*self.uptime, ticks, at):
+                self.rates.reset((self.name,))
+                self.discontinuity.clear()
+                restarted = at - ticks / 100
+                if abs(self.reboot_trap_at - restarted) > max(60.0, ticks / 100):
+                    events += self.edge.reboot(self.name, at, ticks / 100)
+            self.uptime = (ticks, at)
+        for name, value in raw.scalars.items():
+            if name not in SYSTEM_NAMES and isinstance(value, int | float):
+                fields[name] = value
+        events += self._host_resources(raw, fields)
+        sample = DeviceSample(self.name, self.device.address, at, fields)
+        sample.interfaces, if_events = self._interfaces(raw)
+        sample.bgp, bgp_events = self._bgp(raw)
+        return sample, events + if_events + bgp_events
+
+    # ---------------------------------------------------------------- groups
+
+    def _host_resources(self, raw: RawPoll, fields: dict[str, Value]) -> list[Event]:
+        events: list[Event] = []
+        loads = [
+            v for _t, v in raw.tables.get("hrProcessorLoad", {}).values() if isinstance(v, int)
+        ]
+        if loads:
+            fields["cpu"] = round(sum(loads) / len(loads), 2)
+            events += self.edge.threshold(self.name, "device", "cpu", float(fields["cpu"]), raw.at)
+        types = raw.tables.get("hrStorageType", {})
+        sizes = raw.tables.get("hrStorageSize", {})
+        used = raw.tables.get("hrStorageUsed", {})
+        total = in_use = 0
+        for index, (_tag, kind) in types.items():
+            if kind != HR_STORAGE_RAM or index not in sizes or index not in used:
+                continue
+            size, part = sizes[index][1], used[index][1]
+            if isinstance(size, int) and isinstance(part, int) and size > 0:
+                total += size
+                in_use += part
+        if total:
+            fields["memory"] = round(100 * in_use / total, 2)
+            events += self.edge.threshold(
+                self.name, "device", "memory", float(fields["memory"]), raw.at
+            )
+        return events
+
+    def _interfaces(self, raw: RawPoll) -> tuple[list[InterfaceSample], list[Event]]:
+        tables = raw.tables
+        oper = tables.get("ifOperStatus", {})
+        if not oper:
+            return [], []
+        samples: list[InterfaceSample] = []
+        events: list[Event] = []
+        at = raw.at
+        for index in sorted(oper):
+            if len(index) != 1:
+                continue
+            if_index = index[0]
+            row = {name: table[index] for name, table in tables.items() if index in table}
+            name = text(row.get("ifName", (0, b""))[1]) or text(row.get("ifDescr", (0, b""))[1])
+            fields: dict[str, Value] = {}
+            for column in (
+                "ifOperStatus",
+                "ifAdminStatus",
+                "ifHighSpeed",
+                "ifInErrors",
+                "ifOutErrors",
+                "ifInDiscards",
+                "ifOutDiscards",
+            ):
+                cell = row.get(column)
+                if cell is not None and isinstance(cell[1], int):
+                    fields[column] = cell[1]
+            speed_bps = self._speed(row)
+            key = (self.name, "if", str(if_index))
+            marker = row.get("ifCounterDiscontinuityTime")
+            if marker is not None and isinstance(marker[1], int):
+                previous = self.discontinuity.get(index)
+                if previous is not None and previous != marker[1]:
+                    self.rates.reset(key)
+                self.discontinuity[index] = marker[1]
+            for hc, fallback, derived, octets in IF_COUNTERS:
+                column, bits = hc, 64
+                if hc not in row or row[hc][0] not in COUNTER_TAGS:
+                    column, bits = fallback, 32
+                if not column or column not in row or row[column][0] not in COUNTER_TAGS:
+                    continue
+                counter = row[column][1]
+                assert isinstance(counter, int)
+                fields[column] = counter
+                max_rate = speed_bps / 8 if octets and speed_bps else None
+                rate = self.rates.rate((*key, derived), counter, at, bits=bits, max_rate=max_rate)
+                if rate is None:
+                    continue
+                if octets:
+                    fields[derived] = round(rate * 8, 3)
+                    if speed_bps:
+                        utilization = round(100 * rate * 8 / speed_bps, 3)
+                        fields[derived.replace("bps", "utilization")] = utilization
+                else:
+                    fields[derived] = round(rate, 4)
+            admin_up = fields.get("ifAdminStatus") == IF_UP
+            events += self.edge.link(
+                self.name, if_index, name, admin_up, fields.get("ifOperStatus") == IF_UP, at
+            )
+            resource = f"if:{if_index}"
+            for metric in ("in_utilization", "out_utilization", "in_errors_per_s"):
+                value = fields.get(metric)
+                if isinstance(value, int | float):
+                    events += self.edge.threshold(self.name, resource, metric, value, at)
+            samples.append(
+                InterfaceSample(
+                    if_index,
+                    name,
+                    text(row.get("ifDescr", (0, b""))[1]),
+                    text(row.get("ifAlias", (0, b""))[1]),
+                    fields,
+                )
+            )
+        return samples, events
+
+    @staticmethod
+    def _speed(row: dict[str, tuple[int, object]]) -> float:
+        high = row.get("ifHighSpeed", (0, 0))[1]
+        if isinstance(high, int) and high > 0:
+            return high * 1e6
+        speed = row.get("ifSpeed", (0, 0))[1]
+        if isinstance(speed, int) and 0 < speed < 0xFFFFFFFF:
+            return float(speed)
+        return 0.0
+
+    def _bgp(self, raw: RawPoll) -> tuple[list[BgpSample], list[Event]]:
+        states = raw.tables.get("bgpPeerState", {})
+        samples: list[BgpSample] = []
+        events: list[Event] = []
+        names = {
+            "bgpPeerState": "state",
+            "bgpPeerAdminStatus": "admin_status",
+            "bgpPeerRemoteAs": "remote_as",
+            "bgpPeerInUpdates": "in_updates",
+            "bgpPeerOutUpdates": "out_updates",
+            "bgpPeerFsmEstablishedTime": "established_time",
+        }
+        for index in sorted(states):
+            peer = ".".join(map(str, index))
+            fields: dict[str, Value] = {}
+            for column, field_name in names.items():
+                cell = raw.tables.get(column, {}).get(index)
+                if cell is not None and isinstance(cell[1], int):
+                    fields[field_name] = cell[1]
+            samples.append(BgpSample(peer, fields))
+            if fields.get("admin_status", BGP_ADMIN_START) == BGP_ADMIN_START:
+                established = fields.get("state") == BGP_ESTABLISHED
+                events += self.edge.bgp(self.name, peer, established, raw.at)
+        return samples, events

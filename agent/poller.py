@@ -1,0 +1,65 @@
+"""One poll of one device: a GET for every scalar, then one GETBULK walk of every column."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from agent.profiles import SYSTEM_SCALARS, Profile
+from enoc.snmp import ber
+from enoc.snmp.ber import Oid
+from enoc.snmp.client import SnmpClient, Target
+
+MISSING_TAGS = (ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE, ber.END_OF_MIB_VIEW, ber.NULL)
+
+
+@dataclass
+class RawPoll:
+    """What a device answered, by the names of its MIB objects; rows keyed by index."""
+
+    at: float  # wall time the poll started: the sample's timestamp
+    response_ms: float  # round trip of the scalar GET
+    scalars: dict[str, object] = field(default_factory=dict)
+    tables: dict[str, dict[Oid, tuple[int, object]]] = field(default_factory=dict)
+    varbinds: int = 0
+
+
+async def collect(
+    client: SnmpClient,
+    target: Target,
+    choose: Callable[[Oid | None], Profile],
+    max_repetitions: int,
+    extra_scalars: Mapping[str, Oid] | None = None,
+) -> RawPoll:
+    """Poll one device; `choose` picks the profile from the sysObjectID the GET returned.
+
+    Raises SnmpError (SnmpTimeout for silence) when the device gives no usable answer.
+    """
+    at = time.time()
+    names = {**SYSTEM_SCALARS, **(extra_scalars or {})}
+    started = time.monotonic()
+    answer = await client.get(target, list(names.values()))
+    raw = RawPoll(at=at, response_ms=(time.monotonic() - started) * 1000)
+    by_oid = {oid: name for name, oid in names.items()}
+    for oid, tag, value in answer:
+        name = by_oid.get(oid)
+        if name is not None and tag not in MISSING_TAGS:
+            raw.scalars[name] = value
+    raw.varbinds = len(answer)
+    sys_object_id = raw.scalars.get("sysObjectID")
+    profile = choose(sys_object_id if isinstance(sys_object_id, tuple) else None)
+    missing = {k: v for k, v in profile.scalars.items() if k not in names}
+    if missing:
+        for oid, tag, value in await client.get(target, list(missing.values())):
+            name = next((k for k, v in missing.items() if v == oid), None)
+            if name is not None and tag not in MISSING_TAGS:
+                raw.scalars[name] = value
+    columns = profile.columns()
+    if columns:
+        walked = await client.walk(target, list(columns.values()), max_repetitions)
+        for name, column in columns.items():
+            rows = walked.get(column, [])
+            raw.tables[name] = {index: (tag, value) for index, tag, value in rows}
+            raw.varbinds += len(rows)
+    return raw

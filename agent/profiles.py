@@ -1,0 +1,160 @@
+"""Profiles: what to collect from a device, chosen by its sysObjectID or named per device.
+
+A profile is a set of groups (system is always polled) plus optional vendor
+scalars that become device fields. Built-in profiles cover the roles of the
+WAN; a config adds its own under `profiles:` (longest sysObjectID prefix wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from enoc.snmp.ber import Oid, parse_oid_text
+
+Group = Literal["interfaces", "host_resources", "bgp"]
+GROUPS: tuple[Group, ...] = ("interfaces", "host_resources", "bgp")
+
+SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
+SYS_OBJECT_ID = (1, 3, 6, 1, 2, 1, 1, 2, 0)
+SYS_UPTIME = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+SYS_NAME = (1, 3, 6, 1, 2, 1, 1, 5, 0)
+SYSTEM_SCALARS = {
+    "sysDescr": SYS_DESCR,
+    "sysObjectID": SYS_OBJECT_ID,
+    "sysUpTime": SYS_UPTIME,
+    "sysName": SYS_NAME,
+}
+
+IF_ENTRY = (1, 3, 6, 1, 2, 1, 2, 2, 1)
+IFX_ENTRY = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
+HR_STORAGE_ENTRY = (1, 3, 6, 1, 2, 1, 25, 2, 3, 1)
+HR_PROCESSOR_LOAD = (1, 3, 6, 1, 2, 1, 25, 3, 3, 1, 2)
+HR_STORAGE_RAM = (1, 3, 6, 1, 2, 1, 25, 2, 1, 2)
+BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
+
+# Columns by the names the InfluxDB schema uses (DESIGN: "InfluxDB schema").
+COLUMNS: dict[Group, dict[str, Oid]] = {
+    "interfaces": {
+        "ifDescr": (*IF_ENTRY, 2),
+        "ifSpeed": (*IF_ENTRY, 5),
+        "ifAdminStatus": (*IF_ENTRY, 7),
+        "ifOperStatus": (*IF_ENTRY, 8),
+        "ifInOctets": (*IF_ENTRY, 10),
+        "ifInDiscards": (*IF_ENTRY, 13),
+        "ifInErrors": (*IF_ENTRY, 14),
+        "ifOutOctets": (*IF_ENTRY, 16),
+        "ifOutDiscards": (*IF_ENTRY, 19),
+        "ifOutErrors": (*IF_ENTRY, 20),
+        "ifName": (*IFX_ENTRY, 1),
+        "ifHCInOctets": (*IFX_ENTRY, 6),
+        "ifHCOutOctets": (*IFX_ENTRY, 10),
+        "ifHighSpeed": (*IFX_ENTRY, 15),
+        "ifAlias": (*IFX_ENTRY, 18),
+        "ifCounterDiscontinuityTime": (*IFX_ENTRY, 19),
+    },
+    "host_resources": {
+        "hrProcessorLoad": HR_PROCESSOR_LOAD,
+        "hrStorageType": (*HR_STORAGE_ENTRY, 2),
+        "hrStorageAllocationUnits": (*HR_STORAGE_ENTRY, 4),
+        "hrStorageSize": (*HR_STORAGE_ENTRY, 5),
+        "hrStorageUsed": (*HR_STORAGE_ENTRY, 6),
+    },
+    "bgp": {
+        "bgpPeerState": (*BGP_PEER_ENTRY, 2),
+        "bgpPeerAdminStatus": (*BGP_PEER_ENTRY, 3),
+        "bgpPeerRemoteAs": (*BGP_PEER_ENTRY, 9),
+        "bgpPeerInUpdates": (*BGP_PEER_ENTRY, 10),
+        "bgpPeerOutUpdates": (*BGP_PEER_ENTRY, 11),
+        "bgpPeerFsmEstablishedTime": (*BGP_PEER_ENTRY, 16),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    groups: tuple[Group, ...] = GROUPS
+    match: tuple[Oid, ...] = ()  # sysObjectID prefixes
+    scalars: Mapping[str, Oid] = field(default_factory=dict)  # vendor extras -> device fields
+
+    def columns(self) -> dict[str, Oid]:
+        """Every column this profile walks, named; walked side by side in one GETBULK walk."""
+        out: dict[str, Oid] = {}
+        for group in self.groups:
+            out.update(COLUMNS[group])
+        return out
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """A profile as written in the agent config."""
+
+    groups: list[Group] = field(default_factory=lambda: list(GROUPS))
+    match: list[str] = field(default_factory=list)
+    scalars: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for text in [*self.match, *self.scalars.values()]:
+            parse_oid_text(text)  # a bad OID is a config error naming the key
+
+    def build(self, name: str) -> Profile:
+        return Profile(
+            name=name,
+            groups=tuple(self.groups),
+            match=tuple(parse_oid_text(m) for m in self.match),
+            scalars={k: parse_oid_text(v) for k, v in self.scalars.items()},
+        )
+
+
+BUILT_IN: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("generic", ("interfaces", "host_resources")),
+        Profile(
+            "router",
+            GROUPS,
+            (
+                (1, 3, 6, 1, 4, 1, 9, 1, 2150),  # Cisco ASR 1000 series
+                (1, 3, 6, 1, 4, 1, 9, 1, 1861),  # Cisco ISR 4000 series
+                (1, 3, 6, 1, 4, 1, 2636, 1, 1, 1),  # Juniper routers
+            ),
+        ),
+        Profile(
+            "switch",
+            ("interfaces", "host_resources"),
+            ((1, 3, 6, 1, 4, 1, 9, 1, 2694), (1, 3, 6, 1, 4, 1, 9, 12, 3, 1, 3)),
+        ),
+        Profile("firewall", ("interfaces", "host_resources"), ((1, 3, 6, 1, 4, 1, 12356),)),
+        Profile("system", ()),
+    )
+}
+
+
+class ProfileSet:
+    """Built-in profiles plus the config's; chooses by name or by sysObjectID."""
+
+    def __init__(self, extra: Iterable[Profile] = ()) -> None:
+        self.by_name = dict(BUILT_IN)
+        for profile in extra:
+            self.by_name[profile.name] = profile
+        self._prefixes = sorted(
+            ((prefix, p) for p in self.by_name.values() for prefix in p.match),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+
+    def named(self, name: str) -> Profile:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self.by_name))
+            raise KeyError(f"unknown profile {name!r} (known: {known})") from None
+
+    def choose(self, sys_object_id: Oid | None) -> Profile:
+        if sys_object_id is not None:
+            for prefix, profile in self._prefixes:
+                if sys_object_id[: len(prefix)] == prefix:
+                    return profile
+        return self.by_name["generic"]

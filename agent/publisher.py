@@ -1,0 +1,235 @@
+"""Store-and-forward publishing: spool first, publish QoS 1, forget only what the broker acked.
+
+Two spools: events (never dropped, always sent first and strictly in order)
+and metrics (bounded, the oldest dropped first when full). After a reconnect
+the metrics backlog replays oldest first at `replay_rate` messages per
+second, while metrics polled since the reconnect go out at once: a long WAN
+outage does not delay today's data behind yesterday's.
+
+Status messages (birth, heartbeat, last will) are retained and not spooled: a
+stale heartbeat has no value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from agent.config import AgentConfig
+from agent.spool import Record, Spool
+from enoc import __version__
+from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, encode, topic
+
+log = logging.getLogger("enoc.agent.publisher")
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    last_error: str = ""
+
+
+class Publisher:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        health: Callable[[], dict[str, int | float | str]],
+        inventory_size: Callable[[], int],
+    ) -> None:
+        self.config = config
+        self.health = health
+        self.inventory_size = inventory_size
+        spool = config.spool
+        self.events = Spool(spool.path / "events", max_bytes=spool.max_bytes, drop_oldest=False)
+        self.metrics = Spool(spool.path / "metrics", max_bytes=spool.max_bytes, fsync=spool.fsync)
+        self.stats = PublisherStats()
+        self.connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._status_seq = int(time.time() * 1000)
+        self._client: aiomqtt.Client | None = None
+
+    # ---------------------------------------------------------------- producers
+
+    def submit_metrics(self, message: MetricsMessage) -> None:
+        message.seq = self.metrics.next_seq
+        self.metrics.append(self._topic("metrics"), encode(message))
+        self._wake.set()
+
+    def submit_events(self, message: EventsMessage) -> None:
+        message.seq = self.events.next_seq
+        self.events.append(self._topic("events"), encode(message))
+        self._wake.set()
+
+    @property
+    def spool_depth(self) -> int:
+        return self.events.depth + self.metrics.depth
+
+    def close(self) -> None:
+        self.events.close()
+        self.metrics.close()
+
+    # ---------------------------------------------------------------- connection
+
+    def _topic(self, kind: str) -> str:
+        c = self.config
+        return topic(c.site, c.agent_id, kind)  # type: ignore[arg-type]
+
+    def _status(self, state: str) -> bytes:
+        c = self.config
+        self._status_seq += 1
+        return encode(
+            StatusMessage(
+                c.agent_id,
+                c.site,
+                c.rtc,
+                self._status_seq,
+                time.time(),
+                state=state,  # type: ignore[arg-type]
+                version=__version__,
+                inventory_size=self.inventory_size(),
+                health=self.health() if state == "online" else {},
+            )
+        )
+
+    def _client_args(self) -> dict[str, object]:
+        mqtt = self.config.mqtt
+        url = urlsplit(mqtt.url)
+        tls = url.scheme == "mqtts"
+        args: dict[str, object] = {
+            "hostname": url.hostname or "127.0.0.1",
+            "port": url.port or (8883 if tls else 1883),
+            "identifier": f"enoc-agent-{self.config.site}-{self.config.agent_id}",
+            "clean_session": False,  # persistent session (MQTT 3.1.1)
+            "keepalive": int(mqtt.keepalive),
+            "max_inflight_messages": mqtt.max_inflight,
+            "will": aiomqtt.Will(
+                self._topic("status"), self._status("offline"), qos=1, retain=True
+            ),
+            "timeout": 10.0,
+        }
+        if mqtt.username:
+            args["username"] = mqtt.username
+        if mqtt.password is not None:
+            args["password"] = mqtt.password.reveal()
+        if tls:
+            context = ssl.create_default_context(
+                cafile=str(mqtt.tls.ca_file) if mqtt.tls and mqtt.tls.ca_file else None
+            )
+            if mqtt.tls and mqtt.tls.cert_file:
+                context.load_cert_chain(
+                    str(mqtt.tls.cert_file),
+                    str(mqtt.tls.key_file) if mqtt.tls.key_file else None,
+                )
+            args["tls_context"] = context
+        return args
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, publish, reconnect with backoff; returns when `stop` is set."""
+        backoff = BACKOFF_START
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client(**self._client_args()) as client:  # type: ignore[arg-type]
+                    self._client = client
+                    self.stats.connects += 1
+                    backoff = BACKOFF_START
+                    await client.publish(self._topic("status"), self._status("online"), 1, True)
+                    self.connected.set()
+                    log.info("connected to %s", self.config.mqtt.url)
+                    await self._session(client, stop)
+                    if stop.is_set():
+                        await client.publish(
+                            self._topic("status"), self._status("offline"), 1, True, timeout=5
+                        )
+            except aiomqtt.MqttError as exc:
+                self.stats.last_error = str(exc)
+                if self.connected.is_set():
+                    self.stats.disconnects += 1
+                    log.warning("broker connection lost: %s; spooling until it is back", exc)
+                else:
+                    log.warning("cannot reach broker %s: %s", self.config.mqtt.url, exc)
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.events.requeue_inflight()
+                self.metrics.requeue_inflight()
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+
+    async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        live_from = self.metrics.next_seq - 1  # metrics newer than this are live, not backlog
+        publishing = self.config.publishing
+        window = max(1, self.config.mqtt.max_inflight // 2)
+        tokens = float(publishing.replay_rate)
+        refilled = time.monotonic()
+        next_heartbeat = time.monotonic() + float(publishing.heartbeat)
+        failed: list[BaseException] = []
+        inflight: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+            self._wake.set()
+
+        try:
+            while not stop.is_set():
+                if failed:
+                    raise failed[0]
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    next_heartbeat = now + float(publishing.heartbeat)
+                    await client.publish(self._topic("status"), self._status("online"), 1, True)
+                tokens = min(
+                    float(publishing.replay_rate),
+                    tokens + (now - refilled) * publishing.replay_rate,
+                )
+                refilled = now
+                room = window - len(inflight)
+                batch: list[tuple[Spool, Record]] = []
+                if room > 0 and not self.events.inflight:  # events strictly one after another
+                    batch += [(self.events, r) for r in self.events.take(1)]
+                    room -= len(batch)
+                if room > 0:
+                    batch += [(self.metrics, r) for r in self.metrics.take_after(live_from, room)]
+                    room = window - len(inflight) - len(batch)
+                if room > 0 and tokens >= 1:
+                    backlog = self.metrics.take(min(room, int(tokens)))
+                    tokens -= len(backlog)
+                    batch += [(self.metrics, r) for r in backlog]
+                for spool, record in batch:
+                    task = asyncio.create_task(self._publish(client, spool, record))
+                    inflight.add(task)
+                    task.add_done_callback(done)
+                if not batch:
+                    self._wake.clear()
+                    wait = max(0.01, min(next_heartbeat - time.monotonic(), 0.2))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                else:
+                    await asyncio.sleep(0)
+            if inflight:
+                await asyncio.wait(inflight, timeout=5)
+        finally:
+            for task in inflight:
+                task.cancel()
+
+    async def _publish(self, client: aiomqtt.Client, spool: Spool, record: Record) -> None:
+        await client.publish(record.topic, record.payload, qos=1)
+        spool.ack(record.seq)
+        self.stats.published += 1

@@ -1,0 +1,479 @@
+"""An asyncio SNMP manager: GET and GETBULK walks over v2c and v3 USM, on one UDP socket.
+
+Why not pysnmp here: measured on the development machine, pysnmp 7's
+`bulk_cmd` decodes about 10,000 varbinds per CPU-second while this codec
+decodes over 400,000 (`enoc bench agent` shows the effect end to end). An
+agent that polls a thousand 48-interface devices a minute needs the latter.
+
+One socket serves every request; responses are matched by request id (v2c)
+or message id (v3) and by the address they came from. v3 engines are
+discovered on first use and re-synchronised from the device's own Report
+after a reboot (notInTimeWindow) or a new engine ID (unknownEngineID), so
+polling recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from enoc.snmp import ber
+from enoc.snmp.ber import BerError, Oid
+from enoc.snmp.message import (
+    FLAG_AUTH,
+    FLAG_PRIV,
+    FLAG_REPORTABLE,
+    NO_ERROR,
+    TOO_BIG,
+    V2C,
+    V3,
+    ResponsePdu,
+    V3Header,
+    build_v2c_message,
+    build_v3_message,
+    encode_null_varbinds,
+    encode_pdu,
+    encode_scoped,
+    parse_response_pdu,
+    parse_scoped,
+    parse_v3_header,
+)
+from enoc.snmp.usm import (
+    USM_STATS_NOT_IN_TIME_WINDOWS,
+    USM_STATS_UNKNOWN_ENGINE_IDS,
+    DecryptionError,
+    LocalizedUser,
+    UsmUser,
+)
+
+log = logging.getLogger("enoc.snmp")
+
+MAX_MESSAGE_SIZE = 65507
+REPORT_NAMES = {
+    (1, 3, 6, 1, 6, 3, 15, 1, 1, 1, 0): "unsupported_sec_level",
+    (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0): "not_in_time_window",
+    (1, 3, 6, 1, 6, 3, 15, 1, 1, 3, 0): "unknown_user",
+    (1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0): "unknown_engine_id",
+    (1, 3, 6, 1, 6, 3, 15, 1, 1, 5, 0): "wrong_digest",
+    (1, 3, 6, 1, 6, 3, 15, 1, 1, 6, 0): "decryption_error",
+    (1, 3, 6, 1, 6, 3, 12, 1, 5, 0): "unknown_context",
+}
+Varbind = tuple[Oid, int, object]
+
+
+class SnmpError(Exception):
+    """A request that produced no usable answer; `kind` names the counter."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.kind = kind
+
+
+class SnmpTimeout(SnmpError):
+    def __init__(self) -> None:
+        super().__init__("timeout")
+
+
+@dataclass(frozen=True)
+class V2c:
+    community: bytes
+
+
+@dataclass(frozen=True)
+class V3User:
+    user: UsmUser
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    auth: V2c | V3User
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@dataclass
+class _Engine:
+    """What a v3 device told us about its engine, and our keys localized to it."""
+
+    engine_id: bytes
+    boots: int
+    etime: int
+    seen_at: float
+    keys: LocalizedUser | None
+
+    def time_now(self) -> int:
+        return self.etime + int(time.monotonic() - self.seen_at)
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    bad: Counter[str] = field(default_factory=Counter)  # malformed, wrong_digest, stray, ...
+    reports: Counter[str] = field(default_factory=Counter)
+    fallbacks: int = 0  # walks that shrank max-repetitions after tooBig or a timeout
+    rediscoveries: int = 0
+
+
+class SnmpClient(asyncio.DatagramProtocol):
+    """Shared by every device of an agent. `open()` before use, `close()` after."""
+
+    def __init__(self, *, timeout: float = 2.0, retries: int = 1) -> None:
+        self.timeout = timeout
+        self.retries = retries
+        self.stats = ClientStats()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._pending: dict[int, tuple[tuple[str, int], asyncio.Future[bytes]]] = {}
+        self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
+        self._engines: dict[tuple[str, int, bytes], _Engine] = {}
+        self._keys: dict[tuple[UsmUser, bytes], LocalizedUser] = {}
+        self._max_rep: dict[tuple[str, int], int] = {}
+        self._logged: set[str] = set()
+
+    # ---------------------------------------------------------------- socket
+
+    async def open(self, local_host: str = "0.0.0.0") -> None:  # noqa: S104
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=(local_host, 0), family=socket.AF_INET
+        )
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
+        self._transport = transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for _, future in self._pending.values():
+            if not future.done():
+                future.cancel()
+        self._pending.clear()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        try:
+            request_id = _peek_id(data)
+        except BerError as exc:
+            self._bad("malformed", f"undecodable datagram from {addr[0]}: {exc}")
+            return
+        entry = self._pending.get(request_id)
+        if entry is None or entry[0] != (addr[0], addr[1]) or entry[1].done():
+            self.stats.bad["stray"] += 1  # late answer to a retried request, or spoofed
+            return
+        entry[1].set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.stats.bad["socket_error"] += 1
+
+    def _bad(self, kind: str, message: str) -> None:
+        self.stats.bad[kind] += 1
+        if kind not in self._logged:  # log once per kind; the counters carry the rest
+            self._logged.add(kind)
+            log.warning("snmp %s (logged once; counted in stats): %s", kind, message)
+
+    # ---------------------------------------------------------------- requests
+
+    async def get(self, target: Target, oids: Sequence[Oid]) -> list[Varbind]:
+        pdu = await self.request(target, ber.GET, oids)
+        if pdu.error_status != NO_ERROR:
+            raise SnmpError("error_status", f"GET answered error-status {pdu.error_status}")
+        return pdu.varbinds
+
+    async def request(
+        self,
+        target: Target,
+        tag: int,
+        oids: Sequence[Oid],
+        non_repeaters: int = 0,
+        max_repetitions: int = 0,
+    ) -> ResponsePdu:
+        varbinds = encode_null_varbinds(list(oids))
+        if isinstance(target.auth, V2c):
+            return await self._request_v2c(
+                target, target.auth, tag, varbinds, non_repeaters, max_repetitions
+            )
+        return await self._request_v3(
+            target, target.auth.user, tag, varbinds, non_repeaters, max_repetitions
+        )
+
+    async def _exchange(self, address: tuple[str, int], request_id: int, message: bytes) -> bytes:
+        if self._transport is None:
+            raise RuntimeError("SnmpClient.open() was not called")
+        loop = asyncio.get_running_loop()
+        self.stats.requests += 1
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            future: asyncio.Future[bytes] = loop.create_future()
+            self._pending[request_id] = (address, future)
+            handle = loop.call_later(self.timeout, _expire, future)
+            try:
+                self._transport.sendto(message, address)
+                return await future
+            except TimeoutError:
+                continue
+            finally:
+                handle.cancel()
+                self._pending.pop(request_id, None)
+        self.stats.timeouts += 1
+        raise SnmpTimeout
+
+    def _next_id(self) -> int:
+        return next(self._ids) & 0x7FFFFFFF
+
+    async def _request_v2c(
+        self, target: Target, auth: V2c, tag: int, varbinds: bytes, f1: int, f2: int
+    ) -> ResponsePdu:
+        request_id = self._next_id()
+        message = build_v2c_message(auth.community, encode_pdu(tag, request_id, f1, f2, varbinds))
+        data = await self._exchange(target.address, request_id, message)
+        try:
+            start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
+            version, pos = ber.read_integer(data, start, end)
+            community, pos = ber.read_octets(data, pos, end)
+            if version != V2C or community != auth.community:
+                raise BerError("version or community of the response differ from the request")
+            pdu = parse_response_pdu(data, pos, end)
+        except BerError as exc:
+            self._bad("malformed", f"response from {target.host}: {exc}")
+            raise SnmpError("malformed", str(exc)) from None
+        self.stats.responses += 1
+        return pdu
+
+    # ---------------------------------------------------------------- v3
+
+    def _localized(self, user: UsmUser, engine_id: bytes) -> LocalizedUser | None:
+        if user.level == 0:
+            return None
+        key = (user, engine_id)
+        keys = self._keys.get(key)
+        if keys is None:
+            keys = self._keys[key] = LocalizedUser.localize(user, engine_id)
+        return keys
+
+    async def _discover(self, target: Target, user: UsmUser) -> _Engine:
+        """Ask for the engine ID, boots and time with an empty, unauthenticated request."""
+        msg_id = self._next_id()
+        message = build_v3_message(
+            msg_id=msg_id,
+            max_size=MAX_MESSAGE_SIZE,
+            flags=FLAG_REPORTABLE,
+            engine_id=b"",
+            boots=0,
+            etime=0,
+            user_name=b"",
+            salt=b"",
+            msg_data=encode_scoped(b"", encode_pdu(ber.GET, msg_id, 0, 0, b"")),
+            keys=None,
+        )
+        data = await self._exchange(target.address, msg_id, message)
+        try:
+            start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
+            _version, pos = ber.read_integer(data, start, end)
+            header = parse_v3_header(data, pos, end)
+        except BerError as exc:
+            self._bad("malformed", f"discovery response from {target.host}: {exc}")
+            raise SnmpError("malformed", str(exc)) from None
+        if not header.engine_id:
+            raise SnmpError("discovery", f"{target.host} sent no engine ID")
+        engine = _Engine(
+            header.engine_id,
+            header.boots,
+            header.etime,
+            time.monotonic(),
+            self._localized(user, header.engine_id),
+        )
+        self._engines[(target.host, target.port, user.name.encode())] = engine
+        return engine
+
+    async def _request_v3(
+        self, target: Target, user: UsmUser, tag: int, varbinds: bytes, f1: int, f2: int
+    ) -> ResponsePdu:
+        engine_key = (target.host, target.port, user.name.encode())
+        engine = self._engines.get(engine_key) or await self._discover(target, user)
+        for _attempt in range(3):  # discovery, then at most two re-synchronisations
+            msg_id = self._next_id()
+            scoped = encode_scoped(engine.engine_id, encode_pdu(tag, msg_id, f1, f2, varbinds))
+            boots, etime = engine.boots, engine.time_now()
+            keys = engine.keys
+            level = user.level
+            salt = b""
+            if level & FLAG_PRIV and keys is not None:
+                salt = keys.next_salt(boots)
+                msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
+            else:
+                msg_data = scoped
+            message = build_v3_message(
+                msg_id=msg_id,
+                max_size=MAX_MESSAGE_SIZE,
+                flags=level | FLAG_REPORTABLE,
+                engine_id=engine.engine_id,
+                boots=boots,
+                etime=etime,
+                user_name=user.name.encode(),
+                salt=salt,
+                msg_data=msg_data,
+                keys=keys,
+            )
+            data = await self._exchange(target.address, msg_id, message)
+            pdu, header = self._open_v3(target, engine, data)
+            if pdu.tag != ber.REPORT:
+                self.stats.responses += 1
+                return pdu
+            report_oid = pdu.varbinds[0][0] if pdu.varbinds else ()
+            name = REPORT_NAMES.get(report_oid, "unknown_report")
+            self.stats.reports[name] += 1
+            if report_oid == USM_STATS_UNKNOWN_ENGINE_IDS:
+                self.stats.rediscoveries += 1
+                engine = await self._discover(target, user)
+            elif report_oid == USM_STATS_NOT_IN_TIME_WINDOWS and (
+                header.flags & FLAG_AUTH or user.level == 0
+            ):
+                # An authenticated report carries the device's real boots and time (RFC 3414 4).
+                self.stats.rediscoveries += 1
+                engine.boots, engine.etime, engine.seen_at = (
+                    header.boots,
+                    header.etime,
+                    time.monotonic(),
+                )
+            else:
+                raise SnmpError(name, f"{target.host} answered with a {name} report")
+        raise SnmpError("resync", f"{target.host}: engine did not settle after re-synchronising")
+
+    def _open_v3(
+        self, target: Target, engine: _Engine, data: bytes
+    ) -> tuple[ResponsePdu, V3Header]:
+        """Verify, decrypt and decode a v3 response; reports may come unauthenticated."""
+        try:
+            start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
+            version, pos = ber.read_integer(data, start, end)
+            if version != V3:
+                raise BerError(f"version {version} in a v3 exchange")
+            header = parse_v3_header(data, pos, end)
+            keys = engine.keys
+            if header.flags & FLAG_AUTH:
+                if keys is None or header.engine_id != engine.engine_id:
+                    raise SnmpError("wrong_digest", "authenticated response for another engine")
+                digest = data[header.auth_start : header.auth_end]
+                if len(digest) != keys.auth_len or not keys.verify(header.zeroed(data), digest):
+                    self._bad("wrong_digest", f"response from {target.host} fails its MAC")
+                    raise SnmpError("wrong_digest", "response MAC does not verify")
+            if header.flags & FLAG_PRIV:
+                if keys is None:
+                    raise SnmpError("decryption_error", "encrypted response without keys")
+                cipher, _ = ber.read_octets(data, header.data_pos, end)
+                plain = keys.decrypt(cipher, header.boots, header.etime, header.salt)
+                _ctx, p_start, p_end = parse_scoped(plain, 0, len(plain), lenient_tail=True)
+                pdu = parse_response_pdu(plain, p_start, p_end)
+            else:
+                _ctx, p_start, p_end = parse_scoped(data, header.data_pos, end, lenient_tail=False)
+                pdu = parse_response_pdu(data, p_start, p_end)
+        except (BerError, DecryptionError) as exc:
+            self._bad("malformed", f"v3 response from {target.host}: {exc}")
+            raise SnmpError("malformed", str(exc)) from None
+        if pdu.tag != ber.REPORT and engine.keys is not None and not header.flags & FLAG_AUTH:
+            raise SnmpError("unauthenticated", "a response below the requested security level")
+        return pdu, header
+
+    # ---------------------------------------------------------------- walks
+
+    async def walk(
+        self, target: Target, columns: Sequence[Oid], max_repetitions: int = 25
+    ) -> dict[Oid, list[tuple[Oid, int, object]]]:
+        """Walk table columns side by side with GETBULK: {column: [(index, tag, value)]}.
+
+        Shrinks max-repetitions on tooBig, or on a timeout once the device has
+        answered (a device that drops big responses), and remembers the size
+        that worked for the next poll.
+        """
+        result: dict[Oid, list[tuple[Oid, int, object]]] = {c: [] for c in columns}
+        cursor = {c: c for c in columns}
+        active = list(columns)
+        remembered = self._max_rep.get(target.address, max_repetitions)
+        repetitions = max(1, min(max_repetitions, remembered))
+        answered = False
+        while active:
+            try:
+                pdu = await self.request(
+                    target, ber.GETBULK, [cursor[c] for c in active], 0, repetitions
+                )
+            except SnmpTimeout:
+                if repetitions == 1 or not answered:
+                    raise
+                repetitions = self._shrink(target, repetitions)
+                continue
+            answered = True
+            if pdu.error_status == TOO_BIG:
+                if repetitions == 1:
+                    raise SnmpError("too_big", "tooBig even with max-repetitions 1")
+                repetitions = self._shrink(target, repetitions)
+                continue
+            if pdu.error_status != NO_ERROR:
+                raise SnmpError("error_status", f"GETBULK answered error-status {pdu.error_status}")
+            if not pdu.varbinds:
+                raise SnmpError("malformed", "empty GETBULK response")
+            width = len(active)
+            done: set[Oid] = set()
+            for i, (oid, tag, value) in enumerate(pdu.varbinds):
+                column = active[i % width]
+                if column in done:
+                    continue
+                size = len(column)
+                if tag == ber.END_OF_MIB_VIEW or oid[:size] != column:
+                    done.add(column)
+                    continue
+                if oid <= cursor[column]:
+                    self._bad("oid_not_increasing", f"{target.host} returned {oid} after itself")
+                    done.add(column)
+                    continue
+                result[column].append((oid[size:], tag, value))
+                cursor[column] = oid
+            active = [c for c in active if c not in done]
+        return result
+
+    def _shrink(self, target: Target, repetitions: int) -> int:
+        self.stats.fallbacks += 1
+        smaller = max(1, repetitions // 2)
+        self._max_rep[target.address] = smaller
+        return smaller
+
+    def forget(self, target: Target) -> None:
+        """Drop what was learned about a device (it left the inventory)."""
+        self._max_rep.pop(target.address, None)
+        for key in [k for k in self._engines if k[:2] == target.address]:
+            del self._engines[key]
+
+
+def _expire(future: asyncio.Future[bytes]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+def _peek_id(data: bytes) -> int:
+    """The request id (v2c) or message id (v3) of a response, without decoding the rest."""
+    end = len(data)
+    start, stop = ber.expect(data, 0, end, ber.SEQUENCE)
+    version, pos = ber.read_integer(data, start, stop)
+    if version == V3:
+        g_start, g_stop = ber.expect(data, pos, stop, ber.SEQUENCE)
+        msg_id, _ = ber.read_integer(data, g_start, g_stop)
+        return msg_id
+    if version not in (V2C, 0):
+        raise BerError(f"SNMP version {version}")
+    _community, pos = ber.read_octets(data, pos, stop)
+    _tag, p_start, p_stop = ber.read_tlv(data, pos, stop)
+    request_id, _ = ber.read_integer(data, p_start, p_stop)
+    return request_id
