@@ -128,6 +128,7 @@ class Agent:
         self.trap_address: tuple[str, int] | None = None
         self._batch: list[MetricsMessage] = []
         self._reload_requested = False
+        self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
 
     # ---------------------------------------------------------------- inventory
@@ -355,6 +356,7 @@ class Agent:
             asyncio.create_task(self.scheduler.run(polling_stop), name="scheduler"),
             asyncio.create_task(self._watch_loop(stop), name="watch"),
         ]
+        self.ready.set()
         try:
             await stop.wait()
         finally:

@@ -223,13 +223,15 @@ class TrapReceiver(asyncio.DatagramProtocol):
                 self._bad("decryption_error", f"v3 trap from {addr[0]}: {exc}")
                 return
             try:
-                _ctx, p_start, p_end = parse_scoped(plain, 0, len(plain), lenient_tail=True)
+                context = parse_scoped(plain, 0, len(plain), lenient_tail=True)
+                context_engine, context_name, p_start, p_end = context
                 pdu = parse_response_pdu(plain, p_start, p_end, lenient_tail=True)
             except BerError:
                 self._bad("decryption_error", f"v3 trap from {addr[0]} does not decrypt")
                 return
         else:
-            _ctx, p_start, p_end = parse_scoped(data, header.data_pos, end, lenient_tail=False)
+            context = parse_scoped(data, header.data_pos, end, lenient_tail=False)
+            context_engine, context_name, p_start, p_end = context
             pdu = parse_response_pdu(data, p_start, p_end)
         if pdu.tag not in (ber.TRAP_V2, ber.INFORM):
             self._bad("unsupported_pdu", f"PDU 0x{pdu.tag:02x} from {addr[0]}")
@@ -238,7 +240,16 @@ class TrapReceiver(asyncio.DatagramProtocol):
             body = b"".join(
                 ber.encode_varbind(ber.encode_oid(o), _reencode(t, v)) for o, t, v in pdu.varbinds
             )
-            self._reply(header.msg_id, header.user_name, pdu.request_id, body, addr, keys)
+            # The Response echoes the inform's context (net-snmp matches on it).
+            self._reply(
+                header.msg_id,
+                header.user_name,
+                pdu.request_id,
+                body,
+                addr,
+                keys,
+                context=(context_engine, context_name),
+            )
         self._deliver(addr[0], "3", pdu, user.name)
 
     def _reply(
@@ -250,9 +261,12 @@ class TrapReceiver(asyncio.DatagramProtocol):
         addr: tuple[str, int],
         keys: LocalizedUser | None,
         tag: int = ber.RESPONSE,
+        context: tuple[bytes, bytes] | None = None,
     ) -> None:
         boots, etime = self.boots, self._time()
-        scoped = encode_scoped(self.engine_id, encode_pdu(tag, request_id, 0, 0, varbinds))
+        context_engine, context_name = context or (self.engine_id, b"")
+        pdu = encode_pdu(tag, request_id, 0, 0, varbinds)
+        scoped = encode_scoped(context_engine, pdu, context_name)
         level = keys.user.level if keys is not None else 0
         salt = b""
         msg_data = scoped

@@ -434,5 +434,5 @@ class _V3Context:
 
 def _parse_scoped(data: bytes, pos: int, end: int, *, lenient_tail: bool) -> tuple[bytes, Pdu]:
     """ScopedPDU -> (contextName, PDU). Decrypted DES data may carry padding after it."""
-    context_name, start, stop = parse_scoped(data, pos, end, lenient_tail=lenient_tail)
+    _engine, context_name, start, stop = parse_scoped(data, pos, end, lenient_tail=lenient_tail)
     return context_name, parse_pdu(data, start, stop)

@@ -48,7 +48,7 @@ def agent_config(
         "log": {"level": "debug"},
     }
     if traps_port is not None:
-        config["traps"] = {"listen": f"127.0.0.1:{traps_port}"}
+        config["traps"] = {"listen": f"127.0.0.1:{traps_port}", "communities": ["public"]}
     for key, value in (extra or {}).items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key].update(value)
@@ -90,7 +90,8 @@ class Listener:
                     await client.subscribe("enoc/v1/#", qos=1)
                     self._ready.set()
                     async for message in client.messages:
-                        payload = bytes(message.payload)  # type: ignore[arg-type]
+                        assert isinstance(message.payload, bytes)
+                        payload = message.payload
                         self.raw.append((str(message.topic), payload))
                         self.messages.append(
                             (str(message.topic), decode(str(message.topic), payload))
@@ -153,6 +154,13 @@ async def running_agent(config: Path) -> AsyncIterator[Agent]:
     agent = Agent(config)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
+    await asyncio.wait(
+        [task, asyncio.ensure_future(agent.ready.wait())],
+        timeout=10,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if task.done():
+        task.result()  # raises what made the agent stop
     try:
         yield agent
     finally:

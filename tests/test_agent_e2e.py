@@ -8,12 +8,12 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
 from enoc.localservers import Mosquitto
-from enoc.wire import MetricsMessage
+from enoc.wire import DeviceSample, MetricsMessage
 
 pytestmark = pytest.mark.servers
 
 
-def samples_of(messages: list[MetricsMessage], device: str) -> list:
+def samples_of(messages: list[MetricsMessage], device: str) -> list[DeviceSample]:
     return [s for m in messages for s in m.samples if s.device == device]
 
 

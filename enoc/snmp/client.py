@@ -376,10 +376,12 @@ class SnmpClient(asyncio.DatagramProtocol):
                     raise SnmpError("decryption_error", "encrypted response without keys")
                 cipher, _ = ber.read_octets(data, header.data_pos, end)
                 plain = keys.decrypt(cipher, header.boots, header.etime, header.salt)
-                _ctx, p_start, p_end = parse_scoped(plain, 0, len(plain), lenient_tail=True)
+                _e, _c, p_start, p_end = parse_scoped(plain, 0, len(plain), lenient_tail=True)
                 pdu = parse_response_pdu(plain, p_start, p_end)
             else:
-                _ctx, p_start, p_end = parse_scoped(data, header.data_pos, end, lenient_tail=False)
+                _e, _c, p_start, p_end = parse_scoped(
+                    data, header.data_pos, end, lenient_tail=False
+                )
                 pdu = parse_response_pdu(data, p_start, p_end)
         except (BerError, DecryptionError) as exc:
             self._bad("malformed", f"v3 response from {target.host}: {exc}")

@@ -128,20 +128,25 @@ def build_v3_message(
     return message[:at] + mac + message[at + mac_len :]
 
 
-def encode_scoped(context_engine_id: bytes, pdu: bytes) -> bytes:
+def encode_scoped(context_engine_id: bytes, pdu: bytes, context_name: bytes = b"") -> bytes:
     return ber.tlv(
-        ber.SEQUENCE, ber.encode_octets(context_engine_id) + ber.encode_octets(b"") + pdu
+        ber.SEQUENCE, ber.encode_octets(context_engine_id) + ber.encode_octets(context_name) + pdu
     )
 
 
-def parse_scoped(data: bytes, pos: int, end: int, *, lenient_tail: bool) -> tuple[bytes, int, int]:
-    """ScopedPDU -> (contextName, PDU start, PDU end). Decrypted DES data may carry padding."""
+def parse_scoped(
+    data: bytes, pos: int, end: int, *, lenient_tail: bool
+) -> tuple[bytes, bytes, int, int]:
+    """ScopedPDU -> (contextEngineID, contextName, PDU start, PDU end).
+
+    Decrypted DES data may carry padding after it.
+    """
     start, stop = ber.expect(data, pos, end, ber.SEQUENCE)
     if stop != end and not lenient_tail:
         raise BerError("trailing bytes after the scoped PDU")
-    _context_engine, p = ber.read_octets(data, start, stop)
+    context_engine, p = ber.read_octets(data, start, stop)
     context_name, p = ber.read_octets(data, p, stop)
-    return context_name, p, stop
+    return context_engine, context_name, p, stop
 
 
 @dataclass
