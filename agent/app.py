@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -130,6 +131,7 @@ class Agent:
         self._reload_requested = False
         self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
+        self._load_edge_state()
 
     # ---------------------------------------------------------------- inventory
 
@@ -246,12 +248,36 @@ class Agent:
         if not events:
             return
         c = self.config
+        self._save_edge_state()
         self.stats.events += len(events)
         for event in events:
             log.info("event %s %s %s %s", event.device, event.resource, event.kind, event.state)
         self.publisher.submit_events(
             EventsMessage(c.agent_id, c.site, c.rtc, 0, time.time(), events=events)
         )
+
+    def _edge_state_path(self) -> Path:
+        return self.config.spool.path / "edge-state.json"
+
+    def _save_edge_state(self) -> None:
+        """Open problems survive a restart: the clearing event of a link that went down
+        before a kill -9 is still sent when it comes back."""
+        path = self._edge_state_path()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.edge.bad_states()))
+        tmp.replace(path)
+
+    def _load_edge_state(self) -> None:
+        path = self._edge_state_path()
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+            return
+        if isinstance(saved, list):
+            self.edge.restore([s for s in saved if isinstance(s, list)])
 
     # ---------------------------------------------------------------- traps
 

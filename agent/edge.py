@@ -135,6 +135,21 @@ class EdgeDetector:
             attrs=attrs or {},
         )
 
+    def bad_states(self) -> list[list[str]]:
+        """Everything not in its good state: what a restarted agent must still know."""
+        return [
+            [device, resource, kind, state.state]
+            for (device, resource, kind), state in self.states.items()
+            if state.state != GOOD[kind]
+        ]
+
+    def restore(self, saved: list[list[str]]) -> None:
+        """Load `bad_states` saved by a previous run, so its clearing events are still sent."""
+        for item in saved:
+            if len(item) == 4 and item[2] in GOOD:
+                device, resource, kind, state = item
+                self.states[(device, resource, kind)] = Confirmed(state)
+
     def forget(self, device: str) -> None:
         for key in [k for k in self.states if k[0] == device]:
             del self.states[key]

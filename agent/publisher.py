@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, encode, topi
 log = logging.getLogger("enoc.agent.publisher")
 
 BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
+BACKOFF_MAX = 10.0  # with +-20 % jitter, so that a thousand agents do not reconnect at once
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Publisher:
         while not stop.is_set():
             try:
                 async with aiomqtt.Client(**self._client_args()) as client:  # type: ignore[arg-type]
+                    client.pending_calls_threshold = self.config.mqtt.max_inflight + 10
                     self._client = client
                     self.stats.connects += 1
                     backoff = BACKOFF_START
@@ -168,7 +170,7 @@ class Publisher:
                 self.metrics.requeue_inflight()
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
+                    await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
