@@ -137,7 +137,7 @@ class SnmpClient(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[int, tuple[tuple[str, int], asyncio.Future[bytes]]] = {}
         self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
-        self._engines: dict[tuple[str, int, bytes], _Engine] = {}
+        self._engines: dict[tuple[str, int, UsmUser], _Engine] = {}
         self._keys: dict[tuple[UsmUser, bytes], LocalizedUser] = {}
         self._max_rep: dict[tuple[str, int], int] = {}
         self._logged: set[str] = set()
@@ -296,13 +296,13 @@ class SnmpClient(asyncio.DatagramProtocol):
             time.monotonic(),
             self._localized(user, header.engine_id),
         )
-        self._engines[(target.host, target.port, user.name.encode())] = engine
+        self._engines[(target.host, target.port, user)] = engine
         return engine
 
     async def _request_v3(
         self, target: Target, user: UsmUser, tag: int, varbinds: bytes, f1: int, f2: int
     ) -> ResponsePdu:
-        engine_key = (target.host, target.port, user.name.encode())
+        engine_key = (target.host, target.port, user)
         engine = self._engines.get(engine_key) or await self._discover(target, user)
         for _attempt in range(3):  # discovery, then at most two re-synchronisations
             msg_id = self._next_id()
