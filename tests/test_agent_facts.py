@@ -1,0 +1,78 @@
+"""Raw answers into samples: 32-bit wraps, resets, discontinuities and impossible rates."""
+
+from __future__ import annotations
+
+from agent.edge import EdgeDetector
+from agent.facts import DeviceTracker, text
+from agent.poller import RawPoll
+from enoc.inventory import InventoryDevice
+from enoc.snmp import ber
+
+C32, C64, G32, INT = ber.COUNTER32, ber.COUNTER64, ber.GAUGE32, ber.INTEGER
+
+
+def raw(at: float, uptime: int, in32: int, *, hc: int | None = None, marker: int = 0) -> RawPoll:
+    tables = {
+        "ifOperStatus": {(1,): (INT, 1)},
+        "ifAdminStatus": {(1,): (INT, 1)},
+        "ifName": {(1,): (ber.OCTET_STRING, b"Gi0/1")},
+        "ifSpeed": {(1,): (G32, 100_000_000)},
+        "ifHighSpeed": {(1,): (G32, 100)},
+        "ifInOctets": {(1,): (C32, in32)},
+        "ifOutOctets": {(1,): (C32, 0)},
+        "ifCounterDiscontinuityTime": {(1,): (ber.TIMETICKS, marker)},
+    }
+    if hc is not None:
+        tables["ifHCInOctets"] = {(1,): (C64, hc)}
+    return RawPoll(at=at, response_ms=1.0, scalars={"sysUpTime": uptime}, tables=tables)
+
+
+def tracker() -> DeviceTracker:
+    device = InventoryDevice(name="r1", address="127.0.0.9", credentials="c")
+    return DeviceTracker(device, EdgeDetector("a1", new_id=iter(map(str, range(99))).__next__))
+
+
+def in_bps(t: DeviceTracker, poll: RawPoll) -> object:
+    sample, _events = t.observe(poll)
+    return sample.interfaces[0].fields.get("in_bps")
+
+
+def test_32_bit_counter_wrap_gives_the_true_rate() -> None:
+    t = tracker()
+    assert in_bps(t, raw(1000.0, 100_000, 2**32 - 1_000_000)) is None  # first reading
+    # 6,000,000 octets in 60 s across the wrap: 800 kbit/s
+    assert in_bps(t, raw(1060.0, 106_000, 5_000_000)) == 800_000.0
+
+
+def test_hc_counters_are_preferred_when_present() -> None:
+    t = tracker()
+    in_bps(t, raw(1000.0, 100_000, 0, hc=10**12))
+    sample, _ = t.observe(raw(1010.0, 101_000, 123, hc=10**12 + 1_250_000))
+    fields = sample.interfaces[0].fields
+    assert fields["in_bps"] == 1_000_000.0 and fields["in_utilization"] == 1.0
+    assert "ifHCInOctets" in fields and "ifInOctets" not in fields
+
+
+def test_reboot_and_discontinuity_give_no_rate_and_no_spike() -> None:
+    t = tracker()
+    in_bps(t, raw(1000.0, 500_000, 9_000_000))
+    sample, events = t.observe(raw(1060.0, 3_000, 100))  # sysUpTime went back: rebooted
+    assert "in_bps" not in sample.interfaces[0].fields
+    assert [e.kind for e in events] == ["reboot"]
+    assert in_bps(t, raw(1120.0, 9_000, 60_100)) == 8_000.0
+    # The interface was reset (ifCounterDiscontinuityTime moved): no rate for that poll.
+    assert in_bps(t, raw(1180.0, 15_000, 10, marker=14_000)) is None
+    assert in_bps(t, raw(1240.0, 21_000, 60_010, marker=14_000)) == 8_000.0
+
+
+def test_a_rate_above_the_interface_speed_is_refused() -> None:
+    t = tracker()
+    in_bps(t, raw(1000.0, 100_000, 0))
+    # 1 GB in 10 s on a 100 Mbit/s port: a counter glitch, not traffic
+    assert in_bps(t, raw(1010.0, 101_000, 1_000_000_000)) is None
+    assert t.rates.refused["above_speed"] == 1
+
+
+def test_device_strings_become_one_printable_line() -> None:
+    assert text(b"uplink to\r\nnbo-pe-1 \xff") == "uplink to nbo-pe-1 \ufffd"
+    assert text(None) == ""
