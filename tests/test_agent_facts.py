@@ -12,7 +12,7 @@ C32, C64, G32, INT = ber.COUNTER32, ber.COUNTER64, ber.GAUGE32, ber.INTEGER
 
 
 def raw(at: float, uptime: int, in32: int, *, hc: int | None = None, marker: int = 0) -> RawPoll:
-    tables = {
+    tables: dict[str, dict[ber.Oid, tuple[int, object]]] = {
         "ifOperStatus": {(1,): (INT, 1)},
         "ifAdminStatus": {(1,): (INT, 1)},
         "ifName": {(1,): (ber.OCTET_STRING, b"Gi0/1")},
