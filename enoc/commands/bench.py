@@ -9,6 +9,10 @@ from collections.abc import Callable
 # name -> (module, help). Later issues add fleet and faults.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sim": ("enoc.bench.sim", "varbinds served per CPU-second by the simulator, beside snmpd"),
+    "agent": (
+        "enoc.bench.agent",
+        "varbinds per CPU-second of the agent, beside the Prometheus SNMP exporter",
+    ),
 }
 
 

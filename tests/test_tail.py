@@ -1,0 +1,52 @@
+"""`enoc tail` decodes what it receives and flags what breaks the wire contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import aiomqtt
+import pytest
+
+from enoc.localservers import Mosquitto
+from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage, encode, topic
+
+pytestmark = pytest.mark.servers
+
+
+async def test_tail_prints_decoded_messages_and_flags_bad_ones(mosquitto: Mosquitto) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "enoc.cli", "tail", "--mqtt", mosquitto.url),
+        *("--count", "3", "--json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    now = time.time()
+    metrics = MetricsMessage(
+        "gva-1", "gva", "emea", 7, now, [DeviceSample("gva-pe-1", "127.0.0.5", now)]
+    )
+    event = Event("e1", now, "gva-pe-1", "if:3", "link", "down")
+    events = EventsMessage("gva-1", "gva", "emea", 8, now, [event])
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port)) as client:
+        await asyncio.sleep(1.0)  # let tail subscribe
+        await client.publish(topic("gva", "gva-1", "metrics"), encode(metrics), qos=1)
+        await client.publish(topic("gva", "gva-1", "events"), encode(events), qos=1)
+        await client.publish(topic("gva", "other", "events"), encode(events), qos=1)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert lines[0]["kind"] == "metrics" and lines[0]["seq"] == 7
+    assert lines[1]["events"][0]["state"] == "down"
+    assert lines[2]["error"] == "misaddressed"
+
+
+async def test_tail_refuses_a_bad_url() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "enoc.cli", "tail", "--mqtt", "http://nope"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2 and b"mqtt://HOST:PORT" in err
