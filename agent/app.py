@@ -34,7 +34,7 @@ from enoc.logs import register_secret
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
 from enoc.snmp.usm import UsmUser
-from enoc.wire import Event, EventsMessage, MetricsMessage, Value
+from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage, Value
 
 log = logging.getLogger("enoc.agent")
 
@@ -117,7 +117,12 @@ class Agent:
         self.targets: dict[str, Target] = {}
         self.named_profiles: dict[str, Profile | None] = {}
         self.by_address: dict[str, str] = {}
-        self.publisher = Publisher(c, health=self.health, inventory_size=lambda: len(self.trackers))
+        self.publisher = Publisher(
+            c,
+            health=self.health,
+            inventory_size=lambda: len(self.trackers),
+            devices=self.device_infos,
+        )
         self.scheduler = Scheduler(
             float(c.polling.interval),
             self._poll,
@@ -326,6 +331,13 @@ class Agent:
         return events
 
     # ---------------------------------------------------------------- health
+
+    def device_infos(self) -> list[DeviceInfo]:
+        """The inventory as the status message lists it (the collector's device list)."""
+        return [
+            DeviceInfo(t.device.name, t.device.address, t.device.role, t.device.parent)
+            for t in self.trackers.values()
+        ]
 
     def health(self) -> dict[str, int | float | str]:
         s, sched, client = self.stats, self.scheduler.stats, self.client.stats

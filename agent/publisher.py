@@ -27,7 +27,7 @@ import aiomqtt
 from agent.config import AgentConfig
 from agent.spool import Record, Spool
 from enoc import __version__
-from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, encode, topic
+from enoc.wire import DeviceInfo, EventsMessage, MetricsMessage, StatusMessage, encode, topic
 
 log = logging.getLogger("enoc.agent.publisher")
 
@@ -50,10 +50,12 @@ class Publisher:
         *,
         health: Callable[[], dict[str, int | float | str]],
         inventory_size: Callable[[], int],
+        devices: Callable[[], list[DeviceInfo]] = list,
     ) -> None:
         self.config = config
         self.health = health
         self.inventory_size = inventory_size
+        self.devices = devices
         spool = config.spool
         self.events = Spool(spool.path / "events", max_bytes=spool.max_bytes, drop_oldest=False)
         self.metrics = Spool(spool.path / "metrics", max_bytes=spool.max_bytes, fsync=spool.fsync)
@@ -103,6 +105,7 @@ class Publisher:
                 version=__version__,
                 inventory_size=self.inventory_size(),
                 health=self.health() if state == "online" else {},
+                devices=self.devices() if state == "online" else [],
             )
         )
 

@@ -58,6 +58,22 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class IncidentsConfig:
+    """Incident rules (collector/engine.py)."""
+
+    flap_transitions: int = 6  # problem/clear transitions within flap_window mark flapping
+    flap_window: Duration = Duration(600)  # also: how long a flapping incident must settle
+    reopen_within: Duration = Duration(600)  # a problem soon after its clearing reopens it
+    agent_timeout: Duration = Duration(180)  # no heartbeat for this long: agent offline
+    momentary_resolve_after: Duration = Duration(3600)  # reboots and traps have no clear
+    sweep_interval: Duration = Duration(5)
+
+    def __post_init__(self) -> None:
+        if self.flap_transitions < 2:
+            raise ValueError("incidents.flap_transitions must be at least 2")
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
     users_file: Path | None = None
@@ -68,6 +84,7 @@ class CollectorConfig:
     mqtt: CollectorMqttConfig = field(default_factory=CollectorMqttConfig)
     influxdb: InfluxConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
+    incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

@@ -135,11 +135,22 @@ class EventsMessage(Envelope):
 
 
 @dataclass
+class DeviceInfo:
+    """A device of the agent's inventory, as the birth status lists it for the collector."""
+
+    name: str
+    address: str = ""
+    role: str = ""
+    parent: str = ""  # the device it hangs off: its incidents are suppressed while that is down
+
+
+@dataclass
 class StatusMessage(Envelope):
     state: Literal["online", "offline"] = "online"
     version: str = ""
     inventory_size: int = 0
     health: dict[str, Value] = field(default_factory=dict)
+    devices: list[DeviceInfo] = field(default_factory=list)  # in birth messages only
 
 
 Message = MetricsMessage | EventsMessage | StatusMessage
@@ -196,6 +207,8 @@ def encode(message: Message) -> bytes:
             inventory_size=message.inventory_size,
             health=message.health,
         )
+        if message.devices:
+            body["devices"] = [[d.name, d.address, d.role, d.parent] for d in message.devices]
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -246,7 +259,17 @@ def decode(topic_name: str, payload: bytes) -> Message:
         version=reader.text("version", default=""),
         inventory_size=reader.integer("inventory_size", default=0),
         health=reader.values("health"),
+        devices=_devices(reader.array("devices")),
     )
+
+
+def _devices(rows: list[Any]) -> list[DeviceInfo]:
+    out = []
+    for i, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 4 and all(isinstance(x, str) for x in row)):
+            raise WireError("invalid", f"devices[{i}]: expected [name, address, role, parent]")
+        out.append(DeviceInfo(*row))
+    return out
 
 
 def _sample(r: _Reader) -> DeviceSample:

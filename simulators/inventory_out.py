@@ -14,6 +14,9 @@ def inventory(sim: Simulator, devices: list[Device]) -> dict[str, object]:
     credentials: dict[str, dict[str, str]] = {}
     names: dict[tuple[tuple[str, str], ...], str] = {}
     rows: list[dict[str, object]] = []
+    # Every device of a site hangs off the site's CE router (the WAN edge): the collector
+    # suppresses their incidents while it is down.
+    ce_router = {d.site: d.name for d in devices if d.role == "ce-router"}
     for device in devices:
         described = sim.describe(device)
         cred = described["snmp"]
@@ -33,6 +36,11 @@ def inventory(sim: Simulator, devices: list[Device]) -> dict[str, object]:
                 "rtc": device.rtc,
                 "role": device.role,
                 "credentials": names[key],
+                **(
+                    {"parent": ce_router[device.site]}
+                    if device.site in ce_router and ce_router[device.site] != device.name
+                    else {}
+                ),
             }
         )
     return {"credentials": credentials, "devices": rows}

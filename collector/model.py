@@ -1,0 +1,87 @@
+"""What the collector knows about incidents: plain values shared by the store, engine, API
+and notifier.
+
+An incident is keyed by (site, device, resource, kind): one open incident per key
+at a time. Its timeline holds the events that touched it and what operators did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from enoc.wire import Severity, Value
+
+State = Literal["open", "acknowledged", "resolved"]
+STATES: tuple[State, ...] = ("open", "acknowledged", "resolved")
+SEVERITY_RANK: dict[str, int] = {"critical": 5, "major": 4, "minor": 3, "warning": 2, "info": 1}
+
+# Event states that end a problem (agent/edge.py: GOOD); any other state of the same
+# key is a problem.
+CLEARING_STATES = frozenset({"up", "ok", "established"})
+# Kinds whose events are one-off (no clearing event will ever come).
+MOMENTARY_KINDS = frozenset({"reboot", "trap"})
+
+
+@dataclass(frozen=True)
+class IncidentKey:
+    site: str
+    device: str  # "" for a site-level incident
+    resource: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.site}/{self.device or '-'}/{self.resource}/{self.kind}"
+
+
+@dataclass
+class TimelineEntry:
+    at: float
+    what: str  # event | ack | resolve | comment | flapping | settled | suppressed | escalated ...
+    actor: str = ""  # operator name, or agent id for events
+    text: str = ""
+    state: str = ""  # the event's state, for events
+    event_id: str = ""
+
+
+@dataclass
+class Incident:
+    id: int
+    key: IncidentKey
+    severity: Severity
+    state: State
+    title: str
+    opened: float
+    updated: float
+    rtc: str = ""
+    acknowledged: float | None = None
+    acknowledged_by: str = ""
+    resolved: float | None = None
+    resolved_by: str = ""  # "auto" when a clearing event resolved it
+    count: int = 1  # events for this key while it was open (1 + duplicates)
+    flapping: bool = False
+    suppressed_by: int | None = None  # the incident id whose cause explains this one
+    maintenance: bool = False
+    escalated: int = 0  # escalation level reached
+    attrs: dict[str, Value] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state != "resolved"
+
+    @property
+    def notifiable(self) -> bool:
+        """Whether a change of this incident should reach people now."""
+        return not (self.flapping or self.maintenance or self.suppressed_by is not None)
+
+
+Change = Literal["opened", "updated", "acknowledged", "resolved", "escalated", "commented"]
+
+
+@dataclass
+class IncidentChange:
+    """One thing that happened to an incident: what the stream and the notifier consume."""
+
+    change: Change
+    incident: Incident

@@ -1,0 +1,516 @@
+"""The incident store: SQLite (WAL) by default, PostgreSQL when replicas share it.
+
+One code path for both: SQL is written once with `?` placeholders and a few
+dialect words, and runs through DB-API connections on one worker thread per
+store, so the event loop never blocks on disk or network I/O.
+
+Concurrency between replicas: every transaction that decides about incidents
+locks the site it concerns (`pg_advisory_xact_lock` on PostgreSQL; SQLite
+serialises writers with `BEGIN IMMEDIATE`). A partial unique index on the
+incident key `WHERE state <> 'resolved'` is the last line of defence: two
+replicas can never hold two open incidents for one key.
+
+The schema is migrated on start: `MIGRATIONS[i]` brings version i to i + 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from collector.model import Incident, IncidentKey, TimelineEntry
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE incidents (
+            id {serial},
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            rtc TEXT NOT NULL DEFAULT '',
+            severity TEXT NOT NULL,
+            state TEXT NOT NULL,
+            title TEXT NOT NULL,
+            opened DOUBLE PRECISION NOT NULL,
+            updated DOUBLE PRECISION NOT NULL,
+            acknowledged DOUBLE PRECISION,
+            acknowledged_by TEXT NOT NULL DEFAULT '',
+            resolved DOUBLE PRECISION,
+            resolved_by TEXT NOT NULL DEFAULT '',
+            count INTEGER NOT NULL DEFAULT 1,
+            flapping INTEGER NOT NULL DEFAULT 0,
+            suppressed_by BIGINT,
+            maintenance INTEGER NOT NULL DEFAULT 0,
+            escalated INTEGER NOT NULL DEFAULT 0,
+            transitions TEXT NOT NULL DEFAULT '[]',
+            attrs TEXT NOT NULL DEFAULT '{{}}'
+        )""",
+        """CREATE UNIQUE INDEX incidents_one_open_per_key
+            ON incidents (site, device, resource, kind) WHERE state <> 'resolved'""",
+        "CREATE INDEX incidents_by_key ON incidents (site, device, resource, kind, id)",
+        "CREATE INDEX incidents_by_state ON incidents (state, site)",
+        "CREATE INDEX incidents_by_opened ON incidents (opened)",
+        """CREATE TABLE timeline (
+            id {serial},
+            incident_id BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            what TEXT NOT NULL,
+            actor TEXT NOT NULL DEFAULT '',
+            text TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL DEFAULT '',
+            event_id TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX timeline_by_incident ON timeline (incident_id, id)",
+        """CREATE TABLE events (
+            agent TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            received DOUBLE PRECISION NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'poll',
+            attrs TEXT NOT NULL DEFAULT '{{}}',
+            PRIMARY KEY (agent, event_id)
+        )""",
+        "CREATE INDEX events_by_received ON events (received)",
+        """CREATE TABLE agents (
+            agent TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            rtc TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL,
+            version TEXT NOT NULL DEFAULT '',
+            inventory_size INTEGER NOT NULL DEFAULT 0,
+            health TEXT NOT NULL DEFAULT '{{}}'
+        )""",
+        """CREATE TABLE devices (
+            site TEXT NOT NULL,
+            device TEXT NOT NULL,
+            agent TEXT NOT NULL DEFAULT '',
+            rtc TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            role TEXT NOT NULL DEFAULT '',
+            parent TEXT NOT NULL DEFAULT '',
+            reach TEXT NOT NULL DEFAULT 'up',
+            updated DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (site, device)
+        )""",
+        """CREATE TABLE maintenance (
+            id {serial},
+            site TEXT NOT NULL DEFAULT '',
+            device TEXT NOT NULL DEFAULT '',
+            match TEXT NOT NULL DEFAULT '',
+            starts DOUBLE PRECISION NOT NULL,
+            ends DOUBLE PRECISION NOT NULL,
+            every DOUBLE PRECISION NOT NULL DEFAULT 0,
+            until DOUBLE PRECISION,
+            reason TEXT NOT NULL DEFAULT '',
+            created_by TEXT NOT NULL DEFAULT '',
+            created DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE audit (
+            id {serial},
+            at DOUBLE PRECISION NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+    ],
+]
+
+INCIDENT_COLUMNS = (
+    "id, site, device, resource, kind, rtc, severity, state, title, opened, updated, "
+    "acknowledged, acknowledged_by, resolved, resolved_by, count, flapping, suppressed_by, "
+    "maintenance, escalated, transitions, attrs"
+)
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Tx:
+    """One transaction on one connection; SQL with `?` placeholders on both dialects."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.cursor = conn.cursor()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.cursor.execute(self._sql(sql), tuple(params))
+        count: int = self.cursor.rowcount
+        return count
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.cursor.execute(self._sql(sql), tuple(params))
+        return [tuple(r) for r in self.cursor.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self.cursor.execute(self._sql(sql), tuple(params))
+        row = self.cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """An INSERT returning the new row's id (RETURNING works on both dialects)."""
+        row = self.one(sql + " RETURNING id", params)
+        assert row is not None
+        return int(row[0])
+
+    def lock_site(self, site: str) -> None:
+        """Serialise decisions about one site across replicas (no-op on SQLite: one writer)."""
+        if self.dialect == "postgresql":
+            key = zlib.crc32(f"enoc-site:{site}".encode()) - 2**31
+            self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    # ---------------------------------------------------------------- incidents
+
+    def incident(self, incident_id: int, *, timeline: bool = False) -> Incident | None:
+        row = self.one(f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,))
+        if row is None:
+            return None
+        incident = incident_from_row(row)
+        if timeline:
+            incident.timeline = [
+                TimelineEntry(*r)
+                for r in self.all(
+                    "SELECT at, what, actor, text, state, event_id FROM timeline "
+                    "WHERE incident_id = ? ORDER BY id",
+                    (incident_id,),
+                )
+            ]
+        return incident
+
+    def incidents(
+        self, where: str = "", params: Sequence[Any] = (), limit: int = 0
+    ) -> list[Incident]:
+        sql = f"SELECT {INCIDENT_COLUMNS} FROM incidents"
+        if where:
+            sql += f" WHERE {where}"
+        sql += " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [incident_from_row(r) for r in self.all(sql, params)]
+
+    def open_incident(self, key: IncidentKey) -> Incident | None:
+        found = self.incidents(
+            "site = ? AND device = ? AND resource = ? AND kind = ? AND state <> 'resolved'",
+            (key.site, key.device, key.resource, key.kind),
+        )
+        return found[0] if found else None
+
+    def latest_incident(self, key: IncidentKey) -> Incident | None:
+        found = self.incidents(
+            "site = ? AND device = ? AND resource = ? AND kind = ?",
+            (key.site, key.device, key.resource, key.kind),
+            limit=1,
+        )
+        return found[0] if found else None
+
+    def create_incident(self, incident: Incident, transitions: list[float]) -> int:
+        k = incident.key
+        incident.id = self.insert(
+            "INSERT INTO incidents (site, device, resource, kind, rtc, severity, state, title, "
+            "opened, updated, count, flapping, suppressed_by, maintenance, transitions, attrs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                k.site,
+                k.device,
+                k.resource,
+                k.kind,
+                incident.rtc,
+                incident.severity,
+                incident.state,
+                incident.title,
+                incident.opened,
+                incident.updated,
+                incident.count,
+                int(incident.flapping),
+                incident.suppressed_by,
+                int(incident.maintenance),
+                json.dumps(transitions),
+                json.dumps(incident.attrs),
+            ),
+        )
+        return incident.id
+
+    def save_incident(self, incident: Incident, transitions: list[float]) -> None:
+        self.execute(
+            "UPDATE incidents SET severity = ?, state = ?, title = ?, updated = ?, "
+            "acknowledged = ?, acknowledged_by = ?, resolved = ?, resolved_by = ?, count = ?, "
+            "flapping = ?, suppressed_by = ?, maintenance = ?, escalated = ?, transitions = ? "
+            "WHERE id = ?",
+            (
+                incident.severity,
+                incident.state,
+                incident.title,
+                incident.updated,
+                incident.acknowledged,
+                incident.acknowledged_by,
+                incident.resolved,
+                incident.resolved_by,
+                incident.count,
+                int(incident.flapping),
+                incident.suppressed_by,
+                int(incident.maintenance),
+                incident.escalated,
+                json.dumps(transitions),
+                incident.id,
+            ),
+        )
+
+    def transitions(self, incident_id: int) -> list[float]:
+        row = self.one("SELECT transitions FROM incidents WHERE id = ?", (incident_id,))
+        return [float(t) for t in json.loads(row[0])] if row else []
+
+    def add_timeline(self, incident_id: int, entry: TimelineEntry) -> None:
+        self.execute(
+            "INSERT INTO timeline (incident_id, at, what, actor, text, state, event_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                incident_id,
+                entry.at,
+                entry.what,
+                entry.actor,
+                entry.text,
+                entry.state,
+                entry.event_id,
+            ),
+        )
+
+    def audit(self, actor: str, action: str, target: str, detail: str = "") -> None:
+        self.execute(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target, detail),
+        )
+
+
+def incident_from_row(row: Row) -> Incident:
+    (
+        id_,
+        site,
+        device,
+        resource,
+        kind,
+        rtc,
+        severity,
+        state,
+        title,
+        opened,
+        updated,
+        acknowledged,
+        acknowledged_by,
+        resolved,
+        resolved_by,
+        count,
+        flapping,
+        suppressed_by,
+        maintenance,
+        escalated,
+        _transitions,
+        attrs,
+    ) = row
+    return Incident(
+        id=int(id_),
+        key=IncidentKey(site, device, resource, kind),
+        severity=severity,
+        state=state,
+        title=title,
+        opened=float(opened),
+        updated=float(updated),
+        rtc=rtc,
+        acknowledged=None if acknowledged is None else float(acknowledged),
+        acknowledged_by=acknowledged_by,
+        resolved=None if resolved is None else float(resolved),
+        resolved_by=resolved_by,
+        count=int(count),
+        flapping=bool(flapping),
+        suppressed_by=None if suppressed_by is None else int(suppressed_by),
+        maintenance=bool(maintenance),
+        escalated=int(escalated),
+        attrs=json.loads(attrs),
+    )
+
+
+class Store:
+    """A connection to the incident store, used from asyncio through `run`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        if parts.scheme == "sqlite":
+            self.dialect = "sqlite"
+            # sqlite:///relative/or/absolute path; sqlite:////abs also accepted
+            self.path = Path(unquote(parts.path[1:] if parts.path.startswith("//") else parts.path))
+            if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+                self.path = Path(unquote(url[len("sqlite:///") :]))
+                if not self.path.is_absolute():
+                    self.path = Path.cwd() / self.path
+        elif parts.scheme in ("postgresql", "postgres"):
+            self.dialect = "postgresql"
+            self.path = Path()
+        else:
+            raise StoreError(f"store.url: unknown scheme {parts.scheme!r}")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enoc-store")
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self.healthy = False
+        self.last_error = ""
+
+    # ---------------------------------------------------------------- connection
+
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+
+    def _conn_or_connect(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        conn = self._conn_or_connect()
+        tx = Tx(conn, self.dialect)
+        tx.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+        try:
+            yield tx
+        except BaseException:
+            with contextlib.suppress(Exception):
+                tx.execute("ROLLBACK")
+            raise
+        tx.execute("COMMIT")
+
+    def _run_sync(self, fn: Callable[[Tx], T], retries: int = 5) -> T:
+        for attempt in range(retries + 1):
+            try:
+                with self._lock, self._transaction() as tx:
+                    result = fn(tx)
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if not _retryable(exc) or attempt == retries:
+                    if _connection_lost(exc):
+                        self.healthy = False
+                        self._drop_connection()
+                    raise
+                if _connection_lost(exc):
+                    self.healthy = False
+                    self._drop_connection()
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+            else:
+                self.healthy, self.last_error = True, ""
+                return result
+        raise AssertionError("unreachable")
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    async def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn(tx)` in one transaction on the store's thread; retried on conflicts."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_sync, fn)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> int:
+        """Connect and migrate; returns the schema version."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._migrate)
+
+    def _migrate(self) -> int:
+        serial = (
+            "INTEGER PRIMARY KEY AUTOINCREMENT"
+            if self.dialect == "sqlite"
+            else "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+        )
+
+        def migrate(tx: Tx) -> int:
+            tx.lock_site("-schema-")
+            tx.execute("CREATE TABLE IF NOT EXISTS enoc_schema (version INTEGER NOT NULL)")
+            row = tx.one("SELECT version FROM enoc_schema")
+            version = int(row[0]) if row else 0
+            if row is None:
+                tx.execute("INSERT INTO enoc_schema (version) VALUES (0)")
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"the incident store has schema version {version}, newer than this "
+                    f"enoc ({len(MIGRATIONS)}): upgrade enoc before starting it on this store"
+                )
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    tx.execute(statement.format(serial=serial))
+            tx.execute("UPDATE enoc_schema SET version = ?", (len(MIGRATIONS),))
+            return len(MIGRATIONS)
+
+        return self._run_sync(migrate)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._drop_connection)
+        self._executor.shutdown(wait=True)
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(
+        exc,
+        psycopg.errors.DeadlockDetected
+        | psycopg.errors.SerializationFailure
+        | psycopg.errors.UniqueViolation
+        | psycopg.OperationalError,
+    )
+
+
+def _connection_lost(exc: Exception) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+    )

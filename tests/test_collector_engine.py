@@ -1,0 +1,260 @@
+"""Incident rules on a real SQLite store: open, dedup, resolve, reopen, flapping,
+correlation, maintenance, operator actions and MTTA/MTTR."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from collector.config import IncidentsConfig
+from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
+from collector.store import Store
+from enoc.config import Duration
+from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage
+
+T0 = 1_800_000_000.0
+_ids = itertools.count(1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[tuple[Engine, Clock]]:
+    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+    await store.open()
+    clock = Clock()
+    config = IncidentsConfig(
+        flap_transitions=4,
+        flap_window=Duration(300),
+        reopen_within=Duration(300),
+        agent_timeout=Duration(90),
+        momentary_resolve_after=Duration(600),
+    )
+    yield Engine(store, config, now=clock), clock
+    await store.close()
+
+
+def event(
+    device: str,
+    resource: str,
+    kind: str,
+    state: str,
+    ts: float,
+    *,
+    severity: str = "major",
+    event_id: str = "",
+) -> Event:
+    return Event(
+        id=event_id or f"e{next(_ids)}",
+        ts=ts,
+        device=device,
+        resource=resource,
+        kind=kind,
+        state=state,
+        severity=severity,  # type: ignore[arg-type]
+        message=f"{resource} {state}",
+    )
+
+
+def msg(*events: Event, site: str = "nyc", agent: str = "nyc-1") -> EventsMessage:
+    return EventsMessage(agent, site, "americas", 1, T0, events=list(events))
+
+
+def status(state: str, *, site: str = "nyc", agent: str = "nyc-1") -> StatusMessage:
+    return StatusMessage(
+        agent,
+        site,
+        "americas",
+        1,
+        T0,
+        state=state,  # type: ignore[arg-type]
+        devices=[
+            DeviceInfo("nyc-ce-1", "127.0.0.1", "ce-router"),
+            DeviceInfo("nyc-acc-1", "127.0.0.2", "access-switch", parent="nyc-ce-1"),
+        ],
+    )
+
+
+async def test_open_bump_resolve(engine: tuple[Engine, Clock]) -> None:
+    eng, _ = engine
+    down = event("nyc-acc-1", "if:2", "link", "down", T0)
+    changes = await eng.on_events(msg(down))
+    assert [c.change for c in changes] == ["opened"]
+    first = changes[0].incident
+    # the same event again (a redelivery) changes nothing; a repeat bumps the count
+    assert await eng.on_events(msg(down)) == []
+    assert eng.duplicates == 1
+    again = await eng.on_events(msg(event("nyc-acc-1", "if:2", "link", "down", T0 + 60)))
+    assert again[0].change == "updated"
+    assert again[0].incident.id == first.id
+    assert again[0].incident.count == 2
+    resolved = await eng.on_events(msg(event("nyc-acc-1", "if:2", "link", "up", T0 + 90)))
+    assert resolved[0].change == "resolved"
+    full = await eng.incident(first.id)
+    assert full.state == "resolved"
+    assert full.resolved == T0 + 90
+    assert full.resolved_by == "auto"
+    assert [e.state for e in full.timeline if e.what == "event"] == ["down", "down", "up"]
+    # a clearing event without an open incident opens nothing
+    assert await eng.on_events(msg(event("nyc-acc-1", "if:3", "link", "up", T0))) == []
+
+
+async def test_reopen_and_flapping(engine: tuple[Engine, Clock]) -> None:
+    eng, _ = engine
+    ids = set()
+    flapping = []
+    for i in range(4):
+        t = T0 + i * 20
+        for state, dt in (("down", 0), ("up", 10)):
+            changes = await eng.on_events(
+                msg(event("nyc-acc-1", "if:5", "link", state, t + dt))
+            )
+            ids.update(c.incident.id for c in changes)
+            flapping.append(changes[0].incident.flapping)
+    assert len(ids) == 1, "a problem soon after its clearing reopens the same incident"
+    assert flapping[:3] == [False, False, False]
+    assert flapping[3:] == [True] * 5
+    (incident,) = await eng.incidents()
+    assert incident.flapping
+    assert not incident.notifiable
+    # quiet for the flap window: it settles (sweep), and says so once
+    _, clock = engine
+    clock.t = T0 + 80 + 301
+    settled = await eng.sweep()
+    assert [(c.change, c.incident.flapping) for c in settled] == [("resolved", False)]
+    assert await eng.sweep() == []
+
+
+async def test_suppression_by_unreachable_device_and_parent(engine: tuple[Engine, Clock]) -> None:
+    eng, _ = engine
+    await eng.on_status(status("online"))
+    ce_down = await eng.on_events(msg(event("nyc-ce-1", "device", "reachability", "down", T0)))
+    cause = ce_down[0].incident
+    assert cause.suppressed_by is None
+    child = await eng.on_events(
+        msg(event("nyc-acc-1", "device", "reachability", "down", T0 + 5))
+    )
+    assert child[0].incident.suppressed_by == cause.id, "the parent CE router explains it"
+    link = await eng.on_events(msg(event("nyc-ce-1", "if:1", "link", "down", T0 + 6)))
+    assert link[0].incident.suppressed_by == cause.id, "its own device is unreachable"
+    assert not link[0].incident.notifiable
+    # once the device answers again, new incidents are not suppressed
+    await eng.on_events(msg(event("nyc-ce-1", "device", "reachability", "up", T0 + 60)))
+    later = await eng.on_events(msg(event("nyc-ce-1", "if:9", "link", "down", T0 + 70)))
+    assert later[0].incident.suppressed_by is None
+    devices = {d["device"]: d for d in await eng.devices()}
+    assert devices["nyc-ce-1"]["state"] == "up"
+    assert devices["nyc-acc-1"]["state"] == "down"
+    assert devices["nyc-acc-1"]["parent"] == "nyc-ce-1"
+
+
+async def test_agent_offline_opens_one_site_incident(engine: tuple[Engine, Clock]) -> None:
+    eng, clock = engine
+    await eng.on_status(status("online"))
+    opened = await eng.on_status(status("offline"))
+    assert [c.incident.key.kind for c in opened] == ["agent_offline"]
+    site_incident = opened[0].incident
+    assert await eng.on_status(status("offline")) == [], "one site incident, not two"
+    devices = await eng.devices(site="nyc")
+    assert {d["state"] for d in devices} == {"unknown"}
+    sites = {s["site"]: s for s in await eng.sites()}
+    assert sites["nyc"]["status"] == "grey"
+    # device incidents of that site that happened meanwhile (replayed later) are suppressed
+    replayed = await eng.on_events(msg(event("nyc-acc-1", "if:1", "link", "down", T0 + 1)))
+    assert replayed[0].incident.suppressed_by == site_incident.id
+    back = await eng.on_status(status("online"))
+    assert [c.change for c in back] == ["resolved"]
+    # heartbeat timeout: no status for agent_timeout opens the site incident again
+    clock.t = T0 + 1000
+    timed_out = await eng.sweep()
+    assert [c.incident.key.kind for c in timed_out] == ["agent_offline"]
+    assert "heartbeat" in timed_out[0].incident.title
+
+
+async def test_maintenance_window_marks_and_releases(engine: tuple[Engine, Clock]) -> None:
+    eng, clock = engine
+    window = await eng.add_window(
+        MaintenanceWindow(0, "nyc", "", "", T0 - 10, T0 + 100, reason="upgrade"), "admin1"
+    )
+    assert window.id > 0
+    opened = await eng.on_events(msg(event("nyc-acc-1", "if:2", "link", "down", T0)))
+    assert opened[0].incident.maintenance
+    other_site = await eng.on_events(
+        msg(event("gva-acc-1", "if:2", "link", "down", T0), site="gva", agent="gva-1")
+    )
+    assert not other_site[0].incident.maintenance
+    clock.t = T0 + 200
+    left = await eng.sweep()
+    assert [(c.incident.key.site, c.incident.maintenance) for c in left] == [("nyc", False)]
+    recurring = MaintenanceWindow(0, "", "", "*/if:*/link", T0, T0 + 60, every=3600)
+    assert recurring.active(T0 + 3600 * 5 + 30)
+    assert not recurring.active(T0 + 3600 * 5 + 90)
+    with pytest.raises(ValueError, match="needs site, device or match"):
+        await eng.add_window(MaintenanceWindow(0, "", "", "", T0, T0 + 1), "admin1")
+    await eng.delete_window(window.id, "admin1")
+    with pytest.raises(NotFound):
+        await eng.delete_window(window.id, "admin1")
+
+
+async def test_operator_actions_and_stats(engine: tuple[Engine, Clock]) -> None:
+    eng, clock = engine
+    opened = await eng.on_events(
+        msg(event("nyc-ce-1", "cpu", "threshold", "high", T0, severity="major"))
+    )
+    incident_id = opened[0].incident.id
+    clock.t = T0 + 120
+    acked = await eng.act(incident_id, "ack", "ops1")
+    assert acked.incident.state == "acknowledged"
+    assert acked.incident.acknowledged_by == "ops1"
+    with pytest.raises(Conflict):
+        await eng.act(incident_id, "ack", "ops1")
+    await eng.act(incident_id, "comment", "ops1", "looking at the route map")
+    clock.t = T0 + 600
+    resolved = await eng.act(incident_id, "resolve", "ops2", "fixed")
+    assert resolved.incident.resolved_by == "ops2"
+    with pytest.raises(NotFound):
+        await eng.act(999, "ack", "ops1")
+    full = await eng.incident(incident_id)
+    assert [(e.what, e.actor) for e in full.timeline][1:] == [
+        ("ack", "ops1"),
+        ("comment", "ops1"),
+        ("resolve", "ops2"),
+    ]
+    stats = await eng.stats(T0 - 1, T0 + 1)
+    assert stats == [
+        {
+            "site": "nyc",
+            "severity": "major",
+            "incidents": 1,
+            "acknowledged": 1,
+            "mtta_s": 120.0,
+            "resolved": 1,
+            "mttr_s": 600.0,
+        }
+    ]
+
+
+async def test_momentary_incidents_expire_and_info_events_open_nothing(
+    engine: tuple[Engine, Clock],
+) -> None:
+    eng, clock = engine
+    reboot = await eng.on_events(
+        msg(event("nyc-ce-1", "device", "reboot", "rebooted", T0, severity="warning"))
+    )
+    assert reboot[0].change == "opened"
+    info = await eng.on_events(
+        msg(event("nyc-ce-1", "trap:1.3.6.1.4.1.9.9", "trap", "received", T0, severity="info"))
+    )
+    assert info == []
+    clock.t = T0 + 601
+    expired = await eng.sweep()
+    assert [(c.change, c.incident.key.kind) for c in expired] == [("resolved", "reboot")]
