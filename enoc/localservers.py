@@ -543,3 +543,102 @@ class SnmpD(_Server):
             check=False,
         )
         return result.returncode == 0
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def _postgres_bin(name: str) -> str:
+    """Debian's versioned server binaries (/usr/lib/postgresql/<v>/bin), newest first."""
+    base = Path("/usr/lib/postgresql")
+    versions = sorted(
+        (p for p in base.glob("*/bin") if (p / name).exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    return str(versions[0] / name) if versions else f"/usr/lib/postgresql/15/bin/{name}"
+
+
+class PostgreSQL(_Server):
+    """Debian's PostgreSQL server in a throw-away cluster, trust auth on loopback.
+
+    PostgreSQL refuses to run as root, so as root the cluster lives in its own
+    directory under /tmp owned by the `postgres` user the Debian package makes,
+    and the server runs as that user.
+    """
+
+    name = "postgres"
+
+    def __init__(self, workdir: Path, *, database: str = "enoc") -> None:
+        super().__init__(workdir)
+        self.database = database
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            import pwd
+            import tempfile
+
+            self._user = pwd.getpwnam("postgres")
+            self.datadir = Path(tempfile.mkdtemp(prefix="enoc-pg-")) / "data"
+            os.chown(self.datadir.parent, self._user.pw_uid, self._user.pw_gid)
+        else:
+            self.datadir = workdir / "data"
+        self._initialised = False
+
+    def _as_user(self, command: list[str]) -> list[str]:
+        return ["/usr/sbin/runuser", "-u", "postgres", "--", *command] if self._as_root else command
+
+    def command(self) -> list[str]:
+        if not self._initialised:
+            subprocess.run(  # noqa: S603 - our own fixed command
+                self._as_user(
+                    [_postgres_bin("initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "enoc"]
+                ),
+                check=True,
+                capture_output=True,
+            )
+            self._initialised = True
+        return self._as_user(
+            [
+                _postgres_bin("postgres"),
+                "-D",
+                str(self.datadir),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.datadir.parent),
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=50",
+            ]
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://enoc@{self.host}:{self.port}/{self.database}"
+
+    def ready(self) -> bool:
+        import psycopg
+
+        try:
+            with psycopg.connect(
+                f"postgresql://enoc@{self.host}:{self.port}/postgres", connect_timeout=1
+            ) as conn:
+                conn.autocommit = True
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+                ).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{self.database}"')
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def remove(self) -> None:
+        """Delete the cluster's directory (the fixture calls this at the end)."""
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enoc.localservers import InfluxDB1, Mosquitto, SnmpD, SnmpTrapd, VictoriaMetrics
+from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, SnmpD, SnmpTrapd, VictoriaMetrics
 
 
 @pytest.fixture
@@ -38,3 +38,12 @@ def snmptrapd(tmp_path: Path) -> Iterator[SnmpTrapd]:
 def snmpd(tmp_path: Path) -> Iterator[SnmpD]:
     with SnmpD(tmp_path / "snmpd") as server:
         yield server
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
+    server = PostgreSQL(tmp_path / "postgres")
+    try:
+        yield server.start()
+    finally:
+        server.remove()

@@ -3,16 +3,19 @@ correlation, maintenance, operator actions and MTTA/MTTR."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from collector.config import IncidentsConfig
 from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
 from collector.store import Store
 from enoc.config import Duration
+from enoc.localservers import PostgreSQL
 from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage
 
 T0 = 1_800_000_000.0
@@ -27,9 +30,30 @@ class Clock:
         return self.t
 
 
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
+    server = PostgreSQL(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same rules on both stores: one code path."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'incidents.db'}"
+    server: PostgreSQL = request.getfixturevalue("pg_server")
+    name = f"t{next(_ids)}"
+    with psycopg.connect(server.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[tuple[Engine, Clock]]:
-    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+async def engine(store_url: str) -> AsyncIterator[tuple[Engine, Clock]]:
+    store = Store(store_url)
     await store.open()
     clock = Clock()
     config = IncidentsConfig(
@@ -115,9 +139,7 @@ async def test_reopen_and_flapping(engine: tuple[Engine, Clock]) -> None:
     for i in range(4):
         t = T0 + i * 20
         for state, dt in (("down", 0), ("up", 10)):
-            changes = await eng.on_events(
-                msg(event("nyc-acc-1", "if:5", "link", state, t + dt))
-            )
+            changes = await eng.on_events(msg(event("nyc-acc-1", "if:5", "link", state, t + dt)))
             ids.update(c.incident.id for c in changes)
             flapping.append(changes[0].incident.flapping)
     assert len(ids) == 1, "a problem soon after its clearing reopens the same incident"
@@ -140,9 +162,7 @@ async def test_suppression_by_unreachable_device_and_parent(engine: tuple[Engine
     ce_down = await eng.on_events(msg(event("nyc-ce-1", "device", "reachability", "down", T0)))
     cause = ce_down[0].incident
     assert cause.suppressed_by is None
-    child = await eng.on_events(
-        msg(event("nyc-acc-1", "device", "reachability", "down", T0 + 5))
-    )
+    child = await eng.on_events(msg(event("nyc-acc-1", "device", "reachability", "down", T0 + 5)))
     assert child[0].incident.suppressed_by == cause.id, "the parent CE router explains it"
     link = await eng.on_events(msg(event("nyc-ce-1", "if:1", "link", "down", T0 + 6)))
     assert link[0].incident.suppressed_by == cause.id, "its own device is unreachable"
@@ -258,3 +278,40 @@ async def test_momentary_incidents_expire_and_info_events_open_nothing(
     clock.t = T0 + 601
     expired = await eng.sweep()
     assert [(c.change, c.incident.key.kind) for c in expired] == [("resolved", "reboot")]
+
+
+async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
+    pg_server: PostgreSQL,
+) -> None:
+    name = f"t{next(_ids)}"
+    with psycopg.connect(pg_server.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg_server.url.rsplit("/", 1)[0] + f"/{name}"
+    stores = [Store(url), Store(url)]
+    for store in stores:
+        await store.open()
+    engines = [Engine(store, IncidentsConfig()) for store in stores]
+    keys = [("nyc-acc-1", f"if:{i}") for i in range(5)]
+
+    async def replica(engine: Engine, n: int) -> None:
+        for round_ in range(20):
+            for device, resource in keys:
+                ev = event(
+                    device,
+                    resource,
+                    "link",
+                    "down",
+                    T0 + round_,
+                    event_id=f"r{n}-{round_}-{resource}",
+                )
+                await engine.on_events(msg(ev))
+
+    await asyncio.gather(replica(engines[0], 0), replica(engines[1], 1))
+    incidents = await engines[0].incidents()
+    assert sorted(i.key.resource for i in incidents) == sorted(r for _, r in keys)
+    assert all(i.count == 40 for i in incidents), [i.count for i in incidents]
+    # the same events delivered again to the other replica change nothing
+    again = event("nyc-acc-1", "if:0", "link", "down", T0, event_id="r0-0-if:0")
+    assert await engines[1].on_events(msg(again)) == []
+    for store in stores:
+        await store.close()
