@@ -632,9 +632,9 @@ class PostgreSQL(_Server):
                 ).fetchone()
                 if not exists:
                     conn.execute(f'CREATE DATABASE "{self.database}"')
-            return True
         except psycopg.OperationalError:
             return False
+        return True
 
     def remove(self) -> None:
         """Delete the cluster's directory (the fixture calls this at the end)."""

@@ -134,7 +134,7 @@ async def test_open_bump_resolve(engine: tuple[Engine, Clock]) -> None:
 
 async def test_reopen_and_flapping(engine: tuple[Engine, Clock]) -> None:
     eng, _ = engine
-    ids = set()
+    ids: set[int] = set()
     flapping = []
     for i in range(4):
         t = T0 + i * 20
