@@ -1,15 +1,43 @@
-"""`enoc collector`: not built yet (see the open issues)."""
+"""`enoc collector --config FILE`: run the collector, its API and the console until
+SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
+
+from enoc.config import ConfigError
+from enoc.logs import setup_logging
+from enoc.runtime import run as run_loop
+from enoc.runtime import stop_event
+
+log = logging.getLogger("enoc.collector")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--config", required=True, type=Path, help="collector config (YAML)")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("enoc collector: not yet: this part lands with a later issue", file=sys.stderr)
-    return 2
+    from collector.app import Collector
+    from collector.store import StoreError
+
+    try:
+        collector = Collector.from_file(args.config)
+    except ConfigError as exc:
+        print(f"enoc collector: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging(collector.config.log.format, collector.config.log.level)
+
+    async def main() -> int:
+        stop = stop_event()
+        try:
+            await collector.run(stop)
+        except (OSError, StoreError) as exc:  # port taken, store unreachable or too new
+            log.error("collector cannot run: %s", exc)  # noqa: TRY400
+            return 1
+        return 0
+
+    return run_loop(main)

@@ -19,6 +19,9 @@ class CollectorMqttConfig:
     password: Secret | None = None
     client_id: str = "enoc-collector"
     shared_group: str = ""  # "enoc-collectors": replicas split the load
+    # Metrics messages held unacknowledged until written. The broker stops sending at its
+    # in-flight limit (Mosquitto's max_inflight_messages, 20 by default): write then.
+    max_unacked: int = 20
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("mqtt://", "mqtts://")):
@@ -36,8 +39,10 @@ class InfluxConfig:
     retention_policy: str = ""
     username: str = ""
     password: Secret | None = None
-    batch_size: int = 5000
+    batch_size: int = 5000  # lines per write (InfluxData's advice)
     flush_interval: Duration = Duration(1)
+    max_buffer_points: int = 200_000  # then consumption pauses (backpressure)
+    timeout: Duration = Duration(10)
 
     def __post_init__(self) -> None:
         if self.api == "v2" and not (self.org and self.bucket):

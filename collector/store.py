@@ -455,7 +455,12 @@ class Store:
     async def open(self) -> int:
         """Connect and migrate; returns the schema version."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._migrate)
+        try:
+            return await loop.run_in_executor(self._executor, self._migrate)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"cannot open the incident store: {exc}") from exc
 
     def _migrate(self) -> int:
         serial = (

@@ -347,6 +347,8 @@ class VictoriaMetrics(_Server):
             "-retentionPeriod=100y",
             "-loggerOutput=stdout",
             "-search.latencyOffset=0s",
+            # Identical points (a redelivered message) merge: the tests count duplicates.
+            "-dedup.minScrapeInterval=1ms",
         ]
 
     @property

@@ -1,0 +1,185 @@
+"""The collector: ingest -> (metrics sink, incident engine) -> notifier, stream and API.
+
+`Collector.run` owns every task. On stop: consumption ends, the metrics
+buffer is flushed (acknowledging what was written), queued notifications are
+drained, the store is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from collector.config import CollectorConfig
+from collector.engine import Engine
+from collector.influx import InfluxWriter
+from collector.ingest import Ingest
+from collector.lineproto import agent_health, lines_for
+from collector.model import IncidentChange
+from collector.recent import RecentValues
+from collector.store import Store
+from enoc import __version__
+from enoc.config import load_config
+from enoc.logs import get_logger
+from enoc.wire import EventsMessage, MetricsMessage, StatusMessage
+
+log = get_logger("enoc.collector")
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.store = Store(config.store.url)
+        self.engine = Engine(self.store, config.incidents)
+        self.writer = InfluxWriter(config.influxdb) if config.influxdb is not None else None
+        self.recent = RecentValues()
+        self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
+        self.ingest = Ingest(
+            config.mqtt,
+            on_metrics=self._metrics,
+            on_events=self._events,
+            on_status=self._status,
+        )
+        self.started = time.time()
+        self.changes = 0
+        self.ready = asyncio.Event()
+        self.http_port = 0
+        self._runner: web.AppRunner | None = None
+
+    @classmethod
+    def from_file(cls, path: Path) -> Collector:
+        return cls(load_config(path, CollectorConfig))
+
+    # ---------------------------------------------------------------- handlers
+
+    async def _metrics(self, message: MetricsMessage, ack: Callable[[], None]) -> None:
+        self.recent.add(message)
+        if self.writer is None:
+            ack()
+            return
+        await self.writer.put(lines_for(message), on_written=ack)
+        if self.ingest.pending_metrics >= self.config.mqtt.max_unacked:
+            self.writer.flush_now()
+
+    async def _events(self, message: EventsMessage) -> None:
+        await self._publish(await self.engine.on_events(message))
+
+    async def _status(self, message: StatusMessage, retained: bool) -> None:
+        changes = await self.engine.on_status(message, retained=retained)
+        if self.writer is not None and message.state == "online" and not retained:
+            await self.writer.put(agent_health(message))
+        await self._publish(changes)
+
+    async def _publish(self, changes: list[IncidentChange]) -> None:
+        for change in changes:
+            self.changes += 1
+            for listener in self.listeners:
+                listener(change)
+
+    # ---------------------------------------------------------------- periodic rules
+
+    async def _sweeper(self, stop: asyncio.Event) -> None:
+        interval = float(self.config.incidents.sweep_interval)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            try:
+                await self._publish(await self.engine.sweep())
+            except Exception as exc:  # the store is down: try again next round
+                log.warning("incident sweep failed: %s", exc)
+
+    # ---------------------------------------------------------------- health and metrics
+
+    def health(self) -> dict[str, Any]:
+        connected = self.ingest.stats.connected
+        out: dict[str, Any] = {
+            "mqtt": {
+                "ok": bool(connected) and all(connected.values()),
+                "lanes": dict(connected),
+                "last_error": self.ingest.stats.last_error,
+            },
+            "store": {"ok": self.store.healthy, "last_error": self.store.last_error},
+        }
+        if self.writer is not None:
+            out["influxdb"] = {
+                "ok": self.writer.healthy,
+                "last_error": self.writer.stats.last_error,
+            }
+        return out
+
+    def counters(self) -> dict[str, float]:
+        """The collector's own counters (the API renders them at /metrics)."""
+        s = self.ingest.stats
+        out: dict[str, float] = {
+            "dead_letters": s.dead_lettered,
+            "acked": s.acked,
+            "metrics_pending": self.ingest.pending_metrics,
+            "duplicate_events": self.engine.duplicates,
+            "incident_changes": self.changes,
+        }
+        out.update({f"received.{k}": v for k, v in s.received.items()})
+        out.update({f"rejected.{k}": v for k, v in s.rejected.items()})
+        out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
+        if self.writer is not None:
+            w = self.writer.stats
+            out.update(
+                points_written=w.points_written,
+                points_dropped=w.points_dropped,
+                write_retries=w.retries,
+                write_buffer_points=w.buffer_points,
+            )
+        return out
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        health = self.health()
+        ok = all(part["ok"] for part in health.values())
+        return web.json_response(health, status=200 if ok else 503)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        version = await self.store.open()
+        log.info("incident store ready", url=_safe_url(self.config.store.url), schema=version)
+        if self.writer is not None:
+            await self.writer.start()
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        listen = self.config.http.listen
+        site = web.TCPSite(self._runner, listen.host, listen.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else listen.port
+        log.info("collector %s serving http://%s:%d", __version__, listen.host, self.http_port)
+        sweeper = asyncio.create_task(self._sweeper(stop))
+        ingest = asyncio.create_task(self.ingest.run(stop))
+        self.ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.wait({ingest, sweeper}, timeout=10)
+            for task in (ingest, sweeper):
+                task.cancel()
+            if self.writer is not None:
+                await self.writer.close()
+            await self._runner.cleanup()
+            await self.store.close()
+            log.info("collector stopped")
+
+
+def _safe_url(url: str) -> str:
+    """A store URL without its password, for logs."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

@@ -1,0 +1,258 @@
+"""Batched, acknowledged writes to InfluxDB.
+
+`put(lines, on_written)` queues a message's lines in a bounded buffer and
+waits while the buffer is full (backpressure). One writer task sends batches
+(by size, by time, or at once on `flush_now`), gzip-compressed, and calls
+each message's `on_written` only after the server accepted its lines: the
+collector acknowledges the MQTT message then, so a crash never loses an
+acknowledged point.
+
+Errors: connection errors, 5xx and 429 are retried with backoff and jitter,
+forever (Retry-After honoured): the buffer fills and consumption pauses. A
+4xx (bad token, missing bucket, type conflict) can never succeed: the batch
+is dropped, counted, logged once per status, and its messages acknowledged
+(redelivering them would block every later message behind them).
+
+APIs: v2 (InfluxDB 2.x/3.x/1.8+, VictoriaMetrics) through influxdb-client's
+async client; v1 (InfluxDB before 1.8) through `/write?db=&rp=` with aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from collector.config import InfluxConfig
+from collector.lineproto import PRECISION
+from enoc.logs import OnceLogger, StateLogger, get_logger
+
+log = get_logger("enoc.collector.influx")
+
+
+class WriteRefused(Exception):
+    """The server refused a batch for good (4xx other than 429)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class WriteFailed(Exception):
+    """A failure worth retrying (connection error, 5xx, 429)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class WriterStats:
+    points_written: int = 0
+    batches_written: int = 0
+    bytes_sent: int = 0
+    retries: int = 0
+    points_dropped: int = 0
+    buffer_points: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    last_error: str = ""
+
+
+class InfluxWriter:
+    def __init__(self, config: InfluxConfig) -> None:
+        self.config = config
+        self.stats = WriterStats()
+        self.max_buffer = max(config.max_buffer_points, config.batch_size)
+        self._buffer: deque[tuple[list[str], Callable[[], None] | None]] = deque()
+        self._space = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._client: object | None = None
+        self._refused = OnceLogger(log)
+        self._outage = StateLogger(log)
+        self.healthy = True
+
+    # ---------------------------------------------------------------- producers
+
+    async def put(self, lines: list[str], on_written: Callable[[], None] | None = None) -> None:
+        if not lines:
+            if on_written is not None:
+                on_written()
+            return
+        async with self._space:
+            await self._space.wait_for(
+                lambda: self.stats.buffer_points + len(lines) <= self.max_buffer or not self._buffer
+            )
+            self._buffer.append((lines, on_written))
+            self.stats.buffer_points += len(lines)
+        if self.stats.buffer_points >= self.config.batch_size:
+            self._wake.set()
+
+    def flush_now(self) -> None:
+        self._wake.set()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        c = self.config
+        timeout = aiohttp.ClientTimeout(total=float(c.timeout))
+        if c.api == "v1":
+            auth = (
+                aiohttp.BasicAuth(c.username, c.password.reveal())
+                if c.username and c.password is not None
+                else None
+            )
+            self._session = aiohttp.ClientSession(timeout=timeout, auth=auth)
+        else:
+            from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+            self._client = InfluxDBClientAsync(
+                url=c.url,
+                token=c.token.reveal() if c.token is not None else "",
+                org=c.org,
+                timeout=int(float(c.timeout) * 1000),
+                enable_gzip=True,
+            )
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Write what is buffered (within `grace` seconds), then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+        if self._client is not None:
+            await self._client.close()  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- the writer task
+
+    async def _run(self) -> None:
+        interval = float(self.config.flush_interval)
+        while True:
+            if not self._buffer:
+                if self._closing:
+                    return
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), interval)
+                if not self._buffer:
+                    continue
+            elif not self._closing and self.stats.buffer_points < self.config.batch_size:
+                # wait for more, up to the flush interval, unless woken
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), interval)
+            await self._write_batch()
+
+    def _take(self) -> tuple[list[str], list[Callable[[], None] | None], int]:
+        lines: list[str] = []
+        callbacks: list[Callable[[], None] | None] = []
+        taken = 0
+        for entry_lines, callback in self._buffer:
+            if lines and len(lines) + len(entry_lines) > self.config.batch_size:
+                break
+            lines += entry_lines
+            callbacks.append(callback)
+            taken += 1
+        return lines, callbacks, taken
+
+    async def _write_batch(self) -> None:
+        lines, callbacks, taken = self._take()
+        body = ("\n".join(lines) + "\n").encode()
+        delay = 0.5
+        while True:
+            try:
+                await self._send(body)
+                self.stats.points_written += len(lines)
+                self.stats.batches_written += 1
+                self.healthy = True
+                self._outage.ok("InfluxDB writes", url=self.config.url)
+                break
+            except WriteRefused as exc:
+                self.stats.points_dropped += len(lines)
+                self.stats.errors[f"http_{exc.status}"] += 1
+                self.stats.last_error = str(exc)
+                self._refused(
+                    f"http_{exc.status}",
+                    f"InfluxDB refused a batch of {len(lines)} points for good: {exc}",
+                )
+                break
+            except WriteFailed as exc:
+                self.healthy = False
+                self.stats.retries += 1
+                self.stats.errors["retryable"] += 1
+                self.stats.last_error = str(exc)
+                self._outage.failed("InfluxDB writes", exc, url=self.config.url)
+                wait = exc.retry_after if exc.retry_after else delay * random.uniform(0.8, 1.2)
+                await asyncio.sleep(wait)
+                delay = min(30.0, delay * 2)
+        for _ in range(taken):
+            self._buffer.popleft()
+        self.stats.buffer_points -= len(lines)
+        for callback in callbacks:
+            if callback is not None:
+                callback()
+        async with self._space:
+            self._space.notify_all()
+
+    async def _send(self, body: bytes) -> None:
+        c = self.config
+        if c.api == "v1":
+            assert self._session is not None
+            params = {"db": c.database, "precision": PRECISION}
+            if c.retention_policy:
+                params["rp"] = c.retention_policy
+            data = gzip.compress(body, compresslevel=1)
+            try:
+                async with self._session.post(
+                    c.url.rstrip("/") + "/write",
+                    params=params,
+                    data=data,
+                    headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+                ) as response:
+                    text = await response.text()
+                    self._check(response.status, text, response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise WriteFailed(f"{type(exc).__name__}: {exc}") from None
+            self.stats.bytes_sent += len(data)
+            return
+        from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.rest import ApiException
+
+        assert self._client is not None
+        try:
+            await self._client.write_api().write(  # type: ignore[attr-defined]
+                bucket=c.bucket, org=c.org, record=body.decode(), write_precision=PRECISION
+            )
+        except ApiException as exc:
+            self._check(int(exc.status or 0), str(exc.message or exc.reason), exc.retry_after)
+        except InfluxDBError as exc:
+            raise WriteFailed(str(exc)) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise WriteFailed(f"{type(exc).__name__}: {exc}") from None
+        self.stats.bytes_sent += len(body)
+
+    @staticmethod
+    def _check(status: int, text: str, retry_after: str | None) -> None:
+        if 200 <= status < 300:
+            return
+        if status == 429 or status >= 500 or status == 0:
+            after = None
+            with contextlib.suppress(TypeError, ValueError):
+                after = min(60.0, float(retry_after)) if retry_after else None
+            raise WriteFailed(f"HTTP {status}: {text[:200]}", after)
+        raise WriteRefused(status, text[:300])

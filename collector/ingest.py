@@ -1,0 +1,253 @@
+"""MQTT ingest: decode, validate, route, and acknowledge only what is safe.
+
+Two broker connections, each a persistent session (MQTT 3.1.1, clean_session
+false) with manual acknowledgement:
+
+- *metrics*: a metrics message is acknowledged once its points were accepted
+  by InfluxDB (the writer calls back). While InfluxDB is down the writer's
+  buffer fills, `put` waits, this loop stops reading, the broker's in-flight
+  window fills and the broker holds the rest in the session: backpressure,
+  and nothing acknowledged is ever only in memory. A `kill -9` loses nothing.
+- *events and status*: acknowledged once the incident store committed them.
+  On its own connection so that an InfluxDB outage never delays incidents.
+
+A message that breaks the wire contract is counted by kind, logged once per
+kind, republished to the dead-letter topic and acknowledged (redelivering it
+would never make it valid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from collector.config import CollectorMqttConfig
+from enoc.logs import OnceLogger, get_logger
+from enoc.wire import (
+    EventsMessage,
+    MetricsMessage,
+    StatusMessage,
+    WireError,
+    decode,
+    subscription,
+)
+
+log = get_logger("enoc.collector.ingest")
+DEAD_LETTER_PREFIX = "enoc/deadletter/v1"
+
+
+@dataclass
+class IngestStats:
+    received: Counter[str] = field(default_factory=Counter)  # by kind
+    rejected: Counter[str] = field(default_factory=Counter)  # by WireError kind
+    dead_lettered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)  # handler errors (redelivered later)
+    acked: int = 0
+    connects: Counter[str] = field(default_factory=Counter)
+    connected: dict[str, bool] = field(default_factory=dict)
+    last_error: str = ""
+
+
+Handler = Callable[[Any, Callable[[], None], bool], Awaitable[None]]
+
+
+def client_args(config: CollectorMqttConfig, identifier: str) -> dict[str, Any]:
+    url = urlsplit(config.url)
+    tls = url.scheme == "mqtts"
+    args: dict[str, Any] = {
+        "hostname": url.hostname or "127.0.0.1",
+        "port": url.port or (8883 if tls else 1883),
+        "identifier": identifier,
+        "clean_session": False,
+        "keepalive": 30,
+        "timeout": 10.0,
+    }
+    if config.username:
+        args["username"] = config.username
+    if config.password is not None:
+        args["password"] = config.password.reveal()
+    if tls:
+        context = ssl.create_default_context(
+            cafile=str(config.tls.ca_file) if config.tls and config.tls.ca_file else None
+        )
+        if config.tls and config.tls.cert_file:
+            context.load_cert_chain(
+                str(config.tls.cert_file),
+                str(config.tls.key_file) if config.tls.key_file else None,
+            )
+        args["tls_context"] = context
+    return args
+
+
+class Ingest:
+    """Runs both consumer connections; `on_metrics` / `on_events` / `on_status` do the work.
+
+    Each handler gets the decoded message and an `ack` callable it must call
+    exactly once when the message is safe (written, buffered for a write that
+    will call it, or committed).
+    """
+
+    def __init__(
+        self,
+        config: CollectorMqttConfig,
+        *,
+        on_metrics: Callable[[MetricsMessage, Callable[[], None]], Awaitable[None]],
+        on_events: Callable[[EventsMessage], Awaitable[None]],
+        on_status: Callable[[StatusMessage, bool], Awaitable[None]],
+        on_backlog: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.config = config
+        self.on_metrics = on_metrics
+        self.on_events = on_events
+        self.on_status = on_status
+        self.on_backlog = on_backlog  # called when many metrics await their write
+        self.stats = IngestStats()
+        self.pending_metrics = 0  # received, not yet acknowledged
+        self._bad = OnceLogger(log)
+        self._failing = OnceLogger(log)
+
+    # ---------------------------------------------------------------- connections
+
+    async def run(self, stop: asyncio.Event) -> None:
+        group = self.config.shared_group
+        metrics = [subscription("metrics", share_group=group)]
+        # Status goes to every replica (low rate; each keeps agent liveness current).
+        events = [subscription("events", share_group=group), subscription("status")]
+        base = self.config.client_id
+        await asyncio.gather(
+            self._connection("metrics", f"{base}-metrics", metrics, stop),
+            self._connection("events", f"{base}-events", events, stop),
+        )
+
+    async def _connection(
+        self, lane: str, identifier: str, filters: list[str], stop: asyncio.Event
+    ) -> None:
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client(**client_args(self.config, identifier)) as client:
+                    paho = client._client
+                    paho.manual_ack_set(True)
+                    self.stats.connects[lane] += 1
+                    self.stats.connected[lane] = True
+                    backoff = 0.5
+                    for f in filters:
+                        await client.subscribe(f, qos=1)
+                    log.info("consuming %s", ", ".join(filters), lane=lane)
+                    await self._consume(client, lane, stop)
+            except aiomqtt.MqttError as exc:
+                self.stats.last_error = f"{lane}: {exc}"
+                if self.stats.connected.get(lane):
+                    log.warning("broker connection lost (%s): %s", lane, exc)
+                else:
+                    self._failing(f"connect-{lane}", f"cannot reach broker: {exc}")
+            finally:
+                self.stats.connected[lane] = False
+                if lane == "metrics":
+                    self.pending_metrics = 0  # the broker redelivers what was not acked
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
+                backoff = min(10.0, backoff * 2)
+
+    async def _consume(self, client: aiomqtt.Client, lane: str, stop: asyncio.Event) -> None:
+        messages = client.messages.__aiter__()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(messages.__anext__())
+                done, _ = await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    return
+                await self._handle(client, nxt.result())
+        finally:
+            stopping.cancel()
+
+    # ---------------------------------------------------------------- one message
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        paho = client._client
+        mid, qos = message.mid, message.qos
+        acked = False
+        connection = paho  # an ack after a reconnect must not go to the new session
+
+        def ack() -> None:
+            nonlocal acked
+            if acked:
+                return
+            acked = True
+            self.stats.acked += 1
+            if qos > 0 and connection is client._client and connection.is_connected():
+                connection.ack(mid, qos)
+
+        topic = message.topic.value
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            decoded = decode(topic, bytes(payload))
+        except WireError as exc:
+            self.stats.rejected[exc.kind] += 1
+            self._bad(exc.kind, f"rejected a message: {exc}", topic=topic)
+            await self._dead_letter(client, topic, bytes(payload), exc)
+            ack()
+            return
+        if isinstance(decoded, MetricsMessage):
+            self.stats.received["metrics"] += 1
+            self.pending_metrics += 1
+
+            def metrics_ack() -> None:
+                if not acked:
+                    self.pending_metrics -= 1
+                ack()
+
+            try:
+                await self.on_metrics(decoded, metrics_ack)
+            except Exception as exc:
+                self._handler_failed("metrics", exc)
+                metrics_ack()
+            return
+        try:
+            if isinstance(decoded, EventsMessage):
+                self.stats.received["events"] += 1
+                await self.on_events(decoded)
+            else:
+                self.stats.received["status"] += 1
+                await self.on_status(decoded, bool(message.retain))
+        except Exception as exc:
+            # The store is down or refused: do not ack; the broker redelivers after reconnect.
+            self._handler_failed(type(decoded).__name__, exc)
+            raise aiomqtt.MqttError(f"cannot commit a message: {exc}") from exc
+        ack()
+
+    def _handler_failed(self, what: str, exc: Exception) -> None:
+        self.stats.failed[what] += 1
+        self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self._failing(f"handler-{what}", f"handling {what} failed: {exc}")
+
+    async def _dead_letter(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, error: WireError
+    ) -> None:
+        body = {
+            "topic": topic,
+            "reason": error.kind,
+            "error": str(error),
+            "received": time.time(),
+            "payload_b64": base64.b64encode(payload[:65536]).decode(),
+        }
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(
+                f"{DEAD_LETTER_PREFIX}/{error.kind}", json.dumps(body), qos=1, timeout=5
+            )
+            self.stats.dead_lettered += 1

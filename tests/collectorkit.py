@@ -1,0 +1,113 @@
+"""Helpers for collector tests: a config, an in-process collector, a users file, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collector.app import Collector
+from enoc.localservers import VictoriaMetrics, free_port
+
+TOKENS = {
+    "viewer1": secrets.token_hex(16),
+    "ops1": secrets.token_hex(16),
+    "admin1": secrets.token_hex(16),
+}
+ROLES = {"viewer1": "viewer", "ops1": "operator", "admin1": "admin"}
+
+
+def users_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {"users": [{"name": n, "role": ROLES[n], "token": t} for n, t in TOKENS.items()]}
+        )
+    )
+    return path
+
+
+def collector_config(
+    tmp_path: Path,
+    mqtt_url: str,
+    *,
+    vm: VictoriaMetrics | None = None,
+    store_url: str = "",
+    name: str = "collector",
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    token = tmp_path / "influx-token"
+    token.write_text("test-token\n")
+    config: dict[str, Any] = {
+        "mqtt": {"url": mqtt_url, "client_id": f"enoc-{name}"},
+        "store": {"url": store_url or f"sqlite:///{tmp_path / name / 'incidents.db'}"},
+        "http": {"listen": f"127.0.0.1:{free_port()}", "users_file": str(users_file(tmp_path))},
+        "incidents": {"sweep_interval": "0.5s", "agent_timeout": "10s"},
+        "log": {"level": "debug"},
+    }
+    if vm is not None:
+        config["influxdb"] = {
+            "url": vm.url,
+            "api": "v2",
+            "org": "enoc",
+            "bucket": "enoc",
+            "token_file": str(token),
+            "flush_interval": "0.2s",
+        }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_collector(config: Path) -> AsyncIterator[Collector]:
+    collector = Collector.from_file(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    await asyncio.wait(
+        [task, asyncio.ensure_future(collector.ready.wait())],
+        timeout=20,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    if task.done():
+        task.result()
+    try:
+        yield collector
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    *,
+    timeout: float = 20,
+    what: str = "",
+) -> None:
+    """Wait until `check()` is true (it may be async)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.1)
+
+
+def collector_process_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "enoc.cli", "collector", "--config", str(config)]
