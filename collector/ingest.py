@@ -116,6 +116,8 @@ class Ingest:
         self.stats = IngestStats()
         self.pending_metrics = 0  # received, not yet acknowledged
         self._bad = OnceLogger(log)
+        self._dead_letters = asyncio.Semaphore(100)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._failing = OnceLogger(log)
 
     # ---------------------------------------------------------------- connections
@@ -200,8 +202,18 @@ class Ingest:
         except WireError as exc:
             self.stats.rejected[exc.kind] += 1
             self._bad(exc.kind, f"rejected a message: {exc}", topic=topic)
-            await self._dead_letter(client, topic, bytes(payload), exc)
-            ack()
+            # Published in the background (a QoS 1 round trip each would throttle the lane);
+            # acknowledged once the dead letter is with the broker.
+            await self._dead_letters.acquire()
+            task = asyncio.create_task(self._dead_letter(client, topic, bytes(payload), exc))
+            self._tasks.add(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._tasks.discard(t)
+                self._dead_letters.release()
+                ack()
+
+            task.add_done_callback(done)
             return
         if isinstance(decoded, MetricsMessage):
             self.stats.received["metrics"] += 1

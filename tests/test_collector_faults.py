@@ -1,0 +1,205 @@
+"""Collector under fault: garbage on the topics, the database down, kill -9 mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import yaml
+from collectorkit import collector_config, collector_process_command, eventually, running_collector
+
+from enoc.localservers import Mosquitto, VictoriaMetrics
+from enoc.wire import (
+    DeviceSample,
+    Event,
+    EventsMessage,
+    InterfaceSample,
+    MetricsMessage,
+    encode,
+    topic,
+)
+
+pytestmark = pytest.mark.servers
+T0 = time.time() - 3600
+
+
+def metrics(seq: int, device: str = "dev-1") -> MetricsMessage:
+    sample = DeviceSample(
+        device,
+        "127.0.0.9",
+        T0 + seq,
+        fields={"cpu": float(seq % 100)},
+        interfaces=[InterfaceSample(1, "ge-0/0/1", fields={"in_bps": float(seq) * 10})],
+    )
+    return MetricsMessage("agent-1", "lab", "emea", seq, T0 + seq, samples=[sample])
+
+
+def garbage(rng: random.Random, good: bytes) -> bytes:
+    choice = rng.randrange(4)
+    if choice == 0:
+        return good[: rng.randrange(len(good))]  # truncated
+    if choice == 1:
+        return rng.randbytes(rng.randrange(1, 200))  # random bytes
+    if choice == 2:
+        return good.replace(b'"site":"lab"', b'"site":"elsewhere"')  # misaddressed
+    return good.replace(b'"v":1', b'"v":99')  # unknown version
+
+
+async def publish_all(url: str, items: list[tuple[str, bytes]], pace: float = 0.0) -> None:
+    host, port = url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), identifier="test-publisher") as client:
+        for name, payload in items:
+            await client.publish(name, payload, qos=1)
+            if pace:
+                await asyncio.sleep(pace)
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+async def test_ten_thousand_bad_payloads_are_counted_and_good_data_flows(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    rng = random.Random(7)
+    good = encode(metrics(1))
+    bad_topic = topic("lab", "agent-1", "metrics")
+    items = [(bad_topic, garbage(rng, good)) for _ in range(10_000)]
+    goods = [(bad_topic, encode(metrics(seq))) for seq in range(2, 12)]
+    # good messages interleaved with the garbage
+    for i, item in enumerate(goods):
+        items.insert(i * 900, item)
+    config = collector_config(tmp_path, mosquitto.url, vm=victoria_metrics)
+    async with running_collector(config) as coll:
+        await publish_all(mosquitto.url, items)
+        await eventually(
+            lambda: sum(coll.ingest.stats.rejected.values()) == 10_000,
+            what="all 10,000 bad payloads counted",
+            timeout=60,
+        )
+        await eventually(
+            lambda: coll.ingest.stats.received["metrics"] == len(goods),
+            what="the good messages among them",
+        )
+        assert set(coll.ingest.stats.rejected) <= {
+            "malformed",
+            "misaddressed",
+            "unknown_version",
+            "invalid",
+        }
+        assert coll.ingest.stats.dead_lettered == 10_000
+    cpu = [row for row in victoria_metrics.export('{__name__="device_cpu"}') if row["values"]]
+    assert sorted(v for row in cpu for v in row["values"]) == sorted(
+        float(seq % 100) for seq in range(2, 12)
+    )
+
+
+async def test_database_outage_loses_and_doubles_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    name = topic("lab", "agent-1", "metrics")
+    config = collector_config(
+        tmp_path, mosquitto.url, vm=victoria_metrics, extra={"mqtt": {"max_unacked": 20}}
+    )
+    async with running_collector(config) as coll:
+        await publish_all(mosquitto.url, [(name, encode(metrics(s))) for s in range(50)])
+        await eventually(lambda: coll.ingest.stats.acked == 50, what="first 50 written")
+        victoria_metrics.stop()
+        await publish_all(mosquitto.url, [(name, encode(metrics(s))) for s in range(50, 150)])
+        await eventually(lambda: coll.writer is not None and coll.writer.stats.retries > 0)
+        await asyncio.sleep(1.0)
+        assert coll.ingest.stats.acked < 150, "nothing acknowledged while InfluxDB is down"
+        assert not coll.health()["influxdb"]["ok"]
+        victoria_metrics.start()
+        await eventually(lambda: coll.ingest.stats.acked >= 150, what="all acked", timeout=60)
+    await eventually(
+        lambda: _cpu_points(victoria_metrics) == 150, what="150 points, once each", timeout=15
+    )
+    assert sorted(_cpu_stamps(victoria_metrics)) == sorted(
+        round((T0 + s) * 1000) for s in range(150)
+    )
+
+
+def _cpu_rows(vm: VictoriaMetrics) -> list[dict[str, list[float]]]:
+    return [row for row in vm.export('{__name__="interface_in_bps"}') if row["values"]]
+
+
+def _cpu_points(vm: VictoriaMetrics) -> int:
+    return sum(len(row["values"]) for row in _cpu_rows(vm))
+
+
+def _cpu_stamps(vm: VictoriaMetrics) -> list[float]:
+    return [t for row in _cpu_rows(vm) for t in row["timestamps"]]
+
+
+async def test_kill_9_mid_stream_loses_and_doubles_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    config = collector_config(tmp_path, mosquitto.url, vm=victoria_metrics)
+    name = topic("lab", "agent-1", "metrics")
+    events_topic = topic("lab", "agent-1", "events")
+    log = (tmp_path / "collector.out").open("ab")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            collector_process_command(config), stdout=log, stderr=subprocess.STDOUT
+        )
+
+    port = int(yaml.safe_load(config.read_text())["http"]["listen"].rsplit(":", 1)[1])
+    process = start()
+    try:
+        # up and subscribed: the persistent session exists before we publish
+        await eventually(lambda: healthy(port), what="collector healthy", timeout=30)
+        events = [
+            EventsMessage(
+                "agent-1",
+                "lab",
+                "emea",
+                s,
+                T0 + s,
+                events=[
+                    Event(f"ev-{s}", T0 + s, "dev-1", f"if:{s}", "link", "down", message="down")
+                ],
+            )
+            for s in range(40)
+        ]
+        items = [(name, encode(metrics(s))) for s in range(400)]
+        items += [(events_topic, encode(e)) for e in events]
+        random.Random(3).shuffle(items)
+        publisher = asyncio.create_task(publish_all(mosquitto.url, items, pace=0.005))
+        await eventually(lambda: _cpu_points(victoria_metrics) >= 50, what="some points written")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert not publisher.done(), "killed mid-stream"
+        await publisher
+        process = start()
+        await eventually(lambda: healthy(port), what="restarted collector healthy", timeout=30)
+        await eventually(
+            lambda: _cpu_points(victoria_metrics) == 400, what="400 points", timeout=60
+        )
+        assert len(set(_cpu_stamps(victoria_metrics))) == 400
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+    assert process.returncode == 0, "SIGTERM stops the collector cleanly"
+    # one incident per event key, no doubles after the redelivery
+    from collector.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'collector' / 'incidents.db'}")
+    await store.open()
+    rows = await store.run(lambda tx: tx.all("SELECT resource, count FROM incidents"))
+    await store.close()
+    assert sorted(rows) == sorted((f"if:{s}", 1) for s in range(40))
