@@ -116,6 +116,8 @@ class Ingest:
         self.stats = IngestStats()
         self.pending_metrics = 0  # received, not yet acknowledged
         self._bad = OnceLogger(log)
+        self.subscribed = asyncio.Event()  # both lanes subscribed at least once
+        self._lanes_subscribed: set[str] = set()
         self._dead_letters = asyncio.Semaphore(100)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing = OnceLogger(log)
@@ -143,11 +145,14 @@ class Ingest:
                     paho = client._client
                     paho.manual_ack_set(True)
                     self.stats.connects[lane] += 1
-                    self.stats.connected[lane] = True
                     backoff = 0.5
                     for f in filters:
                         await client.subscribe(f, qos=1)
+                    self.stats.connected[lane] = True
                     log.info("consuming %s", ", ".join(filters), lane=lane)
+                    self._lanes_subscribed.add(lane)
+                    if len(self._lanes_subscribed) == 2:
+                        self.subscribed.set()
                     await self._consume(client, lane, stop)
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = f"{lane}: {exc}"

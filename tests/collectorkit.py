@@ -83,6 +83,8 @@ async def running_collector(config: Path) -> AsyncIterator[Collector]:
     )
     if task.done():
         task.result()
+    # subscribed: from here on the broker keeps everything for the collector's sessions
+    await asyncio.wait_for(collector.ingest.subscribed.wait(), 20)
     try:
         yield collector
     finally:
