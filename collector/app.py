@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from collector.api import Api
+from collector.auth import Users
 from collector.config import CollectorConfig
 from collector.engine import Engine
 from collector.influx import InfluxWriter
@@ -24,6 +26,7 @@ from collector.lineproto import agent_health, lines_for
 from collector.model import IncidentChange
 from collector.recent import RecentValues
 from collector.store import Store
+from collector.stream import Hub
 from enoc import __version__
 from enoc.config import load_config
 from enoc.logs import get_logger
@@ -46,6 +49,9 @@ class Collector:
             on_events=self._events,
             on_status=self._status,
         )
+        self.users = Users.load(config.http.users_file) if config.http.users_file else None
+        self.hub = Hub()
+        self.listeners.append(self._stream)
         self.started = time.time()
         self.changes = 0
         self.ready = asyncio.Event()
@@ -68,19 +74,39 @@ class Collector:
             self.writer.flush_now()
 
     async def _events(self, message: EventsMessage) -> None:
-        await self._publish(await self.engine.on_events(message))
+        await self.publish(await self.engine.on_events(message))
 
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
         if self.writer is not None and message.state == "online" and not retained:
             await self.writer.put(agent_health(message))
-        await self._publish(changes)
+        if not retained:
+            self.hub.publish(
+                "status",
+                {
+                    "site": message.site,
+                    "agent": message.agent,
+                    "rtc": message.rtc,
+                    "state": message.state,
+                    "ts": message.sent,
+                },
+            )
+        await self.publish(changes)
 
-    async def _publish(self, changes: list[IncidentChange]) -> None:
+    async def publish(self, changes: list[IncidentChange]) -> None:
+        """Hand incident changes to every listener (stream, notifier)."""
         for change in changes:
             self.changes += 1
             for listener in self.listeners:
-                listener(change)
+                try:
+                    listener(change)
+                except Exception:  # one broken listener must not stop the others
+                    log.exception("incident listener failed", change=change.change)
+
+    def _stream(self, change: IncidentChange) -> None:
+        self.hub.publish(
+            "incident", {"change": change.change, "incident": change.incident.as_dict()}
+        )
 
     # ---------------------------------------------------------------- periodic rules
 
@@ -92,7 +118,7 @@ class Collector:
             if stop.is_set():
                 return
             try:
-                await self._publish(await self.engine.sweep())
+                await self.publish(await self.engine.sweep())
             except Exception as exc:  # the store is down: try again next round
                 log.warning("incident sweep failed: %s", exc)
 
@@ -138,11 +164,6 @@ class Collector:
             )
         return out
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        health = self.health()
-        ok = all(part["ok"] for part in health.values())
-        return web.json_response(health, status=200 if ok else 503)
-
     # ---------------------------------------------------------------- lifecycle
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -150,8 +171,10 @@ class Collector:
         log.info("incident store ready", url=_safe_url(self.config.store.url), schema=version)
         if self.writer is not None:
             await self.writer.start()
+        if self.users is None:
+            log.warning("http.users_file is not set: every API request will be refused (401)")
         app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
+        Api(self, self.users, self.hub).routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         listen = self.config.http.listen
@@ -167,6 +190,7 @@ class Collector:
         try:
             await stop.wait()
         finally:
+            self.hub.close()
             await asyncio.wait({ingest, sweeper}, timeout=10)
             for task in (ingest, sweeper):
                 task.cancel()

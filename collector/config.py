@@ -79,6 +79,38 @@ class IncidentsConfig:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """One notification target (collector/notify.py)."""
+
+    url: str
+    format: Literal["json", "alertmanager"] = "json"  # alertmanager: POST /api/v2/alerts
+    name: str = ""  # for logs and counters; defaults to the URL's host
+    token: Secret | None = None  # sent as "Authorization: Bearer <token>"
+    min_severity: Literal["critical", "major", "minor", "warning", "info"] = "info"
+    timeout: Duration = Duration(5)
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f'webhook url must start with http:// or https://, got "{self.url}"')
+
+
+def _default_escalation() -> dict[str, Duration]:
+    return {"critical": Duration(900), "major": Duration(1800), "minor": Duration(14400)}
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    webhooks: list[WebhookConfig] = field(default_factory=list)
+    retries: int = 5  # attempts after the first, with exponential backoff
+    retry_backoff: Duration = Duration(1)  # first wait; doubles up to 60 s
+    dead_letter_file: Path | None = None  # JSON lines of notifications that never got through
+    # An incident still open and unacknowledged this long after it opened escalates one level
+    # (and again after each further period). Severities not listed never escalate.
+    escalate_after: dict[str, Duration] = field(default_factory=_default_escalation)
+    max_queue: int = 10_000  # notifications waiting; beyond it the oldest go to dead letters
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
     users_file: Path | None = None
@@ -91,6 +123,7 @@ class CollectorConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

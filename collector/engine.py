@@ -576,6 +576,16 @@ class Engine:
         where = " AND ".join(clauses)
         return await self.store.run(lambda tx: tx.incidents(where, params, limit=limit))
 
+    async def open_counts(self) -> dict[str, int]:
+        """Open (not resolved, not suppressed) incidents by severity."""
+        rows = await self.store.run(
+            lambda tx: tx.all(
+                "SELECT severity, COUNT(*) FROM incidents WHERE state <> 'resolved' "
+                "AND suppressed_by IS NULL GROUP BY severity"
+            )
+        )
+        return {str(severity): int(count) for severity, count in rows}
+
     async def incident(self, incident_id: int) -> Incident:
         found = await self.store.run(lambda tx: tx.incident(incident_id, timeline=True))
         if found is None:

@@ -7,8 +7,8 @@ at a time. Its timeline holds the events that touched it and what operators did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from enoc.wire import Severity, Value
 
@@ -74,6 +74,35 @@ class Incident:
     def notifiable(self) -> bool:
         """Whether a change of this incident should reach people now."""
         return not (self.flapping or self.maintenance or self.suppressed_by is not None)
+
+    def as_dict(self, *, timeline: bool = False) -> dict[str, Any]:
+        """The API's JSON form (times are Unix seconds)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "site": self.key.site,
+            "device": self.key.device,
+            "resource": self.key.resource,
+            "kind": self.key.kind,
+            "rtc": self.rtc,
+            "severity": self.severity,
+            "state": self.state,
+            "title": self.title,
+            "opened": self.opened,
+            "updated": self.updated,
+            "acknowledged": self.acknowledged,
+            "acknowledged_by": self.acknowledged_by,
+            "resolved": self.resolved,
+            "resolved_by": self.resolved_by,
+            "count": self.count,
+            "flapping": self.flapping,
+            "suppressed_by": self.suppressed_by,
+            "maintenance": self.maintenance,
+            "escalated": self.escalated,
+            "attrs": self.attrs,
+        }
+        if timeline:
+            out["timeline"] = [asdict(entry) for entry in self.timeline]
+        return out
 
 
 Change = Literal["opened", "updated", "acknowledged", "resolved", "escalated", "commented"]

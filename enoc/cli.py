@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent.command", "run one site agent"),
     "collector": ("collector.command", "run the collector, its API and the console"),
     "check-config": ("enoc.commands.check_config", "validate an enoc config file"),
+    "passwd": ("enoc.commands.passwd", "print a password hash for the users file"),
     "tail": ("enoc.commands.tail", "print decoded enoc MQTT messages"),
     "bench": ("enoc.commands.bench", "scale and peer benchmarks"),
 }

@@ -1,0 +1,458 @@
+"""The collector's HTTP API (DESIGN: "Collector HTTP API") on aiohttp.
+
+Every `/api/v1` route and `/metrics` need `Authorization: Bearer <token>`
+(collector/auth.py): viewers read, operators also acknowledge, resolve and
+comment, admins also manage maintenance windows. Errors are JSON
+`{"error": "..."}`: 401 without a valid token, 403 for a role too low, 400
+for bad input (the message says what is wrong), 404, 409 for an action the
+incident's state does not allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from collector.auth import Role, User, Users
+from collector.engine import Conflict, MaintenanceWindow, NotFound
+from collector.model import SEVERITY_RANK, STATES
+from collector.stream import Hub
+from enoc.config import Duration
+from enoc.logs import get_logger
+
+if TYPE_CHECKING:
+    from collector.app import Collector
+
+log = get_logger("enoc.collector.api")
+
+USER_KEY = web.RequestKey("user", User)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+}
+SSE_HEARTBEAT = 15.0  # seconds between comment lines that keep proxies from closing the stream
+
+
+class ApiError(web.HTTPException):
+    """An error answered as JSON."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status_code = status
+        super().__init__(
+            text=json.dumps({"error": message}),
+            content_type="application/json",
+        )
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+class Api:
+    def __init__(self, collector: Collector, users: Users | None, hub: Hub) -> None:
+        self.collector = collector
+        self.engine = collector.engine
+        self.users = users
+        self.hub = hub
+        self.requests = 0
+        self.unauthorized = 0
+        self.forbidden = 0
+
+    # ---------------------------------------------------------------- app
+
+    def routes(self, app: web.Application) -> None:
+        app.middlewares.extend([self._errors, self._headers])
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/metrics", self._role("viewer", self.metrics))
+        r.add_get("/api/v1/incidents", self._role("viewer", self.list_incidents))
+        r.add_get("/api/v1/incidents/{id}", self._role("viewer", self.get_incident))
+        for action in ("ack", "resolve", "comment"):
+            r.add_post(
+                f"/api/v1/incidents/{{id}}/{action}",
+                self._role("operator", self._action(action)),
+            )
+        r.add_get("/api/v1/sites", self._role("viewer", self.sites))
+        r.add_get("/api/v1/devices", self._role("viewer", self.devices))
+        r.add_get("/api/v1/devices/{site}/{device}", self._role("viewer", self.device))
+        r.add_get("/api/v1/agents", self._role("viewer", self.agents))
+        r.add_get("/api/v1/stats", self._role("viewer", self.stats))
+        r.add_get("/api/v1/stream", self._role("viewer", self.stream))
+        r.add_get("/api/v1/maintenance", self._role("viewer", self.list_windows))
+        r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
+        r.add_delete("/api/v1/maintenance/{id}", self._role("admin", self.delete_window))
+        r.add_get("/api/v1/whoami", self._role("viewer", self.whoami))
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests += 1
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if isinstance(exc, ApiError) or exc.status < 400:
+                raise
+            raise ApiError(exc.status, exc.reason) from None
+        except NotFound as exc:
+            raise ApiError(404, str(exc)) from None
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    @web.middleware
+    async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(SECURITY_HEADERS)
+            raise
+        if not response.prepared:
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
+        return response
+
+    def authenticate(self, request: web.Request) -> User | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or self.users is None:
+            return None
+        return self.users.by_token(token.strip())
+
+    def _role(self, role: Role, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            user = self.authenticate(request)
+            if user is None:
+                self.unauthorized += 1
+                error = ApiError(401, "missing or invalid bearer token")
+                error.headers["WWW-Authenticate"] = 'Bearer realm="enoc"'
+                raise error
+            if not user.may(role):
+                self.forbidden += 1
+                raise ApiError(403, f"{user.name} is a {user.role}; this needs {role}")
+            request[USER_KEY] = user
+            return await handler(request)
+
+        return guarded
+
+    # ---------------------------------------------------------------- health and metrics
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        health = self.collector.health()
+        ok = all(part["ok"] for part in health.values())
+        return web.json_response(health, status=200 if ok else 503)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        counters = dict(self.collector.counters())
+        counters.update(
+            {
+                "api_requests": self.requests,
+                "api_unauthorized": self.unauthorized,
+                "api_forbidden": self.forbidden,
+                "stream_clients": self.hub.clients,
+                "stream_events": self.hub.published,
+                "stream_dropped_clients": self.hub.dropped_clients,
+            }
+        )
+        open_counts = await self.engine.open_counts()
+        return web.Response(
+            text=prometheus_text(counters, open_counts),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Prometheus-Format": "0.0.4"},
+        )
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        user = request[USER_KEY]
+        return web.json_response({"name": user.name, "role": user.role})
+
+    # ---------------------------------------------------------------- incidents
+
+    async def list_incidents(self, request: web.Request) -> web.Response:
+        q = request.query
+        state = q.get("state", "")
+        if state and state not in (*STATES, "active"):
+            raise bad_request(f"state must be one of {', '.join((*STATES, 'active'))}")
+        severity = q.get("severity", "")
+        if severity and severity not in SEVERITY_RANK:
+            raise bad_request(f"severity must be one of {', '.join(SEVERITY_RANK)}")
+        limit = _int(q.get("limit", "500"), "limit", 1, 5000)
+        incidents = await self.engine.incidents(
+            state=state,
+            site=q.get("site", ""),
+            severity=severity,
+            rtc=q.get("rtc", ""),
+            limit=limit,
+        )
+        return web.json_response({"incidents": [i.as_dict() for i in incidents]})
+
+    async def get_incident(self, request: web.Request) -> web.Response:
+        incident = await self.engine.incident(_id(request))
+        return web.json_response(incident.as_dict(timeline=True))
+
+    def _action(self, action: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            incident_id = _id(request)
+            body = await _json_body(request, required=action == "comment")
+            text = body.get("text", "")
+            if not isinstance(text, str):
+                raise bad_request('"text" must be a string')
+            if len(text) > 4000:
+                raise bad_request('"text" must be at most 4000 characters')
+            user = request[USER_KEY]
+            change = await self.engine.act(incident_id, action, user.name, text)
+            log.info(
+                "operator action",
+                actor=user.name,
+                action=action,
+                incident=incident_id,
+            )
+            await self.collector.publish([change])
+            return web.json_response(change.incident.as_dict())
+
+        return handler
+
+    # ---------------------------------------------------------------- fleet
+
+    async def sites(self, _request: web.Request) -> web.Response:
+        return web.json_response({"sites": await self.engine.sites()})
+
+    async def devices(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"devices": await self.engine.devices(request.query.get("site", ""))}
+        )
+
+    async def device(self, request: web.Request) -> web.Response:
+        site, name = request.match_info["site"], request.match_info["device"]
+        known = [d for d in await self.engine.devices(site) if d["device"] == name]
+        recent = self.collector.recent.device(site, name)
+        if not known and recent is None:
+            raise NotFound(f"no device {name} at site {site}")
+        out: dict[str, Any] = dict(known[0]) if known else {"site": site, "device": name}
+        out["recent"] = recent
+        out["incidents"] = [
+            i.as_dict()
+            for i in await self.engine.incidents(site=site, limit=5000)
+            if i.key.device == name
+        ][:100]
+        return web.json_response(out)
+
+    async def agents(self, _request: web.Request) -> web.Response:
+        return web.json_response({"agents": await self.engine.agents()})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        now = time.time()
+        until = _time(request.query.get("until", ""), "until", now, now)
+        since = _time(request.query.get("since", ""), "since", now - 30 * 86400, now)
+        if since >= until:
+            raise bad_request("since must be before until")
+        return web.json_response(
+            {"since": since, "until": until, "stats": await self.engine.stats(since, until)}
+        )
+
+    # ---------------------------------------------------------------- maintenance
+
+    async def list_windows(self, _request: web.Request) -> web.Response:
+        return web.json_response({"windows": [w.as_dict() for w in await self.engine.windows()]})
+
+    async def add_window(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, required=True)
+        known = {"site", "device", "match", "starts", "ends", "every", "until", "reason"}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise bad_request(f"unknown fields: {', '.join(unknown)}; known: {sorted(known)}")
+        now = time.time()
+        for name in ("site", "device", "match", "reason"):
+            if not isinstance(body.get(name, ""), str):
+                raise bad_request(f'"{name}" must be a string')
+        starts = _time(str(body.get("starts", "")), "starts", now, now)
+        ends_raw = str(body.get("ends", ""))
+        if not ends_raw:
+            raise bad_request('"ends" is required (a time, or a duration like "2h")')
+        ends = _time(ends_raw, "ends", 0, starts, future=True)
+        every_raw = body.get("every", 0)
+        try:
+            every = float(Duration.parse(str(every_raw))) if every_raw else 0.0
+        except ValueError:
+            raise bad_request(f'"every" must be a duration like "7d", got {every_raw!r}') from None
+        until_raw = body.get("until")
+        until = _time(str(until_raw), "until", 0, starts, future=True) if until_raw else None
+        window = MaintenanceWindow(
+            0,
+            body.get("site", ""),
+            body.get("device", ""),
+            body.get("match", ""),
+            starts,
+            ends,
+            every,
+            until,
+            body.get("reason", ""),
+        )
+        created = await self.engine.add_window(window, request[USER_KEY].name)
+        log.info("maintenance window added", actor=request[USER_KEY].name, window=created.id)
+        return web.json_response(created.as_dict(), status=201)
+
+    async def delete_window(self, request: web.Request) -> web.Response:
+        window_id = _id(request)
+        await self.engine.delete_window(window_id, request[USER_KEY].name)
+        log.info("maintenance window deleted", actor=request[USER_KEY].name, window=window_id)
+        return web.json_response({"deleted": window_id})
+
+    # ---------------------------------------------------------------- stream
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events; `Last-Event-ID` resumes from the replay ring."""
+        last = request.headers.get("Last-Event-ID", "") or request.query.get("last_id", "")
+        sub = self.hub.subscribe()  # before replaying, so nothing falls between the two
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",
+                **{k: v for k, v in SECURITY_HEADERS.items() if k != "Cache-Control"},
+            }
+        )
+        try:
+            await response.prepare(request)
+            await response.write(b"retry: 2000\n: connected\n\n")
+            sent = 0
+            if last.isdigit():
+                for missed in self.hub.since(int(last)):
+                    await response.write(missed.encode())
+                    sent = missed.id
+            while True:
+                try:
+                    event = await asyncio.wait_for(
+                        sub.queue.get(), SSE_HEARTBEAT
+                    )
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if event is None:
+                    break
+                if event.id > sent:
+                    await response.write(event.encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            sub.close()
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit():
+        raise bad_request(f"id must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def _int(raw: str, name: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise bad_request(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _time(raw: str, name: str, default: float, now: float, *, future: bool = False) -> float:
+    """Unix seconds, ISO 8601, or a duration relative to `now` (ago; ahead when future)."""
+    raw = raw.strip()
+    if not raw:
+        return default
+    with contextlib.suppress(ValueError):
+        value = float(raw)
+        if math.isfinite(value) and value > 1e8:
+            return value
+    if re.fullmatch(r"[\d.hdms]+", raw):
+        with contextlib.suppress(ValueError):
+            span = float(Duration.parse(raw))
+            return now + span if future else now - span
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(
+            f'{name} must be Unix seconds, ISO 8601 (2026-11-24T08:00:00Z) or a duration ("7d"),'
+            f" got {raw!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise bad_request(f"{name} needs a time zone (Z or +hh:mm), got {raw!r}")
+    return parsed.timestamp()
+
+
+async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
+    if not request.can_read_body:
+        if required:
+            raise bad_request("a JSON object body is required")
+        return {}
+    if request.content_length is not None and request.content_length > 64 * 1024:
+        raise ApiError(413, "body larger than 64 KiB")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_request(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+_GAUGES = {
+    "metrics_pending",
+    "write_buffer_points",
+    "stream_clients",
+    "notify_queued",
+}
+
+
+def prometheus_text(counters: dict[str, float], open_counts: dict[str, int]) -> str:
+    """Prometheus text exposition: `a.b` counters become `enoc_collector_a_total{kind="b"}`."""
+    families: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+    for key in sorted(counters):
+        base, _, label = key.partition(".")
+        gauge = base in _GAUGES
+        name = f"enoc_collector_{base}" + ("" if gauge else "_total")
+        kinds[name] = "gauge" if gauge else "counter"
+        labels = f'{{kind="{_escape(label)}"}}' if label else ""
+        families.setdefault(name, []).append(f"{name}{labels} {_number(counters[key])}")
+    name = "enoc_collector_incidents_open"
+    kinds[name] = "gauge"
+    families[name] = [
+        f'{name}{{severity="{severity}"}} {open_counts.get(severity, 0)}'
+        for severity in SEVERITY_RANK
+    ]
+    lines: list[str] = []
+    for name, samples in families.items():
+        lines.append(f"# TYPE {name} {kinds[name]}")
+        lines.extend(samples)
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
