@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiomqtt
 
 from agent.config import AgentConfig
 from agent.spool import Record, Spool
 from enoc import __version__
+from enoc.logs import StateLogger, get_logger
+from enoc.mqtt import client_args
 from enoc.wire import DeviceInfo, EventsMessage, MetricsMessage, StatusMessage, encode, topic
 
-log = logging.getLogger("enoc.agent.publisher")
+log = get_logger("enoc.agent.publisher")
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0  # with +-20 % jitter, so that a thousand agents do not reconnect at once
@@ -64,6 +63,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._status_seq = int(time.time() * 1000)
         self._client: aiomqtt.Client | None = None
+        self._failing = StateLogger(log)
 
     # ---------------------------------------------------------------- producers
 
@@ -111,34 +111,18 @@ class Publisher:
 
     def _client_args(self) -> dict[str, object]:
         mqtt = self.config.mqtt
-        url = urlsplit(mqtt.url)
-        tls = url.scheme == "mqtts"
-        args: dict[str, object] = {
-            "hostname": url.hostname or "127.0.0.1",
-            "port": url.port or (8883 if tls else 1883),
-            "identifier": f"enoc-agent-{self.config.site}-{self.config.agent_id}",
-            "clean_session": False,  # persistent session (MQTT 3.1.1)
-            "keepalive": int(mqtt.keepalive),
-            "max_inflight_messages": mqtt.max_inflight,
-            "will": aiomqtt.Will(
-                self._topic("status"), self._status("offline"), qos=1, retain=True
-            ),
-            "timeout": 10.0,
-        }
-        if mqtt.username:
-            args["username"] = mqtt.username
-        if mqtt.password is not None:
-            args["password"] = mqtt.password.reveal()
-        if tls:
-            context = ssl.create_default_context(
-                cafile=str(mqtt.tls.ca_file) if mqtt.tls and mqtt.tls.ca_file else None
-            )
-            if mqtt.tls and mqtt.tls.cert_file:
-                context.load_cert_chain(
-                    str(mqtt.tls.cert_file),
-                    str(mqtt.tls.key_file) if mqtt.tls.key_file else None,
-                )
-            args["tls_context"] = context
+        args = client_args(
+            mqtt.url,
+            identifier=f"enoc-agent-{self.config.site}-{self.config.agent_id}",
+            tls=mqtt.tls,
+            username=mqtt.username,
+            password=mqtt.password,
+            keepalive=float(mqtt.keepalive),
+        )
+        args["max_inflight_messages"] = mqtt.max_inflight
+        args["will"] = aiomqtt.Will(
+            self._topic("status"), self._status("offline"), qos=1, retain=True
+        )
         return args
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -154,18 +138,19 @@ class Publisher:
                     await client.publish(self._topic("status"), self._status("online"), 1, True)
                     self.connected.set()
                     log.info("connected to %s", self.config.mqtt.url)
+                    self._failing.ok(f"broker {self.config.mqtt.url}")
                     await self._session(client, stop)
                     if stop.is_set():
                         await client.publish(
                             self._topic("status"), self._status("offline"), 1, True, timeout=5
                         )
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets
                 self.stats.last_error = str(exc)
                 if self.connected.is_set():
                     self.stats.disconnects += 1
                     log.warning("broker connection lost: %s; spooling until it is back", exc)
-                else:
-                    log.warning("cannot reach broker %s: %s", self.config.mqtt.url, exc)
+                else:  # once per streak of failures, not every retry
+                    self._failing.failed(f"broker {self.config.mqtt.url}", exc)
             finally:
                 self._client = None
                 self.connected.clear()

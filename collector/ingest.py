@@ -23,18 +23,17 @@ import base64
 import contextlib
 import json
 import random
-import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 
 from collector.config import CollectorMqttConfig
 from enoc.logs import OnceLogger, get_logger
+from enoc.mqtt import client_args
 from enoc.wire import (
     EventsMessage,
     MetricsMessage,
@@ -61,34 +60,6 @@ class IngestStats:
 
 
 Handler = Callable[[Any, Callable[[], None], bool], Awaitable[None]]
-
-
-def client_args(config: CollectorMqttConfig, identifier: str) -> dict[str, Any]:
-    url = urlsplit(config.url)
-    tls = url.scheme == "mqtts"
-    args: dict[str, Any] = {
-        "hostname": url.hostname or "127.0.0.1",
-        "port": url.port or (8883 if tls else 1883),
-        "identifier": identifier,
-        "clean_session": False,
-        "keepalive": 30,
-        "timeout": 10.0,
-    }
-    if config.username:
-        args["username"] = config.username
-    if config.password is not None:
-        args["password"] = config.password.reveal()
-    if tls:
-        context = ssl.create_default_context(
-            cafile=str(config.tls.ca_file) if config.tls and config.tls.ca_file else None
-        )
-        if config.tls and config.tls.cert_file:
-            context.load_cert_chain(
-                str(config.tls.cert_file),
-                str(config.tls.key_file) if config.tls.key_file else None,
-            )
-        args["tls_context"] = context
-    return args
 
 
 class Ingest:
@@ -141,7 +112,16 @@ class Ingest:
         backoff = 0.5
         while not stop.is_set():
             try:
-                async with aiomqtt.Client(**client_args(self.config, identifier)) as client:
+                async with aiomqtt.Client(
+                    **client_args(
+                        self.config.url,
+                        identifier=identifier,
+                        tls=self.config.tls,
+                        username=self.config.username,
+                        password=self.config.password,
+                    )
+                ) as client:
+                    client.pending_calls_threshold = 1000  # dead letters publish in bursts
                     paho = client._client
                     paho.manual_ack_set(True)
                     self.stats.connects[lane] += 1
@@ -154,7 +134,7 @@ class Ingest:
                     if len(self._lanes_subscribed) == 2:
                         self.subscribed.set()
                     await self._consume(client, lane, stop)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets
                 self.stats.last_error = f"{lane}: {exc}"
                 if self.stats.connected.get(lane):
                     log.warning("broker connection lost (%s): %s", lane, exc)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import ssl
 import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from agent.config import TlsConfig
+from enoc.mqtt import tls_context
 from enoc.runtime import run as run_loop
 from enoc.runtime import stop_event
 from enoc.wire import (
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=0, help="stop after N messages")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--ca-file", type=Path, help="CA bundle for mqtts://")
+    parser.add_argument("--cert-file", type=Path, help="client certificate for mqtts://")
+    parser.add_argument("--key-file", type=Path, help="client certificate's private key")
     parser.add_argument("--username")
     parser.add_argument(
         "--password-file",
@@ -64,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
         import aiomqtt
 
         stop = stop_event()
-        tls = None
-        if url.scheme == "mqtts":
-            tls = ssl.create_default_context(cafile=str(args.ca_file) if args.ca_file else None)
         seen = 0
         try:
+            tls = None
+            if url.scheme == "mqtts":
+                tls = tls_context(TlsConfig(args.ca_file, args.cert_file, args.key_file))
             async with aiomqtt.Client(
                 url.hostname or "127.0.0.1",
                 url.port or (8883 if tls else 1883),
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                     seen += 1
                     if (args.count and seen >= args.count) or stop.is_set():
                         break
-        except aiomqtt.MqttError as exc:
+        except (aiomqtt.MqttError, OSError) as exc:
             print(f"enoc tail: {args.mqtt}: {exc}", file=sys.stderr)
             return 1
         return 0
