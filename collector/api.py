@@ -338,9 +338,7 @@ class Api:
                     sent = missed.id
             while True:
                 try:
-                    event = await asyncio.wait_for(
-                        sub.queue.get(), SSE_HEARTBEAT
-                    )
+                    event = await asyncio.wait_for(sub.queue.get(), SSE_HEARTBEAT)
                 except TimeoutError:
                     await response.write(b": keepalive\n\n")
                     continue

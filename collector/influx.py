@@ -119,7 +119,9 @@ class InfluxWriter:
                 token=c.token.reveal() if c.token is not None else "",
                 org=c.org,
                 timeout=int(float(c.timeout) * 1000),
-                enable_gzip=True,
+                # We gzip ourselves at level 1: the client's level 9 cost 3.5x the CPU of
+                # level 1 for 20 % less bytes, and was the collector's largest cost.
+                enable_gzip=False,
             )
         self._task = asyncio.create_task(self._run())
 
@@ -232,11 +234,19 @@ class InfluxWriter:
             return
         from influxdb_client.client.exceptions import InfluxDBError
         from influxdb_client.rest import ApiException
+        from influxdb_client.service.write_service import WriteService
 
         assert self._client is not None
+        data = gzip.compress(body, compresslevel=1)
         try:
-            await self._client.write_api().write(  # type: ignore[attr-defined]
-                bucket=c.bucket, org=c.org, record=body.decode(), write_precision=PRECISION
+            service = WriteService(self._client.api_client)  # type: ignore[attr-defined,no-untyped-call]
+            await service.post_write_async(  # type: ignore[no-untyped-call]
+                org=c.org,
+                bucket=c.bucket,
+                body=data,
+                precision=PRECISION,
+                content_encoding="gzip",
+                content_type="text/plain; charset=utf-8",
             )
         except ApiException as exc:
             self._check(int(exc.status or 0), str(exc.message or exc.reason), exc.retry_after)
@@ -244,7 +254,7 @@ class InfluxWriter:
             raise WriteFailed(str(exc)) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise WriteFailed(f"{type(exc).__name__}: {exc}") from None
-        self.stats.bytes_sent += len(body)
+        self.stats.bytes_sent += len(data)
 
     @staticmethod
     def _check(status: int, text: str, retry_after: str | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from enoc.wire import MetricsMessage, StatusMessage, Value
+from enoc.wire import InterfaceSample, MetricsMessage, StatusMessage, Value
 
 PRECISION = "ms"
 
@@ -23,6 +23,22 @@ def _tag(value: str) -> str:
         .replace(" ", "\\ ")
         .replace("\n", "\\n")
     )
+
+
+# Escaped field names and tag sets repeat from one poll to the next: cache them. Bounded,
+# and simply emptied when full (a fleet's names fit many times over).
+_CACHE_LIMIT = 500_000
+_names: dict[str, str] = {}
+_tagsets: dict[tuple[str, ...], str] = {}
+
+
+def _name(name: str) -> str:
+    escaped = _names.get(name)
+    if escaped is None:
+        if len(_names) >= _CACHE_LIMIT:
+            _names.clear()
+        escaped = _names[name] = _tag(name)
+    return escaped
 
 
 def _field_value(value: Value) -> str | None:
@@ -38,10 +54,19 @@ def _field_value(value: Value) -> str | None:
 
 def _fields(fields: dict[str, Value]) -> str:
     parts = []
+    names = _names
     for name, value in fields.items():
-        text = _field_value(value)
-        if text is not None:
-            parts.append(f"{_tag(name)}={text}")
+        key = names.get(name) or _name(name)
+        kind = type(value)  # exact types first: the hot path
+        if kind is float:
+            if math.isfinite(value):  # type: ignore[arg-type]
+                parts.append(f"{key}={value!r}")
+        elif kind is int:
+            parts.append(f"{key}={value}i")
+        else:
+            text = _field_value(value)
+            if text is not None:
+                parts.append(f"{key}={text}")
     return ",".join(parts)
 
 
@@ -50,31 +75,43 @@ def _tags(pairs: list[tuple[str, str]]) -> str:
     return "".join(f",{k}={_tag(v)}" for k, v in sorted(pairs) if v)
 
 
+def _interface_tags(address: str, device: str, rtc: str, site: str, i: InterfaceSample) -> str:
+    key = (address, device, rtc, site, i.name, i.descr, i.alias, str(i.if_index))
+    tags = _tagsets.get(key)
+    if tags is None:
+        if len(_tagsets) >= _CACHE_LIMIT:
+            _tagsets.clear()
+        tags = _tagsets[key] = _tags(
+            [
+                ("agent_host", address),
+                ("device", device),
+                ("rtc", rtc),
+                ("site", site),
+                ("ifIndex", key[7]),
+                ("ifName", i.name),
+                ("ifDescr", i.descr),
+                ("ifAlias", i.alias),
+            ]
+        )
+    return tags
+
+
 def lines_for(message: MetricsMessage) -> list[str]:
     """Measurements `device`, `interface` and `bgp_peer` of one metrics message."""
     lines: list[str] = []
     site, rtc = message.site, message.rtc
     for sample in message.samples:
         stamp = round(sample.ts * 1000)
-        base = [("agent_host", sample.address), ("device", sample.device), ("rtc", rtc)]
-        base.append(("site", site))
+        address, device = sample.address, sample.device
+        base = [("agent_host", address), ("device", device), ("rtc", rtc), ("site", site)]
         fields = _fields(sample.fields)
         if fields:
             lines.append(f"device{_tags(base)} {fields} {stamp}")
         for i in sample.interfaces:
             fields = _fields(i.fields)
-            if not fields:
-                continue
-            tags = _tags(
-                [
-                    *base,
-                    ("ifIndex", str(i.if_index)),
-                    ("ifName", i.name),
-                    ("ifDescr", i.descr),
-                    ("ifAlias", i.alias),
-                ]
-            )
-            lines.append(f"interface{tags} {fields} {stamp}")
+            if fields:
+                tags = _interface_tags(address, device, rtc, site, i)
+                lines.append(f"interface{tags} {fields} {stamp}")
         for b in sample.bgp:
             fields = _fields(b.fields)
             if fields:

@@ -13,6 +13,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "enoc.bench.agent",
         "varbinds per CPU-second of the agent, beside the Prometheus SNMP exporter",
     ),
+    "collector": (
+        "enoc.bench.collector",
+        "points per CPU-second from MQTT to the database, replica scaling, trap latency",
+    ),
 }
 
 

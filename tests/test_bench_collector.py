@@ -1,0 +1,44 @@
+"""`enoc bench collector` at tiny size: every point lands, replicas split, traps open incidents."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.servers
+
+
+def test_bench_collector_small(tmp_path: Path) -> None:
+    before = {p.pid for p in psutil.process_iter()}
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "enoc.cli", "bench", "collector"),
+            *("--devices", "20", "--interfaces", "4", "--rounds", "3", "--sites", "2"),
+            *("--replicas", "1,2", "--traps", "3", "--results", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "points/CPU-s" in proc.stdout and "trap at the agent" in proc.stdout
+    (written,) = tmp_path.glob("bench-collector-*.json")
+    result = json.loads(written.read_text())
+    one, two = result["runs"]
+    for run in (one, two):
+        assert run["messages"] == 20 * 3
+        assert run["points"] == 20 * 3 * (1 + 4)  # a device line and a line per interface
+        assert sum(run["per_replica_points"]) == run["points"]
+        assert run["cpu_s"] > 0 and run["points_per_cpu_s"] == round(run["points"] / run["cpu_s"])
+    assert two["replicas"] == 2 and all(n > 0 for n in two["per_replica_points"])
+    latency = result["latency"]
+    assert latency["missed"] == 0 and len(latency["open_ms"]) == 3
+    assert len(latency["resolve_ms"]) == 3
+    left = {p.pid for p in psutil.process_iter()} - before
+    names = {psutil.Process(p).name() for p in left if psutil.pid_exists(p)}
+    assert not names & {"victoria-metrics", "mosquitto", "mosquitto_pub"}, names
