@@ -105,12 +105,12 @@ class InfluxWriter:
         c = self.config
         timeout = aiohttp.ClientTimeout(total=float(c.timeout))
         if c.api == "v1":
-            auth = (
-                aiohttp.BasicAuth(c.username, c.password.reveal())
-                if c.username and c.password is not None
-                else None
-            )
-            self._session = aiohttp.ClientSession(timeout=timeout, auth=auth)
+            headers = {}
+            if c.username and c.password is not None:
+                headers["Authorization"] = aiohttp.encode_basic_auth(
+                    c.username, c.password.reveal()
+                )
+            self._session = aiohttp.ClientSession(timeout=timeout, headers=headers)
         else:
             from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
