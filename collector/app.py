@@ -24,6 +24,7 @@ from collector.influx import InfluxWriter
 from collector.ingest import Ingest
 from collector.lineproto import agent_health, lines_for
 from collector.model import IncidentChange
+from collector.notify import Notifier
 from collector.recent import RecentValues
 from collector.store import Store
 from collector.stream import Hub
@@ -51,7 +52,9 @@ class Collector:
         )
         self.users = Users.load(config.http.users_file) if config.http.users_file else None
         self.hub = Hub()
+        self.notifier = Notifier(config.notifications)
         self.listeners.append(self._stream)
+        self.listeners.append(self.notifier.notify)
         self.started = time.time()
         self.changes = 0
         self.ready = asyncio.Event()
@@ -119,6 +122,8 @@ class Collector:
                 return
             try:
                 await self.publish(await self.engine.sweep())
+                await self.publish(await self.notifier.escalations(self.engine))
+                await self.notifier.refresh(self.engine)
             except Exception as exc:  # the store is down: try again next round
                 log.warning("incident sweep failed: %s", exc)
 
@@ -154,6 +159,7 @@ class Collector:
         out.update({f"received.{k}": v for k, v in s.received.items()})
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})
         out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
+        out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
         if self.writer is not None:
             w = self.writer.stats
             out.update(
@@ -186,13 +192,14 @@ class Collector:
         log.info("collector %s serving http://%s:%d", __version__, listen.host, self.http_port)
         sweeper = asyncio.create_task(self._sweeper(stop))
         ingest = asyncio.create_task(self.ingest.run(stop))
+        notifier = asyncio.create_task(self.notifier.run(stop))
         self.ready.set()
         try:
             await stop.wait()
         finally:
             self.hub.close()
-            await asyncio.wait({ingest, sweeper}, timeout=10)
-            for task in (ingest, sweeper):
+            await asyncio.wait({ingest, sweeper, notifier}, timeout=10)
+            for task in (ingest, sweeper, notifier):
                 task.cancel()
             if self.writer is not None:
                 await self.writer.close()

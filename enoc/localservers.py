@@ -32,6 +32,7 @@ SNMPTRAPD = "/usr/sbin/snmptrapd"
 SNMPD = "/usr/sbin/snmpd"
 SNMPTRAP = "/usr/bin/snmptrap"
 SNMPGET = "/usr/bin/snmpget"
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 HOST = "127.0.0.1"
 PROBE_TRAP = "1.3.6.1.4.1.8072.9999.9999.1"  # net-snmp's experimental arc: never a real trap
 
@@ -644,3 +645,46 @@ class PostgreSQL(_Server):
 
         self.stop()
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+class Alertmanager(_Server):
+    """Debian's prometheus-alertmanager, one receiver that goes nowhere, no cluster."""
+
+    name = "alertmanager"
+
+    def command(self) -> list[str]:
+        config = self.workdir / "alertmanager.yml"
+        config.write_text(
+            "route:\n  receiver: 'null'\n  group_wait: 1s\nreceivers:\n  - name: 'null'\n"
+        )
+        return [
+            ALERTMANAGER,
+            f"--config.file={config}",
+            f"--storage.path={self.workdir}/data",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=info",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ready(self) -> bool:
+        return _http_get(f"{self.url}/-/ready")[0] == 200
+
+    def alerts(self, *, active: bool = True, resolved: bool = False) -> list[dict[str, Any]]:
+        """The alerts it holds (API v2); resolved ones only while it still keeps them."""
+        params = urllib.parse.urlencode(
+            {
+                "active": str(active).lower(),
+                "silenced": "true",
+                "inhibited": "true",
+                "unprocessed": "true",
+            }
+        )
+        status, body = _http_get(f"{self.url}/api/v2/alerts?{params}")
+        if status != 200:
+            raise ServerError(f"alertmanager alerts: {status} {body[:200]!r}")
+        alerts: list[dict[str, Any]] = json.loads(body)
+        return alerts

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, SnmpD, SnmpTrapd, VictoriaMetrics
+from enoc.localservers import (
+    Alertmanager,
+    InfluxDB1,
+    Mosquitto,
+    PostgreSQL,
+    SnmpD,
+    SnmpTrapd,
+    VictoriaMetrics,
+)
 
 
 @pytest.fixture
@@ -47,3 +55,9 @@ def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
         yield server.start()
     finally:
         server.remove()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    with Alertmanager(tmp_path / "alertmanager") as server:
+        yield server

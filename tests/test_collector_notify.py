@@ -1,0 +1,393 @@
+"""Notifications: webhooks in order with retries and dead letters, escalation, a real
+Alertmanager, and the collector sending what its incidents dictate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from collectorkit import TOKENS, collector_config, eventually, running_collector
+
+from collector.config import IncidentsConfig, NotificationsConfig, WebhookConfig
+from collector.engine import Engine
+from collector.notify import Notifier, read_dead_letters
+from collector.store import Store
+from enoc.config import Duration, Secret
+from enoc.localservers import Alertmanager, Mosquitto, free_port
+from enoc.wire import Event, EventsMessage, Severity
+
+T0 = 1_800_000_000.0
+_ids = itertools.count(1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on loopback that records requests and fails on demand."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    # statuses to answer with before answering 200, in order
+    script: list[int] = field(default_factory=list)
+    attempts: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        if self.script:
+            status = self.script.pop(0)
+            return web.Response(status=status, text=f"scripted {status}")
+        self.received.append(await request.json())
+        self.headers.append(dict(request.headers))
+        return web.Response(status=202)
+
+    @property
+    def changes(self) -> list[tuple[str, str]]:
+        return [(r["change"], r["incident"]["resource"]) for r in self.received]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    hook = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", hook.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    hook.url = f"http://127.0.0.1:{port}/hook"
+    yield hook
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[tuple[Engine, Clock]]:
+    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+    await store.open()
+    clock = Clock()
+    config = IncidentsConfig(flap_transitions=4, flap_window=Duration(300))
+    yield Engine(store, config, now=clock), clock
+    await store.close()
+
+
+def msg(
+    *items: tuple[str, str, str], severity: Severity = "major", ts: float = T0
+) -> EventsMessage:
+    """items: (device, resource, state) of kind link."""
+    events = [
+        Event(
+            f"n{next(_ids)}", ts, device, resource, "link", state, severity, f"{resource} {state}"
+        )
+        for device, resource, state in items
+    ]
+    return EventsMessage("nbo-1", "nairobi", "emea", next(_ids), ts, events=events)
+
+
+@contextlib.asynccontextmanager
+async def delivering(notifier: Notifier) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(notifier.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def notifier_for(*hooks: WebhookConfig, clock: Callable[[], float], **kw: Any) -> Notifier:
+    config = NotificationsConfig(webhooks=list(hooks), retry_backoff=Duration(0.05), **kw)
+    return Notifier(config, now=clock)
+
+
+async def test_json_webhook_gets_changes_in_order(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    eng, clock = engine
+    token = Secret("hook-token-0123456789")
+    notifier = notifier_for(WebhookConfig(receiver.url, name="desk", token=token), clock=clock)
+    async with delivering(notifier):
+        for changes in (
+            await eng.on_events(msg(("ce-1", "if:1", "down"))),
+            await eng.on_events(msg(("ce-1", "if:1", "down"), ts=T0 + 60)),  # duplicate: bump
+            await eng.on_events(msg(("ce-1", "if:2", "down"))),
+            await eng.on_events(msg(("ce-1", "if:1", "up"), ts=T0 + 120)),
+        ):
+            for change in changes:
+                notifier.notify(change)
+        await eventually(lambda: len(receiver.received) == 3, what="three notifications")
+    assert receiver.changes == [("opened", "if:1"), ("opened", "if:2"), ("resolved", "if:1")]
+    first = receiver.received[0]
+    assert first["source"] == "enoc"
+    assert first["incident"]["site"] == "nairobi"
+    assert first["incident"]["severity"] == "major"
+    assert receiver.received[2]["incident"]["state"] == "resolved"
+    assert all(h["Authorization"] == f"Bearer {token.reveal()}" for h in receiver.headers)
+    counters = notifier.counters()
+    assert counters["sent"] == 3
+    assert counters["sent.desk"] == 3
+    assert counters["skipped"] == 1  # the duplicate
+    assert counters["queued"] == 0
+
+
+async def test_min_severity_and_held_incidents_are_not_sent(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    eng, clock = engine
+    notifier = notifier_for(WebhookConfig(receiver.url, min_severity="major"), clock=clock)
+    async with delivering(notifier):
+        for change in await eng.on_events(msg(("sw-1", "if:9", "down"), severity="minor")):
+            notifier.notify(change)
+        # flapping: down/up four times within the window; held once marked flapping
+        for i in range(8):
+            clock.t = T0 + 10 * i
+            state = "down" if i % 2 == 0 else "up"
+            for change in await eng.on_events(msg(("sw-2", "if:1", state), ts=clock.t)):
+                notifier.notify(change)
+        await asyncio.sleep(0.3)
+    assert all(r["incident"]["severity"] != "minor" for r in receiver.received)
+    # opened/resolved pairs until the incident was marked flapping; the receiver that
+    # heard it open hears it resolve; after that the flapping incident is held
+    assert [(r["change"], r["incident"]["flapping"]) for r in receiver.received] == [
+        ("opened", False),
+        ("resolved", False),
+        ("opened", False),
+        ("resolved", True),
+    ]
+    assert notifier.counters()["skipped"] == 1 + 4  # the minor one, four held changes
+
+
+async def test_retries_keep_order_and_dead_letter_what_never_gets_through(
+    engine: tuple[Engine, Clock], receiver: Receiver, tmp_path: Path
+) -> None:
+    eng, clock = engine
+    dead = tmp_path / "dead" / "notifications.jsonl"
+    receiver.script = [503, 429, 500]  # three failures, then it takes them
+    down = free_port()  # nothing listens there: connection refused every time
+    notifier = notifier_for(
+        WebhookConfig(receiver.url, name="flaky"),
+        WebhookConfig(f"http://127.0.0.1:{down}/hook", name="gone"),
+        clock=clock,
+        retries=3,
+        dead_letter_file=dead,
+    )
+    async with delivering(notifier):
+        for resource in ("if:1", "if:2", "if:3"):
+            for change in await eng.on_events(msg(("ce-1", resource, "down"))):
+                notifier.notify(change)
+        await eventually(lambda: len(receiver.received) == 3, what="retried notifications")
+        await eventually(
+            lambda: notifier.counters()["dead_lettered.gone"] == 3, what="dead letters"
+        )
+    assert receiver.changes == [("opened", "if:1"), ("opened", "if:2"), ("opened", "if:3")]
+    assert receiver.attempts == 6
+    letters = read_dead_letters(dead)
+    assert [(d["webhook"], d["incident"]["resource"]) for d in letters] == [
+        ("gone", "if:1"),
+        ("gone", "if:2"),
+        ("gone", "if:3"),
+    ]
+    assert all(d["attempts"] == 4 for d in letters)  # first try + 3 retries
+    assert "ClientConnectorError" in letters[0]["reason"]
+    counters = notifier.counters()
+    assert counters["sent.flaky"] == 3
+    assert counters["failed_attempts"] == 3 + 3 * 4
+
+
+async def test_client_errors_are_not_retried(
+    engine: tuple[Engine, Clock], receiver: Receiver, tmp_path: Path
+) -> None:
+    eng, clock = engine
+    dead = tmp_path / "dead.jsonl"
+    receiver.script = [401]
+    notifier = notifier_for(WebhookConfig(receiver.url), clock=clock, dead_letter_file=dead)
+    async with delivering(notifier):
+        for resource in ("if:1", "if:2"):
+            for change in await eng.on_events(msg(("ce-1", resource, "down"))):
+                notifier.notify(change)
+        await eventually(lambda: len(receiver.received) == 1, what="second notification")
+    assert receiver.attempts == 2  # the refused one was not tried again
+    (letter,) = read_dead_letters(dead)
+    assert letter["incident"]["resource"] == "if:1"
+    assert letter["attempts"] == 0
+    assert "HTTP 401" in letter["reason"]
+
+
+async def test_stop_dead_letters_what_is_still_queued(
+    engine: tuple[Engine, Clock], tmp_path: Path
+) -> None:
+    eng, clock = engine
+    dead = tmp_path / "dead.jsonl"
+    port = free_port()
+    notifier = notifier_for(
+        WebhookConfig(f"http://127.0.0.1:{port}/"), clock=clock, dead_letter_file=dead, retries=50
+    )
+    async with delivering(notifier):
+        for resource in ("if:1", "if:2", "if:3"):
+            for change in await eng.on_events(msg(("ce-1", resource, "down"))):
+                notifier.notify(change)
+        await eventually(lambda: notifier.counters()["failed_attempts"] >= 2, what="failures")
+    assert sorted(d["incident"]["resource"] for d in read_dead_letters(dead)) == [
+        "if:1",
+        "if:2",
+        "if:3",
+    ]
+    assert notifier.counters()["queued"] == 0
+
+
+async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> None:
+    eng, clock = engine
+    notifier = notifier_for(
+        clock=clock, escalate_after={"critical": Duration(600), "major": Duration(1800)}
+    )
+    (crit,) = await eng.on_events(msg(("ce-1", "if:1", "down"), severity="critical"))
+    (major,) = await eng.on_events(msg(("ce-1", "if:2", "down"), severity="major"))
+    (minor,) = await eng.on_events(msg(("ce-1", "if:3", "down"), severity="minor"))
+    (acked,) = await eng.on_events(msg(("ce-1", "if:4", "down"), severity="critical"))
+    await eng.act(acked.incident.id, "ack", "ops1")
+    clock.t = T0 + 599
+    assert await notifier.escalations(eng) == []
+    clock.t = T0 + 601
+    changes = await notifier.escalations(eng)
+    assert [(c.change, c.incident.id, c.incident.escalated) for c in changes] == [
+        ("escalated", crit.incident.id, 1)
+    ]
+    assert await notifier.escalations(eng) == []  # level 1 is reached once
+    clock.t = T0 + 1801
+    changes = await notifier.escalations(eng)
+    assert sorted((c.incident.id, c.incident.escalated) for c in changes) == [
+        (crit.incident.id, 3),
+        (major.incident.id, 1),
+    ]
+    full = await eng.incident(crit.incident.id)
+    assert [e.text for e in full.timeline if e.what == "escalated"] == ["level 1", "level 3"]
+    assert (await eng.incident(minor.incident.id)).escalated == 0
+    assert (await eng.incident(acked.incident.id)).escalated == 0
+
+
+@pytest.mark.servers
+async def test_alertmanager_receives_fires_and_resolves(
+    engine: tuple[Engine, Clock], alertmanager: Alertmanager
+) -> None:
+    eng, clock = engine
+    clock.t = time.time()  # Alertmanager judges endsAt against its own clock
+    notifier = notifier_for(WebhookConfig(alertmanager.url, format="alertmanager"), clock=clock)
+    async with delivering(notifier):
+        (opened,) = await eng.on_events(msg(("bkk-ce-1", "if:7", "down"), ts=clock.t))
+        notifier.notify(opened)
+        await eventually(lambda: len(alertmanager.alerts()) == 1, what="alert in Alertmanager")
+        (alert,) = alertmanager.alerts()
+        assert alert["labels"] == {
+            "alertname": "enoc_link",
+            "site": "nairobi",
+            "device": "bkk-ce-1",
+            "resource": "if:7",
+            "severity": "major",
+            "rtc": "emea",
+            "incident_id": str(opened.incident.id),
+        }
+        assert alert["annotations"]["summary"] == opened.incident.title
+        assert alert["status"]["state"] == "active"
+        clock.t = time.time()
+        (resolved,) = await eng.on_events(msg(("bkk-ce-1", "if:7", "up"), ts=clock.t))
+        notifier.notify(resolved)
+        await eventually(lambda: alertmanager.alerts() == [], what="alert resolved")
+    assert notifier.counters()["sent"] == 2
+
+
+async def test_alertmanager_refresh_resends_open_alerts(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    eng, clock = engine
+    base = receiver.url.removesuffix("/hook")
+    received: list[Any] = []
+
+    # the receiver records Alertmanager-format posts at /api/v2/alerts
+    async def alerts(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    notifier = Notifier(
+        NotificationsConfig(webhooks=[WebhookConfig(base, format="alertmanager")]),
+        now=clock,
+        refresh=60,
+    )
+    try:
+        async with delivering(notifier):
+            await eng.on_events(msg(("ce-1", "if:1", "down")))  # opened before this notifier
+            await notifier.refresh(eng)
+            await eventually(lambda: len(received) == 1, what="refresh")
+            await notifier.refresh(eng)  # within the refresh period: nothing
+            clock.t = T0 + 61
+            await notifier.refresh(eng)
+            await eventually(lambda: len(received) == 2, what="second refresh")
+    finally:
+        await runner.cleanup()
+    first, second = received[0][0], received[1][0]
+    assert first["labels"]["resource"] == "if:1"
+    assert first["endsAt"] < second["endsAt"]  # pushed ahead on every refresh
+    assert "endsAt" in first and first["annotations"]["state"] == "open"
+
+
+@pytest.mark.servers
+async def test_collector_notifies_and_counts(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    import aiomqtt
+
+    from enoc.wire import encode, topic
+
+    config = collector_config(
+        tmp_path,
+        mosquitto.url,
+        extra={
+            "notifications": {
+                "webhooks": [{"url": receiver.url, "name": "desk"}],
+                "dead_letter_file": str(tmp_path / "dead.jsonl"),
+            }
+        },
+    )
+    async with running_collector(config) as collector:
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        now = time.time()
+        async with aiomqtt.Client(host, int(port), identifier="notify-test") as client:
+            for state in ("down", "up"):
+                event = Event(f"c-{state}", now, "ce-1", "if:1", "link", state, "critical", state)
+                message = EventsMessage("nbo-1", "nairobi", "emea", next(_ids), now, [event])
+                await client.publish(topic("nairobi", "nbo-1", "events"), encode(message), qos=1)
+        await eventually(lambda: len(receiver.received) == 2, what="collector notifications")
+        base = f"http://127.0.0.1:{collector.http_port}"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"{base}/metrics", headers={"Authorization": f"Bearer {TOKENS['viewer1']}"}
+            ) as r,
+        ):
+            text = await r.text()
+    assert receiver.changes == [("opened", "if:1"), ("resolved", "if:1")]
+    assert 'enoc_collector_notify_sent_total{kind="desk"} 2' in text
+    assert "enoc_collector_notify_queued 0" in text
+    assert json.dumps(receiver.received[0]["incident"]["site"]) == '"nairobi"'
