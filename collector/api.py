@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -25,9 +27,10 @@ from aiohttp import web
 from collector.auth import Role, User, Users
 from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
+from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.stream import Hub
 from enoc.config import Duration
-from enoc.logs import get_logger
+from enoc.logs import StateLogger, get_logger
 
 if TYPE_CHECKING:
     from collector.app import Collector
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
 log = get_logger("enoc.collector.api")
 
 USER_KEY = web.RequestKey("user", User)
+SESSION_KEY = web.RequestKey("session", Session)
+STATIC = Path(__file__).with_name("static")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+audit_log = get_logger("enoc.audit")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SECURITY_HEADERS = {
@@ -74,6 +81,14 @@ class Api:
         self.requests = 0
         self.unauthorized = 0
         self.forbidden = 0
+        http = collector.config.http
+        self.sessions = Sessions(
+            users, load_key(http.session_key_file), lifetime=float(http.session_lifetime)
+        )
+        self.limiter = LoginLimiter(http.login_max_failures, float(http.login_window))
+        self.audit_file = http.audit_file
+        self._audit_failures = StateLogger(log)
+        self.logins_failed = 0
 
     # ---------------------------------------------------------------- app
 
@@ -99,6 +114,10 @@ class Api:
         r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
         r.add_delete("/api/v1/maintenance/{id}", self._role("admin", self.delete_window))
         r.add_get("/api/v1/whoami", self._role("viewer", self.whoami))
+        r.add_post("/login", self.login)
+        r.add_post("/logout", self._role("viewer", self.logout))
+        r.add_get("/", self.console)
+        r.add_static("/console/", STATIC, show_index=False, follow_symlinks=False)
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -128,28 +147,120 @@ class Api:
                 response.headers.setdefault(name, value)
         return response
 
-    def authenticate(self, request: web.Request) -> User | None:
+    def authenticate(self, request: web.Request) -> tuple[User, Session | None] | None:
+        """The caller: a bearer token, else a console session cookie."""
         header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip() or self.users is None:
-            return None
-        return self.users.by_token(token.strip())
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip() or self.users is None:
+                return None
+            user = self.users.by_token(token.strip())
+            return None if user is None else (user, None)
+        cookie = request.cookies.get(COOKIE, "")
+        session = self.sessions.verify(cookie) if cookie else None
+        return None if session is None else (session.user, session)
 
     def _role(self, role: Role, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            user = self.authenticate(request)
-            if user is None:
+            found = self.authenticate(request)
+            if found is None:
                 self.unauthorized += 1
-                error = ApiError(401, "missing or invalid bearer token")
+                error = ApiError(401, "missing or invalid bearer token or session")
                 error.headers["WWW-Authenticate"] = 'Bearer realm="enoc"'
                 raise error
+            user, session = found
+            if session is not None and request.method not in SAFE_METHODS:
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not hmac.compare_digest(sent, session.csrf(self.sessions.key)):
+                    self.forbidden += 1
+                    raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
             if not user.may(role):
                 self.forbidden += 1
                 raise ApiError(403, f"{user.name} is a {user.role}; this needs {role}")
             request[USER_KEY] = user
+            if session is not None:
+                request[SESSION_KEY] = session
             return await handler(request)
 
         return guarded
+
+    def audit(self, request: web.Request, actor: str, action: str, **details: Any) -> None:
+        """Who did what, when, from where: the log, and the audit file when configured."""
+        record = {
+            "at": time.time(),
+            "actor": actor,
+            "action": action,
+            "remote": request.remote or "",
+            **details,
+        }
+        audit_log.info("audit %s by %s", action, actor, **details)
+        if self.audit_file is None:
+            return
+        try:
+            with self.audit_file.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:
+            self._audit_failures.failed("audit file", exc, path=str(self.audit_file))
+        else:
+            self._audit_failures.ok("audit file")
+
+    # ---------------------------------------------------------------- console and login
+
+    async def console(self, _request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def login(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            raise ApiError(415, "login takes a JSON body: {\"name\": ..., \"password\": ...}")
+        body = await _json_body(request, required=True)
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or not name:
+            raise bad_request('"name" and "password" are required strings')
+        keys = (f"addr:{request.remote}", f"user:{name}")
+        wait = self.limiter.retry_after(*keys)
+        if wait > 0:
+            error = ApiError(429, f"too many failed logins: try again in {math.ceil(wait)} s")
+            error.headers["Retry-After"] = str(math.ceil(wait))
+            raise error
+        user = None
+        if self.users is not None:
+            # scrypt takes tens of milliseconds: keep it off the event loop
+            user = await asyncio.to_thread(self.users.by_password, name, password)
+        if user is None:
+            self.limiter.failed(*keys)
+            self.logins_failed += 1
+            self.audit(request, name, "login_failed")
+            raise ApiError(401, "wrong name or password")
+        self.limiter.succeeded(*keys)
+        cookie, session = self.sessions.issue(user)
+        response = web.json_response(
+            {
+                "name": user.name,
+                "role": user.role,
+                "csrf": session.csrf(self.sessions.key),
+                "expires": session.expires,
+            }
+        )
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=int(self.sessions.lifetime),
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=_https(request),
+        )
+        self.audit(request, user.name, "login")
+        return response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        session = request.get(SESSION_KEY)
+        if session is not None:
+            self.sessions.revoke(session)
+        self.audit(request, request[USER_KEY].name, "logout")
+        response = web.json_response({"logged_out": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
 
     # ---------------------------------------------------------------- health and metrics
 
@@ -165,6 +276,8 @@ class Api:
                 "api_requests": self.requests,
                 "api_unauthorized": self.unauthorized,
                 "api_forbidden": self.forbidden,
+                "api_logins_failed": self.logins_failed,
+                "api_logins_refused": self.limiter.refused,
                 "stream_clients": self.hub.clients,
                 "stream_events": self.hub.published,
                 "stream_dropped_clients": self.hub.dropped_clients,
@@ -180,7 +293,12 @@ class Api:
 
     async def whoami(self, request: web.Request) -> web.Response:
         user = request[USER_KEY]
-        return web.json_response({"name": user.name, "role": user.role})
+        out: dict[str, Any] = {"name": user.name, "role": user.role}
+        session = request.get(SESSION_KEY)
+        if session is not None:  # the console reloaded: it needs its CSRF token again
+            out["csrf"] = session.csrf(self.sessions.key)
+            out["expires"] = session.expires
+        return web.json_response(out)
 
     # ---------------------------------------------------------------- incidents
 
@@ -217,12 +335,7 @@ class Api:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
             change = await self.engine.act(incident_id, action, user.name, text)
-            log.info(
-                "operator action",
-                actor=user.name,
-                action=action,
-                incident=incident_id,
-            )
+            self.audit(request, user.name, action, incident=incident_id, text=text)
             await self.collector.publish([change])
             return web.json_response(change.incident.as_dict())
 
@@ -305,13 +418,13 @@ class Api:
             body.get("reason", ""),
         )
         created = await self.engine.add_window(window, request[USER_KEY].name)
-        log.info("maintenance window added", actor=request[USER_KEY].name, window=created.id)
+        self.audit(request, request[USER_KEY].name, "maintenance_add", **created.as_dict())
         return web.json_response(created.as_dict(), status=201)
 
     async def delete_window(self, request: web.Request) -> web.Response:
         window_id = _id(request)
         await self.engine.delete_window(window_id, request[USER_KEY].name)
-        log.info("maintenance window deleted", actor=request[USER_KEY].name, window=window_id)
+        self.audit(request, request[USER_KEY].name, "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
 
     # ---------------------------------------------------------------- stream
@@ -356,6 +469,11 @@ class Api:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _https(request: web.Request) -> bool:
+    """Whether the browser talks HTTPS to us (directly or through a TLS proxy)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
 
 
 def _id(request: web.Request) -> int:

@@ -84,6 +84,9 @@ class Users:
                 found = user
         return found
 
+    def by_name(self, name: str) -> User | None:
+        return next((u for u in self.users if u.name == name), None)
+
     def by_password(self, name: str, password: str) -> User | None:
         user = next((u for u in self.users if u.name == name), None)
         stored = user.password_hash if user is not None and user.password_hash else self._decoy

@@ -114,6 +114,17 @@ class NotificationsConfig:
 class HttpConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
     users_file: Path | None = None
+    # Signs console session cookies; replicas behind one load balancer share it.
+    # Without it each process makes its own key (a restart logs everyone out).
+    session_key_file: Path | None = None
+    session_lifetime: Duration = Duration(12 * 3600)
+    audit_file: Path | None = None  # operator actions as JSON lines (also logged)
+    login_max_failures: int = 5  # per client address and per user name ...
+    login_window: Duration = Duration(300)  # ... within this window, then 429
+
+    def __post_init__(self) -> None:
+        if self.login_max_failures < 1:
+            raise ValueError("login_max_failures must be at least 1")
 
 
 @dataclass(frozen=True)

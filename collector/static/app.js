@@ -1,0 +1,503 @@
+// enoc NOC console: plain ES module, no build step, nothing fetched from the internet.
+// State comes from the collector's API; incident changes arrive on /api/v1/stream (SSE).
+
+const SEVERITIES = ["critical", "major", "minor", "warning", "info"];
+const RANK = { critical: 5, major: 4, minor: 3, warning: 2, info: 1 };
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  me: null, // {name, role, csrf}
+  incidents: new Map(), // id -> incident
+  sites: [],
+  expanded: new Set(), // incident ids whose timeline is open
+  unfolded: new Set(), // cause ids whose suppressed children are shown
+  fresh: new Set(), // ids changed by the stream since the last render
+  stream: null,
+};
+
+// ------------------------------------------------------------------ helpers
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child));
+  return node;
+}
+
+function when(ts) {
+  if (!ts) return "";
+  const d = new Date(ts * 1000);
+  const age = Date.now() / 1000 - ts;
+  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return age < 86400 ? hm : `${d.toLocaleDateString()} ${hm}`;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+  return `${(seconds / 86400).toFixed(1)} d`;
+}
+
+function bits(bps) {
+  if (typeof bps !== "number") return "–";
+  const units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
+  let i = 0;
+  while (bps >= 1000 && i < units.length - 1) { bps /= 1000; i += 1; }
+  return `${bps.toFixed(bps < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function toast(text) {
+  const box = $("toast");
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") {
+    headers["Content-Type"] = "application/json";
+    if (state.me && state.me.csrf) headers["X-CSRF-Token"] = state.me.csrf;
+  }
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  try { data = await response.json(); } catch { data = null; }
+  if (response.status === 401 && path !== "/login") { showLogin(); }
+  if (!response.ok) throw new ApiError(response.status, (data && data.error) || response.statusText);
+  return data;
+}
+
+// ------------------------------------------------------------------ login
+
+function showLogin(message = "") {
+  stopStream();
+  state.me = null;
+  $("top").hidden = true;
+  $("app").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = message;
+  $("login-name").focus();
+}
+
+async function login(event) {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    state.me = await api("/login", {
+      method: "POST",
+      body: { name: $("login-name").value, password: $("login-password").value },
+    });
+    $("login-password").value = "";
+    await start();
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+}
+
+async function logout() {
+  try { await api("/logout", { method: "POST" }); } catch { /* the session is gone either way */ }
+  showLogin("Logged out.");
+}
+
+// ------------------------------------------------------------------ live stream
+
+function startStream() {
+  stopStream();
+  const live = $("live");
+  const source = new EventSource("/api/v1/stream");
+  state.stream = source;
+  source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
+  source.addEventListener("error", () => { live.textContent = "reconnecting"; live.className = "live off"; });
+  source.addEventListener("incident", (event) => {
+    const { incident } = JSON.parse(event.data);
+    state.incidents.set(incident.id, incident);
+    state.fresh.add(incident.id);
+    schedule("board");
+    schedule("sites", 500);
+  });
+  source.addEventListener("status", () => schedule("sites", 500));
+}
+
+function stopStream() {
+  if (state.stream) state.stream.close();
+  state.stream = null;
+}
+
+const timers = {};
+function schedule(what, delay = 0) {
+  if (timers[what]) return;
+  timers[what] = setTimeout(async () => {
+    timers[what] = null;
+    if (what === "board") renderBoard();
+    if (what === "sites") { await loadSites(); }
+  }, delay);
+}
+
+// ------------------------------------------------------------------ overview
+
+async function loadSites() {
+  const { sites } = await api("/api/v1/sites");
+  state.sites = sites;
+  renderTiles();
+  renderWan();
+  fillFilters();
+}
+
+function renderTiles() {
+  const tiles = $("tiles");
+  tiles.replaceChildren(...state.sites.map((s) => {
+    const sev = SEVERITIES.filter((v) => s.incidents[v] > 0)
+      .map((v) => el("span", { class: `sev ${v}` }, `${s.incidents[v]} ${v}`));
+    const agents = s.agents.length
+      ? s.agents.map((a) => `${a.agent} ${a.state}`).join(", ")
+      : "no agent";
+    return el("div", {
+      class: `tile ${s.status}`, dataset: { site: s.site, status: s.status },
+      onclick: () => { location.hash = `#/site/${encodeURIComponent(s.site)}`; },
+    },
+    el("h4", {}, s.site, el("span", { class: "rtc" }, s.rtc)),
+    el("div", { class: "row" }, sev.length ? sev : el("span", { class: "calm" }, "no open incidents")),
+    el("div", { class: "row" },
+      el("span", {}, `${s.devices.up} up`),
+      el("span", { class: s.devices.down ? "state-down" : "" }, `${s.devices.down} down`),
+      el("span", {}, `${s.devices.unknown} unknown`)),
+    el("div", { class: "row" }, el("span", {}, agents),
+      s.spool_depth ? el("span", { class: "sev major" }, `spool ${s.spool_depth}`) : null));
+  }));
+  const open = state.sites.reduce((n, s) => n + (s.incidents.critical || 0) + (s.incidents.major || 0), 0);
+  $("nav-open").textContent = open ? String(open) : "";
+}
+
+function renderWan() {
+  // One hub per RTC, its sites on a ring around it: a link per site, coloured by its state.
+  const box = $("wan");
+  const width = box.clientWidth || 900;
+  const height = box.clientHeight || 350;
+  const byRtc = new Map();
+  for (const s of state.sites) {
+    const key = s.rtc || "unassigned";
+    if (!byRtc.has(key)) byRtc.set(key, []);
+    byRtc.get(key).push(s);
+  }
+  const hubs = [...byRtc.keys()];
+  const nodes = [];
+  hubs.forEach((rtc, i) => {
+    const hx = (width / hubs.length) * (i + 0.5);
+    const hy = height / 2;
+    const sites = byRtc.get(rtc);
+    const radius = Math.min(width / hubs.length / 2 - 30, height / 2 - 40);
+    sites.forEach((s, j) => {
+      const angle = (2 * Math.PI * j) / sites.length - Math.PI / 2;
+      const x = hx + radius * Math.cos(angle);
+      const y = hy + radius * Math.sin(angle);
+      nodes.push(svg("line", { x1: hx, y1: hy, x2: x, y2: y, class: s.status }));
+      const dot = svg("circle", { cx: x, cy: y, r: 9, class: s.status }, svg("title", {}, `${s.site}: ${s.status}`));
+      dot.addEventListener("click", () => { location.hash = `#/site/${encodeURIComponent(s.site)}`; });
+      nodes.push(dot, svg("text", { x: x + 12, y: y + 4 }, s.site));
+    });
+    nodes.push(svg("circle", { cx: hx, cy: hy, r: 14, class: "hub" }),
+      svg("text", { x: hx - 20, y: hy + 32 }, rtc.toUpperCase()));
+  });
+  box.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  box.replaceChildren(...nodes);
+}
+
+// ------------------------------------------------------------------ incident board
+
+async function loadIncidents() {
+  const filter = $("f-state").value;
+  const query = new URLSearchParams({ limit: "2000" });
+  if (filter) query.set("state", filter);
+  const { incidents } = await api(`/api/v1/incidents?${query}`);
+  state.incidents = new Map(incidents.map((i) => [i.id, i]));
+  renderBoard();
+}
+
+function fillFilters() {
+  const fill = (id, values) => {
+    const select = $(id);
+    const current = select.value;
+    const known = new Set([...select.options].map((o) => o.value));
+    for (const v of values) if (!known.has(v)) select.append(el("option", { value: v }, v));
+    select.value = current;
+  };
+  fill("f-rtc", [...new Set(state.sites.map((s) => s.rtc).filter(Boolean))].sort());
+  fill("f-site", state.sites.map((s) => s.site).sort());
+  fill("f-severity", SEVERITIES);
+}
+
+function visible(incident) {
+  const want = {
+    rtc: $("f-rtc").value, site: $("f-site").value,
+    severity: $("f-severity").value, state: $("f-state").value,
+  };
+  if (want.rtc && incident.rtc !== want.rtc) return false;
+  if (want.site && incident.site !== want.site) return false;
+  if (want.severity && incident.severity !== want.severity) return false;
+  if (want.state === "active") return incident.state !== "resolved";
+  return !want.state || incident.state === want.state;
+}
+
+function order(a, b) {
+  // open before acknowledged before resolved, then most severe, then newest
+  const st = { open: 0, acknowledged: 1, resolved: 2 };
+  return (st[a.state] - st[b.state]) || (RANK[b.severity] - RANK[a.severity]) || (b.opened - a.opened);
+}
+
+function renderBoard() {
+  const all = [...state.incidents.values()].filter(visible);
+  const causes = all.filter((i) => i.suppressed_by === null || !state.incidents.has(i.suppressed_by)).sort(order);
+  const children = new Map();
+  for (const i of all) {
+    if (i.suppressed_by !== null && state.incidents.has(i.suppressed_by)) {
+      if (!children.has(i.suppressed_by)) children.set(i.suppressed_by, []);
+      children.get(i.suppressed_by).push(i);
+    }
+  }
+  const rows = [];
+  for (const incident of causes) {
+    const kids = (children.get(incident.id) || []).sort(order);
+    rows.push(incidentRow(incident, kids.length));
+    if (state.expanded.has(incident.id)) rows.push(detailRow(incident));
+    if (state.unfolded.has(incident.id)) {
+      for (const kid of kids) {
+        rows.push(incidentRow(kid, 0, true));
+        if (state.expanded.has(kid.id)) rows.push(detailRow(kid));
+      }
+    }
+  }
+  $("board-rows").replaceChildren(...rows);
+  $("board-empty").hidden = all.length > 0;
+  const open = all.filter((i) => i.state === "open").length;
+  $("board-count").textContent = `${all.length} shown, ${open} open`;
+  state.fresh.clear();
+}
+
+function incidentRow(incident, suppressedCount, isChild = false) {
+  const operator = state.me && (state.me.role === "operator" || state.me.role === "admin");
+  const classes = ["incident", incident.state];
+  if (isChild) classes.push("suppressed");
+  if (state.fresh.has(incident.id)) classes.push("new");
+  const badges = [];
+  if (incident.flapping) badges.push(el("span", { class: "badge flapping" }, "flapping"));
+  if (incident.maintenance) badges.push(el("span", { class: "badge maintenance" }, "maintenance"));
+  if (incident.escalated) badges.push(el("span", { class: "badge escalated" }, `escalated ${incident.escalated}`));
+  const actions = [];
+  if (operator && incident.state === "open") {
+    actions.push(el("button", { type: "button", class: "ack", onclick: (e) => { e.stopPropagation(); act(incident, "ack"); } }, "Ack"));
+  }
+  if (operator && incident.state !== "resolved") {
+    actions.push(el("button", { type: "button", class: "resolve", onclick: (e) => { e.stopPropagation(); act(incident, "resolve"); } }, "Resolve"));
+  }
+  const device = incident.device
+    ? el("a", { href: `#/device/${encodeURIComponent(incident.site)}/${encodeURIComponent(incident.device)}`, onclick: (e) => e.stopPropagation() }, incident.device)
+    : "–";
+  const fold = suppressedCount
+    ? el("a", { href: "#", class: "fold", onclick: (e) => { e.preventDefault(); e.stopPropagation(); toggle(state.unfolded, incident.id); } },
+      state.unfolded.has(incident.id) ? `hide ${suppressedCount} suppressed` : `+${suppressedCount} suppressed`)
+    : null;
+  return el("tr", {
+    class: classes.join(" "), dataset: { id: incident.id, state: incident.state, site: incident.site },
+    onclick: () => toggle(state.expanded, incident.id),
+  },
+  el("td", {}, el("span", { class: `sev ${incident.severity}` }, incident.severity)),
+  el("td", { class: "state" }, incident.state, incident.acknowledged_by ? ` (${incident.acknowledged_by})` : ""),
+  el("td", {}, incident.site),
+  el("td", {}, device),
+  el("td", {}, incident.resource),
+  el("td", {}, incident.title, badges, fold),
+  el("td", {}, when(incident.opened)),
+  el("td", {}, incident.count),
+  el("td", { class: "actions" }, actions));
+}
+
+function toggle(set, id) {
+  if (set.has(id)) set.delete(id); else set.add(id);
+  renderBoard();
+}
+
+function detailRow(incident) {
+  const cell = el("td", { colspan: 9 }, el("span", { class: "muted" }, "loading timeline…"));
+  api(`/api/v1/incidents/${incident.id}`).then((full) => {
+    const items = full.timeline.map((t) => el("li", {},
+      el("time", {}, when(t.at)),
+      el("strong", {}, t.what), " ",
+      t.state ? `${t.state} ` : "",
+      t.actor ? `by ${t.actor} ` : "",
+      t.text ? `— ${t.text}` : ""));
+    const children = [el("ul", { class: "timeline" }, items)];
+    if (state.me.role !== "viewer") {
+      const input = el("input", { placeholder: "comment (carrier ticket, what you tried…)", maxlength: 4000 });
+      const send = el("button", {
+        type: "button",
+        onclick: async () => {
+          if (!input.value.trim()) return;
+          await act(incident, "comment", input.value.trim());
+          input.value = "";
+        },
+      }, "Comment");
+      children.push(el("div", { class: "comment-box", onclick: (e) => e.stopPropagation() }, input, send));
+    }
+    cell.replaceChildren(...children);
+  }).catch((err) => { cell.textContent = err.message; });
+  return el("tr", { class: "detail" }, cell);
+}
+
+async function act(incident, action, text) {
+  try {
+    const body = text ? { text } : undefined;
+    const updated = await api(`/api/v1/incidents/${incident.id}/${action}`, { method: "POST", body });
+    state.incidents.set(updated.id, updated);
+    renderBoard();
+    toast(`${action === "ack" ? "Acknowledged" : action === "resolve" ? "Resolved" : "Commented on"} #${incident.id}`);
+  } catch (err) {
+    toast(`${action} failed: ${err.message}`);
+  }
+}
+
+// ------------------------------------------------------------------ site and device pages
+
+async function showSite(site) {
+  $("site-title").textContent = `Site ${site}`;
+  const { devices } = await api(`/api/v1/devices?site=${encodeURIComponent(site)}`);
+  $("site-rows").replaceChildren(...devices.map((d) => el("tr", {},
+    el("td", {}, el("a", { href: `#/device/${encodeURIComponent(site)}/${encodeURIComponent(d.device)}` }, d.device)),
+    el("td", {}, d.role || ""),
+    el("td", {}, d.address),
+    el("td", { class: `state-${d.state === "up" ? "up" : d.state === "unknown" ? "unknown" : "down"}` }, d.state),
+    el("td", {}, d.open_incidents))));
+}
+
+function sparkline(history) {
+  const box = svg("svg", { class: "spark", viewBox: "0 0 160 28", preserveAspectRatio: "none" });
+  if (!history || !history.t || history.t.length < 2) return box;
+  const values = [...(history.in_bps || []), ...(history.out_bps || [])].filter((v) => v !== null);
+  const max = Math.max(1, ...values);
+  const n = history.t.length;
+  for (const name of ["in_bps", "out_bps"]) {
+    const series = history[name] || [];
+    const points = series.map((v, i) => (v === null ? null : `${(160 * i) / (n - 1)},${27 - (26 * v) / max}`)).filter(Boolean);
+    box.append(svg("polyline", { class: name === "in_bps" ? "in" : "out", points: points.join(" ") }));
+  }
+  return box;
+}
+
+async function showDevice(site, name) {
+  $("device-title").textContent = `${name} · ${site}`;
+  const device = await api(`/api/v1/devices/${encodeURIComponent(site)}/${encodeURIComponent(name)}`);
+  const recent = device.recent || { fields: {}, interfaces: [] };
+  const f = recent.fields || {};
+  const facts = [
+    ["State", device.state || (f.reachable ? "up" : "unknown")],
+    ["Address", device.address || recent.address || ""],
+    ["Role", device.role || ""],
+    ["Uptime", typeof f.uptime_s === "number" ? duration(f.uptime_s) : "–"],
+    ["CPU", typeof f.cpu === "number" ? `${f.cpu.toFixed(0)} %` : "–"],
+    ["Memory", typeof f.memory === "number" ? `${f.memory.toFixed(0)} %` : "–"],
+    ["Response", typeof f.response_ms === "number" ? `${f.response_ms.toFixed(1)} ms` : "–"],
+    ["Last poll", when(recent.ts)],
+  ];
+  $("device-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k),
+    el("dd", { class: k === "State" ? `state-${v}` : "" }, v))));
+  $("if-rows").replaceChildren(...(recent.interfaces || []).map((i) => {
+    const x = i.fields || {};
+    const util = (v) => (typeof v === "number" ? `${v.toFixed(1)} %` : "–");
+    const oper = x.ifOperStatus === 1 ? "up" : x.ifOperStatus === undefined ? "–" : "down";
+    const errors = (x.in_errors_per_s || 0) + (x.out_errors_per_s || 0);
+    return el("tr", { dataset: { ifindex: i.ifIndex } },
+      el("td", {}, i.ifName || i.ifDescr || `if ${i.ifIndex}`),
+      el("td", {}, i.ifAlias || ""),
+      el("td", { class: `state-${oper === "up" ? "up" : "down"}` }, oper),
+      el("td", {}, bits(x.in_bps)),
+      el("td", {}, bits(x.out_bps)),
+      el("td", {}, `${util(x.in_utilization)} / ${util(x.out_utilization)}`),
+      el("td", {}, errors ? errors.toFixed(2) : "0"),
+      el("td", {}, sparkline(i.history)));
+  }));
+  $("device-incidents").replaceChildren(...(device.incidents || []).map((i) => el("tr", { class: `incident ${i.state}` },
+    el("td", {}, el("span", { class: `sev ${i.severity}` }, i.severity)),
+    el("td", {}, i.state), el("td", {}, i.resource), el("td", {}, i.title), el("td", {}, when(i.opened)))));
+}
+
+// ------------------------------------------------------------------ stats
+
+async function showStats() {
+  const since = $("stats-range").value;
+  const { stats } = await api(`/api/v1/stats?since=${encodeURIComponent(since)}`);
+  $("stats-rows").replaceChildren(...stats.map((s) => el("tr", {},
+    el("td", {}, s.site), el("td", {}, el("span", { class: `sev ${s.severity}` }, s.severity)),
+    el("td", {}, s.incidents), el("td", {}, s.acknowledged), el("td", {}, duration(s.mtta_s)),
+    el("td", {}, s.resolved), el("td", {}, duration(s.mttr_s)))));
+}
+
+// ------------------------------------------------------------------ routing
+
+async function route() {
+  if (!state.me) return;
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const page = parts[0] || "overview";
+  for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== `page-${page}`;
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === page);
+  try {
+    if (page === "overview") await loadSites();
+    else if (page === "board") await loadIncidents();
+    else if (page === "site") await showSite(parts[1]);
+    else if (page === "device") await showDevice(parts[1], parts[2]);
+    else if (page === "stats") await showStats();
+  } catch (err) {
+    if (err.status !== 401) toast(err.message);
+  }
+}
+
+async function start() {
+  $("login-view").hidden = true;
+  $("top").hidden = false;
+  $("app").hidden = false;
+  $("who").textContent = `${state.me.name} (${state.me.role})`;
+  startStream();
+  await loadSites();
+  await route();
+}
+
+async function boot() {
+  $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
+  window.addEventListener("hashchange", route);
+  for (const id of ["f-rtc", "f-site", "f-severity"]) $(id).addEventListener("change", renderBoard);
+  $("f-state").addEventListener("change", loadIncidents);
+  $("stats-range").addEventListener("change", showStats);
+  try {
+    state.me = await api("/api/v1/whoami"); // a session cookie from an earlier login
+    await start();
+  } catch {
+    showLogin();
+  }
+}
+
+boot();

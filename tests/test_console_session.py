@@ -1,0 +1,212 @@
+"""Console sessions: signed cookies, CSRF, rate-limited login, audit log, security headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from collectorkit import collector_config, eventually, running_collector
+from test_collector_api import events, publish
+from yarl import URL
+
+from collector.app import Collector
+from collector.auth import User, Users, hash_password
+from collector.session import COOKIE, LoginLimiter, Sessions, load_key
+from enoc.config import Secret
+from enoc.localservers import Mosquitto
+
+PASSWORD = "a long console password"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_cookies_are_signed_expire_and_revoke() -> None:
+    users = Users([User("ops1", "operator"), User("bob", "viewer")])
+    clock = Clock()
+    sessions = Sessions(users, b"k" * 32, lifetime=3600, now=clock)
+    cookie, session = sessions.issue(users.users[0])
+    found = sessions.verify(cookie)
+    assert found is not None
+    assert found.user.name == "ops1"
+    assert found.csrf(sessions.key) == session.csrf(sessions.key)
+    # any change to the cookie breaks the signature
+    name_hex, expires, nonce, signature = cookie.split(".")
+    forged_name = b"bob".hex()
+    assert sessions.verify(f"{forged_name}.{expires}.{nonce}.{signature}") is None
+    assert sessions.verify(f"{name_hex}.{int(expires) + 9999}.{nonce}.{signature}") is None
+    assert sessions.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
+    assert sessions.verify("garbage") is None
+    # another key (another deployment) does not accept it
+    assert Sessions(users, b"x" * 32, now=clock).verify(cookie) is None
+    # expired
+    clock.t += 3601
+    assert sessions.verify(cookie) is None
+    clock.t -= 3601
+    # revoked at logout
+    sessions.revoke(session)
+    assert sessions.verify(cookie) is None
+    # a user removed from the users file loses the session
+    cookie2, _ = sessions.issue(users.users[1])
+    assert Sessions(Users([users.users[0]]), b"k" * 32, now=clock).verify(cookie2) is None
+
+
+def test_session_key_file(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_text("too short")
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        load_key(short)
+    good = tmp_path / "key"
+    good.write_text("f" * 64 + "\n")
+    assert load_key(good) == b"f" * 64
+    assert load_key(None) != load_key(None)  # random per process without a file
+
+
+def test_login_limiter_window() -> None:
+    clock = Clock()
+    limiter = LoginLimiter(max_failures=3, window=60, now=clock)
+    for _ in range(3):
+        assert limiter.retry_after("addr:a", "user:x") == 0
+        limiter.failed("addr:a", "user:x")
+    assert limiter.retry_after("addr:a") == pytest.approx(60)
+    assert limiter.retry_after("user:x") == pytest.approx(60)
+    assert limiter.retry_after("addr:b", "user:y") == 0  # others are not affected
+    clock.t += 61
+    assert limiter.retry_after("addr:a", "user:x") == 0
+    limiter.failed("addr:a")
+    limiter.succeeded("addr:a")
+    assert "addr:a" not in limiter.failures
+    assert limiter.refused == 2
+
+
+@pytest.fixture
+async def console(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[tuple[Collector, str]]:
+    users = tmp_path / "console-users.yaml"
+    users.write_text(
+        yaml.safe_dump(
+            {
+                "users": [
+                    {
+                        "name": "ops1",
+                        "role": "operator",
+                        "password_hash": hash_password(PASSWORD),
+                        "token": "t" * 32,
+                    },
+                ]
+            }
+        )
+    )
+    config = collector_config(
+        tmp_path,
+        mosquitto.url,
+        extra={
+            "http": {
+                "users_file": str(users),
+                "audit_file": str(tmp_path / "audit.jsonl"),
+                "login_max_failures": 3,
+            }
+        },
+    )
+    async with running_collector(config) as collector:
+        yield collector, f"http://127.0.0.1:{collector.http_port}"
+
+
+@pytest.mark.servers
+async def test_login_csrf_rate_limit_and_audit(
+    tmp_path: Path, console: tuple[Collector, str], mosquitto: Mosquitto
+) -> None:
+    collector, base = console
+    await publish(mosquitto.url, events(1, ("e1", "r1", "if:1", "down")))
+    await eventually(lambda: collector.changes >= 1, what="incident opened")
+    (incident,) = await collector.engine.incidents()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        # the console page and its assets carry the security headers
+        for path in ("/", "/console/app.js", "/console/app.css"):
+            async with http.get(base + path) as r:
+                assert r.status == 200, path
+                assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+                assert r.headers["X-Frame-Options"] == "DENY"
+                assert r.headers["X-Content-Type-Options"] == "nosniff"
+        async with http.get(base + "/console/../app.py") as r:
+            assert r.status in (403, 404)
+        # a form post (what a cross-site page can send) is refused
+        async with http.post(base + "/login", data={"name": "ops1", "password": PASSWORD}) as r:
+            assert r.status == 415
+        async with http.post(base + "/login", json={"name": "ops1", "password": "nope"}) as r:
+            assert r.status == 401
+            assert (await r.json())["error"] == "wrong name or password"
+        async with http.post(base + "/login", json={"name": "ops1", "password": PASSWORD}) as r:
+            assert r.status == 200
+            login = await r.json()
+            header = r.headers["Set-Cookie"]
+        assert "HttpOnly" in header
+        assert "SameSite=Strict" in header
+        assert login["role"] == "operator"
+        assert PASSWORD not in header
+        # the cookie authenticates reads; writes also need the CSRF token
+        async with http.get(base + "/api/v1/whoami") as r:
+            assert (await r.json())["csrf"] == login["csrf"]
+        url = f"{base}/api/v1/incidents/{incident.id}/ack"
+        async with http.post(url) as r:
+            assert r.status == 403
+            assert "X-CSRF-Token" in (await r.json())["error"]
+        async with http.post(url, headers={"X-CSRF-Token": "0" * 64}) as r:
+            assert r.status == 403
+        async with http.post(url, headers={"X-CSRF-Token": login["csrf"]}) as r:
+            assert r.status == 200
+            assert (await r.json())["acknowledged_by"] == "ops1"
+        # a bearer token needs no CSRF token (no cookie is involved)
+        async with aiohttp.ClientSession() as bare:
+            comment = f"{base}/api/v1/incidents/{incident.id}/comment"
+            async with bare.post(
+                comment,
+                json={"text": "carrier ticket"},
+                headers={"Authorization": "Bearer " + "t" * 32},
+            ) as r:
+                assert r.status == 200
+        # logout revokes the cookie even if a copy of it is replayed
+        stolen = http.cookie_jar.filter_cookies(URL(base))[COOKIE].value
+        async with http.post(base + "/logout", headers={"X-CSRF-Token": login["csrf"]}) as r:
+            assert r.status == 200
+        async with (
+            aiohttp.ClientSession() as other,
+            other.get(base + "/api/v1/whoami", headers={"Cookie": f"{COOKIE}={stolen}"}) as r,
+        ):
+            assert r.status == 401
+        # failed logins: after 3 the name is locked out for the window, right password or not
+        for _ in range(3):  # the successful login above cleared the earlier failure
+            async with http.post(base + "/login", json={"name": "ops1", "password": "x"}) as r:
+                assert r.status == 401
+        async with http.post(base + "/login", json={"name": "ops1", "password": PASSWORD}) as r:
+            assert r.status == 429
+            assert int(r.headers["Retry-After"]) > 0
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    actions = [(r["actor"], r["action"]) for r in records]
+    assert actions == [
+        ("ops1", "login_failed"),
+        ("ops1", "login"),
+        ("ops1", "ack"),
+        ("ops1", "comment"),
+        ("ops1", "logout"),
+        ("ops1", "login_failed"),
+        ("ops1", "login_failed"),
+        ("ops1", "login_failed"),
+    ]
+    assert records[2]["incident"] == incident.id
+    assert records[3]["text"] == "carrier ticket"
+    assert all(r["remote"] == "127.0.0.1" and r["at"] > 0 for r in records)
+    assert all(PASSWORD not in json.dumps(r) for r in records)
+
+
+def test_secret_in_user_is_not_in_repr() -> None:
+    user = User("ops1", "operator", token=Secret("s" * 20))
+    assert "s" * 20 not in repr(user)
