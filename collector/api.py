@@ -211,7 +211,7 @@ class Api:
 
     async def login(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
-            raise ApiError(415, "login takes a JSON body: {\"name\": ..., \"password\": ...}")
+            raise ApiError(415, 'login takes a JSON body: {"name": ..., "password": ...}')
         body = await _json_body(request, required=True)
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:

@@ -59,6 +59,7 @@ class FaultError(ValueError):
 class TrapReceiver:
     host: str
     port: int
+    site: str = ""  # only this site's devices send to it ("" : every device)
 
 
 class _DeviceProtocol(asyncio.DatagramProtocol):
@@ -394,6 +395,8 @@ class Simulator:
             return
         message = self.encode_trap(device, trap_oid, varbinds)
         for receiver in self.trap_receivers:
+            if receiver.site and receiver.site != device.site:
+                continue
             protocol.transport.sendto(message, (receiver.host, receiver.port))
             self.stats.traps += 1
 
