@@ -145,7 +145,6 @@ class Demo:
         from enoc.config import load_config
         from simulators.fleet import build_devices, default_fleet_spec
         from simulators.inventory_out import inventory
-        from simulators.model import attach_views
         from simulators.server import Simulator, TrapReceiver
 
         o = self.options
@@ -164,7 +163,6 @@ class Demo:
                 spec = default_fleet_spec()
                 spec = replace(spec, port=free_port("udp", "127.16.0.1"))
                 devices = build_devices(spec, time.time())
-                attach_views(devices)
                 sites = sorted({(d.site, d.rtc) for d in devices})
                 trap_ports = {site: free_port("udp") for site, _ in sites}
                 receivers = [TrapReceiver(HOST, trap_ports[s], site=s) for s, _ in sites]

@@ -20,7 +20,7 @@ from typing import Any, cast
 from enoc.snmp import ber
 from enoc.snmp.message import build_v3_message, encode_pdu, random_request_id
 from simulators.engine import Engine, Stats
-from simulators.model import SYS_UPTIME_OID, Device
+from simulators.model import SYS_UPTIME_OID, Device, attach_views
 
 log = logging.getLogger("enoc.sim")
 
@@ -132,6 +132,8 @@ class Simulator:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        # a device without its MIB view would fail every request it gets: build them now
+        attach_views(self.devices.values())
         raise_open_files_limit(len(self.devices) + 256)
         loop = asyncio.get_running_loop()
         try:
