@@ -17,6 +17,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "enoc.bench.collector",
         "points per CPU-second from MQTT to the database, replica scaling, trap latency",
     ),
+    "console": (
+        "enoc.bench.console",
+        "console load time with a big fleet, and SSE fan-out to many browsers",
+    ),
 }
 
 
