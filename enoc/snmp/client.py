@@ -55,6 +55,10 @@ from enoc.snmp.usm import (
 log = logging.getLogger("enoc.snmp")
 
 MAX_MESSAGE_SIZE = 65507
+# A timeout right after an answer (the poll's GET, an earlier page of the walk) means a
+# response too big to arrive, not a dead device.
+JUST_ANSWERED = 30.0
+GROW_AFTER = 20  # clean walks at a shrunk max-repetitions before trying twice the size
 REPORT_NAMES = {
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 1, 0): "unsupported_sec_level",
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0): "not_in_time_window",
@@ -140,6 +144,8 @@ class SnmpClient(asyncio.DatagramProtocol):
         self._engines: dict[tuple[str, int, UsmUser], _Engine] = {}
         self._keys: dict[tuple[UsmUser, bytes], LocalizedUser] = {}
         self._max_rep: dict[tuple[str, int], int] = {}
+        self._walks_ok: dict[tuple[str, int], int] = {}  # clean walks at a shrunk size
+        self._answered: dict[tuple[str, int], float] = {}  # last answer (monotonic)
         self._logged: set[str] = set()
 
     # ---------------------------------------------------------------- socket
@@ -222,12 +228,14 @@ class SnmpClient(asyncio.DatagramProtocol):
             handle = loop.call_later(self.timeout, _expire, future)
             try:
                 self._transport.sendto(message, address)
-                return await future
+                answer = await future
             except TimeoutError:
                 continue
             finally:
                 handle.cancel()
                 self._pending.pop(request_id, None)
+            self._answered[address] = time.monotonic()
+            return answer
         self.stats.timeouts += 1
         raise SnmpTimeout
 
@@ -397,16 +405,25 @@ class SnmpClient(asyncio.DatagramProtocol):
     ) -> dict[Oid, list[tuple[Oid, int, object]]]:
         """Walk table columns side by side with GETBULK: {column: [(index, tag, value)]}.
 
-        Shrinks max-repetitions on tooBig, or on a timeout once the device has
-        answered (a device that drops big responses), and remembers the size
-        that worked for the next poll.
+        Shrinks max-repetitions on tooBig, or on a timeout when the device has
+        just answered (in this walk, or the poll's GET moments before: a device
+        that drops big responses, not a dead one), and remembers the size that
+        worked for the next poll. After `GROW_AFTER` clean walks at a shrunk
+        size it tries twice the size again, so one lost packet does not cost
+        a device its bulk size for good.
         """
         result: dict[Oid, list[tuple[Oid, int, object]]] = {c: [] for c in columns}
         cursor = {c: c for c in columns}
         active = list(columns)
-        remembered = self._max_rep.get(target.address, max_repetitions)
+        address = target.address
+        remembered = self._max_rep.get(address, max_repetitions)
+        if remembered < max_repetitions and self._walks_ok.get(address, 0) >= GROW_AFTER:
+            remembered = self._max_rep[address] = min(max_repetitions, remembered * 2)
+            self._walks_ok[address] = 0
         repetitions = max(1, min(max_repetitions, remembered))
-        answered = False
+        shrunk = False
+        last = self._answered.get(address)
+        answered = last is not None and time.monotonic() - last < JUST_ANSWERED
         while active:
             try:
                 pdu = await self.request(
@@ -416,12 +433,14 @@ class SnmpClient(asyncio.DatagramProtocol):
                 if repetitions == 1 or not answered:
                     raise
                 repetitions = self._shrink(target, repetitions)
+                shrunk = True
                 continue
             answered = True
             if pdu.error_status == TOO_BIG:
                 if repetitions == 1:
                     raise SnmpError("too_big", "tooBig even with max-repetitions 1")
                 repetitions = self._shrink(target, repetitions)
+                shrunk = True
                 continue
             if pdu.error_status != NO_ERROR:
                 raise SnmpError("error_status", f"GETBULK answered error-status {pdu.error_status}")
@@ -444,6 +463,10 @@ class SnmpClient(asyncio.DatagramProtocol):
                 result[column].append((oid[size:], tag, value))
                 cursor[column] = oid
             active = [c for c in active if c not in done]
+        if shrunk or repetitions >= max_repetitions:
+            self._walks_ok.pop(address, None)
+        else:
+            self._walks_ok[address] = self._walks_ok.get(address, 0) + 1
         return result
 
     def _shrink(self, target: Target, repetitions: int) -> int:
@@ -455,6 +478,8 @@ class SnmpClient(asyncio.DatagramProtocol):
     def forget(self, target: Target) -> None:
         """Drop what was learned about a device (it left the inventory)."""
         self._max_rep.pop(target.address, None)
+        self._walks_ok.pop(target.address, None)
+        self._answered.pop(target.address, None)
         for key in [k for k in self._engines if k[:2] == target.address]:
             del self._engines[key]
 
