@@ -115,7 +115,33 @@ class AgentConfig:
 
 def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     inline = Inventory(devices=config.devices, credentials=config.credentials)
-    return inventory_issues(inline, filename) if config.devices else []
+    issues = inventory_issues(inline, filename) if config.devices else []
+    expected = f"{config.site}/{config.agent_id}"
+    if config.mqtt.username is not None and config.mqtt.username != expected:
+        # deploy/mosquitto/acl: `pattern write enoc/v1/%u/...`. Over MQTT 3.1.1 a broker
+        # acknowledges a publish its ACL denies, so the spool would let go of dropped data.
+        issues.append(
+            ConfigIssue(
+                filename,
+                0,
+                "mqtt.username",
+                f"is {config.mqtt.username!r}; the shipped broker ACL lets an agent publish "
+                f"only as {expected!r} (<site>/<agent_id>) and silently drops anything else",
+                warning=True,
+            )
+        )
+    if config.mqtt.password is None and config.mqtt.tls is None:
+        issues.append(
+            ConfigIssue(
+                filename,
+                0,
+                "mqtt",
+                "neither a password nor TLS: any client that reaches the broker can publish "
+                "as this site",
+                warning=True,
+            )
+        )
+    return issues
 
 
 def _is_agent(mapping: Mapping[str, Any]) -> bool:

@@ -121,3 +121,26 @@ def test_a_fleet_problem_and_an_unknown_kind(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "cannot tell what kind of config" in result.stderr
     assert check(other, "--kind", "fleet").returncode == 1
+
+
+def test_agent_mqtt_identity_is_flagged(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    base = (
+        "agent_id: nyc-1\nsite: nyc\nrtc: americas\nspool: {path: /tmp/spool}\n"
+        "devices: []\ncredentials: {}\n"
+    )
+    path.write_text(base + 'mqtt: {url: "mqtt://127.0.0.1:1883"}\n')
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "mqtt: warning: neither a password nor TLS" in result.stderr
+    path.write_text(base + 'mqtt: {url: "mqtt://127.0.0.1:1883", username: nyc-1, password: x}\n')
+    result = check(path)
+    assert "mqtt.username: warning: is 'nyc-1'" in result.stderr
+    assert "'nyc/nyc-1'" in result.stderr
+    path.write_text(
+        base + 'mqtt: {url: "mqtt://127.0.0.1:1883", username: nyc/nyc-1, password: x}\n'
+    )
+    result = check(path)
+    assert result.returncode == 0
+    assert "warning" not in result.stderr
+    assert result.stdout.strip().endswith("ok (agent)")
