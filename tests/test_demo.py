@@ -97,8 +97,12 @@ def test_demo_runs_the_story_and_stops_cleanly(tmp_path: Path) -> None:
             )
 
         wait_for(all_up, "every site with its devices up")
-        device = console.get("/api/v1/devices/nbo/nbo-acc-1")
-        assert device["recent"]["interfaces"], "recent values for the device page"
+        # the device page's recent values (the first metrics may trail the birth message)
+        device = wait_for(
+            lambda: (d := console.get("/api/v1/devices/nbo/nbo-acc-1"))["recent"] and d,
+            "recent values of nbo-acc-1",
+        )
+        assert len(device["recent"]["interfaces"]) == 48  # an access switch of the fleet
 
         # the story: Nairobi flaps, Bangkok reboots, Brindisi loses its WAN and comes back
         def incidents() -> list[dict[str, Any]]:
