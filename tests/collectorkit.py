@@ -113,3 +113,16 @@ async def eventually(
 
 def collector_process_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "enoc.cli", "collector", "--config", str(config)]
+
+
+T0 = 1_800_000_000.0  # a fixed "now" for tests with an injected clock
+
+
+class Clock:
+    """An injected clock the test moves by setting `t`."""
+
+    def __init__(self, start: float = T0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t

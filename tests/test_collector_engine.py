@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from collectorkit import T0, Clock
 
 from collector.config import IncidentsConfig
 from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
@@ -18,16 +19,7 @@ from enoc.config import Duration
 from enoc.localservers import PostgreSQL
 from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage
 
-T0 = 1_800_000_000.0
 _ids = itertools.count(1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(scope="module")

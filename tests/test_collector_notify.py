@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from collectorkit import TOKENS, collector_config, eventually, running_collector
+from collectorkit import T0, TOKENS, Clock, collector_config, eventually, running_collector
 
 from collector.config import IncidentsConfig, NotificationsConfig, WebhookConfig
 from collector.engine import Engine
@@ -26,16 +26,7 @@ from enoc.config import Duration, Secret
 from enoc.localservers import Alertmanager, Mosquitto, free_port
 from enoc.wire import Event, EventsMessage, Severity
 
-T0 = 1_800_000_000.0
 _ids = itertools.count(1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @dataclass

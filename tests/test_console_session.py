@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from collectorkit import collector_config, eventually, running_collector
+from collectorkit import Clock, collector_config, eventually, running_collector
 from test_collector_api import events, publish
 from yarl import URL
 
@@ -20,14 +20,6 @@ from enoc.config import Secret
 from enoc.localservers import Mosquitto
 
 PASSWORD = "a long console password"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def test_cookies_are_signed_expire_and_revoke() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import json
 import os
 import pwd
@@ -36,6 +35,7 @@ import pytest
 import yaml
 from agentkit import running_agent, simulated_site
 from collectorkit import eventually, running_collector
+from deploykit import DEPLOY, load_make_certs
 from psycopg import sql
 
 from agent.config import AgentConfig
@@ -53,21 +53,9 @@ from enoc.wire import MetricsMessage, encode
 
 pytestmark = pytest.mark.servers
 
-REPO = Path(__file__).resolve().parent.parent
-DEPLOY = REPO / "deploy"
 MAKE_CERTS = DEPLOY / "make-certs"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 AGENTS = ["nyc/nyc-1", "gva/gva-1"]
-
-
-def load_make_certs() -> Any:
-    """deploy/make_certs.py as a module (deploy/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_certs", DEPLOY / "make_certs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_certs"] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------- make-certs and the broker

@@ -10,7 +10,6 @@ settings. tests/test_deploy.py runs the ones a program here can run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,24 +21,13 @@ from typing import Any
 
 import pytest
 import yaml
+from deploykit import DEPLOY, REPO, load_make_certs
 
 from collector.config import CollectorConfig
 from enoc.config import load_config, parse_config
 from enoc.inventory import Inventory, inventory_issues
 
-REPO = Path(__file__).resolve().parent.parent
-DEPLOY = REPO / "deploy"
 SECRETS_DEFAULT = "${ENOC_SECRETS:-./secrets}"
-
-
-def load_make_certs() -> Any:
-    """deploy/make_certs.py as a module (deploy/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_certs", DEPLOY / "make_certs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_certs"] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def compose() -> dict[str, Any]:
