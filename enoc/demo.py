@@ -170,6 +170,8 @@ class Demo:
                 await self.sim.start()
                 full = inventory(self.sim, devices)
 
+                if o.influx_url and o.influx_api == "v1":
+                    await _create_database(o.influx_url, o.influx_database)
                 self.collector = Collector(
                     load_config(self._collector_config(state, broker_port), CollectorConfig)
                 )
@@ -357,6 +359,29 @@ class Demo:
 
     async def _wan_up(self) -> None:
         await self.links["bds"].heal()
+
+
+async def _create_database(url: str, database: str) -> None:
+    """InfluxDB 1.x: CREATE DATABASE is idempotent, so the demo just asks for it."""
+    import aiohttp
+
+    quoted = database.replace("\\", "\\\\").replace('"', '\\"')
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{url.rstrip('/')}/query",
+                data={"q": f'CREATE DATABASE "{quoted}"'},
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as response,
+        ):
+            if response.status >= 300:
+                raise OSError(
+                    f"InfluxDB at {url} refused CREATE DATABASE {database}: HTTP "
+                    f"{response.status} {(await response.text())[:200]}"
+                )
+    except aiohttp.ClientError as exc:
+        raise OSError(f"cannot reach InfluxDB at {url}: {exc}") from exc
 
 
 async def _first(task: asyncio.Task[Any], ready: Awaitable[Any], what: str) -> None:

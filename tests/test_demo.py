@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from enoc.localservers import free_port
+from enoc.localservers import InfluxDB1, free_port
 
 pytestmark = pytest.mark.servers
 
@@ -131,6 +131,47 @@ def test_demo_runs_the_story_and_stops_cleanly(tmp_path: Path) -> None:
             sock.bind(("127.0.0.1", port))
         assert "enoc demo: stopped" in Path(out.name).read_text()
         assert "Traceback" not in Path(out.name).read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        out.close()
+
+
+def test_demo_writes_to_influxdb_when_asked(tmp_path: Path, influxdb1: InfluxDB1) -> None:
+    out = (tmp_path / "demo.out").open("w+")
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "enoc.cli", "demo", "--quiet-fleet"),
+            *("--http", f"127.0.0.1:{free_port()}", "--interval", "2"),
+            *("--influx-url", influxdb1.url, "--influx-db", "demo_enoc"),
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def interface_series() -> int:
+            result = influxdb1.query('SHOW SERIES FROM "interface"', db="demo_enoc")
+            series = result["results"][0].get("series") or []
+            return sum(len(s.get("values", [])) for s in series)
+
+        # the demo made the database and the collector writes every site's interfaces
+        count = wait_for(interface_series, "interface series in InfluxDB", timeout=90)
+        assert count > 0
+
+        def sites() -> set[str]:
+            result = influxdb1.query(
+                'SHOW TAG VALUES FROM "device" WITH KEY = "site"', db="demo_enoc"
+            )
+            series = result["results"][0].get("series") or [{"values": []}]
+            return {value for _key, value in series[0]["values"]}
+
+        wait_for(lambda: {"nyc", "gva", "nbo", "bkk", "bds"} <= sites(), "every RTC writing")
+        assert "no scripted faults" in Path(out.name).read_text()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
     finally:
         if process.poll() is None:
             process.kill()
