@@ -22,7 +22,7 @@ from collector.config import CollectorConfig
 from collector.engine import Engine
 from collector.influx import InfluxWriter
 from collector.ingest import Ingest
-from collector.lineproto import agent_health, lines_for
+from collector.lineproto import agent_health, incident_line, lines_for
 from collector.model import IncidentChange
 from collector.notify import Notifier
 from collector.recent import RecentValues
@@ -97,7 +97,8 @@ class Collector:
         await self.publish(changes)
 
     async def publish(self, changes: list[IncidentChange]) -> None:
-        """Hand incident changes to every listener (stream, notifier)."""
+        """Hand incident changes to every listener (stream, notifier), and to InfluxDB
+        as `incident` points for dashboard annotations."""
         for change in changes:
             self.changes += 1
             for listener in self.listeners:
@@ -105,6 +106,9 @@ class Collector:
                     listener(change)
                 except Exception:  # one broken listener must not stop the others
                     log.exception("incident listener failed", change=change.change)
+        if self.writer is not None and changes:
+            # never waits: an operator's request must not hang on a slow database
+            self.writer.put_nowait([incident_line(c) for c in changes])
 
     def _stream(self, change: IncidentChange) -> None:
         self.hub.publish(
@@ -165,6 +169,7 @@ class Collector:
             out.update(
                 points_written=w.points_written,
                 points_dropped=w.points_dropped,
+                incident_points_dropped=w.overflow_dropped,
                 write_retries=w.retries,
                 write_buffer_points=w.buffer_points,
             )

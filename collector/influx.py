@@ -59,6 +59,7 @@ class WriterStats:
     bytes_sent: int = 0
     retries: int = 0
     points_dropped: int = 0
+    overflow_dropped: int = 0  # put_nowait points refused by a full buffer
     buffer_points: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
@@ -95,6 +96,18 @@ class InfluxWriter:
             self.stats.buffer_points += len(lines)
         if self.stats.buffer_points >= self.config.batch_size:
             self._wake.set()
+
+    def put_nowait(self, lines: list[str]) -> bool:
+        """Buffer `lines` without waiting (for callers that must not block, such as an
+        operator's request); refused and counted beyond 10 % over the buffer's limit."""
+        if self.stats.buffer_points + len(lines) > self.max_buffer * 1.1:
+            self.stats.overflow_dropped += len(lines)
+            return False
+        self._buffer.append((lines, None))
+        self.stats.buffer_points += len(lines)
+        if self.stats.buffer_points >= self.config.batch_size:
+            self._wake.set()
+        return True
 
     def flush_now(self) -> None:
         self._wake.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from collector.model import IncidentChange
 from enoc.wire import InterfaceSample, MetricsMessage, StatusMessage, Value
 
 PRECISION = "ms"
@@ -126,3 +127,41 @@ def agent_health(message: StatusMessage) -> list[str]:
         return []
     tags = _tags([("agent", message.agent), ("site", message.site), ("rtc", message.rtc)])
     return [f"enoc_agent{tags} {fields} {round(message.sent * 1000)}"]
+
+
+def incident_line(change: IncidentChange) -> str:
+    """Measurement `incident`: one point per incident change, for Grafana annotations.
+
+    The incident store is the record; this is a copy for dashboards. Timestamp:
+    when the change happened (opened, acknowledged, resolved, else last updated).
+    """
+    i = change.incident
+    at = {
+        "opened": i.opened,
+        "acknowledged": i.acknowledged,
+        "resolved": i.resolved,
+    }.get(change.change) or i.updated
+    tags = _tags(
+        [
+            ("change", change.change),
+            ("device", i.key.device),
+            ("kind", i.key.kind),
+            ("rtc", i.rtc),
+            ("severity", i.severity),
+            ("site", i.key.site),
+        ]
+    )
+    fields = _fields(
+        {
+            "id": i.id,
+            "state": i.state,
+            "title": i.title,
+            "resource": i.key.resource,
+            "count": i.count,
+            "escalated": i.escalated,
+            "flapping": i.flapping,
+            "suppressed": i.suppressed_by is not None,
+            "actor": i.resolved_by if change.change == "resolved" else i.acknowledged_by,
+        }
+    )
+    return f"incident{tags} {fields} {round(at * 1000)}"

@@ -69,8 +69,9 @@ def changes(
 ) -> str:
     """Points where a field changed (difference between consecutive polls of a series).
 
-    The agent's events and the collector's incidents are not in InfluxDB; a change of a
-    state field between two polls is what the time series can show of them.
+    The agent's events are not in InfluxDB; a change of a state field between two polls
+    is what the time series can show of them (the collector's incidents are, as the
+    `incident` measurement: see event_annotations).
     """
     return (
         f'SELECT "change", {tags(*by)} FROM (SELECT difference("{field_name}") AS "change" '
@@ -573,7 +574,8 @@ def event_annotations(
     scope: Sequence[str], only: Sequence[str] = (), links: Sequence[str] = ()
 ) -> list[Json]:
     """Link, reachability, reboot and BGP changes within `scope` (links within `links` if
-    given), from consecutive polls; `only`: just the ones with these names. Grafana's own
+    given), from consecutive polls, and the collector's incidents opening and resolving
+    (measurement `incident`); `only`: just the ones with these names. Grafana's own
     annotations come first."""
     link = ("site", "device", "ifName")
     link_scope = links or scope
@@ -623,6 +625,17 @@ def event_annotations(
             "site,device",
         ),
     ]
+    for change, color in (("opened", "red"), ("resolved", "green")):
+        events.append(
+            annotation(
+                f"Incident {change}",
+                f'SELECT "title", "severity", "site", "device" FROM "incident" '
+                f"WHERE \"change\" = '{change}' AND {where(*scope)}",
+                color,
+                "title",
+                "site,device,severity",
+            )
+        )
     return [BUILTIN_ANNOTATION, *(e for e in events if not only or e["name"] in only)]
 
 

@@ -109,6 +109,14 @@ async def test_metrics_land_and_faults_become_incidents(
     )
     wrong = [k for k, v in expected.items() if not math.isclose(landed[k], v, rel_tol=1e-9)]
     assert not wrong, f"values differ for {wrong[:3]}"
+    # every incident change is also a point of `incident`, for dashboard annotations
+    incident_points = victoria_metrics.export('{__name__="incident_id",kind="link"}')
+    changes = {row["metric"]["change"]: row for row in incident_points}
+    assert set(changes) == {"opened", "resolved"}
+    assert {row["metric"]["device"] for row in incident_points} == {"nyc-acc-1"}
+    assert all(row["values"] == [links[0].id] for row in incident_points)
+    (resolved_at,) = changes["resolved"]["timestamps"]
+    assert resolved_at == round(links[0].resolved * 1000)
 
 
 def _vm_points(vm: VictoriaMetrics) -> dict[tuple[str, str, int], float]:
