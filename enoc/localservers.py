@@ -384,6 +384,18 @@ class TrapUser:
     priv_key: str = ""
 
 
+@dataclass(frozen=True)
+class SnmpUser:
+    """An SNMPv3 user snmpd answers, in net-snmp's protocol names ("none" for no auth or
+    no privacy)."""
+
+    name: str
+    auth_protocol: str = "SHA-256"  # MD5 SHA SHA-224 SHA-256 SHA-384 SHA-512
+    auth_key: str = ""
+    priv_protocol: str = "AES"  # DES AES AES-192 AES-256
+    priv_key: str = ""
+
+
 @dataclass
 class Trap:
     source: str  # the sender's address
@@ -503,16 +515,34 @@ class SnmpD(_Server):
     name = "snmpd"
     protocol = "udp"
 
-    def __init__(self, workdir: Path, *, community: str = "public") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        community: str = "public",
+        users: Sequence[SnmpUser] = (),
+    ) -> None:
         super().__init__(workdir)
         self.community = community
+        self.users = list(users)  # SNMPv3 users it answers (read-only, at their level)
 
     def env(self) -> dict[str, str]:
         return _snmp_env(self.workdir)
 
     def command(self) -> list[str]:
         conf = self.workdir / "snmpd.conf"
-        conf.write_text(f"rocommunity {self.community} {self.host}\n")
+        lines = [f"rocommunity {self.community} {self.host}"]
+        for user in self.users:
+            create = f"createUser {user.name}"
+            level = "noauth"
+            if user.auth_protocol != "none":
+                create += f" {user.auth_protocol} {user.auth_key}"
+                level = "auth"
+                if user.priv_protocol != "none":
+                    create += f" {user.priv_protocol} {user.priv_key}"
+                    level = "priv"
+            lines += [create, f"rouser {user.name} {level}"]
+        conf.write_text("\n".join(lines) + "\n")
         return [
             SNMPD,
             "-f",

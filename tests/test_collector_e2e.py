@@ -116,6 +116,7 @@ async def test_metrics_land_and_faults_become_incidents(
     assert {row["metric"]["device"] for row in incident_points} == {"nyc-acc-1"}
     assert all(row["values"] == [links[0].id] for row in incident_points)
     (resolved_at,) = changes["resolved"]["timestamps"]
+    assert links[0].resolved is not None
     assert resolved_at == round(links[0].resolved * 1000)
 
 
