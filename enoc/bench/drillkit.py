@@ -1,0 +1,1174 @@
+"""The fault drills' harness: a steady fleet on loopback that a drill breaks and heals,
+and the accounting of every point and event that went through it.
+
+The fleet, all real programs but the simulator:
+
+    simulated devices (in this process, one socket per device, traps per site)
+      -> one `enoc agent` process per site, each through its own WAN link
+         (a TCP relay in this process, `enoc.demo.WanLink`, that a drill can cut)
+      -> Mosquitto -> one `enoc collector` process -> VictoriaMetrics (InfluxDB v2 API)
+                                                    -> SQLite or PostgreSQL (incidents)
+
+A *tap* holds a persistent QoS 1 session on the broker and records every
+metrics and events message the agents got to the broker: that is what was
+*published*. The agents number their messages (`seq`, per agent and kind,
+kept across restarts), so a message that never reached the broker shows up as
+a gap unless it is still in the agent's spool at the end.
+
+Accounting, once the agents have stopped and the collector has caught up:
+
+- a *point* is one line of line protocol (a device, an interface or a BGP
+  peer at one poll time). It is *written* when VictoriaMetrics holds every
+  numeric field of it at its timestamp with the published value, *lost* when
+  any is missing;
+- *duplicated* counts what a query would see twice: a sample of a series at
+  a timestamp no published point has (a replay re-stamped, or a series
+  written twice under different tags), or two samples at one timestamp. A
+  rewrite of the same point (a redelivery after a `kill -9`) is not a
+  duplicate in the database: VictoriaMetrics runs with
+  `-dedup.minScrapeInterval=1ms` and merges it, as InfluxDB overwrites a
+  point with the same series and timestamp. Those redeliveries are counted
+  apart (*redelivered*): the metrics messages the collector received
+  (`received_total`, summed over its lives) beyond those published;
+- *events*: the (agent, event id) pairs published against the incident
+  store's `events` table;
+- *incidents*: everything the collector's API lists, with timelines, against
+  what the drill says its faults dictate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import psutil
+import yaml
+
+from enoc.bench.sim import peak_rss_mib
+from enoc.demo import WanLink
+from enoc.localservers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
+from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, Value, WireError, decode
+
+HOST = "127.0.0.1"
+ADDRESS_BASE = "127.90.0.1"  # the simulated devices: 127.90.0.1 and up
+TOKEN = secrets.token_hex(16)
+MAX_INFLIGHT = 100  # Mosquitto's per-client window and the collector's max_unacked
+STEADY_PEAK = 0.7  # no interface of the fleet ever runs above this utilization
+FLAP_TRANSITIONS = 6  # the collector's default: transitions within flap_window mark flapping
+# What the agents' polls become (the points the drills account for), and every measurement
+# the collector writes, longest first where one is a prefix of a VictoriaMetrics name.
+POLLED = ("device", "interface", "bgp_peer")
+MEASUREMENTS = ("enoc_agent", "bgp_peer", "interface", "incident", "device")
+
+Say = Callable[[str], None]
+SeriesKey = tuple[str, str, str, str]  # measurement, site, device (or agent), ifIndex/peer
+Points = dict[SeriesKey, dict[int, dict[str, float]]]
+
+
+# ------------------------------------------------------------------ sizes
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """The fleet of a drill. Time scales with the poll interval: one interval stands for
+    one minute of production (the agent's default interval is 60 s)."""
+
+    devices: int
+    sites: int
+    interfaces: int
+    interval: float
+
+    def seconds(self, production_minutes: float) -> float:
+        return production_minutes * self.interval
+
+
+# ------------------------------------------------------------------ incidents
+
+
+@dataclass(frozen=True)
+class Expect:
+    """One incident a drill's faults dictate, in its final state."""
+
+    kind: str
+    site: str
+    device: str = ""
+    resource: str = ""
+    state: str = "resolved"
+    suppressed: bool | None = None  # None: either way is right
+    flapping: bool = False  # True: marked flapping, then settled (cleared) by the end
+
+    def label(self) -> str:
+        return f"{self.kind} {self.site}/{self.device or '-'}/{self.resource}"
+
+    def same_key(self, incident: dict[str, Any]) -> bool:
+        return (incident["kind"], incident["site"], incident["device"], incident["resource"]) == (
+            self.kind,
+            self.site,
+            self.device,
+            self.resource,
+        )
+
+
+def incident_label(incident: dict[str, Any]) -> str:
+    return (
+        f"{incident['kind']} {incident['site']}/{incident['device'] or '-'}/{incident['resource']}"
+    )
+
+
+def compare_incidents(expected: list[Expect], seen: list[dict[str, Any]]) -> list[str]:
+    """What differs between the incidents a drill dictates and those the collector holds."""
+    problems: list[str] = []
+    left = list(seen)
+    for want in expected:
+        match = next((i for i in left if want.same_key(i)), None)
+        if match is None:
+            problems.append(f"missing: {want.label()} ({want.state})")
+            continue
+        left.remove(match)
+        name = want.label()
+        if match["state"] != want.state:
+            problems.append(f"{name}: {match['state']}, expected {want.state}")
+        suppressed = match["suppressed_by"] is not None
+        if want.suppressed is not None and suppressed != want.suppressed:
+            problems.append(f"{name}: {'' if suppressed else 'not '}suppressed")
+        whats = [entry["what"] for entry in match.get("timeline", [])]
+        if want.flapping:
+            if "flapping" not in whats:
+                problems.append(f"{name}: never marked flapping")
+            if match["flapping"] or "settled" not in whats:
+                problems.append(f"{name}: still flapping (not settled)")
+        elif match["flapping"] or "flapping" in whats:
+            problems.append(f"{name}: marked flapping")
+    problems += [f"unexpected: {incident_label(i)} ({i['state']})" for i in left]
+    return problems
+
+
+# ------------------------------------------------------------------ the broker tap
+
+
+class BrokerTap:
+    """Every metrics and events message the broker accepted, through a persistent session.
+
+    Keyed by (kind, agent, seq); a second copy with the same payload is a redelivery
+    (counted), with another payload a conflict (a bug: one seq, two messages)."""
+
+    def __init__(self, port: int, identifier: str = "enoc-drill-tap") -> None:
+        self.port = port
+        self.identifier = identifier
+        self.metrics: dict[tuple[str, int], MetricsMessage] = {}
+        self.events: dict[tuple[str, int], EventsMessage] = {}
+        self.arrived: dict[tuple[str, str, int], float] = {}  # wall time of the first copy
+        self.heartbeats: dict[str, tuple[float, StatusMessage]] = {}  # agent -> latest online
+        self.max_spool: dict[str, int] = {}
+        self.redelivered = 0
+        self.conflicts: list[str] = []
+        self.undecodable = 0
+        self._digests: dict[tuple[str, str, int], int] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 20)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    HOST, self.port, identifier=self.identifier, clean_session=False
+                ) as client:
+                    await client.subscribe("enoc/v1/#", qos=1)
+                    self._ready.set()
+                    async for message in client.messages:
+                        payload = message.payload
+                        if isinstance(payload, bytes | bytearray):
+                            self._take(str(message.topic), bytes(payload), bool(message.retain))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)
+
+    def _take(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            decoded = decode(topic, payload)
+        except WireError:
+            self.undecodable += 1
+            return
+        if isinstance(decoded, StatusMessage):
+            if decoded.state == "online" and decoded.health and not retained:
+                self.heartbeats[decoded.agent] = (time.time(), decoded)
+                depth = decoded.health.get("spool_depth", 0)
+                if isinstance(depth, int):
+                    self.max_spool[decoded.agent] = max(self.max_spool.get(decoded.agent, 0), depth)
+            return
+        kind = "metrics" if isinstance(decoded, MetricsMessage) else "events"
+        key = (kind, decoded.agent, decoded.seq)
+        digest = zlib.crc32(payload)
+        seen = self._digests.get(key)
+        if seen is not None:
+            if seen == digest:
+                self.redelivered += 1
+            else:
+                self.conflicts.append(f"{kind} seq {decoded.seq} of {decoded.agent}")
+            return
+        self._digests[key] = digest
+        self.arrived[key] = time.time()
+        if isinstance(decoded, MetricsMessage):
+            self.metrics[(decoded.agent, decoded.seq)] = decoded
+        else:
+            self.events[(decoded.agent, decoded.seq)] = decoded
+
+    def count(self, agent: str) -> int:
+        return sum(1 for a, _ in self.metrics if a == agent)
+
+    def event_ids(self) -> set[tuple[str, str]]:
+        return {(m.agent, e.id) for m in self.events.values() for e in m.events}
+
+
+# ------------------------------------------------------------------ processes
+
+
+class Proc:
+    """One enoc process (agent or collector) over possibly several lives, with its CPU."""
+
+    def __init__(self, name: str, config: Path, command: str) -> None:
+        self.name = name
+        self.config = config
+        self.command = command
+        self.log = config.with_suffix(".log")
+        self.process: subprocess.Popen[bytes] | None = None
+        self._ps: psutil.Process | None = None
+        self.cpu_done = 0.0  # CPU-seconds of finished lives
+        self._cpu_now = 0.0
+        self.peak_mib = 0.0
+        self.lives = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "enoc.cli", self.command, "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._ps = psutil.Process(self.process.pid)
+        self._cpu_now = 0.0
+        self.lives += 1
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def sample(self) -> None:
+        if self._ps is None or not self.alive:
+            return
+        with contextlib.suppress(psutil.Error):
+            times = self._ps.cpu_times()
+            self._cpu_now = float(times.user + times.system)
+            self.peak_mib = max(self.peak_mib, peak_rss_mib(self._ps))
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_done + self._cpu_now
+
+    def _ended(self) -> None:
+        self.cpu_done += self._cpu_now
+        self._cpu_now = 0.0
+        self._ps = None
+
+    async def kill9(self) -> None:
+        self.sample()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
+            await asyncio.to_thread(self.process.wait, 10)
+        self.process = None
+        self._ended()
+
+    async def terminate(self, within: float = 30) -> int | None:
+        """SIGTERM and wait; the exit code (None when it had to be killed)."""
+        self.sample()
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        code: int | None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.to_thread(process.wait, within)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait, 10)
+                code = None
+        else:
+            code = process.returncode
+        self._ended()
+        return code
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+    return out
+
+
+class CollectorProc(Proc):
+    """The collector process, its HTTP API and its counters (kept per life)."""
+
+    def __init__(self, config: Path, http_port: int) -> None:
+        super().__init__("collector", config, "collector")
+        self.http_port = http_port
+        self.counters: dict[str, float] = {}  # the latest scrape of the current life
+        self.finished: list[dict[str, float]] = []  # the last scrape of each ended life
+        self.killed = False
+
+    def get(self, path: str, timeout: float = 10) -> Any:
+        request = urllib.request.Request(
+            f"http://{HOST}:{self.http_port}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+            body = response.read()
+        return json.loads(body) if path != "/metrics" else body.decode()
+
+    async def scrape(self) -> dict[str, float] | None:
+        """The collector's /metrics; None while it (or its store) cannot answer."""
+        if not self.alive:
+            return None
+        try:
+            text = await asyncio.to_thread(self.get, "/metrics", 5)
+        except (OSError, ValueError):
+            return None
+        self.counters = parse_prometheus(text)
+        return self.counters
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://{HOST}:{self.http_port}/healthz", timeout=2
+            ) as response:
+                return bool(response.status == 200)
+        except (OSError, ValueError):
+            return False
+
+    async def wait_healthy(self, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"the collector exited: {tail(self.log)}")
+            if await asyncio.to_thread(self.healthy):
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"the collector was not healthy within {within:.0f} s")
+
+    def _end_life(self) -> None:
+        self.finished.append(self.counters)
+        self.counters = {}
+
+    async def kill9(self) -> None:
+        await self.scrape()
+        self.killed = True
+        await super().kill9()
+        self._end_life()
+
+    async def terminate(self, within: float = 30) -> int | None:
+        await self.scrape()
+        code = await super().terminate(within)
+        self._end_life()
+        return code
+
+    def total(self, name: str) -> float:
+        """A counter summed over the collector's lives (ended ones and the current one)."""
+        return sum(c.get(name, 0.0) for c in [*self.finished, self.counters])
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def stop_postgres_fast(pg: PostgreSQL) -> None:
+    """PostgreSQL's fast shutdown (SIGINT to the postmaster): clients are disconnected at
+    once. (`PostgreSQL.stop` sends SIGTERM, a smart shutdown that waits for the collector's
+    open connection, and the start after it finds a stale postmaster.pid.)"""
+    process = pg.process
+    if process is None:
+        return
+    pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    process.wait(timeout=30)
+    pg.process = None
+
+
+# ------------------------------------------------------------------ spools on disk
+
+
+@dataclass
+class SpoolState:
+    next_seq: int
+    pending: list[int]
+
+
+def read_spool(path: Path) -> SpoolState:
+    """What an agent's spool holds on disk (read from a copy: opening a spool touches it)."""
+    from agent.spool import Spool
+
+    if not path.exists():
+        return SpoolState(1, [])
+    with tempfile.TemporaryDirectory(prefix="enoc-drill-spool-") as tmp:
+        copy = Path(tmp) / "spool"
+        shutil.copytree(path, copy)
+        spool = Spool(copy)
+        try:
+            return SpoolState(spool.next_seq, [r.seq for r in spool.take(10**9)])
+        finally:
+            spool.close()
+
+
+# ------------------------------------------------------------------ points
+
+
+def numeric(fields: dict[str, Value]) -> dict[str, float]:
+    """The fields a line carries that VictoriaMetrics stores (it drops strings)."""
+    out: dict[str, float] = {}
+    for name, value in fields.items():
+        if type(value) is int or (type(value) is float and math.isfinite(value)):
+            out[name] = float(value)
+    return out
+
+
+def published_points(messages: Iterable[MetricsMessage]) -> tuple[Points, int]:
+    """(series -> ms timestamp -> numeric fields) of every published point, and how many
+    points were published twice (one poll in two messages)."""
+    points: Points = {}
+    twice = 0
+    for message in messages:
+        site = message.site
+        for sample in message.samples:
+            stamp = round(sample.ts * 1000)
+            lines: list[tuple[SeriesKey, dict[str, Value]]] = [
+                (("device", site, sample.device, ""), sample.fields)
+            ]
+            lines += [
+                (("interface", site, sample.device, str(i.if_index)), i.fields)
+                for i in sample.interfaces
+            ]
+            lines += [(("bgp_peer", site, sample.device, b.peer), b.fields) for b in sample.bgp]
+            for key, fields in lines:
+                values = numeric(fields)
+                if not values:
+                    continue
+                series = points.setdefault(key, {})
+                if stamp in series:
+                    twice += 1
+                series[stamp] = values
+    return points, twice
+
+
+def series_key(measurement: str, labels: dict[str, str]) -> SeriesKey:
+    """Which line a VictoriaMetrics series (one field of a measurement) comes from."""
+    site = labels.get("site", "")
+    if measurement in POLLED:
+        sub = labels.get("ifIndex") or labels.get("peer") or ""
+        return (measurement, site, labels.get("device", ""), sub)
+    if measurement == "enoc_agent":
+        return (measurement, site, labels.get("agent", ""), "")
+    # anything else the collector writes (incident annotations, ...): every tag counts
+    rest = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("__name__", "site"))
+    return (measurement or "?", site, "", rest)
+
+
+def export_points(vm_url: str) -> tuple[Points, int]:
+    """Everything in VictoriaMetrics as (series -> ms timestamp -> fields), and how many
+    samples shared a series and timestamp with another (what a query would see twice)."""
+    with urllib.request.urlopen(f"{vm_url}/internal/force_flush", timeout=30):  # noqa: S310
+        pass
+    params = urllib.parse.urlencode(
+        {"match[]": '{__name__!=""}', "start": "0", "end": str(int(time.time()) + 86400)}
+    )
+    with urllib.request.urlopen(  # noqa: S310 - loopback
+        f"{vm_url}/api/v1/export?{params}", timeout=300
+    ) as response:
+        points: Points = {}
+        doubled = 0
+        for raw in response:
+            if not raw.strip():
+                continue
+            row = json.loads(raw)
+            metric: dict[str, str] = row["metric"]
+            name = metric.get("__name__", "")
+            measurement = next((m for m in MEASUREMENTS if name.startswith(m + "_")), "")
+            field_name = name[len(measurement) + 1 :] if measurement else name
+            key = series_key(measurement, metric)
+            series = points.setdefault(key, {})
+            for value, stamp in zip(row["values"], row["timestamps"], strict=True):
+                fields = series.setdefault(int(stamp), {})
+                if field_name in fields and measurement in POLLED:
+                    doubled += 1
+                fields[field_name] = float(value)
+    return points, doubled
+
+
+@dataclass
+class PointCount:
+    published: int = 0
+    written: int = 0
+    lost: int = 0
+    wrong: int = 0
+    duplicated: int = 0
+    published_twice: int = 0
+    lines_in_db: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def count_points(published: Points, landed: Points, doubled: int) -> PointCount:
+    out = PointCount(duplicated=doubled)
+    for key, series in published.items():
+        got = landed.get(key, {})
+        for stamp, fields in series.items():
+            out.published += 1
+            have = got.get(stamp)
+            if have is None or any(name not in have for name in fields):
+                out.lost += 1
+                if len(out.examples) < 5:
+                    out.examples.append(f"lost: {'/'.join(key)} at {stamp}")
+            elif any(
+                not math.isclose(have[name], value, rel_tol=1e-9, abs_tol=1e-9)
+                for name, value in fields.items()
+            ):
+                out.wrong += 1
+                if len(out.examples) < 5:
+                    out.examples.append(f"wrong value: {'/'.join(key)} at {stamp}")
+            else:
+                out.written += 1
+    for key, series in landed.items():
+        out.lines_in_db += len(series)
+        if key[0] not in POLLED:
+            continue  # the agents' health (heartbeats are not spooled), incident annotations
+        expected = published.get(key, {})
+        extra = [stamp for stamp in series if stamp not in expected]
+        out.duplicated += len(extra)
+        if extra and len(out.examples) < 5:
+            out.examples.append(f"not published: {'/'.join(key)} at {extra[0]}")
+    return out
+
+
+# ------------------------------------------------------------------ the fleet
+
+
+def steady(devices: list[Any]) -> None:
+    """No interface of the fleet may cross a utilization threshold on its own: a drill's
+    incidents must come from its faults only. Busy interfaces are slowed to STEADY_PEAK
+    at the top of their daily curve and bursts."""
+    for device in devices:
+        for iface in device.interfaces:
+            capacity = iface.speed_mbps * 1_000_000 / 8
+            peak = max(iface.avg_in, iface.avg_out) * (1 + iface.amplitude + 0.15) / capacity
+            if peak > STEADY_PEAK:
+                scale = STEADY_PEAK / peak
+                iface.avg_in *= scale
+                iface.avg_out *= scale
+
+
+@dataclass
+class SiteRig:
+    name: str
+    rtc: str
+    agent_id: str
+    devices: list[str]
+    link: WanLink
+    trap_port: int
+    agent: Proc
+    spool: Path
+
+
+class Harness:
+    """Start the fleet, let drills break and heal it, account for what went through."""
+
+    def __init__(
+        self,
+        root: Path,
+        sizing: Sizing,
+        *,
+        store: str = "sqlite",
+        say: Say = lambda _text: None,
+        label: str = "",
+    ) -> None:
+        self.root = root
+        self.sizing = sizing
+        self.store = store
+        self.label = label
+        self._say = say
+        self.broker = Mosquitto(
+            root / "mosquitto", config_extra=f"max_inflight_messages {MAX_INFLIGHT}\n"
+        )
+        self.vm = VictoriaMetrics(root / "victoria-metrics")
+        self.pg: PostgreSQL | None = None
+        self.tap: BrokerTap | None = None
+        self.sim: Any = None
+        self.sites: list[SiteRig] = []
+        self.collector: CollectorProc | None = None
+        self.notes: list[str] = []  # what the drill did, for the report
+        self.failures: list[str] = []  # checks of the drill that did not hold
+        self.since = 0.0  # heartbeats after this show a drained spool
+        self.started = time.monotonic()
+        self._sampler: asyncio.Task[None] | None = None
+        self._status = ""
+
+    # ---------------------------------------------------------------- progress
+
+    def say(self, text: str) -> None:
+        self._status = text
+        self._progress()
+
+    def _progress(self) -> None:
+        tap = self.tap
+        published = f"{len(tap.metrics):,} metrics msgs" if tap else ""
+        elapsed = time.monotonic() - self.started
+        self._say(f"[{self.label}] {elapsed:5.1f} s  {self._status}  ({published})")
+
+    # ---------------------------------------------------------------- start and stop
+
+    async def __aenter__(self) -> Harness:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.say("starting Mosquitto and VictoriaMetrics")
+        await asyncio.to_thread(self.broker.start)
+        await asyncio.to_thread(self.vm.start)
+        if self.store == "postgresql":
+            self.say("starting PostgreSQL")
+            self.pg = PostgreSQL(self.root / "postgres")
+            await asyncio.to_thread(self.pg.start)
+        self.tap = BrokerTap(self.broker.port)
+        await self.tap.start()
+        await self._start_fleet()
+        self.collector = self._collector_config()
+        self.say("starting the collector")
+        self.collector.start()
+        await self.collector.wait_healthy()
+        self.say("starting the agents")
+        for rig in self.sites:
+            rig.agent.start()
+        self._sampler = asyncio.create_task(self._sample())
+        await self.wait_steady()
+
+    async def _start_fleet(self) -> None:
+        from simulators.fleet import build_devices, generated_fleet_spec
+        from simulators.inventory_out import inventory
+        from simulators.server import Simulator, TrapReceiver
+
+        s = self.sizing
+        spec = generated_fleet_spec(s.devices, s.interfaces, s.sites)
+        spec = replace(spec, port=free_port("udp", ADDRESS_BASE), address_base=ADDRESS_BASE)
+        devices = build_devices(spec, time.time())
+        steady(devices)
+        names = [site.name for site in spec.sites]
+        traps = {name: free_port("udp") for name in names}
+        receivers = [TrapReceiver(HOST, traps[name], site=name) for name in names]
+        self.sim = Simulator(devices, trap_receivers=receivers)
+        self.say(f"starting {len(devices)} simulated devices")
+        await self.sim.start()
+        full = inventory(self.sim, devices)
+        for site in spec.sites:
+            link = WanLink(site.name, (HOST, self.broker.port))
+            await link.start()
+            rows = [d for d in full["devices"] if d["site"] == site.name]  # type: ignore[attr-defined]
+            used = {d["credentials"] for d in rows}
+            path = self.root / f"{site.name}-devices.yaml"
+            credentials = full["credentials"]
+            assert isinstance(credentials, dict)
+            path.write_text(
+                yaml.safe_dump(
+                    {
+                        "credentials": {k: v for k, v in credentials.items() if k in used},
+                        "devices": rows,
+                    },
+                    sort_keys=False,
+                )
+            )
+            agent_id = f"{site.name}-1"
+            spool = self.root / "spool" / site.name
+            config = self._agent_config(site.name, site.rtc, agent_id, link.port, traps, spool)
+            self.sites.append(
+                SiteRig(
+                    site.name,
+                    site.rtc,
+                    agent_id,
+                    [str(d["name"]) for d in rows],
+                    link,
+                    traps[site.name],
+                    Proc(f"agent {site.name}", config, "agent"),
+                    spool,
+                )
+            )
+
+    def _agent_config(
+        self, site: str, rtc: str, agent_id: str, wan_port: int, traps: dict[str, int], spool: Path
+    ) -> Path:
+        interval = self.sizing.interval
+        config = {
+            "agent_id": agent_id,
+            "site": site,
+            "rtc": rtc,
+            "mqtt": {"url": f"mqtt://{HOST}:{wan_port}", "keepalive": "10s"},
+            "spool": {"path": str(spool)},
+            "polling": {
+                "interval": f"{interval:g}s",
+                "timeout": f"{min(2.0, 0.3 * interval):g}s",
+                "retries": 1,
+                "unreachable_after": 3,
+                "source": HOST,
+            },
+            # the production ratio: a heartbeat every half interval
+            "publishing": {"heartbeat": f"{interval / 2:g}s", "replay_rate": 50},
+            "traps": {"listen": f"{HOST}:{traps[site]}", "communities": ["public"]},
+            "inventory": str(self.root / f"{site}-devices.yaml"),
+            "log": {"level": "info"},
+        }
+        path = self.root / f"agent-{site}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def _collector_config(self) -> CollectorProc:
+        interval = self.sizing.interval
+        users = self.root / "users.yaml"
+        users.write_text(
+            yaml.safe_dump({"users": [{"name": "drill", "role": "viewer", "token": TOKEN}]})
+        )
+        token = self.root / "influx-token"
+        token.write_text("drill\n")
+        store = self.pg.url if self.pg else f"sqlite:///{self.root / 'incidents.db'}"
+        port = free_port()
+        config = {
+            "mqtt": {
+                "url": self.broker.url,
+                "client_id": "enoc-drill-collector",
+                "max_unacked": MAX_INFLIGHT,
+            },
+            "influxdb": {
+                "url": self.vm.url,
+                "api": "v2",
+                "org": "enoc",
+                "bucket": "enoc",
+                "token_file": str(token),
+            },
+            "store": {"url": store},
+            "incidents": {
+                # ten minutes, scaled like every other duration of the drills
+                "flap_window": f"{self.sizing.seconds(10):g}s",
+                "flap_transitions": FLAP_TRANSITIONS,
+                "sweep_interval": f"{min(5.0, interval):g}s",
+            },
+            "http": {"listen": f"{HOST}:{port}", "users_file": str(users)},
+            "log": {"level": "info"},
+        }
+        path = self.root / "collector.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return CollectorProc(path, port)
+
+    async def _sample(self) -> None:
+        """CPU and memory of every process, and the collector's counters, twice a second."""
+        while True:
+            for rig in self.sites:
+                rig.agent.sample()
+            if self.collector is not None:
+                self.collector.sample()
+                await self.collector.scrape()
+            self._progress()
+            await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        for rig in self.sites:
+            with contextlib.suppress(Exception):
+                await rig.agent.terminate(within=15)
+        if self.collector is not None:
+            with contextlib.suppress(Exception):
+                await self.collector.terminate(within=15)
+        for rig in self.sites:
+            with contextlib.suppress(Exception):
+                await rig.link.cut()
+        if self.sim is not None:
+            await self.sim.stop()
+        if self.tap is not None:
+            await self.tap.stop()
+        await asyncio.to_thread(self.broker.stop)
+        await asyncio.to_thread(self.vm.stop)
+        if self.pg is not None:
+            await asyncio.to_thread(self._remove_pg, self.pg)
+
+    @staticmethod
+    def _remove_pg(pg: PostgreSQL) -> None:
+        with contextlib.suppress(Exception):
+            stop_postgres_fast(pg)
+        pg.remove()
+
+    def keep_logs(self, into: Path) -> None:
+        """Copy every log of the run (for a drill that failed)."""
+        into.mkdir(parents=True, exist_ok=True)
+        for path in [
+            *self.root.glob("*.log"),
+            *self.root.glob("*/*.log"),
+            *self.root.glob("*.yaml"),
+        ]:
+            if "devices" not in path.name:  # inventories hold the SNMP keys
+                shutil.copy(path, into / f"{path.parent.name}-{path.name}")
+
+    # ---------------------------------------------------------------- waiting
+
+    async def intervals(self, count: float, what: str) -> None:
+        await self.until(time.monotonic() + count * self.sizing.interval, what)
+
+    async def until(self, deadline: float, what: str) -> None:
+        """Sleep until `deadline` (monotonic), saying what is going on."""
+        start = time.monotonic()
+        total = max(deadline - start, 0.0) / self.sizing.interval
+        while (left := deadline - time.monotonic()) > 0:
+            done = (time.monotonic() - start) / self.sizing.interval
+            self.say(f"{what} ({done:.0f}/{total:.0f} intervals)")
+            await asyncio.sleep(min(left, 0.5))
+
+    async def wait_steady(self) -> None:
+        """Every agent published two rounds, the collector lists every device."""
+        assert self.tap is not None
+        assert self.collector is not None
+        tap, collector = self.tap, self.collector
+        total = sum(len(rig.devices) for rig in self.sites)
+        deadline = time.monotonic() + max(60.0, 10 * self.sizing.interval)
+        while True:
+            rounds = all(tap.count(r.agent_id) >= 2 * len(r.devices) for r in self.sites)
+            listed = 0
+            if rounds:
+                with contextlib.suppress(OSError, ValueError):
+                    answer = await asyncio.to_thread(collector.get, "/api/v1/devices")
+                    listed = len(answer["devices"])
+            if rounds and listed == total:
+                break
+            for rig in self.sites:
+                if not rig.agent.alive:
+                    raise RuntimeError(f"{rig.agent.name} exited: {tail(rig.agent.log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the fleet did not settle: {listed}/{total} devices listed, "
+                    f"metrics per agent {[tap.count(r.agent_id) for r in self.sites]}"
+                )
+            self.say(f"warming up: {listed}/{total} devices at the collector")
+            await asyncio.sleep(0.2)
+        self.since = time.time()
+        baseline = await self.incidents()
+        if baseline:
+            self.failures.append(
+                "incidents before any fault: " + ", ".join(incident_label(i) for i in baseline)
+            )
+
+    # ---------------------------------------------------------------- the parts
+
+    def rig(self, site: str) -> SiteRig:
+        return next(r for r in self.sites if r.name == site)
+
+    def fault_target(self, site: str) -> tuple[str, int]:
+        """A device of the site that is not its CE router (every other device hangs off it),
+        and the ifIndex of its first interface (an uplink, administratively up)."""
+        rig = self.rig(site)
+        for name in rig.devices:
+            device = self.sim.device(name)
+            if device.role != "ce-router" and device.interfaces:
+                return name, int(device.interfaces[0].index)
+        raise RuntimeError(f"site {site} has no device to break")
+
+    def inject(self, device: str, fault: dict[str, Any]) -> None:
+        self.sim.inject(device, fault)
+
+    def clear(self, device: str) -> None:
+        self.sim.clear(device)
+
+    async def broker_stop(self) -> None:
+        await asyncio.to_thread(self.broker.stop)
+
+    async def broker_start(self) -> None:
+        # not restart(): that waits for the port to look free, which a TIME_WAIT delays
+        await asyncio.to_thread(self.broker.start)
+
+    async def vm_stop(self) -> None:
+        await asyncio.to_thread(self.vm.stop)
+
+    async def vm_start(self) -> None:
+        await asyncio.to_thread(self.vm.start)
+
+    async def store_stop(self) -> None:
+        assert self.pg is not None
+        await asyncio.to_thread(stop_postgres_fast, self.pg)
+
+    async def store_start(self) -> None:
+        assert self.pg is not None
+        await asyncio.to_thread(self.pg.start)
+
+    async def restart_collector(self) -> None:
+        assert self.collector is not None
+        self.collector.start()
+        await self.collector.wait_healthy()
+
+    def mark(self) -> None:
+        """From now on, an agent's heartbeat says whether its spool has drained."""
+        self.since = time.time()
+
+    # ---------------------------------------------------------------- the end of a drill
+
+    async def incidents(self) -> list[dict[str, Any]]:
+        """Every incident the collector's API lists, each with its timeline."""
+        assert self.collector is not None
+        get = self.collector.get
+        listed = await asyncio.to_thread(get, "/api/v1/incidents?limit=5000")
+        out = []
+        for item in listed["incidents"]:
+            out.append(await asyncio.to_thread(get, f"/api/v1/incidents/{item['id']}"))
+        return sorted(out, key=lambda i: int(i["id"]))
+
+    def drained(self) -> list[str]:
+        """Agents whose latest heartbeat (since the mark) does not show an empty spool."""
+        assert self.tap is not None
+        busy = []
+        for rig in self.sites:
+            beat = self.tap.heartbeats.get(rig.agent_id)
+            if beat is None or beat[0] < self.since:
+                busy.append(f"{rig.agent_id}: no heartbeat yet")
+                continue
+            depth = beat[1].health.get("spool_depth", 0)
+            if not isinstance(depth, int) or depth > 2:
+                busy.append(f"{rig.agent_id}: {depth} messages spooled")
+        return busy
+
+    async def converge(self, expected: list[Expect]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Wait until every spool drained and the incidents are as expected (or time out)."""
+        deadline = time.monotonic() + 20 * self.sizing.interval + 30
+        while True:
+            busy = self.drained()
+            problems: list[str] = []
+            try:
+                seen = await self.incidents()
+            except (OSError, ValueError) as exc:
+                seen, problems = [], [f"the API did not answer: {exc}"]
+            problems = problems or compare_incidents(expected, seen)
+            if not busy and not problems:
+                return seen, []
+            if time.monotonic() > deadline:
+                return seen, busy + problems
+            self.say(f"waiting for the fleet to recover: {(busy + problems)[0]}")
+            await asyncio.sleep(0.5)
+
+    async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
+        """The agents are gone: wait until the collector wrote and committed all it got."""
+        assert self.collector is not None
+        deadline = time.monotonic() + 60 + 5 * self.sizing.interval
+        last_acked = -1.0
+        while time.monotonic() < deadline:
+            counters = await self.collector.scrape() or {}
+            acked = counters.get("enoc_collector_acked_total", -2.0)
+            idle = (
+                counters.get("enoc_collector_metrics_pending", 1) == 0
+                and counters.get("enoc_collector_write_buffer_points", 1) == 0
+                and acked == last_acked
+            )
+            last_acked = acked
+            if idle and published_events <= await asyncio.to_thread(self.stored_events):
+                break
+            self.say("waiting for the collector to write everything")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)  # VictoriaMetrics makes new series searchable within a second
+
+    def stored_events(self) -> set[tuple[str, str]]:
+        """(agent, event id) of every event the incident store committed."""
+        return {(str(a), str(e)) for a, e in self.query_store("SELECT agent, event_id FROM events")}
+
+    def query_store(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of the incident store, read beside the collector ([] while it is down)."""
+        if self.pg is not None:
+            import psycopg
+
+            try:
+                with psycopg.connect(self.pg.url, connect_timeout=5) as conn:
+                    return [tuple(row) for row in conn.execute(sql).fetchall()]
+            except psycopg.OperationalError:
+                return []
+        path = self.root / "incidents.db"
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return [tuple(row) for row in db.execute(sql).fetchall()]
+        except sqlite3.Error:
+            return []
+        finally:
+            db.close()
+
+    async def finish(self, expected: list[Expect]) -> Accounting:
+        """Converge, stop the agents, let the collector catch up, and account."""
+        assert self.tap is not None
+        assert self.collector is not None
+        tap, collector = self.tap, self.collector
+        seen, problems = await self.converge(expected)
+        self.say("stopping the agents")
+        for rig in self.sites:
+            code = await rig.agent.terminate()
+            if code != 0:
+                self.failures.append(f"{rig.agent.name} did not stop cleanly (exit {code})")
+        published_events = tap.event_ids()
+        await self.quiesce(published_events)
+        # messages: what each agent numbered, what reached the broker, what is still spooled
+        lost_messages: list[str] = []
+        spooled = 0
+        for rig in self.sites:
+            for kind, at_broker in (
+                ("metrics", {seq for a, seq in tap.metrics if a == rig.agent_id}),
+                ("events", {seq for a, seq in tap.events if a == rig.agent_id}),
+            ):
+                state = await asyncio.to_thread(read_spool, rig.spool / kind)
+                spooled += len(state.pending)
+                missing = set(range(1, state.next_seq)) - at_broker - set(state.pending)
+                if missing:
+                    lost_messages.append(
+                        f"{rig.agent_id} {kind}: {len(missing)} never reached the broker "
+                        f"(seq {sorted(missing)[:5]})"
+                    )
+        self.say("reading the database back")
+        published, twice = published_points(tap.metrics.values())
+        counted = PointCount()
+        for attempt in range(4):
+            landed, doubled = await asyncio.to_thread(export_points, self.vm.url)
+            counted = count_points(published, landed, doubled)
+            if counted.lost == 0 or attempt == 3:
+                break
+            await asyncio.sleep(2)  # a write may still be on its way into a searchable part
+        counted.published_twice = twice
+        stored = await asyncio.to_thread(self.stored_events)
+        self.say("stopping the collector")
+        lines_written = collector.total("enoc_collector_points_written_total")
+        received = collector.total('enoc_collector_received_total{kind="metrics"}')
+        dropped = collector.total("enoc_collector_points_dropped_total")
+        rejected = sum(
+            v
+            for life in [*collector.finished, collector.counters]
+            for k, v in life.items()
+            if k.startswith("enoc_collector_rejected_total")
+        )
+        code = await collector.terminate()
+        if code != 0:
+            self.failures.append(f"the collector did not stop cleanly (exit {code})")
+        return Accounting(
+            points=counted,
+            messages=len(tap.metrics),
+            event_messages=len(tap.events),
+            lost_messages=lost_messages,
+            spooled_at_end=spooled,
+            redelivered_to_tap=tap.redelivered,
+            conflicts=list(tap.conflicts),
+            events_published=len(published_events),
+            events_stored=len(published_events & stored),
+            events_unpublished=len(stored - published_events),
+            lines_written=int(lines_written),
+            redelivered=max(0, int(received) - len(tap.metrics)),
+            redelivered_exact=not collector.killed,
+            points_dropped=int(dropped),
+            rejected=int(rejected),
+            incidents_expected=[e.label() for e in expected],
+            incidents_seen=[incident_label(i) for i in seen],
+            incident_problems=problems,
+            incidents=seen,
+            cpu_s={
+                "collector": round(collector.cpu_s, 2),
+                "agents": round(sum(r.agent.cpu_s for r in self.sites), 2),
+            },
+            peak_mib={
+                "collector": collector.peak_mib,
+                "agent": max((r.agent.peak_mib for r in self.sites), default=0.0),
+            },
+        )
+
+
+@dataclass
+class Accounting:
+    points: PointCount
+    messages: int
+    event_messages: int
+    lost_messages: list[str]
+    spooled_at_end: int
+    redelivered_to_tap: int
+    conflicts: list[str]
+    events_published: int
+    events_stored: int
+    events_unpublished: int
+    lines_written: int
+    redelivered: int
+    redelivered_exact: bool
+    points_dropped: int
+    rejected: int
+    incidents_expected: list[str]
+    incidents_seen: list[str]
+    incident_problems: list[str]
+    incidents: list[dict[str, Any]]
+    cpu_s: dict[str, float]
+    peak_mib: dict[str, float]
+
+    def problems(self, spool_slack: int) -> list[str]:
+        """Every way this accounting breaks the drills' promise."""
+        p = self.points
+        out: list[str] = []
+        if p.lost:
+            out.append(f"{p.lost} points lost")
+        if p.wrong:
+            out.append(f"{p.wrong} points with a wrong value")
+        if p.duplicated:
+            out.append(f"{p.duplicated} duplicate points in the database")
+        out += self.lost_messages
+        out += [f"two different messages with one seq: {c}" for c in self.conflicts[:5]]
+        if self.spooled_at_end > spool_slack:
+            out.append(f"{self.spooled_at_end} messages still spooled at the end")
+        if self.events_stored < self.events_published:
+            out.append(f"{self.events_published - self.events_stored} events not in the store")
+        if self.points_dropped:
+            out.append(f"the collector dropped {self.points_dropped} points")
+        if self.rejected:
+            out.append(f"the collector rejected {self.rejected} messages")
+        out += self.incident_problems
+        if p.examples and (p.lost or p.wrong or p.duplicated):
+            out += p.examples[:3]
+        return out

@@ -1,0 +1,615 @@
+"""`enoc bench faults`: fault drills that break one thing at a time and account for every
+point and event.
+
+Each drill starts a steady fleet on loopback (simulated devices -> one real
+`enoc agent` per site, each behind a WAN link that can be cut -> real
+Mosquitto -> a real `enoc collector` -> real VictoriaMetrics and an SQLite or
+PostgreSQL incident store; see `enoc.bench.drillkit`), breaks one thing, heals
+it, waits until the fleet has recovered, and then accounts:
+
+- points *published* (what reached the broker), *written* (in the database
+  with the published value), *lost*, *duplicated* (seen twice by a query);
+  *redelivered* are metrics messages the collector got again after a restart
+  (at-least-once delivery), whose points the database merged: reported, not a fault;
+- events published against those the incident store committed;
+- incidents opened and resolved against what the faults dictate.
+
+Every drill expects zero points lost, zero duplicates and exactly the
+incidents its faults dictate. Time scales with the poll interval: one
+interval stands for one production minute (the agent's default interval is
+60 s), so "30 minutes of WAN partition" is 30 intervals and the collector's
+ten-minute flap window is ten intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enoc.bench.drillkit import Accounting, Expect, Harness, Say, Sizing
+from enoc.bench.sim import machine, progress
+
+SIZES: dict[str, Sizing] = {
+    # small: the test suite; about 20-45 s a drill on two cores
+    "small": Sizing(devices=6, sites=2, interfaces=4, interval=1.0),
+    # full: the benchmark; about 12 minutes for every drill
+    "full": Sizing(devices=48, sites=4, interfaces=48, interval=5.0),
+}
+OUTAGE_INTERVALS = 5  # broker down, InfluxDB down
+PARTITION_MINUTES = 30  # the WAN partition, in production minutes (= poll intervals)
+FLAP_MINUTES = 10  # how long the device flaps
+FLAP_PERIOD_S = 5.0  # "every few seconds", in production seconds
+MIN_FLAP_PERIOD = 0.25  # the simulator toggles at most every 0.2 s; keep a margin
+
+
+@dataclass
+class Plan:
+    """What a drill's faults dictate, and what it noted on the way."""
+
+    expected: list[Expect]
+    check: Callable[[Accounting], list[str]] | None = None
+
+
+Drill = Callable[[Harness], Awaitable[Plan]]
+
+
+@dataclass(frozen=True)
+class DrillSpec:
+    title: str
+    run: Drill | None
+    store: str = "sqlite"
+    not_built: str = ""
+
+
+@dataclass
+class DrillResult:
+    name: str
+    title: str
+    status: str  # PASS, FAIL, ERROR, NOT BUILT
+    wall_s: float = 0.0
+    published: int = 0
+    written: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    redelivered: int = 0
+    redelivered_exact: bool = True
+    lines_written: int = 0
+    lines_in_db: int = 0
+    wrong: int = 0
+    messages: int = 0
+    lost_messages: int = 0
+    spooled_at_end: int = 0
+    redelivered_to_tap: int = 0
+    events_published: int = 0
+    events_stored: int = 0
+    incidents_expected: list[str] = field(default_factory=list)
+    incidents_seen: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    incidents: list[dict[str, Any]] = field(default_factory=list)  # as the API gave them
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_mib: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("FAIL", "ERROR")
+
+
+# ------------------------------------------------------------------ the drills
+
+
+def offline(h: Harness, site: str) -> Expect:
+    """The site incident of an agent the broker lost (its last will)."""
+    return Expect("agent_offline", site, resource=f"agent:{h.rig(site).agent_id}")
+
+
+async def broker_down(h: Harness) -> Plan:
+    """Mosquitto stopped for 5 poll intervals; a link fails and comes back meanwhile."""
+    site = h.sites[0].name
+    device, if_index = h.fault_target(site)
+    await h.broker_stop()
+    down_at = time.monotonic()
+    await h.intervals(1, "broker down")
+    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
+    await h.intervals(2, f"broker down, {device} if:{if_index} down")
+    h.clear(device)
+    await h.until(down_at + OUTAGE_INTERVALS * h.sizing.interval, "broker down, link back up")
+    await h.broker_start()
+    h.mark()
+    h.notes.append(
+        f"Mosquitto stopped for {time.monotonic() - down_at:.1f} s ({OUTAGE_INTERVALS} "
+        f"intervals); {device} if:{if_index} went down and up while it was away"
+    )
+    h.notes.append(
+        "Mosquitto publishes every client's last will when it shuts down, so each site gets "
+        "its agent_offline incident, resolved by the agent's birth message after the restart; "
+        "whether the link incident lands under it depends on when the collector got the will"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        depth = dict(h.tap.max_spool) if h.tap else {}
+        h.notes.append(f"largest spool depth reported after the outage: {depth}")
+        return []
+
+    expected = [offline(h, rig.name) for rig in h.sites]
+    expected.append(Expect("link", site, device, f"if:{if_index}"))
+    return Plan(expected, check)
+
+
+async def wan_partition(h: Harness) -> Plan:
+    """One site's WAN link cut for 30 production minutes; its agent spools and replays."""
+    rig = h.sites[0]
+    device, if_index = h.fault_target(rig.name)
+    minutes = PARTITION_MINUTES
+    await rig.link.cut()
+    cut_at = time.monotonic()
+    cut_wall = time.time()
+    await h.intervals(2, f"{rig.name} partitioned")
+    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
+    await h.intervals(3, f"{rig.name} partitioned, {device} if:{if_index} down")
+    h.clear(device)
+    await h.until(cut_at + h.sizing.seconds(minutes), f"{rig.name} partitioned")
+    await rig.link.heal()
+    healed_wall = time.time()
+    h.mark()
+    h.notes.append(
+        f"{rig.name}'s WAN link cut for {time.monotonic() - cut_at:.0f} s = {minutes} poll "
+        f"intervals of {h.sizing.interval:g} s, i.e. {minutes} minutes at the production "
+        f"interval of 60 s; a link of {device} failed and recovered during it"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        assert h.tap is not None
+        during = [
+            key
+            for key, message in h.tap.metrics.items()
+            if key[0] == rig.agent_id and cut_wall < message.sent < healed_wall
+        ]
+        replayed = [k for k in during if h.tap.arrived[("metrics", *k)] >= healed_wall]
+        h.notes.append(
+            f"{len(during)} metrics messages polled during the partition reached the broker "
+            f"after it healed ({len(replayed)} replayed from the spool)"
+        )
+        expected_min = (minutes - 2) * len(rig.devices)
+        if len(replayed) < expected_min:
+            return [f"only {len(replayed)} messages replayed, expected >= {expected_min}"]
+        return []
+
+    return Plan(
+        [
+            offline(h, rig.name),
+            # opened while the site was unknown: suppressed under the site incident
+            Expect("link", rig.name, device, f"if:{if_index}", suppressed=True),
+        ],
+        check,
+    )
+
+
+async def agent_kill(h: Harness) -> Plan:
+    """kill -9 of a site's agent while its WAN link is down; a new agent replays the spool."""
+    from enoc.bench.drillkit import read_spool
+
+    rig = h.sites[0]
+    device, if_index = h.fault_target(rig.name)
+    await rig.link.cut()
+    await h.intervals(1, f"{rig.name} partitioned")
+    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
+    await h.intervals(2, f"{rig.name} partitioned, {device} if:{if_index} down")
+    await rig.agent.kill9()
+    metrics = await asyncio.to_thread(read_spool, rig.spool / "metrics")
+    events = await asyncio.to_thread(read_spool, rig.spool / "events")
+    h.clear(device)
+    await h.intervals(1, f"{rig.name}'s agent killed, link back up")
+    rig.agent.start()
+    await h.intervals(2, f"{rig.name} partitioned, agent restarted")
+    await rig.link.heal()
+    h.mark()
+    h.notes.append(
+        f"{rig.agent_id} killed with SIGKILL {3 * h.sizing.interval:g} s into a WAN partition, "
+        f"holding {len(metrics.pending)} metrics and {len(events.pending)} events messages in "
+        "its spool; restarted while the link was still down, then the link healed"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        if not metrics.pending or not events.pending:
+            return ["the killed agent had nothing spooled: the drill proved nothing"]
+        return []
+
+    return Plan(
+        [offline(h, rig.name), Expect("link", rig.name, device, f"if:{if_index}", suppressed=True)],
+        check,
+    )
+
+
+async def collector_kill(h: Harness) -> Plan:
+    """kill -9 of the collector with messages in flight; the broker redelivers them."""
+    assert h.collector is not None
+    collector = h.collector
+    site = h.sites[0].name
+    device, if_index = h.fault_target(site)
+    deadline = time.monotonic() + 5 * h.sizing.interval
+    pending = buffered = 0.0
+    while time.monotonic() < deadline:
+        counters = await collector.scrape() or {}
+        pending = counters.get("enoc_collector_metrics_pending", 0.0)
+        buffered = counters.get("enoc_collector_write_buffer_points", 0.0)
+        if pending > 0 and buffered > 0:
+            break
+        h.say("waiting for the collector to hold unacknowledged messages")
+        await asyncio.sleep(0.02)
+    written_before = collector.counters.get("enoc_collector_points_written_total", 0.0)
+    await collector.kill9()
+    killed_at = time.monotonic()
+    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
+    await h.intervals(1, f"collector killed, {device} if:{if_index} down")
+    h.clear(device)
+    await h.until(killed_at + 2 * h.sizing.interval, "collector killed, link back up")
+    await h.restart_collector()
+    h.mark()
+    h.notes.append(
+        f"the collector was killed with SIGKILL holding {pending:.0f} received, unacknowledged "
+        f"metrics messages and {buffered:.0f} points not yet written (after writing "
+        f"{written_before:.0f}); it was back {time.monotonic() - killed_at:.1f} s later"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        if pending <= 0:
+            return ["the collector held nothing unacknowledged when killed: not under load"]
+        return []
+
+    return Plan([Expect("link", site, device, f"if:{if_index}")], check)
+
+
+async def influx_down(h: Harness) -> Plan:
+    """VictoriaMetrics (the InfluxDB v2 write API) down for 5 poll intervals."""
+    assert h.collector is not None
+    collector = h.collector
+    await h.vm_stop()
+    down_at = time.monotonic()
+    await h.until(down_at + OUTAGE_INTERVALS * h.sizing.interval, "VictoriaMetrics down")
+    counters = await collector.scrape() or {}
+    retries = counters.get("enoc_collector_write_retries_total", 0.0)
+    pending = counters.get("enoc_collector_metrics_pending", 0.0)
+    await h.vm_start()
+    h.mark()
+    h.notes.append(
+        f"VictoriaMetrics stopped for {time.monotonic() - down_at:.1f} s ({OUTAGE_INTERVALS} "
+        f"intervals): {retries:.0f} write retries, {pending:.0f} metrics messages held "
+        "unacknowledged by the collector at the end, the rest queued in the broker"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        return [] if retries > 0 else ["the collector never retried a write: the outage was missed"]
+
+    return Plan([], check)
+
+
+async def store_restart(h: Harness) -> Plan:
+    """PostgreSQL (the incident store) restarted; a link fails and recovers meanwhile."""
+    assert h.collector is not None
+    collector = h.collector
+    site = h.sites[0].name
+    device, if_index = h.fault_target(site)
+    # A restart takes seconds whatever the poll interval; 5 s at least outlasts the
+    # store's own retries (about 1.5 s), so commits really fail and are redelivered.
+    down_for = max(3 * h.sizing.interval, 5.0)
+    await h.store_stop()
+    down_at = time.monotonic()
+    down_wall = time.time()
+    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
+    await h.until(down_at + down_for / 2, f"PostgreSQL down, {device} if:{if_index} down")
+    h.clear(device)
+    await h.until(down_at + down_for, "PostgreSQL down, link back up")
+    await h.store_start()
+    up_wall = time.time()
+    h.mark()
+    h.notes.append(
+        f"PostgreSQL shut down (fast) for {time.monotonic() - down_at:.1f} s; "
+        f"{device} if:{if_index} went down and up while it was away"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        failed = collector.total('enoc_collector_handler_errors_total{kind="EventsMessage"}')
+        failed += collector.total('enoc_collector_handler_errors_total{kind="StatusMessage"}')
+        rows = h.query_store("SELECT at, received FROM events")
+        held = [r for r in rows if down_wall <= float(r[0]) < up_wall]
+        late = [r for r in held if float(r[1]) >= up_wall]
+        h.notes.append(
+            f"{len(held)} events happened while the store was down, {len(late)} of them "
+            f"committed after it came back; {failed:.0f} commits failed and were redelivered"
+        )
+        return [] if late else ["no event waited for the store: the outage was missed"]
+
+    return Plan([Expect("link", site, device, f"if:{if_index}")], check)
+
+
+async def flapping(h: Harness) -> Plan:
+    """A link flapping every few seconds for ten minutes: one incident, flapping, settled."""
+    rig = h.sites[0]
+    device, if_index = h.fault_target(rig.name)
+    period = max(MIN_FLAP_PERIOD, h.sizing.seconds(FLAP_PERIOD_S / 60))
+    started = time.time()
+    h.inject(device, {"kind": "flap", "ifIndex": if_index, "period": period})
+    await h.intervals(FLAP_MINUTES, f"{device} if:{if_index} flapping every {period:g} s")
+    h.clear(device)
+    cleared = time.time()
+    h.mark()
+    h.notes.append(
+        f"{device} if:{if_index} flapped every {period:g} s for "
+        f"{h.sizing.seconds(FLAP_MINUTES):g} s ({FLAP_MINUTES} min at the production scale of "
+        f"a minute per interval; every {FLAP_PERIOD_S:g} s scaled"
+        + (", floored at the simulator's pace" if period == MIN_FLAP_PERIOD else "")
+        + f"); flap window {h.sizing.seconds(10):g} s, {6} transitions mark flapping"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        assert h.tap is not None
+        events = [
+            e
+            for m in h.tap.events.values()
+            for e in m.events
+            if e.device == device and e.resource == f"if:{if_index}"
+        ]
+        out: list[str] = []
+        links = [i for i in acc.incidents if i["kind"] == "link"]
+        h.notes.append(f"{len(events)} link transitions published, {len(links)} link incident(s)")
+        if len(events) < 2 * 6:
+            out.append(f"only {len(events)} transitions: too few to call it flapping")
+        for incident in links:
+            timeline = incident.get("timeline", [])
+            recorded = [t for t in timeline if t["what"] == "event"]
+            if len(recorded) != len(events):
+                out.append(f"{len(recorded)} of {len(events)} transitions on the incident")
+            resolved = incident.get("resolved") or 0
+            if resolved < cleared - 1:
+                out.append("the incident was resolved before the link settled")
+            flagged = [t["at"] for t in timeline if t["what"] == "flapping"]
+            if flagged and flagged[0] < started:
+                out.append("marked flapping before the flapping began")
+        return out
+
+    return Plan([Expect("link", rig.name, device, f"if:{if_index}", flapping=True)], check)
+
+
+def _garbage_reason() -> str:
+    from simulators.server import FAULT_KINDS
+
+    return (
+        "not built: the simulator has no fault that makes a device answer garbage "
+        f"(its fault kinds: {', '.join(FAULT_KINDS)}; malformed answers exist only in "
+        "tests/test_agent_badinput.py's Liar)"
+    )
+
+
+DRILLS: dict[str, DrillSpec] = {
+    "broker-down": DrillSpec("broker down for 5 poll intervals", broker_down),
+    "wan-partition": DrillSpec("WAN partition of one site for 30 minutes", wan_partition),
+    "agent-kill": DrillSpec("agent kill -9 during an outage", agent_kill),
+    "collector-kill": DrillSpec("collector kill -9 under load", collector_kill),
+    "influx-down": DrillSpec("InfluxDB (VictoriaMetrics) down for 5 intervals", influx_down),
+    "store-restart": DrillSpec(
+        "incident store (PostgreSQL) restart", store_restart, store="postgresql"
+    ),
+    "flapping": DrillSpec("a device flapping every few seconds for ten minutes", flapping),
+    "garbage": DrillSpec("a device returning garbage", None, not_built="garbage"),
+}
+
+
+async def run_drill(
+    name: str, sizing: Sizing, *, say: Say = progress, keep_logs: Path | None = None
+) -> DrillResult:
+    """One drill on a fleet of its own; never raises (an error is the drill's result)."""
+    spec = DRILLS[name]
+    if spec.run is None:
+        return DrillResult(name, spec.title, "NOT BUILT", notes=[_garbage_reason()])
+    started = time.monotonic()
+    result = DrillResult(name, spec.title, "ERROR")
+    with tempfile.TemporaryDirectory(prefix=f"enoc-drill-{name}-") as tmp:
+        harness = Harness(Path(tmp), sizing, store=spec.store, say=say, label=name)
+        try:
+            async with harness as h:
+                plan = await spec.run(h)
+                accounting = await h.finish(plan.expected)
+                extra = plan.check(accounting) if plan.check else []
+            fill(result, accounting)
+            result.problems = [*h.failures, *extra, *accounting.problems(spool_slack(sizing))]
+            result.status = "FAIL" if result.problems else "PASS"
+        except Exception as exc:
+            result.problems = [*harness.failures, f"{type(exc).__name__}: {exc}"]
+        result.notes = list(harness.notes)
+        if result.failed and keep_logs is not None:
+            harness.keep_logs(keep_logs / f"faults-{name}-logs")
+            result.notes.append(f"logs kept in {keep_logs / f'faults-{name}-logs'}")
+    result.wall_s = round(time.monotonic() - started, 1)
+    return result
+
+
+def spool_slack(sizing: Sizing) -> int:
+    """Messages an agent may leave in its spool when SIGTERM stops it mid-interval."""
+    return sizing.devices
+
+
+def fill(result: DrillResult, acc: Accounting) -> None:
+    p = acc.points
+    result.published = p.published
+    result.written = p.written
+    result.lost = p.lost
+    result.duplicated = p.duplicated
+    result.wrong = p.wrong
+    result.redelivered = acc.redelivered
+    result.redelivered_exact = acc.redelivered_exact
+    result.lines_written = acc.lines_written
+    result.lines_in_db = p.lines_in_db
+    result.messages = acc.messages
+    result.lost_messages = len(acc.lost_messages)
+    result.spooled_at_end = acc.spooled_at_end
+    result.redelivered_to_tap = acc.redelivered_to_tap
+    result.events_published = acc.events_published
+    result.events_stored = acc.events_stored
+    result.incidents_expected = acc.incidents_expected
+    result.incidents_seen = acc.incidents_seen
+    result.incidents = acc.incidents
+    result.cpu_s = acc.cpu_s
+    result.peak_mib = acc.peak_mib
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drills",
+        default="all",
+        help=f"comma-separated drills, or all: {', '.join(DRILLS)}",
+    )
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="full",
+        help="small: the test suite's fleet and times; full: the benchmark's",
+    )
+    parser.add_argument("--devices", type=int, help="simulated devices (all sites)")
+    parser.add_argument("--sites", type=int, help="sites, one agent each")
+    parser.add_argument("--interfaces", type=int, help="interfaces per device")
+    parser.add_argument(
+        "--interval", type=float, help="poll interval, s (one interval = one production minute)"
+    )
+    parser.add_argument("--results", type=Path, default=Path("results"))
+
+
+def sizing_from(args: argparse.Namespace) -> Sizing:
+    base = SIZES[args.size]
+    sizing = Sizing(
+        devices=args.devices or base.devices,
+        sites=args.sites or base.sites,
+        interfaces=args.interfaces or base.interfaces,
+        interval=args.interval or base.interval,
+    )
+    if sizing.sites < 2 or sizing.devices < 2 * sizing.sites:
+        raise ValueError("the drills need at least 2 sites of at least 2 devices")
+    if sizing.interval < 1:
+        raise ValueError("--interval must be at least 1 s")
+    return sizing
+
+
+def chosen(text: str) -> list[str]:
+    names = list(DRILLS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DRILLS]
+    if unknown:
+        raise ValueError(f"unknown drill(s) {', '.join(unknown)}; choose from {', '.join(DRILLS)}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        names = chosen(args.drills)
+        sizing = sizing_from(args)
+    except ValueError as exc:
+        print(f"enoc bench faults: {exc}", file=sys.stderr)
+        return 2
+    args.results.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run_all(names, sizing, args.results))
+    print_table(results, sizing)
+    path = args.results / f"bench-faults-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    payload = {
+        "size": args.size,
+        "sizing": asdict(sizing),
+        "machine": machine(),
+        "scale": scale_text(sizing),
+        "drills": [asdict(r) for r in results],
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {path}")
+    return 1 if any(r.failed for r in results) else 0
+
+
+async def run_all(names: list[str], sizing: Sizing, results: Path) -> list[DrillResult]:
+    out = []
+    for n, name in enumerate(names, 1):
+        progress(f"drill {n} of {len(names)}: {name}")
+        result = await run_drill(name, sizing, keep_logs=results)
+        progress("")
+        print(
+            f"{name}: {result.status} in {result.wall_s:.0f} s"
+            + (f" - {result.problems[0]}" if result.problems else ""),
+            flush=True,
+        )
+        out.append(result)
+    return out
+
+
+def scale_text(sizing: Sizing) -> str:
+    i = sizing.interval
+    return (
+        f"one poll interval ({i:g} s) stands for one production minute: broker and InfluxDB "
+        f"down {OUTAGE_INTERVALS} intervals ({OUTAGE_INTERVALS * i:g} s), WAN partition "
+        f"{PARTITION_MINUTES} intervals ({PARTITION_MINUTES * i:g} s = 30 min), flapping "
+        f"{FLAP_MINUTES} intervals ({FLAP_MINUTES * i:g} s = 10 min) against the collector's "
+        f"flap window of 10 min scaled to {10 * i:g} s"
+    )
+
+
+def print_table(results: list[DrillResult], sizing: Sizing) -> None:
+    print(
+        f"\nfleet: {sizing.devices} simulated devices x {sizing.interfaces} interfaces at "
+        f"{sizing.sites} sites (one agent each), poll interval {sizing.interval:g} s"
+    )
+    print(f"scale: {scale_text(sizing)}\n")
+    print(f"{'':59}{'pub/stored':>10} {'exp/seen':>10}")
+    header = (
+        f"{'drill':15} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
+        f"{'redeliv.':>9} {'events':>10} {'incidents':>10}  {'result':6} {'wall s':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        if r.status == "NOT BUILT":
+            print(
+                f"{r.name:15} {'-':>10} {'-':>10} {'-':>5} {'-':>4} {'-':>9} {'-':>10} "
+                f"{'-':>10}  NOT BUILT"
+            )
+            continue
+        events = f"{r.events_published}/{r.events_stored}"
+        incidents = f"{len(r.incidents_expected)}/{len(r.incidents_seen)}"
+        redelivered = f"{r.redelivered:,}" + ("" if r.redelivered_exact else "+")
+        print(
+            f"{r.name:15} {r.published:>10,} {r.written:>10,} {r.lost:>5} {r.duplicated:>4} "
+            f"{redelivered:>9} {events:>10} {incidents:>10}  {r.status:6} {r.wall_s:>6.0f}"
+        )
+    print(
+        "\npublished: points (lines: a device, interface or BGP peer at one poll) that reached "
+        "the broker; written: in VictoriaMetrics with the published value; dup: samples a "
+        "query sees twice; redeliv.: metrics messages the collector received again after a "
+        "restart (at-least-once), their points rewritten and merged by the database, so not "
+        "duplicates (+: at least, the collector was killed between two reads of its "
+        "counters); events: published/committed to the incident store; incidents: "
+        "expected/seen (each matched by kind, site, device and resource, final state, "
+        "suppression and flapping)"
+    )
+    for r in results:
+        print(f"\n{r.name} - {r.title}: {r.status}")
+        for note in r.notes:
+            print(f"  {note}")
+        if r.incidents_expected or r.incidents_seen:
+            print(f"  incidents expected: {', '.join(r.incidents_expected) or 'none'}")
+            print(f"  incidents seen:     {', '.join(r.incidents_seen) or 'none'}")
+        for problem in r.problems:
+            print(f"  FAIL: {problem}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="enoc bench faults", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
