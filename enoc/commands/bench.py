@@ -6,7 +6,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 
-# name -> (module, help). Later issues add fleet and faults.
+# name -> (module, help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "sim": ("enoc.bench.sim", "varbinds served per CPU-second by the simulator, beside snmpd"),
     "agent": (
@@ -20,6 +20,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "console": (
         "enoc.bench.console",
         "console load time with a big fleet, and SSE fan-out to many browsers",
+    ),
+    "fleet": (
+        "enoc.bench.fleet",
+        "the whole system at fleet size: per-component cost, lag, incidents, peers, growth",
+    ),
+    "faults": (
+        "enoc.bench.faults",
+        "fault drills: break one thing, heal it, account for every point and event",
     ),
 }
 
