@@ -7,7 +7,12 @@ second, while metrics polled since the reconnect go out at once: a long WAN
 outage does not delay today's data behind yesterday's.
 
 Status messages (birth, heartbeat, last will) are retained and not spooled: a
-stale heartbeat has no value.
+stale heartbeat has no value. Their `seq` orders them for the collector, which
+ignores a status older than the last it applied (a broker restart can deliver
+an old connection's will after the new connection's birth): each connection
+numbers its status messages from its own base, `STATUS_BLOCK` apart and rising
+across restarts, and its last will takes the block's top number, above every
+status of its connection and below every status of the next.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ log = get_logger("enoc.agent.publisher")
 
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0  # with +-20 % jitter, so that a thousand agents do not reconnect at once
+# Status numbers per connection: a base from the clock in ms (so it rises across restarts)
+# times the block. 2**20 heartbeats is 120 days of one connection at a 10 s heartbeat; past
+# that the seq stays at the block's top - 1, which the collector still takes as current.
+STATUS_BLOCK = 2**20
 
 
 @dataclass
@@ -61,7 +70,8 @@ class Publisher:
         self.stats = PublisherStats()
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
-        self._status_seq = int(time.time() * 1000)
+        self._status_base = 0  # this connection's block: base * STATUS_BLOCK
+        self._status_n = 0
         self._client: aiomqtt.Client | None = None
         self._failing = StateLogger(log)
 
@@ -91,15 +101,27 @@ class Publisher:
         c = self.config
         return topic(c.site, c.agent_id, kind)  # type: ignore[arg-type]
 
-    def _status(self, state: str) -> bytes:
+    def _new_status_block(self) -> None:
+        """A connection's status numbers: above every earlier connection's, this process's
+        (two connects within a millisecond) and earlier processes' (the clock)."""
+        self._status_base = max(self._status_base + 1, int(time.time() * 1000))
+        self._status_n = 0
+
+    def _status_seq(self, *, will: bool = False) -> int:
+        top = (self._status_base + 1) * STATUS_BLOCK - 1
+        if will:
+            return top
+        self._status_n = min(self._status_n + 1, STATUS_BLOCK - 2)
+        return self._status_base * STATUS_BLOCK + self._status_n
+
+    def _status(self, state: str, *, will: bool = False) -> bytes:
         c = self.config
-        self._status_seq += 1
         return encode(
             StatusMessage(
                 c.agent_id,
                 c.site,
                 c.rtc,
-                self._status_seq,
+                self._status_seq(will=will),
                 time.time(),
                 state=state,  # type: ignore[arg-type]
                 version=__version__,
@@ -120,8 +142,9 @@ class Publisher:
             keepalive=float(mqtt.keepalive),
         )
         args["max_inflight_messages"] = mqtt.max_inflight
+        self._new_status_block()
         args["will"] = aiomqtt.Will(
-            self._topic("status"), self._status("offline"), qos=1, retain=True
+            self._topic("status"), self._status("offline", will=True), qos=1, retain=True
         )
         return args
 

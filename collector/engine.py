@@ -112,6 +112,20 @@ def _window(row: tuple[Any, ...]) -> MaintenanceWindow:
     )
 
 
+def stale_status(message: StatusMessage, retained: bool, last_seen: float, last_seq: int) -> bool:
+    """Whether a status says nothing newer than what the agents table holds.
+
+    An agent numbers its status messages upwards and gives its last will the top
+    number of its connection (agent/publisher.py), so a lower `seq` is older news:
+    a will or heartbeat of an earlier connection that the broker delivered late (after
+    a restart, from a persistent session) must not undo the newer connection's birth.
+    A retained copy of the status already applied, delivered again on a resubscribe,
+    is old too (its `sent` is earlier than when we took it)."""
+    if message.seq < last_seq:
+        return True
+    return retained and message.seq == last_seq and message.sent <= last_seen
+
+
 class Engine:
     def __init__(
         self, store: Store, config: IncidentsConfig, *, now: Callable[[], float] = time.time
@@ -307,15 +321,18 @@ class Engine:
 
         def apply(tx: Tx) -> list[IncidentChange]:
             tx.lock_site(message.site)
-            row = tx.one("SELECT last_seen FROM agents WHERE agent = ?", (message.agent,))
-            if row is not None and float(row[0]) > seen and retained:
-                return []  # an old retained status: we know newer
+            row = tx.one(
+                "SELECT last_seen, status_seq FROM agents WHERE agent = ?", (message.agent,)
+            )
+            if row is not None and stale_status(message, retained, float(row[0]), int(row[1])):
+                return []
             tx.execute(
                 "INSERT INTO agents (agent, site, rtc, state, last_seen, version, inventory_size, "
-                "health) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent) DO UPDATE SET "
-                "site = excluded.site, rtc = excluded.rtc, state = excluded.state, "
+                "health, status_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent) "
+                "DO UPDATE SET site = excluded.site, rtc = excluded.rtc, state = excluded.state, "
                 "last_seen = excluded.last_seen, version = excluded.version, "
-                "inventory_size = excluded.inventory_size, health = excluded.health",
+                "inventory_size = excluded.inventory_size, health = excluded.health, "
+                "status_seq = excluded.status_seq",
                 (
                     message.agent,
                     message.site,
@@ -325,6 +342,7 @@ class Engine:
                     message.version,
                     message.inventory_size,
                     json.dumps(message.health),
+                    message.seq,
                 ),
             )
             for device in message.devices:

@@ -136,6 +136,9 @@ MIGRATIONS: list[list[str]] = [
             detail TEXT NOT NULL DEFAULT ''
         )""",
     ],
+    # 1 -> 2: the seq of the last status applied per agent, so that a late, older status
+    # (an earlier connection's will redelivered after a broker restart) is recognised.
+    ["ALTER TABLE agents ADD COLUMN status_seq BIGINT NOT NULL DEFAULT 0"],
 ]
 
 INCIDENT_COLUMNS = (

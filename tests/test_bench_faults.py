@@ -33,16 +33,6 @@ KINDS = {
     "flapping": ["link"],
 }
 BUILT = [name for name, spec in faults.DRILLS.items() if spec.run is not None]
-# A collector bug, reported, not worked around: a status message the broker redelivers after
-# a restart (the agent's heartbeat and last will, in flight when Mosquitto stopped) is taken
-# as news at the time it is received (collector/engine.py, Engine.on_status: `seen = received`
-# for every non-retained status), so the stale will re-opens the site incident right after
-# the redelivered heartbeat resolved it: two agent_offline incidents for one outage, in
-# about one run of the broker-down drill in four.
-STALE_WILL = pytest.mark.xfail(
-    reason="collector re-opens agent_offline on a redelivered stale last will", strict=False
-)
-PARAMS = [pytest.param(name, marks=STALE_WILL) if name == "broker-down" else name for name in BUILT]
 
 
 def test_every_built_drill_is_checked_here() -> None:
@@ -50,7 +40,7 @@ def test_every_built_drill_is_checked_here() -> None:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", PARAMS)
+@pytest.mark.parametrize("name", BUILT)
 async def test_drill_loses_nothing_doubles_nothing_and_opens_what_the_fault_dictates(
     name: str, tmp_path: Path
 ) -> None:

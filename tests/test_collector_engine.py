@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,12 +13,14 @@ import psycopg
 import pytest
 from collectorkit import T0, Clock
 
+from agent.config import AgentConfig
+from agent.publisher import STATUS_BLOCK, Publisher
 from collector.config import IncidentsConfig
 from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
-from collector.store import Store
-from enoc.config import Duration
+from collector.store import Store, StoreError
+from enoc.config import Duration, parse_config
 from enoc.localservers import PostgreSQL
-from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage
+from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage, decode
 
 _ids = itertools.count(1)
 
@@ -192,6 +195,87 @@ async def test_agent_offline_opens_one_site_incident(engine: tuple[Engine, Clock
     assert "heartbeat" in timed_out[0].incident.title
 
 
+def agent_statuses(tmp_path: Path) -> Publisher:
+    """The agent's own publisher, numbering status messages as it does on the wire."""
+    config = parse_config(
+        f"agent_id: nyc-1\nsite: nyc\nrtc: americas\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"
+        f"spool: {{path: '{tmp_path / 'spool'}'}}\n",
+        AgentConfig,
+    )
+    return Publisher(config, health=lambda: {"spool_depth": 0}, inventory_size=lambda: 0)
+
+
+def connect(publisher: Publisher) -> StatusMessage:
+    """A new connection: the last will it leaves with the broker."""
+    will = publisher._client_args()["will"]
+    message = decode("enoc/v1/nyc/nyc-1/status", will.payload)  # type: ignore[attr-defined]
+    assert isinstance(message, StatusMessage)
+    return message
+
+
+def said(publisher: Publisher, state: str = "online") -> StatusMessage:
+    message = decode("enoc/v1/nyc/nyc-1/status", publisher._status(state))
+    assert isinstance(message, StatusMessage)
+    return message
+
+
+def test_an_agents_last_will_sorts_after_its_connection_and_before_the_next(
+    tmp_path: Path,
+) -> None:
+    publisher = agent_statuses(tmp_path)
+    will_1 = connect(publisher)
+    birth_1, beat_1 = said(publisher), said(publisher)
+    will_2 = connect(publisher)  # reconnected within the same millisecond, even
+    birth_2 = said(publisher)
+    goodbye = said(publisher, "offline")  # a clean stop
+    seqs = [m.seq for m in (birth_1, beat_1, will_1, birth_2, goodbye, will_2)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert will_1.state == will_2.state == goodbye.state == "offline"
+    # a restarted agent (a new process, started more than a millisecond later: its clock
+    # has moved on) numbers above its earlier life
+    time.sleep(0.002)
+    restarted = agent_statuses(tmp_path / "again")
+    assert said_after_connect(restarted).seq > will_2.seq
+    # a connection that outlives its block keeps its last seq below its will
+    publisher._status_n = STATUS_BLOCK - 3
+    assert said(publisher).seq == said(publisher).seq < will_2.seq
+    publisher.close()
+    restarted.close()
+
+
+def said_after_connect(publisher: Publisher) -> StatusMessage:
+    connect(publisher)
+    return said(publisher)
+
+
+async def test_a_late_status_of_an_earlier_connection_changes_nothing(
+    engine: tuple[Engine, Clock], tmp_path: Path
+) -> None:
+    """A broker restart can deliver an old connection's will (or heartbeat) after the new
+    connection's birth; it must not re-open the site incident the birth resolved."""
+    eng, clock = engine
+    publisher = agent_statuses(tmp_path)
+    will_1 = connect(publisher)
+    birth_1, beat_1 = said(publisher), said(publisher)
+    assert await eng.on_status(birth_1) == []
+    assert await eng.on_status(beat_1) == []
+    opened = await eng.on_status(will_1)
+    assert [c.change for c in opened] == ["opened"]
+    will_2 = connect(publisher)
+    clock.t = T0 + 10
+    assert [c.change for c in await eng.on_status(said(publisher))] == ["resolved"]
+    clock.t = T0 + 11
+    assert await eng.on_status(will_1) == [], "the old will, redelivered late"
+    assert await eng.on_status(beat_1) == [], "the old heartbeat, redelivered late"
+    assert await eng.on_status(birth_1, retained=True) == []
+    (agent,) = await eng.agents()
+    assert agent["state"] == "online"
+    assert [i.state for i in await eng.incidents()] == ["resolved"]
+    # the newer connection's own will still counts
+    assert [c.change for c in await eng.on_status(will_2)] == ["opened"]
+    publisher.close()
+
+
 async def test_maintenance_window_marks_and_releases(engine: tuple[Engine, Clock]) -> None:
     eng, clock = engine
     window = await eng.add_window(
@@ -307,3 +391,35 @@ async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
     assert await engines[1].on_events(msg(again)) == []
     for store in stores:
         await store.close()
+
+
+async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) -> None:
+    """A store written by the first release (schema 1) gains the status order column and
+    keeps its rows; a store newer than this enoc is refused with a message saying so."""
+    import collector.store as store_module
+
+    first = store_module.MIGRATIONS[:1]
+    original = store_module.MIGRATIONS
+    store_module.MIGRATIONS = first
+    try:
+        old = Store(store_url)
+        assert await old.open() == 1
+        await old.run(
+            lambda tx: tx.execute(
+                "INSERT INTO agents (agent, site, state, last_seen) VALUES (?, ?, ?, ?)",
+                ("nyc-1", "nyc", "online", T0),
+            )
+        )
+        await old.close()
+    finally:
+        store_module.MIGRATIONS = original
+    store = Store(store_url)
+    assert await store.open() == len(original) == 2
+    rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
+    assert rows == [("nyc-1", "online", 0)]
+    await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
+    await store.close()
+    newer = Store(store_url)
+    with pytest.raises(StoreError, match="schema version 99, newer than this enoc"):
+        await newer.open()
+    await newer.close()
