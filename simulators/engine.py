@@ -4,12 +4,19 @@ Pure and synchronous so that it can be tested without sockets and measured
 without the event loop. Every kind of bad input is counted in `Stats` and
 answered the way a real agent answers it (a Report for USM failures) or
 dropped silently (malformed BER, unknown community), never raised.
+
+A device with a `garbage` fault answers, but the way broken agents do
+(`GARBAGE_MODES`): a response cut short (undecodable BER), a well-formed
+response to another request id, numbers sent as OCTET STRINGs, or counters
+that hold absurd values.
 """
 
 from __future__ import annotations
 
+import random
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from enoc.snmp import ber
@@ -40,13 +47,25 @@ from enoc.snmp.usm import (
     DecryptionError,
     LocalizedUser,
 )
-from simulators.model import Device
+from simulators.model import Device, Getter
 
 NOT_WRITABLE = 17
 MAX_BULK_VARBINDS = 2048  # a local constraint, like real agents have
 UDP_MAX = 65507
 # Room for length octets that grow as varbinds are added (up to 3 per SEQUENCE level).
 LENGTH_SLACK = 16
+# How a `garbage` fault spoils a device's answers:
+GARBAGE_MODES = (
+    "truncated",  # every answer cut to half its length: undecodable BER
+    "request_id",  # well-formed, but carrying the id of the request before (v2c request-id;
+    #                v3 msgID and request-id): an answer to some other request
+    "wrong_type",  # every number (INTEGER, Counter32/64, Gauge32, TimeTicks) sent as an
+    #                OCTET STRING of its decimal digits
+    "absurd",  # every Counter32 and Counter64 a random value, new at each answer
+)
+NUMBER_TAGS = (ber.INTEGER, ber.COUNTER32, ber.GAUGE32, ber.TIMETICKS, ber.COUNTER64)
+# Absurd Counter64 values stay below 2^63: InfluxDB's integers are signed 64-bit.
+ABSURD_BITS = {ber.COUNTER32: 32, ber.COUNTER64: 63}
 
 
 @dataclass
@@ -60,6 +79,7 @@ class Stats:
     dropped: Counter[str] = field(default_factory=Counter)  # by fault: unreachable, packet_loss
     bad: Counter[str] = field(default_factory=Counter)  # by kind of bad input
     reports: Counter[str] = field(default_factory=Counter)
+    garbled: Counter[str] = field(default_factory=Counter)  # answers spoiled, by garbage mode
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -70,6 +90,7 @@ class Stats:
             "dropped": dict(self.dropped),
             "bad": dict(self.bad),
             "reports": dict(self.reports),
+            "garbled": dict(self.garbled),
         }
 
 
@@ -81,11 +102,61 @@ class Refused(Exception):
         self.kind = kind
 
 
+class _Garbled:
+    """A view's getters as a device with a `garbage` fault of a value mode answers them."""
+
+    def __init__(self, getters: Sequence[Getter], spoil: Callable[[bytes], bytes]) -> None:
+        self.getters = getters
+        self.spoil = spoil
+
+    def __getitem__(self, i: int) -> Getter:
+        getter, spoil = self.getters[i], self.spoil
+        return lambda device, now: spoil(getter(device, now))
+
+
+def as_text(value: bytes) -> bytes:
+    """A number as an OCTET STRING of its decimal digits (wrong_type); the rest as it is."""
+    tag, start, stop = ber.read_tlv(value, 0, len(value))
+    if tag not in NUMBER_TAGS:
+        return value
+    if tag == ber.INTEGER:
+        number = ber.decode_integer(value, start, stop)
+    else:
+        number = ber.decode_unsigned(value, start, stop)
+    return ber.encode_octets(str(number).encode())
+
+
+def absurd(rng: random.Random) -> Callable[[bytes], bytes]:
+    """Counters to random values over their range (absurd); the rest as it is."""
+
+    def spoil(value: bytes) -> bytes:
+        bits = ABSURD_BITS.get(value[0])
+        if bits is None:
+            return value
+        return ber.encode_unsigned(value[0], rng.getrandbits(bits))
+
+    return spoil
+
+
 class Responder:
     """Answers one device's GET, GETNEXT and GETBULK from its MibView."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, rng: random.Random | None = None) -> None:
         self.stats = stats
+        self.rng = rng or random.Random()
+        self._absurd = absurd(self.rng)
+
+    def _getters(self, device: Device) -> Sequence[Getter] | _Garbled:
+        view = device.view
+        assert view is not None
+        mode = device.faults.garbage
+        if mode == "wrong_type":
+            self.stats.garbled[mode] += 1
+            return _Garbled(view.getters, as_text)
+        if mode == "absurd":
+            self.stats.garbled[mode] += 1
+            return _Garbled(view.getters, self._absurd)
+        return view.getters
 
     def respond(self, device: Device, pdu: Pdu, budget: int, now: float) -> bytes:
         """The Response PDU for `pdu`, its varbinds fitting in `budget` octets."""
@@ -98,21 +169,18 @@ class Responder:
         parts: list[bytes] = []
         oids = view.oids
         count = len(oids)
+        getters = self._getters(device)
         for oid in pdu.oids:
             if pdu.tag == ber.GET:
                 i = view.exact(oid)
                 if i >= 0:
-                    parts.append(
-                        ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now))
-                    )
+                    parts.append(ber.encode_varbind(view.encoded_oids[i], getters[i](device, now)))
                 else:
                     parts.append(ber.encode_varbind(ber.encode_oid(oid), view.missing_value(oid)))
             else:  # GETNEXT
                 i = _next_index(oids, oid)
                 if i < count:
-                    parts.append(
-                        ber.encode_varbind(view.encoded_oids[i], view.getters[i](device, now))
-                    )
+                    parts.append(ber.encode_varbind(view.encoded_oids[i], getters[i](device, now)))
                 else:
                     parts.append(ber.encode_varbind(ber.encode_oid(oid), ber.END_OF_MIB_VIEW_VALUE))
         body = b"".join(parts)
@@ -125,7 +193,7 @@ class Responder:
     def _bulk(self, device: Device, pdu: Pdu, budget: int, now: float) -> bytes:
         view = device.view
         assert view is not None
-        oids, encoded, getters = view.oids, view.encoded_oids, view.getters
+        oids, encoded, getters = view.oids, view.encoded_oids, self._getters(device)
         count = len(oids)
         non_repeaters = max(0, min(pdu.field1, len(pdu.oids)))
         repetitions = max(0, pdu.field2)
@@ -181,12 +249,17 @@ def _next_index(oids: list[Oid], oid: Oid) -> int:
     return bisect_right(oids, oid)
 
 
+def _stale(request_id: int) -> int:
+    """The id of the request before: what a `request_id` garbage fault answers with."""
+    return (request_id - 1) & 0x7FFFFFFF
+
+
 class Engine:
     """Message processing (v2c and v3 USM) in front of a `Responder`."""
 
-    def __init__(self, stats: Stats | None = None) -> None:
+    def __init__(self, stats: Stats | None = None, rng: random.Random | None = None) -> None:
         self.stats = stats or Stats()
-        self.responder = Responder(self.stats)
+        self.responder = Responder(self.stats, rng)
         self._report_counts: Counter[Oid] = Counter()
         self.last_bad: str | None = None  # what was wrong with the last request, if anything
 
@@ -215,6 +288,9 @@ class Engine:
             self._bad(refused.kind)
             return None
         self.stats.responses += 1
+        if device.faults.garbage == "truncated":
+            self.stats.garbled["truncated"] += 1
+            return reply[: len(reply) // 2]
         return reply
 
     def _bad(self, kind: str) -> None:
@@ -230,6 +306,9 @@ class Engine:
             raise Refused("unknown_community")  # real agents stay silent (snmpInBadCommunityNames)
         if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET):
             raise Refused("unsupported_pdu")
+        if device.faults.garbage == "request_id":
+            self.stats.garbled["request_id"] += 1
+            pdu.request_id = _stale(pdu.request_id)
         head = ber.encode_integer(V2C) + ber.encode_octets(community)
         budget = device.max_message_size - len(head) - 24 - LENGTH_SLACK
         response = self.responder.respond(device, pdu, budget, now)
@@ -257,12 +336,18 @@ class Engine:
         auth_start, auth_end = ber.expect(data, p, usm_end, ber.OCTET_STRING)
         salt, _ = ber.read_octets(data, auth_end, usm_end)
         msg_data_pos = sp_end
+        stale = device.faults.garbage == "request_id"
+        if stale:
+            self.stats.garbled["request_id"] += 1
+            msg_id = _stale(msg_id)
         ctx = _V3Context(msg_id, min(max_size, device.max_message_size), user_name, flags)
 
         if flags & FLAG_PRIV and not flags & FLAG_AUTH:
             raise BerError("privacy without authentication in msgFlags")
         reportable = bool(flags & FLAG_REPORTABLE)
         request_id = self._peek_request_id(data, msg_data_pos, end) if not flags & FLAG_PRIV else 0
+        if stale:
+            request_id = _stale(request_id)
 
         if engine_id != device.engine_id:
             # Discovery (empty engine ID) lands here too.
@@ -342,6 +427,8 @@ class Engine:
             scoped = _parse_scoped(data, msg_data_pos, end, lenient_tail=False)
         context_name, pdu = scoped
         ctx.level = flags & (FLAG_AUTH | FLAG_PRIV)
+        if stale:
+            pdu.request_id = _stale(pdu.request_id)
         if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET):
             raise Refused("unsupported_pdu")
         if context_name:

@@ -226,11 +226,14 @@ class Faults:
     flapping: dict[int, float] = field(default_factory=dict)  # ifIndex -> period seconds
     links_down: set[int] = field(default_factory=set)
     bgp_down: set[str] = field(default_factory=set)
+    garbage: str = ""  # how the device spoils its answers (simulators.engine.GARBAGE_MODES)
 
     def describe(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
         if self.unreachable:
             out.append({"kind": "unreachable"})
+        if self.garbage:
+            out.append({"kind": "garbage", "mode": self.garbage})
         if self.cpu_high:
             out.append({"kind": "cpu_high"})
         if self.packet_loss:

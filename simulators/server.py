@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from enoc.snmp import ber
 from enoc.snmp.message import build_v3_message, encode_pdu, random_request_id
-from simulators.engine import Engine, Stats
+from simulators.engine import GARBAGE_MODES, Engine, Stats
 from simulators.model import SYS_UPTIME_OID, Device, attach_views
 
 log = logging.getLogger("enoc.sim")
@@ -48,6 +48,7 @@ FAULT_KINDS = (
     "latency",
     "flap",
     "bgp_down",
+    "garbage",
 )
 
 
@@ -121,7 +122,7 @@ class Simulator:
         self.clock = clock
         self.rng = rng or random.Random()
         self.stats = Stats()
-        self.engine = Engine(self.stats)
+        self.engine = Engine(self.stats, self.rng)
         self._protocols: dict[str, _DeviceProtocol] = {}
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._timers: list[asyncio.TimerHandle] = []
@@ -216,6 +217,7 @@ class Simulator:
             "packet_loss": {"ratio"},
             "latency": {"ms"},
             "bgp_down": {"peer"},
+            "garbage": {"mode"},
         }.get(kind, set())
         unknown = set(fault) - allowed - {"kind"}
         if unknown:
@@ -259,6 +261,11 @@ class Simulator:
                 peer.established = False
                 faults.bgp_down.add(peer.remote)
                 self._bgp_trap(device, peer.remote, up=False)
+        elif kind == "garbage":
+            mode = fault.get("mode", GARBAGE_MODES[0])
+            if mode not in GARBAGE_MODES:
+                raise FaultError(f"'mode' must be one of {', '.join(GARBAGE_MODES)}; got {mode!r}")
+            faults.garbage = mode
         return faults.describe()
 
     def clear(self, name: str) -> list[dict[str, object]]:
@@ -288,6 +295,7 @@ class Simulator:
         faults.cpu_high = False
         faults.packet_loss = 0.0
         faults.latency_ms = 0.0
+        faults.garbage = ""
         return faults.describe()
 
     async def _flap(self, device: Device, if_index: int, period: float) -> None:

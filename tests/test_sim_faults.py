@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyasn1.codec.ber import decoder
 from pysnmp.proto import api
 from simkit import FakeClock, free_udp_port, small_fleet, v2c_request
-from test_sim_netsnmp import parse, snmp, v2c
+from test_sim_netsnmp import parse, snmp, v2c, v3
 
 from enoc.snmp import ber
 from simulators.control import make_app
@@ -28,6 +28,7 @@ from simulators.server import COLD_START, LINK_DOWN, LINK_UP, Simulator, TrapRec
 pytestmark = pytest.mark.servers
 V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 OPER = "1.3.6.1.2.1.2.2.1.8"
+IN_ERRORS = "1.3.6.1.2.1.2.2.1.14"
 HC_IN = "1.3.6.1.2.1.31.1.1.1.6"
 UPTIME = "1.3.6.1.2.1.1.3.0"
 
@@ -253,6 +254,78 @@ async def test_bgp_down_and_back(rig: Rig) -> None:
     assert rig.sink.traps[1][1] == "1.3.6.1.2.1.15.0.1"
 
 
+@pytest.mark.parametrize("version", ["2c", "3"])
+@pytest.mark.parametrize("mode", ["truncated", "request_id"])
+async def test_garbage_that_no_client_can_match_makes_net_snmp_time_out_until_cleared(
+    rig: Rig, mode: str, version: str
+) -> None:
+    """An answer cut short (undecodable BER) or carrying another request's id: net-snmp
+    throws it away and times out, though the device answered every request."""
+    device = rig.device("access-switch")
+    addr = f"{device.address}:{device.port}"
+    auth = v2c(addr) if version == "2c" else v3(addr)
+    oids = (UPTIME, f"{HC_IN}.{device.interfaces[0].index}")
+    before = parse(await snmp("snmpget", *auth, *oids))
+    body = {"kind": "garbage"} if mode == "truncated" else {"kind": "garbage", "mode": mode}
+    answer = await rig.fault(device.name, body)
+    assert answer["faults"] == [{"kind": "garbage", "mode": mode}]  # truncated: the default
+    listed = await (await rig.client.get(f"/devices/{device.name}")).json()
+    assert listed["faults"] == [{"kind": "garbage", "mode": mode}]
+    responses = rig.sim.stats.responses
+    out = await snmp("snmpget", "-t", "0.3", "-r", "1", *auth, *oids, check=False)
+    assert "Timeout" in out and not parse(out), out
+    out = await snmp("snmpbulkwalk", "-t", "0.3", "-r", "0", *auth, HC_IN, check=False)
+    assert "Timeout" in out and not parse(out), out
+    assert rig.sim.stats.responses > responses, "the device answered: garbage, not silence"
+    stats = await (await rig.client.get("/stats")).json()
+    assert stats["garbled"][mode] >= 3 and not stats["dropped"]
+    response = await rig.client.delete(f"/devices/{device.name}/faults")
+    assert (await response.json())["faults"] == []
+    assert parse(await snmp("snmpget", *auth, *oids)) == before
+
+
+async def test_garbage_wrong_type_sends_every_number_as_a_string(rig: Rig) -> None:
+    device = rig.device("access-switch")
+    addr = f"{device.address}:{device.port}"
+    if_index = device.interfaces[0].index
+    oids = (UPTIME, f"{HC_IN}.{if_index}", f"{OPER}.{if_index}", "1.3.6.1.2.1.1.5.0")
+    before = parse(await snmp("snmpget", *v3(addr), *oids))
+    await rig.fault(device.name, {"kind": "garbage", "mode": "wrong_type"})
+    garbled = parse(await snmp("snmpget", *v3(addr), *oids))
+    ticks = before[UPTIME].split("(")[1].split(")")[0]
+    assert garbled[UPTIME] == f'STRING: "{ticks}"'
+    assert before[f"{HC_IN}.{if_index}"].startswith("Counter64: ")
+    assert (
+        garbled[f"{HC_IN}.{if_index}"] == f'STRING: "{before[f"{HC_IN}.{if_index}"].split()[-1]}"'
+    )
+    assert garbled[f"{OPER}.{if_index}"] == 'STRING: "1"'
+    assert garbled["1.3.6.1.2.1.1.5.0"] == before["1.3.6.1.2.1.1.5.0"]  # strings stay strings
+    walked = parse(await snmp("snmpbulkwalk", *v2c(addr), HC_IN))
+    assert len(walked) == len(device.interfaces)
+    assert all(v.startswith('STRING: "') for v in walked.values()), walked
+    await rig.client.delete(f"/devices/{device.name}/faults")
+    assert parse(await snmp("snmpget", *v3(addr), *oids)) == before
+
+
+async def test_garbage_absurd_counters_jump_anywhere_and_the_rest_stays_true(rig: Rig) -> None:
+    device = rig.device("access-switch")
+    addr = f"{device.address}:{device.port}"
+    if_index = device.interfaces[0].index
+    hc, errors = f"{HC_IN}.{if_index}", f"{IN_ERRORS}.{if_index}"
+    oids = (UPTIME, f"{OPER}.{if_index}", hc, errors)
+    before = parse(await snmp("snmpget", *v2c(addr), *oids))
+    await rig.fault(device.name, {"kind": "garbage", "mode": "absurd"})
+    reads = [parse(await snmp("snmpget", *v3(addr), *oids)) for _ in range(3)]
+    for read in reads:  # the clock stands still: a true counter would read the same
+        assert read[UPTIME] == before[UPTIME] and read[f"{OPER}.{if_index}"] == "INTEGER: 1"
+        assert read[hc].startswith("Counter64: ") and read[errors].startswith("Counter32: ")
+        assert int(read[hc].split()[-1]) < 2**63 and int(read[errors].split()[-1]) < 2**32
+    assert len({r[hc] for r in reads} | {before[hc]}) == 4
+    assert len({r[errors] for r in reads} | {before[errors]}) == 4
+    await rig.client.delete(f"/devices/{device.name}/faults")
+    assert parse(await snmp("snmpget", *v2c(addr), *oids)) == before
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
@@ -263,6 +336,8 @@ async def test_bgp_down_and_back(rig: Rig) -> None:
         ({"kind": "packet_loss", "ratio": 1.5}, 400, "'ratio' must be a number from 0 to 1"),
         ({"kind": "latency", "ms": True}, 400, "'ms' must be a number"),
         ({"kind": "cpu_high", "extra": 1}, 400, "unknown field(s) extra"),
+        ({"kind": "garbage", "mode": "noise"}, 400, "'mode' must be one of truncated, "),
+        ({"kind": "garbage", "ratio": 0.5}, 400, "unknown field(s) ratio"),
         (["link_down"], 400, "body must be a JSON object"),
     ],
 )
