@@ -21,6 +21,9 @@ from enoc.wire import BgpSample, DeviceSample, Event, InterfaceSample, Value
 from .profiles import HR_STORAGE_RAM
 
 COUNTER_TAGS = (ber.COUNTER32, ber.COUNTER64)
+# An interface counts at most one error or discard per packet, and a packet is at least a
+# minimum Ethernet frame: an error "rate" above speed / (8 x 64) is a device's garbage.
+MIN_FRAME_OCTETS = 64
 BGP_ESTABLISHED = 6
 BGP_ADMIN_START = 2
 IF_UP = 1
@@ -167,7 +170,9 @@ class DeviceTracker:
                 counter = row[column][1]
                 assert isinstance(counter, int)
                 fields[column] = counter
-                max_rate = speed_bps / 8 if octets and speed_bps else None
+                max_rate = (
+                    speed_bps / 8 / (1 if octets else MIN_FRAME_OCTETS) if speed_bps else None
+                )
                 rate = self.rates.rate((*key, derived), counter, at, bits=bits, max_rate=max_rate)
                 if rate is None:
                     continue
@@ -178,10 +183,11 @@ class DeviceTracker:
                         fields[derived.replace("bps", "utilization")] = utilization
                 else:
                     fields[derived] = round(rate, 4)
-            admin_up = fields.get("ifAdminStatus") == IF_UP
-            events += self.edge.link(
-                self.name, if_index, name, admin_up, fields.get("ifOperStatus") == IF_UP, at
-            )
+            admin, status = fields.get("ifAdminStatus"), fields.get("ifOperStatus")
+            if isinstance(admin, int) and isinstance(status, int):  # unknown: neither up nor down
+                events += self.edge.link(
+                    self.name, if_index, name, admin == IF_UP, status == IF_UP, at
+                )
             resource = f"if:{if_index}"
             for metric in ("in_utilization", "out_utilization", "in_errors_per_s"):
                 value = fields.get(metric)

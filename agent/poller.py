@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from agent.profiles import SYSTEM_SCALARS, Profile
+from agent.profiles import SYSTEM_SCALARS, VALUE_TYPES, Profile
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, Target
@@ -23,6 +23,7 @@ class RawPoll:
     scalars: dict[str, object] = field(default_factory=dict)
     tables: dict[str, dict[Oid, tuple[int, object]]] = field(default_factory=dict)
     varbinds: int = 0
+    wrong_types: dict[str, int] = field(default_factory=dict)  # object -> values of a wrong type
 
 
 async def collect(
@@ -62,4 +63,30 @@ async def collect(
             rows = walked.get(column, [])
             raw.tables[name] = {index: (tag, value) for index, tag, value in rows}
             raw.varbinds += len(rows)
+    raw.wrong_types = wrong_types(raw)
+    if raw.wrong_types:
+        which = ", ".join(f"{n} x{c}" for n, c in sorted(raw.wrong_types.items())[:4])
+        client.note_bad("wrong_type", f"{target.host} answered values of the wrong type: {which}")
     return raw
+
+
+def wrong_types(raw: RawPoll) -> dict[str, int]:
+    """How many values of each known object came with a type the object cannot have
+    (a Counter64 sent as an OCTET STRING); vendor scalars are taken as they come."""
+    out: dict[str, int] = {}
+    for name, value in raw.scalars.items():
+        kind = VALUE_TYPES.get(name)
+        if kind is not None and not isinstance(value, kind):
+            out[name] = 1
+    for name, rows in raw.tables.items():
+        kind = VALUE_TYPES.get(name)
+        if kind is None:
+            continue
+        wrong = sum(
+            1
+            for tag, value in rows.values()
+            if tag not in MISSING_TAGS and not isinstance(value, kind)
+        )
+        if wrong:
+            out[name] = wrong
+    return out

@@ -72,6 +72,17 @@ COLUMNS: dict[Group, dict[str, Oid]] = {
 }
 
 
+# The Python type each known object decodes to (enoc.snmp.ber.decode_value): numbers are
+# int whatever their SNMP type, strings bytes, OIDs tuples. An answer of another type is a
+# device's garbage: counted (snmp_bad, kind wrong_type) and never taken for a value.
+TEXT_OBJECTS = ("sysDescr", "sysName", "ifDescr", "ifName", "ifAlias")
+OID_OBJECTS = ("sysObjectID", "hrStorageType")
+VALUE_TYPES: dict[str, type] = {
+    name: bytes if name in TEXT_OBJECTS else tuple if name in OID_OBJECTS else int
+    for name in [*SYSTEM_SCALARS, *(name for group in COLUMNS.values() for name in group)]
+}
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str

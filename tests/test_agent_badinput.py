@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from agent.spool import Spool
 from enoc.localservers import Mosquitto
 from enoc.snmp import ber
 from enoc.snmp.message import build_v2c_message, encode_pdu, parse_pdu
+from enoc.wire import DeviceSample
+from simulators.model import Device
 
 pytestmark = pytest.mark.servers
 
@@ -113,6 +116,163 @@ async def test_lying_silent_and_wrongly_keyed_devices_are_counted_and_others_kee
     assert not [e for e in listener.all_events() if e.device in healthy]
     once = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len(once) == 1, "logged once per kind, counted after that"
+
+
+def samples_of(listener: Listener, device: str, after: float = 0.0) -> list[DeviceSample]:
+    return [s for m in listener.metrics() for s in m.samples if s.device == device and s.ts > after]
+
+
+def health(listener: Listener, name: str) -> float:
+    """A number of the latest heartbeat's health fields."""
+    value = next((s.health for s in reversed(listener.statuses()) if s.health), {}).get(name, 0)
+    assert isinstance(value, int | float)
+    return value
+
+
+@pytest.mark.parametrize(("mode", "counted"), [("truncated", "malformed"), ("request_id", "stray")])
+async def test_a_device_answering_undecodable_or_misaddressed_garbage_is_unreachable_until_cleared(
+    mode: str,
+    counted: str,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The simulator's garbage fault (an answer cut short, or one carrying another request's
+    id): every such datagram is counted, the polls fail, the device is reported unreachable
+    once, every other device keeps flowing, and it comes back when the garbage stops."""
+    caplog.set_level(logging.WARNING)
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        target = next(d for d in site.devices if d.role == "access-switch")
+        others = [d.name for d in site.devices if d is not target]
+        config = agent_config(tmp_path, mosquitto.url, site.inventory)
+        async with running_agent(config) as agent:
+            await listener.wait_for(
+                lambda lst: all(len(samples_of(lst, d.name)) >= 2 for d in site.devices),
+                what="two polls of every device",
+            )
+            bad_before = agent.client.stats.bad[counted]
+            failed_before = sum(agent.stats.polls_failed.values())
+            site.sim.inject(target.name, {"kind": "garbage", "mode": mode})
+            garbage_at = time.time()
+            await listener.wait_for(
+                lambda lst: (
+                    ("reachability", "down") in {(e.kind, e.state) for e in lst.all_events()}
+                ),
+                what="the device reported unreachable",
+            )
+            assert agent.client.stats.bad[counted] >= bad_before + 2
+            assert sum(agent.stats.polls_failed.values()) >= failed_before + 2
+            assert agent.stats.polls_failed["timeout"] >= 2
+            await listener.wait_for(
+                lambda lst: health(lst, "snmp_bad") >= bad_before + 2,
+                what="the heartbeat counting the bad answers",
+            )
+            site.sim.clear(target.name)
+            cleared_at = time.time()
+            await listener.wait_for(
+                lambda lst: (
+                    len(
+                        [
+                            s
+                            for s in samples_of(lst, target.name, cleared_at)
+                            if s.fields["reachable"]
+                        ]
+                    )
+                    >= 2
+                ),
+                what="two good polls after the garbage stopped",
+            )
+    assert site.sim.stats.garbled[mode] >= 2
+    events = [(e.device, e.kind, e.state) for e in listener.all_events()]
+    assert events == [
+        (target.name, "reachability", "down"),
+        (target.name, "reachability", "up"),
+    ]
+    during = [s for s in samples_of(listener, target.name, garbage_at) if s.ts < cleared_at - 1]
+    assert during and not any(s.fields["reachable"] for s in during)
+    for name in others:  # one device's garbage costs the others nothing
+        polled = samples_of(listener, name, garbage_at)
+        assert len(polled) >= 3 and all(s.fields["reachable"] == 1 for s in polled), name
+    if mode == "truncated":
+        once = [r.getMessage() for r in caplog.records if "snmp malformed" in r.getMessage()]
+        assert len(once) == 1, "logged once, counted after that"
+
+
+def capacity(device: Device, if_index: int) -> tuple[float, float]:
+    """Octets and packets per second the interface can carry at most (64-octet frames)."""
+    octets = device.interface(if_index).speed_mbps * 1e6 / 8
+    return octets, octets / 64
+
+
+@pytest.mark.parametrize("mode", ["wrong_type", "absurd"])
+async def test_a_device_answering_wrong_types_or_absurd_counters_raises_nothing_false(
+    mode: str, tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Well-formed answers with garbage values: numbers sent as strings, or counters that
+    jump anywhere. The device answers, so it stays reachable; what the values say is not
+    taken for news: a link that was down is not reported up because its status came as a
+    string, no rate above what an interface can carry is published, no threshold fires;
+    the wrong types are counted and logged once. Rates resume once the garbage stops."""
+    caplog.set_level(logging.WARNING)
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        target = next(d for d in site.devices if d.role == "access-switch")
+        down = target.interfaces[0].index
+        config = agent_config(tmp_path, mosquitto.url, site.inventory)
+        async with running_agent(config) as agent:
+            await listener.wait_for(
+                lambda lst: all(len(samples_of(lst, d.name)) >= 2 for d in site.devices),
+                what="two polls of every device",
+            )
+            site.sim.inject(target.name, {"kind": "link_down", "ifIndex": down})
+            await listener.wait_for(
+                lambda lst: [(e.kind, e.state) for e in lst.all_events()] == [("link", "down")],
+                what="the link reported down",
+            )
+            site.sim.inject(target.name, {"kind": "garbage", "mode": mode})
+            garbage_at = time.time()
+            await listener.wait_for(
+                lambda lst: len(samples_of(lst, target.name, garbage_at)) >= 5,
+                what="five polls of the garbage",
+            )
+            site.sim.clear(target.name)
+            cleared_at = time.time()
+            await listener.wait_for(
+                lambda lst: len(samples_of(lst, target.name, cleared_at)) >= 3,
+                what="three polls after the garbage stopped",
+            )
+            wrong_types = agent.client.stats.bad["wrong_type"]
+            refused = agent.trackers[target.name].rates.refused
+    assert site.sim.stats.garbled[mode] >= 5
+    events = [(e.device, e.resource, e.kind, e.state) for e in listener.all_events()]
+    assert events == [
+        (target.name, f"if:{down}", "link", "down"),
+        (target.name, f"if:{down}", "link", "up"),  # after the clear, not before
+    ]
+    up = next(e for e in listener.all_events() if e.state == "up")
+    assert up.ts >= cleared_at - 0.01
+    during = [s for s in samples_of(listener, target.name, garbage_at) if s.ts < cleared_at]
+    assert len(during) >= 4 and all(s.fields["reachable"] == 1 for s in during)
+    for sample in samples_of(listener, target.name):
+        for iface in sample.interfaces:
+            octets, packets = capacity(target, iface.if_index)
+            for name, value in iface.fields.items():
+                assert isinstance(value, int | float)
+                if name.endswith("_bps"):
+                    assert value <= 8 * octets * 1.05, (name, value)
+                elif name.endswith("_per_s"):
+                    assert value <= packets * 1.05, (name, value)
+    if mode == "wrong_type":
+        assert wrong_types >= 4, "every poll of the strings is counted"
+        assert all(not i.fields for s in during for i in s.interfaces)
+        assert all("sysUpTime" not in s.fields for s in during)
+        once = [r.getMessage() for r in caplog.records if "snmp wrong_type" in r.getMessage()]
+        assert len(once) == 1, "logged once, counted after that"
+    else:
+        assert wrong_types == 0
+        assert refused["above_speed"] + refused["reset"] >= 4
+    after = samples_of(listener, target.name, cleared_at)
+    rates = [i.fields.get("in_bps") for s in after[1:] for i in s.interfaces if i.if_index != down]
+    assert rates and all(isinstance(r, float) for r in rates), "rates resume after the garbage"
 
 
 def test_full_metrics_spool_drops_oldest_metrics_and_never_events(tmp_path: Path) -> None:

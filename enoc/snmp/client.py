@@ -190,6 +190,11 @@ class SnmpClient(asyncio.DatagramProtocol):
             self._logged.add(kind)
             log.warning("snmp %s (logged once; counted in stats): %s", kind, message)
 
+    def note_bad(self, kind: str, message: str) -> None:
+        """Count (and log the first of its kind) bad input found above the codec: an answer
+        that decoded but cannot be right, such as a number sent as a string."""
+        self._bad(kind, message)
+
     # ---------------------------------------------------------------- requests
 
     async def get(self, target: Target, oids: Sequence[Oid]) -> list[Varbind]:
