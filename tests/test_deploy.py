@@ -709,7 +709,10 @@ async def test_the_collector_reaches_postgresql_over_tls_with_its_password_file(
         monkeypatch.delenv("PGPASSFILE")
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(store_url, connect_timeout=5)
-        wrong_name = store_url.replace(f"{HOST}:", "localhost:")  # not in its certificate
+        # A name not in its certificate, still reached on 127.0.0.1 (hostaddr): libpq
+        # verifies the certificate against `host` and connects to `hostaddr`, so no
+        # resolver and no ::1 (which "localhost" gives first here) is involved.
+        wrong_name = store_url.replace(f"{HOST}:", "localhost:") + f"&hostaddr={HOST}"
         with pytest.raises(psycopg.OperationalError, match="does not match host name"):
             psycopg.connect(wrong_name, connect_timeout=5)
     finally:
