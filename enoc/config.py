@@ -10,6 +10,11 @@ path and what was expected:
 Strings expand `${VAR}` (and `${VAR:-default}`; `$${` is a literal `${`). A
 field typed `Secret` named `token` may be given as `token: ...` or as
 `token_file: /path` (read from the file). Unknown keys are errors.
+
+`load_config_checked` also returns warnings about how a file is written: a
+secret given inline (`token: "abc..."`, a password in a URL) rather than from
+a file or the environment. `enoc check-config` prints them; loading for a run
+does not, since the demo and the tests write their throw-away secrets inline.
 """
 
 from __future__ import annotations
@@ -141,6 +146,11 @@ class ConfigError(ValueError):
 
 
 def load_config(path: Path | str, schema: type[T]) -> T:
+    return load_config_checked(path, schema)[0]
+
+
+def load_config_checked(path: Path | str, schema: type[T]) -> tuple[T, list[ConfigIssue]]:
+    """The config and warnings about how the file is written (inline secrets)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -148,19 +158,25 @@ def load_config(path: Path | str, schema: type[T]) -> T:
         raise ConfigError([ConfigIssue(str(path), 0, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(path), 0, "", f"cannot read: {exc}")]) from None
-    return parse_config(text, schema, filename=str(path), base_dir=path.parent)
+    return parse_config_checked(text, schema, filename=str(path), base_dir=path.parent)
 
 
 def parse_config(
     text: str, schema: type[T], *, filename: str = "<string>", base_dir: Path | None = None
 ) -> T:
+    return parse_config_checked(text, schema, filename=filename, base_dir=base_dir)[0]
+
+
+def parse_config_checked(
+    text: str, schema: type[T], *, filename: str = "<string>", base_dir: Path | None = None
+) -> tuple[T, list[ConfigIssue]]:
     node = compose(text, filename)
     loader = _Loader(filename, base_dir or Path.cwd())
     value = loader.convert(node, schema, "", node.start_mark.line + 1 if node else 1)
     if loader.issues:
         raise ConfigError(sorted(loader.issues, key=lambda issue: issue.line))
     result: T = value
-    return result
+    return result, sorted(loader.warnings, key=lambda issue: issue.line)
 
 
 def compose(text: str, filename: str) -> yaml.Node | None:
@@ -185,6 +201,16 @@ def to_python(node: yaml.Node | None) -> Any:
 
 _ENV = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MISSING = object()
+# scheme://user:password@host, and libpq's ?password=... (both readable in the file)
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*:([^/?#@\s]*)@")
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&#]*)")
+
+
+def _written_in_file(raw: str) -> bool:
+    """True when a raw value holds text of its own, not only `${VAR}` references (a
+    non-empty `${VAR:-default}` default and `$${` are text of the file too)."""
+    rest = _ENV.sub(lambda m: "$" if m.group(0) == "$${" or m.group(2) else "", raw)
+    return bool(rest.strip())
 
 
 class _Invalid(Exception):
@@ -196,6 +222,45 @@ class _Loader:
         self.filename = filename
         self.base_dir = base_dir
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []  # how the file is written: inline secrets
+        self._from_file: set[int] = set()  # ids of the nodes that `KEY_file` read
+
+    def warn(self, line: int, key: str, message: str) -> None:
+        self.warnings.append(ConfigIssue(self.filename, line, key, message, warning=True))
+
+    def _inline_secret(self, node: yaml.Node, key: str, line: int) -> None:
+        if id(node) in self._from_file or not isinstance(node, yaml.ScalarNode):
+            return
+        if not node.value or not _written_in_file(node.value):
+            return
+        name = key.rpartition(".")[2]
+        if name.endswith("]"):  # a list item: no KEY_file form
+            fix = 'write it as "${VAR}" to take it from the environment'
+        else:
+            fix = (
+                f"read it from a file ({name}_file: /etc/enoc/...) or the environment "
+                f'({name}: "${{VAR}}")'
+            )
+        own_text = _ENV.sub(lambda m: m.group(0) if m.group(0) == "$${" else "", node.value)
+        how = "" if own_text.strip() else " (as the default of ${VAR:-...})"
+        self.warn(line, key, f"a secret written inline in the file{how}; {fix}")
+
+    def _inline_url_password(self, node: yaml.Node, key: str, line: int) -> None:
+        if not isinstance(node, yaml.ScalarNode) or "://" not in node.value:
+            return
+        raw: str = node.value
+        found = [m.group(1) for m in (_URL_PASSWORD.match(raw), _QUERY_PASSWORD.search(raw)) if m]
+        if not any(password and _written_in_file(password) for password in found):
+            return
+        if raw.startswith(("postgresql:", "postgres:")):
+            fix = (
+                "leave it out of the URL and give it to libpq in a password file "
+                "(PGPASSFILE or ~/.pgpass, as deploy/ does) or PGPASSWORD, or write it "
+                'as "${VAR}" (from the environment)'
+            )
+        else:
+            fix = 'write it as "${VAR}" (from the environment)'
+        self.warn(line, key, f"a password written inline in the URL; {fix}")
 
     def fail(self, line: int, key: str, message: str) -> _Invalid:
         self.issues.append(ConfigIssue(self.filename, line, key, message))
@@ -241,12 +306,13 @@ class _Loader:
                 raise self.fail(line, key, f"expected {_describe(hint)}, got nothing")
             if len(options) == 1:
                 return self._convert(node, options[0], key, line)
-            errors = len(self.issues)
+            errors, warnings = len(self.issues), len(self.warnings)
             for option in options:
                 try:
                     return self._convert(node, option, key, line)
                 except _Invalid:
                     del self.issues[errors:]
+                    del self.warnings[warnings:]
             raise self.fail(line, key, f"expected {_describe(hint)}, got {_show(node)}")
         if node is None or _is_null(node):
             raise self.fail(line, key, f"expected {_describe(hint)}, got nothing")
@@ -304,12 +370,14 @@ class _Loader:
                     raise ValueError(text)
                 return float(text)
             if hint is str:
+                self._inline_url_password(node, key, line)
                 return text
             if hint is Duration:
                 return Duration.parse(text)
             if hint is HostPort:
                 return HostPort.parse(text)
             if hint is Secret:
+                self._inline_secret(node, key, line)
                 return Secret(text)
             if hint is Path:
                 path = Path(text).expanduser()
@@ -346,6 +414,7 @@ class _Loader:
                     continue
                 try:
                     v_node = self._secret_file(v_node, child_key)
+                    self._from_file.add(id(v_node))
                 except _Invalid:
                     given[target] = yaml.ScalarNode(
                         "tag:yaml.org,2002:null", "", start_mark=raw_node.start_mark

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_a_fleet_problem_and_an_unknown_kind(tmp_path: Path) -> None:
     assert check(other, "--kind", "fleet").returncode == 1
 
 
-def test_agent_mqtt_identity_is_flagged(tmp_path: Path) -> None:
+def test_agent_mqtt_identity_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "agent.yaml"
     base = (
         "agent_id: nyc-1\nsite: nyc\nrtc: americas\nspool: {path: /tmp/spool}\n"
@@ -133,14 +134,193 @@ def test_agent_mqtt_identity_is_flagged(tmp_path: Path) -> None:
     result = check(path)
     assert result.returncode == 0, result.stderr
     assert "mqtt: warning: neither a password nor TLS" in result.stderr
-    path.write_text(base + 'mqtt: {url: "mqtt://127.0.0.1:1883", username: nyc-1, password: x}\n')
+    # the password from the environment: an inline one has its own warning (below)
+    password = 'password: "${ENOC_TEST_MQTT_PASSWORD}"'
+    monkeypatch.setenv("ENOC_TEST_MQTT_PASSWORD", "mqtt-password-123")
+    path.write_text(base + f'mqtt: {{url: "mqtt://127.0.0.1:1883", username: nyc-1, {password}}}\n')
     result = check(path)
     assert "mqtt.username: warning: is 'nyc-1'" in result.stderr
     assert "'nyc/nyc-1'" in result.stderr
     path.write_text(
-        base + 'mqtt: {url: "mqtt://127.0.0.1:1883", username: nyc/nyc-1, password: x}\n'
+        base + f'mqtt: {{url: "mqtt://127.0.0.1:1883", username: nyc/nyc-1, {password}}}\n'
     )
     result = check(path)
     assert result.returncode == 0
     assert "warning" not in result.stderr
     assert result.stdout.strip().endswith("ok (agent)")
+
+
+# ---------------------------------------------------------------- secrets written inline
+
+INLINE_AGENT = """\
+agent_id: nyc-1
+site: nyc
+rtc: americas
+mqtt:
+  url: "mqtts://127.0.0.1:8883"
+  username: nyc/nyc-1
+  password: "mqtt-inline-SECRET"
+spool: {path: /var/lib/enoc/spool}
+traps: {listen: "127.0.0.1:1162", communities: ["trap-inline-SECRET", "${ENOC_TEST_COMMUNITY}"]}
+credentials:
+  inline:
+    version: "3"
+    user: noc
+    auth_protocol: SHA-256
+    auth_key: "auth-inline-SECRET"
+    priv_protocol: AES-128
+    priv_key: "${ENOC_TEST_PRIV:-priv-default-SECRET}"
+  good:
+    version: "3"
+    user: noc
+    auth_protocol: SHA-256
+    auth_key: "${ENOC_TEST_AUTH}"
+    priv_protocol: AES-128
+    priv_key_file: priv-key
+devices:
+  - {name: nyc-pe-1, address: 127.16.0.1, credentials: inline}
+  - {name: nyc-pe-2, address: 127.16.0.2, credentials: good}
+"""
+INLINE_COLLECTOR = """\
+mqtt: {url: "mqtt://127.0.0.1:1883", username: collector, password_file: mqtt-password}
+influxdb:
+  url: "http://127.0.0.1:8086"
+  api: v1
+  database: enoc
+  username: enoc
+  password: "influx-inline-SECRET"
+store: {url: "postgresql://enoc:pg-inline-SECRET@127.0.0.1:5432/enoc?sslmode=require"}
+notifications:
+  webhooks:
+    - {url: "https://hooks.example.net/enoc", token: "hook-inline-SECRET"}
+    - {url: "https://hooks.example.net/other", token: "${ENOC_TEST_AUTH}"}
+http: {listen: "127.0.0.1:8080"}
+"""
+
+
+def warnings_of(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """`file:line: key` -> message, of each warning check-config printed."""
+    out = {}
+    for line in result.stderr.splitlines():
+        where, sep, message = line.partition(": warning: ")
+        if sep:
+            out[where] = message
+    return out
+
+
+def test_secrets_written_inline_are_warnings_naming_file_line_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ENOC_TEST_COMMUNITY", "community-from-env")
+    monkeypatch.setenv("ENOC_TEST_AUTH", "auth-from-the-environment")
+    monkeypatch.delenv("ENOC_TEST_PRIV", raising=False)
+    (tmp_path / "priv-key").write_text("priv-from-a-file\n")
+    (tmp_path / "mqtt-password").write_text("mqtt-from-a-file\n")
+    agent, collector = tmp_path / "agent.yaml", tmp_path / "collector.yaml"
+    agent.write_text(INLINE_AGENT)
+    collector.write_text(INLINE_COLLECTOR)
+
+    result = check(agent)
+    assert result.returncode == 0, result.stderr  # warnings, not errors
+    assert result.stdout.strip() == f"{agent}: ok (agent)"
+    found = warnings_of(result)
+    inline = {where: m for where, m in found.items() if "written inline" in m}
+    assert set(inline) == {
+        f"{agent}:7: mqtt.password",
+        f"{agent}:9: traps.communities[0]",
+        f"{agent}:15: credentials.inline.auth_key",
+        f"{agent}:17: credentials.inline.priv_key",
+    }, result.stderr
+    assert inline[f"{agent}:7: mqtt.password"] == (
+        "a secret written inline in the file; read it from a file "
+        '(password_file: /etc/enoc/...) or the environment (password: "${VAR}")'
+    )
+    assert "auth_key_file:" in inline[f"{agent}:15: credentials.inline.auth_key"]
+    assert "default of ${VAR:-...}" in inline[f"{agent}:17: credentials.inline.priv_key"]
+    assert '"${VAR}"' in inline[f"{agent}:9: traps.communities[0]"]
+
+    result = check(collector)
+    assert result.returncode == 0, result.stderr
+    inline = {w: m for w, m in warnings_of(result).items() if "written inline" in m}
+    assert set(inline) == {
+        f"{collector}:7: influxdb.password",
+        f"{collector}:8: store.url",
+        f"{collector}:11: notifications.webhooks[0].token",
+    }, result.stderr
+    assert inline[f"{collector}:8: store.url"].startswith(
+        "a password written inline in the URL; leave it out of the URL and give it to libpq "
+        "in a password file (PGPASSFILE"
+    )
+    # never the secrets themselves, inline or not
+    for result in (check(agent), check(collector)):
+        shown = result.stdout + result.stderr
+        assert "SECRET" not in shown and "from-the-environment" not in shown
+        assert "from-a-file" not in shown and "from-env" not in shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://enoc@127.0.0.1:5432/enoc",
+        "postgresql://enoc:${ENOC_TEST_AUTH}@127.0.0.1:5432/enoc",
+        "postgresql://127.0.0.1:5432/enoc?user=enoc&sslmode=verify-full",
+        "postgres://enoc:@127.0.0.1/enoc",
+        "sqlite:///var/lib/enoc/incidents.db",
+    ],
+)
+def test_a_store_url_without_an_inline_password_is_not_flagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("ENOC_TEST_AUTH", "auth-from-the-environment")
+    path = tmp_path / "collector.yaml"
+    path.write_text(f'store: {{url: "{url}"}}\n')
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://enoc:hunter2@127.0.0.1:5432/enoc",
+        "postgres://enoc:p%40ss@db/enoc",
+        "postgresql://enoc@127.0.0.1/enoc?sslmode=require&password=hunter2",
+        "postgresql://enoc:${ENOC_NOT_SET:-hunter2}@127.0.0.1/enoc",
+    ],
+)
+def test_a_store_url_with_an_inline_password_is_flagged(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text(f'http: {{listen: "127.0.0.1:8080"}}\nstore: {{url: "{url}"}}\n')
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert f"{path}:2: store.url: warning: a password written inline in the URL" in result.stderr
+    assert "hunter2" not in result.stderr and "p%40ss" not in result.stderr
+
+
+def test_the_shipped_configs_write_no_secret_inline(tmp_path: Path) -> None:
+    """deploy/ reads every secret from a file: check-config has nothing to say about them."""
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for name in ("mqtt-password", "snmp-auth", "snmp-priv", "influx-token"):
+        (secrets / name).write_text(f"{name}-0123456789\n")
+    configs = {
+        "agent.yaml": (deploy / "agent" / "agent.yaml").read_text(),
+        "devices.yaml": (deploy / "agent" / "devices.yaml").read_text(),
+        "collector.yaml": (deploy / "collector" / "collector.yaml")
+        .read_text()
+        .replace("/run/secrets/enoc/", f"{secrets}/"),
+    }
+    env_before = dict(os.environ)
+    try:
+        os.environ["CREDENTIALS_DIRECTORY"] = str(secrets)
+        os.environ.setdefault("ENOC_COLLECTOR_ID", "collector-1")
+        for name, text in configs.items():
+            path = tmp_path / name
+            path.write_text(text)
+            result = check(path)
+            assert result.returncode == 0, result.stderr
+            assert "written inline" not in result.stderr, result.stderr
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)

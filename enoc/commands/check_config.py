@@ -1,4 +1,9 @@
-"""`enoc check-config FILE`: validate any enoc config; errors name file, line and key."""
+"""`enoc check-config FILE`: validate any enoc config; errors name file, line and key.
+
+Warnings (exit 0) name file, line and key too: weak SNMP security levels, an
+MQTT login without password or TLS, and every secret written inline in the
+file instead of read from a `KEY_file` or `${VAR}`; the secret itself is never
+printed."""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ import importlib
 import sys
 from pathlib import Path
 
-from enoc.config import KINDS, ConfigError, ConfigIssue, compose, load_config, to_python
+from enoc.config import (
+    KINDS,
+    ConfigError,
+    ConfigIssue,
+    compose,
+    load_config_checked,
+    to_python,
+)
 
 # Modules whose import registers a config kind.
 KIND_MODULES = ("agent.config", "collector.config", "enoc.inventory", "simulators.fleet_file")
@@ -40,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     spec = KINDS[kind]
     try:
-        config: object = load_config(path, spec.schema)
+        config: object
+        config, written = load_config_checked(path, spec.schema)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    issues: list[ConfigIssue] = spec.check(config, str(path)) if spec.check else []
+    issues: list[ConfigIssue] = [*written, *(spec.check(config, str(path)) if spec.check else [])]
     for issue in issues:
         print(issue, file=sys.stderr)
     if any(not i.warning for i in issues):
