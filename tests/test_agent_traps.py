@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -146,3 +147,119 @@ async def test_bad_traps_are_counted_and_the_receiver_keeps_going(
             assert bad["wrong_digest"] + bad["decryption_error"] == 1
     (event,) = listener.all_events()
     assert event.message == "authentication failure (trap)"
+
+
+# ---------------------------------------------------------------- the agent never answers
+
+SYS_NAME_0 = "1.3.6.1.2.1.1.5.0"
+
+
+def net_snmp(
+    tool: str, auth: list[str], target: str, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """snmpget/snmpset with one try of one second, net-snmp's state kept in tmp_path."""
+    state = tmp_path / "net-snmp"
+    state.mkdir(exist_ok=True)
+    env = {**os.environ, "MIBS": "", "SNMPCONFPATH": str(state), "SNMP_PERSISTENT_DIR": str(state)}
+    return subprocess.run(
+        [tool, *auth, "-t", "1", "-r", "0", target, *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        check=False,
+    )
+
+
+PROBES = [
+    ("snmpget", ["-v2c", "-c", "public"], [SYS_NAME_0]),
+    ("snmpset", ["-v2c", "-c", "public"], [SYS_NAME_0, "s", "set-through-the-agent"]),
+    ("snmpget", V3_AUTH_ARGS, [SYS_NAME_0]),
+    ("snmpset", V3_AUTH_ARGS, [SYS_NAME_0, "s", "set-through-the-agent"]),
+]
+
+
+async def test_the_agent_answers_no_get_or_set_on_its_trap_port_or_its_polling_socket(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """docs/agent.md "Security": the agent only asks. Real GET and SET requests (v2c and
+    v3 authPriv with credentials the agent knows) sent to the port it receives traps on
+    and to the socket it polls from get no answer: net-snmp times out. Traps on the same
+    port still become events afterwards."""
+    traps_port = free_udp_port()
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        config = agent_config(
+            tmp_path, mosquitto.url, site.inventory, interval=SLOW, traps_port=traps_port
+        )
+        async with running_agent(config) as agent:
+            assert agent.traps is not None
+            transport = agent.client._transport  # the one socket every poll leaves from
+            assert transport is not None
+            poll_host, poll_port = transport.get_extra_info("sockname")
+            assert poll_host == "127.0.0.1"
+
+            # The probes work: a simulated device answers every one of them (its SET
+            # with notWritable), so a timeout below means the agent kept silent.
+            device = site.devices[0]
+            for tool, auth, args in PROBES:
+                answered = await asyncio.to_thread(
+                    net_snmp, tool, auth, f"{device.address}:{device.port}", tmp_path, *args
+                )
+                assert "Timeout" not in answered.stderr, (tool, auth, answered.stderr)
+                if tool == "snmpget":
+                    assert answered.returncode == 0, (tool, auth, answered.stderr)
+                else:
+                    assert "notWritable" in answered.stderr, (tool, auth, answered.stderr)
+
+            targets = {"trap port": traps_port, "polling socket": poll_port}
+            results = await asyncio.gather(
+                *(
+                    asyncio.to_thread(net_snmp, tool, auth, f"127.0.0.1:{port}", tmp_path, *args)
+                    for port in targets.values()
+                    for tool, auth, args in PROBES
+                )
+            )
+            labels = [
+                f"{tool} {auth[0]} to the {name}"
+                for name in targets
+                for tool, auth, _args in PROBES
+            ]
+            for label, result in zip(labels, results, strict=True):
+                assert result.returncode != 0, f"{label} was answered: {result.stdout}"
+                assert "Timeout" in result.stderr, f"{label}: {result.stderr}"
+                assert result.stdout == "", f"{label}: {result.stdout}"
+
+            # The requests did arrive and were read: the v3 ones authenticated and
+            # decrypted (so a wrong key is not why nothing came back), then refused.
+            assert agent.traps.stats.bad["unsupported_pdu"] == len(PROBES)
+            assert agent.traps.stats.bad["wrong_digest"] == 0
+            assert agent.traps.stats.bad["decryption_error"] == 0
+            assert agent.client.stats.bad["stray"] == len(PROBES)
+            assert agent.traps.stats.received == 0
+
+            # and the trap port still works: a v2c trap and a v3 inform become events
+            trap = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    "snmptrap",
+                    "-v2c",
+                    "-c",
+                    "public",
+                    "--clientaddr=127.41.0.2",
+                    f"127.0.0.1:{traps_port}",
+                    "",
+                    "1.3.6.1.6.3.1.1.5.1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            assert trap.returncode == 0, trap.stderr
+            informed = await asyncio.to_thread(
+                inform, traps_port, V3_AUTH_ARGS, "1.3.6.1.4.1.99999.0.7"
+            )
+            assert informed.returncode == 0, informed.stderr
+            await listener.wait_for(lambda lst: len(lst.all_events()) >= 2, timeout=5)
+            assert agent.traps.stats.received == 2 and agent.traps.stats.informs == 1
+    kinds = sorted(e.kind for e in listener.all_events())
+    assert kinds == ["reboot", "trap"], kinds
