@@ -8,6 +8,7 @@ Nothing depends on a server already running, and every address is loopback.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import getpass
 import json
@@ -178,9 +179,12 @@ def _port_free(port: int, protocol: str) -> bool:
     return True
 
 
-def _http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def _http_get(
+    url: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback URL
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -282,9 +286,27 @@ class Mosquitto(_Server):
 
 
 class InfluxDB1(_Server):
-    """Debian's influxd (InfluxDB 1.6): `/write` and InfluxQL `/query`."""
+    """Debian's influxd (InfluxDB 1.6): `/write` and InfluxQL `/query`.
+
+    `admin=(name, password)` turns authentication on and makes that admin user
+    at start (influxd lets the first admin be created without credentials);
+    `query` and `write` then log in as the admin. `log_requests` turns on
+    influxd's HTTP request log (in the `.out` file next to `log_path`).
+    """
 
     name = "influxd"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        admin: tuple[str, str] | None = None,
+        log_requests: bool = False,
+    ) -> None:
+        super().__init__(workdir)
+        self.admin = admin
+        self.log_requests = log_requests
+        self._admin_made = False
 
     def command(self) -> list[str]:
         rpc = free_port("tcp")
@@ -301,7 +323,8 @@ bind-address = "{self.host}:{rpc}"
 [http]
   enabled = true
   bind-address = "{self.host}:{self.port}"
-  log-enabled = false
+  log-enabled = {"true" if self.log_requests else "false"}
+  auth-enabled = {"true" if self.admin else "false"}
 [monitor]
   store-enabled = false
 [continuous_queries]
@@ -315,15 +338,35 @@ bind-address = "{self.host}:{rpc}"
         return f"http://{self.host}:{self.port}"
 
     def ready(self) -> bool:
-        return _http_get(f"{self.url}/ping")[0] == 204
+        if _http_get(f"{self.url}/ping")[0] != 204:
+            return False
+        if self.admin is not None and not self._admin_made:
+            name, password = self.admin
+            self._post_query(  # the one statement influxd takes without credentials
+                f"CREATE USER {influxql_name(name)} WITH PASSWORD {influxql_string(password)} "
+                "WITH ALL PRIVILEGES",
+                "",
+                login=False,
+            )
+            self._admin_made = True
+        return True
 
     def query(self, q: str, db: str = "") -> dict[str, Any]:
+        return self._post_query(q, db)
+
+    def _post_query(self, q: str, db: str, *, login: bool = True) -> dict[str, Any]:
         params = urllib.parse.urlencode({"q": q, "db": db, "epoch": "s"})
         url = f"{self.url}/query"
         request = urllib.request.Request(url, data=params.encode(), method="POST")  # noqa: S310
+        self._login(request, login)
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             result: dict[str, Any] = json.load(response)
         return result
+
+    def _login(self, request: urllib.request.Request, login: bool = True) -> None:
+        if self.admin is not None and login:
+            token = base64.b64encode(":".join(self.admin).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
 
     def create_database(self, name: str) -> None:
         self.query(f'CREATE DATABASE "{name}"')
@@ -331,18 +374,50 @@ bind-address = "{self.host}:{rpc}"
     def write(self, db: str, lines: str, precision: str = "s") -> int:
         url = f"{self.url}/write?" + urllib.parse.urlencode({"db": db, "precision": precision})
         request = urllib.request.Request(url, data=lines.encode(), method="POST")  # noqa: S310
+        self._login(request)
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return int(response.status)
 
 
+def influxql_name(name: str) -> str:
+    """An InfluxQL identifier, double-quoted."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def influxql_string(text: str) -> str:
+    """An InfluxQL string literal, single-quoted."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class VictoriaMetrics(_Server):
-    """Debian's victoria-metrics: it accepts InfluxDB's `/write` and `/api/v2/write`."""
+    """Debian's victoria-metrics: it accepts InfluxDB's `/write` and `/api/v2/write`.
+
+    `http_auth=(name, password)` makes every endpoint but `/health` ask for HTTP basic
+    authentication (an InfluxDB v2 client's token is then refused with 401); `export`
+    logs in."""
 
     name = "victoria-metrics"
 
+    def __init__(self, workdir: Path, *, http_auth: tuple[str, str] | None = None) -> None:
+        super().__init__(workdir)
+        self.http_auth = http_auth
+
+    def _headers(self) -> dict[str, str]:
+        if self.http_auth is None:
+            return {}
+        return {
+            "Authorization": "Basic " + base64.b64encode(":".join(self.http_auth).encode()).decode()
+        }
+
     def command(self) -> list[str]:
+        auth = (
+            [f"-httpAuth.username={self.http_auth[0]}", f"-httpAuth.password={self.http_auth[1]}"]
+            if self.http_auth
+            else []
+        )
         return [
             VICTORIA_METRICS,
+            *auth,
             f"-httpListenAddr={self.host}:{self.port}",
             f"-storageDataPath={self.workdir}/data",
             "-retentionPeriod=100y",
@@ -361,9 +436,11 @@ class VictoriaMetrics(_Server):
 
     def export(self, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
         """Every series and its samples, after forcing buffered data to be searchable."""
-        _http_get(f"{self.url}/internal/force_flush")
+        _http_get(f"{self.url}/internal/force_flush", headers=self._headers())
         params = urllib.parse.urlencode({"match[]": match})
-        status, body = _http_get(f"{self.url}/api/v1/export?{params}", timeout=10)
+        status, body = _http_get(
+            f"{self.url}/api/v1/export?{params}", timeout=10, headers=self._headers()
+        )
         if status != 200:
             raise ServerError(f"export failed with {status}: {body[:200]!r}")
         return [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -595,6 +672,10 @@ def _postgres_bin(name: str) -> str:
 class PostgreSQL(_Server):
     """Debian's PostgreSQL server in a throw-away cluster, trust auth on loopback.
 
+    With `password`, the role `enoc` has that password and TCP connections must
+    give it (scram-sha-256); `url` then carries it, percent-encoded. The local
+    socket stays trust.
+
     PostgreSQL refuses to run as root, so as root the cluster lives in its own
     directory under /tmp owned by the `postgres` user the Debian package makes,
     and the server runs as that user.
@@ -602,9 +683,13 @@ class PostgreSQL(_Server):
 
     name = "postgres"
 
-    def __init__(self, workdir: Path, *, database: str = "enoc") -> None:
+    def __init__(
+        self, workdir: Path, *, database: str = "enoc", password: str | None = None
+    ) -> None:
         super().__init__(workdir)
         self.database = database
+        # not `password`: tests/test_deploy.py's TlsPostgreSQL sets that one itself
+        self.enoc_password = password
         self._as_root = os.geteuid() == 0
         if self._as_root:
             import pwd
@@ -622,13 +707,26 @@ class PostgreSQL(_Server):
 
     def command(self) -> list[str]:
         if not self._initialised:
-            subprocess.run(  # noqa: S603 - our own fixed command
-                self._as_user(
-                    [_postgres_bin("initdb"), "-D", str(self.datadir), "-A", "trust", "-U", "enoc"]
-                ),
-                check=True,
-                capture_output=True,
-            )
+            initdb = [_postgres_bin("initdb"), "-D", str(self.datadir), "-U", "enoc"]
+            pwfile = self.datadir.parent / "initdb-password"
+            if self.enoc_password is None:
+                initdb += ["-A", "trust"]
+            else:
+                pwfile.write_text(self.enoc_password + "\n")
+                pwfile.chmod(0o600)
+                if self._as_root:
+                    os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
+                initdb += [
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                ]
+            try:
+                subprocess.run(  # noqa: S603 - our own fixed command
+                    self._as_user(initdb), check=True, capture_output=True
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
             self._initialised = True
         return self._as_user(
             [
@@ -650,15 +748,20 @@ class PostgreSQL(_Server):
 
     @property
     def url(self) -> str:
-        return f"postgresql://enoc@{self.host}:{self.port}/{self.database}"
+        return self.url_for(self.database)
+
+    def url_for(self, database: str, *, password: str | None = None) -> str:
+        """A URL for `database` as `enoc`, with the server's password unless another is
+        given (a wrong one, for tests of the refusal)."""
+        secret = self.enoc_password if password is None else password
+        login = "enoc" if secret is None else f"enoc:{urllib.parse.quote(secret, safe='')}"
+        return f"postgresql://{login}@{self.host}:{self.port}/{database}"
 
     def ready(self) -> bool:
         import psycopg
 
         try:
-            with psycopg.connect(
-                f"postgresql://enoc@{self.host}:{self.port}/postgres", connect_timeout=1
-            ) as conn:
+            with psycopg.connect(self.url_for("postgres"), connect_timeout=1) as conn:
                 conn.autocommit = True
                 exists = conn.execute(
                     "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
