@@ -9,7 +9,9 @@ path and what was expected:
 
 Strings expand `${VAR}` (and `${VAR:-default}`; `$${` is a literal `${`). A
 field typed `Secret` named `token` may be given as `token: ...` or as
-`token_file: /path` (read from the file). Unknown keys are errors.
+`token_file: /path` (read from the file). Unknown keys are errors. The
+password of a URL in any string (`postgresql://enoc:PASSWORD@db/enoc`) is
+registered as a secret like a `Secret`'s value, so no log line shows it.
 
 `load_config_checked` also returns warnings about how a file is written: a
 secret given inline (`token: "abc..."`, a password in a URL) rather than from
@@ -34,7 +36,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from enoc.logs import register_secret
+from enoc.logs import redact, register_secret, register_url_secret
 
 T = TypeVar("T")
 
@@ -263,7 +265,8 @@ class _Loader:
         self.warn(line, key, f"a password written inline in the URL; {fix}")
 
     def fail(self, line: int, key: str, message: str) -> _Invalid:
-        self.issues.append(ConfigIssue(self.filename, line, key, message))
+        # A schema's own message may quote a value: never a secret (a URL's password).
+        self.issues.append(ConfigIssue(self.filename, line, key, redact(message)))
         return _Invalid()
 
     # -- scalars
@@ -370,7 +373,9 @@ class _Loader:
                     raise ValueError(text)
                 return float(text)
             if hint is str:
-                self._inline_url_password(node, key, line)
+                if "://" in text:  # a password in a URL is a secret too: never logged
+                    register_url_secret(text)
+                    self._inline_url_password(node, key, line)
                 return text
             if hint is Duration:
                 return Duration.parse(text)

@@ -6,7 +6,10 @@ Fields are given as keyword arguments through `get_logger(name)`:
     log.info("poll done", device="nyc-pe-1", ms=12)
 
 Every value registered with `register_secret` (every `enoc.config.Secret`
-does so) is replaced by `***` in the final rendered line, tracebacks included.
+does so, and the config loader registers the password of every URL it reads,
+with `register_url_secret`) is replaced by `***` in the final rendered line,
+tracebacks included. So is the password of any URL a line carries
+(`scheme://user:***@host`, `?password=***`), registered or not.
 `OnceLogger` logs the first occurrence of a kind of problem and counts the
 rest; `StateLogger` logs a thing's switch between failing and ok, not every
 failure (STYLE.md practice 8).
@@ -16,17 +19,25 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+from urllib.parse import unquote
 
 LogFormat = Literal["logfmt", "json"]
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
 _MIN_SECRET = 4  # shorter values would blank out ordinary words
+
+
+# scheme://user:PASSWORD@host (up to the last @ before the path: libpq and Python differ
+# on a password with an unencoded @), and libpq's ?password=PASSWORD.
+_URL_LOGIN = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:\"']*:)[^/?#\s\"']*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s\"']*")
 
 
 def register_secret(value: str) -> None:
@@ -35,7 +46,39 @@ def register_secret(value: str) -> None:
             _SECRETS.add(value)
 
 
+def url_password(url: str) -> str | None:
+    """The password a URL carries (`scheme://user:PASSWORD@host` or `?password=`), as
+    written; None without one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return None
+    query = _QUERY_PASSWORD.search(rest)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    login, at, _host = authority.rpartition("@")
+    if at and ":" in login:
+        return login.partition(":")[2]
+    return query.group(0).partition("=")[2] if query else None
+
+
+def register_url_secret(url: str) -> None:
+    """Register the password of `url` as a secret: as written, percent-decoded, and each
+    part between unencoded @ signs (libpq splits a login at the first @, so its error
+    messages may quote the rest of a password as a host name)."""
+    password = url_password(url)
+    if not password:
+        return
+    for form in {password, unquote(password), *password.split("@")}:
+        register_secret(form)
+    query = _QUERY_PASSWORD.search(url)
+    if query:
+        register_secret(unquote(query.group(0).partition("=")[2]))
+
+
 def redact(text: str) -> str:
+    if "://" in text:
+        text = _URL_LOGIN.sub(r"\1***@", text)
+    if "password=" in text:
+        text = _QUERY_PASSWORD.sub(r"\1***", text)
     if not _SECRETS:
         return text
     with _SECRETS_LOCK:

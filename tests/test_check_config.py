@@ -324,3 +324,14 @@ def test_the_shipped_configs_write_no_secret_inline(tmp_path: Path) -> None:
     finally:
         os.environ.clear()
         os.environ.update(env_before)
+
+
+def test_an_error_about_a_url_never_shows_its_password(tmp_path: Path) -> None:
+    """collector/config.py quotes a bad store URL in its error; the loader redacts it."""
+    path = tmp_path / "collector.yaml"
+    path.write_text('store: {url: "postgresq://enoc:typo-hunter2-pw@127.0.0.1/enoc"}\n')
+    result = check(path)
+    assert result.returncode == 1
+    assert f"{path}:1: store: store.url must be sqlite:///PATH or postgresql://" in result.stderr
+    assert "postgresq://enoc:***@127.0.0.1/enoc" in result.stderr
+    assert "typo-hunter2-pw" not in result.stderr + result.stdout
