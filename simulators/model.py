@@ -141,6 +141,9 @@ class Interface:
     lost_in: float = 0.0  # traffic that did not flow while down, subtracted from the integral
     lost_out: float = 0.0
     last_change: float = 0.0
+    counted_since: float = 0.0  # counters count from max(boot, this): a counter reset moves it
+    octet_offsets: tuple[int, int] = (0, 0)  # added to the octet counters (a counter jump)
+    discontinuity_at: float = 0.0  # ifCounterDiscontinuityTime; at or before boot reads 0
     _cache_at: float = -1.0
     _cache: tuple[int, int, int, int] = (0, 0, 0, 0)
 
@@ -164,14 +167,14 @@ class Interface:
         """(in octets, out octets, errors, discards) since the device booted."""
         if now == self._cache_at:
             return self._cache
-        boot = device.boot_time
+        start = max(device.boot_time, self.counted_since)
         end = self.down_since if self.down_since is not None else now
         if not self.admin_up:
-            end = boot
-        span = self._curve(end) - self._curve(boot)
-        octets_in = max(0, int(self.avg_in * span - self.lost_in))
-        octets_out = max(0, int(self.avg_out * span - self.lost_out))
-        elapsed = max(0.0, end - boot)
+            end = start
+        span = self._curve(end) - self._curve(start)
+        octets_in = max(0, int(self.avg_in * span - self.lost_in)) + self.octet_offsets[0]
+        octets_out = max(0, int(self.avg_out * span - self.lost_out)) + self.octet_offsets[1]
+        elapsed = max(0.0, end - start)
         errors = int(elapsed * self.errors_per_s)
         discards = int(elapsed * self.discards_per_s)
         self._cache_at = now
@@ -198,9 +201,38 @@ class Interface:
         return False
 
     def reset(self, boot: float) -> None:
+        """The device rebooted at `boot`: counters start again from zero."""
         self.lost_in = self.lost_out = 0.0
         self.down_since = boot if self.link_down else None
         self.last_change = boot
+        self.counted_since = boot
+        self.octet_offsets = (0, 0)
+        self.discontinuity_at = boot
+        self._cache_at = -1.0
+
+    def reset_counters(self, now: float, *, discontinuity: bool = True) -> None:
+        """Every counter of the interface restarts from zero without a reboot (a `clear
+        counters`, a line card reset). A correct agent moves ifCounterDiscontinuityTime to
+        now; `discontinuity=False` is a device that forgets to."""
+        self.lost_in = self.lost_out = 0.0
+        self.down_since = now if self.link_down else None
+        self.counted_since = now
+        self.octet_offsets = (0, 0)
+        if discontinuity:
+            self.discontinuity_at = now
+        self._cache_at = -1.0
+
+    def jump_near_wrap(self, device: Device, now: float, seconds: float) -> None:
+        """Move both octet counters to `seconds` of traffic below 2^32, so their 32-bit
+        columns wrap that soon; the HC columns keep the same low 32 bits (they jump by the
+        same amount), and a jump is a discontinuity (ifCounterDiscontinuityTime = now)."""
+        in_then, out_then, _e, _d = self.counters(device, now + seconds)
+        # what makes the counters read 0 (mod 2^32) `seconds` from now
+        self.octet_offsets = (
+            self.octet_offsets[0] + -in_then % COUNTER32,
+            self.octet_offsets[1] + -out_then % COUNTER32,
+        )
+        self.discontinuity_at = now
         self._cache_at = -1.0
 
 
@@ -400,8 +432,13 @@ def _cpu_load(cpu: int) -> Getter:
     return get
 
 
-def _discontinuity(d: Device, _now: float) -> bytes:
-    return b"\x43\x01\x00"  # counters were last reset at boot (sysUpTime 0)
+def _discontinuity(row: int) -> Getter:
+    """ifCounterDiscontinuityTime: sysUpTime when the counters last jumped (0: at boot)."""
+
+    def get(d: Device, _now: float) -> bytes:
+        return ber.encode_unsigned(ber.TIMETICKS, d.ticks_at(d.interfaces[row].discontinuity_at))
+
+    return get
 
 
 def shape_key(device: Device) -> tuple[object, ...]:
@@ -503,7 +540,7 @@ def build_view(device: Device) -> MibView:
         b.column(IFX_ENTRY, 16, idx, static(ber.encode_integer(2)))
         b.column(IFX_ENTRY, 17, idx, static(ber.encode_integer(1)))
         b.column(IFX_ENTRY, 18, idx, text(row, "alias"))
-        b.column(IFX_ENTRY, 19, idx, _discontinuity)
+        b.column(IFX_ENTRY, 19, idx, _discontinuity(row))
 
     # HOST-RESOURCES-MIB: memory and storage
     b.scalar(HR_MEMORY_SIZE, lambda d, _n: ber.encode_integer(d.memory_kb))

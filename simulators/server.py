@@ -49,6 +49,8 @@ FAULT_KINDS = (
     "flap",
     "bgp_down",
     "garbage",
+    "counter_reset",
+    "counter_wrap",
 )
 
 
@@ -218,6 +220,8 @@ class Simulator:
             "latency": {"ms"},
             "bgp_down": {"peer"},
             "garbage": {"mode"},
+            "counter_reset": {"ifIndex", "discontinuity"},
+            "counter_wrap": {"ifIndex", "seconds"},
         }.get(kind, set())
         unknown = set(fault) - allowed - {"kind"}
         if unknown:
@@ -266,6 +270,18 @@ class Simulator:
             if mode not in GARBAGE_MODES:
                 raise FaultError(f"'mode' must be one of {', '.join(GARBAGE_MODES)}; got {mode!r}")
             faults.garbage = mode
+        elif kind == "counter_reset":
+            # One-shot, like a reboot: nothing to clear afterwards, no trap (real devices
+            # send none for `clear counters`).
+            iface = self._interface(device, fault)
+            discontinuity = fault.get("discontinuity", True)
+            if not isinstance(discontinuity, bool):
+                raise FaultError(f"'discontinuity' must be true or false; got {discontinuity!r}")
+            iface.reset_counters(now, discontinuity=discontinuity)
+        elif kind == "counter_wrap":
+            iface = self._interface(device, fault)
+            seconds = _number(fault, "seconds", 10.0, low=0.1, high=86400)
+            iface.jump_near_wrap(device, now, seconds)
         return faults.describe()
 
     def clear(self, name: str) -> list[dict[str, object]]:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyasn1.codec.ber import decoder
 from pysnmp.proto import api
 from simkit import FakeClock, free_udp_port, small_fleet, v2c_request
-from test_sim_netsnmp import parse, snmp, v2c, v3
+from test_sim_netsnmp import counter, parse, snmp, v2c, v3
 
 from enoc.snmp import ber
 from simulators.control import make_app
@@ -30,6 +30,8 @@ V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 OPER = "1.3.6.1.2.1.2.2.1.8"
 IN_ERRORS = "1.3.6.1.2.1.2.2.1.14"
 HC_IN = "1.3.6.1.2.1.31.1.1.1.6"
+IN_OCTETS = "1.3.6.1.2.1.2.2.1.10"
+DISCONTINUITY = "1.3.6.1.2.1.31.1.1.1.19"
 UPTIME = "1.3.6.1.2.1.1.3.0"
 
 
@@ -254,6 +256,73 @@ async def test_bgp_down_and_back(rig: Rig) -> None:
     assert rig.sink.traps[1][1] == "1.3.6.1.2.1.15.0.1"
 
 
+def ticks(value: str) -> int:
+    """The number of a net-snmp `Timeticks: (123) 0:00:01.23` value."""
+    return int(value.partition("(")[2].partition(")")[0])
+
+
+async def test_counter_reset_restarts_one_interfaces_counters_and_marks_the_discontinuity(
+    rig: Rig,
+) -> None:
+    device = rig.device("access-switch")
+    addr = f"{device.address}:{device.port}"
+    reset, other = device.interfaces[0].index, device.interfaces[1].index
+    columns = (HC_IN, IN_OCTETS, IN_ERRORS, DISCONTINUITY)
+    oids = [UPTIME, *(f"{c}.{i}" for c in columns for i in (reset, other))]
+    rig.clock.advance(100)
+    before = parse(await snmp("snmpget", *v2c(addr), *oids))
+    assert ticks(before[f"{DISCONTINUITY}.{reset}"]) == 0  # since boot
+    assert counter(before[f"{HC_IN}.{reset}"]) > 0
+    answer = await rig.fault(device.name, {"kind": "counter_reset", "ifIndex": reset})
+    assert answer["faults"] == []  # one-shot, like a reboot: nothing to clear
+    now = parse(await snmp("snmpget", *v2c(addr), *oids))
+    for column in (HC_IN, IN_OCTETS, IN_ERRORS):
+        assert counter(now[f"{column}.{reset}"]) == 0, column
+    assert ticks(now[f"{DISCONTINUITY}.{reset}"]) == ticks(now[UPTIME]) > 0
+    assert ticks(now[UPTIME]) == ticks(before[UPTIME]), "no reboot: sysUpTime goes on"
+    # the other interface is untouched
+    assert now[f"{HC_IN}.{other}"] == before[f"{HC_IN}.{other}"]
+    assert ticks(now[f"{DISCONTINUITY}.{other}"]) == 0
+    rig.clock.advance(10)
+    later = parse(await snmp("snmpget", *v2c(addr), *oids))
+    grown = counter(later[f"{HC_IN}.{reset}"])
+    speed = device.interface(reset).speed_mbps * 1e6 / 8
+    assert 0 < grown <= 10 * speed, "ten seconds of traffic since the reset"
+    assert later[f"{DISCONTINUITY}.{reset}"] == now[f"{DISCONTINUITY}.{reset}"]
+
+    # a device that forgets to move ifCounterDiscontinuityTime
+    await rig.fault(
+        device.name, {"kind": "counter_reset", "ifIndex": other, "discontinuity": False}
+    )
+    forgot = parse(await snmp("snmpget", *v2c(addr), *oids))
+    assert counter(forgot[f"{HC_IN}.{other}"]) == 0
+    assert ticks(forgot[f"{DISCONTINUITY}.{other}"]) == 0
+    assert rig.sink.traps == [], "resetting counters sends no trap"
+
+
+async def test_counter_wrap_puts_32_bit_octet_counters_just_below_2_to_the_32(rig: Rig) -> None:
+    device = rig.device("access-switch")
+    addr = f"{device.address}:{device.port}"
+    # a 1 Gbit/s port: 30 s of its traffic is less than 2^32 octets, so it wraps once
+    i = next(x.index for x in device.interfaces if x.admin_up and x.speed_mbps == 1000)
+    oids = [UPTIME, f"{IN_OCTETS}.{i}", f"{HC_IN}.{i}", f"{DISCONTINUITY}.{i}"]
+    rig.clock.advance(50)
+    await rig.fault(device.name, {"kind": "counter_wrap", "ifIndex": i, "seconds": 30})
+    near = parse(await snmp("snmpget", *v2c(addr), *oids))
+    low, high = counter(near[f"{IN_OCTETS}.{i}"]), counter(near[f"{HC_IN}.{i}"])
+    speed = device.interface(i).speed_mbps * 1e6 / 8
+    assert 2**32 - 30 * speed <= low < 2**32, "30 s of traffic below the wrap"
+    assert high % 2**32 == low, "the HC counter keeps the same low 32 bits"
+    assert ticks(near[f"{DISCONTINUITY}.{i}"]) == ticks(near[UPTIME]), "a jump is a discontinuity"
+    rig.clock.advance(31)
+    wrapped = parse(await snmp("snmpget", *v2c(addr), *oids))
+    low2, high2 = counter(wrapped[f"{IN_OCTETS}.{i}"]), counter(wrapped[f"{HC_IN}.{i}"])
+    assert low2 < low, "the 32-bit counter wrapped"
+    assert (low2 - low) % 2**32 == high2 - high, "across the wrap it counted the true traffic"
+    assert 0 < high2 - high <= 31 * speed
+    assert wrapped[f"{DISCONTINUITY}.{i}"] == near[f"{DISCONTINUITY}.{i}"]
+
+
 @pytest.mark.parametrize("version", ["2c", "3"])
 @pytest.mark.parametrize("mode", ["truncated", "request_id"])
 async def test_garbage_that_no_client_can_match_makes_net_snmp_time_out_until_cleared(
@@ -338,6 +407,8 @@ async def test_garbage_absurd_counters_jump_anywhere_and_the_rest_stays_true(rig
         ({"kind": "cpu_high", "extra": 1}, 400, "unknown field(s) extra"),
         ({"kind": "garbage", "mode": "noise"}, 400, "'mode' must be one of truncated, "),
         ({"kind": "garbage", "ratio": 0.5}, 400, "unknown field(s) ratio"),
+        ({"kind": "counter_reset", "discontinuity": "no"}, 400, "'discontinuity' must be true"),
+        ({"kind": "counter_wrap", "seconds": 0}, 400, "'seconds' must be a number from 0.1"),
         (["link_down"], 400, "body must be a JSON object"),
     ],
 )
