@@ -162,11 +162,15 @@ class DeviceTracker:
                     self.rates.reset(key)
                 self.discontinuity[index] = marker[1]
             for hc, fallback, derived, octets in IF_COUNTERS:
-                column, bits = hc, 64
+                column = hc
                 if hc not in row or row[hc][0] not in COUNTER_TAGS:
-                    column, bits = fallback, 32
+                    column = fallback
                 if not column or column not in row or row[column][0] not in COUNTER_TAGS:
                     continue
+                # The width is the type the device sent: error and discard counters are
+                # Counter32 and wrap like ifInOctets (a 64-bit reading of them called every
+                # wrap a reset), and a device may serve an HC column as Counter32.
+                bits = 64 if row[column][0] == ber.COUNTER64 else 32
                 counter = row[column][1]
                 assert isinstance(counter, int)
                 fields[column] = counter

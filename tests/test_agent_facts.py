@@ -11,7 +11,16 @@ from enoc.snmp import ber
 C32, C64, G32, INT = ber.COUNTER32, ber.COUNTER64, ber.GAUGE32, ber.INTEGER
 
 
-def raw(at: float, uptime: int, in32: int, *, hc: int | None = None, marker: int = 0) -> RawPoll:
+def raw(
+    at: float,
+    uptime: int,
+    in32: int,
+    *,
+    hc: int | None = None,
+    marker: int = 0,
+    errors: int = 0,
+    out32: int = 0,
+) -> RawPoll:
     tables: dict[str, dict[ber.Oid, tuple[int, object]]] = {
         "ifOperStatus": {(1,): (INT, 1)},
         "ifAdminStatus": {(1,): (INT, 1)},
@@ -19,7 +28,8 @@ def raw(at: float, uptime: int, in32: int, *, hc: int | None = None, marker: int
         "ifSpeed": {(1,): (G32, 100_000_000)},
         "ifHighSpeed": {(1,): (G32, 100)},
         "ifInOctets": {(1,): (C32, in32)},
-        "ifOutOctets": {(1,): (C32, 0)},
+        "ifOutOctets": {(1,): (C32, out32)},
+        "ifInErrors": {(1,): (C32, errors)},
         "ifCounterDiscontinuityTime": {(1,): (ber.TIMETICKS, marker)},
     }
     if hc is not None:
@@ -76,3 +86,13 @@ def test_a_rate_above_the_interface_speed_is_refused() -> None:
 def test_device_strings_become_one_printable_line() -> None:
     assert text(b"uplink to\r\nnbo-pe-1 \xff") == "uplink to nbo-pe-1 \ufffd"
     assert text(None) == ""
+
+
+def test_counter32_error_counters_wrap_like_octets() -> None:
+    """ifInErrors is a Counter32: past 2^32 it wraps, it was not reset (it used to be read as
+    64 bits, and every wrap of it was refused as a reset)."""
+    t = tracker()
+    t.observe(raw(1000.0, 100_000, 0, errors=2**32 - 100))
+    sample, _ = t.observe(raw(1010.0, 101_000, 0, errors=500))
+    assert sample.interfaces[0].fields["in_errors_per_s"] == 60.0
+    assert not t.rates.refused
