@@ -214,7 +214,7 @@ class Agent:
             )
         except SnmpError as exc:
             self.stats.polls_failed[exc.kind] += 1
-            sample, events = tracker.failed(due)
+            sample, events = tracker.failed(due, exc.kind)
         else:
             self.stats.polls_ok += 1
             self.stats.varbinds += raw.varbinds
@@ -233,7 +233,7 @@ class Agent:
         if tracker is None:
             return
         self.stats.polls_failed["deadline"] += 1
-        sample, events = tracker.failed(due)
+        sample, events = tracker.failed(due, "deadline")
         self._emit_events(events)
         c = self.config
         self._batch.append(

@@ -21,6 +21,20 @@ from dataclasses import dataclass, field
 from enoc.wire import Event, Severity, Source, Value
 
 GOOD = {"reachability": "up", "link": "up", "bgp": "established", "threshold": "ok"}
+# What a failed poll's kind means, in an unreachable event's message. A device that answers
+# with garbage is not silent, and an operator chasing "no answer" would look at the wrong
+# thing (routing, ACLs) instead of the device's SNMP agent.
+FAILURES = {
+    "timeout": "no SNMP answer",
+    "undecodable": "answers undecodable",
+    "malformed": "answers undecodable",
+    "misaddressed": "answers to other requests",
+    "deadline": "poll deadline passed",
+    "wrong_digest": "SNMPv3 authentication fails (wrong digest)",
+    "unknown_user": "SNMPv3 user unknown to the device",
+    "decryption_error": "SNMPv3 answers do not decrypt",
+    "unsupported_sec_level": "SNMPv3 security level refused",
+}
 
 
 @dataclass
@@ -156,7 +170,11 @@ class EdgeDetector:
 
     # ---------------------------------------------------------------- observations from polls
 
-    def reachability(self, device: str, answered: bool, at: float) -> list[Event]:
+    def reachability(
+        self, device: str, answered: bool, at: float, reason: str = "timeout"
+    ) -> list[Event]:
+        """One poll's outcome; `reason` is the failure kind of a poll that failed (the
+        SnmpError kind: timeout, undecodable, misaddressed, wrong_digest, deadline, ...)."""
         s = self.settings
         state = self._state(device, "device", "reachability")
         value = "up" if answered else "down"
@@ -164,9 +182,25 @@ class EdgeDetector:
         began = state.observe(value, at, needed)
         if began is None:
             return []
-        text = "answers SNMP again" if answered else f"no SNMP answer for {needed} polls"
-        severity: Severity = "info" if answered else "critical"
-        return [self._event(device, "device", "reachability", value, began, severity, text)]
+        if answered:
+            return [
+                self._event(
+                    device, "device", "reachability", "up", began, "info", "answers SNMP again"
+                )
+            ]
+        what = FAILURES.get(reason, f"polls fail ({reason})")
+        return [
+            self._event(
+                device,
+                "device",
+                "reachability",
+                "down",
+                began,
+                "critical",
+                f"{what} for {needed} polls",
+                attrs={"reason": reason},
+            )
+        ]
 
     def reboot(self, device: str, at: float, uptime_s: float) -> list[Event]:
         """sysUpTime went backwards: the device restarted `uptime_s` seconds before `at`."""

@@ -64,10 +64,11 @@ class DeviceTracker:
     def name(self) -> str:
         return self.device.name
 
-    def failed(self, at: float) -> tuple[DeviceSample, list[Event]]:
-        """A poll that got no answer: a sample saying so, and maybe the unreachable event."""
+    def failed(self, at: float, reason: str = "timeout") -> tuple[DeviceSample, list[Event]]:
+        """A poll that got no usable answer (`reason`: the failure kind): a sample saying
+        so, and maybe the unreachable event."""
         sample = DeviceSample(self.name, self.device.address, at, {"reachable": 0})
-        return sample, self.edge.reachability(self.name, answered=False, at=at)
+        return sample, self.edge.reachability(self.name, answered=False, at=at, reason=reason)
 
     def observe(self, raw: RawPoll) -> tuple[DeviceSample, list[Event]]:
         at = raw.at

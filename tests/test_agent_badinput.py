@@ -129,17 +129,27 @@ def health(listener: Listener, name: str) -> float:
     return value
 
 
-@pytest.mark.parametrize(("mode", "counted"), [("truncated", "malformed"), ("request_id", "stray")])
+@pytest.mark.parametrize(
+    ("mode", "counted", "failure", "message"),
+    [
+        ("truncated", "malformed", "undecodable", "answers undecodable for 2 polls"),
+        ("request_id", "stray", "misaddressed", "answers to other requests for 2 polls"),
+    ],
+)
 async def test_a_device_answering_undecodable_or_misaddressed_garbage_is_unreachable_until_cleared(
     mode: str,
     counted: str,
+    failure: str,
+    message: str,
     tmp_path: Path,
     mosquitto: Mosquitto,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The simulator's garbage fault (an answer cut short, or one carrying another request's
-    id): every such datagram is counted, the polls fail, the device is reported unreachable
-    once, every other device keeps flowing, and it comes back when the garbage stops."""
+    id): every such datagram is counted and its kind logged once, the polls fail for that
+    reason (not as timeouts: the device did answer), the device is reported unreachable once
+    with the reason in the event, every other device keeps flowing, and it comes back when
+    the garbage stops."""
     caplog.set_level(logging.WARNING)
     async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
         target = next(d for d in site.devices if d.role == "access-switch")
@@ -162,7 +172,8 @@ async def test_a_device_answering_undecodable_or_misaddressed_garbage_is_unreach
             )
             assert agent.client.stats.bad[counted] >= bad_before + 2
             assert sum(agent.stats.polls_failed.values()) >= failed_before + 2
-            assert agent.stats.polls_failed["timeout"] >= 2
+            assert agent.stats.polls_failed[failure] >= 2
+            assert agent.stats.polls_failed["timeout"] == 0, "it answered: not a timeout"
             await listener.wait_for(
                 lambda lst: health(lst, "snmp_bad") >= bad_before + 2,
                 what="the heartbeat counting the bad answers",
@@ -188,14 +199,15 @@ async def test_a_device_answering_undecodable_or_misaddressed_garbage_is_unreach
         (target.name, "reachability", "down"),
         (target.name, "reachability", "up"),
     ]
+    down = listener.all_events()[0]
+    assert (down.message, down.attrs) == (message, {"reason": failure})
     during = [s for s in samples_of(listener, target.name, garbage_at) if s.ts < cleared_at - 1]
     assert during and not any(s.fields["reachable"] for s in during)
     for name in others:  # one device's garbage costs the others nothing
         polled = samples_of(listener, name, garbage_at)
         assert len(polled) >= 3 and all(s.fields["reachable"] == 1 for s in polled), name
-    if mode == "truncated":
-        once = [r.getMessage() for r in caplog.records if "snmp malformed" in r.getMessage()]
-        assert len(once) == 1, "logged once, counted after that"
+    once = [r.getMessage() for r in caplog.records if f"snmp {counted} " in r.getMessage()]
+    assert len(once) == 1, "logged once, counted after that"
 
 
 def capacity(device: Device, if_index: int) -> tuple[float, float]:

@@ -94,3 +94,20 @@ def test_forget_drops_a_devices_state() -> None:
     edge.link("r1", 1, "a", admin_up=True, oper_up=False, at=T0)
     edge.forget("r1")
     assert edge.states == {}
+
+
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("timeout", "no SNMP answer for 2 polls"),
+        ("undecodable", "answers undecodable for 2 polls"),
+        ("misaddressed", "answers to other requests for 2 polls"),
+        ("deadline", "poll deadline passed for 2 polls"),
+        ("error_status", "polls fail (error_status) for 2 polls"),
+    ],
+)
+def test_unreachable_says_why_the_polls_failed(reason: str, message: str) -> None:
+    edge = detector(unreachable_after=2)
+    assert edge.reachability("r1", False, T0, reason=reason) == []
+    (down,) = edge.reachability("r1", False, T0 + 60, reason=reason)
+    assert (down.message, down.attrs, down.ts) == (message, {"reason": reason}, T0)

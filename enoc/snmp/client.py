@@ -80,8 +80,34 @@ class SnmpError(Exception):
 
 
 class SnmpTimeout(SnmpError):
+    """Silence: no datagram at all from the device while the request waited."""
+
     def __init__(self) -> None:
         super().__init__("timeout")
+
+
+class SnmpUndecodable(SnmpError):
+    """The device answered, but nothing it sent decodes (cut short, not BER)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__("undecodable", message)
+
+
+class SnmpMisaddressed(SnmpError):
+    """The device answered, but only with ids of other requests (a broken agent answering
+    the request before, or answers so late that their request gave up)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__("misaddressed", message)
+
+
+@dataclass
+class _Waiting:
+    """A request waiting for its answer, and what else its device sent meanwhile."""
+
+    address: tuple[str, int]
+    future: asyncio.Future[bytes]
+    noise: set[str] = field(default_factory=set)  # "malformed", "stray"
 
 
 @dataclass(frozen=True)
@@ -139,7 +165,8 @@ class SnmpClient(asyncio.DatagramProtocol):
         self.retries = retries
         self.stats = ClientStats()
         self._transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[int, tuple[tuple[str, int], asyncio.Future[bytes]]] = {}
+        self._pending: dict[int, _Waiting] = {}
+        self._waiting: dict[tuple[str, int], set[int]] = {}  # address -> ids pending
         self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
         self._engines: dict[tuple[str, int, UsmUser], _Engine] = {}
         self._keys: dict[tuple[UsmUser, bytes], LocalizedUser] = {}
@@ -164,22 +191,36 @@ class SnmpClient(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        for _, future in self._pending.values():
-            if not future.done():
-                future.cancel()
+        for waiting in self._pending.values():
+            if not waiting.future.done():
+                waiting.future.cancel()
         self._pending.clear()
+        self._waiting.clear()
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        address = (str(addr[0]), int(str(addr[1])))
         try:
             request_id = _peek_id(data)
         except BerError as exc:
-            self._bad("malformed", f"undecodable datagram from {addr[0]}: {exc}")
+            self._bad("malformed", f"undecodable datagram from {address[0]}: {exc}")
+            self._noise(address, "malformed")
             return
         entry = self._pending.get(request_id)
-        if entry is None or entry[0] != (addr[0], addr[1]) or entry[1].done():
-            self.stats.bad["stray"] += 1  # late answer to a retried request, or spoofed
+        if entry is None or entry.address != address or entry.future.done():
+            self._bad(
+                "stray",
+                f"an answer from {address[0]}:{address[1]} that no request waits for (a late "
+                "answer to a request that gave up, another request's id, or spoofed)",
+            )
+            self._noise(address, "stray")
             return
-        entry[1].set_result(data)
+        entry.future.set_result(data)
+
+    def _noise(self, address: tuple[str, int], kind: str) -> None:
+        """A bad datagram from a device we are waiting on: if the wait ends in a timeout,
+        the device did answer, and the failure says how (undecodable, misaddressed)."""
+        for request_id in self._waiting.get(address, ()):
+            self._pending[request_id].noise.add(kind)
 
     def error_received(self, exc: Exception) -> None:
         self.stats.bad["socket_error"] += 1
@@ -225,22 +266,34 @@ class SnmpClient(asyncio.DatagramProtocol):
             raise RuntimeError("SnmpClient.open() was not called")
         loop = asyncio.get_running_loop()
         self.stats.requests += 1
+        noise: set[str] = set()
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
-            future: asyncio.Future[bytes] = loop.create_future()
-            self._pending[request_id] = (address, future)
-            handle = loop.call_later(self.timeout, _expire, future)
+            waiting = _Waiting(address, loop.create_future())
+            self._pending[request_id] = waiting
+            self._waiting.setdefault(address, set()).add(request_id)
+            handle = loop.call_later(self.timeout, _expire, waiting.future)
             try:
                 self._transport.sendto(message, address)
-                answer = await future
+                answer = await waiting.future
             except TimeoutError:
                 continue
             finally:
                 handle.cancel()
                 self._pending.pop(request_id, None)
+                ids = self._waiting.get(address)
+                if ids is not None:
+                    ids.discard(request_id)
+                    if not ids:
+                        del self._waiting[address]
+                noise |= waiting.noise
             self._answered[address] = time.monotonic()
             return answer
+        if "malformed" in noise:
+            raise SnmpUndecodable(f"{address[0]} answered, but nothing it sent decodes")
+        if "stray" in noise:
+            raise SnmpMisaddressed(f"{address[0]} answered, but only to other requests")
         self.stats.timeouts += 1
         raise SnmpTimeout
 
@@ -262,7 +315,7 @@ class SnmpClient(asyncio.DatagramProtocol):
             pdu = parse_response_pdu(data, pos, end)
         except BerError as exc:
             self._bad("malformed", f"response from {target.host}: {exc}")
-            raise SnmpError("malformed", str(exc)) from None
+            raise SnmpUndecodable(str(exc)) from None
         self.stats.responses += 1
         return pdu
 
@@ -299,7 +352,7 @@ class SnmpClient(asyncio.DatagramProtocol):
             header = parse_v3_header(data, pos, end)
         except BerError as exc:
             self._bad("malformed", f"discovery response from {target.host}: {exc}")
-            raise SnmpError("malformed", str(exc)) from None
+            raise SnmpUndecodable(str(exc)) from None
         if not header.engine_id:
             raise SnmpError("discovery", f"{target.host} sent no engine ID")
         engine = _Engine(
@@ -398,7 +451,7 @@ class SnmpClient(asyncio.DatagramProtocol):
                 pdu = parse_response_pdu(data, p_start, p_end)
         except (BerError, DecryptionError) as exc:
             self._bad("malformed", f"v3 response from {target.host}: {exc}")
-            raise SnmpError("malformed", str(exc)) from None
+            raise SnmpUndecodable(str(exc)) from None
         if pdu.tag != ber.REPORT and engine.keys is not None and not header.flags & FLAG_AUTH:
             raise SnmpError("unauthenticated", "a response below the requested security level")
         return pdu, header
