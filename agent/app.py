@@ -109,7 +109,10 @@ class Agent:
         c = self.config
         self.client = SnmpClient(timeout=float(c.polling.timeout), retries=c.polling.retries)
         self.edge = EdgeDetector(
-            c.agent_id, EdgeSettings(unreachable_after=c.polling.unreachable_after)
+            c.agent_id,
+            EdgeSettings(
+                unreachable_after=c.polling.unreachable_after, thresholds=c.thresholds.rules()
+            ),
         )
         self.profiles = ProfileSet(p.build(name) for name, p in c.profiles.items())
         self.stats = AgentStats()

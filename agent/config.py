@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from agent.edge import ThresholdRule
 from agent.profiles import ProfileConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
@@ -81,6 +82,76 @@ class PublishingConfig:
 
 
 @dataclass(frozen=True)
+class Threshold:
+    """Enter at or above `enter`, leave below `leave`, each sustained for `polls` polls."""
+
+    enter: float
+    leave: float
+    polls: int = 3
+    percent: ClassVar[bool] = True  # a percentage: 0..100
+
+    def __post_init__(self) -> None:
+        top = 100 if self.percent else None
+        for name in ("enter", "leave"):
+            value = getattr(self, name)
+            if value < 0 or (top is not None and value > top):
+                where = "between 0 and 100 (a percentage)" if top else "at least 0"
+                raise ValueError(f"expected {name} {where}, got {value:g}")
+        if self.leave > self.enter:
+            raise ValueError(
+                f"expected leave at or below enter ({self.enter:g}), got {self.leave:g}"
+            )
+        if self.polls < 1:
+            raise ValueError(f"expected polls of at least 1, got {self.polls}")
+
+
+@dataclass(frozen=True)
+class UtilizationThreshold(Threshold):
+    enter: float = 90
+    leave: float = 80
+
+
+@dataclass(frozen=True)
+class ErrorsThreshold(Threshold):
+    enter: float = 10  # input errors per second
+    leave: float = 1
+    percent: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class CpuThreshold(Threshold):
+    enter: float = 90
+    leave: float = 75
+
+
+@dataclass(frozen=True)
+class MemoryThreshold(Threshold):
+    enter: float = 95
+    leave: float = 90
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig:
+    """`thresholds:`: levels of the threshold events; each key may be given in part."""
+
+    utilization: UtilizationThreshold = field(default_factory=UtilizationThreshold)  # in and out
+    errors: ErrorsThreshold = field(default_factory=ErrorsThreshold)  # input errors / s
+    cpu: CpuThreshold = field(default_factory=CpuThreshold)
+    memory: MemoryThreshold = field(default_factory=MemoryThreshold)
+
+    def rules(self) -> tuple[ThresholdRule, ...]:
+        """The edge detector's rules, by the metric names of the samples."""
+        u, e, c, m = self.utilization, self.errors, self.cpu, self.memory
+        return (
+            ThresholdRule("in_utilization", u.enter, u.leave, u.polls),
+            ThresholdRule("out_utilization", u.enter, u.leave, u.polls),
+            ThresholdRule("cpu", c.enter, c.leave, c.polls, severity="major"),
+            ThresholdRule("memory", m.enter, m.leave, m.polls),
+            ThresholdRule("in_errors_per_s", e.enter, e.leave, e.polls, severity="warning"),
+        )
+
+
+@dataclass(frozen=True)
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
@@ -101,6 +172,7 @@ class AgentConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     polling: PollingConfig = field(default_factory=PollingConfig)
     publishing: PublishingConfig = field(default_factory=PublishingConfig)
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     inventory: Path | None = None  # what `enoc sim --inventory-out` writes
     devices: list[InventoryDevice] = field(default_factory=list)

@@ -87,6 +87,7 @@ class EdgeSettings:
     reachable_after: int = 1
     link_polls: int = 1  # oper status is an exact reading: one poll confirms
     bgp_polls: int = 1
+    # The defaults of agent.config.ThresholdsConfig, which the agent passes in.
     thresholds: tuple[ThresholdRule, ...] = (
         ThresholdRule("in_utilization", 90, 80),
         ThresholdRule("out_utilization", 90, 80),

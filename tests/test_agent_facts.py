@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from agent.edge import EdgeDetector
+import pytest
+
+from agent.config import (
+    CpuThreshold,
+    ErrorsThreshold,
+    MemoryThreshold,
+    ThresholdsConfig,
+    UtilizationThreshold,
+)
+from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker, text
 from agent.poller import RawPoll
 from enoc.inventory import InventoryDevice
@@ -37,9 +46,11 @@ def raw(
     return RawPoll(at=at, response_ms=1.0, scalars={"sysUpTime": uptime}, tables=tables)
 
 
-def tracker() -> DeviceTracker:
+def tracker(thresholds: ThresholdsConfig | None = None) -> DeviceTracker:
     device = InventoryDevice(name="r1", address="127.0.0.9", credentials="c")
-    return DeviceTracker(device, EdgeDetector("a1", new_id=iter(map(str, range(99))).__next__))
+    settings = EdgeSettings(thresholds=(thresholds or ThresholdsConfig()).rules())
+    ids = iter(map(str, range(99)))
+    return DeviceTracker(device, EdgeDetector("a1", settings, new_id=ids.__next__))
 
 
 def in_bps(t: DeviceTracker, poll: RawPoll) -> object:
@@ -96,3 +107,73 @@ def test_counter32_error_counters_wrap_like_octets() -> None:
     sample, _ = t.observe(raw(1010.0, 101_000, 0, errors=500))
     assert sample.interfaces[0].fields["in_errors_per_s"] == 60.0
     assert not t.rates.refused
+
+
+def memory_poll(at: float, used_percent: float) -> RawPoll:
+    ram = (1, 3, 6, 1, 2, 1, 25, 2, 1, 2)
+    tables: dict[str, dict[ber.Oid, tuple[int, object]]] = {
+        "hrStorageType": {(1,): (ber.OBJECT_IDENTIFIER, ram)},
+        "hrStorageSize": {(1,): (INT, 1000)},
+        "hrStorageUsed": {(1,): (INT, round(used_percent * 10))},
+    }
+    return RawPoll(at=at, response_ms=1.0, scalars={"sysUpTime": int(at * 100)}, tables=tables)
+
+
+def states(t: DeviceTracker, polls: list[RawPoll]) -> list[tuple[float, str, str]]:
+    """(timestamp, resource, state) of every threshold event the polls raise."""
+    return [
+        (e.ts, e.resource, e.state)
+        for poll in polls
+        for e in t.observe(poll)[1]
+        if e.kind == "threshold"
+    ]
+
+
+def test_memory_threshold_levels_and_sustain_come_from_the_config() -> None:
+    config = ThresholdsConfig(memory=MemoryThreshold(enter=70, leave=60, polls=2))
+    used = [65, 72, 50, 71, 75, 65, 62, 55, 58]  # % of RAM, one poll a minute
+    polls = [memory_poll(1000.0 + 60 * i, u) for i, u in enumerate(used)]
+    assert states(tracker(config), polls) == [
+        (1180.0, "memory", "high"),  # 71, 75: two polls at or above 70, stamped at the first
+        (1420.0, "memory", "ok"),  # 65 and 62 are above 60: still high; 55, 58 leave
+    ]
+    # the same polls with the default levels (95 / 90) raise nothing
+    assert states(tracker(), polls) == []
+
+
+def test_utilization_and_error_thresholds_come_from_the_config() -> None:
+    config = ThresholdsConfig(
+        utilization=UtilizationThreshold(enter=50, leave=40, polls=1),
+        errors=ErrorsThreshold(enter=2, leave=0.5, polls=2),
+    )
+    t = tracker(config)
+    # 100 Mbit/s port, 10 s polls: 62.5 MB in 10 s is 50 %
+    octets = [0, 62_500_000, 112_500_000, 175_000_000, 200_000_000]  # 50, 40, 50, 20 %
+    errors = [0, 30, 60, 65, 70]  # 3, 3, 0.5, 0.5 per second
+    polls = [
+        raw(1000.0 + 10 * i, 100_000 + 1000 * i, o, errors=e, out32=0)
+        for i, (o, e) in enumerate(zip(octets, errors, strict=True))
+    ]
+    assert states(t, polls) == [
+        (1010.0, "if:1:in_utilization", "high"),
+        (1010.0, "if:1:in_errors_per_s", "high"),  # two polls at 3/s, stamped at the first
+        (1040.0, "if:1:in_utilization", "ok"),  # 40 % is not below 40: it waits for 20 %
+        # 0.5/s is not below 0.5 either: errors stay high
+    ]
+    assert states(tracker(), polls) == [], "none of it crosses the default levels"
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "message"),
+    [
+        (CpuThreshold, {"enter": 80, "leave": 85}, "expected leave at or below enter (80), got 85"),
+        (MemoryThreshold, {"enter": 120}, "expected enter between 0 and 100"),
+        (ErrorsThreshold, {"enter": -1, "leave": -2}, "expected enter at least 0, got -1"),
+        (UtilizationThreshold, {"polls": 0}, "expected polls of at least 1, got 0"),
+    ],
+)
+def test_threshold_levels_are_validated(
+    kind: type[CpuThreshold], values: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        kind(**values)  # type: ignore[arg-type]

@@ -121,3 +121,63 @@ async def test_reboot_is_one_event_and_no_rate_spike(tmp_path: Path, mosquitto: 
             if "in_bps" in iface.fields and speed:
                 assert float(iface.fields["in_bps"]) <= speed * 1.05
     assert any("in_bps" in i.fields for i in samples[-1].interfaces), "rates resume"
+
+
+async def test_cpu_high_against_configured_thresholds(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """Two agents poll the same router under the cpu_high fault (every processor 95-99 %):
+    one whose CPU threshold enters at 95 sustained 2 polls raises it once, at the first high
+    poll, after the second, and clears it; one whose threshold enters at 99.5 raises nothing."""
+    thresholds = {
+        "low": {"cpu": {"enter": 95, "leave": 60, "polls": 2}},
+        "high": {"cpu": {"enter": 99.5, "leave": 60}},
+    }
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        configs = []
+        for agent_id, levels in thresholds.items():
+            (tmp_path / agent_id).mkdir()
+            configs.append(
+                agent_config(
+                    tmp_path / agent_id,
+                    mosquitto.url,
+                    site.inventory,
+                    extra={"agent_id": agent_id, "thresholds": levels},
+                )
+            )
+        async with running_agent(configs[0]) as low, running_agent(configs[1]):
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 4 * len(site.devices))
+            site.sim.inject("nyc-pe-1", {"kind": "cpu_high"})
+            await listener.wait_for(
+                lambda lst: len(lst.all_events()) == 1, what="the low threshold's event"
+            )
+            polls = low.stats.polls_ok
+            await listener.wait_for(
+                lambda _l: low.stats.polls_ok >= polls + 3 * len(site.devices),
+                what="three more polls of every device",
+            )
+            site.sim.clear("nyc-pe-1")
+            await listener.wait_for(lambda lst: len(lst.all_events()) == 2, what="the clearing")
+            polls = low.stats.polls_ok
+            await listener.wait_for(
+                lambda _l: low.stats.polls_ok >= polls + 3 * len(site.devices),
+                what="three more polls of every device",
+            )
+    messages = [(m.agent, e) for m in listener.events() for e in m.events]
+    assert [(a, e.device, e.resource, e.state) for a, e in messages] == [
+        ("low", "nyc-pe-1", "cpu", "high"),
+        ("low", "nyc-pe-1", "cpu", "ok"),
+    ]
+    high, ok = (e for _a, e in messages)
+    assert (high.attrs["limit"], ok.attrs["limit"]) == (95, 60)
+    assert high.message.startswith("cpu above 95 (")
+    cpu = [
+        (s.ts, float(s.fields["cpu"]))
+        for m in listener.metrics()
+        if m.agent == "low"
+        for s in m.samples
+        if s.device == "nyc-pe-1"
+    ]
+    first_high = min(ts for ts, value in cpu if value >= 95)
+    assert high.ts == first_high, "stamped with the first poll that saw it"
+    sent = next(m.sent for m in listener.events() if m.events[0] is high)
+    assert len([ts for ts, _v in cpu if first_high <= ts <= sent]) == 2, "after the second"
+    assert all(value < 99.5 for _ts, value in cpu), "the other agent had nothing to see"
