@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, profile_issues
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
@@ -55,13 +55,15 @@ def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
     devices = list(config.devices)
     credentials = dict(config.credentials)
     source = str(path)
+    issues = profile_issues(config, config.devices, source)
     if config.inventory is not None:
         included = load_config(config.inventory, Inventory)
         devices += included.devices
         credentials.update(included.credentials)
         source = str(config.inventory)
+        issues += profile_issues(config, included.devices, source)
     inventory = Inventory(devices=devices, credentials=credentials)
-    issues = inventory_issues(inventory, source)
+    issues += inventory_issues(inventory, source)
     errors = [i for i in issues if not i.warning]
     if errors:
         raise ConfigError(errors)
@@ -211,9 +213,16 @@ class Agent:
         target = self.targets.get(name)
         if tracker is None or target is None:
             return
+        named = self.named_profiles.get(name)
+        known = tracker.sys_object_id
+        guess = named or (self.profiles.choose(known) if known is not None else None)
         try:
             raw = await collect(
-                self.client, target, self._choose(name), self.config.polling.max_repetitions
+                self.client,
+                target,
+                self._choose(name),
+                self.config.polling.max_repetitions,
+                guess,
             )
         except SnmpError as exc:
             self.stats.polls_failed[exc.kind] += 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from agent.edge import ThresholdRule
-from agent.profiles import ProfileConfig
+from agent.profiles import BUILT_IN, ProfileConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.wire import check_name
@@ -185,9 +185,27 @@ class AgentConfig:
         check_name("site", self.site)
 
 
+def profile_issues(
+    config: AgentConfig, devices: list[InventoryDevice], filename: str
+) -> list[ConfigIssue]:
+    """Devices naming a profile that is neither built in nor under the config's `profiles:`."""
+    known = sorted({*BUILT_IN, *config.profiles})
+    return [
+        ConfigIssue(
+            filename,
+            0,
+            f"devices[{i}].profile",
+            f"unknown profile {device.profile!r} (known: {', '.join(known)})",
+        )
+        for i, device in enumerate(devices)
+        if device.profile and device.profile not in known
+    ]
+
+
 def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     inline = Inventory(devices=config.devices, credentials=config.credentials)
     issues = inventory_issues(inline, filename) if config.devices else []
+    issues += profile_issues(config, config.devices, filename)
     expected = f"{config.site}/{config.agent_id}"
     if config.mqtt.username is not None and config.mqtt.username != expected:
         # deploy/mosquitto/acl: `pattern write enoc/v1/%u/...`. Over MQTT 3.1.1 a broker

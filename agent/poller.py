@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.profiles import SYSTEM_SCALARS, VALUE_TYPES, Profile
@@ -31,14 +31,18 @@ async def collect(
     target: Target,
     choose: Callable[[Oid | None], Profile],
     max_repetitions: int,
-    extra_scalars: Mapping[str, Oid] | None = None,
+    guess: Profile | None = None,
 ) -> RawPoll:
     """Poll one device; `choose` picks the profile from the sysObjectID the GET returned.
 
-    Raises SnmpError (SnmpTimeout for silence) when the device gives no usable answer.
+    `guess` is the profile expected before the GET (named for the device, or chosen from
+    its last sysObjectID): its scalars ride in that one GET. Only when the choice differs
+    (the first poll, a device replaced by another model) do the missing scalars cost a
+    second GET. Raises SnmpError (SnmpTimeout for silence, SnmpUndecodable,
+    SnmpMisaddressed) when the device gives no usable answer.
     """
     at = time.time()
-    names = {**SYSTEM_SCALARS, **(extra_scalars or {})}
+    names = {**SYSTEM_SCALARS, **(guess.scalars if guess is not None else {})}
     started = time.monotonic()
     answer = await client.get(target, list(names.values()))
     raw = RawPoll(at=at, response_ms=(time.monotonic() - started) * 1000)
@@ -50,7 +54,9 @@ async def collect(
     raw.varbinds = len(answer)
     sys_object_id = raw.scalars.get("sysObjectID")
     profile = choose(sys_object_id if isinstance(sys_object_id, tuple) else None)
-    missing = {k: v for k, v in profile.scalars.items() if k not in names}
+    for name in [n for n in raw.scalars if n not in SYSTEM_SCALARS and n not in profile.scalars]:
+        del raw.scalars[name]  # the guess's, not this profile's: the device changed model
+    missing = {k: v for k, v in profile.scalars.items() if names.get(k) != v}
     if missing:
         for oid, tag, value in await client.get(target, list(missing.values())):
             name = next((k for k, v in missing.items() if v == oid), None)

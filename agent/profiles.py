@@ -2,7 +2,10 @@
 
 A profile is a set of groups (system is always polled) plus optional vendor
 scalars that become device fields. Built-in profiles cover the roles of the
-WAN; a config adds its own under `profiles:` (longest sysObjectID prefix wins).
+WAN; a config adds its own under `profiles:` (longest sysObjectID prefix wins;
+on a tie the config's profile). Vendor scalars go into the poll's one GET with
+the system scalars whenever the profile is known before it: named for the
+device, or chosen from the sysObjectID the device reported last time.
 """
 
 from __future__ import annotations
@@ -148,13 +151,22 @@ class ProfileSet:
 
     def __init__(self, extra: Iterable[Profile] = ()) -> None:
         self.by_name = dict(BUILT_IN)
+        configured: set[str] = set()
         for profile in extra:
             self.by_name[profile.name] = profile
-        self._prefixes = sorted(
-            ((prefix, p) for p in self.by_name.values() for prefix in p.match),
-            key=lambda item: len(item[0]),
+            configured.add(profile.name)
+        # Longest prefix first; on a tie the config's profile before a built-in one (a
+        # config naming a built-in's prefix means to take those devices over).
+        ranked = sorted(
+            (
+                (len(prefix), p.name in configured, prefix, p)
+                for p in self.by_name.values()
+                for prefix in p.match
+            ),
+            key=lambda item: (item[0], item[1]),
             reverse=True,
         )
+        self._prefixes = [(prefix, p) for _n, _c, prefix, p in ranked]
 
     def named(self, name: str) -> Profile:
         try:

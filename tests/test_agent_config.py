@@ -1,4 +1,4 @@
-"""The agent's configuration: threshold levels, validated with errors
+"""The agent's configuration: threshold levels and profile names, validated with errors
 that name the file, the line, the key and what was expected."""
 
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from agent.app import load_agent
 from agent.config import AgentConfig
 from enoc.config import ConfigError, load_config
 
@@ -61,3 +63,34 @@ def test_bad_thresholds_name_file_line_key_and_what_was_expected(tmp_path: Path)
     assert f"{path}:7: thresholds.errors: expected polls of at least 1, got 0" in lines
     assert f'{path}:8: thresholds.utilization.enter: expected a number, got "high"' in lines
     assert any(line.startswith(f"{path}:9: thresholds.disk: unknown key") for line in lines)
+
+
+def test_a_device_naming_an_unknown_profile_is_refused(tmp_path: Path) -> None:
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "credentials": {"v2": {"version": "2c", "community": "public"}},
+                "devices": [
+                    {"name": "a", "address": "127.0.0.2", "credentials": "v2"},
+                    {"name": "b", "address": "127.0.0.3", "credentials": "v2", "profile": "edge"},
+                    {"name": "c", "address": "127.0.0.4", "credentials": "v2", "profile": "nope"},
+                ],
+            }
+        )
+    )
+    path = tmp_path / "agent.yaml"
+    path.write_text(BASE + f"inventory: {inventory}\nprofiles:\n  edge: {{groups: [interfaces]}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_agent(path)
+    (line,) = str(caught.value).splitlines()
+    assert line.startswith(f"{inventory}: devices[2].profile: unknown profile 'nope' (known: ")
+    assert "edge" in line and "router" in line
+    # the same device inline in the agent config is found there
+    path.write_text(
+        BASE
+        + "credentials: {v2: {version: '2c', community: public}}\n"
+        + "devices: [{name: c, address: 127.0.0.4, credentials: v2, profile: nope}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"agent\.yaml: devices\[0\]\.profile: unknown profile"):
+        load_agent(path)
