@@ -5,7 +5,8 @@ session, a threshold) is a two-state value that changes only after enough
 consecutive observations of the other state, so one lost packet raises
 nothing. Each change becomes exactly one event, stamped with the time the new
 state was first seen. A trap is authoritative at once; the poll that later
-sees the same state adds nothing.
+sees the same state adds nothing, and a poll that began before the trap
+arrived cannot undo it (what it read may be older than the trap).
 
 Everything starts in its good state, so a thing that is already bad when the
 agent starts is reported; the collector deduplicates a repeat.
@@ -45,6 +46,12 @@ class Confirmed:
     candidate: str | None = None
     streak: int = 0
     first_seen: float = 0.0
+    forced_at: float = 0.0  # when a trap last set the state
+
+    def stale(self, at: float) -> bool:
+        """True for a poll that began before the last trap arrived: what it read may be
+        older than the trap, and must not undo it (a flapping link would flap twice)."""
+        return at < self.forced_at
 
     def observe(self, value: str, at: float, needed: int) -> float | None:
         """Feed one observation; return the time the change began when the state flips."""
@@ -59,10 +66,11 @@ class Confirmed:
         self.state, self.candidate, self.streak = value, None, 0
         return self.first_seen
 
-    def force(self, value: str) -> bool:
-        """Set the state at once (a trap); True when it changed."""
+    def force(self, value: str, at: float) -> bool:
+        """Set the state at once (a trap received at `at`); True when it changed."""
         changed = value != self.state
         self.state, self.candidate, self.streak = value, None, 0
+        self.forced_at = max(self.forced_at, at)
         return changed
 
 
@@ -223,6 +231,8 @@ class EdgeDetector:
     ) -> list[Event]:
         """Oper status of an interface; only admin-up interfaces can be down."""
         state = self._state(device, f"if:{if_index}", "link")
+        if state.stale(at):
+            return []
         value = "up" if oper_up or not admin_up else "down"
         began = state.observe(value, at, self.settings.link_polls)
         if began is None:
@@ -243,6 +253,8 @@ class EdgeDetector:
 
     def bgp(self, device: str, peer: str, established: bool, at: float) -> list[Event]:
         state = self._state(device, f"bgp:{peer}", "bgp")
+        if state.stale(at):
+            return []
         value = "established" if established else "down"
         began = state.observe(value, at, self.settings.bgp_polls)
         if began is None:
@@ -298,7 +310,7 @@ class EdgeDetector:
     ) -> list[Event]:
         state = self._state(device, f"if:{if_index}", "link")
         value = "up" if up else "down"
-        if not state.force(value):
+        if not state.force(value, at):
             return []
         return [
             self._event(
@@ -317,7 +329,7 @@ class EdgeDetector:
     def bgp_trap(self, device: str, peer: str, established: bool, at: float) -> list[Event]:
         state = self._state(device, f"bgp:{peer}", "bgp")
         value = "established" if established else "down"
-        if not state.force(value):
+        if not state.force(value, at):
             return []
         return [
             self._event(

@@ -96,6 +96,20 @@ def test_forget_drops_a_devices_state() -> None:
     assert edge.states == {}
 
 
+def test_a_poll_that_began_before_a_trap_cannot_undo_it() -> None:
+    """A flapping link: the trap says down while a poll that read "up" a moment before is
+    still on its way. That reading is older than the trap; taking it would report the
+    link up, then down again at the next poll: two false events."""
+    edge = detector()
+    (down,) = edge.link_trap("r1", 3, up=False, at=T0 + 10.0)
+    assert edge.link("r1", 3, "Gi0/3", admin_up=True, oper_up=True, at=T0 + 9.99) == []
+    assert edge.bgp_trap("r1", "127.200.0.1", established=False, at=T0 + 10.0)
+    assert edge.bgp("r1", "127.200.0.1", established=True, at=T0 + 9.99) == []
+    # a poll that began after the trap is news again
+    (up,) = edge.link("r1", 3, "Gi0/3", admin_up=True, oper_up=True, at=T0 + 11.0)
+    assert (down.state, up.state, up.source) == ("down", "up", "poll")
+
+
 @pytest.mark.parametrize(
     ("reason", "message"),
     [

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit import Listener, agent_config, running_agent, simulated_site
+from agentkit import Listener, Site, agent_config, running_agent, simulated_site
+from simkit import free_udp_port
 
 from enoc.localservers import Mosquitto
 from enoc.snmp.client import V3User
-from enoc.wire import Event
+from enoc.wire import DeviceSample, Event
 
 pytestmark = pytest.mark.servers
+
+
+def samples_of(listener: Listener, device: str, after: float = 0.0) -> list[DeviceSample]:
+    return [s for m in listener.metrics() for s in m.samples if s.device == device and s.ts > after]
 
 
 def keyed(events: list[Event], device: str) -> list[tuple[str, str, str]]:
@@ -181,3 +188,180 @@ async def test_cpu_high_against_configured_thresholds(tmp_path: Path, mosquitto:
     sent = next(m.sent for m in listener.events() if m.events[0] is high)
     assert len([ts for ts, _v in cpu if first_high <= ts <= sent]) == 2, "after the second"
     assert all(value < 99.5 for _ts, value in cpu), "the other agent had nothing to see"
+
+
+# ---------------------------------------------------------------- flap, packet loss, latency
+
+
+def link_events(listener: Listener, device: str, if_index: int) -> list[Event]:
+    return [
+        e for e in listener.all_events() if e.device == device and e.resource == f"if:{if_index}"
+    ]
+
+
+def flapping_port(site: Site) -> tuple[str, int]:
+    switch = site.sim.device("nyc-acc-1")
+    return switch.name, next(i.index for i in switch.interfaces[2:] if i.oper_up)
+
+
+async def test_flap_with_traps_is_one_event_per_toggle_alternating(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The link toggles faster than the agent polls, a trap each time: every toggle is one
+    event, down and up alternating, and no poll adds one (a poll that began before a trap
+    cannot undo it), ending up when the fault is cleared."""
+    traps_port = free_udp_port()
+    async with (
+        simulated_site(tmp_path, traps_port=traps_port) as site,
+        Listener(mosquitto.url) as listener,
+    ):
+        device, if_index = flapping_port(site)
+        config = agent_config(tmp_path, mosquitto.url, site.inventory, traps_port=traps_port)
+        async with running_agent(config) as agent:
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 2 * len(site.devices))
+            site.sim.inject(device, {"kind": "flap", "ifIndex": if_index, "period": 0.4})
+            await asyncio.sleep(4)
+            site.sim.clear(device)
+            toggles = site.sim.stats.traps  # every trap of the test is one of this link's
+            assert toggles >= 8
+            await listener.wait_for(
+                lambda lst: len(link_events(lst, device, if_index)) >= toggles,
+                what=f"{toggles} link events",
+            )
+            polls = agent.stats.polls_ok
+            await listener.wait_for(
+                lambda _l: agent.stats.polls_ok >= polls + 2 * len(site.devices),
+                what="two more polls of every device",
+            )
+            assert agent.traps is not None and agent.traps.stats.received == toggles
+    events = link_events(listener, device, if_index)
+    states = [e.state for e in events]
+    assert states == ["down", "up"] * (toggles // 2), states
+    assert len({e.id for e in events}) == len(events)
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+    assert [e for e in listener.all_events() if e not in events] == []
+
+
+async def test_flap_without_traps_is_one_event_per_change_the_polls_saw(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Without traps the agent knows only what its polls read: toggles between two polls
+    merge. Every change between two consecutive polls' ifOperStatus is one event, stamped
+    with the poll that saw it, and nothing else is."""
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        device, if_index = flapping_port(site)
+        config = agent_config(tmp_path, mosquitto.url, site.inventory)
+        async with running_agent(config) as agent:
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 2 * len(site.devices))
+            site.sim.inject(device, {"kind": "flap", "ifIndex": if_index, "period": 0.7})
+            polls = agent.stats.polls_ok
+            await listener.wait_for(
+                lambda _l: agent.stats.polls_ok >= polls + 6 * len(site.devices),
+                what="six polls of every device while it flaps",
+            )
+            site.sim.clear(device)
+            polls = agent.stats.polls_ok
+            await listener.wait_for(
+                lambda _l: agent.stats.polls_ok >= polls + 2 * len(site.devices),
+                what="two more polls of every device",
+            )
+    seen = sorted(
+        (s.ts, i.fields["ifOperStatus"])
+        for m in listener.metrics()
+        for s in m.samples
+        if s.device == device
+        for i in s.interfaces
+        if i.if_index == if_index
+    )
+    changes = [
+        (ts, "up" if status == 1 else "down")
+        for (_t0, before), (ts, status) in itertools.pairwise(seen)
+        if status != before
+    ]
+    assert len(changes) >= 2, "the polls saw it flap"
+    events = link_events(listener, device, if_index)
+    assert [(e.ts, e.state) for e in events] == changes
+    assert all(e.source == "poll" for e in events)
+    assert [e for e in listener.all_events() if e not in events] == []
+
+
+async def test_moderate_packet_loss_raises_nothing_and_most_polls_succeed(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            site.inventory,
+            extra={"polling": {"retries": 2, "unreachable_after": 3}},
+        )
+        async with running_agent(config) as agent:
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 2 * len(site.devices))
+            site.sim.inject("nyc-acc-1", {"kind": "packet_loss", "ratio": 0.15})
+            lossy_at = time.time()
+            await listener.wait_for(
+                lambda lst: len(samples_of(lst, "nyc-acc-1", lossy_at)) >= 12,
+                timeout=30,
+                what="twelve polls of the lossy device",
+            )
+            retries = agent.client.stats.retries
+    polled = samples_of(listener, "nyc-acc-1", lossy_at)
+    answered = sum(int(s.fields["reachable"]) for s in polled)
+    assert site.sim.stats.dropped["packet_loss"] >= 5, "the fault dropped requests"
+    assert retries >= 5, "and the retries made up for them"
+    assert answered >= 0.75 * len(polled), f"{answered} of {len(polled)} polls answered"
+    assert listener.all_events() == [], "no reachability event for lost packets"
+
+
+async def test_latency_below_the_timeout_is_nothing_above_it_unreachable_then_back(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A 200 ms latency with a 400 ms timeout: polls take longer and succeed. A 1 s latency,
+    beyond the 400 ms timeout and its retry (a late answer to the first try would still
+    answer the retry, which carries the same id): every request gives up, the device is
+    unreachable after two polls, for want of an answer (its late answers are strays), and
+    back at the first poll after the latency is cleared. The other devices go on."""
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            site.inventory,
+            interval="2s",
+            extra={"polling": {"timeout": "0.4s", "retries": 1, "unreachable_after": 2}},
+        )
+        async with running_agent(config) as agent:
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 2 * len(site.devices))
+            site.sim.inject("bog-ce-1", {"kind": "latency", "ms": 200})
+            slow_at = time.time()
+            await listener.wait_for(
+                lambda lst: len(samples_of(lst, "bog-ce-1", slow_at)) >= 3,
+                what="three polls at 200 ms",
+            )
+            slow = samples_of(listener, "bog-ce-1", slow_at)
+            assert listener.all_events() == []
+            site.sim.inject("bog-ce-1", {"kind": "latency", "ms": 1000})
+            await listener.wait_for(
+                lambda lst: [e.state for e in lst.all_events()] == ["down"],
+                what="the device unreachable",
+            )
+            site.sim.clear("bog-ce-1")
+            await listener.wait_for(
+                lambda lst: [e.state for e in lst.all_events()] == ["down", "up"],
+                what="the device back",
+            )
+            failed = dict(agent.stats.polls_failed)
+            strays = agent.client.stats.bad["stray"]
+    assert all(s.fields["reachable"] == 1 for s in slow)
+    assert all(float(s.fields["response_ms"]) >= 200 for s in slow)
+    down, up = listener.all_events()
+    assert (down.device, down.kind, down.message) == (
+        "bog-ce-1",
+        "reachability",
+        "no SNMP answer for 2 polls",
+    )
+    assert up.device == "bog-ce-1"
+    assert failed == {"timeout": failed["timeout"]} and failed["timeout"] >= 2
+    assert strays >= 2, "its answers came, too late"
+    for other in ("nyc-pe-1", "nyc-acc-1", "nyc-fw-1"):
+        polled = samples_of(listener, other, slow_at)
+        assert len(polled) >= 4 and all(s.fields["reachable"] == 1 for s in polled), other
