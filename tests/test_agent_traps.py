@@ -112,6 +112,86 @@ async def test_net_snmp_informs_are_acknowledged_and_unknown_traps_keep_their_va
     assert event.attrs == {"1.3.6.1.4.1.99999.1.1": "disk on fire"}
 
 
+def trap(port: int, auth: list[str], source: str, state: Path, *varbinds: str) -> None:
+    """One trap with net-snmp's snmptrap, sent from `source` (a simulated device's address);
+    net-snmp keeps its state (its v3 engine ID) in `state`."""
+    state.mkdir(exist_ok=True)
+    env = {**os.environ, "MIBS": "", "SNMPCONFPATH": str(state), "SNMP_PERSISTENT_DIR": str(state)}
+    subprocess.run(
+        ["snmptrap", *auth, f"--clientaddr={source}", f"127.0.0.1:{port}", "", *varbinds],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        check=True,
+    )
+
+
+BGP_PEER = "127.250.0.9"  # a peer no poll knows: only the traps speak of it
+
+
+def bgp_trap(established: bool) -> list[str]:
+    oid = "1.3.6.1.2.1.15.0.1" if established else "1.3.6.1.2.1.15.0.2"
+    entry = "1.3.6.1.2.1.15.3.1"
+    return [
+        oid,
+        f"{entry}.7.{BGP_PEER}",
+        "a",
+        BGP_PEER,
+        f"{entry}.14.{BGP_PEER}",
+        "x",
+        "0000" if established else "0602",
+        f"{entry}.2.{BGP_PEER}",
+        "i",
+        "6" if established else "1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "auth", [["-v2c", "-c", "public"], V3_AUTH_ARGS], ids=["v2c", "v3-authPriv"]
+)
+async def test_net_snmp_warm_start_and_bgp_traps_become_events(
+    tmp_path: Path, mosquitto: Mosquitto, auth: list[str]
+) -> None:
+    """warmStart is the reboot event (once: the poll adds nothing); bgpBackwardTransition
+    then bgpEstablished for a peer are its down and established events; a repeated
+    bgpEstablished is no news. A last unknown trap marks the end."""
+    traps_port = free_udp_port()
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        config = agent_config(
+            tmp_path, mosquitto.url, site.inventory, interval=SLOW, traps_port=traps_port
+        )
+        pe, ce = (site.sim.device(n) for n in ("nyc-pe-1", "bog-ce-1"))
+        async with running_agent(config) as agent:
+            sends = [
+                (pe.address, ["1.3.6.1.6.3.1.1.5.2"]),  # warmStart
+                (ce.address, bgp_trap(established=False)),
+                (ce.address, bgp_trap(established=True)),
+                (ce.address, bgp_trap(established=True)),  # again: nothing new
+                (ce.address, ["1.3.6.1.4.1.99999.0.1"]),  # the end marker
+            ]
+            for source, varbinds in sends:
+                await asyncio.to_thread(
+                    trap, traps_port, auth, source, tmp_path / "net-snmp", *varbinds
+                )
+            await listener.wait_for(lambda lst: len(lst.all_events()) >= 4, timeout=5)
+            await asyncio.sleep(0.3)
+            assert agent.traps is not None
+            assert agent.traps.stats.received == len(sends)
+            assert not agent.traps.stats.bad
+    got = [(e.device, e.resource, e.kind, e.state, e.source) for e in listener.all_events()]
+    assert got == [
+        ("nyc-pe-1", "device", "reboot", "rebooted", "trap"),
+        ("bog-ce-1", f"bgp:{BGP_PEER}", "bgp", "down", "trap"),
+        ("bog-ce-1", f"bgp:{BGP_PEER}", "bgp", "established", "trap"),
+        ("bog-ce-1", "trap:1.3.6.1.4.1.99999.0.1", "trap", "received", "trap"),
+    ]
+    warm, down, up, _marker = listener.all_events()
+    assert warm.message == "warm start (trap)"
+    assert (down.severity, up.severity) == ("major", "info")
+    assert down.attrs == up.attrs == {"peer": BGP_PEER}
+
+
 async def test_bad_traps_are_counted_and_the_receiver_keeps_going(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
