@@ -154,7 +154,17 @@ async def test_operator_sees_fault_live_acks_and_resolves(
         await page.click("nav a[data-page=overview]")
         await page.wait_for_selector(".tile[data-site='nyc'][data-status='green']")
 
-        # the device page: facts, interfaces with a chart of the recent window
+        # the device page: facts, interfaces with a chart of the recent window, once
+        # there is a line to draw (a rate needs two polls, a line two rates)
+        def charted() -> bool:
+            recent = coll.recent.device("nyc", "nyc-acc-1")
+            return recent is not None and all(
+                sum(v is not None for v in i["history"].get(name, [])) >= 2
+                for i in recent["interfaces"][:1]
+                for name in ("in_bps", "out_bps")
+            )
+
+        await eventually(charted, what="two rates of nyc-acc-1's first interface")
         await page.goto(f"http://127.0.0.1:{coll.http_port}/#/device/nyc/nyc-acc-1")
         await page.wait_for_selector("#if-rows tr svg.spark polyline")
         assert await page.locator("#if-rows tr").count() == len(
