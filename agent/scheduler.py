@@ -6,17 +6,45 @@ keeps the same rhythm. A poll runs under a deadline that includes its wait
 for a concurrency slot; a device whose previous poll is still running when
 it is due again is skipped and counted (an overrun), never polled twice at
 once. A slow device holds one slot, never the schedule.
+
+Time comes from an injected `Clock` (its `time` and `sleep`): waits for the
+next due poll and poll deadlines both run on it, so tests drive the schedule
+on a fake clock and count exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time and waits: the system's, or a test's fake that
+    moves only when the test says (STYLE.md practice 9)."""
+
+    def time(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Wall-clock time (poll timestamps, offsets within the interval) and asyncio sleeps."""
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass
@@ -36,7 +64,7 @@ class Scheduler:
         concurrency: int,
         deadline: float,
         on_deadline: Callable[[str, float], None],
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.interval = interval
         self.poll = poll
@@ -56,7 +84,7 @@ class Scheduler:
     def set_keys(self, keys: Iterable[str]) -> None:
         """Add new keys at their offset in the coming interval; removed keys drop out when due."""
         wanted = set(keys)
-        now = self.clock()
+        now = self.clock.time()
         for key in wanted - self._keys:
             start = math.floor(now / self.interval) * self.interval + self.offset(key)
             if start < now:
@@ -74,13 +102,13 @@ class Scheduler:
             while not stop.is_set():
                 if not self._heap:
                     self._changed.clear()
-                    await _first(stop.wait(), self._changed.wait(), timeout=None)
+                    await _first(stop.wait(), self._changed.wait())
                     continue
                 due, key = self._heap[0]
-                wait = due - self.clock()
+                wait = due - self.clock.time()
                 if wait > 0:
                     self._changed.clear()
-                    await _first(stop.wait(), self._changed.wait(), timeout=wait)
+                    await _first(stop.wait(), self._changed.wait(), self.clock.sleep(wait))
                     continue
                 heapq.heappop(self._heap)
                 if key not in self._keys:
@@ -105,24 +133,43 @@ class Scheduler:
             del self._running[key]
 
     async def _one(self, key: str, due: float) -> None:
+        """One poll under its deadline (which includes the wait for a slot). The deadline is
+        a watchdog on the scheduler's clock that cancels this task, as asyncio.timeout
+        would on the loop's clock."""
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        async def watchdog() -> None:
+            nonlocal expired
+            await self.clock.sleep(self.deadline)
+            expired = True
+            task.cancel()
+
+        guard = asyncio.create_task(watchdog(), name=f"deadline {key}")
         got_slot = False
         try:
-            async with asyncio.timeout(self.deadline):
-                async with self._slots:
-                    got_slot = True
-                    await self.poll(key, due)
-        except TimeoutError:
+            async with self._slots:
+                got_slot = True
+                await self.poll(key, due)
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise  # stopped from outside, not by the deadline
             if got_slot:
                 self.stats.deadline_exceeded += 1
                 self.on_deadline(key, due)
             else:
                 self.stats.starved += 1
+        finally:
+            guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await guard
 
 
-async def _first(*waits: Awaitable[object], timeout: float | None) -> None:  # noqa: ASYNC109
+async def _first(*waits: Awaitable[object]) -> None:
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
