@@ -53,3 +53,89 @@ async def test_sighup_reloads_the_inventory_keeping_rate_state(
     acc = [s for s in samples if s.device == "nyc-acc-1"]
     up = [i for s in acc[1:] for i in s.interfaces if i.fields["ifOperStatus"] == 1]
     assert up and all("in_bps" in i.fields for i in up), "rates continue across the reload"
+
+
+async def test_sighup_with_an_invalid_inventory_keeps_the_current_one(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """An inventory broken in content (a device with unknown credentials, one naming an
+    unknown profile), then one that is not YAML: each SIGHUP is refused with the file and
+    key of every mistake logged, and the agent goes on polling every device it had. A
+    valid inventory after them is taken."""
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        inventory = yaml.safe_load(site.inventory.read_text())
+        names = {d["name"] for d in inventory["devices"]}
+        config = agent_config(tmp_path, mosquitto.url, site.inventory)
+        log = tmp_path / "agent.log"
+        command = [sys.executable, "-m", "enoc.cli", "agent", "--config", str(config)]
+        with log.open("w") as stderr:
+            proc = subprocess.Popen(command, stderr=stderr, text=True)
+        try:
+
+            def polled_since(at: float) -> set[str]:
+                return {s.device for m in listener.metrics() for s in m.samples if s.ts > at}
+
+            def refusals() -> int:
+                return log.read_text().count("reload refused")
+
+            await listener.wait_for(lambda lst: polled_since(0) == names, what="every device")
+            broken = {
+                "credentials": inventory["credentials"],
+                "devices": [
+                    *inventory["devices"],
+                    {"name": "new-1", "address": "127.41.0.30", "credentials": "nope"},
+                    {
+                        "name": "new-2",
+                        "address": "127.41.0.31",
+                        "credentials": "sim-v3",
+                        "profile": "ghost",
+                    },
+                ],
+            }
+            count = len(inventory["devices"])
+            for text, mistakes in (
+                (
+                    yaml.safe_dump(broken),
+                    [
+                        f"{site.inventory}: devices[{count}].credentials: unknown credentials "
+                        "'nope'",
+                        f"{site.inventory}: devices[{count + 1}].profile: unknown profile 'ghost'",
+                    ],
+                ),
+                (
+                    "devices: [{name: x, address: 127.41.0.32\n",
+                    [f"{site.inventory}:2: not valid YAML"],
+                ),
+            ):
+                site.inventory.write_text(text)
+                before = refusals()
+                proc.send_signal(signal.SIGHUP)
+                await listener.wait_for(
+                    lambda _l: refusals() > before,  # noqa: B023 (awaited right here)
+                    what="the reload refused",
+                )
+                refused_at = time.time()
+                logged = log.read_text()
+                for mistake in mistakes:
+                    assert mistake in logged, (mistake, logged[-2000:])
+                await listener.wait_for(
+                    lambda _l: polled_since(refused_at) == names,  # noqa: B023 (awaited here)
+                    what="every device of the old inventory polled after the refusal",
+                )
+                assert proc.poll() is None, "the agent is still running"
+            # a valid inventory again: taken
+            inventory["devices"] = [d for d in inventory["devices"] if d["name"] != "nyc-fw-1"]
+            site.inventory.write_text(yaml.safe_dump(inventory))
+            proc.send_signal(signal.SIGHUP)
+            await listener.wait_for(
+                lambda _l: "inventory reloaded: 3 devices (0 added, 1 removed)" in log.read_text(),
+                what="the valid inventory reloaded",
+            )
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, log.read_text()[-2000:]
+    added = {s.device for m in listener.metrics() for s in m.samples} - names
+    assert added == set(), "nothing of the refused inventories was ever polled"
