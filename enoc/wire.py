@@ -7,6 +7,12 @@ against the topic it arrived on and a replayed message keeps its original
 timestamps.
 
 Topics: ``enoc/v1/<site>/<agent_id>/{metrics,events,status}``.
+
+Decoding metrics is the collector's hot path (one message per device poll,
+about 50 points and 750 values): msgspec parses and checks the whole schema
+in C against the `_Metrics*` structs below, which say exactly what the general
+checks say. A payload they refuse takes the general path, which names the
+breach (and, should it find none, decodes it).
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from itertools import starmap
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = "enoc/v1"
@@ -218,9 +227,39 @@ def decode(topic_name: str, payload: bytes) -> Message:
     unknown_version, misaddressed (topic and payload disagree), invalid (schema).
     """
     site, agent, kind = parse_topic(topic_name)
+    if kind == "metrics":
+        try:
+            wire = _metrics_decoder.decode(payload)
+        except msgspec.DecodeError:  # also ValidationError: the general path says what
+            pass
+        else:
+            if wire.site == site and wire.agent == agent:
+                return MetricsMessage(
+                    agent,
+                    site,
+                    wire.rtc,
+                    wire.seq,
+                    wire.sent,
+                    samples=[
+                        DeviceSample(
+                            s.device,
+                            s.address,
+                            s.ts,
+                            s.fields,
+                            list(starmap(InterfaceSample, s.ifs)),
+                            list(starmap(BgpSample, s.bgp)),
+                        )
+                        for s in wire.samples
+                    ],
+                )
+    return _decode_checked(site, agent, kind, payload)
+
+
+def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Message:
+    """The general path: each check in turn, naming the first breach."""
     try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:  # also invalid UTF-8 and numbers beyond a double
         raise WireError("malformed", f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise WireError("malformed", "payload is not a JSON object")
@@ -260,6 +299,35 @@ def decode(topic_name: str, payload: bytes) -> Message:
         health=reader.values("health"),
         devices=_devices(reader.array("devices")),
     )
+
+
+# What the general checks accept of a metrics payload, for msgspec: exact types (an int is
+# not a bool, a row has exactly its elements), times in (0, 1e11), seq >= 0.
+_Time = Annotated[float, msgspec.Meta(gt=0, lt=1e11)]
+_Fields = dict[str, int | float | str]
+
+
+class _MetricsSample(msgspec.Struct):
+    device: str
+    address: str
+    ts: _Time
+    fields: _Fields = {}
+    ifs: list[tuple[int, str, str, str, _Fields]] = []
+    bgp: list[tuple[str, _Fields]] = []
+
+
+class _Metrics(msgspec.Struct):
+    v: Literal[1]  # SCHEMA_VERSION
+    agent: str
+    site: str
+    kind: Literal["metrics"]
+    rtc: str
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    sent: _Time
+    samples: list[_MetricsSample] = []
+
+
+_metrics_decoder = msgspec.json.Decoder(_Metrics)
 
 
 def _devices(rows: list[Any]) -> list[DeviceInfo]:

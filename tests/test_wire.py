@@ -161,3 +161,134 @@ def test_field_values_must_be_numbers_or_strings() -> None:
         wire.decode("enoc/v1/nyc/nyc-1/metrics", json.dumps(body).encode())
     with pytest.raises(ValueError, match="Out of range float values"):
         wire.encode(wire.StatusMessage("a", "s", "r", 0, T0, health={"lag": float("nan")}))
+
+
+# ------------------------------------------------------------------ the metrics fast path
+
+METRICS_TOPIC = "enoc/v1/nyc/nyc-1/metrics"
+
+
+def general(payload: bytes) -> wire.Message | str:
+    """What the general, check-by-check path makes of a metrics payload (or its breach)."""
+    try:
+        return wire._decode_checked("nyc", "nyc-1", "metrics", payload)
+    except wire.WireError as exc:
+        return exc.kind
+
+
+def fast(payload: bytes) -> wire.Message | str:
+    try:
+        return wire.decode(METRICS_TOPIC, payload)
+    except wire.WireError as exc:
+        return exc.kind
+
+
+def mutations() -> list[tuple[str, object]]:
+    """(what, body or raw bytes): good and bad variations of a metrics payload."""
+    good = body_of(metrics())
+    sample = good["samples"][0]  # type: ignore[index]
+    row = sample["ifs"][0]
+
+    def with_sample(**changes: object) -> dict[str, object]:
+        return {**good, "samples": [{**sample, **changes}]}
+
+    def with_row(i: int, value: object) -> dict[str, object]:
+        changed = list(row)
+        changed[i] = value
+        return with_sample(ifs=[changed])
+
+    def without(key: str) -> dict[str, object]:
+        return {k: v for k, v in good.items() if k != key}
+
+    def sample_without(key: str) -> dict[str, object]:
+        return {**good, "samples": [{k: v for k, v in sample.items() if k != key}]}
+
+    return [
+        ("good", good),
+        ("extra keys are ignored", {**good, "extra": [1, {"x": None}]}),
+        ("no samples", without("samples")),
+        ("empty samples", {**good, "samples": []}),
+        ("v 1.0", {**good, "v": 1.0}),
+        ("v true", {**good, "v": True}),
+        ("v 2", {**good, "v": 2}),
+        ("v missing", without("v")),
+        ("kind events", {**good, "kind": "events"}),
+        ("site elsewhere", {**good, "site": "gva"}),
+        ("agent missing", without("agent")),
+        ("rtc number", {**good, "rtc": 5}),
+        ("seq -1", {**good, "seq": -1}),
+        ("seq true", {**good, "seq": True}),
+        ("seq 2**70", {**good, "seq": 2**70}),
+        ("sent 0", {**good, "sent": 0}),
+        ("sent 1e11", {**good, "sent": 1e11}),
+        ("sent int", {**good, "sent": 1_800_000_000}),
+        ("sent string", {**good, "sent": "now"}),
+        ("samples object", {**good, "samples": {"a": 1}}),
+        ("sample not object", {**good, "samples": [5]}),
+        ("ts true", with_sample(ts=True)),
+        ("ts negative", with_sample(ts=-1)),
+        ("device missing", sample_without("device")),
+        ("address number", with_sample(address=1)),
+        ("fields missing", sample_without("fields")),
+        ("ifs missing", sample_without("ifs")),
+        ("bgp missing", sample_without("bgp")),
+        ("ifs null", with_sample(ifs=None)),
+        ("fields null", with_sample(fields=None)),
+        ("field bool", with_sample(fields={"cpu": True})),
+        ("field null", with_sample(fields={"cpu": None})),
+        ("field list", with_sample(fields={"cpu": [1]})),
+        ("field huge int", with_sample(fields={"c": 2**70})),
+        ("field negative", with_sample(fields={"c": -(2**63)})),
+        ("row of 4", with_sample(ifs=[row[:4]])),
+        ("row of 6", with_sample(ifs=[[*row, 1]])),
+        ("row not list", with_sample(ifs=[{"a": 1}])),
+        ("ifIndex bool", with_row(0, True)),
+        ("ifIndex float", with_row(0, 3.0)),
+        ("ifIndex huge", with_row(0, 2**64 + 1)),
+        ("name number", with_row(1, 5)),
+        ("alias null", with_row(3, None)),
+        ("row fields list", with_row(4, [1])),
+        ("row field string", with_row(4, {"state": "up"})),
+        ("bgp of 1", with_sample(bgp=[["127.0.0.1"]])),
+        ("bgp peer number", with_sample(bgp=[[1, {}]])),
+        ("bgp field bool", with_sample(bgp=[["127.0.0.1", {"up": False}]])),
+        ("NaN literal", json.dumps(with_sample(fields={"cpu": float("nan")})).encode()),
+        ("Infinity literal", json.dumps(with_sample(fields={"cpu": float("inf")})).encode()),
+        ("beyond a double", wire.encode(metrics()).replace(b"1500000.0", b"1e400")),
+        ("lone surrogate", wire.encode(metrics()).replace(b"Gi0/3", b"Gi\\ud8000/3", 1)),
+        ("bad UTF-8", wire.encode(metrics()).replace(b"Gi0/3", b"Gi\xff/3", 1)),
+        ("truncated", wire.encode(metrics())[:-3]),
+        ("not an object", b"[1, 2]"),
+        ("empty", b""),
+    ]
+
+
+@pytest.mark.parametrize(("what", "body"), mutations(), ids=[m[0] for m in mutations()])
+def test_the_fast_path_decides_as_the_general_checks_do(what: str, body: object) -> None:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert fast(payload) == general(payload), what
+
+
+def test_what_strict_json_refuses_is_malformed() -> None:
+    for what, body in mutations():
+        if what in ("NaN literal", "Infinity literal", "beyond a double", "lone surrogate"):
+            assert isinstance(body, bytes)
+            assert fast(body) == "malformed", what
+
+
+def test_a_good_metrics_message_decodes_to_the_dataclasses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse(*_args: object) -> wire.Message:
+        raise AssertionError("a good metrics message took the general path")
+
+    monkeypatch.setattr(wire, "_decode_checked", refuse)
+    decoded = wire.decode(METRICS_TOPIC, wire.encode(metrics()))
+    assert decoded == metrics()
+    assert isinstance(decoded, wire.MetricsMessage)
+    sample = decoded.samples[0]
+    assert type(sample) is wire.DeviceSample
+    assert type(sample.interfaces[0]) is wire.InterfaceSample
+    assert type(sample.bgp[0]) is wire.BgpSample
+    assert type(sample.ts) is float
+    assert wire.SCHEMA_VERSION == 1  # the fast path's struct says Literal[1]
