@@ -22,7 +22,7 @@ from collector.config import CollectorConfig
 from collector.engine import Engine
 from collector.influx import InfluxWriter
 from collector.ingest import Ingest
-from collector.lineproto import agent_health, incident_line, lines_for
+from collector.lineproto import agent_health, chunk, incident_line, metrics_chunk
 from collector.model import IncidentChange
 from collector.notify import Notifier
 from collector.recent import RecentValues
@@ -72,7 +72,7 @@ class Collector:
         if self.writer is None:
             ack()
             return
-        await self.writer.put(lines_for(message), on_written=ack)
+        await self.writer.put(*metrics_chunk(message), on_written=ack)
         if self.ingest.pending_metrics >= self.config.mqtt.max_unacked:
             self.writer.flush_now()
 
@@ -82,7 +82,8 @@ class Collector:
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
         if self.writer is not None and message.state == "online" and not retained:
-            await self.writer.put(agent_health(message))
+            health = agent_health(message)
+            await self.writer.put(chunk(health), len(health))
         if not retained:
             self.hub.publish(
                 "status",
@@ -108,7 +109,7 @@ class Collector:
                     log.exception("incident listener failed", change=change.change)
         if self.writer is not None and changes:
             # never waits: an operator's request must not hang on a slow database
-            self.writer.put_nowait([incident_line(c) for c in changes])
+            self.writer.put_nowait(chunk([incident_line(c) for c in changes]), len(changes))
 
     def _stream(self, change: IncidentChange) -> None:
         self.hub.publish(

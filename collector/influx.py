@@ -1,11 +1,15 @@
 """Batched, acknowledged writes to InfluxDB.
 
-`put(lines, on_written)` queues a message's lines in a bounded buffer and
-waits while the buffer is full (backpressure). One writer task sends batches
-(by size, by time, or at once on `flush_now`), gzip-compressed, and calls
-each message's `on_written` only after the server accepted its lines: the
-collector acknowledges the MQTT message then, so a crash never loses an
-acknowledged point.
+`put(chunk, points, on_written)` queues a message's lines (line protocol
+bytes, each line ending in a newline) in a bounded buffer and waits while the
+buffer is full (backpressure). One writer task sends batches (by size, by
+time, or at once on `flush_now`), gzip-compressed, and calls each message's
+`on_written` only after the server accepted its lines: the collector
+acknowledges the MQTT message then, so a crash never loses an acknowledged
+point.
+
+Gzip is ISA-L's (`isal.igzip`, level 1): about 3x less CPU than zlib at
+level 1 for slightly smaller output (a 2.6 MB batch: 0.035 s against 0.11 s).
 
 Errors: connection errors, 5xx and 429 are retried with backoff and jitter,
 forever (Retry-After honoured): the buffer fills and consumption pauses. A
@@ -21,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import random
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+from isal import igzip
 
 from collector.config import InfluxConfig
 from collector.lineproto import PRECISION
@@ -70,7 +74,7 @@ class InfluxWriter:
         self.config = config
         self.stats = WriterStats()
         self.max_buffer = max(config.max_buffer_points, config.batch_size)
-        self._buffer: deque[tuple[list[str], Callable[[], None] | None]] = deque()
+        self._buffer: deque[tuple[bytes, int, Callable[[], None] | None]] = deque()
         self._space = asyncio.Condition()
         self._wake = asyncio.Event()
         self._closing = False
@@ -83,28 +87,33 @@ class InfluxWriter:
 
     # ---------------------------------------------------------------- producers
 
-    async def put(self, lines: list[str], on_written: Callable[[], None] | None = None) -> None:
-        if not lines:
+    async def put(
+        self, chunk: bytes, points: int, on_written: Callable[[], None] | None = None
+    ) -> None:
+        """Queue `points` lines (`chunk`, each line ending in a newline); waits while full."""
+        if not points:
             if on_written is not None:
                 on_written()
             return
-        async with self._space:
-            await self._space.wait_for(
-                lambda: self.stats.buffer_points + len(lines) <= self.max_buffer or not self._buffer
-            )
-            self._buffer.append((lines, on_written))
-            self.stats.buffer_points += len(lines)
-        if self.stats.buffer_points >= self.config.batch_size:
+        stats = self.stats
+        if stats.buffer_points + points > self.max_buffer and self._buffer:
+            async with self._space:
+                await self._space.wait_for(
+                    lambda: stats.buffer_points + points <= self.max_buffer or not self._buffer
+                )
+        self._buffer.append((chunk, points, on_written))
+        stats.buffer_points += points
+        if stats.buffer_points >= self.config.batch_size:
             self._wake.set()
 
-    def put_nowait(self, lines: list[str]) -> bool:
-        """Buffer `lines` without waiting (for callers that must not block, such as an
-        operator's request); refused and counted beyond 10 % over the buffer's limit."""
-        if self.stats.buffer_points + len(lines) > self.max_buffer * 1.1:
-            self.stats.overflow_dropped += len(lines)
+    def put_nowait(self, chunk: bytes, points: int) -> bool:
+        """Buffer without waiting (for callers that must not block, such as an operator's
+        request); refused and counted beyond 10 % over the buffer's limit."""
+        if self.stats.buffer_points + points > self.max_buffer * 1.1:
+            self.stats.overflow_dropped += points
             return False
-        self._buffer.append((lines, None))
-        self.stats.buffer_points += len(lines)
+        self._buffer.append((chunk, points, None))
+        self.stats.buffer_points += points
         if self.stats.buffer_points >= self.config.batch_size:
             self._wake.set()
         return True
@@ -173,37 +182,38 @@ class InfluxWriter:
                     await asyncio.wait_for(self._wake.wait(), interval)
             await self._write_batch()
 
-    def _take(self) -> tuple[list[str], list[Callable[[], None] | None], int]:
-        lines: list[str] = []
+    def _take(self) -> tuple[list[bytes], int, list[Callable[[], None] | None]]:
+        chunks: list[bytes] = []
+        points = 0
         callbacks: list[Callable[[], None] | None] = []
-        taken = 0
-        for entry_lines, callback in self._buffer:
-            if lines and len(lines) + len(entry_lines) > self.config.batch_size:
+        limit = self.config.batch_size
+        for chunk, count, callback in self._buffer:
+            if chunks and points + count > limit:
                 break
-            lines += entry_lines
+            chunks.append(chunk)
+            points += count
             callbacks.append(callback)
-            taken += 1
-        return lines, callbacks, taken
+        return chunks, points, callbacks
 
     async def _write_batch(self) -> None:
-        lines, callbacks, taken = self._take()
-        body = ("\n".join(lines) + "\n").encode()
+        chunks, points, callbacks = self._take()
+        body = igzip.compress(b"".join(chunks), compresslevel=1)
         delay = 0.5
         while True:
             try:
                 await self._send(body)
-                self.stats.points_written += len(lines)
+                self.stats.points_written += points
                 self.stats.batches_written += 1
                 self.healthy = True
                 self._outage.ok("InfluxDB writes", url=self.config.url)
                 break
             except WriteRefused as exc:
-                self.stats.points_dropped += len(lines)
+                self.stats.points_dropped += points
                 self.stats.errors[f"http_{exc.status}"] += 1
                 self.stats.last_error = str(exc)
                 self._refused(
                     f"http_{exc.status}",
-                    f"InfluxDB refused a batch of {len(lines)} points for good: {exc}",
+                    f"InfluxDB refused a batch of {points} points for good: {exc}",
                 )
                 break
             except WriteFailed as exc:
@@ -215,23 +225,23 @@ class InfluxWriter:
                 wait = exc.retry_after if exc.retry_after else delay * random.uniform(0.8, 1.2)
                 await asyncio.sleep(wait)
                 delay = min(30.0, delay * 2)
-        for _ in range(taken):
+        for _ in callbacks:
             self._buffer.popleft()
-        self.stats.buffer_points -= len(lines)
+        self.stats.buffer_points -= points
         for callback in callbacks:
             if callback is not None:
                 callback()
         async with self._space:
             self._space.notify_all()
 
-    async def _send(self, body: bytes) -> None:
+    async def _send(self, data: bytes) -> None:
+        """POST one gzip-compressed batch."""
         c = self.config
         if c.api == "v1":
             assert self._session is not None
             params = {"db": c.database, "precision": PRECISION}
             if c.retention_policy:
                 params["rp"] = c.retention_policy
-            data = gzip.compress(body, compresslevel=1)
             try:
                 async with self._session.post(
                     c.url.rstrip("/") + "/write",
@@ -250,7 +260,6 @@ class InfluxWriter:
         from influxdb_client.service.write_service import WriteService
 
         assert self._client is not None
-        data = gzip.compress(body, compresslevel=1)
         try:
             service = WriteService(self._client.api_client)  # type: ignore[attr-defined,no-untyped-call]
             await service.post_write_async(  # type: ignore[no-untyped-call]

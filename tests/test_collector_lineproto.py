@@ -1,0 +1,262 @@
+"""Line protocol: the template path writes what one value at a time writes, for every kind of
+field set, and real servers read back what it writes."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import urllib.request
+
+import pytest
+
+from collector import lineproto
+from collector.lineproto import chunk, lines_for, metrics_chunk
+from enoc.localservers import InfluxDB1, VictoriaMetrics
+from enoc.wire import BgpSample, DeviceSample, InterfaceSample, MetricsMessage, Value, decode
+from enoc.wire import encode as wire_encode
+
+T0 = 1_790_000_000.25
+
+
+def message(*samples: DeviceSample) -> MetricsMessage:
+    return MetricsMessage("nyc-1", "nyc", "americas", 1, T0, samples=list(samples))
+
+
+def parse_fields(text: str) -> dict[str, Value | bool]:
+    """A field set back into values: `i` ints, quoted strings, booleans, else floats."""
+    out: dict[str, Value | bool] = {}
+    i = 0
+    while i < len(text):
+        j = i
+        while text[j] != "=":
+            j += 2 if text[j] == "\\" else 1
+        name = text[i:j].replace("\\ ", " ").replace("\\,", ",").replace("\\=", "=")
+        k = j + 1
+        if text[k] == '"':
+            k += 1
+            raw = []
+            while text[k] != '"':
+                if text[k] == "\\":
+                    raw.append({"n": "\n"}.get(text[k + 1], text[k + 1]))
+                    k += 2
+                else:
+                    raw.append(text[k])
+                    k += 1
+            out[name] = "".join(raw)
+            k += 1
+        else:
+            end = text.find(",", k)
+            end = len(text) if end < 0 else end
+            token = text[k:end]
+            if token in ("true", "false"):
+                out[name] = token == "true"
+            elif token.endswith("i"):
+                out[name] = int(token[:-1])
+            else:
+                out[name] = float(token)
+            k = end
+        i = k + 1
+    return out
+
+
+def split_line(line: str) -> tuple[str, str, int]:
+    """measurement+tags, fields, timestamp (field strings here hold no unescaped space)."""
+    head, fields, stamp = "", "", ""
+    i = 0
+    while line[i] != " ":
+        i += 2 if line[i] == "\\" else 1
+    head, rest = line[:i], line[i + 1 :]
+    fields, _, stamp = rest.rpartition(" ")
+    return head, fields, int(stamp)
+
+
+def expected(fields: dict[str, Value]) -> dict[str, Value | bool]:
+    """What InfluxDB can store of a field set: everything but floats that are not finite."""
+    return {k: v for k, v in fields.items() if not (isinstance(v, float) and not math.isfinite(v))}
+
+
+FIELD_SETS: list[dict[str, Value]] = [
+    {"ifHCInOctets": 2**40 + 7, "ifOperStatus": 1, "in_bps": 123456.789, "out_bps": 0.0},
+    {"big": 2**63 - 1, "neg": -(2**63), "beyond": 2**64 - 1, "huge": 2**70},
+    {"a": 1e20, "b": 1e-7, "c": 5e-324, "d": -0.0, "e": 0.1, "f": 1.7976931348623157e308},
+    {"a": 1.5e16, "b": 1e16, "c": 123456789012345678.0, "d": -2.5e-5},
+    {"nan": float("nan"), "ok": 1, "inf": float("inf"), "minus": float("-inf"), "x": 2.5},
+    {"state": "established", "n": 3},
+    {"text": 'say "hi"\nback\\slash, a=b', "x": 1.0},
+    {"weird name": 1, "com,ma": 2.5, "eq=ual": 3, "per%cent": 4, "per%%d": 5.5},
+    {"flag": True, "other": False, "n": 0},
+    {"only_nan": float("nan")},
+    {},
+]
+
+
+@pytest.mark.parametrize("fields", FIELD_SETS)
+def test_a_field_set_reads_back_as_its_values(fields: dict[str, Value]) -> None:
+    sample = DeviceSample(
+        "nyc-pe-1",
+        "127.0.0.5",
+        T0,
+        fields=dict(fields),
+        interfaces=[InterfaceSample(3, "ge-0/0/3", "Gig 0/0/3", "to gva", dict(fields))],
+        bgp=[BgpSample("127.200.0.1", dict(fields))],
+    )
+    for _ in range(3):  # the first time builds the template, later ones use it
+        body, count = metrics_chunk(message(sample))
+        lines = lines_for(message(sample))
+        assert body.endswith(b"\n") or not body
+        assert count == len(lines) == body.count(b"\n")
+        want = expected(fields)
+        assert count == (3 if want else 0)
+        for line in lines:
+            assert parse_fields(split_line(line)[1]) == want
+
+
+def test_types_that_change_between_polls_get_their_own_template() -> None:
+    def line(value: Value) -> str:
+        sample = DeviceSample(
+            "d", "127.0.0.5", T0, interfaces=[InterfaceSample(1, "e1", fields={"v": value})]
+        )
+        (only,) = lines_for(message(sample))
+        return split_line(only)[1]
+
+    assert line(5) == "v=5i"
+    assert line(5.0) == "v=5.0"
+    assert line("5") == 'v="5"'
+    assert line(5) == "v=5i"
+
+
+def test_tags_are_sorted_escaped_and_empty_ones_left_out() -> None:
+    sample = DeviceSample(
+        "core 1",
+        "127.0.0.5",
+        T0,
+        fields={"cpu": 12.5},
+        interfaces=[InterfaceSample(7, "ge-0/0/7", "", "to=gva, via\nlyon", {"in_bps": 1.0})],
+        bgp=[BgpSample("127.200.0.1", {"state": 6})],
+    )
+    device, interface, bgp = lines_for(message(sample))
+    stamp = round(T0 * 1000)
+    assert device == (
+        f"device,agent_host=127.0.0.5,device=core\\ 1,rtc=americas,site=nyc cpu=12.5 {stamp}"
+    )
+    assert interface == (
+        "interface,agent_host=127.0.0.5,device=core\\ 1,ifAlias=to\\=gva\\,\\ via\\nlyon,"
+        f"ifIndex=7,ifName=ge-0/0/7,rtc=americas,site=nyc in_bps=1.0 {stamp}"
+    )
+    assert bgp == (
+        "bgp_peer,agent_host=127.0.0.5,device=core\\ 1,peer=127.200.0.1,rtc=americas,site=nyc "
+        f"state=6i {stamp}"
+    )
+
+
+def reference_fields(fields: dict[str, Value]) -> dict[str, Value | bool]:
+    """The values the collector wrote before templates (one f-string a value), parsed."""
+    parts = []
+    for name, value in fields.items():
+        key = lineproto._tag(name)
+        if isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, int):
+            parts.append(f"{key}={value}i")
+        elif isinstance(value, float):
+            if math.isfinite(value):
+                parts.append(f"{key}={value!r}")
+        else:
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            parts.append(f'{key}="{escaped}"')
+    return parse_fields(",".join(parts))
+
+
+def test_random_polls_write_what_one_value_at_a_time_wrote() -> None:
+    rng = random.Random(11)
+    names = ["ifHCInOctets", "ifInErrors", "in_bps", "out_utilization", "state", "x y"]
+
+    def value() -> Value:
+        kind = rng.randrange(6)
+        if kind == 0:
+            return rng.randrange(-(2**63), 2**64)
+        if kind == 1:
+            return rng.randrange(1000)
+        if kind == 2:
+            return rng.random() * 10.0 ** rng.randrange(-12, 24)
+        if kind == 3:
+            return -rng.random()
+        if kind == 4:
+            return rng.choice([float("nan"), float("inf"), 0.0, 1e16, 1e-5])
+        return rng.choice(["up", 'a "b"', "x,y=z", ""])
+
+    for _ in range(300):
+        interfaces = [
+            InterfaceSample(n, f"e{n}", fields={k: value() for k in rng.sample(names, 4)})
+            for n in range(1, 6)
+        ]
+        sample = DeviceSample("d1", "127.0.0.5", T0, {"cpu": value()}, interfaces)
+        lines = lines_for(message(sample))
+        written = [i for i in [sample.fields, *(i.fields for i in interfaces)] if expected(i)]
+        assert len(lines) == len(written)
+        for line, fields in zip(lines, written, strict=True):
+            assert parse_fields(split_line(line)[1]) == reference_fields(fields)
+
+
+def test_wire_to_line_protocol_keeps_every_value() -> None:
+    fields: dict[str, Value] = {"ifHCInOctets": 2**64 - 1, "in_bps": 987654321.123, "n": -3}
+    sample = DeviceSample(
+        "d1", "127.0.0.5", T0, interfaces=[InterfaceSample(1, "e1", fields=fields)]
+    )
+    decoded = decode("enoc/v1/nyc/nyc-1/metrics", wire_encode(message(sample)))
+    assert isinstance(decoded, MetricsMessage)
+    (line,) = lines_for(decoded)
+    assert parse_fields(split_line(line)[1]) == fields
+
+
+def test_chunk_ends_every_line() -> None:
+    assert chunk(["a x=1i 1", "b y=2.0 2"]) == b"a x=1i 1\nb y=2.0 2\n"
+    assert chunk([]) == b""
+
+
+# ------------------------------------------------------------------ real servers
+
+EDGE_FLOATS = {"a": 1e20, "b": 1e-7, "c": 1.5e16, "d": -2.5e-5, "e": 0.1, "f": 123456.75}
+EDGE_INTS = {"g": 2**40 + 1, "h": -5, "i": 0}  # VictoriaMetrics keeps 12 digits or so
+
+
+def edge_lines() -> bytes:
+    sample = DeviceSample(
+        "d1",
+        "127.0.0.5",
+        time.time() - 60,
+        fields={**EDGE_FLOATS, **EDGE_INTS},
+    )
+    body, count = metrics_chunk(message(sample))
+    assert count == 1
+    return body
+
+
+@pytest.mark.servers
+def test_victoria_metrics_reads_back_the_numbers_written(victoria_metrics: VictoriaMetrics) -> None:
+    request = urllib.request.Request(
+        f"{victoria_metrics.url}/write?precision=ms", data=edge_lines(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+    got = {
+        row["metric"]["__name__"].removeprefix("device_"): row["values"][0]
+        for row in victoria_metrics.export('{__name__=~"device_.*"}')
+    }
+    assert got == {k: float(v) for k, v in {**EDGE_FLOATS, **EDGE_INTS}.items()}
+
+
+@pytest.mark.servers
+def test_influxdb_1_reads_back_the_numbers_and_types_written(influxdb1: InfluxDB1) -> None:
+    influxdb1.create_database("lp")
+    assert influxdb1.write("lp", edge_lines().decode(), precision="ms") == 204
+    result = influxdb1.query("SELECT * FROM device", db="lp")
+    series = result["results"][0]["series"][0]
+    row = dict(zip(series["columns"], series["values"][0], strict=True))
+    assert {k: row[k] for k in EDGE_FLOATS} == EDGE_FLOATS
+    assert {k: row[k] for k in EDGE_INTS} == EDGE_INTS
+    fields = influxdb1.query("SHOW FIELD KEYS FROM device", db="lp")
+    types = dict(fields["results"][0]["series"][0]["values"])
+    assert {types[k] for k in EDGE_FLOATS} == {"float"}
+    assert {types[k] for k in EDGE_INTS} == {"integer"}
