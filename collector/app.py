@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,8 @@ class Collector:
         notifier = asyncio.create_task(self.notifier.run(stop))
         self.ready.set()
         try:
-            await stop.wait()
+            with _frozen_heap():
+                await stop.wait()
         finally:
             self.hub.close()
             await asyncio.wait({ingest, sweeper, notifier}, timeout=10)
@@ -212,6 +214,24 @@ class Collector:
             await self._runner.cleanup()
             await self.store.close()
             log.info("collector stopped")
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep what start-up made (modules, clients, the API: most of the heap) out of the
+    cyclic garbage collector while the collector runs.
+
+    Every metrics message allocates some 300 containers that live until it is
+    written; they trigger collections, and a full one walked the whole heap:
+    16 % of the collector's CPU under load. Frozen objects are never freed by the
+    collector (they are not garbage), and `unfreeze` on the way out puts them back.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _safe_url(url: str) -> str:
