@@ -9,6 +9,9 @@ keyed by series and timestamp).
 Bounded: when the spool exceeds `max_bytes` the oldest segment is dropped and
 its records are counted as lost (`dropped`), so a WAN outage longer than the
 disk can hold degrades into losing the oldest data, never into a full disk.
+With `drop_oldest=False` the spool keeps everything and its owner decides
+what goes (`drop_oldest_segment`): the agent's publisher gives the events and
+metrics spools one budget, which only metrics give way to.
 
 Record layout: length (u32), crc32 (u32), seq (u64), topic length (u16), topic, payload.
 The acknowledged low-water mark is kept in `acked`, written atomically.
@@ -16,6 +19,8 @@ The acknowledged low-water mark is kept in `acked`, written atomically.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import os
 import struct
 import zlib
@@ -107,7 +112,8 @@ class Spool:
         body = struct.pack("<QH", seq, len(topic_bytes)) + topic_bytes + payload
         length = HEADER.size + len(topic_bytes) + len(payload)
         record_bytes = struct.pack("<II", length, zlib.crc32(body)) + body
-        if self._segment_sizes.get(self._current, self.segment_bytes) + length > self.segment_bytes:
+        current = self._segment_sizes.get(self._current, self.segment_bytes)
+        if current and current + length > self.segment_bytes:  # a big record starts empty
             self._roll()
         with self._segment_path(self._current).open("ab") as handle:
             handle.write(record_bytes)
@@ -157,11 +163,45 @@ class Spool:
             self._acked_above.discard(self._acked_low)
         self._release_segments()
 
+    def release(self, seq: int) -> None:
+        """A handed-out record was not accepted (the broker refused it): it goes back among
+        the pending records, in order, to be handed out again."""
+        record = self._inflight.pop(seq, None)
+        if record is not None:
+            at = bisect.bisect_left(self._pending, seq, key=lambda r: r.seq)
+            self._pending.insert(at, record)
+
+    def drop_oldest_segment(self) -> int:
+        """Drop the oldest segment (the current one too: it is closed first) with every
+        record in it, acknowledged or not; returns how many unacknowledged records went,
+        which `dropped` counts. 0 when the spool holds nothing."""
+        if self._segment_sizes.get(self._current, 0) and len(self._segments) == 1:
+            self._roll()
+        oldest = min(self._segments)
+        if oldest == self._current:
+            return 0
+        lost: list[Record] = []
+        while self._pending and self._pending[0].segment == oldest:  # pending is in seq order
+            lost.append(self._pending.popleft())
+        lost += [r for r in self._inflight.values() if r.segment == oldest]
+        self.dropped += len(lost)
+        for record in lost:
+            self._inflight.pop(record.seq, None)
+            self._acked_above.add(record.seq)  # gone for good: a restart must not replay it
+        self._segment_path(oldest).unlink(missing_ok=True)
+        del self._segments[oldest]
+        del self._segment_sizes[oldest]
+        while self._acked_low + 1 in self._acked_above:
+            self._acked_low += 1
+            self._acked_above.discard(self._acked_low)
+        return len(lost)
+
     def requeue_inflight(self) -> int:
-        """The broker connection dropped: unacknowledged records go back, in order, to the front."""
+        """The broker connection dropped: unacknowledged records go back among the pending
+        ones, in order (live records in flight are newer than the backlog still pending)."""
         records = sorted(self._inflight.values(), key=lambda r: r.seq)
         self._inflight.clear()
-        self._pending.extendleft(reversed(records))
+        self._pending = deque(heapq.merge(records, self._pending, key=lambda r: r.seq))
         return len(records)
 
     def close(self) -> None:
@@ -195,20 +235,7 @@ class Spool:
         if not self.drop_oldest:
             return
         while self.size_bytes > self.max_bytes and len(self._segments) > 1:
-            oldest = min(self._segments)
-            lost = [r for r in self._pending if r.segment == oldest]
-            lost += [r for r in self._inflight.values() if r.segment == oldest]
-            self.dropped += len(lost)
-            self._pending = deque(r for r in self._pending if r.segment != oldest)
-            for record in lost:
-                self._inflight.pop(record.seq, None)
-                self._acked_above.add(record.seq)
-            self._segment_path(oldest).unlink(missing_ok=True)
-            del self._segments[oldest]
-            del self._segment_sizes[oldest]
-        while self._acked_low + 1 in self._acked_above:
-            self._acked_low += 1
-            self._acked_above.discard(self._acked_low)
+            self.drop_oldest_segment()
 
     def _write_acked(self) -> None:
         tmp = self.path / "acked.tmp"

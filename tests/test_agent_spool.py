@@ -102,3 +102,42 @@ def test_an_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(SpoolError, match="spool directory"):
         Spool(blocker / "spool")
+
+
+def test_a_released_record_goes_back_in_order_and_out_again(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    fill(spool, 5)
+    taken = spool.take(3)
+    spool.ack(1)
+    spool.release(taken[2].seq)  # the broker refused seq 3
+    spool.release(99)  # unknown: nothing happens
+    assert spool.depth == 4 and spool.inflight == 1
+    assert [r.seq for r in spool.take(10)] == [3, 4, 5]
+
+
+def test_requeue_after_the_live_lane_keeps_the_backlog_oldest_first(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    fill(spool, 10)
+    live = spool.take_after(8, 10)  # the newest went out at once, the backlog waits
+    assert [r.seq for r in live] == [9, 10]
+    spool.take(2)
+    spool.requeue_inflight()  # the connection broke with both lanes in flight
+    assert [r.seq for r in spool.take(100)] == list(range(1, 11))
+
+
+def test_dropping_the_oldest_segment_takes_the_current_one_last_and_for_good(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path, segment_bytes=1000, drop_oldest=False)
+    fill(spool, 25)
+    first = spool.drop_oldest_segment()
+    assert 0 < first < 25 and spool.dropped == first
+    spool.take(2)  # in flight: dropped all the same, an ack after that changes nothing
+    while spool.size_bytes:
+        spool.drop_oldest_segment()
+    spool.ack(first + 1)
+    assert spool.dropped == 25 and spool.depth == 0
+    assert spool.drop_oldest_segment() == 0, "nothing left to drop"
+    spool.close()
+    again = Spool(tmp_path, segment_bytes=1000)
+    assert again.take(100) == [] and again.append("t", b"x") == 26
