@@ -271,8 +271,13 @@ class Api:
 
     async def metrics(self, _request: web.Request) -> web.Response:
         counters = dict(self.collector.counters())
+        feed = self.collector.feed
         counters.update(
             {
+                "stream_last_id": self.hub.last_id,
+                "stream_feed_reads": feed.reads,
+                "stream_feed_listening": int(feed.listening),
+                "stream_changes_pruned": feed.pruned,
                 "api_requests": self.requests,
                 "api_unauthorized": self.unauthorized,
                 "api_forbidden": self.forbidden,
@@ -430,7 +435,8 @@ class Api:
     # ---------------------------------------------------------------- stream
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events; `Last-Event-ID` resumes from the replay ring."""
+        """Server-sent events of the store's change log (ids global across replicas);
+        `Last-Event-ID` resumes from the replay ring, or from the store when older."""
         last = request.headers.get("Last-Event-ID", "") or request.query.get("last_id", "")
         sub = self.hub.subscribe()  # before replaying, so nothing falls between the two
         response = web.StreamResponse(
@@ -441,24 +447,38 @@ class Api:
                 **{k: v for k, v in SECURITY_HEADERS.items() if k != "Cache-Control"},
             }
         )
+        feed = self.collector.feed
         try:
             await response.prepare(request)
             await response.write(b"retry: 2000\n: connected\n\n")
-            sent = 0
-            if last.isdigit():
-                for missed in self.hub.since(int(last)):
-                    await response.write(missed.encode())
-                    sent = missed.id
+            sent = int(last) if last.isdigit() else 0
+            if sent > self.hub.last_id and sent > await feed.last_logged():
+                sent = 0  # an id this store never gave (another store, a restored backup)
+            elif sent:
+                missed = self.hub.since(sent)
+                if missed is None:  # older than the ring: from the store
+                    try:
+                        async for event in feed.history(sent):
+                            await response.write(event.encode())
+                            sent = event.id
+                    except Exception as exc:  # the store is down: the client retries from `sent`
+                        log.warning("stream replay from the store failed: %s", exc)
+                        return response
+                else:
+                    for event in missed:
+                        await response.write(event.encode())
+                        sent = event.id
             while True:
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), SSE_HEARTBEAT)
+                    item = await asyncio.wait_for(sub.queue.get(), SSE_HEARTBEAT)
                 except TimeoutError:
                     await response.write(b": keepalive\n\n")
                     continue
-                if event is None:
+                if item is None:
                     break
-                if event.id > sent:
-                    await response.write(event.encode())
+                if item.id > sent:
+                    await response.write(item.encode())
+                    sent = item.id
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -538,7 +558,10 @@ _GAUGES = {
     "metrics_pending",
     "write_buffer_points",
     "stream_clients",
+    "stream_last_id",
+    "stream_feed_listening",
     "notify_queued",
+    "notify_owned",
 }
 
 

@@ -1,8 +1,9 @@
 """The collector: ingest -> (metrics sink, incident engine) -> notifier, stream and API.
 
 `Collector.run` owns every task. On stop: consumption ends, the metrics
-buffer is flushed (acknowledging what was written), queued notifications are
-drained, the store is closed.
+buffer is flushed (acknowledging what was written), the notification in
+flight may finish (the rest waits in the store's change log), the store is
+closed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collector.model import IncidentChange
 from collector.notify import Notifier
 from collector.recent import RecentValues
 from collector.store import Store
-from collector.stream import Hub
+from collector.stream import ChangeFeed, Hub
 from enoc import __version__
 from enoc.config import load_config
 from enoc.logs import get_logger
@@ -41,7 +42,7 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.store = Store(config.store.url)
-        self.engine = Engine(self.store, config.incidents)
+        self.engine = Engine(self.store, config.incidents, origin=config.mqtt.client_id)
         self.writer = InfluxWriter(config.influxdb) if config.influxdb is not None else None
         self.recent = RecentValues()
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
@@ -53,9 +54,10 @@ class Collector:
         )
         self.users = Users.load(config.http.users_file) if config.http.users_file else None
         self.hub = Hub()
-        self.notifier = Notifier(config.notifications)
-        self.listeners.append(self._stream)
-        self.listeners.append(self.notifier.notify)
+        # the stream and the notifier follow the store's change log, whoever changed it
+        self.feed = ChangeFeed(config.store, self.hub)
+        self.notifier = Notifier(config.notifications, self.store, owner=config.mqtt.client_id)
+        self.feed.listeners.append(self.notifier.wake)
         self.started = time.time()
         self.changes = 0
         self.ready = asyncio.Event()
@@ -85,22 +87,15 @@ class Collector:
         if self.writer is not None and message.state == "online" and not retained:
             health = agent_health(message)
             await self.writer.put(chunk(health), len(health))
-        if not retained:
-            self.hub.publish(
-                "status",
-                {
-                    "site": message.site,
-                    "agent": message.agent,
-                    "rtc": message.rtc,
-                    "state": message.state,
-                    "ts": message.sent,
-                },
-            )
         await self.publish(changes)
+        self.feed.wake()  # a live status is in the change log too
 
     async def publish(self, changes: list[IncidentChange]) -> None:
-        """Hand incident changes to every listener (stream, notifier), and to InfluxDB
-        as `incident` points for dashboard annotations."""
+        """Wake the change feed (the stream and the notifier read the store's change log),
+        hand incident changes to every listener, and to InfluxDB as `incident` points
+        for dashboard annotations."""
+        if changes:
+            self.feed.wake()
         for change in changes:
             self.changes += 1
             for listener in self.listeners:
@@ -111,11 +106,6 @@ class Collector:
         if self.writer is not None and changes:
             # never waits: an operator's request must not hang on a slow database
             self.writer.put_nowait(chunk([incident_line(c) for c in changes]), len(changes))
-
-    def _stream(self, change: IncidentChange) -> None:
-        self.hub.publish(
-            "incident", {"change": change.change, "incident": change.incident.as_dict()}
-        )
 
     # ---------------------------------------------------------------- periodic rules
 
@@ -129,7 +119,6 @@ class Collector:
             try:
                 await self.publish(await self.engine.sweep())
                 await self.publish(await self.notifier.escalations(self.engine))
-                await self.notifier.refresh(self.engine)
             except Exception as exc:  # the store is down: try again next round
                 log.warning("incident sweep failed: %s", exc)
 
@@ -182,6 +171,8 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         version = await self.store.open()
         log.info("incident store ready", url=_safe_url(self.config.store.url), schema=version)
+        await self.feed.start()
+        await self.notifier.open()
         if self.writer is not None:
             await self.writer.start()
         if self.users is None:
@@ -200,14 +191,15 @@ class Collector:
         sweeper = asyncio.create_task(self._sweeper(stop))
         ingest = asyncio.create_task(self.ingest.run(stop))
         notifier = asyncio.create_task(self.notifier.run(stop))
+        feed = asyncio.create_task(self.feed.run(stop))
         self.ready.set()
         try:
             with _frozen_heap():
                 await stop.wait()
         finally:
             self.hub.close()
-            await asyncio.wait({ingest, sweeper, notifier}, timeout=10)
-            for task in (ingest, sweeper, notifier):
+            await asyncio.wait({ingest, sweeper, notifier, feed}, timeout=10)
+            for task in (ingest, sweeper, notifier, feed):
                 task.cancel()
             if self.writer is not None:
                 await self.writer.close()

@@ -54,12 +54,21 @@ class InfluxConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:///var/lib/enoc/incidents.db"
+    # Every replica follows the store's change log (the event stream, the notifiers):
+    # woken by its own commits and by PostgreSQL's NOTIFY, and polling this often anyway.
+    poll_interval: Duration = Duration(1)
+    # How long logged changes are kept: a stream client away longer than this misses some.
+    changes_retention: Duration = Duration(3600)
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ValueError(
                 f'store.url must be sqlite:///PATH or postgresql://..., got "{self.url}"'
             )
+        if not 0 < float(self.poll_interval) <= 60:
+            raise ValueError("store.poll_interval must be more than 0 and at most 60 s")
+        if float(self.changes_retention) < 60:
+            raise ValueError("store.changes_retention must be at least 1m")
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,22 @@ class NotificationsConfig:
     # (and again after each further period). Severities not listed never escalate.
     escalate_after: dict[str, Duration] = field(default_factory=_default_escalation)
     max_queue: int = 10_000  # notifications waiting; beyond it the oldest go to dead letters
+    # One replica at a time delivers to a webhook, holding its lease in the store; when
+    # that replica dies, another takes over once the lease has run out.
+    lease: Duration = Duration(15)
+
+    def __post_init__(self) -> None:
+        if float(self.lease) < 1:
+            raise ValueError("notifications.lease must be at least 1s")
+        for hook in self.webhooks:
+            if float(self.lease) < 2 * float(hook.timeout):
+                raise ValueError(
+                    f"notifications.lease ({float(self.lease):g} s) must be at least twice "
+                    f"the timeout of webhook {hook.url} ({float(hook.timeout):g} s)"
+                )
+        keys = [(w.format, w.url) for w in self.webhooks]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two webhooks with the same url and format")
 
 
 @dataclass(frozen=True)

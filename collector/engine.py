@@ -15,7 +15,12 @@ Rules, per incident key (site, device, resource, kind):
 - maintenance windows mark incidents `maintenance` (notifications held).
 
 Every decision runs in one store transaction that holds the site's lock, so
-replicas sharing a PostgreSQL store agree.
+replicas sharing a PostgreSQL store agree; it reads the incident after taking
+the lock (another replica may have just changed it). The time-driven sweep
+and escalation run on every replica: the sweep holds a global lock and locks
+the sites it changes, and an escalation locks its site and re-checks the
+level, so each happens once. Every change is logged in the same transaction
+(`Tx.add_change`): its id orders it among all replicas' changes.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from collector.model import (
     IncidentKey,
     TimelineEntry,
 )
-from collector.store import Store, Tx
+from collector.store import INCIDENT_COLUMNS, Store, Tx, incident_from_row
 from enoc.wire import Event, EventsMessage, Severity, StatusMessage
 
 AGENT_OFFLINE = "agent_offline"
@@ -128,12 +133,32 @@ def stale_status(message: StatusMessage, retained: bool, last_seen: float, last_
 
 class Engine:
     def __init__(
-        self, store: Store, config: IncidentsConfig, *, now: Callable[[], float] = time.time
+        self,
+        store: Store,
+        config: IncidentsConfig,
+        *,
+        now: Callable[[], float] = time.time,
+        origin: str = "",
     ) -> None:
         self.store = store
         self.config = config
         self.now = now
+        self.origin = origin  # which replica made a change (kept in the change log)
         self.duplicates = 0  # events seen before (replays, redeliveries)
+
+    def _log(self, tx: Tx, changes: list[IncidentChange]) -> list[IncidentChange]:
+        """Log `changes` in the change log, in this transaction: call it last."""
+        at = self.now()
+        for c in changes:
+            c.id = tx.add_change(
+                "incident",
+                c.as_dict(),
+                at=at,
+                change=c.change,
+                incident_id=c.incident.id,
+                origin=self.origin,
+            )
+        return changes
 
     # ================================================================ ingest
 
@@ -150,7 +175,7 @@ class Engine:
                     duplicates += 1
                     continue
                 changes += self._event(tx, message, event, received, windows)
-            return changes, duplicates
+            return self._log(tx, changes), duplicates
 
         changes, duplicates = await self.store.run(apply)
         self.duplicates += duplicates
@@ -326,6 +351,8 @@ class Engine:
             )
             if row is not None and stale_status(message, retained, float(row[0]), int(row[1])):
                 return []
+            # Every replica hears every status; the first to apply a live one streams it.
+            first = row is None or message.seq > int(row[1])
             tx.execute(
                 "INSERT INTO agents (agent, site, rtc, state, last_seen, version, inventory_size, "
                 "health, status_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent) "
@@ -363,10 +390,27 @@ class Engine:
                     ),
                 )
             if message.state == "offline":
-                return self._agent_offline(
+                changes = self._agent_offline(
                     tx, message.site, message.agent, message.rtc, seen, "said offline (last will)"
                 )
-            return self._agent_online(tx, message.site, message.agent, seen)
+            else:
+                changes = self._agent_online(tx, message.site, message.agent, seen)
+            self._log(tx, changes)
+            if first and not retained:
+                tx.add_change(
+                    "status",
+                    {
+                        "site": message.site,
+                        "agent": message.agent,
+                        "rtc": message.rtc,
+                        "state": message.state,
+                        "ts": message.sent,
+                    },
+                    at=received,
+                    change=message.state,
+                    origin=self.origin,
+                )
+            return changes
 
         return await self.store.run(apply)
 
@@ -407,69 +451,141 @@ class Engine:
     # ================================================================ time-driven rules
 
     async def sweep(self) -> list[IncidentChange]:
-        """Heartbeat timeouts, flapping that settled, expiring one-off incidents, maintenance."""
+        """Heartbeat timeouts, flapping that settled, expiring one-off incidents, maintenance.
+
+        Replicas sweep together: a global lock lets one sweep at a time, and the sites
+        it is about to change are locked (then re-read) so that no event of theirs is
+        decided in between."""
         now = self.now()
         c = self.config
 
-        def apply(tx: Tx) -> list[IncidentChange]:
-            changes: list[IncidentChange] = []
-            stale = tx.all(
+        def stale(tx: Tx) -> list[tuple[Any, ...]]:
+            return tx.all(
                 "SELECT agent, site, rtc FROM agents WHERE state = 'online' AND last_seen < ? "
-                "ORDER BY site",
+                "ORDER BY site, agent",
                 (now - c.agent_timeout,),
             )
-            for site in sorted({s for _, s, _ in stale}):
-                tx.lock_site(site)
-            for agent, site, rtc in stale:
-                changes += self._agent_offline(
-                    tx, site, agent, rtc, now, f"sent no heartbeat for {c.agent_timeout:.0f} s"
-                )
+
+        def apply(tx: Tx) -> list[IncidentChange]:
+            tx.lock("sweep")
             windows = self._windows(tx)
-            for incident in tx.incidents("state <> 'resolved' OR flapping = 1"):
-                changed: Change | None = None
-                transitions = tx.transitions(incident.id)
-                if incident.flapping and (not transitions or transitions[-1] < now - c.flap_window):
-                    incident.flapping = False
-                    tx.add_timeline(
-                        incident.id, TimelineEntry(now, "settled", "", "stopped flapping")
+            due = [
+                incident.id
+                for incident, transitions in self._sweepable(tx)
+                if self._sweep_one(incident, transitions, windows, now, dry=True)
+            ]
+            sites = {s for _, s, _ in stale(tx)}
+            if due:
+                placeholders = ", ".join("?" * len(due))
+                sites.update(
+                    r[0]
+                    for r in tx.all(f"SELECT site FROM incidents WHERE id IN ({placeholders})", due)
+                )
+            if not sites:
+                return []
+            for site in sorted(sites):
+                tx.lock_site(site)
+            # under the locks: what is true now
+            changes: list[IncidentChange] = []
+            for agent, site, rtc in stale(tx):
+                if site in sites:
+                    changes += self._agent_offline(
+                        tx, site, agent, rtc, now, f"sent no heartbeat for {c.agent_timeout:.0f} s"
                     )
-                    changed = "resolved" if incident.state == "resolved" else "updated"
-                if incident.is_open:
-                    in_maintenance = any(w.covers(incident.key, now) for w in windows)
-                    if in_maintenance != incident.maintenance:
-                        incident.maintenance = in_maintenance
-                        word = "entered" if in_maintenance else "left"
-                        tx.add_timeline(incident.id, TimelineEntry(now, "maintenance", "", word))
-                        changed = changed or "updated"
-                    if (
-                        incident.key.kind in MOMENTARY_KINDS
-                        and incident.updated < now - c.momentary_resolve_after
-                    ):
-                        incident.state = "resolved"
-                        incident.resolved, incident.resolved_by = now, "auto"
-                        tx.add_timeline(
-                            incident.id,
-                            TimelineEntry(now, "resolve", "auto", "one-off event, nothing since"),
-                        )
-                        changed = "resolved"
-                if changed is not None:
-                    tx.save_incident(incident, transitions)
-                    changes.append(IncidentChange(changed, incident))
-            return changes
+            if due:
+                placeholders = ", ".join("?" * len(due))
+                for incident, transitions in self._sweepable(tx, f"id IN ({placeholders})", due):
+                    changed = self._sweep_one(incident, transitions, windows, now, tx=tx)
+                    if changed is not None:
+                        tx.save_incident(incident, transitions)
+                        changes.append(IncidentChange(changed, incident))
+            return self._log(tx, changes)
 
         return await self.store.run(apply)
 
+    @staticmethod
+    def _sweepable(
+        tx: Tx, where: str = "", params: list[int] | None = None
+    ) -> list[tuple[Incident, list[float]]]:
+        """Open or flapping incidents with their transitions, in one query."""
+        sql = (
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (state <> 'resolved' OR flapping = 1)"
+            + (f" AND {where}" if where else "")
+            + " ORDER BY id DESC"
+        )
+        return [
+            (incident_from_row(r), [float(t) for t in json.loads(r[20])])
+            for r in tx.all(sql, params or [])
+        ]
+
+    def _sweep_one(
+        self,
+        incident: Incident,
+        transitions: list[float],
+        windows: list[MaintenanceWindow],
+        now: float,
+        *,
+        dry: bool = False,
+        tx: Tx | None = None,
+    ) -> Change | None:
+        """What the sweep changes about `incident`; applied (timeline included) unless dry."""
+        c = self.config
+        changed: Change | None = None
+
+        def note(entry: TimelineEntry) -> None:
+            if tx is not None:
+                tx.add_timeline(incident.id, entry)
+
+        if incident.flapping and (not transitions or transitions[-1] < now - c.flap_window):
+            if dry:
+                return "updated"
+            incident.flapping = False
+            note(TimelineEntry(now, "settled", "", "stopped flapping"))
+            changed = "resolved" if incident.state == "resolved" else "updated"
+        if incident.is_open:
+            in_maintenance = any(w.covers(incident.key, now) for w in windows)
+            if in_maintenance != incident.maintenance:
+                if dry:
+                    return "updated"
+                incident.maintenance = in_maintenance
+                word = "entered" if in_maintenance else "left"
+                note(TimelineEntry(now, "maintenance", "", word))
+                changed = changed or "updated"
+            if (
+                incident.key.kind in MOMENTARY_KINDS
+                and incident.updated < now - c.momentary_resolve_after
+            ):
+                if dry:
+                    return "resolved"
+                incident.state = "resolved"
+                incident.resolved, incident.resolved_by = now, "auto"
+                note(TimelineEntry(now, "resolve", "auto", "one-off event, nothing since"))
+                changed = "resolved"
+        return changed
+
     async def escalate(self, incident_id: int, level: int) -> IncidentChange | None:
+        """Raise an open, unacknowledged, notifiable incident to `level` (once: every
+        replica's sweeper may ask, the first under the site's lock does it)."""
+
         def apply(tx: Tx) -> IncidentChange | None:
-            incident = tx.incident(incident_id)
-            if incident is None or not incident.is_open or incident.escalated >= level:
+            found = tx.incident(incident_id)
+            if found is None:
+                return None
+            tx.lock_site(found.key.site)
+            incident = tx.incident(incident_id)  # under the lock: another replica's level
+            if (
+                incident is None
+                or incident.state != "open"
+                or not incident.notifiable
+                or incident.escalated >= level
+            ):
                 return None
             incident.escalated = level
             tx.add_timeline(
                 incident_id, TimelineEntry(self.now(), "escalated", "", f"level {level}")
             )
             tx.save_incident(incident, tx.transitions(incident_id))
-            return IncidentChange("escalated", incident)
+            return self._log(tx, [IncidentChange("escalated", incident)])[0]
 
         return await self.store.run(apply)
 
@@ -482,10 +598,12 @@ class Engine:
         now = self.now()
 
         def apply(tx: Tx) -> IncidentChange:
-            incident = tx.incident(incident_id)
-            if incident is None:
+            found = tx.incident(incident_id)
+            if found is None:
                 raise NotFound(f"no incident {incident_id}")
-            tx.lock_site(incident.key.site)
+            tx.lock_site(found.key.site)
+            incident = tx.incident(incident_id)  # under the lock: another replica's action
+            assert incident is not None  # incidents are never deleted
             change: Change
             if action == "ack":
                 if incident.state != "open":
@@ -511,7 +629,7 @@ class Engine:
             tx.add_timeline(incident_id, TimelineEntry(now, action, actor, text))
             tx.save_incident(incident, tx.transitions(incident_id))
             tx.audit(actor, action, f"incident:{incident_id}", text)
-            return IncidentChange(change, incident)
+            return self._log(tx, [IncidentChange(change, incident)])[0]
 
         return await self.store.run(apply)
 

@@ -110,7 +110,15 @@ Change = Literal["opened", "updated", "acknowledged", "resolved", "escalated", "
 
 @dataclass
 class IncidentChange:
-    """One thing that happened to an incident: what the stream and the notifier consume."""
+    """One thing that happened to an incident: what the stream and the notifier consume.
+
+    `id` is its row in the store's `changes` log (0 until logged): the global order of
+    changes across replicas, and the stream's event id."""
 
     change: Change
     incident: Incident
+    id: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stream's and the change log's form: `{change, incident}`."""
+        return {"change": self.change, "incident": self.incident.as_dict()}

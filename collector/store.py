@@ -10,6 +10,16 @@ serialises writers with `BEGIN IMMEDIATE`). A partial unique index on the
 incident key `WHERE state <> 'resolved'` is the last line of defence: two
 replicas can never hold two open incidents for one key.
 
+Replicas follow each other through the `changes` table: every incident change
+and every live agent status is a row written in the transaction that made it.
+Its id is the change's global identity (the SSE event id, the notifiers'
+cursor). Ids must appear in the order they are handed out, or a follower that
+has read up to id n could later find a smaller id committed: so a transaction
+takes the changes lock (`pg_advisory_xact_lock`, always the last lock it takes)
+before inserting, holds it until COMMIT, and ids become visible in order.
+SQLite's one writer gives the same order by itself. PostgreSQL also gets a
+NOTIFY on channel `enoc_changes` so that followers need not wait for a poll.
+
 The schema is migrated on start: `MIGRATIONS[i]` brings version i to i + 1.
 """
 
@@ -139,7 +149,38 @@ MIGRATIONS: list[list[str]] = [
     # 1 -> 2: the seq of the last status applied per agent, so that a late, older status
     # (an earlier connection's will redelivered after a broker restart) is recognised.
     ["ALTER TABLE agents ADD COLUMN status_seq BIGINT NOT NULL DEFAULT 0"],
+    # 2 -> 3: replicas act as one collector. `changes`: every incident change and live
+    # status, in commit order (the stream's event ids, the notifiers' input), pruned after
+    # store.changes_retention. `notify_cursors`: per webhook, the last change decided, and
+    # which replica holds the delivery lease. `notify_told`: the incidents a webhook was
+    # told are open (so that their resolution follows, after any restart, on any replica).
+    [
+        """CREATE TABLE changes (
+            id {serial},
+            at DOUBLE PRECISION NOT NULL,
+            kind TEXT NOT NULL,
+            change TEXT NOT NULL DEFAULT '',
+            incident_id BIGINT,
+            origin TEXT NOT NULL DEFAULT '',
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX changes_by_at ON changes (at)",
+        """CREATE TABLE notify_cursors (
+            webhook TEXT PRIMARY KEY,
+            last_id BIGINT NOT NULL,
+            owner TEXT NOT NULL DEFAULT '',
+            lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+            updated DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE notify_told (
+            webhook TEXT NOT NULL,
+            incident_id BIGINT NOT NULL,
+            PRIMARY KEY (webhook, incident_id)
+        )""",
+    ],
 ]
+
+CHANGES_CHANNEL = "enoc_changes"
 
 INCIDENT_COLUMNS = (
     "id, site, device, resource, kind, rtc, severity, state, title, opened, updated, "
@@ -159,6 +200,7 @@ class Tx:
         self.conn = conn
         self.dialect = dialect
         self.cursor = conn.cursor()
+        self._changes_locked = False
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
@@ -189,9 +231,62 @@ class Tx:
 
     def lock_site(self, site: str) -> None:
         """Serialise decisions about one site across replicas (no-op on SQLite: one writer)."""
+        self._lock(f"enoc-site:{site}")
+
+    def lock(self, name: str) -> None:
+        """Serialise one kind of decision across replicas (the sweep); held until COMMIT."""
+        self._lock(f"enoc-global:{name}")
+
+    def _lock(self, text: str) -> None:
         if self.dialect == "postgresql":
-            key = zlib.crc32(f"enoc-site:{site}".encode()) - 2**31
+            key = zlib.crc32(text.encode()) - 2**31
             self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    # ---------------------------------------------------------------- changes
+
+    def add_change(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        at: float,
+        change: str = "",
+        incident_id: int | None = None,
+        origin: str = "",
+    ) -> int:
+        """Log a change in this transaction; its id is its place in the global order.
+
+        Takes the changes lock first (see the module doc): call it after every other
+        lock of the transaction, as the last thing before COMMIT."""
+        if not self._changes_locked:
+            self._lock("enoc-global:changes")
+            if self.dialect == "postgresql":
+                self.execute("SELECT pg_notify(?, '')", (CHANGES_CHANNEL,))
+            self._changes_locked = True
+        return self.insert(
+            "INSERT INTO changes (at, kind, change, incident_id, origin, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (at, kind, change, incident_id, origin, json.dumps(data, separators=(",", ":"))),
+        )
+
+    def changes_after(
+        self, last_id: int, limit: int, kind: str = ""
+    ) -> list[tuple[int, str, str, str]]:
+        """(id, kind, change, data JSON) of the changes after `last_id`, oldest first."""
+        where = "id > ?" + (" AND kind = ?" if kind else "")
+        params: tuple[Any, ...] = (last_id, kind) if kind else (last_id,)
+        return [
+            (int(r[0]), str(r[1]), str(r[2]), str(r[3]))
+            for r in self.all(
+                f"SELECT id, kind, change, data FROM changes WHERE {where} "
+                f"ORDER BY id LIMIT {int(limit)}",
+                params,
+            )
+        ]
+
+    def last_change_id(self) -> int:
+        row = self.one("SELECT COALESCE(MAX(id), 0) FROM changes")
+        return int(row[0]) if row else 0
 
     # ---------------------------------------------------------------- incidents
 
@@ -386,6 +481,8 @@ class Store:
         self._lock = threading.Lock()
         self.healthy = False
         self.last_error = ""
+        self.listening = False
+        self.last_listen_error = ""
 
     # ---------------------------------------------------------------- connection
 
@@ -452,6 +549,71 @@ class Store:
         """Run `fn(tx)` in one transaction on the store's thread; retried on conflicts."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run_sync, fn)
+
+    def _read_sync(self, fn: Callable[[Tx], T]) -> T:
+        with self._lock:
+            try:
+                result = fn(Tx(self._conn_or_connect(), self.dialect))
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if _connection_lost(exc):
+                    self.healthy = False
+                    self._drop_connection()
+                raise
+            self.healthy, self.last_error = True, ""
+            return result
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn(tx)` without a transaction (each statement on its own, autocommit):
+        for single reads and idempotent deletes. Not retried: the caller polls again."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._read_sync, fn)
+
+    async def changes_after(
+        self, last_id: int, limit: int, kind: str = ""
+    ) -> list[tuple[int, str, str, str]]:
+        """`Tx.changes_after` as a read (no transaction)."""
+        return await self.read(lambda tx: tx.changes_after(last_id, limit, kind))
+
+    async def changes_count(self, last_id: int, kind: str) -> int:
+        """How many changes of `kind` follow `last_id`."""
+
+        def count(tx: Tx) -> int:
+            row = tx.one("SELECT COUNT(*) FROM changes WHERE id > ? AND kind = ?", (last_id, kind))
+            return int(row[0]) if row else 0
+
+        return await self.read(count)
+
+    async def listen(self, on_notify: Callable[[], None], stop: asyncio.Event) -> None:
+        """PostgreSQL only: LISTEN on the changes channel until `stop`, calling `on_notify`
+        for every notification and after every (re)connect (anything may have been
+        missed while not listening). Reconnects with backoff; `listening` says whether
+        it is connected now. Returns at once on SQLite (one process, no one to hear)."""
+        if self.dialect != "postgresql":
+            return
+        import psycopg
+
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=10
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self.listening, backoff = True, 0.5
+                    on_notify()
+                    while not stop.is_set():
+                        async for _ in conn.notifies(timeout=2.0):
+                            on_notify()
+            except psycopg.Error as exc:
+                self.last_listen_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.listening = False
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(10.0, backoff * 2)
 
     # ---------------------------------------------------------------- lifecycle
 

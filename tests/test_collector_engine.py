@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from agent.config import AgentConfig
 from agent.publisher import STATUS_BLOCK, Publisher
 from collector.config import IncidentsConfig
 from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
+from collector.model import IncidentChange
 from collector.store import Store, StoreError
 from enoc.config import Duration, parse_config
 from enoc.localservers import PostgreSQL
@@ -394,8 +396,9 @@ async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
 
 
 async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) -> None:
-    """A store written by the first release (schema 1) gains the status order column and
-    keeps its rows; a store newer than this enoc is refused with a message saying so."""
+    """A store written by the first release (schema 1) gains the status order column, the
+    change log and the notifiers' tables, and keeps its rows; a store newer than this enoc
+    is refused with a message saying so."""
     import collector.store as store_module
 
     first = store_module.MIGRATIONS[:1]
@@ -414,12 +417,155 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         store_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 2
+    assert await store.open() == len(original) == 3
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
+    # schema 3: the change log and the notifiers' state, empty
+    assert await store.run(lambda tx: tx.last_change_id()) == 0
+    assert await store.run(lambda tx: tx.all("SELECT * FROM notify_cursors")) == []
+    assert await store.run(lambda tx: tx.all("SELECT * FROM notify_told")) == []
     await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
     await store.close()
     newer = Store(store_url)
     with pytest.raises(StoreError, match="schema version 99, newer than this enoc"):
         await newer.open()
     await newer.close()
+
+
+def _pg_database(server: PostgreSQL) -> str:
+    name = f"t{next(_ids)}"
+    with psycopg.connect(server.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def test_the_change_log_hands_out_ids_in_commit_order(pg_server: PostgreSQL) -> None:
+    """Two replicas change incidents of different sites at once (no site lock between
+    them) while a follower reads the log after the last id it saw: it never finds a
+    smaller id committed later, so following by id loses nothing."""
+    url = _pg_database(pg_server)
+    stores = [Store(url), Store(url), Store(url)]
+    for store in stores:
+        await store.open()
+    engines = [
+        Engine(s, IncidentsConfig(), origin=f"replica-{n}") for n, s in enumerate(stores[:2])
+    ]
+    follower = stores[2]
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            for id_, _kind, _change, _data in await follower.changes_after(cursor, 1000):
+                seen.append(id_)
+                cursor = id_
+            if finished:
+                return
+
+    async def replica(engine: Engine, n: int) -> list[int]:
+        ids = []
+        for round_ in range(15):
+            for site in ("nyc", "gva", "nbo", "bkk"):
+                ev = event(f"{site}-ce-{n}", f"if:{round_}", "link", "down", T0 + round_)
+                changes = await engine.on_events(msg(ev, site=site, agent=f"{site}-{n}"))
+                ids += [c.id for c in changes]
+        return ids
+
+    reader = asyncio.create_task(follow())
+    made = await asyncio.gather(replica(engines[0], 0), replica(engines[1], 1))
+    done.set()
+    await reader
+    logged = await follower.run(
+        lambda tx: [int(r[0]) for r in tx.all("SELECT id FROM changes ORDER BY id")]
+    )
+    assert len(logged) == 2 * 15 * 4
+    assert sorted(made[0] + made[1]) == logged, "every change carries its log id"
+    assert seen == logged, "the follower saw every id, in order, none late"
+    origins = await follower.run(lambda tx: tx.all("SELECT DISTINCT origin FROM changes"))
+    assert sorted(o for (o,) in origins) == ["replica-0", "replica-1"]
+    for store in stores:
+        await store.close()
+
+
+async def test_replicas_escalate_sweep_and_act_once(pg_server: PostgreSQL) -> None:
+    """What every replica's sweeper or any operator may try at the same moment happens
+    once: an escalation to a level, a one-off incident expiring, an acknowledgement."""
+    url = _pg_database(pg_server)
+    stores = [Store(url), Store(url)]
+    for store in stores:
+        await store.open()
+    clock = Clock()
+    config = IncidentsConfig(momentary_resolve_after=Duration(600))
+    one, two = (Engine(s, config, now=clock) for s in stores)
+    (crit,) = await one.on_events(
+        msg(event("nyc-pe-1", "device", "reachability", "down", T0, severity="critical"))
+    )
+    (boot,) = await two.on_events(
+        msg(event("nyc-pe-2", "device", "reboot", "rebooted", T0, severity="warning"))
+    )
+    escalated: list[IncidentChange | None] = []
+    for _ in range(5):
+        escalated += await asyncio.gather(
+            one.escalate(crit.incident.id, 1), two.escalate(crit.incident.id, 1)
+        )
+    assert [c.incident.escalated for c in escalated if c is not None] == [1]
+    clock.t = T0 + 601
+    swept = await asyncio.gather(one.sweep(), two.sweep(), one.sweep(), two.sweep())
+    assert [(c.change, c.incident.id) for s in swept for c in s] == [("resolved", boot.incident.id)]
+    acks = await asyncio.gather(
+        one.act(crit.incident.id, "ack", "ops1"),
+        two.act(crit.incident.id, "ack", "ops2"),
+        return_exceptions=True,
+    )
+    assert sorted(type(a).__name__ for a in acks) == ["Conflict", "IncidentChange"]
+    log = await one.store.run(
+        lambda tx: tx.all(
+            "SELECT change, incident_id FROM changes WHERE kind = 'incident' ORDER BY id"
+        )
+    )
+    assert log == [
+        ("opened", crit.incident.id),
+        ("opened", boot.incident.id),
+        ("escalated", crit.incident.id),
+        ("resolved", boot.incident.id),
+        ("acknowledged", crit.incident.id),
+    ]
+    full = await one.incident(crit.incident.id)
+    assert [e.text for e in full.timeline if e.what == "escalated"] == ["level 1"]
+    for store in stores:
+        await store.close()
+
+
+async def test_statuses_reach_the_log_once_whichever_replica_hears_them(
+    store_url: str,
+) -> None:
+    """Every replica hears every status: the first to apply a live one logs it for the
+    stream; the other, and a retained copy on resubscribe, log nothing."""
+    stores = [Store(store_url), Store(store_url)]
+    for store in stores:
+        await store.open()
+    one, two = (Engine(s, IncidentsConfig()) for s in stores)
+    birth = status("online")
+    birth.seq = 10
+    for engine in (one, two):
+        await engine.on_status(birth)
+    await two.on_status(birth, retained=True)
+    heartbeat = status("online")
+    heartbeat.seq = 11
+    for engine in (two, one):
+        await engine.on_status(heartbeat)
+    rows = await one.store.run(
+        lambda tx: tx.all("SELECT kind, change, data FROM changes ORDER BY id")
+    )
+    assert [(k, c) for k, c, _ in rows] == [("status", "online"), ("status", "online")]
+    assert json.loads(rows[0][2]) == {
+        "site": "nyc",
+        "agent": "nyc-1",
+        "rtc": "americas",
+        "state": "online",
+        "ts": birth.sent,
+    }
+    for store in stores:
+        await store.close()

@@ -1,5 +1,10 @@
 """Notifications: webhooks in order with retries and dead letters, escalation, a real
-Alertmanager, and the collector sending what its incidents dictate."""
+Alertmanager, and the collector sending what its incidents dictate.
+
+The notifier reads the store's change log (what the engine logs with each change), so
+these tests make changes with a real engine and wake the notifier the way the
+collector's change feed does; a notifier started anew on the same store is a
+restarted collector."""
 
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from aiohttp import web
 from collectorkit import T0, TOKENS, Clock, collector_config, eventually, running_collector
 
 from collector.config import IncidentsConfig, NotificationsConfig, WebhookConfig
-from collector.engine import Engine
+from collector.engine import Engine, MaintenanceWindow
+from collector.model import IncidentChange
 from collector.notify import Notifier, read_dead_letters
 from collector.store import Store
 from enoc.config import Duration, Secret
@@ -93,6 +99,7 @@ def msg(
 
 @contextlib.asynccontextmanager
 async def delivering(notifier: Notifier) -> AsyncIterator[asyncio.Event]:
+    await notifier.open()  # as the collector does before it makes changes
     stop = asyncio.Event()
     task = asyncio.create_task(notifier.run(stop))
     try:
@@ -102,9 +109,18 @@ async def delivering(notifier: Notifier) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(task, 15)
 
 
-def notifier_for(*hooks: WebhookConfig, clock: Callable[[], float], **kw: Any) -> Notifier:
+def notifier_for(
+    *hooks: WebhookConfig, clock: Callable[[], float], store: Store, owner: str = "", **kw: Any
+) -> Notifier:
     config = NotificationsConfig(webhooks=list(hooks), retry_backoff=Duration(0.05), **kw)
-    return Notifier(config, now=clock)
+    return Notifier(config, store, now=clock, owner=owner)
+
+
+def logged(notifier: Notifier, changes: list[IncidentChange]) -> list[IncidentChange]:
+    """The engine logged `changes`: wake the notifier as the change feed would."""
+    assert all(c.id > 0 for c in changes)
+    notifier.wake()
+    return changes
 
 
 async def test_json_webhook_gets_changes_in_order(
@@ -112,20 +128,25 @@ async def test_json_webhook_gets_changes_in_order(
 ) -> None:
     eng, clock = engine
     token = Secret("hook-token-0123456789")
-    notifier = notifier_for(WebhookConfig(receiver.url, name="desk", token=token), clock=clock)
+    notifier = notifier_for(
+        WebhookConfig(receiver.url, name="desk", token=token), clock=clock, store=eng.store
+    )
     async with delivering(notifier):
-        for changes in (
-            await eng.on_events(msg(("ce-1", "if:1", "down"))),
-            await eng.on_events(msg(("ce-1", "if:1", "down"), ts=T0 + 60)),  # duplicate: bump
-            await eng.on_events(msg(("ce-1", "if:2", "down"))),
-            await eng.on_events(msg(("ce-1", "if:1", "up"), ts=T0 + 120)),
+        made = []
+        for message in (
+            msg(("ce-1", "if:1", "down")),
+            msg(("ce-1", "if:1", "down"), ts=T0 + 60),  # duplicate: bump
+            msg(("ce-1", "if:2", "down")),
+            msg(("ce-1", "if:1", "up"), ts=T0 + 120),
         ):
-            for change in changes:
-                notifier.notify(change)
+            made += logged(notifier, await eng.on_events(message))
         await eventually(lambda: len(receiver.received) == 3, what="three notifications")
     assert receiver.changes == [("opened", "if:1"), ("opened", "if:2"), ("resolved", "if:1")]
     first = receiver.received[0]
     assert first["source"] == "enoc"
+    # each carries its change's id in the store (the stream's event id)
+    sent_ids = [r["change_id"] for r in receiver.received]
+    assert sent_ids == [made[0].id, made[2].id, made[3].id]
     assert first["incident"]["site"] == "nairobi"
     assert first["incident"]["severity"] == "major"
     assert receiver.received[2]["incident"]["state"] == "resolved"
@@ -141,17 +162,17 @@ async def test_min_severity_and_held_incidents_are_not_sent(
     engine: tuple[Engine, Clock], receiver: Receiver
 ) -> None:
     eng, clock = engine
-    notifier = notifier_for(WebhookConfig(receiver.url, min_severity="major"), clock=clock)
+    notifier = notifier_for(
+        WebhookConfig(receiver.url, min_severity="major"), clock=clock, store=eng.store
+    )
     async with delivering(notifier):
-        for change in await eng.on_events(msg(("sw-1", "if:9", "down"), severity="minor")):
-            notifier.notify(change)
+        logged(notifier, await eng.on_events(msg(("sw-1", "if:9", "down"), severity="minor")))
         # flapping: down/up four times within the window; held once marked flapping
         for i in range(8):
             clock.t = T0 + 10 * i
             state = "down" if i % 2 == 0 else "up"
-            for change in await eng.on_events(msg(("sw-2", "if:1", state), ts=clock.t)):
-                notifier.notify(change)
-        await asyncio.sleep(0.3)
+            logged(notifier, await eng.on_events(msg(("sw-2", "if:1", state), ts=clock.t)))
+        await eventually(lambda: notifier.counters()["skipped"] == 5, what="all decided")
     assert all(r["incident"]["severity"] != "minor" for r in receiver.received)
     # opened/resolved pairs until the incident was marked flapping; the receiver that
     # heard it open hears it resolve; after that the flapping incident is held
@@ -175,13 +196,13 @@ async def test_retries_keep_order_and_dead_letter_what_never_gets_through(
         WebhookConfig(receiver.url, name="flaky"),
         WebhookConfig(f"http://127.0.0.1:{down}/hook", name="gone"),
         clock=clock,
+        store=eng.store,
         retries=3,
         dead_letter_file=dead,
     )
     async with delivering(notifier):
         for resource in ("if:1", "if:2", "if:3"):
-            for change in await eng.on_events(msg(("ce-1", resource, "down"))):
-                notifier.notify(change)
+            logged(notifier, await eng.on_events(msg(("ce-1", resource, "down"))))
         await eventually(lambda: len(receiver.received) == 3, what="retried notifications")
         await eventually(
             lambda: notifier.counters()["dead_lettered.gone"] == 3, what="dead letters"
@@ -207,11 +228,12 @@ async def test_client_errors_are_not_retried(
     eng, clock = engine
     dead = tmp_path / "dead.jsonl"
     receiver.script = [401]
-    notifier = notifier_for(WebhookConfig(receiver.url), clock=clock, dead_letter_file=dead)
+    notifier = notifier_for(
+        WebhookConfig(receiver.url), clock=clock, store=eng.store, dead_letter_file=dead
+    )
     async with delivering(notifier):
         for resource in ("if:1", "if:2"):
-            for change in await eng.on_events(msg(("ce-1", resource, "down"))):
-                notifier.notify(change)
+            logged(notifier, await eng.on_events(msg(("ce-1", resource, "down"))))
         await eventually(lambda: len(receiver.received) == 1, what="second notification")
     assert receiver.attempts == 2  # the refused one was not tried again
     (letter,) = read_dead_letters(dead)
@@ -220,32 +242,115 @@ async def test_client_errors_are_not_retried(
     assert "HTTP 401" in letter["reason"]
 
 
-async def test_stop_dead_letters_what_is_still_queued(
-    engine: tuple[Engine, Clock], tmp_path: Path
+async def test_stop_leaves_what_is_undelivered_to_the_next_holder(
+    engine: tuple[Engine, Clock], receiver: Receiver, tmp_path: Path
 ) -> None:
+    """A collector that stops while its receiver is down dead-letters nothing: the changes
+    stay in the store, and the next collector (here, a restarted one) delivers them."""
     eng, clock = engine
     dead = tmp_path / "dead.jsonl"
-    port = free_port()
-    notifier = notifier_for(
-        WebhookConfig(f"http://127.0.0.1:{port}/"), clock=clock, dead_letter_file=dead, retries=50
-    )
-    async with delivering(notifier):
+    receiver.script = [503] * 1000
+    hook = WebhookConfig(receiver.url)
+    first = notifier_for(hook, clock=clock, store=eng.store, dead_letter_file=dead, retries=50)
+    async with delivering(first):
         for resource in ("if:1", "if:2", "if:3"):
-            for change in await eng.on_events(msg(("ce-1", resource, "down"))):
-                notifier.notify(change)
-        await eventually(lambda: notifier.counters()["failed_attempts"] >= 2, what="failures")
-    assert sorted(d["incident"]["resource"] for d in read_dead_letters(dead)) == [
-        "if:1",
-        "if:2",
-        "if:3",
-    ]
-    assert notifier.counters()["queued"] == 0
+            logged(first, await eng.on_events(msg(("ce-1", resource, "down"))))
+        await eventually(lambda: first.counters()["failed_attempts"] >= 2, what="failures")
+    assert read_dead_letters(dead) == []
+    assert first.counters()["queued"] == 0
+    receiver.script = []
+    second = notifier_for(hook, clock=clock, store=eng.store, dead_letter_file=dead)
+    async with delivering(second):
+        await eventually(lambda: len(receiver.received) == 3, what="delivered after restart")
+        await asyncio.sleep(0.3)
+    assert receiver.changes == [("opened", "if:1"), ("opened", "if:2"), ("opened", "if:3")]
+    assert read_dead_letters(dead) == []
+
+
+async def test_what_a_receiver_was_told_survives_a_restart(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    """Told that an incident opened, the receiver hears it resolve although it was held
+    (maintenance) when it resolved and the collector had restarted in between; an
+    incident it was never told of (held from the start) resolves silently."""
+    eng, clock = engine
+    hook = WebhookConfig(receiver.url)
+    before = notifier_for(hook, clock=clock, store=eng.store)
+    async with delivering(before):
+        logged(before, await eng.on_events(msg(("ce-1", "if:1", "down"))))
+        await eventually(lambda: receiver.changes == [("opened", "if:1")], what="opened")
+    await eng.add_window(
+        MaintenanceWindow(0, "nairobi", "ce-1", "", T0 - 60, T0 + 3600, reason="carrier"), "ops1"
+    )
+    (entered,) = await eng.sweep()  # the open one enters maintenance: held
+    assert entered.incident.maintenance
+    logged(before, await eng.on_events(msg(("ce-1", "if:2", "down"))))  # held from the start
+    after = notifier_for(hook, clock=clock, store=eng.store)  # a new process
+    async with delivering(after):
+        logged(after, await eng.on_events(msg(("ce-1", "if:1", "up"), ts=T0 + 60)))
+        logged(after, await eng.on_events(msg(("ce-1", "if:2", "up"), ts=T0 + 60)))
+        await eventually(lambda: after.counters()["skipped"] == 3, what="all decided")
+    assert receiver.changes == [("opened", "if:1"), ("resolved", "if:1")]
+    assert receiver.received[1]["incident"]["maintenance"] is True
+
+
+async def test_one_holder_delivers_and_another_takes_over_when_it_dies(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Two collectors on one store (two connections to one SQLite file here; PostgreSQL in
+    test_collector_replicas): each change reaches the receiver once. When the holder of
+    the webhook's lease dies without a word, the other takes over once the lease has run
+    out, from the last change the dead one committed."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    stores = [Store(url), Store(url)]
+    for store in stores:
+        await store.open()
+    clock = Clock()
+    eng = Engine(stores[0], IncidentsConfig(), now=clock)
+    hook = WebhookConfig(receiver.url, name="desk", timeout=Duration(0.5))
+    one, two = (
+        notifier_for(hook, clock=clock, store=s, lease=Duration(1), owner=f"replica-{n}")
+        for n, s in enumerate(stores)
+    )
+    stop_two = asyncio.Event()
+    await one.open()
+    await two.open()
+    task_one = asyncio.create_task(one.run(asyncio.Event()))
+    task_two = asyncio.create_task(two.run(stop_two))
+    try:
+        for resource in ("if:1", "if:2", "if:3"):
+            await eng.on_events(msg(("ce-1", resource, "down")))
+            one.wake()
+            two.wake()
+        await eventually(lambda: len(receiver.received) == 3, what="three, from either")
+        holder, other = (one, two) if one.counters()["owned.desk"] else (two, one)
+        assert other.counters()["owned.desk"] == 0
+        # the holder dies: no release, no goodbye
+        (task_one if holder is one else task_two).cancel()
+        await asyncio.sleep(0)
+        for resource in ("if:4", "if:5"):
+            await eng.on_events(msg(("ce-1", resource, "down")))
+            other.wake()
+        await eventually(lambda: len(receiver.received) == 5, what="taken over")
+        assert other.counters()["owned.desk"] == 1
+    finally:
+        stop_two.set()
+        task_one.cancel()
+        for task in (task_one, task_two):
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+        for store in stores:
+            await store.close()
+    resources = [resource for _, resource in receiver.changes]
+    assert resources == ["if:1", "if:2", "if:3", "if:4", "if:5"], "each once, in order"
 
 
 async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> None:
     eng, clock = engine
     notifier = notifier_for(
-        clock=clock, escalate_after={"critical": Duration(600), "major": Duration(1800)}
+        clock=clock,
+        store=eng.store,
+        escalate_after={"critical": Duration(600), "major": Duration(1800)},
     )
     (crit,) = await eng.on_events(msg(("ce-1", "if:1", "down"), severity="critical"))
     (major,) = await eng.on_events(msg(("ce-1", "if:2", "down"), severity="major"))
@@ -278,10 +383,12 @@ async def test_alertmanager_receives_fires_and_resolves(
 ) -> None:
     eng, clock = engine
     clock.t = time.time()  # Alertmanager judges endsAt against its own clock
-    notifier = notifier_for(WebhookConfig(alertmanager.url, format="alertmanager"), clock=clock)
+    notifier = notifier_for(
+        WebhookConfig(alertmanager.url, format="alertmanager"), clock=clock, store=eng.store
+    )
     async with delivering(notifier):
-        (opened,) = await eng.on_events(msg(("bkk-ce-1", "if:7", "down"), ts=clock.t))
-        notifier.notify(opened)
+        down = msg(("bkk-ce-1", "if:7", "down"), ts=clock.t)
+        (opened,) = logged(notifier, await eng.on_events(down))
         await eventually(lambda: len(alertmanager.alerts()) == 1, what="alert in Alertmanager")
         (alert,) = alertmanager.alerts()
         assert alert["labels"] == {
@@ -296,17 +403,13 @@ async def test_alertmanager_receives_fires_and_resolves(
         assert alert["annotations"]["summary"] == opened.incident.title
         assert alert["status"]["state"] == "active"
         clock.t = time.time()
-        (resolved,) = await eng.on_events(msg(("bkk-ce-1", "if:7", "up"), ts=clock.t))
-        notifier.notify(resolved)
+        logged(notifier, await eng.on_events(msg(("bkk-ce-1", "if:7", "up"), ts=clock.t)))
         await eventually(lambda: alertmanager.alerts() == [], what="alert resolved")
     assert notifier.counters()["sent"] == 2
 
 
-async def test_alertmanager_refresh_resends_open_alerts(
-    engine: tuple[Engine, Clock], receiver: Receiver
-) -> None:
+async def test_alertmanager_refresh_resends_open_alerts(engine: tuple[Engine, Clock]) -> None:
     eng, clock = engine
-    base = receiver.url.removesuffix("/hook")
     received: list[Any] = []
 
     # the receiver records Alertmanager-format posts at /api/v2/alerts
@@ -321,19 +424,21 @@ async def test_alertmanager_refresh_resends_open_alerts(
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
+    await eng.on_events(msg(("ce-1", "if:1", "down")))  # opened before this notifier
     notifier = Notifier(
         NotificationsConfig(webhooks=[WebhookConfig(base, format="alertmanager")]),
+        eng.store,
         now=clock,
         refresh=60,
     )
     try:
         async with delivering(notifier):
-            await eng.on_events(msg(("ce-1", "if:1", "down")))  # opened before this notifier
-            await notifier.refresh(eng)
-            await eventually(lambda: len(received) == 1, what="refresh")
-            await notifier.refresh(eng)  # within the refresh period: nothing
+            await eventually(lambda: len(received) == 1, what="refresh on taking the lease")
+            notifier.wake()
+            await asyncio.sleep(0.3)
+            assert len(received) == 1  # within the refresh period: nothing
             clock.t = T0 + 61
-            await notifier.refresh(eng)
+            notifier.wake()
             await eventually(lambda: len(received) == 2, what="second refresh")
     finally:
         await runner.cleanup()

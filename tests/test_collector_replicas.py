@@ -1,21 +1,48 @@
 """Two collector replicas on one shared subscription and one PostgreSQL, and the InfluxDB 1.x
-`/write` path against Debian's InfluxDB 1.6: real agent, simulator and Mosquitto throughout."""
+`/write` path against Debian's InfluxDB 1.6: real agent, simulator and Mosquitto throughout.
+
+The replicas behave as one collector: the event stream of either carries every change
+once, in one order, with ids that resume on the other; a webhook hears each change once
+across both, also when the replica delivering to it is killed and restarted; an incident
+escalates once; the device page of either shows every poll (from InfluxDB)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
 import math
+import os
+import signal
+import subprocess
+import time
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
+import aiomqtt
+import psycopg
 import pytest
+import yaml
 from agentkit import Listener, agent_config, running_agent, simulated_site
-from collectorkit import collector_config, eventually, running_collector
+from aiohttp import web
+from collectorkit import (
+    TOKENS,
+    collector_config,
+    collector_process_command,
+    eventually,
+    running_collector,
+)
 from test_collector_e2e import _vm_points, numeric_points
 
 from collector.app import Collector
-from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics
+from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics, free_port
+from enoc.wire import Event, EventsMessage, Severity, encode, topic
 
 pytestmark = pytest.mark.servers
 
@@ -156,3 +183,340 @@ def _influx_interface_points(server: InfluxDB1) -> dict[tuple[str, str, int], fl
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+# ------------------------------------------------------------------ one collector of two
+
+
+@dataclass
+class Hook:
+    """A webhook receiver on loopback: what it was sent, in order."""
+
+    url: str = ""
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        return web.Response(status=204)
+
+    @property
+    def change_ids(self) -> list[int]:
+        return [r["change_id"] for r in self.received]
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    receiver = Hook()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    yield receiver
+    await runner.cleanup()
+
+
+class Replica:
+    """`enoc collector` as its own process, so that it can be killed with SIGKILL."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        settings = yaml.safe_load(config.read_text())
+        self.client_id: str = settings["mqtt"]["client_id"]
+        self.port = int(settings["http"]["listen"].rsplit(":", 1)[1])
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                collector_process_command(self.config), stdout=out, stderr=subprocess.STDOUT
+            )
+        await eventually(self.healthy, what=f"{self.client_id} healthy", timeout=30)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/healthz", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+class Sse:
+    """A stream client: every event it received, and a reconnect with Last-Event-ID."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.events: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def connect(self, replica: Replica, last_id: int | None = None) -> None:
+        self.connected.clear()
+        self._task = asyncio.create_task(self._read(replica, last_id))
+
+    async def _read(self, replica: Replica, last_id: int | None) -> None:
+        headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
+        if last_id is not None:
+            headers["Last-Event-ID"] = str(last_id)
+        event: dict[str, Any] = {}
+        with contextlib.suppress(aiohttp.ClientError):
+            async with self.http.get(f"{replica.base}/api/v1/stream", headers=headers) as r:
+                assert r.status == 200
+                async for raw in r.content:
+                    line = raw.decode().rstrip("\n")
+                    if line == ": connected":
+                        self.connected.set()
+                    if not line:
+                        if "data" in event:
+                            self.events.append(event)
+                        event = {}
+                    elif not line.startswith(":"):
+                        name, _, value = line.partition(": ")
+                        event[name] = json.loads(value) if name == "data" else value
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(e["id"]) for e in self.events]
+
+
+_seq = itertools.count(1)
+
+
+async def publish_event(
+    url: str, site: str, device: str, resource: str, state: str, severity: Severity = "major"
+) -> None:
+    """One events message of agent `<site>-1`: the shared subscription gives it to either."""
+    now = time.time()
+    event = Event(
+        f"ev-{next(_seq)}", now, device, resource, "link", state, severity, f"{resource} {state}"
+    )
+    message = EventsMessage(f"{site}-1", site, "emea", next(_seq), now, [event])
+    host, port = url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), identifier=f"pub-{next(_seq)}") as client:
+        await client.publish(topic(site, f"{site}-1", "events"), encode(message), qos=1)
+
+
+def change_log(url: str) -> list[tuple[int, str, int, str]]:
+    """The store's change log: (id, change, incident id, origin) of incident changes."""
+    with psycopg.connect(url) as conn:
+        return [
+            (int(i), c, int(n), o)
+            for i, c, n, o in conn.execute(
+                "SELECT id, change, incident_id, origin FROM changes "
+                "WHERE kind = 'incident' ORDER BY id"
+            )
+        ]
+
+
+def lease_owner(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT owner, lease_until FROM notify_cursors").fetchone()
+    assert row is not None and row[1] > time.time(), "someone holds the webhook's lease"
+    return str(row[0])
+
+
+def for_the_hook(log: list[tuple[int, str, int, str]]) -> list[int]:
+    """What the webhook should hear of this test's changes: all but duplicate events
+    (updated) and comments; nothing here is held except incident 4 in maintenance, whose
+    only held changes are an update (not sent) and its resolution (sent: it was told)."""
+    return [i for i, change, _, _ in log if change not in ("updated", "commented")]
+
+
+@contextlib.contextmanager
+def replicas_running(*replicas: Replica) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        codes = [r.stop() for r in replicas]
+        assert codes == [0] * len(replicas), "SIGTERM stops each replica cleanly"
+
+
+async def test_two_replicas_stream_notify_and_escalate_as_one(
+    tmp_path: Path, mosquitto: Mosquitto, postgres: PostgreSQL, hook: Hook
+) -> None:
+    settings = {
+        "mqtt": {"shared_group": "enoc-collectors"},
+        "notifications": {
+            "webhooks": [{"url": hook.url, "name": "desk", "timeout": "1s"}],
+            "lease": "2s",
+            "retry_backoff": "0.1s",
+            "escalate_after": {"critical": "3s"},
+        },
+    }
+    one, two = (
+        Replica(
+            collector_config(
+                tmp_path, mosquitto.url, store_url=postgres.url, name=name, extra=settings
+            ),
+            tmp_path / f"{name}.log",
+        )
+        for name in ("replica-1", "replica-2")
+    )
+    by_origin = {r.client_id: r for r in (one, two)}
+    await one.start()
+    await two.start()
+    async with aiohttp.ClientSession() as http:
+
+        async def api(replica: Replica, method: str, path: str, **kw: Any) -> Any:
+            user = kw.pop("user", "ops1")
+            headers = {"Authorization": f"Bearer {TOKENS[user]}"}
+            async with http.request(method, replica.base + path, headers=headers, **kw) as r:
+                assert r.status < 300, await r.text()
+                return await r.json()
+
+        async def incidents() -> dict[str, dict[str, Any]]:
+            found = await api(one if one.healthy() else two, "GET", "/api/v1/incidents")
+            return {i["device"]: i for i in found["incidents"]}
+
+        async def states(*pairs: tuple[str, str]) -> bool:
+            now = await incidents()
+            return all(d in now and now[d]["state"] == s for d, s in pairs)
+
+        def hook_caught_up() -> bool:
+            return hook.change_ids == for_the_hook(change_log(postgres.url))
+
+        sse_one, sse_two = Sse(http), Sse(http)
+        with replicas_running(one, two):
+            sse_one.connect(one)
+            sse_two.connect(two)
+            await asyncio.wait_for(sse_one.connected.wait(), 10)
+            await asyncio.wait_for(sse_two.connected.wait(), 10)
+
+            # --- both up: events split between them, operators act on both
+            devices = [(f"s{n % 3}", f"dev-{n}") for n in range(1, 7)]
+            for site, device in devices:
+                await publish_event(mosquitto.url, site, device, "if:1", "down")
+            await eventually(
+                lambda: states(*[(d, "open") for _, d in devices]), what="six incidents"
+            )
+            for site, device in devices[:2]:  # duplicates: counts go up, nothing new
+                await publish_event(mosquitto.url, site, device, "if:1", "down")
+            await eventually(
+                lambda: len(change_log(postgres.url)) == 8, what="the duplicates applied"
+            )
+            ids = {d: i["id"] for d, i in (await incidents()).items()}
+            await api(one, "POST", f"/api/v1/incidents/{ids['dev-1']}/ack")
+            await api(two, "POST", f"/api/v1/incidents/{ids['dev-2']}/comment", json={"text": "x"})
+            await api(two, "POST", f"/api/v1/incidents/{ids['dev-3']}/ack")
+            # a critical one escalates every 3 s while nobody acknowledges it
+            await publish_event(mosquitto.url, "s0", "core-1", "if:9", "down", "critical")
+            await eventually(lambda: states(("core-1", "open")), what="the critical incident")
+
+            async def escalated_twice() -> bool:
+                return int((await incidents())["core-1"]["escalated"]) >= 2
+
+            await eventually(escalated_twice, what="two escalations", timeout=30)
+            await api(two, "POST", f"/api/v1/incidents/{(await incidents())['core-1']['id']}/ack")
+            for site, device in devices[:3]:
+                await publish_event(mosquitto.url, site, device, "if:1", "up")
+            await eventually(
+                lambda: states(*[(d, "resolved") for _, d in devices[:3]]), what="three resolved"
+            )
+            # dev-4 goes into maintenance: held, but the webhook was told it is open
+            await api(
+                one,
+                "POST",
+                "/api/v1/maintenance",
+                user="admin1",
+                json={
+                    "site": "s1",
+                    "device": "dev-4",
+                    "starts": f"{time.time() - 60}",
+                    "ends": "1h",
+                },
+            )
+
+            async def dev4_held() -> bool:
+                return bool((await incidents())["dev-4"]["maintenance"])
+
+            await eventually(dev4_held, what="dev-4 in maintenance")
+            await eventually(hook_caught_up, what="the webhook heard everything so far")
+            log = change_log(postgres.url)
+            assert {o for *_, o in log} == {one.client_id, two.client_id}, "both made changes"
+            await eventually(
+                lambda: sse_one.ids == sse_two.ids == [i for i, *_ in log],
+                what="both streams carry the whole log",
+            )
+
+            # --- the replica delivering to the webhook dies with SIGKILL
+            owner = by_origin[lease_owner(postgres.url).rsplit(":", 1)[0]]
+            survivor = two if owner is one else one
+            owner_stream, survivor_stream = (
+                (sse_one, sse_two) if owner is one else (sse_two, sse_one)
+            )
+            owner.kill()
+            await owner_stream.close()
+            seen_before_kill = owner_stream.ids[-1]
+            now = await incidents()
+            await api(survivor, "POST", f"/api/v1/incidents/{now['dev-4']['id']}/resolve")
+            await api(survivor, "POST", f"/api/v1/incidents/{now['dev-5']['id']}/resolve")
+            await api(survivor, "POST", f"/api/v1/incidents/{now['dev-6']['id']}/ack")
+            await eventually(hook_caught_up, what="the survivor took the webhook over")
+            assert lease_owner(postgres.url).rsplit(":", 1)[0] == survivor.client_id
+            # the killed replica's stream client goes on with the survivor
+            owner_stream.connect(survivor, last_id=seen_before_kill)
+            log = change_log(postgres.url)
+            await eventually(
+                lambda: owner_stream.ids == [i for i, *_ in log], what="resumed on the other"
+            )
+
+            # --- it comes back; a client resumes on it from before it died (the store)
+            await owner.start()
+            late = Sse(http)
+            late.connect(owner, last_id=seen_before_kill)
+            for site, device in devices[5:]:
+                await publish_event(mosquitto.url, site, device, "if:1", "up")
+            await eventually(lambda: states(("dev-6", "resolved")), what="dev-6 resolved")
+            await eventually(hook_caught_up, what="the webhook heard the rest")
+            log = change_log(postgres.url)
+            await eventually(
+                lambda: survivor_stream.ids == owner_stream.ids == [i for i, *_ in log],
+                what="every stream client has the whole log",
+            )
+            await eventually(
+                lambda: late.ids == [i for i, *_ in log if i > seen_before_kill],
+                what="resumed on the restarted replica",
+            )
+            for client in (sse_one, sse_two, late):
+                await client.close()
+
+    # each change once, in log order, on every stream and at the webhook
+    for client in (survivor_stream, owner_stream):
+        assert len(set(client.ids)) == len(client.ids)
+        assert [e["data"]["change"] for e in client.events] == [c for _, c, *_ in log]
+    assert hook.change_ids == for_the_hook(log)
+    held = [r for r in hook.received if r["incident"]["device"] == "dev-4"]
+    assert [(r["change"], r["incident"]["maintenance"]) for r in held] == [
+        ("opened", False),
+        ("resolved", True),
+    ], "told it opened, the receiver hears it resolve, although held and after a kill"
+    levels = [
+        e["data"]["incident"]["escalated"]
+        for e in survivor_stream.events
+        if e["data"]["change"] == "escalated"
+    ]
+    assert len(levels) >= 2 and levels == sorted(set(levels)), f"each level once: {levels}"
+    assert [r["incident"]["escalated"] for r in hook.received if r["change"] == "escalated"] == (
+        levels
+    )
