@@ -2,16 +2,50 @@
 
 One place builds the aiomqtt client arguments and the TLS context, so a fix
 to either (certificate checks, timeouts) reaches every client at once.
+
+MQTT 5 where the broker offers it, 3.1.1 otherwise (DESIGN, "Protocol"):
+`ProtocolChoice` says which version to offer next and recognises a broker
+that does not speak 5 (it refuses a v5 CONNECT, or leaves it unanswered and
+answers 3.1.1); `client_args` builds a persistent session for either
+(3.1.1: clean session off; 5: clean start off and a session expiry interval,
+without which a v5 session ends with its connection). `AckedClient` is
+aiomqtt's client plus `publish_acked`, which returns the broker's PUBACK
+reason code: over MQTT 5 a broker answers a publish its ACL denies with
+"Not authorized" (135), where 3.1.1 acknowledges it as if it were delivered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
 from enoc.config import Secret
+
+V5 = aiomqtt.ProtocolVersion.V5
+V311 = aiomqtt.ProtocolVersion.V311
+# A session nobody resumed for 30 days is gone: what deploy/mosquitto/mosquitto.conf's
+# persistent_client_expiration gives 3.1.1 sessions.
+SESSION_EXPIRY = 30 * 86400
+# CONNACK codes of a broker that does not speak MQTT 5: 3.1.1's "unacceptable protocol
+# version" (paho reads it as 132 on a v5 connection) and v5's "unsupported protocol version".
+_NO_V5 = (1, 132)
+# How long a v5 CONNECT may go unanswered before 3.1.1 is tried (see ProtocolChoice); a
+# CONNACK takes one round trip once TCP and TLS are up, even over a satellite link.
+V5_CONNACK_TIMEOUT = 5.0
 
 
 class TlsFiles(Protocol):
@@ -58,18 +92,32 @@ def client_args(
     password: Secret | None = None,
     keepalive: float = 30,
     timeout: float = 10.0,
+    protocol: aiomqtt.ProtocolVersion = V311,
+    session_expiry: int = SESSION_EXPIRY,
 ) -> dict[str, Any]:
-    """Keyword arguments for `aiomqtt.Client`: a persistent session (clean_session off)."""
+    """Keyword arguments for `aiomqtt.Client` (or `AckedClient`): a persistent session.
+
+    3.1.1: clean session off. 5: clean start off on every connection (aiomqtt's
+    default cleans the first one, and each reconnect here is a new client) and a
+    session expiry of `session_expiry` seconds (0 would end the session with the
+    connection); paho refuses a clean-session flag on a v5 client."""
     parts = urlsplit(url)
     secure = parts.scheme == "mqtts"
     args: dict[str, Any] = {
         "hostname": parts.hostname or "127.0.0.1",
         "port": parts.port or (8883 if secure else 1883),
         "identifier": identifier,
-        "clean_session": False,
+        "protocol": protocol,
         "keepalive": int(keepalive),
         "timeout": timeout,
     }
+    if protocol == V5:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = session_expiry
+        args["clean_start"] = False
+        args["properties"] = properties
+    else:
+        args["clean_session"] = False
     if username:
         args["username"] = username
     if password is not None:
@@ -77,3 +125,129 @@ def client_args(
     if secure:
         args["tls_context"] = tls_context(tls)
     return args
+
+
+@dataclass
+class ProtocolChoice:
+    """Which MQTT version to offer a broker next: 5, or 3.1.1 for `recheck` seconds after
+    the broker showed it does not speak 5 (then 5 again: a broker upgraded in place).
+
+    A broker shows it in one of two ways. It refuses the v5 CONNECT (CONNACK
+    "unsupported protocol version"): settled at once. Or it leaves a v5 CONNECT
+    unanswered: amqtt, the demo's broker, parses a v5 CONNECT as 3.1.1 and, given
+    the v5 properties (session expiry, the will's), waits for bytes that never come.
+    Then 3.1.1 is tried tentatively, and settled only if it connects (`connected`);
+    if it fails too (`failed`) the broker is merely down and 5 is offered again.
+    """
+
+    recheck: float = 3600.0
+    clock: Callable[[], float] = time.monotonic
+    _v311_since: float | None = field(default=None, repr=False)
+    _trying_v311: bool = field(default=False, repr=False)
+
+    @property
+    def version(self) -> aiomqtt.ProtocolVersion:
+        if self._trying_v311:
+            return V311
+        if self._v311_since is not None and self.clock() - self._v311_since < self.recheck:
+            return V311
+        return V5
+
+    def fall_back(self, error: BaseException) -> bool:
+        """After a failed connection attempt: True when 3.1.1 should be tried at once."""
+        if self.version != V5:
+            return False
+        if isinstance(error, MqttConnectError) and error.rc in _NO_V5:
+            self._v311_since = self.clock()
+            return True
+        # aiomqtt's error for a CONNACK that did not come in time (the TCP and TLS
+        # connection itself worked: its failures carry the OSError's text)
+        if type(error) is aiomqtt.MqttError and str(error) == "Operation timed out":
+            self._trying_v311 = True
+            return True
+        return False
+
+    def connected(self) -> None:
+        """The attempt with `version` connected."""
+        if self._trying_v311:
+            self._trying_v311 = False
+            self._v311_since = self.clock()
+
+    def failed(self) -> None:
+        """The attempt with `version` failed for a reason `fall_back` did not take."""
+        self._trying_v311 = False
+
+
+def version_name(protocol: aiomqtt.ProtocolVersion) -> str:
+    return {V5: "5", V311: "3.1.1"}.get(protocol, str(int(protocol)))
+
+
+class AckedClient(aiomqtt.Client):
+    """`aiomqtt.Client` whose `publish_acked` returns the broker's PUBACK reason code.
+
+    aiomqtt 2.5 drops the reason code (its `_on_publish` only wakes the waiting
+    publish). This client resolves its own publishes by message id in `_on_publish`,
+    which paho calls on the event loop's thread for every PUBACK; publishes made with
+    the inherited `publish` are left to aiomqtt. Over 3.1.1 a PUBACK is always Success.
+    `session_present` is the CONNACK's flag: whether the broker kept this client's
+    session.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acks: dict[int, asyncio.Future[ReasonCode]] = {}
+        self.session_present = False
+
+    async def publish_acked(
+        self, topic: str, payload: bytes, *, retain: bool = False
+    ) -> ReasonCode:
+        """Publish at QoS 1 and return the broker's reason code (`.is_failure`: refused).
+        Raises `aiomqtt.MqttError` if the message cannot be sent, the connection is lost
+        before the acknowledgement or the client's `timeout` passes."""
+        info = self._client.publish(topic, payload, 1, retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            lost = self._disconnected.exception() if self._disconnected.done() else None
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message") from lost
+        # paho hands the packet to the event loop's writer: no PUBACK can be read before
+        # this future is registered.
+        acked: asyncio.Future[ReasonCode] = self._loop.create_future()
+        self._acks[info.mid] = acked
+        try:
+            done, _ = await asyncio.wait(
+                (acked, self._disconnected),
+                timeout=None if self.timeout == math.inf else self.timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            self._acks.pop(info.mid, None)
+        if acked in done:
+            return acked.result()
+        if self._disconnected.done():
+            lost = self._disconnected.exception()
+            raise aiomqtt.MqttError("Disconnected before the broker acknowledged") from lost
+        raise aiomqtt.MqttError("Operation timed out")
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        acked = self._acks.pop(mid, None)
+        if acked is None:
+            super()._on_publish(client, userdata, mid, reason_code, properties)
+        elif not acked.done():
+            acked.set_result(reason_code)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        self.session_present = bool(flags.session_present)
+        super()._on_connect(client, userdata, flags, reason_code, properties)

@@ -1,0 +1,156 @@
+"""MQTT 5 with a fallback to 3.1.1 (DESIGN, "Protocol"): enoc.mqtt's AckedClient sees the
+broker's PUBACK reason codes with the installed aiomqtt and paho, a v5 session outlives its
+connection, and ProtocolChoice recognises a broker that does not speak 5."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from enoc.localservers import HOST, Mosquitto
+from enoc.mqtt import V5, V311, AckedClient, ProtocolChoice, client_args
+
+NOT_AUTHORIZED = 135
+ALLOWED = "enoc/v1/nyc/nyc-1/metrics"
+DENIED = "enoc/v1/gva/gva-1/metrics"
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Any:
+    """Mosquitto whose ACL lets anonymous clients write nyc-1's topics and read enoc/#."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic write enoc/v1/nyc/nyc-1/#\ntopic read enoc/#\n")
+    with Mosquitto(tmp_path / "mosquitto", acl_file=acl) as broker:
+        yield broker
+
+
+def args(
+    broker: Mosquitto,
+    protocol: aiomqtt.ProtocolVersion,
+    identifier: str = "mqtt5-test",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    return client_args(broker.url, identifier=identifier, protocol=protocol, **kwargs)
+
+
+def test_protocol_choice_offers_5_falls_back_when_refused_and_offers_5_again_later() -> None:
+    now = [1000.0]
+    choice = ProtocolChoice(recheck=3600, clock=lambda: now[0])
+    assert choice.version == V5
+    not_authorized = MqttConnectError(ReasonCode(PacketTypes.CONNACK, identifier=135))
+    assert not choice.fall_back(not_authorized), "a refused login is not a protocol matter"
+    assert not choice.fall_back(aiomqtt.MqttError("[Errno 111] Connection refused"))
+    assert choice.version == V5
+    # a broker of 3.1.1 answers a v5 CONNECT with its code 1, which paho reads as 132
+    no_v5 = MqttConnectError(ReasonCode(PacketTypes.CONNACK, aName="Unsupported protocol version"))
+    assert choice.fall_back(no_v5)
+    assert choice.version == V311
+    assert not choice.fall_back(no_v5), "3.1.1 refused is an ordinary failure: backoff"
+    choice.failed()
+    assert choice.version == V311, "settled by the refusal itself"
+    now[0] += 3599
+    assert choice.version == V311
+    now[0] += 2
+    assert choice.version == V5, "a broker upgraded in place is asked for 5 again"
+
+
+def test_protocol_choice_tries_3_1_1_when_5_goes_unanswered_and_settles_if_it_connects() -> None:
+    now = [1000.0]
+    choice = ProtocolChoice(recheck=3600, clock=lambda: now[0])
+    unanswered = aiomqtt.MqttError("Operation timed out")  # aiomqtt's, for a missing CONNACK
+    assert choice.fall_back(unanswered)
+    assert choice.version == V311
+    choice.failed()  # 3.1.1 went unanswered too: the broker is down, not old
+    assert choice.version == V5
+    assert choice.fall_back(unanswered)
+    choice.connected()  # 3.1.1 was answered: the broker does not speak 5
+    now[0] += 3599
+    assert choice.version == V311
+    now[0] += 2
+    assert choice.version == V5
+
+
+def test_client_args_make_a_persistent_session_in_either_version() -> None:
+    v311 = client_args("mqtt://127.0.0.1:1883", identifier="x")
+    assert v311["clean_session"] is False and v311["protocol"] == V311
+    assert "clean_start" not in v311 and "properties" not in v311
+    v5 = client_args("mqtt://127.0.0.1:1883", identifier="x", protocol=V5, session_expiry=60)
+    assert "clean_session" not in v5, "paho refuses clean_session on a v5 client"
+    assert v5["clean_start"] is False
+    assert v5["properties"].SessionExpiryInterval == 60
+
+
+@pytest.mark.servers
+async def test_acked_client_returns_the_pubacks_reason_code(acl_broker: Mosquitto) -> None:
+    received: list[bytes] = []
+
+    async def record(subscriber: aiomqtt.Client) -> None:
+        async for message in subscriber.messages:
+            assert isinstance(message.payload, bytes)
+            received.append(message.payload)
+
+    async with (
+        aiomqtt.Client(HOST, acl_broker.port, identifier="mqtt5-subscriber") as subscriber,
+        AckedClient(**args(acl_broker, V5)) as v5,
+    ):
+        await subscriber.subscribe("enoc/#", qos=1)
+        recorder = asyncio.create_task(record(subscriber))
+        allowed = await v5.publish_acked(ALLOWED, b"allowed")
+        denied = await v5.publish_acked(DENIED, b"denied")
+        assert not allowed.is_failure
+        assert denied.is_failure and denied.value == NOT_AUTHORIZED
+        await v5.publish(ALLOWED, b"plain", qos=1)  # aiomqtt's own publish still works
+        topics = [DENIED, ALLOWED] * 20
+        codes = await asyncio.gather(*(v5.publish_acked(t, b"many") for t in topics))
+        assert [c.value == NOT_AUTHORIZED for c in codes] == [True, False] * 20, "by message id"
+        await v5.publish_acked(ALLOWED, b"last")
+        async with asyncio.timeout(10):
+            while b"last" not in received:
+                await asyncio.sleep(0.05)
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+    assert received.count(b"many") == 20 and b"denied" not in received
+    assert received[:2] == [b"allowed", b"plain"]
+    # Over 3.1.1 the same refusal is acknowledged as if delivered: why the agent prefers 5.
+    async with AckedClient(**args(acl_broker, V311)) as v311:
+        assert (await v311.publish_acked(DENIED, b"lost")).value == 0
+
+
+@pytest.mark.servers
+async def test_a_v5_session_outlives_its_connection_by_its_expiry(acl_broker: Mosquitto) -> None:
+    for expiry, kept in ((3600, True), (0, False)):
+        name = f"session-{expiry}"
+        first = AckedClient(**args(acl_broker, V5, name, session_expiry=expiry))
+        async with first:
+            assert not first.session_present, "a new client id has no session yet"
+            await first.subscribe("enoc/#", qos=1)
+        again = AckedClient(**args(acl_broker, V5, name, session_expiry=expiry))
+        async with again:
+            assert again.session_present is kept, f"session expiry {expiry}"
+            await again.publish_acked(ALLOWED, b"x")
+
+
+@pytest.mark.servers
+async def test_a_publish_on_a_lost_connection_fails_instead_of_waiting(
+    acl_broker: Mosquitto,
+) -> None:
+    async with AckedClient(**args(acl_broker, V5, timeout=60)) as client:
+        await asyncio.to_thread(acl_broker.stop)
+
+        async def publish_until_it_fails() -> None:
+            async with asyncio.timeout(30):  # well inside the client's own 60 s
+                for _ in range(100):  # the first may be written before the reset is seen
+                    await client.publish_acked(ALLOWED, b"x")
+                    await asyncio.sleep(0.1)
+
+        with pytest.raises(aiomqtt.MqttError):
+            await publish_until_it_fails()
