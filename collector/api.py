@@ -27,6 +27,7 @@ from aiohttp import web
 from collector.auth import Role, User, Users
 from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
+from collector.recent import InfluxRecent
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.stream import Hub
 from enoc.config import Duration
@@ -89,11 +90,22 @@ class Api:
         self.audit_file = http.audit_file
         self._audit_failures = StateLogger(log)
         self.logins_failed = 0
+        config = collector.config
+        self.recent_db = (
+            InfluxRecent(config.influxdb, config.recent)
+            if config.recent.source == "influxdb" and config.influxdb is not None
+            else None
+        )
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        if self.recent_db is not None:
+            await self.recent_db.close()
 
     # ---------------------------------------------------------------- app
 
     def routes(self, app: web.Application) -> None:
         app.middlewares.extend([self._errors, self._headers])
+        app.on_cleanup.append(self._cleanup)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self._role("viewer", self.metrics))
@@ -359,7 +371,13 @@ class Api:
     async def device(self, request: web.Request) -> web.Response:
         site, name = request.match_info["site"], request.match_info["device"]
         known = [d for d in await self.engine.devices(site) if d["device"] == name]
-        recent = self.collector.recent.device(site, name)
+        recent = None
+        if self.recent_db is not None:  # every replica's polls
+            recent = await self.recent_db.device(site, name)
+            if recent is not None and known:
+                recent["agent"] = known[0]["agent"]
+        if recent is None:
+            recent = self.collector.recent.device(site, name)
         if not known and recent is None:
             raise NotFound(f"no device {name} at site {site}")
         out: dict[str, Any] = dict(known[0]) if known else {"site": site, "device": name}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.config import LogConfig, TlsConfig
-from enoc.config import Duration, HostPort, Secret, register_kind
+from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,19 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class RecentConfig:
+    """Where the device page's last hour comes from (collector/recent.py)."""
+
+    # local: what this process received (with replicas on a shared subscription, only its
+    # share of the polls); influxdb: an InfluxQL query to `influxdb` (1.x, 2.x with a
+    # DBRP mapping, 3.x; not VictoriaMetrics), this process's window when it fails (or
+    # when there is no influxdb section: check-config warns).
+    source: Literal["local", "influxdb"] = "local"
+    database: str = ""  # the InfluxQL database; default influxdb.database or influxdb.bucket
+    timeout: Duration = Duration(5)
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     mqtt: CollectorMqttConfig = field(default_factory=CollectorMqttConfig)
     influxdb: InfluxConfig | None = None
@@ -160,11 +173,51 @@ class CollectorConfig:
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    recent: RecentConfig = field(default_factory=RecentConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+
+def collector_issues(config: CollectorConfig, filename: str) -> list[ConfigIssue]:
+    """What check-config warns about: replicas that would not act as one collector."""
+    issues = []
+    if config.mqtt.shared_group and config.store.url.startswith("sqlite"):
+        issues.append(
+            ConfigIssue(
+                filename,
+                0,
+                "store.url",
+                "replicas on a shared subscription (mqtt.shared_group) agree on incidents only "
+                "through one PostgreSQL; each SQLite file sees only its replica's share",
+                warning=True,
+            )
+        )
+    if config.recent.source == "influxdb" and config.influxdb is None:
+        issues.append(
+            ConfigIssue(
+                filename,
+                0,
+                "recent.source",
+                "is influxdb without an influxdb section: the device page shows this "
+                "process's own window",
+                warning=True,
+            )
+        )
+    if config.mqtt.shared_group and config.recent.source == "local":
+        issues.append(
+            ConfigIssue(
+                filename,
+                0,
+                "recent.source",
+                "is local with a shared subscription: the device page of each replica shows "
+                "only the polls that replica received; set it to influxdb",
+                warning=True,
+            )
+        )
+    return issues
 
 
 def _is_collector(mapping: Mapping[str, Any]) -> bool:
     return "store" in mapping or "http" in mapping or "influxdb" in mapping
 
 
-register_kind("collector", CollectorConfig, _is_collector)
+register_kind("collector", CollectorConfig, _is_collector, collector_issues)

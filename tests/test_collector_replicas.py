@@ -520,3 +520,124 @@ async def test_two_replicas_stream_notify_and_escalate_as_one(
     assert [r["incident"]["escalated"] for r in hook.received if r["change"] == "escalated"] == (
         levels
     )
+
+
+async def test_the_device_page_of_either_replica_shows_every_poll(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb1: InfluxDB1, postgres: PostgreSQL
+) -> None:
+    """Each replica receives only its share of a device's polls; with `recent.source:
+    influxdb` the device page of either reads the last hour from InfluxDB, where both
+    write, and shows them all. Its own window is the fallback, and says so."""
+    influxdb1.create_database("enoc")
+    settings = {
+        "mqtt": {"shared_group": "enoc-collectors"},
+        "influxdb": {
+            "url": influxdb1.url,
+            "api": "v1",
+            "database": "enoc",
+            "flush_interval": "0.2s",
+        },
+        "recent": {"source": "influxdb"},
+    }
+    configs = [
+        collector_config(
+            tmp_path, mosquitto.url, store_url=postgres.url, name=f"replica-{n}", extra=settings
+        )
+        for n in (1, 2)
+    ]
+    async with (
+        simulated_site(tmp_path) as site,
+        Listener(mosquitto.url) as listener,
+        running_collector(configs[0]) as one,
+        running_collector(configs[1]) as two,
+    ):
+        agent = agent_config(tmp_path, mosquitto.url, site.inventory)
+        async with running_agent(agent):
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 6 * len(site.devices))
+        await eventually(lambda: _drained(one) and _drained(two), what="both written")
+        device = next(d for d in site.devices if d.name == "nyc-acc-1")
+        samples = sorted(
+            (s for m in listener.metrics() for s in m.samples if s.device == device.name),
+            key=lambda s: s.ts,
+        )
+        polls = [round(s.ts * 1000) / 1000 for s in samples]  # InfluxDB keeps milliseconds
+        latest = samples[-1]
+        pages = []
+        async with aiohttp.ClientSession() as http:
+            for replica in (one, two):
+                url = f"http://127.0.0.1:{replica.http_port}/api/v1/devices/nyc/{device.name}"
+                headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
+                async with http.get(url, headers=headers) as r:
+                    assert r.status == 200
+                    pages.append((await r.json())["recent"])
+        # what each replica received itself: its share of the polls only
+        published = {
+            d.name: {s.ts for m in listener.metrics() for s in m.samples if s.device == d.name}
+            for d in site.devices
+        }
+        local = {
+            (n, name): set(w["history"]["t"]) if (w := r.recent.device("nyc", name)) else set()
+            for n, r in enumerate((one, two))
+            for name in published
+        }
+        sources = {w["source"] for r in (one, two) if (w := r.recent.device("nyc", device.name))}
+
+    for page in pages:
+        assert page["source"] == "influxdb"
+        assert page["history"]["t"] == polls, "every poll, whichever replica received it"
+        assert page["ts"] == polls[-1]
+        assert page["address"] == latest.address
+        assert page["agent"] == "nyc-1"
+        assert page["fields"]["cpu"] == latest.fields["cpu"]
+        assert [i["ifIndex"] for i in page["interfaces"]] == sorted(
+            i.if_index for i in latest.interfaces
+        )
+        for shown in page["interfaces"]:
+            assert shown["history"]["t"] == polls
+            sample = next(i for i in latest.interfaces if i.if_index == shown["ifIndex"])
+            assert shown["ifName"] == sample.name
+            assert shown["fields"]["in_bps"] == sample.fields["in_bps"]
+    assert pages[0] == pages[1], "the same page from either replica"
+    assert sources == {"local"}
+    for name, polled in published.items():
+        assert local[0, name] | local[1, name] == polled, "each poll reached one replica"
+        assert not local[0, name] & local[1, name], "and only one"
+    for n in (0, 1):
+        assert any(local[n, name] != polled for name, polled in published.items()), (
+            f"replica {n + 1}'s own window lacks the other's share"
+        )
+
+
+def test_check_config_warns_when_replicas_would_not_act_as_one(tmp_path: Path) -> None:
+    """A shared subscription with SQLite (each file its replica's share of incidents) or
+    with the local recent window (each device page its replica's share of the polls)."""
+    from collector.config import CollectorConfig, collector_issues
+    from enoc.config import load_config
+
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": {"shared_group": "enoc-collectors"},
+                "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
+            }
+        )
+    )
+    warnings = {i.key: i for i in collector_issues(load_config(path, CollectorConfig), "x")}
+    assert set(warnings) == {"store.url", "recent.source"}
+    assert all(i.warning for i in warnings.values())
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "mqtt": {"shared_group": "enoc-collectors"},
+                "store": {"url": "postgresql://enoc@127.0.0.1/enoc"},
+                "influxdb": {"url": "http://127.0.0.1:8086", "api": "v1", "database": "enoc"},
+                "recent": {"source": "influxdb"},
+            }
+        )
+    )
+    assert collector_issues(load_config(path, CollectorConfig), "x") == []
+    path.write_text(yaml.safe_dump({"recent": {"source": "influxdb"}}))
+    (issue,) = collector_issues(load_config(path, CollectorConfig), "x")
+    assert (issue.key, issue.warning) == ("recent.source", True)
+    assert "without an influxdb section" in issue.message
