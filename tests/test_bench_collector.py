@@ -28,6 +28,7 @@ def test_bench_collector_small(tmp_path: Path) -> None:
     assert "points/CPU-s" in proc.stdout and "trap at the agent" in proc.stdout
     (written,) = tmp_path.glob("bench-collector-*.json")
     result = json.loads(written.read_text())
+    assert result["warmup"] == 1  # a poll of every device first, not measured
     one, two = result["runs"]
     for run in (one, two):
         assert run["messages"] == 20 * 3

@@ -7,8 +7,14 @@ per site (C, not counted) publishes them at QoS 1 into a real Mosquitto while
 1 or 2 `enoc collector` processes (sharing `$share/enoc/...`) write them to a
 real VictoriaMetrics through the InfluxDB v2 write API. A point is one line
 of line protocol (one measurement, its tags and fields at one time). CPU
-counts only the collector processes, from their first message to the last
-point acknowledged by the database; wall time is the same span.
+counts only the collector processes, from their first measured message to
+the last point acknowledged by the database; wall time is the same span.
+
+`--warmup N` polls of every device go first and are not counted: a collector
+runs for months, so the figure that matters is the steady state, where every
+series, tag set and console window already exists (in the collector and in
+VictoriaMetrics). `--warmup 0` measures a cold start, first sight of every
+series included.
 
 Latency: `enoc sim` sends a linkDown trap the moment a link fault is injected
 through its control API; the trap goes to a real `enoc agent`, over Mosquitto
@@ -82,6 +88,7 @@ class Result:
     interfaces: int
     rounds: int
     machine: dict[str, Any]
+    warmup: int = 0
     runs: list[Throughput] = field(default_factory=list)
     latency: Latency | None = None
 
@@ -89,7 +96,10 @@ class Result:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, default=2000, help="devices sending metrics")
     parser.add_argument("--interfaces", type=int, default=48, help="interfaces per device")
-    parser.add_argument("--rounds", type=int, default=10, help="polls per device to send")
+    parser.add_argument("--rounds", type=int, default=10, help="polls per device to measure")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="polls per device sent first, not measured"
+    )
     parser.add_argument("--sites", type=int, default=10, help="sites (one publisher each)")
     parser.add_argument(
         "--replicas", default="1,2", help="collector replica counts to run, e.g. 1,2"
@@ -120,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
-    result = Result(args.devices, args.interfaces, args.rounds, machine=machine())
+    result = Result(
+        args.devices, args.interfaces, args.rounds, machine=machine(), warmup=args.warmup
+    )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-collector-") as tmp_name:
         tmp = Path(tmp_name)
         users = tmp / "users.yaml"
@@ -128,13 +140,14 @@ async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
             yaml.safe_dump({"users": [{"name": "bench", "role": "viewer", "token": TOKEN}]})
         )
         progress("encoding metrics messages...")
-        files, messages, points, values = write_messages(tmp, args)
+        warm = write_messages(tmp / "warmup", args, range(args.warmup))
+        stream = write_messages(
+            tmp / "measured", args, range(args.warmup, args.warmup + args.rounds)
+        )
         for count in replicas:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
-            result.runs.append(
-                await throughput(run_dir, users, files, messages, points, values, count)
-            )
+            result.runs.append(await throughput(run_dir, users, warm, stream, count))
         if args.traps > 0:
             result.latency = await trap_latency(tmp, users, args.traps)
     progress("")
@@ -144,9 +157,20 @@ async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
 # ------------------------------------------------------------------ throughput
 
 
-def write_messages(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Path], int, int, int]:
+@dataclass
+class Stream:
+    """Encoded metrics messages: one file per site (topic), one message a line."""
+
+    files: dict[str, Path]
+    messages: int
+    points: int
+    field_values: int
+
+
+def write_messages(tmp: Path, args: argparse.Namespace, rounds: range) -> Stream:
     """One file per site of encoded metrics messages, one per line (`mosquitto_pub -l`)."""
-    rng = random.Random(7)
+    tmp.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7 + rounds.start)
     t0 = time.time() - 3600
     files: dict[str, Path] = {}
     handles = {}
@@ -155,8 +179,9 @@ def write_messages(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Path]
         files[topic(site, f"agent-{s:02d}", "metrics")] = path = tmp / f"{site}.jsonl"
         handles[s] = path.open("wb")
     messages = points = values = 0
-    seqs = [0] * args.sites
-    for r in range(args.rounds):
+    # per agent, seq goes on from the rounds before these
+    seqs = [rounds.start * len(range(s, args.devices, args.sites)) for s in range(args.sites)]
+    for r in rounds:
         for d in range(args.devices):
             s = d % args.sites
             seqs[s] += 1
@@ -209,7 +234,7 @@ def write_messages(tmp: Path, args: argparse.Namespace) -> tuple[dict[str, Path]
             values += len(device_fields) + sum(len(i.fields) for i in interfaces)
     for handle in handles.values():
         handle.close()
-    return files, messages, points, values
+    return Stream(files, messages, points, values)
 
 
 def collector_yaml(run_dir: Path, name: str, broker: str, vm: str, users: Path, group: str) -> Path:
@@ -295,13 +320,7 @@ def cpu_s(process: psutil.Process) -> float:
 
 
 async def throughput(
-    run_dir: Path,
-    users: Path,
-    files: dict[str, Path],
-    messages: int,
-    points: int,
-    values: int,
-    replicas: int,
+    run_dir: Path, users: Path, warm: Stream, stream: Stream, replicas: int
 ) -> Throughput:
     extra = f"max_inflight_messages {MAX_INFLIGHT}\n"
     with (
@@ -314,45 +333,22 @@ async def throughput(
             for i in range(replicas)
         ]
         procs = [start_collector(c) for c in configs]
+        publishers: list[subprocess.Popen[bytes]] = []
         try:
             for proc, config in zip(procs, configs, strict=True):
                 await wait_healthy(proc, config)
             processes = [psutil.Process(p.pid) for p in procs]
             broker_proc = psutil.Process(broker.process.pid) if broker.process else None
             vm_proc = psutil.Process(vm.process.pid) if vm.process else None
+            warmed = [0] * replicas
+            if warm.messages:
+                publishers += publish(broker, warm, "warmup")
+                warmed = await written_by(procs, configs, warm.points, "warm-up")
             before = [cpu_s(p) for p in processes]
             side_before = [cpu_s(p) if p else 0.0 for p in (broker_proc, vm_proc)]
             started = time.monotonic()
-            publishers = [
-                subprocess.Popen(
-                    [
-                        *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port)),
-                        *("-q", "1", "-t", name, "-l", "-i", f"bench-pub-{n}"),
-                    ],
-                    stdin=path.open("rb"),
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                for n, (name, path) in enumerate(files.items())
-            ]
-            written = [0] * replicas
-            while True:
-                for i, config in enumerate(configs):
-                    counters = await asyncio.to_thread(scrape, http_port(config))
-                    written[i] = int(counters.get("enoc_collector_points_written_total", 0))
-                    if counters.get("enoc_collector_dead_letters_total"):
-                        raise RuntimeError(f"the collector rejected messages: {config}")
-                done = sum(written)
-                progress(
-                    f"{replicas} collector(s): {done:,} of {points:,} points written, "
-                    f"{time.monotonic() - started:.0f} s"
-                )
-                if done >= points:
-                    break
-                for proc in procs:
-                    if proc.poll() is not None:
-                        raise RuntimeError("a collector exited during the benchmark")
-                await asyncio.sleep(0.2)
+            publishers += publish(broker, stream, "measured")
+            written = await written_by(procs, configs, warm.points + stream.points, "measured")
             wall = time.monotonic() - started
             cpu = sum(cpu_s(p) - b for p, b in zip(processes, before, strict=True))
             side = [
@@ -366,31 +362,88 @@ async def throughput(
                     error = pub.stderr.read().decode() if pub.stderr else ""
                     raise RuntimeError(f"mosquitto_pub failed: {error}")
         finally:
+            for pub in publishers:
+                if pub.poll() is None:
+                    pub.kill()
+                    pub.wait()
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
-        landed = count_points(vm)
-        if landed != messages:
-            raise RuntimeError(f"{landed} device points in the database, expected {messages}")
+        landed = count_points(vm, warm.messages + stream.messages)
+        if landed != warm.messages + stream.messages:
+            raise RuntimeError(
+                f"{landed} device points in the database, "
+                f"expected {warm.messages + stream.messages}"
+            )
     return Throughput(
         replicas,
-        messages,
-        points,
-        values,
+        stream.messages,
+        stream.points,
+        stream.field_values,
         round(cpu, 3),
         round(wall, 3),
         peak,
         round(side[0], 3),
         round(side[1], 3),
-        per_replica_points=written,
+        per_replica_points=[w - b for w, b in zip(written, warmed, strict=True)],
     )
 
 
-def count_points(vm: VictoriaMetrics) -> int:
-    """Device points that landed: one `device_cpu` sample per device message."""
-    rows = vm.export('{__name__="device_cpu"}')
-    return sum(len(row["values"]) for row in rows)
+def publish(broker: Mosquitto, stream: Stream, name: str) -> list[subprocess.Popen[bytes]]:
+    """One `mosquitto_pub -l` per site, at QoS 1."""
+    return [
+        subprocess.Popen(
+            [
+                *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port)),
+                *("-q", "1", "-t", topic_name, "-l", "-i", f"bench-{name}-{n}"),
+            ],
+            stdin=path.open("rb"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for n, (topic_name, path) in enumerate(stream.files.items())
+    ]
+
+
+async def written_by(
+    procs: list[subprocess.Popen[bytes]], configs: list[Path], target: int, what: str
+) -> list[int]:
+    """Wait until the collectors have written `target` points in all; each one's count."""
+    started = time.monotonic()
+    written = [0] * len(configs)
+    while True:
+        for i, config in enumerate(configs):
+            counters = await asyncio.to_thread(scrape, http_port(config))
+            written[i] = int(counters.get("enoc_collector_points_written_total", 0))
+            if counters.get("enoc_collector_dead_letters_total"):
+                raise RuntimeError(f"the collector rejected messages: {config}")
+        done = sum(written)
+        progress(
+            f"{len(configs)} collector(s), {what}: {done:,} of {target:,} points written, "
+            f"{time.monotonic() - started:.0f} s"
+        )
+        if done >= target:
+            return written
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError("a collector exited during the benchmark")
+        await asyncio.sleep(0.2)
+
+
+def count_points(vm: VictoriaMetrics, expected: int) -> int:
+    """Device points that landed: one `device_cpu` sample per device message.
+
+    Under load VictoriaMetrics can take a few seconds, even after a forced
+    flush, before the last series it created show in an export: ask again
+    for up to 10 s before calling a point missing."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = vm.export('{__name__="device_cpu"}')
+        landed = sum(len(row["values"]) for row in rows)
+        if landed >= expected or time.monotonic() > deadline:
+            return landed
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------ trap latency
@@ -557,7 +610,7 @@ def print_table(result: Result) -> None:
     print(f"machine: {result.machine['cpus']} CPUs, {result.machine['cpu_model']}")
     print(
         f"stream: {result.devices} devices x {result.interfaces} interfaces x {result.rounds} "
-        f"polls, one metrics message per device poll\n"
+        f"polls measured after {result.warmup} of warm-up, one metrics message per device poll\n"
     )
     print(
         f"{'collectors':>10} {'points':>10} {'CPU s':>7} {'wall s':>7} {'points/CPU-s':>13} "
