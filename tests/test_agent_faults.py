@@ -151,22 +151,22 @@ async def test_cpu_high_against_configured_thresholds(tmp_path: Path, mosquitto:
                 )
             )
         async with running_agent(configs[0]) as low, running_agent(configs[1]):
-            await listener.wait_for(lambda lst: len(lst.metrics()) >= 4 * len(site.devices))
+            await listener.wait_for(lambda lst: len(lst.metrics()) >= 2 * 2 * len(site.devices))
             site.sim.inject("nyc-pe-1", {"kind": "cpu_high"})
             await listener.wait_for(
                 lambda lst: len(lst.all_events()) == 1, what="the low threshold's event"
             )
             polls = low.stats.polls_ok
             await listener.wait_for(
-                lambda _l: low.stats.polls_ok >= polls + 3 * len(site.devices),
-                what="three more polls of every device",
+                lambda _l: low.stats.polls_ok >= polls + 2 * len(site.devices),
+                what="two more polls of every device",
             )
             site.sim.clear("nyc-pe-1")
             await listener.wait_for(lambda lst: len(lst.all_events()) == 2, what="the clearing")
             polls = low.stats.polls_ok
             await listener.wait_for(
-                lambda _l: low.stats.polls_ok >= polls + 3 * len(site.devices),
-                what="three more polls of every device",
+                lambda _l: low.stats.polls_ok >= polls + len(site.devices),
+                what="one more poll of every device",
             )
     messages = [(m.agent, e) for m in listener.events() for e in m.events]
     assert [(a, e.device, e.resource, e.state) for a, e in messages] == [
@@ -300,15 +300,15 @@ async def test_moderate_packet_loss_raises_nothing_and_most_polls_succeed(
             site.sim.inject("nyc-acc-1", {"kind": "packet_loss", "ratio": 0.15})
             lossy_at = time.time()
             await listener.wait_for(
-                lambda lst: len(samples_of(lst, "nyc-acc-1", lossy_at)) >= 12,
+                lambda lst: len(samples_of(lst, "nyc-acc-1", lossy_at)) >= 8,
                 timeout=30,
-                what="twelve polls of the lossy device",
+                what="eight polls of the lossy device",
             )
             retries = agent.client.stats.retries
     polled = samples_of(listener, "nyc-acc-1", lossy_at)
     answered = sum(int(s.fields["reachable"]) for s in polled)
-    assert site.sim.stats.dropped["packet_loss"] >= 5, "the fault dropped requests"
-    assert retries >= 5, "and the retries made up for them"
+    assert site.sim.stats.dropped["packet_loss"] >= 3, "the fault dropped requests"
+    assert retries >= 3, "and the retries made up for them"
     assert answered >= 0.75 * len(polled), f"{answered} of {len(polled)} polls answered"
     assert listener.all_events() == [], "no reachability event for lost packets"
 
