@@ -208,15 +208,17 @@ def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     issues += profile_issues(config, config.devices, filename)
     expected = f"{config.site}/{config.agent_id}"
     if config.mqtt.username is not None and config.mqtt.username != expected:
-        # deploy/mosquitto/acl: `pattern write enoc/v1/%u/...`. Over MQTT 3.1.1 a broker
-        # acknowledges a publish its ACL denies, so the spool would let go of dropped data.
+        # deploy/mosquitto/acl: `pattern write enoc/v1/%u/...`. Over MQTT 5 the agent sees
+        # the broker's refusals and keeps the data; over 3.1.1 they look like deliveries.
         issues.append(
             ConfigIssue(
                 filename,
                 0,
                 "mqtt.username",
                 f"is {config.mqtt.username!r}; the shipped broker ACL lets an agent publish "
-                f"only as {expected!r} (<site>/<agent_id>) and silently drops anything else",
+                f"only as {expected!r} (<site>/<agent_id>) and refuses anything else: over "
+                "MQTT 5 the agent keeps the refused data in its spool (publish_refused), "
+                "over 3.1.1 the broker drops it silently",
                 warning=True,
             )
         )

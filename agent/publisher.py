@@ -1,10 +1,20 @@
 """Store-and-forward publishing: spool first, publish QoS 1, forget only what the broker acked.
 
 Two spools: events (never dropped, always sent first and strictly in order)
-and metrics (bounded, the oldest dropped first when full). After a reconnect
-the metrics backlog replays oldest first at `replay_rate` messages per
-second, while metrics polled since the reconnect go out at once: a long WAN
-outage does not delay today's data behind yesterday's.
+and metrics. They share one disk budget (`spool.max_bytes`): over it the
+oldest metrics are dropped, counted and logged once per streak, so metrics
+make room for events; events alone over the budget are kept and said so
+loudly, once. After a reconnect the metrics backlog replays oldest first at
+`replay_rate` messages per second, while metrics polled since the reconnect
+go out at once: a long WAN outage does not delay today's data behind
+yesterday's.
+
+MQTT 5 where the broker offers it, 3.1.1 otherwise (`enoc.mqtt.ProtocolChoice`).
+Over MQTT 5 the broker's PUBACK carries a reason code: a publish it refused (its
+ACL denies the topic: "Not authorized") is not acknowledged in the spool, it is
+counted (`refused`), logged once per streak, and its lane (events or metrics) is
+held back and then probed with one message at a time, the wait doubling up to
+REFUSED_MAX: the data waits on disk for the broker's (or the login's) fix.
 
 Status messages (birth, heartbeat, last will) are retained and not spooled: a
 stale heartbeat has no value. Their `seq` orders them for the collector, which
@@ -25,12 +35,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
 from agent.spool import Record, Spool
 from enoc import __version__
 from enoc.logs import StateLogger, get_logger
-from enoc.mqtt import client_args
+from enoc.mqtt import (
+    V5,
+    V5_CONNACK_TIMEOUT,
+    AckedClient,
+    ProtocolChoice,
+    client_args,
+    version_name,
+)
 from enoc.wire import DeviceInfo, EventsMessage, MetricsMessage, StatusMessage, encode, topic
 
 log = get_logger("enoc.agent.publisher")
@@ -41,14 +59,48 @@ BACKOFF_MAX = 10.0  # with +-20 % jitter, so that a thousand agents do not recon
 # times the block. 2**20 heartbeats is 120 days of one connection at a 10 s heartbeat; past
 # that the seq stays at the block's top - 1, which the collector still takes as current.
 STATUS_BLOCK = 2**20
+# A lane the broker refuses is probed with one message after this wait, doubled per refusal.
+REFUSED_START = 1.0
+REFUSED_MAX = 60.0
+SEGMENT_MAX = 4 * 2**20  # spool segment files; the budget drops metrics a segment at a time
+PUBLISH_TIMEOUT = 10.0  # for a broker's acknowledgement (and a 3.1.1 CONNACK)
 
 
 @dataclass
 class PublisherStats:
     published: int = 0
+    refused: int = 0  # publishes the broker answered with a failure reason code (MQTT 5)
     connects: int = 0
     disconnects: int = 0
     last_error: str = ""
+
+
+@dataclass
+class Hold:
+    """A lane (events or metrics) whose messages the broker refuses: nothing goes out until
+    `until`, then one probe; each refused probe doubles the wait (capped, jittered)."""
+
+    held: bool = False
+    backoff: float = 0.0
+    until: float = 0.0
+
+    def refused(self, now: float) -> None:
+        if self.held and now < self.until:
+            return  # the rest of a window sent before the first refusal came back
+        self.held = True
+        self.backoff = min(REFUSED_MAX, self.backoff * 2 or REFUSED_START)
+        self.until = now + self.backoff * random.uniform(0.8, 1.2)
+
+    def accepted(self) -> None:
+        self.held, self.backoff, self.until = False, 0.0, 0.0
+
+    def room(self, spool: Spool, room: int, now: float) -> int:
+        """How many of `spool`'s records may go out now, of `room`."""
+        if not self.held:
+            return room
+        if now < self.until or spool.inflight:
+            return 0
+        return min(room, 1)
 
 
 class Publisher:
@@ -65,31 +117,103 @@ class Publisher:
         self.inventory_size = inventory_size
         self.devices = devices
         spool = config.spool
-        self.events = Spool(spool.path / "events", max_bytes=spool.max_bytes, drop_oldest=False)
-        self.metrics = Spool(spool.path / "metrics", max_bytes=spool.max_bytes, fsync=spool.fsync)
+        self.budget = spool.max_bytes  # events and metrics together, on disk
+        # Segments small against the budget, so that dropping one frees room without
+        # throwing away much more than needed.
+        segment = max(1, min(SEGMENT_MAX, max(spool.max_bytes // 16, 1024), spool.max_bytes))
+        self.events = Spool(
+            spool.path / "events",
+            max_bytes=spool.max_bytes,
+            segment_bytes=segment,
+            fsync=spool.fsync,  # events are the record: at least as durable as metrics
+            drop_oldest=False,  # never dropped
+        )
+        self.metrics = Spool(
+            spool.path / "metrics",
+            max_bytes=spool.max_bytes,
+            segment_bytes=segment,
+            fsync=spool.fsync,
+            drop_oldest=False,  # the budget below decides, across both spools
+        )
         self.stats = PublisherStats()
         self.connected = asyncio.Event()
+        self.protocol = ProtocolChoice()
+        self.mqtt_protocol = 0  # of the last connection: 5, or 4 (3.1.1); 0 before the first
         self._wake = asyncio.Event()
         self._status_base = 0  # this connection's block: base * STATUS_BLOCK
         self._status_n = 0
-        self._client: aiomqtt.Client | None = None
+        self._client: AckedClient | None = None
         self._failing = StateLogger(log)
+        self._refusing = StateLogger(log)
+        self._holds = {"events": Hold(), "metrics": Hold()}
+        self._dropping = 0  # metrics dropped in the current streak over the budget
+        self._events_over = False
+        self._keep_budget()
 
     # ---------------------------------------------------------------- producers
 
     def submit_metrics(self, message: MetricsMessage) -> None:
         message.seq = self.metrics.next_seq
         self.metrics.append(self._topic("metrics"), encode(message))
+        self._keep_budget()
         self._wake.set()
 
     def submit_events(self, message: EventsMessage) -> None:
         message.seq = self.events.next_seq
         self.events.append(self._topic("events"), encode(message))
+        self._keep_budget()
         self._wake.set()
 
     @property
     def spool_depth(self) -> int:
         return self.events.depth + self.metrics.depth
+
+    @property
+    def spool_bytes(self) -> int:
+        return self.events.size_bytes + self.metrics.size_bytes
+
+    def _keep_budget(self) -> None:
+        """Events and metrics share `budget`: over it the oldest metrics go, a segment at a
+        time; events are never dropped. Each streak is logged when it starts and when the
+        spool is back under half its budget (drained), never per message."""
+        dropped = 0
+        while self.spool_bytes > self.budget and self.metrics.size_bytes:
+            dropped += self.metrics.drop_oldest_segment()
+        if dropped:
+            if not self._dropping:
+                log.warning(
+                    "spool over its budget of %d bytes: dropping the oldest metrics, never "
+                    "events; %d dropped so far, further drops are only counted",
+                    self.budget,
+                    dropped,
+                    budget=self.budget,
+                    dropped=dropped,
+                    dropped_total=self.metrics.dropped,
+                )
+            self._dropping += dropped
+        elif self._dropping and self.spool_bytes <= self.budget // 2:
+            log.info(
+                "spool back under its budget; %d metrics messages were dropped while it was full",
+                self._dropping,
+                dropped=self._dropping,
+                dropped_total=self.metrics.dropped,
+            )
+            self._dropping = 0
+        events = self.events.size_bytes
+        if events > self.budget and not self._events_over:
+            self._events_over = True
+            log.error(
+                "events alone exceed the spool budget (%d of %d bytes): keeping them all, "
+                "events are never dropped, so the spool grows past spool.max_bytes until the "
+                "broker takes them; every new metrics message is dropped meanwhile",
+                events,
+                self.budget,
+                events_bytes=events,
+                budget=self.budget,
+            )
+        elif self._events_over and events <= self.budget // 2:
+            self._events_over = False
+            log.info("events back under the spool budget", events_bytes=events)
 
     def close(self) -> None:
         self.events.close()
@@ -131,7 +255,9 @@ class Publisher:
             )
         )
 
-    def _client_args(self) -> dict[str, object]:
+    def _client_args(
+        self, protocol: aiomqtt.ProtocolVersion = V5, timeout: float = PUBLISH_TIMEOUT
+    ) -> dict[str, object]:
         mqtt = self.config.mqtt
         args = client_args(
             mqtt.url,
@@ -140,6 +266,8 @@ class Publisher:
             username=mqtt.username,
             password=mqtt.password,
             keepalive=float(mqtt.keepalive),
+            timeout=timeout,
+            protocol=protocol,
         )
         args["max_inflight_messages"] = mqtt.max_inflight
         self._new_status_block()
@@ -151,29 +279,52 @@ class Publisher:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, publish, reconnect with backoff; returns when `stop` is set."""
         backoff = BACKOFF_START
+        url = self.config.mqtt.url
+        fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
         while not stop.is_set():
+            protocol = self.protocol.version
+            # A broker that does not speak 5 may never answer a v5 CONNECT.
+            connack = min(V5_CONNACK_TIMEOUT, PUBLISH_TIMEOUT) if protocol == V5 else None
+            entered = False
             try:
-                async with aiomqtt.Client(**self._client_args()) as client:  # type: ignore[arg-type]
+                args = self._client_args(protocol, timeout=connack or PUBLISH_TIMEOUT)
+                async with AckedClient(**args) as client:
+                    entered = True
+                    client.timeout = PUBLISH_TIMEOUT
                     client.pending_calls_threshold = self.config.mqtt.max_inflight + 10
                     self._client = client
+                    self.protocol.connected()
+                    self.mqtt_protocol = int(protocol)  # the wire level: 4 is 3.1.1
                     self.stats.connects += 1
                     backoff = BACKOFF_START
-                    await client.publish(self._topic("status"), self._status("online"), 1, True)
+                    await self._publish_status(client, "online")
                     self.connected.set()
-                    log.info("connected to %s", self.config.mqtt.url)
-                    self._failing.ok(f"broker {self.config.mqtt.url}")
+                    log.info("connected to %s (MQTT %s)", url, version_name(protocol))
+                    if fell_back and protocol != V5:
+                        log.info(
+                            "broker %s does not speak MQTT 5 (%s): using 3.1.1, over which a "
+                            "publish the broker refuses looks delivered",
+                            url,
+                            fell_back,
+                        )
+                    fell_back = ""
+                    self._failing.ok(f"broker {url}")
                     await self._session(client, stop)
                     if stop.is_set():
-                        await client.publish(
-                            self._topic("status"), self._status("offline"), 1, True, timeout=5
-                        )
-            except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets
+                        async with asyncio.timeout(5):
+                            await self._publish_status(client, "offline")
+            except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets, timeout
                 self.stats.last_error = str(exc)
+                if not entered and self.protocol.fall_back(exc):
+                    fell_back = str(exc)
+                    continue  # 3.1.1, at once
+                if not entered:
+                    self.protocol.failed()
                 if self.connected.is_set():
                     self.stats.disconnects += 1
                     log.warning("broker connection lost: %s; spooling until it is back", exc)
                 else:  # once per streak of failures, not every retry
-                    self._failing.failed(f"broker {self.config.mqtt.url}", exc)
+                    self._failing.failed(f"broker {url}", exc)
             finally:
                 self._client = None
                 self.connected.clear()
@@ -184,7 +335,7 @@ class Publisher:
                     await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
                 backoff = min(BACKOFF_MAX, backoff * 2)
 
-    async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+    async def _session(self, client: AckedClient, stop: asyncio.Event) -> None:
         live_from = self.metrics.next_seq - 1  # metrics newer than this are live, not backlog
         publishing = self.config.publishing
         window = max(1, self.config.mqtt.max_inflight // 2)
@@ -193,6 +344,7 @@ class Publisher:
         next_heartbeat = time.monotonic() + float(publishing.heartbeat)
         failed: list[BaseException] = []
         inflight: set[asyncio.Task[None]] = set()
+        events_hold, metrics_hold = self._holds["events"], self._holds["metrics"]
 
         def done(task: asyncio.Task[None]) -> None:
             inflight.discard(task)
@@ -207,26 +359,30 @@ class Publisher:
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     next_heartbeat = now + float(publishing.heartbeat)
-                    await client.publish(self._topic("status"), self._status("online"), 1, True)
+                    await self._publish_status(client, "online")
+                    self._keep_budget()  # a drained spool ends the streak of drops
                 tokens = min(
                     float(publishing.replay_rate),
                     tokens + (now - refilled) * publishing.replay_rate,
                 )
                 refilled = now
                 room = window - len(inflight)
-                batch: list[tuple[Spool, Record]] = []
+                batch: list[tuple[Spool, Hold, Record]] = []
                 if room > 0 and not self.events.inflight:  # events strictly one after another
-                    batch += [(self.events, r) for r in self.events.take(1)]
+                    taken = self.events.take(events_hold.room(self.events, 1, now))
+                    batch += [(self.events, events_hold, r) for r in taken]
                     room -= len(batch)
+                room = metrics_hold.room(self.metrics, room, now)
                 if room > 0:
-                    batch += [(self.metrics, r) for r in self.metrics.take_after(live_from, room)]
-                    room = window - len(inflight) - len(batch)
+                    live = self.metrics.take_after(live_from, room)
+                    batch += [(self.metrics, metrics_hold, r) for r in live]
+                    room -= len(live)
                 if room > 0 and tokens >= 1:
                     backlog = self.metrics.take(min(room, int(tokens)))
                     tokens -= len(backlog)
-                    batch += [(self.metrics, r) for r in backlog]
-                for spool, record in batch:
-                    task = asyncio.create_task(self._publish(client, spool, record))
+                    batch += [(self.metrics, metrics_hold, r) for r in backlog]
+                for spool, hold, record in batch:
+                    task = asyncio.create_task(self._publish(client, spool, hold, record))
                     inflight.add(task)
                     task.add_done_callback(done)
                 if not batch:
@@ -242,7 +398,33 @@ class Publisher:
             for task in inflight:
                 task.cancel()
 
-    async def _publish(self, client: aiomqtt.Client, spool: Spool, record: Record) -> None:
-        await client.publish(record.topic, record.payload, qos=1)
+    async def _publish(self, client: AckedClient, spool: Spool, hold: Hold, record: Record) -> None:
+        code = await client.publish_acked(record.topic, record.payload)
+        if code.is_failure:
+            spool.release(record.seq)  # stays on disk, goes out again after the hold
+            hold.refused(time.monotonic())
+            self._refused(record.topic, code, f"kept in the spool, retried in {hold.backoff:g}s")
+            return
         spool.ack(record.seq)
         self.stats.published += 1
+        if hold.held:
+            hold.accepted()
+        self._refusing.ok(f"publishing to {record.topic}")
+
+    async def _publish_status(self, client: AckedClient, state: str) -> None:
+        """Status messages are not spooled: a refused one is counted and not retried (the
+        next heartbeat replaces it)."""
+        topic = self._topic("status")
+        code = await client.publish_acked(topic, self._status(state), retain=True)
+        if code.is_failure:
+            self._refused(topic, code, "not retried: the next heartbeat replaces it")
+        else:
+            self._refusing.ok(f"publishing to {topic}")
+
+    def _refused(self, topic: str, code: ReasonCode, then: str) -> None:
+        self.stats.refused += 1
+        self._refusing.failed(
+            f"publishing to {topic}",
+            f"the broker refused it: {code} (reason code {code.value}); {then}",
+            reason_code=code.value,
+        )

@@ -8,13 +8,57 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
 from enoc.localservers import Mosquitto
-from enoc.wire import DeviceSample, MetricsMessage
+from enoc.wire import DeviceSample, MetricsMessage, Value
 
 pytestmark = pytest.mark.servers
 
 
 def samples_of(messages: list[MetricsMessage], device: str) -> list[DeviceSample]:
     return [s for m in messages for s in m.samples if s.device == device]
+
+
+# docs/agent.md, "Publishing and the spool": the heartbeat's health, each an integer but
+# the loop lag (milliseconds, a float).
+HEALTH = [
+    "devices",
+    "polls_ok",
+    "polls_failed",
+    "overruns",
+    "deadline_exceeded",
+    "starved",
+    "varbinds",
+    "events",
+    "snmp_timeouts",
+    "snmp_bad",
+    "spool_depth",
+    "spool_bytes",
+    "spool_dropped",
+    "publish_refused",
+    "mqtt_protocol",
+    "traps",
+    "traps_bad",
+    "loop_lag_ms",
+]
+
+
+def assert_heartbeats(beats: list[dict[str, Value]], *, devices: int) -> None:
+    """A healthy run's heartbeats: every field, of its type, with plausible values."""
+    assert len(beats) >= 3, "the birth and a heartbeat a second"
+    for health in beats:
+        assert sorted(health) == sorted(HEALTH)
+        assert type(health["loop_lag_ms"]) is float and 0 <= health["loop_lag_ms"] < 10_000
+        counts = {k: v for k, v in health.items() if k != "loop_lag_ms"}
+        assert all(type(v) is int and v >= 0 for v in counts.values()), counts
+        assert health["devices"] == devices
+        assert health["mqtt_protocol"] == 5, "Mosquitto speaks MQTT 5"
+        for quiet in ("spool_dropped", "publish_refused", "traps_bad", "overruns", "starved"):
+            assert health[quiet] == 0, f"{quiet} in a healthy run"
+        assert int(health["spool_depth"]) <= 2 * devices, "the spool drains as it fills"
+    polls = [int(h["polls_ok"]) for h in beats]
+    assert polls == sorted(polls) and polls[-1] >= polls[0] + devices, "polls_ok rises"
+    varbinds = [int(h["varbinds"]) for h in beats]
+    assert varbinds == sorted(varbinds) and varbinds[-1] > varbinds[0]
+    assert any(h["spool_depth"] == 0 for h in beats[1:]), "a drained spool is 0 deep"
 
 
 async def test_every_device_reports_each_interval_with_values_snmpbulkwalk_agrees_with(
@@ -29,9 +73,16 @@ async def test_every_device_reports_each_interval_with_values_snmpbulkwalk_agree
                 what="three polls of every device",
             )
             assert agent.stats.polls_ok >= 3 * len(names)
+            await listener.wait_for(
+                lambda lst: len(lst.statuses()) >= 4, what="the birth and three heartbeats"
+            )
         statuses = listener.statuses()
         assert statuses[0].state == "online" and statuses[-1].state == "offline"
         assert statuses[0].inventory_size == len(names)
+    assert_heartbeats([m.health for m in statuses if m.state == "online"], devices=len(names))
+    # MQTT 5 with a persistent session: clean start off (c0); the session expiry is
+    # tested in test_agent_mqtt5.py
+    assert "as enoc-agent-nyc-nyc-1 (p5, c0," in mosquitto.log_tail(100_000)
     pe = samples_of(listener.metrics(), "nyc-pe-1")
     latest = pe[-1]
     assert latest.fields["reachable"] == 1

@@ -1,21 +1,25 @@
 """MQTT 5 with a fallback to 3.1.1 (DESIGN, "Protocol"): enoc.mqtt's AckedClient sees the
 broker's PUBACK reason codes with the installed aiomqtt and paho, a v5 session outlives its
-connection, and ProtocolChoice recognises a broker that does not speak 5."""
+connection, and the agent falls back to 3.1.1 against the demo's amqtt broker and works.
+The shipped ACL refusing an agent's publishes is tested in test_deploy.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
+from agentkit import Listener, agent_config, running_agent, simulated_site
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from enoc.localservers import HOST, Mosquitto
+from enoc.demo import start_broker
+from enoc.localservers import HOST, Mosquitto, free_port
 from enoc.mqtt import V5, V311, AckedClient, ProtocolChoice, client_args
 
 NOT_AUTHORIZED = 135
@@ -154,3 +158,34 @@ async def test_a_publish_on_a_lost_connection_fails_instead_of_waiting(
 
         with pytest.raises(aiomqtt.MqttError):
             await publish_until_it_fails()
+
+
+async def test_the_agent_falls_back_to_3_1_1_with_the_demos_amqtt_broker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="enoc.agent.publisher")
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # as the demo does
+    port = free_port()
+    broker = await start_broker(port)
+    url = f"mqtt://{HOST}:{port}"
+    try:
+        async with simulated_site(tmp_path) as site, Listener(url) as listener:
+            config = agent_config(tmp_path, url, site.inventory)
+            async with running_agent(config) as agent:
+                await listener.wait_for(
+                    lambda lst: (
+                        len(lst.metrics()) >= 2 * len(site.devices) and len(lst.statuses()) >= 2
+                    ),
+                    what="metrics and a heartbeat over 3.1.1",
+                )
+                assert agent.publisher.stats.connects == 1
+                assert agent.health()["mqtt_protocol"] == 4
+                assert agent.health()["publish_refused"] == 0
+            beat = listener.statuses()[-2]
+            assert beat.state == "online" and beat.health["mqtt_protocol"] == 4
+            assert listener.statuses()[-1].state == "offline", "a clean stop over 3.1.1 too"
+    finally:
+        await broker.shutdown()
+    fallbacks = [r for r in caplog.records if "does not speak MQTT 5" in r.getMessage()]
+    assert len(fallbacks) == 1
+    assert not [r for r in caplog.records if "is failing" in r.getMessage()], "no backoff"

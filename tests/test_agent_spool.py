@@ -1,12 +1,18 @@
-"""The spool: nothing leaves it unacknowledged; restarts replay in order; the bound is kept."""
+"""The spool: nothing leaves it unacknowledged; restarts replay in order; the bound is kept;
+the publisher's one budget for events and metrics drops only metrics and says so once."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from agent.config import AgentConfig
+from agent.publisher import Publisher
 from agent.spool import Spool, SpoolError
+from enoc.config import parse_config
+from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage
 
 
 def fill(spool: Spool, count: int, size: int = 100) -> list[int]:
@@ -141,3 +147,85 @@ def test_dropping_the_oldest_segment_takes_the_current_one_last_and_for_good(
     spool.close()
     again = Spool(tmp_path, segment_bytes=1000)
     assert again.take(100) == [] and again.append("t", b"x") == 26
+
+
+# ---------------------------------------------------------------- one budget for both spools
+
+
+def publisher(tmp_path: Path, budget: int) -> Publisher:
+    config = parse_config(
+        f"agent_id: nyc-1\nsite: nyc\nrtc: americas\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"
+        f"spool: {{path: '{tmp_path / 'spool'}', max_bytes: {budget}}}\n",
+        AgentConfig,
+    )
+    return Publisher(config, health=dict, inventory_size=lambda: 0)
+
+
+def metrics(n: int) -> MetricsMessage:
+    sample = DeviceSample("nyc-pe-1", "127.0.0.1", 1.0, {"cpu": 1.0, "pad": "x" * 400})
+    return MetricsMessage("nyc-1", "nyc", "americas", 0, float(n), samples=[sample])
+
+
+def events(n: int) -> EventsMessage:
+    event = Event(f"e{n}", float(n), "nyc-pe-1", "if:1", "link", "down", message="x" * 300)
+    return EventsMessage("nyc-1", "nyc", "americas", 0, float(n), events=[event])
+
+
+def drain(spool: Spool) -> None:
+    for record in spool.take(10**6):
+        spool.ack(record.seq)
+
+
+def test_metrics_make_room_for_events_within_one_budget_logged_once_a_streak(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="enoc.agent.publisher")
+    budget = 32 * 1024
+    pub = publisher(tmp_path, budget)
+    segment = pub.metrics.segment_bytes
+    assert segment <= budget // 8, "dropping a segment frees room without wasting the budget"
+    for n in range(300):
+        pub.submit_metrics(metrics(n))
+        if n % 10 == 0:
+            pub.submit_events(events(n))
+        assert pub.spool_bytes <= budget, "the budget holds for both spools together"
+    assert pub.events.dropped == 0 and pub.events.depth == 30, "events are never dropped"
+    assert pub.metrics.dropped > 100
+    kept = [r.seq for r in pub.metrics.take(10**6)]
+    assert kept == list(range(301 - len(kept), 301)), "the oldest metrics went, the newest stayed"
+    assert pub.metrics.dropped + len(kept) == 300
+    over = [r for r in caplog.records if "over its budget" in r.getMessage()]
+    assert len(over) == 1 and over[0].levelname == "WARNING", "one line for the whole streak"
+    drain(pub.metrics)
+    drain(pub.events)
+    pub.submit_metrics(metrics(300))  # under half the budget again: the streak ends
+    pub.submit_metrics(metrics(301))
+    back = [r for r in caplog.records if "back under its budget" in r.getMessage()]
+    assert len(back) == 1 and f"{pub.metrics.dropped} metrics messages" in back[0].getMessage()
+    for n in range(302, 600):  # a second outage is a second streak
+        pub.submit_metrics(metrics(n))
+    assert len([r for r in caplog.records if "over its budget" in r.getMessage()]) == 2
+    pub.close()
+
+
+def test_events_alone_over_the_budget_are_kept_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="enoc.agent.publisher")
+    budget = 16 * 1024
+    pub = publisher(tmp_path, budget)
+    for n in range(200):
+        pub.submit_events(events(n))
+        pub.submit_metrics(metrics(n))
+    assert pub.events.depth == 200 and pub.events.size_bytes > budget, "kept, past the budget"
+    assert pub.metrics.depth == 0 and pub.metrics.dropped == 200, "metrics gave way entirely"
+    loud = [r for r in caplog.records if "events alone exceed" in r.getMessage()]
+    assert len(loud) == 1 and loud[0].levelname == "ERROR"
+    pub.close()
+    again = publisher(tmp_path, budget)  # a restart keeps them too, and says so again
+    assert again.events.depth == 200
+    drain(again.events)
+    again.submit_metrics(metrics(200))
+    assert any("events back under" in r.getMessage() for r in caplog.records)
+    assert again.metrics.depth == 1
+    again.close()

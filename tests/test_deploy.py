@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -27,7 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import psycopg
@@ -49,7 +50,7 @@ from enoc.localservers import (
     VictoriaMetrics,
     free_port,
 )
-from enoc.wire import MetricsMessage, encode
+from enoc.wire import EventsMessage, MetricsMessage, decode, encode
 
 pytestmark = pytest.mark.servers
 
@@ -623,6 +624,87 @@ async def test_the_shipped_agent_and_collector_run_over_tls_through_the_shipped_
     assert victoria_metrics.export('{__name__=~"interface_.*",site="nyc"}'), "points written"
     log = deployed.log()
     assert "u'collector'" in log and "u'nyc/nyc-1'" in log
+
+
+async def test_publishes_the_shipped_acl_refuses_stay_in_the_agents_spool_until_delivered(
+    deployed: Deployed,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nyc-1 logged in as gva/gva-1 (a real login, the wrong one): over MQTT 5 the broker
+    answers its publishes "not authorized", so nothing leaves its spool; the refusals are
+    counted and logged once per topic, retried with backoff. Run again with its own login,
+    the same spool delivers everything."""
+    caplog.set_level(logging.INFO, logger="enoc.agent.publisher")
+    async with (
+        Recorder(deployed, "collector", ["enoc/v1/#"]) as collector,
+        simulated_site(tmp_path) as site,
+    ):
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(deployed.secrets / "agents/gva/gva-1"))
+        wrong = shipped_agent_config(deployed, tmp_path, site.inventory)
+        config = yaml.safe_load(wrong.read_text())
+        config["mqtt"]["username"] = "gva/gva-1"
+        wrong.write_text(yaml.safe_dump(config))
+        async with running_agent(wrong) as agent:
+            publisher = agent.publisher
+            site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
+            await eventually(lambda: publisher.events.next_seq > 1, what="link down spooled")
+            site.sim.clear("nyc-acc-1")
+            await eventually(
+                lambda: (
+                    publisher.events.next_seq > 2
+                    and publisher.metrics.next_seq > 3 * len(site.devices)
+                ),
+                what="link up and three polls spooled",
+            )
+            await asyncio.sleep(3)  # some retries of the refused lanes
+            health = agent.health()
+            assert health["mqtt_protocol"] == 5 and publisher.stats.connects == 1
+            assert publisher.stats.published == 0
+            assert publisher.metrics.depth == publisher.metrics.next_seq - 1, "nothing left"
+            assert publisher.events.depth == publisher.events.next_seq - 1 >= 2
+            refused = int(health["publish_refused"])
+            assert refused == publisher.stats.refused > 0, "counted, in the heartbeat too"
+            # never hot: the first window, a probe per lane per backoff step, a status a second
+            spooled = publisher.metrics.next_seq + publisher.events.next_seq
+            assert refused <= spooled + 30, f"{refused} refusals in a few seconds"
+            spooled_metrics = publisher.metrics.next_seq - 1
+        assert collector.messages == [], "the broker let nothing of nyc's through"
+        logged = [m for m in caplog.messages if "the broker refused it" in m]
+        for kind in ("metrics", "events", "status"):
+            lines = [m for m in logged if m.startswith(f"publishing to enoc/v1/nyc/nyc-1/{kind} ")]
+            assert len(lines) == 1, f"{kind}: logged once, not per refusal: {lines}"
+            assert "Not authorized (reason code 135)" in lines[0]
+
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(deployed.secrets / "agents/nyc/nyc-1"))
+        right = shipped_agent_config(deployed, tmp_path, site.inventory)  # the same spool
+        async with running_agent(right) as agent:
+            metrics, events = agent.publisher.metrics, agent.publisher.events
+
+            def delivered(kind: str) -> set[int]:
+                return {
+                    decode(t, p).seq
+                    for t, p, _r in collector.messages
+                    if t == f"enoc/v1/nyc/nyc-1/{kind}"
+                }
+
+            await eventually(
+                lambda: (
+                    set(range(1, spooled_metrics + 1)) <= delivered("metrics")
+                    and set(range(1, events.next_seq)) <= delivered("events")
+                ),
+                timeout=30,
+                what="everything the broker had refused",
+            )
+            assert agent.health()["publish_refused"] == 0 and metrics.dropped == 0
+    link = [
+        (e.resource, e.state)
+        for t, p, _r in collector.messages
+        if t.endswith("/events")
+        for e in cast("EventsMessage", decode(t, p)).events
+    ]
+    assert link == [("if:2", "down"), ("if:2", "up")], "the refused events, in order"
 
 
 class TlsPostgreSQL(PostgreSQL):
