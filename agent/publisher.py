@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +40,7 @@ import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
-from agent.spool import Record, Spool
+from agent.spool import Record, Spool, SpoolWriteError
 from enoc import __version__
 from enoc.logs import StateLogger, get_logger
 from enoc.mqtt import (
@@ -64,6 +66,9 @@ REFUSED_START = 1.0
 REFUSED_MAX = 60.0
 SEGMENT_MAX = 4 * 2**20  # spool segment files; the budget drops metrics a segment at a time
 PUBLISH_TIMEOUT = 10.0  # for a broker's acknowledgement (and a 3.1.1 CONNACK)
+# Events the disk could not take (full), kept in memory in order until it can; beyond this
+# the oldest go, counted and logged: a full disk for days must not exhaust memory too.
+UNWRITTEN_EVENTS_MAX = 50_000
 
 
 @dataclass
@@ -73,6 +78,8 @@ class PublisherStats:
     connects: int = 0
     disconnects: int = 0
     last_error: str = ""
+    unwritten_metrics: int = 0  # metrics messages the disk could not take (counted as dropped)
+    unwritten_events_lost: int = 0  # events lost with the disk full and the memory queue too
 
 
 @dataclass
@@ -117,7 +124,8 @@ class Publisher:
         self.inventory_size = inventory_size
         self.devices = devices
         spool = config.spool
-        self.budget = spool.max_bytes  # events and metrics together, on disk
+        self.max_budget = spool.max_bytes  # events and metrics together, on disk
+        self.budget = self.max_budget  # lower while the disk is full (`_disk_full`)
         # Segments small against the budget, so that dropping one frees room without
         # throwing away much more than needed.
         segment = max(1, min(SEGMENT_MAX, max(spool.max_bytes // 16, 1024), spool.max_bytes))
@@ -147,35 +155,99 @@ class Publisher:
         self._refusing = StateLogger(log)
         self._holds = {"events": Hold(), "metrics": Hold()}
         self._dropping = 0  # metrics dropped in the current streak over the budget
+        self._unwritten: deque[EventsMessage] = deque()  # the disk was full: not spooled yet
+        self._disk = StateLogger(log)
         self._events_over = False
         self._keep_budget()
 
     # ---------------------------------------------------------------- producers
 
     def submit_metrics(self, message: MetricsMessage) -> None:
-        message.seq = self.metrics.next_seq
-        self.metrics.append(self._topic("metrics"), encode(message))
+        self._write_unwritten()
+        if not self._write(self.metrics, "metrics", message):
+            self.stats.unwritten_metrics += 1
+            self.metrics.dropped += 1
         self._keep_budget()
         self._wake.set()
 
     def submit_events(self, message: EventsMessage) -> None:
-        message.seq = self.events.next_seq
-        self.events.append(self._topic("events"), encode(message))
+        self._unwritten.append(message)
+        if len(self._unwritten) > UNWRITTEN_EVENTS_MAX:
+            self._unwritten.popleft()
+            self.stats.unwritten_events_lost += 1
+            if self.stats.unwritten_events_lost == 1:
+                log.error(
+                    "the spool's disk has been full for %d events: the oldest events not "
+                    "yet written are being lost, further losses are only counted",
+                    UNWRITTEN_EVENTS_MAX,
+                )
+        self._write_unwritten()
         self._keep_budget()
         self._wake.set()
 
+    def _write_unwritten(self) -> None:
+        """Spool the events the disk could not take yet, oldest first (their seq is given
+        when they are written, so the seqs on the wire stay gapless and in order)."""
+        while self._unwritten and self._write(self.events, "events", self._unwritten[0]):
+            self._unwritten.popleft()
+
+    def _write(self, spool: Spool, kind: str, message: MetricsMessage | EventsMessage) -> bool:
+        """Append to a spool; on a full disk the oldest metrics make room. False when no
+        metrics are left to give way and the disk still refuses."""
+        while True:
+            message.seq = spool.next_seq
+            try:
+                spool.append(self._topic(kind), encode(message))
+            except SpoolWriteError as exc:
+                if not self._disk_full(exc):
+                    return False
+            else:
+                return True
+
+    def _disk_full(self, exc: SpoolWriteError) -> bool:
+        """The disk refused a write (full, or failing): the budget drops to below what the
+        spool holds now, so the oldest metrics give way as they do over the budget, until
+        the disk has room again (`_disk_room`). Logged once for the whole streak."""
+        name = f"spool disk {self.config.spool.path}"
+        if not self.metrics.size_bytes:
+            self._disk.failed(name, exc)
+            return False
+        self.budget = max(0, self.spool_bytes - self.metrics.segment_bytes)
+        self._disk.failed(
+            name,
+            f"{exc}; the spool is kept under {self.budget} bytes (the oldest metrics make room"
+            ", events are never dropped) until the disk has room again",
+        )
+        self._keep_budget(restore=False)  # at least a segment goes: the loop moves on
+        return True
+
+    def _disk_room(self) -> None:
+        """Back to the configured budget once the disk has room for two segments again."""
+        if self.budget >= self.max_budget:
+            return
+        try:
+            free = shutil.disk_usage(self.config.spool.path).free
+        except OSError:
+            return
+        if free >= 2 * self.metrics.segment_bytes:
+            self.budget = self.max_budget
+            self._disk.ok(f"spool disk {self.config.spool.path}", free_bytes=free)
+
     @property
     def spool_depth(self) -> int:
-        return self.events.depth + self.metrics.depth
+        """Messages not yet acknowledged by the broker, on disk or (a full disk) in memory."""
+        return self.events.depth + self.metrics.depth + len(self._unwritten)
 
     @property
     def spool_bytes(self) -> int:
         return self.events.size_bytes + self.metrics.size_bytes
 
-    def _keep_budget(self) -> None:
+    def _keep_budget(self, *, restore: bool = True) -> None:
         """Events and metrics share `budget`: over it the oldest metrics go, a segment at a
         time; events are never dropped. Each streak is logged when it starts and when the
         spool is back under half its budget (drained), never per message."""
+        if restore:
+            self._disk_room()
         dropped = 0
         while self.spool_bytes > self.budget and self.metrics.size_bytes:
             dropped += self.metrics.drop_oldest_segment()
@@ -360,6 +432,7 @@ class Publisher:
                 if now >= next_heartbeat:
                     next_heartbeat = now + float(publishing.heartbeat)
                     await self._publish_status(client, "online")
+                    self._write_unwritten()  # acknowledged records may have freed the disk
                     self._keep_budget()  # a drained spool ends the streak of drops
                 tokens = min(
                     float(publishing.replay_rate),

@@ -20,6 +20,7 @@ The acknowledged low-water mark is kept in `acked`, written atomically.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import heapq
 import os
 import struct
@@ -34,6 +35,11 @@ SEGMENT_SUFFIX = ".seg"
 
 class SpoolError(OSError):
     """The spool directory cannot be used."""
+
+
+class SpoolWriteError(SpoolError):
+    """A record could not be written (a full disk, an I/O error); none of it stays on disk
+    and its seq is not used, so the spool is as it was before the append."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class Spool:
         self.drop_oldest = drop_oldest  # False: over the bound keeps everything (events)
         self.dropped = 0  # records lost because the spool was full
         self.corrupt = 0  # records skipped because they were damaged on disk
+        self.ack_log_failed = 0  # acknowledgements the disk could not record
         self._pending: deque[Record] = deque()  # not yet handed out, oldest first
         self._inflight: dict[int, Record] = {}  # handed out, not yet acknowledged
         self._segments: dict[int, int] = {}  # segment number -> unacknowledged records in it
@@ -106,20 +113,35 @@ class Spool:
         return self._next_seq
 
     def append(self, topic: str, payload: bytes) -> int:
+        """Write a record; raises SpoolWriteError (and leaves nothing behind) when it cannot."""
         seq = self._next_seq
-        self._next_seq += 1
         topic_bytes = topic.encode()
         body = struct.pack("<QH", seq, len(topic_bytes)) + topic_bytes + payload
         length = HEADER.size + len(topic_bytes) + len(payload)
         record_bytes = struct.pack("<II", length, zlib.crc32(body)) + body
-        current = self._segment_sizes.get(self._current, self.segment_bytes)
-        if current and current + length > self.segment_bytes:  # a big record starts empty
-            self._roll()
-        with self._segment_path(self._current).open("ab") as handle:
-            handle.write(record_bytes)
-            if self.fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
+        before = 0
+        path = self._segment_path(self._current)
+        try:
+            current = self._segment_sizes.get(self._current, self.segment_bytes)
+            if current and current + length > self.segment_bytes:  # a big record starts empty
+                self._roll()
+            path = self._segment_path(self._current)
+            before = self._segment_sizes[self._current]
+            with path.open("ab") as handle:
+                handle.write(record_bytes)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except OSError as exc:
+            # A torn record in the middle of a segment would hide every record after it
+            # from the next start: cut the segment back to its last whole record.
+            with contextlib.suppress(OSError):
+                if path.exists():
+                    os.truncate(path, before)
+            raise SpoolWriteError(
+                exc.errno, f"spool {self.path}: cannot write a record: {exc.strerror or exc}"
+            ) from exc
+        self._next_seq += 1
         self._segment_sizes[self._current] += length
         self._segments[self._current] += 1
         self._pending.append(Record(seq, topic, payload, self._current))
@@ -152,10 +174,15 @@ class Spool:
         if record is None:
             return
         # Out-of-order acks are logged so that a kill -9 does not replay what was delivered.
-        if self._ack_log is None:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-            self._ack_log = os.open(self.path / "acked.log", flags, 0o600)
-        os.write(self._ack_log, seq.to_bytes(8, "little"))
+        try:
+            if self._ack_log is None:
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                self._ack_log = os.open(self.path / "acked.log", flags, 0o600)
+            os.write(self._ack_log, seq.to_bytes(8, "little"))
+        except OSError:
+            # A full disk: the broker has the record; at worst a restart sends it again
+            # (delivery is at least once, consumers deduplicate by seq).
+            self.ack_log_failed += 1
         self._segments[record.segment] -= 1
         self._acked_above.add(seq)
         while self._acked_low + 1 in self._acked_above:
@@ -205,8 +232,10 @@ class Spool:
         return len(records)
 
     def close(self) -> None:
-        """Persist the acknowledged mark; safe to call twice."""
-        self._write_acked()
+        """Persist the acknowledged mark; safe to call twice, and on a full disk (the
+        acknowledgement log written so far then tells the next start what was delivered)."""
+        with contextlib.suppress(OSError):
+            self._write_acked()
         if self._ack_log is not None:
             os.close(self._ack_log)
             self._ack_log = None
@@ -220,8 +249,11 @@ class Spool:
         self._current += 1
         self._segment_sizes[self._current] = 0
         self._segments[self._current] = 0
-        self._segment_path(self._current).touch()
-        self._write_acked()
+        # On a full disk neither may work: the next append creates the segment (or fails
+        # cleanly), and the acknowledgement log still holds what the mark would have said.
+        with contextlib.suppress(OSError):
+            self._segment_path(self._current).touch()
+            self._write_acked()
 
     def _release_segments(self) -> None:
         for number in sorted(self._segments):

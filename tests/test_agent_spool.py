@@ -4,15 +4,17 @@ the publisher's one budget for events and metrics drops only metrics and says so
 from __future__ import annotations
 
 import logging
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.config import AgentConfig
 from agent.publisher import Publisher
-from agent.spool import Spool, SpoolError
+from agent.spool import Spool, SpoolError, SpoolWriteError
 from enoc.config import parse_config
-from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage
+from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage, decode
 
 
 def fill(spool: Spool, count: int, size: int = 100) -> list[int]:
@@ -229,3 +231,106 @@ def test_events_alone_over_the_budget_are_kept_and_said_once(
     assert any("events back under" in r.getMessage() for r in caplog.records)
     assert again.metrics.depth == 1
     again.close()
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 128 KiB (tmpfs) that fills up: ENOSPC, not a simulation."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def filler(disk: Path, size: int) -> Path:
+    """Room taken from the disk, to give back later."""
+    path = disk / "filler"
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def test_a_full_disk_fails_an_append_cleanly_and_the_spool_reads_back_whole(
+    small_disk: Path,
+) -> None:
+    room = filler(small_disk, 24 * 1024)
+    spool = Spool(small_disk / "spool", max_bytes=2**20, segment_bytes=2**20)
+    written: list[int] = []
+
+    def fill_the_disk() -> None:
+        for i in range(1000):  # 1,000 x 1.5 KiB cannot fit in 128 KiB
+            written.append(spool.append("enoc/v1/nyc/nyc-1/metrics", bytes([i % 256]) * 1500))
+
+    with pytest.raises(SpoolWriteError, match="cannot write a record"):
+        fill_the_disk()
+    assert len(written) > 20, "the disk took records until it was full"
+    assert written == list(range(1, len(written) + 1))
+    assert spool.next_seq == len(written) + 1, "the failed append used no seq"
+    room.unlink()  # room again: appends go on after the last whole record
+    after = [spool.append("enoc/v1/nyc/nyc-1/metrics", b"after") for _ in range(3)]
+    assert after == [len(written) + 1, len(written) + 2, len(written) + 3]
+    spool.close()
+    again = Spool(small_disk / "spool", max_bytes=2**20, segment_bytes=2**20)
+    records = again.take(10**6)
+    assert again.corrupt == 0, "no torn record was left in the segment"
+    assert [r.seq for r in records] == [*written, *after]
+    assert [r.payload for r in records[-3:]] == [b"after"] * 3
+    again.close()
+
+
+def test_with_the_disk_full_metrics_give_way_and_events_wait_in_memory_in_order(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="enoc.agent.publisher")
+    room = filler(small_disk, 40 * 1024)
+    pub = publisher(small_disk, 256 * 1024)  # a budget above the disk: the disk fills first
+    assert pub.metrics.segment_bytes == 16 * 1024
+    for n in range(200):  # ~90 KiB of metrics for the ~50 KiB left
+        pub.submit_metrics(metrics(n))
+    assert pub.metrics.dropped > 0, "the oldest metrics made room"
+    assert pub.stats.unwritten_metrics == 0, "every new poll found room"
+    kept = [r.seq for r in pub.metrics.take(10**6)]
+    assert kept[-1] == 200 and kept == list(range(201 - len(kept), 201)), "the newest stayed"
+    assert pub.budget < pub.max_budget, "the spool is held below what the disk could take"
+    full = [r for r in caplog.records if "is failing" in r.getMessage()]
+    assert len(full) == 1 and "No space left on device" in full[0].getMessage()
+    assert any("over its budget" in r.getMessage() for r in caplog.records)
+    pub.metrics.requeue_inflight()
+    for n in range(300):  # ~130 KiB of events: more than the whole disk holds
+        pub.submit_events(events(n))
+    waiting = len(pub._unwritten)
+    assert pub.metrics.depth == 0, "every metrics message gave its room to events"
+    assert waiting > 0, "events found no room on the disk"
+    assert pub.events.dropped == 0 and pub.stats.unwritten_events_lost == 0
+    assert pub.spool_depth == pub.events.depth + waiting, "they count as not yet published"
+    pub.submit_metrics(metrics(200))
+    assert pub.stats.unwritten_metrics == 1, "no room left at all: a new poll is dropped"
+    assert len([r for r in caplog.records if "is failing" in r.getMessage()]) == 1, "once"
+    # the broker takes what was spooled and the disk has room again
+    room.unlink()
+    drain(pub.events)
+    pub.submit_metrics(metrics(201))  # the next poll writes what waited, first
+    assert not pub._unwritten
+    spooled = pub.events.take(10**6)
+    assert [r.seq for r in spooled] == list(range(301 - waiting, 301)), "seqs gapless"
+    ids = [decode(r.topic, r.payload).events[0].id for r in spooled]  # type: ignore[union-attr]
+    assert ids == [f"e{n}" for n in range(300 - waiting, 300)], "in the order they happened"
+    for record in spooled:
+        pub.events.ack(record.seq)
+    pub.submit_metrics(metrics(202))  # room on the disk: the configured budget again
+    assert pub.budget == pub.max_budget
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    assert [r.seq for r in pub.metrics.take(10)][-1] == 202
+    pub.close()
