@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from agent.config import LogConfig, TlsConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
+from enoc.logs import redact
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class WebhookConfig:
 
     url: str
     format: Literal["json", "alertmanager"] = "json"  # alertmanager: POST /api/v2/alerts
-    name: str = ""  # for logs and counters; defaults to the URL's host
+    name: str = ""  # for logs and counters; defaults to host:port/path (no user or password)
     token: Secret | None = None  # sent as "Authorization: Bearer <token>"
     min_severity: Literal["critical", "major", "minor", "warning", "info"] = "info"
     timeout: Duration = Duration(5)
@@ -128,7 +129,7 @@ class NotificationsConfig:
             if float(self.lease) < 2 * float(hook.timeout):
                 raise ValueError(
                     f"notifications.lease ({float(self.lease):g} s) must be at least twice "
-                    f"the timeout of webhook {hook.url} ({float(hook.timeout):g} s)"
+                    f"the timeout of webhook {redact(hook.url)} ({float(hook.timeout):g} s)"
                 )
         keys = [(w.format, w.url) for w in self.webhooks]
         if len(set(keys)) != len(keys):

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -59,7 +59,7 @@ from collector.config import NotificationsConfig, WebhookConfig
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.store import Store, Tx
 from enoc import __version__
-from enoc.logs import StateLogger, get_logger
+from enoc.logs import StateLogger, get_logger, redact
 
 if TYPE_CHECKING:
     from collector.engine import Engine
@@ -127,9 +127,15 @@ class Target:
 
     @property
     def endpoint(self) -> str:
+        """Where notifications are posted (with the URL's login, if it has one)."""
         if not self.alertmanager:
             return self.config.url
         return self.config.url.rstrip("/") + "/api/v2/alerts"
+
+    @property
+    def shown_endpoint(self) -> str:
+        """`endpoint` without the URL's user and password: for logs, reasons, dead letters."""
+        return strip_login(self.endpoint)
 
     def drop(self) -> None:
         """Forget what only the lease holder may know."""
@@ -209,7 +215,7 @@ class Notifier:
         # unique per process: a restarted replica waits for its predecessor's lease too
         self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
         self.targets = [
-            Target(hook, hook.name or urlsplit(hook.url).netloc) for hook in config.webhooks
+            Target(hook, name) for hook, name in zip(config.webhooks, _names(config), strict=True)
         ]
         self.skipped = 0
         self.dead_letter_errors = 0
@@ -542,13 +548,13 @@ class Notifier:
                 if response.status < 300:
                     return
                 text = (await response.text(errors="replace"))[:200]
-                reason = f"HTTP {response.status} from {target.endpoint}: {text}"
+                reason = f"HTTP {response.status} from {target.shown_endpoint}: {text}"
                 if response.status == 429 or response.status >= 500:
                     raise RetryableError(reason, _retry_after(response.headers.get("Retry-After")))
                 raise RefusedError(reason)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise RetryableError(
-                f"{type(exc).__name__} posting to {target.endpoint}: {exc}"
+                f"{type(exc).__name__} posting to {target.shown_endpoint}: {redact(str(exc))}"
             ) from exc
 
     def _dead_letter(self, target: Target, item: Notification, reason: str) -> None:
@@ -557,7 +563,7 @@ class Notifier:
         record = {
             "at": self.now(),
             "webhook": target.name,
-            "url": target.endpoint,
+            "url": target.shown_endpoint,
             "reason": reason,
             "attempts": item.attempts,
             "change": item.change,
@@ -596,6 +602,41 @@ class Notifier:
             out[f"dead_lettered.{target.name}"] = target.dead_lettered
             out[f"owned.{target.name}"] = int(target.owned)
         return out
+
+
+def strip_login(url: str) -> str:
+    """`url` without its user and password (`http://user:pw@host/x` -> `http://host/x`)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def webhook_name(url: str) -> str:
+    """A webhook's default name in logs and counters: host:port and the path, never the
+    URL's user and password (`https://u:pw@hooks.example.net/enoc` ->
+    `hooks.example.net:443/enoc`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    port = port or (443 if parts.scheme == "https" else 80)
+    path = parts.path.rstrip("/")
+    return f"{host}:{port}{path}"
+
+
+def _names(config: NotificationsConfig) -> list[str]:
+    """Each webhook's name: its own, or `webhook_name`; the format is added where two
+    webhooks would otherwise share one (their counters would add up)."""
+    names = [hook.name or webhook_name(hook.url) for hook in config.webhooks]
+    return [
+        name if names.count(name) == 1 or hook.name else f"{name} ({hook.format})"
+        for name, hook in zip(names, config.webhooks, strict=True)
+    ]
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

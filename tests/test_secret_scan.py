@@ -1025,20 +1025,9 @@ async def test_no_secret_reaches_a_log_when_logins_fail(tmp_path: Path) -> None:
     assert_no_leak(texts, values, extra)
 
 
-# ---------------------------------------------------------------- known leaks, not fixed here
+# ---------------------------------------------------------------- a login in a webhook URL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "collector/notify.py names a webhook after its URL's netloc (Target(..., "
-        "urlsplit(hook.url).netloc)) and writes target.endpoint into the dead-letter record "
-        "and its reason, so the password of http://user:PASSWORD@host/ lands in the "
-        "dead-letter file and in /metrics (sent.<name>, dead_lettered.<name>); name it "
-        "host:port and write the URL without its password"
-    ),
-)
 async def test_a_password_in_a_webhook_url_stays_out_of_dead_letters_metrics_and_logs(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
@@ -1088,3 +1077,32 @@ async def test_a_password_in_a_webhook_url_stays_out_of_dead_letters_metrics_and
     texts = {"log": out.getvalue(), "dead letters": dead.read_text(), "/metrics": metrics}
     assert "is failing" in texts["log"]
     assert_no_leak(texts, {"webhook_password": password})
+    # named host:port/path, and the endpoint written without its login
+    name = f"127.0.0.1:{port}/hook"
+    (letter,) = [json.loads(line) for line in texts["dead letters"].splitlines()]
+    assert letter["webhook"] == name and letter["url"] == f"http://127.0.0.1:{port}/hook"
+    assert letter["reason"].startswith(f"HTTP 401 from http://127.0.0.1:{port}/hook")
+    assert f'enoc_collector_notify_dead_lettered_total{{kind="{name}"}} 1' in metrics
+    assert "//hook:" not in texts["dead letters"] + metrics, "nor the user name"
+
+
+def test_a_webhooks_name_and_shown_endpoint_never_carry_its_login() -> None:
+    from collector.config import CollectorConfig
+    from collector.notify import strip_login, webhook_name
+    from enoc.config import ConfigError
+
+    assert webhook_name("https://u:pw@hooks.example.net/enoc/") == "hooks.example.net:443/enoc"
+    assert webhook_name("http://alertmanager:9093") == "alertmanager:9093"
+    assert webhook_name("http://u:p@[::1]:8080/x") == "[::1]:8080/x"
+    assert strip_login("http://u:p@w@127.0.0.1:81/a?b=1") == "http://127.0.0.1:81/a?b=1"
+    assert strip_login("https://hooks.example.net/x") == "https://hooks.example.net/x"
+    # and check-config's complaint about a webhook names it without the password
+    password = secret("hookpw")
+    text = (
+        "notifications:\n  lease: 4s\n"
+        f"  webhooks: [{{url: 'https://u:{password}@hooks.example.net/x', timeout: 5s}}]\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, CollectorConfig)
+    assert "twice the timeout of webhook https://u:***@hooks.example.net/x" in str(refused.value)
+    assert password not in str(refused.value)
