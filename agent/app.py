@@ -186,6 +186,23 @@ class Agent:
         self._reload_requested = False
         try:
             _config, inventory, warnings = load_agent(self.config_path)
+            # Only the inventory is reloaded: a profile added to the agent config since the
+            # start is unknown until a restart, however valid the file now is.
+            loaded = ", ".join(sorted(self.profiles.by_name))
+            unknown = [
+                ConfigIssue(
+                    str(self.config_path),
+                    0,
+                    "profiles",
+                    f"device {d.name!r} names profile {d.profile!r}, which is new since the "
+                    f"start: profiles take a restart, a reload re-reads only the inventory "
+                    f"(loaded: {loaded})",
+                )
+                for d in inventory.devices
+                if d.profile and d.profile not in self.profiles.by_name
+            ]
+            if unknown:
+                raise ConfigError(unknown)
         except ConfigError as exc:
             log.error("reload refused, keeping the current inventory:\n%s", exc)  # noqa: TRY400
             return

@@ -59,9 +59,10 @@ async def test_sighup_with_an_invalid_inventory_keeps_the_current_one(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     """An inventory broken in content (a device with unknown credentials, one naming an
-    unknown profile), then one that is not YAML: each SIGHUP is refused with the file and
-    key of every mistake logged, and the agent goes on polling every device it had. A
-    valid inventory after them is taken."""
+    unknown profile), then one that is not YAML, then one naming a profile added to the
+    agent config since the start (profiles are not reloaded): each SIGHUP is refused with
+    the file and key of every mistake logged, and the agent goes on polling every device
+    it had. A valid inventory after them is taken."""
     async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
         inventory = yaml.safe_load(site.inventory.read_text())
         names = {d["name"] for d in inventory["devices"]}
@@ -93,6 +94,12 @@ async def test_sighup_with_an_invalid_inventory_keeps_the_current_one(
                 ],
             }
             count = len(inventory["devices"])
+            fresh = {
+                "name": "new-3",
+                "address": "127.41.0.33",
+                "credentials": "sim-v3",
+                "profile": "fresh",
+            }
             for text, mistakes in (
                 (
                     yaml.safe_dump(broken),
@@ -106,7 +113,18 @@ async def test_sighup_with_an_invalid_inventory_keeps_the_current_one(
                     "devices: [{name: x, address: 127.41.0.32\n",
                     [f"{site.inventory}:2: not valid YAML"],
                 ),
+                (
+                    yaml.safe_dump({**broken, "devices": [*inventory["devices"], fresh]}),
+                    [
+                        f"{config}: profiles: device 'new-3' names profile 'fresh', which is "
+                        "new since the start: profiles take a restart"
+                    ],
+                ),
             ):
+                if "fresh" in text:  # a profile added to the agent config meanwhile
+                    settings = yaml.safe_load(config.read_text())
+                    settings["profiles"] = {"fresh": {"groups": ["interfaces"]}}
+                    config.write_text(yaml.safe_dump(settings))
                 site.inventory.write_text(text)
                 before = refusals()
                 proc.send_signal(signal.SIGHUP)
