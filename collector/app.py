@@ -160,6 +160,7 @@ class Collector:
             out.update(
                 points_written=w.points_written,
                 points_dropped=w.points_dropped,
+                write_batches_refused=w.batches_refused,
                 incident_points_dropped=w.overflow_dropped,
                 write_retries=w.retries,
                 write_buffer_points=w.buffer_points,

@@ -11,11 +11,20 @@ point.
 Gzip is ISA-L's (`isal.igzip`, level 1): about 3x less CPU than zlib at
 level 1 for slightly smaller output (a 2.6 MB batch: 0.035 s against 0.11 s).
 
-Errors: connection errors, 5xx and 429 are retried with backoff and jitter,
-forever (Retry-After honoured): the buffer fills and consumption pauses. A
-4xx (bad token, missing bucket, type conflict) can never succeed: the batch
-is dropped, counted, logged once per status, and its messages acknowledged
-(redelivering them would block every later message behind them).
+Errors: connection errors, TLS failures, 5xx and 429 are retried with
+backoff (0.5 s doubling to 30 s, with jitter) forever, or after the
+server's Retry-After (seconds or an HTTP date, at most 60 s) when it sends
+one: the batch stays in the buffer, the buffer fills, `put` waits and
+consumption pauses, so nothing is acknowledged that is not written. Any
+other 4xx can never succeed: 400 (a type conflict, a line the server
+refuses), 401 (bad token or password), 403 (not allowed to write), 404
+(missing bucket or database), 413... The batch gets one attempt, is
+dropped (its points counted as dropped: only the `dropped=N` of a partial
+write, when the server says so) and its messages acknowledged: redelivering
+them would block every later message behind them. One line is logged per
+streak of refusals (and per new status within it) and one when writes are
+accepted again. 401, 403 and 404 also mark the InfluxDB link unhealthy
+(`/healthz`) until a write succeeds.
 
 APIs: v2 (InfluxDB 2.x/3.x/1.8+, VictoriaMetrics) through influxdb-client's
 async client; v1 (InfluxDB before 1.8) through `/write?db=&rp=` with aiohttp.
@@ -25,27 +34,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+import re
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 import aiohttp
 from isal import igzip
 
 from collector.config import InfluxConfig
 from collector.lineproto import PRECISION
-from enoc.logs import OnceLogger, StateLogger, get_logger
+from enoc.logs import StateLogger, get_logger
 
 log = get_logger("enoc.collector.influx")
 
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After is cut to this
+# Refusals that say the link itself is wrong (credentials, permissions, bucket or database),
+# not one batch's content: InfluxDB is reported unhealthy until a write succeeds.
+LINK_REFUSALS = {
+    401: "bad credentials",
+    403: "not allowed to write",
+    404: "no such bucket or database",
+}
+_PARTIAL = re.compile(r"\bdropped=(\d+)")
+
 
 class WriteRefused(Exception):
-    """The server refused a batch for good (4xx other than 429)."""
+    """The server refused a batch for good (4xx other than 429); `dropped` is the number of
+    points a partial write says it dropped (None: the whole batch)."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
+    def __init__(self, status: int, message: str, dropped: int | None = None) -> None:
+        hint = LINK_REFUSALS.get(status)
+        super().__init__(f"HTTP {status}{f' ({hint})' if hint else ''}: {message}")
         self.status = status
+        self.dropped = dropped
 
 
 class WriteFailed(Exception):
@@ -63,6 +89,7 @@ class WriterStats:
     bytes_sent: int = 0
     retries: int = 0
     points_dropped: int = 0
+    batches_refused: int = 0
     overflow_dropped: int = 0  # put_nowait points refused by a full buffer
     buffer_points: int = 0
     errors: Counter[str] = field(default_factory=Counter)
@@ -81,8 +108,9 @@ class InfluxWriter:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: object | None = None
-        self._refused = OnceLogger(log)
         self._outage = StateLogger(log)
+        self._refusals = 0  # batches refused since the last accepted write
+        self._refused_status = 0  # the status of the last refusal logged
         self.healthy = True
 
     # ---------------------------------------------------------------- producers
@@ -206,15 +234,16 @@ class InfluxWriter:
                 self.stats.batches_written += 1
                 self.healthy = True
                 self._outage.ok("InfluxDB writes", url=self.config.url)
+                if self._refusals:
+                    log.info(
+                        "InfluxDB accepts writes again, after %d refused batches",
+                        self._refusals,
+                        url=self.config.url,
+                    )
+                    self._refusals = self._refused_status = 0
                 break
             except WriteRefused as exc:
-                self.stats.points_dropped += points
-                self.stats.errors[f"http_{exc.status}"] += 1
-                self.stats.last_error = str(exc)
-                self._refused(
-                    f"http_{exc.status}",
-                    f"InfluxDB refused a batch of {points} points for good: {exc}",
-                )
+                self._refused(exc, points)
                 break
             except WriteFailed as exc:
                 self.healthy = False
@@ -222,9 +251,12 @@ class InfluxWriter:
                 self.stats.errors["retryable"] += 1
                 self.stats.last_error = str(exc)
                 self._outage.failed("InfluxDB writes", exc, url=self.config.url)
-                wait = exc.retry_after if exc.retry_after else delay * random.uniform(0.8, 1.2)
+                if exc.retry_after is not None:
+                    wait = exc.retry_after
+                else:
+                    wait = delay * random.uniform(0.8, 1.2)
+                    delay = min(30.0, delay * 2)
                 await asyncio.sleep(wait)
-                delay = min(30.0, delay * 2)
         for _ in callbacks:
             self._buffer.popleft()
         self.stats.buffer_points -= points
@@ -233,6 +265,29 @@ class InfluxWriter:
                 callback()
         async with self._space:
             self._space.notify_all()
+
+    def _refused(self, exc: WriteRefused, points: int) -> None:
+        """A batch refused for good: count, log once per streak (and per new status)."""
+        dropped = points if exc.dropped is None else min(points, exc.dropped)
+        self.stats.points_dropped += dropped
+        self.stats.batches_refused += 1
+        self.stats.errors[f"http_{exc.status}"] += 1
+        self.stats.last_error = str(exc)
+        if exc.status in LINK_REFUSALS:
+            self.healthy = False
+        if exc.status != self._refused_status:
+            log.error(
+                "InfluxDB refused a batch for good (%s): %d of its %d points dropped and "
+                "acknowledged, not retried; further refusals are only counted until a write "
+                "is accepted",
+                exc,
+                dropped,
+                points,
+                url=self.config.url,
+                status=exc.status,
+            )
+            self._refused_status = exc.status
+        self._refusals += 1
 
     async def _send(self, data: bytes) -> None:
         """POST one gzip-compressed batch."""
@@ -283,8 +338,24 @@ class InfluxWriter:
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500 or status == 0:
-            after = None
-            with contextlib.suppress(TypeError, ValueError):
-                after = min(60.0, float(retry_after)) if retry_after else None
-            raise WriteFailed(f"HTTP {status}: {text[:200]}", after)
-        raise WriteRefused(status, text[:300])
+            raise WriteFailed(f"HTTP {status}: {text[:200]}", parse_retry_after(retry_after))
+        partial = _PARTIAL.search(text)
+        raise WriteRefused(status, text[:300], int(partial.group(1)) if partial else None)
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), at most
+    `MAX_RETRY_AFTER`; None without a usable one."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now()
+        except (TypeError, ValueError, IndexError):
+            return None
+    if math.isnan(seconds):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
