@@ -31,8 +31,12 @@ class CollectorMqttConfig:
 
 @dataclass(frozen=True)
 class InfluxConfig:
-    url: str
+    url: str  # https:// checks the server's certificate against tls.ca_file or the system CAs
     api: Literal["v2", "v1"] = "v2"
+    # For an https:// url: {ca_file, cert_file, key_file}, the CA that issued InfluxDB's
+    # certificate (a private one) and an optional client certificate for a TLS proxy that
+    # asks for one. collector.influx.ssl_context builds the context from it.
+    tls: TlsConfig | None = None
     org: str = ""
     bucket: str = ""
     token: Secret | None = None
@@ -46,6 +50,14 @@ class InfluxConfig:
     timeout: Duration = Duration(10)
 
     def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(
+                f'influxdb.url must start with http:// or https://, got "{redact(self.url)}"'
+            )
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("influxdb.tls needs an https:// url")
+        if self.tls is not None and self.tls.key_file and not self.tls.cert_file:
+            raise ValueError("influxdb.tls.key_file needs cert_file")
         if self.api == "v2" and not (self.org and self.bucket):
             raise ValueError("influxdb api v2 needs org and bucket (and token or token_file)")
         if self.api == "v1" and not self.database:

@@ -11,7 +11,8 @@ own files:
     mosquitto/              ca.pem server.pem server.key passwd healthcheck.{pem,key,password}
     collector/              ca.pem client.pem client.key mqtt-password influx-token pgpass
                             postgres-password users.yaml api-admin-token session-key
-    influxdb/               admin-username admin-password admin-token
+    influxdb/               ca.pem server.pem server.key admin-username admin-password
+                            admin-token (InfluxDB serves https with server.pem)
     postgres/               ca.pem server.pem server.key password
     grafana/                ca.pem server.pem server.key admin-password influx-token
     agents/<site>/<agent>/  ca.pem client.pem client.key mqtt-password: copy to the site
@@ -69,6 +70,7 @@ SERVICES = tuple(DEFAULT_OWNERS)
 COLLECTOR_USER = "collector"
 HEALTHCHECK_USER = "healthcheck"
 DEFAULT_BROKER_NAMES = ["mosquitto", "localhost", "127.0.0.1"]  # compose service name, health
+DEFAULT_INFLUXDB_NAMES = ["influxdb", "localhost"]  # compose service name, its health check
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd 2.0's PBKDF2-SHA512 default
 
 
@@ -209,6 +211,7 @@ def make_all(
     revoke: Sequence[str] = (),
     grafana_names: Sequence[str] = ("localhost", "127.0.0.1"),
     postgres_names: Sequence[str] = ("postgres",),
+    influxdb_names: Sequence[str] = (),
     owners: dict[str, tuple[int, int]] | None = None,
     chown: bool | None = None,
 ) -> Result:
@@ -249,8 +252,13 @@ def make_all(
     copy_file(key, mosq / "healthcheck.key", 0o600)
     passwords[HEALTHCHECK_USER] = random_secret(mosq / "healthcheck.password")
 
-    # InfluxDB (its admin token is also the collector's and Grafana's)
+    # InfluxDB (its admin token is also the collector's and Grafana's), over https
     influx = out / "influxdb"
+    names = list(dict.fromkeys([*influxdb_names, *DEFAULT_INFLUXDB_NAMES]))
+    i_cert, i_key = server_cert(pki_dir, ca, "influxdb", names)
+    copy_file(pki.ca_cert, influx / "ca.pem", 0o644)
+    copy_file(i_cert, influx / "server.pem", 0o644)
+    copy_file(i_key, influx / "server.key", 0o600)
     write_secret(influx / "admin-username", "admin\n")
     random_secret(influx / "admin-password")
     influx_token = random_secret(influx / "admin-token", 32)
@@ -356,6 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="name the collectors reach PostgreSQL by (default: postgres)",
     )
     parser.add_argument(
+        "--influxdb-name",
+        action="append",
+        default=[],
+        help="a further name the collectors and Grafana reach InfluxDB by "
+        f"(always: {', '.join(DEFAULT_INFLUXDB_NAMES)})",
+    )
+    parser.add_argument(
         "--owner",
         action="append",
         default=[],
@@ -381,6 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             revoke=args.revoke,
             grafana_names=args.grafana_name or ("localhost", "127.0.0.1"),
             postgres_names=args.postgres_name or ("postgres",),
+            influxdb_names=args.influxdb_name,
             owners=owners,
             chown=False if args.no_chown else None,
         )

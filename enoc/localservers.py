@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -180,14 +181,24 @@ def _port_free(port: int, protocol: str) -> bool:
 
 
 def _http_get(
-    url: str, timeout: float = 2.0, headers: dict[str, str] | None = None
+    url: str,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - loopback URL
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=timeout, context=context
+        ) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def _client_context(tls: TlsFiles | None) -> ssl.SSLContext | None:
+    """What a server's own probes trust: its CA, for a server that speaks https."""
+    return ssl.create_default_context(cafile=str(tls.ca_file)) if tls is not None else None
 
 
 # ------------------------------------------------------------------ MQTT
@@ -292,6 +303,8 @@ class InfluxDB1(_Server):
     at start (influxd lets the first admin be created without credentials);
     `query` and `write` then log in as the admin. `log_requests` turns on
     influxd's HTTP request log (in the `.out` file next to `log_path`).
+    `https=TlsFiles(ca, cert, key)` serves https only, with that certificate and
+    key; `url` is then https:// and the fixture's own requests trust `ca`.
     """
 
     name = "influxd"
@@ -302,10 +315,13 @@ class InfluxDB1(_Server):
         *,
         admin: tuple[str, str] | None = None,
         log_requests: bool = False,
+        https: TlsFiles | None = None,
     ) -> None:
         super().__init__(workdir)
         self.admin = admin
         self.log_requests = log_requests
+        self.https = https
+        self._context = _client_context(https)
         self._admin_made = False
 
     def command(self) -> list[str]:
@@ -325,7 +341,7 @@ bind-address = "{self.host}:{rpc}"
   bind-address = "{self.host}:{self.port}"
   log-enabled = {"true" if self.log_requests else "false"}
   auth-enabled = {"true" if self.admin else "false"}
-[monitor]
+{self._https_settings()}[monitor]
   store-enabled = false
 [continuous_queries]
   enabled = false
@@ -333,12 +349,21 @@ bind-address = "{self.host}:{rpc}"
         )
         return [INFLUXD, "-config", str(conf)]
 
+    def _https_settings(self) -> str:
+        if self.https is None:
+            return ""
+        return (
+            "  https-enabled = true\n"
+            f'  https-certificate = "{self.https.cert_file}"\n'
+            f'  https-private-key = "{self.https.key_file}"\n'
+        )
+
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.https else 'http'}://{self.host}:{self.port}"
 
     def ready(self) -> bool:
-        if _http_get(f"{self.url}/ping")[0] != 204:
+        if _http_get(f"{self.url}/ping", context=self._context)[0] != 204:
             return False
         if self.admin is not None and not self._admin_made:
             name, password = self.admin
@@ -359,7 +384,9 @@ bind-address = "{self.host}:{rpc}"
         url = f"{self.url}/query"
         request = urllib.request.Request(url, data=params.encode(), method="POST")  # noqa: S310
         self._login(request, login)
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=10, context=self._context
+        ) as response:
             result: dict[str, Any] = json.load(response)
         return result
 
@@ -375,7 +402,9 @@ bind-address = "{self.host}:{rpc}"
         url = f"{self.url}/write?" + urllib.parse.urlencode({"db": db, "precision": precision})
         request = urllib.request.Request(url, data=lines.encode(), method="POST")  # noqa: S310
         self._login(request)
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(  # noqa: S310
+            request, timeout=10, context=self._context
+        ) as response:
             return int(response.status)
 
 
@@ -394,13 +423,22 @@ class VictoriaMetrics(_Server):
 
     `http_auth=(name, password)` makes every endpoint but `/health` ask for HTTP basic
     authentication (an InfluxDB v2 client's token is then refused with 401); `export`
-    logs in."""
+    logs in. `tls=TlsFiles(ca, cert, key)` serves https only with that certificate and
+    key (`url` is https://; the fixture's own requests trust `ca`)."""
 
     name = "victoria-metrics"
 
-    def __init__(self, workdir: Path, *, http_auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        http_auth: tuple[str, str] | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         super().__init__(workdir)
         self.http_auth = http_auth
+        self.tls = tls
+        self._context = _client_context(tls)
 
     def _headers(self) -> dict[str, str]:
         if self.http_auth is None:
@@ -415,9 +453,15 @@ class VictoriaMetrics(_Server):
             if self.http_auth
             else []
         )
+        tls = (
+            ["-tls", f"-tlsCertFile={self.tls.cert_file}", f"-tlsKeyFile={self.tls.key_file}"]
+            if self.tls
+            else []
+        )
         return [
             VICTORIA_METRICS,
             *auth,
+            *tls,
             f"-httpListenAddr={self.host}:{self.port}",
             f"-storageDataPath={self.workdir}/data",
             "-retentionPeriod=100y",
@@ -429,17 +473,22 @@ class VictoriaMetrics(_Server):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def ready(self) -> bool:
-        return _http_get(f"{self.url}/health")[0] == 200
+        return _http_get(f"{self.url}/health", context=self._context)[0] == 200
 
     def export(self, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
         """Every series and its samples, after forcing buffered data to be searchable."""
-        _http_get(f"{self.url}/internal/force_flush", headers=self._headers())
+        _http_get(
+            f"{self.url}/internal/force_flush", headers=self._headers(), context=self._context
+        )
         params = urllib.parse.urlencode({"match[]": match})
         status, body = _http_get(
-            f"{self.url}/api/v1/export?{params}", timeout=10, headers=self._headers()
+            f"{self.url}/api/v1/export?{params}",
+            timeout=10,
+            headers=self._headers(),
+            context=self._context,
         )
         if status != 200:
             raise ServerError(f"export failed with {status}: {body[:200]!r}")

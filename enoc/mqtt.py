@@ -61,9 +61,11 @@ class TlsSetupError(OSError):
     """A CA, certificate or key file that cannot be used (missing, unreadable, mismatched)."""
 
 
-def tls_context(tls: TlsFiles | None) -> ssl.SSLContext:
-    """Verifying client context: the broker's certificate must chain to `ca_file` (or the
-    system CAs) and name the host; `cert_file`/`key_file` are this client's identity."""
+def tls_context(tls: TlsFiles | None, *, what: str = "MQTT") -> ssl.SSLContext:
+    """Verifying client context: the server's certificate must chain to `ca_file` (or the
+    system CAs) and name the host; `cert_file`/`key_file` are this client's identity.
+    `what` names the link in the error about unusable files (the collector's InfluxDB
+    link builds its context here too)."""
     ca = tls.ca_file if tls else None
     try:
         context = ssl.create_default_context(cafile=str(ca) if ca else None)
@@ -79,7 +81,7 @@ def tls_context(tls: TlsFiles | None) -> ssl.SSLContext:
             )
             if value
         )
-        raise TlsSetupError(f"cannot use the MQTT TLS files ({files}): {exc}") from exc
+        raise TlsSetupError(f"cannot use the {what} TLS files ({files}): {exc}") from exc
     return context
 
 

@@ -22,6 +22,7 @@ import email.utils
 import gzip
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -34,10 +35,13 @@ import pytest
 from aiohttp import web
 from collectorkit import collector_config, eventually, running_collector
 
-from collector.config import InfluxConfig
+from agent.config import TlsConfig
+from collector.config import CollectorConfig, InfluxConfig
 from collector.influx import MAX_RETRY_AFTER, InfluxWriter, parse_retry_after
-from enoc.config import Duration, Secret
-from enoc.localservers import HOST, InfluxDB1, Mosquitto, free_port
+from enoc.config import ConfigError, Duration, Secret, parse_config
+from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
+from enoc.mqtt import TlsSetupError
+from enoc.pki import Pki, make_pki
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
 
 pytestmark = pytest.mark.servers
@@ -556,3 +560,111 @@ async def test_the_collector_on_influxdb_1_6_with_authentication_right_and_wrong
         assert coll.writer is not None and coll.writer.stats.points_dropped == 0
         assert coll.health()["influxdb"]["ok"]
     assert stored(secured_influx, "device") == [5, 6, 7, 8, 9]
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def pki_pair(tmp_path: Path) -> tuple[Pki, Pki]:
+    """enoc's CA with a certificate for 127.0.0.1 and a client `collector`; another CA."""
+    ours = make_pki(tmp_path / "pki", server_names=[HOST], clients=["collector"])
+    other = make_pki(tmp_path / "other-pki", server_names=[HOST], clients=[], ca_name="other")
+    return ours, other
+
+
+async def test_https_to_influxdb_1_6_trusts_its_ca_and_with_a_wrong_one_loses_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """InfluxDB 1.6 serving https with a certificate from enoc.pki. A collector given
+    another CA writes nothing, acknowledges nothing and says why; stopped and started
+    again with the right CA (the same MQTT session), it writes every point once."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ours, other = pki_pair(tmp_path)
+    https = TlsFiles(ours.ca_cert, ours.server_cert, ours.server_key)
+    with InfluxDB1(tmp_path / "influxdb", https=https) as server:
+        server.create_database("enoc")
+        assert server.url.startswith("https://")
+
+        def collector(ca: Path) -> Path:
+            v1 = {
+                "influxdb": {
+                    "url": server.url,
+                    "api": "v1",
+                    "database": "enoc",
+                    "tls": {"ca_file": str(ca)},
+                    "flush_interval": "0.1s",
+                }
+            }
+            return collector_config(tmp_path, mosquitto.url, extra=v1)
+
+        async with running_collector(collector(other.ca_cert)) as coll:
+            assert coll.writer is not None
+            await publish(mosquitto.url, range(5))
+            await eventually(lambda: coll.writer.stats.retries >= 2, what="refused by TLS")
+            assert coll.ingest.stats.acked == 0, "nothing acknowledged that was not written"
+            assert coll.writer.stats.points_dropped == 0 and not coll.health()["influxdb"]["ok"]
+            error = coll.writer.stats.last_error
+            assert f"not trusted by influxdb.tls.ca_file {other.ca_cert}" in error, error
+            assert "certificate verify failed" in error
+        failing = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]
+        assert len(failing) == 1 and "TLS: the certificate of InfluxDB at 127.0.0.1" in failing[0]
+        assert stored(server, "device") == []
+
+        async with running_collector(collector(ours.ca_cert)) as coll:
+            await eventually(lambda: coll.ingest.stats.acked == 5, what="all written over https")
+            assert coll.health()["influxdb"]["ok"]
+        assert stored(server, "device") == [0, 1, 2, 3, 4], "every point once"
+
+
+class HttpsStandIn(StandIn):
+    """The stand-in behind TLS that asks for a client certificate from enoc's CA (as a TLS
+    proxy in front of InfluxDB may)."""
+
+    def __init__(self, pki: Pki) -> None:
+        super().__init__()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.context = context
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOST}:{self.port}"
+
+    async def __aenter__(self) -> HttpsStandIn:
+        app = web.Application()
+        app.router.add_post("/api/v2/write", self._write)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, HOST, self.port, ssl_context=self.context).start()
+        return self
+
+
+async def test_a_client_certificate_for_influxdb_and_tls_files_that_cannot_be_used(
+    tmp_path: Path,
+) -> None:
+    ours, _other = pki_pair(tmp_path)
+    cert, key = ours.clients["collector"]
+    async with HttpsStandIn(ours) as server:
+        with_cert = TlsConfig(ca_file=ours.ca_cert, cert_file=cert, key_file=key)
+        async with running_writer(config(server.url, "v2", tls=with_cert)) as writer:
+            batches = Batches(writer)
+            await batches.put(0, lines(0, 3))
+            await eventually(lambda: batches.acked == [0], what="written with the client cert")
+        assert [s.lines for s in server.seen] == [lines(0, 3)]
+        without = TlsConfig(ca_file=ours.ca_cert)
+        async with running_writer(config(server.url, "v2", tls=without)) as writer:
+            batches = Batches(writer)
+            await batches.put(1, lines(10, 3))
+            await eventually(lambda: writer.stats.retries >= 1, what="refused without one")
+            assert batches.acked == [] and not writer.healthy
+        assert len(server.seen) == 1, "nothing got through without a certificate"
+    missing = TlsConfig(ca_file=tmp_path / "no-such-ca.pem")
+    with pytest.raises(TlsSetupError, match=r"cannot use the InfluxDB TLS files .*no-such-ca"):
+        await InfluxWriter(config("https://127.0.0.1:9", "v1", tls=missing)).start()
+    with pytest.raises(ConfigError, match=r"influxdb\.tls needs an https:// url"):
+        parse_config(
+            "influxdb: {url: 'http://127.0.0.1:8086', api: v1, database: enoc,"
+            " tls: {ca_file: ca.pem}}\n",
+            CollectorConfig,
+        )

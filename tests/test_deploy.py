@@ -168,7 +168,16 @@ def start_broker(secrets: Path, workdir: Path) -> Mosquitto:
 def deployed(tmp_path: Path) -> Iterator[Deployed]:
     secrets = tmp_path / "secrets"
     args = [f"--agent={a}" for a in AGENTS]
-    make_certs(secrets, "--broker-name", "127.0.0.1", "--postgres-name", "127.0.0.1", *args)
+    make_certs(
+        secrets,
+        "--broker-name",
+        "127.0.0.1",
+        "--postgres-name",
+        "127.0.0.1",
+        "--influxdb-name",
+        "127.0.0.1",
+        *args,
+    )
     broker = start_broker(secrets, tmp_path / "mosquitto")
     try:
         yield Deployed(secrets, broker)
@@ -513,7 +522,7 @@ def shipped_collector_config(
         "/run/secrets/enoc/": f"{deployed.secrets}/collector/",
         "/var/lib/enoc/": f"{tmp_path}/collector-data/",
         "mqtts://mosquitto:8883": deployed.url,
-        "http://influxdb:8086": influx_url,
+        "https://influxdb:8086": influx_url,
         '"0.0.0.0:8080"': f'"{HOST}:{free_port()}"',
     }
     for old, new in replacements.items():
@@ -560,15 +569,27 @@ def http_get(url: str) -> tuple[int, dict[str, Any]]:
         return exc.code, json.load(exc)
 
 
+@pytest.fixture
+def tls_victoria_metrics(deployed: Deployed, tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """VictoriaMetrics (InfluxDB's write API) serving https with the certificate and key
+    make-certs wrote for InfluxDB, as compose.yaml gives them to InfluxDB."""
+    influx = deployed.secrets / "influxdb"
+    tls = TlsFiles(influx / "ca.pem", influx / "server.pem", influx / "server.key")
+    with VictoriaMetrics(tmp_path / "victoria-metrics", tls=tls) as server:
+        yield server
+
+
 async def test_the_shipped_agent_and_collector_run_over_tls_through_the_shipped_acl(
     deployed: Deployed,
     tmp_path: Path,
-    victoria_metrics: VictoriaMetrics,
+    tls_victoria_metrics: VictoriaMetrics,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # What systemd (LoadCredential=) and compose (environment:) give the two programs.
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(deployed.secrets / "agents" / "nyc" / "nyc-1"))
     monkeypatch.setenv("ENOC_COLLECTOR_ID", "collector-1")
+    victoria_metrics = tls_victoria_metrics
+    assert victoria_metrics.url.startswith("https://")
     collector_yaml = shipped_collector_config(deployed, tmp_path, influx_url=victoria_metrics.url)
     coll_config = load_config(collector_yaml, CollectorConfig)
     assert coll_config.mqtt.client_id == "enoc-collector-1"
@@ -577,6 +598,9 @@ async def test_the_shipped_agent_and_collector_run_over_tls_through_the_shipped_
     assert coll_config.influxdb.token.reveal() == (
         (deployed.secrets / "influxdb" / "admin-token").read_text().strip()
     )
+    # https, InfluxDB's certificate checked against the CA make-certs gave the collectors
+    assert coll_config.influxdb.tls is not None
+    assert coll_config.influxdb.tls.ca_file == deployed.secrets / "collector" / "ca.pem"
 
     async with (
         Recorder(deployed, "collector", ["enoc/deadletter/v1/#"]) as dead_letters,
@@ -764,7 +788,7 @@ async def test_the_collector_reaches_postgresql_over_tls_with_its_password_file(
         monkeypatch.setenv("ENOC_COLLECTOR_ID", "collector-1")
         monkeypatch.setenv("PGPASSFILE", str(deployed.secrets / "collector" / "pgpass"))
         config = shipped_collector_config(
-            deployed, tmp_path, influx_url="http://127.0.0.1:9", store_url=f"{HOST}:{server.port}"
+            deployed, tmp_path, influx_url="https://127.0.0.1:9", store_url=f"{HOST}:{server.port}"
         )
         store_url = load_config(config, CollectorConfig).store.url
         assert "sslmode=verify-full" in store_url and "@" in store_url

@@ -195,6 +195,34 @@ def test_the_two_collectors_share_a_config_and_differ_in_client_id() -> None:
     assert config["http"]["listen"].endswith(":8080")
 
 
+def test_influxdb_speaks_https_with_make_certs_certificate_and_the_collectors_check_it(
+    tmp_path: Path,
+) -> None:
+    influxdb = compose()["services"]["influxdb"]
+    env = influxdb["environment"]
+    assert dict(bind_mounts(influxdb))[SECRETS_DEFAULT + "/influxdb"] == "/run/secrets/enoc"
+    assert env["INFLUXD_TLS_CERT"] == "/run/secrets/enoc/server.pem"
+    assert env["INFLUXD_TLS_KEY"] == "/run/secrets/enoc/server.key"
+    health = influxdb["healthcheck"]["test"]
+    assert "https://localhost:8086" in health and "SSL_CERT_FILE=/run/secrets/enoc/ca.pem" in health
+    config = yaml.safe_load((DEPLOY / "collector" / "collector.yaml").read_text())
+    assert config["influxdb"]["url"] == "https://influxdb:8086"
+    assert config["influxdb"]["tls"] == {"ca_file": "/run/secrets/enoc/ca.pem"}
+    # make-certs writes those files, for the names compose and the health check use
+    make_certs = load_make_certs()
+    out = tmp_path / "secrets"
+    make_certs.make_all(out, broker_names=["mqtt.example.net"], chown=False)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        assert (out / "influxdb" / name).exists(), name
+    assert (out / "influxdb" / "server.key").stat().st_mode & 0o777 == 0o600
+    assert (out / "influxdb" / "ca.pem").read_bytes() == (out / "collector" / "ca.pem").read_bytes()
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((out / "influxdb" / "server.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"influxdb", "localhost"}
+
+
 def test_the_brokers_settings_match_the_collectors() -> None:
     conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     settings = dict(
@@ -239,9 +267,15 @@ def test_grafana_provisioning_fits_the_compose_mounts() -> None:
     theirs = yaml.safe_load((provisioning / "datasources.yaml").read_text())["datasources"]
     assert {d["uid"] for d in ours} == {d["uid"] for d in theirs}, "the dashboards' data source"
     (source,) = ours
-    assert source["url"] == "http://influxdb:8086" and source["jsonData"]["version"] == "InfluxQL"
+    assert source["url"] == "https://influxdb:8086" and source["jsonData"]["version"] == "InfluxQL"
     assert "$ENOC_GRAFANA_INFLUX_TOKEN" in source["secureJsonData"]["httpHeaderValue1"]
     assert "ENOC_GRAFANA_INFLUX_TOKEN" in " ".join(grafana["entrypoint"])
+    # InfluxDB's certificate checked against enoc's CA, which make-certs gives Grafana
+    assert source["jsonData"]["tlsAuthWithCACert"] is True
+    assert source["secureJsonData"]["tlsCACert"] == "$ENOC_GRAFANA_INFLUX_CA"
+    entrypoint = " ".join(grafana["entrypoint"])
+    assert 'ENOC_GRAFANA_INFLUX_CA="$$(cat /run/secrets/enoc/ca.pem)"' in entrypoint
+    assert mounts[SECRETS_DEFAULT + "/grafana"] == "/run/secrets/enoc"
     dashboards = list((REPO / "dashboards" / "json").glob("*.json"))
     assert dashboards
     for path in dashboards:
@@ -310,6 +344,8 @@ def test_kubernetes_collector_has_replicas_readiness_config_and_secrets(
     assert (
         config.store.url.startswith("postgresql://") and "sslmode=verify-full" in config.store.url
     )
+    assert config.influxdb is not None and config.influxdb.url.startswith("https://")
+    assert config.influxdb.tls is not None
 
 
 def test_kubernetes_broker_is_a_tls_only_cluster_with_the_same_acl() -> None:
