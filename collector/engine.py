@@ -14,6 +14,20 @@ Rules, per incident key (site, device, resource, kind):
   under their cause;
 - maintenance windows mark incidents `maintenance` (notifications held).
 
+Events in any order: replicas take an agent's messages in turns and a redelivery
+comes after what followed it, so a key's events may be decided in any order.
+Decisions follow the events' own times and the key's history in the `events`
+table (`KeyHistory`), so the result is what time order would have made: the
+key's latest event says how it is now; an older problem joins the incident of
+its time or opens earlier the one it led to, and one that has cleared since
+opens and resolves at once (or reopens the previous incident for that time);
+an older clearing event resolves its incident earlier, is a pause in it, or
+splits it when the problem came back after `reopen_within`. Flapping counts
+transitions in event time; suppression looks at the cause as it stood when the
+incident opened, and a cause learnt late suppresses (or, cleared late,
+releases) what opened during it. docs/collector.md has the rules and what
+stays order dependent.
+
 Every decision runs in one store transaction that holds the site's lock, so
 replicas sharing a PostgreSQL store agree; it reads the incident after taking
 the lock (another replica may have just changed it). The time-driven sweep
@@ -27,9 +41,10 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from collector.config import IncidentsConfig
@@ -115,6 +130,168 @@ def _window(row: tuple[Any, ...]) -> MaintenanceWindow:
         reason,
         created_by,
     )
+
+
+# Kinds whose every event counts, whatever its severity; of the other kinds an "info" event
+# that clears nothing is informational: kept in the event log, deciding nothing.
+STATE_KINDS = frozenset({"reachability", "link", "bgp"})
+_CLEARING_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(CLEARING_STATES)) + ")"
+# An event's place in a key's history: by time, and a clearing event after a problem of the
+# same time (so that a pair stamped alike reads down-then-up in every arrival order).
+_CLEARS = f"CASE WHEN state IN {_CLEARING_SQL} THEN 1 ELSE 0 END"
+
+
+def decides(event: Event) -> bool:
+    """Whether an event takes part in incident decisions."""
+    return event.state in CLEARING_STATES or event.severity != "info" or event.kind in STATE_KINDS
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    """A recorded event of a key, as the key's history holds it."""
+
+    at: float
+    state: str
+    agent: str
+    event_id: str
+    message: str
+
+    @property
+    def clearing(self) -> bool:
+        return self.state in CLEARING_STATES
+
+    def entry(self) -> TimelineEntry:
+        return TimelineEntry(self.at, "event", self.agent, self.message, self.state, self.event_id)
+
+
+class KeyHistory:
+    """The events the store recorded for one incident key (those that decide), in event
+    time: whatever order they arrived in, this is the order they happened in."""
+
+    def __init__(self, tx: Tx, key: IncidentKey) -> None:
+        self.tx = tx
+        self.where = "site = ? AND device = ? AND resource = ? AND kind = ?"
+        if key.kind not in STATE_KINDS:
+            self.where += f" AND (state IN {_CLEARING_SQL} OR severity <> 'info')"
+        self.params = (key.site, key.device, key.resource, key.kind)
+
+    def _first(self, condition: str, params: tuple[Any, ...], order: str) -> KeyEvent | None:
+        row = self.tx.one(
+            "SELECT at, state, agent, event_id, message FROM events "
+            f"WHERE {self.where} AND {condition} ORDER BY {order} LIMIT 1",
+            (*self.params, *params),
+        )
+        if row is None:
+            return None
+        return KeyEvent(float(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
+
+    def after(self, at: float, clearing: bool) -> KeyEvent | None:
+        """The first event after one at `at` (of that kind: clearing or not)."""
+        return self._first(
+            f"(at > ? OR (at = ? AND {_CLEARS} > ?))", (at, at, int(clearing)), f"at, {_CLEARS}"
+        )
+
+    def before(self, at: float, clearing: bool, agent: str, event_id: str) -> KeyEvent | None:
+        """The last event before one at `at` (not counting that event itself)."""
+        return self._first(
+            f"(at < ? OR (at = ? AND {_CLEARS} <= ?)) AND NOT (agent = ? AND event_id = ?)",
+            (at, at, int(clearing), agent, event_id),
+            f"at DESC, {_CLEARS} DESC",
+        )
+
+    def next_clearing(self, at: float) -> KeyEvent | None:
+        """The first clearing event after a problem at `at`."""
+        return self._first(f"state IN {_CLEARING_SQL} AND at >= ?", (at,), "at")
+
+    def next_problem(self, at: float) -> KeyEvent | None:
+        """The first problem after a clearing event at `at`."""
+        return self._first(f"state NOT IN {_CLEARING_SQL} AND at > ?", (at,), "at")
+
+    def problems(self, since: float, until: float | None) -> int:
+        """How many problem events happened from `since` to `until` (or to now)."""
+        row = self.tx.one(
+            f"SELECT COUNT(*) FROM events WHERE {self.where} AND state NOT IN {_CLEARING_SQL} "
+            "AND at >= ? AND at <= ?",
+            (*self.params, since, math.inf if until is None else until),
+        )
+        return int(row[0]) if row else 0
+
+    def transitions(self, since: float, until: float) -> list[float]:
+        """When the key changed state (problem to clear or back) in (since, until]; it
+        starts clear, as the agent's edge detector does."""
+        last = self._first("at <= ?", (since,), f"at DESC, {_CLEARS} DESC")
+        problem = last is not None and not last.clearing
+        out = []
+        for at, state in self.tx.all(
+            f"SELECT at, state FROM events WHERE {self.where} AND at > ? AND at <= ? "
+            f"ORDER BY at, {_CLEARS}",
+            (*self.params, since, until),
+        ):
+            if (state not in CLEARING_STATES) != problem:
+                problem = not problem
+                out.append(float(at))
+        return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """The event being decided, with what deciding it needs."""
+
+    message: EventsMessage
+    event: Event
+    key: IncidentKey
+    entry: TimelineEntry
+    received: float
+    windows: list[MaintenanceWindow]
+
+
+@dataclass
+class Outcome:
+    """What an event did to the incident it touched."""
+
+    incident: Incident
+    changes: list[Change]
+    # opened and resolved in one go (the clearing event came first): the "opened" change
+    # shows it open, as it was until its resolution
+    momentary: bool = False
+    # the time it newly made a problem of the key: [since, until or still)
+    problem: tuple[float, float | None] | None = None
+    extra: list[IncidentChange] = field(default_factory=list)  # of other incidents
+
+
+def _amended(incident: Incident) -> Change:
+    """The change that says an incident's record was amended: "resolved" for a resolved
+    one (what it sends again is its resolution, never a firing alert), else "updated"."""
+    return "updated" if incident.is_open else "resolved"
+
+
+def _as_opened(incident: Incident) -> Incident:
+    """An incident as it was when it opened, before the resolution that came with it."""
+    return replace(
+        incident, state="open", resolved=None, resolved_by="", attrs=dict(incident.attrs)
+    )
+
+
+def _within(incident: Incident, at: float) -> bool:
+    return incident.opened <= at and (incident.resolved is None or at <= incident.resolved)
+
+
+def _add_once(tx: Tx, incident_id: int, entry: TimelineEntry) -> None:
+    """An event's timeline entry, unless the incident has it (it resolved it before)."""
+    if not tx.one(
+        "SELECT 1 FROM timeline WHERE incident_id = ? AND event_id = ? AND actor = ?",
+        (incident_id, entry.event_id, entry.actor),
+    ):
+        tx.add_timeline(incident_id, entry)
+
+
+def _unreachable_at(tx: Tx, site: str, device: str, at: float) -> Incident | None:
+    """The device's reachability incident if the device was unreachable at `at`."""
+    key = IncidentKey(site, device, "device", "reachability")
+    last = KeyHistory(tx, key).before(at, True, "", "")
+    if last is None or last.clearing:
+        return None
+    return tx.incident_at(key, at)
 
 
 def stale_status(message: StatusMessage, retained: bool, last_seen: float, last_seq: int) -> bool:
@@ -213,8 +390,15 @@ class Engine:
         received: float,
         windows: list[MaintenanceWindow],
     ) -> list[IncidentChange]:
+        """Decide about one new event by its own time (`ts`), given what the store has
+        recorded for its key (module docstring: "Events in any order")."""
+        if not decides(event):
+            return []  # informational: kept in the event log, not an incident
         key = IncidentKey(message.site, event.device, event.resource, event.kind)
-        if event.kind == "reachability":
+        history = KeyHistory(tx, key)
+        clearing = event.state in CLEARING_STATES
+        later = history.after(event.ts, clearing)
+        if event.kind == "reachability" and later is None:  # the device's state now
             tx.execute(
                 "INSERT INTO devices (site, device, agent, rtc, reach, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, device) DO UPDATE SET "
@@ -224,29 +408,48 @@ class Engine:
         entry = TimelineEntry(
             event.ts, "event", message.agent, event.message, event.state, event.id
         )
+        step = Step(message, event, key, entry, received, windows)
+        if later is None:
+            outcome = self._newest(tx, step)
+        elif clearing:
+            outcome = self._late_clearing(tx, step, history)
+        else:
+            outcome = self._late_problem(tx, step, history)
+        if outcome is None:
+            return []
+        incident = outcome.incident
+        hi = event.ts if later is None else max(event.ts, later.at)
+        tx.save_incident(incident, self._flap(tx, incident, history, event.ts, hi))
+        changes = [
+            IncidentChange(
+                c, _as_opened(incident) if c == "opened" and outcome.momentary else incident
+            )
+            for c in outcome.changes
+        ]
+        changes += outcome.extra
+        if outcome.problem is not None:
+            changes += self._suppress_beneath(tx, incident, *outcome.problem)
+        if clearing and incident.resolved is not None:
+            changes += self._release_beyond(tx, incident, incident.resolved)
+        return changes
+
+    def _newest(self, tx: Tx, step: Step) -> Outcome | None:
+        """The event is the latest the key has (the usual case): it says how things are."""
+        event, key = step.event, step.key
         if event.state in CLEARING_STATES:
             incident = tx.open_incident(key)
             if incident is None:
-                return []
-            transitions = self._transitions(tx, incident, event.ts)
+                return None
             incident.state = "resolved"
             incident.resolved = max(event.ts, incident.opened)
             incident.resolved_by = "auto"
-            incident.updated = received
-            tx.add_timeline(incident.id, entry)
-            tx.save_incident(incident, transitions)
-            return [IncidentChange("resolved", incident)]
-        if event.severity == "info" and event.kind not in ("reachability", "link", "bgp"):
-            return []  # informational: kept in the event log, not an incident
+            incident.updated = step.received
+            tx.add_timeline(incident.id, step.entry)
+            return Outcome(incident, ["resolved"])
         incident = tx.open_incident(key)
         if incident is not None:
-            incident.count += 1
-            incident.updated = received
-            if SEVERITY_RANK[event.severity] > SEVERITY_RANK[incident.severity]:
-                incident.severity = event.severity
-            tx.add_timeline(incident.id, entry)
-            tx.save_incident(incident, tx.transitions(incident.id))
-            return [IncidentChange("updated", incident)]
+            self._bump(tx, incident, step)
+            return Outcome(incident, ["updated"])
         latest = tx.latest_incident(key)
         if (
             latest is not None
@@ -254,17 +457,163 @@ class Engine:
             and event.ts - latest.resolved <= self.config.reopen_within
         ):
             incident = latest
-            transitions = self._transitions(tx, incident, event.ts)
             incident.state = "open"
             incident.resolved, incident.resolved_by = None, ""
             incident.acknowledged, incident.acknowledged_by = None, ""
             incident.count += 1
-            incident.updated = received
+            incident.updated = step.received
             incident.severity = event.severity
-            tx.add_timeline(incident.id, TimelineEntry(event.ts, "reopened", message.agent))
-            tx.add_timeline(incident.id, entry)
-            tx.save_incident(incident, transitions)
-            return [IncidentChange("opened", incident)]
+            tx.add_timeline(incident.id, TimelineEntry(event.ts, "reopened", step.message.agent))
+            tx.add_timeline(incident.id, step.entry)
+            return Outcome(incident, ["opened"], problem=(event.ts, None))
+        return self._create(tx, step, None)
+
+    def _late_problem(self, tx: Tx, step: Step, history: KeyHistory) -> Outcome | None:
+        """A problem older than what the key recorded since: it joins the incident that
+        held its time, or moves the opening of the one it led to earlier, or it was a
+        problem that has cleared since: a momentary incident (or a reopening) that opens
+        and resolves at once, with both times."""
+        event, key, at = step.event, step.key, step.event.ts
+        incident = tx.incident_at(key, at)
+        end = history.next_clearing(at)
+        if incident is not None:  # during an incident: one more event of it
+            self._bump(tx, incident, step)
+            if end is not None and _within(incident, end.at):  # a pause of it, now
+                _add_once(tx, incident.id, end.entry())
+            return Outcome(incident, [_amended(incident)])
+        after = tx.incident_after(key, at)
+        if after is not None and (end is None or after.opened <= end.at):
+            return self._open_earlier(tx, after, step, end)
+        if end is None:  # nothing after it but problems that opened nothing: decide as now
+            return self._newest(tx, step)
+        before = tx.incident_before(key, at)
+        if (
+            before is not None
+            and before.resolved is not None
+            and at - before.resolved <= self.config.reopen_within
+        ):  # it reopened the incident before it, until `end`
+            before.resolved, before.resolved_by = max(end.at, before.resolved), "auto"
+            before.count += 1
+            before.updated = step.received
+            if SEVERITY_RANK[event.severity] > SEVERITY_RANK[before.severity]:
+                before.severity = event.severity
+            tx.add_timeline(before.id, TimelineEntry(at, "reopened", step.message.agent))
+            tx.add_timeline(before.id, step.entry)
+            _add_once(tx, before.id, end.entry())
+            return Outcome(before, ["opened", "resolved"], momentary=True, problem=(at, end.at))
+        if after is not None and after.opened - end.at <= self.config.reopen_within:
+            return self._open_earlier(tx, after, step, end)  # `after` was its reopening
+        return self._create(tx, step, end)
+
+    def _late_clearing(self, tx: Tx, step: Step, history: KeyHistory) -> Outcome | None:
+        """A clearing event older than what the key recorded since: it ends the incident
+        of its time then (an earlier resolution), or it was a pause of a problem that came
+        back (a transition: flapping counts it; the incident stays as the later events
+        left it)."""
+        event, at = step.event, step.event.ts
+        before = history.before(at, True, step.message.agent, event.id)
+        if before is None or before.clearing:
+            return None  # it was clear already: a repeat
+        incident = tx.incident_at(step.key, at)
+        if incident is None:
+            return None
+        relapse = history.next_problem(at)
+        tx.add_timeline(incident.id, step.entry)
+        incident.updated = step.received
+        if (
+            relapse is not None
+            and relapse.at - at > self.config.reopen_within
+            and (incident.resolved is None or incident.resolved >= relapse.at)
+        ):
+            return self._split(tx, incident, step, history, relapse)
+        if relapse is None and incident.is_open:
+            incident.state = "resolved"
+            incident.resolved = max(at, incident.opened)
+            incident.resolved_by = "auto"
+            return Outcome(incident, ["resolved"])
+        if (
+            incident.resolved is not None
+            and incident.resolved_by == "auto"
+            and incident.resolved > at
+            and (relapse is None or relapse.at > incident.resolved)
+        ):  # it ended earlier: the clearing events after this one were repeats
+            incident.resolved = max(at, incident.opened)
+            tx.execute(
+                "DELETE FROM timeline WHERE incident_id = ? AND what = 'event' AND at > ?",
+                (incident.id, incident.resolved),
+            )
+        return Outcome(incident, [_amended(incident)])
+
+    def _split(
+        self, tx: Tx, incident: Incident, step: Step, history: KeyHistory, relapse: KeyEvent
+    ) -> Outcome:
+        """A late clearing event ended `incident` at its time, and the problem came back (at
+        `relapse`) later than `reopen_within`: in event order, that was a new incident.
+        `incident` ends at the clearing event; what followed becomes the new incident, as
+        it stands now (state, acknowledgement, escalation, flapping, its timeline)."""
+        at = step.event.ts
+        later = replace(
+            incident,
+            id=0,
+            opened=relapse.at,
+            updated=step.received,
+            count=max(1, history.problems(relapse.at, incident.resolved)),
+            attrs=dict(incident.attrs),
+            timeline=[],
+        )
+        later.suppressed_by = self._cause(tx, incident.key, relapse.at)
+        incident.count = max(1, incident.count - later.count)
+        incident.state = "resolved"
+        incident.resolved, incident.resolved_by = max(at, incident.opened), "auto"
+        if incident.acknowledged is not None and incident.acknowledged > incident.resolved:
+            incident.acknowledged, incident.acknowledged_by = None, ""  # that was the later one
+        stored = tx.transitions(incident.id)
+        tx.save_incident(incident, [y for y in stored if y < relapse.at])  # first: one open
+        tx.create_incident(later, [])
+        tx.save_incident(later, [y for y in stored if y >= relapse.at])
+        tx.execute(
+            "UPDATE timeline SET incident_id = ? WHERE incident_id = ? AND at >= ?",
+            (later.id, incident.id, relapse.at),
+        )
+        extra = [IncidentChange("opened", later if later.is_open else _as_opened(later))]
+        if not later.is_open:
+            extra.append(IncidentChange("resolved", later))
+        return Outcome(incident, ["resolved"], extra=extra)
+
+    def _bump(self, tx: Tx, incident: Incident, step: Step) -> None:
+        incident.count += 1
+        incident.updated = step.received
+        if SEVERITY_RANK[step.event.severity] > SEVERITY_RANK[incident.severity]:
+            incident.severity = step.event.severity
+        tx.add_timeline(incident.id, step.entry)
+
+    def _open_earlier(
+        self, tx: Tx, incident: Incident, step: Step, end: KeyEvent | None
+    ) -> Outcome:
+        """`incident` opened later than a problem that led to it: it opened at that problem
+        (and, when `end` came between, cleared then and reopened)."""
+        at, opened = step.event.ts, incident.opened
+        self._bump(tx, incident, step)
+        incident.opened = at
+        if incident.suppressed_by is None:  # as things stood when it opened, now
+            incident.suppressed_by = self._cause(tx, incident.key, at)
+            if incident.suppressed_by is not None:
+                tx.add_timeline(
+                    incident.id,
+                    TimelineEntry(at, "suppressed", "", f"under incident {incident.suppressed_by}"),
+                )
+        until = opened
+        if end is not None and end.at < opened:
+            _add_once(tx, incident.id, end.entry())
+            tx.add_timeline(incident.id, TimelineEntry(opened, "reopened", step.message.agent))
+            until = end.at
+        elif end is not None and _within(incident, end.at):
+            _add_once(tx, incident.id, end.entry())
+        return Outcome(incident, [_amended(incident)], problem=(at, until))
+
+    def _create(self, tx: Tx, step: Step, end: KeyEvent | None) -> Outcome:
+        """A new incident; resolved at once by `end` when that clearing event came first."""
+        event, key = step.event, step.key
         incident = Incident(
             id=0,
             key=key,
@@ -272,14 +621,17 @@ class Engine:
             state="open",
             title=self._title(event),
             opened=event.ts,
-            updated=received,
-            rtc=message.rtc,
+            updated=step.received,
+            rtc=step.message.rtc,
             attrs=dict(event.attrs),
         )
+        if end is not None:  # inserted resolved: another incident of the key may be open
+            incident.state = "resolved"
+            incident.resolved, incident.resolved_by = end.at, "auto"
         incident.suppressed_by = self._cause(tx, key, event.ts)
-        incident.maintenance = any(w.covers(key, event.ts) for w in windows)
-        tx.create_incident(incident, [event.ts])
-        tx.add_timeline(incident.id, entry)
+        incident.maintenance = any(w.covers(key, event.ts) for w in step.windows)
+        tx.create_incident(incident, [])
+        tx.add_timeline(incident.id, step.entry)
         if incident.suppressed_by is not None:
             tx.add_timeline(
                 incident.id,
@@ -287,33 +639,47 @@ class Engine:
                     event.ts, "suppressed", "", f"under incident {incident.suppressed_by}"
                 ),
             )
-        return [IncidentChange("opened", incident)]
+        if end is None:
+            return Outcome(incident, ["opened"], problem=(event.ts, None))
+        _add_once(tx, incident.id, end.entry())
+        return Outcome(incident, ["opened", "resolved"], momentary=True, problem=(event.ts, end.at))
 
     @staticmethod
     def _title(event: Event) -> str:
         text = event.message or f"{event.kind} {event.state}"
         return f"{event.device}: {text}" if event.device else text
 
-    def _transitions(self, tx: Tx, incident: Incident, at: float) -> list[float]:
-        """Record a transition; mark the incident flapping when there were too many."""
-        window = self.config.flap_window
-        transitions = [t for t in tx.transitions(incident.id) if t > at - window] + [at]
-        if not incident.flapping and len(transitions) >= self.config.flap_transitions:
-            incident.flapping = True
-            tx.add_timeline(
-                incident.id,
-                TimelineEntry(
-                    at,
-                    "flapping",
-                    "",
-                    f"{len(transitions)} transitions within {window:.0f} s: "
-                    "notifications held until it settles",
-                ),
-            )
-        return transitions[-64:]
+    def _flap(
+        self, tx: Tx, incident: Incident, history: KeyHistory, at: float, hi: float
+    ) -> list[float]:
+        """The key's transitions by event time, an event at `at` having changed those up
+        to `hi`; marks the incident flapping when a window of `flap_window` ending at or
+        after `at` holds `flap_transitions` of them. Returns what to store (the sweep
+        reads the last to tell when it settled)."""
+        window = float(self.config.flap_window)
+        near = history.transitions(at - window, hi + window)
+        if not incident.flapping:
+            for x in (x for x in near if x >= at):
+                n = sum(1 for y in near if x - window < y <= x)
+                if n >= self.config.flap_transitions:
+                    incident.flapping = True
+                    tx.add_timeline(
+                        incident.id,
+                        TimelineEntry(
+                            x,
+                            "flapping",
+                            "",
+                            f"{n} transitions within {window:.0f} s: "
+                            "notifications held until it settles",
+                        ),
+                    )
+                    break
+        kept = [y for y in tx.transitions(incident.id) if y <= at - window or y > hi + window]
+        return sorted(kept + near)[-64:]
 
     def _cause(self, tx: Tx, key: IncidentKey, at: float) -> int | None:
-        """The incident that explains a new one, if any (see the module docstring)."""
+        """The incident that explains one opened at `at`, if any (see the module
+        docstring), as things stood at `at`."""
         row = tx.one(
             "SELECT id FROM incidents WHERE site = ? AND device = '' AND kind = ? "
             "AND opened <= ? AND (resolved IS NULL OR resolved >= ?) ORDER BY id DESC LIMIT 1",
@@ -324,17 +690,74 @@ class Engine:
         if not key.device:
             return None
         if key.kind != "reachability":
-            down = tx.open_incident(IncidentKey(key.site, key.device, "device", "reachability"))
+            down = _unreachable_at(tx, key.site, key.device, at)
             if down is not None:
                 return down.id
         parent = tx.one(
             "SELECT parent FROM devices WHERE site = ? AND device = ?", (key.site, key.device)
         )
         if parent is not None and parent[0]:
-            down = tx.open_incident(IncidentKey(key.site, parent[0], "device", "reachability"))
+            down = _unreachable_at(tx, key.site, parent[0], at)
             if down is not None:
                 return down.id
         return None
+
+    def _suppress_beneath(
+        self, tx: Tx, cause: Incident, since: float, until: float | None
+    ) -> list[IncidentChange]:
+        """A device's unreachability now known to span [since, until) explains the incidents
+        of the device and of its children that opened then, recorded before it was known
+        (their events came first): they are suppressed under it as if it had come first."""
+        k = cause.key
+        if k.kind != "reachability" or k.resource != "device" or not k.device:
+            return []
+        children = [
+            str(r[0])
+            for r in tx.all(
+                "SELECT device FROM devices WHERE site = ? AND parent = ?", (k.site, k.device)
+            )
+        ]
+        beneath = "(device = ? AND kind <> 'reachability')"
+        if children:
+            beneath = f"({beneath} OR device IN ({', '.join('?' * len(children))}))"
+        where = f"site = ? AND suppressed_by IS NULL AND id <> ? AND opened >= ? AND {beneath}"
+        params: list[Any] = [k.site, cause.id, since, k.device, *children]
+        if until is not None:
+            where += " AND opened < ?"
+            params.append(until)
+        changes = []
+        for incident in tx.incidents(where, params):
+            incident.suppressed_by = cause.id
+            tx.add_timeline(
+                incident.id,
+                TimelineEntry(incident.opened, "suppressed", "", f"under incident {cause.id}"),
+            )
+            tx.save_incident(incident, tx.transitions(incident.id))
+            changes.append(IncidentChange(_amended(incident), incident))
+        return changes
+
+    def _release_beyond(self, tx: Tx, cause: Incident, since: float) -> list[IncidentChange]:
+        """A device now known to be reachable again from `since` explains nothing that opened
+        after it: what was suppressed under it then (its events came before the clearing
+        event) is decided again, as it would have been had the clearing come first."""
+        if cause.key.kind != "reachability" or cause.key.resource != "device":
+            return []
+        changes = []
+        for incident in tx.incidents(
+            "site = ? AND suppressed_by = ? AND opened > ?", (cause.key.site, cause.id, since)
+        ):
+            incident.suppressed_by = self._cause(tx, incident.key, incident.opened)
+            if incident.suppressed_by == cause.id:
+                continue
+            text = (
+                f"under incident {incident.suppressed_by}"
+                if incident.suppressed_by is not None
+                else f"no longer under incident {cause.id}"
+            )
+            tx.add_timeline(incident.id, TimelineEntry(incident.opened, "suppressed", "", text))
+            tx.save_incident(incident, tx.transitions(incident.id))
+            changes.append(IncidentChange(_amended(incident), incident))
+        return changes
 
     # ---------------------------------------------------------------- agent status
 

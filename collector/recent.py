@@ -1,9 +1,22 @@
 """The collector's recent-values window: the last hour of each device, for the console.
 
-Per device it keeps the latest sample whole, and a ring of the last `slots`
-polls: device fields (CPU, memory, response time) and each interface's
-in/out bits per second in compact float arrays (an interface costs about
-half a kilobyte an hour at one poll a minute).
+Every metrics message passes through here, so `add` does as little as it can:
+per device poll it keeps the poll's time, three device values (CPU, memory,
+response time) and each interface's in/out bits per second in one compact
+float array, in a ring of the last `slots` polls, and a reference to the
+latest poll. A chart is computed only when a device page asks for it.
+
+The latest poll is kept as the payload it came in (`enoc.wire.decode` leaves
+it on the message it decoded, see `payload_of`) and decoded again for a page:
+one bytes object per device rather than its poll's hundreds of objects, which
+the garbage collector would walk and which, freed a poll later from cold
+memory, cost more than the rest of the window. A message built in memory
+(tests, tools) keeps its sample itself.
+
+An interface's chart covers the device polls in the ring that have it. Values
+are kept as 32-bit floats and shown rounded to 3 decimals; a missing or
+non-numeric value is null, and a series with no value in the window is left
+out (a rate needs two polls: a device's first poll has none).
 
 With replicas on a shared subscription each one receives only its share of
 every device's polls, so its window has gaps (and spans longer than an hour).
@@ -15,64 +28,42 @@ is (`source`: local or influxdb).
 
 from __future__ import annotations
 
+import math
 from array import array
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from collector.config import InfluxConfig, RecentConfig
 from enoc.logs import StateLogger, get_logger
-from enoc.wire import DeviceSample, MetricsMessage, Value
+from enoc.wire import DeviceSample, MetricsMessage, Value, decode, payload_of, topic
 
 log = get_logger("enoc.collector.recent")
 
 DEVICE_SERIES = ("cpu", "memory", "response_ms")
+INTERFACE_SERIES = ("in_bps", "out_bps")
+_NAN = float("nan")
+
+# One poll in the ring: its time, the device's raw CPU, memory and response time, the
+# poll's ifIndex order (one tuple shared by the polls that have the same) and the
+# interfaces' in/out values in that order, interleaved, as 32-bit floats.
+_Poll = tuple[float, Value | None, Value | None, Value | None, tuple[int, ...], "array[float]"]
 
 
-@dataclass
-class _Ring:
-    slots: int
-    times: array[float] = field(default_factory=lambda: array("d"))
-    series: dict[str, array[float]] = field(default_factory=dict)
-    head: int = 0  # next slot to write, once full
-
-    def add(self, ts: float, values: dict[str, float]) -> None:
-        if len(self.times) < self.slots:
-            self.times.append(ts)
-            for name, arr in self.series.items():
-                arr.append(values.get(name, float("nan")))
-            for name, value in values.items():
-                if name not in self.series:
-                    arr = array("f", [float("nan")] * (len(self.times) - 1))
-                    arr.append(value)
-                    self.series[name] = arr
-            return
-        i = self.head
-        self.times[i] = ts
-        for name, arr in self.series.items():
-            arr[i] = values.get(name, float("nan"))
-        self.head = (i + 1) % self.slots
-
-    def points(self) -> dict[str, Any]:
-        order = list(range(self.head, len(self.times))) + list(range(self.head))
-        return {
-            "t": [self.times[i] for i in order],
-            **{
-                name: [None if arr[i] != arr[i] else round(arr[i], 3) for i in order]
-                for name, arr in self.series.items()
-            },
-        }
-
-
-@dataclass
 class _Device:
-    site: str
-    rtc: str
-    agent: str
-    latest: DeviceSample
-    ring: _Ring
-    interfaces: dict[int, _Ring] = field(default_factory=dict)
+    __slots__ = ("agent", "index", "latest", "polls", "rtc", "site", "ts")
+
+    def __init__(self, site: str, rtc: str, agent: str, slots: int) -> None:
+        self.site = site
+        self.rtc = rtc
+        self.agent = agent
+        self.ts = -math.inf  # the latest poll's time
+        # the latest poll: (payload, its topic, the sample's place in it), or the sample
+        self.latest: tuple[bytes, str, int] | DeviceSample | None = None
+        self.index: tuple[int, ...] = ()
+        self.polls: deque[_Poll] = deque(maxlen=slots)
 
 
 class RecentValues:
@@ -82,30 +73,74 @@ class RecentValues:
         self.devices: dict[tuple[str, str], _Device] = {}
 
     def add(self, message: MetricsMessage) -> None:
-        for sample in message.samples:
-            key = (message.site, sample.device)
-            entry = self.devices.get(key)
+        site = message.site
+        payload = payload_of(message)
+        devices = self.devices
+        for n, sample in enumerate(message.samples):
+            key = (site, sample.device)
+            entry = devices.get(key)
             if entry is None:
-                if len(self.devices) >= self.max_devices:
+                if len(devices) >= self.max_devices:
                     continue
-                entry = self.devices[key] = _Device(
-                    message.site, message.rtc, message.agent, sample, _Ring(self.slots)
-                )
-            elif sample.ts < entry.latest.ts:
+                entry = devices[key] = _Device(site, message.rtc, message.agent, self.slots)
+            ts = sample.ts
+            if ts < entry.ts:
                 continue  # a replayed older poll: the window shows the present
-            entry.latest = sample
-            entry.ring.add(sample.ts, _numbers(sample.fields, DEVICE_SERIES))
-            for i in sample.interfaces:
-                ring = entry.interfaces.get(i.if_index)
-                if ring is None:
-                    ring = entry.interfaces[i.if_index] = _Ring(self.slots)
-                ring.add(sample.ts, _numbers(i.fields, ("in_bps", "out_bps")))
+            entry.ts = ts
+            entry.agent = message.agent
+            entry.rtc = message.rtc
+            entry.latest = sample if payload is None else (payload, message.agent, n)
+            ifs = sample.interfaces
+            index = tuple([i.if_index for i in ifs])
+            if index == entry.index:
+                index = entry.index  # one tuple for every poll of the same interfaces
+            else:
+                entry.index = index
+            rates: list[Any] = [
+                x
+                for i in ifs
+                for x in (i.fields.get("in_bps", _NAN), i.fields.get("out_bps", _NAN))
+            ]
+            try:
+                values = array("f", rates)
+            except (TypeError, OverflowError):  # a string, or an int beyond a double
+                values = array(
+                    "f", [_number(i.fields.get(k)) for i in ifs for k in INTERFACE_SERIES]
+                )
+            fields = sample.fields
+            entry.polls.append(
+                (
+                    ts,
+                    fields.get("cpu"),
+                    fields.get("memory"),
+                    fields.get("response_ms"),
+                    index,
+                    values,
+                )
+            )
 
     def device(self, site: str, device: str) -> dict[str, Any] | None:
         entry = self.devices.get((site, device))
         if entry is None:
             return None
-        latest = entry.latest
+        latest = _latest(entry, site)
+        if latest is None:
+            return None
+        polls = list(entry.polls)
+        times = [p[0] for p in polls]
+        history: dict[str, Any] = {"t": times}
+        columns = (
+            [_shown(_number(p[1])) for p in polls],
+            [_shown(_number(p[2])) for p in polls],
+            [_shown(_number(p[3])) for p in polls],
+        )
+        for name, series in zip(DEVICE_SERIES, columns, strict=True):
+            if any(v is not None for v in series):
+                history[name] = series
+        places: dict[int, dict[int, int]] = {}  # per ifIndex tuple (by id): ifIndex -> place
+        for p in polls:
+            if id(p[4]) not in places:
+                places[id(p[4])] = {x: n for n, x in enumerate(p[4])}
         return {
             "source": "local",
             "site": entry.site,
@@ -115,7 +150,7 @@ class RecentValues:
             "address": latest.address,
             "ts": latest.ts,
             "fields": latest.fields,
-            "history": entry.ring.points(),
+            "history": history,
             "interfaces": [
                 {
                     "ifIndex": i.if_index,
@@ -123,9 +158,7 @@ class RecentValues:
                     "ifDescr": i.descr,
                     "ifAlias": i.alias,
                     "fields": i.fields,
-                    "history": entry.interfaces[i.if_index].points()
-                    if i.if_index in entry.interfaces
-                    else {},
+                    "history": _interface_history(i.if_index, polls, places),
                 }
                 for i in latest.interfaces
             ],
@@ -133,13 +166,48 @@ class RecentValues:
         }
 
 
-def _numbers(fields: dict[str, Value], names: tuple[str, ...]) -> dict[str, float]:
-    out = {}
-    for name in names:
-        value = fields.get(name)
-        if isinstance(value, int | float):
-            out[name] = float(value)
-    return out
+def _latest(entry: _Device, site: str) -> DeviceSample | None:
+    latest = entry.latest
+    if latest is None or isinstance(latest, DeviceSample):
+        return latest
+    payload, agent, n = latest
+    message = decode(topic(site, agent, "metrics"), payload)
+    assert isinstance(message, MetricsMessage)
+    return message.samples[n]
+
+
+def _interface_history(
+    if_index: int, polls: list[_Poll], places: dict[int, dict[int, int]]
+) -> dict[str, Any]:
+    times: list[float] = []
+    ins: list[float | None] = []
+    outs: list[float | None] = []
+    for ts, _cpu, _memory, _response, index, values in polls:
+        place = places[id(index)].get(if_index)
+        if place is None:
+            continue  # not in that poll
+        times.append(ts)
+        ins.append(_shown(values[2 * place]))
+        outs.append(_shown(values[2 * place + 1]))
+    history: dict[str, Any] = {"t": times}
+    for name, series in zip(INTERFACE_SERIES, (ins, outs), strict=True):
+        if any(v is not None for v in series):
+            history[name] = series
+    return history
+
+
+def _number(value: Value | None) -> float:
+    """A value as the window keeps it: a 32-bit float, NaN for what is not a number."""
+    if isinstance(value, int | float):
+        try:
+            return array("f", [value])[0]
+        except OverflowError:
+            return _NAN
+    return _NAN
+
+
+def _shown(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------ from InfluxDB

@@ -178,6 +178,14 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (webhook, incident_id)
         )""",
     ],
+    # 3 -> 4: incident decisions follow the events' own times, whatever order replicas
+    # receive them in: the engine looks up a key's recorded events around an event's `at`.
+    # The incidents suppressed under a cause, for when the cause's span turns out shorter.
+    [
+        "CREATE INDEX events_by_key ON events (site, device, resource, kind, at)",
+        "CREATE INDEX incidents_by_cause ON incidents (suppressed_by) "
+        "WHERE suppressed_by IS NOT NULL",
+    ],
 ]
 
 CHANGES_CHANNEL = "enoc_changes"
@@ -300,7 +308,7 @@ class Tx:
                 TimelineEntry(*r)
                 for r in self.all(
                     "SELECT at, what, actor, text, state, event_id FROM timeline "
-                    "WHERE incident_id = ? ORDER BY id",
+                    "WHERE incident_id = ? ORDER BY at, id",
                     (incident_id,),
                 )
             ]
@@ -324,13 +332,37 @@ class Tx:
         )
         return found[0] if found else None
 
-    def latest_incident(self, key: IncidentKey) -> Incident | None:
-        found = self.incidents(
-            "site = ? AND device = ? AND resource = ? AND kind = ?",
-            (key.site, key.device, key.resource, key.kind),
-            limit=1,
+    def _key_incident(
+        self, key: IncidentKey, where: str, params: Sequence[Any], order: str
+    ) -> Incident | None:
+        row = self.one(
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE site = ? AND device = ? "
+            f"AND resource = ? AND kind = ? AND {where} ORDER BY {order} LIMIT 1",
+            (key.site, key.device, key.resource, key.kind, *params),
         )
-        return found[0] if found else None
+        return None if row is None else incident_from_row(row)
+
+    def latest_incident(self, key: IncidentKey) -> Incident | None:
+        """The key's incident that opened last (by event time: a late event may have
+        created an older one after it)."""
+        return self._key_incident(key, "1 = 1", (), "opened DESC, id DESC")
+
+    def incident_at(self, key: IncidentKey, at: float) -> Incident | None:
+        """The key's incident whose span (opened to resolved, or to now) holds `at`."""
+        return self._key_incident(
+            key,
+            "opened <= ? AND (resolved IS NULL OR resolved >= ?)",
+            (at, at),
+            "opened DESC, id DESC",
+        )
+
+    def incident_before(self, key: IncidentKey, at: float) -> Incident | None:
+        """The key's last incident that opened before `at`."""
+        return self._key_incident(key, "opened < ?", (at,), "opened DESC, id DESC")
+
+    def incident_after(self, key: IncidentKey, at: float) -> Incident | None:
+        """The key's first incident that opened after `at`."""
+        return self._key_incident(key, "opened > ?", (at,), "opened, id")
 
     def create_incident(self, incident: Incident, transitions: list[float]) -> int:
         k = incident.key
@@ -361,7 +393,7 @@ class Tx:
 
     def save_incident(self, incident: Incident, transitions: list[float]) -> None:
         self.execute(
-            "UPDATE incidents SET severity = ?, state = ?, title = ?, updated = ?, "
+            "UPDATE incidents SET severity = ?, state = ?, title = ?, opened = ?, updated = ?, "
             "acknowledged = ?, acknowledged_by = ?, resolved = ?, resolved_by = ?, count = ?, "
             "flapping = ?, suppressed_by = ?, maintenance = ?, escalated = ?, transitions = ? "
             "WHERE id = ?",
@@ -369,6 +401,7 @@ class Tx:
                 incident.severity,
                 incident.state,
                 incident.title,
+                incident.opened,
                 incident.updated,
                 incident.acknowledged,
                 incident.acknowledged_by,

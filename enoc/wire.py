@@ -234,7 +234,7 @@ def decode(topic_name: str, payload: bytes) -> Message:
             pass
         else:
             if wire.site == site and wire.agent == agent:
-                return MetricsMessage(
+                message = MetricsMessage(
                     agent,
                     site,
                     wire.rtc,
@@ -252,7 +252,27 @@ def decode(topic_name: str, payload: bytes) -> Message:
                         for s in wire.samples
                     ],
                 )
-    return _decode_checked(site, agent, kind, payload)
+                if type(payload) is bytes:
+                    message.__dict__[_PAYLOAD] = payload
+                return message
+    decoded = _decode_checked(site, agent, kind, payload)
+    if isinstance(decoded, MetricsMessage) and type(payload) is bytes:
+        decoded.__dict__[_PAYLOAD] = payload
+    return decoded
+
+
+# an instance attribute, not a field: neither compared nor encoded
+_PAYLOAD = "_enoc_payload"
+
+
+def payload_of(message: MetricsMessage) -> bytes | None:
+    """The payload `decode` made this message from; None for a message built in memory.
+
+    The collector's recent-values window keeps a device's latest poll as this one
+    bytes object and decodes it again when a device page asks. A decoded message is
+    not to be changed (the payload would no longer say what it holds)."""
+    payload: bytes | None = message.__dict__.get(_PAYLOAD)
+    return payload
 
 
 def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Message:

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,7 +19,7 @@ from agent.publisher import STATUS_BLOCK, Publisher
 from collector.config import IncidentsConfig
 from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
 from collector.model import IncidentChange
-from collector.store import Store, StoreError
+from collector.store import Store, StoreError, Tx
 from enoc.config import Duration, parse_config
 from enoc.localservers import PostgreSQL
 from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage, decode
@@ -417,7 +417,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         store_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 3
+    assert await store.open() == len(original) == 4
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 3: the change log and the notifiers' state, empty
@@ -569,3 +569,165 @@ async def test_statuses_reach_the_log_once_whichever_replica_hears_them(
     }
     for store in stores:
         await store.close()
+
+
+# ------------------------------------------------------------------ events in any order
+#
+# Replicas on one shared subscription take an agent's messages in turns, and a redelivery
+# after kill -9 brings a message back after the ones that followed it: a key's events can be
+# decided in any order. What the store ends with must be what the events' own times say.
+
+
+def on_site(n: int, *events: Event) -> EventsMessage:
+    return msg(*events, site=f"p{n}", agent=f"p{n}-1")
+
+
+Summary = tuple[str, float, float | None, str, int, bool, list[tuple[float, str]]]
+
+
+async def incidents_of(eng: Engine, site: str) -> list[Summary]:
+    """Each incident of a site as (state, opened, resolved, by, count, flapping, the events of
+    its timeline in order), oldest first."""
+    out: list[Summary] = []
+    for found in sorted(await eng.incidents(site=site), key=lambda i: i.opened):
+        full = await eng.incident(found.id)
+        events = [(e.at, e.state) for e in full.timeline if e.what == "event"]
+        out.append(
+            (
+                full.state,
+                full.opened,
+                full.resolved,
+                full.resolved_by,
+                full.count,
+                full.flapping,
+                events,
+            )
+        )
+    return out
+
+
+def reach_of(site: str) -> Callable[[Tx], list[tuple[object, ...]]]:
+    return lambda tx: tx.all("SELECT reach FROM devices WHERE site = ?", (site,))
+
+
+async def test_a_down_and_its_up_make_one_resolved_incident_in_either_order(
+    engine: tuple[Engine, Clock],
+) -> None:
+    """The up decided before its down (the other replica was quicker, or the down was
+    redelivered after a kill -9) must not leave an incident open for good: either way the
+    down opens and the up resolves, with their own times, in the log as opened then
+    resolved (the "opened" as it was: open), and MTTR counts it."""
+    eng, clock = engine
+    down_at, up_at = T0 + 5, T0 + 35
+    cases = list(itertools.product(("link", "reachability"), ("in order", "up first")))
+    for n, (kind, order) in enumerate(cases):
+        resource = "device" if kind == "reachability" else "if:3"
+        down = event("dev-1", resource, kind, "down", down_at)
+        up = event("dev-1", resource, kind, "up", up_at)
+        changes: list[IncidentChange] = []
+        for e in (down, up) if order == "in order" else (up, down):
+            clock.t += 1
+            changes += await eng.on_events(on_site(n, e))
+        assert await incidents_of(eng, f"p{n}") == [
+            ("resolved", down_at, up_at, "auto", 1, False, [(down_at, "down"), (up_at, "up")])
+        ], (kind, order)
+        assert [(c.change, c.incident.state, c.incident.resolved) for c in changes] == [
+            ("opened", "open", None),
+            ("resolved", "resolved", up_at),
+        ], (kind, order)
+
+        ids = [c.id for c in changes]
+        rows = await eng.store.run(
+            lambda tx: tx.all("SELECT id, change, data FROM changes ORDER BY id")
+        )
+        logged = [(c, json.loads(d)["incident"]["state"]) for i, c, d in rows if i in ids]
+        assert logged == [("opened", "open"), ("resolved", "resolved")], "as each was"
+        if kind == "reachability":
+            reach = await eng.store.run(reach_of(f"p{n}"))
+            assert reach == [("up",)], f"the device is up now ({order})"
+    stats = await eng.stats(T0, T0 + 10)
+    assert [(s["incidents"], s["resolved"], s["mttr_s"]) for s in stats] == [(1, 1, 30.0)] * 4
+
+
+# (state, seconds after T0) of one key's events, and what they make in event order:
+# (state, opened, resolved, count, flapping) of each incident
+FLAP_SEQUENCES: dict[
+    str, tuple[list[tuple[str, int]], list[tuple[str, int, int | None, int, bool]]]
+] = {
+    "flapping, then clear": (
+        [("down", 0), ("up", 10), ("down", 20), ("up", 30)],
+        [("resolved", 0, 30, 2, True)],
+    ),
+    "flapping, still down": (
+        [("down", 0), ("up", 10), ("down", 20), ("up", 30), ("down", 40)],
+        [("open", 0, None, 3, True)],
+    ),
+    "four transitions, not within the window": (
+        [("down", 0), ("up", 10), ("down", 20), ("up", 400)],
+        [("resolved", 0, 400, 2, False)],
+    ),
+    "back after longer than reopen_within: two incidents": (
+        [("down", 0), ("up", 10), ("down", 400), ("up", 410)],
+        [("resolved", 0, 10, 1, False), ("resolved", 400, 410, 1, False)],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FLAP_SEQUENCES))
+async def test_a_flap_sequence_decides_alike_in_every_order(
+    engine: tuple[Engine, Clock], name: str
+) -> None:
+    """Every arrival order of one key's sequence (on a site of its own) ends with the
+    incidents the sequence makes in event order: reopened or not by the events' times
+    (reopen_within 300 s), flapping by transitions within flap_window (4 in 300 s), each
+    incident's events in its timeline in event order, and once quiet, settled."""
+    eng, clock = engine
+    sequence, expected = FLAP_SEQUENCES[name]
+    events = [event("dev-1", "if:7", "link", state, T0 + dt) for state, dt in sequence]
+    by_incident = [
+        (s, T0 + o, None if r is None else T0 + r, "" if r is None else "auto", c, f)
+        for s, o, r, c, f in expected
+    ]
+    for n, order in enumerate(itertools.permutations(events)):
+        for e in order:
+            clock.t += 1
+            await eng.on_events(on_site(n, e))
+        found = await incidents_of(eng, f"p{n}")
+        assert [i[:6] for i in found] == by_incident, [e.ts - T0 for e in order]
+        timelines = [t for i in found for t in i[6]]
+        assert timelines == [(e.ts, e.state) for e in events], [e.ts - T0 for e in order]
+    clock.t += 10_000
+    await eng.sweep()
+    assert not [i for i in await eng.incidents(limit=5000) if i.flapping], "all settled"
+
+
+async def test_suppression_follows_the_events_times_in_every_order(
+    engine: tuple[Engine, Clock],
+) -> None:
+    """A CE router unreachable from 0 to 50 s explains its own link going down at 30 s and
+    its access switch (inventory child) becoming unreachable at 40 s, not its link going
+    down at 100 s, when it answered again: in every order the four events arrive in."""
+    eng, clock = engine
+    sequence = [
+        ("nyc-ce-1", "device", "reachability", "down", 0),
+        ("nyc-ce-1", "if:1", "link", "down", 30),
+        ("nyc-acc-1", "device", "reachability", "down", 40),
+        ("nyc-ce-1", "device", "reachability", "up", 50),
+        ("nyc-ce-1", "if:2", "link", "down", 100),
+    ]
+    events = [event(d, r, k, s, T0 + dt) for d, r, k, s, dt in sequence]
+    for n, order in enumerate(itertools.permutations(events)):
+        await eng.on_status(status("online", site=f"p{n}", agent=f"p{n}-1"))
+        for e in order:
+            clock.t += 1
+            await eng.on_events(on_site(n, e))
+        found = {(i.key.device, i.key.resource): i for i in await eng.incidents(site=f"p{n}")}
+        cause = found["nyc-ce-1", "device"]
+        assert (cause.state, cause.opened, cause.resolved) == ("resolved", T0, T0 + 50)
+        suppressed = {k: i.suppressed_by for k, i in found.items()}
+        assert suppressed == {
+            ("nyc-ce-1", "device"): None,
+            ("nyc-ce-1", "if:1"): cause.id,
+            ("nyc-acc-1", "device"): cause.id,
+            ("nyc-ce-1", "if:2"): None,
+        }, [e.ts - T0 for e in order]

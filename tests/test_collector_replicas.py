@@ -641,3 +641,100 @@ def test_check_config_warns_when_replicas_would_not_act_as_one(tmp_path: Path) -
     (issue,) = collector_issues(load_config(path, CollectorConfig), "x")
     assert (issue.key, issue.warning) == ("recent.source", True)
     assert "without an influxdb section" in issue.message
+
+
+# ------------------------------------------------------------------ events split between replicas
+
+
+async def test_a_pair_split_between_replicas_resolves_whichever_decides_first(
+    tmp_path: Path, mosquitto: Mosquitto, postgres: PostgreSQL
+) -> None:
+    """The shared subscription hands an agent's messages to the replicas in turns: a key's
+    down goes to one and its up to the other. In a first burst each replica holding a down
+    waits until the other has committed its up (as when it is slower, or was killed and
+    gets the down redelivered); in a second the up waits for the down. Every incident ends
+    resolved with the events' own times, whichever replica decided first, and both
+    replicas' APIs say so."""
+    shared = {"mqtt": {"shared_group": "enoc-collectors"}}
+    configs = [
+        collector_config(
+            tmp_path, mosquitto.url, store_url=postgres.url, name=f"replica-{n}", extra=shared
+        )
+        for n in (1, 2)
+    ]
+    handled: dict[str, str] = {}  # event id -> the replica that decided it
+    committed: list[str] = []  # event ids in the order their decisions committed
+    done: dict[str, asyncio.Event] = {}
+    waits_for: dict[str, str] = {}  # event id -> the event id committed before it is decided
+    stuck: list[str] = []
+
+    def gate(name: str, collector: Collector) -> None:
+        decide = collector.engine.on_events
+
+        async def on_events(message: EventsMessage) -> Any:
+            for e in message.events:
+                handled[e.id] = name
+                first = waits_for.get(e.id)
+                if first is not None:
+                    try:  # the other replica decides it, unless the broker gave both to us
+                        await asyncio.wait_for(done.setdefault(first, asyncio.Event()).wait(), 5)
+                    except TimeoutError:
+                        stuck.append(e.id)
+            changes = await decide(message)
+            for e in message.events:
+                committed.append(e.id)
+                done.setdefault(e.id, asyncio.Event()).set()
+            return changes
+
+        collector.engine.on_events = on_events  # type: ignore[method-assign]
+
+    base = time.time() - 3600
+    pairs = []  # (down, up) of one key each
+    for n in range(24):
+        down_at = base + 60 * n
+        pairs.append(
+            tuple(
+                Event(f"split-{n}-{s}", at, f"dev-{n}", "if:1", "link", s, "major", f"if:1 {s}")
+                for s, at in (("down", down_at), ("up", down_at + 7.5))
+            )
+        )
+    up_first, down_first = pairs[:12], pairs[12:]
+    for down, up in up_first:
+        waits_for[down.id] = up.id
+    for down, up in down_first:
+        waits_for[up.id] = down.id
+
+    async with running_collector(configs[0]) as one, running_collector(configs[1]) as two:
+        gate("one", one)
+        gate("two", two)
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        async with aiomqtt.Client(host, int(port), identifier="split-publisher") as client:
+            for pair in pairs:
+                for e in pair:  # in order, each its own message: one to each replica
+                    message = EventsMessage("s1-1", "s1", "emea", next(_seq), time.time(), [e])
+                    await client.publish(topic("s1", "s1-1", "events"), encode(message), qos=1)
+        await eventually(lambda: len(committed) == 2 * len(pairs), what="every event decided")
+        assert not stuck, f"the broker gave both of a pair to one replica: {stuck}"
+        for down, up in pairs:
+            assert handled[down.id] != handled[up.id], "each of a pair to another replica"
+        position = {e: n for n, e in enumerate(committed)}
+        assert all(position[up.id] < position[down.id] for down, up in up_first)
+        assert all(position[down.id] < position[up.id] for down, up in down_first)
+        seen = []
+        async with aiohttp.ClientSession() as http:
+            for replica in (one, two):
+                url = f"http://127.0.0.1:{replica.http_port}/api/v1/incidents?site=s1"
+                headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
+                async with http.get(url, headers=headers) as r:
+                    assert r.status == 200
+                    seen.append(
+                        sorted(
+                            (i["device"], i["state"], i["opened"], i["resolved"], i["count"])
+                            for i in (await r.json())["incidents"]
+                        )
+                    )
+        stats = await one.engine.stats(base - 1, base + 3600)
+    expected = sorted((down.device, "resolved", down.ts, up.ts, 1) for down, up in pairs)
+    assert seen[0] == expected, "every incident resolved, opened and resolved at its events"
+    assert seen[1] == seen[0], "the same on either replica"
+    assert [(s["incidents"], s["resolved"], s["mttr_s"]) for s in stats] == [(24, 24, 7.5)]
