@@ -29,7 +29,7 @@ from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
 from collector.recent import InfluxRecent
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
-from collector.stream import Hub
+from collector.stream import Hub, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
 
@@ -454,9 +454,11 @@ class Api:
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events of the store's change log (ids global across replicas);
-        `Last-Event-ID` resumes from the replay ring, or from the store when older."""
+        `Last-Event-ID` resumes from the replay ring, or from the store when older, or
+        gets a `reset` event when it cannot (collector/stream.py `resume`)."""
         last = request.headers.get("Last-Event-ID", "") or request.query.get("last_id", "")
         sub = self.hub.subscribe()  # before replaying, so nothing falls between the two
+        here = self.hub.last_id  # what came before the subscription (it holds what follows)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -468,24 +470,21 @@ class Api:
         feed = self.collector.feed
         try:
             await response.prepare(request)
-            await response.write(b"retry: 2000\n: connected\n\n")
             sent = int(last) if last.isdigit() else 0
-            if sent > self.hub.last_id and sent > await feed.last_logged():
-                sent = 0  # an id this store never gave (another store, a restored backup)
-            elif sent:
-                missed = self.hub.since(sent)
-                if missed is None:  # older than the ring: from the store
-                    try:
-                        async for event in feed.history(sent):
-                            await response.write(event.encode())
-                            sent = event.id
-                    except Exception as exc:  # the store is down: the client retries from `sent`
-                        log.warning("stream replay from the store failed: %s", exc)
-                        return response
-                else:
-                    for event in missed:
-                        await response.write(event.encode())
-                        sent = event.id
+            # a new client is told where it starts (an id without data is no event), so
+            # that even its first reconnect resumes from there
+            place = "" if sent else f"id: {here}\n\n"
+            await response.write(f"retry: 2000\n: connected\n\n{place}".encode())
+            try:  # what the client missed, or a `reset` when that cannot be replayed
+                async for event in resume(self.hub, feed, sent):
+                    await response.write(event.encode())
+                    sent = event.id
+            except ConnectionResetError:
+                raise
+            except Exception as exc:  # the store is down: the client retries from `sent`
+                log.warning("stream replay from the store failed: %s", exc)
+                return response
+            sent = sent or here
             while True:
                 try:
                     item = await asyncio.wait_for(sub.queue.get(), SSE_HEARTBEAT)

@@ -8,7 +8,9 @@ that). It hands each row to the `Hub` in id order; the row's id is the SSE
 event id, the same on every replica, so a client that reconnects anywhere with
 `Last-Event-ID` resumes where it was. The hub keeps the latest events in a
 replay ring; older ones are read from the store, back to
-`store.changes_retention`.
+`store.changes_retention`. A client whose `Last-Event-ID` is older than what
+can be replayed (its changes were pruned) or that the store never gave gets one
+`reset` event instead (`resume`): reload the state, then follow the stream.
 
 Each subscriber has a bounded queue. A client too slow to keep up is
 disconnected (its browser reconnects with Last-Event-ID and catches up)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +45,13 @@ class StreamEvent:
 
     def encode(self) -> bytes:
         return f"id: {self.id}\nevent: {self.kind}\ndata: {self.body}\n\n".encode()
+
+
+def reset(resume_id: int, reason: str, last_id: int) -> StreamEvent:
+    """The `reset` event: what the client missed cannot be replayed; it reloads the state
+    and goes on from `resume_id` (the event's id, so a later reconnect resumes there)."""
+    body = json.dumps({"reason": reason, "last_event_id": last_id, "resume_id": resume_id})
+    return StreamEvent(resume_id, "reset", body)
 
 
 class Subscription:
@@ -211,6 +221,11 @@ class ChangeFeed:
     async def last_logged(self) -> int:
         return await self.reader.read(lambda tx: tx.last_change_id())
 
+    async def oldest_logged(self) -> int | None:
+        """The oldest change still in the log (None when it is empty)."""
+        row = await self.reader.read(lambda tx: tx.one("SELECT MIN(id) FROM changes"))
+        return None if row is None or row[0] is None else int(row[0])
+
     async def prune(self) -> None:
         """Drop changes older than the retention that every live webhook has passed."""
         self._last_prune = now = time.time()
@@ -225,3 +240,33 @@ class ChangeFeed:
             return tx.execute("DELETE FROM changes WHERE at < ? AND id <= ?", (cutoff, keep_from))
 
         self.pruned += await self.reader.read(delete)
+
+
+async def resume(hub: Hub, feed: ChangeFeed, last_id: int) -> AsyncIterator[StreamEvent]:
+    """What a client that saw every change up to `last_id` missed, oldest first: from the
+    hub's ring, else from the store's log. When that cannot be complete, one `reset`
+    event instead, whose id is where the stream goes on from:
+
+    - `unknown`: an id the store never gave (another store, a restored backup);
+    - `expired`: the log no longer holds the change after `last_id` (pruned after
+      `store.changes_retention`). The log's ids are consecutive but for rare gaps (a
+      rolled-back PostgreSQL transaction, a crash): one there costs a needless reset.
+
+    The store may be read (and fail) here: the caller ends the response, the client
+    retries."""
+    if last_id <= 0:
+        return
+    if last_id > hub.last_id and last_id > await feed.last_logged():
+        yield reset(hub.last_id, "unknown", last_id)
+        return
+    missed = hub.since(last_id)
+    if missed is not None:
+        for event in missed:
+            yield event
+        return
+    oldest = await feed.oldest_logged()
+    if oldest is None or oldest > last_id + 1:
+        yield reset(hub.last_id, "expired", last_id)
+        return
+    async for event in feed.history(last_id):
+        yield event

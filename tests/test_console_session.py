@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import yaml
 from collectorkit import Clock, collector_config, eventually, running_collector
-from test_collector_api import events, publish
+from test_collector_api import auth, events, publish, read_sse
 from yarl import URL
 
 from collector.app import Collector
 from collector.auth import User, Users, hash_password
 from collector.session import COOKIE, LoginLimiter, Sessions, load_key
+from collector.store import Tx
 from enoc.config import Secret
 from enoc.localservers import Mosquitto
 
@@ -202,3 +205,106 @@ async def test_login_csrf_rate_limit_and_audit(
 def test_secret_in_user_is_not_in_repr() -> None:
     user = User("ops1", "operator", token=Secret("s" * 20))
     assert "s" * 20 not in repr(user)
+
+
+async def stream_events(
+    http: aiohttp.ClientSession, base: str, last_id: int, count: int
+) -> list[dict[str, Any]]:
+    """The first `count` events of a stream resumed after `last_id`."""
+    headers = {**auth("viewer1"), "Last-Event-ID": str(last_id)}
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    async with http.get(f"{base}/api/v1/stream", headers=headers) as response:
+        reader = asyncio.create_task(read_sse(response, queue))
+        try:
+            return [await asyncio.wait_for(queue.get(), 10) for _ in range(count)]
+        finally:
+            reader.cancel()
+
+
+@pytest.mark.servers
+async def test_stream_resets_a_client_it_cannot_replay(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A console away longer than `store.changes_retention` (its changes pruned from the
+    log) or holding an id the store never gave gets a `reset` event, not a silent gap."""
+    config = collector_config(tmp_path, mosquitto.url)
+    async with running_collector(config) as collector:
+        for n in (1, 2, 3):
+            await publish(mosquitto.url, events(n, (f"e{n}", f"r{n}", "if:1", "down")))
+        await eventually(lambda: collector.changes >= 3, what="three incidents opened")
+    # restarted: the hub's replay ring is empty, so a resume reads the store's log
+    async with running_collector(config) as collector:
+        base = f"http://127.0.0.1:{collector.http_port}"
+
+        async def logged() -> list[int]:
+            rows = await collector.store.read(lambda tx: tx.all("SELECT id FROM changes"))
+            return sorted(int(r[0]) for r in rows)
+
+        ids = await logged()
+        assert len(ids) == 3
+        async with aiohttp.ClientSession() as http:
+            # everything after the client's id is still logged: replayed, no reset
+            replayed = await stream_events(http, base, ids[0], 2)
+            assert [(e["event"], int(e["id"])) for e in replayed] == [
+                ("incident", ids[1]),
+                ("incident", ids[2]),
+            ]
+
+            # the two oldest changes pass the retention (as if two hours old) and are pruned
+            def age(tx: Tx) -> int:
+                return tx.execute("UPDATE changes SET at = at - 7200 WHERE id <= ?", (ids[1],))
+
+            assert await collector.store.run(age) == 2
+            await collector.feed.prune()
+            assert await logged() == ids[2:]
+            # a client that saw ids[1] misses only ids[2], which is still there
+            (only,) = await stream_events(http, base, ids[1], 1)
+            assert (only["event"], int(only["id"])) == ("incident", ids[2])
+
+            # a client that saw only ids[0] missed ids[1], which is gone: reset, and the
+            # stream goes on from the reset's id (the newest change this replica streamed)
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            headers = {**auth("viewer1"), "Last-Event-ID": str(ids[0])}
+            async with http.get(f"{base}/api/v1/stream", headers=headers) as response:
+                reader = asyncio.create_task(read_sse(response, queue))
+                first = await asyncio.wait_for(queue.get(), 10)
+                assert first["event"] == "reset"
+                assert int(first["id"]) == ids[2] == collector.hub.last_id
+                assert first["data"] == {
+                    "reason": "expired",
+                    "last_event_id": ids[0],
+                    "resume_id": ids[2],
+                }
+                await publish(mosquitto.url, events(4, ("e4", "r4", "if:1", "down")))
+                live = await asyncio.wait_for(queue.get(), 10)
+                reader.cancel()
+            assert live["event"] == "incident"
+            assert live["data"]["incident"]["device"] == "r4"
+            assert int(live["id"]) > ids[2]
+
+            # an id this store never gave (another store, a restored backup): reset too
+            (unknown,) = await stream_events(http, base, 10**9, 1)
+            assert unknown["event"] == "reset"
+            assert unknown["data"]["reason"] == "unknown"
+            assert int(unknown["id"]) == collector.hub.last_id == int(live["id"])
+            # and a client that resumes from a reset's id gets what followed it
+            (after,) = await stream_events(http, base, ids[2], 1)
+            assert int(after["id"]) == int(live["id"])
+
+            # a new client is told its place (an id line, no event), so that a reconnect
+            # after an outage resumes from there even when no event reached it before
+            async def until_an_id(response: aiohttp.ClientResponse) -> list[str]:
+                lines: list[str] = []
+                async for raw in response.content:
+                    lines.append(raw.decode().rstrip("\n"))
+                    if lines[-1].startswith("id: "):
+                        break
+                return lines
+
+            async with http.get(f"{base}/api/v1/stream", headers=auth("viewer1")) as response:
+                lines = await asyncio.wait_for(until_an_id(response), 10)
+            assert lines[-1] == f"id: {live['id']}"
+            assert not [line for line in lines if line.startswith(("event:", "data:"))]
+            await publish(mosquitto.url, events(5, ("e5", "r5", "if:1", "down")))
+            (missed,) = await stream_events(http, base, int(live["id"]), 1)
+            assert missed["data"]["incident"]["device"] == "r5"
