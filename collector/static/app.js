@@ -13,6 +13,9 @@ const state = {
   unfolded: new Set(), // cause ids whose suppressed children are shown
   fresh: new Set(), // ids changed by the stream since the last render
   stream: null,
+  lastEventId: "", // the newest stream event seen: where a new stream resumes
+  loading: new Set(), // per board fetch in flight: the incidents the stream brought meanwhile
+  loads: 0, // board fetches started
 };
 
 // ------------------------------------------------------------------ helpers
@@ -98,6 +101,9 @@ async function api(path, { method = "GET", body } = {}) {
 function showLogin(message = "") {
   stopStream();
   state.me = null;
+  state.lastEventId = "";
+  state.expanded.clear();
+  details.clear();
   $("top").hidden = true;
   $("app").hidden = true;
   $("login-view").hidden = false;
@@ -126,27 +132,74 @@ async function logout() {
 }
 
 // ------------------------------------------------------------------ live stream
+// The browser reconnects by itself with Last-Event-ID and the collector replays what was
+// missed. When it cannot (away longer than store.changes_retention, or another store) it
+// sends `reset`; the console then reloads what it shows. It also reloads once on every
+// reconnect, whatever the stream says, and opens a new stream when the browser gives up
+// (an HTTP error from a proxy while the collector restarts closes an EventSource for good).
 
-function startStream() {
+const STREAM_RETRY = 5000; // ms before a closed stream is opened again
+
+function startStream(resumed = false) {
+  // resumed: this stream replaces one that closed, so its first open is a reconnect too
   stopStream();
   const live = $("live");
-  const source = new EventSource("/api/v1/stream");
+  const query = state.lastEventId ? `?last_id=${encodeURIComponent(state.lastEventId)}` : "";
+  const source = new EventSource(`/api/v1/stream${query}`);
+  let opened = false;
   state.stream = source;
-  source.addEventListener("open", () => { live.textContent = "live"; live.className = "live on"; });
-  source.addEventListener("error", () => { live.textContent = "reconnecting"; live.className = "live off"; });
+  const seen = (event) => { if (event.lastEventId) state.lastEventId = event.lastEventId; };
+  source.addEventListener("open", () => {
+    live.textContent = "live";
+    live.className = "live on";
+    if (opened || resumed) schedule("resync", 200);
+    opened = true;
+  });
+  source.addEventListener("error", () => {
+    live.textContent = "reconnecting";
+    live.className = "live off";
+    if (source.readyState === EventSource.CLOSED && state.stream === source) reopenLater();
+  });
   source.addEventListener("incident", (event) => {
+    seen(event);
     const { incident } = JSON.parse(event.data);
     state.incidents.set(incident.id, incident);
+    for (const during of state.loading) during.push(incident);
     state.fresh.add(incident.id);
     schedule("board");
     schedule("sites", 500);
   });
-  source.addEventListener("status", () => schedule("sites", 500));
+  source.addEventListener("status", (event) => { seen(event); schedule("sites", 500); });
+  source.addEventListener("reset", (event) => {
+    seen(event);
+    toast("Live updates were away too long to catch up: reloaded");
+    schedule("resync", 200);
+  });
+}
+
+function reopenLater() {
+  // the browser gave up on the stream (an HTTP error): open a new one while the session
+  // lasts (whoami answers 401 when it is over: back to the login form)
+  stopStream();
+  startStream.timer = setTimeout(async () => {
+    try { await api("/api/v1/whoami"); } catch { if (state.me) reopenLater(); return; }
+    if (state.me && !state.stream) startStream(true);
+  }, STREAM_RETRY);
 }
 
 function stopStream() {
+  clearTimeout(startStream.timer);
   if (state.stream) state.stream.close();
   state.stream = null;
+}
+
+async function resync() {
+  // the current page from the API (route), and the overview's counts in any case
+  const page = location.hash.replace(/^#\/?/, "").split("/")[0] || "overview";
+  if (page !== "overview") {
+    try { await loadSites(); } catch (err) { if (err.status !== 401) toast(err.message); }
+  }
+  await route();
 }
 
 const timers = {};
@@ -156,6 +209,7 @@ function schedule(what, delay = 0) {
     timers[what] = null;
     if (what === "board") renderBoard();
     if (what === "sites") { await loadSites(); }
+    if (what === "resync") { await resync(); }
   }, delay);
 }
 
@@ -234,8 +288,19 @@ async function loadIncidents() {
   const filter = $("f-state").value;
   const query = new URLSearchParams({ limit: "2000" });
   if (filter) query.set("state", filter);
-  const { incidents } = await api(`/api/v1/incidents?${query}`);
+  // what the stream brings meanwhile may be newer than the answer: applied again after it
+  const during = [];
+  const generation = ++state.loads;
+  state.loading.add(during);
+  let incidents;
+  try {
+    ({ incidents } = await api(`/api/v1/incidents?${query}`));
+  } finally {
+    state.loading.delete(during);
+  }
+  if (generation !== state.loads) return; // a later load (another filter) answers instead
   state.incidents = new Map(incidents.map((i) => [i.id, i]));
+  for (const incident of during) state.incidents.set(incident.id, incident);
   renderBoard();
 }
 
@@ -272,13 +337,15 @@ function order(a, b) {
 
 function renderBoard() {
   const all = [...state.incidents.values()].filter(visible);
-  const causes = all.filter((i) => i.suppressed_by === null || !state.incidents.has(i.suppressed_by)).sort(order);
+  // a suppressed incident folds under its cause when the cause is on the board too; when
+  // the filters (or its resolution) leave the cause out, it is a row of its own
+  const shown = new Set(all.map((i) => i.id));
+  const folded = (i) => i.suppressed_by !== null && shown.has(i.suppressed_by);
+  const causes = all.filter((i) => !folded(i)).sort(order);
   const children = new Map();
-  for (const i of all) {
-    if (i.suppressed_by !== null && state.incidents.has(i.suppressed_by)) {
-      if (!children.has(i.suppressed_by)) children.set(i.suppressed_by, []);
-      children.get(i.suppressed_by).push(i);
-    }
+  for (const i of all.filter(folded)) {
+    if (!children.has(i.suppressed_by)) children.set(i.suppressed_by, []);
+    children.get(i.suppressed_by).push(i);
   }
   const rows = [];
   for (const incident of causes) {
@@ -308,6 +375,9 @@ function incidentRow(incident, suppressedCount, isChild = false) {
   if (incident.flapping) badges.push(el("span", { class: "badge flapping" }, "flapping"));
   if (incident.maintenance) badges.push(el("span", { class: "badge maintenance" }, "maintenance"));
   if (incident.escalated) badges.push(el("span", { class: "badge escalated" }, `escalated ${incident.escalated}`));
+  if (!isChild && incident.suppressed_by !== null) {
+    badges.push(el("span", { class: "badge suppressed" }, `suppressed under #${incident.suppressed_by}`));
+  }
   const actions = [];
   if (operator && incident.state === "open") {
     actions.push(el("button", { type: "button", class: "ack", onclick: (e) => { e.stopPropagation(); act(incident, "ack"); } }, "Ack"));
@@ -339,34 +409,49 @@ function incidentRow(incident, suppressedCount, isChild = false) {
 
 function toggle(set, id) {
   if (set.has(id)) set.delete(id); else set.add(id);
+  if (set === state.expanded && !set.has(id)) details.delete(id);
   renderBoard();
 }
 
+// An open incident's timeline and comment box, kept across renders (the board renders
+// again at every change on the stream: a comment being typed must survive that); the
+// timeline is fetched again when the incident changed.
+const details = new Map(); // incident id -> {row, list, version}
+
 function detailRow(incident) {
-  const cell = el("td", { colspan: 9 }, el("span", { class: "muted" }, "loading timeline…"));
-  api(`/api/v1/incidents/${incident.id}`).then((full) => {
-    const items = full.timeline.map((t) => el("li", {},
-      el("time", {}, when(t.at)),
-      el("strong", {}, t.what), " ",
-      t.state ? `${t.state} ` : "",
-      t.actor ? `by ${t.actor} ` : "",
-      t.text ? `— ${t.text}` : ""));
-    const children = [el("ul", { class: "timeline" }, items)];
+  let detail = details.get(incident.id);
+  if (!detail) {
+    const list = el("ul", { class: "timeline" }, el("li", { class: "muted" }, "loading timeline…"));
+    const cell = el("td", { colspan: 9 }, list);
     if (state.me.role !== "viewer") {
       const input = el("input", { placeholder: "comment (carrier ticket, what you tried…)", maxlength: 4000 });
-      const send = el("button", {
-        type: "button",
-        onclick: async () => {
-          if (!input.value.trim()) return;
-          await act(incident, "comment", input.value.trim());
-          input.value = "";
-        },
-      }, "Comment");
-      children.push(el("div", { class: "comment-box", onclick: (e) => e.stopPropagation() }, input, send));
+      const send = async () => {
+        const text = input.value.trim();
+        if (!text) return;
+        if (await act(incident, "comment", text)) input.value = "";
+      };
+      input.addEventListener("keydown", (e) => { if (e.key === "Enter") send(); });
+      cell.append(el("div", { class: "comment-box", onclick: (e) => e.stopPropagation() },
+        input, el("button", { type: "button", onclick: send }, "Comment")));
     }
-    cell.replaceChildren(...children);
-  }).catch((err) => { cell.textContent = err.message; });
-  return el("tr", { class: "detail" }, cell);
+    detail = { row: el("tr", { class: "detail", dataset: { id: incident.id } }, cell), list, version: "" };
+    details.set(incident.id, detail);
+  }
+  const version = `${incident.updated}/${incident.count}/${incident.state}`;
+  if (detail.version !== version) {
+    detail.version = version;
+    const { list } = detail;
+    api(`/api/v1/incidents/${incident.id}`).then((full) => {
+      if (detail.version !== version) return; // a newer fetch is on its way
+      list.replaceChildren(...full.timeline.map((t) => el("li", {},
+        el("time", {}, when(t.at)),
+        el("strong", {}, t.what), " ",
+        t.state ? `${t.state} ` : "",
+        t.actor ? `by ${t.actor} ` : "",
+        t.text ? `— ${t.text}` : "")));
+    }).catch((err) => { list.replaceChildren(el("li", { class: "error" }, err.message)); });
+  }
+  return detail.row;
 }
 
 async function act(incident, action, text) {
@@ -376,8 +461,10 @@ async function act(incident, action, text) {
     state.incidents.set(updated.id, updated);
     renderBoard();
     toast(`${action === "ack" ? "Acknowledged" : action === "resolve" ? "Resolved" : "Commented on"} #${incident.id}`);
+    return true;
   } catch (err) {
     toast(`${action} failed: ${err.message}`);
+    return false;
   }
 }
 
