@@ -24,7 +24,13 @@ from collector.config import CollectorConfig
 from collector.engine import Engine
 from collector.influx import InfluxWriter
 from collector.ingest import Ingest
-from collector.lineproto import agent_health, chunk, incident_line, metrics_chunk
+from collector.lineproto import (
+    agent_health,
+    chunk,
+    incident_line,
+    metrics_chunk,
+    out_of_range_total,
+)
 from collector.model import IncidentChange
 from collector.notify import Notifier
 from collector.recent import RecentValues
@@ -150,6 +156,7 @@ class Collector:
             "metrics_pending": self.ingest.pending_metrics,
             "duplicate_events": self.engine.duplicates,
             "incident_changes": self.changes,
+            "fields_out_of_range": out_of_range_total(),  # integers beyond InfluxDB's int64
         }
         out.update({f"received.{k}": v for k, v in s.received.items()})
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})

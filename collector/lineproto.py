@@ -11,6 +11,13 @@ messages with a float that is not finite, take the general path (`repr`,
 one value at a time), which writes the same values. Lines are bytes, ready
 for gzip.
 
+An integer field beyond InfluxDB's int64 (2**64-1 is what some devices report
+for a Counter64 they do not support) is left out of its line, counted
+(`out_of_range`, on /metrics) and logged once per field name: written as `...i`
+it would make InfluxDB refuse the whole batch and VictoriaMetrics drop the line.
+A message that `enoc.wire.decode` made has had its integers checked in C
+(`int64_checked`); any other is checked here, value by value.
+
 Timestamps are milliseconds: polls are a second or more apart, and ms keeps
 sub-second poll times distinct while staying coarse (InfluxData's advice for
 write speed).
@@ -23,10 +30,40 @@ import math
 import msgspec
 
 from collector.model import IncidentChange
-from enoc.wire import MetricsMessage, StatusMessage, Value
+from enoc.logs import get_logger
+from enoc.wire import MetricsMessage, StatusMessage, Value, int64_checked
+
+log = get_logger("enoc.collector.lineproto")
 
 PRECISION = "ms"
 _encode = msgspec.json.Encoder().encode
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+# Integer fields left out for being beyond int64, by field name (logged the first time).
+out_of_range: dict[str, int] = {}
+_NAMES_COUNTED = 1000  # beyond that many names, the rest count under "other"
+
+
+def out_of_range_total() -> int:
+    return sum(out_of_range.values())
+
+
+def _out_of_range(name: str, value: int) -> None:
+    key = name if name in out_of_range or len(out_of_range) < _NAMES_COUNTED else "other"
+    if key not in out_of_range:
+        out_of_range[key] = 0
+        log.warning(
+            "integer field %s = %d is beyond InfluxDB's int64: left out of its line "
+            "(counted in enoc_collector_fields_out_of_range_total; logged once per field)",
+            name,
+            value,
+        )
+    out_of_range[key] += 1
+
+
+def _fits(values: list[Value]) -> bool:
+    """Every integer within int64 (the check `decode` made in C, for other messages)."""
+    return all(INT64_MIN <= v <= INT64_MAX for v in values if type(v) is int)
 
 
 def _tag(value: str) -> str:
@@ -75,11 +112,12 @@ def _template(key: tuple[tuple[str, ...], tuple[type, ...]]) -> bytes | None:
 
 
 def _field_value(value: Value | bool | None) -> bytes | None:
-    """One field value in line protocol; None for what cannot be written (not finite)."""
+    """One field value in line protocol; None for what cannot be written (not finite,
+    an integer beyond int64)."""
     if isinstance(value, bool):
         return b"true" if value else b"false"
     if isinstance(value, int):
-        return b"%di" % value
+        return b"%di" % value if INT64_MIN <= value <= INT64_MAX else None
     if isinstance(value, float):
         return repr(value).encode() if math.isfinite(value) else None
     if isinstance(value, str):
@@ -94,18 +132,21 @@ def _general_fields(fields: dict[str, Value]) -> bytes:
         text = _field_value(value)
         if text is not None:
             parts.append(_name(name) + b"=" + text)
+        elif type(value) is int:
+            _out_of_range(name, value)
     return b",".join(parts)
 
 
-def _fields(fields: dict[str, Value]) -> bytes:
-    """A field set: `a=1i,b=2.5` (empty when nothing can be written)."""
+def _fields(fields: dict[str, Value], int64: bool = False) -> bytes:
+    """A field set: `a=1i,b=2.5` (empty when nothing can be written). `int64`: its
+    integers are known to fit."""
     values = [*fields.values()]
     key = (tuple(fields), tuple(map(type, values)))
     try:
         template = _templates[key]
     except KeyError:
         template = _template(key)
-    if template is None:
+    if template is None or not (int64 or _fits(values)):
         return _general_fields(fields)
     encoded = _encode(values)  # numbers only: no comma inside a token
     if b"n" in encoded:  # null: a float that is not finite (never from the wire: JSON has none)
@@ -164,10 +205,11 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
     site, rtc = message.site, message.rtc
     templates = _templates
     encode = _encode
+    int64 = int64_checked(message)
     for sample in message.samples:
         stamp = b" %d\n" % round(sample.ts * 1000)
         tags = _device_tags(sample.address, sample.device, rtc, site)
-        fields = _fields(sample.fields)
+        fields = _fields(sample.fields, int64)
         if fields:
             extend((tags.device_line, fields, stamp))
         heads = tags.interfaces
@@ -179,7 +221,7 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
                 template = templates[key]
             except KeyError:
                 template = _template(key)
-            if template is None:
+            if template is None or not (int64 or _fits(values)):
                 fields = _general_fields(i.fields)
             else:
                 encoded = encode(values)
@@ -191,7 +233,7 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
                 head = (i.if_index, i.name, i.descr, i.alias)
                 extend((heads.get(head) or tags.interface(head), fields, stamp))
         for b in sample.bgp:
-            fields = _fields(b.fields)
+            fields = _fields(b.fields, int64)
             if fields:
                 head_tags = b"bgp_peer" + _tags([*tags.pairs, ("peer", b.peer)]) + b" "
                 extend((head_tags, fields, stamp))

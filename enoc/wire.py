@@ -12,7 +12,12 @@ Decoding metrics is the collector's hot path (one message per device poll,
 about 50 points and 750 values): msgspec parses and checks the whole schema
 in C against the `_Metrics*` structs below, which say exactly what the general
 checks say. A payload they refuse takes the general path, which names the
-breach (and, should it find none, decodes it).
+breach (and, should it find none, decodes it). The first structs also check
+that integers fit int64, which the contract does not ask (an unsupported
+Counter64 reads 2**64-1 on some devices) but InfluxDB does: a message that
+passes says so (`int64_checked`), so that the line protocol need not check each
+value again; one with a larger integer is decoded by a second set that does
+not check. A decoded metrics message keeps its payload (`payload_of`).
 """
 
 from __future__ import annotations
@@ -228,41 +233,59 @@ def decode(topic_name: str, payload: bytes) -> Message:
     """
     site, agent, kind = parse_topic(topic_name)
     if kind == "metrics":
+        int64 = True
+        wire: _Metrics | _WideMetrics | None
         try:
             wire = _metrics_decoder.decode(payload)
-        except msgspec.DecodeError:  # also ValidationError: the general path says what
-            pass
-        else:
-            if wire.site == site and wire.agent == agent:
-                message = MetricsMessage(
-                    agent,
-                    site,
-                    wire.rtc,
-                    wire.seq,
-                    wire.sent,
-                    samples=[
-                        DeviceSample(
-                            s.device,
-                            s.address,
-                            s.ts,
-                            s.fields,
-                            list(starmap(InterfaceSample, s.ifs)),
-                            list(starmap(BgpSample, s.bgp)),
-                        )
-                        for s in wire.samples
-                    ],
-                )
-                if type(payload) is bytes:
-                    message.__dict__[_PAYLOAD] = payload
-                return message
+        except msgspec.ValidationError:  # an integer beyond int64, or the general path says
+            int64 = False
+            try:
+                wire = _metrics_wide_decoder.decode(payload)
+            except msgspec.DecodeError:
+                wire = None
+        except msgspec.DecodeError:  # the general path says what
+            wire = None
+        if wire is not None and wire.site == site and wire.agent == agent:
+            message = MetricsMessage(
+                agent,
+                site,
+                wire.rtc,
+                wire.seq,
+                wire.sent,
+                samples=[
+                    DeviceSample(
+                        s.device,
+                        s.address,
+                        s.ts,
+                        s.fields,
+                        list(starmap(InterfaceSample, s.ifs)),
+                        list(starmap(BgpSample, s.bgp)),
+                    )
+                    for s in wire.samples
+                ],
+            )
+            if type(payload) is bytes:
+                message.__dict__[_PAYLOAD] = payload
+            if int64:
+                message.__dict__[_INT64] = True
+            return message
     decoded = _decode_checked(site, agent, kind, payload)
     if isinstance(decoded, MetricsMessage) and type(payload) is bytes:
         decoded.__dict__[_PAYLOAD] = payload
     return decoded
 
 
-# an instance attribute, not a field: neither compared nor encoded
+# instance attributes, not fields: neither compared nor encoded
 _PAYLOAD = "_enoc_payload"
+_INT64 = "_enoc_int64"
+
+
+def int64_checked(message: MetricsMessage) -> bool:
+    """Whether `decode` found every integer of this message within int64 (InfluxDB's
+    integers): checked in C while decoding, so that the line protocol need not check
+    again. False for a message built in memory, or with an integer beyond (an unsupported
+    Counter64 reads 2**64-1 on some devices), which the contract accepts."""
+    return _INT64 in message.__dict__
 
 
 def payload_of(message: MetricsMessage) -> bytes | None:
@@ -322,9 +345,13 @@ def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Messag
 
 
 # What the general checks accept of a metrics payload, for msgspec: exact types (an int is
-# not a bool, a row has exactly its elements), times in (0, 1e11), seq >= 0.
+# not a bool, a row has exactly its elements), times in (0, 1e11), seq >= 0. The first
+# decoder also checks that integers fit int64; a payload with one beyond is decoded by the
+# second, which does not.
 _Time = Annotated[float, msgspec.Meta(gt=0, lt=1e11)]
-_Fields = dict[str, int | float | str]
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_Fields = dict[str, _Int64 | float | str]
+_WideFields = dict[str, int | float | str]
 
 
 class _MetricsSample(msgspec.Struct):
@@ -347,7 +374,28 @@ class _Metrics(msgspec.Struct):
     samples: list[_MetricsSample] = []
 
 
+class _WideMetricsSample(msgspec.Struct):
+    device: str
+    address: str
+    ts: _Time
+    fields: _WideFields = {}
+    ifs: list[tuple[int, str, str, str, _WideFields]] = []
+    bgp: list[tuple[str, _WideFields]] = []
+
+
+class _WideMetrics(msgspec.Struct):
+    v: Literal[1]  # SCHEMA_VERSION
+    agent: str
+    site: str
+    kind: Literal["metrics"]
+    rtc: str
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    sent: _Time
+    samples: list[_WideMetricsSample] = []
+
+
 _metrics_decoder = msgspec.json.Decoder(_Metrics)
+_metrics_wide_decoder = msgspec.json.Decoder(_WideMetrics)
 
 
 def _devices(rows: list[Any]) -> list[DeviceInfo]:

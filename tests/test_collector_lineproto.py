@@ -6,14 +6,29 @@ from __future__ import annotations
 import math
 import random
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
+from typing import Any
 
+import aiohttp
+import aiomqtt
 import pytest
+from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 from collector import lineproto
 from collector.lineproto import chunk, lines_for, metrics_chunk
-from enoc.localservers import InfluxDB1, VictoriaMetrics
-from enoc.wire import BgpSample, DeviceSample, InterfaceSample, MetricsMessage, Value, decode
+from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from enoc.wire import (
+    BgpSample,
+    DeviceSample,
+    InterfaceSample,
+    MetricsMessage,
+    Value,
+    decode,
+    int64_checked,
+    topic,
+)
 from enoc.wire import encode as wire_encode
 
 T0 = 1_790_000_000.25
@@ -71,9 +86,18 @@ def split_line(line: str) -> tuple[str, str, int]:
     return head, fields, int(stamp)
 
 
+def writable(value: Value | bool) -> bool:
+    """What InfluxDB can store: not a float that is not finite, nor an integer beyond int64."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    return True
+
+
 def expected(fields: dict[str, Value]) -> dict[str, Value | bool]:
-    """What InfluxDB can store of a field set: everything but floats that are not finite."""
-    return {k: v for k, v in fields.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    """What InfluxDB can store of a field set."""
+    return {k: v for k, v in fields.items() if writable(v)}
 
 
 FIELD_SETS: list[dict[str, Value]] = [
@@ -155,13 +179,14 @@ def reference_fields(fields: dict[str, Value]) -> dict[str, Value | bool]:
     parts = []
     for name, value in fields.items():
         key = lineproto._tag(name)
+        if not writable(value):
+            continue
         if isinstance(value, bool):
             parts.append(f"{key}={'true' if value else 'false'}")
         elif isinstance(value, int):
             parts.append(f"{key}={value}i")
         elif isinstance(value, float):
-            if math.isfinite(value):
-                parts.append(f"{key}={value!r}")
+            parts.append(f"{key}={value!r}")
         else:
             escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
             parts.append(f'{key}="{escaped}"')
@@ -200,14 +225,72 @@ def test_random_polls_write_what_one_value_at_a_time_wrote() -> None:
 
 
 def test_wire_to_line_protocol_keeps_every_value() -> None:
-    fields: dict[str, Value] = {"ifHCInOctets": 2**64 - 1, "in_bps": 987654321.123, "n": -3}
+    fields: dict[str, Value] = {"ifHCInOctets": 2**63 - 1, "in_bps": 987654321.123, "n": -(2**63)}
     sample = DeviceSample(
         "d1", "127.0.0.5", T0, interfaces=[InterfaceSample(1, "e1", fields=fields)]
     )
     decoded = decode("enoc/v1/nyc/nyc-1/metrics", wire_encode(message(sample)))
     assert isinstance(decoded, MetricsMessage)
+    assert int64_checked(decoded)  # checked while decoding: the template path trusts it
     (line,) = lines_for(decoded)
     assert parse_fields(split_line(line)[1]) == fields
+
+
+BEYOND = [2**63, 2**64 - 1, -(2**63) - 1, 2**70]
+
+
+@pytest.mark.parametrize("value", BEYOND)
+def test_an_integer_beyond_int64_is_left_out_of_its_line_and_counted(
+    value: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decoded from the wire (which accepts it) or built in memory, from a template or not."""
+    kept: dict[str, Value] = {"ifInErrors": 3, "in_bps": 1.5}
+    fields: dict[str, Value] = {"ifHCInOctets": value, **kept}
+    with_text: dict[str, Value] = {**fields, "state": "up"}
+    sample = DeviceSample(
+        "d1",
+        "127.0.0.5",
+        T0,
+        fields=dict(fields),
+        interfaces=[
+            InterfaceSample(1, "e1", fields=dict(fields)),
+            InterfaceSample(2, "e2", fields=dict(with_text)),
+        ],
+        bgp=[BgpSample("127.200.0.1", dict(fields))],
+    )
+    decoded = decode("enoc/v1/nyc/nyc-1/metrics", wire_encode(message(sample)))
+    assert isinstance(decoded, MetricsMessage)
+    assert decoded == message(sample)  # the contract takes it: the sink leaves it out
+    assert not int64_checked(decoded)
+    lineproto.out_of_range.clear()
+    caplog.clear()
+    for built in (decoded, message(sample)):
+        lines = lines_for(built)
+        assert [parse_fields(split_line(line)[1]) for line in lines] == [
+            kept,
+            kept,
+            {**kept, "state": "up"},
+            kept,
+        ]
+    assert lineproto.out_of_range == {"ifHCInOctets": 8}
+    assert lineproto.out_of_range_total() == 8
+    warnings = [r for r in caplog.records if "beyond InfluxDB's int64" in r.getMessage()]
+    assert len(warnings) == 1, "logged once per field name"
+    assert "ifHCInOctets" in warnings[0].getMessage()
+
+
+def test_a_line_of_nothing_but_integers_beyond_is_not_written() -> None:
+    sample = DeviceSample(
+        "d1",
+        "127.0.0.5",
+        T0,
+        fields={"cpu": 5},
+        interfaces=[InterfaceSample(1, "e1", fields={"x": 2**64})],
+    )
+    lineproto.out_of_range.clear()
+    (line,) = lines_for(message(sample))
+    assert line.startswith("device,")
+    assert lineproto.out_of_range == {"x": 1}
 
 
 def test_chunk_ends_every_line() -> None:
@@ -260,3 +343,141 @@ def test_influxdb_1_reads_back_the_numbers_and_types_written(influxdb1: InfluxDB
     types = dict(fields["results"][0]["series"][0]["values"])
     assert {types[k] for k in EDGE_FLOATS} == {"float"}
     assert {types[k] for k in EDGE_INTS} == {"integer"}
+
+
+def beyond_batch() -> tuple[bytes, bytes, float]:
+    """A batch of three device polls, one interface of the second reporting 2**64-1 (an
+    unsupported Counter64): as the collector writes it, and as it was written before."""
+    ts = round(time.time() - 60, 3)
+    samples = [
+        DeviceSample(
+            f"d{n}",
+            f"127.0.0.{n}",
+            ts,
+            fields={"cpu": 10.0 + n},
+            interfaces=[
+                InterfaceSample(
+                    1,
+                    "e1",
+                    fields={
+                        "ifHCInOctets": 2**64 - 1 if n == 2 else 2**40 + n,
+                        "ifInErrors": n,
+                        "in_bps": 1000.5 + n,
+                    },
+                )
+            ],
+        )
+        for n in (1, 2, 3)
+    ]
+    decoded = decode("enoc/v1/nyc/nyc-1/metrics", wire_encode(message(*samples)))
+    assert isinstance(decoded, MetricsMessage)
+    body, count = metrics_chunk(decoded)
+    assert count == 6
+    naive = body.replace(b"ifInErrors=2i", b"ifHCInOctets=18446744073709551615i,ifInErrors=2i")
+    assert naive != body
+    return body, naive, ts
+
+
+@pytest.mark.servers
+def test_influxdb_1_takes_the_batch_with_an_integer_beyond_int64_left_out(
+    influxdb1: InfluxDB1,
+) -> None:
+    body, naive, _ = beyond_batch()
+
+    def interfaces(db: str) -> dict[str, dict[str, Any]]:
+        result = influxdb1.query('SELECT * FROM interface GROUP BY "device"', db=db)
+        return {
+            s["tags"]["device"]: dict(zip(s["columns"], s["values"][0], strict=True))
+            for s in result["results"][0].get("series", [])
+        }
+
+    # as it was: the server answers 400 for the batch (which the writer then counts as
+    # dropped, every point of it) and loses the poll's whole line
+    influxdb1.create_database("before")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        influxdb1.write("before", naive.decode(), precision="ms")
+    assert refused.value.code == 400
+    assert b"out of range" in refused.value.read()
+    assert set(interfaces("before")) == {"d1", "d3"}
+    # now: every line lands, the one with the field beyond with the rest of its fields
+    influxdb1.create_database("now")
+    assert influxdb1.write("now", body.decode(), precision="ms") == 204
+    rows = interfaces("now")
+    assert set(rows) == {"d1", "d2", "d3"}
+    assert rows["d2"]["ifHCInOctets"] is None
+    assert (rows["d2"]["ifInErrors"], rows["d2"]["in_bps"]) == (2, 1002.5)
+    assert (rows["d1"]["ifHCInOctets"], rows["d3"]["ifHCInOctets"]) == (2**40 + 1, 2**40 + 3)
+    devices = influxdb1.query("SELECT count(cpu) FROM device", db="now")
+    assert devices["results"][0]["series"][0]["values"][0][1] == 3
+
+
+@pytest.mark.servers
+def test_victoria_metrics_takes_the_line_with_an_integer_beyond_int64_left_out(
+    victoria_metrics: VictoriaMetrics,
+) -> None:
+    body, naive, _ = beyond_batch()
+
+    def write(lines: bytes) -> dict[tuple[str, str], float]:
+        request = urllib.request.Request(
+            f"{victoria_metrics.url}/write?precision=ms", data=lines, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 204
+        return {
+            (row["metric"]["__name__"], row["metric"]["device"]): row["values"][0]
+            for row in victoria_metrics.export('{__name__=~"interface_.*"}')
+        }
+
+    ok = {
+        **{("interface_ifHCInOctets", f"d{n}"): float(2**40 + n) for n in (1, 3)},
+        **{("interface_ifInErrors", f"d{n}"): float(n) for n in (1, 3)},
+        **{("interface_in_bps", f"d{n}"): 1000.5 + n for n in (1, 3)},
+    }
+    # as it was: 204, and the line silently dropped
+    assert write(naive) == ok
+    # now: the rest of the line lands
+    assert write(body) == {
+        **ok,
+        ("interface_ifInErrors", "d2"): 2.0,
+        ("interface_in_bps", "d2"): 1002.5,
+    }
+
+
+@pytest.mark.servers
+async def test_the_collector_writes_the_rest_and_counts_what_it_left_out(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    """Through MQTT and a running collector: the poll lands without the field beyond,
+    and /metrics counts it."""
+    ts = round(time.time() - 60, 3)
+    sample = DeviceSample(
+        "d1",
+        "127.0.0.5",
+        ts,
+        fields={"cpu": 12.5},
+        interfaces=[InterfaceSample(1, "e1", fields={"ifHCInOctets": 2**64 - 1, "ifInErrors": 4})],
+    )
+    lineproto.out_of_range.clear()
+    config = collector_config(tmp_path, mosquitto.url, vm=victoria_metrics)
+    async with running_collector(config) as collector:
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        async with aiomqtt.Client(host, int(port), identifier="lineproto-test") as client:
+            await client.publish(
+                topic("nyc", "nyc-1", "metrics"), wire_encode(message(sample)), qos=1
+            )
+        assert collector.writer is not None
+        writer = collector.writer
+        await eventually(lambda: writer.stats.points_written >= 2, what="both points written")
+        headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{collector.http_port}/metrics", headers=headers) as r,
+        ):
+            text = await r.text()
+    assert "enoc_collector_fields_out_of_range_total 1\n" in text
+    assert writer.stats.points_dropped == 0
+    got = {
+        row["metric"]["__name__"]: row["values"]
+        for row in victoria_metrics.export('{__name__=~"(device|interface)_.*"}')
+    }
+    assert got == {"device_cpu": [12.5], "interface_ifInErrors": [4]}
