@@ -1,9 +1,11 @@
 """`enoc demo` as a user runs it: one process, live data within a minute, the story's
-faults become incidents, Ctrl-C stops everything and frees the port."""
+faults become incidents, Ctrl-C stops everything and frees the port. And the README's
+first command, `scripts/demo`, with its defaults."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -20,6 +22,9 @@ import pytest
 from enoc.localservers import InfluxDB1, free_port
 
 pytestmark = pytest.mark.servers
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PORT = 8080  # enoc demo's console, as the README shows it
 
 
 class Console:
@@ -175,5 +180,98 @@ def test_demo_writes_to_influxdb_when_asked(tmp_path: Path, influxdb1: InfluxDB1
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        out.close()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(300)  # bootstrap and the first start of the fleet, under load
+def test_readme_first_command_shows_live_data_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    """`scripts/demo` as the README's quick start runs it: bootstrap (here it only checks
+    the packages and syncs the venv), then `enoc demo` with its defaults. The console
+    shows live data within a minute; Ctrl-C (SIGINT to the terminal's process group)
+    stops everything within seconds, with no process, port or state directory left."""
+    command = [str(REPO / "scripts" / "demo")]
+    port = DEFAULT_PORT
+    if not port_free(port):  # someone else's 8080: only then move the console
+        port = free_port()
+        command += ["--http", f"127.0.0.1:{port}"]
+    out = (tmp_path / "demo.out").open("w+")
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    pgid = process.pid  # its own session: the group a terminal's Ctrl-C goes to
+    try:
+        printed = wait_for(
+            lambda: re.search(
+                r"console\s+(\S+)\s+login\s+(\S+) / (\S+)\s+state\s+(\S+)",
+                Path(out.name).read_text(),
+            ),
+            "the demo's console and login lines",
+            timeout=180,  # bootstrap, then the fleet, the agents and the collector start
+        )
+        url, user, password, state = printed.groups()
+        assert url == f"http://127.0.0.1:{port}/"
+        assert Path(state).is_dir()
+        console = Console(url.rstrip("/"), user, password)
+
+        # live data within a minute: every site's devices polled and up, each site's
+        # first device with recent values on its page, and those values moving on
+        started = time.monotonic()
+
+        def every_site_up() -> list[dict[str, Any]]:
+            sites: list[dict[str, Any]] = console.get("/api/v1/sites")["sites"]
+            ok = {"nyc", "gva", "nbo", "bkk", "bds"} <= {s["site"] for s in sites} and all(
+                s["devices"]["up"] > 0 and s["devices"]["down"] == 0 for s in sites
+            )
+            return sites if ok else []
+
+        sites = wait_for(every_site_up, "every site with its devices up", timeout=60)
+        devices: list[dict[str, Any]] = console.get("/api/v1/devices")["devices"]
+        assert len(devices) == 95
+        first = {
+            s["site"]: next(d["device"] for d in devices if d["site"] == s["site"]) for s in sites
+        }
+
+        def recent(site: str, device: str) -> Any:
+            return console.get(f"/api/v1/devices/{site}/{device}")["recent"]
+
+        for site, device in first.items():
+            left = max(1.0, 60 - (time.monotonic() - started))
+            wait_for(lambda s=site, d=device: recent(s, d), f"recent values of {device}", left)
+        site, device = next(iter(first.items()))
+        polled = recent(site, device)["ts"]
+        wait_for(lambda: recent(site, device)["ts"] > polled, f"a newer poll of {device}")
+
+        # Ctrl-C: the whole process group goes within seconds and leaves nothing behind
+        os.killpg(pgid, signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        wait_for(lambda: not group_alive(pgid), "every process of the demo gone", timeout=10)
+        assert port_free(port), f"port {port} still taken"
+        assert not Path(state).exists(), "the demo's temporary state directory is left"
+        text = Path(out.name).read_text()
+        assert "enoc demo: stopped" in text
+        assert "Traceback" not in text
+    finally:
+        if group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+        if process.poll() is None:
             process.wait()
         out.close()
