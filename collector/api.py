@@ -73,6 +73,14 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, message)
 
 
+def _store_unavailable(what: str, exc: Exception) -> ApiError:
+    """Sessions and login limits are decided in the store: without it, refuse (503)."""
+    log.warning("%s: the incident store cannot answer: %s", what, exc)
+    error = ApiError(503, "the incident store is unavailable: try again shortly")
+    error.headers["Retry-After"] = "5"
+    return error
+
+
 class Api:
     def __init__(self, collector: Collector, users: Users | None, hub: Hub) -> None:
         self.collector = collector
@@ -83,10 +91,16 @@ class Api:
         self.unauthorized = 0
         self.forbidden = 0
         http = collector.config.http
+        # sessions logged out and failed logins are kept in the store: every replica agrees
         self.sessions = Sessions(
-            users, load_key(http.session_key_file), lifetime=float(http.session_lifetime)
+            users,
+            load_key(http.session_key_file),
+            collector.store,
+            lifetime=float(http.session_lifetime),
         )
-        self.limiter = LoginLimiter(http.login_max_failures, float(http.login_window))
+        self.limiter = LoginLimiter(
+            collector.store, http.login_max_failures, float(http.login_window)
+        )
         self.audit_file = http.audit_file
         self._audit_failures = StateLogger(log)
         self.logins_failed = 0
@@ -159,8 +173,9 @@ class Api:
                 response.headers.setdefault(name, value)
         return response
 
-    def authenticate(self, request: web.Request) -> tuple[User, Session | None] | None:
-        """The caller: a bearer token, else a console session cookie."""
+    async def authenticate(self, request: web.Request) -> tuple[User, Session | None] | None:
+        """The caller: a bearer token, else a console session cookie (not logged out on any
+        replica: 503 when the store cannot say)."""
         header = request.headers.get("Authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
@@ -169,12 +184,17 @@ class Api:
             user = self.users.by_token(token.strip())
             return None if user is None else (user, None)
         cookie = request.cookies.get(COOKIE, "")
-        session = self.sessions.verify(cookie) if cookie else None
+        if not cookie:
+            return None
+        try:
+            session = await self.sessions.verify(cookie)
+        except Exception as exc:
+            raise _store_unavailable("session check", exc) from None
         return None if session is None else (session.user, session)
 
     def _role(self, role: Role, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            found = self.authenticate(request)
+            found = await self.authenticate(request)
             if found is None:
                 self.unauthorized += 1
                 error = ApiError(401, "missing or invalid bearer token or session")
@@ -229,7 +249,10 @@ class Api:
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise bad_request('"name" and "password" are required strings')
         keys = (f"addr:{request.remote}", f"user:{name}")
-        wait = self.limiter.retry_after(*keys)
+        try:  # counted as a failure, on every replica, unless the password is right
+            wait = await self.limiter.attempt(*keys)
+        except Exception as exc:
+            raise _store_unavailable("login limit", exc) from None
         if wait > 0:
             error = ApiError(429, f"too many failed logins: try again in {math.ceil(wait)} s")
             error.headers["Retry-After"] = str(math.ceil(wait))
@@ -239,11 +262,13 @@ class Api:
             # scrypt takes tens of milliseconds: keep it off the event loop
             user = await asyncio.to_thread(self.users.by_password, name, password)
         if user is None:
-            self.limiter.failed(*keys)
             self.logins_failed += 1
             self.audit(request, name, "login_failed")
             raise ApiError(401, "wrong name or password")
-        self.limiter.succeeded(*keys)
+        try:
+            await self.limiter.succeeded(*keys)
+        except Exception as exc:
+            raise _store_unavailable("login limit", exc) from None
         cookie, session = self.sessions.issue(user)
         response = web.json_response(
             {
@@ -268,7 +293,10 @@ class Api:
     async def logout(self, request: web.Request) -> web.Response:
         session = request.get(SESSION_KEY)
         if session is not None:
-            self.sessions.revoke(session)
+            try:
+                await self.sessions.revoke(session)
+            except Exception as exc:
+                raise _store_unavailable("logout", exc) from None
         self.audit(request, request[USER_KEY].name, "logout")
         response = web.json_response({"logged_out": True})
         response.del_cookie(COOKIE, path="/")

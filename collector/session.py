@@ -1,4 +1,4 @@
-"""Console sessions: signed cookies, CSRF tokens and a login rate limit.
+"""Console sessions: signed cookies, CSRF tokens and a login rate limit, shared by replicas.
 
 A session cookie is `name.expires.nonce.signature`, signed with HMAC-SHA256
 under the collector's session key, so several replicas behind one load
@@ -9,9 +9,22 @@ unsafe request (POST, DELETE) made with it must also carry the session's
 CSRF token in `X-CSRF-Token`, which only the console's own page can read
 (from the login answer or `/api/v1/whoami`).
 
-Logins are rate-limited per client address and per user name: after
-`max_failures` failures within `window` seconds further attempts get 429
-until the window has passed, whether the password is right or not.
+What replicas must agree on lives in the incident store, one code path for
+SQLite and PostgreSQL (collector/store.py, schema 5):
+
+- `session_revocations`: the nonce of every session logged out, until the
+  cookie would have expired anyway (then pruned). A logout on one replica is
+  refused on every other from the next request on: each cookie check reads it.
+- `login_failures`: failed logins per client address and per user name (each
+  key kept as a SHA-256, so mistyped passwords typed as names are not kept),
+  pruned once older than the window. An attempt takes its place under a lock
+  on its keys before the password is checked and counts as a failure unless
+  it succeeds, so attempts spread over replicas, or made at once, meet the
+  limit at the same total as on one: after `max_failures` failures within
+  `window` seconds further attempts get 429 until the oldest has aged out,
+  whether the password is right or not. A success clears its keys. At most
+  `max_failures` rows a key; the keys are as many as the failed attempts of
+  one window (each costs an scrypt check: a few thousand at most).
 """
 
 from __future__ import annotations
@@ -20,12 +33,12 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from collector.auth import User, Users
+from collector.store import Store, Tx
 
 COOKIE = "enoc_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -57,15 +70,16 @@ class Sessions:
         self,
         users: Users | None,
         key: bytes,
+        store: Store,
         *,
         lifetime: float = SESSION_LIFETIME,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.users = users
         self.key = key
+        self.store = store
         self.lifetime = lifetime
         self.now = now
-        self.revoked: dict[str, float] = {}  # nonce -> expiry, for logout
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self.key, payload.encode(), hashlib.sha256).hexdigest()
@@ -75,7 +89,9 @@ class Sessions:
         payload = f"{user.name.encode().hex()}.{int(session.expires)}.{session.nonce}"
         return f"{payload}.{self._sign(payload)}", session
 
-    def verify(self, cookie: str) -> Session | None:
+    def signed(self, cookie: str) -> Session | None:
+        """The session a cookie carries if it is signed with our key, unexpired and of a
+        user still in the users file; revocation is not checked (see `verify`)."""
         if self.users is None or cookie.count(".") != 3:
             return None
         name_hex, expires_raw, nonce, signature = cookie.split(".")
@@ -87,62 +103,104 @@ class Sessions:
             expires = float(expires_raw)
         except ValueError:
             return None
-        if expires < self.now() or nonce in self.revoked:
+        if expires < self.now():
             return None
         user = self.users.by_name(name)  # a user removed from the file loses the session
         if user is None:
             return None
         return Session(user, expires, nonce)
 
-    def revoke(self, session: Session) -> None:
+    async def verify(self, cookie: str) -> Session | None:
+        """The cookie's session unless it is forged, expired, of a removed user or logged
+        out (on any replica: the store says). Raises when the store cannot answer."""
+        session = self.signed(cookie)
+        if session is None:
+            return None
+
+        def revoked(tx: Tx) -> bool:
+            row = tx.one("SELECT 1 FROM session_revocations WHERE nonce = ?", (session.nonce,))
+            return row is not None
+
+        return None if await self.store.read(revoked) else session
+
+    async def revoke(self, session: Session) -> None:
+        """Log the session out on every replica; revocations past their cookie's expiry go."""
         now = self.now()
-        self.revoked = {n: e for n, e in self.revoked.items() if e > now}
-        self.revoked[session.nonce] = session.expires
+
+        def apply(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO session_revocations (nonce, expires) VALUES (?, ?) "
+                "ON CONFLICT (nonce) DO NOTHING",
+                (session.nonce, session.expires),
+            )
+            tx.execute("DELETE FROM session_revocations WHERE expires < ?", (now,))
+
+        await self.store.run(apply)
 
 
 class LoginLimiter:
-    """Failed logins per key (client address, user name) within a sliding window."""
+    """Failed logins per key (client address, user name) within a sliding window, in the
+    store so that every replica counts the same ones."""
 
     def __init__(
         self,
+        store: Store,
         max_failures: int = 5,
         window: float = 300.0,
-        now: Callable[[], float] = time.monotonic,
+        now: Callable[[], float] = time.time,
     ) -> None:
+        self.store = store
         self.max_failures = max_failures
         self.window = window
-        self.now = now
-        self.failures: dict[str, deque[float]] = {}
-        self.refused = 0
+        self.now = now  # wall clock: replicas compare each other's times
+        self.refused = 0  # attempts this replica refused
 
-    def _recent(self, key: str) -> deque[float]:
-        times = self.failures.get(key)
-        if times is None:
-            return deque()
-        cutoff = self.now() - self.window
-        while times and times[0] < cutoff:
-            times.popleft()
-        if not times:
-            del self.failures[key]
-        return times
+    @staticmethod
+    def _hashed(keys: tuple[str, ...]) -> list[str]:
+        return sorted({hashlib.sha256(k.encode()).hexdigest() for k in keys})
 
-    def retry_after(self, *keys: str) -> float:
-        """Seconds until a login may be tried again (0 when it may be tried now)."""
-        wait = 0.0
-        for key in keys:
-            times = self._recent(key)
-            if len(times) >= self.max_failures:
-                wait = max(wait, times[0] + self.window - self.now())
+    async def attempt(self, *keys: str) -> float:
+        """Take a login attempt's place: 0 when it may go ahead (it then counts as a
+        failure of every key until `succeeded`), else the seconds until one may (and
+        nothing is counted)."""
+        hashed = self._hashed(keys)
+        now = self.now()
+        cutoff = now - self.window
+
+        def apply(tx: Tx) -> float:
+            for key in hashed:  # sorted: replicas take the locks in one order
+                tx.lock(f"login:{key}")
+            tx.execute("DELETE FROM login_failures WHERE at <= ?", (cutoff,))
+            wait = 0.0
+            for key in hashed:
+                times = [
+                    float(r[0])
+                    for r in tx.all(
+                        "SELECT at FROM login_failures WHERE key = ? ORDER BY at", (key,)
+                    )
+                ]
+                if len(times) >= self.max_failures:  # until fewer than max are left
+                    wait = max(wait, times[len(times) - self.max_failures] + self.window - now)
+            if wait > 0:
+                return wait
+            tx.executemany(
+                "INSERT INTO login_failures (key, at) VALUES (?, ?)", [(k, now) for k in hashed]
+            )
+            return 0.0
+
+        wait = await self.store.run(apply)
         if wait > 0:
             self.refused += 1
         return wait
 
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self.failures.setdefault(key, deque()).append(self.now())
-            if len(self.failures) > 100_000:  # an address sweep: forget the oldest keys
-                self.failures.pop(next(iter(self.failures)))
+    async def succeeded(self, *keys: str) -> None:
+        """A right password: its keys start afresh."""
+        hashed = self._hashed(keys)
 
-    def succeeded(self, *keys: str) -> None:
-        for key in keys:
-            self.failures.pop(key, None)
+        def apply(tx: Tx) -> None:
+            for key in hashed:
+                tx.lock(f"login:{key}")
+            for key in hashed:
+                tx.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+
+        await self.store.run(apply)

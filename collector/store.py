@@ -186,6 +186,21 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX incidents_by_cause ON incidents (suppressed_by) "
         "WHERE suppressed_by IS NOT NULL",
     ],
+    # 4 -> 5: console sessions logged out and failed logins, so that every replica refuses
+    # a logged-out cookie and counts every replica's failures (collector/session.py).
+    [
+        """CREATE TABLE session_revocations (
+            nonce TEXT PRIMARY KEY,
+            expires DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX session_revocations_by_expiry ON session_revocations (expires)",
+        """CREATE TABLE login_failures (
+            key TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX login_failures_by_key ON login_failures (key, at)",
+        "CREATE INDEX login_failures_by_at ON login_failures (at)",
+    ],
 ]
 
 CHANGES_CHANNEL = "enoc_changes"

@@ -397,8 +397,8 @@ async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
 
 async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) -> None:
     """A store written by the first release (schema 1) gains the status order column, the
-    change log and the notifiers' tables, and keeps its rows; a store newer than this enoc
-    is refused with a message saying so."""
+    change log and the notifiers' tables, the events' key index, the sessions' tables, and
+    keeps its rows; a store newer than this enoc is refused with a message saying so."""
     import collector.store as store_module
 
     first = store_module.MIGRATIONS[:1]
@@ -417,13 +417,16 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         store_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 4
+    assert await store.open() == len(original) == 5
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 3: the change log and the notifiers' state, empty
     assert await store.run(lambda tx: tx.last_change_id()) == 0
     assert await store.run(lambda tx: tx.all("SELECT * FROM notify_cursors")) == []
     assert await store.run(lambda tx: tx.all("SELECT * FROM notify_told")) == []
+    # schema 5: logouts and failed logins, empty
+    assert await store.run(lambda tx: tx.all("SELECT * FROM session_revocations")) == []
+    assert await store.run(lambda tx: tx.all("SELECT * FROM login_failures")) == []
     await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
     await store.close()
     newer = Store(store_url)

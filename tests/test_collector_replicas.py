@@ -738,3 +738,104 @@ async def test_a_pair_split_between_replicas_resolves_whichever_decides_first(
     assert seen[0] == expected, "every incident resolved, opened and resolved at its events"
     assert seen[1] == seen[0], "the same on either replica"
     assert [(s["incidents"], s["resolved"], s["mttr_s"]) for s in stats] == [(24, 24, 7.5)]
+
+
+# ------------------------------------------------------------------ console sessions, two replicas
+
+
+async def test_a_logout_and_failed_logins_count_on_both_replicas(
+    tmp_path: Path, mosquitto: Mosquitto, postgres: PostgreSQL
+) -> None:
+    """Behind a load balancer a console's requests reach either replica. A cookie logged out
+    on one is refused by the other at once; failed logins spread over both meet the limit
+    at the same total as on one (3 here): the fourth gets 429 with Retry-After on either,
+    right password or not; and attempts made at once through both let exactly 3 through."""
+    from yarl import URL
+
+    from collector.auth import hash_password
+    from collector.session import COOKIE
+
+    password = "a long console password"
+    users = tmp_path / "console-users.yaml"
+    users.write_text(
+        yaml.safe_dump(
+            {
+                "users": [
+                    {"name": name, "role": "operator", "password_hash": hash_password(password)}
+                    for name in ("ops1", "ops2")
+                ]
+            }
+        )
+    )
+    key = tmp_path / "session-key"
+    key.write_text("k" * 64)
+    settings = {
+        "mqtt": {"shared_group": "enoc-collectors"},
+        "http": {
+            "users_file": str(users),
+            "session_key_file": str(key),
+            "login_max_failures": 3,
+        },
+    }
+    configs = [
+        collector_config(
+            tmp_path, mosquitto.url, store_url=postgres.url, name=f"replica-{n}", extra=settings
+        )
+        for n in (1, 2)
+    ]
+
+    def client(address: str) -> aiohttp.ClientSession:
+        """A browser at its own loopback address (the limit counts per address too)."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=(address, 0)),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+        )
+
+    async with running_collector(configs[0]) as one, running_collector(configs[1]) as two:
+        bases = [f"http://127.0.0.1:{c.http_port}" for c in (one, two)]
+
+        async def login(http: aiohttp.ClientSession, base: str, name: str, pw: str) -> Any:
+            async with http.post(f"{base}/login", json={"name": name, "password": pw}) as r:
+                body = await r.json()
+                return r.status, r.headers.get("Retry-After"), body
+
+        async def whoami(cookie: str, base: str) -> int:
+            async with (
+                aiohttp.ClientSession() as bare,
+                bare.get(f"{base}/api/v1/whoami", headers={"Cookie": f"{COOKIE}={cookie}"}) as r,
+            ):
+                return r.status
+
+        # --- logged in on one, the cookie works on both; logged out on one, on neither
+        async with client("127.0.0.2") as http:
+            status, _, answer = await login(http, bases[0], "ops1", password)
+            assert status == 200
+            cookie = http.cookie_jar.filter_cookies(URL(bases[0]))[COOKIE].value
+            assert [await whoami(cookie, b) for b in bases] == [200, 200]
+            async with http.post(
+                f"{bases[0]}/logout", headers={"X-CSRF-Token": answer["csrf"]}
+            ) as r:
+                assert r.status == 200
+        assert [await whoami(cookie, b) for b in reversed(bases)] == [401, 401]
+
+        # --- failed logins in turns on both replicas: the fourth is refused by either
+        async with client("127.0.0.3") as http:
+            tries = [await login(http, bases[n % 2], "ops1", "wrong") for n in range(3)]
+            assert [status for status, _, _ in tries] == [401, 401, 401]
+            for base in (bases[1], bases[0]):
+                status, retry_after, _ = await login(http, base, "ops1", password)
+                assert status == 429, "the right password too, once locked out"
+                assert retry_after is not None and int(retry_after) > 0
+        async with client("127.0.0.4") as http:  # another address: the name is locked
+            status, _, _ = await login(http, bases[1], "ops1", password)
+            assert status == 429
+
+        # --- eight at once, four through each replica: three are tried, five refused
+        async with client("127.0.0.5") as http:
+            at_once = await asyncio.gather(
+                *(login(http, bases[n % 2], "ops2", "wrong") for n in range(8))
+            )
+        assert sorted(status for status, _, _ in at_once) == [401] * 3 + [429] * 5
+    with psycopg.connect(postgres.url) as conn:
+        kept = conn.execute("SELECT COUNT(*) FROM session_revocations").fetchone()
+    assert kept == (1,), "the logout is in the store"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 import yaml
 from collectorkit import Clock, collector_config, eventually, running_collector
@@ -18,41 +20,90 @@ from yarl import URL
 from collector.app import Collector
 from collector.auth import User, Users, hash_password
 from collector.session import COOKIE, LoginLimiter, Sessions, load_key
-from collector.store import Tx
+from collector.store import Store, Tx
 from enoc.config import Secret
-from enoc.localservers import Mosquitto
+from enoc.localservers import Mosquitto, PostgreSQL
 
 PASSWORD = "a long console password"
 
 
-def test_cookies_are_signed_expire_and_revoke() -> None:
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
+    server = PostgreSQL(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def replicas(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Store]]:
+    """Two replicas' connections to one store: sessions and login limits on both dialects."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'incidents.db'}"
+    else:
+        server: PostgreSQL = request.getfixturevalue("pg_server")
+        name = f"s{next(_databases)}"
+        base = server.url.rsplit("/", 1)[0]
+        with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = f"{base}/{name}"
+    stores = (Store(url), Store(url))
+    for store in stores:
+        await store.open()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+_databases = itertools.count(1)
+
+
+async def test_cookies_are_signed_expire_and_revoke_on_every_replica(
+    replicas: tuple[Store, Store],
+) -> None:
     users = Users([User("ops1", "operator"), User("bob", "viewer")])
     clock = Clock()
-    sessions = Sessions(users, b"k" * 32, lifetime=3600, now=clock)
+    sessions = Sessions(users, b"k" * 32, replicas[0], lifetime=3600, now=clock)
+    other = Sessions(users, b"k" * 32, replicas[1], lifetime=3600, now=clock)  # the replica
     cookie, session = sessions.issue(users.users[0])
-    found = sessions.verify(cookie)
+    found = await other.verify(cookie)
     assert found is not None
     assert found.user.name == "ops1"
     assert found.csrf(sessions.key) == session.csrf(sessions.key)
     # any change to the cookie breaks the signature
     name_hex, expires, nonce, signature = cookie.split(".")
     forged_name = b"bob".hex()
-    assert sessions.verify(f"{forged_name}.{expires}.{nonce}.{signature}") is None
-    assert sessions.verify(f"{name_hex}.{int(expires) + 9999}.{nonce}.{signature}") is None
-    assert sessions.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
-    assert sessions.verify("garbage") is None
+    assert await sessions.verify(f"{forged_name}.{expires}.{nonce}.{signature}") is None
+    assert await sessions.verify(f"{name_hex}.{int(expires) + 9999}.{nonce}.{signature}") is None
+    assert await sessions.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
+    assert await sessions.verify("garbage") is None
     # another key (another deployment) does not accept it
-    assert Sessions(users, b"x" * 32, now=clock).verify(cookie) is None
+    assert await Sessions(users, b"x" * 32, replicas[0], now=clock).verify(cookie) is None
     # expired
     clock.t += 3601
-    assert sessions.verify(cookie) is None
+    assert await sessions.verify(cookie) is None
     clock.t -= 3601
-    # revoked at logout
-    sessions.revoke(session)
-    assert sessions.verify(cookie) is None
+    # logged out on one replica: refused by both
+    await sessions.revoke(session)
+    assert await sessions.verify(cookie) is None
+    assert await other.verify(cookie) is None
     # a user removed from the users file loses the session
     cookie2, _ = sessions.issue(users.users[1])
-    assert Sessions(Users([users.users[0]]), b"k" * 32, now=clock).verify(cookie2) is None
+    assert await other.verify(cookie2) is not None
+    gone = Sessions(Users([users.users[0]]), b"k" * 32, replicas[1], now=clock)
+    assert await gone.verify(cookie2) is None
+    # a logout is kept until its cookie would have expired anyway, then pruned
+    clock.t += 3601
+    _, later = sessions.issue(users.users[0])
+    await other.revoke(later)
+
+    def nonces(tx: Tx) -> list[str]:
+        return [str(r[0]) for r in tx.all("SELECT nonce FROM session_revocations")]
+
+    assert await replicas[0].run(nonces) == [later.nonce], "the first one's is gone"
 
 
 def test_session_key_file(tmp_path: Path) -> None:
@@ -66,21 +117,43 @@ def test_session_key_file(tmp_path: Path) -> None:
     assert load_key(None) != load_key(None)  # random per process without a file
 
 
-def test_login_limiter_window() -> None:
+async def test_login_limits_count_every_replicas_failures(
+    replicas: tuple[Store, Store],
+) -> None:
+    """Failed logins spread over two replicas (and made at once) meet the limit at the same
+    total as on one: an attempt takes its place in the store before its password is
+    checked. The window slides; a success clears its keys; nothing is kept past the
+    window, nor a name in clear."""
     clock = Clock()
-    limiter = LoginLimiter(max_failures=3, window=60, now=clock)
-    for _ in range(3):
-        assert limiter.retry_after("addr:a", "user:x") == 0
-        limiter.failed("addr:a", "user:x")
-    assert limiter.retry_after("addr:a") == pytest.approx(60)
-    assert limiter.retry_after("user:x") == pytest.approx(60)
-    assert limiter.retry_after("addr:b", "user:y") == 0  # others are not affected
+    one, two = (LoginLimiter(store, max_failures=3, window=60, now=clock) for store in replicas)
+    for limiter in (one, two, one):  # three failures, taken in turns
+        assert await limiter.attempt("addr:a", "user:x") == 0
+        clock.t += 1
+    assert await two.attempt("addr:a") == pytest.approx(57), "the oldest ages out in 57 s"
+    assert await one.attempt("user:x", "addr:z") == pytest.approx(57)
+    assert await two.attempt("addr:b", "user:y") == 0  # others are not affected
+    assert (one.refused, two.refused) == (1, 1)
+    clock.t += 57
+    assert await two.attempt("addr:a") == 0, "the first failure aged out"
+    assert await one.attempt("addr:a") == pytest.approx(1)
+    await one.succeeded("addr:a")
+    assert await two.attempt("addr:a") == 0, "a success clears the key"
+    # made at once, through both replicas: exactly max_failures go ahead
+    waits = await asyncio.gather(*(limiter.attempt("user:crowd") for limiter in (one, two) * 5))
+    assert sorted(w == 0 for w in waits) == [False] * 7 + [True] * 3
+
+    def keys(tx: Tx) -> list[tuple[str, int]]:
+        return [
+            (str(k), int(n))
+            for k, n in tx.all("SELECT key, COUNT(*) FROM login_failures GROUP BY key")
+        ]
+
+    kept = await replicas[1].run(keys)
+    assert all(len(k) == 64 and "crowd" not in k for k, _ in kept), "hashed keys"
+    assert max(n for _, n in kept) <= 3, "at most max_failures rows a key"
     clock.t += 61
-    assert limiter.retry_after("addr:a", "user:x") == 0
-    limiter.failed("addr:a")
-    limiter.succeeded("addr:a")
-    assert "addr:a" not in limiter.failures
-    assert limiter.refused == 2
+    assert await one.attempt("addr:c") == 0
+    assert len(await replicas[0].run(keys)) == 1, "what left the window is pruned"
 
 
 @pytest.fixture
