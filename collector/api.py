@@ -29,7 +29,7 @@ from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
 from collector.recent import InfluxRecent
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
-from collector.stream import Hub, resume
+from collector.stream import Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
 
@@ -480,6 +480,17 @@ class Api:
 
     # ---------------------------------------------------------------- stream
 
+    async def _session_lasts(self, request: web.Request) -> bool:
+        """Whether a stream opened with a session cookie may go on: not after a logout on
+        any replica, nor past the cookie's expiry. A store that cannot answer now is no
+        reason to cut a console off; bearer tokens are not sessions."""
+        if SESSION_KEY not in request:
+            return True
+        try:
+            return await self.sessions.verify(request.cookies.get(COOKIE, "")) is not None
+        except Exception:  # the store is down: the next check decides
+            return True
+
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events of the store's change log (ids global across replicas);
         `Last-Event-ID` resumes from the replay ring, or from the store when older, or
@@ -513,15 +524,22 @@ class Api:
                 log.warning("stream replay from the store failed: %s", exc)
                 return response
             sent = sent or here
+            checked = time.monotonic()
             while True:
+                item: StreamEvent | bytes | None
                 try:
                     item = await asyncio.wait_for(sub.queue.get(), SSE_HEARTBEAT)
                 except TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
+                    item = b": keepalive\n\n"
+                if time.monotonic() - checked >= SSE_HEARTBEAT:
+                    checked = time.monotonic()
+                    if not await self._session_lasts(request):
+                        break  # logged out (on any replica) or expired: the stream ends too
                 if item is None:
                     break
-                if item.id > sent:
+                if isinstance(item, bytes):
+                    await response.write(item)
+                elif item.id > sent:
                     await response.write(item.encode())
                     sent = item.id
         except (ConnectionResetError, asyncio.CancelledError):

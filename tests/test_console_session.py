@@ -17,6 +17,7 @@ from collectorkit import Clock, collector_config, eventually, running_collector
 from test_collector_api import auth, events, publish, read_sse
 from yarl import URL
 
+from collector import api as collector_api
 from collector.app import Collector
 from collector.auth import User, Users, hash_password
 from collector.session import COOKIE, LoginLimiter, Sessions, load_key
@@ -273,6 +274,45 @@ async def test_login_csrf_rate_limit_and_audit(
     assert records[3]["text"] == "carrier ticket"
     assert all(r["remote"] == "127.0.0.1" and r["at"] > 0 for r in records)
     assert all(PASSWORD not in json.dumps(r) for r in records)
+
+
+async def test_a_logout_ends_the_event_stream_of_its_session(
+    console: tuple[Collector, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A console left open on a stream must not keep receiving incidents after its session
+    was logged out (here, or on another replica: the store says); a token's stream goes on."""
+    _, base = console
+    monkeypatch.setattr(collector_api, "SSE_HEARTBEAT", 0.2)  # the check runs this often
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+        aiohttp.ClientSession() as bare,
+    ):
+        async with http.post(base + "/login", json={"name": "ops1", "password": PASSWORD}) as r:
+            csrf = (await r.json())["csrf"]
+        cookie_stream = await http.get(base + "/api/v1/stream")
+        token_stream = await bare.get(
+            base + "/api/v1/stream", headers={"Authorization": "Bearer " + "t" * 32}
+        )
+        assert cookie_stream.status == token_stream.status == 200
+        for stream in (cookie_stream, token_stream):
+            assert await asyncio.wait_for(stream.content.readline(), 5) == b"retry: 2000\n"
+        await asyncio.sleep(0.5)  # several checks pass while the session lasts
+        assert not cookie_stream.content.at_eof()
+        async with http.post(base + "/logout", headers={"X-CSRF-Token": csrf}) as r:
+            assert r.status == 200
+
+        async def to_the_end(stream: aiohttp.ClientResponse) -> None:
+            while await stream.content.readline():
+                pass
+
+        await asyncio.wait_for(to_the_end(cookie_stream), 10)
+        keepalives = 0
+        while keepalives < 3:  # the token's stream is still alive
+            line = await asyncio.wait_for(token_stream.content.readline(), 5)
+            assert line, "the bearer token's stream ended too"
+            keepalives += line == b": keepalive\n"
+        cookie_stream.close()
+        token_stream.close()
 
 
 def test_secret_in_user_is_not_in_repr() -> None:
