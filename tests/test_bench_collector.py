@@ -29,6 +29,8 @@ def test_bench_collector_small(tmp_path: Path) -> None:
     (written,) = tmp_path.glob("bench-collector-*.json")
     result = json.loads(written.read_text())
     assert result["warmup"] == 1  # a poll of every device first, not measured
+    assert result["devices_per_message"] == 1
+    assert "one metrics message per device poll" in proc.stdout
     one, two = result["runs"]
     for run in (one, two):
         assert run["messages"] == 20 * 3
@@ -42,3 +44,27 @@ def test_bench_collector_small(tmp_path: Path) -> None:
     # nothing the bench started outlives it (its servers run from its temporary directory)
     left = bench_processes("enoc-bench-collector-")
     assert left == [], left
+
+
+def test_bench_collector_several_devices_per_message(tmp_path: Path) -> None:
+    """As an agent with `publishing.batch_samples: 8` sends them: every point still lands."""
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "enoc.cli", "bench", "collector"),
+            *("--devices", "20", "--interfaces", "4", "--rounds", "3", "--sites", "2"),
+            *("--devices-per-message", "8", "--replicas", "1", "--traps", "0"),
+            *("--results", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "8 device polls per metrics message" in proc.stdout
+    (written,) = tmp_path.glob("bench-collector-*.json")
+    result = json.loads(written.read_text())
+    assert result["devices_per_message"] == 8
+    (run,) = result["runs"]
+    assert run["messages"] == 3 * 2 * 2  # per round and site: 10 devices in 8 + 2
+    assert run["points"] == 20 * 3 * (1 + 4)
+    assert run["per_replica_points"] == [run["points"]]

@@ -1,8 +1,10 @@
 """`enoc bench collector`: points per CPU-second from MQTT to the database, scaling over
 replicas, and the latency from a trap at the agent to the incident in the API.
 
-Throughput: metrics messages shaped like the agent's (one device sample with
-`--interfaces` interfaces each) are encoded up front; one `mosquitto_pub -l`
+Throughput: metrics messages shaped like the agent's (device samples with
+`--interfaces` interfaces each; one device per message, the agent's default, or
+`--devices-per-message N` of the same site, as an agent with
+`publishing.batch_samples: N` sends them) are encoded up front; one `mosquitto_pub -l`
 per site (C, not counted) publishes them at QoS 1 into a real Mosquitto while
 1 or 2 `enoc collector` processes (sharing `$share/enoc/...`) write them to a
 real VictoriaMetrics through the InfluxDB v2 write API. A point is one line
@@ -89,6 +91,7 @@ class Result:
     rounds: int
     machine: dict[str, Any]
     warmup: int = 0
+    devices_per_message: int = 1
     runs: list[Throughput] = field(default_factory=list)
     latency: Latency | None = None
 
@@ -102,6 +105,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--sites", type=int, default=10, help="sites (one publisher each)")
     parser.add_argument(
+        "--devices-per-message",
+        type=int,
+        default=1,
+        help="device samples per metrics message, of one site (the agent's batch_samples)",
+    )
+    parser.add_argument(
         "--replicas", default="1,2", help="collector replica counts to run, e.g. 1,2"
     )
     parser.add_argument("--traps", type=int, default=100, help="trap faults for the latency")
@@ -113,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         replicas = [int(r) for r in str(args.replicas).split(",") if r.strip()]
     except ValueError:
         print(f"enoc bench collector: --replicas must be like 1,2; got {args.replicas!r}")
+        return 2
+    if args.devices_per_message < 1:
+        print("enoc bench collector: --devices-per-message must be at least 1")
         return 2
     result = asyncio.run(measure(args, replicas))
     print_table(result)
@@ -131,7 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
 async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
     result = Result(
-        args.devices, args.interfaces, args.rounds, machine=machine(), warmup=args.warmup
+        args.devices,
+        args.interfaces,
+        args.rounds,
+        machine=machine(),
+        warmup=args.warmup,
+        devices_per_message=args.devices_per_message,
     )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-collector-") as tmp_name:
         tmp = Path(tmp_name)
@@ -165,6 +182,7 @@ class Stream:
     messages: int
     points: int
     field_values: int
+    samples: int  # device polls: one device point each
 
 
 def write_messages(tmp: Path, args: argparse.Namespace, rounds: range) -> Stream:
@@ -178,13 +196,17 @@ def write_messages(tmp: Path, args: argparse.Namespace, rounds: range) -> Stream
         site = f"site-{s:02d}"
         files[topic(site, f"agent-{s:02d}", "metrics")] = path = tmp / f"{site}.jsonl"
         handles[s] = path.open("wb")
-    messages = points = values = 0
+    messages = points = values = samples = 0
+    per_message = getattr(args, "devices_per_message", 1)
     # per agent, seq goes on from the rounds before these
-    seqs = [rounds.start * len(range(s, args.devices, args.sites)) for s in range(args.sites)]
+    seqs = [
+        rounds.start * -(-len(range(s, args.devices, args.sites)) // per_message)
+        for s in range(args.sites)
+    ]
     for r in rounds:
+        batches: dict[int, list[DeviceSample]] = {}
         for d in range(args.devices):
             s = d % args.sites
-            seqs[s] += 1
             interfaces = [
                 InterfaceSample(
                     i,
@@ -225,16 +247,22 @@ def write_messages(tmp: Path, args: argparse.Namespace, rounds: range) -> Stream
                 fields=device_fields,
                 interfaces=interfaces,
             )
-            message = MetricsMessage(
-                f"agent-{s:02d}", f"site-{s:02d}", "emea", seqs[s], sample.ts, samples=[sample]
-            )
-            handles[s].write(encode(message) + b"\n")
-            messages += 1
+            batch = batches.setdefault(s, [])
+            batch.append(sample)
+            samples += 1
             points += 1 + len(interfaces)
             values += len(device_fields) + sum(len(i.fields) for i in interfaces)
+            if len(batch) == per_message or d + args.sites >= args.devices:
+                seqs[s] += 1
+                message = MetricsMessage(
+                    f"agent-{s:02d}", f"site-{s:02d}", "emea", seqs[s], sample.ts, samples=batch
+                )
+                handles[s].write(encode(message) + b"\n")
+                messages += 1
+                batches[s] = []
     for handle in handles.values():
         handle.close()
-    return Stream(files, messages, points, values)
+    return Stream(files, messages, points, values, samples)
 
 
 def collector_yaml(run_dir: Path, name: str, broker: str, vm: str, users: Path, group: str) -> Path:
@@ -370,11 +398,10 @@ async def throughput(
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=30)
-        landed = count_points(vm, warm.messages + stream.messages)
-        if landed != warm.messages + stream.messages:
+        landed = count_points(vm, warm.samples + stream.samples)
+        if landed != warm.samples + stream.samples:
             raise RuntimeError(
-                f"{landed} device points in the database, "
-                f"expected {warm.messages + stream.messages}"
+                f"{landed} device points in the database, expected {warm.samples + stream.samples}"
             )
     return Throughput(
         replicas,
@@ -432,7 +459,7 @@ async def written_by(
 
 
 def count_points(vm: VictoriaMetrics, expected: int) -> int:
-    """Device points that landed: one `device_cpu` sample per device message.
+    """Device points that landed: one `device_cpu` sample per device poll.
 
     Under load VictoriaMetrics can take a few seconds, even after a forced
     flush, before the last series it created show in an export: ask again
@@ -608,9 +635,14 @@ def percentile(values: list[float], pct: float) -> float | None:
 
 def print_table(result: Result) -> None:
     print(f"machine: {result.machine['cpus']} CPUs, {result.machine['cpu_model']}")
+    per_message = (
+        "one metrics message per device poll"
+        if result.devices_per_message == 1
+        else f"{result.devices_per_message} device polls per metrics message"
+    )
     print(
         f"stream: {result.devices} devices x {result.interfaces} interfaces x {result.rounds} "
-        f"polls measured after {result.warmup} of warm-up, one metrics message per device poll\n"
+        f"polls measured after {result.warmup} of warm-up, {per_message}\n"
     )
     print(
         f"{'collectors':>10} {'points':>10} {'CPU s':>7} {'wall s':>7} {'points/CPU-s':>13} "
