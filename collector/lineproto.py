@@ -82,6 +82,9 @@ _CACHE_LIMIT = 200_000
 _names: dict[str, bytes] = {}
 _templates: dict[tuple[tuple[str, ...], tuple[type, ...]], bytes | None] = {}
 _devices: dict[tuple[str, str, str, str], _DeviceTags] = {}
+# field names -> the value types seen last with them and their template: looked up by the
+# names alone and the types compared, cheaper than hashing both (most sets never change)
+_by_names: dict[tuple[str, ...], tuple[tuple[type, ...], bytes | None]] = {}
 
 
 def _name(name: str) -> bytes:
@@ -93,12 +96,19 @@ def _name(name: str) -> bytes:
     return escaped
 
 
-def _template(key: tuple[tuple[str, ...], tuple[type, ...]]) -> bytes | None:
+def _template(names: tuple[str, ...], kinds: tuple[type, ...]) -> bytes | None:
     """`name=%bi,other=%b` for numbers-only field sets; None sends the set the general way."""
+    key = (names, kinds)
+    template = _templates.get(key, b"")
+    if template != b"":
+        _by_names[names] = (kinds, template)
+        return template
     if len(_templates) >= _CACHE_LIMIT:
         _templates.clear()
+    if len(_by_names) >= _CACHE_LIMIT:
+        _by_names.clear()
     parts = []
-    for name, kind in zip(*key, strict=True):
+    for name, kind in zip(names, kinds, strict=True):
         escaped = _name(name).replace(b"%", b"%%")
         if kind is int:
             parts.append(escaped + b"=%bi")
@@ -108,6 +118,7 @@ def _template(key: tuple[tuple[str, ...], tuple[type, ...]]) -> bytes | None:
             parts = []
             break
     template = _templates[key] = b",".join(parts) if parts else None
+    _by_names[names] = (kinds, template)
     return template
 
 
@@ -141,15 +152,15 @@ def _fields(fields: dict[str, Value], int64: bool = False) -> bytes:
     """A field set: `a=1i,b=2.5` (empty when nothing can be written). `int64`: its
     integers are known to fit."""
     values = [*fields.values()]
-    key = (tuple(fields), tuple(map(type, values)))
-    try:
-        template = _templates[key]
-    except KeyError:
-        template = _template(key)
+    kinds = tuple(map(type, values))
+    names = tuple(fields)
+    cached = _by_names.get(names)
+    template = cached[1] if cached is not None and cached[0] == kinds else _template(names, kinds)
     if template is None or not (int64 or _fits(values)):
         return _general_fields(fields)
     encoded = _encode(values)  # numbers only: no comma inside a token
-    if b"n" in encoded:  # null: a float that is not finite (never from the wire: JSON has none)
+    # null: a float that is not finite (never in a decoded message: JSON has none)
+    if not int64 and b"n" in encoded:
         return _general_fields(fields)
     return template % tuple(encoded[1:-1].split(b","))
 
@@ -203,7 +214,7 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
     pieces: list[bytes] = []  # three a line: measurement and tags, fields, time and newline
     extend = pieces.extend
     site, rtc = message.site, message.rtc
-    templates = _templates
+    by_names = _by_names
     encode = _encode
     int64 = int64_checked(message)
     for sample in message.samples:
@@ -215,18 +226,21 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
         heads = tags.interfaces
         for i in sample.interfaces:
             # _fields, inlined: this loop runs once per interface per poll
-            values = [*i.fields.values()]
-            key = (tuple(i.fields), tuple(map(type, values)))
-            try:
-                template = templates[key]
-            except KeyError:
-                template = _template(key)
+            f = i.fields
+            values = [*f.values()]
+            kinds = tuple(map(type, values))
+            names = tuple(f)
+            cached = by_names.get(names)
+            if cached is not None and cached[0] == kinds:
+                template = cached[1]
+            else:
+                template = _template(names, kinds)
             if template is None or not (int64 or _fits(values)):
-                fields = _general_fields(i.fields)
+                fields = _general_fields(f)
             else:
                 encoded = encode(values)
-                if b"n" in encoded:  # null: not finite
-                    fields = _general_fields(i.fields)
+                if not int64 and b"n" in encoded:  # null: not finite (decoded: never)
+                    fields = _general_fields(f)
                 else:
                     fields = template % tuple(encoded[1:-1].split(b","))
             if fields:
