@@ -953,12 +953,12 @@ async def test_no_secret_reaches_a_log_when_logins_fail(tmp_path: Path) -> None:
                     timeout=30,
                 )
                 await eventually(
-                    lambda: logged("collector-influx", "refused a batch of"),
+                    lambda: logged("collector-influx", "refused a batch for good"),
                     what="InfluxDB refusing the wrong password",
                     timeout=60,
                 )
                 await eventually(
-                    lambda: logged("collector-v2", "refused a batch of"),
+                    lambda: logged("collector-v2", "refused a batch for good"),
                     what="the v2 write API refusing the wrong token",
                     timeout=60,
                 )
@@ -1006,8 +1006,8 @@ async def test_no_secret_reaches_a_log_when_logins_fail(tmp_path: Path) -> None:
     assert "password authentication failed" in procs.log("collector-pg")
     assert "cannot open the incident store" in procs.log("collector-pg-url")
     for name in ("collector-influx", "collector-v2"):
-        assert "InfluxDB refused a batch of" in procs.log(name)
-        assert "for good: HTTP 401" in procs.log(name)
+        assert "InfluxDB refused a batch for good" in procs.log(name)
+        assert "for good (HTTP 401 (bad credentials)" in procs.log(name)
     assert "is failing: HTTP 401 from" in procs.log("collector-influx")  # the webhook
     assert "password authentication failed" in texts[str(postgres.log_path.with_suffix(".out"))]
     extra = {
