@@ -136,6 +136,11 @@ class Collector:
             "mqtt": {
                 "ok": bool(connected) and all(connected.values()),
                 "lanes": dict(connected),
+                # by lane, of its last connection: "5", or "3.1.1" (a broker without 5)
+                "protocol": {
+                    lane: "5" if level == 5 else "3.1.1"
+                    for lane, level in self.ingest.stats.protocol.items()
+                },
                 "last_error": self.ingest.stats.last_error,
             },
             "store": {"ok": self.store.healthy, "last_error": self.store.last_error},

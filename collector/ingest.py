@@ -1,7 +1,14 @@
 """MQTT ingest: decode, validate, route, and acknowledge only what is safe.
 
-Two broker connections, each a persistent session (MQTT 3.1.1, clean_session
-false) with manual acknowledgement:
+Two broker connections, each a persistent session with manual
+acknowledgement, over MQTT 5 where the broker offers it and 3.1.1 otherwise
+(DESIGN, "Protocol"; `enoc.mqtt.ProtocolChoice`, as the agent does): 5 with
+clean start off, a session expiry of 30 days (without one a v5 session ends
+with its connection) and a Receive Maximum of `mqtt.max_unacked`, so that the
+broker holds back what the collector has not acknowledged whatever its own
+in-flight limit; 3.1.1 with clean session off (the demo's amqtt, which leaves
+a v5 CONNECT unanswered: 3.1.1 is tried after `V5_CONNACK_TIMEOUT`). Either
+way a message is acknowledged only when it is safe:
 
 - *metrics*: a metrics message is acknowledged once its points were accepted
   by InfluxDB (the writer calls back). While InfluxDB is down the writer's
@@ -33,7 +40,15 @@ import aiomqtt
 
 from collector.config import CollectorMqttConfig
 from enoc.logs import OnceLogger, get_logger
-from enoc.mqtt import client_args
+from enoc.mqtt import (
+    V5,
+    V5_CONNACK_TIMEOUT,
+    AckedClient,
+    ProtocolChoice,
+    abandon,
+    client_args,
+    version_name,
+)
 from enoc.wire import (
     EventsMessage,
     MetricsMessage,
@@ -45,6 +60,7 @@ from enoc.wire import (
 
 log = get_logger("enoc.collector.ingest")
 DEAD_LETTER_PREFIX = "enoc/deadletter/v1"
+CONNECT_TIMEOUT = 10.0  # aiomqtt's for the CONNACK (3.1.1), SUBACK and PUBACK
 
 
 @dataclass
@@ -56,6 +72,8 @@ class IngestStats:
     acked: int = 0
     connects: Counter[str] = field(default_factory=Counter)
     connected: dict[str, bool] = field(default_factory=dict)
+    protocol: dict[str, int] = field(default_factory=dict)  # by lane: 5, or 4 (3.1.1)
+    session_present: dict[str, bool] = field(default_factory=dict)  # the broker kept it
     last_error: str = ""
 
 
@@ -92,6 +110,7 @@ class Ingest:
         self._dead_letters = asyncio.Semaphore(100)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing = OnceLogger(log)
+        self.protocols = {"metrics": ProtocolChoice(), "events": ProtocolChoice()}
 
     # ---------------------------------------------------------------- connections
 
@@ -110,32 +129,67 @@ class Ingest:
         self, lane: str, identifier: str, filters: list[str], stop: asyncio.Event
     ) -> None:
         backoff = 0.5
+        choice = self.protocols[lane]
+        fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
         while not stop.is_set():
+            protocol = choice.version
+            entered = False
+            client: AckedClient | None = None
             try:
-                async with aiomqtt.Client(
-                    **client_args(
-                        self.config.url,
-                        identifier=identifier,
-                        tls=self.config.tls,
-                        username=self.config.username,
-                        password=self.config.password,
-                    )
-                ) as client:
+                args = client_args(
+                    self.config.url,
+                    identifier=identifier,
+                    tls=self.config.tls,
+                    username=self.config.username,
+                    password=self.config.password,
+                    protocol=protocol,
+                    # a broker that does not speak 5 may never answer a v5 CONNECT
+                    timeout=V5_CONNACK_TIMEOUT if protocol == V5 else CONNECT_TIMEOUT,
+                    receive_maximum=self.config.max_unacked,
+                )
+                client = AckedClient(**args)
+                async with client:
+                    entered = True
+                    choice.connected()
+                    client.timeout = CONNECT_TIMEOUT
                     client.pending_calls_threshold = 1000  # dead letters publish in bursts
                     paho = client._client
                     paho.manual_ack_set(True)
                     self.stats.connects[lane] += 1
+                    self.stats.protocol[lane] = int(protocol)  # the wire level: 4 is 3.1.1
+                    self.stats.session_present[lane] = client.session_present
                     backoff = 0.5
                     for f in filters:
                         await client.subscribe(f, qos=1)
                     self.stats.connected[lane] = True
-                    log.info("consuming %s", ", ".join(filters), lane=lane)
+                    log.info(
+                        "consuming %s (MQTT %s, %s session)",
+                        ", ".join(filters),
+                        version_name(protocol),
+                        "resumed" if client.session_present else "new",
+                        lane=lane,
+                    )
+                    if fell_back and protocol != V5:
+                        log.info(
+                            "broker %s does not speak MQTT 5 (%s): consuming over 3.1.1",
+                            self.config.url,
+                            fell_back,
+                            lane=lane,
+                        )
+                    fell_back = ""
                     self._lanes_subscribed.add(lane)
                     if len(self._lanes_subscribed) == 2:
                         self.subscribed.set()
                     await self._consume(client, lane, stop)
             except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets
                 self.stats.last_error = f"{lane}: {exc}"
+                if not entered and client is not None:
+                    abandon(client)
+                if not entered and choice.fall_back(exc):
+                    fell_back = str(exc)
+                    continue  # 3.1.1, at once
+                if not entered:
+                    choice.failed()
                 if self.stats.connected.get(lane):
                     log.warning("broker connection lost (%s): %s", lane, exc)
                 else:

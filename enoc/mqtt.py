@@ -96,13 +96,17 @@ def client_args(
     timeout: float = 10.0,
     protocol: aiomqtt.ProtocolVersion = V311,
     session_expiry: int = SESSION_EXPIRY,
+    receive_maximum: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `aiomqtt.Client` (or `AckedClient`): a persistent session.
 
     3.1.1: clean session off. 5: clean start off on every connection (aiomqtt's
     default cleans the first one, and each reconnect here is a new client) and a
     session expiry of `session_expiry` seconds (0 would end the session with the
-    connection); paho refuses a clean-session flag on a v5 client."""
+    connection); paho refuses a clean-session flag on a v5 client. `receive_maximum`
+    (5 only) is how many QoS 1 messages the broker may have in flight to this client,
+    unacknowledged: a consumer that acknowledges late sets it to its own window, which
+    3.1.1 leaves to the broker's configuration (Mosquitto's max_inflight_messages)."""
     parts = urlsplit(url)
     secure = parts.scheme == "mqtts"
     args: dict[str, Any] = {
@@ -116,6 +120,8 @@ def client_args(
     if protocol == V5:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = session_expiry
+        if receive_maximum is not None:
+            properties.ReceiveMaximum = max(1, min(65535, receive_maximum))
         args["clean_start"] = False
         args["properties"] = properties
     else:
@@ -178,6 +184,18 @@ class ProtocolChoice:
     def failed(self) -> None:
         """The attempt with `version` failed for a reason `fall_back` did not take."""
         self._trying_v311 = False
+
+
+def abandon(client: aiomqtt.Client) -> None:
+    """Release what a connection attempt that did not connect left behind.
+
+    aiomqtt 2.5 leaves paho's socket open and its housekeeping task running when
+    the CONNACK does not come in time (a broker that does not speak MQTT 5 leaving a
+    v5 CONNECT unanswered): one socket and one task per attempt, and a broker
+    waiting on the other end. Closing the socket through paho stops both (paho
+    tells aiomqtt, which drops its reader and cancels the task). Harmless when
+    there is no socket."""
+    client._client._sock_close()
 
 
 def version_name(protocol: aiomqtt.ProtocolVersion) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import math
 import os
 import signal
@@ -42,7 +43,15 @@ from test_collector_e2e import _vm_points, numeric_points
 
 from collector.app import Collector
 from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics, free_port
-from enoc.wire import Event, EventsMessage, Severity, encode, topic
+from enoc.wire import (
+    DeviceSample,
+    Event,
+    EventsMessage,
+    MetricsMessage,
+    Severity,
+    encode,
+    topic,
+)
 
 pytestmark = pytest.mark.servers
 
@@ -740,6 +749,108 @@ async def test_a_pair_split_between_replicas_resolves_whichever_decides_first(
     assert [(s["incidents"], s["resolved"], s["mttr_s"]) for s in stats] == [(24, 24, 7.5)]
 
 
+# ------------------------------------------------------------------ MQTT 5, and 3.1.1 for amqtt
+
+
+def _poll(seq: int) -> bytes:
+    sample = DeviceSample("dev-1", "127.0.0.9", _T0 + seq, fields={"cpu": float(seq)})
+    return encode(MetricsMessage("agent-1", "lab", "emea", seq, _T0 + seq, samples=[sample]))
+
+
+_T0 = time.time() - 3600
+
+
+async def _publish_polls(url: str, seqs: range) -> None:
+    host, port = url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), identifier="mqtt5-publisher") as client:
+        for seq in seqs:
+            await client.publish(topic("lab", "agent-1", "metrics"), _poll(seq), qos=1)
+
+
+async def test_replicas_speak_mqtt_5_to_mosquitto_split_the_stream_and_keep_their_sessions(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    """Both lanes of both replicas connect with MQTT 5 (Mosquitto's log: p5, clean start
+    off). The shared subscription splits the stream between them; a replica that stops
+    keeps its v5 session (session expiry), the broker queues its share in it, and the
+    restarted replica resumes it and writes that share: every poll once."""
+    shared = {"mqtt": {"shared_group": "enoc-collectors"}}
+    configs = [
+        collector_config(tmp_path, mosquitto.url, vm=victoria_metrics, name=f"v5-{n}", extra=shared)
+        for n in (1, 2)
+    ]
+    async with running_collector(configs[0]) as one:
+        async with running_collector(configs[1]) as two:
+            for replica in (one, two):
+                assert replica.ingest.stats.protocol == {"metrics": 5, "events": 5}
+                assert replica.health()["mqtt"]["protocol"] == {"metrics": "5", "events": "5"}
+                assert replica.ingest.stats.session_present == {"metrics": False, "events": False}
+            log = mosquitto.log_tail(100_000)
+            for name in ("v5-1", "v5-2"):
+                for lane in ("metrics", "events"):
+                    assert f"as enoc-{name}-{lane} (p5, c0, k30)" in log, f"{name} {lane}"
+            await _publish_polls(mosquitto.url, range(40))
+            await eventually(
+                lambda: one.ingest.stats.acked + two.ingest.stats.acked == 40, what="40 written"
+            )
+            first = [r.ingest.stats.received["metrics"] for r in (one, two)]
+            assert all(first) and sum(first) == 40, f"split between the replicas: {first}"
+        # replica 2 is down; the broker goes on giving it a share, into its v5 session
+        await _publish_polls(mosquitto.url, range(40, 80))
+        await eventually(lambda: one.ingest.stats.acked >= first[0] + 1, what="replica 1 on")
+        async with running_collector(configs[1]) as two:
+            assert two.ingest.stats.session_present == {"metrics": True, "events": True}
+            assert two.ingest.stats.protocol == {"metrics": 5, "events": 5}
+            await eventually(
+                lambda: one.ingest.stats.acked + two.ingest.stats.acked == 80 - first[1],
+                what="the rest written",
+            )
+            held = two.ingest.stats.received["metrics"]
+    assert 0 < held < 40, f"the stopped replica was kept its share ({held}) and got it"
+    stamps = [
+        t for row in victoria_metrics.export('{__name__="device_cpu"}') for t in row["timestamps"]
+    ]
+    assert sorted(stamps) == [round((_T0 + s) * 1000) for s in range(80)], "every poll once"
+
+
+async def test_the_collector_falls_back_to_3_1_1_with_the_demos_amqtt_broker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """amqtt leaves a v5 CONNECT unanswered: each lane tries 3.1.1 after the CONNACK
+    timeout, says so once, and consumes metrics and events with manual acks."""
+    from enoc.demo import start_broker
+
+    caplog.set_level(logging.INFO, logger="enoc.collector.ingest")
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # as the demo does
+    port = free_port()
+    broker = await start_broker(port)
+    url = f"mqtt://127.0.0.1:{port}"
+    try:
+        async with running_collector(collector_config(tmp_path, url, name="amqtt")) as coll:
+            assert coll.ingest.stats.protocol == {"metrics": 4, "events": 4}
+            assert coll.health()["mqtt"]["protocol"] == {"metrics": "3.1.1", "events": "3.1.1"}
+            await _publish_polls(url, range(5))
+            host = "127.0.0.1"
+            async with aiomqtt.Client(host, port, identifier="amqtt-events") as client:
+                down = Event("e1", time.time(), "dev-1", "if:1", "link", "down", "major", "down")
+                message = EventsMessage("agent-1", "lab", "emea", 1, time.time(), [down])
+                await client.publish(topic("lab", "agent-1", "events"), encode(message), qos=1)
+            await eventually(lambda: coll.ingest.stats.acked == 6, what="metrics and events")
+            (incident,) = await coll.engine.incidents(state="open")
+            assert incident.key.resource == "if:1"
+            assert coll.health()["mqtt"]["ok"]
+    finally:
+        await broker.shutdown()
+    said = [r.getMessage() for r in caplog.records if "does not speak MQTT 5" in r.getMessage()]
+    assert len(said) == 2, "once per lane"
+    # the unanswered v5 attempts left nothing running (nor a socket for a later test's
+    # garbage collection to complain about)
+    await asyncio.sleep(0.2)
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not left, left
+    assert not [r for r in caplog.records if "cannot reach broker" in r.getMessage()]
+
+
 # ------------------------------------------------------------------ console sessions, two replicas
 
 
@@ -839,3 +950,27 @@ async def test_a_logout_and_failed_logins_count_on_both_replicas(
     with psycopg.connect(postgres.url) as conn:
         kept = conn.execute("SELECT COUNT(*) FROM session_revocations").fetchone()
     assert kept == (1,), "the logout is in the store"
+
+
+async def test_over_mqtt_5_the_broker_holds_back_what_the_collector_has_not_acknowledged(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+) -> None:
+    """The collector's Receive Maximum is `mqtt.max_unacked` (30 here, above Mosquitto's
+    own limit of 20 for 3.1.1 clients): with the database down it holds exactly that many
+    unacknowledged, the broker keeps the rest, and all are written once it is back."""
+    extra = {"mqtt": {"max_unacked": 30}}
+    config = collector_config(tmp_path, mosquitto.url, vm=victoria_metrics, extra=extra)
+    async with running_collector(config) as coll:
+        assert coll.ingest.stats.protocol["metrics"] == 5
+        await asyncio.to_thread(victoria_metrics.stop)
+        await _publish_polls(mosquitto.url, range(60))
+        await eventually(lambda: coll.ingest.pending_metrics == 30, what="30 in flight")
+        await asyncio.sleep(1.0)
+        assert coll.ingest.pending_metrics == 30 and coll.ingest.stats.acked == 0
+        assert coll.ingest.stats.received["metrics"] == 30, "the broker sent no more"
+        await asyncio.to_thread(victoria_metrics.start)
+        await eventually(lambda: coll.ingest.stats.acked == 60, what="all written", timeout=60)
+    stamps = [
+        t for row in victoria_metrics.export('{__name__="device_cpu"}') for t in row["timestamps"]
+    ]
+    assert sorted(stamps) == [round((_T0 + s) * 1000) for s in range(60)]
