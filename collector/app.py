@@ -38,7 +38,7 @@ from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from enoc import __version__
 from enoc.config import load_config
-from enoc.logs import get_logger
+from enoc.logs import get_logger, redact
 from enoc.wire import EventsMessage, MetricsMessage, StatusMessage
 
 log = get_logger("enoc.collector")
@@ -131,6 +131,8 @@ class Collector:
     # ---------------------------------------------------------------- health and metrics
 
     def health(self) -> dict[str, Any]:
+        """What /healthz shows, to anyone who can reach it (no login): each link's state
+        and its last error as `shown_error` makes it, never a configured secret."""
         connected = self.ingest.stats.connected
         out: dict[str, Any] = {
             "mqtt": {
@@ -141,14 +143,14 @@ class Collector:
                     lane: "5" if level == 5 else "3.1.1"
                     for lane, level in self.ingest.stats.protocol.items()
                 },
-                "last_error": self.ingest.stats.last_error,
+                "last_error": shown_error(self.ingest.stats.last_error),
             },
-            "store": {"ok": self.store.healthy, "last_error": self.store.last_error},
+            "store": {"ok": self.store.healthy, "last_error": shown_error(self.store.last_error)},
         }
         if self.writer is not None:
             out["influxdb"] = {
                 "ok": self.writer.healthy,
-                "last_error": self.writer.stats.last_error,
+                "last_error": shown_error(self.writer.stats.last_error),
             }
         return out
 
@@ -237,6 +239,20 @@ def _frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+SHOWN_ERROR_CHARS = 300
+
+
+def shown_error(text: str) -> str:
+    """An error text fit for the unauthenticated /healthz: every registered secret (each
+    configured `Secret`, every URL's password) and any URL's password replaced by `***`,
+    as in the logs, then cut to `SHOWN_ERROR_CHARS` (redacted first, so that no cut can
+    leave the start of a secret behind)."""
+    shown = redact(text)
+    if len(shown) > SHOWN_ERROR_CHARS:
+        shown = shown[: SHOWN_ERROR_CHARS - 3] + "..."
+    return shown
 
 
 def _safe_url(url: str) -> str:

@@ -1106,3 +1106,70 @@ def test_a_webhooks_name_and_shown_endpoint_never_carry_its_login() -> None:
         parse_config(text, CollectorConfig)
     assert "twice the timeout of webhook https://u:***@hooks.example.net/x" in str(refused.value)
     assert password not in str(refused.value)
+
+
+# ---------------------------------------------------------------- /healthz, which needs no login
+
+
+async def test_healthz_shows_no_secret_even_when_an_error_quotes_one(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """An InfluxDB (a stand-in: no real one quotes a token) that refuses the collector's
+    token and quotes it back, with a proxy URL and its password: /healthz, open to anyone,
+    says InfluxDB is down and why, with neither secret in it."""
+    token = secret("influxtoken")
+    proxy_password = secret("proxypw")  # in no config: only the URL's shape gives it away
+    seen: list[str] = []
+
+    async def write(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        message = (
+            f"token {request.headers['Authorization'].removeprefix('Token ')} is not valid "
+            f"here (through http://relay:{proxy_password}@127.0.0.1:3128/)"
+        )
+        return web.json_response({"code": "unauthorized", "message": message}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/write", write)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    token_file = tmp_path / "influx-token"
+    config = collector_config(tmp_path, mosquitto.url)
+    raw = yaml.safe_load(config.read_text())
+    token_file.write_text(token + "\n")
+    raw["influxdb"] = {
+        "url": f"http://127.0.0.1:{port}",
+        "api": "v2",
+        "org": "enoc",
+        "bucket": "enoc",
+        "token_file": str(token_file),
+        "flush_interval": "0.1s",
+    }
+    config.write_text(yaml.safe_dump(raw))
+    try:
+        async with running_collector(config) as collector:
+            assert collector.writer is not None
+            collector.writer.put_nowait(b"device,device=d1 cpu=1 1\n", 1)
+            collector.writer.flush_now()
+            await eventually(lambda: bool(seen), what="a write refused")
+            await eventually(lambda: not collector.writer.healthy, what="InfluxDB down")
+            assert token in collector.writer.stats.last_error, "the error quotes it"
+            # the broker lanes' error goes the same way (planted: no real one quotes a secret)
+            collector.ingest.stats.last_error = f"metrics: refused with {token}"
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{collector.http_port}/healthz") as r,
+            ):
+                status, text = r.status, await r.text()
+    finally:
+        await runner.cleanup()
+    assert seen == [f"Token {token}"]
+    assert status == 503
+    health = json.loads(text)
+    assert not health["influxdb"]["ok"]
+    assert health["influxdb"]["last_error"].startswith("HTTP 401 (bad credentials): token ***")
+    assert "http://relay:***@127.0.0.1:3128/" in health["influxdb"]["last_error"]
+    assert health["mqtt"]["last_error"] == "metrics: refused with ***"
+    assert_no_leak({"/healthz": text}, {"token": token, "proxy_password": proxy_password})
