@@ -48,6 +48,7 @@ from enoc.mqtt import (
     V5_CONNACK_TIMEOUT,
     AckedClient,
     ProtocolChoice,
+    abandon,
     client_args,
     version_name,
 )
@@ -358,9 +359,11 @@ class Publisher:
             # A broker that does not speak 5 may never answer a v5 CONNECT.
             connack = min(V5_CONNACK_TIMEOUT, PUBLISH_TIMEOUT) if protocol == V5 else None
             entered = False
+            client: AckedClient | None = None
             try:
                 args = self._client_args(protocol, timeout=connack or PUBLISH_TIMEOUT)
-                async with AckedClient(**args) as client:
+                client = AckedClient(**args)
+                async with client:
                     entered = True
                     client.timeout = PUBLISH_TIMEOUT
                     client.pending_calls_threshold = self.config.mqtt.max_inflight + 10
@@ -387,6 +390,8 @@ class Publisher:
                             await self._publish_status(client, "offline")
             except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets, timeout
                 self.stats.last_error = str(exc)
+                if not entered and client is not None:
+                    abandon(client)  # a socket and a task aiomqtt leaves behind otherwise
                 if not entered and self.protocol.fall_back(exc):
                     fell_back = str(exc)
                     continue  # 3.1.1, at once

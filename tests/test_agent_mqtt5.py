@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psutil
 import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 from aiomqtt.exceptions import MqttConnectError
@@ -180,6 +181,14 @@ async def test_the_agent_falls_back_to_3_1_1_with_the_demos_amqtt_broker(
                 )
                 assert agent.publisher.stats.connects == 1
                 assert agent.health()["mqtt_protocol"] == 4
+                # the unanswered v5 attempt left no socket behind (aiomqtt keeps it open):
+                # the broker has two clients here, the listener and the agent's 3.1.1 one
+                to_broker = [
+                    c
+                    for c in psutil.Process().net_connections("tcp")
+                    if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+                ]
+                assert len(to_broker) == 2, to_broker
                 assert agent.health()["publish_refused"] == 0
             beat = listener.statuses()[-2]
             assert beat.state == "online" and beat.health["mqtt_protocol"] == 4
@@ -189,3 +198,7 @@ async def test_the_agent_falls_back_to_3_1_1_with_the_demos_amqtt_broker(
     fallbacks = [r for r in caplog.records if "does not speak MQTT 5" in r.getMessage()]
     assert len(fallbacks) == 1
     assert not [r for r in caplog.records if "is failing" in r.getMessage()], "no backoff"
+    # the unanswered v5 attempt left nothing running (aiomqtt keeps its socket and a task)
+    await asyncio.sleep(0.2)
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not left, left
