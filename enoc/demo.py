@@ -178,6 +178,10 @@ class Demo:
                 collector_task = asyncio.create_task(self.collector.run(stop), name="collector")
                 self.tasks.append(collector_task)
                 await _first(collector_task, self.collector.ready.wait(), "collector")
+                # amqtt keeps nothing for a session it has not seen yet: an agent's first
+                # events must wait until the collector's lanes are subscribed (it may take
+                # the collector a few seconds to find that amqtt speaks only 3.1.1)
+                await _first(collector_task, self.collector.ingest.subscribed.wait(), "collector")
                 self.url = f"http://{o.http[0]}:{self.collector.http_port}/"
 
                 for site, rtc in sites:
