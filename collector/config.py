@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from agent.config import LogConfig, TlsConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
-from enoc.logs import redact
+from enoc.logs import redact, strip_login
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,9 @@ class NotificationsConfig:
                     f"notifications.lease ({float(self.lease):g} s) must be at least twice "
                     f"the timeout of webhook {redact(hook.url)} ({float(hook.timeout):g} s)"
                 )
-        keys = [(w.format, w.url) for w in self.webhooks]
+        keys = [(w.format, strip_login(w.url)) for w in self.webhooks]
         if len(set(keys)) != len(keys):
-            raise ValueError("two webhooks with the same url and format")
+            raise ValueError("two webhooks with the same url (login aside) and format")
 
 
 @dataclass(frozen=True)

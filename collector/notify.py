@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -59,7 +59,7 @@ from collector.config import NotificationsConfig, WebhookConfig
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.store import Store, Tx
 from enoc import __version__
-from enoc.logs import StateLogger, get_logger, redact
+from enoc.logs import StateLogger, get_logger, redact, strip_login
 
 if TYPE_CHECKING:
     from collector.engine import Engine
@@ -118,7 +118,13 @@ class Target:
 
     @property
     def key(self) -> str:
-        """How replicas name this webhook in the store."""
+        """How replicas name this webhook in the store: its format and URL without the
+        login (a password must not sit in the store; rotating it keeps the cursor)."""
+        return f"{self.config.format} {strip_login(self.config.url)}"
+
+    @property
+    def old_key(self) -> str:
+        """The key of schema 3 to 5, with the URL's login: renamed to `key` on open."""
         return f"{self.config.format} {self.config.url}"
 
     @property
@@ -235,6 +241,8 @@ class Notifier:
         def apply(tx: Tx) -> None:
             last = tx.last_change_id()
             for target in self.targets:
+                if target.old_key != target.key:  # a webhook with a login, stored by 0.1
+                    _rename_webhook(tx, target.old_key, target.key)
                 tx.execute(
                     "INSERT INTO notify_cursors (webhook, last_id, updated) VALUES (?, ?, ?) "
                     "ON CONFLICT (webhook) DO NOTHING",
@@ -604,12 +612,14 @@ class Notifier:
         return out
 
 
-def strip_login(url: str) -> str:
-    """`url` without its user and password (`http://user:pw@host/x` -> `http://host/x`)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+def _rename_webhook(tx: Tx, old: str, new: str) -> None:
+    """Move a webhook's cursor and what its receiver was told from `old` to `new`,
+    unless `new` is already there; either way nothing stays under `old`."""
+    if tx.one("SELECT 1 FROM notify_cursors WHERE webhook = ?", (new,)) is None:
+        tx.execute("UPDATE notify_cursors SET webhook = ? WHERE webhook = ?", (new, old))
+        tx.execute("UPDATE notify_told SET webhook = ? WHERE webhook = ?", (new, old))
+    tx.execute("DELETE FROM notify_cursors WHERE webhook = ?", (old,))
+    tx.execute("DELETE FROM notify_told WHERE webhook = ?", (old,))
 
 
 def webhook_name(url: str) -> str:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 LogFormat = Literal["logfmt", "json"]
 _SECRETS: set[str] = set()
@@ -211,3 +211,11 @@ class StateLogger:
         count = self.failing.pop(name, 0)
         if count:
             self.log.info("%s recovered after %d failures", name, count, failures=count, **fields)
+
+
+def strip_login(url: str) -> str:
+    """`url` without its user and password (`http://user:pw@host/x` -> `http://host/x`)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -27,7 +27,7 @@ from collector.config import IncidentsConfig, NotificationsConfig, WebhookConfig
 from collector.engine import Engine, MaintenanceWindow
 from collector.model import IncidentChange
 from collector.notify import Notifier, read_dead_letters
-from collector.store import Store
+from collector.store import Store, Tx
 from enoc.config import Duration, Secret
 from enoc.localservers import Alertmanager, Mosquitto, free_port
 from enoc.wire import Event, EventsMessage, Severity
@@ -292,6 +292,50 @@ async def test_what_a_receiver_was_told_survives_a_restart(
         await eventually(lambda: after.counters()["skipped"] == 3, what="all decided")
     assert receiver.changes == [("opened", "if:1"), ("resolved", "if:1")]
     assert receiver.received[1]["incident"]["maintenance"] is True
+
+
+async def test_a_webhooks_login_stays_out_of_the_store_and_its_cursor_carries_over(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    """The store names a webhook by format and URL without its login: a password must not
+    sit in the incident store (backups, replicas' shared database). A cursor that an
+    earlier release stored under the full URL is renamed, keeping its place and what the
+    receiver was told."""
+    eng, clock = engine
+    password = "hook-password-9f3k2"
+    url = receiver.url.replace("http://", f"http://enoc:{password}@")
+    opened = await eng.on_events(msg(("ce-1", "if:1", "down")))
+    incident_id, last = opened[0].incident.id, max(c.id for c in opened)
+
+    def as_before(tx: Tx) -> None:  # what 0.1 left: the full URL as the key
+        old = f"json {url}"
+        tx.execute(
+            "INSERT INTO notify_cursors (webhook, last_id, updated) VALUES (?, ?, ?)",
+            (old, last, T0),
+        )
+        tx.execute(
+            "INSERT INTO notify_told (webhook, incident_id) VALUES (?, ?)", (old, incident_id)
+        )
+
+    await eng.store.run(as_before)
+    notifier = notifier_for(WebhookConfig(url), clock=clock, store=eng.store)
+    async with delivering(notifier):
+        logged(notifier, await eng.on_events(msg(("ce-1", "if:1", "up"), ts=T0 + 60)))
+        await eventually(lambda: receiver.changes == [("resolved", "if:1")], what="resolved")
+    assert receiver.headers[0]["Authorization"].startswith("Basic "), "still logs in"
+
+    def stored(tx: Tx) -> list[tuple[Any, ...]]:
+        return [
+            *tx.all("SELECT webhook, last_id FROM notify_cursors"),
+            *tx.all("SELECT webhook, incident_id FROM notify_told"),
+        ]
+
+    rows = await eng.store.run(stored)
+    assert rows[0] == (f"json {receiver.url}", rows[0][1]) and rows[0][1] > last
+    assert all(password not in str(row) for row in rows), rows
+    assert len([r for r in rows if r[0].startswith("json")]) == len(rows) == 1, (
+        "the receiver was told it resolved: nothing open is remembered for it"
+    )
 
 
 async def test_one_holder_delivers_and_another_takes_over_when_it_dies(

@@ -1088,8 +1088,9 @@ async def test_a_password_in_a_webhook_url_stays_out_of_dead_letters_metrics_and
 
 def test_a_webhooks_name_and_shown_endpoint_never_carry_its_login() -> None:
     from collector.config import CollectorConfig
-    from collector.notify import strip_login, webhook_name
+    from collector.notify import webhook_name
     from enoc.config import ConfigError
+    from enoc.logs import strip_login
 
     assert webhook_name("https://u:pw@hooks.example.net/enoc/") == "hooks.example.net:443/enoc"
     assert webhook_name("http://alertmanager:9093") == "alertmanager:9093"
