@@ -162,6 +162,7 @@ class Collector:
             "acked": s.acked,
             "metrics_pending": self.ingest.pending_metrics,
             "duplicate_events": self.engine.duplicates,
+            "events_pruned": self.engine.events_pruned,  # past incidents.events_retention
             "incident_changes": self.changes,
             "fields_out_of_range": out_of_range_total(),  # integers beyond InfluxDB's int64
         }

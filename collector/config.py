@@ -94,10 +94,17 @@ class IncidentsConfig:
     agent_timeout: Duration = Duration(180)  # no heartbeat for this long: agent offline
     momentary_resolve_after: Duration = Duration(3600)  # reboots and traps have no clear
     sweep_interval: Duration = Duration(5)
+    # events are kept this long (deduplication, decisions by event time); incidents and
+    # their timelines are the record and stay
+    events_retention: Duration = Duration(90 * 86400)
 
     def __post_init__(self) -> None:
         if self.flap_transitions < 2:
             raise ValueError("incidents.flap_transitions must be at least 2")
+        if float(self.events_retention) < 2 * float(self.flap_window):
+            raise ValueError(
+                "incidents.events_retention must be at least twice incidents.flap_window"
+            )
 
 
 @dataclass(frozen=True)

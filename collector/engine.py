@@ -62,6 +62,7 @@ from collector.store import INCIDENT_COLUMNS, Store, Tx, incident_from_row
 from enoc.wire import Event, EventsMessage, Severity, StatusMessage
 
 AGENT_OFFLINE = "agent_offline"
+PRUNE_EVERY = 600.0  # seconds between prunes of old events
 
 
 class NotFound(LookupError):
@@ -322,6 +323,8 @@ class Engine:
         self.now = now
         self.origin = origin  # which replica made a change (kept in the change log)
         self.duplicates = 0  # events seen before (replays, redeliveries)
+        self.events_pruned = 0
+        self._pruned_at = -math.inf  # when this replica last pruned old events
 
     def _log(self, tx: Tx, changes: list[IncidentChange]) -> list[IncidentChange]:
         """Log `changes` in the change log, in this transaction: call it last."""
@@ -924,7 +927,23 @@ class Engine:
                         changes.append(IncidentChange(changed, incident))
             return self._log(tx, changes)
 
-        return await self.store.run(apply)
+        changes = await self.store.run(apply)
+        await self._prune_events(now)
+        return changes
+
+    async def _prune_events(self, now: float) -> None:
+        """Events older than `events_retention` go: the incidents and their timelines keep
+        what happened; the events table is for deduplication and event-time decisions,
+        which no redelivery that old needs. At most every PRUNE_EVERY seconds."""
+        if now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        before = now - float(self.config.events_retention)
+
+        def apply(tx: Tx) -> int:
+            return tx.execute("DELETE FROM events WHERE received < ?", (before,))
+
+        self.events_pruned += max(0, await self.store.run(apply))
 
     @staticmethod
     def _sweepable(

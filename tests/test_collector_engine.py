@@ -17,7 +17,7 @@ from collectorkit import T0, Clock
 from agent.config import AgentConfig
 from agent.publisher import STATUS_BLOCK, Publisher
 from collector.config import IncidentsConfig
-from collector.engine import Conflict, Engine, MaintenanceWindow, NotFound
+from collector.engine import PRUNE_EVERY, Conflict, Engine, MaintenanceWindow, NotFound
 from collector.model import IncidentChange
 from collector.store import Store, StoreError, Tx
 from enoc.config import Duration, parse_config
@@ -734,3 +734,39 @@ async def test_suppression_follows_the_events_times_in_every_order(
             ("nyc-acc-1", "device"): cause.id,
             ("nyc-ce-1", "if:2"): None,
         }, [e.ts - T0 for e in order]
+
+
+async def test_old_events_are_pruned_and_incidents_keep_their_history(
+    engine: tuple[Engine, Clock],
+) -> None:
+    """The events table would grow for good: events past incidents.events_retention go
+    (at most every PRUNE_EVERY s), their incidents and timelines stay."""
+    eng, clock = engine
+    retention = float(eng.config.events_retention)
+    await eng.on_events(msg(event("nyc-ce-1", "if:1", "link", "down", T0)))
+    await eng.on_events(msg(event("nyc-ce-1", "if:1", "link", "up", T0 + 30)))
+
+    def count(tx: Tx) -> int:
+        row = tx.one("SELECT COUNT(*) FROM events")
+        assert row is not None
+        return int(row[0])
+
+    await eng.sweep()
+    assert await eng.store.run(count) == 2 and eng.events_pruned == 0, "young events stay"
+    clock.t = T0 + retention / 2
+    await eng.on_events(msg(event("nyc-ce-1", "if:2", "link", "down", clock.t)))
+    clock.t = T0 + retention + 60 + PRUNE_EVERY
+    await eng.sweep()
+    assert eng.events_pruned == 2 and await eng.store.run(count) == 1, "only the old ones"
+    (resolved,) = await eng.incidents(state="resolved")
+    first = await eng.incident(resolved.id)
+    assert [e.what for e in first.timeline].count("event") == 2, "history kept"
+    await eng.on_events(msg(event("nyc-ce-1", "if:3", "link", "down", clock.t)))
+    clock.t += 1
+    await eng.sweep()
+    assert eng.events_pruned == 2, "not again before PRUNE_EVERY"
+
+
+def test_events_retention_must_outlast_the_flap_window() -> None:
+    with pytest.raises(ValueError, match="events_retention must be at least twice"):
+        IncidentsConfig(flap_window=Duration(3600), events_retention=Duration(3600))
