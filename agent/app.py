@@ -30,7 +30,7 @@ from agent.scheduler import Scheduler
 from agent.traps import Trap, TrapReceiver
 from enoc.config import ConfigError, ConfigIssue, load_config
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
-from enoc.logs import register_secret
+from enoc.logs import StateLogger, get_logger, register_secret
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
 from enoc.snmp.usm import UsmUser
@@ -105,6 +105,7 @@ class AgentStats:
 class Agent:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
+        self._edge_state_failing = StateLogger(get_logger("enoc.agent"))
         self.config, inventory, warnings = load_agent(config_path)
         for issue in warnings:
             log.warning("%s", issue)
@@ -295,11 +296,17 @@ class Agent:
 
     def _save_edge_state(self) -> None:
         """Open problems survive a restart: the clearing event of a link that went down
-        before a kill -9 is still sent when it comes back."""
+        before a kill -9 is still sent when it comes back. A disk that cannot take it
+        (full) costs only that after a restart: the events themselves go on."""
         path = self._edge_state_path()
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.edge.bad_states()))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(self.edge.bad_states()))
+            tmp.replace(path)
+        except OSError as exc:
+            self._edge_state_failing.failed(f"saving the edge state to {path}", exc)
+        else:
+            self._edge_state_failing.ok(f"saving the edge state to {path}")
 
     def _load_edge_state(self) -> None:
         path = self._edge_state_path()

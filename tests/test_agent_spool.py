@@ -3,6 +3,7 @@ the publisher's one budget for events and metrics drops only metrics and says so
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -334,3 +335,33 @@ def test_with_the_disk_full_metrics_give_way_and_events_wait_in_memory_in_order(
     assert any("recovered" in r.getMessage() for r in caplog.records)
     assert [r.seq for r in pub.metrics.take(10)][-1] == 202
     pub.close()
+
+
+def test_a_full_disk_loses_no_event_of_the_agent(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent saves its open problems beside the spool before it spools their events:
+    a disk too full for that file must not cost the events (it failed the whole emit)."""
+    from agent.app import Agent
+
+    caplog.set_level(logging.INFO, logger="enoc.agent")
+    config = small_disk / "agent.yaml"
+    config.write_text(
+        "agent_id: nyc-1\nsite: nyc\nrtc: americas\nmqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+        f"spool: {{path: '{small_disk / 'spool'}', max_bytes: 262144}}\n"
+    )
+    agent = Agent(config)
+    with (small_disk / "everything").open("wb") as rest, contextlib.suppress(OSError):
+        rest.write(b"\0" * 2**20)  # the disk, full
+    down = Event("e1", 1.0, "nyc-pe-1", "if:1", "link", "down", message="if:1 down")
+    agent._emit_events([down])
+    agent._emit_events([Event("e2", 2.0, "nyc-pe-1", "if:1", "link", "up", message="up")])
+    assert [m.events[0].id for m in agent.publisher._unwritten] == ["e1", "e2"], "kept"
+    failing = [r for r in caplog.records if "saving the edge state" in r.getMessage()]
+    assert len(failing) == 1, "logged once for the streak"
+    (small_disk / "everything").unlink()
+    agent._emit_events([Event("e3", 3.0, "nyc-pe-1", "if:2", "link", "down", message="down")])
+    spooled = agent.publisher.events.take(10)
+    assert [decode(r.topic, r.payload).events[0].id for r in spooled] == ["e1", "e2", "e3"]  # type: ignore[union-attr]
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    agent.publisher.close()
