@@ -4,14 +4,16 @@ peers compared, growth rows written, and a PNG that is a PNG."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
-import psutil
 import pytest
+from benchkit import marked_env, marked_processes
 
 from enoc.bench.plot import Panel, Series, nice_ticks, render
 
@@ -48,7 +50,7 @@ def test_plot_writes_a_valid_png() -> None:
 
 
 def test_bench_fleet_small(tmp_path: Path) -> None:
-    before = {p.pid for p in psutil.process_iter()}
+    mark = f"bench-fleet-{os.getpid()}-{time.monotonic_ns()}"
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "enoc.cli", "bench", "fleet"),
@@ -59,6 +61,7 @@ def test_bench_fleet_small(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=110,
+        env=marked_env(mark),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "one full poll of the fleet" in proc.stdout and "growth:" in proc.stdout
@@ -121,6 +124,4 @@ def test_bench_fleet_small(tmp_path: Path) -> None:
     width, height = png_size(image.read_bytes())
     assert width == 960 and height == 30 + 4 * 280  # title, throughput x2, lag, growth
 
-    left = {p.pid for p in psutil.process_iter()} - before
-    names = {psutil.Process(p).name() for p in left if psutil.pid_exists(p)}
-    assert not names & {"prometheus-snmp-exporter", "mosquitto", "victoria-metrics"}, names
+    assert marked_processes(mark) == [], "the exporter, broker, database, agents are gone"

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import psutil
 import pytest
+from benchkit import marked_env, marked_processes
 
 pytestmark = pytest.mark.servers
 
 
 def test_bench_sim_small_reports_consistent_figures(tmp_path: Path) -> None:
-    before = {p.pid for p in psutil.process_iter()}
+    mark = f"bench-sim-{os.getpid()}-{time.monotonic_ns()}"
     proc = subprocess.run(
         [
             sys.executable,
@@ -36,6 +38,7 @@ def test_bench_sim_small_reports_consistent_figures(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=180,
+        env=marked_env(mark),
     )
     assert proc.returncode == 0, proc.stderr
     assert "varbinds/CPU-s" in proc.stdout
@@ -53,10 +56,4 @@ def test_bench_sim_small_reports_consistent_figures(tmp_path: Path) -> None:
     assert result["startup_s"] > 0
     assert result["peak_rss_mib"] > 0
     assert result["hot_path"]["enoc_varbinds_per_cpu_s"] > 0
-    leftovers = [
-        p
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if p.info["pid"] not in before
-        and any("snmpd" in c or "enoc.cli" in c for c in p.info["cmdline"] or [])
-    ]
-    assert leftovers == []
+    assert marked_processes(mark) == [], "the simulator and snmpd are gone"
