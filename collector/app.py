@@ -25,10 +25,12 @@ from collector.engine import Engine
 from collector.influx import InfluxWriter
 from collector.ingest import Ingest
 from collector.lineproto import (
+    NATIVE,
     agent_health,
     chunk,
     incident_line,
     metrics_chunk,
+    native_lineproto,
     out_of_range_total,
 )
 from collector.model import IncidentChange
@@ -204,6 +206,10 @@ class Collector:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else listen.port
         log.info("collector %s serving http://%s:%d", __version__, listen.host, self.http_port)
+        if native_lineproto():
+            log.info(NATIVE)
+        else:  # works, with more CPU for the same stream (docs/collector.md, "Performance")
+            log.warning(NATIVE)
         sweeper = asyncio.create_task(self._sweeper(stop))
         ingest = asyncio.create_task(self.ingest.run(stop))
         notifier = asyncio.create_task(self.notifier.run(stop))

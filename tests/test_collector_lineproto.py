@@ -3,13 +3,20 @@ field set, and real servers read back what it writes."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import os
 import random
+import struct
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import aiomqtt
@@ -445,10 +452,14 @@ def test_victoria_metrics_takes_the_line_with_an_integer_beyond_int64_left_out(
 
 @pytest.mark.servers
 async def test_the_collector_writes_the_rest_and_counts_what_it_left_out(
-    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    victoria_metrics: VictoriaMetrics,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Through MQTT and a running collector: the poll lands without the field beyond,
-    and /metrics counts it."""
+    and /metrics counts it. Its log says once which path formats the line protocol."""
+    caplog.set_level(logging.INFO, logger="enoc.collector")
     ts = round(time.time() - 60, 3)
     sample = DeviceSample(
         "d1",
@@ -475,9 +486,330 @@ async def test_the_collector_writes_the_rest_and_counts_what_it_left_out(
         ):
             text = await r.text()
     assert "enoc_collector_fields_out_of_range_total 1\n" in text
+    (said,) = [r for r in caplog.records if r.getMessage().startswith("line protocol")]
+    if PURE:
+        assert said.levelno == logging.WARNING and "ENOC_PURE_PYTHON is set" in said.getMessage()
+    else:
+        assert said.levelno == logging.INFO and "C extension" in said.getMessage()
     assert writer.stats.points_dropped == 0
     got = {
         row["metric"]["__name__"]: row["values"]
         for row in victoria_metrics.export('{__name__=~"(device|interface)_.*"}')
     }
     assert got == {"device_cpu": [12.5], "interface_ifInErrors": [4]}
+
+
+# ------------------------------------------------------------------ the C extension
+
+PURE = os.environ.get("ENOC_PURE_PYTHON", "") not in ("", "0")
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def test_the_c_extension_is_built_and_used_unless_enoc_pure_python_is_set() -> None:
+    """`uv sync` compiles it (scripts/bootstrap installs gcc and python3-dev): a checkout
+    without it would only be testing the Python path. ENOC_PURE_PYTHON=1 turns it off."""
+    if PURE:
+        assert not lineproto.native_lineproto()
+        assert "ENOC_PURE_PYTHON is set" in lineproto.NATIVE
+    else:
+        assert lineproto.native_lineproto(), lineproto.NATIVE
+        assert "C extension" in lineproto.NATIVE
+
+
+def on_the_python_path(produce: Callable[[], T]) -> T:
+    native = lineproto._native
+    lineproto._native = None
+    try:
+        return produce()
+    finally:
+        lineproto._native = native
+
+
+class Counting:
+    """The extension, counting the calls it answered (not None) and those it left."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.answered = self.left = 0
+
+    def _count(self, result: T) -> T:
+        if result is None:
+            self.left += 1
+        else:
+            self.answered += 1
+        return result
+
+    def format_fields(self, *args: Any) -> bytes | None:
+        result: bytes | None = self.real.format_fields(*args)
+        return self._count(result)
+
+    def format_interfaces(self, *args: Any) -> tuple[bytes, int] | None:
+        result: tuple[bytes, int] | None = self.real.format_interfaces(*args)
+        return self._count(result)
+
+
+EDGE_CASE_FLOATS = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308]
+EDGE_CASE_FLOATS += [-1.7976931348623157e308, math.nan, math.inf, -math.inf, 1e16, 1e-4, 1e-5]
+EDGE_CASE_FLOATS += [9.999999999999998e15, 9.999999999999999e-5, 1e-7, 0.1, 1.0, 1e22, 1e23]
+
+
+def random_float(rng: random.Random) -> float:
+    kind = rng.randrange(8)
+    if kind == 0:  # any bit pattern: every exponent, nan and inf included
+        return float(struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0])
+    if kind == 1:  # subnormal
+        bits = rng.getrandbits(1) << 63 | rng.randrange(1, 2**52)
+        return float(struct.unpack("<d", bits.to_bytes(8, "little"))[0])
+    if kind == 2:
+        return rng.choice(EDGE_CASE_FLOATS)
+    if kind == 3:
+        return rng.choice([1, -1]) * rng.random() * 10.0 ** rng.randrange(-320, 308)
+    if kind == 4:  # what the agent sends: rounded rates
+        return round(rng.random() * 10.0 ** rng.randrange(0, 10), rng.randrange(0, 5))
+    if kind == 5:
+        return float(rng.randrange(-(2**60), 2**60))
+    return rng.uniform(-1e9, 1e9)
+
+
+INT_EDGES = [0, 1, -1, 2**31 - 1, 2**32, 2**53 + 1, 2**63 - 1, 2**63 - 2, -(2**63)]
+INT_EDGES += [-(2**63) + 1, 2**63, 2**64 - 1, -(2**63) - 1, 2**64, 2**100, -(2**100)]
+STRINGS = ["", "up", 'a "quoted" one', "back\\slash", "new\nline", "x,y=z w", "ünï cödé", "100%"]
+NAMES = ["ifHCInOctets", "in_bps", "x y", "a,b", "k=v", "per%cent", "%%d", "back\\slash"]
+NAMES += ["new\nline", "ünï", "cpu", "state", "ifOperStatus", "out_utilization", "n"]
+
+
+def random_number(rng: random.Random) -> Value:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return rng.choice(INT_EDGES)
+    if kind == 1:
+        return rng.randrange(-(2**63), 2**63)
+    if kind == 2:
+        return rng.randrange(1000)
+    return random_float(rng)
+
+
+def random_value(rng: random.Random) -> Value | bool:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.random() < 0.5
+    if kind == 1:
+        return rng.choice(STRINGS)
+    return random_number(rng)
+
+
+def random_fields(rng: random.Random, wire: bool) -> dict[str, Value]:
+    """Most sets numbers only (the extension's), some with a bool or a string, some empty;
+    integers near and beyond int64, floats of every magnitude; `wire`: what the wire
+    carries (no bool, no float that is not finite)."""
+    names = rng.sample(NAMES, rng.choice([0, 1, 2, 5, 8, 15]))
+    mixed = rng.random() < 0.25
+    fields: dict[str, Value] = {}
+    for name in names:
+        value = random_value(rng) if mixed else random_number(rng)
+        while wire and (isinstance(value, bool) or (type(value) is float and not writable(value))):
+            value = random_number(rng)
+        fields[name] = value  # bools too (in memory; the wire has none)
+    return fields
+
+
+def random_message(rng: random.Random, wire: bool) -> MetricsMessage:
+    shapes = [random_fields(rng, wire) for _ in range(3)]  # polls repeat their name sets
+
+    def fields() -> dict[str, Value]:
+        if rng.random() < 0.7:
+            shape = rng.choice(shapes)
+            return {k: random_number(rng) for k in shape} if rng.random() < 0.5 else dict(shape)
+        return random_fields(rng, wire)
+
+    samples = [
+        DeviceSample(
+            f"dev {d}",
+            f"127.0.0.{d + 1}",
+            T0 + rng.random() * 100,
+            fields=fields(),
+            interfaces=[
+                InterfaceSample(n, f"e{n}", rng.choice(["", "Gig 0/0"]), "to=gva, x", fields())
+                for n in range(rng.randrange(0, 6))
+            ],
+            bgp=[BgpSample(f"127.200.0.{b}", fields()) for b in range(rng.randrange(0, 2))],
+        )
+        for d in range(rng.randrange(1, 4))
+    ]
+    for sample in samples:  # JSON has no float that is not finite
+        for f in [
+            sample.fields,
+            *(i.fields for i in sample.interfaces),
+            *(b.fields for b in sample.bgp),
+        ]:
+            for k, v in f.items():
+                if wire and type(v) is float and not math.isfinite(v):
+                    f[k] = 0.5
+    return message(*samples)
+
+
+def same_on_both_paths(built: MetricsMessage) -> None:
+    lineproto.out_of_range.clear()
+    native = [metrics_chunk(built) for _ in range(2)]  # the first caches the tag sets
+    native_counted = dict(lineproto.out_of_range)
+    lineproto.out_of_range.clear()
+    python = on_the_python_path(lambda: metrics_chunk(built))
+    assert native == [python, python]
+    assert native_counted == {k: 2 * v for k, v in lineproto.out_of_range.items()}
+
+
+@pytest.mark.skipif(PURE, reason="ENOC_PURE_PYTHON is set: no extension to compare")
+def test_the_extension_writes_what_the_python_path_writes_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of random field sets, in memory and decoded from the wire (its integers
+    checked in C, as the collector gets them), through the extension and the Python path."""
+    counting = Counting(lineproto._native)
+    monkeypatch.setattr(lineproto, "_native", counting)
+    rng = random.Random(20261201)
+    sets = 0
+    for n in range(600):
+        wire = n % 2 == 1
+        built = random_message(rng, wire)
+        messages = [built]
+        if wire:
+            decoded = decode("enoc/v1/nyc/nyc-1/metrics", wire_encode(built))
+            assert isinstance(decoded, MetricsMessage)
+            assert int64_checked(decoded) or not lineproto._fits(
+                [v for s in built.samples for i in s.interfaces for v in i.fields.values()]
+                + [v for s in built.samples for v in s.fields.values()]
+                + [v for s in built.samples for b in s.bgp for v in b.fields.values()]
+            )
+            messages.append(decoded)
+        for m in messages:
+            same_on_both_paths(m)
+            for s in m.samples:
+                for f in [s.fields, *(i.fields for i in s.interfaces), *(b.fields for b in s.bgp)]:
+                    sets += 1
+                    python = on_the_python_path(functools.partial(lineproto._fields, f))
+                    assert lineproto._fields(f) == python
+    assert sets > 5000
+    # both ways were taken often: the comparison is not of the Python path with itself
+    assert counting.answered > 5000 and counting.left > 1000, vars(counting)
+
+
+@pytest.mark.skipif(PURE, reason="ENOC_PURE_PYTHON is set: no extension to call")
+def test_the_extension_leaves_what_it_does_not_write_to_the_python_path() -> None:
+    native = lineproto._native
+    assert native is not None
+    prefixes = {"a": b"a=", "b": b"b="}
+    encode = lineproto._encode
+
+    class Flag(int):
+        pass
+
+    class Name(str):
+        pass
+
+    assert native.format_fields({"a": 1, "b": 2.5}, prefixes, encode) == b"a=1i,b=2.5"
+    assert native.format_fields({}, prefixes, encode) == b""
+    for odd in [
+        {"a": True},
+        {"a": "text"},
+        {"a": 2**63},
+        {"a": -(2**63) - 1},
+        {"a": math.nan},
+        {"a": -math.inf},
+        {"a": Flag(3)},
+        {"a": None},
+        {"c": 1},  # no prefix for it yet
+        {Name("a"): 1},
+        {1: 1},
+    ]:
+        assert native.format_fields(odd, prefixes, encode) is None, odd
+    assert native.format_fields([("a", 1)], prefixes, encode) is None
+    assert native.format_fields({"a": 1}, {"a": "a="}, encode) is None
+    # an encoder that does not give one token per value
+    for wrong in [b"[1]", b"[1,2,3]", b"1,2.5", b"[1,,]", b"[,2.5]", "[1,2.5]", b""]:
+        assert native.format_fields({"a": 1, "b": 2.5}, prefixes, lambda _v, w=wrong: w) is None
+    with pytest.raises(ZeroDivisionError):
+        native.format_fields({"a": 1}, prefixes, lambda _v: 1 / 0)
+    with pytest.raises(TypeError):
+        native.format_fields({"a": 1}, [], encode)
+    with pytest.raises(TypeError):
+        native.format_fields({"a": 1}, prefixes)
+    heads = {(1, "e1", "", ""): b"interface,x=1 "}
+    stamp = b" 5\n"
+    one = InterfaceSample(1, "e1", fields={"a": 1, "b": 2.5})
+    assert native.format_interfaces([one], heads, prefixes, stamp, encode) == (
+        b"interface,x=1 a=1i,b=2.5 5\n",
+        1,
+    )
+    assert native.format_interfaces([], heads, prefixes, stamp, encode) == (b"", 0)
+    empty = InterfaceSample(9, "e9")  # no fields: no line, and no tag set needed
+    assert native.format_interfaces([empty, one], heads, prefixes, stamp, encode) == (
+        b"interface,x=1 a=1i,b=2.5 5\n",
+        1,
+    )
+    unknown = InterfaceSample(2, "e2", fields={"a": 1})
+    assert native.format_interfaces([one, unknown], heads, prefixes, stamp, encode) is None
+    odd_tags = InterfaceSample(Flag(1), "e1", fields={"a": 1})
+    assert native.format_interfaces([odd_tags], heads, prefixes, stamp, encode) is None
+    with pytest.raises(AttributeError):
+        native.format_interfaces([object()], heads, prefixes, stamp, encode)
+    with pytest.raises(TypeError):
+        native.format_interfaces(5, heads, prefixes, stamp, encode)
+    with pytest.raises(TypeError):
+        native.format_interfaces([one], heads, prefixes, "5", encode)
+
+
+@pytest.mark.skipif(PURE, reason="ENOC_PURE_PYTHON is set: no extension to call")
+def test_python_code_changing_the_caches_during_a_call_does_not_break_it() -> None:
+    """A cached name whose comparison runs Python code that empties the caches, the field
+    set and the interface list while the extension walks them: an answer or None, no crash
+    (run under `python -X dev` / PYTHONMALLOC=debug to see a use after free)."""
+    native = lineproto._native
+    assert native is not None
+    interfaces: list[InterfaceSample] = []
+    prefixes: dict[Any, bytes] = {}
+    heads: dict[tuple[int, str, str, str], bytes] = {}
+
+    class Meddling(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            prefixes.clear()
+            heads.clear()
+            for i in interfaces:
+                i.fields.clear()
+            interfaces.clear()
+            return str.__eq__(self, other)
+
+    for round_ in range(50):
+        prefixes.clear()
+        prefixes[Meddling("a")] = b"a="
+        prefixes["b"] = b"b="
+        interfaces[:] = [
+            InterfaceSample(n, f"e{n}", fields={"b": 1.5, "a" + "": n, f"x{round_}": 1})
+            for n in range(5)
+        ]
+        for n in range(5):
+            heads[(n, f"e{n}", "", "")] = b"interface "
+        result = native.format_interfaces(
+            list(interfaces), heads, prefixes, b" 1\n", lineproto._encode
+        )
+        assert result is None or isinstance(result[0], bytes)
+
+
+@pytest.mark.servers
+@pytest.mark.skipif(PURE, reason="this is the run with ENOC_PURE_PYTHON set")
+def test_this_file_passes_on_the_pure_python_path_too() -> None:
+    """The same tests with ENOC_PURE_PYTHON=1, as a collector without the extension runs
+    (its log says so at start): the Python path is the fallback, and the reference."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        cwd=REPO,
+        env={**os.environ, "ENOC_PURE_PYTHON": "1"},
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout and " failed" not in result.stdout
+    assert "skipped" in result.stdout  # the comparisons, which need the extension

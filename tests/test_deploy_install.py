@@ -1,12 +1,15 @@
 """The self-contained install of deploy/README.md: a wheel plus the hash-locked requirements
 from uv.lock, into a fresh virtual environment, gives a working `enoc` with the console's
-files, outside this checkout."""
+files, outside this checkout. The agent's wheel is pure Python (ENOC_PURE_PYTHON=1 at
+build time: no C extension, which the agent never uses); a plain build compiles the
+collector's extension in."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,8 +27,19 @@ def run(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
     uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
     dist = tmp_path / "dist"
-    run(uv, "build", "--wheel", "-o", str(dist), cwd=REPO)
+    pure = {**os.environ, "ENOC_PURE_PYTHON": "1"}
+    built = subprocess.run(
+        [uv, "build", "--wheel", "-o", str(dist)],
+        cwd=REPO,
+        env=pure,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr
     (wheel,) = dist.glob("enoc-*.whl")
+    assert wheel.name == "enoc-0.1.0-py3-none-any.whl", "as deploy/README.md names it"
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".so")]
     requirements = dist / "requirements.txt"
     run(
         uv,
@@ -64,6 +78,9 @@ def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
     ).stdout.split()
     assert located[0].startswith(str(venv)), located
     assert located[1] == "True"
+    # the collector in it works without the extension, on the Python path
+    path = "import collector.lineproto as l; print(l.native_lineproto()); print(l.NATIVE)"
+    assert run(env_python, "-c", path, cwd=site).stdout.startswith("False\nline protocol in pure")
     # and it validates the shipped agent config as on the site machine: the missing
     # credential is named, and with the credentials in place the config is fine
     config = REPO / "deploy" / "agent" / "agent.yaml"
@@ -85,3 +102,35 @@ def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
     fine = check()
     assert fine.returncode == 0, fine.stderr
     assert fine.stdout.strip().endswith("ok (agent)")
+
+
+def test_a_plain_wheel_has_the_collectors_c_extension(tmp_path: Path) -> None:
+    """For a collector without containers: the same wheel with collector._lineproto
+    compiled in (for this Python and machine), used once installed."""
+    uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
+    dist = tmp_path / "dist"
+    env = {k: v for k, v in os.environ.items() if k != "ENOC_PURE_PYTHON"}
+    built = subprocess.run(
+        [uv, "build", "--wheel", "-o", str(dist)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = dist.glob("enoc-*.whl")
+    assert wheel.name.startswith("enoc-0.1.0-cp3"), wheel.name
+    names = zipfile.ZipFile(wheel).namelist()
+    assert [n for n in names if n.startswith("collector/_lineproto.") and n.endswith(".so")]
+    assert "collector/_lineproto.pyi" in names and "collector/_lineproto.c" not in names
+    venv = tmp_path / "venv"
+    site = tmp_path / "site"
+    site.mkdir()
+    run(uv, "venv", "--quiet", str(venv), cwd=site)
+    env_python = str(venv / "bin" / "python")
+    # the extension needs nothing but the interpreter: no dependencies installed here
+    run(uv, "pip", "install", "--python", env_python, "--no-deps", str(wheel), cwd=site)
+    native = "import collector._lineproto as n, pathlib; print(n.VERSION, n.__file__)"
+    version, where = run(env_python, "-c", native, cwd=site).stdout.split()
+    assert version == "1" and where.startswith(str(venv)), where
