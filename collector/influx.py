@@ -19,9 +19,10 @@ consumption pauses, so nothing is acknowledged that is not written. Any
 other 4xx can never succeed: 400 (a type conflict, a line the server
 refuses), 401 (bad token or password), 403 (not allowed to write), 404
 (missing bucket or database), 413... The batch gets one attempt, is
-dropped (its points counted as dropped: only the `dropped=N` of a partial
-write, when the server says so) and its messages acknowledged: redelivering
-them would block every later message behind them. One line is logged per
+dropped and its messages acknowledged: redelivering them would block every
+later message behind them. Its points count as dropped, or, of a partial
+write (the server wrote the rest), only those the server says it dropped
+(`partial_dropped`), the rest as written. One line is logged per
 streak of refusals (and per new status within it) and one when writes are
 accepted again. 401, 403 and 404 also mark the InfluxDB link unhealthy
 (`/healthz`) until a write succeeds.
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import random
 import re
@@ -68,6 +70,29 @@ LINK_REFUSALS = {
     404: "no such bucket or database",
 }
 _PARTIAL = re.compile(r"\bdropped=(\d+)")
+_UNPARSED = re.compile(r"unable to parse \\?'")
+
+
+def partial_dropped(body: str) -> int | None:
+    """How many points a refusal says the server dropped when it wrote the rest of the
+    batch (a partial write); None when it does not say so (then none was written).
+
+    InfluxDB 1.x and 2.x end the message with `dropped=N`: the points the storage refused
+    (a field type conflict, beyond the retention policy). InfluxDB 1.x writes the lines
+    that parse and names each one that does not, `unable to parse '<line>': <why>`, with
+    dropped=0: those are dropped too. InfluxDB 3 answers `{"error": "partial write of line
+    protocol occurred", "data": [...]}`, one entry per rejected line (at most 100)."""
+    partial = _PARTIAL.search(body)
+    if partial is not None:
+        return int(partial.group(1)) + len(_UNPARSED.findall(body))
+    if "partial write" not in body:
+        return None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    rejected = answer.get("data") if isinstance(answer, dict) else None
+    return len(rejected) if isinstance(rejected, list) and rejected else None
 
 
 class WriteRefused(Exception):
@@ -283,6 +308,7 @@ class InfluxWriter:
         """A batch refused for good: count, log once per streak (and per new status)."""
         dropped = points if exc.dropped is None else min(points, exc.dropped)
         self.stats.points_dropped += dropped
+        self.stats.points_written += points - dropped  # a partial write's rest
         self.stats.batches_refused += 1
         self.stats.errors[f"http_{exc.status}"] += 1
         self.stats.last_error = str(exc)
@@ -350,7 +376,8 @@ class InfluxWriter:
                 content_type="text/plain; charset=utf-8",
             )
         except ApiException as exc:
-            self._check(int(exc.status or 0), str(exc.message or exc.reason), exc.retry_after)
+            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+            self._check(int(exc.status or 0), str(exc.message or exc.reason), exc.retry_after, body)
         except InfluxDBError as exc:
             raise WriteFailed(str(exc)) from None
 
@@ -367,13 +394,14 @@ class InfluxWriter:
         )
 
     @staticmethod
-    def _check(status: int, text: str, retry_after: str | None) -> None:
+    def _check(status: int, text: str, retry_after: str | None, body: object = "") -> None:
+        """`text`: the server's message; `body`: its whole answer when that is more."""
         if 200 <= status < 300:
             return
         if status == 429 or status >= 500 or status == 0:
             raise WriteFailed(f"HTTP {status}: {text[:200]}", parse_retry_after(retry_after))
-        partial = _PARTIAL.search(text)
-        raise WriteRefused(status, text[:300], int(partial.group(1)) if partial else None)
+        whole = body if isinstance(body, str) and body else text
+        raise WriteRefused(status, text[:300], partial_dropped(whole))
 
 
 def ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:

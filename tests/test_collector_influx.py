@@ -2,8 +2,9 @@
 when things break").
 
 - A refusal for good (400 type conflict, 401 bad credentials, 403 not allowed, 404 no such
-  database or bucket): one attempt per batch, its points counted as dropped (a partial
-  write's `dropped=N` only), its messages acknowledged, one log line per streak; 401, 403
+  database or bucket): one attempt per batch, its points counted as dropped (of a partial
+  write only those the server says it dropped, the rest as written), its messages
+  acknowledged, one log line per streak; 401, 403
   and 404 mark the link unhealthy. Against Debian's InfluxDB 1.6 with authentication on
   (the v1 `/write` path) and, for the v2 path, a small HTTP server standing in for
   InfluxDB 2 (real HTTP, the real influxdb-client code).
@@ -37,7 +38,7 @@ from collectorkit import collector_config, eventually, running_collector
 
 from agent.config import TlsConfig
 from collector.config import CollectorConfig, InfluxConfig
-from collector.influx import MAX_RETRY_AFTER, InfluxWriter, parse_retry_after
+from collector.influx import MAX_RETRY_AFTER, InfluxWriter, parse_retry_after, partial_dropped
 from enoc.config import ConfigError, Duration, Secret, parse_config
 from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
 from enoc.mqtt import TlsSetupError
@@ -303,6 +304,7 @@ async def test_a_type_conflict_drops_only_what_influxdb_1_6_dropped_and_keeps_th
         await batches.put(0, lines(0, 2, "device") + lines(5, 3, "interface"))
         await eventually(lambda: batches.acked == [0], what="the batch")
         assert writer.stats.points_dropped == 2, "the two device points InfluxDB dropped"
+        assert writer.stats.points_written == 3, "and the three it wrote"
         assert writer.stats.batches_refused == 1 and writer.stats.errors["http_400"] == 1
         assert writer.healthy, "a bad batch is not a bad link"
     (line,) = refusals(caplog)
@@ -311,8 +313,102 @@ async def test_a_type_conflict_drops_only_what_influxdb_1_6_dropped_and_keeps_th
     assert stored(secured_influx, "interface") == [5, 6, 7], "the rest of the batch landed"
 
 
+V2_PARSE_ERROR = '{"code":"invalid","message":"unable to parse \'x\': missing fields"}'
+
+
+async def test_lines_influxdb_1_6_cannot_parse_are_the_dropped_ones_of_its_partial_write(
+    secured_influx: InfluxDB1, caplog: pytest.LogCaptureFixture
+) -> None:
+    """InfluxDB 1.x writes the lines that parse and answers 400 `partial write: unable to
+    parse '...': ... dropped=0`, one `unable to parse` per line it could not: those are the
+    dropped ones, not 0 of them, and not the whole batch."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    influx = config(secured_influx.url, "v1", username="writer", password=Secret("writer-pw-1"))
+    batch = [*lines(0, 2), "device,device=x cpu= 1", "not line protocol", *lines(2, 2)]
+    async with running_writer(influx) as writer:
+        batches = Batches(writer)
+        await batches.put(0, batch)
+        await eventually(lambda: batches.acked == [0], what="the batch")
+        assert (writer.stats.points_dropped, writer.stats.points_written) == (2, 4)
+        assert writer.stats.errors["http_400"] == 1 and writer.healthy
+    (line,) = refusals(caplog)
+    assert "unable to parse" in line and "2 of its 6 points dropped" in line
+    assert stored(secured_influx, "device") == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("server", "status", "body", "dropped"),
+    [
+        (
+            "InfluxDB 1.8",  # its /api/v2/write answers as /write does
+            400,
+            '{"error":"partial write: field type conflict: input field \\"cpu\\" on '
+            'measurement \\"device\\" is type integer, already exists as type float dropped=3"}',
+            3,
+        ),
+        (
+            "InfluxDB 2",
+            422,
+            '{"code":"unprocessable entity","message":"failure writing points to database: '
+            'partial write: points beyond retention policy dropped=1"}',
+            1,
+        ),
+        (
+            "InfluxDB 3",
+            400,
+            '{"error":"partial write of line protocol occurred","data":['
+            '{"original_line":"device,device=d1 cpu=1i 1","line_number":2,'
+            '"error_message":"invalid column type for column \'cpu\'"},'
+            '{"original_line":"device,device=d2 cpu=2i 2","line_number":3,'
+            '"error_message":"invalid column type for column \'cpu\'"}]}',
+            2,
+        ),
+        ("InfluxDB 2, no partial write", 400, V2_PARSE_ERROR, 5),
+    ],
+)
+async def test_v2_partial_writes_count_only_what_the_server_dropped(
+    server: str, status: int, body: str, dropped: int
+) -> None:
+    async with (
+        StandIn(then=Answer(status, body=body)) as stand_in,
+        running_writer(config(stand_in.url, "v2")) as writer,
+    ):
+        batches = Batches(writer)
+        await batches.put(0, lines(0, 5))
+        await eventually(lambda: batches.acked == [0], what=f"the batch ({server})")
+        assert writer.stats.points_dropped == dropped, server
+        assert writer.stats.points_written == 5 - dropped, server
+        assert writer.stats.batches_refused == 1 and writer.stats.retries == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "dropped"),
+    [
+        # InfluxDB 1.6's own answers (tests/test_collector_influx.py's servers), as it sends them
+        (
+            '{"error":"partial write: field type conflict: input field \\"x\\" on measurement '
+            '\\"m\\" is type float, already exists as type integer dropped=2"}',
+            2,
+        ),
+        (
+            '{"error":"partial write: unable to parse \'bad line here\': invalid field format'
+            "\\nunable to parse 'm x= 1796157617': missing field value dropped=0\"}",
+            2,
+        ),
+        ('{"error":"unable to parse \'x\': missing fields"}', None),  # nothing written
+        ('{"error":"database not found: \\"enoc\\""}', None),
+        ('{"error":"partial write of line protocol occurred","data":[{"line_number":1}]}', 1),
+        ('{"error":"partial write of line protocol occurred"}', None),
+        ("partial write, and not JSON", None),
+        ("", None),
+    ],
+)
+def test_partial_dropped_reads_what_the_server_says(body: str, dropped: int | None) -> None:
+    assert partial_dropped(body) == dropped
+
+
 V2_REFUSALS = {
-    400: '{"code":"invalid","message":"unable to parse \'x\': missing fields"}',
+    400: V2_PARSE_ERROR,
     401: '{"code":"unauthorized","message":"unauthorized access"}',
     403: '{"code":"forbidden","message":"insufficient permissions for write"}',
     404: '{"code":"not found","message":"bucket \\"enoc\\" not found"}',
