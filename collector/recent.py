@@ -29,6 +29,7 @@ is (`source`: local or influxdb).
 from __future__ import annotations
 
 import math
+import ssl
 from array import array
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any
 import aiohttp
 
 from collector.config import InfluxConfig, RecentConfig
+from collector.influx import ssl_context
 from enoc.logs import StateLogger, get_logger
 from enoc.wire import DeviceSample, MetricsMessage, Value, decode, payload_of, topic
 
@@ -267,6 +269,8 @@ class InfluxRecent:
         self.retention_policy = influx.retention_policy if influx.api == "v1" else ""
         self.window = window
         self.timeout = aiohttp.ClientTimeout(total=float(recent.timeout))
+        # the writer's TLS context: an https:// InfluxDB with its own CA is read as written
+        self.ssl: ssl.SSLContext | bool = ssl_context(influx) or True
         self.headers: dict[str, str] = {}
         self.auth: aiohttp.BasicAuth | None = None
         if influx.api == "v2" and influx.token is not None:
@@ -305,7 +309,12 @@ class InfluxRecent:
             if self._session is None:
                 self._session = aiohttp.ClientSession()
             async with self._session.post(
-                self.url, data=form, headers=self.headers, auth=self.auth, timeout=self.timeout
+                self.url,
+                data=form,
+                headers=self.headers,
+                auth=self.auth,
+                timeout=self.timeout,
+                ssl=self.ssl,
             ) as response:
                 if response.status != 200:
                     text = (await response.text(errors="replace"))[:200]

@@ -39,6 +39,7 @@ from collectorkit import collector_config, eventually, running_collector
 from agent.config import TlsConfig
 from collector.config import CollectorConfig, InfluxConfig
 from collector.influx import MAX_RETRY_AFTER, InfluxWriter, parse_retry_after, partial_dropped
+from collector.recent import InfluxRecent
 from enoc.config import ConfigError, Duration, Secret, parse_config
 from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
 from enoc.mqtt import TlsSetupError
@@ -709,6 +710,13 @@ async def test_https_to_influxdb_1_6_trusts_its_ca_and_with_a_wrong_one_loses_no
         async with running_collector(collector(ours.ca_cert)) as coll:
             await eventually(lambda: coll.ingest.stats.acked == 5, what="all written over https")
             assert coll.health()["influxdb"]["ok"]
+            # the device page's InfluxQL reads trust the same CA (a day's window: T0 is old)
+            reads = InfluxRecent(coll.config.influxdb, coll.config.recent, window=86400)
+            try:
+                page = await reads.device("lab", "dev-1")
+            finally:
+                await reads.close()
+            assert page is not None and page["source"] == "influxdb", reads.failures
         assert stored(server, "device") == [0, 1, 2, 3, 4], "every point once"
 
 
