@@ -148,13 +148,15 @@ class Ingest:
                     receive_maximum=self.config.max_unacked,
                 )
                 client = AckedClient(**args)
+                # Before the connect, not after: a resumed session's messages follow the
+                # CONNACK at once, and paho acknowledges by itself until told otherwise;
+                # one acknowledged while still queued here is lost if this lane drops.
+                client._client.manual_ack_set(True)
                 async with client:
                     entered = True
                     choice.connected()
                     client.timeout = CONNECT_TIMEOUT
                     client.pending_calls_threshold = 1000  # dead letters publish in bursts
-                    paho = client._client
-                    paho.manual_ack_set(True)
                     self.stats.connects[lane] += 1
                     self.stats.protocol[lane] = int(protocol)  # the wire level: 4 is 3.1.1
                     self.stats.session_present[lane] = client.session_present

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from collectorkit import collector_config, collector_process_command, eventually, running_collector
 
+from collector.app import Collector
+from collector.model import IncidentChange
 from enoc.localservers import Mosquitto, VictoriaMetrics
 from enoc.wire import (
     DeviceSample,
@@ -206,3 +208,64 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     rows = await store.run(lambda tx: tx.all("SELECT resource, count FROM incidents"))
     await store.close()
     assert sorted(rows) == sorted((f"if:{s}", 1) for s in range(40))
+
+
+async def test_messages_queued_for_a_resumed_session_survive_a_failed_first_commit(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Events waiting in the collector's session are sent by the broker right after its
+    CONNACK. The first commit fails (the store is down): the lane drops its connection
+    and the broker redelivers what was not acknowledged. Every message behind the failed
+    one must be unacknowledged too, so none may be acknowledged before the collector took
+    charge of acknowledgements (paho acknowledges by itself until told otherwise)."""
+    config = collector_config(tmp_path, mosquitto.url)
+    async with running_collector(config):
+        pass  # the sessions exist: from now on the broker keeps the collector's messages
+    count = 40
+    items = [
+        (
+            topic("lab", "agent-1", "events"),
+            encode(
+                EventsMessage(
+                    "agent-1",
+                    "lab",
+                    "emea",
+                    seq,
+                    T0 + seq,
+                    events=[Event(f"ev-{seq}", T0 + seq, "dev-1", "cpu", "trap", "info")],
+                )
+            ),
+        )
+        for seq in range(count)
+    ]
+    await publish_all(mosquitto.url, items)
+
+    collector = Collector.from_file(config)
+    commit = collector.engine.on_events
+    failures = 0
+
+    async def store_down_once(message: EventsMessage) -> list[IncidentChange]:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise OSError("the incident store is down")
+        return await commit(message)
+
+    collector.engine.on_events = store_down_once  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(collector.run(stop))
+    try:
+
+        async def stored() -> set[str]:
+            rows = await collector.store.read(lambda tx: tx.all("SELECT event_id FROM events"))
+            return {str(row[0]) for row in rows}
+
+        async def all_stored() -> bool:
+            return len(await stored()) == count or task.done()
+
+        await eventually(all_stored, what="every queued event committed", timeout=30)
+        assert failures == 1 and collector.ingest.stats.failed["EventsMessage"] == 1
+        assert await stored() == {f"ev-{seq}" for seq in range(count)}, "nothing lost"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
