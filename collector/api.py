@@ -29,6 +29,7 @@ from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
 from collector.recent import InfluxRecent
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
+from collector.store import store_unavailable
 from collector.stream import Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
@@ -73,14 +74,6 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, message)
 
 
-def _store_unavailable(what: str, exc: Exception) -> ApiError:
-    """Sessions and login limits are decided in the store: without it, refuse (503)."""
-    log.warning("%s: the incident store cannot answer: %s", what, exc)
-    error = ApiError(503, "the incident store is unavailable: try again shortly")
-    error.headers["Retry-After"] = "5"
-    return error
-
-
 class Api:
     def __init__(self, collector: Collector, users: Users | None, hub: Hub) -> None:
         self.collector = collector
@@ -103,6 +96,7 @@ class Api:
         )
         self.audit_file = http.audit_file
         self._audit_failures = StateLogger(log)
+        self._store_failing = StateLogger(log)
         self.logins_failed = 0
         config = collector.config
         self.recent_db = (
@@ -145,11 +139,19 @@ class Api:
         r.add_get("/", self.console)
         r.add_static("/console/", STATIC, show_index=False, follow_symlinks=False)
 
+    def _store_unavailable(self, what: str, exc: Exception) -> ApiError:
+        """Without the store (sessions, login limits, incidents) a request is refused with
+        503 and Retry-After, logged once per outage, not once per request."""
+        self._store_failing.failed("the incident store, for the API", f"{what}: {exc}")
+        error = ApiError(503, "the incident store is unavailable: try again shortly")
+        error.headers["Retry-After"] = "5"
+        return error
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests += 1
         try:
-            return await handler(request)
+            response = await handler(request)
         except web.HTTPException as exc:
             if isinstance(exc, ApiError) or exc.status < 400:
                 raise
@@ -160,6 +162,13 @@ class Api:
             raise ApiError(409, str(exc)) from None
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            raise self._store_unavailable(request.path, exc) from None
+        if self._store_failing.failing and self.collector.store.healthy:
+            self._store_failing.ok("the incident store, for the API")
+        return response
 
     @web.middleware
     async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -189,7 +198,7 @@ class Api:
         try:
             session = await self.sessions.verify(cookie)
         except Exception as exc:
-            raise _store_unavailable("session check", exc) from None
+            raise self._store_unavailable("session check", exc) from None
         return None if session is None else (session.user, session)
 
     def _role(self, role: Role, handler: Handler) -> Handler:
@@ -252,7 +261,7 @@ class Api:
         try:  # counted as a failure, on every replica, unless the password is right
             wait = await self.limiter.attempt(*keys)
         except Exception as exc:
-            raise _store_unavailable("login limit", exc) from None
+            raise self._store_unavailable("login limit", exc) from None
         if wait > 0:
             error = ApiError(429, f"too many failed logins: try again in {math.ceil(wait)} s")
             error.headers["Retry-After"] = str(math.ceil(wait))
@@ -268,7 +277,7 @@ class Api:
         try:
             await self.limiter.succeeded(*keys)
         except Exception as exc:
-            raise _store_unavailable("login limit", exc) from None
+            raise self._store_unavailable("login limit", exc) from None
         cookie, session = self.sessions.issue(user)
         response = web.json_response(
             {
@@ -296,7 +305,7 @@ class Api:
             try:
                 await self.sessions.revoke(session)
             except Exception as exc:
-                raise _store_unavailable("logout", exc) from None
+                raise self._store_unavailable("logout", exc) from None
         self.audit(request, request[USER_KEY].name, "logout")
         response = web.json_response({"logged_out": True})
         response.del_cookie(COOKIE, path="/")

@@ -724,6 +724,14 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the store cannot answer now (connection refused or lost, SQLite's
+    file locked or unreadable), not that the request was wrong."""
+    return isinstance(exc, sqlite3.OperationalError) or (
+        isinstance(exc, Exception) and _connection_lost(exc)
+    )
+
+
 def _connection_lost(exc: Exception) -> bool:
     try:
         import psycopg

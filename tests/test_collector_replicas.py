@@ -974,3 +974,38 @@ async def test_over_mqtt_5_the_broker_holds_back_what_the_collector_has_not_ackn
         t for row in victoria_metrics.export('{__name__="device_cpu"}') for t in row["timestamps"]
     ]
     assert sorted(stamps) == [round((_T0 + s) * 1000) for s in range(60)]
+
+
+async def test_while_postgresql_is_down_the_api_answers_503_and_logs_it_once(
+    tmp_path: Path, mosquitto: Mosquitto, postgres: PostgreSQL, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every request that needs the store gets 503 with Retry-After and a JSON error while
+    PostgreSQL is away (it was a 500 with a traceback logged per request), one warning for
+    the outage and one line when it is over; then the same request answers 200."""
+    caplog.set_level(logging.INFO)
+    config = collector_config(tmp_path, mosquitto.url, store_url=postgres.url)
+    headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
+    async with running_collector(config) as coll, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{coll.http_port}/api/v1/incidents?state=active"
+
+        async def get() -> tuple[int, str | None, Any]:
+            async with http.get(url, headers=headers) as r:
+                return r.status, r.headers.get("Retry-After"), await r.json()
+
+        assert (await get())[0] == 200
+        postgres.stop()
+        try:
+            answers = [await get() for _ in range(4)]
+        finally:
+            postgres.start()
+        assert [(s, retry) for s, retry, _ in answers] == [(503, "5")] * 4
+        assert all("incident store is unavailable" in body["error"] for _, _, body in answers)
+
+        async def answers_again() -> bool:
+            return (await get())[0] == 200
+
+        await eventually(answers_again, what="the API after PostgreSQL came back")
+    lines = [r.getMessage() for r in caplog.records if r.name == "enoc.collector.api"]
+    assert len([m for m in lines if "the incident store, for the API is failing" in m]) == 1
+    assert len([m for m in lines if "the incident store, for the API recovered" in m]) == 1
+    assert not [r for r in caplog.records if r.name == "aiohttp.server"], "no traceback"
