@@ -337,7 +337,16 @@ class Api:
                 "stream_dropped_clients": self.hub.dropped_clients,
             }
         )
-        open_counts = await self.engine.open_counts()
+        # The counters are what an outage is diagnosed with: a store that cannot answer
+        # leaves out the open-incident gauges and says so, it does not fail the scrape.
+        open_counts: dict[str, int] | None = None
+        try:
+            open_counts = await self.engine.open_counts()
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            self._store_failing.failed("the incident store, for the API", f"/metrics: {exc}")
+        counters["store_up"] = int(open_counts is not None)
         return web.Response(
             text=prometheus_text(counters, open_counts),
             content_type="text/plain",
@@ -634,11 +643,13 @@ _GAUGES = {
     "stream_feed_listening",
     "notify_queued",
     "notify_owned",
+    "store_up",
 }
 
 
-def prometheus_text(counters: dict[str, float], open_counts: dict[str, int]) -> str:
-    """Prometheus text exposition: `a.b` counters become `enoc_collector_a_total{kind="b"}`."""
+def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | None) -> str:
+    """Prometheus text exposition: `a.b` counters become `enoc_collector_a_total{kind="b"}`;
+    no `incidents_open` gauges when the store could not count them (`open_counts` None)."""
     families: dict[str, list[str]] = {}
     kinds: dict[str, str] = {}
     for key in sorted(counters):
@@ -649,11 +660,12 @@ def prometheus_text(counters: dict[str, float], open_counts: dict[str, int]) -> 
         labels = f'{{kind="{_escape(label)}"}}' if label else ""
         families.setdefault(name, []).append(f"{name}{labels} {_number(counters[key])}")
     name = "enoc_collector_incidents_open"
-    kinds[name] = "gauge"
-    families[name] = [
-        f'{name}{{severity="{severity}"}} {open_counts.get(severity, 0)}'
-        for severity in SEVERITY_RANK
-    ]
+    if open_counts is not None:
+        kinds[name] = "gauge"
+        families[name] = [
+            f'{name}{{severity="{severity}"}} {open_counts.get(severity, 0)}'
+            for severity in SEVERITY_RANK
+        ]
     lines: list[str] = []
     for name, samples in families.items():
         lines.append(f"# TYPE {name} {kinds[name]}")

@@ -1155,8 +1155,9 @@ class Engine:
         return await self.store.run(lambda tx: tx.incidents(where, params, limit=limit))
 
     async def open_counts(self) -> dict[str, int]:
-        """Open (not resolved, not suppressed) incidents by severity."""
-        rows = await self.store.run(
+        """Open (not resolved, not suppressed) incidents by severity (one read, not retried:
+        /metrics must answer quickly while the store is away)."""
+        rows = await self.store.read(
             lambda tx: tx.all(
                 "SELECT severity, COUNT(*) FROM incidents WHERE state <> 'resolved' "
                 "AND suppressed_by IS NULL GROUP BY severity"

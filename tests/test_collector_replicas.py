@@ -981,7 +981,8 @@ async def test_while_postgresql_is_down_the_api_answers_503_and_logs_it_once(
 ) -> None:
     """Every request that needs the store gets 503 with Retry-After and a JSON error while
     PostgreSQL is away (it was a 500 with a traceback logged per request), one warning for
-    the outage and one line when it is over; then the same request answers 200."""
+    the outage and one line when it is over; then the same request answers 200. /metrics
+    answers throughout, saying whether the store is up."""
     caplog.set_level(logging.INFO)
     config = collector_config(tmp_path, mosquitto.url, store_url=postgres.url)
     headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
@@ -992,12 +993,22 @@ async def test_while_postgresql_is_down_the_api_answers_503_and_logs_it_once(
             async with http.get(url, headers=headers) as r:
                 return r.status, r.headers.get("Retry-After"), await r.json()
 
+        async def scrape() -> tuple[int, str]:
+            metrics = f"http://127.0.0.1:{coll.http_port}/metrics"
+            async with http.get(metrics, headers=headers) as r:
+                return r.status, await r.text()
+
         assert (await get())[0] == 200
         postgres.stop()
         try:
             answers = [await get() for _ in range(4)]
+            # the counters still answer: they are what the outage is diagnosed with
+            status, text = await scrape()
         finally:
             postgres.start()
+        assert status == 200 and "\nenoc_collector_store_up 0\n" in text
+        assert "enoc_collector_incidents_open" not in text
+        assert "\nenoc_collector_acked_total 0\n" in text
         assert [(s, retry) for s, retry, _ in answers] == [(503, "5")] * 4
         assert all("incident store is unavailable" in body["error"] for _, _, body in answers)
 
@@ -1005,6 +1016,9 @@ async def test_while_postgresql_is_down_the_api_answers_503_and_logs_it_once(
             return (await get())[0] == 200
 
         await eventually(answers_again, what="the API after PostgreSQL came back")
+        status, text = await scrape()
+        assert "\nenoc_collector_store_up 1\n" in text
+        assert 'enoc_collector_incidents_open{severity="critical"} 0' in text
     lines = [r.getMessage() for r in caplog.records if r.name == "enoc.collector.api"]
     assert len([m for m in lines if "the incident store, for the API is failing" in m]) == 1
     assert len([m for m in lines if "the incident store, for the API recovered" in m]) == 1
