@@ -711,6 +711,7 @@ async def test_https_to_influxdb_1_6_trusts_its_ca_and_with_a_wrong_one_loses_no
             await eventually(lambda: coll.ingest.stats.acked == 5, what="all written over https")
             assert coll.health()["influxdb"]["ok"]
             # the device page's InfluxQL reads trust the same CA (a day's window: T0 is old)
+            assert coll.config.influxdb is not None
             reads = InfluxRecent(coll.config.influxdb, coll.config.recent, window=86400)
             try:
                 page = await reads.device("lab", "dev-1")
