@@ -39,6 +39,7 @@ from typing import Any
 import aiomqtt
 
 from collector.config import CollectorMqttConfig
+from collector.mqtt_receive import lean_receive
 from enoc.logs import OnceLogger, get_logger
 from enoc.mqtt import (
     V5,
@@ -152,6 +153,7 @@ class Ingest:
                 # CONNACK at once, and paho acknowledges by itself until told otherwise;
                 # one acknowledged while still queued here is lost if this lane drops.
                 client._client.manual_ack_set(True)
+                lean_receive(client._client)  # paho's PUBLISH decoding, without its copies
                 async with client:
                     entered = True
                     choice.connected()
