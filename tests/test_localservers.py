@@ -148,4 +148,8 @@ def test_stop_leaves_nothing_running_and_frees_the_port(tmp_path: object) -> Non
     server.stop()  # twice is fine
     assert process.poll() is not None
     with socket.socket() as sock:
+        # SO_REUSEADDR: a closed connection's TIME_WAIT on the port is no listener (Linux
+        # still refuses the bind while anything listens there, with or without it)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))
+        sock.listen()
