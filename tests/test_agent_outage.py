@@ -16,8 +16,23 @@ from pathlib import Path
 import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
+from agent.publisher import STATUS_BLOCK
 from enoc.localservers import Mosquitto
 from enoc.wire import EventsMessage, Message, MetricsMessage, StatusMessage
+
+
+def reconnect_birth(listener: Listener, births: int) -> StatusMessage | None:
+    """The agent's birth on a connection newer than any of the first `births` statuses.
+    Not simply the next `online`: a restarted broker can deliver the old connection's
+    retained heartbeat again; a connection's statuses are numbered in a block above every
+    earlier connection's (agent/publisher.py), so the block tells them apart."""
+    statuses = listener.statuses()
+    seen = max((s.seq // STATUS_BLOCK for s in statuses[:births]), default=-1)
+    return next(
+        (m for m in statuses[births:] if m.state == "online" and m.seq // STATUS_BLOCK > seen),
+        None,
+    )
+
 
 pytestmark = pytest.mark.servers
 
@@ -164,7 +179,8 @@ async def test_a_full_spool_drops_the_oldest_metrics_counted_logged_once_and_kee
                 what="a heartbeat after the drain",
             )
             dropped = publisher.metrics.dropped
-    reconnected = next(m for m in listener.statuses()[births:] if m.state == "online")
+    reconnected = reconnect_birth(listener, births)
+    assert reconnected is not None
     health = heartbeats(listener)[-1].health
     assert health["spool_dropped"] == dropped > 0, "the heartbeat counts the drops"
     received = set(seqs(listener.metrics()))
@@ -227,10 +243,11 @@ async def test_the_backlog_replays_at_its_rate_while_new_polls_go_out_at_once(
             births = len(listener.statuses())
             await asyncio.to_thread(mosquitto.restart)
             await listener.wait_for(
-                lambda lst: any(m.state == "online" for m in lst.statuses()[births:]),
+                lambda lst: reconnect_birth(lst, births) is not None,
                 what="the agent's birth after the outage",
             )
-            reconnected = next(m for m in listener.statuses()[births:] if m.state == "online")
+            reconnected = reconnect_birth(listener, births)
+            assert reconnected is not None
             await listener.wait_for(
                 lambda lst: backlog_until in seqs(lst.metrics()),
                 timeout=60,
