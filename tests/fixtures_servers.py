@@ -48,6 +48,17 @@ def snmpd(tmp_path: Path) -> Iterator[SnmpD]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
+    """One PostgreSQL for a whole test module, for tests that each make their own tables
+    or databases on it (starting one per test would cost seconds each)."""
+    server = PostgreSQL(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server.start()
+    finally:
+        server.remove()
+
+
 @pytest.fixture
 def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
     server = PostgreSQL(tmp_path / "postgres")
