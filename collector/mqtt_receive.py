@@ -9,7 +9,8 @@ a publisher waits on (5 %). `lean_receive(client)` replaces that client's PUBLIS
 handler with one that reads the packet through a memoryview (the payload copied once),
 makes `Properties` only when the message carries some, and skips the `MQTTMessageInfo`.
 Everything after it is paho's own: the on_message callbacks (aiomqtt's queue), the
-PUBACK, manual acknowledgements. QoS 2 goes to paho's handler unchanged.
+PUBACK, manual acknowledgements. QoS 2 goes to paho's handler unchanged, and so
+does the QoS 3 that MQTT forbids (paho refuses it as a protocol error).
 
 A message without properties has `properties` None where paho gives an empty
 `Properties`; the collector reads no property. tests/test_collector_mqtt_receive.py
@@ -93,7 +94,7 @@ def lean_receive(client: paho.Client) -> None:
     def handle_publish() -> MQTTErrorCode:
         incoming = client._in_packet
         header = incoming["command"]
-        if header & 0x06 == 0x04:  # QoS 2: its PUBREC/PUBREL state is paho's
+        if header & 0x04:  # QoS 2 (its PUBREC/PUBREL state is paho's) or 3 (refused by it)
             return paho_handler()
         message = decode_publish(header, incoming["packet"], client._protocol)
         client._handle_on_message(message)

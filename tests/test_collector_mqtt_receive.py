@@ -122,7 +122,8 @@ def test_an_empty_topic_is_refused_on_3_1_1_and_allowed_on_5() -> None:
 
 def test_the_client_hands_messages_on_and_acknowledges_as_paho_does() -> None:
     """Through a paho client: on_message gets the message; QoS 1 is acknowledged unless
-    acknowledgements are manual; QoS 2 still goes to paho's own handler."""
+    acknowledgements are manual; QoS 2, and the forbidden QoS 3, still go to paho's own
+    handler (which refuses QoS 3 as a protocol error, delivering nothing)."""
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     got: list[paho.MQTTMessage] = []
     client.on_message = lambda _c, _u, message: got.append(message)
@@ -142,10 +143,11 @@ def test_the_client_hands_messages_on_and_acknowledges_as_paho_does() -> None:
     receive(0x32, packet(b"a/b", b"manual", qos=1, mid=10, protocol=V5, props=None))
     receive(0x30, packet(b"a/b", b"qos0", qos=0, mid=0, protocol=V5, props=None))
     receive(0x34, packet(b"a/b", b"qos2", qos=2, mid=11, protocol=V5, props=None))
+    receive(0x36, packet(b"a/b", b"qos3", qos=3, mid=12, protocol=V5, props=None))
     assert [(m.topic, m.payload, m.mid) for m in got] == [
         ("a/b", b"payload", 9),
         ("a/b", b"manual", 10),
         ("a/b", b"qos0", 0),
     ]
     assert acks == [9], "acknowledged by paho only while acknowledgements are automatic"
-    assert to_paho == [1], "QoS 2 is paho's"
+    assert to_paho == [1, 1], "QoS 2 is paho's, and the QoS 3 it refuses"
