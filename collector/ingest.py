@@ -39,7 +39,7 @@ from typing import Any
 import aiomqtt
 
 from collector.config import CollectorMqttConfig
-from collector.mqtt_receive import lean_receive
+from collector.mqtt_receive import buffered_read, lean_receive
 from enoc.logs import OnceLogger, get_logger
 from enoc.mqtt import (
     V5,
@@ -154,6 +154,7 @@ class Ingest:
                 # one acknowledged while still queued here is lost if this lane drops.
                 client._client.manual_ack_set(True)
                 lean_receive(client._client)  # paho's PUBLISH decoding, without its copies
+                buffered_read(client._client)  # and its socket reads, many packets a recv
                 async with client:
                     entered = True
                     choice.connected()

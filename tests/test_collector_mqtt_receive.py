@@ -4,7 +4,9 @@ packet, and a malformed packet refused wherever paho refuses it."""
 from __future__ import annotations
 
 import itertools
+import socket
 import struct
+import threading
 
 import paho.mqtt.client as paho
 import pytest
@@ -14,7 +16,7 @@ from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.mqtt_receive import decode_publish, lean_receive
+from collector.mqtt_receive import buffered_read, decode_publish, lean_receive
 
 V5, V311 = MQTTProtocolVersion.MQTTv5, MQTTProtocolVersion.MQTTv311
 
@@ -151,3 +153,111 @@ def test_the_client_hands_messages_on_and_acknowledges_as_paho_does() -> None:
     ]
     assert acks == [9], "acknowledged by paho only while acknowledgements are automatic"
     assert to_paho == [1, 1], "QoS 2 is paho's, and the QoS 3 it refuses"
+
+
+def stream(protocol: MQTTProtocolVersion) -> bytes:
+    """What a broker sends: PUBLISH packets of QoS 0 and 1 from empty to 70 KB (remaining
+    lengths of one to three bytes), with and without properties, among PINGRESPs."""
+    out = bytearray()
+    sizes = [0, 1, 100, 125, 126, 127, 128, 16_383, 16_384, 21_000, 70_000]
+    for n, size in enumerate(sizes * 2):
+        qos = n % 2
+        props = PROPS[n % 3] if protocol == V5 else None
+        topic = f"enoc/v1/site-{n}/agent/metrics".encode()
+        body = packet(topic, bytes([n]) * size, qos=qos, mid=n + 1, protocol=protocol, props=props)
+        retain = (n // 2) % 2
+        out += bytes([0x30 | (qos << 1) | retain]) + remaining_length(len(body)) + body
+        if n % 5 == 0:
+            out += b"\xd0\x00"  # PINGRESP
+    return bytes(out)
+
+
+def remaining_length(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def read_all(
+    data: bytes, protocol: MQTTProtocolVersion, read_size: int | None
+) -> tuple[list[tuple[str, bytes, int, int, bool, bool]], int]:
+    """Everything a client delivers from `data` arriving on its socket, read by paho
+    (read_size None) or by buffered_read; and how many loop_read calls it took."""
+    ours, theirs = socket.socketpair()
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
+    client.manual_ack_set(True)
+    got: list[tuple[str, bytes, int, int, bool, bool]] = []
+    client.on_message = lambda _c, _u, m: got.append(
+        (m.topic, m.payload, m.qos, m.mid, m.retain, m.dup)
+    )
+    lean_receive(client)
+    if read_size is not None:
+        buffered_read(client, read_size)
+    client._sock = ours
+
+    def send() -> None:
+        for i in range(0, len(data), 1000):  # in pieces, as TCP might
+            theirs.sendall(data[i : i + 1000])
+        theirs.shutdown(socket.SHUT_WR)
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    calls = 0
+    try:
+        while client._sock is not None and calls < 1_000_000:  # the end: connection lost
+            client.loop_read()
+            calls += 1
+    finally:
+        writer.join()
+        theirs.close()
+        ours.close()
+    return got
+
+
+@pytest.mark.parametrize("protocol", [V5, V311])
+def test_buffered_reads_deliver_what_paho_delivers_however_the_stream_is_cut(
+    protocol: MQTTProtocolVersion,
+) -> None:
+    """The same messages in the same order from a stream read a byte at a time, in
+    pieces that cut headers and payloads anywhere, or many packets a read; and the
+    connection's end seen after the last one."""
+    data = stream(protocol)
+    expected = read_all(data, protocol, None)
+    assert len(expected) == 22 and len({m[0] for m in expected}) == 22
+    for read_size in (1, 2, 3, 7, 1000, 4096, 65_536, 256 * 1024):
+        assert read_all(data, protocol, read_size) == expected, f"read_size {read_size}"
+
+
+def test_a_remaining_length_of_five_bytes_drops_the_connection_as_paho_does() -> None:
+    good = bytes([0x30]) + remaining_length(7) + struct.pack("!H", 3) + b"a/bxy"
+    bad = b"\x30\xff\xff\xff\xff\x01"
+    for read_size in (None, 1, 4096):
+        got = read_all(good + bad + good, V311, read_size)
+        assert [m[1] for m in got] == [b"xy"], f"read_size {read_size}: stops at the bad one"
+
+
+def test_one_buffered_read_delivers_every_whole_packet_the_socket_holds() -> None:
+    """What the event loop's readiness cannot see must not wait: every whole packet of
+    a read is delivered in that call, only an incomplete one's start is kept."""
+    ours, theirs = socket.socketpair()
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=V311)
+    got: list[bytes] = []
+    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    lean_receive(client)
+    buffered_read(client)
+    client._sock = ours
+    one = [packet(b"a/b", b"%d" % n, qos=0, mid=0, protocol=V311, props=None) for n in range(10)]
+    wire = [bytes([0x30]) + remaining_length(len(p)) + p for p in one]
+    try:
+        theirs.sendall(b"".join(wire) + wire[0][:3])  # ten whole, and the start of one
+        client.loop_read()
+        assert got == [b"%d" % n for n in range(10)]
+        theirs.sendall(wire[0][3:])
+        client.loop_read()
+        assert got[10:] == [b"0"]
+    finally:
+        ours.close()
+        theirs.close()
