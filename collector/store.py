@@ -724,12 +724,18 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
+# SQLite's primary result codes that say the database cannot answer now, not that the
+# statement was wrong (SQLITE_ERROR, 1, is "no such table", a syntax error, ...): BUSY,
+# LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+
+
 def store_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the store cannot answer now (connection refused or lost, SQLite's
-    file locked or unreadable), not that the request was wrong."""
-    return isinstance(exc, sqlite3.OperationalError) or (
-        isinstance(exc, Exception) and _connection_lost(exc)
-    )
+    file locked, unreadable or full), not that the request or the code was wrong."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _SQLITE_UNAVAILABLE
+    return isinstance(exc, Exception) and _connection_lost(exc)
 
 
 def _connection_lost(exc: Exception) -> bool:

@@ -761,3 +761,39 @@ async def test_old_events_are_pruned_and_incidents_keep_their_history(
 def test_events_retention_must_outlast_the_flap_window() -> None:
     with pytest.raises(ValueError, match="events_retention must be at least twice"):
         IncidentsConfig(flap_window=Duration(3600), events_retention=Duration(3600))
+
+
+def test_only_sqlite_errors_of_an_unavailable_database_read_as_an_outage(tmp_path: Path) -> None:
+    """The API answers 503 (try again) for a store that cannot answer now: a locked or
+    unopenable SQLite file. A statement SQLite refuses (no such table: a bug, not an
+    outage) stays an error of its own, and so does a PostgreSQL constraint violation."""
+    import sqlite3
+
+    from collector.store import store_unavailable
+
+    path = tmp_path / "x.db"
+    holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    other = sqlite3.connect(path, timeout=0)
+    errors: dict[str, sqlite3.Error] = {}
+    actions: dict[str, Callable[[], object]] = {
+        "locked": lambda: other.execute("SELECT * FROM t"),
+        "cannot open": lambda: sqlite3.connect(tmp_path / "missing" / "x.db"),
+        "no such table": lambda: holder.execute("SELECT * FROM nowhere"),
+        "syntax": lambda: holder.execute("SELEKT 1"),
+    }
+    for name, act in actions.items():
+        with pytest.raises(sqlite3.OperationalError) as caught:
+            act()
+        errors[name] = caught.value
+    holder.close()
+    other.close()
+    assert {name: store_unavailable(exc) for name, exc in errors.items()} == {
+        "locked": True,
+        "cannot open": True,
+        "no such table": False,
+        "syntax": False,
+    }
+    assert not store_unavailable(psycopg.errors.UniqueViolation("duplicate key"))
+    assert store_unavailable(psycopg.OperationalError("connection refused"))
