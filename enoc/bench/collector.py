@@ -189,7 +189,9 @@ def write_messages(tmp: Path, args: argparse.Namespace, rounds: range) -> Stream
     """One file per site of encoded metrics messages, one per line (`mosquitto_pub -l`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     rng = random.Random(7 + rounds.start)
-    t0 = time.time() - 3600
+    # polls a minute apart, the last a minute ago: none in the future, where an export up
+    # to now would not count it (more than 60 rounds went past it before)
+    t0 = time.time() - 60 * (args.warmup + args.rounds + 1)
     files: dict[str, Path] = {}
     handles = {}
     for s in range(args.sites):
