@@ -68,3 +68,27 @@ def test_bench_collector_several_devices_per_message(tmp_path: Path) -> None:
     assert run["messages"] == 3 * 2 * 2  # per round and site: 10 devices in 8 + 2
     assert run["points"] == 20 * 3 * (1 + 4)
     assert run["per_replica_points"] == [run["points"]]
+
+
+def test_the_streams_polls_are_all_in_the_past_however_many_rounds(tmp_path: Path) -> None:
+    """The accounting reads what landed up to now: a poll stamped in the future would be
+    written and never counted (more than 60 rounds went past the present before)."""
+    import argparse
+    import time
+
+    from enoc.bench.collector import add_arguments, write_messages
+    from enoc.wire import decode
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--devices", "2", "--interfaces", "1", "--sites", "1"])
+    args.warmup, args.rounds = 1, 90
+    stamps = []
+    for name, rounds in (("warm", range(1)), ("measured", range(1, 91))):
+        stream = write_messages(tmp_path / name, args, rounds)
+        for topic_name, path in stream.files.items():
+            for line in path.read_bytes().splitlines():
+                stamps += [s.ts for s in decode(topic_name, line).samples]  # type: ignore[union-attr]
+    assert len(stamps) == 2 * 91
+    assert max(stamps) < time.time()
+    assert len(set(stamps)) == len(stamps), "every poll its own time"
