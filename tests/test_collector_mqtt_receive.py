@@ -183,15 +183,15 @@ def remaining_length(value: int) -> bytes:
 
 def read_all(
     data: bytes, protocol: MQTTProtocolVersion, read_size: int | None
-) -> tuple[list[tuple[str, bytes, int, int, bool, bool]], int]:
+) -> list[tuple[str, bytes, int, int, bool, bool]]:
     """Everything a client delivers from `data` arriving on its socket, read by paho
-    (read_size None) or by buffered_read; and how many loop_read calls it took."""
+    (read_size None) or by buffered_read, until the connection's end."""
     ours, theirs = socket.socketpair()
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=protocol)
     client.manual_ack_set(True)
     got: list[tuple[str, bytes, int, int, bool, bool]] = []
     client.on_message = lambda _c, _u, m: got.append(
-        (m.topic, m.payload, m.qos, m.mid, m.retain, m.dup)
+        (m.topic, bytes(m.payload), m.qos, m.mid, m.retain, m.dup)
     )
     lean_receive(client)
     if read_size is not None:
@@ -245,7 +245,7 @@ def test_one_buffered_read_delivers_every_whole_packet_the_socket_holds() -> Non
     ours, theirs = socket.socketpair()
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=V311)
     got: list[bytes] = []
-    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
     lean_receive(client)
     buffered_read(client)
     client._sock = ours
