@@ -14,10 +14,12 @@ pytestmark = pytest.mark.servers
 
 
 def test_bench_collector_small(tmp_path: Path) -> None:
+    # 5,880 points a run: tens of milliseconds of a replica's CPU, where the process's CPU
+    # time (10 ms ticks) reads above 0 (300 points read 0.00 once the receive path sped up)
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "enoc.cli", "bench", "collector"),
-            *("--devices", "20", "--interfaces", "4", "--rounds", "3", "--sites", "2"),
+            *("--devices", "40", "--interfaces", "48", "--rounds", "3", "--sites", "2"),
             *("--replicas", "1,2", "--traps", "3", "--results", str(tmp_path)),
         ],
         capture_output=True,
@@ -33,8 +35,8 @@ def test_bench_collector_small(tmp_path: Path) -> None:
     assert "one metrics message per device poll" in proc.stdout
     one, two = result["runs"]
     for run in (one, two):
-        assert run["messages"] == 20 * 3
-        assert run["points"] == 20 * 3 * (1 + 4)  # a device line and a line per interface
+        assert run["messages"] == 40 * 3
+        assert run["points"] == 40 * 3 * (1 + 48)  # a device line and a line per interface
         assert sum(run["per_replica_points"]) == run["points"]
         assert run["cpu_s"] > 0 and run["points_per_cpu_s"] == round(run["points"] / run["cpu_s"])
     assert two["replicas"] == 2 and all(n > 0 for n in two["per_replica_points"])
