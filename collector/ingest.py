@@ -112,6 +112,7 @@ class Ingest:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing = OnceLogger(log)
         self.protocols = {"metrics": ProtocolChoice(), "events": ProtocolChoice()}
+        self._consuming: aiomqtt.Client | None = None  # the metrics lane's, once consuming
 
     # ---------------------------------------------------------------- connections
 
@@ -154,7 +155,15 @@ class Ingest:
                 # one acknowledged while still queued here is lost if this lane drops.
                 client._client.manual_ack_set(True)
                 lean_receive(client._client)  # paho's PUBLISH decoding, without its copies
-                buffered_read(client._client)  # and its socket reads, many packets a recv
+                # ... and its socket reads, many packets a recv. The metrics lane reads no
+                # more while it holds max_unacked messages not yet written: the broker's
+                # window should see to that, and Debian's Mosquitto 2.0.11 does not (one
+                # acknowledgement let a hundred more in): the burst stays with the broker.
+                buffered_read(
+                    client._client,
+                    may_read=self._may_read(client) if lane == "metrics" else None,
+                    on_error=self._read_failed(client),
+                )
                 async with client:
                     entered = True
                     choice.connected()
@@ -208,7 +217,28 @@ class Ingest:
                     await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
                 backoff = min(10.0, backoff * 2)
 
+    def _may_read(self, client: aiomqtt.Client) -> Callable[[], bool]:
+        """Whether the metrics lane may read more: until it consumes (the SUBACK, and the
+        PUBACKs of its dead letters, come the same way), always; then while what it
+        received and has not acknowledged (handled or still queued) is within
+        `max_unacked`."""
+        queue, limit = client._queue, self.config.max_unacked
+        return lambda: self._consuming is not client or self.pending_metrics + queue.qsize() < limit
+
+    @staticmethod
+    def _read_failed(client: aiomqtt.Client) -> Callable[[Exception], None]:
+        """A read made after a pause failed unexpectedly: as aiomqtt's own reader does,
+        end the connection with that error."""
+
+        def failed(exc: Exception) -> None:
+            if not client._disconnected.done():
+                client._disconnected.set_exception(exc)
+
+        return failed
+
     async def _consume(self, client: aiomqtt.Client, lane: str, stop: asyncio.Event) -> None:
+        if lane == "metrics":
+            self._consuming = client
         messages = client.messages
         # What aiomqtt has already queued is taken straight from its queue: waiting for each
         # message through a task and asyncio.wait (twice, with aiomqtt's own) cost 30-50 us

@@ -31,9 +31,11 @@ callback checks).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import struct
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
@@ -122,6 +124,8 @@ def lean_receive(client: paho.Client) -> None:
 
 
 READ_SIZE = 256 * 1024  # the buffer: a dozen 21 KB metrics messages a read
+RESUME_CHECK = 0.02  # s between checks of a paused reader
+MAX_PAUSE = 10.0  # s: a read at least this often (keepalive, a lost connection)
 
 
 def _empty_packet() -> dict[str, object]:
@@ -149,11 +153,21 @@ class _BufferedReader:
     decode_publish copies topic and payload out, other packets are copied whole.
     """
 
-    def __init__(self, client: paho.Client, size: int) -> None:
+    def __init__(
+        self,
+        client: paho.Client,
+        size: int,
+        may_read: Callable[[], bool] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.client = client
         self.buffer = bytearray(size)
         self.filled = 0  # bytes at the front: the start of a packet not yet whole
         self.sock: object = None  # the connection they came from
+        self.may_read = may_read
+        self.on_error = on_error
+        self.paused: tuple[asyncio.AbstractEventLoop, int, float] | None = None
+        self.pauses = 0
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:  # paho's signature
         client = self.client
@@ -182,9 +196,59 @@ class _BufferedReader:
             with client._msgtime_mutex:
                 client._last_bytes_received = paho.time_func()
             try:
-                return self._dispatch(sock, view, self.filled + received)
+                rc = self._dispatch(sock, view, self.filled + received)
             finally:
                 client._in_packet = _empty_packet()  # type: ignore[assignment]
+        still = client._sock is sock and isinstance(sock, socket.socket)
+        if still and self.may_read is not None and not self.may_read():
+            self._pause(sock)
+        return rc
+
+    # ------------------------------------------------------------------ pausing
+
+    def _pause(self, sock: socket.socket) -> None:
+        """Stop reading this socket until `may_read` says so again (the broker's send
+        buffer fills and its session holds the rest); checked every RESUME_CHECK s, and
+        one read is made at least every MAX_PAUSE s, so that the keepalive's PINGRESP (and
+        the end of a lost connection) is still read."""
+        if self.paused is not None:
+            return
+        loop = asyncio.get_running_loop()  # loop_read runs on the event loop's thread
+        fd = sock.fileno()
+        loop.remove_reader(fd)
+        self.paused = (loop, fd, loop.time())
+        self.pauses += 1
+        loop.call_later(RESUME_CHECK, self._check)
+
+    def _check(self) -> None:
+        if self.paused is None:
+            return
+        loop, fd, since = self.paused
+        sock = self.client._sock
+        if sock is None or sock.fileno() != fd:  # closed meanwhile: nothing to resume
+            self.paused = None
+            return
+        assert self.may_read is not None
+        if self.may_read() or loop.time() - since >= MAX_PAUSE:
+            self.paused = None
+            loop.add_reader(fd, self._readable)
+        else:
+            loop.call_later(RESUME_CHECK, self._check)
+
+    def _readable(self) -> None:
+        """What aiomqtt's reader callback does: read, again while TLS holds decrypted
+        bytes, and hand an unexpected error to the client (which then disconnects)."""
+        try:
+            while True:
+                self.loop_read()
+                sock = self.client._sock
+                if self.paused is None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                    continue
+                break
+        except Exception as exc:
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
 
     def _dispatch(self, sock: object, view: memoryview, size: int) -> MQTTErrorCode:
         """Hand every whole packet of `view[:size]` to paho; keep the rest at the front."""
@@ -243,7 +307,21 @@ class _BufferedReader:
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-def buffered_read(client: paho.Client, read_size: int = READ_SIZE) -> None:
+def buffered_read(
+    client: paho.Client,
+    read_size: int = READ_SIZE,
+    *,
+    may_read: Callable[[], bool] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
+) -> _BufferedReader:
     """Make `client.loop_read` read the socket into a buffer of `read_size` bytes and
-    dispatch every whole packet in it (see the module's docstring)."""
-    client.loop_read = _BufferedReader(client, read_size).loop_read  # type: ignore[method-assign]
+    dispatch every whole packet in it (see the module's docstring).
+
+    `may_read`, if given, is asked after each read: while it says no, the socket is not
+    read (at most one read every MAX_PAUSE seconds). That bounds what a consumer holds
+    when the broker sends more than its Receive Maximum allows (Debian's Mosquitto
+    2.0.11 does, after the first acknowledgement). `on_error` gets an unexpected error
+    of a read made after a pause (aiomqtt's own callback makes the others)."""
+    reader = _BufferedReader(client, read_size, may_read, on_error)
+    client.loop_read = reader.loop_read  # type: ignore[method-assign]
+    return reader

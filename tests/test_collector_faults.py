@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -287,6 +288,86 @@ async def test_messages_queued_for_a_resumed_session_survive_a_failed_first_comm
         await eventually(all_stored, what="every queued event committed", timeout=30)
         assert failures == 1 and collector.ingest.stats.failed["EventsMessage"] == 1
         assert await stored() == {f"ev-{seq}" for seq in range(count)}, "nothing lost"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_the_metrics_lane_holds_no_more_than_max_unacked_whatever_the_broker_sends(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's Mosquitto 2.0.11 keeps a consumer's in-flight window only until the first
+    acknowledgement (one PUBACK lets a window's worth more in). The metrics lane stops
+    reading while it holds `max_unacked` messages not yet written, so a burst stays with
+    the broker: after 50 of 100 are acknowledged it holds at most 100 and one read more
+    (it held all 1,000 before), a paused lane still reads now and then (the keepalive
+    needs it) and stays connected, and once everything is acknowledged as it comes,
+    every message arrives exactly once."""
+    from collector import mqtt_receive
+    from collector.config import CollectorMqttConfig
+    from collector.ingest import Ingest
+
+    monkeypatch.setattr(mqtt_receive, "MAX_PAUSE", 0.5)
+    sample = DeviceSample(
+        "dev-1",
+        "127.0.0.2",
+        T0,
+        {"cpu": 1.0},
+        [InterfaceSample(i, f"ge-{i}", "", "", {"in_bps": 1.5}) for i in range(100)],
+    )
+    lines = b"".join(
+        encode(MetricsMessage("agent-1", "lab", "emea", seq, T0, samples=[sample])) + b"\n"
+        for seq in range(1000)
+    )
+    size = len(lines) // 1000
+    held: list[tuple[int, Callable[[], None]]] = []
+
+    async def on_metrics(message: MetricsMessage, ack: Callable[[], None]) -> None:
+        held.append((message.seq, ack))
+
+    async def ignore(*_: object) -> None:
+        return None
+
+    config = CollectorMqttConfig(url=mosquitto.url, client_id="bounded", max_unacked=100)
+    ingest = Ingest(config, on_metrics=on_metrics, on_events=ignore, on_status=ignore)
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest.run(stop))
+    try:
+        await asyncio.wait_for(ingest.subscribed.wait(), 30)
+        publisher = subprocess.run(
+            [
+                *("mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port)),
+                *("-q", "1", "-t", topic("lab", "agent-1", "metrics"), "-l", "-i", "pub"),
+            ],
+            input=lines,
+            timeout=60,
+            check=True,
+        )
+        assert publisher.returncode == 0
+        await eventually(lambda: len(held) == 100, what="the broker's first window")
+        await asyncio.sleep(0.5)
+        assert len(held) == 100
+        for _, ack in held[:50]:
+            ack()
+        await asyncio.sleep(0.3)
+        one_read = mqtt_receive.READ_SIZE // size + 1
+        assert 100 < len(held) <= 150 + one_read, "50 acknowledged: at most 100 held, and one read"
+        paused_at = len(held)
+        await asyncio.sleep(2.0)  # a few reads of MAX_PAUSE while the lane stays full
+        assert len(held) > paused_at, "a paused lane still reads"
+        assert ingest.stats.connects["metrics"] == 1 and ingest.stats.connected["metrics"]
+
+        async def all_acknowledged() -> bool:
+            for _, ack in held:
+                ack()
+            await asyncio.sleep(0.05)
+            return len(held) == 1000
+
+        deadline = time.monotonic() + 60
+        while not await all_acknowledged():
+            assert time.monotonic() < deadline, f"{len(held)} of 1000 arrived"
+        assert sorted(seq for seq, _ in held) == list(range(1000))
+        assert ingest.stats.connects["metrics"] == 1
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
