@@ -22,11 +22,12 @@ the socket is readable. paho reads one packet per call, and each with three to f
 then the rest, each behind a lock): a fifth of the receive path's CPU. The replacement
 reads what the socket has into one buffer (`recv_into`, up to 256 KB) and hands every
 whole packet in it to paho's dispatcher; the start of a packet not yet whole stays at
-the buffer's front until the next read. Bytes kept in
-user space are invisible to the event loop's readiness, which is why every whole packet
-is handled before returning: only an incomplete one waits, and its remainder is still to
-come from the socket (or, on TLS, from the SSL object, whose `pending()` aiomqtt's
-callback checks).
+the buffer's front until the next read. Bytes kept in user space are invisible to the
+event loop's readiness, which is why every whole packet is handled before returning:
+only an incomplete one waits, and its remainder is still to come from the socket (or,
+on TLS, from the SSL object, whose `pending()` aiomqtt's callback checks). Given
+`may_read`, the reader also pauses the socket while the consumer holds enough (see
+`buffered_read`).
 """
 
 from __future__ import annotations
@@ -167,7 +168,6 @@ class _BufferedReader:
         self.may_read = may_read
         self.on_error = on_error
         self.paused: tuple[asyncio.AbstractEventLoop, int, float] | None = None
-        self.pauses = 0
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:  # paho's signature
         client = self.client
@@ -199,7 +199,7 @@ class _BufferedReader:
                 rc = self._dispatch(sock, view, self.filled + received)
             finally:
                 client._in_packet = _empty_packet()  # type: ignore[assignment]
-        still = client._sock is sock and isinstance(sock, socket.socket)
+        still = client._sock is sock and isinstance(sock, socket.socket)  # (for mypy)
         if still and self.may_read is not None and not self.may_read():
             self._pause(sock)
         return rc
@@ -217,7 +217,6 @@ class _BufferedReader:
         fd = sock.fileno()
         loop.remove_reader(fd)
         self.paused = (loop, fd, loop.time())
-        self.pauses += 1
         loop.call_later(RESUME_CHECK, self._check)
 
     def _check(self) -> None:
@@ -313,7 +312,7 @@ def buffered_read(
     *,
     may_read: Callable[[], bool] | None = None,
     on_error: Callable[[Exception], None] | None = None,
-) -> _BufferedReader:
+) -> None:
     """Make `client.loop_read` read the socket into a buffer of `read_size` bytes and
     dispatch every whole packet in it (see the module's docstring).
 
@@ -324,4 +323,3 @@ def buffered_read(
     of a read made after a pause (aiomqtt's own callback makes the others)."""
     reader = _BufferedReader(client, read_size, may_read, on_error)
     client.loop_read = reader.loop_read  # type: ignore[method-assign]
-    return reader
