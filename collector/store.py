@@ -708,9 +708,21 @@ class Store:
         self._executor.shutdown(wait=True)
 
 
+# SQLite's primary result codes that say the database cannot answer now, not that the
+# statement was wrong (SQLITE_ERROR, 1, is "no such table", a syntax error, ...): BUSY,
+# LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+_SQLITE_BUSY = frozenset({5, 6})  # BUSY, LOCKED: another connection holds it, try again
+
+
+def _sqlite_code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of an error (0 where Python does not say)."""
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
 def _retryable(exc: Exception) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
-        return "locked" in str(exc) or "busy" in str(exc)
+        return _sqlite_code(exc) in _SQLITE_BUSY
     try:
         import psycopg
     except ImportError:  # pragma: no cover
@@ -724,17 +736,11 @@ def _retryable(exc: Exception) -> bool:
     )
 
 
-# SQLite's primary result codes that say the database cannot answer now, not that the
-# statement was wrong (SQLITE_ERROR, 1, is "no such table", a syntax error, ...): BUSY,
-# LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL.
-_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
-
-
 def store_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the store cannot answer now (connection refused or lost, SQLite's
     file locked, unreadable or full), not that the request or the code was wrong."""
     if isinstance(exc, sqlite3.OperationalError):
-        return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _SQLITE_UNAVAILABLE
+        return _sqlite_code(exc) in _SQLITE_UNAVAILABLE
     return isinstance(exc, Exception) and _connection_lost(exc)
 
 

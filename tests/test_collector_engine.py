@@ -769,7 +769,7 @@ def test_only_sqlite_errors_of_an_unavailable_database_read_as_an_outage(tmp_pat
     outage) stays an error of its own, and so does a PostgreSQL constraint violation."""
     import sqlite3
 
-    from collector.store import store_unavailable
+    from collector.store import _retryable, store_unavailable
 
     path = tmp_path / "x.db"
     holder = sqlite3.connect(path, timeout=0, isolation_level=None)
@@ -795,5 +795,7 @@ def test_only_sqlite_errors_of_an_unavailable_database_read_as_an_outage(tmp_pat
         "no such table": False,
         "syntax": False,
     }
+    # and a transaction is retried for a busy or locked file only (the same result codes)
+    assert [name for name, exc in errors.items() if _retryable(exc)] == ["locked"]
     assert not store_unavailable(psycopg.errors.UniqueViolation("duplicate key"))
     assert store_unavailable(psycopg.OperationalError("connection refused"))
