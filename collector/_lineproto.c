@@ -20,6 +20,10 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define X86_AVX_STATE 1
+#endif
 
 #if LLONG_MAX != 9223372036854775807LL || LLONG_MIN != (-9223372036854775807LL - 1)
 #error "long long must be InfluxDB's int64"
@@ -27,7 +31,7 @@
 
 /* Bumped when the functions' contract changes: lineproto.py uses only the version it
    knows (a stale build left in the source tree is not used). */
-#define LINEPROTO_VERSION 1
+#define LINEPROTO_VERSION 2
 
 /* Field names are looked up once per position of a call, then compared by identity
    (msgspec shares one str object per key across dicts): at most this many positions. */
@@ -447,7 +451,68 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ AVX state */
+
+#ifdef X86_AVX_STATE
+static int cpu_has_avx;    /* vzeroupper is an instruction here (and the OS keeps the state) */
+static int cpu_has_xinuse; /* XGETBV with ECX=1 tells which state is in use */
+
+__attribute__((target("avx"))) static void
+vzeroupper(void)
+{
+    __builtin_ia32_vzeroupper();
+}
+
+static void
+avx_state_init(void)
+{
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    cpu_has_avx = __builtin_cpu_supports("avx");
+    cpu_has_xinuse = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_OSXSAVE) &&
+                     __get_cpuid_count(0xD, 1, &a, &b, &c, &d) && ((a >> 2) & 1);
+}
+#endif
+
+PyDoc_STRVAR(zero_upper_doc,
+"zero_upper(/)\n--\n\n"
+"Clear the upper halves of the AVX registers (vzeroupper; nothing where there is no AVX).\n"
+"ISA-L returns from its AVX-512 deflate without it (intel/isa-l#24), and every legacy\n"
+"SSE instruction the process runs afterwards (CPython's doubles and copies among them)\n"
+"then pays a false dependency on them until something clears them.");
+
+static PyObject *
+zero_upper(PyObject *module, PyObject *unused)
+{
+#ifdef X86_AVX_STATE
+    if (cpu_has_avx) {
+        vzeroupper();
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(avx_upper_in_use_doc,
+"avx_upper_in_use(/)\n--\n\n"
+"Whether the upper halves of the AVX registers hold state (XINUSE's YMM and ZMM_Hi256\n"
+"bits, from XGETBV with ECX=1); None where the processor cannot say.");
+
+static PyObject *
+avx_upper_in_use(PyObject *module, PyObject *unused)
+{
+#ifdef X86_AVX_STATE
+    if (cpu_has_xinuse) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(1));
+        return PyBool_FromLong((lo & ((1u << 2) | (1u << 6))) != 0);
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"zero_upper", zero_upper, METH_NOARGS, zero_upper_doc},
+    {"avx_upper_in_use", avx_upper_in_use, METH_NOARGS, avx_upper_in_use_doc},
     {"format_fields", (PyCFunction)(void (*)(void))format_fields, METH_FASTCALL,
      format_fields_doc},
     {"format_interfaces", (PyCFunction)(void (*)(void))format_interfaces, METH_FASTCALL,
@@ -478,6 +543,9 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__lineproto(void)
 {
+#ifdef X86_AVX_STATE
+    avx_state_init();
+#endif
     if (str_fields == NULL &&
         ((str_fields = PyUnicode_InternFromString("fields")) == NULL ||
          (str_if_index = PyUnicode_InternFromString("if_index")) == NULL ||

@@ -58,7 +58,7 @@ out_of_range: dict[str, int] = {}
 _NAMES_COUNTED = 1000  # beyond that many names, the rest count under "other"
 
 
-_NATIVE_VERSION = 1  # the contract of collector/_lineproto.c this module speaks
+_NATIVE_VERSION = 2  # the contract of collector/_lineproto.c this module speaks
 
 
 def _load_native() -> tuple[ModuleType | None, str]:
@@ -83,6 +83,13 @@ def _load_native() -> tuple[ModuleType | None, str]:
 
 
 _native, NATIVE = _load_native()
+
+
+def zero_upper() -> None:
+    """Clear the AVX registers' upper halves after ISA-L's gzip (collector._lineproto's
+    `zero_upper`, which says why); nothing without the extension."""
+    if _native is not None:
+        _native.zero_upper()
 
 
 def native_lineproto() -> bool:
