@@ -30,12 +30,28 @@ async def test_tail_prints_decoded_messages_and_flags_bad_ones(mosquitto: Mosqui
     event = Event("e1", now, "gva-pe-1", "if:3", "link", "down")
     events = EventsMessage("gva-1", "gva", "emea", 8, now, [event])
     host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    assert proc.stderr is not None
+
+    async def finished(within: float) -> tuple[bytes, bytes]:
+        """tail's output; killed (not left running into later tests) if it takes longer."""
+        try:
+            return await asyncio.wait_for(proc.communicate(), within)
+        except TimeoutError:
+            proc.kill()
+            await proc.communicate()
+            raise
+
+    try:  # what is published before tail subscribes is not for it
+        said = await asyncio.wait_for(proc.stderr.readline(), 60)
+    except TimeoutError:
+        await finished(0)
+        raise
+    assert said.decode() == f"enoc tail: subscribed to enoc/v1/+/+/+ on {mosquitto.url}\n"
     async with aiomqtt.Client(host, int(port)) as client:
-        await asyncio.sleep(1.0)  # let tail subscribe
         await client.publish(topic("gva", "gva-1", "metrics"), encode(metrics), qos=1)
         await client.publish(topic("gva", "gva-1", "events"), encode(events), qos=1)
         await client.publish(topic("gva", "other", "events"), encode(events), qos=1)
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    out, err = await finished(60)
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert lines[0]["kind"] == "metrics" and lines[0]["seq"] == 7

@@ -79,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
                 password=password,
                 tls_context=tls,
             ) as client:
-                await client.subscribe(subscription(args.kind or "+", args.site), qos=1)
+                pattern = subscription(args.kind or "+", args.site)
+                await client.subscribe(pattern, qos=1)
+                # on stderr, as mosquitto_sub -d: the printed messages stay one per line
+                print(f"enoc tail: subscribed to {pattern} on {args.mqtt}", file=sys.stderr)
                 async for message in client.messages:
                     payload = message.payload if isinstance(message.payload, bytes) else b""
                     print(render(str(message.topic), payload, as_json=args.json), flush=True)
