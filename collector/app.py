@@ -29,10 +29,10 @@ from collector.lineproto import (
     agent_health,
     chunk,
     incident_line,
-    metrics_chunk,
     native_lineproto,
     out_of_range_total,
 )
+from collector.metrics_in import Metrics
 from collector.model import IncidentChange
 from collector.notify import Notifier
 from collector.recent import RecentValues
@@ -41,7 +41,7 @@ from collector.stream import ChangeFeed, Hub
 from enoc import __version__
 from enoc.config import load_config
 from enoc.logs import get_logger, redact
-from enoc.wire import EventsMessage, MetricsMessage, StatusMessage
+from enoc.wire import EventsMessage, StatusMessage
 
 log = get_logger("enoc.collector")
 
@@ -78,12 +78,12 @@ class Collector:
 
     # ---------------------------------------------------------------- handlers
 
-    async def _metrics(self, message: MetricsMessage, ack: Callable[[], None]) -> None:
-        self.recent.add(message)
+    async def _metrics(self, metrics: Metrics, ack: Callable[[], None]) -> None:
+        self.recent.add(metrics)
         if self.writer is None:
             ack()
             return
-        await self.writer.put(*metrics_chunk(message), on_written=ack)
+        await self.writer.put(metrics.lines, metrics.points, on_written=ack)
         if self.ingest.pending_metrics >= self.config.mqtt.max_unacked:
             self.writer.flush_now()
 

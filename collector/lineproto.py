@@ -29,6 +29,13 @@ which stays the reference (tests compare the two) and is all there is when
 the extension is not built or `ENOC_PURE_PYTHON=1` is set (`NATIVE` says
 which, and the collector logs it at start).
 
+All of the above formats a message already decoded. The collector's metrics
+messages mostly never are: `payload_lines` hands the payload to the C extension
+`collector._metricsjson`, which reads the JSON once and writes the lines as it
+goes (a number's token is its value), taking its tag sets from the caches here
+(`_DeviceTags.learn_*`). What it is not sure of it leaves to `enoc.wire.decode`
+and `metrics_chunk`, which write the same values (collector/metrics_in.py).
+
 Timestamps are milliseconds: polls are a second or more apart, and ms keeps
 sub-second poll times distinct while staying coarse (InfluxData's advice for
 write speed).
@@ -36,10 +43,12 @@ write speed).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Callable
 from types import ModuleType
+from typing import TypeVar
 
 import msgspec
 
@@ -48,6 +57,7 @@ from enoc.logs import get_logger
 from enoc.wire import InterfaceSample, MetricsMessage, StatusMessage, Value, int64_checked
 
 log = get_logger("enoc.collector.lineproto")
+T = TypeVar("T")
 
 PRECISION = "ms"
 _encode = msgspec.json.Encoder().encode
@@ -59,30 +69,62 @@ _NAMES_COUNTED = 1000  # beyond that many names, the rest count under "other"
 
 
 _NATIVE_VERSION = 2  # the contract of collector/_lineproto.c this module speaks
+_METRICSJSON_VERSION = 1  # ... and of collector/_metricsjson.c
 
 
-def _load_native() -> tuple[ModuleType | None, str]:
-    """The C extension and a line for the log saying which path formats the fields."""
+def _load_extension(name: str, version: int) -> tuple[ModuleType | None, str]:
+    """The C extension `collector.<name>`, or None and why not."""
     if os.environ.get("ENOC_PURE_PYTHON", "") not in ("", "0"):
-        return None, "line protocol in pure Python (ENOC_PURE_PYTHON is set)"
+        return None, "ENOC_PURE_PYTHON is set"
     try:
-        from collector import _lineproto
+        module = importlib.import_module(f"collector.{name}")
     except ImportError as exc:
         return None, (
-            f"line protocol in pure Python: the C extension collector._lineproto is not "
-            f"built ({exc}; `uv sync` builds it where a C compiler and the Python headers "
-            f"are installed); about 2.4x the line protocol's CPU"
+            f"the C extension collector.{name} is not built ({exc}; `uv sync` builds it "
+            f"where a C compiler and the Python headers are installed)"
         )
-    version = getattr(_lineproto, "VERSION", None)
-    if version != _NATIVE_VERSION:
+    built = getattr(module, "VERSION", None)
+    if built != version:
         return None, (
-            f"line protocol in pure Python: collector._lineproto is version {version}, "
-            f"this code speaks {_NATIVE_VERSION} (rebuild it: uv sync --reinstall-package enoc)"
+            f"collector.{name} is version {built}, this code speaks {version} "
+            f"(rebuild it: uv sync --reinstall-package enoc)"
         )
-    return _lineproto, "line protocol formatted by the C extension collector._lineproto"
+    return module, ""
 
 
-_native, NATIVE = _load_native()
+def _load_native() -> tuple[ModuleType | None, ModuleType | None, str]:
+    """Both C extensions and a line for the log saying which path formats the lines."""
+    lineproto_c, why = _load_extension("_lineproto", _NATIVE_VERSION)
+    if lineproto_c is None:
+        return (
+            None,
+            None,
+            (
+                f"line protocol in pure Python: {why}; several times the CPU a point "
+                f"(docs/collector.md, Performance)"
+            ),
+        )
+    metricsjson_c, why = _load_extension("_metricsjson", _METRICSJSON_VERSION)
+    if metricsjson_c is None:
+        return (
+            lineproto_c,
+            None,
+            (
+                f"line protocol formatted by the C extension collector._lineproto; metrics "
+                f"payloads decoded in Python: {why}"
+            ),
+        )
+    return (
+        lineproto_c,
+        metricsjson_c,
+        (
+            "line protocol formatted by the C extensions collector._metricsjson (payload to "
+            "lines) and collector._lineproto"
+        ),
+    )
+
+
+_native, _metricsjson, NATIVE = _load_native()
 
 
 def zero_upper() -> None:
@@ -93,8 +135,8 @@ def zero_upper() -> None:
 
 
 def native_lineproto() -> bool:
-    """Whether the C extension formats the field sets (NATIVE says which path, and why)."""
-    return _native is not None
+    """Whether both C extensions are in use (NATIVE says which path, and why)."""
+    return _native is not None and _metricsjson is not None
 
 
 def out_of_range_total() -> int:
@@ -239,16 +281,56 @@ def _tags(pairs: list[tuple[str, str]]) -> bytes:
     return "".join(f",{k}={_tag(v)}" for k, v in sorted(pairs) if v).encode()
 
 
-class _DeviceTags:
-    """A device's tag sets: its own, and one per interface (with the measurement name)."""
+# An interface's identity as the wire carries it (`ifIndex,"name","descr","alias"`) and a
+# BGP peer's, checked as `enoc.wire.decode` checks them
+_identity = msgspec.json.Decoder(tuple[int, str, str, str])
+_peer = msgspec.json.Decoder(str)
 
-    __slots__ = ("base", "device_line", "interfaces", "pairs")
+IfEntry = tuple[bytes, bytes, int]  # an interface's raw identity, its tag set, its ifIndex
+PeerEntry = tuple[bytes, bytes]  # a BGP peer's raw identity (its JSON string), its tag set
+
+
+class _DeviceTags:
+    """A device's tag sets: its own, and one per interface (with the measurement name).
+
+    For collector._metricsjson, which compares an interface's identity as it is in the
+    payload with the one at the same place in the device's last poll: `if_shape` and
+    `bgp_shape` hold those, `learn_*` adds one it has not seen there, `index` is the
+    last poll's ifIndex tuple (shared by the recent window's polls)."""
+
+    __slots__ = ("base", "bgp_shape", "device_line", "if_shape", "index", "interfaces", "pairs")
 
     def __init__(self, address: str, device: str, rtc: str, site: str) -> None:
         self.pairs = [("agent_host", address), ("device", device), ("rtc", rtc), ("site", site)]
         self.base = _tags(self.pairs)
         self.device_line = b"device" + self.base + b" "
         self.interfaces: dict[tuple[int, str, str, str], bytes] = {}
+        self.if_shape: list[IfEntry] = []
+        self.bgp_shape: list[PeerEntry] = []
+        self.index: tuple[int, ...] | None = None
+
+    def learn_interface(self, position: int, raw: bytes) -> IfEntry | None:
+        """The entry of an interface identity (None: not what the contract allows)."""
+        try:
+            key = _identity.decode(b"[" + raw + b"]")
+        except msgspec.DecodeError:  # ValidationError too
+            return None
+        entry = (raw, self.interfaces.get(key) or self.interface(key), key[0])
+        _put(self.if_shape, position, entry)
+        return entry
+
+    def learn_bgp(self, position: int, raw: bytes) -> PeerEntry | None:
+        """The entry of a BGP peer's identity (None: not a JSON string)."""
+        try:
+            peer = _peer.decode(raw)
+        except msgspec.DecodeError:
+            return None
+        entry = (raw, self.bgp(peer))
+        _put(self.bgp_shape, position, entry)
+        return entry
+
+    def bgp(self, peer: str) -> bytes:
+        return b"bgp_peer" + _tags([*self.pairs, ("peer", peer)]) + b" "
 
     def interface(self, key: tuple[int, str, str, str]) -> bytes:
         if len(self.interfaces) >= 10_000:
@@ -265,6 +347,13 @@ class _DeviceTags:
         )
         line = self.interfaces[key] = b"interface" + tags + b" "
         return line
+
+
+def _put(shape: list[T], position: int, entry: T) -> None:
+    if position < len(shape):
+        shape[position] = entry
+    else:
+        shape.append(entry)
 
 
 def _device_tags(address: str, device: str, rtc: str, site: str) -> _DeviceTags:
@@ -307,10 +396,30 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
         for b in sample.bgp:
             fields = _fields(b.fields, int64)
             if fields:
-                head_tags = b"bgp_peer" + _tags([*tags.pairs, ("peer", b.peer)]) + b" "
-                extend((head_tags, fields, stamp))
+                extend((tags.bgp(b.peer), fields, stamp))
                 count += 1
     return b"".join(pieces), count
+
+
+# One sample's poll for the recent window: its time, the device's cpu, memory and
+# response_ms values (None when absent), its ifIndex tuple and each interface's in_bps and
+# out_bps as 32-bit floats (NaN when absent): see collector.recent.
+Poll = tuple[float, Value | None, Value | None, Value | None, tuple[int, ...], bytes]
+
+
+def payload_lines(
+    site: str, agent: str, payload: bytes
+) -> tuple[str, bytes, int, list[tuple[str, Poll]]] | None:
+    """A metrics payload received on the topic of `site` and `agent`, in one pass of
+    collector._metricsjson: its rtc, its lines, how many, and each sample's device and
+    poll. None where the extension is not in use or leaves the payload to the general
+    path (`enoc.wire.decode`, then `metrics_chunk`), which writes the same values."""
+    if _metricsjson is None:
+        return None
+    result: tuple[str, bytes, int, list[tuple[str, Poll]]] | None = _metricsjson.lines(
+        payload, site, agent, _device_tags
+    )
+    return result
 
 
 def _interface_lines(

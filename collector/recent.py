@@ -2,12 +2,13 @@
 
 Every metrics message passes through here, so `add` does as little as it can:
 per device poll it keeps the poll's time, three device values (CPU, memory,
-response time) and each interface's in/out bits per second in one compact
-float array, in a ring of the last `slots` polls, and a reference to the
-latest poll. A chart is computed only when a device page asks for it.
+response time) and each interface's in/out bits per second as 32-bit floats in
+one bytes object (`collector.metrics_in` picks them out of the message, in C
+where collector._metricsjson is built), in a ring of the last `slots` polls,
+and a reference to the latest poll. A chart is computed only when a device
+page asks for it.
 
-The latest poll is kept as the payload it came in (`enoc.wire.decode` leaves
-it on the message it decoded, see `payload_of`) and decoded again for a page:
+The latest poll is kept as the payload it came in and decoded again for a page:
 one bytes object per device rather than its poll's hundreds of objects, which
 the garbage collector would walk and which, freed a poll later from cold
 memory, cost more than the rest of the window. A message built in memory
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import math
 import ssl
-from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -39,19 +39,20 @@ import aiohttp
 
 from collector.config import InfluxConfig, RecentConfig
 from collector.influx import ssl_context
+from collector.lineproto import Poll
+from collector.metrics_in import Metrics, number
 from enoc.logs import StateLogger, get_logger
-from enoc.wire import DeviceSample, MetricsMessage, Value, decode, payload_of, topic
+from enoc.wire import DeviceSample, MetricsMessage, Value, decode, topic
 
 log = get_logger("enoc.collector.recent")
 
 DEVICE_SERIES = ("cpu", "memory", "response_ms")
 INTERFACE_SERIES = ("in_bps", "out_bps")
-_NAN = float("nan")
 
-# One poll in the ring: its time, the device's raw CPU, memory and response time, the
-# poll's ifIndex order (one tuple shared by the polls that have the same) and the
-# interfaces' in/out values in that order, interleaved, as 32-bit floats.
-_Poll = tuple[float, Value | None, Value | None, Value | None, tuple[int, ...], "array[float]"]
+# One poll in the ring (collector.lineproto.Poll): its time, the device's raw CPU, memory
+# and response time, the poll's ifIndex order (one tuple shared by the polls that have the
+# same) and the interfaces' in/out values in that order, interleaved, as 32-bit floats.
+_Poll = Poll
 
 
 class _Device:
@@ -74,52 +75,31 @@ class RecentValues:
         self.max_devices = max_devices
         self.devices: dict[tuple[str, str], _Device] = {}
 
-    def add(self, message: MetricsMessage) -> None:
-        site = message.site
-        payload = payload_of(message)
+    def add(self, metrics: Metrics) -> None:
+        site, agent, rtc, latest = metrics.site, metrics.agent, metrics.rtc, metrics.latest
         devices = self.devices
-        for n, sample in enumerate(message.samples):
-            key = (site, sample.device)
+        for n, (device, poll) in enumerate(metrics.polls):
+            key = (site, device)
             entry = devices.get(key)
             if entry is None:
                 if len(devices) >= self.max_devices:
                     continue
-                entry = devices[key] = _Device(site, message.rtc, message.agent, self.slots)
-            ts = sample.ts
+                entry = devices[key] = _Device(site, rtc, agent, self.slots)
+            ts = poll[0]
             if ts < entry.ts:
                 continue  # a replayed older poll: the window shows the present
             entry.ts = ts
-            entry.agent = message.agent
-            entry.rtc = message.rtc
-            entry.latest = sample if payload is None else (payload, message.agent, n)
-            ifs = sample.interfaces
-            index = tuple([i.if_index for i in ifs])
-            if index == entry.index:
-                index = entry.index  # one tuple for every poll of the same interfaces
+            entry.agent = agent
+            entry.rtc = rtc
+            entry.latest = (latest, agent, n) if isinstance(latest, bytes) else latest[n]
+            index = poll[4]
+            if index is entry.index:
+                entry.polls.append(poll)
+            elif index == entry.index:  # one tuple for every poll of the same interfaces
+                entry.polls.append((*poll[:4], entry.index, poll[5]))
             else:
                 entry.index = index
-            rates: list[Any] = [
-                x
-                for i in ifs
-                for x in (i.fields.get("in_bps", _NAN), i.fields.get("out_bps", _NAN))
-            ]
-            try:
-                values = array("f", rates)
-            except (TypeError, OverflowError):  # a string, or an int beyond a double
-                values = array(
-                    "f", [_number(i.fields.get(k)) for i in ifs for k in INTERFACE_SERIES]
-                )
-            fields = sample.fields
-            entry.polls.append(
-                (
-                    ts,
-                    fields.get("cpu"),
-                    fields.get("memory"),
-                    fields.get("response_ms"),
-                    index,
-                    values,
-                )
-            )
+                entry.polls.append(poll)
 
     def device(self, site: str, device: str) -> dict[str, Any] | None:
         entry = self.devices.get((site, device))
@@ -132,9 +112,9 @@ class RecentValues:
         times = [p[0] for p in polls]
         history: dict[str, Any] = {"t": times}
         columns = (
-            [_shown(_number(p[1])) for p in polls],
-            [_shown(_number(p[2])) for p in polls],
-            [_shown(_number(p[3])) for p in polls],
+            [_shown(number(p[1])) for p in polls],
+            [_shown(number(p[2])) for p in polls],
+            [_shown(number(p[3])) for p in polls],
         )
         for name, series in zip(DEVICE_SERIES, columns, strict=True):
             if any(v is not None for v in series):
@@ -184,10 +164,11 @@ def _interface_history(
     times: list[float] = []
     ins: list[float | None] = []
     outs: list[float | None] = []
-    for ts, _cpu, _memory, _response, index, values in polls:
+    for ts, _cpu, _memory, _response, index, rates in polls:
         place = places[id(index)].get(if_index)
         if place is None:
             continue  # not in that poll
+        values = memoryview(rates).cast("f")
         times.append(ts)
         ins.append(_shown(values[2 * place]))
         outs.append(_shown(values[2 * place + 1]))
@@ -196,16 +177,6 @@ def _interface_history(
         if any(v is not None for v in series):
             history[name] = series
     return history
-
-
-def _number(value: Value | None) -> float:
-    """A value as the window keeps it: a 32-bit float, NaN for what is not a number."""
-    if isinstance(value, int | float):
-        try:
-            return array("f", [value])[0]
-        except OverflowError:
-            return _NAN
-    return _NAN
 
 
 def _shown(value: float) -> float | None:

@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import aiomqtt
@@ -20,6 +21,7 @@ import yaml
 from collectorkit import collector_config, collector_process_command, eventually, running_collector
 
 from collector.app import Collector
+from collector.metrics_in import Metrics
 from collector.model import IncidentChange
 from enoc.localservers import Mosquitto, VictoriaMetrics
 from enoc.wire import (
@@ -316,14 +318,20 @@ async def test_the_metrics_lane_holds_no_more_than_max_unacked_whatever_the_brok
         [InterfaceSample(i, f"ge-{i}", "", "", {"in_bps": 1.5}) for i in range(100)],
     )
     lines = b"".join(
-        encode(MetricsMessage("agent-1", "lab", "emea", seq, T0, samples=[sample])) + b"\n"
+        encode(
+            MetricsMessage(
+                "agent-1", "lab", "emea", seq, T0, samples=[replace(sample, ts=T0 + seq)]
+            )
+        )
+        + b"\n"
         for seq in range(1000)
     )
     size = len(lines) // 1000
     held: list[tuple[int, Callable[[], None]]] = []
 
-    async def on_metrics(message: MetricsMessage, ack: Callable[[], None]) -> None:
-        held.append((message.seq, ack))
+    async def on_metrics(metrics: Metrics, ack: Callable[[], None]) -> None:
+        ((_device, (ts, *_)),) = metrics.polls
+        held.append((round(ts - T0), ack))  # which message: its poll's time
 
     async def ignore(*_: object) -> None:
         return None

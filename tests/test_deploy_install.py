@@ -104,9 +104,10 @@ def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
     assert fine.stdout.strip().endswith("ok (agent)")
 
 
-def test_a_plain_wheel_has_the_collectors_c_extension(tmp_path: Path) -> None:
-    """For a collector without containers: the same wheel with collector._lineproto
-    compiled in (for this Python and machine), used once installed."""
+def test_a_plain_wheel_has_the_collectors_c_extensions(tmp_path: Path) -> None:
+    """For a collector without containers: the same wheel with collector._lineproto and
+    collector._metricsjson compiled in (for this Python and machine), used once
+    installed."""
     uv = shutil.which("uv") or str(Path.home() / ".local/bin/uv")
     dist = tmp_path / "dist"
     env = {k: v for k, v in os.environ.items() if k != "ENOC_PURE_PYTHON"}
@@ -122,8 +123,9 @@ def test_a_plain_wheel_has_the_collectors_c_extension(tmp_path: Path) -> None:
     (wheel,) = dist.glob("enoc-*.whl")
     assert wheel.name.startswith("enoc-0.1.0-cp3"), wheel.name
     names = zipfile.ZipFile(wheel).namelist()
-    assert [n for n in names if n.startswith("collector/_lineproto.") and n.endswith(".so")]
-    assert "collector/_lineproto.pyi" in names and "collector/_lineproto.c" not in names
+    for module in ("_lineproto", "_metricsjson"):
+        assert [n for n in names if n.startswith(f"collector/{module}.") and n.endswith(".so")]
+        assert f"collector/{module}.pyi" in names and f"collector/{module}.c" not in names
     venv = tmp_path / "venv"
     site = tmp_path / "site"
     site.mkdir()
@@ -131,6 +133,7 @@ def test_a_plain_wheel_has_the_collectors_c_extension(tmp_path: Path) -> None:
     env_python = str(venv / "bin" / "python")
     # the extension needs nothing but the interpreter: no dependencies installed here
     run(uv, "pip", "install", "--python", env_python, "--no-deps", str(wheel), cwd=site)
-    native = "import collector._lineproto as n, pathlib; print(n.VERSION, n.__file__)"
-    version, where = run(env_python, "-c", native, cwd=site).stdout.split()
-    assert version == "1" and where.startswith(str(venv)), where
+    for module, built_version in (("_lineproto", "2"), ("_metricsjson", "1")):
+        native = f"import collector.{module} as n; print(n.VERSION, n.__file__)"
+        version, where = run(env_python, "-c", native, cwd=site).stdout.split()
+        assert version == built_version and where.startswith(str(venv)), where

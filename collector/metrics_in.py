@@ -1,0 +1,96 @@
+"""A metrics message as the collector uses it: its line protocol and its polls.
+
+The collector does two things with a metrics message: it writes its points to
+InfluxDB and keeps each device's values in the recent window (the console's
+device page). `read` makes both from the payload. Where the C extension
+collector._metricsjson is built, one pass over the JSON writes the lines and
+picks the window's values out (`lineproto.payload_lines`): no Python object
+per value. A payload it does not take (one it is not sure of, see
+collector/_metricsjson.c) and every payload without the extension go the
+general way: `enoc.wire.decode` checks it and names what is wrong, then
+`lineproto.metrics_chunk` formats the message, the reference the fast pass is
+tested against.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from typing import Any
+
+from collector.lineproto import Poll, metrics_chunk, payload_lines
+from enoc.wire import DeviceSample, MetricsMessage, Value, decode, payload_of, topic
+
+_NAN = float("nan")
+
+
+@dataclass(slots=True)
+class Metrics:
+    site: str
+    agent: str
+    rtc: str
+    lines: bytes  # line protocol, each line ending in a newline
+    points: int  # how many lines
+    polls: list[tuple[str, Poll]]  # each sample's device and its poll for the recent window
+    # what the window keeps of a device's latest poll: the payload (decoded again for a
+    # device page), or the samples of a message built in memory
+    latest: bytes | list[DeviceSample]
+
+
+def read(site: str, agent: str, payload: bytes) -> Metrics:
+    """A metrics payload received on the topic of `site` and `agent`; raises WireError as
+    `enoc.wire.decode` does."""
+    fast = payload_lines(site, agent, payload)
+    if fast is not None:
+        rtc, lines, points, polls = fast
+        return Metrics(site, agent, rtc, lines, points, polls, payload)
+    message = decode(topic(site, agent, "metrics"), payload)
+    assert isinstance(message, MetricsMessage)  # a metrics topic decodes as metrics
+    return of(message)
+
+
+def of(message: MetricsMessage) -> Metrics:
+    """The general way: a decoded message, or one built in memory."""
+    lines, points = metrics_chunk(message)
+    payload = payload_of(message)
+    return Metrics(
+        message.site,
+        message.agent,
+        message.rtc,
+        lines,
+        points,
+        [(s.device, poll_of(s)) for s in message.samples],
+        message.samples if payload is None else payload,
+    )
+
+
+def poll_of(sample: DeviceSample) -> Poll:
+    """What the recent window keeps of one poll (collector._metricsjson picks the same out
+    of the payload)."""
+    interfaces = sample.interfaces
+    rates: list[Any] = [
+        x for i in interfaces for x in (i.fields.get("in_bps", _NAN), i.fields.get("out_bps", _NAN))
+    ]
+    try:
+        values = array("f", rates)
+    except (TypeError, OverflowError):  # a string, or an int beyond a double
+        values = array("f", [number(x) for x in rates])
+    fields = sample.fields
+    return (
+        sample.ts,
+        fields.get("cpu"),
+        fields.get("memory"),
+        fields.get("response_ms"),
+        tuple([i.if_index for i in interfaces]),
+        values.tobytes(),
+    )
+
+
+def number(value: Value | None) -> float:
+    """A value as the window keeps it: a 32-bit float, NaN for what is not a number."""
+    if isinstance(value, int | float):
+        try:
+            return array("f", [value])[0]
+        except OverflowError:
+            return _NAN
+    return _NAN
