@@ -59,7 +59,7 @@
 /* Bytes of names remembered per kind of set for the duplicate check. */
 #define SHAPE_BYTES 2048
 
-enum { FALLBACK = 0, DONE = 1, FAILED = -1 };
+enum { FALLBACK = 0, DONE = 1, FAILED = -1, MORE = 2 };
 #define TRY(expr)              \
     do {                       \
         int try_ = (expr);     \
@@ -107,6 +107,36 @@ expect(Parser *p, char c)
     if (p->i < p->n && p->s[p->i] == c) {
         p->i++;
         return DONE;
+    }
+    return FALLBACK;
+}
+
+/* `open` at the cursor (after white space), consumed: MORE when elements follow, DONE
+   when `close` follows at once (consumed too), else FALLBACK. */
+static inline int
+opening(Parser *p, char open, char close)
+{
+    TRY(expect(p, open));
+    skip_ws(p);
+    if (p->i < p->n && p->s[p->i] == close) {
+        p->i++;
+        return DONE;
+    }
+    return MORE;
+}
+
+/* After an element or a member: MORE on a comma, DONE on `close` (either consumed), else
+   FALLBACK. */
+static inline int
+next_or_end(Parser *p, char close)
+{
+    skip_ws(p);
+    if (p->i < p->n) {
+        char c = p->s[p->i];
+        if (c == ',' || c == close) {
+            p->i++;
+            return c == ',' ? MORE : DONE;
+        }
     }
     return FALLBACK;
 }
@@ -831,24 +861,11 @@ field_set(Parser *p, int kind, Taken *taken, Py_ssize_t *count)
                 TRY(number_object(p, &num, slot));
             }
         }
-        if (s[p->i] == ',') {
-            p->i++;
-            continue;
-        }
-        if (s[p->i] == '}') {
-            p->i++;
+        int more = next_or_end(p, '}');
+        if (more != MORE) {
+            TRY(more);
             break;
         }
-        skip_ws(p);
-        if (s[p->i] == ',') {
-            p->i++;
-            continue;
-        }
-        if (s[p->i] == '}') {
-            p->i++;
-            break;
-        }
-        return FALLBACK;
     }
     *count = k + 1;
     return distinct(s, start, len, *count, same, shape) ? DONE : FALLBACK;
@@ -965,93 +982,56 @@ identity(Parser *p, PyObject *tags, PyObject *shape, PyObject *learn, Py_ssize_t
     return DONE;
 }
 
-/* `"ifs": [[ifIndex, "name", "descr", "alias", {fields}], ...]` */
+/* The rows of `"ifs": [[ifIndex, "name", "descr", "alias", {fields}], ...]` (kind
+   INTERFACE_SET) or of `"bgp": [["peer", {fields}], ...]` (BGP_SET): a line each (none for
+   an empty set), its tag set found by the row's identity (all before the fields) in
+   `shape`, learned through `tags.<learn>`; an interface also goes to the recent window. */
 static int
-interfaces(Parser *p, Sample *m, PyObject *shape, PyObject *learn)
+rows(Parser *p, Sample *m, int kind, PyObject *shape, PyObject *learn)
 {
-    TRY(expect(p, '['));
-    skip_ws(p);
-    if (p->i < p->n && p->s[p->i] == ']') {
-        p->i++;
-        return DONE;
-    }
-    for (Py_ssize_t position = 0;; position++) {
+    int more = opening(p, '[', ']');
+    for (Py_ssize_t position = 0; more == MORE; position++) {
         TRY(expect(p, '['));
         skip_ws(p);
-        Py_ssize_t start = p->i, end, a, b;
+        Py_ssize_t start = p->i, a, b;
         int escaped;
-        Number num;
-        TRY(scan_number(p, &num));
-        if (num.is_float) {
-            return FALLBACK;
+        if (kind == INTERFACE_SET) { /* the ifIndex, then name, descr and alias */
+            Number num;
+            TRY(scan_number(p, &num));
+            if (num.is_float) {
+                return FALLBACK;
+            }
+            for (int k = 0; k < 3; k++) {
+                TRY(expect(p, ','));
+                TRY(scan_string(p, &a, &b, &escaped));
+            }
         }
-        for (int k = 0; k < 3; k++) {
-            TRY(expect(p, ','));
+        else { /* the peer */
             TRY(scan_string(p, &a, &b, &escaped));
         }
-        end = p->i;
+        Py_ssize_t end = p->i;
         TRY(expect(p, ','));
         PyObject *entry;
-        TRY(identity(p, m->tags, shape, learn, position, start, end, 3, &entry));
+        Py_ssize_t entry_len = kind == INTERFACE_SET ? 3 : 2;
+        TRY(identity(p, m->tags, shape, learn, position, start, end, entry_len, &entry));
         Py_ssize_t line_start = p->at, count;
         Taken taken = {Py_NAN, Py_NAN, NULL, NULL, NULL};
         int done = put_bytes(p, PyTuple_GET_ITEM(entry, 1));
         if (done == DONE) {
-            done = field_set(p, INTERFACE_SET, &taken, &count);
+            done = field_set(p, kind, &taken, &count);
         }
         if (done == DONE) {
             done = finish_line(p, line_start, count, m->stamp, m->stamp_len);
         }
-        if (done == DONE) {
+        if (done == DONE && kind == INTERFACE_SET) {
             done = sample_push(m, PyTuple_GET_ITEM(entry, 2), taken.in_bps, taken.out_bps);
         }
         Py_DECREF(entry);
         TRY(done);
         TRY(expect(p, ']'));
-        skip_ws(p);
-        if (p->i < p->n && p->s[p->i] == ',') {
-            p->i++;
-            continue;
-        }
-        return expect(p, ']');
+        more = next_or_end(p, ']');
     }
-}
-
-/* `"bgp": [["peer", {fields}], ...]` */
-static int
-bgp_peers(Parser *p, Sample *m, PyObject *shape, PyObject *learn)
-{
-    TRY(expect(p, '['));
-    skip_ws(p);
-    if (p->i < p->n && p->s[p->i] == ']') {
-        p->i++;
-        return DONE;
-    }
-    for (Py_ssize_t position = 0;; position++) {
-        TRY(expect(p, '['));
-        skip_ws(p);
-        Py_ssize_t start = p->i, a, b;
-        int escaped;
-        TRY(scan_string(p, &a, &b, &escaped));
-        Py_ssize_t end = p->i;
-        TRY(expect(p, ','));
-        PyObject *entry;
-        TRY(identity(p, m->tags, shape, learn, position, start, end, 2, &entry));
-        Py_ssize_t line_start = p->at, count;
-        Taken taken = {Py_NAN, Py_NAN, NULL, NULL, NULL};
-        int done = put_bytes(p, PyTuple_GET_ITEM(entry, 1));
-        Py_DECREF(entry);
-        TRY(done);
-        TRY(field_set(p, BGP_SET, &taken, &count));
-        TRY(finish_line(p, line_start, count, m->stamp, m->stamp_len));
-        TRY(expect(p, ']'));
-        skip_ws(p);
-        if (p->i < p->n && p->s[p->i] == ',') {
-            p->i++;
-            continue;
-        }
-        return expect(p, ']');
-    }
+    return more;
 }
 
 /* The ifIndex tuple of the sample: the one kept on the tags when it holds the same
@@ -1116,8 +1096,8 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
         result = FALLBACK;       \
         goto done;               \
     } while (0)
-    STEP(expect(p, '{'));
-    for (;;) {
+    int more = opening(p, '{', '}');
+    for (; more == MORE; more = next_or_end(p, '}')) {
         Py_ssize_t a, b;
         int escaped;
         STEP(scan_string(p, &a, &b, &escaped));
@@ -1189,20 +1169,15 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
                     result = FAILED;
                     goto done;
                 }
-                result = stage_of == 2 ? interfaces(p, &m, shape, ctx->learn_interface)
-                                       : bgp_peers(p, &m, shape, ctx->learn_bgp);
+                result = stage_of == 2
+                             ? rows(p, &m, INTERFACE_SET, shape, ctx->learn_interface)
+                             : rows(p, &m, BGP_SET, shape, ctx->learn_bgp);
                 Py_DECREF(shape);
                 STEP(result);
             }
         }
-        skip_ws(p);
-        if (p->i < p->n && p->s[p->i] == ',') {
-            p->i++;
-            continue;
-        }
-        STEP(expect(p, '}'));
-        break;
     }
+    STEP(more);
     if (seen != (S_DEVICE | S_ADDRESS | S_TS)) {
         NOT_FOR_US(); /* a member missing: the general path names it */
     }
@@ -1273,8 +1248,8 @@ message(Parser *p, Context *ctx, PyObject *agent, PyObject *polls)
     }
     const char *s = p->s;
     int seen = 0;
-    TRY(expect(p, '{'));
-    for (;;) {
+    int more = opening(p, '{', '}');
+    for (; more == MORE; more = next_or_end(p, '}')) {
         Py_ssize_t a, b;
         int escaped;
         TRY(scan_string(p, &a, &b, &escaped));
@@ -1335,31 +1310,14 @@ message(Parser *p, Context *ctx, PyObject *agent, PyObject *polls)
             if (!(seen & M_RTC)) {
                 return FALLBACK;
             }
-            TRY(expect(p, '['));
-            skip_ws(p);
-            if (p->i < p->n && p->s[p->i] == ']') {
-                p->i++;
-                break;
-            }
-            for (;;) {
+            int element = opening(p, '[', ']');
+            for (; element == MORE; element = next_or_end(p, ']')) {
                 TRY(sample(p, ctx, polls));
-                skip_ws(p);
-                if (p->i < p->n && p->s[p->i] == ',') {
-                    p->i++;
-                    continue;
-                }
-                TRY(expect(p, ']'));
-                break;
             }
+            TRY(element);
         }
-        skip_ws(p);
-        if (p->i < p->n && p->s[p->i] == ',') {
-            p->i++;
-            continue;
-        }
-        TRY(expect(p, '}'));
-        break;
     }
+    TRY(more);
     skip_ws(p);
     if (p->i != p->n || (seen & M_REQUIRED) != M_REQUIRED) {
         return FALLBACK;

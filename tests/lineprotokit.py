@@ -7,7 +7,9 @@ from __future__ import annotations
 import math
 import random
 import struct
+import urllib.request
 
+from enoc.localservers import InfluxDB1, VictoriaMetrics
 from enoc.wire import BgpSample, DeviceSample, InterfaceSample, MetricsMessage, Value
 
 T0 = 1_790_000_000.25
@@ -177,3 +179,27 @@ def random_message(rng: random.Random, wire: bool) -> MetricsMessage:
                 if wire and type(v) is float and not math.isfinite(v):
                     f[k] = 0.5
     return message(*samples)
+
+
+def victoria_device_fields(victoria_metrics: VictoriaMetrics, body: bytes) -> dict[str, float]:
+    """Lines of measurement `device` written to VictoriaMetrics (InfluxDB line protocol,
+    ms), read back: each field's first value by name."""
+    request = urllib.request.Request(
+        f"{victoria_metrics.url}/write?precision=ms", data=body, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+    return {
+        row["metric"]["__name__"].removeprefix("device_"): row["values"][0]
+        for row in victoria_metrics.export('{__name__=~"device_.*"}')
+    }
+
+
+def influxdb1_device_row(influxdb1: InfluxDB1, db: str, body: bytes) -> dict[str, object]:
+    """Lines of measurement `device` (one point) written to a new database of InfluxDB 1.6,
+    read back as its row: column name to value."""
+    influxdb1.create_database(db)
+    assert influxdb1.write(db, body.decode(), precision="ms") == 204
+    result = influxdb1.query("SELECT * FROM device", db=db)
+    series = result["results"][0]["series"][0]
+    return dict(zip(series["columns"], series["values"][0], strict=True))

@@ -26,10 +26,12 @@ from isal import igzip
 from lineprotokit import (
     T0,
     expected,
+    influxdb1_device_row,
     message,
     parse_fields,
     random_message,
     split_line,
+    victoria_device_fields,
     writable,
 )
 
@@ -266,25 +268,14 @@ def edge_lines() -> bytes:
 
 @pytest.mark.servers
 def test_victoria_metrics_reads_back_the_numbers_written(victoria_metrics: VictoriaMetrics) -> None:
-    request = urllib.request.Request(
-        f"{victoria_metrics.url}/write?precision=ms", data=edge_lines(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 204
-    got = {
-        row["metric"]["__name__"].removeprefix("device_"): row["values"][0]
-        for row in victoria_metrics.export('{__name__=~"device_.*"}')
+    assert victoria_device_fields(victoria_metrics, edge_lines()) == {
+        k: float(v) for k, v in {**EDGE_FLOATS, **EDGE_INTS}.items()
     }
-    assert got == {k: float(v) for k, v in {**EDGE_FLOATS, **EDGE_INTS}.items()}
 
 
 @pytest.mark.servers
 def test_influxdb_1_reads_back_the_numbers_and_types_written(influxdb1: InfluxDB1) -> None:
-    influxdb1.create_database("lp")
-    assert influxdb1.write("lp", edge_lines().decode(), precision="ms") == 204
-    result = influxdb1.query("SELECT * FROM device", db="lp")
-    series = result["results"][0]["series"][0]
-    row = dict(zip(series["columns"], series["values"][0], strict=True))
+    row = influxdb1_device_row(influxdb1, "lp", edge_lines())
     assert {k: row[k] for k in EDGE_FLOATS} == EDGE_FLOATS
     assert {k: row[k] for k in EDGE_INTS} == EDGE_INTS
     fields = influxdb1.query("SHOW FIELD KEYS FROM device", db="lp")

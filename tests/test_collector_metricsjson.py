@@ -12,14 +12,19 @@ import random
 import re
 import struct
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 import pytest
-from lineprotokit import parse_fields, random_message, split_line
+from lineprotokit import (
+    influxdb1_device_row,
+    parse_fields,
+    random_message,
+    split_line,
+    victoria_device_fields,
+)
 
 from collector import lineproto
 from collector.lineproto import payload_lines
@@ -605,24 +610,11 @@ def exponent_lines() -> bytes:
 def test_victoria_metrics_reads_exponents_as_their_values(
     victoria_metrics: VictoriaMetrics,
 ) -> None:
-    request = urllib.request.Request(
-        f"{victoria_metrics.url}/write?precision=ms", data=exponent_lines(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 204
-    got = {
-        row["metric"]["__name__"].removeprefix("device_"): row["values"][0]
-        for row in victoria_metrics.export('{__name__=~"device_.*"}')
-    }
-    assert got == EXPONENTS
+    assert victoria_device_fields(victoria_metrics, exponent_lines()) == EXPONENTS
 
 
 @native
 @pytest.mark.servers
 def test_influxdb_1_reads_exponents_as_their_values(influxdb1: InfluxDB1) -> None:
-    influxdb1.create_database("exp")
-    assert influxdb1.write("exp", exponent_lines().decode(), precision="ms") == 204
-    result = influxdb1.query("SELECT * FROM device", db="exp")
-    series = result["results"][0]["series"][0]
-    row = dict(zip(series["columns"], series["values"][0], strict=True))
+    row = influxdb1_device_row(influxdb1, "exp", exponent_lines())
     assert {k: row[k] for k in EXPONENTS} == EXPONENTS
