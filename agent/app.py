@@ -418,7 +418,12 @@ class Agent:
         if c.traps is not None:
             communities, users = self._trap_credentials
             self.traps = TrapReceiver(communities=communities, users=users, on_trap=self._on_trap)
-            self.trap_address = await self.traps.start(c.traps.listen.host, c.traps.listen.port)
+            try:
+                self.trap_address = await self.traps.start(c.traps.listen.host, c.traps.listen.port)
+            except BaseException:  # the port taken, say: what is open is closed again
+                self.client.close()
+                self.publisher.close()
+                raise
             log.info("receiving traps on %s:%d", *self.trap_address)
         log.info(
             "agent %s/%s polling %d devices every %gs",

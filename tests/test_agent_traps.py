@@ -343,3 +343,40 @@ async def test_the_agent_answers_no_get_or_set_on_its_trap_port_or_its_polling_s
             assert agent.traps.stats.received == 2 and agent.traps.stats.informs == 1
     kinds = sorted(e.kind for e in listener.all_events())
     assert kinds == ["reboot", "trap"], kinds
+
+
+async def test_an_agent_whose_trap_port_is_taken_fails_and_leaves_nothing_open(
+    tmp_path: Path,
+) -> None:
+    """The port in use (another program, or an agent already running) ends the start with
+    EADDRINUSE, and what the agent opened before it (its SNMP socket, its spool) is closed:
+    a caller may try again in the same process (enoc demo does)."""
+    import errno
+
+    from agent.app import Agent
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text("devices: []\ncredentials: {}\n")
+    path = agent_config(
+        tmp_path, "mqtt://127.0.0.1:9", inventory, traps_port=taken.getsockname()[1]
+    )
+    try:
+        agent = Agent(path)
+        open_before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(OSError, match="in use") as refused:
+            await agent.run(asyncio.Event())
+        assert refused.value.errno == errno.EADDRINUSE
+        assert agent.client._transport is None
+        await asyncio.sleep(0.1)  # a transport lets its socket go on the loop's next turn
+        assert len(os.listdir("/proc/self/fd")) <= open_before
+        again = Agent(path)  # the same spool, at once
+        stop = asyncio.Event()
+        taken.close()
+        run = asyncio.create_task(again.run(stop))
+        await asyncio.wait_for(again.ready.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(run, 30)
+    finally:
+        taken.close()
