@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
 import sys
@@ -33,6 +34,7 @@ log = logging.getLogger("enoc.demo")
 HOST = "127.0.0.1"
 DEMO_USER = "noc"
 STORY_PERIOD = 360.0  # seconds: the story starts over
+TRAP_PORT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,12 @@ class Demo:
     async def run(self, stop: asyncio.Event) -> None:
         import tempfile
 
-        from agent.app import Agent
         from collector.app import Collector
         from collector.config import CollectorConfig
         from enoc.config import load_config
         from simulators.fleet import build_devices, default_fleet_spec
         from simulators.inventory_out import inventory
-        from simulators.server import Simulator, TrapReceiver
+        from simulators.server import Simulator
 
         o = self.options
         started = time.monotonic()
@@ -164,9 +165,8 @@ class Demo:
                 spec = replace(spec, port=free_port("udp", "127.16.0.1"))
                 devices = build_devices(spec, time.time())
                 sites = sorted({(d.site, d.rtc) for d in devices})
-                trap_ports = {site: free_port("udp") for site, _ in sites}
-                receivers = [TrapReceiver(HOST, trap_ports[s], site=s) for s, _ in sites]
-                self.sim = Simulator(devices, trap_receivers=receivers)
+                # each site's trap receiver is added once its agent listens (_start_agent)
+                self.sim = Simulator(devices)
                 await self.sim.start()
                 full = inventory(self.sim, devices)
 
@@ -187,11 +187,7 @@ class Demo:
                 for site, rtc in sites:
                     link = self.links[site] = WanLink(site, (HOST, broker_port))
                     await link.start()
-                    path = self._agent_config(state, site, rtc, full, link.port, trap_ports[site])
-                    agent = self.agents[site] = Agent(path)
-                    task = asyncio.create_task(agent.run(stop), name=f"agent[{site}]")
-                    self.tasks.append(task)
-                    await _first(task, agent.ready.wait(), f"agent {site}")
+                    await self._start_agent(state, site, rtc, full, link.port, stop)
 
                 self.say(
                     f"\nenoc demo: {len(devices)} simulated devices at {len(sites)} sites, "
@@ -213,6 +209,37 @@ class Demo:
             finally:
                 stop.set()
                 await self._shutdown(broker)
+
+    async def _start_agent(
+        self,
+        state: Path,
+        site: str,
+        rtc: str,
+        full: dict[str, Any],
+        wan_port: int,
+        stop: asyncio.Event,
+    ) -> None:
+        """Start the site's agent with a trap port chosen free just before, again with
+        another if a program took that one first (a port can only be chosen ahead), then
+        send the site's traps there."""
+        from agent.app import Agent
+        from simulators.server import TrapReceiver
+
+        assert self.sim is not None
+        for attempt in range(TRAP_PORT_ATTEMPTS):
+            trap_port = free_port("udp")
+            agent = Agent(self._agent_config(state, site, rtc, full, wan_port, trap_port))
+            task = asyncio.create_task(agent.run(stop), name=f"agent[{site}]")
+            try:
+                await _first(task, agent.ready.wait(), f"agent {site}")
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == TRAP_PORT_ATTEMPTS - 1:
+                    raise
+                continue
+            self.tasks.append(task)
+            self.agents[site] = agent
+            self.sim.trap_receivers.append(TrapReceiver(HOST, trap_port, site=site))
+            return
 
     async def _shutdown(self, broker: Any) -> None:
         self.say("enoc demo: stopping...")

@@ -275,3 +275,55 @@ def test_readme_first_command_shows_live_data_and_ctrl_c_leaves_nothing(tmp_path
         if process.poll() is None:
             process.wait()
         out.close()
+
+
+async def test_a_trap_port_taken_before_the_agent_binds_it_is_chosen_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trap port is chosen free before the agent binds it, and another program can take it
+    in between (a parallel test did, once): the demo then starts the agent again with
+    another port, and the site's traps go to the one the agent listens on."""
+    import asyncio
+
+    from enoc import demo
+    from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
+    from simulators.inventory_out import inventory
+    from simulators.server import Simulator
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    ports = iter([taken.getsockname()[1], free_port("udp")])
+    handed: list[int] = []
+
+    def next_port(kind: str = "tcp", host: str = "127.0.0.1") -> int:
+        assert kind == "udp"
+        handed.append(next(ports))
+        return handed[-1]
+
+    monkeypatch.setattr(demo, "free_port", next_port)
+    spec = FleetSpec(
+        sites=[SiteSpec("nyc", "americas", devices=[DeviceGroup("ce-router", 1, 2)])],
+        port=free_port("udp", "127.16.0.1"),
+    )
+    devices = build_devices(spec, time.time())
+    the_demo = demo.Demo(demo.DemoOptions(state_dir=tmp_path, say=lambda _: None))
+    the_demo.sim = Simulator(devices)
+    stop = asyncio.Event()
+    await the_demo.sim.start()
+    try:
+        full = inventory(the_demo.sim, devices)
+        await the_demo._start_agent(tmp_path, "nyc", "americas", full, free_port(), stop)
+        agent = the_demo.agents["nyc"]
+        assert len(handed) == 2 and agent.trap_address == ("127.0.0.1", handed[1])
+        (receiver,) = the_demo.sim.trap_receivers
+        assert (receiver.port, receiver.site) == (handed[1], "nyc")
+        the_demo.sim.inject(devices[0].name, {"kind": "link_down", "ifIndex": 1})
+        deadline = time.monotonic() + 10
+        while agent.traps.stats.received == 0:
+            assert time.monotonic() < deadline, "the simulator's linkDown never reached the agent"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.gather(*the_demo.tasks)
+        await the_demo.sim.stop()
+        taken.close()
