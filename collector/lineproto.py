@@ -315,7 +315,8 @@ class _DeviceTags:
             key = _identity.decode(b"[" + raw + b"]")
         except msgspec.DecodeError:  # ValidationError too
             return None
-        entry = (raw, self.interfaces.get(key) or self.interface(key), key[0])
+        # not cached under the decoded key as well: the shape holds it (half the memory)
+        entry = (raw, self.interfaces.get(key) or self._interface_line(key), key[0])
         _put(self.if_shape, position, entry)
         return entry
 
@@ -333,8 +334,13 @@ class _DeviceTags:
         return b"bgp_peer" + _tags([*self.pairs, ("peer", peer)]) + b" "
 
     def interface(self, key: tuple[int, str, str, str]) -> bytes:
+        """An interface's tag set, cached under `key` (for the general path)."""
         if len(self.interfaces) >= 10_000:
             self.interfaces.clear()
+        line = self.interfaces[key] = self._interface_line(key)
+        return line
+
+    def _interface_line(self, key: tuple[int, str, str, str]) -> bytes:
         if_index, name, descr, alias = key
         tags = _tags(
             [
@@ -345,8 +351,7 @@ class _DeviceTags:
                 ("ifAlias", alias),
             ]
         )
-        line = self.interfaces[key] = b"interface" + tags + b" "
-        return line
+        return b"interface" + tags + b" "
 
 
 def _put(shape: list[T], position: int, entry: T) -> None:

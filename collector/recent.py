@@ -49,10 +49,6 @@ log = get_logger("enoc.collector.recent")
 DEVICE_SERIES = ("cpu", "memory", "response_ms")
 INTERFACE_SERIES = ("in_bps", "out_bps")
 
-# One poll in the ring (collector.lineproto.Poll): its time, the device's raw CPU, memory
-# and response time, the poll's ifIndex order (one tuple shared by the polls that have the
-# same) and the interfaces' in/out values in that order, interleaved, as 32-bit floats.
-_Poll = Poll
 
 
 class _Device:
@@ -66,7 +62,10 @@ class _Device:
         # the latest poll: (payload, its topic, the sample's place in it), or the sample
         self.latest: tuple[bytes, str, int] | DeviceSample | None = None
         self.index: tuple[int, ...] = ()
-        self.polls: deque[_Poll] = deque(maxlen=slots)
+        # the ring (collector.lineproto.Poll): each poll's time, the device's raw CPU, memory
+        # and response time, the ifIndex order (one tuple shared by the polls that have the
+        # same) and the interfaces' in/out values in that order, interleaved, as 32-bit floats
+        self.polls: deque[Poll] = deque(maxlen=slots)
 
 
 class RecentValues:
@@ -159,7 +158,7 @@ def _latest(entry: _Device, site: str) -> DeviceSample | None:
 
 
 def _interface_history(
-    if_index: int, polls: list[_Poll], places: dict[int, dict[int, int]]
+    if_index: int, polls: list[Poll], places: dict[int, dict[int, int]]
 ) -> dict[str, Any]:
     times: list[float] = []
     ins: list[float | None] = []
