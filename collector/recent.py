@@ -50,7 +50,6 @@ DEVICE_SERIES = ("cpu", "memory", "response_ms")
 INTERFACE_SERIES = ("in_bps", "out_bps")
 
 
-
 class _Device:
     __slots__ = ("agent", "index", "latest", "polls", "rtc", "site", "ts")
 
