@@ -106,6 +106,7 @@ class Users:
         # name -> (the users file's hash, an argon2id hash of the same password): kept
         # here, not written back, because the users file is configuration
         self._upgraded: dict[str, tuple[str, str]] = {}
+        self._upgrading = threading.Lock()  # checks run on several threads at once
         self.upgraded = 0  # old hashes replaced in memory after a login
 
     @classmethod
@@ -141,8 +142,12 @@ class Users:
         if not verify_password(password, stored):
             return None
         if needs_rehash(stored):
-            self._upgraded[user.name] = (user.password_hash, hash_password(password))
-            self.upgraded += 1
+            upgrade = (user.password_hash, hash_password(password))
+            with self._upgrading:
+                if self._upgraded.get(user.name, ("", ""))[0] == user.password_hash:
+                    return user  # another thread's login upgraded it meanwhile
+                self._upgraded[user.name] = upgrade
+                self.upgraded += 1
             log.warning(
                 "user %s has a password hash older than argon2id at today's cost; this "
                 "process keeps a new one in memory only: run `enoc passwd` and put its "
