@@ -186,13 +186,16 @@ class HttpConfig:
         if self.login_max_failures < 1:
             raise ValueError("login_max_failures must be at least 1")
         if not 0 < self.login_backoff <= self.login_backoff_max:
-            raise ValueError("login_backoff must be above 0 and at most login_backoff_max")
-        if self.login_hash_workers < 0 or self.login_hash_queue < 0:
-            raise ValueError("login_hash_workers and login_hash_queue must be 0 or more")
-        if self.stream_max_clients_per_user < 1 or self.stream_max_clients < 1:
             raise ValueError(
-                "stream_max_clients and stream_max_clients_per_user must be at least 1"
+                f"login_backoff must be above 0 and at most login_backoff_max, got "
+                f"{self.login_backoff:g} s and {self.login_backoff_max:g} s"
             )
+        for key in ("login_hash_workers", "login_hash_queue"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be 0 or more, got {getattr(self, key)}")
+        for key in ("stream_max_clients_per_user", "stream_max_clients"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

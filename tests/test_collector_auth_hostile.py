@@ -9,6 +9,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import re
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,17 @@ from test_collector_api import auth, parse_prometheus
 import collector.auth as collector_auth
 from collector import api as collector_api
 from collector.app import Collector
-from collector.auth import HashGate, HashingBusy, User, Users, hash_password, needs_rehash
+from collector.auth import (
+    HashGate,
+    HashingBusy,
+    User,
+    Users,
+    cpus,
+    hash_password,
+    needs_rehash,
+)
+from collector.config import CollectorConfig
+from enoc.config import ConfigError, parse_config
 from enoc.localservers import Mosquitto, free_port
 
 PASSWORD = "a long console password"
@@ -317,6 +328,34 @@ async def test_event_streams_are_capped_per_user_and_in_all(
         finally:
             for response in opened:
                 response.close()
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    ("http", "says"),
+    [
+        ("{login_backoff: 0s}", "login_backoff must be above 0"),
+        ("{login_backoff: 1h, login_backoff_max: 1m}", "got 3600 s and 60 s"),
+        ("{login_hash_workers: -1}", "login_hash_workers must be 0 or more, got -1"),
+        ("{login_hash_queue: -2}", "login_hash_queue must be 0 or more, got -2"),
+        ("{stream_max_clients: 0}", "stream_max_clients must be at least 1, got 0"),
+        ("{stream_max_clients_per_user: 0}", "stream_max_clients_per_user must be at least 1"),
+        ("{stream_max_client: 5}", "http.stream_max_client: unknown key"),
+    ],
+)
+def test_limit_settings_that_make_no_sense_are_refused_by_name(http: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)) as error:
+        parse_config(f"http: {http}\n", CollectorConfig, filename="collector.yaml")
+    assert "collector.yaml:1" in str(error.value)
+
+
+def test_the_limits_default_to_sane_values() -> None:
+    http = parse_config("{}", CollectorConfig).http
+    assert http.login_hash_workers == 0 and cpus() >= 1  # 0: one worker per CPU
+    assert (http.stream_max_clients_per_user, http.stream_max_clients) == (20, 500)
+    assert (float(http.login_backoff), float(http.login_backoff_max)) == (1.0, 900.0)
 
 
 # ---------------------------------------------------------------- /healthz
