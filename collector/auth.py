@@ -250,9 +250,7 @@ class HashGate:
         with self._lock:
             if self.admitted >= self.workers + self.queue:
                 self.refused += 1
-                raise HashingBusy(
-                    f"{self.admitted} logins are being checked or waiting: try again shortly"
-                )
+                raise HashingBusy("too many logins are being checked: try again in a second")
             self.admitted += 1
         try:
             yield
