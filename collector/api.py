@@ -272,9 +272,11 @@ class Api:
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise bad_request('"name" and "password" are required strings')
         key = self.limiter.pair(request.remote or "", name)
+        # the place is taken before the attempt is counted: a login refused for load
+        # is not a failed login
         try:
-            with self.hashing.place():  # before the attempt: a login refused for load
-                user = await self._check_password(key, name, password)  # is no failure
+            with self.hashing.place():
+                user = await self._check_password(key, name, password)
         except HashingBusy as exc:
             raise _retry_later(503, str(exc), 1) from None
         if user is None:
