@@ -5,7 +5,11 @@ Every `/api/v1` route and `/metrics` need `Authorization: Bearer <token>`
 comment, admins also manage maintenance windows. Errors are JSON
 `{"error": "..."}`: 401 without a valid token, 403 for a role too low, 400
 for bad input (the message says what is wrong), 404, 409 for an action the
-incident's state does not allow.
+incident's state does not allow, 429 and 503 with Retry-After for limits (login
+backoff, password checks at once, event streams at once).
+
+`/healthz` answers anyone with its status code and `{"ok": ...}` only; the links'
+details (their errors name internal hosts) are for a logged-in caller.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from collector.auth import Role, User, Users
+from collector.auth import HashGate, HashingBusy, Role, User, Users, cpus
 from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
 from collector.recent import InfluxRecent
@@ -92,8 +96,17 @@ class Api:
             lifetime=float(http.session_lifetime),
         )
         self.limiter = LoginLimiter(
-            collector.store, http.login_max_failures, float(http.login_window)
+            collector.store,
+            http.login_max_failures,
+            float(http.login_window),
+            backoff=float(http.login_backoff),
+            backoff_max=float(http.login_backoff_max),
         )
+        self.hashing = HashGate(http.login_hash_workers or cpus(), http.login_hash_queue)
+        self.stream_max_per_user = http.stream_max_clients_per_user
+        self.stream_max = http.stream_max_clients
+        self.streams: dict[str, int] = {}  # open event streams by user name
+        self.streams_refused = 0
         self.audit_file = http.audit_file
         self._audit_failures = StateLogger(log)
         self._store_failing = StateLogger(log)
@@ -106,6 +119,7 @@ class Api:
         )
 
     async def _cleanup(self, _app: web.Application) -> None:
+        self.hashing.close()
         if self.recent_db is not None:
             await self.recent_db.close()
 
@@ -257,25 +271,20 @@ class Api:
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise bad_request('"name" and "password" are required strings')
-        keys = (f"addr:{request.remote}", f"user:{name}")
-        try:  # counted as a failure, on every replica, unless the password is right
-            wait = await self.limiter.attempt(*keys)
-        except Exception as exc:
-            raise self._store_unavailable("login limit", exc) from None
-        if wait > 0:
-            error = ApiError(429, f"too many failed logins: try again in {math.ceil(wait)} s")
-            error.headers["Retry-After"] = str(math.ceil(wait))
-            raise error
-        user = None
-        if self.users is not None:
-            # scrypt takes tens of milliseconds: keep it off the event loop
-            user = await asyncio.to_thread(self.users.by_password, name, password)
+        key = self.limiter.pair(request.remote or "", name)
+        # the place is taken before the attempt is counted: a login refused for load
+        # is not a failed login
+        try:
+            with self.hashing.place():
+                user = await self._check_password(key, name, password)
+        except HashingBusy as exc:
+            raise _retry_later(503, str(exc), 1) from None
         if user is None:
             self.logins_failed += 1
             self.audit(request, name, "login_failed")
             raise ApiError(401, "wrong name or password")
         try:
-            await self.limiter.succeeded(*keys)
+            await self.limiter.succeeded(key)
         except Exception as exc:
             raise self._store_unavailable("login limit", exc) from None
         cookie, session = self.sessions.issue(user)
@@ -299,6 +308,18 @@ class Api:
         self.audit(request, user.name, "login")
         return response
 
+    async def _check_password(self, key: str, name: str, password: str) -> User | None:
+        try:  # counted as a failure, on every replica, unless the password is right
+            wait = await self.limiter.attempt(key)
+        except Exception as exc:
+            raise self._store_unavailable("login limit", exc) from None
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise _retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
+        if self.users is None:
+            return None
+        return await self.hashing.run(self.users.by_password, name, password)
+
     async def logout(self, request: web.Request) -> web.Response:
         session = request.get(SESSION_KEY)
         if session is not None:
@@ -313,10 +334,19 @@ class Api:
 
     # ---------------------------------------------------------------- health and metrics
 
-    async def healthz(self, _request: web.Request) -> web.Response:
+    async def healthz(self, request: web.Request) -> web.Response:
+        """200 or 503 to anyone (load balancers call it without a login), with
+        `{"ok": ...}`; each link's state and last error only to a logged-in caller."""
         health = self.collector.health()
         ok = all(part["ok"] for part in health.values())
-        return web.json_response(health, status=200 if ok else 503)
+        status = 200 if ok else 503
+        try:
+            viewer = await self.authenticate(request)
+        except ApiError:  # the store cannot check a cookie: the caller is not known
+            viewer = None
+        if viewer is None:
+            return web.json_response({"ok": ok}, status=status)
+        return web.json_response(health, status=status)
 
     async def metrics(self, _request: web.Request) -> web.Response:
         counters = dict(self.collector.counters())
@@ -332,6 +362,9 @@ class Api:
                 "api_forbidden": self.forbidden,
                 "api_logins_failed": self.logins_failed,
                 "api_logins_refused": self.limiter.refused,
+                "api_logins_busy": self.hashing.refused,
+                "api_password_hashes_upgraded": self.users.upgraded if self.users else 0,
+                "stream_clients_refused": self.streams_refused,
                 "stream_clients": self.hub.clients,
                 "stream_events": self.hub.published,
                 "stream_dropped_clients": self.hub.dropped_clients,
@@ -513,6 +546,32 @@ class Api:
         """Server-sent events of the store's change log (ids global across replicas);
         `Last-Event-ID` resumes from the replay ring, or from the store when older, or
         gets a `reset` event when it cannot (collector/stream.py `resume`)."""
+        name = request[USER_KEY].name
+        self._stream_place(name)
+        try:
+            return await self._stream(request)
+        finally:
+            self.streams[name] -= 1
+            if not self.streams[name]:
+                del self.streams[name]
+
+    def _stream_place(self, name: str) -> None:
+        """Count a new stream of `name`'s, or refuse it: each holds a connection, a queue
+        and a task for as long as the client stays."""
+        mine = self.streams.get(name, 0)
+        if mine >= self.stream_max_per_user:
+            self.streams_refused += 1
+            raise _retry_later(
+                429, f"{name} has {mine} event streams open, the most allowed: close one", 5
+            )
+        if sum(self.streams.values()) >= self.stream_max:
+            self.streams_refused += 1
+            raise _retry_later(
+                503, f"{self.stream_max} event streams are open, the most allowed here", 5
+            )
+        self.streams[name] = mine + 1
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
         last = request.headers.get("Last-Event-ID", "") or request.query.get("last_id", "")
         sub = self.hub.subscribe()  # before replaying, so nothing falls between the two
         here = self.hub.last_id  # what came before the subscription (it holds what follows)
@@ -570,6 +629,12 @@ class Api:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def _retry_later(status: int, message: str, seconds: int) -> ApiError:
+    error = ApiError(status, message)
+    error.headers["Retry-After"] = str(seconds)
+    return error
 
 
 def _https(request: web.Request) -> bool:

@@ -164,12 +164,38 @@ class HttpConfig:
     session_key_file: Path | None = None
     session_lifetime: Duration = Duration(12 * 3600)
     audit_file: Path | None = None  # operator actions as JSON lines (also logged)
-    login_max_failures: int = 5  # per client address and per user name ...
-    login_window: Duration = Duration(300)  # ... within this window, then 429
+    # Failed logins of one client address and user name pair that go ahead at once; then
+    # each waits login_backoff, doubling with every further failure up to
+    # login_backoff_max (429 with Retry-After). A pair that, once allowed again, has no
+    # failure for login_window starts afresh. Only the pair waits: the same name from
+    # another address does not.
+    login_max_failures: int = 5
+    login_window: Duration = Duration(300)
+    login_backoff: Duration = Duration(1)
+    login_backoff_max: Duration = Duration(900)
+    # Password checks at once (0: one per CPU the process may use) and logins waiting for
+    # one; beyond those a login gets 503 with Retry-After at once.
+    login_hash_workers: int = 0
+    login_hash_queue: int = 16
+    # Server-sent-event streams open at once, per user and on this replica in all; beyond
+    # them 429 (per user) or 503 (in all) with Retry-After.
+    stream_max_clients_per_user: int = 20
+    stream_max_clients: int = 500
 
     def __post_init__(self) -> None:
         if self.login_max_failures < 1:
             raise ValueError("login_max_failures must be at least 1")
+        if not 0 < self.login_backoff <= self.login_backoff_max:
+            raise ValueError(
+                f"login_backoff must be above 0 and at most login_backoff_max, got "
+                f"{self.login_backoff:g} s and {self.login_backoff_max:g} s"
+            )
+        for key in ("login_hash_workers", "login_hash_queue"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be 0 or more, got {getattr(self, key)}")
+        for key in ("stream_max_clients_per_user", "stream_max_clients"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

@@ -15,22 +15,24 @@ SQLite and PostgreSQL (collector/store.py, schema 5):
 - `session_revocations`: the nonce of every session logged out, until the
   cookie would have expired anyway (then pruned). A logout on one replica is
   refused on every other from the next request on: each cookie check reads it.
-- `login_failures`: failed logins per client address and per user name (each
-  key kept as a SHA-256, so mistyped passwords typed as names are not kept),
-  pruned once older than the window. An attempt takes its place under a lock
-  on its keys before the password is checked and counts as a failure unless
-  it succeeds, so attempts spread over replicas, or made at once, meet the
-  limit at the same total as on one: after `max_failures` failures within
-  `window` seconds further attempts get 429 until the oldest has aged out,
-  whether the password is right or not. A success clears its keys. At most
-  `max_failures` rows a key; the keys are as many as the failed attempts of
-  one window (each costs an scrypt check: a few thousand at most).
+- `login_failures`: failed logins per client address and user name pair (the key
+  kept as a SHA-256, so mistyped passwords typed as names are not kept in clear).
+  An attempt takes its place under a lock on its key before the password is
+  checked and counts as a failure unless it succeeds, so attempts spread over
+  replicas, or made at once, meet the limit at the same total as on one: after
+  `max_failures` failures a pair waits, with backoff, whether its next password is
+  right or not (`LoginLimiter`); the same name from another address does not. A
+  success clears its key. A key keeps at most as many rows as lengthen its wait
+  (16 with the defaults), and rows go once their key has been quiet for the
+  longest wait and a window; the keys are as many as the failed attempts of that
+  time, each of which took a password check (`HashGate` bounds their rate).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -139,8 +141,14 @@ class Sessions:
 
 
 class LoginLimiter:
-    """Failed logins per key (client address, user name) within a sliding window, in the
-    store so that every replica counts the same ones."""
+    """Failed logins per key (a client address and user name pair) with backoff, in the
+    store so that every replica counts the same ones.
+
+    A key's first `max_failures` failures go ahead at once; after that each attempt waits
+    `backoff` from the key's latest failure, doubling with every further failure up to
+    `backoff_max`. A key that, once allowed again, has no failure for `window` starts
+    afresh, and so does one that succeeds.
+    """
 
     def __init__(
         self,
@@ -148,12 +156,32 @@ class LoginLimiter:
         max_failures: int = 5,
         window: float = 300.0,
         now: Callable[[], float] = time.time,
+        *,
+        backoff: float = 1.0,
+        backoff_max: float = 900.0,
     ) -> None:
         self.store = store
         self.max_failures = max_failures
         self.window = window
+        self.backoff = backoff
+        self.backoff_max = backoff_max
         self.now = now  # wall clock: replicas compare each other's times
         self.refused = 0  # attempts this replica refused
+        # failures beyond this many no longer lengthen the wait: older rows are dropped
+        self.saturated = max_failures + max(0, math.ceil(math.log2(backoff_max / backoff)))
+
+    @staticmethod
+    def pair(address: str, name: str) -> str:
+        """The key of a login: its client address and the name it gives, together, so
+        that failures from one address never hold back the same name from another."""
+        return f"pair:{address}\n{name}"
+
+    def delay(self, failures: int) -> float:
+        """How long after the latest of `failures` failures the next attempt may go."""
+        if failures < self.max_failures:
+            return 0.0
+        doublings = min(failures - self.max_failures, self.saturated)
+        return min(self.backoff_max, self.backoff * 2.0**doublings)
 
     @staticmethod
     def _hashed(keys: tuple[str, ...]) -> list[str]:
@@ -165,12 +193,18 @@ class LoginLimiter:
         nothing is counted)."""
         hashed = self._hashed(keys)
         now = self.now()
-        cutoff = now - self.window
+        # a key whose latest failure is older than this has started afresh whatever its
+        # count: the longest wait, then a quiet window
+        forgotten = now - self.backoff_max - self.window
 
         def apply(tx: Tx) -> float:
             for key in hashed:  # sorted: replicas take the locks in one order
                 tx.lock(f"login:{key}")
-            tx.execute("DELETE FROM login_failures WHERE at <= ?", (cutoff,))
+            tx.execute(
+                "DELETE FROM login_failures WHERE at <= ? AND key NOT IN "
+                "(SELECT key FROM login_failures WHERE at > ?)",
+                (forgotten, forgotten),
+            )
             wait = 0.0
             for key in hashed:
                 times = [
@@ -179,8 +213,18 @@ class LoginLimiter:
                         "SELECT at FROM login_failures WHERE key = ? ORDER BY at", (key,)
                     )
                 ]
-                if len(times) >= self.max_failures:  # until fewer than max are left
-                    wait = max(wait, times[len(times) - self.max_failures] + self.window - now)
+                if not times:
+                    continue
+                allowed = times[-1] + self.delay(len(times))
+                if now >= allowed + self.window:  # quiet since it was allowed again
+                    tx.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+                    continue
+                if len(times) > self.saturated:
+                    tx.execute(
+                        "DELETE FROM login_failures WHERE key = ? AND at < ?",
+                        (key, times[-self.saturated]),
+                    )
+                wait = max(wait, allowed - now)
             if wait > 0:
                 return wait
             tx.executemany(

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import aiomqtt
+import argon2
 import pytest
 import yaml
 from collectorkit import TOKENS, collector_config, eventually, running_collector
@@ -313,10 +314,11 @@ def test_tokens_and_passwords() -> None:
     assert users.by_password("view", "") is None  # no password hash: no console login
     assert users.by_password("nobody", "pw-ops1-long") is None
     stored = hash_password("correct horse")
-    assert stored.startswith("scrypt$") and "correct" not in stored
+    assert stored.startswith("$argon2id$") and "correct" not in stored
     assert verify_password("correct horse", stored)
     assert not verify_password("correct horsE", stored)
     assert not verify_password("x", "scrypt$garbage")
+    assert not verify_password("x", "$argon2id$garbage")
 
 
 def _user(name: str, role: str, token: str, password: str) -> Any:
@@ -339,7 +341,12 @@ def test_passwd_command_prints_a_verifiable_hash() -> None:
         text=True,
         check=True,
     )
-    assert verify_password("a long enough password", result.stdout.strip())
+    printed = result.stdout.strip()
+    assert verify_password("a long enough password", printed)
+    # argon2id at or above OWASP's Password Storage Cheat Sheet: 19 MiB, 2 passes, 1 lane
+    params = argon2.extract_parameters(printed)
+    assert params.type is argon2.Type.ID
+    assert params.memory_cost >= 19 * 1024 and params.time_cost >= 2
     short = subprocess.run(
         [sys.executable, "-m", "enoc.cli", "passwd", "--stdin"],
         input="short\n",

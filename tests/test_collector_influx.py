@@ -34,7 +34,7 @@ import aiohttp
 import aiomqtt
 import pytest
 from aiohttp import web
-from collectorkit import collector_config, eventually, running_collector
+from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 from agent.config import TlsConfig
 from collector.config import CollectorConfig, InfluxConfig
@@ -643,7 +643,10 @@ async def test_the_collector_on_influxdb_1_6_with_authentication_right_and_wrong
         assert coll.writer.stats.points_dropped == 10 and coll.writer.stats.points_written == 0
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://{HOST}:{coll.http_port}/healthz") as response,
+            http.get(
+                f"http://{HOST}:{coll.http_port}/healthz",
+                headers={"Authorization": f"Bearer {TOKENS['viewer1']}"},  # details: logged in
+            ) as response,
         ):
             assert response.status == 503
             health = await response.json()

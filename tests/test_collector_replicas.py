@@ -896,7 +896,7 @@ async def test_a_logout_and_failed_logins_count_on_both_replicas(
     ]
 
     def client(address: str) -> aiohttp.ClientSession:
-        """A browser at its own loopback address (the limit counts per address too)."""
+        """A browser at its own loopback address (the limit counts per address and name)."""
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(local_addr=(address, 0)),
             cookie_jar=aiohttp.CookieJar(unsafe=True),
@@ -937,8 +937,11 @@ async def test_a_logout_and_failed_logins_count_on_both_replicas(
                 status, retry_after, _ = await login(http, base, "ops1", password)
                 assert status == 429, "the right password too, once locked out"
                 assert retry_after is not None and int(retry_after) > 0
-        async with client("127.0.0.4") as http:  # another address: the name is locked
+        async with client("127.0.0.4") as http:  # another address: not held back
             status, _, _ = await login(http, bases[1], "ops1", password)
+            assert status == 200, "a stranger's failures do not lock the name out"
+        async with client("127.0.0.3") as http:  # and the failing address still waits
+            status, _, _ = await login(http, bases[0], "ops1", password)
             assert status == 429
 
         # --- eight at once, four through each replica: three are tried, five refused

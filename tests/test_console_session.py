@@ -112,26 +112,46 @@ def test_session_key_file(tmp_path: Path) -> None:
 async def test_login_limits_count_every_replicas_failures(
     replicas: tuple[Store, Store],
 ) -> None:
-    """Failed logins spread over two replicas (and made at once) meet the limit at the same
-    total as on one: an attempt takes its place in the store before its password is
-    checked. The window slides; a success clears its keys; nothing is kept past the
-    window, nor a name in clear."""
+    """Failed logins of one address and name pair spread over two replicas (and made at
+    once) meet the limit at the same total as on one: an attempt takes its place in the
+    store before its password is checked. Past the limit the wait doubles with each
+    failure, up to its cap; a success clears the pair, and so does a quiet window once it
+    may try again; nothing is kept in clear, nor past its use."""
     clock = Clock()
-    one, two = (LoginLimiter(store, max_failures=3, window=60, now=clock) for store in replicas)
+    one, two = (
+        LoginLimiter(store, max_failures=3, window=60, now=clock, backoff=2, backoff_max=16)
+        for store in replicas
+    )
+    pair = LoginLimiter.pair("127.0.0.2", "ops1")
     for limiter in (one, two, one):  # three failures, taken in turns
-        assert await limiter.attempt("addr:a", "user:x") == 0
+        assert await limiter.attempt(pair) == 0
         clock.t += 1
-    assert await two.attempt("addr:a") == pytest.approx(57), "the oldest ages out in 57 s"
-    assert await one.attempt("user:x", "addr:z") == pytest.approx(57)
-    assert await two.attempt("addr:b", "user:y") == 0  # others are not affected
+    assert await two.attempt(pair) == pytest.approx(1), "2 s after the latest failure"
+    assert await one.attempt(pair) == pytest.approx(1), "a refusal does not count"
+    # the same name from another address, and another name, are not held back
+    assert await two.attempt(LoginLimiter.pair("127.0.0.3", "ops1")) == 0
+    assert await two.attempt(LoginLimiter.pair("127.0.0.2", "bob")) == 0
     assert (one.refused, two.refused) == (1, 1)
-    clock.t += 57
-    assert await two.attempt("addr:a") == 0, "the first failure aged out"
-    assert await one.attempt("addr:a") == pytest.approx(1)
-    await one.succeeded("addr:a")
-    assert await two.attempt("addr:a") == 0, "a success clears the key"
+    waits = []
+    for _ in range(5):  # fail as soon as allowed: then wait 4, 8, 16 (the cap), 16, 16 s
+        clock.t += await one.attempt(pair)
+        assert await two.attempt(pair) == 0
+        waits.append(await one.attempt(pair))
+    assert waits == [pytest.approx(w) for w in (4, 8, 16, 16, 16)]
+    clock.t += 16 + 59
+    assert await one.attempt(pair) == 0
+    assert await two.attempt(pair) == pytest.approx(16), "allowed 59 s before: not afresh"
+    clock.t += 16 + 60
+    for _ in range(3):
+        assert await two.attempt(pair) == 0, "quiet for a window once allowed: afresh"
+    assert await two.attempt(pair) == pytest.approx(2)
+    await one.succeeded(pair)
+    for _ in range(3):
+        assert await two.attempt(pair) == 0, "a success clears the pair"
+    assert await two.attempt(pair) > 0
     # made at once, through both replicas: exactly max_failures go ahead
-    waits = await asyncio.gather(*(limiter.attempt("user:crowd") for limiter in (one, two) * 5))
+    crowd = LoginLimiter.pair("127.0.0.4", "crowd")
+    waits = await asyncio.gather(*(limiter.attempt(crowd) for limiter in (one, two) * 5))
     assert sorted(w == 0 for w in waits) == [False] * 7 + [True] * 3
 
     def keys(tx: Tx) -> list[tuple[str, int]]:
@@ -142,10 +162,13 @@ async def test_login_limits_count_every_replicas_failures(
 
     kept = await replicas[1].run(keys)
     assert all(len(k) == 64 and "crowd" not in k for k, _ in kept), "hashed keys"
-    assert max(n for _, n in kept) <= 3, "at most max_failures rows a key"
-    clock.t += 61
-    assert await one.attempt("addr:c") == 0
-    assert len(await replicas[0].run(keys)) == 1, "what left the window is pruned"
+    for _ in range(10):  # a pair that keeps failing keeps only what lengthens its wait
+        clock.t += await one.attempt(crowd)
+        assert await one.attempt(crowd) == 0
+    assert max(n for _, n in await replicas[0].run(keys)) <= one.saturated + 1 == 7
+    clock.t += 16 + 60
+    assert await one.attempt(LoginLimiter.pair("127.0.0.5", "x")) == 0
+    assert len(await replicas[0].run(keys)) == 1, "quiet for the longest wait and a window"
 
 
 @pytest.fixture
@@ -242,13 +265,14 @@ async def test_login_csrf_rate_limit_and_audit(
             other.get(base + "/api/v1/whoami", headers={"Cookie": f"{COOKIE}={stolen}"}) as r,
         ):
             assert r.status == 401
-        # failed logins: after 3 the name is locked out for the window, right password or not
+        # failed logins: after 3 this address waits for this name, right password or not
         for _ in range(3):  # the successful login above cleared the earlier failure
             async with http.post(base + "/login", json={"name": "ops1", "password": "x"}) as r:
                 assert r.status == 401
         async with http.post(base + "/login", json={"name": "ops1", "password": PASSWORD}) as r:
             assert r.status == 429
             assert int(r.headers["Retry-After"]) > 0
+            assert "too many failed logins" in (await r.json())["error"]
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     actions = [(r["actor"], r["action"]) for r in records]
     assert actions == [

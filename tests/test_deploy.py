@@ -539,6 +539,11 @@ def shipped_collector_config(
     return path
 
 
+def admin_token(deployed: Deployed) -> str:
+    """The API token make-certs wrote for the users file's admin."""
+    return (deployed.secrets / "collector" / "api-admin-token").read_text().strip()
+
+
 def shipped_agent_config(deployed: Deployed, tmp_path: Path, inventory: Path) -> Path:
     """deploy/agent/agent.yaml for nyc/nyc-1: the broker's address, the spool and inventory
     paths, a loopback trap port, and a 1 s polling interval instead of 60 s."""
@@ -561,9 +566,12 @@ def shipped_agent_config(deployed: Deployed, tmp_path: Path, inventory: Path) ->
     return path
 
 
-def http_get(url: str) -> tuple[int, dict[str, Any]]:
+def http_get(url: str, token: str = "") -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url)
+    if token:  # /healthz details are for a logged-in caller
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return int(response.status), json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
@@ -637,7 +645,7 @@ async def test_the_shipped_agent_and_collector_run_over_tls_through_the_shipped_
             await eventually(lambda: bool(dead_letters.messages), what="a dead letter")
 
             status, health = await asyncio.to_thread(
-                http_get, f"http://{HOST}:{collector.http_port}/healthz"
+                http_get, f"http://{HOST}:{collector.http_port}/healthz", admin_token(deployed)
             )
             assert status == 200, health
             assert health["mqtt"]["ok"] and health["store"]["ok"] and health["influxdb"]["ok"]
@@ -800,7 +808,7 @@ async def test_the_collector_reaches_postgresql_over_tls_with_its_password_file(
         async with running_collector(config) as collector:
             assert collector.store.healthy
             status, health = await asyncio.to_thread(
-                http_get, f"http://{HOST}:{collector.http_port}/healthz"
+                http_get, f"http://{HOST}:{collector.http_port}/healthz", admin_token(deployed)
             )
             assert status == 200 and health["store"]["ok"], health
 

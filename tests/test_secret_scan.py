@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
-from collectorkit import collector_config, eventually, running_collector
+from collectorkit import TOKENS, collector_config, eventually, running_collector
 from cryptography.hazmat.primitives import serialization
 from simkit import free_udp_port, small_fleet
 from test_collector_api import auth, events, publish
@@ -726,7 +726,7 @@ async def test_no_secret_reaches_a_log_over_tls_with_postgresql_influxdb1_and_th
                         assert r.status == 200
                     sim.clear("nyc-acc-1")
                     await eventually(lambda: "resolved" in hooks, what="resolved, notified")
-                    async with http.get(f"{base}/healthz") as r:
+                    async with http.get(f"{base}/healthz", headers=bearer) as r:
                         health = await r.json()
                     assert health["store"]["ok"] and health["influxdb"]["ok"], health
 
@@ -1109,15 +1109,15 @@ def test_a_webhooks_name_and_shown_endpoint_never_carry_its_login() -> None:
     assert password not in str(refused.value)
 
 
-# ---------------------------------------------------------------- /healthz, which needs no login
+# ---------------------------------------------------------------- /healthz: ok or not to anyone
 
 
 async def test_healthz_shows_no_secret_even_when_an_error_quotes_one(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     """An InfluxDB (a stand-in: no real one quotes a token) that refuses the collector's
-    token and quotes it back, with a proxy URL and its password: /healthz, open to anyone,
-    says InfluxDB is down and why, with neither secret in it."""
+    token and quotes it back, with a proxy URL and its password: /healthz says InfluxDB is
+    down to anyone, and why to a logged-in viewer, with neither secret in it."""
     token = secret("influxtoken")
     proxy_password = secret("proxypw")  # in no config: only the URL's shape gives it away
     seen: list[str] = []
@@ -1161,12 +1161,18 @@ async def test_healthz_shows_no_secret_even_when_an_error_quotes_one(
             collector.ingest.stats.last_error = f"metrics: refused with {token}"
             async with (
                 aiohttp.ClientSession() as http,
-                http.get(f"http://127.0.0.1:{collector.http_port}/healthz") as r,
+                http.get(f"http://127.0.0.1:{collector.http_port}/healthz") as anyone,
+                http.get(
+                    f"http://127.0.0.1:{collector.http_port}/healthz",
+                    headers={"Authorization": f"Bearer {TOKENS['viewer1']}"},
+                ) as r,
             ):
+                anyone_says = anyone.status, await anyone.json()
                 status, text = r.status, await r.text()
     finally:
         await runner.cleanup()
     assert seen == [f"Token {token}"]
+    assert anyone_says == (503, {"ok": False}), "without a login: ok or not, no details"
     assert status == 503
     health = json.loads(text)
     assert not health["influxdb"]["ok"]

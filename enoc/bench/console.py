@@ -174,7 +174,13 @@ def collector_config(tmp: Path, broker: str) -> Path:
     config = {
         "mqtt": {"url": broker, "client_id": "enoc-bench-console"},
         "store": {"url": f"sqlite:///{tmp / 'incidents.db'}"},
-        "http": {"listen": f"127.0.0.1:{free_port()}", "users_file": str(users)},
+        "http": {
+            "listen": f"127.0.0.1:{free_port()}",
+            "users_file": str(users),
+            # the fan-out's clients are all one user, and as many as --clients asks
+            "stream_max_clients_per_user": 100_000,
+            "stream_max_clients": 100_000,
+        },
         "incidents": {"agent_timeout": "1h"},
         "log": {"level": "warning"},
     }

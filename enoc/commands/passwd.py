@@ -1,4 +1,4 @@
-"""`enoc passwd`: print a password hash for the collector's users file.
+"""`enoc passwd`: print an argon2id password hash for the collector's users file.
 
 The password is read from the terminal (twice) or, with `--stdin`, from the
 first line of standard input, so it never appears in shell history or `ps`.
