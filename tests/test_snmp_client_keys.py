@@ -1,9 +1,12 @@
-"""SNMPv3 privacy salts start at a random value (RFC 3826 3.1.2.1) and then increment."""
+"""The client's SNMPv3 keys: privacy salts start at a random value (RFC 3826 3.1.2.1) and
+then increment; localized keys are a bounded cache."""
 
 from __future__ import annotations
 
+import pytest
 from simkit import V3_AUTH, V3_PRIV, V3_USER
 
+from enoc.snmp import client as client_module
 from enoc.snmp.client import SnmpClient
 from enoc.snmp.usm import LocalizedUser, UsmUser
 
@@ -34,3 +37,21 @@ def test_des_salts_carry_the_boots_and_a_random_32_bit_counter() -> None:
     assert first[:4] == second[:4] == (7).to_bytes(4, "big")
     assert int.from_bytes(second[4:], "big") == (int.from_bytes(first[4:], "big") + 1) % 2**32
     assert b.next_salt(7) != first
+
+
+def test_keys_for_engine_ids_a_device_keeps_changing_are_a_bounded_lru(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An engine ID comes from an unauthenticated discovery Report: a device answering
+    each discovery with a new (large) one must not grow the client's memory."""
+    monkeypatch.setattr(client_module, "KEY_CACHE_SIZE", 3)
+    user = UsmUser(V3_USER, "SHA-256", V3_AUTH, "AES-128", V3_PRIV)
+    client = SnmpClient()
+    engines = [bytes([0x80, 0, 0x1F, 0x88, i]) * 1000 for i in range(5)]
+    for engine in engines:
+        client._localized(user, engine)
+    kept = client._localized(user, engines[2])  # used again: the most recent now
+    client._localized(user, engines[0])
+    assert [e for _u, e in client._keys] == [engines[4], engines[2], engines[0]]
+    assert client.stats.key_evictions == 3
+    assert client._localized(user, engines[2]) is kept
