@@ -174,14 +174,14 @@ class Agent:
         """Each device's address and the trap credentials it alone may use (its own, by
         default its polling credentials, plus the site-wide `traps.communities`)."""
         traps = self.config.traps
-        site_wide = frozenset(s.reveal().encode() for s in traps.communities) if traps else None
+        site_wide = frozenset(s.reveal().encode() for s in (traps.communities if traps else []))
         sources: dict[str, TrapSource] = {}
         for device in inventory.devices:
             own = [inventory.credentials[n] for n in device.trap_credential_names]
             communities = {c.community.reveal().encode() for c in own if c.community is not None}
             sources[device.address] = TrapSource(
                 device.name,
-                frozenset(communities) | (site_wide or frozenset()),
+                frozenset(communities) | site_wide,
                 tuple(usm_user(c) for c in own if c.version == "3"),
                 device.trap_engine,
             )

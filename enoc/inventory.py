@@ -109,6 +109,7 @@ def inventory_issues(inventory: Inventory, filename: str) -> list[ConfigIssue]:
     """References that must resolve, names that must be unique, and v2c flagged."""
     issues: list[ConfigIssue] = []
     seen: set[str] = set()
+    engines: dict[bytes, str] = {}  # trap_engine_id -> the first device with it
     for i, device in enumerate(inventory.devices):
         if device.credentials not in inventory.credentials:
             known = ", ".join(inventory.credentials) or "none defined"
@@ -131,6 +132,17 @@ def inventory_issues(inventory: Inventory, filename: str) -> list[ConfigIssue]:
                         f"unknown credentials {name!r} (known: {known})",
                     )
                 )
+        engine = device.trap_engine
+        if engine and engine in engines:
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"devices[{i}].trap_engine_id",
+                    f"is {engines[engine]!r}'s too; an engine ID belongs to one device",
+                )
+            )
+        engines.setdefault(engine, device.name)
         if device.name in seen:
             issues.append(
                 ConfigIssue(filename, 0, f"devices[{i}].name", f"{device.name!r} is listed twice")

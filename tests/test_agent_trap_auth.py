@@ -384,6 +384,13 @@ def test_trap_credentials_default_to_the_polling_ones_and_are_checked(tmp_path: 
     (issue,) = [i for i in inventory_issues(loaded, "devices.yaml") if not i.warning]
     assert "devices[1].trap_credentials[0]" in str(issue) and "'trap-c'" in str(issue)
 
+    data["devices"][1]["trap_credentials"] = ["trap-b"]
+    data["devices"][1]["trap_engine_id"] = data["devices"][0]["trap_engine_id"]
+    inventory.write_text(yaml.safe_dump(data))
+    loaded, _ = load_config_checked(inventory, Inventory)
+    (issue,) = [i for i in inventory_issues(loaded, "devices.yaml") if not i.warning]
+    assert "devices[1].trap_engine_id" in str(issue) and "'acc'" in str(issue)
+
     data["devices"][1]["trap_engine_id"] = "80001f"
     inventory.write_text(yaml.safe_dump(data))
     with pytest.raises(Exception, match="trap_engine_id has 3 octets"):
