@@ -205,21 +205,22 @@ def decode_oid(data: bytes, start: int, stop: int) -> Oid:
         raise BerError("OID ends inside an arc")
     arcs: list[int] = []
     value = 0
-    width = 0
-    for i in range(start, stop):
-        byte = data[i]
-        width += 1
-        if width > MAX_ARC_BYTES:
-            raise BerError(f"OID sub-identifier longer than {MAX_ARC_BYTES} octets")
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
+    width = 0  # continuation octets of the arc so far
+    for byte in data[start:stop]:
+        if byte & 0x80:
+            # value stays a multiple of 128 at most MAX_ARC, so the arc it ends in fits too
+            value = (value | (byte & 0x7F)) << 7
+            width += 1
+            if width == MAX_ARC_BYTES:
+                raise BerError(f"OID sub-identifier longer than {MAX_ARC_BYTES} octets")
             if value > MAX_ARC:
                 raise BerError("OID sub-identifier above 2**64 - 1")
-            arcs.append(value)
-            if len(arcs) > MAX_OID_ARCS:
-                raise BerError(f"OID longer than {MAX_OID_ARCS} arcs")
+        else:
+            arcs.append(value | byte)
             value = 0
             width = 0
+    if len(arcs) > MAX_OID_ARCS:
+        raise BerError(f"OID longer than {MAX_OID_ARCS} arcs")
     first = arcs[0]
     if first < 40:
         head: tuple[int, int] = (0, first)
