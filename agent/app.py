@@ -27,7 +27,7 @@ from agent.poller import collect
 from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
-from agent.traps import Trap, TrapReceiver
+from agent.traps import Trap, TrapReceiver, TrapSource
 from enoc.config import ConfigError, ConfigIssue, load_config
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.logs import StateLogger, get_logger, register_secret
@@ -98,7 +98,6 @@ class AgentStats:
     varbinds: int = 0
     events: int = 0
     samples: int = 0
-    traps_unknown_source: int = 0
     loop_lag_ms: float = 0.0
 
 
@@ -122,7 +121,6 @@ class Agent:
         self.trackers: dict[str, DeviceTracker] = {}
         self.targets: dict[str, Target] = {}
         self.named_profiles: dict[str, Profile | None] = {}
-        self.by_address: dict[str, str] = {}
         self.publisher = Publisher(
             c,
             health=self.health,
@@ -167,17 +165,27 @@ class Agent:
             self.named_profiles[name] = (
                 self.profiles.named(device.profile) if device.profile else None
             )
-        self.by_address = {d.address: d.name for d in wanted.values()}
         self.scheduler.set_keys(self.trackers)
-        communities = [
-            c.community.reveal().encode() for c in credentials.values() if c.community is not None
-        ]
-        if self.config.traps is not None:
-            communities += [s.reveal().encode() for s in self.config.traps.communities]
-        users = [usm_user(c) for c in credentials.values() if c.version == "3"]
-        self._trap_credentials = (communities, users)
+        self._trap_sources = self._sources(inventory)
         if self.traps is not None:
-            self.traps.update_credentials(communities, users)
+            self.traps.update_sources(self._trap_sources)
+
+    def _sources(self, inventory: Inventory) -> dict[str, TrapSource]:
+        """Each device's address and the trap credentials it alone may use (its own, by
+        default its polling credentials, plus the site-wide `traps.communities`)."""
+        traps = self.config.traps
+        site_wide = frozenset(s.reveal().encode() for s in (traps.communities if traps else []))
+        sources: dict[str, TrapSource] = {}
+        for device in inventory.devices:
+            own = [inventory.credentials[n] for n in device.trap_credential_names]
+            communities = {c.community.reveal().encode() for c in own if c.community is not None}
+            sources[device.address] = TrapSource(
+                device.name,
+                frozenset(communities) | site_wide,
+                tuple(usm_user(c) for c in own if c.version == "3"),
+                device.trap_engine,
+            )
+        return sources
 
     def reload(self) -> None:
         """SIGHUP: re-read the inventory at the next scheduler step."""
@@ -323,10 +331,7 @@ class Agent:
     # ---------------------------------------------------------------- traps
 
     def _on_trap(self, trap: Trap) -> None:
-        name = self.by_address.get(trap.source)
-        if name is None:
-            self.stats.traps_unknown_source += 1
-            name = trap.source  # still an event: an unknown device sending traps is news
+        name = trap.device  # the receiver refuses a source address of no device
         events = self._trap_events(name, trap)
         tracker = self.trackers.get(name)
         if tracker is not None and trap.trap_oid in (COLD_START, WARM_START):
@@ -416,8 +421,7 @@ class Agent:
         c = self.config
         await self.client.open(c.polling.source)
         if c.traps is not None:
-            communities, users = self._trap_credentials
-            self.traps = TrapReceiver(communities=communities, users=users, on_trap=self._on_trap)
+            self.traps = TrapReceiver(sources=self._trap_sources, on_trap=self._on_trap)
             try:
                 self.trap_address = await self.traps.start(c.traps.listen.host, c.traps.listen.port)
             except BaseException:  # the port taken, say: what is open is closed again

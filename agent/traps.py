@@ -1,11 +1,23 @@
 """Trap and inform receiver: SNMPv2c and SNMPv3 USM on one UDP address.
 
+A datagram is attributed to a device by its source address, and accepted only
+with that device's own trap credentials (`TrapSource`): its v2c communities,
+its v3 users. An address of no device is refused (counted, logged once per
+address), never taken for a new device.
+
 v3 traps are sent by the device's own (authoritative) engine: their keys are
-localized to the sender's engine ID, which the receiver learns from the
-message itself, so no per-device engine ID has to be configured. v3 informs
-make this receiver the authoritative engine: a sender first discovers our
-engine ID and time through a Report, as RFC 3414 prescribes, then sends the
-inform, which is acknowledged with a Response.
+localized to the sender's engine ID. That engine ID is bound to its device,
+configured or learned from the device's first authenticated trap; a trap
+carrying another device's engine ID, or a device's trap with another one, is
+refused. Timeliness is kept for each sender engine as a non-authoritative
+receiver does (RFC 3414 section 3.2 step 7b), and an exact copy of a trap
+already accepted within the window is refused as a replay. Keys are localized
+to a new engine ID only to check a MAC, and kept (in a bounded cache) only
+once it verifies.
+
+v3 informs make this receiver the authoritative engine: a sender first
+discovers our engine ID and time through a Report, as RFC 3414 prescribes,
+then sends the inform, which is acknowledged with a Response.
 
 Every bad datagram is counted by kind and logged once per kind; the loop
 never stops on input.
@@ -17,8 +29,8 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from enoc.snmp import ber
@@ -30,6 +42,7 @@ from enoc.snmp.message import (
     V2C,
     V3,
     ResponsePdu,
+    V3Header,
     build_v2c_message,
     build_v3_message,
     encode_pdu,
@@ -62,6 +75,35 @@ class Trap:
     inform: bool
     received: float
     user: str = ""
+    device: str = ""  # the inventory device the source address belongs to
+
+
+@dataclass(frozen=True)
+class TrapSource:
+    """What the receiver accepts from one device's address."""
+
+    device: str
+    communities: frozenset[bytes] = frozenset()
+    users: tuple[UsmUser, ...] = ()
+    engine_id: bytes = b""  # its traps' engine ID; empty: learned from its first one
+
+
+# Kinds of refusal that are an authentication failure (TrapStats.auth_failures).
+AUTH_FAILURES = (
+    "unknown_source",
+    "unknown_community",
+    "unknown_user",
+    "unsupported_sec_level",
+    "wrong_digest",
+    "foreign_engine_id",
+    "engine_id_mismatch",
+    "not_in_time_window",
+    "replay",
+)
+KEY_CACHE_SIZE = 1024  # localized keys kept (user and engine): a few per device
+REPLAY_MEMORY = 4096  # accepted traps remembered per sender engine, within the time window
+UNKNOWN_SOURCES_LOGGED = 256  # addresses of no device logged (each once); the rest counted
+MAX_BOOTS = 2**31 - 1  # snmpEngineBoots at its maximum: the engine is locked (RFC 3414 2.2.2)
 
 
 @dataclass
@@ -69,29 +111,56 @@ class TrapStats:
     received: int = 0
     informs: int = 0
     bad: Counter[str] = field(default_factory=Counter)
+    key_evictions: int = 0  # localized keys dropped from the full cache (least recently used)
+    replay_evictions: int = 0  # accepted traps forgotten early (REPLAY_MEMORY full)
+
+    @property
+    def auth_failures(self) -> int:
+        return sum(self.bad[kind] for kind in AUTH_FAILURES)
+
+
+@dataclass
+class _EngineClock:
+    """A sender engine's time as a non-authoritative receiver keeps it (RFC 3414 2.3)."""
+
+    boots: int
+    latest: int  # latestReceivedEngineTime
+    at: float  # our monotonic clock when `latest` arrived
+    seen: OrderedDict[tuple[int, int, int], float] = field(default_factory=OrderedDict)
+
+    def estimate(self, now: float) -> float:
+        """The engine's snmpEngineTime now, as we estimate it."""
+        return self.latest + (now - self.at)
 
 
 class TrapReceiver(asyncio.DatagramProtocol):
     def __init__(
         self,
         *,
-        communities: Iterable[bytes],
-        users: Iterable[UsmUser],
+        sources: Mapping[str, TrapSource],
         on_trap: Callable[[Trap], None],
         engine_id: bytes | None = None,
+        key_cache_size: int = KEY_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.communities = set(communities)
-        self.users = {u.name.encode(): u for u in users}
         self.on_trap = on_trap
         # Our own engine ID (for informs): enterprise 8072 (net-snmp) format 4 + random text.
         self.engine_id = engine_id or b"\x80\x00\x1f\x88\x04" + os.urandom(8).hex().encode()
         self.boots = 1
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.stats = TrapStats()
-        self._keys: dict[tuple[bytes, bytes], LocalizedUser] = {}
+        self.key_cache_size = key_cache_size
+        self._keys: OrderedDict[tuple[bytes, bytes], LocalizedUser] = OrderedDict()
+        self._sources: dict[str, TrapSource] = {}
+        self._engines: dict[str, bytes] = {}  # device -> its traps' engine ID
+        self._owners: dict[bytes, str] = {}  # engine ID -> device
+        self._clocks: dict[bytes, _EngineClock] = {}
         self._transport: asyncio.DatagramTransport | None = None
         self._logged: set[str] = set()
+        self._logged_sources: set[str] = set()
         self._report_count = 0
+        self.update_sources(sources)
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -105,9 +174,22 @@ class TrapReceiver(asyncio.DatagramProtocol):
             self._transport.close()
             self._transport = None
 
-    def update_credentials(self, communities: Iterable[bytes], users: Iterable[UsmUser]) -> None:
-        self.communities = set(communities)
-        self.users = {u.name.encode(): u for u in users}
+    def update_sources(self, sources: Mapping[str, TrapSource]) -> None:
+        """The devices (by address) and their trap credentials, at the start and each reload.
+
+        An engine ID learned for a device is kept while its address and configured engine
+        ID stay the same; a configured one replaces it."""
+        old = {s.device: (address, s.engine_id) for address, s in self._sources.items()}
+        self._sources = dict(sources)
+        engines: dict[str, bytes] = {}
+        for address, source in self._sources.items():
+            if source.engine_id:
+                engines[source.device] = source.engine_id
+            elif old.get(source.device) == (address, b"") and source.device in self._engines:
+                engines[source.device] = self._engines[source.device]
+        self._engines = engines
+        self._owners = {engine: device for device, engine in engines.items()}
+        self._clocks = {e: c for e, c in self._clocks.items() if e in self._owners}
         self._keys.clear()
 
     # ---------------------------------------------------------------- input
@@ -115,14 +197,18 @@ class TrapReceiver(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         source = (str(addr[0]), int(str(addr[1])))
         try:
+            known = self._sources.get(source[0])
+            if known is None:
+                self._unknown_source(source[0])
+                return
             start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
             if end != len(data):
                 raise BerError("trailing bytes after the message")
             version, pos = ber.read_integer(data, start, end)
             if version == V2C:
-                self._v2c(data, pos, end, source)
+                self._v2c(data, pos, end, source, known)
             elif version == V3:
-                self._v3(data, pos, end, source)
+                self._v3(data, pos, end, source, known)
             else:
                 self._bad("unsupported_version", f"SNMP version {version} from {source[0]}")
         except BerError as exc:
@@ -136,19 +222,42 @@ class TrapReceiver(asyncio.DatagramProtocol):
             self._logged.add(kind)
             log.warning("trap %s (logged once per kind; counted): %s", kind, message)
 
-    def _deliver(self, source: str, version: str, pdu: ResponsePdu, user: str = "") -> None:
+    def _unknown_source(self, address: str) -> None:
+        self.stats.bad["unknown_source"] += 1
+        if address in self._logged_sources:
+            return
+        if len(self._logged_sources) < UNKNOWN_SOURCES_LOGGED:
+            self._logged_sources.add(address)
+            log.warning(
+                "datagram on the trap port from %s, the address of no device of the "
+                "inventory: refused (logged once per address; counted as unknown_source)",
+                address,
+            )
+        elif "unknown_source" not in self._logged:
+            self._logged.add("unknown_source")
+            log.warning(
+                "more than %d addresses of no device sent to the trap port: the rest are "
+                "refused and counted (unknown_source), not logged",
+                UNKNOWN_SOURCES_LOGGED,
+            )
+
+    def _deliver(
+        self, source: TrapSource, address: str, version: str, pdu: ResponsePdu, user: str = ""
+    ) -> None:
         inform = pdu.tag == ber.INFORM
         trap_oid: Oid = ()
         for oid, _tag, value in pdu.varbinds[:2]:
             if oid == SNMP_TRAP_OID_0 and isinstance(value, tuple):
                 trap_oid = value
         if not trap_oid:
-            self._bad("no_trap_oid", f"trap from {source} without snmpTrapOID.0")
+            self._bad("no_trap_oid", f"trap from {address} without snmpTrapOID.0")
             return
         self.stats.received += 1
         self.stats.informs += inform
         varbinds = [vb for vb in pdu.varbinds if vb[0] not in (SYS_UPTIME_0, SNMP_TRAP_OID_0)]
-        self.on_trap(Trap(source, version, trap_oid, varbinds, inform, time.time(), user))
+        self.on_trap(
+            Trap(address, version, trap_oid, varbinds, inform, time.time(), user, source.device)
+        )
 
     def _send(self, message: bytes, addr: tuple[str, int]) -> None:
         if self._transport is not None:
@@ -156,10 +265,15 @@ class TrapReceiver(asyncio.DatagramProtocol):
 
     # ---------------------------------------------------------------- v2c
 
-    def _v2c(self, data: bytes, pos: int, end: int, addr: tuple[str, int]) -> None:
+    def _v2c(
+        self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
+    ) -> None:
         community, pos = ber.read_octets(data, pos, end)
-        if community not in self.communities:
-            self._bad("unknown_community", f"trap from {addr[0]} with an unknown community")
+        if community not in source.communities:
+            self._bad(
+                "unknown_community",
+                f"trap from {addr[0]} ({source.device}) with a community not its own",
+            )
             return
         pdu = parse_response_pdu(data, pos, end)
         if pdu.tag not in (ber.TRAP_V2, ber.INFORM):
@@ -171,49 +285,143 @@ class TrapReceiver(asyncio.DatagramProtocol):
             )
             reply = encode_pdu(ber.RESPONSE, pdu.request_id, 0, 0, body)
             self._send(build_v2c_message(community, reply), addr)
-        self._deliver(addr[0], "2c", pdu)
+        self._deliver(source, addr[0], "2c", pdu)
 
     # ---------------------------------------------------------------- v3
 
-    def _localized(self, user: UsmUser, engine_id: bytes) -> LocalizedUser:
+    def _verified(
+        self, user: UsmUser, engine_id: bytes, data: bytes, header: V3Header
+    ) -> LocalizedUser | None:
+        """The user's keys for this engine if the message's MAC verifies, else None.
+
+        Keys for an engine not in the cache are localized (from the cached Ku) only to
+        check this MAC, and cached only once it verifies: a spoofed engine ID costs two
+        hashes and leaves nothing behind."""
         key = (user.name.encode(), engine_id)
         keys = self._keys.get(key)
-        if keys is None or keys.user != user:
-            keys = self._keys[key] = LocalizedUser.localize(user, engine_id)
+        cached = keys is not None and keys.user == user
+        if keys is None or not cached:
+            keys = LocalizedUser.localize(user, engine_id)
+        digest = data[header.auth_start : header.auth_end]
+        if len(digest) != keys.auth_len or not keys.verify(header.zeroed(data), digest):
+            return None
+        if cached:
+            self._keys.move_to_end(key)
+        else:
+            self._keys[key] = keys
+            while len(self._keys) > self.key_cache_size:
+                self._keys.popitem(last=False)
+                self.stats.key_evictions += 1
         return keys
 
     def _time(self) -> int:
-        return int(time.monotonic() - self.started)
+        return int(self.clock() - self.started)
 
-    def _v3(self, data: bytes, pos: int, end: int, addr: tuple[str, int]) -> None:
+    def _engine_refusal(self, source: TrapSource, engine_id: bytes) -> str | None:
+        """Why a trap of this device may not carry this (authoritative) engine ID, if so."""
+        owner = self._owners.get(engine_id)
+        if owner is not None and owner != source.device:
+            return "foreign_engine_id"
+        bound = self._engines.get(source.device)
+        if bound is not None and bound != engine_id:
+            return "engine_id_mismatch"
+        return None
+
+    def _timely(self, header: V3Header) -> str | None:
+        """RFC 3414 3.2 step 7b for an authenticated trap: the refusal, or None (accepted).
+
+        The engine's boots and time move forward with each authenticated message; one
+        with older boots, or more than TIME_WINDOW seconds behind the engine's estimated
+        time, is refused, and so is one that repeats (engine, boots, time, msgID) of a
+        trap accepted within the window."""
+        now = self.clock()
+        boots, etime = header.boots, header.etime
+        state = self._clocks.get(header.engine_id)
+        if state is None:
+            state = self._clocks[header.engine_id] = _EngineClock(boots, etime, now)
+        elif (
+            state.boots >= MAX_BOOTS
+            or boots < state.boots
+            or (boots == state.boots and etime < state.estimate(now) - TIME_WINDOW)
+        ):
+            return "not_in_time_window"
+        elif boots > state.boots or etime > state.latest:
+            state.boots, state.latest, state.at = boots, etime, now
+        seen = (boots, etime, header.msg_id)
+        if seen in state.seen:
+            return "replay"
+        # Forget what the window refuses anyway (the oldest first), then bound the rest.
+        horizon = state.estimate(now) - TIME_WINDOW
+        while state.seen:
+            (old_boots, old_time, _), _at = next(iter(state.seen.items()))
+            if old_boots == state.boots and old_time >= horizon:
+                break
+            state.seen.popitem(last=False)
+        if len(state.seen) >= REPLAY_MEMORY:
+            state.seen.popitem(last=False)
+            self.stats.replay_evictions += 1
+        state.seen[seen] = now
+        return None
+
+    def _v3(
+        self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
+    ) -> None:
         header = parse_v3_header(data, pos, end)
         reportable = bool(header.flags & FLAG_REPORTABLE)
-        user = self.users.get(header.user_name)
-        if header.flags & FLAG_REPORTABLE and header.engine_id != self.engine_id:
+        if reportable and header.engine_id != self.engine_id:
             # An inform sender discovering us (empty or stale engine ID).
             self._report(header.msg_id, header.user_name, USM_STATS_UNKNOWN_ENGINE_IDS, addr, None)
             return
+        user = next((u for u in source.users if u.name.encode() == header.user_name), None)
         if user is None:
             self._bad(
-                "unknown_user", f"v3 trap from {addr[0]} for unknown user {header.user_name!r}"
+                "unknown_user",
+                f"v3 trap from {addr[0]} ({source.device}) for a user not its own "
+                f"{header.user_name[:32]!r}",
             )
             return
         if header.flags & FLAG_AUTH == 0 and user.level:
             self._bad("unsupported_sec_level", f"unauthenticated v3 trap from {addr[0]}")
             return
-        keys = self._localized(user, header.engine_id) if user.level else None
-        if keys is not None:
-            digest = data[header.auth_start : header.auth_end]
-            if len(digest) != keys.auth_len or not keys.verify(header.zeroed(data), digest):
-                self._bad("wrong_digest", f"v3 trap from {addr[0]} fails authentication")
+        if not reportable:  # a trap: the sender is the authoritative engine
+            refusal = self._engine_refusal(source, header.engine_id)
+            if refusal is not None:
+                bound = self._engines.get(source.device, b"").hex() or "not known yet"
+                self._bad(
+                    refusal,
+                    f"v3 trap from {addr[0]} ({source.device}) with engine ID "
+                    f"{header.engine_id[:32].hex()} (that of "
+                    f"{self._owners.get(header.engine_id) or 'no device'}); "
+                    f"{source.device}'s is {bound}",
+                )
                 return
-            if reportable and (
-                header.boots != self.boots or abs(header.etime - self._time()) > TIME_WINDOW
-            ):
+        keys = self._verified(user, header.engine_id, data, header) if user.level else None
+        if user.level and keys is None:
+            self._bad("wrong_digest", f"v3 trap from {addr[0]} fails authentication")
+            return
+        if keys is not None and reportable:
+            if header.boots != self.boots or abs(header.etime - self._time()) > TIME_WINDOW:
                 self._report(
                     header.msg_id, header.user_name, USM_STATS_NOT_IN_TIME_WINDOWS, addr, keys
                 )
                 return
+        elif keys is not None:
+            refusal = self._timely(header)
+            if refusal is not None:
+                self._bad(
+                    refusal,
+                    f"v3 trap from {addr[0]} ({source.device}): boots {header.boots} time "
+                    f"{header.etime} msgID {header.msg_id}",
+                )
+                return
+            if source.device not in self._engines:
+                self._engines[source.device] = header.engine_id
+                self._owners[header.engine_id] = source.device
+                log.info(
+                    "%s sends traps as engine %s (learned from its first authenticated trap)",
+                    source.device,
+                    header.engine_id.hex(),
+                )
         if header.flags & FLAG_PRIV:
             assert keys is not None
             cipher, _ = ber.read_octets(data, header.data_pos, end)
@@ -250,7 +458,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
                 keys,
                 context=(context_engine, context_name),
             )
-        self._deliver(addr[0], "3", pdu, user.name)
+        self._deliver(source, addr[0], "3", pdu, user.name)
 
     def _reply(
         self,

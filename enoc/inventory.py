@@ -64,6 +64,10 @@ class InventoryDevice:
     role: str = ""
     profile: str = ""  # a profile name; empty: chosen by sysObjectID
     parent: str = ""  # the device this one hangs off (for correlation at the collector)
+    # Traps: the credentials (names) its traps may carry, default `credentials`; and its
+    # SNMPv3 engine ID in hex, default learned from its first authenticated trap.
+    trap_credentials: list[str] = field(default_factory=list)
+    trap_engine_id: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -72,6 +76,27 @@ class InventoryDevice:
             raise ValueError(f"address {self.address!r} is not an IP address") from None
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} is not a UDP port")
+        if self.trap_engine_id:
+            try:
+                engine_id = bytes.fromhex(self.trap_engine_id.removeprefix("0x"))
+            except ValueError:
+                raise ValueError(
+                    f"trap_engine_id {self.trap_engine_id!r} is not hexadecimal"
+                ) from None
+            if not 5 <= len(engine_id) <= 32:  # SnmpEngineID, RFC 3411
+                raise ValueError(
+                    f"trap_engine_id has {len(engine_id)} octets; an engine ID has 5 to 32"
+                )
+
+    @property
+    def trap_credential_names(self) -> list[str]:
+        """The credentials a trap from this device may carry."""
+        return self.trap_credentials or [self.credentials]
+
+    @property
+    def trap_engine(self) -> bytes:
+        """The configured engine ID of its traps; empty: learned."""
+        return bytes.fromhex(self.trap_engine_id.removeprefix("0x"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,7 @@ def inventory_issues(inventory: Inventory, filename: str) -> list[ConfigIssue]:
     """References that must resolve, names that must be unique, and v2c flagged."""
     issues: list[ConfigIssue] = []
     seen: set[str] = set()
+    engines: dict[bytes, str] = {}  # trap_engine_id -> the first device with it
     for i, device in enumerate(inventory.devices):
         if device.credentials not in inventory.credentials:
             known = ", ".join(inventory.credentials) or "none defined"
@@ -95,6 +121,28 @@ def inventory_issues(inventory: Inventory, filename: str) -> list[ConfigIssue]:
                     f"unknown credentials {device.credentials!r} (known: {known})",
                 )
             )
+        for j, name in enumerate(device.trap_credentials):
+            if name not in inventory.credentials:
+                known = ", ".join(inventory.credentials) or "none defined"
+                issues.append(
+                    ConfigIssue(
+                        filename,
+                        0,
+                        f"devices[{i}].trap_credentials[{j}]",
+                        f"unknown credentials {name!r} (known: {known})",
+                    )
+                )
+        engine = device.trap_engine
+        if engine and engine in engines:
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"devices[{i}].trap_engine_id",
+                    f"is {engines[engine]!r}'s too; an engine ID belongs to one device",
+                )
+            )
+        engines.setdefault(engine, device.name)
         if device.name in seen:
             issues.append(
                 ConfigIssue(filename, 0, f"devices[{i}].name", f"{device.name!r} is listed twice")

@@ -171,9 +171,10 @@ async def test_net_snmp_warm_start_and_bgp_traps_become_events(
                 (ce.address, ["1.3.6.1.4.1.99999.0.1"]),  # the end marker
             ]
             for source, varbinds in sends:
-                await asyncio.to_thread(
-                    trap, traps_port, auth, source, tmp_path / "net-snmp", *varbinds
-                )
+                # Each device is its own SNMP engine: net-snmp's state (its engine ID) per
+                # source, since the agent refuses one engine ID from two devices.
+                state = tmp_path / f"net-snmp-{source}"
+                await asyncio.to_thread(trap, traps_port, auth, source, state, *varbinds)
             await listener.wait_for(lambda lst: len(lst.all_events()) >= 4, timeout=5)
             await asyncio.sleep(0.3)
             assert agent.traps is not None
@@ -207,10 +208,23 @@ async def test_bad_traps_are_counted_and_the_receiver_keeps_going(
                     sock.sendto(junk, ("127.0.0.1", traps_port))
             wrong = ["-v2c", "-c", "not-the-community"]
             v3_wrong = [*V3_AUTH_ARGS[:-1], "wrong-priv-key"]
-            for args in (wrong, v3_wrong):
+            # from a device's address (nyc-acc-1), and a right trap from the address of none
+            sends = [
+                (wrong, "127.41.0.2"),
+                (v3_wrong, "127.41.0.2"),
+                (["-v2c", "-c", "public"], "127.0.0.1"),
+            ]
+            for args, source in sends:
                 await asyncio.to_thread(
                     subprocess.run,
-                    ["snmptrap", *args, f"127.0.0.1:{traps_port}", "", "1.3.6.1.6.3.1.1.5.1"],
+                    [
+                        "snmptrap",
+                        *args,
+                        f"--clientaddr={source}",
+                        f"127.0.0.1:{traps_port}",
+                        "",
+                        "1.3.6.1.6.3.1.1.5.1",
+                    ],
                     capture_output=True,
                     timeout=10,
                 )
@@ -225,6 +239,7 @@ async def test_bad_traps_are_counted_and_the_receiver_keeps_going(
             assert bad["unsupported_version"] == 1
             assert bad["unknown_community"] == 1
             assert bad["wrong_digest"] + bad["decryption_error"] == 1
+            assert bad["unknown_source"] == 1
     (event,) = listener.all_events()
     assert event.message == "authentication failure (trap)"
 
@@ -235,14 +250,15 @@ SYS_NAME_0 = "1.3.6.1.2.1.1.5.0"
 
 
 def net_snmp(
-    tool: str, auth: list[str], target: str, tmp_path: Path, *args: str
+    tool: str, auth: list[str], target: str, tmp_path: Path, *args: str, source: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """snmpget/snmpset with one try of one second, net-snmp's state kept in tmp_path."""
     state = tmp_path / "net-snmp"
     state.mkdir(exist_ok=True)
     env = {**os.environ, "MIBS": "", "SNMPCONFPATH": str(state), "SNMP_PERSISTENT_DIR": str(state)}
+    client = [f"--clientaddr={source}"] if source else []
     return subprocess.run(
-        [tool, *auth, "-t", "1", "-r", "0", target, *args],
+        [tool, *auth, *client, "-t", "1", "-r", "0", target, *args],
         capture_output=True,
         text=True,
         timeout=20,
@@ -291,10 +307,19 @@ async def test_the_agent_answers_no_get_or_set_on_its_trap_port_or_its_polling_s
                 else:
                     assert "notWritable" in answered.stderr, (tool, auth, answered.stderr)
 
+            # sent from a device's address: the trap port refuses any other before reading
             targets = {"trap port": traps_port, "polling socket": poll_port}
             results = await asyncio.gather(
                 *(
-                    asyncio.to_thread(net_snmp, tool, auth, f"127.0.0.1:{port}", tmp_path, *args)
+                    asyncio.to_thread(
+                        net_snmp,
+                        tool,
+                        auth,
+                        f"127.0.0.1:{port}",
+                        tmp_path,
+                        *args,
+                        source=device.address,
+                    )
                     for port in targets.values()
                     for tool, auth, args in PROBES
                 )

@@ -87,3 +87,59 @@ def test_random_garbage_never_escapes_as_another_exception() -> None:
             ber.read_varbind_oids(bytes(data[:cut]), start, end)
         except ber.BerError:
             pass
+
+
+class CountingBytes(bytes):
+    """Bytes that count the octets a decoder reads, by index or by iterating a slice."""
+
+    reads = 0
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        part = super().__getitem__(index)
+        if isinstance(index, slice):
+            return _Counted(part)
+        CountingBytes.reads += 1
+        return part
+
+
+class _Counted:
+    def __init__(self, part: bytes) -> None:
+        self.part = part
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for byte in self.part:
+            CountingBytes.reads += 1
+            yield byte
+
+
+def test_a_65_kb_oid_arc_is_refused_after_reading_eleven_octets() -> None:
+    """An arc is at most 2**64 - 1 in at most ten octets: the decoder refuses one as soon
+    as it passes either, instead of growing an integer through 65 KB (quadratic)."""
+    content = CountingBytes(b"\x2b" + b"\xff" * 65_000 + b"\x01")
+    CountingBytes.reads = 0
+    with pytest.raises(ber.BerError, match="sub-identifier above 2"):
+        ber.decode_oid(content, 0, len(content))
+    assert CountingBytes.reads <= 1 + 1 + 10  # the last octet, the first arc, ten more
+    # padded with 0x80 (zero groups), an arc never grows but is refused at its tenth
+    content = CountingBytes(b"\x2b" + b"\x80" * 65_000 + b"\x01")
+    CountingBytes.reads = 0
+    with pytest.raises(ber.BerError, match="longer than 10 octets"):
+        ber.decode_oid(content, 0, len(content))
+    assert CountingBytes.reads <= 1 + 1 + 10
+
+
+@pytest.mark.parametrize("arc", [2**32 - 1, 2**63, 2**64 - 1])
+def test_oid_arcs_up_to_64_bits_decode(arc: int) -> None:
+    oid = (1, 3, 6, 1, 4, 1, arc, 0)
+    encoded = ber.encode_oid(oid)
+    assert ber.decode_oid(encoded, 2, len(encoded)) == oid
+
+
+def test_an_oid_arc_above_64_bits_is_refused() -> None:
+    encoded = ber.encode_oid((1, 3, 2**64))  # ten octets, one bit too many
+    assert len(encoded) == 2 + 1 + 10
+    with pytest.raises(ber.BerError, match="above 2\\*\\*64"):
+        ber.decode_oid(encoded, 2, len(encoded))
+    many = ber.encode_oid_content((1, 3, *range(128)))  # 129 sub-identifiers: one too many
+    with pytest.raises(ber.BerError, match="128 arcs"):
+        ber.decode_oid(many, 0, len(many))

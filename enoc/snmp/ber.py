@@ -187,19 +187,40 @@ def read_octets(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
     return data[start:stop], stop
 
 
+MAX_OID_ARCS = 128
+# A sub-identifier is at most 64 bits (RFC 2578 caps SNMP's at 32): ten 7-bit groups.
+MAX_ARC_BYTES = 10
+MAX_ARC = 2**64 - 1
+
+
 def decode_oid(data: bytes, start: int, stop: int) -> Oid:
+    """Decode OID content; each sub-identifier is bounded, so decoding is linear in its size.
+
+    An unbounded arc would grow one Python int a byte at a time, each shift copying it:
+    quadratic in the arc's length.
+    """
     if stop <= start:
         raise BerError("empty OID")
     if data[stop - 1] & 0x80:
         raise BerError("OID ends inside an arc")
     arcs: list[int] = []
     value = 0
-    for i in range(start, stop):
-        byte = data[i]
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            arcs.append(value)
+    width = 0  # continuation octets of the arc so far
+    for byte in data[start:stop]:
+        if byte & 0x80:
+            # value stays a multiple of 128 at most MAX_ARC, so the arc it ends in fits too
+            value = (value | (byte & 0x7F)) << 7
+            width += 1
+            if width == MAX_ARC_BYTES:
+                raise BerError(f"OID sub-identifier longer than {MAX_ARC_BYTES} octets")
+            if value > MAX_ARC:
+                raise BerError("OID sub-identifier above 2**64 - 1")
+        else:
+            arcs.append(value | byte)
             value = 0
+            width = 0
+    if len(arcs) > MAX_OID_ARCS:
+        raise BerError(f"OID longer than {MAX_OID_ARCS} arcs")
     first = arcs[0]
     if first < 40:
         head: tuple[int, int] = (0, first)
@@ -207,8 +228,6 @@ def decode_oid(data: bytes, start: int, stop: int) -> Oid:
         head = (1, first - 40)
     else:
         head = (2, first - 80)
-    if len(arcs) > 128:
-        raise BerError("OID longer than 128 arcs")
     return (*head, *arcs[1:])
 
 

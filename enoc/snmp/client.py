@@ -19,7 +19,7 @@ import itertools
 import logging
 import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -59,6 +59,9 @@ MAX_MESSAGE_SIZE = 65507
 # response too big to arrive, not a dead device.
 JUST_ANSWERED = 30.0
 GROW_AFTER = 20  # clean walks at a shrunk max-repetitions before trying twice the size
+# Localized keys kept (user and engine ID): an engine ID comes from an unauthenticated
+# discovery Report, so a device that keeps changing it must not grow the cache forever.
+KEY_CACHE_SIZE = 4096
 REPORT_NAMES = {
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 1, 0): "unsupported_sec_level",
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0): "not_in_time_window",
@@ -155,6 +158,7 @@ class ClientStats:
     reports: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0  # walks that shrank max-repetitions after tooBig or a timeout
     rediscoveries: int = 0
+    key_evictions: int = 0  # localized keys dropped from the full cache (least recently used)
 
 
 class SnmpClient(asyncio.DatagramProtocol):
@@ -169,7 +173,7 @@ class SnmpClient(asyncio.DatagramProtocol):
         self._waiting: dict[tuple[str, int], set[int]] = {}  # address -> ids pending
         self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
         self._engines: dict[tuple[str, int, UsmUser], _Engine] = {}
-        self._keys: dict[tuple[UsmUser, bytes], LocalizedUser] = {}
+        self._keys: OrderedDict[tuple[UsmUser, bytes], LocalizedUser] = OrderedDict()
         self._max_rep: dict[tuple[str, int], int] = {}
         self._walks_ok: dict[tuple[str, int], int] = {}  # clean walks at a shrunk size
         self._answered: dict[tuple[str, int], float] = {}  # last answer (monotonic)
@@ -326,8 +330,13 @@ class SnmpClient(asyncio.DatagramProtocol):
             return None
         key = (user, engine_id)
         keys = self._keys.get(key)
-        if keys is None:
-            keys = self._keys[key] = LocalizedUser.localize(user, engine_id)
+        if keys is not None:
+            self._keys.move_to_end(key)
+            return keys
+        keys = self._keys[key] = LocalizedUser.localize(user, engine_id)
+        while len(self._keys) > KEY_CACHE_SIZE:
+            self._keys.popitem(last=False)
+            self.stats.key_evictions += 1
         return keys
 
     async def _discover(self, target: Target, user: UsmUser) -> _Engine:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,7 +113,9 @@ class LocalizedUser:
     auth_len: int = 0
     auth_key: bytes = b""
     priv_key: bytes = b""
-    _salt: int = field(default=0)
+    # RFC 3826 3.1.2.1: the salt integer starts at a random value (RFC 3414 8.1.1.1 for DES:
+    # any value), so that two processes with the same key do not reuse one IV.
+    _salt: int = field(default_factory=lambda: int.from_bytes(os.urandom(8), "big"))
 
     @classmethod
     def localize(cls, user: UsmUser, engine_id: bytes) -> LocalizedUser:
@@ -141,9 +144,10 @@ class LocalizedUser:
     # -- privacy
 
     def next_salt(self, engine_boots: int) -> bytes:
-        self._salt = (self._salt + 1) & 0xFFFFFFFF
+        """The next msgPrivacyParameters: a 64-bit counter for AES, boots and 32 bits for DES."""
+        self._salt = (self._salt + 1) & 0xFFFFFFFFFFFFFFFF
         if self.user.priv_protocol == "DES":
-            return engine_boots.to_bytes(4, "big") + self._salt.to_bytes(4, "big")
+            return engine_boots.to_bytes(4, "big") + (self._salt & 0xFFFFFFFF).to_bytes(4, "big")
         return self._salt.to_bytes(8, "big")
 
     def encrypt(self, plain: bytes, engine_boots: int, engine_time: int, salt: bytes) -> bytes:
