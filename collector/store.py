@@ -790,6 +790,37 @@ def store_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, Exception) and _connection_lost(exc)
 
 
+def store_outage(exc: BaseException) -> bool:
+    """Whether a failed write says the store (or the network to it) is out, so that what
+    was being written waits for it: `store_unavailable`, a connection already closed, an
+    OSError. Anything else is the written content's or the code's."""
+    if store_unavailable(exc) or isinstance(exc, OSError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.InterfaceError)
+
+
+def content_refused(exc: BaseException) -> bool:
+    """Whether the store refused the data it was given, which no retry changes: SQLite's
+    integrity and data errors and an integer it cannot hold (OverflowError), PostgreSQL's
+    SQLSTATE classes 22 (data exception: a NUL in text, a number out of range) and 23
+    (integrity constraint violation)."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    if not isinstance(exc, psycopg.Error):
+        return False
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError) or (exc.sqlstate or "")[
+        :2
+    ] in ("22", "23")
+
+
 def _connection_lost(exc: Exception) -> bool:
     try:
         import psycopg
