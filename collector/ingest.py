@@ -350,8 +350,11 @@ class Ingest:
             if not store_outage(exc):  # the store refused it: no retry changes that
                 await self._reject(client, topic, payload, handler_error(exc), ack)
                 return
-            # The store is down: do not ack; the broker redelivers after reconnect.
+            # The store is down: do not ack; the broker redelivers after reconnect. Dead
+            # letters under way are finished first, so that theirs are acknowledged.
             self._handler_failed(type(decoded).__name__, exc)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=CONNECT_TIMEOUT)
             raise aiomqtt.MqttError(f"cannot commit a message: {exc}") from exc
         ack()
 

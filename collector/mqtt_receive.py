@@ -151,7 +151,7 @@ class _BufferedReader:
     copy (75-150 us against 13 us for 200 KB here). The buffer holds the start of a packet
     not yet whole at its front; it is replaced by a larger one for a packet that does
     not fit, and back by one of the first size once it is empty (a 23 MB message must not
-keep 23 MB). Packets are handed to paho as views of it, valid during the call only:
+    keep 23 MB). Packets are handed to paho as views of it, valid during the call only:
     decode_publish copies topic and payload out, other packets are copied whole.
     """
 
