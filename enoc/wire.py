@@ -384,18 +384,17 @@ def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Messag
     )
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 def nesting(payload: bytes) -> int:
     """How deep a JSON text nests arrays and objects (brackets inside strings do not count),
-    without parsing it: the parser recurses once per level."""
-    # without an escape a quote always opens or closes a string: every other piece is out
-    outside = (
-        b"".join(payload.split(b'"')[::2]) if b"\\" not in payload else _STRING.sub(b"", payload)
-    )
+    without parsing it: the parser recurses once per level. Linear in the payload."""
+    # Escaped backslashes dropped first (pairs, left to right), then escaped quotes: every
+    # quote left opens or closes a string, and every other piece between quotes is outside.
+    plain = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(plain.split(b'"')[::2])
     brackets = outside.translate(None, _NOT_BRACKETS)
     if not brackets:
         return 0
@@ -532,6 +531,8 @@ def _values(raw: object, where: str, store: bool = False) -> dict[str, Value]:
     for key, value in raw.items():  # exact type checks: the hot path, and bool is excluded
         if not key:  # InfluxDB refuses the whole batch for one `=1i`
             raise WireError("invalid", f"{where}: a field with an empty name")
+        if store and "\x00" in key:
+            raise WireError("invalid", f"{where}: a field name with a NUL character")
         kind = type(value)
         if kind is float:
             if value - value != 0.0:  # inf and nan
