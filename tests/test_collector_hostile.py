@@ -27,11 +27,15 @@ from aiomqtt.exceptions import MqttConnectError
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 import collector.ingest as ingest_module
+from agent.config import AgentConfig
+from agent.publisher import Publisher
 from collector.app import Collector
+from collector.config import CollectorMqttConfig
 from collector.model import IncidentChange
 from collector.store import Store, content_refused, store_outage
+from enoc.config import parse_config
 from enoc.localservers import Mosquitto, PostgreSQL, free_port
-from enoc.mqtt import ProtocolChoice
+from enoc.mqtt import AGENT_MAX_PACKET_SIZE, V5, V311, AckedClient, ProtocolChoice, client_args
 from enoc.wire import Event, EventsMessage, StatusMessage, encode, topic
 
 pytestmark = pytest.mark.servers
@@ -437,3 +441,60 @@ async def test_a_23_mb_message_costs_a_bounded_memory_and_is_not_redelivered(
         await eventually(lambda: coll.ingest.stats.received["events"] == 1, what="a new event")
         await asyncio.sleep(0.5)  # time for anything redelivered to come
         assert coll.ingest.stats.rejected == {} and coll.ingest.stats.received["status"] == 0
+
+
+def shipped_limit() -> int:
+    """deploy/mosquitto/mosquitto.conf's message_size_limit."""
+    conf = Path(__file__).parent.parent / "deploy" / "mosquitto" / "mosquitto.conf"
+    (value,) = [
+        line.split()[1] for line in conf.read_text().splitlines() if line.startswith("message_")
+    ]
+    return int(value)
+
+
+async def test_the_shipped_broker_refuses_a_message_over_the_collectors_limit(
+    tmp_path: Path,
+) -> None:
+    """deploy/mosquitto's limit is the collector's default. Mosquitto 2.0.11 drops a 3.1.1
+    publisher's larger message (acknowledged, the connection kept) and disconnects an
+    MQTT 5 publisher that sends one; a message of the limit goes through."""
+    limit = shipped_limit()
+    assert limit == CollectorMqttConfig().max_message_size
+    extra = f"message_size_limit {limit}\n"
+    with Mosquitto(tmp_path / "mosquitto", config_extra=extra) as broker:
+        name = topic(SITE, "good-1", "status")
+        received: list[int] = []
+        async with (
+            aiomqtt.Client("127.0.0.1", broker.port, identifier="reader") as reader,
+            AckedClient(**client_args(broker.url, identifier="v311-pub")) as v311,
+        ):
+            await reader.subscribe(name, qos=1)
+            await v311.publish_acked(name, b"z" * (limit + 1))
+            with pytest.raises(aiomqtt.MqttError):
+                async with AckedClient(
+                    **client_args(broker.url, identifier="v5", protocol=V5)
+                ) as v5:
+                    await v5.publish_acked(name, b"x" * (limit + 1))
+            async with AckedClient(**client_args(broker.url, identifier="v5", protocol=V5)) as v5:
+                assert not (await v5.publish_acked(name, b"y" * limit)).is_failure
+            await v311.publish_acked(name, b"end")
+            async for message in reader.messages:
+                received.append(len(message.payload))
+                if message.payload == b"end":
+                    break
+        assert received == [limit, 3]
+
+
+def test_the_collector_and_the_agent_announce_a_maximum_packet_size(tmp_path: Path) -> None:
+    """Over MQTT 5 (3.1.1 has no such property): the collector its payload limit plus
+    room for the topic, the agent 64 KiB (it receives acknowledgements only)."""
+    assert "properties" not in client_args("mqtt://127.0.0.1:1", identifier="x")
+    config = parse_config(
+        f"agent_id: nyc-1\nsite: nyc\nrtc: americas\nmqtt: {{url: 'mqtt://127.0.0.1:1'}}\n"
+        f"spool: {{path: '{tmp_path / 'spool'}'}}\n",
+        AgentConfig,
+    )
+    publisher = Publisher(config, health=dict, inventory_size=lambda: 0)
+    properties = publisher._client_args(V5)["properties"]
+    assert properties.MaximumPacketSize == AGENT_MAX_PACKET_SIZE == 65536  # type: ignore[attr-defined]
+    assert not hasattr(publisher._client_args(V311).get("properties"), "MaximumPacketSize")
