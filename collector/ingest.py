@@ -101,6 +101,7 @@ class IngestStats:
     rejected: Counter[str] = field(default_factory=Counter)  # by WireError kind
     dead_lettered: int = 0
     failed: Counter[str] = field(default_factory=Counter)  # handler errors (redelivered later)
+    lane_errors: Counter[str] = field(default_factory=Counter)  # a lane's loop failed: by lane
     acked: int = 0
     connects: Counter[str] = field(default_factory=Counter)
     connected: dict[str, bool] = field(default_factory=dict)
@@ -240,6 +241,12 @@ class Ingest:
                     log.warning("broker connection lost (%s): %s", lane, exc)
                 else:
                     self._failing(f"connect-{lane}", f"cannot reach broker: {exc}")
+            except Exception as exc:  # a fault of ours: never end the lane silently
+                self.stats.lane_errors[lane] += 1
+                self.stats.last_error = f"{lane}: {type(exc).__name__}: {exc}"
+                if not entered and client is not None:
+                    abandon(client)
+                log.exception("the %s lane failed: reconnecting", lane)
             finally:
                 self.stats.connected[lane] = False
                 if lane == "metrics":

@@ -498,3 +498,31 @@ def test_the_collector_and_the_agent_announce_a_maximum_packet_size(tmp_path: Pa
     properties = publisher._client_args(V5)["properties"]
     assert properties.MaximumPacketSize == AGENT_MAX_PACKET_SIZE == 65536  # type: ignore[attr-defined]
     assert not hasattr(publisher._client_args(V311).get("properties"), "MaximumPacketSize")
+
+
+async def test_a_fault_in_a_lane_is_logged_and_the_lane_reconnects(
+    tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever escapes the handling of one message (here a RuntimeError from the lane's
+    own code) is logged with its traceback and counted, and the lane reconnects: the
+    message comes again (it was not acknowledged) and is taken."""
+    config = collector_config(tmp_path, mosquitto.url)
+    async with running_collector(config) as coll:
+        handle = coll.ingest._handle
+        faults = 0
+
+        async def faulty(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+            nonlocal faults
+            if faults == 0 and str(message.topic).endswith("/events"):
+                faults += 1
+                raise RuntimeError("a fault of ours")
+            await handle(client, message)
+
+        coll.ingest._handle = faulty  # type: ignore[method-assign]
+        await publish(mosquitto.url, [(topic(SITE, "good-1", "events"), encode(good_event()))])
+        await eventually(lambda: opened_for(coll, "pe-1"), what="the event, after a reconnect")
+        assert faults == 1 and coll.ingest.stats.lane_errors == {"events": 1}
+        assert coll.ingest.stats.connects["events"] == 2
+        assert 'enoc_collector_lane_errors_total{kind="events"} 1' in await scraped(coll)
+        (said,) = [r for r in caplog.records if "lane failed" in r.getMessage()]
+        assert said.exc_info is not None and "a fault of ours" in str(said.exc_info[1])
