@@ -526,3 +526,9 @@ async def test_a_fault_in_a_lane_is_logged_and_the_lane_reconnects(
         assert 'enoc_collector_lane_errors_total{kind="events"} 1' in await scraped(coll)
         (said,) = [r for r in caplog.records if "lane failed" in r.getMessage()]
         assert said.exc_info is not None and "a fault of ours" in str(said.exc_info[1])
+
+
+def test_max_message_size_is_checked_where_it_is_configured() -> None:
+    with pytest.raises(ValueError, match=r"mqtt.max_message_size must be 1024 to \d+ bytes"):
+        CollectorMqttConfig(max_message_size=100)
+    assert CollectorMqttConfig().max_message_size == 1024 * 1024
