@@ -44,6 +44,7 @@ from agent.spool import Record, Spool, SpoolWriteError
 from enoc import __version__
 from enoc.logs import StateLogger, get_logger
 from enoc.mqtt import (
+    AGENT_MAX_PACKET_SIZE,
     V5,
     V5_CONNACK_TIMEOUT,
     AckedClient,
@@ -341,6 +342,7 @@ class Publisher:
             keepalive=float(mqtt.keepalive),
             timeout=timeout,
             protocol=protocol,
+            maximum_packet_size=AGENT_MAX_PACKET_SIZE,
         )
         args["max_inflight_messages"] = mqtt.max_inflight
         self._new_status_block()

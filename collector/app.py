@@ -171,6 +171,7 @@ class Collector:
         out.update({f"received.{k}": v for k, v in s.received.items()})
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})
         out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
+        out.update({f"lane_errors.{k}": v for k, v in s.lane_errors.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
         if self.writer is not None:
             w = self.writer.stats

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from agent.config import LogConfig, TlsConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
 from enoc.logs import redact, strip_login
+from enoc.mqtt import MAX_MESSAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,19 @@ class CollectorMqttConfig:
     # Metrics messages held unacknowledged until written. The broker stops sending at its
     # in-flight limit (Mosquitto's max_inflight_messages, 20 by default): write then.
     max_unacked: int = 20
+    # Bytes: a larger payload is dead-lettered without being decoded (the general decode
+    # expands a payload about 45 times in memory); over MQTT 5 the broker is told (Maximum
+    # Packet Size, this plus PACKET_HEADROOM) and does not send one at all.
+    max_message_size: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("mqtt://", "mqtts://")):
             raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
+        if not 1024 <= self.max_message_size <= MAX_MESSAGE_SIZE:
+            raise ValueError(
+                f"mqtt.max_message_size must be 1024 to {MAX_MESSAGE_SIZE} bytes, "
+                f"got {self.max_message_size}"
+            )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Rules, per incident key (site, device, resource, kind):
 - a problem event opens the key's incident, or bumps its count if one is open;
   a problem soon after the key's last incident was resolved reopens that one;
 - the clearing event (state up / ok / established) resolves it (auto-resolve);
-- an event seen before (same agent and event id: a replay or a redelivery)
+- an event seen before (same site, agent and event id: a replay or a redelivery)
   changes nothing;
 - `flap_transitions` transitions within `flap_window` mark the incident
   flapping: notifications are held until it has been quiet for `flap_window`;
@@ -366,7 +366,7 @@ class Engine:
         inserted = tx.execute(
             "INSERT INTO events (agent, event_id, site, device, resource, kind, state, severity, "
             "at, received, message, source, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (agent, event_id) DO NOTHING",
+            "ON CONFLICT (site, agent, event_id) DO NOTHING",
             (
                 message.agent,
                 event.id,
@@ -773,7 +773,8 @@ class Engine:
         def apply(tx: Tx) -> list[IncidentChange]:
             tx.lock_site(message.site)
             row = tx.one(
-                "SELECT last_seen, status_seq FROM agents WHERE agent = ?", (message.agent,)
+                "SELECT last_seen, status_seq FROM agents WHERE site = ? AND agent = ?",
+                (message.site, message.agent),
             )
             if row is not None and stale_status(message, retained, float(row[0]), int(row[1])):
                 return []
@@ -781,8 +782,8 @@ class Engine:
             first = row is None or message.seq > int(row[1])
             tx.execute(
                 "INSERT INTO agents (agent, site, rtc, state, last_seen, version, inventory_size, "
-                "health, status_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent) "
-                "DO UPDATE SET site = excluded.site, rtc = excluded.rtc, state = excluded.state, "
+                "health, status_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, agent) "
+                "DO UPDATE SET rtc = excluded.rtc, state = excluded.state, "
                 "last_seen = excluded.last_seen, version = excluded.version, "
                 "inventory_size = excluded.inventory_size, health = excluded.health, "
                 "status_seq = excluded.status_seq",
@@ -843,7 +844,9 @@ class Engine:
     def _agent_offline(
         self, tx: Tx, site: str, agent: str, rtc: str, at: float, why: str
     ) -> list[IncidentChange]:
-        tx.execute("UPDATE agents SET state = 'offline' WHERE agent = ?", (agent,))
+        tx.execute(
+            "UPDATE agents SET state = 'offline' WHERE site = ? AND agent = ?", (site, agent)
+        )
         key = IncidentKey(site, "", f"agent:{agent}", AGENT_OFFLINE)
         if tx.open_incident(key) is not None:
             return []
@@ -1199,7 +1202,7 @@ class Engine:
                 "COALESCE(a.state, 'unknown'), "
                 "(SELECT COUNT(*) FROM incidents i WHERE i.site = d.site AND i.device = d.device "
                 " AND i.state <> 'resolved') "
-                "FROM devices d LEFT JOIN agents a ON a.agent = d.agent "
+                "FROM devices d LEFT JOIN agents a ON a.site = d.site AND a.agent = d.agent "
                 + ("WHERE d.site = ? " if site else "")
                 + "ORDER BY d.site, d.device",
                 (site,) if site else (),

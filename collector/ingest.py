@@ -18,9 +18,15 @@ way a message is acknowledged only when it is safe:
 - *events and status*: acknowledged once the incident store committed them.
   On its own connection so that an InfluxDB outage never delays incidents.
 
-A message that breaks the wire contract is counted by kind, logged once per
-kind, republished to the dead-letter topic and acknowledged (redelivering it
-would never make it valid).
+The rule of every lane: whatever a payload does inside decoding and
+validation, or the store's refusal of its content (a constraint, a value it
+cannot hold), is that message's fault: it is counted by reason, logged once per
+reason, republished to `enoc/deadletter/v1/<reason>` (its first 64 KiB) and
+acknowledged, for redelivering it would change nothing. Only an outage of a
+server (the broker, InfluxDB, the store: `collector.store.store_outage`) holds
+messages back. A payload over `mqtt.max_message_size` is refused before
+anything reads it; over MQTT 5 the broker is told the size and does not send
+one at all.
 """
 
 from __future__ import annotations
@@ -42,8 +48,10 @@ from collector.config import CollectorMqttConfig
 from collector.metrics_in import Metrics
 from collector.metrics_in import read as read_metrics
 from collector.mqtt_receive import buffered_read, lean_receive
+from collector.store import content_refused, store_outage
 from enoc.logs import OnceLogger, get_logger
 from enoc.mqtt import (
+    PACKET_HEADROOM,
     V5,
     V5_CONNACK_TIMEOUT,
     AckedClient,
@@ -53,10 +61,12 @@ from enoc.mqtt import (
     version_name,
 )
 from enoc.wire import (
+    MAX_DEPTH,
     EventsMessage,
     MetricsMessage,
     StatusMessage,
     WireError,
+    check_size,
     decode,
     parse_topic,
     subscription,
@@ -65,6 +75,24 @@ from enoc.wire import (
 log = get_logger("enoc.collector.ingest")
 DEAD_LETTER_PREFIX = "enoc/deadletter/v1"
 CONNECT_TIMEOUT = 10.0  # aiomqtt's for the CONNACK (3.1.1), SUBACK and PUBACK
+KEPT = 65536  # bytes of a rejected payload its dead letter carries
+
+
+def wire_error(exc: Exception) -> WireError:
+    """What an exception raised while a payload was decoded says about it."""
+    if isinstance(exc, WireError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return WireError("too_deep", f"nested deeper than {MAX_DEPTH} levels")
+    return WireError("malformed", f"cannot decode: {type(exc).__name__}: {exc}")
+
+
+def handler_error(exc: Exception) -> WireError:
+    """The reason a decoded message that its handler failed on, the store being up, is
+    dead-lettered: `refused` (the store refused its content: a constraint, a value out of
+    range), else `unprocessable` (whatever else it made the handler raise)."""
+    kind = "refused" if content_refused(exc) else "unprocessable"
+    return WireError(kind, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
@@ -73,6 +101,7 @@ class IngestStats:
     rejected: Counter[str] = field(default_factory=Counter)  # by WireError kind
     dead_lettered: int = 0
     failed: Counter[str] = field(default_factory=Counter)  # handler errors (redelivered later)
+    lane_errors: Counter[str] = field(default_factory=Counter)  # a lane's loop failed: by lane
     acked: int = 0
     connects: Counter[str] = field(default_factory=Counter)
     connected: dict[str, bool] = field(default_factory=dict)
@@ -151,6 +180,7 @@ class Ingest:
                     # a broker that does not speak 5 may never answer a v5 CONNECT
                     timeout=V5_CONNACK_TIMEOUT if protocol == V5 else CONNECT_TIMEOUT,
                     receive_maximum=self.config.max_unacked,
+                    maximum_packet_size=self.config.max_message_size + PACKET_HEADROOM,
                 )
                 client = AckedClient(**args)
                 # Before the connect, not after: a resumed session's messages follow the
@@ -211,6 +241,12 @@ class Ingest:
                     log.warning("broker connection lost (%s): %s", lane, exc)
                 else:
                     self._failing(f"connect-{lane}", f"cannot reach broker: {exc}")
+            except Exception as exc:  # a fault of ours: never end the lane silently
+                self.stats.lane_errors[lane] += 1
+                self.stats.last_error = f"{lane}: {type(exc).__name__}: {exc}"
+                if not entered and client is not None:
+                    abandon(client)
+                log.exception("the %s lane failed: reconnecting", lane)
             finally:
                 self.stats.connected[lane] = False
                 if lane == "metrics":
@@ -285,27 +321,16 @@ class Ingest:
         decoded: Metrics | EventsMessage | StatusMessage
         try:
             site, agent, kind = parse_topic(topic)
+            check_size(payload, self.config.max_message_size)  # before anything reads it
             if kind == "metrics":  # straight to its lines (in C where it is built)
                 decoded = read_metrics(site, agent, bytes(payload))
             else:
-                other = decode(topic, bytes(payload))
-                assert not isinstance(other, MetricsMessage)  # the payload's kind is the topic's
+                other = decode(topic, bytes(payload), max_size=self.config.max_message_size)
+                if isinstance(other, MetricsMessage):  # decode follows the topic's kind
+                    raise WireError("misaddressed", "a metrics payload on an events topic")
                 decoded = other
-        except WireError as exc:
-            self.stats.rejected[exc.kind] += 1
-            self._bad(exc.kind, f"rejected a message: {exc}", topic=topic)
-            # Published in the background (a QoS 1 round trip each would throttle the lane);
-            # acknowledged once the dead letter is with the broker.
-            await self._dead_letters.acquire()
-            task = asyncio.create_task(self._dead_letter(client, topic, bytes(payload), exc))
-            self._tasks.add(task)
-
-            def done(t: asyncio.Task[None]) -> None:
-                self._tasks.discard(t)
-                self._dead_letters.release()
-                ack()
-
-            task.add_done_callback(done)
+        except Exception as exc:  # whatever decoding does is the payload's fault
+            await self._reject(client, topic, payload, wire_error(exc), ack)
             return
         if isinstance(decoded, Metrics):
             self.stats.received["metrics"] += 1
@@ -318,9 +343,8 @@ class Ingest:
 
             try:
                 await self.on_metrics(decoded, metrics_ack)
-            except Exception as exc:
-                self._handler_failed("metrics", exc)
-                metrics_ack()
+            except Exception as exc:  # the writer waits out InfluxDB's outages: not one
+                await self._reject(client, topic, payload, handler_error(exc), metrics_ack)
             return
         try:
             if isinstance(decoded, EventsMessage):
@@ -330,10 +354,43 @@ class Ingest:
                 self.stats.received["status"] += 1
                 await self.on_status(decoded, bool(message.retain))
         except Exception as exc:
-            # The store is down or refused: do not ack; the broker redelivers after reconnect.
+            if not store_outage(exc):  # the store refused it: no retry changes that
+                await self._reject(client, topic, payload, handler_error(exc), ack)
+                return
+            # The store is down: do not ack; the broker redelivers after reconnect. Dead
+            # letters under way are finished first, so that theirs are acknowledged.
             self._handler_failed(type(decoded).__name__, exc)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=CONNECT_TIMEOUT)
             raise aiomqtt.MqttError(f"cannot commit a message: {exc}") from exc
         ack()
+
+    async def _reject(
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes | bytearray,
+        exc: WireError,
+        ack: Callable[[], None],
+    ) -> None:
+        """Count, log once per reason, dead-letter, then acknowledge a message that can
+        never be taken (redelivering it would change nothing)."""
+        self.stats.rejected[exc.kind] += 1
+        self._bad(exc.kind, f"rejected a message: {exc}", topic=topic)
+        # Published in the background (a QoS 1 round trip each would throttle the lane);
+        # acknowledged once the dead letter is with the broker.
+        await self._dead_letters.acquire()
+        task = asyncio.create_task(
+            self._dead_letter(client, topic, bytes(payload[:KEPT]), len(payload), exc)
+        )
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._dead_letters.release()
+            ack()
+
+        task.add_done_callback(done)
 
     def _handler_failed(self, what: str, exc: Exception) -> None:
         self.stats.failed[what] += 1
@@ -341,14 +398,15 @@ class Ingest:
         self._failing(f"handler-{what}", f"handling {what} failed: {exc}")
 
     async def _dead_letter(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, error: WireError
+        self, client: aiomqtt.Client, topic: str, payload: bytes, size: int, error: WireError
     ) -> None:
         body = {
             "topic": topic,
             "reason": error.kind,
             "error": str(error),
             "received": time.time(),
-            "payload_b64": base64.b64encode(payload[:65536]).decode(),
+            "payload_b64": base64.b64encode(payload).decode(),  # the first KEPT bytes
+            "size": size,
         }
         with contextlib.suppress(aiomqtt.MqttError):
             await client.publish(

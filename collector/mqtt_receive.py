@@ -150,7 +150,8 @@ class _BufferedReader:
     unused, and for n = 256 KB the allocation (fresh pages each time) cost ten times the
     copy (75-150 us against 13 us for 200 KB here). The buffer holds the start of a packet
     not yet whole at its front; it is replaced by a larger one for a packet that does
-    not fit. Packets are handed to paho as views of it, valid during the call only:
+    not fit, and back by one of the first size once it is empty (a 23 MB message must not
+    keep 23 MB). Packets are handed to paho as views of it, valid during the call only:
     decode_publish copies topic and payload out, other packets are copied whole.
     """
 
@@ -162,6 +163,7 @@ class _BufferedReader:
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.client = client
+        self.size = size
         self.buffer = bytearray(size)
         self.filled = 0  # bytes at the front: the start of a packet not yet whole
         self.sock: object = None  # the connection they came from
@@ -300,6 +302,8 @@ class _BufferedReader:
             larger = bytearray(max(needed, 2 * len(self.buffer)))
             larger[:rest] = view[pos:size]
             self.buffer = larger
+        elif not rest and len(self.buffer) > self.size:  # that packet is gone: so is its room
+            self.buffer = bytearray(self.size)
         elif rest and pos:
             self.buffer[:rest] = view[pos:size]  # same length: the buffer keeps its size
         self.filled = rest

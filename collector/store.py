@@ -201,6 +201,52 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX login_failures_by_key ON login_failures (key, at)",
         "CREATE INDEX login_failures_by_at ON login_failures (at)",
     ],
+    # 5 -> 6: an agent is known by its site and its id (two sites may each run an
+    # "edge-1"): the agents and events tables are keyed by (site, agent), rebuilt as
+    # neither dialect alters a primary key in place alike. inventory_size becomes a BIGINT
+    # (PostgreSQL's INTEGER is 32 bits; the wire's integers are int64).
+    [
+        """CREATE TABLE agents_v6 (
+            site TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            rtc TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            last_seen DOUBLE PRECISION NOT NULL,
+            version TEXT NOT NULL DEFAULT '',
+            inventory_size BIGINT NOT NULL DEFAULT 0,
+            health TEXT NOT NULL DEFAULT '{{}}',
+            status_seq BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (site, agent)
+        )""",
+        "INSERT INTO agents_v6 (site, agent, rtc, state, last_seen, version, inventory_size, "
+        "health, status_seq) SELECT site, agent, rtc, state, last_seen, version, "
+        "inventory_size, health, status_seq FROM agents",
+        "DROP TABLE agents",
+        "ALTER TABLE agents_v6 RENAME TO agents",
+        """CREATE TABLE events_v6 (
+            site TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            device TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            received DOUBLE PRECISION NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'poll',
+            attrs TEXT NOT NULL DEFAULT '{{}}',
+            PRIMARY KEY (site, agent, event_id)
+        )""",
+        "INSERT INTO events_v6 (site, agent, event_id, device, resource, kind, state, severity, "
+        "at, received, message, source, attrs) SELECT site, agent, event_id, device, resource, "
+        "kind, state, severity, at, received, message, source, attrs FROM events",
+        "DROP TABLE events",  # and its indexes, made again below
+        "ALTER TABLE events_v6 RENAME TO events",
+        "CREATE INDEX events_by_received ON events (received)",
+        "CREATE INDEX events_by_key ON events (site, device, resource, kind, at)",
+    ],
 ]
 
 CHANGES_CHANNEL = "enoc_changes"
@@ -742,6 +788,37 @@ def store_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return _sqlite_code(exc) in _SQLITE_UNAVAILABLE
     return isinstance(exc, Exception) and _connection_lost(exc)
+
+
+def store_outage(exc: BaseException) -> bool:
+    """Whether a failed write says the store (or the network to it) is out, so that what
+    was being written waits for it: `store_unavailable`, a connection already closed, an
+    OSError. Anything else is the written content's or the code's."""
+    if store_unavailable(exc) or isinstance(exc, OSError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.InterfaceError)
+
+
+def content_refused(exc: BaseException) -> bool:
+    """Whether the store refused the data it was given, which no retry changes: SQLite's
+    integrity and data errors and an integer it cannot hold (OverflowError), PostgreSQL's
+    SQLSTATE classes 22 (data exception: a NUL in text, a number out of range) and 23
+    (integrity constraint violation)."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | OverflowError):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    if not isinstance(exc, psycopg.Error):
+        return False
+    return isinstance(exc, psycopg.DataError | psycopg.IntegrityError) or (exc.sqlstate or "")[
+        :2
+    ] in ("22", "23")
 
 
 def _connection_lost(exc: Exception) -> bool:

@@ -46,6 +46,13 @@ _NO_V5 = (1, 132)
 # How long a v5 CONNECT may go unanswered before 3.1.1 is tried (see ProtocolChoice); a
 # CONNACK takes one round trip once TCP and TLS are up, even over a satellite link.
 V5_CONNACK_TIMEOUT = 5.0
+# A Maximum Packet Size announced for payloads of n bytes is n plus this: the fixed header,
+# the topic (an enoc topic is some 60 bytes) and the properties.
+PACKET_HEADROOM = 4096
+# MQTT's largest packet (a four-byte remaining length), less the headroom
+MAX_MESSAGE_SIZE = 268_435_455 - PACKET_HEADROOM
+# What the agent announces: it receives acknowledgements only (no subscription)
+AGENT_MAX_PACKET_SIZE = 64 * 1024
 
 
 class TlsFiles(Protocol):
@@ -97,6 +104,7 @@ def client_args(
     protocol: aiomqtt.ProtocolVersion = V311,
     session_expiry: int = SESSION_EXPIRY,
     receive_maximum: int | None = None,
+    maximum_packet_size: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `aiomqtt.Client` (or `AckedClient`): a persistent session.
 
@@ -106,7 +114,9 @@ def client_args(
     connection); paho refuses a clean-session flag on a v5 client. `receive_maximum`
     (5 only) is how many QoS 1 messages the broker may have in flight to this client,
     unacknowledged: a consumer that acknowledges late sets it to its own window, which
-    3.1.1 leaves to the broker's configuration (Mosquitto's max_inflight_messages)."""
+    3.1.1 leaves to the broker's configuration (Mosquitto's max_inflight_messages).
+    `maximum_packet_size` (5 only): the broker sends no larger packet to this client (it
+    drops the message for it); 3.1.1 cannot say so, and the receiver checks sizes itself."""
     parts = urlsplit(url)
     secure = parts.scheme == "mqtts"
     args: dict[str, Any] = {
@@ -122,6 +132,8 @@ def client_args(
         properties.SessionExpiryInterval = session_expiry
         if receive_maximum is not None:
             properties.ReceiveMaximum = max(1, min(65535, receive_maximum))
+        if maximum_packet_size is not None:
+            properties.MaximumPacketSize = max(1, min(268_435_455, maximum_packet_size))
         args["clean_start"] = False
         args["properties"] = properties
     else:

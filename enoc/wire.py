@@ -18,6 +18,16 @@ Counter64 reads 2**64-1 on some devices) but InfluxDB does: a message that
 passes says so (`int64_checked`), so that the line protocol need not check each
 value again; one with a larger integer is decoded by a second set that does
 not check. A decoded metrics message keeps its payload (`payload_of`).
+
+Bounds, whatever the payload (docs/collector.md, "Hostile input"): a payload
+over `max_size` bytes (MAX_PAYLOAD by default) is refused before anything reads
+it (the general path expands a payload about 45 times in memory); JSON nested
+deeper than MAX_DEPTH is refused before it is parsed (the parser recurses);
+`seq` and `inventory_size`, and every integer of an events or status message,
+fit int64 (the store's integers); no string of an events or status message
+holds NUL (PostgreSQL's text cannot); a field name is not empty (InfluxDB
+refuses a whole batch for one `=1i`). Any exception decoding raises is a
+WireError: what a payload does while it is decoded is that payload's fault.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from itertools import starmap
+from itertools import accumulate, starmap
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -36,6 +46,9 @@ Kind = Literal["metrics", "events", "status"]
 KINDS: tuple[Kind, ...] = ("metrics", "events", "status")
 _KIND_OF: dict[str, Kind] = {k: k for k in KINDS}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PAYLOAD = 1024 * 1024  # bytes: the default of `decode`'s max_size
+MAX_DEPTH = 16  # JSON nesting: the contract's deepest (a metrics interface's fields) is 5
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 Value = int | float | str
 Severity = Literal["critical", "major", "minor", "warning", "info"]
@@ -225,13 +238,35 @@ def encode(message: Message) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def decode(topic_name: str, payload: bytes) -> Message:
+def decode(topic_name: str, payload: bytes, *, max_size: int = MAX_PAYLOAD) -> Message:
     """Parse and validate a payload received on `topic_name`.
 
-    Raises WireError with kind: bad_topic, malformed (not JSON / not an object),
-    unknown_version, misaddressed (topic and payload disagree), invalid (schema).
+    Raises WireError with kind: bad_topic, too_large (over `max_size` bytes, not
+    decoded), too_deep (nested beyond MAX_DEPTH), malformed (not JSON / not an
+    object), unknown_version, misaddressed (topic and payload disagree), invalid
+    (schema, and the bounds above). Never another exception.
     """
     site, agent, kind = parse_topic(topic_name)
+    check_size(payload, max_size)
+    try:
+        return _decode(site, agent, kind, payload)
+    except WireError:
+        raise
+    except RecursionError:  # the general path checks the depth first: from the fast path
+        raise WireError("too_deep", f"nested deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:  # a payload must never stop the caller's loop
+        raise WireError("malformed", f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def check_size(payload: bytes | bytearray | memoryview, max_size: int = MAX_PAYLOAD) -> None:
+    """Refuse a payload over `max_size` bytes, before anything reads it."""
+    if len(payload) > max_size:
+        raise WireError(
+            "too_large", f"payload of {len(payload)} bytes, more than the limit of {max_size}"
+        )
+
+
+def _decode(site: str, agent: str, kind: Kind, payload: bytes) -> Message:
     if kind == "metrics":
         int64 = True
         wire: _Metrics | _WideMetrics | None
@@ -300,6 +335,9 @@ def payload_of(message: MetricsMessage) -> bytes | None:
 
 def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Message:
     """The general path: each check in turn, naming the first breach."""
+    depth = nesting(payload)
+    if depth > MAX_DEPTH:
+        raise WireError("too_deep", f"nested {depth} levels deep, more than {MAX_DEPTH}")
     try:
         body = msgspec.json.decode(payload)
     except msgspec.DecodeError as exc:  # also invalid UTF-8 and numbers beyond a double
@@ -311,7 +349,9 @@ def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Messag
         raise WireError(
             "unknown_version", f"schema version {version!r}, this side speaks {SCHEMA_VERSION}"
         )
-    reader = _Reader(body, "")
+    # events and status go to the incident store: their integers are its BIGINTs and
+    # its text cannot hold NUL (metrics go to InfluxDB, which has its own rules)
+    reader = _Reader(body, "", store=kind != "metrics")
     if reader.text("site") != site or reader.text("agent") != agent:
         raise WireError(
             "misaddressed",
@@ -344,14 +384,34 @@ def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Messag
     )
 
 
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nesting(payload: bytes) -> int:
+    """How deep a JSON text nests arrays and objects (brackets inside strings do not count),
+    without parsing it: the parser recurses once per level. Linear in the payload."""
+    # Escaped backslashes dropped first (pairs, left to right), then escaped quotes: every
+    # quote left opens or closes a string, and every other piece between quotes is outside.
+    plain = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(plain.split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    return max(accumulate(map(_STEP.__getitem__, brackets)))
+
+
 # What the general checks accept of a metrics payload, for msgspec: exact types (an int is
-# not a bool, a row has exactly its elements), times in (0, 1e11), seq >= 0. The first
+# not a bool, a row has exactly its elements), times in (0, 1e11), seq in [0, int64]. The first
 # decoder also checks that integers fit int64; a payload with one beyond is decoded by the
 # second, which does not.
 _Time = Annotated[float, msgspec.Meta(gt=0, lt=1e11)]
-_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
-_Fields = dict[str, _Int64 | float | str]
-_WideFields = dict[str, int | float | str]
+_Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+_Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+# a field name is not empty: InfluxDB refuses a whole batch for one line with `=1i`
+_FieldName = Annotated[str, msgspec.Meta(min_length=1)]
+_Fields = dict[_FieldName, _Int64 | float | str]
+_WideFields = dict[_FieldName, int | float | str]
 
 
 class _MetricsSample(msgspec.Struct):
@@ -369,7 +429,7 @@ class _Metrics(msgspec.Struct):
     site: str
     kind: Literal["metrics"]
     rtc: str
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: _Seq
     sent: _Time
     samples: list[_MetricsSample] = []
 
@@ -389,7 +449,7 @@ class _WideMetrics(msgspec.Struct):
     site: str
     kind: Literal["metrics"]
     rtc: str
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: _Seq
     sent: _Time
     samples: list[_WideMetricsSample] = []
 
@@ -403,6 +463,8 @@ def _devices(rows: list[Any]) -> list[DeviceInfo]:
     for i, row in enumerate(rows):
         if not (isinstance(row, list) and len(row) == 4 and all(isinstance(x, str) for x in row)):
             raise WireError("invalid", f"devices[{i}]: expected [name, address, role, parent]")
+        if any("\x00" in x for x in row):
+            raise WireError("invalid", f"devices[{i}]: a string with a NUL character")
         out.append(DeviceInfo(*row))
     return out
 
@@ -461,15 +523,27 @@ def _event(r: _Reader) -> Event:
     )
 
 
-def _values(raw: object, where: str) -> dict[str, Value]:
+def _values(raw: object, where: str, store: bool = False) -> dict[str, Value]:
+    """A field set: names checked, values a number or a string; `store`: also within what
+    the incident store takes (integers within int64, no NUL in a string)."""
     if not isinstance(raw, dict):
         raise WireError("invalid", f"{where}: expected an object")
     for key, value in raw.items():  # exact type checks: the hot path, and bool is excluded
+        if not key:  # InfluxDB refuses the whole batch for one `=1i`
+            raise WireError("invalid", f"{where}: a field with an empty name")
+        if store and "\x00" in key:
+            raise WireError("invalid", f"{where}: a field name with a NUL character")
         kind = type(value)
         if kind is float:
             if value - value != 0.0:  # inf and nan
                 raise WireError("invalid", f"{where}.{key}: not a finite number")
-        elif kind is not int and kind is not str:
+        elif kind is int:
+            if store and not INT64_MIN <= value <= INT64_MAX:
+                raise WireError("invalid", f"{where}.{key}: integer beyond int64")
+        elif kind is str:
+            if store and "\x00" in value:
+                raise WireError("invalid", f"{where}.{key}: a string with a NUL character")
+        else:
             raise WireError("invalid", f"{where}.{key}: expected a number or a string")
     return raw
 
@@ -479,9 +553,10 @@ class _Reader:
 
     _MISSING = object()
 
-    def __init__(self, body: dict[str, Any], path: str) -> None:
+    def __init__(self, body: dict[str, Any], path: str, *, store: bool = False) -> None:
         self.body = body
         self.path = path
+        self.store = store  # within the incident store's bounds (see `_values`)
 
     def _get(self, key: str, default: object) -> object:
         value = self.body.get(key, default)
@@ -493,13 +568,16 @@ class _Reader:
         value = self._get(key, default)
         if not isinstance(value, str):
             raise WireError("invalid", f"{self.path}.{key}: expected a string".lstrip("."))
+        if self.store and "\x00" in value:
+            raise WireError("invalid", f"{self.path}.{key}: a string with a NUL".lstrip("."))
         return value
 
     def integer(self, key: str, default: object = _MISSING) -> int:
         value = self._get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT64_MAX:
             raise WireError(
-                "invalid", f"{self.path}.{key}: expected a non-negative integer".lstrip(".")
+                "invalid",
+                f"{self.path}.{key}: expected a non-negative integer within int64".lstrip("."),
             )
         return value
 
@@ -512,7 +590,7 @@ class _Reader:
         return float(value)
 
     def values(self, key: str) -> dict[str, Value]:
-        return _values(self._get(key, {}), f"{self.path}.{key}".lstrip("."))
+        return _values(self._get(key, {}), f"{self.path}.{key}".lstrip("."), self.store)
 
     def array(self, key: str) -> list[Any]:
         value = self._get(key, [])
@@ -525,5 +603,5 @@ class _Reader:
         for i, item in enumerate(self.array(key)):
             if not isinstance(item, dict):
                 raise WireError("invalid", f"{key}[{i}]: expected an object")
-            out.append(_Reader(item, f"{key}[{i}]"))
+            out.append(_Reader(item, f"{key}[{i}]", store=self.store))
         return out

@@ -388,8 +388,9 @@ async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
 
 async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) -> None:
     """A store written by the first release (schema 1) gains the status order column, the
-    change log and the notifiers' tables, the events' key index, the sessions' tables, and
-    keeps its rows; a store newer than this enoc is refused with a message saying so."""
+    change log and the notifiers' tables, the events' key index, the sessions' tables, the
+    agents and events keyed by site and agent, and keeps its rows; a store newer than this
+    enoc is refused with a message saying so."""
     import collector.store as store_module
 
     first = store_module.MIGRATIONS[:1]
@@ -404,13 +405,43 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
                 ("nyc-1", "nyc", "online", T0),
             )
         )
+        await old.run(
+            lambda tx: tx.execute(
+                "INSERT INTO events (agent, event_id, site, device, resource, kind, state, "
+                "severity, at, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                ("nyc-1", "e-1", "nyc", "pe-1", "device", "reachability", "down", "major", T0, T0),
+            )
+        )
         await old.close()
     finally:
         store_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 5
+    assert await store.open() == len(original) == 6
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
+    # schema 6: an agent and its events are known by site and agent id
+    await store.run(
+        lambda tx: tx.execute(
+            "INSERT INTO agents (agent, site, state, last_seen, inventory_size) "
+            "VALUES (?, ?, ?, ?, ?)",
+            ("nyc-1", "lon", "online", T0, 2**40),
+        )
+    )
+    await store.run(
+        lambda tx: tx.execute(
+            "INSERT INTO events (agent, event_id, site, device, resource, kind, state, "
+            "severity, at, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("nyc-1", "e-1", "lon", "pe-1", "device", "reachability", "down", "major", T0, T0),
+        )
+    )
+    rows = await store.run(
+        lambda tx: tx.all("SELECT site, agent, event_id FROM events ORDER BY site")
+    )
+    assert rows == [("lon", "nyc-1", "e-1"), ("nyc", "nyc-1", "e-1")]
+    rows = await store.run(
+        lambda tx: tx.all("SELECT site, inventory_size FROM agents ORDER BY site")
+    )
+    assert rows == [("lon", 2**40), ("nyc", 0)]
     # schema 3: the change log and the notifiers' state, empty
     assert await store.run(lambda tx: tx.last_change_id()) == 0
     assert await store.run(lambda tx: tx.all("SELECT * FROM notify_cursors")) == []

@@ -292,3 +292,138 @@ def test_a_good_metrics_message_decodes_to_the_dataclasses(
     assert type(sample.bgp[0]) is wire.BgpSample
     assert type(sample.ts) is float
     assert wire.SCHEMA_VERSION == 1  # the fast path's struct says Literal[1]
+
+
+# ------------------------------------------------------------------ bounds (issue 18)
+
+
+def refusal(topic: str, payload: bytes, **kwargs: int) -> tuple[str, str]:
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode(topic, payload, **kwargs)
+    return caught.value.kind, str(caught.value)
+
+
+def test_a_payload_over_the_limit_is_refused_before_it_is_read() -> None:
+    # not JSON at all: refused for its size, not for what it holds
+    kind, said = refusal(METRICS_TOPIC, b"\xff" * (wire.MAX_PAYLOAD + 1))
+    assert kind == "too_large" and str(wire.MAX_PAYLOAD) in said
+    small = wire.encode(metrics())
+    assert refusal(METRICS_TOPIC, small, max_size=len(small) - 1)[0] == "too_large"
+    assert wire.decode(METRICS_TOPIC, small, max_size=len(small)) == metrics()
+
+
+def depth_of(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    return 0
+
+
+def test_nesting_counts_brackets_outside_strings_only() -> None:
+    import random
+
+    rng = random.Random(18)
+    alphabet = '[]{}"\\ab/u'
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
+
+    def value(depth: int) -> object:
+        if depth > 8 or rng.random() < 0.3:
+            return rng.choice([text(), 1, 2.5, None])
+        if rng.random() < 0.5:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {text(): value(depth + 1) for _ in range(rng.randrange(4))}
+
+    for _ in range(2000):
+        body = value(0)
+        for ascii_only in (True, False):
+            payload = json.dumps(body, ensure_ascii=ascii_only).encode()
+            assert wire.nesting(payload) == depth_of(body), payload
+
+
+@pytest.mark.parametrize("kind", ["metrics", "events", "status"])
+def test_json_nested_too_deep_is_refused_whatever_the_kind(kind: str) -> None:
+    topic = f"enoc/v1/nyc/nyc-1/{kind}"
+    for levels in (wire.MAX_DEPTH + 1, 1000, 100_000):
+        payload = b'{"v":1,"x":' + b"[" * levels + b"]" * levels + b"}"
+        assert refusal(topic, payload)[0] == "too_deep", levels
+    # inside a string, brackets are text
+    fine = body_of(metrics())
+    fine["rtc"] = "[" * 1000
+    assert wire.decode(METRICS_TOPIC, json.dumps(fine).encode()).rtc == "[" * 1000
+
+
+def status_payload(**changes: object) -> bytes:
+    body = body_of(wire.StatusMessage("nyc-1", "nyc", "americas", 3, T0, inventory_size=2))
+    return json.dumps({**body, **changes}).encode()
+
+
+def events_payload(**changes: object) -> bytes:
+    event = wire.Event("e-1", T0, "pe-1", "if:1", "link", "down", attrs={"n": 1})
+    body = body_of(wire.EventsMessage("nyc-1", "nyc", "americas", 3, T0, events=[event]))
+    body["events"][0].update(changes)  # type: ignore[index]
+    return json.dumps(body).encode()
+
+
+STATUS_TOPIC = "enoc/v1/nyc/nyc-1/status"
+EVENTS_TOPIC = "enoc/v1/nyc/nyc-1/events"
+
+
+def test_integers_the_store_takes_are_within_int64() -> None:
+    top = 2**63 - 1
+    assert wire.decode(STATUS_TOPIC, status_payload(seq=top, inventory_size=top)).seq == top
+    for key in ("seq", "inventory_size"):
+        kind, said = refusal(STATUS_TOPIC, status_payload(**{key: top + 1}))
+        assert kind == "invalid" and key in said and "int64" in said
+    assert refusal(STATUS_TOPIC, status_payload(health={"n": -(2**63) - 1}))[0] == "invalid"
+    assert refusal(EVENTS_TOPIC, events_payload(attrs={"n": 2**64}))[0] == "invalid"
+    body = body_of(metrics())
+    body["seq"] = 2**64
+    assert refusal(METRICS_TOPIC, json.dumps(body).encode())[0] == "invalid"
+    # a metrics field keeps the contract's integers beyond int64 (a Counter64 of 2**64-1)
+    assert wire.decode(METRICS_TOPIC, wire.encode(metrics())) == metrics()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "where"),
+    [
+        (EVENTS_TOPIC, events_payload(message="a\u0000"), "message"),
+        (EVENTS_TOPIC, events_payload(id="\u0000"), "id"),
+        (EVENTS_TOPIC, events_payload(device="d\u0000"), "device"),
+        (EVENTS_TOPIC, events_payload(attrs={"k": "v\u0000"}), "attrs"),
+        (EVENTS_TOPIC, events_payload(attrs={"k\u0000": 1}), "attrs"),
+        (STATUS_TOPIC, status_payload(version="\u0000"), "version"),
+        (STATUS_TOPIC, status_payload(rtc="\u0000"), "rtc"),
+        (STATUS_TOPIC, status_payload(health={"k": "\u0000"}), "health"),
+        (STATUS_TOPIC, status_payload(devices=[["a", "\u0000", "", ""]]), "devices"),
+    ],
+)
+def test_no_events_or_status_string_holds_nul(topic: str, payload: bytes, where: str) -> None:
+    kind, said = refusal(topic, payload)
+    assert kind == "invalid" and where in said
+
+
+@pytest.mark.parametrize("where", ["fields", "ifs", "bgp"])
+def test_an_empty_field_name_is_invalid_on_both_paths(where: str) -> None:
+    body = body_of(metrics())
+    sample = body["samples"][0]  # type: ignore[index]
+    if where == "fields":
+        sample["fields"][""] = 1
+    elif where == "ifs":
+        sample["ifs"][0][4][""] = 1
+    else:
+        sample["bgp"][0][1][""] = 1
+    payload = json.dumps(body).encode()
+    assert fast(payload) == general(payload) == "invalid"
+    assert refusal(STATUS_TOPIC, status_payload(health={"": 1}))[0] == "invalid"
+
+
+def test_any_exception_decoding_raises_is_a_wire_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object) -> object:
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(wire, "_decode_checked", broken)
+    kind, said = refusal(STATUS_TOPIC, status_payload())
+    assert kind == "malformed" and "MemoryError" in said
