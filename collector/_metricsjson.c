@@ -13,9 +13,9 @@
    takes: the members in the order enoc's encoder writes them (top level: samples after
    rtc; a sample: device, address and ts before fields, ifs, bgp, in that order), no
    unknown or repeated member; names of fields in printable ASCII without a backslash,
-   comma, equals sign or space (their line protocol form is then their JSON form), no
-   name twice in one set; values that are numbers, integers within int64 (not -0),
-   floats that are finite with a lower-case exponent if any; strings for rtc, device
+   comma, equals sign or space (their line protocol form is then their JSON form), other
+   than `time`, no name twice in one set; values that are numbers, integers within int64
+   (not -0), floats that are finite with a lower-case exponent if any; strings for rtc, device
    and address without escapes; site and agent equal to the topic's. JSON's grammar is
    checked as it reads; a UTF-8 or control character fault is left to the general path.
 
@@ -803,8 +803,10 @@ field_set(Parser *p, int kind, Taken *taken, Py_ssize_t *count)
             while (NAME_CHAR[(unsigned char)s[i]]) {
                 i++;
             }
-            if (i == a || s[i] != '"') {
-                return FALLBACK; /* empty, or a character this does not write as it is */
+            if (i == a || s[i] != '"' || (i - a == 4 && memcmp(s + a, "time", 4) == 0)) {
+                /* empty, a character this does not write as it is, or the name InfluxDB
+                   1.x refuses (lineproto.sanitise_field_key renames it) */
+                return FALLBACK;
             }
         }
         start[k] = a;

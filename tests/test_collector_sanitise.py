@@ -1,0 +1,305 @@
+"""Any string a device can send lands in InfluxDB 1.6 (v1 API) and VictoriaMetrics (v2
+API): through the three line protocol paths (Python, collector._lineproto,
+collector._metricsjson), every line is accepted and every tag value and field key reads
+back as `lineproto.sanitise_tag_value` / `sanitise_field_key` say (docs/collector.md,
+"What a device's strings become")."""
+
+from __future__ import annotations
+
+import itertools
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lineprotokit import T0, message
+
+from collector import lineproto
+from collector.lineproto import (
+    MAX_TAG_BYTES,
+    metrics_chunk,
+    sanitise_field_key,
+    sanitise_string_field,
+    sanitise_tag_value,
+)
+from collector.metrics_in import read
+from enoc.localservers import InfluxDB1, VictoriaMetrics
+from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage
+from enoc.wire import encode as wire_encode
+
+NASTY = [
+    "\\A EDICION-1\\",  # an Arista's ifAlias, refused by InfluxDB 1.x before
+    "\\",
+    "\\\\",
+    "trailing\\",
+    "a\\ b",
+    "a\\,b",
+    "a\\=b",
+    "a\\\\\\b",
+    "\\n",
+    '"quoted"',
+    'a"',
+    "a,b",
+    "k=v",
+    "=",
+    ",",
+    " ",
+    "  leading",
+    "trailing  ",
+    "\r\n",
+    "a\rb",
+    "a\nb",
+    "a\tb",
+    "\x00",
+    "nul\x00padded\x00\x00",
+    "\x01\x1f\x7f\x85\x9f",
+    "\ufffdinvalid UTF-8 as the agent decodes it\ufffd",
+    "\u2028\u2029",
+    "ünï cödé ✓ 日本語",
+    "#not a comment",
+    "time",
+    "",
+    "x" * 65536,
+    "é" * 40000,
+    "a" * (MAX_TAG_BYTES - 1) + "\\" + "b",  # the cut makes the backslash last
+]
+
+
+# --------------------------------------------------------------------- the rules
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("\\A EDICION-1\\", "\\A EDICION-1/"),
+        ("C:\\Program Files", "C:\\Program Files"),
+        ("a\\ b", "a/ b"),
+        ("a\\\\b", "a/\\b"),
+        ("\\", "/"),
+        ("a\r\nb", "a  b"),
+        ("\x00", " "),
+        ("", None),
+        ("x" * 2000, "x" * MAX_TAG_BYTES),
+        ("é" * 1000, "é" * (MAX_TAG_BYTES // 2)),
+        ("€" * 400, "€" * (MAX_TAG_BYTES // 3)),  # cut back to a whole character
+        ("a\ud800b", "a\ufffdb"),
+        ('say "hi"', 'say "hi"'),
+    ],
+)
+def test_a_tag_value_is_sanitised_as_documented(value: str, stored: str | None) -> None:
+    assert sanitise_tag_value(value) == stored
+
+
+def test_a_field_key_is_never_empty_nor_one_influxdb_refuses() -> None:
+    assert sanitise_field_key("") is None
+    assert sanitise_field_key("time") == "time_"
+    assert sanitise_field_key('a\\"b') == "a\\'b"
+    assert sanitise_field_key("in_bps") == "in_bps"
+    assert sanitise_string_field("two\nlines") == "two lines"
+
+
+def test_no_line_written_holds_an_empty_tag_value_or_field_key() -> None:
+    sample = DeviceSample(
+        "dev",
+        "127.0.0.9",
+        T0,
+        fields={"": 1, "cpu": 2.0},
+        interfaces=[InterfaceSample(1, "", "", "", {"": 1.0, "in_bps": 1.0})],
+    )
+    for line in lineproto.lines_for(message(sample)):
+        assert "=," not in line and "= " not in line and ",=" not in line and " =" not in line
+        assert "cpu=2.0" in line or "in_bps=1.0" in line
+
+
+# --------------------------------------------------------------------- the paths
+
+
+PATHS = ["python", "lineproto_c", "metricsjson_c"]
+
+
+def lines_of(path: str, msg: MetricsMessage, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    if path == "python":
+        with monkeypatch.context() as m:
+            m.setattr(lineproto, "_native", None)
+            return metrics_chunk(msg)[0]
+    if path == "lineproto_c":
+        if lineproto._native is None:
+            pytest.skip(f"the C extension is not in use: {lineproto.NATIVE}")
+        return metrics_chunk(msg)[0]
+    if not lineproto.native_lineproto():
+        pytest.skip(f"the C extensions are not in use: {lineproto.NATIVE}")
+    # what the collector does with a payload: the C pass, or the general path after it
+    return read(msg.site, msg.agent, wire_encode(msg)).lines
+
+
+def wire_safe(value: str) -> str:
+    """What the wire can carry of a string (JSON is UTF-8: no lone surrogate)."""
+    return value.encode("utf-8", "replace").decode()
+
+
+def nasty_message(strings: list[str], device: str) -> MetricsMessage:
+    """One interface per string (ifIndex = position + 1), the string as its ifName, ifDescr
+    and ifAlias; one device per string, the string as a field name (`device-N`)."""
+    samples = [
+        DeviceSample(
+            device,
+            "127.0.0.9",
+            T0,
+            fields={"cpu": 1.0},
+            interfaces=[
+                InterfaceSample(n + 1, s, "d" + s, s + "a", {"in_bps": float(n)})
+                for n, s in enumerate(strings)
+            ],
+        )
+    ]
+    samples += [
+        DeviceSample(f"{device}-{n}", "127.0.0.9", T0, fields={"cpu": 1.0, s: n})
+        for n, s in enumerate(strings)
+        if sanitise_field_key(s) not in ("cpu", None)
+    ]
+    return message(*samples)
+
+
+def expected_interfaces(strings: list[str]) -> dict[str, dict[str, str]]:
+    """ifIndex -> the tags stored (a tag left out is absent)."""
+    out = {}
+    for n, s in enumerate(strings):
+        tags = {"ifName": sanitise_tag_value(s), "ifDescr": sanitise_tag_value("d" + s)}
+        tags["ifAlias"] = sanitise_tag_value(s + "a")
+        out[str(n + 1)] = {k: v for k, v in tags.items() if v is not None}
+    return out
+
+
+def expected_fields(strings: list[str], device: str) -> dict[str, tuple[str, int]]:
+    """device -> (its field key as stored, its value), per string."""
+    return {
+        f"{device}-{n}": (key, n)
+        for n, s in enumerate(strings)
+        if (key := sanitise_field_key(s)) not in ("cpu", None)
+    }
+
+
+def post(url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def influxdb1_read_back(
+    server: InfluxDB1, db: str, device: str
+) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
+    """The interfaces' tags by ifIndex, and each `device-N`'s field other than cpu."""
+    where = f"WHERE device = '{device}'"
+    result = server.query(f'SELECT * FROM "interface" {where}', db=db)
+    series = result["results"][0].get("series", [])
+    interfaces: dict[str, dict[str, str]] = {}
+    for s in series:
+        columns = s["columns"]
+        for row in s["values"]:
+            got = dict(zip(columns, row, strict=True))
+            interfaces[got["ifIndex"]] = {
+                k: got[k] for k in ("ifName", "ifDescr", "ifAlias") if got.get(k) is not None
+            }
+    result = server.query(f'SELECT * FROM "device" WHERE device =~ /^{device}-/', db=db)
+    fields: dict[str, tuple[str, int]] = {}
+    for s in result["results"][0].get("series", []):
+        columns = s["columns"]
+        for row in s["values"]:
+            got = dict(zip(columns, row, strict=True))
+            rest = {
+                k: v
+                for k, v in got.items()
+                if v is not None and k not in ("time", "cpu", "device", "agent_host", "rtc", "site")
+            }
+            assert len(rest) == 1, got
+            fields[got["device"]] = next(iter(rest.items()))
+    return interfaces, fields
+
+
+def victoria_read_back(
+    server: VictoriaMetrics, device: str
+) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
+    interfaces: dict[str, dict[str, str]] = {}
+    for row in server.export(f'{{__name__="interface_in_bps",device="{device}"}}'):
+        labels = row["metric"]
+        interfaces[labels["ifIndex"]] = {
+            k: labels[k] for k in ("ifName", "ifDescr", "ifAlias") if k in labels
+        }
+    fields: dict[str, tuple[str, int]] = {}
+    for row in server.export(f'{{device=~"{device}-.*",__name__!="device_cpu"}}'):
+        labels = row["metric"]
+        fields[labels["device"]] = (labels["__name__"].removeprefix("device_"), row["values"][0])
+    return interfaces, fields
+
+
+_devices = (f"case{n}" for n in itertools.count())
+
+
+def check_both(
+    strings: list[str],
+    path: str,
+    influxdb1: InfluxDB1,
+    victoria_metrics: VictoriaMetrics,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if path == "metricsjson_c":
+        strings = [wire_safe(s) for s in strings]
+    device = next(_devices)
+    body = lines_of(path, nasty_message(strings, device), monkeypatch)
+    want = (expected_interfaces(strings), expected_fields(strings, device))
+    status, answer = post(f"{influxdb1.url}/write?db=enoc&precision=ms", body)
+    assert (status, answer) == (204, "")
+    assert influxdb1_read_back(influxdb1, "enoc", device) == want
+    status, answer = post(f"{victoria_metrics.url}/api/v2/write?precision=ms", body)
+    assert (status, answer) == (204, "")
+    # VictoriaMetrics answers 204 and skips a line it cannot parse: reading back finds it
+    assert victoria_read_back(victoria_metrics, device) == want
+
+
+@pytest.fixture
+def servers(
+    influxdb1: InfluxDB1, victoria_metrics: VictoriaMetrics
+) -> tuple[InfluxDB1, VictoriaMetrics]:
+    influxdb1.create_database("enoc")
+    return influxdb1, victoria_metrics
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("path", PATHS)
+def test_the_nasty_strings_land_in_both_databases(
+    path: str,
+    servers: tuple[InfluxDB1, VictoriaMetrics],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check_both([*NASTY, "\ud800 lone"], path, *servers, monkeypatch)
+
+
+# What devices send, and what breaks line protocol, mixed at random.
+PIECES = st.sampled_from(["\\", " ", ",", "=", '"', "\n", "\r", "\t", "\x00", "\x7f", "#", "'"])
+STRINGS = st.lists(st.one_of(PIECES, st.text(max_size=8)), max_size=12).map("".join)
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("path", PATHS)
+def test_random_strings_land_in_both_databases(
+    path: str,
+    servers: tuple[InfluxDB1, VictoriaMetrics],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    @settings(
+        max_examples=25,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(st.lists(STRINGS, min_size=1, max_size=6))
+    def check(strings: list[str]) -> None:
+        check_both(strings, path, *servers, monkeypatch)
+
+    check()
