@@ -36,6 +36,11 @@ goes (a number's token is its value), taking its tag sets from the caches here
 (`_DeviceTags.learn_*`). What it is not sure of it leaves to `enoc.wire.decode`
 and `metrics_chunk`, which write the same values (collector/metrics_in.py).
 
+Every tag value and field name is written in the form `sanitise_tag_value` and
+`sanitise_field_key` give (docs/collector.md, "What a device's strings become"),
+which InfluxDB 1.x and VictoriaMetrics both accept and read back alike; the C
+passes take their tag sets and names from here, so they write the same.
+
 Timestamps are milliseconds: polls are a second or more apart, and ms keeps
 sub-second poll times distinct while staying coarse (InfluxData's advice for
 write speed).
