@@ -19,12 +19,15 @@ from lineprotokit import T0, message
 from collector import lineproto
 from collector.lineproto import (
     MAX_TAG_BYTES,
+    chunk,
+    incident_line,
     metrics_chunk,
     sanitise_field_key,
     sanitise_string_field,
     sanitise_tag_value,
 )
 from collector.metrics_in import read
+from collector.model import Incident, IncidentChange, IncidentKey
 from enoc.localservers import InfluxDB1, VictoriaMetrics
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage
 from enoc.wire import encode as wire_encode
@@ -303,3 +306,47 @@ def test_random_strings_land_in_both_databases(
         check_both(strings, path, *servers, monkeypatch)
 
     check()
+
+
+@pytest.mark.servers
+def test_incident_titles_and_resources_land_in_influxdb_1_6_as_documented(
+    servers: tuple[InfluxDB1, VictoriaMetrics],
+) -> None:
+    """The `incident` measurement: a device's string in the title, resource and device
+    (string fields and a tag); VictoriaMetrics keeps only its numbers."""
+    influxdb1, victoria_metrics = servers
+    strings = [s for s in NASTY if s] + ['\'single\' and "double" \\" quotes']
+    changes = [
+        IncidentChange(
+            "opened",
+            Incident(
+                n + 1,
+                IncidentKey("nyc", s, f"ifAlias {s}", "link"),
+                "major",
+                "open",
+                f"link down: {s}",
+                T0 + n,
+                T0 + n,
+                rtc="americas",
+            ),
+        )
+        for n, s in enumerate(strings)
+    ]
+    body = chunk([incident_line(c) for c in changes])
+    status, answer = post(f"{influxdb1.url}/write?db=enoc&precision=ms", body)
+    assert (status, answer) == (204, "")
+    result = influxdb1.query('SELECT "id", "title", "resource", "device" FROM incident', "enoc")
+    rows = {row[1]: row[2:] for row in result["results"][0]["series"][0]["values"]}
+    assert rows == {
+        n + 1: [
+            sanitise_string_field(f"link down: {s}"),
+            sanitise_string_field(f"ifAlias {s}"),
+            sanitise_tag_value(s),
+        ]
+        for n, s in enumerate(strings)
+    }
+    status, answer = post(f"{victoria_metrics.url}/api/v2/write?precision=ms", body)
+    assert (status, answer) == (204, "")
+    ids = victoria_metrics.export('{__name__="incident_id"}')
+    # (devices that sanitise alike, such as "a\rb" and "a\nb", are one series)
+    assert sorted(v for row in ids for v in row["values"]) == list(range(1, len(strings) + 1))
