@@ -264,7 +264,10 @@ def _template(names: tuple[str, ...], kinds: tuple[type, ...]) -> bytes | None:
         _by_names.clear()
         _prefixes.clear()
     escaped_names = [e for e in map(_name, names) if e is not None]
-    if len(escaped_names) != len(names):  # a name not written: the general path leaves it
+    if len(escaped_names) != len(names) or not all(map(_kept, names)):
+        # A name left out, or changed by sanitising (two such can become one key, which
+        # InfluxDB refuses when their types differ): the general path, which writes the
+        # first. Such a name is never in _prefixes, so the C extension leaves the set too.
         _by_names[names] = (kinds, None)
         return None
     for name, escaped_name in zip(names, escaped_names, strict=True):
@@ -307,14 +310,21 @@ def _field_value(value: Value | bool | None) -> bytes | None:
     return None
 
 
+def _kept(name: str) -> bool:
+    """Whether sanitising leaves a field name as it is."""
+    return sanitise_field_key(name) == name
+
+
 def _general_fields(fields: dict[str, Value]) -> bytes:
     parts = []
+    written: set[bytes] = set()
     for name, value in fields.items():
         text = _field_value(value)
         escaped = _name(name)
-        if escaped is None:
+        if escaped is None or escaped in written:  # left out, or a key written already
             continue
         if text is not None:
+            written.add(escaped)
             parts.append(escaped + b"=" + text)
         elif type(value) is int:
             _out_of_range(name, value)

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lineprotokit import T0, message
+from lineprotokit import T0, message, split_line
 
 from collector import lineproto
 from collector.lineproto import (
@@ -29,7 +29,7 @@ from collector.lineproto import (
 from collector.metrics_in import read
 from collector.model import Incident, IncidentChange, IncidentKey
 from enoc.localservers import InfluxDB1, VictoriaMetrics
-from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage
+from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Value
 from enoc.wire import encode as wire_encode
 
 NASTY = [
@@ -350,3 +350,24 @@ def test_incident_titles_and_resources_land_in_influxdb_1_6_as_documented(
     ids = victoria_metrics.export('{__name__="incident_id"}')
     # (devices that sanitise alike, such as "a\rb" and "a\nb", are one series)
     assert sorted(v for row in ids for v in row["values"]) == list(range(1, len(strings) + 1))
+
+
+@pytest.mark.parametrize("path", ["python", "lineproto_c"])
+def test_names_that_sanitise_alike_write_one_key(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`a\\n` and `a\\r` are both stored as `a `: a line with both would be refused by
+    InfluxDB 1.x when their types differ. The first is written, on every path, each
+    name first met alone (so that it is known to the C extension's cache)."""
+    alone: list[dict[str, Value]] = [{"a\n": 1}, {"a\r": 2.5}, {"time": 1}, {"time_": 2}]
+    for fields in alone:
+        lines_of(path, message(DeviceSample("d", "127.0.0.9", T0, fields=fields)), monkeypatch)
+    together: list[tuple[dict[str, Value], str]] = [
+        ({"a\n": 1, "a\r": 2.5, "cpu": 3.0}, "a\\ =1i,cpu=3.0"),
+        ({"time": 1, "time_": 2}, "time_=1i"),
+    ]
+    for fields, written in together:
+        body = lines_of(
+            path, message(DeviceSample("d", "127.0.0.9", T0, fields=fields)), monkeypatch
+        )
+        assert split_line(body.decode().rstrip("\n"))[1] == written
