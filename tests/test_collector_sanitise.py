@@ -66,6 +66,7 @@ NASTY = [
     "",
     "x" * 65536,
     "é" * 40000,
+    '"\\' * 40000,  # escaped, twice as long in a string field
     "a" * (MAX_TAG_BYTES - 1) + "\\" + "b",  # the cut makes the backslash last
 ]
 
