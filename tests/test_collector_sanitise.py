@@ -10,8 +10,11 @@ import itertools
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
+import aiomqtt
 import pytest
+from collectorkit import collector_config, eventually, running_collector
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lineprotokit import T0, message, split_line
@@ -28,8 +31,8 @@ from collector.lineproto import (
 )
 from collector.metrics_in import read
 from collector.model import Incident, IncidentChange, IncidentKey
-from enoc.localservers import InfluxDB1, VictoriaMetrics
-from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Value
+from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Value, topic
 from enoc.wire import encode as wire_encode
 
 NASTY = [
@@ -372,3 +375,39 @@ def test_names_that_sanitise_alike_write_one_key(
             path, message(DeviceSample("d", "127.0.0.9", T0, fields=fields)), monkeypatch
         )
         assert split_line(body.decode().rstrip("\n"))[1] == written
+
+
+@pytest.mark.servers
+async def test_an_aristas_interfaces_land_whole_through_the_collector(
+    tmp_path: Path, mosquitto: Mosquitto, influxdb1: InfluxDB1
+) -> None:
+    """The first-contact report: 14 of an Arista's 55 interfaces refused on every poll for
+    their ifAlias. Through Mosquitto and the collector into InfluxDB 1.6 (v1 API), every
+    interface is stored, its ifAlias as documented, nothing refused."""
+    influxdb1.create_database("enoc")
+    aliases = ["\\A EDICION-1\\", "\\\\srv\\share\\", "uplink", "", "a\\ b", 'say "hi"']
+    sample = DeviceSample(
+        "arista-1",
+        "127.0.0.9",
+        T0,
+        fields={"cpu": 1.0},
+        interfaces=[
+            InterfaceSample(n + 1, f"Ethernet{n + 1}", "", alias, {"in_bps": float(n)})
+            for n, alias in enumerate(aliases)
+        ],
+    )
+    v1 = {"influxdb": {"url": influxdb1.url, "api": "v1", "database": "enoc"}}
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    async with running_collector(collector_config(tmp_path, mosquitto.url, extra=v1)) as coll:
+        async with aiomqtt.Client(host, int(port), identifier="agent-1") as agent:
+            msg = MetricsMessage("agent-1", "lab", "emea", 1, T0, samples=[sample])
+            await agent.publish(topic("lab", "agent-1", "metrics"), wire_encode(msg), qos=1)
+        await eventually(lambda: coll.ingest.stats.acked == 1, what="the message written")
+        assert coll.writer is not None
+        assert coll.writer.stats.points_dropped == 0 and not coll.writer.stats.lines_refused
+        assert coll.writer.stats.points_written == 1 + len(aliases)
+    result = influxdb1.query('SELECT "in_bps", "ifAlias", "ifIndex" FROM "interface"', "enoc")
+    rows = result["results"][0]["series"][0]["values"]
+    assert sorted((row[3], row[2]) for row in rows) == sorted(
+        (str(n + 1), sanitise_tag_value(alias)) for n, alias in enumerate(aliases)
+    )
