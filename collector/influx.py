@@ -450,6 +450,9 @@ class InfluxWriter:
                 continue
             half = len(part) // 2
             parts += [(part[half:], None), (part[:half], None)]
+        if not refused:  # refused together, written apart (a conflict within the batch)
+            self._accepted(written)
+            return
         self.stats.points_written += written
         await self._refused_lines(refused, len(lines), link or first)
 

@@ -502,6 +502,24 @@ async def test_refused_lines_beyond_the_isolation_budget_are_dropped_not_retried
         assert len(stand_in.seen) == 1 + ISOLATION_REQUESTS
 
 
+async def test_a_batch_refused_whole_and_written_in_halves_costs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """InfluxDB 1.x refuses a whole batch whose lines conflict with each other (a field an
+    integer in one, a float in another), then takes them apart: nothing is refused."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    batch = device_lines(2, 4)
+    answers: list[Answer | Callable[[], Answer]] = [Answer(400, body='{"error":"conflict"}')]
+    async with StandIn(answers) as stand_in, running_writer(config(stand_in.url, "v1")) as w:
+        batches = Batches(w)
+        await batches.put(0, batch)
+        await eventually(lambda: batches.acked == [0], what="the batch")
+        assert accepted(stand_in) == set(batch) and len(stand_in.seen) == 3
+        assert (w.stats.points_written, w.stats.points_dropped) == (8, 0)
+        assert not w.stats.lines_refused and w.stats.batches_refused == 0
+    assert refusals(caplog) == []
+
+
 async def test_a_link_refusal_while_halving_stops_it() -> None:
     """The password changed while the writer looked for the refused lines: 401, the rest of
     the batch dropped (no retry storm), the link unhealthy."""
