@@ -13,9 +13,9 @@
    takes: the members in the order enoc's encoder writes them (top level: samples after
    rtc; a sample: device, address and ts before fields, ifs, bgp, in that order), no
    unknown or repeated member; names of fields in printable ASCII without a backslash,
-   comma, equals sign or space (their line protocol form is then their JSON form), no
-   name twice in one set; values that are numbers, integers within int64 (not -0),
-   floats that are finite with a lower-case exponent if any; strings for rtc, device
+   comma, equals sign or space (their line protocol form is then their JSON form), other
+   than `time`, at most MAX_NAME_BYTES long, no name twice in one set; values that are numbers, integers within int64
+   (not -0), floats that are finite with a lower-case exponent if any; strings for rtc, device
    and address without escapes; site and agent equal to the topic's. JSON's grammar is
    checked as it reads; a UTF-8 or control character fault is left to the general path.
 
@@ -54,6 +54,9 @@
 /* Bumped when the function's contract changes: Python uses only the version it knows. */
 #define METRICSJSON_VERSION 1
 
+/* The longest field name written here: lineproto.MAX_TAG_BYTES, beyond which the general
+   path cuts it (sanitise_field_key). */
+#define MAX_NAME_BYTES 1024
 /* Names of one field set kept for the duplicate check; a set with more goes elsewhere. */
 #define MAX_KEYS 64
 /* Bytes of names remembered per kind of set for the duplicate check. */
@@ -803,8 +806,11 @@ field_set(Parser *p, int kind, Taken *taken, Py_ssize_t *count)
             while (NAME_CHAR[(unsigned char)s[i]]) {
                 i++;
             }
-            if (i == a || s[i] != '"') {
-                return FALLBACK; /* empty, or a character this does not write as it is */
+            if (i == a || s[i] != '"' || i - a > MAX_NAME_BYTES
+                || (i - a == 4 && memcmp(s + a, "time", 4) == 0)) {
+                /* empty, a character this does not write as it is, too long, or the name
+                   InfluxDB 1.x refuses (lineproto.sanitise_field_key renames it) */
+                return FALLBACK;
             }
         }
         start[k] = a;

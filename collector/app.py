@@ -22,7 +22,7 @@ from collector.api import Api
 from collector.auth import Users
 from collector.config import CollectorConfig
 from collector.engine import Engine
-from collector.influx import InfluxWriter
+from collector.influx import InfluxWriter, MqttDeadLetters
 from collector.ingest import Ingest
 from collector.lineproto import (
     NATIVE,
@@ -51,7 +51,12 @@ class Collector:
         self.config = config
         self.store = Store(config.store.url)
         self.engine = Engine(self.store, config.incidents, origin=config.mqtt.client_id)
-        self.writer = InfluxWriter(config.influxdb) if config.influxdb is not None else None
+        self.dead_letters = MqttDeadLetters(config.mqtt)  # lines InfluxDB refuses
+        self.writer = (
+            InfluxWriter(config.influxdb, self.dead_letters)
+            if config.influxdb is not None
+            else None
+        )
         self.recent = RecentValues()
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
         self.ingest = Ingest(
@@ -182,7 +187,10 @@ class Collector:
                 incident_points_dropped=w.overflow_dropped,
                 write_retries=w.retries,
                 write_buffer_points=w.buffer_points,
+                lines_dead_lettered=w.dead_lettered,
             )
+            # by device: enoc_collector_lines_refused_total{kind="<device>"}
+            out.update({f"lines_refused.{d}": n for d, n in w.lines_refused.items()})
         return out
 
     # ---------------------------------------------------------------- lifecycle
@@ -226,6 +234,7 @@ class Collector:
                 task.cancel()
             if self.writer is not None:
                 await self.writer.close()
+            await self.dead_letters.close()
             await self._runner.cleanup()
             await self.store.close()
             log.info("collector stopped")

@@ -15,14 +15,22 @@ Errors: connection errors, TLS failures, 5xx and 429 are retried with
 backoff (0.5 s doubling to 30 s, with jitter) forever, or after the
 server's Retry-After (seconds or an HTTP date, at most 60 s) when it sends
 one: the batch stays in the buffer, the buffer fills, `put` waits and
-consumption pauses, so nothing is acknowledged that is not written. Any
-other 4xx can never succeed: 400 (a type conflict, a line the server
-refuses), 401 (bad token or password), 403 (not allowed to write), 404
-(missing bucket or database), 413... The batch gets one attempt, is
+consumption pauses, so nothing is acknowledged that is not written.
+
+A refusal of lines (400, 413, 422: a line that does not parse, a field type
+conflict, a line too large, a point beyond the retention) costs only the lines
+refused: those the answer names (`unable to parse '<line>'`) are set apart, the
+rest is sent again, and what is still refused is halved until each refused
+line stands alone (at most ISOLATION_REQUESTS writes a batch). A refused line
+is dead-lettered with the server's reason (`enoc/deadletter/v1/influx_refused`,
+through `dead_letters`) and counted by device (`WriterStats.lines_refused`);
+every other line of the batch, whatever its device, is written. Writing a line
+again is harmless: a point is its series and time, written twice it is the same.
+
+Any other 4xx can never succeed: 401 (bad token or password), 403 (not allowed
+to write), 404 (missing bucket or database)... The batch gets one attempt, is
 dropped and its messages acknowledged: redelivering them would block every
-later message behind them. Its points count as dropped, or, of a partial
-write (the server wrote the rest), only those the server says it dropped
-(`partial_dropped`), the rest as written. One line is logged per
+later message behind them. Its points count as dropped. One line is logged per
 streak of refusals (and per new status within it) and one when writes are
 accepted again. 401, 403 and 404 also mark the InfluxDB link unhealthy
 (`/healthz`) until a write succeeds.
@@ -46,18 +54,21 @@ import re
 import ssl
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiomqtt
 from isal import igzip
 
-from collector.config import InfluxConfig
+from collector.config import CollectorMqttConfig, InfluxConfig
+from collector.ingest import DEAD_LETTER_PREFIX
 from collector.lineproto import PRECISION, zero_upper
 from enoc.logs import StateLogger, get_logger
-from enoc.mqtt import tls_context
+from enoc.mqtt import client_args, tls_context
 
 log = get_logger("enoc.collector.influx")
 
@@ -71,6 +82,13 @@ LINK_REFUSALS = {
 }
 _PARTIAL = re.compile(r"\bdropped=(\d+)")
 _UNPARSED = re.compile(r"unable to parse \\?'")
+# Refusals of some lines of a batch, found and set apart; the rest is written.
+LINE_REFUSALS = {400, 413, 422}
+ISOLATION_REQUESTS = 256  # writes spent finding a batch's refused lines, at most
+DEAD_LETTER_REASON = "influx_refused"  # enoc/deadletter/v1/<this>
+_NAMED = "unable to parse '"
+# A dead letter sink: (reason, letters) -> how many were published.
+DeadLetters = Callable[[str, list[dict[str, Any]]], Awaitable[int]]
 
 
 def gzip(data: bytes) -> bytes:
@@ -107,13 +125,66 @@ def partial_dropped(body: str) -> int | None:
 
 class WriteRefused(Exception):
     """The server refused a batch for good (4xx other than 429); `dropped` is the number of
-    points a partial write says it dropped (None: the whole batch)."""
+    points a partial write says it dropped (None: the whole batch); `body` its answer."""
 
-    def __init__(self, status: int, message: str, dropped: int | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, dropped: int | None = None, body: str = ""
+    ) -> None:
         hint = LINK_REFUSALS.get(status)
         super().__init__(f"HTTP {status}{f' ({hint})' if hint else ''}: {message}")
         self.status = status
         self.dropped = dropped
+        self.body = body or message
+
+
+def server_message(body: str) -> str:
+    """The error text of a refusal: InfluxDB 1.x's `error`, 2.x's `message`, else the body."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(answer, dict):
+        for key in ("error", "message"):
+            if isinstance(answer.get(key), str):
+                return str(answer[key])
+    return body
+
+
+def named_lines(message: str) -> dict[str, str]:
+    """The lines an error names as not parsing (InfluxDB 1.x and 2.x: `unable to parse
+    '<line>': <why>`, one a line), each with its reason."""
+    named = {}
+    for part in message.split("\n"):
+        start = part.find(_NAMED)
+        if start < 0:
+            continue
+        line, sep, why = part[start + len(_NAMED) :].rpartition("': ")
+        if sep:
+            named[line] = _PARTIAL.sub("", why).strip()
+    return named
+
+
+def line_device(line: bytes) -> str:
+    """The `device` tag of a line ("" without one). Sanitised tag values hold no backslash
+    before a separator (lineproto.sanitise_tag_value), so an unescaped one is the end."""
+    head_end = 0
+    while True:
+        head_end = line.find(b" ", head_end + 1)
+        if head_end < 0 or line[head_end - 1] != 0x5C:  # a backslash
+            break
+    head = line if head_end < 0 else line[:head_end]
+    start = head.find(b",device=")
+    if start < 0:
+        return ""
+    start += len(b",device=")
+    end = start
+    while True:
+        end = head.find(b",", end + 1)
+        if end < 0 or head[end - 1] != 0x5C:
+            break
+    value = head[start:] if end < 0 else head[start:end]
+    text = value.decode(errors="replace")
+    return text.replace("\\,", ",").replace("\\=", "=").replace("\\ ", " ")
 
 
 class WriteFailed(Exception):
@@ -134,13 +205,17 @@ class WriterStats:
     batches_refused: int = 0
     overflow_dropped: int = 0  # put_nowait points refused by a full buffer
     buffer_points: int = 0
+    lines_refused: Counter[str] = field(default_factory=Counter)  # by device
+    dead_lettered: int = 0  # refused lines published as dead letters
+    isolation_requests: int = 0  # writes spent finding refused lines
     errors: Counter[str] = field(default_factory=Counter)
     last_error: str = ""
 
 
 class InfluxWriter:
-    def __init__(self, config: InfluxConfig) -> None:
+    def __init__(self, config: InfluxConfig, dead_letters: DeadLetters | None = None) -> None:
         self.config = config
+        self.dead_letters = dead_letters
         self.stats = WriterStats()
         self.max_buffer = max(config.max_buffer_points, config.batch_size)
         self._buffer: deque[tuple[bytes, int, Callable[[], None] | None]] = deque()
@@ -273,26 +348,32 @@ class InfluxWriter:
 
     async def _write_batch(self) -> None:
         chunks, points, callbacks = self._take()
-        body = gzip(b"".join(chunks))
+        data = b"".join(chunks)
+        try:
+            await self._send_until_answered(gzip(data))
+            self._accepted(points)
+            self.stats.batches_written += 1
+        except WriteRefused as exc:
+            if exc.status in LINE_REFUSALS:
+                await self._isolate(data, exc)
+            else:
+                self._refused(exc, points)
+        for _ in callbacks:
+            self._buffer.popleft()
+        self.stats.buffer_points -= points
+        for callback in callbacks:
+            if callback is not None:
+                callback()
+        async with self._space:
+            self._space.notify_all()
+
+    async def _send_until_answered(self, body: bytes) -> None:
+        """Send `body` until the server accepts it (returns) or refuses it for good (raises
+        WriteRefused); what is worth retrying is retried with backoff."""
         delay = 0.5
         while True:
             try:
                 await self._send(body)
-                self.stats.points_written += points
-                self.stats.batches_written += 1
-                self.healthy = True
-                self._outage.ok("InfluxDB writes", url=self.config.url)
-                if self._refusals:
-                    log.info(
-                        "InfluxDB accepts writes again, after %d refused batches",
-                        self._refusals,
-                        url=self.config.url,
-                    )
-                    self._refusals = self._refused_status = 0
-                break
-            except WriteRefused as exc:
-                self._refused(exc, points)
-                break
             except WriteFailed as exc:
                 self.healthy = False
                 self.stats.retries += 1
@@ -305,14 +386,118 @@ class InfluxWriter:
                     wait = delay * random.uniform(0.8, 1.2)
                     delay = min(30.0, delay * 2)
                 await asyncio.sleep(wait)
-        for _ in callbacks:
-            self._buffer.popleft()
-        self.stats.buffer_points -= points
-        for callback in callbacks:
-            if callback is not None:
-                callback()
-        async with self._space:
-            self._space.notify_all()
+            else:
+                return
+
+    def _accepted(self, points: int) -> None:
+        self.stats.points_written += points
+        self.healthy = True
+        self._outage.ok("InfluxDB writes", url=self.config.url)
+        if self._refusals:
+            log.info(
+                "InfluxDB accepts writes again, after %d refused batches",
+                self._refusals,
+                url=self.config.url,
+            )
+            self._refusals = self._refused_status = 0
+
+    async def _isolate(self, data: bytes, first: WriteRefused) -> None:
+        """A batch the server refused lines of: the refused lines found (those the answer
+        names, then by halving what is still refused), dead-lettered and counted; the
+        rest written."""
+        lines = data.split(b"\n")[:-1]
+        named = named_lines(server_message(first.body))
+        refused: list[tuple[bytes, str]] = []
+        undecided: list[bytes] = []
+        for line in lines:
+            why = named.get(line.decode(errors="replace")) if named else None
+            if why is not None:
+                refused.append((line, f"unable to parse: {why}"))
+            else:
+                undecided.append(line)
+        # The whole batch is known refused unless the answer named lines: then try the rest.
+        parts: list[tuple[list[bytes], WriteRefused | None]] = [
+            (undecided, None if refused else first)
+        ]
+        written = 0
+        budget = ISOLATION_REQUESTS
+        link: WriteRefused | None = None
+        while parts:
+            part, known = parts.pop()
+            if not part:
+                continue
+            if known is None:
+                if budget == 0 or link is not None:
+                    why = "not written: " + (
+                        str(link) if link is not None else "the batch's refused lines not found"
+                    )
+                    refused += [(line, why) for line in part]
+                    continue
+                budget -= 1
+                self.stats.isolation_requests += 1
+                try:
+                    await self._send_until_answered(gzip(b"".join(x + b"\n" for x in part)))
+                    written += len(part)
+                    continue
+                except WriteRefused as exc:
+                    if exc.status not in LINE_REFUSALS:  # the link: nothing more goes in
+                        link = exc
+                        refused += [(line, str(exc)) for line in part]
+                        continue
+                    known = exc
+            if len(part) == 1:
+                refused.append((part[0], str(known)))
+                continue
+            half = len(part) // 2
+            parts += [(part[half:], None), (part[:half], None)]
+        if not refused:  # refused together, written apart (a conflict within the batch)
+            self._accepted(written)
+            return
+        self.stats.points_written += written
+        await self._refused_lines(refused, len(lines), link or first)
+
+    async def _refused_lines(
+        self, refused: list[tuple[bytes, str]], lines: int, exc: WriteRefused
+    ) -> None:
+        """Lines refused for good: counted by device, dead-lettered, logged once per
+        streak."""
+        stats = self.stats
+        stats.points_dropped += len(refused)
+        stats.batches_refused += 1
+        stats.errors[f"http_{exc.status}"] += 1
+        stats.last_error = str(exc)
+        if exc.status in LINK_REFUSALS:
+            self.healthy = False
+        letters = []
+        received = time.time()
+        for line, why in refused:
+            device = line_device(line)
+            stats.lines_refused[device] += 1
+            letters.append(
+                {
+                    "reason": DEAD_LETTER_REASON,
+                    "error": why,
+                    "device": device,
+                    "line": line[:65536].decode(errors="replace"),
+                    "received": received,
+                }
+            )
+        if letters and self.dead_letters is not None:
+            stats.dead_lettered += await self.dead_letters(DEAD_LETTER_REASON, letters)
+        if exc.status != self._refused_status:
+            log.error(
+                "InfluxDB refused lines of a batch for good (%s): %d of its %d lines "
+                "dead-lettered to enoc/deadletter/v1/%s and counted by device, the rest "
+                "written; further refusals are only counted until a batch is written whole",
+                exc,
+                len(refused),
+                lines,
+                DEAD_LETTER_REASON,
+                url=self.config.url,
+                status=exc.status,
+            )
+            self._refused_status = exc.status
+        self._refusals += 1
 
     def _refused(self, exc: WriteRefused, points: int) -> None:
         """A batch refused for good: count, log once per streak (and per new status)."""
@@ -411,7 +596,56 @@ class InfluxWriter:
         if status == 429 or status >= 500 or status == 0:
             raise WriteFailed(f"HTTP {status}: {text[:200]}", parse_retry_after(retry_after))
         whole = body if isinstance(body, str) and body else text
-        raise WriteRefused(status, text[:300], partial_dropped(whole))
+        raise WriteRefused(status, text[:300], partial_dropped(whole), whole)
+
+
+class MqttDeadLetters:
+    """The writer's dead letters, published (QoS 1) to `enoc/deadletter/v1/<reason>` on the
+    collector's broker over a connection of their own, opened when the first is due and
+    kept (the ingest's lanes are consumers; refusals are rare). A broker that cannot take
+    them is logged when that starts and ends; the lines stay counted."""
+
+    def __init__(self, config: CollectorMqttConfig) -> None:
+        self.config = config
+        self._client: aiomqtt.Client | None = None
+        self._outage = StateLogger(log)
+
+    async def __call__(self, reason: str, letters: list[dict[str, Any]]) -> int:
+        published = 0
+        try:
+            client = await self._connected()
+            for letter in letters:
+                await client.publish(
+                    f"{DEAD_LETTER_PREFIX}/{reason}", json.dumps(letter), qos=1, timeout=5
+                )
+                published += 1
+            self._outage.ok("dead letters to MQTT", url=self.config.url)
+        except (aiomqtt.MqttError, OSError) as exc:
+            self._outage.failed("dead letters to MQTT", exc, url=self.config.url)
+            await self.close()
+        return published
+
+    async def _connected(self) -> aiomqtt.Client:
+        if self._client is None:
+            c = self.config
+            args = client_args(
+                c.url,
+                identifier=f"{c.client_id}-deadletters",
+                tls=c.tls,
+                username=c.username,
+                password=c.password,
+            )
+            args["clean_session"] = True  # a publisher: no session to keep
+            client = aiomqtt.Client(**args)
+            await client.__aenter__()
+            self._client = client
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, OSError):
+                await client.__aexit__(None, None, None)
 
 
 def ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:

@@ -36,6 +36,11 @@ goes (a number's token is its value), taking its tag sets from the caches here
 (`_DeviceTags.learn_*`). What it is not sure of it leaves to `enoc.wire.decode`
 and `metrics_chunk`, which write the same values (collector/metrics_in.py).
 
+Every tag value and field name is written in the form `sanitise_tag_value` and
+`sanitise_field_key` give (docs/collector.md, "What a device's strings become"),
+which InfluxDB 1.x and VictoriaMetrics both accept and read back alike; the C
+passes take their tag sets and names from here, so they write the same.
+
 Timestamps are milliseconds: polls are a second or more apart, and ms keeps
 sub-second poll times distinct while staying coarse (InfluxData's advice for
 write speed).
@@ -46,6 +51,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import re
 from collections.abc import Callable
 from types import ModuleType
 from typing import TypeVar
@@ -161,20 +167,75 @@ def _fits(values: list[Value]) -> bool:
     return all(INT64_MIN <= v <= INT64_MAX for v in values if type(v) is int)
 
 
+# The sanitising (docs/collector.md, "What a device's strings become"): what InfluxDB 1.x
+# and VictoriaMetrics both parse and read back alike. They disagree on backslashes in keys
+# and tag values: InfluxDB 1.x keeps `\\` as two backslashes and takes a backslash before a
+# separator as escaping it (so a value cannot end in one), VictoriaMetrics reads `\\` as
+# one and counts a run's parity. A backslash followed by anything else is kept by both.
+MAX_TAG_BYTES = 1024  # of a tag value's UTF-8: InfluxDB 1.x refuses series keys past 64 KiB
+MAX_STRING_BYTES = 65_536  # of a string field value's UTF-8
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_BACKSLASH = re.compile(r"\\(?=[\\ ,=]|\Z)")
+_RESERVED_KEYS = {"time"}  # InfluxDB 1.x refuses a point with a field named so
+
+
+def _whole(text: str, limit: int) -> str:
+    """Control characters as spaces, lone surrogates as U+FFFD, at most `limit` bytes of
+    UTF-8 (cut back to a whole character)."""
+    text = _CONTROL.sub(" ", text)
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        raw = text.encode()
+    if len(raw) > limit:
+        text = raw[:limit].decode(errors="ignore")
+    return text
+
+
+def sanitise_tag_value(value: str) -> str | None:
+    """A tag value as InfluxDB and VictoriaMetrics store it (None: the tag is left out).
+
+    Each control character (U+0000-U+001F, U+007F-U+009F) becomes a space, a lone surrogate
+    U+FFFD; the value is cut to MAX_TAG_BYTES of UTF-8 (a whole character); then a backslash
+    that ends it or precedes a backslash, space, comma or equals sign becomes a slash. An
+    empty value is None."""
+    if not value:
+        return None
+    return _BACKSLASH.sub("/", _whole(value, MAX_TAG_BYTES)) or None
+
+
+def sanitise_field_key(name: str) -> str | None:
+    """A field (or tag) key as stored: a tag value's rules, after each double quote made a
+    single quote (VictoriaMetrics takes one as opening a string); `time` (which InfluxDB
+    1.x refuses) becomes `time_`. None: left out."""
+    if not name:
+        return None
+    key = _BACKSLASH.sub("/", _whole(name, MAX_TAG_BYTES).replace('"', "'"))
+    return key + "_" if key in _RESERVED_KEYS else key or None
+
+
+def sanitise_string_field(value: str) -> str:
+    """A string field's value as stored: control characters as spaces, at most
+    MAX_STRING_BYTES of UTF-8."""
+    return _whole(value, MAX_STRING_BYTES)
+
+
+def _escape(sanitised: str) -> str:
+    """A sanitised key or tag value in line protocol: its separators escaped."""
+    return sanitised.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
 def _tag(value: str) -> str:
-    return (
-        value.replace("\\", "\\\\")
-        .replace(",", "\\,")
-        .replace("=", "\\=")
-        .replace(" ", "\\ ")
-        .replace("\n", "\\n")
-    )
+    """A tag value in line protocol; empty when it is left out."""
+    sanitised = sanitise_tag_value(value)
+    return "" if sanitised is None else _escape(sanitised)
 
 
 # Caches: names, tag sets and templates repeat from one poll to the next. Bounded, and
 # simply emptied when full (a fleet's names fit many times over).
 _CACHE_LIMIT = 200_000
-_names: dict[str, bytes] = {}
+_names: dict[str, bytes | None] = {}
 _templates: dict[tuple[tuple[str, ...], tuple[type, ...]], bytes | None] = {}
 _devices: dict[tuple[str, str, str, str], _DeviceTags] = {}
 # field names -> the value types seen last with them and their template: looked up by the
@@ -186,12 +247,14 @@ _by_names: dict[tuple[str, ...], tuple[tuple[type, ...], bytes | None]] = {}
 _prefixes: dict[str, bytes] = {}
 
 
-def _name(name: str) -> bytes:
-    escaped = _names.get(name)
-    if escaped is None:
+def _name(name: str) -> bytes | None:
+    """A field name in line protocol (None: it cannot be written, its field is left out)."""
+    escaped = _names.get(name, b"")
+    if escaped == b"":
         if len(_names) >= _CACHE_LIMIT:
             _names.clear()
-        escaped = _names[name] = _tag(name).encode()
+        key = sanitise_field_key(name)
+        escaped = _names[name] = None if key is None else _escape(key).encode()
     return escaped
 
 
@@ -200,9 +263,16 @@ def _template(names: tuple[str, ...], kinds: tuple[type, ...]) -> bytes | None:
     if len(_by_names) >= _CACHE_LIMIT or len(_prefixes) >= _CACHE_LIMIT:
         _by_names.clear()
         _prefixes.clear()
-    for name in names:
+    escaped_names = [e for e in map(_name, names) if e is not None]
+    if len(escaped_names) != len(names) or not all(map(_kept, names)):
+        # A name left out, or changed by sanitising (two such can become one key, which
+        # InfluxDB refuses when their types differ): the general path, which writes the
+        # first. Such a name is never in _prefixes, so the C extension leaves the set too.
+        _by_names[names] = (kinds, None)
+        return None
+    for name, escaped_name in zip(names, escaped_names, strict=True):
         if name not in _prefixes:
-            _prefixes[name] = _name(name) + b"="
+            _prefixes[name] = escaped_name + b"="
     key = (names, kinds)
     template = _templates.get(key, b"")
     if template != b"":
@@ -211,8 +281,8 @@ def _template(names: tuple[str, ...], kinds: tuple[type, ...]) -> bytes | None:
     if len(_templates) >= _CACHE_LIMIT:
         _templates.clear()
     parts = []
-    for name, kind in zip(names, kinds, strict=True):
-        escaped = _name(name).replace(b"%", b"%%")
+    for escaped_name, kind in zip(escaped_names, kinds, strict=True):
+        escaped = escaped_name.replace(b"%", b"%%")
         if kind is int:
             parts.append(escaped + b"=%bi")
         elif kind is float:
@@ -235,17 +305,27 @@ def _field_value(value: Value | bool | None) -> bytes | None:
     if isinstance(value, float):
         return repr(value).encode() if math.isfinite(value) else None
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        escaped = sanitise_string_field(value).replace("\\", "\\\\").replace('"', '\\"')
         return b'"%b"' % escaped.encode()
     return None
 
 
+def _kept(name: str) -> bool:
+    """Whether sanitising leaves a field name as it is."""
+    return sanitise_field_key(name) == name
+
+
 def _general_fields(fields: dict[str, Value]) -> bytes:
     parts = []
+    written: set[bytes] = set()
     for name, value in fields.items():
         text = _field_value(value)
+        escaped = _name(name)
+        if escaped is None or escaped in written:  # left out, or a key written already
+            continue
         if text is not None:
-            parts.append(_name(name) + b"=" + text)
+            written.add(escaped)
+            parts.append(escaped + b"=" + text)
         elif type(value) is int:
             _out_of_range(name, value)
     return b",".join(parts)
@@ -277,8 +357,8 @@ def _python_fields(fields: dict[str, Value], int64: bool) -> bytes:
 
 
 def _tags(pairs: list[tuple[str, str]]) -> bytes:
-    """Sorted by key (InfluxDB's canonical order), empty values left out."""
-    return "".join(f",{k}={_tag(v)}" for k, v in sorted(pairs) if v).encode()
+    """Sorted by key (InfluxDB's canonical order), values sanitised, empty ones left out."""
+    return "".join(f",{k}={t}" for k, v in sorted(pairs) if (t := _tag(v))).encode()
 
 
 # An interface's identity as the wire carries it (`ifIndex,"name","descr","alias"`) and a

@@ -9,6 +9,7 @@ import random
 import struct
 import urllib.request
 
+from collector.lineproto import sanitise_field_key, sanitise_string_field
 from enoc.localservers import InfluxDB1, VictoriaMetrics
 from enoc.wire import BgpSample, DeviceSample, InterfaceSample, MetricsMessage, Value
 
@@ -34,7 +35,7 @@ def parse_fields(text: str) -> dict[str, Value | bool]:
             raw = []
             while text[k] != '"':
                 if text[k] == "\\":
-                    raw.append({"n": "\n"}.get(text[k + 1], text[k + 1]))
+                    raw.append(text[k + 1])
                     k += 2
                 else:
                     raw.append(text[k])
@@ -77,8 +78,13 @@ def writable(value: Value | bool) -> bool:
 
 
 def expected(fields: dict[str, Value]) -> dict[str, Value | bool]:
-    """What InfluxDB can store of a field set."""
-    return {k: v for k, v in fields.items() if writable(v)}
+    """What InfluxDB can store of a field set: its keys and strings sanitised."""
+    out: dict[str, Value | bool] = {}
+    for name, value in fields.items():
+        key = sanitise_field_key(name)
+        if key is not None and writable(value):
+            out[key] = sanitise_string_field(value) if isinstance(value, str) else value
+    return out
 
 
 EDGE_CASE_FLOATS = [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308]

@@ -1,13 +1,16 @@
 """The collector's InfluxDB writer when InfluxDB says no (docs/collector.md, "What happens
 when things break").
 
-- A refusal for good (400 type conflict, 401 bad credentials, 403 not allowed, 404 no such
-  database or bucket): one attempt per batch, its points counted as dropped (of a partial
-  write only those the server says it dropped, the rest as written), its messages
-  acknowledged, one log line per streak; 401, 403
-  and 404 mark the link unhealthy. Against Debian's InfluxDB 1.6 with authentication on
-  (the v1 `/write` path) and, for the v2 path, a small HTTP server standing in for
-  InfluxDB 2 (real HTTP, the real influxdb-client code).
+- A refusal of the link (401 bad credentials, 403 not allowed, 404 no such database or
+  bucket): one attempt per batch, its points counted as dropped, its messages
+  acknowledged, one log line per streak, the link unhealthy.
+- A refusal of lines (400: a line that does not parse, a field type conflict): the lines
+  the answer names, then by halving, are found, dead-lettered and counted by device; the
+  rest of the batch, every other device's lines, written. Against a stand-in that refuses
+  chosen lines (the pattern controlled) and against InfluxDB 1.6's real type conflicts.
+- Against Debian's InfluxDB 1.6 with authentication on (the v1 `/write` path) and, for
+  the v2 path, a small HTTP server standing in for InfluxDB 2 (real HTTP, the real
+  influxdb-client code).
 - 503 and 429: retried after the server's Retry-After (seconds or an HTTP date), which
   is a bound the writer promises, then written once, nothing lost; without it, backoff.
   No real InfluxDB can be made to answer those: the stand-in does.
@@ -22,6 +25,7 @@ import contextlib
 import email.utils
 import gzip
 import itertools
+import json
 import logging
 import ssl
 import time
@@ -37,8 +41,18 @@ from aiohttp import web
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 from agent.config import TlsConfig
-from collector.config import CollectorConfig, InfluxConfig
-from collector.influx import MAX_RETRY_AFTER, InfluxWriter, parse_retry_after, partial_dropped
+from collector.config import CollectorConfig, CollectorMqttConfig, InfluxConfig
+from collector.influx import (
+    DEAD_LETTER_REASON,
+    ISOLATION_REQUESTS,
+    MAX_RETRY_AFTER,
+    InfluxWriter,
+    MqttDeadLetters,
+    line_device,
+    named_lines,
+    parse_retry_after,
+    partial_dropped,
+)
 from collector.recent import InfluxRecent
 from enoc.config import ConfigError, Duration, Secret, parse_config
 from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
@@ -49,7 +63,7 @@ from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, top
 pytestmark = pytest.mark.servers
 T0 = time.time() - 3600
 LOGGER = "enoc.collector.influx"
-REFUSED = "refused a batch for good"
+REFUSED = "for good"
 AGAIN = "accepts writes again"
 
 
@@ -77,13 +91,18 @@ class Seen:
 class StandIn:
     """An HTTP server in place of InfluxDB (1.x `/write`, 2.x `/api/v2/write`): it answers
     `answers` in turn (an answer or a function making one when the request comes), then
-    `then` to every further request, and records each request with its answer."""
+    `then` to every further request, and records each request with its answer. `judge`,
+    when given, answers instead: a function of the request's lines."""
 
     def __init__(
-        self, answers: list[Answer | Callable[[], Answer]] | None = None, then: Answer | None = None
+        self,
+        answers: list[Answer | Callable[[], Answer]] | None = None,
+        then: Answer | None = None,
+        judge: Callable[[list[str]], Answer] | None = None,
     ) -> None:
         self.answers = list(answers or [])
         self.then = then or Answer()
+        self.judge = judge
         self.seen: list[Seen] = []
         self.port = free_port()
         self._runner: web.AppRunner | None = None
@@ -110,9 +129,12 @@ class StandIn:
         raw = await request.read()  # aiohttp inflates a gzip body by itself
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-        answer = self.answers.pop(0) if self.answers else self.then
-        if not isinstance(answer, Answer):
-            answer = answer()
+        lines = raw.decode().splitlines()
+        if self.judge is not None:
+            answer = self.judge(lines)
+        else:
+            next_one = self.answers.pop(0) if self.answers else self.then
+            answer = next_one if isinstance(next_one, Answer) else next_one()
         self.seen.append(
             Seen(
                 at,
@@ -120,7 +142,7 @@ class StandIn:
                 request.path,
                 dict(request.query),
                 dict(request.headers),
-                raw.decode().splitlines(),
+                lines,
                 answer,
             )
         )
@@ -141,9 +163,22 @@ def config(url: str, api: str, **extra: Any) -> InfluxConfig:
     return InfluxConfig(url=url, api=api, flush_interval=Duration(0.05), **base)  # type: ignore[arg-type]
 
 
+class Letters:
+    """A dead letter sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.letters: list[tuple[str, dict[str, Any]]] = []
+
+    async def __call__(self, reason: str, letters: list[dict[str, Any]]) -> int:
+        self.letters += [(reason, letter) for letter in letters]
+        return len(letters)
+
+
 @contextlib.asynccontextmanager
-async def running_writer(influx: InfluxConfig) -> AsyncIterator[InfluxWriter]:
-    writer = InfluxWriter(influx)
+async def running_writer(
+    influx: InfluxConfig, letters: Letters | None = None
+) -> AsyncIterator[InfluxWriter]:
+    writer = InfluxWriter(influx, letters)
     await writer.start()
     try:
         yield writer
@@ -300,17 +335,26 @@ async def test_a_type_conflict_drops_only_what_influxdb_1_6_dropped_and_keeps_th
     # a field's type is kept per shard (a week): the string goes in the same one
     secured_influx.write("enoc", f'device,device=old cpu="a string" {int(T0)}', precision="s")
     influx = config(secured_influx.url, "v1", username="writer", password=Secret("writer-pw-1"))
-    async with running_writer(influx) as writer:
+    letters = Letters()
+    batch = lines(0, 2, "device") + lines(5, 3, "interface")
+    async with running_writer(influx, letters) as writer:
         batches = Batches(writer)
-        await batches.put(0, lines(0, 2, "device") + lines(5, 3, "interface"))
+        await batches.put(0, batch)
         await eventually(lambda: batches.acked == [0], what="the batch")
         assert writer.stats.points_dropped == 2, "the two device points InfluxDB dropped"
         assert writer.stats.points_written == 3, "and the three it wrote"
         assert writer.stats.batches_refused == 1 and writer.stats.errors["http_400"] == 1
+        assert writer.stats.lines_refused == {"d0": 1, "d1": 1}
         assert writer.healthy, "a bad batch is not a bad link"
     (line,) = refusals(caplog)
     assert "HTTP 400" in line and "field type conflict" in line and "2 of its 5" in line
-    assert influx_writes(secured_influx)[-1] == ("writer", 400)
+    assert [(r, x["line"]) for r, x in letters.letters] == [
+        (DEAD_LETTER_REASON, b) for b in batch[:2]
+    ]
+    assert all("field type conflict" in x["error"] for _r, x in letters.letters)
+    # the batch, its first half (both device lines), each alone, then its second half
+    writes = [status for user, status in influx_writes(secured_influx) if user == "writer"]
+    assert writes == [400, 400, 400, 400, 204]
     assert stored(secured_influx, "interface") == [5, 6, 7], "the rest of the batch landed"
 
 
@@ -326,60 +370,278 @@ async def test_lines_influxdb_1_6_cannot_parse_are_the_dropped_ones_of_its_parti
     caplog.set_level(logging.INFO, logger=LOGGER)
     influx = config(secured_influx.url, "v1", username="writer", password=Secret("writer-pw-1"))
     batch = [*lines(0, 2), "device,device=x cpu= 1", "not line protocol", *lines(2, 2)]
-    async with running_writer(influx) as writer:
+    letters = Letters()
+    async with running_writer(influx, letters) as writer:
         batches = Batches(writer)
         await batches.put(0, batch)
         await eventually(lambda: batches.acked == [0], what="the batch")
         assert (writer.stats.points_dropped, writer.stats.points_written) == (2, 4)
         assert writer.stats.errors["http_400"] == 1 and writer.healthy
+        assert writer.stats.lines_refused == {"x": 1, "": 1}
     (line,) = refusals(caplog)
-    assert "unable to parse" in line and "2 of its 6 points dropped" in line
+    assert "unable to parse" in line and "2 of its 6 lines" in line
+    assert [x["line"] for _r, x in letters.letters] == batch[2:4], "named by the answer"
+    assert [x["error"] for _r, x in letters.letters] == [
+        "unable to parse: missing field value",
+        "unable to parse: invalid field format",
+    ]
+    # the named lines set apart, the rest sent again once: no halving
+    assert [s for _u, s in influx_writes(secured_influx)] == [400, 204]
     assert stored(secured_influx, "device") == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize(
-    ("server", "status", "body", "dropped"),
-    [
-        (
-            "InfluxDB 1.8",  # its /api/v2/write answers as /write does
-            400,
-            '{"error":"partial write: field type conflict: input field \\"cpu\\" on '
-            'measurement \\"device\\" is type integer, already exists as type float dropped=3"}',
-            3,
-        ),
-        (
-            "InfluxDB 2",
-            422,
-            '{"code":"unprocessable entity","message":"failure writing points to database: '
-            'partial write: points beyond retention policy dropped=1"}',
-            1,
-        ),
-        (
-            "InfluxDB 3",
-            400,
-            '{"error":"partial write of line protocol occurred","data":['
-            '{"original_line":"device,device=d1 cpu=1i 1","line_number":2,'
-            '"error_message":"invalid column type for column \'cpu\'"},'
-            '{"original_line":"device,device=d2 cpu=2i 2","line_number":3,'
-            '"error_message":"invalid column type for column \'cpu\'"}]}',
-            2,
-        ),
-        ("InfluxDB 2, no partial write", 400, V2_PARSE_ERROR, 5),
-    ],
-)
-async def test_v2_partial_writes_count_only_what_the_server_dropped(
-    server: str, status: int, body: str, dropped: int
+def device_lines(devices: int, each: int) -> list[str]:
+    """`each` lines of each of `devices` devices, interleaved as a batch mixes them."""
+    return [
+        f"interface,device=dev-{d},ifIndex={i} in_bps={d * 100 + i}i {round(T0 * 1000)}"
+        for i in range(each)
+        for d in range(devices)
+    ]
+
+
+def refusing(bad: set[str], body: Callable[[list[str]], str]) -> Callable[[list[str]], Answer]:
+    """A stand-in's judge: 400 with `body(the bad lines sent)` for a request holding any
+    line of `bad`, else 204."""
+
+    def judge(sent: list[str]) -> Answer:
+        refused = [line for line in sent if line in bad]
+        return Answer(400, body=body(refused)) if refused else Answer()
+
+    return judge
+
+
+def accepted(stand_in: StandIn) -> set[str]:
+    return {line for s in stand_in.seen if s.answer.status == 204 for line in s.lines}
+
+
+# What servers answer for part of a batch: InfluxDB 1.x when the batch conflicts in
+# itself (nothing written), InfluxDB 2's parse error (no line written), VictoriaMetrics.
+UNNAMED_BODIES = {
+    "InfluxDB 1.x conflict": lambda _bad: '{"error":"field type conflict"}',
+    "InfluxDB 2 parse error": lambda _bad: (
+        '{"code":"invalid","message":"failure writing points to database: partial write: '
+        'field type conflict dropped=1"}'
+    ),
+    "VictoriaMetrics": lambda _bad: "cannot parse line: unexpected tag value",
+}
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+@pytest.mark.parametrize("server", sorted(UNNAMED_BODIES))
+async def test_a_refused_batch_costs_only_its_refused_lines_found_by_halving(
+    api: str, server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Three devices' lines in one batch; the stand-in refuses two lines of dev-1 (and
+    every request holding one), naming none: the writer halves until each stands alone."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    batch = device_lines(3, 20)
+    bad = {batch[7], batch[40]}
+    assert {line_device(line.encode()) for line in bad} == {"dev-1"}
+    letters = Letters()
+    judge = refusing(bad, UNNAMED_BODIES[server])
     async with (
-        StandIn(then=Answer(status, body=body)) as stand_in,
-        running_writer(config(stand_in.url, "v2")) as writer,
+        StandIn(judge=judge) as stand_in,
+        running_writer(config(stand_in.url, api), letters) as writer,
     ):
         batches = Batches(writer)
-        await batches.put(0, lines(0, 5))
-        await eventually(lambda: batches.acked == [0], what=f"the batch ({server})")
-        assert writer.stats.points_dropped == dropped, server
-        assert writer.stats.points_written == 5 - dropped, server
-        assert writer.stats.batches_refused == 1 and writer.stats.retries == 0
+        await batches.put(0, batch)
+        await eventually(lambda: batches.acked == [0], what="the batch acknowledged")
+        assert accepted(stand_in) == set(batch) - bad, "every other line, every device's"
+        assert writer.stats.lines_refused == {"dev-1": 2}
+        assert (writer.stats.points_written, writer.stats.points_dropped) == (58, 2)
+        assert writer.stats.batches_refused == 1 and writer.stats.errors["http_400"] == 1
+        assert writer.healthy and writer.stats.retries == 0
+        # halving: about 2 log2(60) requests a refused line, far fewer than one a line
+        assert len(stand_in.seen) <= 1 + 2 * 2 * 6
+        # the next batch is written whole, and says so
+        await batches.put(1, device_lines(3, 2))
+        await eventually(lambda: batches.acked == [0, 1], what="the next batch")
+    assert sorted(x["line"] for _r, x in letters.letters) == sorted(bad)
+    assert {(r, x["device"]) for r, x in letters.letters} == {(DEAD_LETTER_REASON, "dev-1")}
+    assert all(str(400) in x["error"] for _r, x in letters.letters)
+    (line,) = refusals(caplog)
+    assert "2 of its 60 lines" in line
+    assert len(recoveries(caplog)) == 1
+
+
+async def test_lines_the_answer_names_are_set_apart_without_halving() -> None:
+    """InfluxDB 1.x names each line it cannot parse (and writes the others): the named
+    lines are dead-lettered, the rest sent once more (a point written twice is one)."""
+    batch = device_lines(2, 10)
+    bad = {batch[3], batch[12]}
+
+    def body(refused: list[str]) -> str:
+        named = "\\n".join(f"unable to parse '{line}': invalid tag format" for line in refused)
+        return f'{{"error":"partial write: {named} dropped=0"}}'
+
+    letters = Letters()
+    async with (
+        StandIn(judge=refusing(bad, body)) as stand_in,
+        running_writer(config(stand_in.url, "v1"), letters) as writer,
+    ):
+        batches = Batches(writer)
+        await batches.put(0, batch)
+        await eventually(lambda: batches.acked == [0], what="the batch")
+        assert [s.answer.status for s in stand_in.seen] == [400, 204]
+        assert stand_in.seen[1].lines == [line for line in batch if line not in bad]
+        assert writer.stats.lines_refused == {"dev-1": 1, "dev-0": 1}
+    assert [x["error"] for _r, x in letters.letters] == ["unable to parse: invalid tag format"] * 2
+
+
+async def test_refused_lines_beyond_the_isolation_budget_are_dropped_not_retried_forever() -> None:
+    """A stand-in that refuses every line: at most ISOLATION_REQUESTS writes, then the rest
+    is dropped and counted; the batch is acknowledged and the writer goes on."""
+    batch = device_lines(1, 400)
+    async with StandIn(then=Answer(400, body='{"error":"field type conflict"}')) as stand_in:
+        async with running_writer(config(stand_in.url, "v1")) as writer:
+            batches = Batches(writer)
+            await batches.put(0, batch)
+            await eventually(lambda: batches.acked == [0], what="the batch", timeout=60)
+            assert writer.stats.points_dropped == 400 and writer.stats.points_written == 0
+            assert writer.stats.lines_refused == {"dev-0": 400}
+        assert len(stand_in.seen) == 1 + ISOLATION_REQUESTS
+
+
+async def test_a_batch_refused_whole_and_written_in_halves_costs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """InfluxDB 1.x refuses a whole batch whose lines conflict with each other (a field an
+    integer in one, a float in another), then takes them apart: nothing is refused."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    batch = device_lines(2, 4)
+    answers: list[Answer | Callable[[], Answer]] = [Answer(400, body='{"error":"conflict"}')]
+    async with StandIn(answers) as stand_in, running_writer(config(stand_in.url, "v1")) as w:
+        batches = Batches(w)
+        await batches.put(0, batch)
+        await eventually(lambda: batches.acked == [0], what="the batch")
+        assert accepted(stand_in) == set(batch) and len(stand_in.seen) == 3
+        assert (w.stats.points_written, w.stats.points_dropped) == (8, 0)
+        assert not w.stats.lines_refused and w.stats.batches_refused == 0
+    assert refusals(caplog) == []
+
+
+async def test_a_link_refusal_while_halving_stops_it() -> None:
+    """The password changed while the writer looked for the refused lines: 401, the rest of
+    the batch dropped (no retry storm), the link unhealthy."""
+    batch = device_lines(2, 8)
+    answers: list[Answer | Callable[[], Answer]] = [Answer(400, body='{"error":"x"}')]
+    async with StandIn(answers, then=Answer(401, body='{"error":"authorization failed"}')) as s:
+        async with running_writer(config(s.url, "v1")) as writer:
+            batches = Batches(writer)
+            await batches.put(0, batch)
+            await eventually(lambda: batches.acked == [0], what="the batch")
+            assert writer.stats.points_dropped == 16 and not writer.healthy
+            assert writer.stats.errors["http_401"] == 1
+        assert [x.answer.status for x in s.seen] == [400, 401], "no request after the 401"
+
+
+@pytest.mark.parametrize(
+    ("line", "device"),
+    [
+        ("interface,agent_host=127.0.0.1,device=core-1,ifIndex=1 in_bps=1 1", "core-1"),
+        ("device,device=core\\ 1\\,\\=x,site=nyc cpu=1 1", "core 1,=x"),
+        ("device,agent_host=a,device=last cpu=1 1", "last"),
+        ('incident,change=opened,device=d1 title="device=not this" 1', "d1"),
+        ("enoc_agent,agent=a1,site=nyc health=1 1", ""),
+        ('incident,change=opened title="a,device=not this" 1', ""),
+        ("device,device=\\A\\ EDICION-1/ cpu=1 1", "\\A EDICION-1/"),
+    ],
+)
+def test_a_lines_device_is_its_device_tag(line: str, device: str) -> None:
+    assert line_device(line.encode()) == device
+
+
+def test_the_lines_an_answer_names_are_read_with_their_reasons() -> None:
+    message = (
+        "partial write: unable to parse 'a b=': missing field value\n"
+        "unable to parse 'x,t=\\\\ f=1i 2': invalid tag format dropped=0"
+    )
+    assert named_lines(message) == {
+        "a b=": "missing field value",
+        "x,t=\\\\ f=1i 2": "invalid tag format",
+    }
+    assert named_lines("field type conflict") == {}
+
+
+async def test_dead_letters_reach_the_broker(mosquitto: Mosquitto) -> None:
+    """Through Mosquitto: the writer's refused line, its reason and device, on
+    enoc/deadletter/v1/influx_refused."""
+    batch = device_lines(2, 3)
+    bad = {batch[1]}
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    sink = MqttDeadLetters(CollectorMqttConfig(url=mosquitto.url, client_id="writer-test"))
+    received: list[tuple[str, dict[str, Any]]] = []
+    async with aiomqtt.Client(host, int(port), identifier="dead-letter-reader") as reader:
+        await reader.subscribe("enoc/deadletter/v1/#", qos=1)
+        judge = refusing(bad, lambda _b: '{"error":"field type conflict"}')
+        async with StandIn(judge=judge) as stand_in:
+            writer = InfluxWriter(config(stand_in.url, "v1"), sink)
+            await writer.start()
+            try:
+                await Batches(writer).put(0, batch)
+                async with asyncio.timeout(20):
+                    async for message in reader.messages:
+                        assert isinstance(message.payload, bytes)
+                        received.append((message.topic.value, json.loads(message.payload)))
+                        break
+                await eventually(lambda: writer.stats.dead_lettered == 1, what="its PUBACK")
+            finally:
+                await writer.close(grace=5)
+                await sink.close()
+    ((where, letter),) = received
+    assert where == "enoc/deadletter/v1/influx_refused"
+    assert letter["line"] == batch[1] and letter["device"] == "dev-1"
+    assert "field type conflict" in letter["error"] and letter["reason"] == "influx_refused"
+
+
+async def test_the_collector_writes_every_other_device_and_counts_the_refused_one(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Through Mosquitto and the collector: one device's interface line is refused; the
+    message's other points are written, the refusal counted on /metrics by device and
+    dead-lettered, the message acknowledged."""
+    samples = [
+        DeviceSample(
+            name,
+            "127.0.0.9",
+            T0,
+            fields={"cpu": 1.0},
+            interfaces=[InterfaceSample(1, "ge-0/0/1", "", alias, {"in_bps": 5.0})],
+        )
+        for name, alias in [("arista-1", "\\A EDICION-1\\"), ("cisco-1", "uplink")]
+    ]
+    message = MetricsMessage("agent-1", "lab", "emea", 1, T0, samples=samples)
+
+    def judge(sent: list[str]) -> Answer:
+        bad = [x for x in sent if x.startswith("interface") and "arista-1" in x]
+        return Answer(400, body='{"error":"field type conflict"}') if bad else Answer()
+
+    async with StandIn(judge=judge) as stand_in:
+        influx = {"influxdb": {"url": stand_in.url, "api": "v1", "database": "enoc"}}
+        host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+        async with (
+            aiomqtt.Client(host, int(port), identifier="dead-letter-reader") as reader,
+            running_collector(collector_config(tmp_path, mosquitto.url, extra=influx)) as coll,
+        ):
+            await reader.subscribe("enoc/deadletter/v1/#", qos=1)
+            async with aiomqtt.Client(host, int(port), identifier="agent-1") as agent:
+                await agent.publish(topic("lab", "agent-1", "metrics"), encode(message), qos=1)
+            await eventually(lambda: coll.ingest.stats.acked == 1, what="the message acked")
+            async with asyncio.timeout(20):
+                async for letter in reader.messages:
+                    assert isinstance(letter.payload, bytes)
+                    dead = json.loads(letter.payload)
+                    break
+            counters = coll.counters()
+    written = accepted(stand_in)
+    assert {line.split(",", 1)[0] + " " + line_device(line.encode()) for line in written} == {
+        "device arista-1",
+        "device cisco-1",
+        "interface cisco-1",
+    }
+    assert "ifAlias=\\A\\ EDICION-1/," in dead["line"] and dead["device"] == "arista-1"
+    assert counters["lines_refused.arista-1"] == 1 and "lines_refused.cisco-1" not in counters
+    assert counters["lines_dead_lettered"] == 1 and counters["points_written"] == 3
 
 
 @pytest.mark.parametrize(
@@ -416,8 +678,8 @@ V2_REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("status", sorted(V2_REFUSALS))
-async def test_v2_refusals_get_one_attempt_a_batch_and_one_log_line(
+@pytest.mark.parametrize("status", sorted(set(V2_REFUSALS) - {400}))
+async def test_v2_refusals_of_the_link_get_one_attempt_a_batch_and_one_log_line(
     status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
@@ -428,7 +690,7 @@ async def test_v2_refusals_get_one_attempt_a_batch_and_one_log_line(
                 await batches.put(n, lines(10 * n, 4))
                 await eventually(lambda n=n: len(batches.acked) == n + 1, what=f"batch {n}")
             assert writer.stats.points_dropped == 12 and writer.stats.retries == 0
-            assert writer.healthy is (status == 400)
+            assert not writer.healthy
         seen = server.seen
     assert [s.path for s in seen] == ["/api/v2/write"] * 3, "one attempt per batch"
     assert [s.lines for s in seen] == [lines(0, 4), lines(10, 4), lines(20, 4)]

@@ -115,7 +115,7 @@ def test_tags_are_sorted_escaped_and_empty_ones_left_out() -> None:
         f"device,agent_host=127.0.0.5,device=core\\ 1,rtc=americas,site=nyc cpu=12.5 {stamp}"
     )
     assert interface == (
-        "interface,agent_host=127.0.0.5,device=core\\ 1,ifAlias=to\\=gva\\,\\ via\\nlyon,"
+        "interface,agent_host=127.0.0.5,device=core\\ 1,ifAlias=to\\=gva\\,\\ via\\ lyon,"
         f"ifIndex=7,ifName=ge-0/0/7,rtc=americas,site=nyc in_bps=1.0 {stamp}"
     )
     assert bgp == (
@@ -128,9 +128,10 @@ def reference_fields(fields: dict[str, Value]) -> dict[str, Value | bool]:
     """The values the collector wrote before templates (one f-string a value), parsed."""
     parts = []
     for name, value in fields.items():
-        key = lineproto._tag(name)
-        if not writable(value):
+        stored = lineproto.sanitise_field_key(name)
+        if stored is None or not writable(value):
             continue
+        key = lineproto._escape(stored)
         if isinstance(value, bool):
             parts.append(f"{key}={'true' if value else 'false'}")
         elif isinstance(value, int):
@@ -138,7 +139,8 @@ def reference_fields(fields: dict[str, Value]) -> dict[str, Value | bool]:
         elif isinstance(value, float):
             parts.append(f"{key}={value!r}")
         else:
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            stored_value = lineproto.sanitise_string_field(value)
+            escaped = stored_value.replace("\\", "\\\\").replace('"', '\\"')
             parts.append(f'{key}="{escaped}"')
     return parse_fields(",".join(parts))
 

@@ -294,6 +294,15 @@ def forms() -> Iterator[tuple[str, bytes, bool]]:
     yield "a member twice", compact.replace('"seq":', '"seq":1,"seq":').encode(), False
     yield "a name escaped", compact.replace('"in_bps"', '"in\\u005fbps"', 1).encode(), False
     yield "a name with a space", edit(field("in bps", 1)), False
+    yield "the name InfluxDB 1.x refuses", edit(field("time", 1)), False
+    yield "a name that only starts as that one", edit(field("timer", 1)), True
+    yield "a name of 1,024 bytes", edit(field("x" * 1024, 1)), True
+    yield "a name of 1,025 bytes", edit(field("x" * 1025, 1)), False
+    yield (
+        "an alias with backslashes",
+        edit(lambda b: b["samples"][0]["ifs"][0].__setitem__(3, "\\A EDICION-1\\")),
+        True,
+    )
     yield (
         "a name twice in a set",
         compact.replace('{"ifOperStatus":', '{"x":1,"x":', 1).encode(),
