@@ -224,6 +224,10 @@ def test_sim_serves_a_folder_each_recording_on_its_own_address(tmp_path: Path) -
                     check=True,
                 ).stdout
                 assert out.startswith(f".{first} "), (device["name"], out)  # its own walk
+            served = wait_for_http(f"http://127.0.0.1:{control}/devices", proc)
+            assert isinstance(served, list)
+            assert [d["served"]["requests"] for d in served] == [1, 1, 1]  # each its own
+            assert all(d["served"]["varbinds"] == 1 for d in served)
             request = urllib.request.Request(
                 f"http://127.0.0.1:{control}/devices/winxp-full-walk/faults",
                 data=json.dumps({"kind": "reboot"}).encode(),
