@@ -10,6 +10,7 @@ A fleet file (YAML, validated by enoc's config loader):
       - {version: "2c", community: public}
     trap_receivers: ["127.0.0.1:10162"]
     trap_version: "2c"          # or "3" (sent with the first v3 user's credentials)
+    recording_counters: moving  # or recorded: a recording's counters as in the file
     sites:
       - name: nyc
         rtc: americas
