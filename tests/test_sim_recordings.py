@@ -242,3 +242,31 @@ def test_sim_serves_a_folder_each_recording_on_its_own_address(tmp_path: Path) -
             _, stderr = proc.communicate(timeout=15)
     assert proc.returncode == 0, stderr
     assert "serving 3 devices" in stderr
+
+
+def test_the_demo_fleet_can_include_real_devices() -> None:
+    from enoc.demo import demo_fleet_spec
+
+    plain = demo_fleet_spec()
+    spec = demo_fleet_spec((RECORDED / "linux-full-walk.snmprec",))
+    assert spec.sites[:-1] == plain.sites
+    lab = spec.sites[-1]
+    assert (lab.name, lab.rtc) == ("lab", "europe")
+    assert [g.name for g in lab.devices] == ["linux-full-walk"]
+    assert spec.recording_counters == "moving"  # so the demo's rates are not all zero
+    devices = build_devices(spec, time.time())
+    assert devices[-1].recording == str(RECORDED / "linux-full-walk.snmprec")
+    assert devices[-1].users  # the fleet's v3 user, like every simulated device
+
+
+def test_the_demo_refuses_a_recording_that_is_not_there(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "enoc.cli", "demo", "--recording", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "enoc demo: --recording:" in proc.stderr and "no such recording" in proc.stderr
+    assert "Traceback" not in proc.stderr
