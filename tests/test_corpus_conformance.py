@@ -23,7 +23,7 @@ from typing import Any
 
 import corpuskit
 import pytest
-from corpuskit import Walk, bulkwalk, corpus_names, recordings_or_skip
+from corpuskit import IF_ENTRY, Walk, bulkwalk, corpus_names, recordings_or_skip
 
 from enoc.bench.corpus import CorpusRig, DeviceResult, Stored
 
@@ -99,7 +99,8 @@ def test_every_interface_is_stored_with_the_names_the_device_sent(
             expected = walk.expected_tags(if_index)
             tag_sets = stored.tags.get(key)
             if not tag_sets:
-                problems.append(f"{database}: ifIndex {if_index} {expected} not stored")
+                why = "" if f"{IF_ENTRY}.8.{if_index}" in walk.values else " (no ifOperStatus)"
+                problems.append(f"{database}: ifIndex {if_index} {expected} not stored{why}")
                 continue
             names = {
                 tuple((k, v) for k, v in tags if k in ("ifName", "ifDescr", "ifAlias"))
@@ -151,6 +152,7 @@ def test_every_published_point_is_in_both_databases(corpus: Corpus, recording: s
     assert result.published > 0
     for database, count in result.databases.items():
         assert count.missing == 0, f"{database}: {count.missing} points missing {count.examples}"
+        assert count.refused == 0, f"{database}: the collector counted {count.refused} refused"
         assert count.written == result.published, database
 
 

@@ -83,6 +83,7 @@ class Stored:
 class DatabaseCount:
     written: int = 0  # published points the database holds, with every numeric field
     missing: int = 0  # published points it lacks (refused, dropped) or holds wrong
+    refused: int = 0  # lines the collector says the database refused (lines_refused)
     examples: list[str] = field(default_factory=list)
 
 
@@ -102,7 +103,8 @@ class DeviceResult:
 
     @property
     def refused(self) -> int:
-        return sum(c.missing for c in self.databases.values())
+        """Points missing from a database, or lines the collector counted as refused."""
+        return sum(max(c.missing, c.refused) for c in self.databases.values())
 
 
 class CorpusRig:
@@ -435,8 +437,10 @@ class CorpusRig:
             for database, held in stored.items():
                 landed = {k: v for k, v in held.points.items() if k[2] == name}
                 count = count_points(mine, landed, 0)
+                counters = self.collectors[database].counters
+                refused = counters.get(f'enoc_collector_lines_refused_total{{kind="{name}"}}', 0)
                 result.databases[database] = DatabaseCount(
-                    count.written, count.lost + count.wrong, count.examples[:3]
+                    count.written, count.lost + count.wrong, int(refused), count.examples[:3]
                 )
             device_key = ("device", SITE, name, "")
             for held in stored.values():
