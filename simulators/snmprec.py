@@ -114,6 +114,9 @@ IF_OPER_STATUS = (*IF_ENTRY, 8)
 IF_SPEED = (*IF_ENTRY, 5)
 IF_HIGH_SPEED = (*IFX_ENTRY, 15)
 FALLBACK_SPEED_BPS = 100_000_000  # an up interface that states no speed
+# Devices state absurd speeds too (a radio's ifHighSpeed in bit/s: 195 Tbit/s); traffic
+# beyond the fastest Ethernet would wrap a Counter32 several times between two polls.
+MAX_SPEED_BPS = 400_000_000_000
 IF_INDEX_COLUMNS = (IF_OPER_STATUS, (*IF_ENTRY, 1), (*IF_ENTRY, 2), (*IFX_ENTRY, 1))
 
 
@@ -193,7 +196,7 @@ def _octets_per_second(rows: dict[ber.Oid, Row], if_index: ber.Oid, name: str) -
         bps = high.number * 1e6
     elif speed is not None and speed.number and speed.number < 0xFFFFFFFF:
         bps = float(speed.number)
-    bps = bps or FALLBACK_SPEED_BPS
+    bps = min(bps or FALLBACK_SPEED_BPS, MAX_SPEED_BPS)
     share = stable_random(name, *if_index).uniform(0.02, 0.2)
     return bps / 8 * share
 

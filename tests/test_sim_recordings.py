@@ -270,3 +270,20 @@ def test_the_demo_refuses_a_recording_that_is_not_there(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "enoc demo: --recording:" in proc.stderr and "no such recording" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_absurd_recorded_speed_moves_counters_at_a_plausible_rate(tmp_path: Path) -> None:
+    path = tmp_path / "radio.snmprec"
+    path.write_text(
+        "1.3.6.1.2.1.2.2.1.8.2|2|1\n"
+        "1.3.6.1.2.1.31.1.1.1.6.2|70|1000\n"
+        "1.3.6.1.2.1.31.1.1.1.15.2|66|194969600\n"  # ifHighSpeed: Mbit/s, written in bit/s
+    )
+    device = load_recording_device(
+        path, name="radio", site="s", rtc="r", address="127.0.0.2", moving=True, now=1000.0
+    )
+    assert device.view is not None
+    getter = device.view.getters[device.view.exact((1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6, 2))]
+    start, later = getter(device, 1000.0), getter(device, 1010.0)
+    value = ber.decode_unsigned(later, 2, len(later)) - ber.decode_unsigned(start, 2, len(start))
+    assert 0 < value / 10 <= 0.2 * 400e9 / 8  # at most a fifth of 400 Gbit/s
