@@ -100,6 +100,7 @@ class DeviceResult:
     databases: dict[str, DatabaseCount] = field(default_factory=dict)
     incidents: dict[str, int] = field(default_factory=dict)  # opened, by kind
     device_fields: dict[str, float] = field(default_factory=dict)  # cpu, memory, uptime_s
+    moving: int = 0  # interfaces the agent published a nonzero in_bps or out_bps for
 
     @property
     def refused(self) -> int:
@@ -111,7 +112,13 @@ class CorpusRig:
     """The servers, the simulator, the agent and one collector per database."""
 
     def __init__(
-        self, recordings: list[Path], root: Path, *, interval: float = 5.0, polls: int = 2
+        self,
+        recordings: list[Path],
+        root: Path,
+        *,
+        interval: float = 5.0,
+        polls: int = 2,
+        counters: str = "recorded",
     ) -> None:
         if not recordings:
             raise ValueError("no recordings to serve")
@@ -119,6 +126,7 @@ class CorpusRig:
         self.root = root
         self.interval = interval
         self.polls = polls
+        self.counters = counters  # the simulator's --recording-counters
         self.broker = Mosquitto(root / "mosquitto")
         self.influx = InfluxDB1(root / "influxdb")
         self.vm = VictoriaMetrics(root / "victoria-metrics")
@@ -168,7 +176,7 @@ class CorpusRig:
         self.sim_port = free_port("udp", ADDRESS_BASE)
         self.control = free_port()
         inventory = self.root / "sim-devices.yaml"
-        command = [sys.executable, "-m", "enoc.cli", "sim", "--recording-counters", "recorded"]
+        command = [sys.executable, "-m", "enoc.cli", "sim", "--recording-counters", self.counters]
         for path in self.recordings:
             command += ["--recording", str(path)]
         command += ["--port", str(self.sim_port), "--address-base", ADDRESS_BASE]
@@ -414,6 +422,12 @@ class CorpusRig:
         assert self.tap is not None
         published, _twice = published_points(self.tap.metrics.values())
         answered = self.answered()
+        moving: dict[str, set[int]] = {}
+        for message in self.tap.metrics.values():
+            for sample in message.samples:
+                for iface in sample.interfaces:
+                    if iface.fields.get("in_bps") or iface.fields.get("out_bps"):
+                        moving.setdefault(sample.device, set()).add(iface.if_index)
         opened = {
             name: Counter((i["device"], i["kind"]) for i in self.incidents(name))
             for name in self.collectors
@@ -433,6 +447,7 @@ class CorpusRig:
                 polls=polls,
                 poll_ms=round(self.poll_ms.get(name, 0.0), 1),
                 published=sum(len(series) for series in mine.values()),
+                moving=len(moving.get(name, ())),
             )
             for database, held in stored.items():
                 landed = {k: v for k, v in held.points.items() if k[2] == name}
@@ -476,6 +491,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--interval", type=float, default=5.0, help="polling interval, seconds")
     parser.add_argument("--polls", type=int, default=2, help="polls of every device")
+    parser.add_argument(
+        "--counters",
+        choices=("recorded", "moving"),
+        default="recorded",
+        help="recorded (default): a steady device, values as in the walks; moving: traffic "
+        "counters advance (enoc sim --recording-counters), so rates are not zero",
+    )
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument(
         "--workdir", type=Path, help="keep the servers' data and every program's log here"
@@ -490,27 +512,26 @@ def select(recordings: list[Path], only: list[str]) -> list[Path]:
 
 
 async def measure(
-    files: list[Path], root: Path, *, interval: float, polls: int
+    files: list[Path], root: Path, *, interval: float, polls: int, counters: str = "recorded"
 ) -> tuple[list[DeviceResult], dict[str, Any]]:
     started = time.monotonic()
-    async with CorpusRig(files, root, interval=interval, polls=polls) as rig:
+    async with CorpusRig(files, root, interval=interval, polls=polls, counters=counters) as rig:
         await rig.run_polls()
         stored = {
             "influxdb1": await asyncio.to_thread(rig.stored_influx),
             "victoria-metrics": await asyncio.to_thread(rig.stored_vm),
         }
         results = await asyncio.to_thread(rig.results, stored)
-        counters = {
+        collector_counters = {
             name: {
                 k.removeprefix("enoc_collector_"): v
                 for k, v in c.counters.items()
-                if any(
-                    w in k for w in ("dropped", "refused", "dead_letters", "rejected", "written")
-                )
+                if any(w in k for w in COUNTED)
             }
             for name, c in rig.collectors.items()
         }
-    return results, {"collectors": counters, "wall_s": round(time.monotonic() - started, 1)}
+    wall_s = round(time.monotonic() - started, 1)
+    return results, {"collectors": collector_counters, "wall_s": wall_s}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -525,7 +546,10 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="enoc-corpus-") as tmp:
         root = args.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        results, extra = asyncio.run(measure(files, root, interval=args.interval, polls=args.polls))
+        run_it = measure(
+            files, root, interval=args.interval, polls=args.polls, counters=args.counters
+        )
+        results, extra = asyncio.run(run_it)
     print_table(results)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"bench-corpus-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -543,6 +567,7 @@ def report(results: list[DeviceResult], extra: dict[str, Any], args: Any) -> dic
     return {
         "benchmark": "corpus",
         "interval_s": args.interval,
+        "counters": args.counters,
         "polls": args.polls,
         "recordings": rows,
         "totals": {
@@ -552,6 +577,7 @@ def report(results: list[DeviceResult], extra: dict[str, Any], args: Any) -> dic
             "written": {db: sum(r.databases[db].written for r in results) for db in DATABASES},
             "refused": {db: sum(r.databases[db].missing for r in results) for db in DATABASES},
             "incidents": sum(sum(r.incidents.values()) for r in results),
+            "moving_interfaces": sum(r.moving for r in results),
         },
         **extra,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
