@@ -51,6 +51,7 @@ class DemoOptions:
     story_start: float = 30.0  # seconds before the first fault
     story_scale: float = 1.0  # <1 plays the story faster (tests)
     password: str = ""  # the console password ("" makes one)
+    recordings: tuple[Path, ...] = ()  # snmprec files or folders: real devices, site "lab"
     say: Callable[[str], None] = lambda text: print(text, flush=True)
 
 
@@ -144,7 +145,7 @@ class Demo:
         from collector.app import Collector
         from collector.config import CollectorConfig
         from enoc.config import load_config
-        from simulators.fleet import build_devices, default_fleet_spec
+        from simulators.fleet import build_devices
         from simulators.inventory_out import inventory
         from simulators.server import Simulator
 
@@ -161,7 +162,7 @@ class Demo:
             broker_port = free_port()
             broker = await start_broker(broker_port)
             try:
-                spec = default_fleet_spec()
+                spec = demo_fleet_spec(o.recordings)
                 spec = replace(spec, port=free_port("udp", "127.16.0.1"))
                 devices = build_devices(spec, time.time())
                 sites = sorted({(d.site, d.rtc) for d in devices})
@@ -392,6 +393,19 @@ class Demo:
         await self.links["bds"].heal()
 
 
+def demo_fleet_spec(recordings: tuple[Path, ...] = ()) -> Any:
+    """The DESIGN's fleet, and each recording as a real device of a "lab" site in the
+    europe RTC (its own agent, like any site), with traffic counters that move."""
+    from simulators.command import recording_groups
+    from simulators.fleet import SiteSpec, default_fleet_spec
+
+    spec = default_fleet_spec()
+    if not recordings:
+        return spec
+    lab = SiteSpec("lab", "europe", "Recordings lab", 1.0, recording_groups(list(recordings)))
+    return replace(spec, sites=[*spec.sites, lab], recording_counters="moving")
+
+
 async def _create_database(url: str, database: str) -> None:
     """InfluxDB 1.x: CREATE DATABASE is idempotent, so the demo just asks for it."""
     import aiohttp
@@ -433,6 +447,7 @@ def main_sync(options: DemoOptions) -> int:
     from enoc.logs import setup_logging
     from enoc.runtime import run as run_loop
     from enoc.runtime import stop_event
+    from simulators.snmprec import RecordingError
 
     setup_logging("logfmt", "warning")
     # amqtt logs every connection at info and a traceback for each cut link: not news here
@@ -443,7 +458,7 @@ def main_sync(options: DemoOptions) -> int:
         stop = stop_event()
         try:
             await Demo(options).run(stop)
-        except (OSError, ConfigError, RuntimeError) as exc:  # port taken, a part not starting
+        except (OSError, ConfigError, RuntimeError, RecordingError) as exc:  # port taken, ...
             print(f"enoc demo: {exc}", file=sys.stderr)
             return 1
         return 0

@@ -28,6 +28,7 @@ from simulators.fleet import (
 )
 from simulators.model import attach_views
 from simulators.server import Simulator, TrapReceiver
+from simulators.snmprec import device_name_for, recording_files
 
 log = logging.getLogger("enoc.sim")
 
@@ -47,7 +48,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         default=[],
-        help="also serve this snmpsim .snmprec recording as a device of site 'lab' (repeatable)",
+        help="serve this snmpsim .snmprec recording, or every *.snmprec of this folder, each as "
+        "its own device of site 'lab' named after its file, on its own address (repeatable; "
+        "beside --fleet or --devices when given, else alone)",
+    )
+    source.add_argument(
+        "--recording-counters",
+        choices=("moving", "recorded"),
+        help="moving (default): a recording's traffic counters advance at a steady share of "
+        "the interface speed; recorded: every value as in the file",
     )
     parser.add_argument("--port", type=int, help="UDP port of every device (default 1161)")
     parser.add_argument("--address-base", help="first device address (default 127.16.0.1)")
@@ -75,15 +84,16 @@ def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
         spec = load_fleet(args.fleet)
     elif args.devices is not None:
         spec = generated_fleet_spec(args.devices, args.interfaces, args.sites)
+    elif args.recording:  # recordings alone: the real devices, without the default fleet
+        spec = FleetSpec(sites=[])
     else:
         spec = default_fleet_spec()
     changes: dict[str, Any] = {}
     if args.recording:
-        recorded = [
-            DeviceGroup(name=f"lab-rec-{i + 1}", recording=str(p.resolve()))
-            for i, p in enumerate(args.recording)
-        ]
+        recorded = recording_groups(args.recording)
         changes["sites"] = [*spec.sites, SiteSpec("lab", "lab", "Recordings", 0.0, recorded)]
+    if args.recording_counters:
+        changes["recording_counters"] = args.recording_counters
     if args.port is not None:
         changes["port"] = args.port
     if args.address_base:
@@ -100,6 +110,23 @@ def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
         changes["trap_version"] = args.trap_version
     updated: FleetSpec = replace(spec, **changes)
     return updated
+
+
+def recording_groups(paths: list[Path]) -> list[DeviceGroup]:
+    """One device per recording file (a folder gives each of its `*.snmprec`), named after
+    the file; a name taken twice gets a number."""
+    groups: list[DeviceGroup] = []
+    taken: set[str] = set()
+    for path in paths:
+        for file in recording_files(path):
+            base = name = device_name_for(file)
+            n = 1
+            while name in taken:
+                n += 1
+                name = f"{base}-{n}"
+            taken.add(name)
+            groups.append(DeviceGroup(name=name, recording=str(file.resolve())))
+    return groups
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -123,7 +150,7 @@ async def serve(args: argparse.Namespace) -> int:
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
         rss = psutil.Process().memory_info().rss / 2**20
-        interfaces = sum(len(d.interfaces) for d in devices)
+        interfaces = sum(len(d.interfaces) or d.recorded_interfaces for d in devices)
         first, last = devices[0].address, devices[-1].address
         log.info(
             "serving %d devices (%d interfaces, %d OID layouts) on %s..%s port %d "

@@ -10,6 +10,7 @@ A fleet file (YAML, validated by enoc's config loader):
       - {version: "2c", community: public}
     trap_receivers: ["127.0.0.1:10162"]
     trap_version: "2c"          # or "3" (sent with the first v3 user's credentials)
+    recording_counters: moving  # or recorded: a recording's counters as in the file
     sites:
       - name: nyc
         rtc: americas
@@ -104,6 +105,9 @@ class FleetSpec:
     trap_version: Literal["2c", "3"] = "2c"
     address_base: str = "127.16.0.1"
     base_dir: str = "."  # where relative recording paths start
+    # moving: a recording's traffic counters advance at a steady rate (rates are not all 0);
+    # recorded: every value as in the file (a walk equals the recording)
+    recording_counters: Literal["moving", "recorded"] = "moving"
 
 
 # ------------------------------------------------------------------ roles
@@ -321,7 +325,13 @@ def build_devices(spec: FleetSpec, now: float) -> list[Device]:
                     if not path.is_absolute():
                         path = Path(spec.base_dir) / path
                     device = load_recording_device(
-                        path, name=name, site=site.name, rtc=site.rtc, address=address
+                        path,
+                        name=name,
+                        site=site.name,
+                        rtc=site.rtc,
+                        address=address,
+                        moving=spec.recording_counters == "moving",
+                        now=now,
                     )
                 else:
                     device = _generate_device(

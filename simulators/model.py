@@ -311,6 +311,9 @@ class Device:
     faults: Faults = field(default_factory=Faults)
     localized: dict[bytes, LocalizedUser] = field(default_factory=dict)
     recording: str | None = None
+    recorded_interfaces: int = 0  # a recording's ifIndex count (it has no Interface objects)
+    served_requests: int = 0  # requests that reached this device, and varbinds it answered
+    served_varbinds: int = 0
     seed: int = 0
     # Misbehaviours of real devices (SNMP-NOTES.md): "no_iftable_basics" (no ifIndex, ifSpeed,
     # ifInOctets, ifOutOctets columns), "partial_ifxtable" (only names, HC octets, speed, alias).

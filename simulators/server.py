@@ -86,7 +86,10 @@ class _DeviceProtocol(asyncio.DatagramProtocol):
         if faults.packet_loss and sim.rng.random() < faults.packet_loss:
             sim.stats.dropped["packet_loss"] += 1
             return
+        before = sim.stats.varbinds
         reply = sim.engine.handle(device, data, now)
+        device.served_requests += 1
+        device.served_varbinds += sim.stats.varbinds - before
         if sim.engine.last_bad is not None:
             sim.note_bad_input(device, addr, sim.engine.last_bad)
         if reply is None or self.transport is None:
@@ -437,12 +440,14 @@ class Simulator:
             "role": device.role,
             "address": device.address,
             "port": device.port,
-            "interfaces": len(device.interfaces),
+            "interfaces": len(device.interfaces) or device.recorded_interfaces,
+            **({"recording": device.recording} if device.recording else {}),
             "snmp": credentials[0] if credentials else {},
             "snmp_alternatives": credentials[1:],
             "sys_object_id": ber.oid_text(device.sys_object_id),
             "engine_id": device.engine_id.hex(),
             "faults": device.faults.describe(),
+            "served": {"requests": device.served_requests, "varbinds": device.served_varbinds},
         }
 
 

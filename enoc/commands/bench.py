@@ -29,6 +29,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "enoc.bench.faults",
         "fault drills: break one thing, heal it, account for every point and event",
     ),
+    "corpus": (
+        "enoc.bench.corpus",
+        "real devices' walks through the whole system: points written, refused, incidents",
+    ),
     "encoding": (
         "enoc.bench.encoding",
         "bytes and agent + collector CPU per point of metrics messages, by samples per message",

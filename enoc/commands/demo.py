@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="play the story faster (0.1: ten times faster; for tests)",
     )
     parser.add_argument(
+        "--recording",
+        type=Path,
+        action="append",
+        default=[],
+        help="also serve this snmprec walk, or every *.snmprec of this folder, as real "
+        "devices of a 'lab' site (repeatable)",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=None,
@@ -71,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
     if args.interval < 1:
         print("enoc demo: --interval must be at least 1 second", file=sys.stderr)
         return 2
+    if args.recording:
+        from simulators.command import recording_groups
+
+        try:
+            recording_groups(args.recording)
+        except ValueError as exc:
+            print(f"enoc demo: --recording: {exc}", file=sys.stderr)
+            return 2
     options = DemoOptions(
         http=http,
         state_dir=args.state_dir,
@@ -83,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         interval=args.interval,
         story_start=args.story_start,
         story_scale=args.story_scale,
+        recordings=tuple(args.recording),
     )
     return main_sync(options)
