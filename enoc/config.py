@@ -13,10 +13,19 @@ field typed `Secret` named `token` may be given as `token: ...` or as
 password of a URL in any string (`postgresql://enoc:PASSWORD@db/enoc`) is
 registered as a secret like a `Secret`'s value, so no log line shows it.
 
-`load_config_checked` also returns warnings about how a file is written: a
-secret given inline (`token: "abc..."`, a password in a URL) rather than from
-a file or the environment. `enoc check-config` prints them; loading for a run
-does not, since the demo and the tests write their throw-away secrets inline.
+One pass names every mistake: a value that cannot be read stands as an unread
+marker, its dataclass is built without its checks, and the schema's own rules
+(`__post_init__`) and each kind's rules still run on what could be read; a
+rule that touches an unread value stops there, its cause being reported.
+
+`check_file` returns all of it as a `Checked`: the issues of every rule, with
+the line of each key, and the warnings about how a file is written (a secret
+given inline, `token: "abc..."` or a password in a URL, rather than from a file
+or the environment). Each kind of config has one function over `check_file`
+(`check_agent`, `check_collector`, `check_fleet`) that its program calls at
+its start and `enoc check-config` calls too, so the two cannot disagree.
+check-config prints the written-inline warnings; a program does not log them,
+since the demo and the tests write their throw-away secrets inline.
 """
 
 from __future__ import annotations
