@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -260,6 +261,14 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():
         check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT")
+    with skipping_unread():
+        try:
+            ipaddress.IPv4Address(config.polling.source)  # the SNMP socket is IPv4
+        except ValueError:
+            checked.error(
+                "polling.source",
+                f'expected a local IPv4 address like "0.0.0.0", got "{config.polling.source}"',
+            )
     inline = Inventory(
         devices=[] if is_unread(config.devices) else config.devices,
         credentials={} if is_unread(config.credentials) else config.credentials,

@@ -204,6 +204,7 @@ BROKEN: dict[str, tuple[str, Callable[[dict[str, object]], None], list[str]]] = 
             _set("inventory", "/nonexistent/devices.yaml"),
             _set("mqtt.password", "${ENOC_PARITY_NOT_SET}"),
             _set("thresholds.cpu", {"enter": 50, "leave": 70}),
+            _set("polling.source", "::1"),
         ),
         [
             ": agent_id: agent_id 'nyc/1' must be",
@@ -214,6 +215,7 @@ BROKEN: dict[str, tuple[str, Callable[[dict[str, object]], None], list[str]]] = 
             ": inventory: cannot read /nonexistent/devices.yaml",
             ": mqtt.password: environment variable ENOC_PARITY_NOT_SET is not set",
             ": thresholds.cpu: expected leave at or below enter (50), got 70",
+            ': polling.source: expected a local IPv4 address like "0.0.0.0", got "::1"',
         ],
     ),
     "inventory: a bad address, port, key file and reference": (
