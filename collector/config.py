@@ -279,7 +279,7 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
                 checked, "http.users_file", config.http.users_file, UsersFile, _users_issues
             )
             if users is not None:
-                checked.include(users, written=False)  # a secret file itself, mode 0600
+                checked.include(users, notes=False)  # a secret file itself, mode 0600
     with skipping_unread():
         if config.http.session_key_file is not None:
             from collector.session import load_key

@@ -24,8 +24,9 @@ given inline, `token: "abc..."` or a password in a URL, rather than from a file
 or the environment). Each kind of config has one function over `check_file`
 (`check_agent`, `check_collector`, `check_fleet`) that its program calls at
 its start and `enoc check-config` calls too, so the two cannot disagree.
-check-config prints the written-inline warnings; a program does not log them,
-since the demo and the tests write their throw-away secrets inline.
+check-config prints the warnings about how a file is written and the kind's
+advice (an MQTT login without TLS...); a program does not log them, since the
+demo and the tests write such throw-away configs on purpose.
 """
 
 from __future__ import annotations
@@ -664,15 +665,16 @@ class Checked(typing.Generic[T]):
 
     `value` is the config (partly read when there are errors: see `_Unread`), `issues`
     the errors and warnings of every rule, of this file and of the files it includes,
-    `written` the warnings about how the files are written (inline secrets), which
-    `enoc check-config` prints and a starting program does not log. A program's start
+    `notes` the warnings that `enoc check-config` prints and a starting program does
+    not log: how the files are written (inline secrets) and the kind's advice (the
+    warnings of `check_file`'s `rule`). A program's start
     and `enoc check-config` call the same function returning this, so they cannot
     disagree; `result()` is the start's verdict."""
 
     file: str
     value: T | None
     issues: list[ConfigIssue] = dataclasses.field(default_factory=list)
-    written: list[ConfigIssue] = dataclasses.field(default_factory=list)
+    notes: list[ConfigIssue] = dataclasses.field(default_factory=list)
     lines: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
@@ -692,32 +694,39 @@ class Checked(typing.Generic[T]):
             key = key[:cut] if cut > 0 else ""
         return 0
 
-    def add(self, *issues: ConfigIssue) -> None:
-        """Add the issues of a later rule; those of this file without a line get their key's."""
+    def add(self, *issues: ConfigIssue, notes: bool = False) -> None:
+        """Add the issues of a later rule; those of this file without a line get their key's.
+        `notes`: its warnings are advice, among the notes."""
         for issue in issues:
             placed = issue
             if issue.file == self.file and not issue.line:
                 placed = dataclasses.replace(issue, line=self.line_of(issue.key))
-            self.issues.append(placed)
+            (self.notes if notes and issue.warning else self.issues).append(placed)
 
     def error(self, key: str, message: str) -> None:
         self.add(ConfigIssue(self.file, 0, key, redact(message)))
 
-    def run(self, rule: Callable[[Any, str], list[ConfigIssue]], value: Any = None) -> None:
+    def run(
+        self,
+        rule: Callable[[Any, str], list[ConfigIssue]],
+        value: Any = None,
+        *,
+        notes: bool = False,
+    ) -> None:
         """Add the issues of `rule(value or self.value, file)`, unless it meets an unread value."""
         with skipping_unread():
-            self.add(*rule(self.value if value is None else value, self.file))
+            self.add(*rule(self.value if value is None else value, self.file), notes=notes)
 
-    def include(self, other: Checked[Any], *, written: bool = True) -> None:
+    def include(self, other: Checked[Any], *, notes: bool = True) -> None:
         """Take in the issues of an included file (they keep their file and lines);
-        `written=False` for a file that is a secret itself (a users file)."""
+        `notes=False` for a file that is a secret itself (a users file)."""
         self.issues += other.issues
-        if written:
-            self.written += other.written
+        if notes:
+            self.notes += other.notes
 
     def report(self) -> list[ConfigIssue]:
         """Every issue, this file's first, each file's by line."""
-        issues = [*self.written, *self.issues]
+        issues = [*self.notes, *self.issues]
         return sorted(issues, key=lambda i: (i.file != self.file, i.file, i.line))
 
     def result(self) -> T:
@@ -740,7 +749,8 @@ def check_file(
     rule: Callable[[Any, str], list[ConfigIssue]] | None = None,
 ) -> Checked[T]:
     """Read, convert and check one file: every issue of the types, of the schema's own
-    rules and of `rule(config, filename)`, each run on what could be read."""
+    rules and of `rule(config, filename)` (its warnings as notes: advice), each run on
+    what could be read."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -758,7 +768,7 @@ def check_file(
         str(path), None if is_unread(value) else value, loader.issues, loader.warnings, loader.lines
     )
     if rule is not None and checked.value is not None:
-        checked.run(rule)
+        checked.run(rule, notes=True)
     return checked
 
 

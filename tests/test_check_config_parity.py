@@ -388,3 +388,34 @@ def test_the_cli_says_the_same_and_no_traceback(
     )
     assert len(errors) == len(expected), errors
     assert "Traceback" not in start.stderr + check.stderr
+
+
+def test_a_starting_agent_keeps_the_inventorys_warnings_and_leaves_advice_to_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """v2c in the inventory is logged at start; an MQTT login without TLS and an inline
+    secret (what the demo and the tests write on purpose) only check-config prints."""
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text(
+        "credentials: {old: {version: '2c', community: public}}\n"
+        "devices: [{name: a, address: 127.0.0.2, credentials: old}]\n"
+    )
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        f"agent_id: nyc-1\nsite: nyc\nspool: {{path: {tmp_path / 'spool'}}}\n"
+        f"inventory: {inventory}\n"
+    )
+    _config, _inventory, warnings = load_agent(path)
+    assert [str(w) for w in warnings] == [
+        f"{inventory}:1: credentials.old: warning: v2c sends data or credentials in clear; "
+        "SNMPv3 authPriv is the default to use"
+    ]
+    assert checked_by_check_config(path, capsys) is None
+    code = check_config.run(argparse.Namespace(file=path, kind=None))
+    printed = capsys.readouterr().err
+    assert code == 0
+    assert f"{path}: mqtt: warning: neither a password nor TLS" in printed  # no mqtt: line
+    assert f"{inventory}:1: credentials.old.community: warning: a secret written inline" in (
+        printed
+    )
+    assert str(warnings[0]) in printed
