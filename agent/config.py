@@ -260,7 +260,7 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
     with skipping_unread():
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():
-        check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT")
+        check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT", retried=True)
     with skipping_unread():
         try:
             ipaddress.IPv4Address(config.polling.source)  # the SNMP socket is IPv4

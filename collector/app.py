@@ -74,7 +74,11 @@ class Collector:
     @classmethod
     def from_file(cls, path: Path) -> Collector:
         """Raises ConfigError naming every mistake: `check_collector`, as check-config."""
-        return cls(check_collector(path).result())
+        checked = check_collector(path)
+        config = checked.result()
+        for issue in checked.warnings:  # e.g. MQTT TLS files it retries until usable
+            log.warning("%s", issue)
+        return cls(config)
 
     # ---------------------------------------------------------------- handlers
 

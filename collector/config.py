@@ -259,7 +259,7 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
     with skipping_unread():
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():
-        check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT")
+        check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT", retried=True)
     with skipping_unread():
         check_url(checked, "store.url", config.store.url)
     with skipping_unread():

@@ -814,9 +814,15 @@ def check_url(checked: Checked[Any], key: str, url: object) -> None:
         checked.error(key, f'expected a host after "{parts.scheme}://", got "{url}"')
 
 
-def check_tls_files(checked: Checked[Any], key: str, tls: Any, what: str) -> None:
-    """The TLS files a program loads when it connects: each readable, and usable together
-    (PEM, a key that matches its certificate), as `enoc.mqtt.tls_context` loads them."""
+def check_tls_files(
+    checked: Checked[Any], key: str, tls: Any, what: str, *, retried: bool = False
+) -> None:
+    """The TLS files a program loads when it connects: each there and readable (an
+    error: a path is the config's), and usable together (PEM, a key that matches its
+    certificate), as `enoc.mqtt.tls_context` loads them. `retried`: the program builds
+    its context again at each connection attempt (the MQTT links), so it starts with
+    unusable contents, keeps its data and connects once they are fixed (a botched
+    certificate rotation): a warning, which the program logs at its start too."""
     if tls is None or is_unread(tls):
         return
     from enoc.mqtt import TlsSetupError, tls_context  # enoc.mqtt imports this module
@@ -833,11 +839,23 @@ def check_tls_files(checked: Checked[Any], key: str, tls: Any, what: str) -> Non
     if tls.key_file is not None and tls.cert_file is None:
         checked.error(f"{key}.key_file", "needs cert_file (the certificate of this key)")
         missing = True
-    if not missing:
-        try:
-            tls_context(tls, what=what)
-        except TlsSetupError as exc:
+    if missing:
+        return
+    try:
+        tls_context(tls, what=what)
+    except TlsSetupError as exc:
+        if not retried:
             checked.error(key, str(exc))
+            return
+        checked.add(
+            ConfigIssue(
+                checked.file,
+                0,
+                key,
+                redact(f"{exc}; it starts, and connects once they can be used"),
+                warning=True,
+            )
+        )
 
 
 # ------------------------------------------------------------------ kinds, for `enoc check-config`

@@ -419,3 +419,26 @@ def test_a_starting_agent_keeps_the_inventorys_warnings_and_leaves_advice_to_che
         printed
     )
     assert str(warnings[0]) in printed
+
+
+def test_a_botched_certificate_rotation_is_a_warning_to_both(
+    corpus: list[Written], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MQTT TLS files that are there but do not go together: the agent starts, spools and
+    connects once they are fixed (it builds its context at each attempt); check-config
+    and the agent's start say so in the same words, neither refuses."""
+    from enoc.pki import make_pki
+
+    pki = make_pki(tmp_path / "pki", server_names=["127.0.0.1"], clients=["a", "b"])
+    tls = {
+        "ca_file": str(pki.ca_cert),
+        "cert_file": str(pki.clients["a"][0]),
+        "key_file": str(pki.clients["b"][1]),  # b's key with a's certificate
+    }
+    path = _edit(_pick(corpus, AGENT), _set("mqtt.tls", tls), "botched-rotation.yaml")
+    assert checked_by_check_config(path, capsys) is None  # ok: warnings only
+    check_config.run(argparse.Namespace(file=path, kind=None))
+    printed = [line for line in capsys.readouterr().err.splitlines() if ": mqtt.tls: " in line]
+    _config, _inventory, warnings = load_agent(path)
+    assert [str(w) for w in warnings if w.key == "mqtt.tls"] == printed
+    assert len(printed) == 1 and "key values mismatch" in printed[0].lower(), printed

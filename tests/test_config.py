@@ -315,5 +315,18 @@ def test_tls_files_are_read_and_loaded_as_the_client_loads_them(tmp_path: Path) 
     assert found.startswith("c.yaml: mqtt.tls: cannot use the MQTT TLS files")
     # a certificate with another's key
     other = make_pki(tmp_path / "other", server_names=["127.0.0.1"], clients=["b"])
-    (found,) = tls_issues(TlsConfig(pki.ca_cert, cert, other.clients["b"][1]))
+    botched = TlsConfig(pki.ca_cert, cert, other.clients["b"][1])
+    (found,) = tls_issues(botched)
     assert found.startswith("c.yaml: mqtt.tls: cannot use the MQTT TLS files")
+    assert "key values mismatch" in found.lower()
+    # for a link that builds its context at each attempt, the contents are a warning: the
+    # program starts, keeps its data and connects once they are fixed; a path is an error
+    checked: Checked[None] = Checked("c.yaml", None)
+    check_tls_files(checked, "mqtt.tls", botched, "MQTT", retried=True)
+    assert not checked.errors
+    (warning,) = [str(i) for i in checked.warnings]
+    assert warning.startswith("c.yaml: mqtt.tls: warning: cannot use the MQTT TLS files")
+    assert warning.endswith("it starts, and connects once they can be used")
+    checked = Checked("c.yaml", None)
+    check_tls_files(checked, "mqtt.tls", TlsConfig(tmp_path / "no-ca.pem"), "MQTT", retried=True)
+    assert [i.key for i in checked.errors] == ["mqtt.tls.ca_file"]
