@@ -251,8 +251,8 @@ def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
 def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
     """Everything `enoc agent` checks before it runs, in one pass (`enoc check-config`
     runs this too): the config, the inventory it includes, the devices of both against
-    the credentials of both, the broker's URL and TLS files. The value: the config and
-    the whole inventory."""
+    the credentials of both, the broker's URL and TLS files, the SNMP source address.
+    The value: the config and the whole inventory."""
     checked = check_file(path, AgentConfig, agent_issues)
     config = checked.value
     if config is None:
@@ -279,7 +279,7 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
             included = check_include(checked, "inventory", config.inventory, Inventory)
     extra = included.value if included is not None and included.value is not None else Inventory()
     if included is not None and extra.devices:
-        included.run(lambda devices, _f: profile_issues(config, devices, _f), extra.devices)
+        included.run(lambda devices, name: profile_issues(config, devices, name), extra.devices)
     whole = Inventory(
         devices=[*inline.devices, *extra.devices],
         credentials={**inline.credentials, **extra.credentials},
