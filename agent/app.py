@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, profile_issues
+from agent.config import AgentConfig, check_agent
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
@@ -28,8 +28,8 @@ from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.traps import Trap, TrapReceiver, TrapSource
-from enoc.config import ConfigError, ConfigIssue, load_config
-from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
+from enoc.config import ConfigError, ConfigIssue
+from enoc.inventory import Credential, Inventory, InventoryDevice
 from enoc.logs import StateLogger, get_logger, register_secret
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
@@ -50,28 +50,15 @@ BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
 
 
 def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
-    """The config and its inventory (inline plus the included file); errors raise ConfigError."""
-    config = load_config(path, AgentConfig)
-    devices = list(config.devices)
-    credentials = dict(config.credentials)
-    source = str(path)
-    issues = profile_issues(config, config.devices, source)
-    if config.inventory is not None:
-        included = load_config(config.inventory, Inventory)
-        devices += included.devices
-        credentials.update(included.credentials)
-        source = str(config.inventory)
-        issues += profile_issues(config, included.devices, source)
-    inventory = Inventory(devices=devices, credentials=credentials)
-    issues += inventory_issues(inventory, source)
-    errors = [i for i in issues if not i.warning]
-    if errors:
-        raise ConfigError(errors)
-    for credential in credentials.values():
+    """The config and its inventory (inline plus the included file), and the warnings;
+    errors raise ConfigError, naming all of them: `check_agent`, what check-config runs."""
+    checked = check_agent(path)
+    config, inventory = checked.result()
+    for credential in inventory.credentials.values():
         for secret in (credential.community, credential.auth_key, credential.priv_key):
             if secret is not None:
                 register_secret(secret.reveal())
-    return config, inventory, [i for i in issues if i.warning]
+    return config, inventory, checked.warnings
 
 
 def snmp_auth(credential: Credential) -> V2c | V3User:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from agent.edge import ThresholdRule
 from agent.profiles import BUILT_IN, ProfileConfig
-from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
+from enoc.config import (
+    Checked,
+    ConfigIssue,
+    Duration,
+    HostPort,
+    Secret,
+    check_file,
+    check_include,
+    check_tls_files,
+    check_url,
+    is_unread,
+    register_kind,
+    skipping_unread,
+)
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.wire import check_name
 
@@ -203,9 +217,7 @@ def profile_issues(
 
 
 def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
-    inline = Inventory(devices=config.devices, credentials=config.credentials)
-    issues = inventory_issues(inline, filename) if config.devices else []
-    issues += profile_issues(config, config.devices, filename)
+    issues = profile_issues(config, config.devices, filename)  # check_agent: the inventory
     expected = f"{config.site}/{config.agent_id}"
     if config.mqtt.username is not None and config.mqtt.username != expected:
         # deploy/mosquitto/acl: `pattern write enoc/v1/%u/...`. Over MQTT 5 the agent sees
@@ -236,8 +248,64 @@ def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     return issues
 
 
+def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
+    """Everything `enoc agent` checks before it runs, in one pass (`enoc check-config`
+    runs this too): the config, the inventory it includes, the devices of both against
+    the credentials of both, the broker's URL and TLS files, the SNMP source address.
+    The value: the config and the whole inventory."""
+    checked = check_file(path, AgentConfig, agent_issues)
+    config = checked.value
+    if config is None:
+        return checked.with_value(None)
+    with skipping_unread():
+        check_url(checked, "mqtt.url", config.mqtt.url)
+    with skipping_unread():
+        check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT", retried=True)
+    with skipping_unread():
+        try:
+            ipaddress.IPv4Address(config.polling.source)  # the SNMP socket is IPv4
+        except ValueError:
+            checked.error(
+                "polling.source",
+                f'expected a local IPv4 address like "0.0.0.0", got "{config.polling.source}"',
+            )
+    inline = Inventory(
+        devices=[] if is_unread(config.devices) else config.devices,
+        credentials={} if is_unread(config.credentials) else config.credentials,
+    )
+    included: Checked[Inventory] | None = None
+    with skipping_unread():
+        if config.inventory is not None:
+            included = check_include(checked, "inventory", config.inventory, Inventory)
+    extra = included.value if included is not None and included.value is not None else Inventory()
+    if included is not None and extra.devices:
+        included.run(lambda devices, name: profile_issues(config, devices, name), extra.devices)
+    whole = Inventory(
+        devices=[*inline.devices, *extra.devices],
+        credentials={**inline.credentials, **extra.credentials},
+    )
+    # One check of the whole inventory (a device may use the other file's credentials);
+    # each issue is told in the file, at the index, where its device or credential is.
+    first = len(inline.devices)
+    with skipping_unread():
+        for issue in inventory_issues(whole, str(path)):
+            owner: Checked[Any] = checked
+            key = issue.key
+            if key.startswith("devices[") and included is not None:
+                index = int(key[len("devices[") : key.index("]")])
+                if index >= first:
+                    owner = included
+                    key = f"devices[{index - first}]{key[key.index(']') + 1 :]}"
+            elif included is not None and key.partition(".")[2] in extra.credentials:
+                owner = included  # credentials.NAME: the included file's wins
+            owner.add(replace(issue, file=owner.file, key=key))
+    if included is not None:
+        checked.include(included)
+    return checked.with_value((config, whole))
+
+
 def _is_agent(mapping: Mapping[str, Any]) -> bool:
     return "agent_id" in mapping
 
 
-register_kind("agent", AgentConfig, _is_agent, agent_issues)
+register_kind("agent", AgentConfig, _is_agent, agent_issues, check_agent)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from collector.api import Api
 from collector.auth import Users
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, check_collector
 from collector.engine import Engine
 from collector.influx import InfluxWriter, MqttDeadLetters
 from collector.ingest import Ingest
@@ -39,7 +39,6 @@ from collector.recent import RecentValues
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from enoc import __version__
-from enoc.config import load_config
 from enoc.logs import get_logger, redact
 from enoc.wire import EventsMessage, StatusMessage
 
@@ -79,7 +78,12 @@ class Collector:
 
     @classmethod
     def from_file(cls, path: Path) -> Collector:
-        return cls(load_config(path, CollectorConfig))
+        """Raises ConfigError naming every mistake: `check_collector`, as check-config."""
+        checked = check_collector(path)
+        config = checked.result()
+        for issue in checked.warnings:  # e.g. MQTT TLS files it retries until usable
+            log.warning("%s", issue)
+        return cls(config)
 
     # ---------------------------------------------------------------- handlers
 

@@ -8,7 +8,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.config import LogConfig, TlsConfig
-from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
+from enoc.config import (
+    Checked,
+    ConfigError,
+    ConfigIssue,
+    Duration,
+    HostPort,
+    Secret,
+    check_file,
+    check_include,
+    check_tls_files,
+    check_url,
+    register_kind,
+    skipping_unread,
+)
 from enoc.logs import redact, strip_login
 from enoc.mqtt import MAX_MESSAGE_SIZE
 
@@ -272,8 +285,65 @@ def collector_issues(config: CollectorConfig, filename: str) -> list[ConfigIssue
     return issues
 
 
+def check_collector(path: Path) -> Checked[CollectorConfig]:
+    """Everything `enoc collector` checks before it runs, in one pass (`enoc check-config`
+    runs this too): the config, its users file, session key, URLs and TLS files."""
+    checked = check_file(path, CollectorConfig, collector_issues)
+    config = checked.value
+    if config is None:
+        return checked
+    with skipping_unread():
+        check_url(checked, "mqtt.url", config.mqtt.url)
+    with skipping_unread():
+        check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT", retried=True)
+    with skipping_unread():
+        check_url(checked, "store.url", config.store.url)
+    with skipping_unread():
+        if config.influxdb is not None:
+            with skipping_unread():
+                check_url(checked, "influxdb.url", config.influxdb.url)
+            check_tls_files(checked, "influxdb.tls", config.influxdb.tls, "InfluxDB")
+    with skipping_unread():
+        for i, hook in enumerate(config.notifications.webhooks):
+            with skipping_unread():
+                check_url(checked, f"notifications.webhooks[{i}].url", hook.url)
+    with skipping_unread():
+        if config.http.users_file is not None:
+            from collector.auth import UsersFile
+
+            users = check_include(
+                checked, "http.users_file", config.http.users_file, UsersFile, _users_issues
+            )
+            if users is not None:
+                checked.include(users, notes=False)  # a secret file itself, mode 0600
+    with skipping_unread():
+        if config.http.session_key_file is not None:
+            from collector.session import load_key
+
+            try:
+                load_key(config.http.session_key_file)
+            except OSError as exc:
+                checked.error(
+                    "http.session_key_file",
+                    f"cannot read {config.http.session_key_file}: {exc.strerror or exc}",
+                )
+            except ValueError as exc:
+                checked.error("http.session_key_file", str(exc))
+    return checked
+
+
+def _users_issues(users: Any, filename: str) -> list[ConfigIssue]:
+    from collector.auth import Users
+
+    try:
+        Users(users.users, filename)  # what the collector loads: names unique
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
 def _is_collector(mapping: Mapping[str, Any]) -> bool:
     return "store" in mapping or "http" in mapping or "influxdb" in mapping
 
 
-register_kind("collector", CollectorConfig, _is_collector, collector_issues)
+register_kind("collector", CollectorConfig, _is_collector, collector_issues, check_collector)

@@ -13,10 +13,20 @@ field typed `Secret` named `token` may be given as `token: ...` or as
 password of a URL in any string (`postgresql://enoc:PASSWORD@db/enoc`) is
 registered as a secret like a `Secret`'s value, so no log line shows it.
 
-`load_config_checked` also returns warnings about how a file is written: a
-secret given inline (`token: "abc..."`, a password in a URL) rather than from
-a file or the environment. `enoc check-config` prints them; loading for a run
-does not, since the demo and the tests write their throw-away secrets inline.
+One pass names every mistake: a value that cannot be read stands as an unread
+marker, its dataclass is built without its checks, and the schema's own rules
+(`__post_init__`) and each kind's rules still run on what could be read; a
+rule that touches an unread value stops there, its cause being reported.
+
+`check_file` returns all of it as a `Checked`: the issues of every rule, with
+the line of each key, and the warnings about how a file is written (a secret
+given inline, `token: "abc..."` or a password in a URL, rather than from a file
+or the environment). Each kind of config has one function over `check_file`
+(`check_agent`, `check_collector`, `check_fleet`) that its program calls at
+its start and `enoc check-config` calls too, so the two cannot disagree.
+check-config prints the warnings about how a file is written and the kind's
+advice (an MQTT login without TLS...); a program does not log them, since the
+demo and the tests write such throw-away configs on purpose.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -215,8 +226,55 @@ def _written_in_file(raw: str) -> bool:
     return bool(rest.strip())
 
 
+class _Skipped(Exception):
+    """Internal: a rule touched a value that could not be read (its issue is recorded)."""
+
+
+class _Unread:
+    """Stands for a value that could not be read, in a partly read config.
+
+    Every rule runs on what could be read, so that one pass names every mistake; a rule
+    that touches an unread value stops there (that value's own issue is already
+    reported), as does any use of it: comparison, arithmetic, attribute, truth, text.
+    """
+
+    __slots__ = ()
+
+    def _skip(self, *_args: object, **_kwargs: object) -> typing.NoReturn:
+        raise _Skipped
+
+    __getattr__ = _skip
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _skip
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _skip
+    __truediv__ = __rtruediv__ = __floordiv__ = __mod__ = __neg__ = _skip
+    __bool__ = __len__ = __iter__ = __contains__ = __getitem__ = _skip
+    __float__ = __int__ = __index__ = __str__ = __repr__ = __format__ = _skip
+    __hash__ = _skip
+    __fspath__ = _skip
+
+
+_UNREAD: Any = _Unread()
+
+
+def skipping_unread() -> contextlib.AbstractContextManager[None]:
+    """`with skipping_unread(): RULE`: a rule that meets an unread value stops there."""
+    return contextlib.suppress(_Skipped)
+
+
+def is_unread(value: object) -> bool:
+    """True for a value of a partly read config that could not be read."""
+    return value is _UNREAD
+
+
 class _Invalid(Exception):
-    """Internal: this value cannot be converted; the issue is already recorded."""
+    """Internal: this value cannot be converted; the issue is already recorded.
+
+    `partial` is what could be read of it (an unread marker, or a dataclass instance
+    built without its checks, with unread markers where its fields failed)."""
+
+    def __init__(self, partial: Any = _UNREAD) -> None:
+        super().__init__()
+        self.partial = partial
 
 
 class _Loader:
@@ -226,6 +284,7 @@ class _Loader:
         self.issues: list[ConfigIssue] = []
         self.warnings: list[ConfigIssue] = []  # how the file is written: inline secrets
         self._from_file: set[int] = set()  # ids of the nodes that `KEY_file` read
+        self.lines: dict[str, int] = {}  # key path -> line, to place the issues of later rules
 
     def warn(self, line: int, key: str, message: str) -> None:
         self.warnings.append(ConfigIssue(self.filename, line, key, message, warning=True))
@@ -294,10 +353,11 @@ class _Loader:
         return _ENV.sub(expand, value) if "$" in value else value
 
     def convert(self, node: yaml.Node | None, hint: Any, key: str, line: int) -> Any:
+        """The value; what could be read of it when it is invalid (its issues recorded)."""
         try:
             return self._convert(node, hint, key, line)
-        except _Invalid:
-            return None
+        except _Invalid as exc:
+            return exc.partial
 
     def _convert(self, node: yaml.Node | None, hint: Any, key: str, line: int) -> Any:
         origin = get_origin(hint)
@@ -327,22 +387,31 @@ class _Loader:
             if not isinstance(node, yaml.SequenceNode):
                 raise self.fail(line, key, f"expected a list, got {_show(node)}")
             out = []
+            before = len(self.issues)
             for i, child in enumerate(node.value):
-                with contextlib.suppress(_Invalid):
-                    out.append(self._convert(child, item, f"{key}[{i}]", child.start_mark.line + 1))
+                self.lines.setdefault(f"{key}[{i}]", child.start_mark.line + 1)
+                out.append(self.convert(child, item, f"{key}[{i}]", child.start_mark.line + 1))
+            if len(self.issues) != before:
+                raise _Invalid(out)  # unread items stay in place: later rules keep the indexes
             return out
         if origin is dict:
             _, value_hint = get_args(hint) or (str, Any)
             if not isinstance(node, yaml.MappingNode):
                 raise self.fail(line, key, f"expected a mapping, got {_show(node)}")
             result = {}
+            before = len(self.issues)
             for k_node, v_node in node.value:
-                name = self.scalar_text(k_node, key)
+                try:
+                    name = self.scalar_text(k_node, key)
+                except _Invalid:
+                    continue
                 child_key = f"{key}.{name}" if key else name
-                with contextlib.suppress(_Invalid):
-                    result[name] = self._convert(
-                        v_node, value_hint, child_key, v_node.start_mark.line + 1
-                    )
+                self.lines.setdefault(child_key, k_node.start_mark.line + 1)
+                result[name] = self.convert(
+                    v_node, value_hint, child_key, v_node.start_mark.line + 1
+                )
+            if len(self.issues) != before:
+                raise _Invalid(result)
             return result
         if origin is Literal:
             text = self.scalar_text(node, key)
@@ -403,6 +472,7 @@ class _Loader:
         fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
         given: dict[str, yaml.Node] = {}
         given_lines: dict[str, int] = {}
+        unread: set[str] = set()  # `KEY_file` files that could not be read
         for k_node, raw_node in node.value:
             v_node = raw_node
             name = self.scalar_text(k_node, key)
@@ -410,7 +480,7 @@ class _Loader:
             target = name
             if name.endswith("_file") and name[:-5] in fields and _is_secret(hints[name[:-5]]):
                 target = name[:-5]
-                if target in given:
+                if target in given or target in unread:
                     self.fail(
                         k_node.start_mark.line + 1,
                         child_key,
@@ -421,9 +491,7 @@ class _Loader:
                     v_node = self._secret_file(v_node, child_key)
                     self._from_file.add(id(v_node))
                 except _Invalid:
-                    given[target] = yaml.ScalarNode(
-                        "tag:yaml.org,2002:null", "", start_mark=raw_node.start_mark
-                    )
+                    unread.add(target)  # the file's issue is recorded; no second one
                     given_lines[target] = k_node.start_mark.line + 1
                     continue
             elif name not in fields:
@@ -441,11 +509,15 @@ class _Loader:
                 continue
             given[target] = v_node
             given_lines[target] = k_node.start_mark.line + 1
+            self.lines.setdefault(f"{key}.{target}" if key else target, given_lines[target])
         values: dict[str, Any] = {}
         invalid = False
         for name, field in fields.items():
             child_key = f"{key}.{name}" if key else name
-            if name in given:
+            if name in unread:
+                values[name] = _UNREAD
+                invalid = True
+            elif name in given:
                 before = len(self.issues)
                 values[name] = self.convert(given[name], hints[name], child_key, given_lines[name])
                 invalid |= len(self.issues) != before
@@ -459,13 +531,40 @@ class _Loader:
                     child_key,
                     f"missing required key ({where}expected {_describe(hints[name])})",
                 )
+                values[name] = _UNREAD
                 invalid = True
         if invalid:
-            raise _Invalid()
+            # The schema's own rules still run on the fields that could be read.
+            partial = _assemble(schema, values)
+            post_init = getattr(schema, "__post_init__", None)
+            if post_init is not None:
+                try:
+                    post_init(partial)
+                except (_Skipped, TypeError):
+                    pass  # the rule needs a value that could not be read
+                except ValueError as exc:
+                    self._rule_failed(schema, key, line, str(exc))
+            raise _Invalid(partial)
         try:
             return schema(**values)
         except (TypeError, ValueError) as exc:
-            raise self.fail(line, key or "(top level)", str(exc)) from None
+            self._rule_failed(schema, key, line, str(exc))
+            raise _Invalid(_assemble(schema, values)) from None
+
+    def _rule_failed(self, schema: type, key: str, line: int, message: str) -> None:
+        """A schema's own rule refused the values: the issue names the field its message
+        starts with ("agent_id ...", "mqtt.url must ..."), at that field's line."""
+        first = message.split(" ", 1)[0]
+        names = {f.name for f in dataclasses.fields(schema)}
+        field_key = ""
+        if first in names:
+            field_key = f"{key}.{first}" if key else first
+        elif key and first.startswith(f"{key}.") and first[len(key) + 1 :] in names:
+            field_key = first
+        if field_key in self.lines:
+            self.fail(self.lines[field_key], field_key, message)
+        else:
+            self.fail(line, key or "(top level)", message)
 
     def _secret_file(self, node: yaml.Node, key: str) -> yaml.Node:
         path = Path(self.scalar_text(node, key)).expanduser()
@@ -485,6 +584,24 @@ class _Loader:
             end_mark=node.end_mark,
             style='"',
         )
+
+
+def _assemble(schema: type, values: dict[str, Any]) -> Any:
+    """An instance of `schema` with these values and the defaults, without its checks."""
+    obj: Any = object.__new__(schema)
+    for spec in dataclasses.fields(schema):
+        if not spec.init:
+            continue
+        if spec.name in values:
+            value = values[spec.name]
+        elif spec.default is not dataclasses.MISSING:
+            value = spec.default
+        elif spec.default_factory is not dataclasses.MISSING:
+            value = spec.default_factory()
+        else:
+            value = _UNREAD
+        object.__setattr__(obj, spec.name, value)
+    return obj
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -539,6 +656,208 @@ def _describe(hint: Any) -> str:
     return str(hint)
 
 
+# ------------------------------------------------------------------ whole files, as programs start
+
+
+@dataclass
+class Checked(typing.Generic[T]):
+    """Everything validating a config file found, in one pass.
+
+    `value` is the config (partly read when there are errors: see `_Unread`), `issues`
+    the errors and warnings of every rule, of this file and of the files it includes,
+    `notes` the warnings that `enoc check-config` prints and a starting program does
+    not log: how the files are written (inline secrets) and the kind's advice (the
+    warnings of `check_file`'s `rule`). A program's start
+    and `enoc check-config` call the same function returning this, so they cannot
+    disagree; `result()` is the start's verdict."""
+
+    file: str
+    value: T | None
+    issues: list[ConfigIssue] = dataclasses.field(default_factory=list)
+    notes: list[ConfigIssue] = dataclasses.field(default_factory=list)
+    lines: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[ConfigIssue]:
+        return [i for i in self.issues if not i.warning]
+
+    @property
+    def warnings(self) -> list[ConfigIssue]:
+        return [i for i in self.issues if i.warning]
+
+    def line_of(self, key: str) -> int:
+        """The line of a key path, or of its nearest parent that has one (0: none)."""
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            cut = max(key.rfind("."), key.rfind("["))
+            key = key[:cut] if cut > 0 else ""
+        return 0
+
+    def add(self, *issues: ConfigIssue, notes: bool = False) -> None:
+        """Add the issues of a later rule; those of this file without a line get their key's.
+        `notes`: its warnings are advice, among the notes."""
+        for issue in issues:
+            placed = issue
+            if issue.file == self.file and not issue.line:
+                placed = dataclasses.replace(issue, line=self.line_of(issue.key))
+            (self.notes if notes and issue.warning else self.issues).append(placed)
+
+    def error(self, key: str, message: str) -> None:
+        self.add(ConfigIssue(self.file, 0, key, redact(message)))
+
+    def run(
+        self,
+        rule: Callable[[Any, str], list[ConfigIssue]],
+        value: Any = None,
+        *,
+        notes: bool = False,
+    ) -> None:
+        """Add the issues of `rule(value or self.value, file)`, unless it meets an unread value."""
+        with skipping_unread():
+            self.add(*rule(self.value if value is None else value, self.file), notes=notes)
+
+    def include(self, other: Checked[Any], *, notes: bool = True) -> None:
+        """Take in the issues of an included file (they keep their file and lines);
+        `notes=False` for a file that is a secret itself (a users file)."""
+        self.issues += other.issues
+        if notes:
+            self.notes += other.notes
+
+    def report(self) -> list[ConfigIssue]:
+        """Every issue, this file's first, each file's by line."""
+        issues = [*self.notes, *self.issues]
+        return sorted(issues, key=lambda i: (i.file != self.file, i.file, i.line))
+
+    def result(self) -> T:
+        """The config, or ConfigError naming every error (what a program's start does)."""
+        errors = self.errors
+        if errors or self.value is None:
+            raise ConfigError(
+                sorted(errors, key=lambda i: (i.file != self.file, i.file, i.line))
+                or [ConfigIssue(self.file, 0, "", "no configuration")]
+            )
+        return self.value
+
+    def with_value(self, value: Any) -> Checked[Any]:
+        return dataclasses.replace(self, value=value)
+
+
+def check_file(
+    path: Path | str,
+    schema: type[T],
+    rule: Callable[[Any, str], list[ConfigIssue]] | None = None,
+) -> Checked[T]:
+    """Read, convert and check one file: every issue of the types, of the schema's own
+    rules and of `rule(config, filename)` (its warnings as notes: advice), each run on
+    what could be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = compose(text, str(path))
+    except FileNotFoundError:
+        return Checked(str(path), None, [ConfigIssue(str(path), 0, "", "file not found")])
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return Checked(str(path), None, [ConfigIssue(str(path), 0, "", f"cannot read: {reason}")])
+    except ConfigError as exc:
+        return Checked(str(path), None, list(exc.issues))
+    loader = _Loader(str(path), path.parent)
+    value = loader.convert(node, schema, "", node.start_mark.line + 1 if node else 1)
+    checked: Checked[T] = Checked(
+        str(path), None if is_unread(value) else value, loader.issues, loader.warnings, loader.lines
+    )
+    if rule is not None and checked.value is not None:
+        checked.run(rule, notes=True)
+    return checked
+
+
+def check_include(
+    parent: Checked[Any],
+    key: str,
+    path: Path,
+    schema: type[T],
+    rule: Callable[[Any, str], list[ConfigIssue]] | None = None,
+) -> Checked[T] | None:
+    """A file the config names (`key: path`): a missing one is an error of the config's
+    key; what is in it, errors of that file. None when it cannot be read."""
+    problem = unreadable(path)
+    if problem:
+        parent.error(key, f"cannot read {path}: {problem}")
+        return None
+    return check_file(path, schema, rule)
+
+
+def unreadable(path: Path) -> str:
+    """Why this file cannot be read ("" when it can)."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
+def check_url(checked: Checked[Any], key: str, url: object) -> None:
+    """A URL the program will connect to: a host, and a port (when given) from 1 to 65535."""
+    if not isinstance(url, str) or "://" not in url or url.startswith("sqlite:"):
+        return  # the scheme's own rule names these
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    after_host = parts.netloc.rpartition("@")[2].rpartition("]")[2]
+    if port == 0 and ":" in after_host and after_host.rpartition(":")[2]:
+        checked.error(key, f'expected a port from 1 to 65535 after the host, got "{url}"')
+    if not parts.hostname and not url.startswith(("postgresql:", "postgres:")):
+        checked.error(key, f'expected a host after "{parts.scheme}://", got "{url}"')
+
+
+def check_tls_files(
+    checked: Checked[Any], key: str, tls: Any, what: str, *, retried: bool = False
+) -> None:
+    """The TLS files a program loads when it connects: each there and readable (an
+    error: a path is the config's), and usable together (PEM, a key that matches its
+    certificate), as `enoc.mqtt.tls_context` loads them. `retried`: the program builds
+    its context again at each connection attempt (the MQTT links), so it starts with
+    unusable contents, keeps its data and connects once they are fixed (a botched
+    certificate rotation): a warning, which the program logs at its start too."""
+    if tls is None or is_unread(tls):
+        return
+    from enoc.mqtt import TlsSetupError, tls_context  # enoc.mqtt imports this module
+
+    missing = False
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, name)
+        if path is None or is_unread(path):
+            continue
+        problem = unreadable(path)
+        if problem:
+            checked.error(f"{key}.{name}", f"cannot read {path}: {problem}")
+            missing = True
+    if tls.key_file is not None and tls.cert_file is None:
+        checked.error(f"{key}.key_file", "needs cert_file (the certificate of this key)")
+        missing = True
+    if missing:
+        return
+    try:
+        tls_context(tls, what=what)
+    except TlsSetupError as exc:
+        if not retried:
+            checked.error(key, str(exc))
+            return
+        checked.add(
+            ConfigIssue(
+                checked.file,
+                0,
+                key,
+                redact(f"{exc}; it starts, and connects once they can be used"),
+                warning=True,
+            )
+        )
+
+
 # ------------------------------------------------------------------ kinds, for `enoc check-config`
 
 
@@ -548,6 +867,14 @@ class ConfigKind:
     schema: type
     detect: Callable[[Mapping[str, Any]], bool]
     check: Callable[[Any, str], list[ConfigIssue]] | None = None  # extra checks, warnings
+    # Everything the program checks at its start (included files, TLS files, URLs);
+    # default: `check_file(path, schema, check)`.
+    validate: Callable[[Path], Checked[Any]] | None = None
+
+    def check_path(self, path: Path) -> Checked[Any]:
+        if self.validate is not None:
+            return self.validate(path)
+        return check_file(path, self.schema, self.check)
 
 
 KINDS: dict[str, ConfigKind] = {}
@@ -558,5 +885,6 @@ def register_kind(
     schema: type,
     detect: Callable[[Mapping[str, Any]], bool],
     check: Callable[[Any, str], list[ConfigIssue]] | None = None,
+    validate: Callable[[Path], Checked[Any]] | None = None,
 ) -> None:
-    KINDS[name] = ConfigKind(name, schema, detect, check)
+    KINDS[name] = ConfigKind(name, schema, detect, check, validate)

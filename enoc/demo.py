@@ -143,8 +143,6 @@ class Demo:
         import tempfile
 
         from collector.app import Collector
-        from collector.config import CollectorConfig
-        from enoc.config import load_config
         from simulators.fleet import build_devices
         from simulators.inventory_out import inventory
         from simulators.server import Simulator
@@ -173,9 +171,8 @@ class Demo:
 
                 if o.influx_url and o.influx_api == "v1":
                     await _create_database(o.influx_url, o.influx_database)
-                self.collector = Collector(
-                    load_config(self._collector_config(state, broker_port), CollectorConfig)
-                )
+                # validated as `enoc collector` validates its config
+                self.collector = Collector.from_file(self._collector_config(state, broker_port))
                 collector_task = asyncio.create_task(self.collector.run(stop), name="collector")
                 self.tasks.append(collector_task)
                 await _first(collector_task, self.collector.ready.wait(), "collector")

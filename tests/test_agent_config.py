@@ -84,7 +84,13 @@ def test_a_device_naming_an_unknown_profile_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_agent(path)
     (line,) = str(caught.value).splitlines()
-    assert line.startswith(f"{inventory}: devices[2].profile: unknown profile 'nope' (known: ")
+    # the line of the included file where that device's profile is written
+    number = next(
+        i for i, text in enumerate(inventory.read_text().splitlines(), 1) if "nope" in text
+    )
+    assert line.startswith(
+        f"{inventory}:{number}: devices[2].profile: unknown profile 'nope' (known: "
+    )
     assert "edge" in line and "router" in line
     # the same device inline in the agent config is found there
     path.write_text(
@@ -92,5 +98,7 @@ def test_a_device_naming_an_unknown_profile_is_refused(tmp_path: Path) -> None:
         + "credentials: {v2: {version: '2c', community: public}}\n"
         + "devices: [{name: c, address: 127.0.0.4, credentials: v2, profile: nope}]\n"
     )
-    with pytest.raises(ConfigError, match=r"agent\.yaml: devices\[0\]\.profile: unknown profile"):
+    with pytest.raises(
+        ConfigError, match=r"agent\.yaml:\d+: devices\[0\]\.profile: unknown profile"
+    ):
         load_agent(path)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from configkit import deploy_configs
 
 
 def check(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -67,10 +68,16 @@ sites:
         ("fleet.yaml", FLEET, "fleet"),
     ],
 )
-def test_the_design_examples_are_valid(tmp_path: Path, name: str, text: str, kind: str) -> None:
+def test_the_design_examples_are_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str, kind: str
+) -> None:
+    # the files the examples name: check-config reads them, as the programs do
+    monkeypatch.setenv("ENOC_TEST_AUTH", "a-long-enough-key")
     (tmp_path / "influx-token").write_text("tok\n")
+    (tmp_path / "devices.yaml").write_text(INVENTORY)
+    (tmp_path / "users.yaml").write_text("users: [{name: ops, token: 0123456789abcdef0123}]\n")
     path = tmp_path / name
-    path.write_text(text)
+    path.write_text(text.replace("/etc/enoc/users.yaml", str(tmp_path / "users.yaml")))
     result = check(path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{path}: ok ({kind})"
@@ -298,27 +305,16 @@ def test_a_store_url_with_an_inline_password_is_flagged(tmp_path: Path, url: str
 
 
 def test_the_shipped_configs_write_no_secret_inline(tmp_path: Path) -> None:
-    """deploy/ reads every secret from a file: check-config has nothing to say about them."""
-    deploy = Path(__file__).resolve().parent.parent / "deploy"
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for name in ("mqtt-password", "snmp-auth", "snmp-priv", "influx-token"):
-        (secrets / name).write_text(f"{name}-0123456789\n")
-    configs = {
-        "agent.yaml": (deploy / "agent" / "agent.yaml").read_text(),
-        "devices.yaml": (deploy / "agent" / "devices.yaml").read_text(),
-        "collector.yaml": (deploy / "collector" / "collector.yaml")
-        .read_text()
-        .replace("/run/secrets/enoc/", f"{secrets}/"),
-    }
+    """deploy/ reads every secret from a file: check-config has nothing to say about them
+    (given the files they name: inventory, secrets, users, TLS files from make-certs)."""
+    env: dict[str, str] = {}
+    shipped = deploy_configs(tmp_path, env)
+    assert {w.kind for w in shipped} == {"agent", "inventory", "collector"}
     env_before = dict(os.environ)
     try:
-        os.environ["CREDENTIALS_DIRECTORY"] = str(secrets)
-        os.environ.setdefault("ENOC_COLLECTOR_ID", "collector-1")
-        for name, text in configs.items():
-            path = tmp_path / name
-            path.write_text(text)
-            result = check(path)
+        os.environ.update(env)
+        for written in shipped:
+            result = check(written.path)
             assert result.returncode == 0, result.stderr
             assert "written inline" not in result.stderr, result.stderr
     finally:
@@ -332,6 +328,7 @@ def test_an_error_about_a_url_never_shows_its_password(tmp_path: Path) -> None:
     path.write_text('store: {url: "postgresq://enoc:typo-hunter2-pw@127.0.0.1/enoc"}\n')
     result = check(path)
     assert result.returncode == 1
-    assert f"{path}:1: store: store.url must be sqlite:///PATH or postgresql://" in result.stderr
+    expected = f"{path}:1: store.url: store.url must be sqlite:///PATH or postgresql://"
+    assert expected in result.stderr
     assert "postgresq://enoc:***@127.0.0.1/enoc" in result.stderr
     assert "typo-hunter2-pw" not in result.stderr + result.stdout

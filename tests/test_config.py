@@ -10,7 +10,19 @@ from typing import Literal
 
 import pytest
 
-from enoc.config import ConfigError, Duration, HostPort, Secret, load_config, parse_config
+from enoc.config import (
+    Checked,
+    ConfigError,
+    ConfigIssue,
+    Duration,
+    HostPort,
+    Secret,
+    check_file,
+    check_tls_files,
+    check_url,
+    load_config,
+    parse_config,
+)
 
 
 @dataclass(frozen=True)
@@ -168,3 +180,153 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match=f"^{re.escape(text.strip())}$"):
         Duration.parse(text)
+
+
+# ---------------------------------------------------------------- one pass: rules on what was read
+
+
+@dataclass(frozen=True)
+class Ruled:
+    name: str
+    inner: Inner = field(default_factory=Inner)
+    low: int = 0
+    high: int = 10
+    token: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if "/" in self.name:
+            raise ValueError(f"name {self.name!r} must have no '/'")
+        if self.low > self.high:
+            raise ValueError("expected low at most high")
+        if self.token is not None and len(self.token.reveal()) < 8:
+            raise ValueError("token of at least 8 characters is needed")
+
+
+@dataclass(frozen=True)
+class Holder:
+    items: list[Ruled] = field(default_factory=list)
+
+
+def ruled_issues(text: str, schema: type = Ruled, base_dir: Path | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, schema, filename="a.yaml", base_dir=base_dir)
+    return [str(i) for i in caught.value.issues]
+
+
+def test_a_schemas_rules_run_though_another_field_is_unreadable() -> None:
+    """A bad name is named with the bad duration and integer, in one pass; the rule that
+    needs the unreadable `low` is skipped rather than guessed at."""
+    found = ruled_issues("name: a/b\ninner: {interval: sixty}\nlow: many\nhigh: 5\n")
+    assert found == [
+        "a.yaml:1: name: name 'a/b' must have no '/'",
+        'a.yaml:2: inner.interval: expected a duration like "60s", got "sixty"',
+        'a.yaml:3: low: expected an integer, got "many"',
+    ]
+    # once readable, the rule on low and high runs (at the dataclass's line: no field first)
+    assert ruled_issues("name: a\nlow: 6\nhigh: 5\n") == [
+        "a.yaml:1: (top level): expected low at most high"
+    ]
+
+
+def test_rules_run_in_every_list_item_and_keep_their_index() -> None:
+    found = ruled_issues(
+        "items:\n  - {name: ok, low: x}\n  - {name: b/c}\n  - {name: d/e, inner: {retries: y}}\n",
+        Holder,
+    )
+    assert found == [
+        'a.yaml:2: items[0].low: expected an integer, got "x"',
+        "a.yaml:3: items[1].name: name 'b/c' must have no '/'",
+        'a.yaml:4: items[2].inner.retries: expected an integer, got "y"',
+        "a.yaml:4: items[2].name: name 'd/e' must have no '/'",
+    ]
+
+
+def test_a_secret_file_that_cannot_be_read_is_one_mistake(tmp_path: Path) -> None:
+    found = ruled_issues("name: x\ntoken_file: missing\n", base_dir=tmp_path)
+    assert len(found) == 1 and "a.yaml:2: token_file: cannot read secret file" in found[0]
+
+
+def test_check_file_places_a_later_rules_issues_at_their_keys_line(tmp_path: Path) -> None:
+    path = tmp_path / "h.yaml"
+    path.write_text("# items\nitems:\n  - {name: a}\n  - name: b\n    high: 3\n")
+
+    def rule(holder: Holder, filename: str) -> list[ConfigIssue]:
+        return [ConfigIssue(filename, 0, "items[1].high", f"{holder.items[1].high} is low")]
+
+    checked = check_file(path, Holder, rule)
+    assert [str(i) for i in checked.errors] == [f"{path}:5: items[1].high: 3 is low"]
+    with pytest.raises(ConfigError, match=r"items\[1\]\.high: 3 is low"):
+        checked.result()
+    # and a rule that meets an unreadable value stops alone, quietly
+    path.write_text("items:\n  - {name: a}\n  - {name: b, high: z}\n")
+    checked = check_file(path, Holder, rule)
+    assert [str(i) for i in checked.errors] == [
+        f'{path}:3: items[1].high: expected an integer, got "z"'
+    ]
+    missing = check_file(tmp_path / "none.yaml", Holder, rule)
+    assert [str(i) for i in missing.errors] == [f"{tmp_path / 'none.yaml'}: file not found"]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mqtt://127.0.0.1:1883", None),
+        ("mqtts://[::1]:8883", None),
+        ("postgresql://enoc@db/enoc", None),
+        ("postgresql:///enoc?host=/run/postgresql", None),
+        ("sqlite:///var/lib/enoc/incidents.db", None),
+        ("mqtt://127.0.0.1:99999", "expected a port from 1 to 65535 after the host"),
+        ("mqtt://127.0.0.1:0", "expected a port from 1 to 65535 after the host"),
+        ("http://u:p@host:8o86/", "expected a port from 1 to 65535 after the host"),
+        ("mqtt://:1883", 'expected a host after "mqtt://"'),
+    ],
+)
+def test_urls_are_checked_for_a_host_and_a_port(url: str, expected: str | None) -> None:
+    checked: Checked[None] = Checked("c.yaml", None, lines={"mqtt.url": 4})
+    check_url(checked, "mqtt.url", url)
+    found = [str(i) for i in checked.issues]
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith(f"c.yaml:4: mqtt.url: {expected}")
+
+
+def test_tls_files_are_read_and_loaded_as_the_client_loads_them(tmp_path: Path) -> None:
+    from agent.config import TlsConfig
+    from enoc.pki import make_pki
+
+    pki = make_pki(tmp_path / "pki", server_names=["127.0.0.1"], clients=["a"])
+    cert, key = pki.clients["a"]
+
+    def tls_issues(tls: TlsConfig) -> list[str]:
+        checked: Checked[None] = Checked("c.yaml", None)
+        check_tls_files(checked, "mqtt.tls", tls, "MQTT")
+        return [str(i) for i in checked.issues]
+
+    assert tls_issues(TlsConfig(pki.ca_cert, cert, key)) == []
+    assert tls_issues(TlsConfig(tmp_path / "no-ca.pem")) == [
+        f"c.yaml: mqtt.tls.ca_file: cannot read {tmp_path / 'no-ca.pem'}: No such file or directory"
+    ]
+    assert tls_issues(TlsConfig(key_file=key)) == [
+        "c.yaml: mqtt.tls.key_file: needs cert_file (the certificate of this key)"
+    ]
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    (found,) = tls_issues(TlsConfig(pki.ca_cert, tmp_path / "junk.pem", key))
+    assert found.startswith("c.yaml: mqtt.tls: cannot use the MQTT TLS files")
+    # a certificate with another's key
+    other = make_pki(tmp_path / "other", server_names=["127.0.0.1"], clients=["b"])
+    botched = TlsConfig(pki.ca_cert, cert, other.clients["b"][1])
+    (found,) = tls_issues(botched)
+    assert found.startswith("c.yaml: mqtt.tls: cannot use the MQTT TLS files")
+    assert "key values mismatch" in found.lower()
+    # for a link that builds its context at each attempt, the contents are a warning: the
+    # program starts, keeps its data and connects once they are fixed; a path is an error
+    checked: Checked[None] = Checked("c.yaml", None)
+    check_tls_files(checked, "mqtt.tls", botched, "MQTT", retried=True)
+    assert not checked.errors
+    (warning,) = [str(i) for i in checked.warnings]
+    assert warning.startswith("c.yaml: mqtt.tls: warning: cannot use the MQTT TLS files")
+    assert warning.endswith("it starts, and connects once they can be used")
+    checked = Checked("c.yaml", None)
+    check_tls_files(checked, "mqtt.tls", TlsConfig(tmp_path / "no-ca.pem"), "MQTT", retried=True)
+    assert [i.key for i in checked.errors] == ["mqtt.tls.ca_file"]

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from deploykit import REPO
 
+from enoc.pki import make_pki
+
 pytestmark = pytest.mark.servers
 
 
@@ -83,7 +85,12 @@ def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
     assert run(env_python, "-c", path, cwd=site).stdout.startswith("False\nline protocol in pure")
     # and it validates the shipped agent config as on the site machine: the missing
     # credential is named, and with the credentials in place the config is fine
-    config = REPO / "deploy" / "agent" / "agent.yaml"
+    # (its inventory, /etc/enoc/devices.yaml on a site, copied next to it here)
+    config = tmp_path / "agent.yaml"
+    inventory = tmp_path / "devices.yaml"
+    inventory.write_text((REPO / "deploy" / "agent" / "devices.yaml").read_text())
+    shipped = (REPO / "deploy" / "agent" / "agent.yaml").read_text()
+    config.write_text(shipped.replace("/etc/enoc/devices.yaml", str(inventory)))
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     env = {**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)}
@@ -99,6 +106,11 @@ def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
     for name in ("mqtt-password", "snmp-auth", "snmp-priv"):
         (credentials / name).write_text(f"{name}-0123456789")
+    # the TLS files deploy/make-certs gives the agent: check-config loads them, as the agent
+    pki = make_pki(tmp_path / "pki", server_names=["127.0.0.1"], clients=["nyc-1"])
+    cert, key = pki.clients["nyc-1"]
+    for name, source in {"ca.pem": pki.ca_cert, "client.pem": cert, "client.key": key}.items():
+        (credentials / name).write_bytes(source.read_bytes())
     fine = check()
     assert fine.returncode == 0, fine.stderr
     assert fine.stdout.strip().endswith("ok (agent)")
