@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from agent.edge import ThresholdRule
 from agent.profiles import BUILT_IN, ProfileConfig
 from enoc.config import ConfigIssue, Duration, HostPort, Secret, register_kind
+from enoc.ifpolicy import InterfacesConfig
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.wire import check_name
 
@@ -173,6 +174,7 @@ class AgentConfig:
     polling: PollingConfig = field(default_factory=PollingConfig)
     publishing: PublishingConfig = field(default_factory=PublishingConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    interfaces: InterfacesConfig = field(default_factory=InterfacesConfig)  # enoc.ifpolicy
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     inventory: Path | None = None  # what `enoc sim --inventory-out` writes
     devices: list[InventoryDevice] = field(default_factory=list)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from enoc.config import ConfigIssue, Secret, register_kind
+from enoc.ifpolicy import InterfacePolicyConfig
 
 AuthProtocol = Literal["none", "MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
 PrivProtocol = Literal["none", "DES", "AES-128", "AES-192", "AES-256"]
@@ -64,6 +65,8 @@ class InventoryDevice:
     role: str = ""
     profile: str = ""  # a profile name; empty: chosen by sysObjectID
     parent: str = ""  # the device this one hangs off (for correlation at the collector)
+    # this device's own interface policy, over its role's and the agent's (enoc.ifpolicy)
+    interfaces: InterfacePolicyConfig | None = None
 
     def __post_init__(self) -> None:
         try:
