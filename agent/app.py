@@ -142,7 +142,7 @@ class Agent:
         self.trap_address: tuple[str, int] | None = None
         self._batch: list[MetricsMessage] = []
         self._reload_requested = False
-        self._edge_saved = 0  # `edge.links_changed` when the edge state was last saved
+        self._links_saved = 0  # `edge.links_changed` when the links up were last saved
         self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
         self._load_edge_state()
@@ -298,16 +298,27 @@ class Agent:
     def _edge_state_path(self) -> Path:
         return self.config.spool.path / "edge-state.json"
 
+    def _edge_links_path(self) -> Path:
+        return self.config.spool.path / "edge-links.json"
+
     def _save_edge_state(self) -> None:
         """Open problems survive a restart: the clearing event of a link that went down
-        before a kill -9 is still sent when it comes back; and so do the links seen up, so
-        that one down after the restart is a transition, not a baseline. A disk that cannot
-        take it (full) costs only that after a restart: the events themselves go on."""
-        path = self._edge_state_path()
+        before a kill -9 is still sent when it comes back. A disk that cannot take it
+        (full) costs only that after a restart: the events themselves go on."""
+        self._write_json(self._edge_state_path(), self.edge.bad_states())
+
+    def _save_links_up(self) -> None:
+        """The links seen up, so that one down after a restart is a transition, not a
+        baseline. Saved when they change, at most once a watch step (0.5 s), not with
+        each event as the problems are: it is the larger file (an integer per interface),
+        and a link that went down since is among the problems, which win over it."""
+        self._links_saved = self.edge.links_changed
+        self._write_json(self._edge_links_path(), self.edge.links_up())
+
+    def _write_json(self, path: Path, value: object) -> None:
         tmp = path.with_suffix(".tmp")
-        self._edge_saved = self.edge.links_changed
         try:
-            tmp.write_text(json.dumps(self.edge.snapshot(), separators=(",", ":")))
+            tmp.write_text(json.dumps(value, separators=(",", ":")))
             tmp.replace(path)
         except OSError as exc:
             self._edge_state_failing.failed(f"saving the edge state to {path}", exc)
@@ -315,16 +326,20 @@ class Agent:
             self._edge_state_failing.ok(f"saving the edge state to {path}")
 
     def _load_edge_state(self) -> None:
-        path = self._edge_state_path()
+        saved = [self._read_json(p) for p in (self._edge_state_path(), self._edge_links_path())]
+        self.edge.restore(*saved)
+        self._links_saved = self.edge.links_changed
+
+    @staticmethod
+    def _read_json(path: Path) -> object:
         try:
-            saved = json.loads(path.read_text())
+            value: object = json.loads(path.read_text())
         except FileNotFoundError:
-            return
+            return None
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
-            return
-        self.edge.restore(saved)
-        self._edge_saved = self.edge.links_changed
+            return None
+        return value
 
     # ---------------------------------------------------------------- traps
 
@@ -435,8 +450,8 @@ class Agent:
             lag = (time.monotonic() - started - 0.5) * 1000
             self.stats.loop_lag_ms = max(0.0, lag) if not stop.is_set() else self.stats.loop_lag_ms
             self._flush()
-            if self.edge.links_changed != self._edge_saved:  # links first seen, or changed
-                self._save_edge_state()
+            if self.edge.links_changed != self._links_saved:
+                self._save_links_up()
             if self._reload_requested:
                 self._do_reload()
 
@@ -475,8 +490,8 @@ class Agent:
             polling_stop.set()
             await asyncio.wait(tasks[1:], timeout=10)
             self._flush()
-            if self.edge.links_changed != self._edge_saved:
-                self._save_edge_state()
+            if self.edge.links_changed != self._links_saved:
+                self._save_links_up()
             await asyncio.wait(tasks[:1], timeout=10)
             for task in tasks:
                 task.cancel()

@@ -128,12 +128,26 @@ class EdgeDetector:
     settings: EdgeSettings = field(default_factory=EdgeSettings)
     new_id: Callable[[], str] | None = None
     states: dict[tuple[str, str, str], Confirmed] = field(default_factory=dict)
-    links_changed: int = 0  # bumped when `links_up` may have changed: the state is saved
+    links_changed: int = 0  # bumped when `links_up` changes: the agent saves it
 
     def __post_init__(self) -> None:
         if self.new_id is None:
             self.new_id = _default_ids(self.agent_id)
         self._rules = {r.metric: r for r in self.settings.thresholds}
+        # the links in state "up", kept as they change: saving them is then a copy, not a
+        # walk of every state (an agent of 2,000 devices has about 100,000)
+        self._up: dict[str, set[int]] = {}
+
+    def _mark(self, device: str, if_index: int) -> None:
+        state = self.states.get((device, f"if:{if_index}", "link"))
+        up = self._up.setdefault(device, set())
+        if state is not None and state.state == "up":
+            if if_index not in up:
+                up.add(if_index)
+                self.links_changed += 1
+        elif if_index in up:
+            up.discard(if_index)
+            self.links_changed += 1
 
     def _state(self, device: str, resource: str, kind: str) -> Confirmed:
         key = (device, resource, kind)
@@ -179,37 +193,28 @@ class EdgeDetector:
     def links_up(self) -> dict[str, list[int]]:
         """The interfaces last seen up, by device: after a restart that kept them, one
         found down is a transition to announce, not a baseline."""
-        out: dict[str, list[int]] = {}
-        for (device, resource, kind), state in self.states.items():
-            if kind == "link" and state.state == "up":
-                out.setdefault(device, []).append(int(resource[3:]))
-        return out
+        return {device: sorted(up) for device, up in self._up.items() if up}
 
-    def snapshot(self) -> dict[str, object]:
-        """What `restore` takes after a restart (the agent's edge-state file)."""
-        return {"version": 2, "problems": self.bad_states(), "links_up": self.links_up()}
-
-    def restore(self, saved: object) -> None:
-        """Load a `snapshot` (or the `bad_states` list an older agent saved), so that its
-        clearing events are still sent and its links' baseline is kept."""
-        problems: object = saved
-        links: object = {}
-        if isinstance(saved, dict):
-            problems, links = saved.get("problems", []), saved.get("links_up", {})
-        for item in problems if isinstance(problems, list) else ():
+    def restore(self, saved: object, links_up: object = None) -> None:
+        """Load `bad_states` and `links_up` saved by a previous run, so that its clearing
+        events are still sent and its links' baseline is kept. Items of another shape
+        (a damaged file) are left out."""
+        for item in saved if isinstance(saved, list) else ():
             if isinstance(item, list) and len(item) == 4 and item[2] in GOOD:
                 device, resource, kind, state = map(str, item)
                 self.states[(device, resource, kind)] = Confirmed(state)
-        for device, indexes in links.items() if isinstance(links, dict) else ():
+        for device, indexes in links_up.items() if isinstance(links_up, dict) else ():
             for if_index in indexes if isinstance(indexes, list) else ():
-                if isinstance(if_index, int):
-                    self.states.setdefault((str(device), f"if:{if_index}", "link"), Confirmed("up"))
-        self.links_changed += 1
+                if isinstance(if_index, int) and not isinstance(if_index, bool):
+                    key = (str(device), f"if:{if_index}", "link")
+                    self.states.setdefault(key, Confirmed("up"))
+                    self._mark(str(device), if_index)
 
     def forget(self, device: str) -> None:
         for key in [k for k in self.states if k[0] == device]:
             del self.states[key]
-        self.links_changed += 1
+        if self._up.pop(device, None):
+            self.links_changed += 1
 
     # ---------------------------------------------------------------- observations from polls
 
@@ -276,6 +281,26 @@ class EdgeDetector:
 
         `alert` False (the interface policy leaves it quiet): no event, and a down already
         announced is cleared. `monitored`: down at first sight is announced too."""
+        state = self.states.get((device, f"if:{if_index}", "link"))
+        if state is not None and alert and state.candidate is None:
+            value = "off" if not admin_up else ("up" if oper_up else "down")
+            if value == state.state and not (monitored and state.quiet):
+                return []  # the steady case, most interfaces of most polls: nothing changes
+        events = self._link(device, if_index, name, admin_up, oper_up, at, alert, monitored)
+        self._mark(device, if_index)
+        return events
+
+    def _link(
+        self,
+        device: str,
+        if_index: int,
+        name: str,
+        admin_up: bool,
+        oper_up: bool,
+        at: float,
+        alert: bool,
+        monitored: bool,
+    ) -> list[Event]:
         resource = f"if:{if_index}"
         key = (device, resource, "link")
         state = self.states.get(key)
@@ -284,12 +309,10 @@ class EdgeDetector:
             if state is None:
                 return []
             del self.states[key]
-            self.links_changed += 1
             if state.state != "down" or state.quiet:
                 return []
             return [self._link_event(device, if_index, name, "up", at, "not alerted on any more")]
         if state is None:
-            self.links_changed += 1
             if value == "down" and monitored:
                 state = self.states[key] = Confirmed("up")  # announced below, as a transition
             else:
@@ -304,7 +327,6 @@ class EdgeDetector:
         began = state.observe(value, at, self.settings.link_polls)
         if began is None:
             return []
-        self.links_changed += 1
         if value == "down":
             if was == "off":  # enabled with no link: it was never up
                 state.quiet = True
@@ -415,11 +437,17 @@ class EdgeDetector:
         news for an interface not yet polled; for one the poll saw down, or off, it is not."""
         if not alert:
             return []
+        events = self._link_trap(device, if_index, up, at, name, admin_up)
+        self._mark(device, if_index)
+        return events
+
+    def _link_trap(
+        self, device: str, if_index: int, up: bool, at: float, name: str, admin_up: bool
+    ) -> list[Event]:
         key = (device, f"if:{if_index}", "link")
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = Confirmed("up")
-        self.links_changed += 1
         value = "off" if not admin_up else ("up" if up else "down")
         was = state.state
         if not state.force(value, at):

@@ -242,6 +242,8 @@ class DeviceTracker:
             samples.append(InterfaceSample(if_index, name, descr, alias, fields))
         # Admin up and oper down, of the interfaces polled; of them, those down since the
         # agent first saw them (a baseline: no incident; DESIGN "InfluxDB schema").
+        if len(self.classes) > len(oper):  # interfaces gone (a PPP session, a module out)
+            self.classes = {i: c for i, c in self.classes.items() if (i,) in oper}
         device_fields["ports_down"] = ports_down
         device_fields["ports_down_baseline"] = baseline_down
         return samples, events

@@ -221,25 +221,30 @@ def test_the_saved_state_keeps_open_problems_and_the_links_seen_up() -> None:
     edge.link("r1", 1, "a", admin_up=True, oper_up=True, at=T0)
     edge.link("r1", 2, "b", admin_up=True, oper_up=True, at=T0)
     edge.link("r1", 3, "c", admin_up=True, oper_up=False, at=T0)  # baseline
+    edge.link("r1", 4, "d", admin_up=False, oper_up=False, at=T0)  # off
+    changed = edge.links_changed
     edge.link("r1", 2, "b", admin_up=True, oper_up=False, at=T0 + 60)  # announced
-    saved = json.loads(json.dumps(edge.snapshot()))
-    assert saved == {
-        "version": 2,
-        "problems": [["r1", "if:2", "link", "down"]],
-        "links_up": {"r1": [1]},
-    }
+    assert edge.links_changed > changed, "the links up changed: to be saved"
+    changed = edge.links_changed
+    edge.link("r1", 3, "c", admin_up=True, oper_up=False, at=T0 + 60)
+    assert edge.links_changed == changed, "nothing new to save"
+    problems = json.loads(json.dumps(edge.bad_states()))
+    links = json.loads(json.dumps(edge.links_up()))
+    assert (problems, links) == ([["r1", "if:2", "link", "down"]], {"r1": [1]})
     later = detector()
-    later.restore(saved)
+    later.restore(problems, links)
     # up before the restart, down after it: a transition, not a baseline
     (down,) = later.link("r1", 1, "a", admin_up=True, oper_up=False, at=T0 + 120)
     assert down.state == "down"
     (up,) = later.link("r1", 2, "b", admin_up=True, oper_up=True, at=T0 + 120)
     assert up.state == "up", "the clearing event of what the last run announced"
     assert later.link("r1", 3, "c", admin_up=True, oper_up=False, at=T0 + 120) == []
-    # an agent of before saved the problems alone, as a list
-    older = detector()
-    older.restore([["r1", "if:2", "link", "down"]])
-    assert older.link("r1", 2, "b", admin_up=True, oper_up=True, at=T0 + 120)
+    assert later.links_up() == {"r1": [2]}
+    # a damaged file: what has the wrong shape is left out
+    damaged = detector()
+    damaged.restore({"r1": 1}, {"r1": [1, "2", True], "r2": 3})
+    assert damaged.links_up() == {"r1": [1]}
     # a restart that lost it all: every link found down is a baseline again
     lost = detector()
     assert lost.link("r1", 1, "a", admin_up=True, oper_up=False, at=T0 + 120) == []
+    assert lost.link("r1", 2, "b", admin_up=True, oper_up=False, at=T0 + 120) == []

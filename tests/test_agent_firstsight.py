@@ -56,6 +56,7 @@ async def test_first_polls_open_no_link_incident_but_transitions_and_monitored_p
         site.sim.inject("nyc-pe-1", {"kind": "bgp_down", "peer": peer})
         site.sim.inject("bog-ce-1", {"kind": "unreachable"})
         edge_state = tmp_path / "spool" / "edge-state.json"
+        edge_links = tmp_path / "spool" / "edge-links.json"
 
         async def polls_of_the_switch(count: int) -> None:
             seen = len(samples(listener, SWITCH))
@@ -87,7 +88,7 @@ async def test_first_polls_open_no_link_incident_but_transitions_and_monitored_p
             )
             await polls_of_the_switch(2)
             assert downs(listener.all_events(), SWITCH) == ["if:2", "if:3"]
-        assert edge_state.exists()
+        assert edge_state.exists() and edge_links.exists()
 
         # ---- a restart that kept its edge state: a port down meanwhile is a transition
         site.sim.inject(SWITCH, {"kind": "link_down", "ifIndex": 4})
@@ -99,6 +100,7 @@ async def test_first_polls_open_no_link_incident_but_transitions_and_monitored_p
 
         # ---- a restart that lost it: what it finds is the baseline (the monitored aside)
         edge_state.unlink()
+        edge_links.unlink()
         site.sim.inject(SWITCH, {"kind": "link_down", "ifIndex": 9})
         mark = len(listener.all_events())
         async with running_agent(config):
