@@ -13,10 +13,12 @@ from agent.config import AgentConfig
 from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
 from agent.poller import RawPoll
+from collector import lineproto
 from enoc.config import ConfigError, load_config
 from enoc.ifpolicy import IF_TYPES, VIRTUAL_TYPES, InterfacePolicy, type_number
 from enoc.inventory import Inventory, InventoryDevice
 from enoc.snmp import ber
+from enoc.wire import MetricsMessage, encode
 
 BASE = "agent_id: nyc-1\nsite: nyc\nspool: {path: ./spool}\n"
 ETHERNET, LOOPBACK, TUNNEL, L2VLAN, PROP_VIRTUAL = 6, 24, 131, 135, 53
@@ -258,3 +260,20 @@ def test_first_sight_of_a_device_with_unused_ports_raises_only_for_the_monitored
     assert events == []
     assert tracker.if_class(12) == "quiet" and tracker.if_class(13) == "skip"
     assert tracker.if_class(99) is None
+
+
+def test_the_ports_down_counts_take_the_collectors_one_pass_path() -> None:
+    """Device fields are a free set of names: the counts ride where the C pass of the
+    collector already takes them, and are written to the `device` measurement."""
+    if lineproto._metricsjson is None:
+        pytest.skip("collector._metricsjson is not built here")
+    device = InventoryDevice(name="sw1", address="127.0.0.9", credentials="c")
+    ids = itertools.count(1)
+    tracker = DeviceTracker(device, EdgeDetector("a1", new_id=lambda: f"e{next(ids)}"))
+    rows = {1: (ETHERNET, "Gi0/1", "", 1, 1), 2: (ETHERNET, "Gi0/2", "", 1, 2)}
+    sample, _events = tracker.observe(poll(T0, rows))
+    payload = encode(MetricsMessage("nyc-1", "nyc", "americas", 1, T0 + 1, samples=[sample]))
+    fast = lineproto.payload_lines("nyc", "nyc-1", payload)
+    assert fast is not None, "the one-pass path took the message"
+    (device_line,) = [line for line in fast[1].split(b"\n") if line.startswith(b"device,")]
+    assert b"ports_down=1i" in device_line and b"ports_down_baseline=1i" in device_line
