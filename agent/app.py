@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, profile_issues
+from agent.config import AgentConfig, profile_issues, role_issues
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
@@ -66,6 +66,7 @@ def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
         issues += profile_issues(config, included.devices, source)
     inventory = Inventory(devices=devices, credentials=credentials)
     issues += inventory_issues(inventory, source)
+    issues += role_issues(config, devices, str(path))
     errors = [i for i in issues if not i.warning]
     if errors:
         raise ConfigError(errors)

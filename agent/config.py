@@ -204,6 +204,24 @@ def profile_issues(
     ]
 
 
+def role_issues(
+    config: AgentConfig, devices: list[InventoryDevice], filename: str
+) -> list[ConfigIssue]:
+    """An `interfaces.roles` block for a role no device has: a typo leaves a policy unused."""
+    roles = sorted({d.role for d in devices if d.role})
+    return [
+        ConfigIssue(
+            filename,
+            0,
+            f"interfaces.roles.{role}",
+            f"no device has this role (the inventory's: {', '.join(roles) or 'none'})",
+            warning=True,
+        )
+        for role in config.interfaces.roles
+        if role not in roles
+    ]
+
+
 def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     inline = Inventory(devices=config.devices, credentials=config.credentials)
     issues = inventory_issues(inline, filename) if config.devices else []

@@ -192,6 +192,20 @@ devices:
     assert "ifName: invalid regular expression 'xe-0/0/[0'" in issue.message
 
 
+def test_a_role_block_no_device_has_is_a_warning(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "agent.yaml",
+        BASE
+        + "interfaces:\n  roles:\n    acces-switch: {alert: {include: []}}\n"
+        + "credentials: {c: {version: '2c', community: public}}\n"
+        + "devices: [{name: sw1, address: 127.0.0.5, credentials: c, role: access-switch}]\n",
+    )
+    _config, _inventory, warnings = load_agent(tmp_path / "agent.yaml")
+    (warning,) = [w for w in warnings if w.key.startswith("interfaces")]
+    assert warning.key == "interfaces.roles.acces-switch"
+    assert "no device has this role (the inventory's: access-switch)" in warning.message
+
+
 def test_type_numbers_are_taken_as_they_are_and_names_must_be_known() -> None:
     assert type_number(6) == 6 and type_number("ieee8023adLag") == 161
     with pytest.raises(ValueError, match="IANAifType number"):
