@@ -358,7 +358,9 @@ class Agent:
     def _trap_events(self, name: str, trap: Trap) -> list[Event]:
         oid, at = trap.trap_oid, trap.received
         if oid in (LINK_DOWN, LINK_UP):
-            return self._link_trap(name, trap)
+            link = self._link_trap(name, trap)
+            if link is not None:
+                return link
         if oid in (BGP_ESTABLISHED, BGP_BACKWARD):
             for vb_oid, _tag, _value in trap.varbinds:
                 if vb_oid[: len(BGP_PEER_ENTRY)] == BGP_PEER_ENTRY and len(vb_oid) >= 14:
@@ -386,10 +388,10 @@ class Agent:
             events[0].message = "authentication failure (trap)"
         return events
 
-    def _link_trap(self, name: str, trap: Trap) -> list[Event]:
+    def _link_trap(self, name: str, trap: Trap) -> list[Event] | None:
         """linkDown/linkUp: by the interface policy as the last poll classified the
         interface (not yet polled: alerted); ifAdminStatus down, when the trap carries it,
-        is a port switched off, not a link lost."""
+        is a port switched off, not a link lost. None without an ifIndex: a generic trap."""
         if_index: int | None = None
         admin_up = True
         for vb_oid, _tag, value in trap.varbinds:
@@ -398,7 +400,7 @@ class Agent:
             elif vb_oid[: len(IF_ADMIN_STATUS)] == IF_ADMIN_STATUS and value == IF_ADMIN_DOWN:
                 admin_up = False
         if if_index is None:
-            return []
+            return None
         tracker = self.trackers.get(name)
         kind = tracker.if_class(if_index) if tracker is not None else None
         return self.edge.link_trap(

@@ -291,3 +291,40 @@ def test_the_ports_down_counts_take_the_collectors_one_pass_path() -> None:
     assert fast is not None, "the one-pass path took the message"
     (device_line,) = [line for line in fast[1].split(b"\n") if line.startswith(b"device,")]
     assert b"ports_down=1i" in device_line and b"ports_down_baseline=1i" in device_line
+
+
+def test_link_traps_follow_the_policy_and_the_admin_status_they_carry(tmp_path: Path) -> None:
+    from agent.app import IF_ADMIN_STATUS, IF_INDEX, LINK_DOWN, LINK_UP, Agent
+    from agent.traps import Trap
+
+    _write(
+        tmp_path / "agent.yaml",
+        BASE
+        + "mqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+        + "credentials: {c: {version: '2c', community: public}}\n"
+        + "devices: [{name: sw1, address: 127.0.0.5, credentials: c}]\n",
+    )
+    agent = Agent(tmp_path / "agent.yaml")
+    try:
+        rows = {1: (ETHERNET, "Gi0/1", "", 1, 1), 2: (L2VLAN, "Vlan2", "", 1, 1)}
+        assert agent.trackers["sw1"].observe(poll(T0, rows))[1] == []
+
+        def trap(oid: ber.Oid, if_index: int, admin: int | None = None) -> list[tuple[str, str]]:
+            varbinds: list[tuple[ber.Oid, int, object]] = [
+                ((*IF_INDEX, if_index), ber.INTEGER, if_index)
+            ]
+            if admin is not None:
+                varbinds.append(((*IF_ADMIN_STATUS, if_index), ber.INTEGER, admin))
+            events = agent._trap_events("sw1", Trap("127.0.0.5", "2c", oid, varbinds, False, T0))
+            return [(e.resource, e.state) for e in events]
+
+        assert trap(LINK_DOWN, 2) == [], "a VLAN: polled, not alerted on"
+        assert trap(LINK_DOWN, 1) == [("if:1", "down")]
+        assert trap(LINK_DOWN, 1, admin=2) == [("if:1", "up")], "shut: cleared, not a fault"
+        assert trap(LINK_UP, 1) == []
+        assert trap(LINK_DOWN, 7) == [("if:7", "down")], "no poll saw it yet: news"
+        # without an ifIndex a linkDown is still an event, a generic one
+        bare = agent._trap_events("sw1", Trap("127.0.0.5", "2c", LINK_DOWN, [], False, T0))
+        assert [e.kind for e in bare] == ["trap"]
+    finally:
+        agent.publisher.close()
