@@ -328,3 +328,36 @@ def test_link_traps_follow_the_policy_and_the_admin_status_they_carry(tmp_path: 
         assert [e.kind for e in bare] == ["trap"]
     finally:
         agent.publisher.close()
+
+
+def test_a_reload_takes_a_devices_new_policy_afresh(tmp_path: Path) -> None:
+    from agent.app import Agent
+
+    def inventory(monitored: str) -> None:
+        _write(
+            tmp_path / "devices.yaml",
+            "credentials: {c: {version: '2c', community: public}}\n"
+            "devices:\n"
+            "  - {name: sw1, address: 127.0.0.5, credentials: c,\n"
+            f"     interfaces: {{alert: {{monitored: [{{ifName: '{monitored}'}}]}}}}}}\n"
+            "  - {name: sw2, address: 127.0.0.6, credentials: c}\n",
+        )
+
+    inventory("^Gi0/1$")
+    _write(
+        tmp_path / "agent.yaml",
+        BASE + "mqtt: {url: 'mqtt://127.0.0.1:1'}\ninventory: devices.yaml\n",
+    )
+    agent = Agent(tmp_path / "agent.yaml")
+    try:
+        rows = {1: (ETHERNET, "Gi0/1", "", 1, 2), 2: (ETHERNET, "Gi0/2", "", 1, 2)}
+        _sample, events = agent.trackers["sw1"].observe(poll(T0, rows))
+        assert [e.resource for e in events] == ["if:1"]
+        kept = agent.trackers["sw2"]
+        inventory("^Gi0/2$")
+        agent._do_reload()
+        assert agent.trackers["sw2"] is kept, "an unchanged device keeps its state"
+        _sample, events = agent.trackers["sw1"].observe(poll(T0 + 60, rows))
+        assert [e.resource for e in events] == ["if:2"], "taken afresh, under its new policy"
+    finally:
+        agent.publisher.close()
