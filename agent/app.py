@@ -46,6 +46,8 @@ AUTH_FAILURE = (1, 3, 6, 1, 6, 3, 1, 1, 5, 5)
 BGP_ESTABLISHED = (1, 3, 6, 1, 2, 1, 15, 0, 1)
 BGP_BACKWARD = (1, 3, 6, 1, 2, 1, 15, 0, 2)
 IF_INDEX = (1, 3, 6, 1, 2, 1, 2, 2, 1, 1)
+IF_ADMIN_STATUS = (1, 3, 6, 1, 2, 1, 2, 2, 1, 7)
+IF_ADMIN_DOWN = 2
 BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
 
 
@@ -125,6 +127,7 @@ class Agent:
         self.trap_address: tuple[str, int] | None = None
         self._batch: list[MetricsMessage] = []
         self._reload_requested = False
+        self._links_saved = 0  # `edge.links_changed` when the links up were last saved
         self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
         self._load_edge_state()
@@ -146,7 +149,8 @@ class Agent:
         for name, device in wanted.items():
             if name in self.trackers:
                 continue
-            self.trackers[name] = DeviceTracker(device, self.edge)
+            policy = self.config.interfaces.for_device(device.role, device.interfaces)
+            self.trackers[name] = DeviceTracker(device, self.edge, policy=policy)
             auth = snmp_auth(credentials[device.credentials])
             self.targets[name] = Target(device.address, device.port, auth)
             self.named_profiles[name] = (
@@ -289,14 +293,27 @@ class Agent:
     def _edge_state_path(self) -> Path:
         return self.config.spool.path / "edge-state.json"
 
+    def _edge_links_path(self) -> Path:
+        return self.config.spool.path / "edge-links.json"
+
     def _save_edge_state(self) -> None:
         """Open problems survive a restart: the clearing event of a link that went down
         before a kill -9 is still sent when it comes back. A disk that cannot take it
         (full) costs only that after a restart: the events themselves go on."""
-        path = self._edge_state_path()
+        self._write_json(self._edge_state_path(), self.edge.bad_states())
+
+    def _save_links_up(self) -> None:
+        """The links seen up, so that one down after a restart is a transition, not a
+        baseline. Saved when they change, at most once a watch step (0.5 s), not with
+        each event as the problems are: it is the larger file (an integer per interface),
+        and a link that went down since is among the problems, which win over it."""
+        self._links_saved = self.edge.links_changed
+        self._write_json(self._edge_links_path(), self.edge.links_up())
+
+    def _write_json(self, path: Path, value: object) -> None:
         tmp = path.with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(self.edge.bad_states()))
+            tmp.write_text(json.dumps(value, separators=(",", ":")))
             tmp.replace(path)
         except OSError as exc:
             self._edge_state_failing.failed(f"saving the edge state to {path}", exc)
@@ -304,16 +321,20 @@ class Agent:
             self._edge_state_failing.ok(f"saving the edge state to {path}")
 
     def _load_edge_state(self) -> None:
-        path = self._edge_state_path()
+        saved = [self._read_json(p) for p in (self._edge_state_path(), self._edge_links_path())]
+        self.edge.restore(*saved)
+        self._links_saved = self.edge.links_changed
+
+    @staticmethod
+    def _read_json(path: Path) -> object:
         try:
-            saved = json.loads(path.read_text())
+            value: object = json.loads(path.read_text())
         except FileNotFoundError:
-            return
+            return None
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
-            return
-        if isinstance(saved, list):
-            self.edge.restore([s for s in saved if isinstance(s, list)])
+            return None
+        return value
 
     # ---------------------------------------------------------------- traps
 
@@ -328,9 +349,9 @@ class Agent:
     def _trap_events(self, name: str, trap: Trap) -> list[Event]:
         oid, at = trap.trap_oid, trap.received
         if oid in (LINK_DOWN, LINK_UP):
-            for vb_oid, _tag, value in trap.varbinds:
-                if vb_oid[: len(IF_INDEX)] == IF_INDEX and isinstance(value, int):
-                    return self.edge.link_trap(name, value, oid == LINK_UP, at)
+            link = self._link_trap(name, trap)
+            if link is not None:
+                return link
         if oid in (BGP_ESTABLISHED, BGP_BACKWARD):
             for vb_oid, _tag, _value in trap.varbinds:
                 if vb_oid[: len(BGP_PEER_ENTRY)] == BGP_PEER_ENTRY and len(vb_oid) >= 14:
@@ -357,6 +378,30 @@ class Agent:
         if oid == AUTH_FAILURE:
             events[0].message = "authentication failure (trap)"
         return events
+
+    def _link_trap(self, name: str, trap: Trap) -> list[Event] | None:
+        """linkDown/linkUp: by the interface policy as the last poll classified the
+        interface (not yet polled: alerted); ifAdminStatus down, when the trap carries it,
+        is a port switched off, not a link lost. None without an ifIndex: a generic trap."""
+        if_index: int | None = None
+        admin_up = True
+        for vb_oid, _tag, value in trap.varbinds:
+            if vb_oid[: len(IF_INDEX)] == IF_INDEX and isinstance(value, int):
+                if_index = value
+            elif vb_oid[: len(IF_ADMIN_STATUS)] == IF_ADMIN_STATUS and value == IF_ADMIN_DOWN:
+                admin_up = False
+        if if_index is None:
+            return None
+        tracker = self.trackers.get(name)
+        kind = tracker.if_class(if_index) if tracker is not None else None
+        return self.edge.link_trap(
+            name,
+            if_index,
+            trap.trap_oid == LINK_UP,
+            trap.received,
+            admin_up=admin_up,
+            alert=kind in (None, "alert", "monitored"),
+        )
 
     # ---------------------------------------------------------------- health
 
@@ -399,6 +444,8 @@ class Agent:
             lag = (time.monotonic() - started - 0.5) * 1000
             self.stats.loop_lag_ms = max(0.0, lag) if not stop.is_set() else self.stats.loop_lag_ms
             self._flush()
+            if self.edge.links_changed != self._links_saved:
+                self._save_links_up()
             if self._reload_requested:
                 self._do_reload()
 
@@ -436,6 +483,8 @@ class Agent:
             polling_stop.set()
             await asyncio.wait(tasks[1:], timeout=10)
             self._flush()
+            if self.edge.links_changed != self._links_saved:
+                self._save_links_up()
             await asyncio.wait(tasks[:1], timeout=10)
             for task in tasks:
                 task.cancel()

@@ -24,6 +24,7 @@ from enoc.config import (
     register_kind,
     skipping_unread,
 )
+from enoc.ifpolicy import InterfacesConfig
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.wire import check_name
 
@@ -187,6 +188,7 @@ class AgentConfig:
     polling: PollingConfig = field(default_factory=PollingConfig)
     publishing: PublishingConfig = field(default_factory=PublishingConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    interfaces: InterfacesConfig = field(default_factory=InterfacesConfig)  # enoc.ifpolicy
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     inventory: Path | None = None  # what `enoc sim --inventory-out` writes
     devices: list[InventoryDevice] = field(default_factory=list)
@@ -213,6 +215,24 @@ def profile_issues(
         )
         for i, device in enumerate(devices)
         if device.profile and device.profile not in known
+    ]
+
+
+def role_issues(
+    config: AgentConfig, devices: list[InventoryDevice], filename: str
+) -> list[ConfigIssue]:
+    """An `interfaces.roles` block for a role no device has: a typo leaves a policy unused."""
+    roles = sorted({d.role for d in devices if d.role})
+    return [
+        ConfigIssue(
+            filename,
+            0,
+            f"interfaces.roles.{role}",
+            f"no device has this role (the inventory's: {', '.join(roles) or 'none'})",
+            warning=True,
+        )
+        for role in config.interfaces.roles
+        if role not in roles
     ]
 
 
@@ -299,6 +319,8 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
             elif included is not None and key.partition(".")[2] in extra.credentials:
                 owner = included  # credentials.NAME: the included file's wins
             owner.add(replace(issue, file=owner.file, key=key))
+    with skipping_unread():
+        checked.add(*role_issues(config, whole.devices, str(path)))
     if included is not None:
         checked.include(included)
     return checked.with_value((config, whole))

@@ -8,8 +8,16 @@ state was first seen. A trap is authoritative at once; the poll that later
 sees the same state adds nothing, and a poll that began before the trap
 arrived cannot undo it (what it read may be older than the trap).
 
-Everything starts in its good state, so a thing that is already bad when the
-agent starts is reported; the collector deduplicates a repeat.
+Reachability, BGP sessions and thresholds start in their good state, so one
+already bad when the agent starts is reported (those are configured to work;
+the collector deduplicates a repeat). An interface's link does not: the state
+first seen of it (at the agent's first poll, or after a restart that lost the
+saved state) is its baseline, and only a transition from up to down is news.
+Unused access ports, empty optics and PON ports are down on the day the agent
+first sees them, and a board of them is a board nobody reads. An interface
+the operator declares monitored is the exception: down at first sight is
+reported. A link that is administratively down is "off": off to down (a port
+enabled with nothing plugged in) was never up either, and raises nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class Confirmed:
     streak: int = 0
     first_seen: float = 0.0
     forced_at: float = 0.0  # when a trap last set the state
+    quiet: bool = False  # a bad state found at first sight (or never up): not announced
 
     def stale(self, at: float) -> bool:
         """True for a poll that began before the last trap arrived: what it read may be
@@ -119,11 +128,26 @@ class EdgeDetector:
     settings: EdgeSettings = field(default_factory=EdgeSettings)
     new_id: Callable[[], str] | None = None
     states: dict[tuple[str, str, str], Confirmed] = field(default_factory=dict)
+    links_changed: int = 0  # bumped when `links_up` changes: the agent saves it
 
     def __post_init__(self) -> None:
         if self.new_id is None:
             self.new_id = _default_ids(self.agent_id)
         self._rules = {r.metric: r for r in self.settings.thresholds}
+        # the links in state "up", kept as they change: saving them is then a copy, not a
+        # walk of every state (an agent of 2,000 devices has about 100,000)
+        self._up: dict[str, set[int]] = {}
+
+    def _mark(self, device: str, if_index: int) -> None:
+        state = self.states.get((device, f"if:{if_index}", "link"))
+        up = self._up.setdefault(device, set())
+        if state is not None and state.state == "up":
+            if if_index not in up:
+                up.add(if_index)
+                self.links_changed += 1
+        elif if_index in up:
+            up.discard(if_index)
+            self.links_changed += 1
 
     def _state(self, device: str, resource: str, kind: str) -> Confirmed:
         key = (device, resource, kind)
@@ -159,23 +183,38 @@ class EdgeDetector:
         )
 
     def bad_states(self) -> list[list[str]]:
-        """Everything not in its good state: what a restarted agent must still know."""
+        """Everything announced in a bad state: what a restarted agent must still clear."""
         return [
             [device, resource, kind, state.state]
             for (device, resource, kind), state in self.states.items()
-            if state.state != GOOD[kind]
+            if state.state not in (GOOD[kind], "off") and not state.quiet
         ]
 
-    def restore(self, saved: list[list[str]]) -> None:
-        """Load `bad_states` saved by a previous run, so its clearing events are still sent."""
-        for item in saved:
-            if len(item) == 4 and item[2] in GOOD:
-                device, resource, kind, state = item
+    def links_up(self) -> dict[str, list[int]]:
+        """The interfaces last seen up, by device: after a restart that kept them, one
+        found down is a transition to announce, not a baseline."""
+        return {device: sorted(up) for device, up in self._up.items() if up}
+
+    def restore(self, saved: object, links_up: object = None) -> None:
+        """Load `bad_states` and `links_up` saved by a previous run, so that its clearing
+        events are still sent and its links' baseline is kept. Items of another shape
+        (a damaged file) are left out."""
+        for item in saved if isinstance(saved, list) else ():
+            if isinstance(item, list) and len(item) == 4 and item[2] in GOOD:
+                device, resource, kind, state = map(str, item)
                 self.states[(device, resource, kind)] = Confirmed(state)
+        for device, indexes in links_up.items() if isinstance(links_up, dict) else ():
+            for if_index in indexes if isinstance(indexes, list) else ():
+                if isinstance(if_index, int) and not isinstance(if_index, bool):
+                    key = (str(device), f"if:{if_index}", "link")
+                    self.states.setdefault(key, Confirmed("up"))
+                    self._mark(str(device), if_index)
 
     def forget(self, device: str) -> None:
         for key in [k for k in self.states if k[0] == device]:
             del self.states[key]
+        if self._up.pop(device, None):
+            self.links_changed += 1
 
     # ---------------------------------------------------------------- observations from polls
 
@@ -227,29 +266,107 @@ class EdgeDetector:
         ]
 
     def link(
-        self, device: str, if_index: int, name: str, admin_up: bool, oper_up: bool, at: float
+        self,
+        device: str,
+        if_index: int,
+        name: str,
+        admin_up: bool,
+        oper_up: bool,
+        at: float,
+        *,
+        alert: bool = True,
+        monitored: bool = False,
     ) -> list[Event]:
-        """Oper status of an interface; only admin-up interfaces can be down."""
-        state = self._state(device, f"if:{if_index}", "link")
+        """Oper status of an interface; only admin-up interfaces can be down.
+
+        `alert` False (the interface policy leaves it quiet): no event, and a down already
+        announced is cleared. `monitored`: down at first sight is announced too."""
+        state = self.states.get((device, f"if:{if_index}", "link"))
+        if state is not None and alert and state.candidate is None:
+            value = "off" if not admin_up else ("up" if oper_up else "down")
+            if value == state.state and not (monitored and state.quiet):
+                return []  # the steady case, most interfaces of most polls: nothing changes
+        events = self._link(device, if_index, name, admin_up, oper_up, at, alert, monitored)
+        self._mark(device, if_index)
+        return events
+
+    def _link(
+        self,
+        device: str,
+        if_index: int,
+        name: str,
+        admin_up: bool,
+        oper_up: bool,
+        at: float,
+        alert: bool,
+        monitored: bool,
+    ) -> list[Event]:
+        resource = f"if:{if_index}"
+        key = (device, resource, "link")
+        state = self.states.get(key)
+        value = "off" if not admin_up else ("up" if oper_up else "down")
+        if not alert:
+            if state is None:
+                return []
+            del self.states[key]
+            if state.state != "down" or state.quiet:
+                return []
+            return [self._link_event(device, if_index, name, "up", at, "not alerted on any more")]
+        if state is None:
+            if value == "down" and monitored:
+                state = self.states[key] = Confirmed("up")  # announced below, as a transition
+            else:
+                self.states[key] = Confirmed(value, quiet=value == "down")
+                return []
         if state.stale(at):
             return []
-        value = "up" if oper_up or not admin_up else "down"
+        if monitored and state.quiet and value == state.state == "down":
+            state.quiet = False  # declared monitored since it was first seen: news now
+            return [self._link_event(device, if_index, name, "down", at, "down")]
+        was = state.state
         began = state.observe(value, at, self.settings.link_polls)
         if began is None:
             return []
-        reason = "administratively down" if not admin_up else ("up" if oper_up else "down")
-        return [
-            self._event(
-                device,
-                f"if:{if_index}",
-                "link",
-                value,
-                began,
-                "info" if value == "up" else "major",
-                f"{name or if_index} {reason}",
-                attrs={"ifIndex": if_index, "ifName": name},
-            )
-        ]
+        if value == "down":
+            if was == "off":  # enabled with no link: it was never up
+                state.quiet = True
+                return []
+            state.quiet = False
+            return [self._link_event(device, if_index, name, "down", began, "down")]
+        state.quiet = False
+        if was != "down":
+            return []  # up <-> off: nothing to clear
+        # A down found at first sight that comes up is still said: an incident left open
+        # by a run whose state was lost clears, and an up event opens nothing.
+        why = "administratively down" if value == "off" else "up"
+        return [self._link_event(device, if_index, name, "up", began, why)]
+
+    def _link_event(
+        self,
+        device: str,
+        if_index: int,
+        name: str,
+        value: str,
+        at: float,
+        why: str,
+        source: Source = "poll",
+    ) -> Event:
+        return self._event(
+            device,
+            f"if:{if_index}",
+            "link",
+            value,
+            at,
+            "info" if value == "up" else "major",
+            f"{name or if_index} {why}" + (" (trap)" if source == "trap" else ""),
+            source=source,
+            attrs={"ifIndex": if_index, "ifName": name},
+        )
+
+    def link_quiet(self, device: str, if_index: int) -> bool:
+        """True for a link down since it was first seen (its baseline, not announced)."""
+        state = self.states.get((device, f"if:{if_index}", "link"))
+        return state is not None and state.quiet and state.state == "down"
 
     def bgp(self, device: str, peer: str, established: bool, at: float) -> list[Event]:
         state = self._state(device, f"bgp:{peer}", "bgp")
@@ -306,25 +423,42 @@ class EdgeDetector:
     # ---------------------------------------------------------------- traps
 
     def link_trap(
-        self, device: str, if_index: int, up: bool, at: float, name: str = ""
+        self,
+        device: str,
+        if_index: int,
+        up: bool,
+        at: float,
+        name: str = "",
+        *,
+        admin_up: bool = True,
+        alert: bool = True,
     ) -> list[Event]:
-        state = self._state(device, f"if:{if_index}", "link")
-        value = "up" if up else "down"
+        """A linkUp/linkDown trap. A device sends linkDown when a link leaves up, so it is
+        news for an interface not yet polled; for one the poll saw down, or off, it is not."""
+        if not alert:
+            return []
+        events = self._link_trap(device, if_index, up, at, name, admin_up)
+        self._mark(device, if_index)
+        return events
+
+    def _link_trap(
+        self, device: str, if_index: int, up: bool, at: float, name: str, admin_up: bool
+    ) -> list[Event]:
+        key = (device, f"if:{if_index}", "link")
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = Confirmed("up")
+        value = "off" if not admin_up else ("up" if up else "down")
+        was = state.state
         if not state.force(value, at):
             return []
-        return [
-            self._event(
-                device,
-                f"if:{if_index}",
-                "link",
-                value,
-                at,
-                "info" if up else "major",
-                f"{name or if_index} {value} (trap)",
-                source="trap",
-                attrs={"ifIndex": if_index, "ifName": name},
-            )
-        ]
+        state.quiet = value == "down" and was == "off"
+        if value == "down" and not state.quiet:
+            return [self._link_event(device, if_index, name, "down", at, "down", "trap")]
+        if was != "down":
+            return []
+        why = "administratively down" if value == "off" else "up"
+        return [self._link_event(device, if_index, name, "up", at, why, "trap")]
 
     def bgp_trap(self, device: str, peer: str, established: bool, at: float) -> list[Event]:
         state = self._state(device, f"bgp:{peer}", "bgp")

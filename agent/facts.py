@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from agent.edge import EdgeDetector
 from agent.poller import RawPoll
 from agent.rates import RateTracker, uptime_was_reset
+from enoc.ifpolicy import IfClass, InterfacePolicy
 from enoc.inventory import InventoryDevice
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
@@ -59,6 +60,9 @@ class DeviceTracker:
     sys_name: str = ""
     sys_descr: str = ""
     reboot_trap_at: float = 0.0  # a coldStart/warmStart trap already announced the reboot
+    policy: InterfacePolicy = field(default_factory=InterfacePolicy)
+    # per ifIndex: the identity (ifType, ifName, ifAlias, ifDescr) last classified, and how
+    classes: dict[int, tuple[tuple[object, str, str, str], IfClass]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -95,7 +99,7 @@ class DeviceTracker:
                 fields[name] = value
         events += self._host_resources(raw, fields)
         sample = DeviceSample(self.name, self.device.address, at, fields)
-        sample.interfaces, if_events = self._interfaces(raw)
+        sample.interfaces, if_events = self._interfaces(raw, fields)
         sample.bgp, bgp_events = self._bgp(raw)
         return sample, events + if_events + bgp_events
 
@@ -127,7 +131,27 @@ class DeviceTracker:
             )
         return events
 
-    def _interfaces(self, raw: RawPoll) -> tuple[list[InterfaceSample], list[Event]]:
+    def if_class(self, if_index: int) -> IfClass | None:
+        """How the policy took an interface at the last poll; None before it was polled."""
+        known = self.classes.get(if_index)
+        return known[1] if known is not None else None
+
+    def _classify(
+        self, if_index: int, if_type: object, name: str, alias: str, descr: str
+    ) -> IfClass:
+        identity = (if_type, name, alias, descr)
+        known = self.classes.get(if_index)
+        if known is not None and known[0] == identity:
+            return known[1]
+        kind = self.policy.classify(
+            if_type if isinstance(if_type, int) else None, name, alias, descr
+        )
+        self.classes[if_index] = (identity, kind)
+        return kind
+
+    def _interfaces(
+        self, raw: RawPoll, device_fields: dict[str, Value]
+    ) -> tuple[list[InterfaceSample], list[Event]]:
         tables = raw.tables
         oper = tables.get("ifOperStatus", {})
         if not oper:
@@ -135,12 +159,19 @@ class DeviceTracker:
         samples: list[InterfaceSample] = []
         events: list[Event] = []
         at = raw.at
+        ports_down = baseline_down = 0
         for index in sorted(oper):
             if len(index) != 1:
                 continue
             if_index = index[0]
             row = {name: table[index] for name, table in tables.items() if index in table}
-            name = text(row.get("ifName", (0, b""))[1]) or text(row.get("ifDescr", (0, b""))[1])
+            descr = text(row.get("ifDescr", (0, b""))[1])
+            alias = text(row.get("ifAlias", (0, b""))[1])
+            name = text(row.get("ifName", (0, b""))[1]) or descr
+            kind = self._classify(if_index, row.get("ifType", (0, None))[1], name, alias, descr)
+            if kind == "skip":
+                continue
+            alerted = kind in ("alert", "monitored")
             fields: dict[str, Value] = {}
             for column in (
                 "ifOperStatus",
@@ -191,22 +222,30 @@ class DeviceTracker:
             admin, status = fields.get("ifAdminStatus"), fields.get("ifOperStatus")
             if isinstance(admin, int) and isinstance(status, int):  # unknown: neither up nor down
                 events += self.edge.link(
-                    self.name, if_index, name, admin == IF_UP, status == IF_UP, at
+                    self.name,
+                    if_index,
+                    name,
+                    admin == IF_UP,
+                    status == IF_UP,
+                    at,
+                    alert=alerted,
+                    monitored=kind == "monitored",
                 )
+                if admin == IF_UP and status != IF_UP:
+                    ports_down += 1
+                    baseline_down += self.edge.link_quiet(self.name, if_index)
             resource = f"if:{if_index}"
             for metric in ("in_utilization", "out_utilization", "in_errors_per_s"):
                 value = fields.get(metric)
-                if isinstance(value, int | float):
+                if alerted and isinstance(value, int | float):
                     events += self.edge.threshold(self.name, resource, metric, value, at)
-            samples.append(
-                InterfaceSample(
-                    if_index,
-                    name,
-                    text(row.get("ifDescr", (0, b""))[1]),
-                    text(row.get("ifAlias", (0, b""))[1]),
-                    fields,
-                )
-            )
+            samples.append(InterfaceSample(if_index, name, descr, alias, fields))
+        # Admin up and oper down, of the interfaces polled; of them, those down since the
+        # agent first saw them (a baseline: no incident; DESIGN "InfluxDB schema").
+        if len(self.classes) > len(oper):  # interfaces gone (a PPP session, a module out)
+            self.classes = {i: c for i, c in self.classes.items() if (i,) in oper}
+        device_fields["ports_down"] = ports_down
+        device_fields["ports_down_baseline"] = baseline_down
         return samples, events
 
     @staticmethod

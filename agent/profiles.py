@@ -41,6 +41,7 @@ BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
 COLUMNS: dict[Group, dict[str, Oid]] = {
     "interfaces": {
         "ifDescr": (*IF_ENTRY, 2),
+        "ifType": (*IF_ENTRY, 3),  # for the interface policy (enoc.ifpolicy)
         "ifSpeed": (*IF_ENTRY, 5),
         "ifAdminStatus": (*IF_ENTRY, 7),
         "ifOperStatus": (*IF_ENTRY, 8),

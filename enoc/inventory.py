@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from enoc.config import ConfigIssue, Secret, register_kind
+from enoc.ifpolicy import InterfacePolicyConfig
 
 AuthProtocol = Literal["none", "MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
 PrivProtocol = Literal["none", "DES", "AES-128", "AES-192", "AES-256"]
@@ -68,6 +69,8 @@ class InventoryDevice:
     # SNMPv3 engine ID in hex, default learned from its first authenticated trap.
     trap_credentials: list[str] = field(default_factory=list)
     trap_engine_id: str = ""
+    # this device's own interface policy, over its role's and the agent's (enoc.ifpolicy)
+    interfaces: InterfacePolicyConfig | None = None
 
     def __post_init__(self) -> None:
         try:

@@ -189,6 +189,11 @@ async def test_operator_sees_fault_live_acks_and_resolves(
             next(d for d in site.devices if d.name == "nyc-acc-1").interfaces
         )
         assert await page.locator("#device-facts dd.state-up").count() == 1
+        # the port taken down above, counted; the one shut (admin down) is off, not down
+        ports_down = page.locator("#device-facts div:has(dt:text-is('Ports down')) dd")
+        assert await ports_down.inner_text() == "1"
+        assert await page.locator("#if-rows tr[data-ifindex='2'] td").nth(2).inner_text() == "down"
+        assert await page.locator("#if-rows tr[data-ifindex='12'] td").nth(2).inner_text() == "off"
         await page.screenshot(path=str(tmp_path / "console-device.png"), full_page=True)
         save(tmp_path / "console-device.png")
         assert errors == [], errors

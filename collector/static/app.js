@@ -508,6 +508,10 @@ async function showDevice(site, name) {
     ["CPU", typeof f.cpu === "number" ? `${f.cpu.toFixed(0)} %` : "–"],
     ["Memory", typeof f.memory === "number" ? `${f.memory.toFixed(0)} %` : "–"],
     ["Response", typeof f.response_ms === "number" ? `${f.response_ms.toFixed(1)} ms` : "–"],
+    // admin up, oper down; those down since the agent first saw them are its baseline
+    // (no incident: unused ports, empty optics), the agent's interface policy says more
+    ["Ports down", typeof f.ports_down === "number"
+      ? `${f.ports_down}${f.ports_down_baseline ? ` (${f.ports_down_baseline} since first seen, no incident)` : ""}` : "–"],
     ["Last poll", when(recent.ts)],
   ];
   $("device-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k),
@@ -515,12 +519,13 @@ async function showDevice(site, name) {
   $("if-rows").replaceChildren(...(recent.interfaces || []).map((i) => {
     const x = i.fields || {};
     const util = (v) => (typeof v === "number" ? `${v.toFixed(1)} %` : "–");
-    const oper = x.ifOperStatus === 1 ? "up" : x.ifOperStatus === undefined ? "–" : "down";
+    const oper = x.ifOperStatus === 1 ? "up" : x.ifOperStatus === undefined ? "–"
+      : x.ifAdminStatus === 2 ? "off" : "down";
     const errors = (x.in_errors_per_s || 0) + (x.out_errors_per_s || 0);
     return el("tr", { dataset: { ifindex: i.ifIndex } },
       el("td", {}, i.ifName || i.ifDescr || `if ${i.ifIndex}`),
       el("td", {}, i.ifAlias || ""),
-      el("td", { class: `state-${oper === "up" ? "up" : "down"}` }, oper),
+      el("td", { class: `state-${oper === "up" ? "up" : oper === "off" ? "unknown" : "down"}` }, oper),
       el("td", {}, bits(x.in_bps)),
       el("td", {}, bits(x.out_bps)),
       el("td", {}, `${util(x.in_utilization)} / ${util(x.out_utilization)}`),
