@@ -153,16 +153,23 @@ class DeviceTracker:
         self, raw: RawPoll, device_fields: dict[str, Value]
     ) -> tuple[list[InterfaceSample], list[Event]]:
         tables = raw.tables
-        oper = tables.get("ifOperStatus", {})
-        if not oper:
+        # Every row of ifTable or ifXTable is an interface, whatever columns it has: a
+        # partial table (a Juniper's rows with only ifDescr, an Extreme's with only ifName)
+        # still lists the device's interfaces.
+        indexes = {
+            index
+            for name, table in tables.items()
+            if name.startswith("if")
+            for index in table
+            if len(index) == 1
+        }
+        if not indexes:
             return [], []
         samples: list[InterfaceSample] = []
         events: list[Event] = []
         at = raw.at
         ports_down = baseline_down = 0
-        for index in sorted(oper):
-            if len(index) != 1:
-                continue
+        for index in sorted(indexes):
             if_index = index[0]
             row = {name: table[index] for name, table in tables.items() if index in table}
             descr = text(row.get("ifDescr", (0, b""))[1])
@@ -239,11 +246,15 @@ class DeviceTracker:
                 value = fields.get(metric)
                 if alerted and isinstance(value, int | float):
                     events += self.edge.threshold(self.name, resource, metric, value, at)
+            if not fields:
+                # A line needs a field: a row with no status or counter column is stored
+                # with its ifIndex as its one field (docs/agent.md).
+                fields["ifIndex"] = if_index
             samples.append(InterfaceSample(if_index, name, descr, alias, fields))
         # Admin up and oper down, of the interfaces polled; of them, those down since the
         # agent first saw them (a baseline: no incident; DESIGN "InfluxDB schema").
-        if len(self.classes) > len(oper):  # interfaces gone (a PPP session, a module out)
-            self.classes = {i: c for i, c in self.classes.items() if (i,) in oper}
+        if len(self.classes) > len(indexes):  # interfaces gone (a PPP session, a module out)
+            self.classes = {i: c for i, c in self.classes.items() if (i,) in indexes}
         device_fields["ports_down"] = ports_down
         device_fields["ports_down_baseline"] = baseline_down
         return samples, events

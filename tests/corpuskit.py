@@ -137,6 +137,10 @@ class Walk:
             number = int(value)
             if number <= INT64_MAX:  # beyond: left out of the line, counted by the collector
                 out[name] = number
+        if not out:
+            # A row with no status or counter column (a partial ifTable) is stored with its
+            # ifIndex as its one field (docs/agent.md, "What it does, each interval").
+            out["ifIndex"] = if_index
         return out
 
 
