@@ -248,8 +248,8 @@ class DeviceTracker:
                     events += self.edge.threshold(self.name, resource, metric, value, at)
             if not fields:
                 # A line needs a field: a row with no status or counter column is stored
-                # with its ifIndex as its one field (docs/agent.md).
-                fields["ifIndex"] = if_index
+                # with `listed` as its one field (ifIndex is a tag already; docs/agent.md).
+                fields["listed"] = 1
             samples.append(InterfaceSample(if_index, name, descr, alias, fields))
         # Admin up and oper down, of the interfaces polled; of them, those down since the
         # agent first saw them (a baseline: no incident; DESIGN "InfluxDB schema").

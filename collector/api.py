@@ -712,9 +712,14 @@ _GAUGES = {
 }
 
 
+# The label a family's `a.b` keys carry their `b` in, where it is not a kind.
+_LABEL_NAMES = {"lines_refused": "device"}
+
+
 def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | None) -> str:
-    """Prometheus text exposition: `a.b` counters become `enoc_collector_a_total{kind="b"}`;
-    no `incidents_open` gauges when the store could not count them (`open_counts` None)."""
+    """Prometheus text exposition: `a.b` counters become `enoc_collector_a_total{kind="b"}`
+    (`device="b"` for the families of `_LABEL_NAMES`); no `incidents_open` gauges when the
+    store could not count them (`open_counts` None)."""
     families: dict[str, list[str]] = {}
     kinds: dict[str, str] = {}
     for key in sorted(counters):
@@ -722,7 +727,8 @@ def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | No
         gauge = base in _GAUGES
         name = f"enoc_collector_{base}" + ("" if gauge else "_total")
         kinds[name] = "gauge" if gauge else "counter"
-        labels = f'{{kind="{_escape(label)}"}}' if label else ""
+        label_name = _LABEL_NAMES.get(base, "kind")
+        labels = f'{{{label_name}="{_escape(label)}"}}' if label else ""
         families.setdefault(name, []).append(f"{name}{labels} {_number(counters[key])}")
     name = "enoc_collector_incidents_open"
     if open_counts is not None:

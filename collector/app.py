@@ -142,8 +142,9 @@ class Collector:
     # ---------------------------------------------------------------- health and metrics
 
     def health(self) -> dict[str, Any]:
-        """What /healthz shows, to anyone who can reach it (no login): each link's state
-        and its last error as `shown_error` makes it, never a configured secret."""
+        """What /healthz shows to a logged-in viewer (without a login it says only ok or
+        not): each link's state and its last error as `shown_error` makes it, never a
+        configured secret."""
         connected = self.ingest.stats.connected
         out: dict[str, Any] = {
             "mqtt": {
@@ -193,7 +194,7 @@ class Collector:
                 write_buffer_points=w.buffer_points,
                 lines_dead_lettered=w.dead_lettered,
             )
-            # by device: enoc_collector_lines_refused_total{kind="<device>"}
+            # by device: enoc_collector_lines_refused_total{device="<device>"}
             out.update({f"lines_refused.{d}": n for d, n in w.lines_refused.items()})
         return out
 

@@ -39,7 +39,7 @@ import aiohttp
 
 from collector.config import InfluxConfig, RecentConfig
 from collector.influx import ssl_context
-from collector.lineproto import Poll
+from collector.lineproto import Poll, sanitise_tag_value
 from collector.metrics_in import Metrics, number
 from enoc.logs import StateLogger, get_logger
 from enoc.wire import DeviceSample, MetricsMessage, Value, decode, topic
@@ -258,6 +258,9 @@ class InfluxRecent:
             self._session = None
 
     async def device(self, site: str, device: str) -> dict[str, Any] | None:
+        # The tags as the writer stored them: a device's name may hold what line protocol
+        # cannot carry as is (docs/collector.md, "What a device's strings become").
+        device = sanitise_tag_value(device) or ""
         where = (
             f'"site" = {_literal(site)} AND "device" = {_literal(device)} '
             f"AND time > now() - {int(self.window)}s"

@@ -138,9 +138,9 @@ class Walk:
             if number <= INT64_MAX:  # beyond: left out of the line, counted by the collector
                 out[name] = number
         if not out:
-            # A row with no status or counter column (a partial ifTable) is stored with its
-            # ifIndex as its one field (docs/agent.md, "What it does, each interval").
-            out["ifIndex"] = if_index
+            # A row with no status or counter column (a partial ifTable) is stored with
+            # `listed` = 1 as its one field (docs/agent.md, "What it does, each interval").
+            out["listed"] = 1
         return out
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
+from collector.api import prometheus_text
 from collector.app import Collector
 from collector.auth import Users, hash_password, verify_password
 from enoc.config import ConfigError
@@ -355,3 +356,11 @@ def test_passwd_command_prints_a_verifiable_hash() -> None:
         check=False,
     )
     assert short.returncode == 2 and "12 characters" in short.stderr
+
+
+def test_metrics_name_the_device_of_refused_lines_in_a_device_label() -> None:
+    """A refused line is counted by the device it belongs to: `device="..."`, not the
+    `kind` label the other families use, which would read as a kind of refusal."""
+    text = prometheus_text({"lines_refused.arista-1": 2, "rejected.too_deep": 1}, None)
+    assert 'enoc_collector_lines_refused_total{device="arista-1"} 2' in text.splitlines()
+    assert 'enoc_collector_rejected_total{kind="too_deep"} 1' in text.splitlines()

@@ -31,6 +31,7 @@ from collector.lineproto import (
 )
 from collector.metrics_in import read
 from collector.model import Incident, IncidentChange, IncidentKey
+from collector.recent import InfluxRecent
 from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Value, topic
 from enoc.wire import encode as wire_encode
@@ -402,8 +403,9 @@ async def test_an_aristas_interfaces_land_whole_through_the_collector(
     interface is stored, its ifAlias as documented, nothing refused."""
     influxdb1.create_database("enoc")
     aliases = ["\\A EDICION-1\\", "\\\\srv\\share\\", "uplink", "", "a\\ b", 'say "hi"']
+    name = "arista-1\\"  # a device's name that line protocol cannot carry as is either
     sample = DeviceSample(
-        "arista-1",
+        name,
         "127.0.0.9",
         T0,
         fields={"cpu": 1.0},
@@ -422,6 +424,15 @@ async def test_an_aristas_interfaces_land_whole_through_the_collector(
         assert coll.writer is not None
         assert coll.writer.stats.points_dropped == 0 and not coll.writer.stats.lines_refused
         assert coll.writer.stats.points_written == 1 + len(aliases)
+        # The device page asks by the name the agent sent; InfluxDB holds it sanitised.
+        assert coll.config.influxdb is not None
+        reads = InfluxRecent(coll.config.influxdb, coll.config.recent, window=10 * 365 * 86400)
+        try:
+            page = await reads.device("lab", name)
+        finally:
+            await reads.close()
+        assert page is not None and page["source"] == "influxdb", reads.failures
+        assert len(page["interfaces"]) == len(aliases), page
     result = influxdb1.query('SELECT "in_bps", "ifAlias", "ifIndex" FROM "interface"', "enoc")
     rows = result["results"][0]["series"][0]["values"]
     assert sorted((row[3], row[2]) for row in rows) == sorted(
