@@ -259,6 +259,26 @@ class AckedClient(aiomqtt.Client):
             raise aiomqtt.MqttError("Disconnected before the broker acknowledged") from lost
         raise aiomqtt.MqttError("Operation timed out")
 
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        """As aiomqtt's, but the writer is added only if the socket is still open when the
+        loop gets to it: paho asks from its thread, and a connection lost in between left a
+        closed descriptor (EBADF, logged by asyncio with a traceback; the demo's WAN cut
+        showed it) or one another socket had taken by then."""
+        fileno = sock.fileno()
+
+        def write() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # a broken connection: as aiomqtt's callback does
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def register() -> None:
+            if sock.fileno() == fileno:  # a closed socket's number is -1
+                self._loop.add_writer(fileno, write)
+
+        self._loop.call_soon_threadsafe(register)
+
     def _on_publish(
         self,
         client: paho.Client,

@@ -202,3 +202,45 @@ async def test_the_agent_falls_back_to_3_1_1_with_the_demos_amqtt_broker(
     await asyncio.sleep(0.2)
     left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert not left, left
+
+
+def test_a_writer_asked_for_by_a_lost_connection_is_not_added() -> None:
+    """paho asks for the socket's writer from its thread and the loop adds it later: a
+    connection lost in between (the demo's WAN cut) must not leave asyncio adding a closed
+    descriptor (uvloop: EBADF, a traceback in the log). An open one still gets its writer."""
+    import socket
+
+    import uvloop
+
+    errors: list[dict[str, Any]] = []
+    writes: list[str] = []
+
+    class Paho:  # what the writer calls: paho's loop_write
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def loop_write(self) -> int:
+            writes.append(self.name)
+            return 0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        client = AckedClient(hostname=HOST)
+        lost, peer = socket.socketpair()
+        client._on_socket_register_write(Paho("lost"), None, lost)  # type: ignore[arg-type]
+        lost.close()
+        peer.close()
+        for _ in range(3):
+            await asyncio.sleep(0)  # the loop runs what paho asked for, the socket gone
+        kept, other = socket.socketpair()
+        client._on_socket_register_write(Paho("kept"), None, kept)  # type: ignore[arg-type]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the loop runs what paho asked for; kept is writable
+        loop.remove_writer(kept.fileno())
+        kept.close()
+        other.close()
+
+    uvloop.run(main())
+    assert errors == [], errors
+    assert "kept" in writes and "lost" not in writes
