@@ -366,6 +366,24 @@ def test_simulator_control_api_answers_4xx_to_what_it_refuses() -> None:
         check()
 
 
+def test_simulator_control_refuses_a_body_nested_past_the_stack_with_400() -> None:
+    surface = SimulatorControl(random.Random(1))
+
+    async def post(body: bytes) -> tuple[int, str]:
+        await surface.open()
+        try:
+            assert surface.session is not None
+            async with surface.session.post(
+                surface.base + "/devices/fuzz-pe-1/faults", data=body
+            ) as response:
+                return response.status, await response.text()
+        finally:
+            await surface.close()
+
+    status, text = asyncio.run(post(b"[" * 5000 + b"]" * 5000))
+    assert status == 400 and "body must be a JSON object" in text
+
+
 @pytest.mark.servers
 def test_collector_api_answers_4xx_to_what_it_refuses(tmp_path: Path) -> None:
     with Mosquitto(tmp_path / "mosquitto").start() as broker:
@@ -473,11 +491,13 @@ def test_bench_fuzz_small_has_no_escape_and_no_stopped_lane(tmp_path: Path) -> N
     for name, surface in surfaces.items():
         assert surface["inputs"] == 300, name
         assert surface["slowest"], name
-    live = surfaces["live"]["notes"]
-    assert live["rejected"] == live["dead_lettered"] == live["rejected_expected"] > 0
-    assert live["dead_letters_seen"] >= live["dead_lettered"]
     escapes = {n: s["escapes"] for n, s in surfaces.items() if s["escaped"]}
     stopped = {n: s["stopped"] for n, s in surfaces.items() if s["stopped_lanes"] or s["stopped"]}
     assert result["escaped"] == 0, escapes
     assert result["stopped_lanes"] == 0 and not stopped, stopped
+    # every message the contract refuses was counted, dead-lettered and seen on its topic
+    live = surfaces["live"]["notes"]
+    assert live["rejected"] == live["dead_lettered"] == live["rejected_expected"] > 0
+    assert live["dead_letters_seen"] >= live["dead_lettered"]
+    assert live["received"] + live["rejected"] == 300  # the probes not counted
     assert bench_processes("enoc-bench-fuzz-") == []

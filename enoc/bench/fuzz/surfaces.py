@@ -594,11 +594,12 @@ class HttpRequests:
                     await response.read()
                 if response.status >= 500:
                     return f"HTTP {response.status}"
-        except (aiohttp.InvalidURL, ValueError) as exc:
-            # refused by the client before sending (a header aiohttp will not write)
-            if isinstance(exc, aiohttp.ClientError) and not isinstance(exc, aiohttp.InvalidURL):
-                return _escape(exc)
-            return None
+        except aiohttp.InvalidURL:
+            return None  # the client would not send it
+        except ValueError as exc:
+            if isinstance(exc, aiohttp.ClientError):
+                return "connection: " + _escape(exc)
+            return None  # a header the client would not write
         except aiohttp.ClientResponseError as exc:
             return None if exc.status < 500 else f"HTTP {exc.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
