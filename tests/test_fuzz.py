@@ -30,20 +30,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enoc.bench.fuzz import SurfaceResult, messages, run_in_process
-from enoc.bench.fuzz.mutate import _RAW, BerMutator, JsonMutator, Mutated, _paths
-from enoc.bench.fuzz.surfaces import (
+from enoc.bench.fuzz.http import (
     COLLECTOR_BODIES,
     COLLECTOR_ROUTES,
     CONTROL_BODIES,
     CONTROL_ROUTES,
     CollectorApi,
+    HttpInput,
+    SimulatorControl,
+)
+from enoc.bench.fuzz.mutate import _RAW, BerMutator, JsonMutator, Mutated, _paths
+from enoc.bench.fuzz.surfaces import (
     ConfigInput,
     Configs,
     FastPath,
     GeneralPath,
-    HttpInput,
     Incidents,
-    SimulatorControl,
     SnmpInput,
     SnmpResponses,
     Surface,
