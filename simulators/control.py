@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +34,7 @@ async def inject_fault(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     try:
         body: Any = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past the stack
         return _error(400, 'body must be a JSON object like {"kind": "link_down", "ifIndex": 3}')
     if not isinstance(body, dict):
         return _error(400, 'body must be a JSON object like {"kind": "link_down", "ifIndex": 3}')

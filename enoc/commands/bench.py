@@ -37,6 +37,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "enoc.bench.encoding",
         "bytes and agent + collector CPU per point of metrics messages, by samples per message",
     ),
+    "fuzz": (
+        "enoc.bench.fuzz",
+        "hostile generated inputs to every surface: escapes, stopped lanes, memory, slowest",
+    ),
 }
 
 
