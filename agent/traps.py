@@ -383,6 +383,15 @@ class TrapReceiver(asyncio.DatagramProtocol):
         if header.flags & FLAG_AUTH == 0 and user.level:
             self._bad("unsupported_sec_level", f"unauthenticated v3 trap from {addr[0]}")
             return
+        if header.flags & (FLAG_AUTH | FLAG_PRIV) & ~user.level:
+            # More than the user has keys for (RFC 3414 3.2 step 5): authPriv flags for a
+            # noAuthNoPriv user would reach the decryption with no keys.
+            self._bad(
+                "unsupported_sec_level",
+                f"v3 trap from {addr[0]} asks for a security level its user "
+                f"{user.name[:32]!r} does not have",
+            )
+            return
         if not reportable:  # a trap: the sender is the authoritative engine
             refusal = self._engine_refusal(source, header.engine_id)
             if refusal is not None:

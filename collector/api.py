@@ -46,6 +46,7 @@ log = get_logger("enoc.collector.api")
 USER_KEY = web.RequestKey("user", User)
 SESSION_KEY = web.RequestKey("session", Session)
 STATIC = Path(__file__).with_name("static")
+CONSOLE_FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 audit_log = get_logger("enoc.audit")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -151,7 +152,7 @@ class Api:
         r.add_post("/login", self.login)
         r.add_post("/logout", self._role("viewer", self.logout))
         r.add_get("/", self.console)
-        r.add_static("/console/", STATIC, show_index=False, follow_symlinks=False)
+        r.add_get("/console/{name:.+}", self.console_file)
 
     def _store_unavailable(self, what: str, exc: Exception) -> ApiError:
         """Without the store (sessions, login limits, incidents) a request is refused with
@@ -264,6 +265,15 @@ class Api:
     async def console(self, _request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
 
+    async def console_file(self, request: web.Request) -> web.FileResponse:
+        """One of the console's own files, by its name only: nothing else on disk is
+        looked up (aiohttp's static route asked the file system for any name, and one
+        too long for it answered 500)."""
+        path = CONSOLE_FILES.get(request.match_info["name"])
+        if path is None:
+            raise ApiError(404, "Not Found")
+        return web.FileResponse(path)
+
     async def login(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
             raise ApiError(415, 'login takes a JSON body: {"name": ..., "password": ...}')
@@ -271,6 +281,14 @@ class Api:
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise bad_request('"name" and "password" are required strings')
+        # What the store and the hash take: a lone surrogate (JSON's "\ud800") cannot be
+        # stored as UTF-8, and the limiter's row would read as a store outage.
+        if not (_storable(name) and _storable(password)):
+            raise bad_request('"name" and "password" must be text without NUL or lone surrogates')
+        if len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
+            raise bad_request(
+                f'"name" takes at most {MAX_NAME} characters, "password" {MAX_PASSWORD}'
+            )
         key = self.limiter.pair(request.remote or "", name)
         # the place is taken before the attempt is counted: a login refused for load
         # is not a failed login
@@ -642,11 +660,29 @@ def _https(request: web.Request) -> bool:
     return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
 
 
+INT64_MAX = 2**63 - 1  # the store's ids are 64-bit
+MAX_NAME = 256  # a login name, as the users file and a directory would hold it
+MAX_PASSWORD = 1024  # a passphrase; longer is a request to hash megabytes
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit():
-        raise bad_request(f"id must be a positive integer, got {raw!r}")
-    return int(raw)
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit alone takes '²' and '٣'
+        raise bad_request(f"id must be a positive integer, got {raw[:40]!r}")
+    value = int(raw)
+    if value > INT64_MAX:
+        raise ApiError(404, f"no such id: {raw[:40]}")
+    return value
 
 
 def _int(raw: str, name: str, low: int, high: int) -> int:

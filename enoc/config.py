@@ -192,9 +192,16 @@ def parse_config_checked(
     return result, sorted(loader.warnings, key=lambda issue: issue.line)
 
 
+MAX_DEPTH = 64  # nesting of a config: far beyond any schema's, well within the stack
+
+
 def compose(text: str, filename: str) -> yaml.Node | None:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:  # PyYAML's parser recurses per level of flow nesting
+        raise ConfigError(
+            [ConfigIssue(filename, 0, "", f"nested deeper than {MAX_DEPTH} levels")]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -203,6 +210,24 @@ def compose(text: str, filename: str) -> yaml.Node | None:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigIssue(filename, 0, "", f"not valid YAML: {exc}")]) from None
+    _check_depth(node, filename)
+    return node
+
+
+def _check_depth(root: yaml.Node | None, filename: str) -> None:
+    """Refuse nesting the loader's recursion (and to_python's) would not survive."""
+    stack = [(root, 1)] if root is not None else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            line = node.start_mark.line + 1
+            raise ConfigError(
+                [ConfigIssue(filename, line, "", f"nested deeper than {MAX_DEPTH} levels")]
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend((part, depth + 1) for pair in node.value for part in pair)
 
 
 def to_python(node: yaml.Node | None) -> Any:
@@ -436,7 +461,10 @@ class _Loader:
             if hint is int:
                 if tag == "tag:yaml.org,2002:bool":
                     raise ValueError(text)
-                return int(text, 0) if text.lower().startswith(("0x", "0o")) else int(text)
+                number = int(text, 0) if text.lower().startswith(("0x", "0o")) else int(text)
+                if not -(2**63) <= number < 2**63:  # a count or a port; beyond, rules overflow
+                    raise ValueError(text)
+                return number
             if hint is float:
                 if tag == "tag:yaml.org,2002:bool":
                     raise ValueError(text)

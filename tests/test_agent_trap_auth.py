@@ -224,6 +224,26 @@ def test_a_huge_oid_arc_in_a_trap_is_a_malformed_datagram() -> None:
     assert rx.stats.bad["malformed"] == 1 and not traps
 
 
+def test_a_trap_asking_more_than_its_user_has_is_an_unsupported_level() -> None:
+    """Found by enoc bench fuzz: authPriv msgFlags for a noAuthNoPriv user reached the
+    decryption with no keys (a bare assert, counted as a handler error). RFC 3414 3.2
+    step 5: usmStatsUnsupportedSecLevels."""
+    traps: list[Trap] = []
+    rx = TrapReceiver(
+        sources={ACC: TrapSource("acc", users=(UsmUser("fuzz-noauth"),))},
+        on_trap=traps.append,
+        clock=FakeClock(1000.0),
+    )
+    datagram = bytes.fromhex(
+        "3052020103300e020101020300ffe3040103020103042b3029041080001f880466757a7a2d73656e"
+        "646572020101020101040b66757a7a2d6e6f6175746804000400041078787878787878787878787878"
+        "787878"
+    )
+    rx.datagram_received(datagram, (ACC, 162))
+    assert rx.stats.bad == {"unsupported_sec_level": 1}, rx.stats.bad
+    assert not traps
+
+
 # ---------------------------------------------------------------- through the agent, with net-snmp
 
 NET_SNMP_V3 = ["-v3", "-l", "authPriv", "-u", V3_USER, "-a", "SHA-256", "-A", V3_AUTH]

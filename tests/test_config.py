@@ -330,3 +330,20 @@ def test_tls_files_are_read_and_loaded_as_the_client_loads_them(tmp_path: Path) 
     checked = Checked("c.yaml", None)
     check_tls_files(checked, "mqtt.tls", TlsConfig(tmp_path / "no-ca.pem"), "MQTT", retried=True)
     assert [i.key for i in checked.errors] == ["mqtt.tls.ca_file"]
+
+
+def test_deep_nesting_and_huge_integers_are_config_errors() -> None:
+    """Found by enoc bench fuzz: 600 levels of flow nesting raised RecursionError out of
+    PyYAML, and `retries: 10**400` OverflowError out of a rule comparing it with a float;
+    both are the file's mistakes, named as such."""
+    from agent.config import AgentConfig
+
+    head = "agent_id: a\nsite: s\nrtc: r\nmqtt: {url: 'mqtt://127.0.0.1:1883'}\nspool: {path: /x}\n"
+    for depth in (65, 600, 5000):
+        text = head + "polling: " + "[" * depth + "]" * depth + "\n"
+        with pytest.raises(ConfigError) as error:
+            parse_config(text, AgentConfig, filename="deep.yaml")
+        assert "nested deeper than 64 levels" in str(error.value), depth
+    with pytest.raises(ConfigError) as error:
+        parse_config(head + "polling: {retries: 1" + "0" * 400 + "}\n", AgentConfig)
+    assert "polling.retries: expected an integer" in str(error.value)

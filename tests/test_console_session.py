@@ -221,6 +221,13 @@ async def test_login_csrf_rate_limit_and_audit(
                 assert r.headers["X-Content-Type-Options"] == "nosniff"
         async with http.get(base + "/console/../app.py") as r:
             assert r.status in (403, 404)
+        # a name too long for the file system was a 500 (found by enoc bench fuzz)
+        for name in ("x" * 300, "%2e%2e/app.py", "app.js/", "nothing.js"):
+            async with http.get(base + "/console/" + name) as r:
+                assert r.status == 404, name
+        async with http.get(base + "/console/app.js") as r:
+            assert r.content_type in ("text/javascript", "application/javascript")
+            assert "enoc NOC console" in await r.text()
         # a form post (what a cross-site page can send) is refused
         async with http.post(base + "/login", data={"name": "ops1", "password": PASSWORD}) as r:
             assert r.status == 415

@@ -377,6 +377,15 @@ class CollectorApi(HttpRequests):
             self._task.result()
         self.base = f"http://127.0.0.1:{collector.http_port}"
         await super().open()
+        # `ready` is the API listening; its MQTT lanes connect just after, and until then
+        # /healthz answers 503 as it should: fuzz a collector that is whole.
+        assert self.session is not None
+        for _ in range(300):
+            async with self.session.get(self.base + "/healthz") as response:
+                if response.status == 200:
+                    return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the collector at {self.base} did not become healthy in 30 s")
 
     async def close(self) -> None:
         await super().close()
