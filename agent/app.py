@@ -429,6 +429,8 @@ class Agent:
             "spool_bytes": self.publisher.spool_bytes,
             "spool_dropped": self.publisher.metrics.dropped,
             "publish_refused": self.publisher.stats.refused,
+            "metrics_split": self.publisher.stats.metrics_split,
+            "metrics_oversize": self.publisher.stats.metrics_oversize,
             "mqtt_protocol": self.publisher.mqtt_protocol,
             "traps": self.traps.stats.received if self.traps else 0,
             "traps_bad": sum(self.traps.stats.bad.values()) if self.traps else 0,

@@ -90,10 +90,15 @@ class PublishingConfig:
     heartbeat: Duration = Duration(30)  # retained status with the agent's health
     replay_rate: int = 50  # backlog messages per second after a reconnect
     batch_samples: int = 1  # device samples per metrics message
+    # A metrics message larger is split (by sample, then by a sample's interfaces): under
+    # the collector's mqtt.max_message_size and the broker's message_size_limit (1 MiB).
+    max_message_bytes: int = 512 * 1024
 
     def __post_init__(self) -> None:
         if self.replay_rate < 1 or self.batch_samples < 1:
             raise ValueError("publishing.replay_rate and batch_samples must be at least 1")
+        if not 4096 <= self.max_message_bytes <= 256 * 2**20:
+            raise ValueError("publishing.max_message_bytes must be 4096 to 268435456 bytes")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -82,6 +82,8 @@ class PublisherStats:
     last_error: str = ""
     unwritten_metrics: int = 0  # metrics messages the disk could not take (counted as dropped)
     unwritten_events_lost: int = 0  # events lost with the disk full and the memory queue too
+    metrics_split: int = 0  # metrics messages over publishing.max_message_bytes, halved
+    metrics_oversize: int = 0  # one interface over it: sent whole, refused by the collector
 
 
 @dataclass
@@ -166,9 +168,23 @@ class Publisher:
 
     def submit_metrics(self, message: MetricsMessage) -> None:
         self._write_unwritten()
-        if not self._write(self.metrics, "metrics", message):
-            self.stats.unwritten_metrics += 1
-            self.metrics.dropped += 1
+        limit = self.config.publishing.max_message_bytes
+        pending = [message]
+        while pending:
+            part = pending.pop(0)
+            written = self._write(self.metrics, "metrics", part, max_bytes=limit)
+            if written is None:  # over the limit: in halves, in order
+                halves = halve_metrics(part)
+                if halves is not None:
+                    self.stats.metrics_split += 1
+                    pending[:0] = halves
+                    continue
+                # one interface over the limit: sent as it is (the collector says why)
+                self.stats.metrics_oversize += 1
+                written = self._write(self.metrics, "metrics", part)
+            if not written:
+                self.stats.unwritten_metrics += 1
+                self.metrics.dropped += 1
         self._keep_budget()
         self._wake.set()
 
@@ -193,13 +209,23 @@ class Publisher:
         while self._unwritten and self._write(self.events, "events", self._unwritten[0]):
             self._unwritten.popleft()
 
-    def _write(self, spool: Spool, kind: str, message: MetricsMessage | EventsMessage) -> bool:
+    def _write(
+        self,
+        spool: Spool,
+        kind: str,
+        message: MetricsMessage | EventsMessage,
+        max_bytes: int | None = None,
+    ) -> bool | None:
         """Append to a spool; on a full disk the oldest metrics make room. False when no
-        metrics are left to give way and the disk still refuses."""
+        metrics are left to give way and the disk still refuses; None, with nothing
+        written, when the message encodes to more than `max_bytes`."""
         while True:
             message.seq = spool.next_seq
+            payload = encode(message)
+            if max_bytes is not None and len(payload) > max_bytes:
+                return None
             try:
-                spool.append(self._topic(kind), encode(message))
+                spool.append(self._topic(kind), payload)
             except SpoolWriteError as exc:
                 if not self._disk_full(exc):
                     return False
@@ -508,3 +534,34 @@ class Publisher:
             f"the broker refused it: {code} (reason code {code.value}); {then}",
             reason_code=code.value,
         )
+
+
+def halve_metrics(message: MetricsMessage) -> tuple[MetricsMessage, MetricsMessage] | None:
+    """A metrics message in two, in order: its samples, or one sample's interfaces and
+    BGP peers (each half keeps the device's fields: the same point written twice is one
+    point). None when there is nothing left to divide."""
+    samples = message.samples
+    if len(samples) > 1:
+        middle = len(samples) // 2
+        return (
+            replace(message, samples=samples[:middle]),
+            replace(message, samples=samples[middle:]),
+        )
+    if not samples:
+        return None
+    (sample,) = samples
+    ifs, peers = sample.interfaces, sample.bgp
+    if len(ifs) >= 2:
+        middle = len(ifs) // 2
+        first = replace(sample, interfaces=ifs[:middle], bgp=[])
+        second = replace(sample, interfaces=ifs[middle:], bgp=peers)
+    elif len(peers) >= 2:
+        middle = len(peers) // 2
+        first = replace(sample, interfaces=ifs, bgp=peers[:middle])
+        second = replace(sample, interfaces=[], bgp=peers[middle:])
+    elif ifs and peers:
+        first = replace(sample, bgp=[])
+        second = replace(sample, interfaces=[])
+    else:
+        return None
+    return replace(message, samples=[first]), replace(message, samples=[second])

@@ -15,7 +15,15 @@ from agent.config import AgentConfig
 from agent.publisher import Publisher
 from agent.spool import Spool, SpoolError, SpoolWriteError
 from enoc.config import parse_config
-from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage, decode
+from enoc.wire import (
+    BgpSample,
+    DeviceSample,
+    Event,
+    EventsMessage,
+    InterfaceSample,
+    MetricsMessage,
+    decode,
+)
 
 
 def fill(spool: Spool, count: int, size: int = 100) -> list[int]:
@@ -365,3 +373,61 @@ def test_a_full_disk_loses_no_event_of_the_agent(
     assert [decode(r.topic, r.payload).events[0].id for r in spooled] == ["e1", "e2", "e3"]  # type: ignore[union-attr]
     assert any("recovered" in r.getMessage() for r in caplog.records)
     agent.publisher.close()
+
+
+# ---------------------------------------------------------------- messages over the size bound
+
+
+def test_a_metrics_message_over_the_bound_is_spooled_in_halves_in_order(tmp_path: Path) -> None:
+    """A router with thousands of interfaces makes one sample larger than the collector
+    (mqtt.max_message_size) and the broker (message_size_limit) take: the agent splits it,
+    by sample and then by interface, each part under publishing.max_message_bytes, every
+    interface once and in order, each part with the device's fields, seqs gapless."""
+    config = parse_config(
+        "agent_id: nyc-1\nsite: nyc\nrtc: americas\nmqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+        f"spool: {{path: '{tmp_path / 'spool'}'}}\npublishing: {{max_message_bytes: 4096}}\n",
+        AgentConfig,
+    )
+    pub = Publisher(config, health=dict, inventory_size=lambda: 0)
+    big = DeviceSample(
+        "nyc-pe-1",
+        "127.0.0.1",
+        1.0,
+        {"cpu": 1.0},
+        interfaces=[
+            InterfaceSample(i, f"Gi0/{i}", "GigabitEthernet", "x" * 40, {"ifOperStatus": 1})
+            for i in range(1, 301)
+        ],
+        bgp=[BgpSample(f"10.0.0.{i}", {"state": 6}) for i in range(1, 4)],
+    )
+    small = DeviceSample("nyc-sw-1", "127.0.0.2", 1.0, {"cpu": 2.0})
+    pub.submit_metrics(MetricsMessage("nyc-1", "nyc", "americas", 0, 1.0, samples=[small, big]))
+    records = pub.metrics.take(10**6)
+    assert len(records) > 5 and pub.stats.metrics_split == len(records) - 1
+    assert all(len(r.payload) <= 4096 for r in records)
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    parts = [decode(r.topic, r.payload) for r in records]
+    assert all(
+        isinstance(p, MetricsMessage) and p.seq == r.seq
+        for p, r in zip(parts, records, strict=True)
+    )
+    samples = [s for p in parts if isinstance(p, MetricsMessage) for s in p.samples]
+    assert samples[0].device == "nyc-sw-1" and samples[0].fields == {"cpu": 2.0}
+    assert all(s.device == "nyc-pe-1" and s.fields == {"cpu": 1.0} for s in samples[1:])
+    assert [i.if_index for s in samples[1:] for i in s.interfaces] == list(range(1, 301))
+    assert [b.peer for s in samples[1:] for b in s.bgp] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert pub.stats.metrics_oversize == 0
+
+
+def test_one_interface_over_the_bound_is_sent_whole_and_counted(tmp_path: Path) -> None:
+    config = parse_config(
+        "agent_id: nyc-1\nsite: nyc\nrtc: americas\nmqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+        f"spool: {{path: '{tmp_path / 'spool'}'}}\npublishing: {{max_message_bytes: 4096}}\n",
+        AgentConfig,
+    )
+    pub = Publisher(config, health=dict, inventory_size=lambda: 0)
+    sample = DeviceSample("nyc-pe-1", "127.0.0.1", 1.0, interfaces=[InterfaceSample(1, "a" * 8000)])
+    pub.submit_metrics(MetricsMessage("nyc-1", "nyc", "americas", 0, 1.0, samples=[sample]))
+    (record,) = pub.metrics.take(10)
+    assert len(record.payload) > 4096
+    assert pub.stats.metrics_oversize == 1 and pub.stats.metrics_split == 0
