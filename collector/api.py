@@ -37,6 +37,7 @@ from collector.store import store_unavailable
 from collector.stream import Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
+from enoc.wire import nesting
 
 if TYPE_CHECKING:
     from collector.app import Collector
@@ -661,6 +662,7 @@ def _https(request: web.Request) -> bool:
 
 
 INT64_MAX = 2**63 - 1  # the store's ids are 64-bit
+MAX_BODY_DEPTH = 16  # a request body's JSON: two or three levels are all the API reads
 MAX_NAME = 256  # a login name, as the users file and a directory would hold it
 MAX_PASSWORD = 1024  # a passphrase; longer is a request to hash megabytes
 
@@ -727,8 +729,14 @@ async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
         return {}
     if request.content_length is not None and request.content_length > 64 * 1024:
         raise ApiError(413, "body larger than 64 KiB")
+    raw = await request.read()
+    if len(raw) > 64 * 1024:  # sent without a length (chunked)
+        raise ApiError(413, "body larger than 64 KiB")
+    # json recurses once per level: a deep body was a RecursionError, answered 500
+    if nesting(raw) > MAX_BODY_DEPTH:
+        raise bad_request(f"body is nested deeper than {MAX_BODY_DEPTH} levels")
     try:
-        body = await request.json()
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
