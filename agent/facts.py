@@ -39,6 +39,12 @@ IF_COUNTERS = (
     ("ifOutDiscards", "", "out_discards_per_s", False),
 )
 
+# The columns an interface's fields come from: a row with none of them is a partial table's.
+VALUE_COLUMNS = frozenset(
+    {"ifOperStatus", "ifAdminStatus", "ifHighSpeed"}
+    | {column for counter in IF_COUNTERS for column in counter[:2] if column}
+)
+
 
 def text(value: object) -> str:
     """An SNMP string as one printable line: devices send non-UTF-8 and multi-line strings."""
@@ -246,9 +252,11 @@ class DeviceTracker:
                 value = fields.get(metric)
                 if alerted and isinstance(value, int | float):
                     events += self.edge.threshold(self.name, resource, metric, value, at)
-            if not fields:
+            if not fields and VALUE_COLUMNS.isdisjoint(row):
                 # A line needs a field: a row with no status or counter column is stored
                 # with `listed` as its one field (ifIndex is a tag already; docs/agent.md).
+                # Columns of the wrong type (a garbled answer) are not such a row: nothing
+                # of it is taken, as before.
                 fields["listed"] = 1
             samples.append(InterfaceSample(if_index, name, descr, alias, fields))
         # Admin up and oper down, of the interfaces polled; of them, those down since the

@@ -63,6 +63,11 @@ async def test_metrics_land_and_faults_become_incidents(
                 return {d["device"] for d in await coll.engine.devices()} == names
 
             await eventually(listed, what="every device listed")
+            # polled once first: a link down at first sight is the baseline, not an incident
+            await eventually(
+                lambda: coll.ingest.stats.received["metrics"] >= len(site.devices),
+                what="a poll of every device",
+            )
             site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
 
             async def link_incident(state: str) -> bool:

@@ -210,6 +210,11 @@ async def test_viewer_sees_no_actions_and_stats_render(
         running_collector(config) as coll,
         running_agent(agent_config(tmp_path, mosquitto.url, site.inventory)),
     ):
+        # polled once first: a link down at first sight is the baseline, not an incident
+        await eventually(
+            lambda: coll.ingest.stats.received["metrics"] >= len(site.devices),
+            what="a poll of every device",
+        )
         site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 3})
 
         async def opened() -> bool:

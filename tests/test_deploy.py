@@ -680,6 +680,10 @@ async def test_publishes_the_shipped_acl_refuses_stay_in_the_agents_spool_until_
         wrong.write_text(yaml.safe_dump(config))
         async with running_agent(wrong) as agent:
             publisher = agent.publisher
+            # the link is seen up first: a link down at first sight is a baseline, no event
+            await eventually(
+                lambda: publisher.metrics.next_seq > len(site.devices), what="a poll of each"
+            )
             site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
             await eventually(lambda: publisher.events.next_seq > 1, what="link down spooled")
             site.sim.clear("nyc-acc-1")
