@@ -323,7 +323,9 @@ class Ingest:
             site, agent, kind = parse_topic(topic)
             check_size(payload, self.config.max_message_size)  # before anything reads it
             if kind == "metrics":  # straight to its lines (in C where it is built)
-                decoded = read_metrics(site, agent, bytes(payload))
+                decoded = read_metrics(
+                    site, agent, bytes(payload), max_size=self.config.max_message_size
+                )
             else:
                 other = decode(topic, bytes(payload), max_size=self.config.max_message_size)
                 if isinstance(other, MetricsMessage):  # decode follows the topic's kind

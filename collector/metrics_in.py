@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.lineproto import Poll, metrics_chunk, payload_lines
-from enoc.wire import DeviceSample, MetricsMessage, Value, decode, payload_of, topic
+from enoc.wire import (
+    MAX_PAYLOAD,
+    DeviceSample,
+    MetricsMessage,
+    Value,
+    decode,
+    payload_of,
+    topic,
+)
 
 _NAN = float("nan")
 
@@ -37,14 +45,14 @@ class Metrics:
     latest: bytes | list[DeviceSample]
 
 
-def read(site: str, agent: str, payload: bytes) -> Metrics:
+def read(site: str, agent: str, payload: bytes, *, max_size: int = MAX_PAYLOAD) -> Metrics:
     """A metrics payload received on the topic of `site` and `agent`; raises WireError as
-    `enoc.wire.decode` does."""
+    `enoc.wire.decode` does (`max_size`: the collector's mqtt.max_message_size)."""
     fast = payload_lines(site, agent, payload)
     if fast is not None:
         rtc, lines, points, polls = fast
         return Metrics(site, agent, rtc, lines, points, polls, payload)
-    message = decode(topic(site, agent, "metrics"), payload)
+    message = decode(topic(site, agent, "metrics"), payload, max_size=max_size)
     assert isinstance(message, MetricsMessage)  # a metrics topic decodes as metrics
     return of(message)
 

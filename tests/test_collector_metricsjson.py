@@ -31,6 +31,7 @@ from collector.lineproto import payload_lines
 from collector.metrics_in import Metrics, of, read
 from enoc.localservers import InfluxDB1, VictoriaMetrics
 from enoc.wire import (
+    MAX_PAYLOAD,
     BgpSample,
     DeviceSample,
     InterfaceSample,
@@ -627,3 +628,28 @@ def test_victoria_metrics_reads_exponents_as_their_values(
 def test_influxdb_1_reads_exponents_as_their_values(influxdb1: InfluxDB1) -> None:
     row = influxdb1_device_row(influxdb1, "exp", exponent_lines())
     assert {k: row[k] for k in EXPONENTS} == EXPONENTS
+
+
+def test_a_payload_the_pass_leaves_is_held_to_the_configured_size_not_the_default() -> None:
+    """mqtt.max_message_size above 1 MiB: a large payload in a form the C pass leaves to the
+    general path (keys in another order) is decoded up to the configured size, and refused
+    beyond it, as the ingest's own size check does."""
+    sample = DeviceSample(
+        "big-1",
+        "127.0.0.1",
+        1_790_000_000.0,
+        {"cpu": 1.0},
+        interfaces=[
+            InterfaceSample(i, f"Gi{i}", "d" * 200, "a" * 200, {"ifOperStatus": 1})
+            for i in range(1, 3001)
+        ],
+    )
+    message = MetricsMessage("agent-1", "lab", "emea", 1, 1_790_000_000.0, samples=[sample])
+    payload = json.dumps(json.loads(encode(message)), sort_keys=True).encode()
+    assert MAX_PAYLOAD < len(payload) < 2 * MAX_PAYLOAD
+    assert payload_lines("lab", "agent-1", payload) is None, "the C pass leaves it"
+    with pytest.raises(WireError) as refused:
+        read("lab", "agent-1", payload)
+    assert refused.value.kind == "too_large"
+    taken = read("lab", "agent-1", payload, max_size=2 * MAX_PAYLOAD)
+    assert taken.points == 1 + 3000
