@@ -37,7 +37,7 @@ from collector.store import store_unavailable
 from collector.stream import Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
-from enoc.wire import nesting
+from enoc.wire import INT64_MAX, nesting
 
 if TYPE_CHECKING:
     from collector.app import Collector
@@ -661,7 +661,7 @@ def _https(request: web.Request) -> bool:
     return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
 
 
-INT64_MAX = 2**63 - 1  # the store's ids are 64-bit
+MAX_BODY = 64 * 1024  # bytes of a request body: the API's are a few hundred
 MAX_BODY_DEPTH = 16  # a request body's JSON: two or three levels are all the API reads
 MAX_NAME = 256  # a login name, as the users file and a directory would hold it
 MAX_PASSWORD = 1024  # a passphrase; longer is a request to hash megabytes
@@ -683,7 +683,7 @@ def _id(request: web.Request) -> int:
         raise bad_request(f"id must be a positive integer, got {raw[:40]!r}")
     value = int(raw)
     if value > INT64_MAX:
-        raise ApiError(404, f"no such id: {raw[:40]}")
+        raise ApiError(404, f"no such id: {raw[:40]}")  # the store's ids are int64
     return value
 
 
@@ -727,10 +727,10 @@ async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
         if required:
             raise bad_request("a JSON object body is required")
         return {}
-    if request.content_length is not None and request.content_length > 64 * 1024:
+    if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "body larger than 64 KiB")
     raw = await request.read()
-    if len(raw) > 64 * 1024:  # sent without a length (chunked)
+    if len(raw) > MAX_BODY:  # sent without a length (chunked)
         raise ApiError(413, "body larger than 64 KiB")
     # json recurses once per level: a deep body was a RecursionError, answered 500
     if nesting(raw) > MAX_BODY_DEPTH:

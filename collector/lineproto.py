@@ -60,14 +60,21 @@ import msgspec
 
 from collector.model import IncidentChange
 from enoc.logs import get_logger
-from enoc.wire import InterfaceSample, MetricsMessage, StatusMessage, Value, int64_checked
+from enoc.wire import (
+    INT64_MAX,
+    INT64_MIN,
+    InterfaceSample,
+    MetricsMessage,
+    StatusMessage,
+    Value,
+    int64_checked,
+)
 
 log = get_logger("enoc.collector.lineproto")
 T = TypeVar("T")
 
 PRECISION = "ms"
 _encode = msgspec.json.Encoder().encode
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Integer fields left out for being beyond int64, by field name (logged the first time).
 out_of_range: dict[str, int] = {}

@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from enoc.logs import redact, register_secret, register_url_secret
+from enoc.wire import INT64_MAX, INT64_MIN
 
 T = TypeVar("T")
 
@@ -462,7 +463,9 @@ class _Loader:
                 if tag == "tag:yaml.org,2002:bool":
                     raise ValueError(text)
                 number = int(text, 0) if text.lower().startswith(("0x", "0o")) else int(text)
-                if not -(2**63) <= number < 2**63:  # a count or a port; beyond, rules overflow
+                if (
+                    not INT64_MIN <= number <= INT64_MAX
+                ):  # a count or a port; beyond, rules overflow
                     raise ValueError(text)
                 return number
             if hint is float:
