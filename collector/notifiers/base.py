@@ -69,7 +69,7 @@ class Notifier(Protocol):
 @dataclass
 class Http:
     """The HTTP client the delivery machinery lends its notifiers: one connection pool,
-    open between the machinery's start and close."""
+    open while the machinery runs (from its run to its close)."""
 
     now: Callable[[], float] = time.time  # for a Retry-After given as an HTTP date
     session: aiohttp.ClientSession | None = field(default=None, init=False)
