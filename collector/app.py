@@ -34,7 +34,7 @@ from collector.lineproto import (
 )
 from collector.metrics_in import Metrics
 from collector.model import IncidentChange
-from collector.notify import Notifier
+from collector.notify import Notifications
 from collector.recent import RecentValues
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
@@ -68,7 +68,7 @@ class Collector:
         self.hub = Hub()
         # the stream and the notifier follow the store's change log, whoever changed it
         self.feed = ChangeFeed(config.store, self.hub)
-        self.notifier = Notifier(config.notifications, self.store, owner=config.mqtt.client_id)
+        self.notifier = Notifications(config.notifications, self.store, owner=config.mqtt.client_id)
         self.feed.listeners.append(self.notifier.wake)
         self.started = time.time()
         self.changes = 0
@@ -204,7 +204,7 @@ class Collector:
         version = await self.store.open()
         log.info("incident store ready", url=_safe_url(self.config.store.url), schema=version)
         await self.feed.start()
-        await self.notifier.open()
+        await self.notifier.start()
         if self.writer is not None:
             await self.writer.start()
         if self.users is None:
@@ -226,7 +226,7 @@ class Collector:
             log.warning(NATIVE)
         sweeper = asyncio.create_task(self._sweeper(stop))
         ingest = asyncio.create_task(self.ingest.run(stop))
-        notifier = asyncio.create_task(self.notifier.run(stop))
+        notifier = asyncio.create_task(self.notifier.run())
         feed = asyncio.create_task(self.feed.run(stop))
         self.ready.set()
         try:
@@ -234,8 +234,9 @@ class Collector:
                 await stop.wait()
         finally:
             self.hub.close()
-            await asyncio.wait({ingest, sweeper, notifier, feed}, timeout=10)
-            for task in (ingest, sweeper, notifier, feed):
+            closing = asyncio.create_task(self.notifier.close())
+            await asyncio.wait({ingest, sweeper, notifier, closing, feed}, timeout=10)
+            for task in (ingest, sweeper, notifier, closing, feed):
                 task.cancel()
             if self.writer is not None:
                 await self.writer.close()

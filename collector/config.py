@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.config import LogConfig, TlsConfig
+from collector.notifiers import NOTIFIERS
+from collector.notifiers import kinds as notifier_kinds
 from enoc.config import (
     Checked,
     ConfigError,
@@ -132,10 +134,12 @@ class IncidentsConfig:
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """One notification target (collector/notify.py)."""
+    """One notification target (collector/notify.py delivers, collector/notifiers/ renders)."""
 
     url: str
-    format: Literal["json", "alertmanager"] = "json"  # alertmanager: POST /api/v2/alerts
+    # The notifier kind (collector/notifiers: NOTIFIERS): json, alertmanager (POST
+    # <url>/api/v2/alerts), or a kind registered later.
+    format: str = "json"
     name: str = ""  # for logs and counters; defaults to host:port/path (no user or password)
     token: Secret | None = None  # sent as "Authorization: Bearer <token>"
     min_severity: Literal["critical", "major", "minor", "warning", "info"] = "info"
@@ -144,6 +148,10 @@ class WebhookConfig:
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f'webhook url must start with http:// or https://, got "{self.url}"')
+        if self.format not in NOTIFIERS:
+            raise ValueError(
+                f'format "{self.format}" is not a notifier kind; the kinds are {notifier_kinds()}'
+            )
 
 
 def _default_escalation() -> dict[str, Duration]:
@@ -167,6 +175,8 @@ class NotificationsConfig:
     def __post_init__(self) -> None:
         if float(self.lease) < 1:
             raise ValueError("notifications.lease must be at least 1s")
+        if float(self.retry_backoff) <= 0:
+            raise ValueError("notifications.retry_backoff must be more than 0")
         for hook in self.webhooks:
             if float(self.lease) < 2 * float(hook.timeout):
                 raise ValueError(
