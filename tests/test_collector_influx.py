@@ -55,10 +55,10 @@ from collector.influx import (
 )
 from collector.recent import InfluxRecent
 from enoc.config import ConfigError, Duration, Secret, parse_config
-from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
 from enoc.mqtt import TlsSetupError
 from enoc.pki import Pki, make_pki
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
+from testbed.servers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
 
 pytestmark = pytest.mark.servers
 T0 = time.time() - 3600

@@ -29,8 +29,8 @@ from collector.model import IncidentChange
 from collector.notify import Notifier, read_dead_letters
 from collector.store import Store, Tx
 from enoc.config import Duration, Secret
-from enoc.localservers import Alertmanager, Mosquitto, free_port
 from enoc.wire import Event, EventsMessage, Severity
+from testbed.servers import Alertmanager, Mosquitto, free_port
 
 _ids = itertools.count(1)
 
