@@ -32,6 +32,24 @@ def _snmp_env(state_dir: Path) -> dict[str, str]:
     }
 
 
+def _daemon(server: Server, binary: str, conf: Path, *options: str) -> list[str]:
+    """A net-snmp daemon in the foreground, reading only `conf`, logging to the server's
+    log, its pid file in the work directory, listening on the server's UDP port."""
+    return [
+        binary,
+        "-f",
+        *options,
+        "-C",
+        "-c",
+        str(conf),
+        "-Lf",
+        str(server.log_path),
+        "-p",
+        str(server.workdir / f"{Path(binary).name}.pid"),
+        f"udp:{server.host}:{server.port}",
+    ]
+
+
 @dataclass(frozen=True)
 class TrapUser:
     """An SNMPv3 user snmptrapd accepts traps from, for one sending engine."""
@@ -98,20 +116,7 @@ class SnmpTrapd(Server):
             )
             + "\n"
         )
-        return [
-            SNMPTRAPD,
-            "-f",
-            "-n",
-            "-On",
-            "-C",
-            "-c",
-            str(conf),
-            "-Lf",
-            str(self.log_path),
-            "-p",
-            str(self.workdir / "snmptrapd.pid"),
-            f"udp:{self.host}:{self.port}",
-        ]
+        return _daemon(self, SNMPTRAPD, conf, "-n", "-On")
 
     def ready(self) -> bool:
         subprocess.run(  # noqa: S603
@@ -203,18 +208,7 @@ class SnmpD(Server):
                     level = "priv"
             lines += [create, f"rouser {user.name} {level}"]
         conf.write_text("\n".join(lines) + "\n")
-        return [
-            SNMPD,
-            "-f",
-            "-C",
-            "-c",
-            str(conf),
-            "-Lf",
-            str(self.log_path),
-            "-p",
-            str(self.workdir / "snmpd.pid"),
-            f"udp:{self.host}:{self.port}",
-        ]
+        return _daemon(self, SNMPD, conf)
 
     def ready(self) -> bool:
         result = subprocess.run(  # noqa: S603
