@@ -7,14 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config import LogConfig, TlsConfig
 from enoc.config import (
     Checked,
     ConfigError,
     ConfigIssue,
     Duration,
     HostPort,
+    LogConfig,
     Secret,
+    TlsConfig,
     check_file,
     check_include,
     check_tls_files,

@@ -40,7 +40,6 @@ import pytest
 from aiohttp import web
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
-from agent.config import TlsConfig
 from collector.config import CollectorConfig, CollectorMqttConfig, InfluxConfig
 from collector.influx import (
     DEAD_LETTER_REASON,
@@ -54,7 +53,7 @@ from collector.influx import (
     partial_dropped,
 )
 from collector.recent import InfluxRecent
-from enoc.config import ConfigError, Duration, Secret, parse_config
+from enoc.config import ConfigError, Duration, Secret, TlsConfig, parse_config
 from enoc.mqtt import TlsSetupError
 from enoc.pki import Pki, make_pki
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
