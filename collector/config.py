@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config import LogConfig, TlsConfig
 from collector.notifiers import NOTIFIERS
 from collector.notifiers import kinds as notifier_kinds
 from enoc.config import (
@@ -16,7 +15,9 @@ from enoc.config import (
     ConfigIssue,
     Duration,
     HostPort,
+    LogConfig,
     Secret,
+    TlsConfig,
     check_file,
     check_include,
     check_tls_files,

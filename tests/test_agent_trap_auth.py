@@ -21,10 +21,10 @@ from agentkit import Listener, agent_config, running_agent
 from simkit import V3_AUTH, V3_PRIV, V3_USER, FakeClock, free_udp_port
 
 from agent.traps import Trap, TrapReceiver, TrapSource
-from enoc.localservers import Mosquitto
 from enoc.snmp import ber
 from enoc.snmp.message import build_v3_message, encode_pdu
 from enoc.snmp.usm import LocalizedUser, UsmUser
+from testbed.servers import Mosquitto
 
 USER = UsmUser(V3_USER, "SHA-256", V3_AUTH, "AES-128", V3_PRIV)
 ACC, FW = "127.41.0.2", "127.41.0.3"

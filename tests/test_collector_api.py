@@ -23,8 +23,8 @@ from collector.api import prometheus_text
 from collector.app import Collector
 from collector.auth import Users, hash_password, verify_password
 from enoc.config import ConfigError
-from enoc.localservers import Mosquitto
 from enoc.wire import Event, EventsMessage, encode, topic
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

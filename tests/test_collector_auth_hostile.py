@@ -37,7 +37,7 @@ from collector.auth import (
 )
 from collector.config import CollectorConfig
 from enoc.config import ConfigError, parse_config
-from enoc.localservers import Mosquitto, free_port
+from testbed.servers import Mosquitto, free_port
 
 PASSWORD = "a long console password"
 

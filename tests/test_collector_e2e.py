@@ -14,8 +14,8 @@ from agentkit import Listener, agent_config, running_agent, simulated_site
 from collectorkit import collector_config, eventually, running_collector
 
 from collector.lineproto import lines_for
-from enoc.localservers import Mosquitto, VictoriaMetrics
 from enoc.wire import MetricsMessage
+from testbed.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.servers
 

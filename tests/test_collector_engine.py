@@ -21,8 +21,8 @@ from collector.engine import PRUNE_EVERY, Conflict, Engine, MaintenanceWindow, N
 from collector.model import IncidentChange
 from collector.store import Store, StoreError, Tx
 from enoc.config import Duration, parse_config
-from enoc.localservers import PostgreSQL
 from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage, decode
+from testbed.servers import PostgreSQL
 
 _ids = itertools.count(1)
 

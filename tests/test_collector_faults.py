@@ -23,7 +23,6 @@ from collectorkit import collector_config, collector_process_command, eventually
 from collector.app import Collector
 from collector.metrics_in import Metrics
 from collector.model import IncidentChange
-from enoc.localservers import Mosquitto, VictoriaMetrics
 from enoc.wire import (
     DeviceSample,
     Event,
@@ -33,6 +32,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.servers
 T0 = time.time() - 3600

@@ -34,9 +34,9 @@ from collector.config import CollectorMqttConfig
 from collector.model import IncidentChange
 from collector.store import Store, content_refused, store_outage
 from enoc.config import parse_config
-from enoc.localservers import Mosquitto, PostgreSQL, free_port
 from enoc.mqtt import AGENT_MAX_PACKET_SIZE, V5, V311, AckedClient, ProtocolChoice, client_args
 from enoc.wire import Event, EventsMessage, StatusMessage, encode, topic
+from testbed.servers import Mosquitto, PostgreSQL, free_port
 
 pytestmark = pytest.mark.servers
 T0 = round(time.time() - 600, 3)

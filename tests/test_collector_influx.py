@@ -40,7 +40,6 @@ import pytest
 from aiohttp import web
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
-from agent.config import TlsConfig
 from collector.config import CollectorConfig, CollectorMqttConfig, InfluxConfig
 from collector.influx import (
     DEAD_LETTER_REASON,
@@ -54,11 +53,11 @@ from collector.influx import (
     partial_dropped,
 )
 from collector.recent import InfluxRecent
-from enoc.config import ConfigError, Duration, Secret, parse_config
-from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
+from enoc.config import ConfigError, Duration, Secret, TlsConfig, parse_config
 from enoc.mqtt import TlsSetupError
 from enoc.pki import Pki, make_pki
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
+from testbed.servers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
 
 pytestmark = pytest.mark.servers
 T0 = time.time() - 3600

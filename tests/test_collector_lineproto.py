@@ -37,7 +37,6 @@ from lineprotokit import (
 
 from collector import influx, lineproto
 from collector.lineproto import chunk, lines_for, metrics_chunk
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from enoc.wire import (
     BgpSample,
     DeviceSample,
@@ -49,6 +48,7 @@ from enoc.wire import (
     topic,
 )
 from enoc.wire import encode as wire_encode
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 FIELD_SETS: list[dict[str, Value]] = [
     {"ifHCInOctets": 2**40 + 7, "ifOperStatus": 1, "in_bps": 123456.789, "out_bps": 0.0},

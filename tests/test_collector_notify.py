@@ -42,9 +42,9 @@ from collector.notifiers.webhook_json import JsonWebhook
 from collector.notify import MAX_BACKOFF, Notifications, read_dead_letters, retry_wait
 from collector.store import Store, Tx
 from enoc.config import ConfigError, Duration, Secret, parse_config
-from enoc.localservers import Alertmanager, Mosquitto, free_port
 from enoc.retry import Backoff
 from enoc.wire import Event, EventsMessage, Severity
+from testbed.servers import Alertmanager, Mosquitto, free_port
 
 _ids = itertools.count(1)
 

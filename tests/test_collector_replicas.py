@@ -42,7 +42,6 @@ from collectorkit import (
 from test_collector_e2e import _vm_points, numeric_points
 
 from collector.app import Collector
-from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 from enoc.wire import (
     DeviceSample,
     Event,
@@ -52,6 +51,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.servers
 

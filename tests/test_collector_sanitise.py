@@ -32,9 +32,9 @@ from collector.lineproto import (
 from collector.metrics_in import read
 from collector.model import Incident, IncidentChange, IncidentKey
 from collector.recent import InfluxRecent
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Value, topic
 from enoc.wire import encode as wire_encode
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 NASTY = [
     "\\A EDICION-1\\",  # an Arista's ifAlias, refused by InfluxDB 1.x before

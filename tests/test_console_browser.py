@@ -38,8 +38,8 @@ from collectorkit import collector_config, eventually, running_collector
 from collector.app import Collector
 from collector.auth import hash_password
 from collector.store import Tx
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceInfo, Event, EventsMessage, Kind, StatusMessage, encode, topic
+from testbed.servers import Mosquitto
 
 pytestmark = [pytest.mark.servers, pytest.mark.asyncio(loop_scope="module")]
 

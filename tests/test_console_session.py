@@ -23,7 +23,7 @@ from collector.auth import User, Users, hash_password
 from collector.session import COOKIE, LoginLimiter, Sessions, load_key
 from collector.store import Store, Tx
 from enoc.config import Secret
-from enoc.localservers import Mosquitto, PostgreSQL
+from testbed.servers import Mosquitto, PostgreSQL
 
 PASSWORD = "a long console password"
 

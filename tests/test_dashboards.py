@@ -30,11 +30,11 @@ from collectorkit import collector_config, eventually, running_collector
 from simkit import free_udp_port
 
 from dashboards import build as dash
-from enoc.localservers import InfluxDB1, Mosquitto
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.inventory_out import write_inventory
 from simulators.model import Device, attach_views
 from simulators.server import Simulator
+from testbed.servers import InfluxDB1, Mosquitto
 
 pytestmark = pytest.mark.servers
 

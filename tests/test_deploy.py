@@ -42,15 +42,8 @@ from psycopg import sql
 from agent.config import AgentConfig
 from collector.config import CollectorConfig
 from enoc.config import load_config
-from enoc.localservers import (
-    HOST,
-    Mosquitto,
-    PostgreSQL,
-    TlsFiles,
-    VictoriaMetrics,
-    free_port,
-)
 from enoc.wire import EventsMessage, MetricsMessage, decode, encode
+from testbed.servers import HOST, Mosquitto, PostgreSQL, TlsFiles, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.servers
 

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from collector.app import Collector
-from enoc.localservers import Mosquitto, TlsFiles
 from enoc.pki import Pki, PkiError, make_pki
 from enoc.wire import decode
+from testbed.servers import Mosquitto, TlsFiles
 
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"  # ships with Debian's mosquitto package
 CLIENTS = ["nyc-1", "collector", "listener"]

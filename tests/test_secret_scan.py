@@ -43,16 +43,6 @@ from yarl import URL
 from collector.auth import hash_password
 from collector.session import COOKIE
 from enoc.config import parse_config
-from enoc.localservers import (
-    InfluxDB1,
-    Mosquitto,
-    PostgreSQL,
-    TlsFiles,
-    VictoriaMetrics,
-    free_port,
-    influxql_name,
-    influxql_string,
-)
 from enoc.logs import (
     get_logger,
     redact,
@@ -65,6 +55,16 @@ from enoc.snmp.usm import AUTH_PROTOCOLS, LocalizedUser, UsmUser, password_to_ke
 from simulators.inventory_out import inventory, write_inventory
 from simulators.model import Device
 from simulators.server import Simulator, TrapReceiver
+from testbed.servers import (
+    InfluxDB1,
+    Mosquitto,
+    PostgreSQL,
+    TlsFiles,
+    VictoriaMetrics,
+    free_port,
+    influxql_name,
+    influxql_string,
+)
 
 pytestmark = pytest.mark.servers
 

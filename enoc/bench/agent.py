@@ -30,7 +30,7 @@ import psutil
 import yaml
 
 from enoc.bench.sim import get_json, machine, peak_rss_mib, progress, wait_for_fleet
-from enoc.localservers import Mosquitto, free_port
+from testbed.servers import Mosquitto, free_port
 
 COLUMNS = {
     # The objects both pollers collect, as the exporter module lists them.

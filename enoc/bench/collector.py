@@ -47,8 +47,8 @@ import psutil
 import yaml
 
 from enoc.bench.sim import machine, peak_rss_mib, progress, wait_for_fleet
-from enoc.localservers import Mosquitto, VictoriaMetrics, free_port
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
+from testbed.servers import Mosquitto, VictoriaMetrics, free_port
 
 TOKEN = secrets.token_hex(16)
 MAX_INFLIGHT = 100  # the broker's per-client in-flight window, and the collector's max_unacked

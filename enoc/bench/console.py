@@ -36,7 +36,6 @@ import yaml
 
 from enoc.bench.collector import healthz, percentile, start_collector
 from enoc.bench.sim import machine, peak_rss_mib, progress
-from enoc.localservers import Mosquitto, free_port
 from enoc.wire import (
     DeviceInfo,
     Event,
@@ -46,6 +45,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import Mosquitto, free_port
 
 TOKEN = secrets.token_hex(16)
 PASSWORD = secrets.token_urlsafe(16)

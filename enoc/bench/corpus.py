@@ -50,7 +50,7 @@ from enoc.bench.drillkit import (
     published_points,
     tail,
 )
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
 
 ADDRESS_BASE = "127.60.0.1"  # the recordings: 127.60.0.1 and up
 SITE = "lab"  # what `enoc sim --recording` calls their site

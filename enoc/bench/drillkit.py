@@ -66,8 +66,8 @@ import yaml
 
 from enoc.bench.sim import peak_rss_mib
 from enoc.demo import WanLink
-from enoc.localservers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, Value, WireError, decode
+from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 
 HOST = "127.0.0.1"
 ADDRESS_BASE = "127.90.0.1"  # the simulated devices: 127.90.0.1 and up

@@ -48,11 +48,11 @@ from agent.poller import collect
 from agent.profiles import ProfileSet
 from enoc.bench.sim import machine, progress
 from enoc.inventory import InventoryDevice
-from enoc.localservers import Mosquitto, free_port
 from enoc.snmp.client import SnmpClient, Target, V2c
 from enoc.wire import DeviceSample, MetricsMessage, decode, encode, topic
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.server import Simulator
+from testbed.servers import Mosquitto, free_port
 
 SITE, AGENT = "bench", "bench-1"
 IN_FLIGHT = 100  # the agent's default mqtt.max_inflight

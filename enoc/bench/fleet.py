@@ -74,7 +74,7 @@ import yaml
 
 from enoc.bench import plot
 from enoc.bench.sim import V2C_ARGS, V3_ARGS, machine, peak_rss_mib, progress, wait_for_fleet
-from enoc.localservers import Mosquitto, VictoriaMetrics, free_port
+from testbed.servers import Mosquitto, VictoriaMetrics, free_port
 
 ADDRESS_BASE = "127.80.0.1"
 COMPONENTS = ("sim", "agents", "broker", "collector", "database")

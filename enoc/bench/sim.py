@@ -25,7 +25,8 @@ from typing import Any
 
 import psutil
 
-from enoc.localservers import SnmpD, free_port
+from testbed.netsnmp import SnmpD
+from testbed.servers import free_port
 
 V3_ARGS = [
     "-v3",

@@ -155,7 +155,7 @@ async def measure(names: list[str], inputs: int, seed: int) -> Result:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enoc-bench-fuzz-")))
         mqtt_url = ""
         if needs_broker:
-            from enoc.localservers import Mosquitto
+            from testbed.servers import Mosquitto
 
             progress("starting mosquitto...")
             broker = stack.enter_context(Mosquitto(tmp / "mosquitto").start())
