@@ -62,7 +62,7 @@ from enoc import __version__
 from enoc.logs import StateLogger, get_logger, redact, strip_login
 
 if TYPE_CHECKING:
-    from collector.engine import Engine
+    from collector.incidents import Engine
 
 log = get_logger("enoc.collector.notify")
 
@@ -305,7 +305,7 @@ class Notifier:
             return []
         now = self.now()
         changes: list[IncidentChange] = []
-        for incident in await engine.incidents(state="open"):
+        for incident in await engine.queries.incidents(state="open"):
             period = periods.get(incident.severity)
             if not period or not incident.notifiable:
                 continue
