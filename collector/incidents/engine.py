@@ -1,5 +1,9 @@
 """The engine: events and statuses in, incident changes out (DESIGN: "decide at the centre").
 
+An event seen before (same site, agent and event id: a replay or a redelivery)
+changes nothing and is counted in `duplicates`; a new one is recorded, then
+decided by the rules (rules.py).
+
 Every decision runs in one store transaction that holds the site's lock, so
 replicas sharing a PostgreSQL store agree; it reads the incident after taking
 the lock (another replica may have just changed it). Every change is logged in
