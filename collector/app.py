@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.api import Api
+from collector.api import make_app
 from collector.auth import Users
 from collector.config import CollectorConfig, check_collector
-from collector.engine import Engine
+from collector.incidents import Engine
 from collector.influx import InfluxWriter, MqttDeadLetters
 from collector.ingest import Ingest
 from collector.lineproto import (
@@ -209,8 +209,21 @@ class Collector:
             await self.writer.start()
         if self.users is None:
             log.warning("http.users_file is not set: every API request will be refused (401)")
-        app = web.Application()
-        Api(self, self.users, self.hub).routes(app)
+        engine = self.engine
+        app = make_app(
+            config=self.config,
+            users=self.users,
+            store=self.store,
+            queries=engine.queries,
+            maintenance=engine.maintenance,
+            operators=engine.operators,
+            publish=self.publish,
+            feed=self.feed,
+            hub=self.hub,
+            recent=self.recent,
+            health=self.health,
+            counters=self.counters,
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         listen = self.config.http.listen

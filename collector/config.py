@@ -112,7 +112,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class IncidentsConfig:
-    """Incident rules (collector/engine.py)."""
+    """Incident rules (collector/incidents/)."""
 
     flap_transitions: int = 6  # problem/clear transitions within flap_window mark flapping
     flap_window: Duration = Duration(600)  # also: how long a flapping incident must settle

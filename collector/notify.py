@@ -65,7 +65,7 @@ from enoc.logs import StateLogger, get_logger, strip_login
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
 if TYPE_CHECKING:
-    from collector.engine import Engine
+    from collector.incidents import Engine
 
 log = get_logger("enoc.collector.notify")
 
@@ -249,7 +249,7 @@ class Notifications:
             return []
         now = self.now()
         changes: list[IncidentChange] = []
-        for incident in await engine.incidents(state="open"):
+        for incident in await engine.queries.incidents(state="open"):
             period = periods.get(incident.severity)
             if not period or not incident.notifiable:
                 continue

@@ -27,7 +27,7 @@ from aiohttp import web
 from collectorkit import T0, TOKENS, Clock, collector_config, eventually, running_collector
 
 from collector.config import CollectorConfig, IncidentsConfig, NotificationsConfig, WebhookConfig
-from collector.engine import Engine, MaintenanceWindow
+from collector.incidents import Engine, MaintenanceWindow
 from collector.model import IncidentChange
 from collector.notifiers import (
     NOTIFIERS,
@@ -295,7 +295,7 @@ async def test_what_a_receiver_was_told_survives_a_restart(
     async with delivering(before):
         logged(before, await eng.on_events(msg(("ce-1", "if:1", "down"))))
         await eventually(lambda: receiver.changes == [("opened", "if:1")], what="opened")
-    await eng.add_window(
+    await eng.maintenance.add_window(
         MaintenanceWindow(0, "nairobi", "ce-1", "", T0 - 60, T0 + 3600, reason="carrier"), "ops1"
     )
     (entered,) = await eng.sweep()  # the open one enters maintenance: held
@@ -416,7 +416,7 @@ async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> N
     (major,) = await eng.on_events(msg(("ce-1", "if:2", "down"), severity="major"))
     (minor,) = await eng.on_events(msg(("ce-1", "if:3", "down"), severity="minor"))
     (acked,) = await eng.on_events(msg(("ce-1", "if:4", "down"), severity="critical"))
-    await eng.act(acked.incident.id, "ack", "ops1")
+    await eng.operators.act(acked.incident.id, "ack", "ops1")
     clock.t = T0 + 599
     assert await notifier.escalations(eng) == []
     clock.t = T0 + 601
@@ -431,10 +431,10 @@ async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> N
         (crit.incident.id, 3),
         (major.incident.id, 1),
     ]
-    full = await eng.incident(crit.incident.id)
+    full = await eng.queries.incident(crit.incident.id)
     assert [e.text for e in full.timeline if e.what == "escalated"] == ["level 1", "level 3"]
-    assert (await eng.incident(minor.incident.id)).escalated == 0
-    assert (await eng.incident(acked.incident.id)).escalated == 0
+    assert (await eng.queries.incident(minor.incident.id)).escalated == 0
+    assert (await eng.queries.incident(acked.incident.id)).escalated == 0
 
 
 @pytest.mark.servers
