@@ -88,6 +88,26 @@ def device_detail() -> Json:
     )
     d.place(
         timeseries(
+            "Ports down",
+            "The agent's count of polled interfaces that are admin up and oper down, and of "
+            "the alerted ones those down since the agent first saw them: a baseline, which "
+            "opens no incident. A rise of the first without the second is a new outage.",
+            [
+                target(
+                    'SELECT max("ports_down") AS "down", '
+                    'max("ports_down_baseline") AS "down since first seen" FROM "device" '
+                    f"WHERE {where(*dev)} GROUP BY {EVERY} fill(null)",
+                    alias="$col",
+                )
+            ],
+            unit="none",
+            minimum=0,
+        ),
+        24,
+        6,
+    )
+    d.place(
+        timeseries(
             "CPU and memory",
             "HOST-RESOURCES-MIB: mean processor load and RAM in use.",
             [

@@ -555,3 +555,13 @@ def test_events_are_the_injected_faults(story: Story) -> None:
         (DEVICE, story.peers_flapped, True),
         (DEVICE, story.peer_down, False),
     }
+
+
+def test_device_ports_down_follows_the_agents_counts(story: Story) -> None:
+    found = rows(_panel_query("enoc-device.json", "Ports down", chosen(story), story))
+    down = [r["down"] for r in found if r["down"] is not None]
+    baseline = {r["down since first seen"] for r in found} - {None}
+    changes = [v for i, v in enumerate(down) if i == 0 or down[i - 1] != v]
+    # Up at first sight, then the flap (one down), back up, then one down to the end.
+    assert changes == [0, 1, 0, 1], down
+    assert baseline == {0}, "every port of the story went down after the agent saw it up"
