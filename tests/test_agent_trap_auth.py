@@ -23,7 +23,7 @@ from simkit import V3_AUTH, V3_PRIV, V3_USER, FakeClock, free_udp_port
 from agent.traps import Trap, TrapReceiver, TrapSource
 from enoc.localservers import Mosquitto
 from enoc.snmp import ber
-from enoc.snmp.message import build_v3_message, encode_pdu
+from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser, UsmUser
 
 USER = UsmUser(V3_USER, "SHA-256", V3_AUTH, "AES-128", V3_PRIV)
@@ -51,8 +51,6 @@ def v3_trap(
     )
     body += ber.encode_varbind(ber.encode_oid(IF_INDEX_3), ber.encode_integer(3))
     pdu = encode_pdu(ber.TRAP_V2, msg_id, 0, 0, body)
-    scoped = ber.tlv(ber.SEQUENCE, ber.encode_octets(keys.engine_id) + ber.encode_octets(b"") + pdu)
-    salt = keys.next_salt(boots)
     return build_v3_message(
         msg_id=msg_id,
         max_size=65507,
@@ -61,8 +59,7 @@ def v3_trap(
         boots=boots,
         etime=etime,
         user_name=user,
-        salt=salt,
-        msg_data=ber.encode_octets(keys.encrypt(scoped, boots, etime, salt)),
+        scoped=encode_scoped(keys.engine_id, pdu),
         keys=keys,
     )
 

@@ -1,4 +1,5 @@
-"""SNMPv3 User-based Security Model (RFC 3414, RFC 3826, RFC 7860) for the simulator.
+"""SNMPv3 User-based Security Model (RFC 3414, RFC 3826, RFC 7860) for the poller, the trap
+receiver and the simulator.
 
 Keys: a passphrase becomes Ku by hashing it repeated to 1 MiB (costly, cached
 per passphrase), then is localized to one engine as Kul = H(Ku | engineID | Ku)
@@ -43,6 +44,16 @@ USM_STATS_UNKNOWN_ENGINE_IDS = (1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)
 USM_STATS_WRONG_DIGESTS = (1, 3, 6, 1, 6, 3, 15, 1, 1, 5, 0)
 USM_STATS_DECRYPTION_ERRORS = (1, 3, 6, 1, 6, 3, 15, 1, 1, 6, 0)
 SNMP_UNKNOWN_CONTEXTS = (1, 3, 6, 1, 6, 3, 12, 1, 5, 0)
+# What a Report of each counter says: the name it is counted under on both ends.
+REPORT_KINDS = {
+    USM_STATS_UNSUPPORTED_SEC_LEVELS: "unsupported_sec_level",
+    USM_STATS_NOT_IN_TIME_WINDOWS: "not_in_time_window",
+    USM_STATS_UNKNOWN_USER_NAMES: "unknown_user",
+    USM_STATS_UNKNOWN_ENGINE_IDS: "unknown_engine_id",
+    USM_STATS_WRONG_DIGESTS: "wrong_digest",
+    USM_STATS_DECRYPTION_ERRORS: "decryption_error",
+    SNMP_UNKNOWN_CONTEXTS: "unknown_context",
+}
 
 TIME_WINDOW = 150  # seconds, RFC 3414 section 3.2 step 7
 
