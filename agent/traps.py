@@ -57,6 +57,7 @@ from enoc.snmp.usm import (
     USM_STATS_NOT_IN_TIME_WINDOWS,
     USM_STATS_UNKNOWN_ENGINE_IDS,
     DecryptionError,
+    KeyCache,
     LocalizedUser,
     UsmUser,
 )
@@ -148,8 +149,7 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self.clock = clock
         self.started = clock()
         self.stats = TrapStats()
-        self.key_cache_size = key_cache_size
-        self._keys: OrderedDict[tuple[bytes, bytes], LocalizedUser] = OrderedDict()
+        self._keys = KeyCache(key_cache_size)
         self._sources: dict[str, TrapSource] = {}
         self._engines: dict[str, bytes] = {}  # device -> its traps' engine ID
         self._owners: dict[bytes, str] = {}  # engine ID -> device
@@ -292,20 +292,12 @@ class TrapReceiver(asyncio.DatagramProtocol):
         Keys for an engine not in the cache are localized (from the cached Ku) only to
         check this MAC, and cached only once it verifies: a spoofed engine ID costs two
         hashes and leaves nothing behind."""
-        key = (user.name.encode(), engine_id)
-        keys = self._keys.get(key)
-        cached = keys is not None and keys.user == user
-        if keys is None or not cached:
+        keys = self._keys.get(user, engine_id)
+        if keys is None:
             keys = LocalizedUser.localize(user, engine_id)
         if not header.authentic(data, keys):
             return None
-        if cached:
-            self._keys.move_to_end(key)
-        else:
-            self._keys[key] = keys
-            while len(self._keys) > self.key_cache_size:
-                self._keys.popitem(last=False)
-                self.stats.key_evictions += 1
+        self.stats.key_evictions += self._keys.add(keys)
         return keys
 
     def _time(self) -> int:

@@ -117,7 +117,7 @@ def test_spoofed_traps_with_random_large_engine_ids_leave_the_key_cache_and_memo
     rx.datagram_received(v3_trap(LocalizedUser.localize(USER, ENGINE_ACC)), (ACC, 50000))
     assert rx.stats.received == 1
     assert traps[0].device == "acc" and traps[0].trap_oid == LINK_UP
-    assert list(rx._keys) == [(V3_USER.encode(), ENGINE_ACC)]
+    assert list(rx._keys) == [(USER, ENGINE_ACC)]
 
 
 def test_the_key_cache_is_a_bounded_lru_and_counts_its_evictions() -> None:

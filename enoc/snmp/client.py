@@ -19,7 +19,7 @@ import itertools
 import logging
 import socket
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +48,7 @@ from enoc.snmp.usm import (
     USM_STATS_NOT_IN_TIME_WINDOWS,
     USM_STATS_UNKNOWN_ENGINE_IDS,
     DecryptionError,
+    KeyCache,
     LocalizedUser,
     UsmUser,
 )
@@ -164,7 +165,7 @@ class SnmpClient(asyncio.DatagramProtocol):
         self._waiting: dict[tuple[str, int], set[int]] = {}  # address -> ids pending
         self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
         self._engines: dict[tuple[str, int, UsmUser], _Engine] = {}
-        self._keys: OrderedDict[tuple[UsmUser, bytes], LocalizedUser] = OrderedDict()
+        self._keys = KeyCache(KEY_CACHE_SIZE)
         self._max_rep: dict[tuple[str, int], int] = {}
         self._walks_ok: dict[tuple[str, int], int] = {}  # clean walks at a shrunk size
         self._answered: dict[tuple[str, int], float] = {}  # last answer (monotonic)
@@ -319,15 +320,10 @@ class SnmpClient(asyncio.DatagramProtocol):
     def _localized(self, user: UsmUser, engine_id: bytes) -> LocalizedUser | None:
         if user.level == 0:
             return None
-        key = (user, engine_id)
-        keys = self._keys.get(key)
-        if keys is not None:
-            self._keys.move_to_end(key)
-            return keys
-        keys = self._keys[key] = LocalizedUser.localize(user, engine_id)
-        while len(self._keys) > KEY_CACHE_SIZE:
-            self._keys.popitem(last=False)
-            self.stats.key_evictions += 1
+        keys = self._keys.get(user, engine_id)
+        if keys is None:
+            keys = LocalizedUser.localize(user, engine_id)
+        self.stats.key_evictions += self._keys.add(keys)
         return keys
 
     async def _discover(self, target: Target, user: UsmUser) -> _Engine:

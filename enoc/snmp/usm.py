@@ -12,6 +12,8 @@ import functools
 import hashlib
 import hmac
 import os
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -183,6 +185,40 @@ class LocalizedUser:
         iv = engine_boots.to_bytes(4, "big") + engine_time.to_bytes(4, "big") + salt
         decryptor = Cipher(algorithms.AES(self.priv_key), CFB(iv)).decryptor()
         return decryptor.update(cipher) + decryptor.finalize()
+
+
+class KeyCache:
+    """Users' keys localized to engine IDs, at most `size`, the least recently used dropped
+    first: engine IDs arrive in unauthenticated datagrams, so a peer that keeps changing
+    them must not grow it. Iterates over its (user, engine ID) pairs, the oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: OrderedDict[tuple[UsmUser, bytes], LocalizedUser] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[tuple[UsmUser, bytes]]:
+        return iter(self._keys)
+
+    def get(self, user: UsmUser, engine_id: bytes) -> LocalizedUser | None:
+        """The cached keys, if any; their place in the order stays until they are `add`ed."""
+        return self._keys.get((user, engine_id))
+
+    def add(self, keys: LocalizedUser) -> int:
+        """Keep `keys` as the most recently used; how many older ones it pushed out."""
+        key = (keys.user, keys.engine_id)
+        self._keys[key] = keys
+        self._keys.move_to_end(key)
+        dropped = 0
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def clear(self) -> None:
+        self._keys.clear()
 
 
 def _des(key: bytes) -> BlockCipherAlgorithm:
