@@ -25,7 +25,7 @@ from dashboards.panels import (
     Json,
     datasource_variable,
     event_annotations,
-    interfaces_down,
+    links_down,
     stat,
     state_timeline,
     steps,
@@ -75,17 +75,7 @@ def device_detail() -> Json:
             4,
             4,
         )
-    d.place(
-        stat(
-            "Links down",
-            "Admin-up interfaces whose last oper status is not up.",
-            [target(interfaces_down(dev, 'count("oper")'))],
-            thresholds=BAD_IF_ANY,
-            no_value="0",
-        ),
-        4,
-        4,
-    )
+    d.place(links_down(dev), 4, 4)
     d.place(
         timeseries(
             "Ports down",

@@ -113,42 +113,36 @@ def derivative(names: Sequence[str], per: str = "1s") -> str:
 
 # ---------------------------------------------------------------- value mappings and colors
 
-REACHABLE = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "down", "color": "red", "index": 0},
-            "1": {"text": "up", "color": "green", "index": 1},
-        },
+
+def states(first: int, *names: tuple[str, str]) -> list[Json]:
+    """Value mappings of an enumeration numbered from `first`: a (text, color) per value."""
+    options = {
+        str(first + i): {"text": text, "color": color, "index": i}
+        for i, (text, color) in enumerate(names)
     }
-]
-IF_STATUS = [
-    {
-        "type": "value",
-        "options": {
-            "1": {"text": "up", "color": "green", "index": 0},
-            "2": {"text": "down", "color": "red", "index": 1},
-            "3": {"text": "testing", "color": "blue", "index": 2},
-            "4": {"text": "unknown", "color": "text", "index": 3},
-            "5": {"text": "dormant", "color": "yellow", "index": 4},
-            "6": {"text": "notPresent", "color": "text", "index": 5},
-            "7": {"text": "lowerLayerDown", "color": "red", "index": 6},
-        },
-    }
-]
-BGP_STATE = [
-    {
-        "type": "value",
-        "options": {
-            "1": {"text": "idle", "color": "red", "index": 0},
-            "2": {"text": "connect", "color": "orange", "index": 1},
-            "3": {"text": "active", "color": "orange", "index": 2},
-            "4": {"text": "openSent", "color": "yellow", "index": 3},
-            "5": {"text": "openConfirm", "color": "yellow", "index": 4},
-            "6": {"text": "established", "color": "green", "index": 5},
-        },
-    }
-]
+    return [{"type": "value", "options": options}]
+
+
+REACHABLE = states(0, ("down", "red"), ("up", "green"))
+IF_STATUS = states(
+    1,
+    ("up", "green"),
+    ("down", "red"),
+    ("testing", "blue"),
+    ("unknown", "text"),
+    ("dormant", "yellow"),
+    ("notPresent", "text"),
+    ("lowerLayerDown", "red"),
+)
+BGP_STATE = states(
+    1,
+    ("idle", "red"),
+    ("connect", "orange"),
+    ("active", "orange"),
+    ("openSent", "yellow"),
+    ("openConfirm", "yellow"),
+    ("established", "green"),
+)
 
 
 def _direction(positive: str, negative: str) -> list[Json]:
@@ -384,6 +378,17 @@ def table(
     if sort_by:
         panel["options"]["sortBy"] = [{"displayName": sort_by, "desc": descending}]
     return panel
+
+
+def links_down(scope: Sequence[str]) -> Json:
+    """A stat of the admin-up interfaces within `scope` whose last oper status is not up."""
+    return stat(
+        "Links down",
+        "Admin-up interfaces whose last oper status is not up.",
+        [target(interfaces_down(scope, 'count("oper")'))],
+        thresholds=BAD_IF_ANY,
+        no_value="0",
+    )
 
 
 def state_timeline(title: str, description: str, targets: list[Json], mappings: list[Json]) -> Json:

@@ -28,6 +28,7 @@ from dashboards.panels import (
     event_annotations,
     interfaces_down,
     last_reachable,
+    links_down,
     stat,
     state_timeline,
     table,
@@ -66,17 +67,7 @@ def site_detail() -> Json:
         4,
         4,
     )
-    d.place(
-        stat(
-            "Links down",
-            "Admin-up interfaces whose last oper status is not up.",
-            [target(interfaces_down(scope, 'count("oper")'))],
-            thresholds=BAD_IF_ANY,
-            no_value="0",
-        ),
-        4,
-        4,
-    )
+    d.place(links_down(scope), 4, 4)
     d.place(
         stat(
             "BGP peers down",
