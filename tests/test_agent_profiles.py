@@ -14,8 +14,9 @@ from simkit import free_udp_port, small_fleet
 from agent.poller import RawPoll, collect
 from agent.profiles import BUILT_IN, Profile, ProfileSet
 from enoc.snmp.client import SnmpClient, Target, V2c
+from enoc.snmp.mib import HR_MEMORY_SIZE
 from enoc.wire import DeviceSample
-from simulators.model import HR_MEMORY_SIZE, Device
+from simulators.model import Device
 from simulators.server import Simulator
 from testbed.servers import Mosquitto
 

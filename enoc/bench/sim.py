@@ -288,9 +288,10 @@ def hot_path(rounds: int = 2000) -> dict[str, float]:
 
     from enoc.snmp import ber
     from enoc.snmp.message import encode_pdu
+    from enoc.snmp.mib import IFX_ENTRY
     from simulators.engine import Engine
     from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
-    from simulators.model import IFX_ENTRY, attach_views
+    from simulators.model import attach_views
 
     now = time.time()
     spec = FleetSpec(sites=[SiteSpec("b", "b", devices=[DeviceGroup("access-switch", 1, 48)])])
