@@ -36,21 +36,16 @@ from typing import Any
 
 import yaml
 
-from enoc.bench.drillkit import (
-    HOST,
-    TOKEN,
-    BrokerTap,
-    CollectorProc,
+from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
+from testbed.drills_accounting import (
     Points,
-    Proc,
     SeriesKey,
     count_points,
     export_points,
     numeric,
     published_points,
-    tail,
 )
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
+from testbed.drills_procs import HOST, TOKEN, BrokerTap, CollectorProc, Proc, tail
 
 ADDRESS_BASE = "127.60.0.1"  # the recordings: 127.60.0.1 and up
 SITE = "lab"  # what `enoc sim --recording` calls their site

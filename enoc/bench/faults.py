@@ -4,7 +4,7 @@ point and event.
 Each drill starts a steady fleet on loopback (simulated devices -> one real
 `enoc agent` per site, each behind a WAN link that can be cut -> real
 Mosquitto -> a real `enoc collector` -> real VictoriaMetrics and an SQLite or
-PostgreSQL incident store; see `enoc.bench.drillkit`), breaks one thing, heals
+PostgreSQL incident store; see `testbed.drills`), breaks one thing, heals
 it, waits until the fleet has recovered, and then accounts:
 
 - points *published* (what reached the broker), *written* (in the database
@@ -34,8 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enoc.bench.drillkit import Accounting, Expect, Harness, Say, Sizing, incident_label
 from enoc.bench.sim import machine, progress
+from testbed.drills import Accounting, Harness
+from testbed.drills_accounting import Expect, incident_label
+from testbed.drills_procs import Say, Sizing
 
 SIZES: dict[str, Sizing] = {
     # small: the test suite; about 20-45 s a drill on two cores
@@ -200,7 +202,7 @@ async def wan_partition(h: Harness) -> Plan:
 
 async def agent_kill(h: Harness) -> Plan:
     """kill -9 of a site's agent while its WAN link is down; a new agent replays the spool."""
-    from enoc.bench.drillkit import read_spool
+    from testbed.drills_accounting import read_spool
 
     rig = h.sites[0]
     device, if_index = h.fault_target(rig.name)

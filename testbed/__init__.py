@@ -1,0 +1,1 @@
+"""Test support outside the runtime package: loopback servers and the fault drills."""
