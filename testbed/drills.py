@@ -71,6 +71,7 @@ from testbed.drills_procs import (
     BrokerTap,
     CollectorProc,
     Proc,
+    Rig,
     Say,
     Sizing,
     stop_postgres_fast,
@@ -106,7 +107,7 @@ class SiteRig:
     spool: Path
 
 
-class Harness:
+class Harness(Rig):
     """Start the fleet, let drills break and heal it, account for what went through."""
 
     def __init__(
@@ -152,17 +153,6 @@ class Harness:
         self._say(f"[{self.label}] {elapsed:5.1f} s  {self._status}  ({published})")
 
     # ---------------------------------------------------------------- start and stop
-
-    async def __aenter__(self) -> Harness:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         self.say("starting Mosquitto and VictoriaMetrics")

@@ -19,12 +19,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 import psutil
 
-from enoc.bench.sim import peak_rss_mib
+from enoc.bench.common import peak_rss_mib
 from enoc.localservers import PostgreSQL
 from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, WireError, decode
 
@@ -36,6 +36,28 @@ STEADY_PEAK = 0.7  # no interface of the fleet ever runs above this utilization
 FLAP_TRANSITIONS = 6  # the collector's default: transitions within flap_window mark flapping
 
 Say = Callable[[str], None]
+
+
+class Rig:
+    """An async context manager over `start()` and `close()`: a start that fails closes
+    what it had opened before the error goes up."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
 
 # ------------------------------------------------------------------ sizes

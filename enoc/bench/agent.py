@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,15 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.sim import get_json, machine, peak_rss_mib, progress, wait_for_fleet
+from enoc.bench.common import (
+    PerCpuSecond,
+    get_json,
+    machine,
+    peak_rss_mib,
+    progress,
+    wait_for_fleet,
+    write_result,
+)
 from enoc.localservers import Mosquitto, free_port
 
 COLUMNS = {
@@ -75,7 +82,7 @@ V3 = {
 
 
 @dataclass
-class Poller:
+class Poller(PerCpuSecond):
     name: str
     varbinds: int
     cpu_s: float
@@ -83,10 +90,6 @@ class Poller:
     polls: int
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def per_cpu_s(self) -> float:
-        return self.varbinds / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
 @dataclass
@@ -113,13 +116,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-agent-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, poller in zip(payload["pollers"], result.pollers, strict=True):
         item["varbinds_per_cpu_s"] = round(poller.per_cpu_s)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "agent", payload)
     failed = [p for p in result.pollers if p.name.startswith("enoc") and p.extra.get("overruns")]
     return 1 if failed else 0
 

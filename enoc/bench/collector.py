@@ -46,7 +46,7 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.sim import machine, peak_rss_mib, progress, wait_for_fleet
+from enoc.bench.common import machine, peak_rss_mib, progress, wait_for_fleet, write_result
 from enoc.localservers import Mosquitto, VictoriaMetrics, free_port
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
 
@@ -128,16 +128,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(args, replicas))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-collector-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, one in zip(payload["runs"], result.runs, strict=True):
         item["points_per_cpu_s"] = round(one.points_per_cpu_s)
         item["points_per_s"] = round(one.points_per_s)
     if result.latency is not None:
         payload["latency"]["open_p99_ms"] = percentile(result.latency.open_ms, 99)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "collector", payload)
     return 0
 
 

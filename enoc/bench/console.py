@@ -35,7 +35,7 @@ import psutil
 import yaml
 
 from enoc.bench.collector import healthz, percentile, start_collector
-from enoc.bench.sim import machine, peak_rss_mib, progress
+from enoc.bench.common import machine, peak_rss_mib, progress, write_result
 from enoc.localservers import Mosquitto, free_port
 from enoc.wire import (
     DeviceInfo,
@@ -93,13 +93,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(args))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-console-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     payload["fanout_p50_ms"] = percentile(result.fanout_ms, 50)
     payload["fanout_p99_ms"] = percentile(result.fanout_ms, 99)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "console", payload)
     return 0 if result.delivered == result.expected else 1
 
 

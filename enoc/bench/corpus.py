@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from enoc.bench.common import write_result
 from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
 from testbed.drills_accounting import (
     Points,
@@ -45,7 +46,7 @@ from testbed.drills_accounting import (
     numeric,
     published_points,
 )
-from testbed.drills_procs import HOST, TOKEN, BrokerTap, CollectorProc, Proc, tail
+from testbed.drills_procs import HOST, TOKEN, BrokerTap, CollectorProc, Proc, Rig, tail
 
 ADDRESS_BASE = "127.60.0.1"  # the recordings: 127.60.0.1 and up
 SITE = "lab"  # what `enoc sim --recording` calls their site
@@ -103,7 +104,7 @@ class DeviceResult:
         return sum(max(c.missing, c.refused) for c in self.databases.values())
 
 
-class CorpusRig:
+class CorpusRig(Rig):
     """The servers, the simulator, the agent and one collector per database."""
 
     def __init__(
@@ -137,17 +138,6 @@ class CorpusRig:
         self.served_after: dict[str, int] = {}  # and once the polls were done
         self.poll_ms: dict[str, float] = {}  # one poll timed, by device
         self.poll_varbinds: dict[str, int] = {}  # the varbinds that poll got
-
-    async def __aenter__(self) -> CorpusRig:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
 
     # ---------------------------------------------------------------- start and stop
 
@@ -546,10 +536,7 @@ def run(args: argparse.Namespace) -> int:
         )
         results, extra = asyncio.run(run_it)
     print_table(results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-corpus-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report(results, extra, args), indent=2) + "\n")
-    print(f"results: {path}")
+    write_result(args.results, "corpus", report(results, extra, args))
     return 0
 
 

@@ -46,7 +46,7 @@ from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
 from agent.poller import collect
 from agent.profiles import ProfileSet
-from enoc.bench.sim import machine, progress
+from enoc.bench.common import machine, progress, write_result
 from enoc.inventory import InventoryDevice
 from enoc.localservers import Mosquitto, free_port
 from enoc.snmp.client import SnmpClient, Target, V2c
@@ -111,14 +111,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(args, batches))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-encoding-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, row in zip(payload["rows"], result.rows, strict=True):
         item["agent_us_per_point"] = round(row.agent_us_per_point, 3)
         item["collector_us_per_point"] = round(row.collector_us_per_point, 3)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "encoding", payload)
     lost = [r for r in result.rows if r.received_points != r.points]
     return 1 if lost else 0
 

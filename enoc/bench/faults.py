@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enoc.bench.sim import machine, progress
+from enoc.bench.common import machine, progress, write_result
 from testbed.drills import Accounting, Harness
 from testbed.drills_accounting import Expect, incident_label
 from testbed.drills_procs import Say, Sizing
@@ -653,7 +652,6 @@ def run(args: argparse.Namespace) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run_all(names, sizing, args.results))
     print_table(results, sizing)
-    path = args.results / f"bench-faults-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = {
         "size": args.size,
         "sizing": asdict(sizing),
@@ -661,8 +659,7 @@ def run(args: argparse.Namespace) -> int:
         "scale": scale_text(sizing),
         "drills": [asdict(r) for r in results],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "faults", payload)
     return 1 if any(r.failed for r in results) else 0
 
 

@@ -37,7 +37,6 @@ import asyncio
 import base64
 import contextlib
 import gc
-import json
 import logging
 import random
 import tempfile
@@ -48,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from enoc.bench.sim import machine, progress
+from enoc.bench.common import machine, progress, write_result
 
 if TYPE_CHECKING:
     from enoc.bench.fuzz.surfaces import Surface
@@ -131,15 +130,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(names, args.inputs, args.seed))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-fuzz-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, one in zip(payload["surfaces"], result.surfaces, strict=True):
         item["memory_growth_mib"] = one.memory_growth_mib
     payload["escaped"] = sum(s.escaped for s in result.surfaces)
     payload["stopped_lanes"] = sum(s.stopped_lanes for s in result.surfaces)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "fuzz", payload)
     return 0
 
 
