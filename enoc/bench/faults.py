@@ -39,9 +39,9 @@ from testbed.drills_accounting import Expect, incident_label
 from testbed.drills_procs import Say, Sizing
 
 SIZES: dict[str, Sizing] = {
-    # small: the test suite; about 20-45 s a drill on two cores
+    # small: the test suite's fleet, small enough to run every drill there
     "small": Sizing(devices=6, sites=2, interfaces=4, interval=1.0),
-    # full: the benchmark; about 12 minutes for every drill
+    # full: the benchmark's fleet (docs/performance.md has its run time)
     "full": Sizing(devices=48, sites=4, interfaces=48, interval=5.0),
 }
 OUTAGE_INTERVALS = 5  # broker down, InfluxDB down
