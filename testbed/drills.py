@@ -636,23 +636,24 @@ class Accounting:
     def problems(self, spool_slack: int) -> list[str]:
         """Every way this accounting breaks the drills' promise."""
         p = self.points
-        out: list[str] = []
-        if p.lost:
-            out.append(f"{p.lost} points lost")
-        if p.wrong:
-            out.append(f"{p.wrong} points with a wrong value")
-        if p.duplicated:
-            out.append(f"{p.duplicated} duplicate points in the database")
+        counted = (
+            (p.lost, "{} points lost"),
+            (p.wrong, "{} points with a wrong value"),
+            (p.duplicated, "{} duplicate points in the database"),
+        )
+        out = [text.format(n) for n, text in counted if n]
         out += self.lost_messages
         out += [f"two different messages with one seq: {c}" for c in self.conflicts[:5]]
-        if self.spooled_at_end > spool_slack:
-            out.append(f"{self.spooled_at_end} messages still spooled at the end")
-        if self.events_stored < self.events_published:
-            out.append(f"{self.events_published - self.events_stored} events not in the store")
-        if self.points_dropped:
-            out.append(f"the collector dropped {self.points_dropped} points")
-        if self.rejected:
-            out.append(f"the collector rejected {self.rejected} messages")
+        later = (
+            (
+                self.spooled_at_end if self.spooled_at_end > spool_slack else 0,
+                "{} messages still spooled at the end",
+            ),
+            (max(0, self.events_published - self.events_stored), "{} events not in the store"),
+            (self.points_dropped, "the collector dropped {} points"),
+            (self.rejected, "the collector rejected {} messages"),
+        )
+        out += [text.format(n) for n, text in later if n]
         out += self.incident_problems
         if p.examples and (p.lost or p.wrong or p.duplicated):
             out += p.examples[:3]

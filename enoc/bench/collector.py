@@ -46,7 +46,15 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.common import machine, peak_rss_mib, progress, wait_for_fleet, write_result
+from enoc.bench.common import (
+    add_results_argument,
+    add_size_arguments,
+    machine,
+    peak_rss_mib,
+    progress,
+    wait_for_fleet,
+    write_result,
+)
 from enoc.localservers import Mosquitto, VictoriaMetrics, free_port
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
 
@@ -97,8 +105,7 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=2000, help="devices sending metrics")
-    parser.add_argument("--interfaces", type=int, default=48, help="interfaces per device")
+    add_size_arguments(parser, 2000, "devices sending metrics")
     parser.add_argument("--rounds", type=int, default=10, help="polls per device to measure")
     parser.add_argument(
         "--warmup", type=int, default=1, help="polls per device sent first, not measured"
@@ -114,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--replicas", default="1,2", help="collector replica counts to run, e.g. 1,2"
     )
     parser.add_argument("--traps", type=int, default=100, help="trap faults for the latency")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ each writes its results."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,12 @@ class PerCpuSecond:
     @property
     def per_cpu_s(self) -> float:
         return self.varbinds / self.cpu_s if self.cpu_s > 0 else 0.0
+
+
+def add_per_cpu_s(rows: list[dict[str, Any]], measured: Sequence[PerCpuSecond]) -> None:
+    """Each measured row's varbinds per CPU-second, into its JSON."""
+    for row, one in zip(rows, measured, strict=True):
+        row["varbinds_per_cpu_s"] = round(one.per_cpu_s)
 
 
 def progress(text: str) -> None:
@@ -119,6 +127,26 @@ def machine() -> dict[str, Any]:
     }
 
 
+def add_size_arguments(
+    parser: argparse.ArgumentParser, devices: int, what: str = "simulated devices"
+) -> None:
+    """`--devices` and `--interfaces`: the fleet a bench measures."""
+    parser.add_argument("--devices", type=int, default=devices, help=what)
+    parser.add_argument("--interfaces", type=int, default=48, help="interfaces per device")
+
+
+def add_results_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="where the JSON is written"
+    )
+
+
+def print_header(header: str) -> None:
+    """A table's header line, underlined."""
+    print(header)
+    print("-" * len(header))
+
+
 def result_stem(results: Path, bench: str) -> Path:
     """`results/bench-NAME-YYYYmmdd-HHMMSS`, the directory made: add the suffix."""
     results.mkdir(parents=True, exist_ok=True)
@@ -131,3 +159,27 @@ def write_result(results: Path, bench: str, payload: Any) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path
+
+
+def agent_config(
+    agent_id: str, site: str, mqtt_url: str, run_dir: Path, interval: float, **sections: Any
+) -> dict[str, Any]:
+    """An `enoc agent` config for a bench: its spool and inventory in `run_dir`, SNMP from
+    loopback with one retry and a timeout well inside the interval; `sections` add
+    top-level keys or replace them."""
+    config: dict[str, Any] = {
+        "agent_id": agent_id,
+        "site": site,
+        "mqtt": {"url": mqtt_url},
+        "spool": {"path": str(run_dir / "spool")},
+        "polling": {
+            "interval": f"{interval:g}s",
+            "timeout": f"{min(5.0, interval / 4):g}s",
+            "retries": 1,
+            "source": "127.0.0.1",
+        },
+        "inventory": str(run_dir / "devices.yaml"),
+        "log": {"level": "warning"},
+    }
+    config.update(sections)
+    return config

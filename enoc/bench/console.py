@@ -35,7 +35,7 @@ import psutil
 import yaml
 
 from enoc.bench.collector import healthz, percentile, start_collector
-from enoc.bench.common import machine, peak_rss_mib, progress, write_result
+from enoc.bench.common import add_results_argument, machine, peak_rss_mib, progress, write_result
 from enoc.localservers import Mosquitto, free_port
 from enoc.wire import (
     DeviceInfo,
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=50, help="SSE connections")
     parser.add_argument("--changes", type=int, default=200, help="incident changes fanned out")
     parser.add_argument("--loads", type=int, default=5, help="browser page loads to time")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

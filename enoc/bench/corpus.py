@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from enoc.bench.common import write_result
+from enoc.bench.common import add_results_argument, print_header, write_result
 from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
 from testbed.drills_accounting import (
     Points,
@@ -483,7 +483,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recorded (default): a steady device, values as in the walks; moving: traffic "
         "counters advance (enoc sim --recording-counters), so rates are not zero",
     )
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
     parser.add_argument(
         "--workdir", type=Path, help="keep the servers' data and every program's log here"
     )
@@ -571,8 +571,7 @@ def print_table(results: list[DeviceResult]) -> None:
         f"{'recording':34} {'ifaces':>6} {'varbinds':>8} {'poll ms':>8} {'points':>7} "
         f"{'influx1':>8} {'vm':>8} {'refused':>7} {'incidents':>9}  kinds"
     )
-    print(head)
-    print("-" * len(head))
+    print_header(head)
     for r in results:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(r.incidents.items()))
         print(

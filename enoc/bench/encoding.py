@@ -46,7 +46,13 @@ from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
 from agent.poller import collect
 from agent.profiles import ProfileSet
-from enoc.bench.common import machine, progress, write_result
+from enoc.bench.common import (
+    add_results_argument,
+    add_size_arguments,
+    machine,
+    progress,
+    write_result,
+)
 from enoc.inventory import InventoryDevice
 from enoc.localservers import Mosquitto, free_port
 from enoc.snmp.client import SnmpClient, Target, V2c
@@ -92,8 +98,7 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=100, help="distinct devices polled")
-    parser.add_argument("--interfaces", type=int, default=48)
+    add_size_arguments(parser, 100, "distinct devices polled")
     parser.add_argument("--samples", type=int, default=2000, help="device samples per batch size")
     parser.add_argument(
         "--batches", default="1,10,100", help="samples per message to compare (comma-separated)"
@@ -101,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per batch size; the least CPU is kept"
     )
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enoc.bench.common import machine, progress, write_result
+from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
 from testbed.drills import Accounting, Harness
 from testbed.drills_accounting import Expect, incident_label
 from testbed.drills_procs import Say, Sizing
@@ -616,7 +616,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval", type=float, help="poll interval, s (one interval = one production minute)"
     )
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def sizing_from(args: argparse.Namespace) -> Sizing:
@@ -701,8 +701,7 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         f"{'drill':15} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
         f"{'redeliv.':>9} {'events':>10} {'incidents':>10}  {'result':6} {'wall s':>6}"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
         events = f"{r.events_published}/{r.events_stored}"
         incidents = f"{len(r.incidents_expected)}/{len(r.incidents_seen)}"

@@ -61,7 +61,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from enoc.bench import plot
-from enoc.bench.common import machine, progress, result_stem
+from enoc.bench.common import (
+    add_per_cpu_s,
+    add_results_argument,
+    add_size_arguments,
+    machine,
+    progress,
+    result_stem,
+)
 from enoc.bench.fleet_peers import poll_once
 from enoc.bench.fleet_results import (
     Result,
@@ -75,9 +82,8 @@ from enoc.bench.fleet_run import FleetRun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=1000, help="simulated devices")
+    add_size_arguments(parser, 1000)
     parser.add_argument("--sites", type=int, default=10, help="sites (one agent process each)")
-    parser.add_argument("--interfaces", type=int, default=48, help="interfaces per device")
     parser.add_argument("--duration", type=float, default=240.0, help="measured seconds")
     parser.add_argument("--interval", type=float, default=60.0, help="agent poll interval, s")
     parser.add_argument(
@@ -98,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lag-devices", type=int, default=50, help="devices read back for lag")
     parser.add_argument("--walkers", type=int, default=4, help="concurrent snmpbulkwalk processes")
     parser.add_argument("--scrape-concurrency", type=int, default=16, help="exporter scrapes")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
     parser.add_argument("--poll-once", type=Path, help=argparse.SUPPRESS)  # internal: the peer
     parser.add_argument("--poll-concurrency", type=int, default=64, help=argparse.SUPPRESS)
 
@@ -133,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     result.plot = str(png)
     print_table(result)
     payload = asdict(result)
-    for item, peer in zip(payload["peers"], result.peers, strict=True):
-        item["varbinds_per_cpu_s"] = round(peer.per_cpu_s)
+    add_per_cpu_s(payload["peers"], result.peers)
     payload["peer_ratios"] = peer_ratios(result.peers)
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {stem.with_suffix('.json')} and {png}")

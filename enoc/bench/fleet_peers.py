@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.common import V2C_ARGS, V3_ARGS, peak_rss_mib, progress, snmpbulkwalk
+from enoc.bench.common import V2C_ARGS, V3_ARGS, agent_config, peak_rss_mib, progress, snmpbulkwalk
 from enoc.bench.fleet_results import Peer, cpu_s, credentials
 
 # The objects the agent polls, as snmpbulkwalk roots (it walks one root per process).
@@ -113,20 +113,8 @@ async def enoc_once(
     (once / "devices.yaml").write_text(
         yaml.safe_dump({"credentials": credentials(inventory, version), "devices": devices})
     )
-    config = {
-        "agent_id": "bench-once",
-        "site": "bench",
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},  # never connected: the pass ends in the spool
-        "spool": {"path": str(once / "spool")},
-        "polling": {
-            "interval": f"{float(args.interval):g}s",
-            "timeout": f"{min(5.0, float(args.interval) / 4):g}s",
-            "retries": 1,
-            "source": "127.0.0.1",
-        },
-        "inventory": str(once / "devices.yaml"),
-        "log": {"level": "warning"},
-    }
+    # never connected to a broker: the pass ends in the spool
+    config = agent_config("bench-once", "bench", "mqtt://127.0.0.1:1", once, args.interval)
     (once / "agent.yaml").write_text(yaml.safe_dump(config))
     progress(f"peers: enoc agent v{version}, two passes over {len(devices)} devices")
     sim0 = cpu_s(sim)

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.common import progress, wait_for_fleet
+from enoc.bench.common import agent_config, progress, wait_for_fleet
 from enoc.bench.fleet_peers import measure_peers
 from enoc.bench.fleet_results import (
     COMPONENTS,
@@ -210,22 +210,15 @@ class FleetRun:
             (site_dir / "devices.yaml").write_text(
                 yaml.safe_dump({"credentials": creds, "devices": devices})
             )
-            config: dict[str, Any] = {
-                "agent_id": f"{site}-agent",
-                "site": site,
-                "rtc": devices[0].get("rtc", ""),
-                "mqtt": {"url": broker_url},
-                "spool": {"path": str(site_dir / "spool")},
-                "polling": {
-                    "interval": f"{self.interval:g}s",
-                    "timeout": f"{min(5.0, self.interval / 4):g}s",
-                    "retries": 1,
-                    "source": "127.0.0.1",
-                },
-                "publishing": {"heartbeat": f"{self.heartbeat:g}s"},
-                "inventory": str(site_dir / "devices.yaml"),
-                "log": {"level": "warning"},
-            }
+            config = agent_config(
+                f"{site}-agent",
+                site,
+                broker_url,
+                site_dir,
+                self.interval,
+                rtc=devices[0].get("rtc", ""),
+                publishing={"heartbeat": f"{self.heartbeat:g}s"},
+            )
             if n == 0:  # the simulator's traps all go to the first site's agent
                 config["traps"] = {"listen": f"127.0.0.1:{traps}", "communities": ["public"]}
             (site_dir / "agent.yaml").write_text(yaml.safe_dump(config))

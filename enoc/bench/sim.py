@@ -26,6 +26,9 @@ from enoc.bench.common import (
     V2C_ARGS,
     V3_ARGS,
     PerCpuSecond,
+    add_per_cpu_s,
+    add_results_argument,
+    add_size_arguments,
     get_json,
     machine,
     peak_rss_mib,
@@ -63,21 +66,19 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=2000)
-    parser.add_argument("--interfaces", type=int, default=48)
+    add_size_arguments(parser, 2000)
     parser.add_argument("--walkers", type=int, default=4, help="concurrent snmpbulkwalk processes")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
     parser.add_argument("--version", choices=("2c", "3", "both"), default="both")
     parser.add_argument("--max-repetitions", type=int, default=25)
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     print_table(result)
     payload = asdict(result)
-    for item, measured in zip(payload["served"], result.served, strict=True):
-        item["varbinds_per_cpu_s"] = round(measured.per_cpu_s)
+    add_per_cpu_s(payload["served"], result.served)
     write_result(args.results, "sim", payload)
     return 0
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from enoc.bench.common import machine, progress, write_result
+from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
 
 if TYPE_CHECKING:
     from enoc.bench.fuzz.surfaces import Surface
@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, of: {', '.join(SURFACES)}",
     )
     parser.add_argument("--seed", type=int, default=1, help="the generators' seed")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,8 +215,7 @@ def print_table(result: Result) -> None:
         f"{'surface':<10} {'inputs':>9} {'escaped':>8} {'lanes stopped':>14} "
         f"{'memory growth':>14} {'slowest input':>14}  wall"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for s in result.surfaces:
         print(
             f"{s.name:<10} {s.inputs:>9,} {s.escaped:>8,} {s.stopped_lanes:>14} "
