@@ -3,9 +3,11 @@ gave, saved as a valid PNG of the size asked for."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy
+import pytest
 from benchkit import png_size
 from matplotlib.patches import Rectangle
 
@@ -101,3 +103,11 @@ def test_a_fleet_run_without_peers_or_growth_draws_only_its_window() -> None:
     fig = plot.figure(panels(result))
     assert len(fig.get_axes()) == 3
     assert fig.get_suptitle() == ""
+
+
+def test_without_matplotlib_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    with pytest.raises(plot.PlotUnavailable, match="bench extra"):
+        plot.require()
+    with pytest.raises(plot.PlotUnavailable):
+        plot.render([plot.Panel("p")])

@@ -130,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
     if args.interval < 1 or args.duration <= 0:
         print("enoc bench fleet: --interval must be at least 1 s and --duration positive")
         return 2
+    try:
+        plot.require()
+    except plot.PlotUnavailable as exc:
+        print(f"enoc bench fleet: {exc}")
+        return 2
     started = time.monotonic()
     result = asyncio.run(measure(args, sizes))
     result.runtime_s = round(time.monotonic() - started, 1)

@@ -58,18 +58,26 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed: the `bench` extra is missing."""
 
 
-def figure(
-    panels: Sequence[Panel | Bars], *, width: int = 960, panel_height: int = 280, title: str = ""
-) -> Figure:
-    """The chart as a matplotlib figure, not yet drawn: tests read its texts and data."""
+def require() -> None:
+    """Raise PlotUnavailable now, before a bench spends minutes measuring, if no chart
+    could be drawn at its end."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError as exc:
         raise PlotUnavailable(
             "the benchmarks' charts need matplotlib: install the bench extra "
             "(`uv sync --extra bench` or `pip install 'enoc[bench]'`)"
         ) from exc
+
+
+def figure(
+    panels: Sequence[Panel | Bars], *, width: int = 960, panel_height: int = 280, title: str = ""
+) -> Figure:
+    """The chart as a matplotlib figure, not yet drawn: tests read its texts and data."""
+    require()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     height = TITLE_HEIGHT + panel_height * max(1, len(panels))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
