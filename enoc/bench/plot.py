@@ -92,6 +92,11 @@ def figure(
     return fig
 
 
+def thousands(value: float, _position: float = 0) -> str:
+    """Tick labels as the tables print numbers: 12,000 and 0.05."""
+    return f"{value:,g}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
 def draw_lines(ax: Axes, panel: Panel) -> None:
     ax.set_title(panel.title, loc="left")
     for series in panel.series:
@@ -102,9 +107,10 @@ def draw_lines(ax: Axes, panel: Panel) -> None:
     ax.set_xlabel(panel.x_label)
     ax.set_ylabel(panel.y_label)
     ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(thousands)
     ax.grid(visible=True, alpha=0.3)
     if panel.series:
-        ax.legend(loc="best", fontsize="small")
+        ax.legend(loc="best", fontsize="small", ncols=min(3, len(panel.series)))
 
 
 def draw_bars(ax: Axes, panel: Bars) -> None:
@@ -115,6 +121,7 @@ def draw_bars(ax: Axes, panel: Bars) -> None:
     bars = ax.barh(names, values, color=colors)
     ax.bar_label(bars, labels=[f"{value:,.0f}" for value in values], padding=3)
     ax.set_xlabel(panel.y_label)
+    ax.xaxis.set_major_formatter(thousands)
     ax.invert_yaxis()  # first measured on top, as in the printed table
     ax.grid(visible=True, axis="x", alpha=0.3)
     ax.margins(x=0.15)  # room for the value labels
