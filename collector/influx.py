@@ -8,8 +8,8 @@ time, or at once on `flush_now`), gzip-compressed, and calls each message's
 acknowledges the MQTT message then, so a crash never loses an acknowledged
 point.
 
-Gzip is ISA-L's (`isal.igzip`, level 1): about 3x less CPU than zlib at
-level 1 for slightly smaller output (a 2.6 MB batch: 0.035 s against 0.11 s).
+Gzip is ISA-L's (`isal.igzip`, level 1): a fraction of zlib's CPU at level 1
+for slightly smaller output (docs/performance.md has the figures).
 
 Errors: connection errors, TLS failures, 5xx and 429 are retried with
 backoff (0.5 s doubling to 30 s, with jitter) forever, or after the
@@ -94,8 +94,8 @@ DeadLetters = Callable[[str, list[dict[str, Any]]], Awaitable[int]]
 def gzip(data: bytes) -> bytes:
     """ISA-L's gzip at level 1, then the AVX registers' upper halves cleared: ISA-L returns
     from its AVX-512 code without `vzeroupper` (intel/isa-l#24), and until something
-    clears them every legacy SSE instruction of the process pays for it (the collector's
-    metrics pass ran 3.4x slower after one compress on this Xeon)."""
+    clears them every legacy SSE instruction of the process pays for it, the collector's
+    metrics pass among them (docs/performance.md)."""
     body = igzip.compress(data, compresslevel=1)
     zero_upper()
     return body
@@ -291,8 +291,8 @@ class InfluxWriter:
                 token=c.token.reveal() if c.token is not None else "",
                 org=c.org,
                 timeout=int(float(c.timeout) * 1000),
-                # We gzip ourselves at level 1: the client's level 9 cost 3.5x the CPU of
-                # level 1 for 20 % less bytes, and was the collector's largest cost.
+                # We gzip ourselves at level 1: the client's level 9 costs several times
+                # the CPU for little fewer bytes (docs/performance.md).
                 enable_gzip=False,
                 ssl_context=context,
             )

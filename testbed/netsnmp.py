@@ -119,7 +119,7 @@ class SnmpTrapd(Server):
         return _daemon(self, SNMPTRAPD, conf, "-n", "-On")
 
     def ready(self) -> bool:
-        subprocess.run(  # noqa: S603
+        subprocess.run(
             [
                 SNMPTRAP,
                 "-v",
@@ -211,7 +211,7 @@ class SnmpD(Server):
         return _daemon(self, SNMPD, conf)
 
     def ready(self) -> bool:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [
                 SNMPGET,
                 "-v2c",

@@ -86,7 +86,7 @@ class Server:
         command = self.command()
         _require(command[0])
         output = self.log_path.with_suffix(".out").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own fixed commands
+        self.process = subprocess.Popen(
             command,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -547,9 +547,7 @@ class PostgreSQL(Server):
                     f"--pwfile={pwfile}",
                 ]
             try:
-                subprocess.run(  # noqa: S603 - our own fixed command
-                    self._as_user(initdb), check=True, capture_output=True
-                )
+                subprocess.run(self._as_user(initdb), check=True, capture_output=True)
             finally:
                 pwfile.unlink(missing_ok=True)
             self._initialised = True

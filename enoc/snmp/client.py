@@ -1,9 +1,9 @@
 """An asyncio SNMP manager: GET and GETBULK walks over v2c and v3 USM, on one UDP socket.
 
-Why not pysnmp here: measured on the development machine, pysnmp 7's
-`bulk_cmd` decodes about 10,000 varbinds per CPU-second while this codec
-decodes over 400,000 (`enoc bench agent` shows the effect end to end). An
-agent that polls a thousand 48-interface devices a minute needs the latter.
+Why not pysnmp here: its `bulk_cmd` decodes too few varbinds per CPU-second
+for one agent process to poll a thousand 48-interface devices a minute, which
+this codec does with room to spare (docs/performance.md; `enoc bench agent`
+shows it end to end).
 
 One socket serves every request; responses are matched by request id (v2c)
 or message id (v3) and by the address they came from. v3 engines are

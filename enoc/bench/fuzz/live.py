@@ -29,9 +29,9 @@ import aiomqtt
 import psutil
 import yaml
 
+from enoc.bench.common import progress
 from enoc.bench.fuzz import SurfaceResult, messages
 from enoc.bench.fuzz.mutate import JsonMutator, Mutated
-from enoc.bench.sim import progress
 from enoc.mqtt import PACKET_HEADROOM
 from enoc.wire import KINDS, MAX_PAYLOAD, EventsMessage, WireError, decode, encode, topic
 from testbed.servers import VictoriaMetrics, free_port
