@@ -33,6 +33,7 @@ from collector.engine import Conflict, MaintenanceWindow, NotFound
 from collector.model import SEVERITY_RANK, STATES
 from collector.recent import InfluxRecent
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
+from collector.sinks.base import SINK_FAMILIES
 from collector.store import store_unavailable
 from collector.stream import Hub, StreamEvent, resume
 from enoc.config import Duration
@@ -753,11 +754,13 @@ _GAUGES = {
     "notify_queued",
     "notify_owned",
     "store_up",
+    *("sink_write_buffer_points", "sink_up"),
 }
 
 
-# The label a family's `a.b` keys carry their `b` in, where it is not a kind.
-_LABEL_NAMES = {"lines_refused": "device"}
+# The label a family's `a.b` keys carry their `b` in, where it is not a kind (a metrics
+# sink's own families: its name, collector.sinks.Sinks.counters).
+_LABEL_NAMES = {"lines_refused": "device"} | {f"sink_{f}": "sink" for f in SINK_FAMILIES}
 
 
 def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | None) -> str:
