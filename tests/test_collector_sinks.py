@@ -135,6 +135,19 @@ async def test_a_sink_that_cannot_start_closes_those_started() -> None:
     assert good.events == ["start", "close"]
 
 
+async def test_a_buffered_sink_closes_without_start_twice_and_before_its_loop_ran() -> None:
+    config = RemoteWriteConfig(url="http://127.0.0.1:9/api/v1/write")
+    never = RemoteWriteSink(config)
+    await never.close()
+    await never.close()
+    sink = RemoteWriteSink(config)
+    await sink.start()
+    await sink.write(b"m f=1 1\n", 1)
+    await sink.close(grace=1)
+    await asyncio.wait_for(sink.run(), 5)  # returns at once: closed, nothing sent
+    assert sink.stats.retries == 0 and sink.stats.buffer_points == 1
+
+
 def test_the_registry_builds_the_influxdb_section_and_each_sink() -> None:
     config = parse_config(
         yaml.safe_dump(

@@ -217,6 +217,9 @@ class BufferedSink:
 
     async def run(self) -> None:
         """The sending loop, until `close` (after its grace, cancelled there)."""
+        if self._closing:  # closed before it ran: the client is gone
+            self._closed.set()
+            return
         self._task = asyncio.current_task()
         try:
             await self._loop()
