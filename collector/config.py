@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,19 +89,17 @@ class InfluxConfig:
 
 @dataclass(frozen=True)
 class InfluxSinkConfig(InfluxConfig):
-    """A `sinks:` entry of kind influxdb: the keys of the `influxdb` section, and a name."""
+    """A `sinks:` entry's `influxdb`: the keys of the `influxdb` section, and a name."""
 
-    kind: Literal["influxdb"] = "influxdb"
     name: str = ""  # in /healthz and the counters; default the kind
 
 
 @dataclass(frozen=True)
 class RemoteWriteConfig:
-    """A `sinks:` entry of kind remote_write: Prometheus remote write (collector/sinks/
+    """A `sinks:` entry's `remote_write`: Prometheus remote write (collector/sinks/
     remote_write.py), e.g. VictoriaMetrics' `http://HOST:8428/api/v1/write`."""
 
     url: str
-    kind: Literal["remote_write"] = "remote_write"
     name: str = ""  # in /healthz and the counters; default the kind
     tls: TlsConfig | None = None  # for an https:// url, as influxdb.tls
     username: str = ""  # HTTP basic authentication, with password
@@ -127,16 +125,43 @@ class RemoteWriteConfig:
             raise ValueError("batch_size and max_buffer_points must be at least 1")
 
 
-# A `sinks:` entry, told apart by its `kind` (collector/sinks: SINKS, the registry).
-SinkConfig = InfluxSinkConfig | RemoteWriteConfig
+@dataclass(frozen=True)
+class SinkConfig:
+    """One `sinks:` entry: a single key, the sink's kind, whose value is that kind's
+    settings (`- remote_write: {url: ...}`). A kind is a field here and an entry of
+    collector.sinks.SINKS, the registry."""
+
+    influxdb: InfluxSinkConfig | None = None
+    remote_write: RemoteWriteConfig | None = None
+
+    def __post_init__(self) -> None:
+        given = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        if len(given) != 1:
+            kinds = ", ".join(f.name for f in fields(self))
+            raise ValueError(
+                f"a sinks entry names one kind ({kinds}), got {', '.join(given) or 'none'}"
+            )
+
+    @property
+    def kind(self) -> str:
+        """The kind given ("" in an entry that gives none, which __post_init__ refuses)."""
+        return next((f.name for f in fields(self) if getattr(self, f.name) is not None), "")
+
+    @property
+    def settings(self) -> InfluxSinkConfig | RemoteWriteConfig:
+        settings: InfluxSinkConfig | RemoteWriteConfig = getattr(self, self.kind)
+        return settings
+
+
 RESERVED_SINK_NAMES = {"mqtt", "store"}  # the other links of /healthz
 
 
-def sink_name(config: InfluxConfig | RemoteWriteConfig) -> str:
-    """A sink's name: its `name`, else its kind; the `influxdb:` section is `influxdb`."""
-    if isinstance(config, RemoteWriteConfig | InfluxSinkConfig):
-        return config.name or config.kind
-    return "influxdb"
+def sink_name(sink: SinkConfig | None) -> str:
+    """A sink's name: its `name`, else its kind; the `influxdb:` section (None) is
+    `influxdb`."""
+    if sink is None:
+        return "influxdb"
+    return sink.settings.name or sink.kind
 
 
 @dataclass(frozen=True)
@@ -301,8 +326,8 @@ class CollectorConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        names = ["influxdb"] if self.influxdb is not None else []
-        names += [sink_name(s) for s in self.sinks]
+        names = [sink_name(None)] if self.influxdb is not None else []
+        names += [sink_name(s) for s in self.sinks if s.kind]
         for name in names:
             if name in RESERVED_SINK_NAMES:
                 raise ValueError(f'sinks: "{name}" is a link of /healthz, not a sink\'s name')
@@ -372,10 +397,13 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
             check_tls_files(checked, "influxdb.tls", config.influxdb.tls, "InfluxDB")
     with skipping_unread():
         for i, sink in enumerate(config.sinks):
+            if not sink.kind:  # refused already
+                continue
+            key, settings = f"sinks[{i}].{sink.kind}", sink.settings
             with skipping_unread():
-                check_url(checked, f"sinks[{i}].url", sink.url)
+                check_url(checked, f"{key}.url", settings.url)
             with skipping_unread():
-                check_tls_files(checked, f"sinks[{i}].tls", sink.tls, f"sink {sink_name(sink)}")
+                check_tls_files(checked, f"{key}.tls", settings.tls, f"sink {sink_name(sink)}")
     with skipping_unread():
         for i, hook in enumerate(config.notifications.webhooks):
             with skipping_unread():

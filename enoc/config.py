@@ -395,9 +395,6 @@ class _Loader:
                 raise self.fail(line, key, f"expected {_describe(hint)}, got nothing")
             if len(options) == 1:
                 return self._convert(node, options[0], key, line)
-            tagged = self._by_kind(node, options, key)
-            if tagged is not None:
-                return self._convert(node, tagged, key, line)
             errors, warnings = len(self.issues), len(self.warnings)
             for option in options:
                 try:
@@ -452,35 +449,6 @@ class _Loader:
         if hint is Any:
             return to_python(node)
         return self._scalar(node, hint, key, line)
-
-    def _by_kind(self, node: yaml.Node, options: list[Any], key: str) -> Any:
-        """A tagged union: of dataclasses that each declare `kind` a Literal, the one a
-        mapping's `kind` names, so that its issues name that option's keys (None: not
-        such a union)."""
-        kinds: dict[str, Any] = {}
-        for option in options:
-            if not (dataclasses.is_dataclass(option) and isinstance(option, type)):
-                return None
-            hint = get_type_hints(option).get("kind")
-            if get_origin(hint) is not Literal:
-                return None
-            kinds.update({str(kind): option for kind in get_args(hint)})
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        choices = ", ".join(f'"{kind}"' for kind in kinds)
-        for k_node, v_node in node.value:
-            if isinstance(k_node, yaml.ScalarNode) and k_node.value == "kind":
-                text = self.scalar_text(v_node, f"{key}.kind")
-                if text not in kinds:
-                    raise self.fail(
-                        v_node.start_mark.line + 1,
-                        f"{key}.kind",
-                        f"expected one of {choices}, got {text!r}",
-                    )
-                return kinds[text]
-        raise self.fail(
-            node.start_mark.line + 1, f"{key}.kind", f"missing required key (one of {choices})"
-        )
 
     def _scalar(self, node: yaml.Node, hint: Any, key: str, line: int) -> Any:
         text = self.scalar_text(node, key)

@@ -24,7 +24,7 @@ import yaml
 from collectorkit import collector_config, eventually, running_collector
 from test_collector_faults import T0, metrics, publish_all  # two points a message: cpu, in_bps
 
-from collector.config import CollectorConfig, RemoteWriteConfig, check_collector
+from collector.config import CollectorConfig, RemoteWriteConfig, SinkConfig, check_collector
 from collector.sinks import SINKS, MetricsSink, Sinks, SinkStats, build
 from collector.sinks.remote_write import (
     RemoteWriteSink,
@@ -154,13 +154,14 @@ def test_the_registry_builds_the_influxdb_section_and_each_sink() -> None:
             {
                 "influxdb": {"url": "http://127.0.0.1:8086", "api": "v1", "database": "enoc"},
                 "sinks": [
-                    {"kind": "remote_write", "url": "http://127.0.0.1:8428/api/v1/write"},
+                    {"remote_write": {"url": "http://127.0.0.1:8428/api/v1/write"}},
                     {
-                        "kind": "influxdb",
-                        "name": "second",
-                        "url": "http://127.0.0.1:9",
-                        "api": "v1",
-                        "database": "x",
+                        "influxdb": {
+                            "name": "second",
+                            "url": "http://127.0.0.1:9",
+                            "api": "v1",
+                            "database": "x",
+                        }
                     },
                 ],
             }
@@ -258,35 +259,45 @@ def test_sinks_config_is_read_by_kind(tmp_path: Path) -> None:
         {
             "sinks": [
                 {
-                    "kind": "remote_write",
-                    "name": "vm",
-                    "url": "http://127.0.0.1:8428/api/v1/write",
-                    "batch_size": 100,
+                    "remote_write": {
+                        "name": "vm",
+                        "url": "http://127.0.0.1:8428/api/v1/write",
+                        "batch_size": 100,
+                    }
                 }
             ]
         },
     )
-    assert config.sinks == [
-        RemoteWriteConfig(url="http://127.0.0.1:8428/api/v1/write", name="vm", batch_size=100)
-    ]
+    vm = RemoteWriteConfig(url="http://127.0.0.1:8428/api/v1/write", name="vm", batch_size=100)
+    assert config.sinks == [SinkConfig(remote_write=vm)]
+    assert config.sinks[0].kind == "remote_write" and config.sinks[0].settings == vm
     assert config.influxdb is None
 
 
 def test_sinks_config_errors_name_the_file_the_key_and_what_is_expected(tmp_path: Path) -> None:
-    rw = {"kind": "remote_write", "url": "http://127.0.0.1:8428/api/v1/write"}
+    url = {"url": "http://127.0.0.1:8428/api/v1/write"}
+    rw = {"remote_write": url}
+    influx = {"url": "http://x", "api": "v1", "database": "d"}
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"sinks": [{"kind": "kafka", "url": "x"}]}, 'sinks[0].kind: expected one of "influxdb"'),
-        ({"sinks": [{"url": "http://x"}]}, 'sinks[0].kind: missing required key (one of "inf'),
-        ({"sinks": [{**rw, "batch_sise": 1}]}, "sinks[0].batch_sise: unknown key; did you mean"),
-        ({"sinks": [{**rw, "url": "ftp://x"}]}, "sinks[0].url: url must start with http://"),
-        ({"sinks": [rw, rw]}, 'sinks: two sinks named "remote_write"'),
-        ({"sinks": [{**rw, "name": "store"}]}, 'sinks: "store" is a link of /healthz'),
-        ({"sinks": [{**rw, "token": "t", "username": "u"}]}, "token is a login of its own"),
+        ({"sinks": [{"kafka": url}]}, "sinks[0].kafka: unknown key (known keys: influxdb, remo"),
+        ({"sinks": [{}]}, "sinks[0]: a sinks entry names one kind (influxdb, remote_write), got"),
+        ({"sinks": [{**rw, "influxdb": influx}]}, "got influxdb, remote_write"),
         (
-            {
-                "sinks": [{"kind": "influxdb", "url": "http://x", "api": "v1", "database": "d"}],
-                "influxdb": {"url": "http://y", "api": "v1", "database": "d"},
-            },
+            {"sinks": [{"remote_write": {**url, "batch_sise": 1}}]},
+            "sinks[0].remote_write.batch_sise: unknown key; did you mean 'batch_size'?",
+        ),
+        (
+            {"sinks": [{"remote_write": {"url": "ftp://x"}}]},
+            "sinks[0].remote_write.url: url must start with http://",
+        ),
+        ({"sinks": [rw, rw]}, 'sinks: two sinks named "remote_write"'),
+        ({"sinks": [{"remote_write": {**url, "name": "store"}}]}, '"store" is a link of /healthz'),
+        (
+            {"sinks": [{"remote_write": {**url, "token": "t", "username": "u"}}]},
+            "sinks[0].remote_write.token: token is a login of its own",
+        ),
+        (
+            {"sinks": [{"influxdb": influx}], "influxdb": influx},
             'sinks: two sinks named "influxdb"',
         ),
     ]
@@ -301,14 +312,15 @@ def test_check_config_checks_a_sinks_tls_files(tmp_path: Path) -> None:
         {
             "sinks": [
                 {
-                    "kind": "remote_write",
-                    "url": "https://127.0.0.1:8428/api/v1/write",
-                    "tls": {"ca_file": str(tmp_path / "missing-ca.pem")},
+                    "remote_write": {
+                        "url": "https://127.0.0.1:8428/api/v1/write",
+                        "tls": {"ca_file": str(tmp_path / "missing-ca.pem")},
+                    }
                 }
             ]
         },
     )
-    assert any("sinks[0].tls.ca_file: cannot read" in i for i in found), found
+    assert any("sinks[0].remote_write.tls.ca_file: cannot read" in i for i in found), found
 
 
 # ---------------------------------------------------------------- with servers
@@ -333,10 +345,11 @@ def two_sinks(
             },
             "sinks": [
                 {
-                    "kind": "remote_write",
-                    "name": "vm",
-                    "url": f"{vm.url}/api/v1/write",
-                    "flush_interval": "0.2s",
+                    "remote_write": {
+                        "name": "vm",
+                        "url": f"{vm.url}/api/v1/write",
+                        "flush_interval": "0.2s",
+                    }
                 }
             ],
             **extra,

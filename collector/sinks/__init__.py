@@ -1,6 +1,6 @@
 """Where the collector's metrics go: the `MetricsSink` seam and its registry.
 
-`SINKS` maps a sink's kind (the `kind` of a `sinks:` entry in the collector's config) to
+`SINKS` maps a sink's kind (the one key of a `sinks:` entry in the collector's config) to
 its factory; `build` makes every configured sink (the `influxdb:` section is one, named
 `influxdb`) and returns them as one `Sinks` fan-out. Adding a sink is a module here, its
 entry in `SINKS` and its config class in collector/config.py (`SinkConfig`).
@@ -57,8 +57,9 @@ SINKS: dict[str, SinkFactory] = {
 
 def build(config: CollectorConfig, dead_letters: DeadLetters) -> Sinks:
     """Every sink `config` names, in order: the `influxdb:` section, then `sinks:`."""
-    configured: list[tuple[str, Any]] = []
+    sinks = []
     if config.influxdb is not None:
-        configured.append(("influxdb", config.influxdb))
-    configured += [(sink.kind, sink) for sink in config.sinks]
-    return Sinks([SINKS[kind](c, sink_name(c), dead_letters) for kind, c in configured])
+        sinks.append(SINKS["influxdb"](config.influxdb, sink_name(None), dead_letters))
+    for sink in config.sinks:
+        sinks.append(SINKS[sink.kind](sink.settings, sink_name(sink), dead_letters))
+    return Sinks(sinks)
