@@ -1,7 +1,7 @@
-"""The collector: ingest -> (metrics sink, incident engine) -> notifier, stream and API.
+"""The collector: ingest -> (metrics sinks, incident engine) -> notifier, stream and API.
 
 `Collector.run` owns every task. On stop: consumption ends, the metrics
-buffer is flushed (acknowledging what was written), the notification in
+sinks' buffers are flushed (acknowledging what every sink wrote), the notification in
 flight may finish (the rest waits in the store's change log), the store is
 closed.
 """
@@ -22,7 +22,6 @@ from collector.api import make_app
 from collector.auth import Users
 from collector.config import CollectorConfig, check_collector
 from collector.incidents import Engine
-from collector.influx import InfluxWriter, MqttDeadLetters
 from collector.ingest import Ingest
 from collector.lineproto import (
     NATIVE,
@@ -36,6 +35,7 @@ from collector.metrics_in import Metrics
 from collector.model import IncidentChange
 from collector.notify import Notifications
 from collector.recent import RecentValues
+from collector.sinks import MqttDeadLetters, build
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from enoc import __version__
@@ -50,12 +50,8 @@ class Collector:
         self.config = config
         self.store = Store(config.store.url)
         self.engine = Engine(self.store, config.incidents, origin=config.mqtt.client_id)
-        self.dead_letters = MqttDeadLetters(config.mqtt)  # lines InfluxDB refuses
-        self.writer = (
-            InfluxWriter(config.influxdb, self.dead_letters)
-            if config.influxdb is not None
-            else None
-        )
+        self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
+        self.sinks = build(config, self.dead_letters)  # `influxdb` and `sinks`, as one
         self.recent = RecentValues()
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
         self.ingest = Ingest(
@@ -89,28 +85,25 @@ class Collector:
 
     async def _metrics(self, metrics: Metrics, ack: Callable[[], None]) -> None:
         self.recent.add(metrics)
-        if self.writer is None:
-            ack()
-            return
-        await self.writer.put(metrics.lines, metrics.points, on_written=ack)
+        await self.sinks.write(metrics.lines, metrics.points, ack)  # acked once all have it
         if self.ingest.pending_metrics >= self.config.mqtt.max_unacked:
-            self.writer.flush_now()
+            self.sinks.flush()
 
     async def _events(self, message: EventsMessage) -> None:
         await self.publish(await self.engine.on_events(message))
 
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
-        if self.writer is not None and message.state == "online" and not retained:
+        if self.sinks and message.state == "online" and not retained:
             health = agent_health(message)
-            await self.writer.put(chunk(health), len(health))
+            await self.sinks.write(chunk(health), len(health))
         await self.publish(changes)
         self.feed.wake()  # a live status is in the change log too
 
     async def publish(self, changes: list[IncidentChange]) -> None:
         """Wake the change feed (the stream and the notifier read the store's change log),
-        hand incident changes to every listener, and to InfluxDB as `incident` points
-        for dashboard annotations."""
+        hand incident changes to every listener, and to the metrics sinks as `incident`
+        points for dashboard annotations."""
         if changes:
             self.feed.wake()
         for change in changes:
@@ -120,9 +113,9 @@ class Collector:
                     listener(change)
                 except Exception:  # one broken listener must not stop the others
                     log.exception("incident listener failed", change=change.change)
-        if self.writer is not None and changes:
+        if self.sinks and changes:
             # never waits: an operator's request must not hang on a slow database
-            self.writer.put_nowait(chunk([incident_line(c) for c in changes]), len(changes))
+            self.sinks.write_nowait(chunk([incident_line(c) for c in changes]), len(changes))
 
     # ---------------------------------------------------------------- periodic rules
 
@@ -159,10 +152,10 @@ class Collector:
             },
             "store": {"ok": self.store.healthy, "last_error": shown_error(self.store.last_error)},
         }
-        if self.writer is not None:
-            out["influxdb"] = {
-                "ok": self.writer.healthy,
-                "last_error": shown_error(self.writer.stats.last_error),
+        for sink in self.sinks.sinks:  # `influxdb` for the influxdb section
+            out[sink.name] = {
+                "ok": sink.healthy,
+                "last_error": shown_error(sink.stats.last_error),
             }
         return out
 
@@ -183,19 +176,7 @@ class Collector:
         out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
         out.update({f"lane_errors.{k}": v for k, v in s.lane_errors.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
-        if self.writer is not None:
-            w = self.writer.stats
-            out.update(
-                points_written=w.points_written,
-                points_dropped=w.points_dropped,
-                write_batches_refused=w.batches_refused,
-                incident_points_dropped=w.overflow_dropped,
-                write_retries=w.retries,
-                write_buffer_points=w.buffer_points,
-                lines_dead_lettered=w.dead_lettered,
-            )
-            # by device: enoc_collector_lines_refused_total{device="<device>"}
-            out.update({f"lines_refused.{d}": n for d, n in w.lines_refused.items()})
+        out.update(self.sinks.counters())
         return out
 
     # ---------------------------------------------------------------- lifecycle
@@ -205,8 +186,7 @@ class Collector:
         log.info("incident store ready", url=_safe_url(self.config.store.url), schema=version)
         await self.feed.start()
         await self.notifier.start()
-        if self.writer is not None:
-            await self.writer.start()
+        await self.sinks.start()
         if self.users is None:
             log.warning("http.users_file is not set: every API request will be refused (401)")
         engine = self.engine
@@ -241,6 +221,7 @@ class Collector:
         ingest = asyncio.create_task(self.ingest.run(stop))
         notifier = asyncio.create_task(self.notifier.run())
         feed = asyncio.create_task(self.feed.run(stop))
+        sinks = asyncio.create_task(self.sinks.run(), name="sinks")
         self.ready.set()
         try:
             with _frozen_heap():
@@ -251,8 +232,8 @@ class Collector:
             await asyncio.wait({ingest, sweeper, notifier, closing, feed}, timeout=10)
             for task in (ingest, sweeper, notifier, closing, feed):
                 task.cancel()
-            if self.writer is not None:
-                await self.writer.close()
+            await self.sinks.close()
+            await asyncio.wait({sinks}, timeout=1)
             await self.dead_letters.close()
             await self._runner.cleanup()
             await self.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collector.model import SEVERITY_RANK
+from collector.sinks.base import SINK_FAMILIES
 
 _GAUGES = {
     "metrics_pending",
@@ -13,11 +14,13 @@ _GAUGES = {
     "notify_queued",
     "notify_owned",
     "store_up",
+    *("sink_write_buffer_points", "sink_up"),
 }
 
 
-# The label a family's `a.b` keys carry their `b` in, where it is not a kind.
-_LABEL_NAMES = {"lines_refused": "device"}
+# The label a family's `a.b` keys carry their `b` in, where it is not a kind (a metrics
+# sink's own families: its name, collector.sinks.Sinks.counters).
+_LABEL_NAMES = {"lines_refused": "device"} | {f"sink_{f}": "sink" for f in SINK_FAMILIES}
 
 
 def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | None) -> str:

@@ -88,9 +88,7 @@ async def test_metrics_land_and_faults_become_incidents(
         published = listener.metrics()
         await eventually(
             lambda: (
-                coll.writer is not None
-                and coll.ingest.pending_metrics == 0
-                and coll.writer.stats.buffer_points == 0
+                coll.ingest.pending_metrics == 0 and coll.sinks["influxdb"].stats.buffer_points == 0
             ),
             what="everything written",
         )

@@ -35,8 +35,9 @@ from lineprotokit import (
     writable,
 )
 
-from collector import influx, lineproto
+from collector import lineproto
 from collector.lineproto import chunk, lines_for, metrics_chunk
+from collector.sinks import influx
 from enoc.wire import (
     BgpSample,
     DeviceSample,
@@ -410,8 +411,7 @@ async def test_the_collector_writes_the_rest_and_counts_what_it_left_out(
             await client.publish(
                 topic("nyc", "nyc-1", "metrics"), wire_encode(message(sample)), qos=1
             )
-        assert collector.writer is not None
-        writer = collector.writer
+        writer = collector.sinks["influxdb"]
         await eventually(lambda: writer.stats.points_written >= 2, what="both points written")
         headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
         async with (

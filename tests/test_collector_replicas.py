@@ -120,12 +120,8 @@ async def test_two_replicas_split_the_stream_and_keep_one_incident_per_key(
 
 
 def _drained(collector: Collector) -> bool:
-    writer = collector.writer
-    return (
-        writer is not None
-        and collector.ingest.pending_metrics == 0
-        and writer.stats.buffer_points == 0
-    )
+    writer = collector.sinks["influxdb"]
+    return collector.ingest.pending_metrics == 0 and writer.stats.buffer_points == 0
 
 
 async def test_influxdb_1_6_through_the_v1_write_api(
@@ -155,7 +151,7 @@ async def test_influxdb_1_6_through_the_v1_write_api(
             await listener.wait_for(lambda lst: len(lst.metrics()) >= 3 * len(site.devices))
         published = listener.metrics()
         await eventually(lambda: _drained(coll), what="everything written")
-        assert coll.writer is not None and coll.writer.stats.points_dropped == 0
+        assert coll.sinks["influxdb"].stats.points_dropped == 0
 
     expected = {
         (series, field, stamp): value

@@ -186,8 +186,7 @@ async def _produce(work: Path, mqtt: Mosquitto, story: Story) -> None:
             sim.inject(DEVICE, {"kind": "bgp_down", "peer": story.peer_down})
             await more_polls(3)
             await listener.wait_for(lambda _: polled(12), what="every device polled 12 times")
-            writer = collector.writer
-            assert writer is not None
+            writer = collector.sinks["influxdb"]
             await eventually(
                 lambda: collector.ingest.pending_metrics == 0 and writer.stats.buffer_points == 0,
                 what="everything written to InfluxDB",
