@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from enoc.wire import EVENT_KINDS, Event, EventKindName, Severity, Source, Value
 
-# The state each kind starts in and returns to (enoc.wire.EVENT_KINDS): of those a poll sees
-# change; reboot and trap events are momentary, and raised as they come.
+# The state each stateful kind starts in and returns to (enoc.wire.EVENT_KINDS); reboot and
+# trap events are momentary, raised as they come.
 GOOD = {name: k.clearing for name, k in EVENT_KINDS.items() if k.clearing is not None}
 # What a failed poll's kind means, in an unreachable event's message. A device that answers
 # with garbage is not silent, and an operator chasing "no answer" would look at the wrong

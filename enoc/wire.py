@@ -8,6 +8,10 @@ timestamps.
 
 Topics: ``enoc/v1/<site>/<agent_id>/{metrics,events,status}``.
 
+What the messages hold is declared here once: the event kinds with their
+clearing states (`EVENT_KINDS`) and the groups of a metrics sample
+(`METRIC_GROUPS`); tests/test_vocabulary.py holds every other place to them.
+
 Decoding metrics is the collector's hot path (one message per device poll,
 about 50 points and 750 values): msgspec parses and checks the whole schema
 in C against the `_Metrics*` structs below, which say exactly what the general

@@ -5,6 +5,7 @@ the incident engine, the decoders' structs, the line protocol and both C passes.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import typing
 from collections.abc import AsyncIterator
@@ -343,7 +344,12 @@ def test_every_field_the_agent_writes_is_declared_in_its_group() -> None:
 # ------------------------------------------------------------------ the slow path counted
 
 
-def test_a_payload_the_c_pass_leaves_is_counted_and_a_normal_one_is_not() -> None:
+def test_a_payload_the_c_pass_leaves_is_counted_and_a_normal_one_is_not(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="enoc.collector")
+    for kind in metrics_in.slow_path:
+        monkeypatch.setitem(metrics_in.slow_path, kind, 0)
     payload, _ = declared_payload()
     body = json.loads(payload)
     body["samples"][0]["fields"]["model"] = "ASR-1001"  # a string: the general path's
@@ -360,6 +366,9 @@ def test_a_payload_the_c_pass_leaves_is_counted_and_a_normal_one_is_not() -> Non
     taken = read(SITE, AGENT, declined)
     assert taken.points == 5  # the string written too
     assert grew() == {"declined" if lineproto._metricsjson is not None else "no_extension": 1}
+    read(SITE, AGENT, declined)
+    said = [r for r in caplog.records if "the C pass leaves" in r.getMessage()]
+    assert len(said) == (1 if lineproto._metricsjson is not None else 0), "logged once"
     before = dict(metrics_in.slow_path)
     with pytest.raises(WireError, match="seq"):
         read(SITE, AGENT, refused)
