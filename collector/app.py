@@ -31,7 +31,7 @@ from collector.lineproto import (
     native_lineproto,
     out_of_range_total,
 )
-from collector.metrics_in import Metrics
+from collector.metrics_in import Metrics, slow_path
 from collector.model import IncidentChange
 from collector.notify import Notifications
 from collector.recent import RecentValues
@@ -175,6 +175,8 @@ class Collector:
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})
         out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
         out.update({f"lane_errors.{k}": v for k, v in s.lane_errors.items()})
+        # metrics payloads read the general way, by why (collector/metrics_in.py)
+        out.update({f"metrics_slow_path.{k}": v for k, v in slow_path.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
         out.update(self.sinks.counters())
         return out

@@ -10,17 +10,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from enoc.wire import Severity, Value
+from enoc.wire import CLEARING_STATES, MOMENTARY_KINDS, Severity, Value
+
+# CLEARING_STATES and MOMENTARY_KINDS: enoc.wire's (EVENT_KINDS), which the engine decides by.
+__all__ = [
+    "CLEARING_STATES",
+    "MOMENTARY_KINDS",
+    "SEVERITY_RANK",
+    "STATES",
+    "Change",
+    "Incident",
+    "IncidentChange",
+    "IncidentKey",
+    "State",
+    "TimelineEntry",
+]
 
 State = Literal["open", "acknowledged", "resolved"]
 STATES: tuple[State, ...] = ("open", "acknowledged", "resolved")
 SEVERITY_RANK: dict[str, int] = {"critical": 5, "major": 4, "minor": 3, "warning": 2, "info": 1}
-
-# Event states that end a problem (agent/edge.py: GOOD); any other state of the same
-# key is a problem.
-CLEARING_STATES = frozenset({"up", "ok", "established"})
-# Kinds whose events are one-off (no clearing event will ever come).
-MOMENTARY_KINDS = frozenset({"reboot", "trap"})
 
 
 @dataclass(frozen=True)
