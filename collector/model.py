@@ -10,21 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from enoc.wire import CLEARING_STATES, MOMENTARY_KINDS, Severity, Value
-
-# CLEARING_STATES and MOMENTARY_KINDS: enoc.wire's (EVENT_KINDS), which the engine decides by.
-__all__ = [
-    "CLEARING_STATES",
-    "MOMENTARY_KINDS",
-    "SEVERITY_RANK",
-    "STATES",
-    "Change",
-    "Incident",
-    "IncidentChange",
-    "IncidentKey",
-    "State",
-    "TimelineEntry",
-]
+from enoc.wire import Severity, Value
 
 State = Literal["open", "acknowledged", "resolved"]
 STATES: tuple[State, ...] = ("open", "acknowledged", "resolved")

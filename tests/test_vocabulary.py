@@ -23,13 +23,12 @@ from agent.facts import DeviceTracker
 from agent.poller import RawPoll
 from collector import lineproto, metrics_in
 from collector.config import IncidentsConfig
-from collector.engine import Engine
+from collector.incidents import Engine
 from collector.metrics_in import Metrics, of, read
 from collector.store import Store
 from enoc import wire
 from enoc.config import Duration
 from enoc.inventory import InventoryDevice
-from enoc.localservers import Mosquitto
 from enoc.snmp import ber
 from enoc.wire import (
     BGP_PEERS,
@@ -48,6 +47,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import Mosquitto
 
 SITE, AGENT = "nyc", "nyc-1"
 PURE = os.environ.get("ENOC_PURE_PYTHON", "") not in ("", "0")
@@ -151,7 +151,7 @@ async def test_the_collector_clears_incidents_by_the_declaration(
                 clock.t += 1
                 changes += await eng.on_events(EventsMessage(f"{site}-1", site, "r", 1, T0, [e]))
             assert [c.change for c in changes] == ["opened", "resolved"], (name, site)
-            (found,) = await eng.incidents(site=site)
+            (found,) = await eng.queries.incidents(site=site)
             assert (found.state, found.resolved, found.resolved_by) == (
                 "resolved",
                 clearing.ts,
