@@ -1,8 +1,8 @@
 """InfluxDB line protocol for the DESIGN's Telegraf-compatible schema.
 
 The metrics path is the collector's hot loop: a device poll is about 50 lines
-of 15 fields each, and formatting numbers in Python (`repr` of a float costs
-about 0.3 us) was most of the collector's CPU. So a field set is written from
+of 15 fields each, and formatting numbers one `repr` at a time is most of the
+collector's CPU (docs/performance.md). So a field set is written from
 a template cached per (field names, value types): the values are rendered in
 one msgspec JSON encoding (C, shortest round-trip floats), split into tokens
 and dropped into the template's slots; ints get their `i` there. Tag sets are
@@ -22,7 +22,7 @@ Where the C extension `collector._lineproto` is built (`uv sync` compiles it),
 the interfaces of a sample are formatted in one call to it: the same values
 through the same msgspec encoder, dropped after the same cached `name=` parts,
 byte for byte what the template path writes, without its per-interface Python
-work (2.1 us a point becomes about 0.85 in process). It takes only exact ints
+work (docs/performance.md has the figures). It takes only exact ints
 within int64 and finite floats, and interfaces whose tag set is cached; for
 anything else it returns None and the sample takes the Python path below,
 which stays the reference (tests compare the two) and is all there is when
