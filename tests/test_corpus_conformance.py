@@ -202,6 +202,9 @@ def test_no_program_logged_an_error_and_no_collector_refused_a_line(corpus: Corp
         rejected = {k: v for k, v in counters.items() if k.startswith("enoc_collector_rejected")}
         assert not any(rejected.values()), f"{database}: {rejected}"
         assert counters.get("enoc_collector_points_written_total", 0) > 0, database
+        # Real devices' messages stay on the C pass: one it declines is read the slow way.
+        declined = 'enoc_collector_metrics_slow_path_total{kind="declined"}'
+        assert counters.get(declined) == 0, f"{database}: {declined} = {counters.get(declined)}"
 
 
 def test_an_absent_corpus_skips_outside_ci_and_fails_in_ci(
