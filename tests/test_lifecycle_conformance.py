@@ -32,8 +32,6 @@ import yaml
 
 from enoc.lifecycle import Policy, Service, ServiceBase, Supervisor
 
-pytestmark = pytest.mark.servers
-
 HOST = "127.0.0.1"
 
 
@@ -261,6 +259,7 @@ def broker(mosquitto: Any) -> str:
     return url
 
 
+@pytest.mark.servers
 async def test_every_part_is_registered(tmp_path: Path, broker: str) -> None:
     for app_name, build in BUILDERS.items():
         setting = Setting(tmp_path / app_name, broker)
@@ -277,6 +276,7 @@ async def test_every_part_is_registered(tmp_path: Path, broker: str) -> None:
                 await state.service.close()
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("case", REGISTRY, ids=str)
 async def test_start_then_close_leaves_nothing_open(
     case: Case, tmp_path: Path, broker: str
@@ -298,6 +298,7 @@ async def test_start_then_close_leaves_nothing_open(
     assert open_fds() <= fds, f"{case}: descriptors left open"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("case", REGISTRY, ids=str)
 async def test_close_without_start_twice(case: Case, tmp_path: Path, broker: str) -> None:
     async with built(case, tmp_path, broker) as app:
@@ -307,6 +308,7 @@ async def test_close_without_start_twice(case: Case, tmp_path: Path, broker: str
         await asyncio.wait_for(service.run(), 5)  # a closed part's loop returns at once
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("case", BREAKABLE, ids=str)
 async def test_a_failed_start_leaves_no_socket_file_or_task(
     case: Case, tmp_path: Path, broker: str
@@ -325,6 +327,7 @@ async def test_a_failed_start_leaves_no_socket_file_or_task(
         assert open_fds() <= fds, f"{case}: descriptors left open"
 
 
+@pytest.mark.servers
 @pytest.mark.parametrize("case", REGISTRY, ids=str)
 async def test_a_crashing_loop_is_seen_and_handled_by_its_policy(
     case: Case, tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch
@@ -369,3 +372,31 @@ def _quick() -> Any:
     from enoc.retry import Backoff
 
     return Backoff(0.001, 0.002)
+
+
+def test_a_command_says_which_part_failed_to_start_in_one_line(tmp_path: Path) -> None:
+    """`enoc collector` with its API port taken: exit 1, one line naming the part and why."""
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = {
+            "mqtt": {"url": f"mqtt://{HOST}:9", "client_id": "enoc-conformance"},
+            "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
+            "http": {"listen": f"{HOST}:{port}"},
+        }
+        path = tmp_path / "collector.yaml"
+        path.write_text(yaml.safe_dump(config))
+        proc = subprocess.run(
+            [sys.executable, "-m", "enoc.cli", "collector", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "cannot start" in line]
+    assert len(said) == 1 and "http failed to start" in said[0], proc.stderr
+    assert "in use" in said[0] and "Traceback" not in proc.stderr
