@@ -79,6 +79,11 @@ class App:
 def build_agent(s: Setting) -> App:
     from agent.app import Agent
 
+    agent = Agent(agent_config(s))
+    return App(agent.parts(), agent)
+
+
+def agent_config(s: Setting) -> Path:
     inventory = s.tmp / "devices.yaml"
     inventory.write_text(
         "credentials: {c: {version: '2c', community: public}}\n"
@@ -96,8 +101,7 @@ def build_agent(s: Setting) -> App:
     }
     path = s.tmp / "agent.yaml"
     path.write_text(yaml.safe_dump(config))
-    agent = Agent(path)
-    return App(agent.parts(), agent)
+    return path
 
 
 def build_collector(s: Setting) -> App:
@@ -400,3 +404,23 @@ def test_a_command_says_which_part_failed_to_start_in_one_line(tmp_path: Path) -
     said = [line for line in proc.stderr.splitlines() if "cannot start" in line]
     assert len(said) == 1 and "http failed to start" in said[0], proc.stderr
     assert "in use" in said[0] and "Traceback" not in proc.stderr
+
+
+def test_enoc_agent_exits_non_zero_when_a_part_it_cannot_do_without_crashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler's policy is to exit: its crash stops the agent with exit 1 (systemd
+    restarts it), after closing every part, where before the process went on polling
+    nothing."""
+    import argparse
+
+    from agent import command
+    from agent.scheduler import Scheduler
+
+    async def broken(self: Scheduler) -> None:
+        raise RuntimeError("a bug in the scheduler")
+
+    monkeypatch.setattr(Scheduler, "_run", broken)
+    monkeypatch.setattr(command, "setup_logging", lambda *_a, **_k: None)  # keep pytest's
+    path = agent_config(Setting(tmp_path, f"mqtt://{HOST}:9"))
+    assert command.run(argparse.Namespace(config=path)) == 1
