@@ -36,22 +36,24 @@ from enoc.logs import StateLogger, get_logger, register_secret
 from enoc.retry import Backoff
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
+from enoc.snmp.mib import (
+    AUTHENTICATION_FAILURE,
+    BGP_BACKWARD_TRANSITION,
+    BGP_ESTABLISHED,
+    BGP_PEER_ENTRY,
+    COLD_START,
+    IF_ADMIN_STATUS,
+    IF_INDEX,
+    LINK_DOWN,
+    LINK_UP,
+    WARM_START,
+)
 from enoc.snmp.usm import UsmUser
 from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage, Value
 
 log = logging.getLogger("enoc.agent")
 
-LINK_DOWN = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
-LINK_UP = (1, 3, 6, 1, 6, 3, 1, 1, 5, 4)
-COLD_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 1)
-WARM_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 2)
-AUTH_FAILURE = (1, 3, 6, 1, 6, 3, 1, 1, 5, 5)
-BGP_ESTABLISHED = (1, 3, 6, 1, 2, 1, 15, 0, 1)
-BGP_BACKWARD = (1, 3, 6, 1, 2, 1, 15, 0, 2)
-IF_INDEX = (1, 3, 6, 1, 2, 1, 2, 2, 1, 1)
-IF_ADMIN_STATUS = (1, 3, 6, 1, 2, 1, 2, 2, 1, 7)
 IF_ADMIN_DOWN = 2
-BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
 
 
 def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
@@ -361,7 +363,7 @@ class Agent:
             link = self._link_trap(name, trap)
             if link is not None:
                 return link
-        if oid in (BGP_ESTABLISHED, BGP_BACKWARD):
+        if oid in (BGP_ESTABLISHED, BGP_BACKWARD_TRANSITION):
             for vb_oid, _tag, _value in trap.varbinds:
                 if vb_oid[: len(BGP_PEER_ENTRY)] == BGP_PEER_ENTRY and len(vb_oid) >= 14:
                     peer = ".".join(map(str, vb_oid[-4:]))
@@ -382,9 +384,11 @@ class Agent:
                 attrs[key] = ".".join(map(str, value))
             elif isinstance(value, int | float | str):
                 attrs[key] = value
-        severity: Literal["warning", "info"] = "warning" if oid == AUTH_FAILURE else "info"
+        severity: Literal["warning", "info"] = (
+            "warning" if oid == AUTHENTICATION_FAILURE else "info"
+        )
         events = self.edge.generic_trap(name, ".".join(map(str, oid)), at, attrs, severity)
-        if oid == AUTH_FAILURE:
+        if oid == AUTHENTICATION_FAILURE:
             events[0].message = "authentication failure (trap)"
         return events
 

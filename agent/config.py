@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from agent.edge import ThresholdRule
 from agent.profiles import BUILT_IN, ProfileConfig
@@ -15,7 +15,9 @@ from enoc.config import (
     ConfigIssue,
     Duration,
     HostPort,
+    LogConfig,
     Secret,
+    TlsConfig,
     check_file,
     check_include,
     check_tls_files,
@@ -27,13 +29,6 @@ from enoc.config import (
 from enoc.ifpolicy import InterfacesConfig
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.wire import check_name
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -175,12 +170,6 @@ class ThresholdsConfig:
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    format: Literal["logfmt", "json"] = "logfmt"
-    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 @dataclass(frozen=True)

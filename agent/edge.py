@@ -27,9 +27,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from enoc.wire import Event, Severity, Source, Value
+from enoc.wire import EVENT_KINDS, Event, EventKindName, Severity, Source, Value
 
-GOOD = {"reachability": "up", "link": "up", "bgp": "established", "threshold": "ok"}
+# The state each stateful kind starts in and returns to (enoc.wire.EVENT_KINDS); reboot and
+# trap events are momentary, raised as they come.
+GOOD = {name: k.clearing for name, k in EVENT_KINDS.items() if k.clearing is not None}
 # What a failed poll's kind means, in an unreachable event's message. A device that answers
 # with garbage is not silent, and an operator chasing "no answer" would look at the wrong
 # thing (routing, ACLs) instead of the device's SNMP agent.
@@ -149,7 +151,7 @@ class EdgeDetector:
             up.discard(if_index)
             self.links_changed += 1
 
-    def _state(self, device: str, resource: str, kind: str) -> Confirmed:
+    def _state(self, device: str, resource: str, kind: EventKindName) -> Confirmed:
         key = (device, resource, kind)
         state = self.states.get(key)
         if state is None:
@@ -160,7 +162,7 @@ class EdgeDetector:
         self,
         device: str,
         resource: str,
-        kind: str,
+        kind: EventKindName,
         state: str,
         at: float,
         severity: Severity,

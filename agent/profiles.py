@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from enoc.snmp.ber import Oid, parse_oid_text
+from enoc.wire import POLL_GROUPS, PollGroup
 
-Group = Literal["interfaces", "host_resources", "bgp"]
-GROUPS: tuple[Group, ...] = ("interfaces", "host_resources", "bgp")
+# The groups a profile names are the wire's (enoc.wire.METRIC_GROUPS says what each fills).
+Group = PollGroup
+GROUPS: tuple[Group, ...] = POLL_GROUPS
 
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
 SYS_OBJECT_ID = (1, 3, 6, 1, 2, 1, 1, 2, 0)

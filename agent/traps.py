@@ -26,6 +26,7 @@ never stops on input.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -39,7 +40,6 @@ from enoc.snmp.ber import BerError, Oid
 from enoc.snmp.message import (
     FLAG_AUTH,
     FLAG_PRIV,
-    FLAG_REPORTABLE,
     V2C,
     V3,
     ResponsePdu,
@@ -47,24 +47,23 @@ from enoc.snmp.message import (
     build_v2c_message,
     build_v3_message,
     encode_pdu,
+    encode_report,
     encode_scoped,
     parse_response_pdu,
-    parse_scoped,
     parse_v3_header,
 )
+from enoc.snmp.mib import SNMP_TRAP_OID_0, SYS_UPTIME_0
 from enoc.snmp.usm import (
     TIME_WINDOW,
     USM_STATS_NOT_IN_TIME_WINDOWS,
     USM_STATS_UNKNOWN_ENGINE_IDS,
     DecryptionError,
+    KeyCache,
     LocalizedUser,
     UsmUser,
 )
 
 log = logging.getLogger("enoc.agent.traps")
-
-SYS_UPTIME_0 = (1, 3, 6, 1, 2, 1, 1, 3, 0)
-SNMP_TRAP_OID_0 = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 
 
 @dataclass
@@ -160,8 +159,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         self.clock = clock
         self.started = clock()
         self.stats = TrapStats()
-        self.key_cache_size = key_cache_size
-        self._keys: OrderedDict[tuple[bytes, bytes], LocalizedUser] = OrderedDict()
+        self._keys = KeyCache(key_cache_size)
         self._sources: dict[str, TrapSource] = {}
         self._engines: dict[str, bytes] = {}  # device -> its traps' engine ID
         self._owners: dict[bytes, str] = {}  # engine ID -> device
@@ -289,10 +287,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             self._bad("unsupported_pdu", f"PDU 0x{pdu.tag:02x} from {addr[0]}")
             return
         if pdu.tag == ber.INFORM:
-            body = b"".join(
-                ber.encode_varbind(ber.encode_oid(o), _reencode(t, v)) for o, t, v in pdu.varbinds
-            )
-            reply = encode_pdu(ber.RESPONSE, pdu.request_id, 0, 0, body)
+            reply = _acknowledgement(pdu)
             self._send(build_v2c_message(community, reply), addr)
         self._deliver(source, addr[0], "2c", pdu)
 
@@ -306,21 +301,12 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         Keys for an engine not in the cache are localized (from the cached Ku) only to
         check this MAC, and cached only once it verifies: a spoofed engine ID costs two
         hashes and leaves nothing behind."""
-        key = (user.name.encode(), engine_id)
-        keys = self._keys.get(key)
-        cached = keys is not None and keys.user == user
-        if keys is None or not cached:
+        keys = self._keys.get(user, engine_id)
+        if keys is None:
             keys = LocalizedUser.localize(user, engine_id)
-        digest = data[header.auth_start : header.auth_end]
-        if len(digest) != keys.auth_len or not keys.verify(header.zeroed(data), digest):
+        if not header.authentic(data, keys):
             return None
-        if cached:
-            self._keys.move_to_end(key)
-        else:
-            self._keys[key] = keys
-            while len(self._keys) > self.key_cache_size:
-                self._keys.popitem(last=False)
-                self.stats.key_evictions += 1
+        self.stats.key_evictions += self._keys.add(keys)
         return keys
 
     def _time(self) -> int:
@@ -376,10 +362,10 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
     ) -> None:
         header = parse_v3_header(data, pos, end)
-        reportable = bool(header.flags & FLAG_REPORTABLE)
+        reportable = header.reportable
         if reportable and header.engine_id != self.engine_id:
             # An inform sender discovering us (empty or stale engine ID).
-            self._report(header.msg_id, header.user_name, USM_STATS_UNKNOWN_ENGINE_IDS, addr, None)
+            self._report(header, USM_STATS_UNKNOWN_ENGINE_IDS, addr, None)
             return
         user = next((u for u in source.users if u.name.encode() == header.user_name), None)
         if user is None:
@@ -392,7 +378,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         if header.flags & FLAG_AUTH == 0 and user.level:
             self._bad("unsupported_sec_level", f"unauthenticated v3 trap from {addr[0]}")
             return
-        if header.flags & (FLAG_AUTH | FLAG_PRIV) & ~user.level:
+        if header.level & ~user.level:
             # More than the user has keys for (RFC 3414 3.2 step 5): authPriv flags for a
             # noAuthNoPriv user would reach the decryption with no keys.
             self._bad(
@@ -419,9 +405,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             return
         if keys is not None and reportable:
             if header.boots != self.boots or abs(header.etime - self._time()) > TIME_WINDOW:
-                self._report(
-                    header.msg_id, header.user_name, USM_STATS_NOT_IN_TIME_WINDOWS, addr, keys
-                )
+                self._report(header, USM_STATS_NOT_IN_TIME_WINDOWS, addr, keys)
                 return
         elif keys is not None:
             refusal = self._timely(header)
@@ -440,91 +424,47 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
                     source.device,
                     header.engine_id.hex(),
                 )
-        if header.flags & FLAG_PRIV:
-            assert keys is not None
-            cipher, _ = ber.read_octets(data, header.data_pos, end)
-            try:
-                plain = keys.decrypt(cipher, header.boots, header.etime, header.salt)
-            except DecryptionError as exc:
-                self._bad("decryption_error", f"v3 trap from {addr[0]}: {exc}")
-                return
-            try:
-                context = parse_scoped(plain, 0, len(plain), lenient_tail=True)
-                context_engine, context_name, p_start, p_end = context
-                pdu = parse_response_pdu(plain, p_start, p_end, lenient_tail=True)
-            except BerError:
-                self._bad("decryption_error", f"v3 trap from {addr[0]} does not decrypt")
-                return
-        else:
-            context = parse_scoped(data, header.data_pos, end, lenient_tail=False)
-            context_engine, context_name, p_start, p_end = context
-            pdu = parse_response_pdu(data, p_start, p_end)
+        # Decrypted data may carry padding (DES) after the PDU.
+        parse = functools.partial(parse_response_pdu, lenient_tail=bool(header.flags & FLAG_PRIV))
+        try:
+            context_engine, context_name, pdu = header.open_scoped(data, end, keys, parse)
+        except DecryptionError as exc:
+            self._bad("decryption_error", f"v3 trap from {addr[0]}: {exc}")
+            return
         if pdu.tag not in (ber.TRAP_V2, ber.INFORM):
             self._bad("unsupported_pdu", f"PDU 0x{pdu.tag:02x} from {addr[0]}")
             return
         if pdu.tag == ber.INFORM:
-            body = b"".join(
-                ber.encode_varbind(ber.encode_oid(o), _reencode(t, v)) for o, t, v in pdu.varbinds
-            )
             # The Response echoes the inform's context (net-snmp matches on it).
-            self._reply(
-                header.msg_id,
-                header.user_name,
-                pdu.request_id,
-                body,
-                addr,
-                keys,
-                context=(context_engine, context_name),
-            )
+            self._reply(header, _acknowledgement(pdu), addr, keys, (context_engine, context_name))
         self._deliver(source, addr[0], "3", pdu, user.name)
 
     def _reply(
         self,
-        msg_id: int,
-        user_name: bytes,
-        request_id: int,
-        varbinds: bytes,
+        header: V3Header,
+        pdu: bytes,
         addr: tuple[str, int],
         keys: LocalizedUser | None,
-        tag: int = ber.RESPONSE,
         context: tuple[bytes, bytes] | None = None,
     ) -> None:
-        boots, etime = self.boots, self._time()
         context_engine, context_name = context or (self.engine_id, b"")
-        pdu = encode_pdu(tag, request_id, 0, 0, varbinds)
-        scoped = encode_scoped(context_engine, pdu, context_name)
-        level = keys.user.level if keys is not None else 0
-        salt = b""
-        msg_data = scoped
-        if keys is not None and level & FLAG_PRIV:
-            salt = keys.next_salt(boots)
-            msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
         message = build_v3_message(
-            msg_id=msg_id,
+            msg_id=header.msg_id,
             max_size=65507,
-            flags=level,
+            flags=keys.user.level if keys is not None else 0,
             engine_id=self.engine_id,
-            boots=boots,
-            etime=etime,
-            user_name=user_name,
-            salt=salt,
-            msg_data=msg_data,
-            keys=keys if level & FLAG_AUTH else None,
+            boots=self.boots,
+            etime=self._time(),
+            user_name=header.user_name,
+            scoped=encode_scoped(context_engine, pdu, context_name),
+            keys=keys,
         )
         self._send(message, addr)
 
     def _report(
-        self,
-        msg_id: int,
-        user_name: bytes,
-        counter: Oid,
-        addr: tuple[str, int],
-        keys: LocalizedUser | None,
+        self, header: V3Header, counter: Oid, addr: tuple[str, int], keys: LocalizedUser | None
     ) -> None:
         self._report_count += 1
-        varbind = ber.encode_varbind(
-            ber.encode_oid(counter), ber.encode_unsigned(ber.COUNTER32, self._report_count)
-        )
         if keys is not None and keys.user.level & FLAG_PRIV:
             # A time-window report is authenticated but not encrypted (RFC 3414 3.1.1).
             keys = LocalizedUser(
@@ -534,7 +474,15 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
                 keys.auth_len,
                 keys.auth_key,
             )
-        self._reply(msg_id, user_name, 0, varbind, addr, keys, tag=ber.REPORT)
+        self._reply(header, encode_report(0, counter, self._report_count), addr, keys)
+
+
+def _acknowledgement(inform: ResponsePdu) -> bytes:
+    """The Response PDU that acknowledges an inform: its request id and varbinds echoed."""
+    varbinds = (
+        ber.encode_varbind(ber.encode_oid(o), _reencode(t, v)) for o, t, v in inform.varbinds
+    )
+    return encode_pdu(ber.RESPONSE, inform.request_id, 0, 0, b"".join(varbinds))
 
 
 def _reencode(tag: int, value: object) -> bytes:

@@ -10,6 +10,9 @@ backoff, password checks at once, event streams at once).
 
 `/healthz` answers anyone with its status code and `{"ok": ...}` only; the links'
 details (their errors name internal hosts) are for a logged-in caller.
+
+`make_app` builds the application from the parts it serves, each under a typed
+`web.AppKey`; the clients it opens for itself belong to its `cleanup_ctx`.
 """
 
 from __future__ import annotations
@@ -21,26 +24,47 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from collector.auth import HashGate, HashingBusy, Role, User, Users, cpus
-from collector.engine import Conflict, MaintenanceWindow, NotFound
-from collector.model import SEVERITY_RANK, STATES
-from collector.recent import InfluxRecent
+from collector.config import CollectorConfig
+from collector.exposition import prometheus_text
+from collector.incidents import (
+    Conflict,
+    Maintenance,
+    MaintenanceWindow,
+    NotFound,
+    Operators,
+    Queries,
+)
+from collector.model import SEVERITY_RANK, STATES, IncidentChange
+from collector.recent import InfluxRecent, RecentValues
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
-from collector.store import store_unavailable
-from collector.stream import Hub, StreamEvent, resume
+from collector.store import Store, store_unavailable
+from collector.stream import ChangeFeed, Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
 from enoc.wire import INT64_MAX, nesting
 
-if TYPE_CHECKING:
-    from collector.app import Collector
+# What the application serves, set by `make_app`; handlers read them from `request.app`.
+CONFIG_KEY = web.AppKey("config", CollectorConfig)
+STORE_KEY = web.AppKey("store", Store)
+QUERIES_KEY = web.AppKey("queries", Queries)
+MAINTENANCE_KEY = web.AppKey("maintenance", Maintenance)
+OPERATORS_KEY = web.AppKey("operators", Operators)
+FEED_KEY = web.AppKey("feed", ChangeFeed)
+HUB_KEY = web.AppKey("hub", Hub)
+RECENT_KEY = web.AppKey("recent", RecentValues)  # this process's window of polled values
+# hands an operator's change to the stream, notifiers and dashboards, as the engine's are
+PUBLISH_KEY = web.AppKey[Callable[[list[IncidentChange]], Awaitable[None]]]("publish")
+HEALTH_KEY = web.AppKey[Callable[[], dict[str, Any]]]("health")  # each link's state
+COUNTERS_KEY = web.AppKey[Callable[[], dict[str, float]]]("counters")  # the collector's own
+RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` when configured
 
 log = get_logger("enoc.collector.api")
 
@@ -80,25 +104,56 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, message)
 
 
+def make_app(
+    *,
+    config: CollectorConfig,
+    users: Users | None,
+    store: Store,
+    queries: Queries,
+    maintenance: Maintenance,
+    operators: Operators,
+    publish: Callable[[list[IncidentChange]], Awaitable[None]],
+    feed: ChangeFeed,
+    hub: Hub,
+    recent: RecentValues,
+    health: Callable[[], dict[str, Any]],
+    counters: Callable[[], dict[str, float]],
+) -> web.Application:
+    """The HTTP API and console over the given parts (nothing else of the collector)."""
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app[STORE_KEY] = store
+    app[QUERIES_KEY] = queries
+    app[MAINTENANCE_KEY] = maintenance
+    app[OPERATORS_KEY] = operators
+    app[PUBLISH_KEY] = publish
+    app[FEED_KEY] = feed
+    app[HUB_KEY] = hub
+    app[RECENT_KEY] = recent
+    app[HEALTH_KEY] = health
+    app[COUNTERS_KEY] = counters
+    Api(app, users).routes(app)
+    return app
+
+
 class Api:
-    def __init__(self, collector: Collector, users: Users | None, hub: Hub) -> None:
-        self.collector = collector
-        self.engine = collector.engine
+    def __init__(self, app: web.Application, users: Users | None) -> None:
         self.users = users
-        self.hub = hub
+        self.hub = app[HUB_KEY]
+        self.store = app[STORE_KEY]
         self.requests = 0
         self.unauthorized = 0
         self.forbidden = 0
-        http = collector.config.http
+        http = app[CONFIG_KEY].http
         # sessions logged out and failed logins are kept in the store: every replica agrees
         self.sessions = Sessions(
             users,
             load_key(http.session_key_file),
-            collector.store,
+            self.store,
             lifetime=float(http.session_lifetime),
         )
         self.limiter = LoginLimiter(
-            collector.store,
+            self.store,
             http.login_max_failures,
             float(http.login_window),
             backoff=float(http.login_backoff),
@@ -113,23 +168,23 @@ class Api:
         self._audit_failures = StateLogger(log)
         self._store_failing = StateLogger(log)
         self.logins_failed = 0
-        config = collector.config
-        self.recent_db = (
-            InfluxRecent(config.influxdb, config.recent)
-            if config.recent.source == "influxdb" and config.influxdb is not None
-            else None
-        )
 
-    async def _cleanup(self, _app: web.Application) -> None:
+    async def _clients(self, app: web.Application) -> AsyncIterator[None]:
+        """The clients the API holds open: the password checks' threads, and the device
+        page's InfluxDB reader where the recent values come from InfluxDB."""
+        config = app[CONFIG_KEY]
+        if config.recent.source == "influxdb" and config.influxdb is not None:
+            app[RECENT_DB_KEY] = InfluxRecent(config.influxdb, config.recent)
+        yield
         self.hashing.close()
-        if self.recent_db is not None:
-            await self.recent_db.close()
+        if RECENT_DB_KEY in app:
+            await app[RECENT_DB_KEY].close()
 
     # ---------------------------------------------------------------- app
 
     def routes(self, app: web.Application) -> None:
         app.middlewares.extend([self._errors, self._headers])
-        app.on_cleanup.append(self._cleanup)
+        app.cleanup_ctx.append(self._clients)
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/metrics", self._role("viewer", self.metrics))
@@ -182,7 +237,7 @@ class Api:
             if not store_unavailable(exc):
                 raise
             raise self._store_unavailable(request.path, exc) from None
-        if self._store_failing.failing and self.collector.store.healthy:
+        if self._store_failing.failing and self.store.healthy:
             self._store_failing.ok("the incident store, for the API")
         return response
 
@@ -356,7 +411,7 @@ class Api:
     async def healthz(self, request: web.Request) -> web.Response:
         """200 or 503 to anyone (load balancers call it without a login), with
         `{"ok": ...}`; each link's state and last error only to a logged-in caller."""
-        health = self.collector.health()
+        health = request.app[HEALTH_KEY]()
         ok = all(part["ok"] for part in health.values())
         status = 200 if ok else 503
         try:
@@ -367,9 +422,9 @@ class Api:
             return web.json_response({"ok": ok}, status=status)
         return web.json_response(health, status=status)
 
-    async def metrics(self, _request: web.Request) -> web.Response:
-        counters = dict(self.collector.counters())
-        feed = self.collector.feed
+    async def metrics(self, request: web.Request) -> web.Response:
+        counters = dict(request.app[COUNTERS_KEY]())
+        feed = request.app[FEED_KEY]
         counters.update(
             {
                 "stream_last_id": self.hub.last_id,
@@ -393,7 +448,7 @@ class Api:
         # leaves out the open-incident gauges and says so, it does not fail the scrape.
         open_counts: dict[str, int] | None = None
         try:
-            open_counts = await self.engine.open_counts()
+            open_counts = await request.app[QUERIES_KEY].open_counts()
         except Exception as exc:
             if not store_unavailable(exc):
                 raise
@@ -426,7 +481,7 @@ class Api:
         if severity and severity not in SEVERITY_RANK:
             raise bad_request(f"severity must be one of {', '.join(SEVERITY_RANK)}")
         limit = _int(q.get("limit", "500"), "limit", 1, 5000)
-        incidents = await self.engine.incidents(
+        incidents = await request.app[QUERIES_KEY].incidents(
             state=state,
             site=q.get("site", ""),
             severity=severity,
@@ -436,7 +491,7 @@ class Api:
         return web.json_response({"incidents": [i.as_dict() for i in incidents]})
 
     async def get_incident(self, request: web.Request) -> web.Response:
-        incident = await self.engine.incident(_id(request))
+        incident = await request.app[QUERIES_KEY].incident(_id(request))
         return web.json_response(incident.as_dict(timeline=True))
 
     def _action(self, action: str) -> Handler:
@@ -449,46 +504,47 @@ class Api:
             if len(text) > 4000:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
-            change = await self.engine.act(incident_id, action, user.name, text)
+            change = await request.app[OPERATORS_KEY].act(incident_id, action, user.name, text)
             self.audit(request, user.name, action, incident=incident_id, text=text)
-            await self.collector.publish([change])
+            await request.app[PUBLISH_KEY]([change])
             return web.json_response(change.incident.as_dict())
 
         return handler
 
     # ---------------------------------------------------------------- fleet
 
-    async def sites(self, _request: web.Request) -> web.Response:
-        return web.json_response({"sites": await self.engine.sites()})
+    async def sites(self, request: web.Request) -> web.Response:
+        return web.json_response({"sites": await request.app[QUERIES_KEY].sites()})
 
     async def devices(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"devices": await self.engine.devices(request.query.get("site", ""))}
+            {"devices": await request.app[QUERIES_KEY].devices(request.query.get("site", ""))}
         )
 
     async def device(self, request: web.Request) -> web.Response:
         site, name = request.match_info["site"], request.match_info["device"]
-        known = [d for d in await self.engine.devices(site) if d["device"] == name]
+        queries = request.app[QUERIES_KEY]
+        known = [d for d in await queries.devices(site) if d["device"] == name]
         recent = None
-        if self.recent_db is not None:  # every replica's polls
-            recent = await self.recent_db.device(site, name)
+        if RECENT_DB_KEY in request.app:  # every replica's polls
+            recent = await request.app[RECENT_DB_KEY].device(site, name)
             if recent is not None and known:
                 recent["agent"] = known[0]["agent"]
         if recent is None:
-            recent = self.collector.recent.device(site, name)
+            recent = request.app[RECENT_KEY].device(site, name)
         if not known and recent is None:
             raise NotFound(f"no device {name} at site {site}")
         out: dict[str, Any] = dict(known[0]) if known else {"site": site, "device": name}
         out["recent"] = recent
         out["incidents"] = [
             i.as_dict()
-            for i in await self.engine.incidents(site=site, limit=5000)
+            for i in await queries.incidents(site=site, limit=5000)
             if i.key.device == name
         ][:100]
         return web.json_response(out)
 
-    async def agents(self, _request: web.Request) -> web.Response:
-        return web.json_response({"agents": await self.engine.agents()})
+    async def agents(self, request: web.Request) -> web.Response:
+        return web.json_response({"agents": await request.app[QUERIES_KEY].agents()})
 
     async def stats(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -496,14 +552,14 @@ class Api:
         since = _time(request.query.get("since", ""), "since", now - 30 * 86400, now)
         if since >= until:
             raise bad_request("since must be before until")
-        return web.json_response(
-            {"since": since, "until": until, "stats": await self.engine.stats(since, until)}
-        )
+        stats = await request.app[QUERIES_KEY].stats(since, until)
+        return web.json_response({"since": since, "until": until, "stats": stats})
 
     # ---------------------------------------------------------------- maintenance
 
-    async def list_windows(self, _request: web.Request) -> web.Response:
-        return web.json_response({"windows": [w.as_dict() for w in await self.engine.windows()]})
+    async def list_windows(self, request: web.Request) -> web.Response:
+        windows = await request.app[MAINTENANCE_KEY].windows()
+        return web.json_response({"windows": [w.as_dict() for w in windows]})
 
     async def add_window(self, request: web.Request) -> web.Response:
         body = await _json_body(request, required=True)
@@ -538,13 +594,13 @@ class Api:
             until,
             body.get("reason", ""),
         )
-        created = await self.engine.add_window(window, request[USER_KEY].name)
+        created = await request.app[MAINTENANCE_KEY].add_window(window, request[USER_KEY].name)
         self.audit(request, request[USER_KEY].name, "maintenance_add", **created.as_dict())
         return web.json_response(created.as_dict(), status=201)
 
     async def delete_window(self, request: web.Request) -> web.Response:
         window_id = _id(request)
-        await self.engine.delete_window(window_id, request[USER_KEY].name)
+        await request.app[MAINTENANCE_KEY].delete_window(window_id, request[USER_KEY].name)
         self.audit(request, request[USER_KEY].name, "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
 
@@ -602,7 +658,7 @@ class Api:
                 **{k: v for k, v in SECURITY_HEADERS.items() if k != "Cache-Control"},
             }
         )
-        feed = self.collector.feed
+        feed = request.app[FEED_KEY]
         try:
             await response.prepare(request)
             sent = int(last) if last.isdigit() else 0
@@ -742,55 +798,3 @@ async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request(f"body must be a JSON object, got {type(body).__name__}")
     return body
-
-
-_GAUGES = {
-    "metrics_pending",
-    "write_buffer_points",
-    "stream_clients",
-    "stream_last_id",
-    "stream_feed_listening",
-    "notify_queued",
-    "notify_owned",
-    "store_up",
-}
-
-
-# The label a family's `a.b` keys carry their `b` in, where it is not a kind.
-_LABEL_NAMES = {"lines_refused": "device"}
-
-
-def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | None) -> str:
-    """Prometheus text exposition: `a.b` counters become `enoc_collector_a_total{kind="b"}`
-    (`device="b"` for the families of `_LABEL_NAMES`); no `incidents_open` gauges when the
-    store could not count them (`open_counts` None)."""
-    families: dict[str, list[str]] = {}
-    kinds: dict[str, str] = {}
-    for key in sorted(counters):
-        base, _, label = key.partition(".")
-        gauge = base in _GAUGES
-        name = f"enoc_collector_{base}" + ("" if gauge else "_total")
-        kinds[name] = "gauge" if gauge else "counter"
-        label_name = _LABEL_NAMES.get(base, "kind")
-        labels = f'{{{label_name}="{_escape(label)}"}}' if label else ""
-        families.setdefault(name, []).append(f"{name}{labels} {_number(counters[key])}")
-    name = "enoc_collector_incidents_open"
-    if open_counts is not None:
-        kinds[name] = "gauge"
-        families[name] = [
-            f'{name}{{severity="{severity}"}} {open_counts.get(severity, 0)}'
-            for severity in SEVERITY_RANK
-        ]
-    lines: list[str] = []
-    for name, samples in families.items():
-        lines.append(f"# TYPE {name} {kinds[name]}")
-        lines.extend(samples)
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,11 +1,11 @@
-"""The collector: ingest -> (metrics sink, incident engine) -> notifier, stream and API.
+"""The collector: ingest -> (metrics sinks, incident engine) -> notifier, stream and API.
 
 `Collector.run` runs the parts under a `Supervisor`, added downstream first
-(the store, then the sinks, the feed, the notifier, the API, the sweeper,
-the ingest lanes last). A stop closes them in reverse: consumption ends,
-the API stops, the notification in flight may finish (the rest waits in the
-store's change log), the metrics buffer is flushed (acknowledging what was
-written), the store is closed.
+(the store, then the metrics sinks, the feed, the notifier, the API, the
+sweeper, the ingest lanes last). A stop closes them in reverse: consumption
+ends, the API stops, the notification in flight may finish (the rest waits in
+the store's change log), the sinks' buffers are flushed (acknowledging what
+every sink wrote), the store is closed.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.api import Api
+from collector.api import make_app
 from collector.auth import Users
 from collector.config import CollectorConfig, check_collector
-from collector.engine import Engine
-from collector.influx import InfluxWriter, MqttDeadLetters
+from collector.incidents import Engine
 from collector.ingest import Ingest
 from collector.lineproto import (
     NATIVE,
@@ -34,10 +33,11 @@ from collector.lineproto import (
     native_lineproto,
     out_of_range_total,
 )
-from collector.metrics_in import Metrics
+from collector.metrics_in import Metrics, slow_path
 from collector.model import IncidentChange
-from collector.notify import Notifier
+from collector.notify import Notifications
 from collector.recent import RecentValues
+from collector.sinks import MqttDeadLetters, build
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from enoc import __version__
@@ -54,12 +54,8 @@ class Collector:
         self.config = config
         self.store = Store(config.store.url)
         self.engine = Engine(self.store, config.incidents, origin=config.mqtt.client_id)
-        self.dead_letters = MqttDeadLetters(config.mqtt)  # lines InfluxDB refuses
-        self.writer = (
-            InfluxWriter(config.influxdb, self.dead_letters)
-            if config.influxdb is not None
-            else None
-        )
+        self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
+        self.sinks = build(config, self.dead_letters)  # `influxdb` and `sinks`, as one
         self.recent = RecentValues()
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
         self.ingest = Ingest(
@@ -72,7 +68,7 @@ class Collector:
         self.hub = Hub()
         # the stream and the notifier follow the store's change log, whoever changed it
         self.feed = ChangeFeed(config.store, self.hub)
-        self.notifier = Notifier(config.notifications, self.store, owner=config.mqtt.client_id)
+        self.notifier = Notifications(config.notifications, self.store, owner=config.mqtt.client_id)
         self.feed.listeners.append(self.notifier.wake)
         self.started = time.time()
         self.changes = 0
@@ -93,28 +89,25 @@ class Collector:
 
     async def _metrics(self, metrics: Metrics, ack: Callable[[], None]) -> None:
         self.recent.add(metrics)
-        if self.writer is None:
-            ack()
-            return
-        await self.writer.put(metrics.lines, metrics.points, on_written=ack)
+        await self.sinks.write(metrics.lines, metrics.points, ack)  # acked once all have it
         if self.ingest.pending_metrics >= self.config.mqtt.max_unacked:
-            self.writer.flush_now()
+            self.sinks.flush()
 
     async def _events(self, message: EventsMessage) -> None:
         await self.publish(await self.engine.on_events(message))
 
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
-        if self.writer is not None and message.state == "online" and not retained:
+        if self.sinks and message.state == "online" and not retained:
             health = agent_health(message)
-            await self.writer.put(chunk(health), len(health))
+            await self.sinks.write(chunk(health), len(health))
         await self.publish(changes)
         self.feed.wake()  # a live status is in the change log too
 
     async def publish(self, changes: list[IncidentChange]) -> None:
         """Wake the change feed (the stream and the notifier read the store's change log),
-        hand incident changes to every listener, and to InfluxDB as `incident` points
-        for dashboard annotations."""
+        hand incident changes to every listener, and to the metrics sinks as `incident`
+        points for dashboard annotations."""
         if changes:
             self.feed.wake()
         for change in changes:
@@ -124,9 +117,9 @@ class Collector:
                     listener(change)
                 except Exception:  # one broken listener must not stop the others
                     log.exception("incident listener failed", change=change.change)
-        if self.writer is not None and changes:
+        if self.sinks and changes:
             # never waits: an operator's request must not hang on a slow database
-            self.writer.put_nowait(chunk([incident_line(c) for c in changes]), len(changes))
+            self.sinks.write_nowait(chunk([incident_line(c) for c in changes]), len(changes))
 
     # ---------------------------------------------------------------- periodic rules
 
@@ -163,10 +156,10 @@ class Collector:
             },
             "store": {"ok": self.store.healthy, "last_error": shown_error(self.store.last_error)},
         }
-        if self.writer is not None:
-            out["influxdb"] = {
-                "ok": self.writer.healthy,
-                "last_error": shown_error(self.writer.stats.last_error),
+        for sink in self.sinks.sinks:  # `influxdb` for the influxdb section
+            out[sink.name] = {
+                "ok": sink.healthy,
+                "last_error": shown_error(sink.stats.last_error),
             }
         return out
 
@@ -186,20 +179,10 @@ class Collector:
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})
         out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
         out.update({f"lane_errors.{k}": v for k, v in s.lane_errors.items()})
+        # metrics payloads read the general way, by why (collector/metrics_in.py)
+        out.update({f"metrics_slow_path.{k}": v for k, v in slow_path.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
-        if self.writer is not None:
-            w = self.writer.stats
-            out.update(
-                points_written=w.points_written,
-                points_dropped=w.points_dropped,
-                write_batches_refused=w.batches_refused,
-                incident_points_dropped=w.overflow_dropped,
-                write_retries=w.retries,
-                write_buffer_points=w.buffer_points,
-                lines_dead_lettered=w.dead_lettered,
-            )
-            # by device: enoc_collector_lines_refused_total{device="<device>"}
-            out.update({f"lines_refused.{d}": n for d, n in w.lines_refused.items()})
+        out.update(self.sinks.counters())
         return out
 
     # ---------------------------------------------------------------- lifecycle
@@ -218,17 +201,27 @@ class Collector:
         # EXIT (for each part without a loop): should one end, the collector is broken
         supervisor.add(Adapter("store", start=self._open_store, close=self.store.close))
         supervisor.add(Adapter("dead-letters", close=self.dead_letters.close))
-        if self.writer is not None:
-            # its own task writes; close flushes the buffer, acknowledging what was written
-            supervisor.add(Adapter("influxdb", start=self.writer.start, close=self.writer.close))
+        # each sink's task writes; close flushes their buffers, acknowledging what all wrote
+        supervisor.add(self.sinks)
         # RESTART: it reads the change log on from its cursor
         supervisor.add(self.feed, Policy.RESTART)
         # RESTART: what it has not delivered waits in the change log, under its cursor
-        supervisor.add(
-            Adapter("notifier", start=self.notifier.open, loop=self.notifier.run), Policy.RESTART
+        supervisor.add(self.notifier, Policy.RESTART)
+        engine = self.engine
+        app = make_app(
+            config=self.config,
+            users=self.users,
+            store=self.store,
+            queries=engine.queries,
+            maintenance=engine.maintenance,
+            operators=engine.operators,
+            publish=self.publish,
+            feed=self.feed,
+            hub=self.hub,
+            recent=self.recent,
+            health=self.health,
+            counters=self.counters,
         )
-        app = web.Application()
-        Api(self, self.users, self.hub).routes(app)
         app.on_shutdown.append(self._close_streams)
         listen = self.config.http.listen
         supervisor.add(WebSite("http", app, listen.host, listen.port))

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.config import LogConfig, TlsConfig
+from collector.notifiers import NOTIFIERS
+from collector.notifiers import kinds as notifier_kinds
 from enoc.config import (
     Checked,
     ConfigError,
     ConfigIssue,
     Duration,
     HostPort,
+    LogConfig,
     Secret,
+    TlsConfig,
     check_file,
     check_include,
     check_tls_files,
@@ -58,7 +61,7 @@ class InfluxConfig:
     api: Literal["v2", "v1"] = "v2"
     # For an https:// url: {ca_file, cert_file, key_file}, the CA that issued InfluxDB's
     # certificate (a private one) and an optional client certificate for a TLS proxy that
-    # asks for one. collector.influx.ssl_context builds the context from it.
+    # asks for one. collector.sinks.influx.ssl_context builds the context from it.
     tls: TlsConfig | None = None
     org: str = ""
     bucket: str = ""
@@ -88,6 +91,83 @@ class InfluxConfig:
 
 
 @dataclass(frozen=True)
+class InfluxSinkConfig(InfluxConfig):
+    """A `sinks:` entry's `influxdb`: the keys of the `influxdb` section, and a name."""
+
+    name: str = ""  # in /healthz and the counters; default the kind
+
+
+@dataclass(frozen=True)
+class RemoteWriteConfig:
+    """A `sinks:` entry's `remote_write`: Prometheus remote write (collector/sinks/
+    remote_write.py), e.g. VictoriaMetrics' `http://HOST:8428/api/v1/write`."""
+
+    url: str
+    name: str = ""  # in /healthz and the counters; default the kind
+    tls: TlsConfig | None = None  # for an https:// url, as influxdb.tls
+    username: str = ""  # HTTP basic authentication, with password
+    password: Secret | None = None
+    token: Secret | None = None  # sent as "Authorization: Bearer <token>"
+    batch_size: int = 5000  # lines per write
+    flush_interval: Duration = Duration(1)
+    max_buffer_points: int = 200_000  # then consumption pauses (backpressure)
+    timeout: Duration = Duration(10)
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f'url must start with http:// or https://, got "{redact(self.url)}"')
+        if self.tls is not None and not self.url.startswith("https://"):
+            raise ValueError("tls needs an https:// url")
+        if self.tls is not None and self.tls.key_file and not self.tls.cert_file:
+            raise ValueError("tls.key_file needs cert_file")
+        if self.token is not None and (self.username or self.password is not None):
+            raise ValueError("token is a login of its own: give it or username and password")
+        if (self.password is not None) != bool(self.username):
+            raise ValueError("password and username go together")
+        if self.batch_size < 1 or self.max_buffer_points < 1:
+            raise ValueError("batch_size and max_buffer_points must be at least 1")
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """One `sinks:` entry: a single key, the sink's kind, whose value is that kind's
+    settings (`- remote_write: {url: ...}`). A kind is a field here and an entry of
+    collector.sinks.SINKS, the registry."""
+
+    influxdb: InfluxSinkConfig | None = None
+    remote_write: RemoteWriteConfig | None = None
+
+    def __post_init__(self) -> None:
+        given = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        if len(given) != 1:
+            kinds = ", ".join(f.name for f in fields(self))
+            raise ValueError(
+                f"a sinks entry names one kind ({kinds}), got {', '.join(given) or 'none'}"
+            )
+
+    @property
+    def kind(self) -> str:
+        """The kind given ("" in an entry that gives none, which __post_init__ refuses)."""
+        return next((f.name for f in fields(self) if getattr(self, f.name) is not None), "")
+
+    @property
+    def settings(self) -> InfluxSinkConfig | RemoteWriteConfig:
+        settings: InfluxSinkConfig | RemoteWriteConfig = getattr(self, self.kind)
+        return settings
+
+
+RESERVED_SINK_NAMES = {"mqtt", "store"}  # the other links of /healthz
+
+
+def sink_name(sink: SinkConfig | None) -> str:
+    """A sink's name: its `name`, else its kind; the `influxdb:` section (None) is
+    `influxdb`."""
+    if sink is None:
+        return "influxdb"
+    return sink.settings.name or sink.kind
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:///var/lib/enoc/incidents.db"
     # Every replica follows the store's change log (the event stream, the notifiers):
@@ -109,7 +189,7 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class IncidentsConfig:
-    """Incident rules (collector/engine.py)."""
+    """Incident rules (collector/incidents/)."""
 
     flap_transitions: int = 6  # problem/clear transitions within flap_window mark flapping
     flap_window: Duration = Duration(600)  # also: how long a flapping incident must settle
@@ -132,10 +212,12 @@ class IncidentsConfig:
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """One notification target (collector/notify.py)."""
+    """One notification target (collector/notify.py delivers, collector/notifiers/ renders)."""
 
     url: str
-    format: Literal["json", "alertmanager"] = "json"  # alertmanager: POST /api/v2/alerts
+    # The notifier kind (collector/notifiers: NOTIFIERS): json, alertmanager (POST
+    # <url>/api/v2/alerts), or a kind registered later.
+    format: str = "json"
     name: str = ""  # for logs and counters; defaults to host:port/path (no user or password)
     token: Secret | None = None  # sent as "Authorization: Bearer <token>"
     min_severity: Literal["critical", "major", "minor", "warning", "info"] = "info"
@@ -144,6 +226,10 @@ class WebhookConfig:
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f'webhook url must start with http:// or https://, got "{self.url}"')
+        if self.format not in NOTIFIERS:
+            raise ValueError(
+                f'format "{self.format}" is not a notifier kind; the kinds are {notifier_kinds()}'
+            )
 
 
 def _default_escalation() -> dict[str, Duration]:
@@ -167,6 +253,8 @@ class NotificationsConfig:
     def __post_init__(self) -> None:
         if float(self.lease) < 1:
             raise ValueError("notifications.lease must be at least 1s")
+        if float(self.retry_backoff) <= 0:
+            raise ValueError("notifications.retry_backoff must be more than 0")
         for hook in self.webhooks:
             if float(self.lease) < 2 * float(hook.timeout):
                 raise ValueError(
@@ -238,12 +326,27 @@ class RecentConfig:
 class CollectorConfig:
     mqtt: CollectorMqttConfig = field(default_factory=CollectorMqttConfig)
     influxdb: InfluxConfig | None = None
+    # metrics sinks besides (or instead of) `influxdb`; a message is acknowledged when
+    # every sink has it
+    sinks: list[SinkConfig] = field(default_factory=list)
     store: StoreConfig = field(default_factory=StoreConfig)
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     recent: RecentConfig = field(default_factory=RecentConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        names = [sink_name(None)] if self.influxdb is not None else []
+        names += [sink_name(s) for s in self.sinks if s.kind]
+        for name in names:
+            if name in RESERVED_SINK_NAMES:
+                raise ValueError(f'sinks: "{name}" is a link of /healthz, not a sink\'s name')
+            if names.count(name) > 1:
+                raise ValueError(
+                    f'sinks: two sinks named "{name}" (the influxdb section is one named '
+                    "influxdb): give each its own name"
+                )
 
 
 def collector_issues(config: CollectorConfig, filename: str) -> list[ConfigIssue]:
@@ -304,6 +407,15 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
                 check_url(checked, "influxdb.url", config.influxdb.url)
             check_tls_files(checked, "influxdb.tls", config.influxdb.tls, "InfluxDB")
     with skipping_unread():
+        for i, sink in enumerate(config.sinks):
+            if not sink.kind:  # refused already
+                continue
+            key, settings = f"sinks[{i}].{sink.kind}", sink.settings
+            with skipping_unread():
+                check_url(checked, f"{key}.url", settings.url)
+            with skipping_unread():
+                check_tls_files(checked, f"{key}.tls", settings.tls, f"sink {sink_name(sink)}")
+    with skipping_unread():
         for i, hook in enumerate(config.notifications.webhooks):
             with skipping_unread():
                 check_url(checked, f"notifications.webhooks[{i}].url", hook.url)
@@ -343,7 +455,7 @@ def _users_issues(users: Any, filename: str) -> list[ConfigIssue]:
 
 
 def _is_collector(mapping: Mapping[str, Any]) -> bool:
-    return "store" in mapping or "http" in mapping or "influxdb" in mapping
+    return "store" in mapping or "http" in mapping or "influxdb" in mapping or "sinks" in mapping
 
 
 register_kind("collector", CollectorConfig, _is_collector, collector_issues, check_collector)

@@ -1,8 +1,8 @@
 """InfluxDB line protocol for the DESIGN's Telegraf-compatible schema.
 
 The metrics path is the collector's hot loop: a device poll is about 50 lines
-of 15 fields each, and formatting numbers in Python (`repr` of a float costs
-about 0.3 us) was most of the collector's CPU. So a field set is written from
+of 15 fields each, and formatting numbers one `repr` at a time is most of the
+collector's CPU (docs/performance.md). So a field set is written from
 a template cached per (field names, value types): the values are rendered in
 one msgspec JSON encoding (C, shortest round-trip floats), split into tokens
 and dropped into the template's slots; ints get their `i` there. Tag sets are
@@ -22,7 +22,7 @@ Where the C extension `collector._lineproto` is built (`uv sync` compiles it),
 the interfaces of a sample are formatted in one call to it: the same values
 through the same msgspec encoder, dropped after the same cached `name=` parts,
 byte for byte what the template path writes, without its per-interface Python
-work (2.1 us a point becomes about 0.85 in process). It takes only exact ints
+work (docs/performance.md has the figures). It takes only exact ints
 within int64 and finite floats, and interfaces whose tag set is cached; for
 anything else it returns None and the sample takes the Python path below,
 which stays the reference (tests compare the two) and is all there is when
@@ -61,8 +61,11 @@ import msgspec
 from collector.model import IncidentChange
 from enoc.logs import get_logger
 from enoc.wire import (
+    BGP_PEERS,
+    DEVICE_FIELDS,
     INT64_MAX,
     INT64_MIN,
+    INTERFACES,
     InterfaceSample,
     MetricsMessage,
     StatusMessage,
@@ -368,6 +371,13 @@ def _tags(pairs: list[tuple[str, str]]) -> bytes:
     return "".join(f",{k}={t}" for k, v in sorted(pairs) if (t := _tag(v))).encode()
 
 
+# Each group's measurement and its rows' identity tags, as enoc.wire declares them
+_DEVICE = DEVICE_FIELDS.measurement.encode()
+_INTERFACE = INTERFACES.measurement.encode()
+_INTERFACE_TAGS = tuple(name for name, _type in INTERFACES.identity)
+_BGP_PEER = BGP_PEERS.measurement.encode()
+((_PEER_TAG, _),) = BGP_PEERS.identity
+
 # An interface's identity as the wire carries it (`ifIndex,"name","descr","alias"`) and a
 # BGP peer's, checked as `enoc.wire.decode` checks them
 _identity = msgspec.json.Decoder(tuple[int, str, str, str])
@@ -390,7 +400,7 @@ class _DeviceTags:
     def __init__(self, address: str, device: str, rtc: str, site: str) -> None:
         self.pairs = [("agent_host", address), ("device", device), ("rtc", rtc), ("site", site)]
         self.base = _tags(self.pairs)
-        self.device_line = b"device" + self.base + b" "
+        self.device_line = _DEVICE + self.base + b" "
         self.interfaces: dict[tuple[int, str, str, str], bytes] = {}
         self.if_shape: list[IfEntry] = []
         self.bgp_shape: list[PeerEntry] = []
@@ -418,7 +428,7 @@ class _DeviceTags:
         return entry
 
     def bgp(self, peer: str) -> bytes:
-        return b"bgp_peer" + _tags([*self.pairs, ("peer", peer)]) + b" "
+        return _BGP_PEER + _tags([*self.pairs, (_PEER_TAG, peer)]) + b" "
 
     def interface(self, key: tuple[int, str, str, str]) -> bytes:
         """An interface's tag set, cached under `key` (for the general path)."""
@@ -428,17 +438,9 @@ class _DeviceTags:
         return line
 
     def _interface_line(self, key: tuple[int, str, str, str]) -> bytes:
-        if_index, name, descr, alias = key
-        tags = _tags(
-            [
-                *self.pairs,
-                ("ifIndex", str(if_index)),
-                ("ifName", name),
-                ("ifDescr", descr),
-                ("ifAlias", alias),
-            ]
-        )
-        return b"interface" + tags + b" "
+        if_index, *names = key
+        tags = _tags([*self.pairs, *zip(_INTERFACE_TAGS, (str(if_index), *names), strict=True)])
+        return _INTERFACE + tags + b" "
 
 
 def _put(shape: list[T], position: int, entry: T) -> None:

@@ -16,12 +16,6 @@ State = Literal["open", "acknowledged", "resolved"]
 STATES: tuple[State, ...] = ("open", "acknowledged", "resolved")
 SEVERITY_RANK: dict[str, int] = {"critical": 5, "major": 4, "minor": 3, "warning": 2, "info": 1}
 
-# Event states that end a problem (agent/edge.py: GOOD); any other state of the same
-# key is a problem.
-CLEARING_STATES = frozenset({"up", "ok", "established"})
-# Kinds whose events are one-off (no clearing event will ever come).
-MOMENTARY_KINDS = frozenset({"reboot", "trap"})
-
 
 @dataclass(frozen=True)
 class IncidentKey:

@@ -1,4 +1,8 @@
-"""Notifications: incident changes to webhooks (generic JSON or Alertmanager), in order.
+"""Notifications: incident changes to webhooks, in order, once across replicas.
+
+This is the delivery machinery, the same for every notifier kind; what a receiver's
+message looks like and how it travels is the kind's (collector/notifiers: generic JSON,
+Alertmanager, and what is registered there), picked by `notifications.webhooks[].format`.
 
 Every replica may deliver, but each webhook is delivered by one replica at a
 time: the one holding its lease in the store (`notify_cursors`). The holder
@@ -15,12 +19,14 @@ drop the duplicate. The lease is at least twice the longest webhook timeout
 and renewed when half of it is left, so a request always ends before the
 lease can pass on (given clocks in step between replicas).
 
-A notification is retried with exponential backoff on connection errors,
-timeouts, 5xx and 429; any other 4xx is a configuration problem (bad token,
-wrong path) and is not retried. What never got through goes to the
+A notification is retried with exponential backoff (enoc.retry) when its
+notifier raises a RetryableError (connection errors, timeouts, 5xx and 429 for
+the HTTP kinds); a PermanentError (any other 4xx: a bad token, a wrong path) is
+a configuration problem and is not retried. What never got through goes to the
 dead-letter file as one JSON line, and is counted: nothing is dropped
 silently. On stop, the request in flight may finish; the rest stays in the
-change log for the next lease holder.
+change log for the next lease holder. `Notifications` has the lifecycle of every
+long-lived part: `start` registers the webhooks, `run` delivers until `close`.
 
 Which changes are sent:
 - opened, and updated when an incident first becomes notifiable (its flapping
@@ -31,10 +37,9 @@ Which changes are sent:
 - held (flapping, maintenance, suppressed) and below `min_severity`: not sent;
   a duplicate event (updated, already told) is not sent again.
 
-Alertmanager resolves an alert by itself when it is not refreshed within
-`resolve_timeout`, so the lease holder re-sends open firing alerts every
-`refresh` seconds with `endsAt` four refresh periods ahead, the way
-Prometheus does it.
+A kind whose receiver forgets what is not re-sent (Alertmanager resolves an
+alert that is not refreshed within `resolve_timeout`) `refreshes`: the lease
+holder re-sends its open firing incidents every `refresh` seconds.
 """
 
 from __future__ import annotations
@@ -48,25 +53,23 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from collector.config import NotificationsConfig, WebhookConfig
 from collector.model import SEVERITY_RANK, IncidentChange
+from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
 from collector.store import Store, Tx
-from enoc import __version__
-from enoc.logs import StateLogger, get_logger, redact, strip_login
+from enoc.logs import StateLogger, get_logger, strip_login
+from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
 if TYPE_CHECKING:
-    from collector.engine import Engine
+    from collector.incidents import Engine
 
 log = get_logger("enoc.collector.notify")
 
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 60.0  # and at most this long for a receiver's Retry-After
 ALERTMANAGER_REFRESH = 60.0
 DRAIN_TIMEOUT = 5.0
 FETCH = 100  # change-log rows read at a time per webhook
@@ -82,18 +85,16 @@ class Notification:
     told: bool | None = None  # afterwards the receiver knows it open (True), closed (False)
     not_before: float = 0.0  # monotonic time of the next attempt (retry backoff)
     overflow: bool = False  # beyond max_queue: dead-lettered without an attempt
+    backoff: Backoff | None = None  # from the first failure on
 
 
-class RetryableError(Exception):
-    """The receiver may take it later: connection error, timeout, 5xx, 429."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class RefusedError(Exception):
-    """The receiver will never take it (4xx other than 429)."""
+def retry_wait(backoff: Backoff, retry_after: float | None) -> float:
+    """The wait before the next attempt: the backoff's (doubling, jittered), or longer
+    where the receiver asked for longer (Retry-After), never above the backoff's cap."""
+    wait = backoff.next()
+    if retry_after is not None:
+        wait = max(wait, retry_after)
+    return min(wait, backoff.cap)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Target:
 
     config: WebhookConfig
     name: str
+    notifier: Notifier  # its kind's, from the registry
     queue: deque[Notification] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     told: set[int] = field(default_factory=set)  # incident ids the receiver knows open
@@ -127,22 +129,6 @@ class Target:
         """The key of schema 3 to 5, with the URL's login: renamed to `key` on open."""
         return f"{self.config.format} {self.config.url}"
 
-    @property
-    def alertmanager(self) -> bool:
-        return self.config.format == "alertmanager"
-
-    @property
-    def endpoint(self) -> str:
-        """Where notifications are posted (with the URL's login, if it has one)."""
-        if not self.alertmanager:
-            return self.config.url
-        return self.config.url.rstrip("/") + "/api/v2/alerts"
-
-    @property
-    def shown_endpoint(self) -> str:
-        """`endpoint` without the URL's user and password: for logs, reasons, dead letters."""
-        return strip_login(self.endpoint)
-
     def drop(self) -> None:
         """Forget what only the lease holder may know."""
         self.owned = False
@@ -151,59 +137,11 @@ class Target:
         self.lease_until = 0.0
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+class Notifications:
+    """Delivers incident changes to every configured webhook (see the module doc)."""
 
+    name = "notifier"
 
-def json_payload(
-    change: str, incident: dict[str, Any], sent: float, change_id: int = 0
-) -> dict[str, Any]:
-    """The generic webhook body: the change and the incident as the API shows it.
-    `change_id` is the change's id in the store (the stream's event id); 0 for none."""
-    return {
-        "source": "enoc",
-        "version": __version__,
-        "change": change,
-        "change_id": change_id,
-        "sent": sent,
-        "incident": incident,
-    }
-
-
-def alertmanager_payload(
-    change: str, incident: dict[str, Any], now: float, refresh: float
-) -> list[dict[str, Any]]:
-    """Alertmanager API v2 `postableAlerts`: labels identify the incident's key."""
-    labels = {
-        "alertname": f"enoc_{incident['kind']}",
-        "site": incident["site"],
-        "device": incident["device"],
-        "resource": incident["resource"],
-        "severity": incident["severity"],
-        "rtc": incident["rtc"],
-        "incident_id": str(incident["id"]),
-    }
-    annotations = {
-        "summary": incident["title"],
-        "state": incident["state"],
-        "change": change,
-        "count": str(incident["count"]),
-        "escalated": str(incident["escalated"]),
-        "acknowledged_by": incident["acknowledged_by"],
-    }
-    alert: dict[str, Any] = {
-        "labels": {k: v for k, v in labels.items() if v},
-        "annotations": {k: v for k, v in annotations.items() if v},
-        "startsAt": _iso(incident["opened"]),
-    }
-    if incident["state"] == "resolved":
-        alert["endsAt"] = _iso(incident["resolved"] or now)
-    else:
-        alert["endsAt"] = _iso(now + 4 * refresh)
-    return [alert]
-
-
-class Notifier:
     def __init__(
         self,
         config: NotificationsConfig,
@@ -220,21 +158,27 @@ class Notifier:
         self.lease = float(config.lease)
         # unique per process: a restarted replica waits for its predecessor's lease too
         self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
+        self.http = Http(now)
+        env = Env(self.http, now, refresh)
         self.targets = [
-            Target(hook, name) for hook, name in zip(config.webhooks, _names(config), strict=True)
+            Target(hook, name, NOTIFIERS[hook.format](hook, env))
+            for hook, name in zip(config.webhooks, _names(config), strict=True)
         ]
         self.skipped = 0
         self.dead_letter_errors = 0
-        self._opened = False
+        self._started = False
+        self._closing = asyncio.Event()
+        self._running = False
+        self._ran = asyncio.Event()  # set when run() has drained and released the leases
         self._failures = StateLogger(log)
-        self._session: aiohttp.ClientSession | None = None
 
     # ---------------------------------------------------------------- intake
 
-    async def open(self) -> None:
+    async def start(self) -> None:
         """Register the webhooks in the store; a new one starts at the change log's end.
         Call it before the collector makes changes, or they would precede the cursor."""
-        if not self.targets:
+        if self._started or not self.targets:
+            self._started = True
             return
         now = time.time()
 
@@ -250,7 +194,7 @@ class Notifier:
                 )
 
         await self.store.run(apply)
-        self._opened = True
+        self._started = True
 
     def wake(self) -> None:
         """New changes are in the log (the change feed calls this)."""
@@ -305,7 +249,7 @@ class Notifier:
             return []
         now = self.now()
         changes: list[IncidentChange] = []
-        for incident in await engine.incidents(state="open"):
+        for incident in await engine.queries.incidents(state="open"):
             period = periods.get(incident.severity)
             if not period or not incident.notifiable:
                 continue
@@ -427,18 +371,26 @@ class Notifier:
 
     # ---------------------------------------------------------------- delivery
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until `stop`; the request in flight may finish, the rest stays in the log."""
+    async def run(self) -> None:
+        """Deliver until `close`; the request in flight may finish, the rest stays in the log."""
         if not self.targets:
-            await stop.wait()
+            await self._closing.wait()
             return
-        if not self._opened:
-            await self.open()
-        async with aiohttp.ClientSession() as session:
-            self._session = session
-            workers = [asyncio.create_task(self._deliver(t, stop)) for t in self.targets]
+        if self._closing.is_set():
+            return
+        self._running = True  # before any wait: a close from now on waits for the drain
+        try:
+            if not self._started:
+                await self.start()
+            # opened here, not in start: a collector whose start fails later leaves no
+            # client session behind
+            await self.http.start()
+            workers = [
+                asyncio.create_task(self._deliver(t), name=f"notify[{t.name}]")
+                for t in self.targets
+            ]
             try:
-                await stop.wait()
+                await self._closing.wait()
             except asyncio.CancelledError:  # killed: leases stay held until they run out
                 for task in workers:
                     task.cancel()
@@ -454,13 +406,23 @@ class Notifier:
             await self._release()
             for target in self.targets:
                 target.drop()
-            self._session = None
+        finally:
+            self._ran.set()
 
-    async def _deliver(self, target: Target, stop: asyncio.Event) -> None:
+    async def close(self) -> None:
+        """Stop delivering (the request in flight may finish), hand the leases back, close
+        the HTTP client. Idempotent, and safe without `start`."""
+        self._closing.set()
+        if self._running:
+            await self._ran.wait()
+        await self.http.close()
+
+    async def _deliver(self, target: Target) -> None:
+        stop = self._closing
         while not stop.is_set():
             try:
                 if not await self._hold(target):
-                    await _pause(stop, self.lease / 3)
+                    await pause(stop, self.lease / 3)
                     continue
                 if not target.queue:
                     target.wake.clear()  # before reading: a wake from now on is not lost
@@ -473,17 +435,17 @@ class Notifier:
                 item = target.queue[0]
                 wait = item.not_before - time.monotonic()
                 if wait > 0:
-                    await _pause(stop, min(wait, self.lease / 3))
+                    await pause(stop, min(wait, self.lease / 3))
                     continue
-                await self._attempt(target, item, stop)
+                await self._attempt(target, item)
             except Exception as exc:  # the store is down: start again from what it holds
                 self._failures.failed(f"webhook {target.name}", exc, webhook=target.name)
                 target.drop()
-                await _pause(stop, 1.0)
+                await pause(stop, 1.0)
 
     async def _fill(self, target: Target) -> bool:
         """Queue what the receiver should hear next: a due refresh, then logged changes."""
-        if target.alertmanager and await self._refresh(target):
+        if target.notifier.refreshes and await self._refresh(target):
             return True
         while True:
             after = target.decided
@@ -504,15 +466,16 @@ class Notifier:
             if target.queue:
                 return True
 
-    async def _attempt(self, target: Target, item: Notification, stop: asyncio.Event) -> None:
+    async def _attempt(self, target: Target, item: Notification) -> None:
         if item.overflow:
             target.queue.popleft()
             self._dead_letter(target, item, "queue full")
             await self._commit(target, item)
             return
+        delivery = Delivery(item.change, item.incident, item.change_id, self.now())
         try:
-            await self._send(target, item)
-        except RefusedError as exc:
+            await target.notifier.send(delivery)
+        except PermanentError as exc:
             self._failures.failed(target.name, exc, webhook=target.name)
             target.queue.popleft()
             self._dead_letter(target, item, str(exc))
@@ -527,43 +490,15 @@ class Notifier:
                 self._dead_letter(target, item, str(exc))
                 await self._commit(target, item)
                 return
-            wait = min(float(self.config.retry_backoff) * 2 ** (item.attempts - 1), MAX_BACKOFF)
-            if exc.retry_after is not None:
-                wait = min(max(wait, exc.retry_after), MAX_BACKOFF)
-            item.not_before = time.monotonic() + wait
+            if item.backoff is None:
+                start = min(float(self.config.retry_backoff), MAX_BACKOFF)
+                item.backoff = Backoff(start, MAX_BACKOFF)
+            item.not_before = time.monotonic() + retry_wait(item.backoff, exc.retry_after)
             return
         self._failures.ok(target.name, webhook=target.name)
         target.queue.popleft()
         target.sent += 1
         await self._commit(target, item)
-
-    async def _send(self, target: Target, item: Notification) -> None:
-        assert self._session is not None
-        now = self.now()
-        body: Any
-        if target.alertmanager:
-            body = alertmanager_payload(item.change, item.incident, now, self.refresh_every)
-        else:
-            body = json_payload(item.change, item.incident, now, item.change_id)
-        headers = {"User-Agent": f"enoc-collector/{__version__}"}
-        if target.config.token is not None:
-            headers["Authorization"] = f"Bearer {target.config.token.reveal()}"
-        timeout = aiohttp.ClientTimeout(total=float(target.config.timeout))
-        try:
-            async with self._session.post(
-                target.endpoint, json=body, headers=headers, timeout=timeout
-            ) as response:
-                if response.status < 300:
-                    return
-                text = (await response.text(errors="replace"))[:200]
-                reason = f"HTTP {response.status} from {target.shown_endpoint}: {text}"
-                if response.status == 429 or response.status >= 500:
-                    raise RetryableError(reason, _retry_after(response.headers.get("Retry-After")))
-                raise RefusedError(reason)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise RetryableError(
-                f"{type(exc).__name__} posting to {target.shown_endpoint}: {redact(str(exc))}"
-            ) from exc
 
     def _dead_letter(self, target: Target, item: Notification, reason: str) -> None:
         target.dead_lettered += 1
@@ -571,7 +506,7 @@ class Notifier:
         record = {
             "at": self.now(),
             "webhook": target.name,
-            "url": target.shown_endpoint,
+            "url": target.notifier.endpoint,
             "reason": reason,
             "attempts": item.attempts,
             "change": item.change,
@@ -647,20 +582,6 @@ def _names(config: NotificationsConfig) -> list[str]:
         name if names.count(name) == 1 or hook.name else f"{name} ({hook.format})"
         for name, hook in zip(names, config.webhooks, strict=True)
     ]
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def read_dead_letters(path: Path) -> list[dict[str, Any]]:

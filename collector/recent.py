@@ -38,9 +38,9 @@ from typing import Any
 import aiohttp
 
 from collector.config import InfluxConfig, RecentConfig
-from collector.influx import ssl_context
 from collector.lineproto import Poll, sanitise_tag_value
 from collector.metrics_in import Metrics, number
+from collector.sinks.influx import ssl_context
 from enoc.logs import StateLogger, get_logger
 from enoc.wire import DeviceSample, MetricsMessage, Value, decode, topic
 

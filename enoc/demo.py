@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from enoc.localservers import free_port
+from testbed.servers import free_port
 
 log = logging.getLogger("enoc.demo")
 

@@ -8,6 +8,10 @@ timestamps.
 
 Topics: ``enoc/v1/<site>/<agent_id>/{metrics,events,status}``.
 
+What the messages hold is declared here once: the event kinds with their
+clearing states (`EVENT_KINDS`) and the groups of a metrics sample
+(`METRIC_GROUPS`); tests/test_vocabulary.py holds every other place to them.
+
 Decoding metrics is the collector's hot path (one message per device poll,
 about 50 points and 750 values): msgspec parses and checks the whole schema
 in C against the `_Metrics*` structs below, which say exactly what the general
@@ -93,6 +97,95 @@ def parse_topic(name: str) -> tuple[str, str, Kind]:
     return parts[2], parts[3], _KIND_OF[parts[4]]
 
 
+# ------------------------------------------------------------------ vocabulary
+# What the messages hold, declared once: the agent emits these, the collector decides and
+# writes by them, and tests hold every other place (the incident engine's SQL, the profiles,
+# the decoders' structs, the line protocol, the C passes) to them.
+
+EventKindName = Literal["reachability", "link", "bgp", "threshold", "reboot", "trap"]
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """A kind of event: the states its events take and the one that ends a problem."""
+
+    name: EventKindName
+    clearing: str | None  # the state that resolves the key's incident; None: momentary
+    problems: tuple[str, ...]  # every other state of it, each a problem
+    # An "info" problem of it still decides (a state, not a notice): a threshold or a trap
+    # configured as info is only kept in the event log.
+    always_decides: bool = False
+
+
+EVENT_KINDS: dict[str, EventKind] = {
+    k.name: k
+    for k in (
+        EventKind("reachability", "up", ("down",), always_decides=True),
+        EventKind("link", "up", ("down",), always_decides=True),
+        EventKind("bgp", "established", ("down",), always_decides=True),
+        EventKind("threshold", "ok", ("high",)),
+        # one-off: no clearing event will ever come (the collector resolves them in time)
+        EventKind("reboot", None, ("rebooted",)),
+        EventKind("trap", None, ("received",)),
+    )
+}
+# The states that end a problem of their key; any other state of the key is a problem.
+CLEARING_STATES = frozenset(k.clearing for k in EVENT_KINDS.values() if k.clearing is not None)
+MOMENTARY_KINDS = frozenset(k.name for k in EVENT_KINDS.values() if k.clearing is None)
+STATE_KINDS = frozenset(k.name for k in EVENT_KINDS.values() if k.always_decides)
+
+PollGroup = Literal["interfaces", "host_resources", "bgp"]
+# The agent's profile groups (the MIB tables it walks), in the order a profile walks them.
+POLL_GROUPS: tuple[PollGroup, ...] = ("interfaces", "host_resources", "bgp")
+
+
+@dataclass(frozen=True)
+class MetricGroup:
+    """A group of a metrics sample: its member in the payload, its InfluxDB measurement,
+    the identity before each row's fields (written as tags), and what fills it."""
+
+    member: str  # the sample's JSON member
+    measurement: str
+    identity: tuple[tuple[str, type], ...]  # a row's tags and types; () for the device's own
+    polled: tuple[PollGroup, ...]  # the profile groups whose columns it is made of
+    fields: tuple[str, ...]  # what the agent writes (a profile's vendor scalars add device fields)
+
+
+DEVICE_FIELDS = MetricGroup(
+    "fields",
+    "device",
+    (),
+    ("host_resources", "interfaces"),
+    (
+        *("reachable", "response_ms", "sysUpTime", "uptime_s", "cpu", "memory"),
+        *("ports_down", "ports_down_baseline"),
+    ),
+)
+INTERFACES = MetricGroup(
+    "ifs",
+    "interface",
+    (("ifIndex", int), ("ifName", str), ("ifDescr", str), ("ifAlias", str)),
+    ("interfaces",),
+    (
+        *("ifOperStatus", "ifAdminStatus", "ifHighSpeed"),
+        *("ifHCInOctets", "ifInOctets", "ifHCOutOctets", "ifOutOctets"),
+        *("ifInErrors", "ifOutErrors", "ifInDiscards", "ifOutDiscards"),
+        *("in_bps", "out_bps", "in_utilization", "out_utilization"),
+        *("in_errors_per_s", "out_errors_per_s", "in_discards_per_s", "out_discards_per_s"),
+        "listed",  # the one field of a row served with no status or counter column
+    ),
+)
+BGP_PEERS = MetricGroup(
+    "bgp",
+    "bgp_peer",
+    (("peer", str),),
+    ("bgp",),
+    ("state", "admin_status", "remote_as", "in_updates", "out_updates", "established_time"),
+)
+# In the order a sample holds them (the C pass takes them in this order only).
+METRIC_GROUPS: tuple[MetricGroup, ...] = (DEVICE_FIELDS, INTERFACES, BGP_PEERS)
+
+
 # ------------------------------------------------------------------ messages
 
 
@@ -133,8 +226,8 @@ class Event:
     ts: float  # when the transition happened
     device: str
     resource: str  # "device", "if:<ifIndex>", "bgp:<peer>", "cpu", "memory", ...
-    kind: str  # reachability, link, reboot, bgp, threshold, trap
-    state: str  # e.g. down/up, high/ok; the clearing state is "ok", "up" or "established"
+    kind: str  # one of EVENT_KINDS from this agent; the collector keeps any it is sent
+    state: str  # the kind's clearing state or one of its problems (EVENT_KINDS)
     severity: Severity = "major"
     message: str = ""
     source: Source = "poll"

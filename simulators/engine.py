@@ -24,18 +24,22 @@ from enoc.snmp.ber import BerError, Oid
 from enoc.snmp.message import (
     FLAG_AUTH,
     FLAG_PRIV,
-    FLAG_REPORTABLE,
     NO_ERROR,
     TOO_BIG,
     V2C,
     V3,
     Pdu,
+    UnknownSecurityModel,
+    V3Header,
     build_v3_message,
     encode_pdu,
+    encode_report,
+    encode_scoped,
     parse_pdu,
-    parse_scoped,
+    parse_v3_header,
 )
 from enoc.snmp.usm import (
+    REPORT_KINDS,
     SNMP_UNKNOWN_CONTEXTS,
     TIME_WINDOW,
     USM_STATS_DECRYPTION_ERRORS,
@@ -317,167 +321,88 @@ class Engine:
     # ---------------------------------------------------------------- v3
 
     def _v3(self, device: Device, data: bytes, pos: int, end: int, now: float) -> bytes:
-        g_start, g_end = ber.expect(data, pos, end, ber.SEQUENCE)
-        msg_id, p = ber.read_integer(data, g_start, g_end)
-        max_size, p = ber.read_integer(data, p, g_end)
-        flags_bytes, p = ber.read_octets(data, p, g_end)
-        security_model, p = ber.read_integer(data, p, g_end)
-        if len(flags_bytes) != 1 or max_size < 484:
-            raise BerError("bad msgFlags or msgMaxSize")
-        flags = flags_bytes[0]
-        if security_model != 3:
-            raise Refused("unknown_security_model")
-        sp_start, sp_end = ber.expect(data, g_end, end, ber.OCTET_STRING)
-        usm_start, usm_end = ber.expect(data, sp_start, sp_end, ber.SEQUENCE)
-        engine_id, p = ber.read_octets(data, usm_start, usm_end)
-        boots, p = ber.read_integer(data, p, usm_end)
-        etime, p = ber.read_integer(data, p, usm_end)
-        user_name, p = ber.read_octets(data, p, usm_end)
-        auth_start, auth_end = ber.expect(data, p, usm_end, ber.OCTET_STRING)
-        salt, _ = ber.read_octets(data, auth_end, usm_end)
-        msg_data_pos = sp_end
+        try:
+            header = parse_v3_header(data, pos, end)
+        except UnknownSecurityModel:
+            raise Refused("unknown_security_model") from None
+        msg_id = header.msg_id
         stale = device.faults.garbage == "request_id"
         if stale:
             self.stats.garbled["request_id"] += 1
             msg_id = _stale(msg_id)
-        ctx = _V3Context(msg_id, min(max_size, device.max_message_size), user_name, flags)
-
-        if flags & FLAG_PRIV and not flags & FLAG_AUTH:
-            raise BerError("privacy without authentication in msgFlags")
-        reportable = bool(flags & FLAG_REPORTABLE)
-        request_id = self._peek_request_id(data, msg_data_pos, end) if not flags & FLAG_PRIV else 0
+        ctx = _V3Context(msg_id, min(header.max_size, device.max_message_size), header.user_name)
+        reportable = header.reportable
+        request_id = self._peek_request_id(data, header, end) if not header.level & FLAG_PRIV else 0
         if stale:
             request_id = _stale(request_id)
 
-        if engine_id != device.engine_id:
-            # Discovery (empty engine ID) lands here too.
-            return self._report(
-                device,
-                ctx,
-                request_id,
-                USM_STATS_UNKNOWN_ENGINE_IDS,
-                now,
-                reportable,
-                "unknown_engine_id",
-            )
-        keys = device.user_keys(user_name)
+        def report(counter: Oid, keys: LocalizedUser | None = None, rid: int = request_id) -> bytes:
+            # A time-window report is sent whether the request was reportable or not.
+            always = counter == USM_STATS_NOT_IN_TIME_WINDOWS
+            return self._report(device, ctx, rid, counter, now, reportable or always, keys)
+
+        if header.engine_id != device.engine_id:
+            return report(USM_STATS_UNKNOWN_ENGINE_IDS)  # discovery (empty engine ID) too
+        keys = device.user_keys(header.user_name)
         if keys is None:
-            return self._report(
-                device,
-                ctx,
-                request_id,
-                USM_STATS_UNKNOWN_USER_NAMES,
-                now,
-                reportable,
-                "unknown_user",
-            )
-        requested_level = flags & (FLAG_AUTH | FLAG_PRIV)
-        if requested_level & ~keys.user.level & 3:
-            return self._report(
-                device,
-                ctx,
-                request_id,
-                USM_STATS_UNSUPPORTED_SEC_LEVELS,
-                now,
-                reportable,
-                "unsupported_sec_level",
-            )
-        if flags & FLAG_AUTH:
-            digest = data[auth_start:auth_end]
-            zeroed = data[:auth_start] + b"\x00" * (auth_end - auth_start) + data[auth_end:]
-            if len(digest) != keys.auth_len or not keys.verify(zeroed, digest):
-                return self._report(
-                    device,
-                    ctx,
-                    request_id,
-                    USM_STATS_WRONG_DIGESTS,
-                    now,
-                    reportable,
-                    "wrong_digest",
-                )
+            return report(USM_STATS_UNKNOWN_USER_NAMES)
+        if header.level & ~keys.user.level:
+            return report(USM_STATS_UNSUPPORTED_SEC_LEVELS)
+        if header.level & FLAG_AUTH:
+            if not header.authentic(data, keys):
+                return report(USM_STATS_WRONG_DIGESTS)
+            boots, etime = header.boots, header.etime
             ours_boots, ours_time = device.engine_boots, device.engine_time(now)
             if boots != ours_boots or abs(etime - ours_time) > TIME_WINDOW or boots >= 0x7FFFFFFF:
                 ctx.level = FLAG_AUTH
-                return self._report(
-                    device,
-                    ctx,
-                    request_id,
-                    USM_STATS_NOT_IN_TIME_WINDOWS,
-                    now,
-                    True,
-                    "not_in_time_window",
-                    keys=keys,
-                )
-        if flags & FLAG_PRIV:
-            cipher, _ = ber.read_octets(data, msg_data_pos, end)
-            try:
-                plain = keys.decrypt(cipher, boots, etime, salt)
-                scoped = _parse_scoped(plain, 0, len(plain), lenient_tail=True)
-            except (DecryptionError, BerError):
-                return self._report(
-                    device,
-                    ctx,
-                    request_id,
-                    USM_STATS_DECRYPTION_ERRORS,
-                    now,
-                    reportable,
-                    "decryption_error",
-                )
-        else:
-            scoped = _parse_scoped(data, msg_data_pos, end, lenient_tail=False)
-        context_name, pdu = scoped
-        ctx.level = flags & (FLAG_AUTH | FLAG_PRIV)
+                return report(USM_STATS_NOT_IN_TIME_WINDOWS, keys)
+        try:
+            _engine, context_name, pdu = header.open_scoped(data, end, keys, parse_pdu)
+        except DecryptionError:
+            return report(USM_STATS_DECRYPTION_ERRORS)
+        ctx.level = header.level
         if stale:
             pdu.request_id = _stale(pdu.request_id)
         if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET):
             raise Refused("unsupported_pdu")
         if context_name:
-            return self._report(
-                device,
-                ctx,
-                pdu.request_id,
-                SNMP_UNKNOWN_CONTEXTS,
-                now,
-                reportable,
-                "unknown_context",
-                keys=keys,
-            )
+            return report(SNMP_UNKNOWN_CONTEXTS, keys, pdu.request_id)
         # The envelope of a v3 response: ~60 octets plus the engine ID, user, MAC and salt.
         overhead = (
-            64 + len(device.engine_id) * 2 + len(user_name) + keys.auth_len + 8 + LENGTH_SLACK
+            64
+            + len(device.engine_id) * 2
+            + len(header.user_name)
+            + keys.auth_len
+            + 8
+            + LENGTH_SLACK
         )
         response = self.responder.respond(device, pdu, ctx.max_size - overhead, now)
         return self._wrap(device, ctx, response, now, keys)
 
     @staticmethod
-    def _peek_request_id(data: bytes, pos: int, end: int) -> int:
+    def _peek_request_id(data: bytes, header: V3Header, end: int) -> int:
         try:
-            _name, pdu = _parse_scoped(data, pos, end, lenient_tail=False)
+            return header.open_scoped(data, end, None, parse_pdu)[2].request_id
         except BerError:
             return 0
-        return pdu.request_id
 
     def _report(
         self,
         device: Device,
         ctx: _V3Context,
         request_id: int,
-        counter_oid: Oid,
+        counter: Oid,
         now: float,
         reportable: bool,
-        kind: str,
         keys: LocalizedUser | None = None,
     ) -> bytes:
+        kind = REPORT_KINDS[counter]
         if not reportable:
             raise Refused(kind)
         self.stats.reports[kind] += 1
         self.last_bad = kind
-        self._report_counts[counter_oid] += 1
-        varbind = ber.encode_varbind(
-            ber.encode_oid(counter_oid),
-            ber.encode_unsigned(ber.COUNTER32, self._report_counts[counter_oid]),
-        )
-        pdu = encode_pdu(ber.REPORT, request_id, 0, 0, varbind)
+        self._report_counts[counter] += 1
+        pdu = encode_report(request_id, counter, self._report_counts[counter])
         if keys is None:
             ctx.level = 0
         return self._wrap(device, ctx, pdu, now, keys)
@@ -485,29 +410,16 @@ class Engine:
     def _wrap(
         self, device: Device, ctx: _V3Context, pdu: bytes, now: float, keys: LocalizedUser | None
     ) -> bytes:
-        boots, etime = device.engine_boots, device.engine_time(now)
-        scoped = ber.tlv(
-            ber.SEQUENCE, ber.encode_octets(device.engine_id) + ber.encode_octets(b"") + pdu
-        )
-        level = ctx.level if keys is not None else 0
-        salt = b""
-        if level & FLAG_PRIV and keys is not None:
-            salt = keys.next_salt(boots)
-            msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
-        else:
-            msg_data = scoped
-        mac_len = keys.auth_len if level & FLAG_AUTH and keys is not None else 0
         return build_v3_message(
             msg_id=ctx.msg_id,
             max_size=device.max_message_size,
-            flags=level,
+            flags=ctx.level if keys is not None else 0,
             engine_id=device.engine_id,
-            boots=boots,
-            etime=etime,
+            boots=device.engine_boots,
+            etime=device.engine_time(now),
             user_name=ctx.user_name,
-            salt=salt,
-            msg_data=msg_data,
-            keys=keys if mac_len else None,
+            scoped=encode_scoped(device.engine_id, pdu),
+            keys=keys,
         )
 
 
@@ -516,10 +428,4 @@ class _V3Context:
     msg_id: int
     max_size: int
     user_name: bytes
-    level: int
-
-
-def _parse_scoped(data: bytes, pos: int, end: int, *, lenient_tail: bool) -> tuple[bytes, Pdu]:
-    """ScopedPDU -> (contextName, PDU). Decrypted DES data may carry padding after it."""
-    _engine, context_name, start, stop = parse_scoped(data, pos, end, lenient_tail=lenient_tail)
-    return context_name, parse_pdu(data, start, stop)
+    level: int = 0

@@ -21,6 +21,19 @@ from dataclasses import dataclass, field
 
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
+from enoc.snmp.mib import (
+    BGP,
+    BGP_PEER_ENTRY,
+    HR_MEMORY_SIZE,
+    HR_PROCESSOR_ENTRY,
+    HR_STORAGE_ENTRY,
+    HR_STORAGE_FLASH,
+    HR_STORAGE_RAM,
+    IF_ENTRY,
+    IF_NUMBER,
+    IFX_ENTRY,
+    SYSTEM,
+)
 from enoc.snmp.usm import LocalizedUser, UsmUser
 
 DAY = 86400.0
@@ -28,19 +41,6 @@ WAVE2 = 431.0  # seconds: short bursts
 WAVE3 = 1381.0
 COUNTER32 = 1 << 32
 COUNTER64 = 1 << 64
-
-SYSTEM = (1, 3, 6, 1, 2, 1, 1)
-IF_NUMBER = (1, 3, 6, 1, 2, 1, 2, 1, 0)
-IF_ENTRY = (1, 3, 6, 1, 2, 1, 2, 2, 1)
-IFX_ENTRY = (1, 3, 6, 1, 2, 1, 31, 1, 1, 1)
-HR_MEMORY_SIZE = (1, 3, 6, 1, 2, 1, 25, 2, 2, 0)
-HR_STORAGE_ENTRY = (1, 3, 6, 1, 2, 1, 25, 2, 3, 1)
-HR_STORAGE_RAM = (1, 3, 6, 1, 2, 1, 25, 2, 1, 2)
-HR_STORAGE_FLASH = (1, 3, 6, 1, 2, 1, 25, 2, 1, 9)
-HR_PROCESSOR_ENTRY = (1, 3, 6, 1, 2, 1, 25, 3, 3, 1)
-BGP = (1, 3, 6, 1, 2, 1, 15)
-BGP_PEER_ENTRY = (1, 3, 6, 1, 2, 1, 15, 3, 1)
-SYS_UPTIME_OID = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 
 Getter = Callable[["Device", float], bytes]
 

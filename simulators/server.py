@@ -19,25 +19,34 @@ from typing import Any, cast
 
 from enoc.lifecycle import ServiceBase
 from enoc.snmp import ber
-from enoc.snmp.message import build_v3_message, encode_pdu, random_request_id
+from enoc.snmp.message import (
+    build_v2c_message,
+    build_v3_message,
+    encode_pdu,
+    encode_scoped,
+    random_request_id,
+)
+from enoc.snmp.mib import (
+    AUTHENTICATION_FAILURE,
+    BGP_BACKWARD_TRANSITION,
+    BGP_ESTABLISHED,
+    BGP_PEER_LAST_ERROR,
+    BGP_PEER_REMOTE_ADDR,
+    BGP_PEER_STATE,
+    COLD_START,
+    IF_ADMIN_STATUS,
+    IF_INDEX,
+    IF_OPER_STATUS,
+    LINK_DOWN,
+    LINK_UP,
+    SNMP_TRAP_OID_0,
+    SYS_UPTIME_0,
+)
 from simulators.engine import GARBAGE_MODES, Engine, Stats
-from simulators.model import SYS_UPTIME_OID, Device, attach_views
+from simulators.model import Device, attach_views
 
 log = logging.getLogger("enoc.sim")
 
-SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
-COLD_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 1)
-LINK_DOWN = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
-LINK_UP = (1, 3, 6, 1, 6, 3, 1, 1, 5, 4)
-AUTHENTICATION_FAILURE = (1, 3, 6, 1, 6, 3, 1, 1, 5, 5)
-BGP_ESTABLISHED = (1, 3, 6, 1, 2, 1, 15, 0, 1)
-BGP_BACKWARD_TRANSITION = (1, 3, 6, 1, 2, 1, 15, 0, 2)
-IF_INDEX = (1, 3, 6, 1, 2, 1, 2, 2, 1, 1)
-IF_ADMIN = (1, 3, 6, 1, 2, 1, 2, 2, 1, 7)
-IF_OPER = (1, 3, 6, 1, 2, 1, 2, 2, 1, 8)
-BGP_PEER_REMOTE_ADDR = (1, 3, 6, 1, 2, 1, 15, 3, 1, 7)
-BGP_PEER_LAST_ERROR = (1, 3, 6, 1, 2, 1, 15, 3, 1, 14)
-BGP_PEER_STATE = (1, 3, 6, 1, 2, 1, 15, 3, 1, 2)
 AUTH_TRAP_INTERVAL = 10.0  # seconds between authenticationFailure traps of one device
 
 FAULT_KINDS = (
@@ -360,8 +369,8 @@ class Simulator(ServiceBase):
             LINK_UP if up else LINK_DOWN,
             [
                 ((*IF_INDEX, *idx), ber.encode_integer(if_index)),
-                ((*IF_ADMIN, *idx), ber.encode_integer(1 if iface.admin_up else 2)),
-                ((*IF_OPER, *idx), ber.encode_integer(1 if iface.oper_up else 2)),
+                ((*IF_ADMIN_STATUS, *idx), ber.encode_integer(1 if iface.admin_up else 2)),
+                ((*IF_OPER_STATUS, *idx), ber.encode_integer(1 if iface.oper_up else 2)),
             ],
         )
 
@@ -385,39 +394,28 @@ class Simulator(ServiceBase):
     ) -> bytes:
         now = self.clock()
         body = ber.encode_varbind(
-            ber.encode_oid(SYS_UPTIME_OID),
+            ber.encode_oid(SYS_UPTIME_0),
             ber.encode_unsigned(ber.TIMETICKS, device.uptime_ticks(now)),
-        ) + ber.encode_varbind(ber.encode_oid(SNMP_TRAP_OID), ber.encode_oid(trap_oid))
+        ) + ber.encode_varbind(ber.encode_oid(SNMP_TRAP_OID_0), ber.encode_oid(trap_oid))
         body += b"".join(ber.encode_varbind(ber.encode_oid(o), v) for o, v in varbinds)
         pdu = encode_pdu(ber.TRAP_V2, random_request_id(), 0, 0, body)
         if self.trap_version == "3" and device.users:
             user_name = next(iter(device.users))
             keys = device.user_keys(user_name)
             assert keys is not None
-            boots, etime = device.engine_boots, device.engine_time(now)
-            scoped = ber.tlv(
-                ber.SEQUENCE, ber.encode_octets(device.engine_id) + ber.encode_octets(b"") + pdu
-            )
-            level = keys.user.level
-            salt = b""
-            msg_data = scoped
-            if level & 2:
-                salt = keys.next_salt(boots)
-                msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
             return build_v3_message(
                 msg_id=random_request_id(),
                 max_size=device.max_message_size,
-                flags=level,
+                flags=keys.user.level,
                 engine_id=device.engine_id,
-                boots=boots,
-                etime=etime,
+                boots=device.engine_boots,
+                etime=device.engine_time(now),
                 user_name=user_name,
-                salt=salt,
-                msg_data=msg_data,
-                keys=keys if level & 1 else None,
+                scoped=encode_scoped(device.engine_id, pdu),
+                keys=keys,
             )
         community = min(device.communities) if device.communities else b"public"
-        return ber.tlv(ber.SEQUENCE, ber.encode_integer(1) + ber.encode_octets(community) + pdu)
+        return build_v2c_message(community, pdu)
 
     def send_trap(
         self, device: Device, trap_oid: ber.Oid, varbinds: list[tuple[ber.Oid, bytes]]

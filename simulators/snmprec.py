@@ -25,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enoc.snmp import ber
+from enoc.snmp.mib import IF_ENTRY, IF_OPER_STATUS, IFX_ENTRY, SYS_UPTIME_0
 from simulators.model import (
     COUNTER32,
     COUNTER64,
-    IF_ENTRY,
-    IFX_ENTRY,
-    SYS_UPTIME_OID,
     Device,
     Getter,
     MibBuilder,
@@ -91,26 +89,17 @@ def encode_value(tag: int, text: str, hexed: bool) -> bytes:
 IF_PACKETS = 1 / 700  # packets per octet: a 700-octet average frame
 IF_GROUP_PACKETS = 1 / 90000
 MOVING_COLUMNS: dict[tuple[int, ...], float] = {
-    (*IF_ENTRY, 10): 1.0,
-    (*IF_ENTRY, 11): IF_PACKETS,
-    (*IF_ENTRY, 12): IF_GROUP_PACKETS,
-    (*IF_ENTRY, 16): 1.0,
-    (*IF_ENTRY, 17): IF_PACKETS,
-    (*IF_ENTRY, 18): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 2): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 3): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 4): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 5): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 6): 1.0,
-    (*IFX_ENTRY, 7): IF_PACKETS,
-    (*IFX_ENTRY, 8): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 9): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 10): 1.0,
-    (*IFX_ENTRY, 11): IF_PACKETS,
-    (*IFX_ENTRY, 12): IF_GROUP_PACKETS,
-    (*IFX_ENTRY, 13): IF_GROUP_PACKETS,
+    (*entry, column): share
+    for share, entry, columns in (
+        (1.0, IF_ENTRY, (10, 16)),  # octets
+        (IF_PACKETS, IF_ENTRY, (11, 17)),  # unicast packets
+        (IF_GROUP_PACKETS, IF_ENTRY, (12, 18)),  # non-unicast packets
+        (1.0, IFX_ENTRY, (6, 10)),  # HC octets
+        (IF_PACKETS, IFX_ENTRY, (7, 11)),  # HC unicast packets
+        (IF_GROUP_PACKETS, IFX_ENTRY, (2, 3, 4, 5, 8, 9, 12, 13)),  # multicast, broadcast
+    )
+    for column in columns
 }
-IF_OPER_STATUS = (*IF_ENTRY, 8)
 IF_SPEED = (*IF_ENTRY, 5)
 IF_HIGH_SPEED = (*IFX_ENTRY, 15)
 FALLBACK_SPEED_BPS = 100_000_000  # an up interface that states no speed
@@ -258,11 +247,11 @@ def load_recording_device(
             sys_descr = bytes.fromhex(raw) if row.hexed else raw.encode("utf-8", "surrogateescape")
         elif oid == (1, 3, 6, 1, 2, 1, 1, 2, 0) and row.tag == ber.OBJECT_IDENTIFIER:
             sys_object_id = ber.parse_oid_text(row.text)
-        elif oid == SYS_UPTIME_OID and row.number is not None:
+        elif oid == SYS_UPTIME_0 and row.number is not None:
             uptime = row.number
     if uptime is not None:
         builder.scalar(
-            SYS_UPTIME_OID, lambda d, now: ber.encode_unsigned(ber.TIMETICKS, d.uptime_ticks(now))
+            SYS_UPTIME_0, lambda d, now: ber.encode_unsigned(ber.TIMETICKS, d.uptime_ticks(now))
         )
     interfaces = {
         oid[len(column) :]

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from collector.app import Collector
-from enoc.localservers import VictoriaMetrics, free_port
+from testbed.servers import VictoriaMetrics, free_port
 
 TOKENS = {
     "viewer1": secrets.token_hex(16),

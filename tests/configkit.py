@@ -103,7 +103,8 @@ def _demo(tmp: Path, env: dict[str, str]) -> list[Written]:
 def _benches(tmp: Path) -> list[Written]:
     from enoc.bench import collector as bench_collector
     from enoc.bench import console
-    from enoc.bench.drillkit import Harness, Sizing
+    from testbed.drills import Harness
+    from testbed.drills_procs import Sizing
 
     tmp.mkdir()
     out = []

@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from enoc.localservers import (
-    Alertmanager,
-    InfluxDB1,
-    Mosquitto,
-    PostgreSQL,
-    SnmpD,
-    SnmpTrapd,
-    VictoriaMetrics,
-)
+from testbed.netsnmp import SnmpD, SnmpTrapd
+from testbed.servers import Alertmanager, InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import struct
 import urllib.request
 
 from collector.lineproto import sanitise_field_key, sanitise_string_field
-from enoc.localservers import InfluxDB1, VictoriaMetrics
 from enoc.wire import BgpSample, DeviceSample, InterfaceSample, MetricsMessage, Value
+from testbed.servers import InfluxDB1, VictoriaMetrics
 
 T0 = 1_790_000_000.25
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from enoc.snmp import ber
-from enoc.snmp.message import build_v3_message, encode_pdu
+from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.model import Device, attach_views
@@ -123,14 +123,6 @@ def v3_request(
     etime = device.engine_time(now) if etime is None else etime
     varbinds = b"".join(ber.encode_varbind(ber.encode_oid(o), ber.NULL_VALUE) for o in oids)
     pdu = encode_pdu(tag, 7, 0, 10 if tag == ber.GETBULK else 0, varbinds)
-    scoped = ber.tlv(
-        ber.SEQUENCE, ber.encode_octets(engine_id) + ber.encode_octets(context_name) + pdu
-    )
-    salt = b""
-    msg_data = scoped
-    if flags & 2 and keys is not None:
-        salt = keys.next_salt(boots)
-        msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
     message = build_v3_message(
         msg_id=99,
         max_size=65507,
@@ -139,9 +131,8 @@ def v3_request(
         boots=boots,
         etime=etime,
         user_name=user,
-        salt=salt,
-        msg_data=msg_data,
-        keys=keys if flags & 1 else None,
+        scoped=encode_scoped(engine_id, pdu, context_name),
+        keys=keys,
     )
     if tamper_mac:
         mac_at = message.index(ber.encode_octets(user)) + len(ber.encode_octets(user)) + 2

@@ -13,11 +13,11 @@ from agentkit import Listener, agent_config, running_agent, simulated_site
 from simkit import free_udp_port
 
 from agent.spool import Spool
-from enoc.localservers import Mosquitto
 from enoc.snmp import ber
 from enoc.snmp.message import build_v2c_message, encode_pdu, parse_pdu
 from enoc.wire import DeviceSample
 from simulators.model import Device
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

@@ -20,11 +20,11 @@ import pytest
 from agentkit import Listener, agent_config, running_agent
 from simkit import free_udp_port, small_fleet
 
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceSample, InterfaceSample
 from simulators.inventory_out import write_inventory
 from simulators.model import Device, Interface, attach_views
 from simulators.server import Simulator
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceSample, MetricsMessage, Value
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

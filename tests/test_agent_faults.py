@@ -12,9 +12,9 @@ import pytest
 from agentkit import Listener, Site, agent_config, running_agent, simulated_site
 from simkit import free_udp_port
 
-from enoc.localservers import Mosquitto
 from enoc.snmp.client import V3User
 from enoc.wire import DeviceSample, Event
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

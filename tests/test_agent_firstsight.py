@@ -16,8 +16,8 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 from simkit import free_udp_port
 
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceSample, Event
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

@@ -295,8 +295,9 @@ def test_the_ports_down_counts_take_the_collectors_one_pass_path() -> None:
 
 
 def test_link_traps_follow_the_policy_and_the_admin_status_they_carry(tmp_path: Path) -> None:
-    from agent.app import IF_ADMIN_STATUS, IF_INDEX, LINK_DOWN, LINK_UP, Agent
+    from agent.app import Agent
     from agent.traps import Trap
+    from enoc.snmp.mib import IF_ADMIN_STATUS, IF_INDEX, LINK_DOWN, LINK_UP
 
     _write(
         tmp_path / "agent.yaml",

@@ -20,8 +20,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from enoc.demo import start_broker
-from enoc.localservers import HOST, Mosquitto, free_port
 from enoc.mqtt import V5, V311, AckedClient, ProtocolChoice, client_args
+from testbed.servers import HOST, Mosquitto, free_port
 
 NOT_AUTHORIZED = 135
 ALLOWED = "enoc/v1/nyc/nyc-1/metrics"

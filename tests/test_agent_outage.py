@@ -17,8 +17,8 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
 from agent.publisher import STATUS_BLOCK
-from enoc.localservers import Mosquitto
 from enoc.wire import EventsMessage, Message, MetricsMessage, StatusMessage
+from testbed.servers import Mosquitto
 
 
 def reconnect_birth(listener: Listener, births: int) -> StatusMessage | None:

@@ -13,11 +13,12 @@ from simkit import free_udp_port, small_fleet
 
 from agent.poller import RawPoll, collect
 from agent.profiles import BUILT_IN, Profile, ProfileSet
-from enoc.localservers import Mosquitto
 from enoc.snmp.client import SnmpClient, Target, V2c
+from enoc.snmp.mib import HR_MEMORY_SIZE
 from enoc.wire import DeviceSample
-from simulators.model import HR_MEMORY_SIZE, Device
+from simulators.model import Device
 from simulators.server import Simulator
+from testbed.servers import Mosquitto
 
 SWITCH = (1, 3, 6, 1, 4, 1, 9, 1, 2694)  # the simulated access switch's sysObjectID
 BGP_LOCAL_AS = "1.3.6.1.2.1.15.2.0"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from agentkit import Listener, agent_config, simulated_site
 
-from enoc.localservers import Mosquitto
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

@@ -21,10 +21,10 @@ from agentkit import Listener, agent_config, running_agent
 from simkit import V3_AUTH, V3_PRIV, V3_USER, FakeClock, free_udp_port
 
 from agent.traps import Trap, TrapReceiver, TrapSource
-from enoc.localservers import Mosquitto
 from enoc.snmp import ber
-from enoc.snmp.message import build_v3_message, encode_pdu
+from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser, UsmUser
+from testbed.servers import Mosquitto
 
 USER = UsmUser(V3_USER, "SHA-256", V3_AUTH, "AES-128", V3_PRIV)
 ACC, FW = "127.41.0.2", "127.41.0.3"
@@ -51,8 +51,6 @@ def v3_trap(
     )
     body += ber.encode_varbind(ber.encode_oid(IF_INDEX_3), ber.encode_integer(3))
     pdu = encode_pdu(ber.TRAP_V2, msg_id, 0, 0, body)
-    scoped = ber.tlv(ber.SEQUENCE, ber.encode_octets(keys.engine_id) + ber.encode_octets(b"") + pdu)
-    salt = keys.next_salt(boots)
     return build_v3_message(
         msg_id=msg_id,
         max_size=65507,
@@ -61,8 +59,7 @@ def v3_trap(
         boots=boots,
         etime=etime,
         user_name=user,
-        salt=salt,
-        msg_data=ber.encode_octets(keys.encrypt(scoped, boots, etime, salt)),
+        scoped=encode_scoped(keys.engine_id, pdu),
         keys=keys,
     )
 
@@ -120,7 +117,7 @@ def test_spoofed_traps_with_random_large_engine_ids_leave_the_key_cache_and_memo
     rx.datagram_received(v3_trap(LocalizedUser.localize(USER, ENGINE_ACC)), (ACC, 50000))
     assert rx.stats.received == 1
     assert traps[0].device == "acc" and traps[0].trap_oid == LINK_UP
-    assert list(rx._keys) == [(V3_USER.encode(), ENGINE_ACC)]
+    assert list(rx._keys) == [(USER, ENGINE_ACC)]
 
 
 def test_the_key_cache_is_a_bounded_lru_and_counts_its_evictions() -> None:

@@ -12,7 +12,7 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 from simkit import V3_AUTH, V3_PRIV, V3_USER, free_udp_port
 
-from enoc.localservers import Mosquitto
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

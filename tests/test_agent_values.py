@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceSample
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from enoc.bench import faults
-from enoc.bench.drillkit import Expect, compare_incidents, count_points, published_points
 from enoc.wire import BgpSample, DeviceSample, InterfaceSample, MetricsMessage
+from testbed.drills_accounting import Expect, compare_incidents, count_points, published_points
 
 pytestmark = pytest.mark.servers
 

@@ -1,52 +1,21 @@
 """`enoc bench fleet` at tiny size: every component measured, every point accounted for,
-peers compared, growth rows written, and a PNG that is a PNG."""
+peers compared, growth rows written, and its chart a valid PNG."""
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
-from benchkit import marked_env, marked_processes
+from benchkit import marked_env, marked_processes, png_size
 
-from enoc.bench.plot import Panel, Series, nice_ticks, render
+from enoc.bench import plot
 
 pytestmark = pytest.mark.servers
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """Width and height from IHDR, after checking the signature, chunk CRCs and pixel data."""
-    assert data[:8] == PNG_SIGNATURE
-    offset, chunks, idat = 8, [], b""
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
-        chunks.append(kind)
-        if kind == b"IDAT":
-            idat += body
-        offset += 12 + length
-    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND" and b"IDAT" in chunks
-    width, height, depth, color = struct.unpack(">IIBB", data[16:26])
-    assert (depth, color) == (8, 2)  # 8-bit RGB
-    assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
-    return width, height
-
-
-def test_plot_writes_a_valid_png() -> None:
-    panel = Panel("points/s", [Series("a", [(0, 1), (10, 5)]), Series("b", [(5, 2)], style="dots")])
-    assert png_size(render([panel, panel], width=400, panel_height=200, title="t")) == (400, 430)
-    assert nice_ticks(0, 97) == [0, 20, 40, 60, 80, 100]
 
 
 def test_bench_fleet_small(tmp_path: Path) -> None:
@@ -121,7 +90,7 @@ def test_bench_fleet_small(tmp_path: Path) -> None:
 
     image = Path(result["plot"])
     assert image.parent == tmp_path and image.suffix == ".png"
-    width, height = png_size(image.read_bytes())
-    assert width == 960 and height == 30 + 4 * 280  # title, throughput x2, lag, growth
+    # title, then throughput x2, lag, peers and growth
+    assert png_size(image.read_bytes()) == (960, plot.TITLE_HEIGHT + 5 * 280)
 
     assert marked_processes(mark) == [], "the exporter, broker, database, agents are gone"

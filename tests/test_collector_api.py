@@ -19,12 +19,12 @@ import pytest
 import yaml
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
-from collector.api import prometheus_text
 from collector.app import Collector
 from collector.auth import Users, hash_password, verify_password
+from collector.exposition import prometheus_text
 from enoc.config import ConfigError
-from enoc.localservers import Mosquitto
 from enoc.wire import Event, EventsMessage, encode, topic
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

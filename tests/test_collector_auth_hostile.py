@@ -37,7 +37,7 @@ from collector.auth import (
 )
 from collector.config import CollectorConfig
 from enoc.config import ConfigError, parse_config
-from enoc.localservers import Mosquitto, free_port
+from testbed.servers import Mosquitto, free_port
 
 PASSWORD = "a long console password"
 
@@ -391,10 +391,9 @@ async def test_healthz_says_only_ok_or_not_without_a_login(
             async with http.get(f"{base}/healthz", headers=auth("viewer1")) as r:
                 details = await r.json()
                 assert r.status == 200 and details["mqtt"]["ok"] and details["influxdb"]["ok"]
-            assert collector.writer is not None
-            collector.writer.put_nowait(b"device,device=d1 cpu=1 1\n", 1)
-            collector.writer.flush_now()
-            await eventually(lambda: not collector.writer.healthy, what="InfluxDB down")
+            collector.sinks["influxdb"].write_nowait(b"device,device=d1 cpu=1 1\n", 1)
+            collector.sinks["influxdb"].flush()
+            await eventually(lambda: not collector.sinks["influxdb"].healthy, what="InfluxDB down")
             for headers in ({}, {"Authorization": "Bearer " + "x" * 32}):
                 async with http.get(f"{base}/healthz", headers=headers) as r:
                     text = await r.text()

@@ -14,8 +14,8 @@ from agentkit import Listener, agent_config, running_agent, simulated_site
 from collectorkit import collector_config, eventually, running_collector
 
 from collector.lineproto import lines_for
-from enoc.localservers import Mosquitto, VictoriaMetrics
 from enoc.wire import MetricsMessage
+from testbed.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.servers
 
@@ -60,7 +60,7 @@ async def test_metrics_land_and_faults_become_incidents(
             names = {d.name for d in site.devices}
 
             async def listed() -> bool:
-                return {d["device"] for d in await coll.engine.devices()} == names
+                return {d["device"] for d in await coll.engine.queries.devices()} == names
 
             await eventually(listed, what="every device listed")
             # polled once first: a link down at first sight is the baseline, not an incident
@@ -71,7 +71,7 @@ async def test_metrics_land_and_faults_become_incidents(
             site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
 
             async def link_incident(state: str) -> bool:
-                found = await coll.engine.incidents(site="nyc", state=state)
+                found = await coll.engine.queries.incidents(site="nyc", state=state)
                 return any(i.key.device == "nyc-acc-1" and i.key.resource == "if:2" for i in found)
 
             await eventually(lambda: link_incident("open"), what="link incident opened")
@@ -80,21 +80,19 @@ async def test_metrics_land_and_faults_become_incidents(
         # the agent said offline on its way out: one site incident, devices unknown
 
         async def site_incident() -> bool:
-            found = await coll.engine.incidents(state="open")
+            found = await coll.engine.queries.incidents(state="open")
             return any(i.key.kind == "agent_offline" for i in found)
 
         await eventually(site_incident, what="site incident for the stopped agent")
-        assert {d["state"] for d in await coll.engine.devices()} == {"unknown"}
+        assert {d["state"] for d in await coll.engine.queries.devices()} == {"unknown"}
         published = listener.metrics()
         await eventually(
             lambda: (
-                coll.writer is not None
-                and coll.ingest.pending_metrics == 0
-                and coll.writer.stats.buffer_points == 0
+                coll.ingest.pending_metrics == 0 and coll.sinks["influxdb"].stats.buffer_points == 0
             ),
             what="everything written",
         )
-        links = [i for i in await coll.engine.incidents() if i.key.kind == "link"]
+        links = [i for i in await coll.engine.queries.incidents() if i.key.kind == "link"]
         assert len(links) == 1, "one incident for the fault, not one per poll"
         assert links[0].state == "resolved"
         assert links[0].resolved_by == "auto"

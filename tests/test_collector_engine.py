@@ -17,12 +17,12 @@ from collectorkit import T0, Clock
 from agent.config import AgentConfig
 from agent.publisher import STATUS_BLOCK, Publisher
 from collector.config import IncidentsConfig
-from collector.engine import PRUNE_EVERY, Conflict, Engine, MaintenanceWindow, NotFound
+from collector.incidents import PRUNE_EVERY, Conflict, Engine, MaintenanceWindow, NotFound
 from collector.model import IncidentChange
 from collector.store import Store, StoreError, Tx
 from enoc.config import Duration, parse_config
-from enoc.localservers import PostgreSQL
 from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage, decode
+from testbed.servers import PostgreSQL
 
 _ids = itertools.count(1)
 
@@ -111,7 +111,7 @@ async def test_open_bump_resolve(engine: tuple[Engine, Clock]) -> None:
     assert again[0].incident.count == 2
     resolved = await eng.on_events(msg(event("nyc-acc-1", "if:2", "link", "up", T0 + 90)))
     assert resolved[0].change == "resolved"
-    full = await eng.incident(first.id)
+    full = await eng.queries.incident(first.id)
     assert full.state == "resolved"
     assert full.resolved == T0 + 90
     assert full.resolved_by == "auto"
@@ -133,7 +133,7 @@ async def test_reopen_and_flapping(engine: tuple[Engine, Clock]) -> None:
     assert len(ids) == 1, "a problem soon after its clearing reopens the same incident"
     assert flapping[:3] == [False, False, False]
     assert flapping[3:] == [True] * 5
-    (incident,) = await eng.incidents()
+    (incident,) = await eng.queries.incidents()
     assert incident.flapping
     assert not incident.notifiable
     # quiet for the flap window: it settles (sweep), and says so once
@@ -159,7 +159,7 @@ async def test_suppression_by_unreachable_device_and_parent(engine: tuple[Engine
     await eng.on_events(msg(event("nyc-ce-1", "device", "reachability", "up", T0 + 60)))
     later = await eng.on_events(msg(event("nyc-ce-1", "if:9", "link", "down", T0 + 70)))
     assert later[0].incident.suppressed_by is None
-    devices = {d["device"]: d for d in await eng.devices()}
+    devices = {d["device"]: d for d in await eng.queries.devices()}
     assert devices["nyc-ce-1"]["state"] == "up"
     assert devices["nyc-acc-1"]["state"] == "down"
     assert devices["nyc-acc-1"]["parent"] == "nyc-ce-1"
@@ -172,9 +172,9 @@ async def test_agent_offline_opens_one_site_incident(engine: tuple[Engine, Clock
     assert [c.incident.key.kind for c in opened] == ["agent_offline"]
     site_incident = opened[0].incident
     assert await eng.on_status(status("offline")) == [], "one site incident, not two"
-    devices = await eng.devices(site="nyc")
+    devices = await eng.queries.devices(site="nyc")
     assert {d["state"] for d in devices} == {"unknown"}
-    sites = {s["site"]: s for s in await eng.sites()}
+    sites = {s["site"]: s for s in await eng.queries.sites()}
     assert sites["nyc"]["status"] == "grey"
     # device incidents of that site that happened meanwhile (replayed later) are suppressed
     replayed = await eng.on_events(msg(event("nyc-acc-1", "if:1", "link", "down", T0 + 1)))
@@ -261,9 +261,9 @@ async def test_a_late_status_of_an_earlier_connection_changes_nothing(
     assert await eng.on_status(will_1) == [], "the old will, redelivered late"
     assert await eng.on_status(beat_1) == [], "the old heartbeat, redelivered late"
     assert await eng.on_status(birth_1, retained=True) == []
-    (agent,) = await eng.agents()
+    (agent,) = await eng.queries.agents()
     assert agent["state"] == "online"
-    assert [i.state for i in await eng.incidents()] == ["resolved"]
+    assert [i.state for i in await eng.queries.incidents()] == ["resolved"]
     # the newer connection's own will still counts
     assert [c.change for c in await eng.on_status(will_2)] == ["opened"]
     await publisher.close()
@@ -271,7 +271,7 @@ async def test_a_late_status_of_an_earlier_connection_changes_nothing(
 
 async def test_maintenance_window_marks_and_releases(engine: tuple[Engine, Clock]) -> None:
     eng, clock = engine
-    window = await eng.add_window(
+    window = await eng.maintenance.add_window(
         MaintenanceWindow(0, "nyc", "", "", T0 - 10, T0 + 100, reason="upgrade"), "admin1"
     )
     assert window.id > 0
@@ -288,10 +288,10 @@ async def test_maintenance_window_marks_and_releases(engine: tuple[Engine, Clock
     assert recurring.active(T0 + 3600 * 5 + 30)
     assert not recurring.active(T0 + 3600 * 5 + 90)
     with pytest.raises(ValueError, match="needs site, device or match"):
-        await eng.add_window(MaintenanceWindow(0, "", "", "", T0, T0 + 1), "admin1")
-    await eng.delete_window(window.id, "admin1")
+        await eng.maintenance.add_window(MaintenanceWindow(0, "", "", "", T0, T0 + 1), "admin1")
+    await eng.maintenance.delete_window(window.id, "admin1")
     with pytest.raises(NotFound):
-        await eng.delete_window(window.id, "admin1")
+        await eng.maintenance.delete_window(window.id, "admin1")
 
 
 async def test_operator_actions_and_stats(engine: tuple[Engine, Clock]) -> None:
@@ -301,24 +301,24 @@ async def test_operator_actions_and_stats(engine: tuple[Engine, Clock]) -> None:
     )
     incident_id = opened[0].incident.id
     clock.t = T0 + 120
-    acked = await eng.act(incident_id, "ack", "ops1")
+    acked = await eng.operators.act(incident_id, "ack", "ops1")
     assert acked.incident.state == "acknowledged"
     assert acked.incident.acknowledged_by == "ops1"
     with pytest.raises(Conflict):
-        await eng.act(incident_id, "ack", "ops1")
-    await eng.act(incident_id, "comment", "ops1", "looking at the route map")
+        await eng.operators.act(incident_id, "ack", "ops1")
+    await eng.operators.act(incident_id, "comment", "ops1", "looking at the route map")
     clock.t = T0 + 600
-    resolved = await eng.act(incident_id, "resolve", "ops2", "fixed")
+    resolved = await eng.operators.act(incident_id, "resolve", "ops2", "fixed")
     assert resolved.incident.resolved_by == "ops2"
     with pytest.raises(NotFound):
-        await eng.act(999, "ack", "ops1")
-    full = await eng.incident(incident_id)
+        await eng.operators.act(999, "ack", "ops1")
+    full = await eng.queries.incident(incident_id)
     assert [(e.what, e.actor) for e in full.timeline][1:] == [
         ("ack", "ops1"),
         ("comment", "ops1"),
         ("resolve", "ops2"),
     ]
-    stats = await eng.stats(T0 - 1, T0 + 1)
+    stats = await eng.queries.stats(T0 - 1, T0 + 1)
     assert stats == [
         {
             "site": "nyc",
@@ -376,7 +376,7 @@ async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
                 await engine.on_events(msg(ev))
 
     await asyncio.gather(replica(engines[0], 0), replica(engines[1], 1))
-    incidents = await engines[0].incidents()
+    incidents = await engines[0].queries.incidents()
     assert sorted(i.key.resource for i in incidents) == sorted(r for _, r in keys)
     assert all(i.count == 40 for i in incidents), [i.count for i in incidents]
     # the same events delivered again to the other replica change nothing
@@ -391,11 +391,11 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     change log and the notifiers' tables, the events' key index, the sessions' tables, the
     agents and events keyed by site and agent, and keeps its rows; a store newer than this
     enoc is refused with a message saying so."""
-    import collector.store as store_module
+    import collector.schema as schema_module
 
-    first = store_module.MIGRATIONS[:1]
-    original = store_module.MIGRATIONS
-    store_module.MIGRATIONS = first
+    first = schema_module.MIGRATIONS[:1]
+    original = schema_module.MIGRATIONS
+    schema_module.MIGRATIONS = first
     try:
         old = Store(store_url)
         assert await old.open() == 1
@@ -414,7 +414,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
         )
         await old.close()
     finally:
-        store_module.MIGRATIONS = original
+        schema_module.MIGRATIONS = original
     store = Store(store_url)
     assert await store.open() == len(original) == 6
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
@@ -540,8 +540,8 @@ async def test_replicas_escalate_sweep_and_act_once(pg_server: PostgreSQL) -> No
     swept = await asyncio.gather(one.sweep(), two.sweep(), one.sweep(), two.sweep())
     assert [(c.change, c.incident.id) for s in swept for c in s] == [("resolved", boot.incident.id)]
     acks = await asyncio.gather(
-        one.act(crit.incident.id, "ack", "ops1"),
-        two.act(crit.incident.id, "ack", "ops2"),
+        one.operators.act(crit.incident.id, "ack", "ops1"),
+        two.operators.act(crit.incident.id, "ack", "ops2"),
         return_exceptions=True,
     )
     assert sorted(type(a).__name__ for a in acks) == ["Conflict", "IncidentChange"]
@@ -557,7 +557,7 @@ async def test_replicas_escalate_sweep_and_act_once(pg_server: PostgreSQL) -> No
         ("resolved", boot.incident.id),
         ("acknowledged", crit.incident.id),
     ]
-    full = await one.incident(crit.incident.id)
+    full = await one.queries.incident(crit.incident.id)
     assert [e.text for e in full.timeline if e.what == "escalated"] == ["level 1"]
     for store in stores:
         await store.close()
@@ -614,8 +614,8 @@ async def incidents_of(eng: Engine, site: str) -> list[Summary]:
     """Each incident of a site as (state, opened, resolved, by, count, flapping, the events of
     its timeline in order), oldest first."""
     out: list[Summary] = []
-    for found in sorted(await eng.incidents(site=site), key=lambda i: i.opened):
-        full = await eng.incident(found.id)
+    for found in sorted(await eng.queries.incidents(site=site), key=lambda i: i.opened):
+        full = await eng.queries.incident(found.id)
         events = [(e.at, e.state) for e in full.timeline if e.what == "event"]
         out.append(
             (
@@ -670,7 +670,7 @@ async def test_a_down_and_its_up_make_one_resolved_incident_in_either_order(
         if kind == "reachability":
             reach = await eng.store.run(reach_of(f"p{n}"))
             assert reach == [("up",)], f"the device is up now ({order})"
-    stats = await eng.stats(T0, T0 + 10)
+    stats = await eng.queries.stats(T0, T0 + 10)
     assert [(s["incidents"], s["resolved"], s["mttr_s"]) for s in stats] == [(1, 1, 30.0)] * 4
 
 
@@ -723,7 +723,7 @@ async def test_a_flap_sequence_decides_alike_in_every_order(
         assert timelines == [(e.ts, e.state) for e in events], [e.ts - T0 for e in order]
     clock.t += 10_000
     await eng.sweep()
-    assert not [i for i in await eng.incidents(limit=5000) if i.flapping], "all settled"
+    assert not [i for i in await eng.queries.incidents(limit=5000) if i.flapping], "all settled"
 
 
 async def test_suppression_follows_the_events_times_in_every_order(
@@ -746,7 +746,9 @@ async def test_suppression_follows_the_events_times_in_every_order(
         for e in order:
             clock.t += 1
             await eng.on_events(on_site(n, e))
-        found = {(i.key.device, i.key.resource): i for i in await eng.incidents(site=f"p{n}")}
+        found = {
+            (i.key.device, i.key.resource): i for i in await eng.queries.incidents(site=f"p{n}")
+        }
         cause = found["nyc-ce-1", "device"]
         assert (cause.state, cause.opened, cause.resolved) == ("resolved", T0, T0 + 50)
         suppressed = {k: i.suppressed_by for k, i in found.items()}
@@ -780,8 +782,8 @@ async def test_old_events_are_pruned_and_incidents_keep_their_history(
     clock.t = T0 + retention + 60 + PRUNE_EVERY
     await eng.sweep()
     assert eng.events_pruned == 2 and await eng.store.run(count) == 1, "only the old ones"
-    (resolved,) = await eng.incidents(state="resolved")
-    first = await eng.incident(resolved.id)
+    (resolved,) = await eng.queries.incidents(state="resolved")
+    first = await eng.queries.incident(resolved.id)
     assert [e.what for e in first.timeline].count("event") == 2, "history kept"
     await eng.on_events(msg(event("nyc-ce-1", "if:3", "link", "down", clock.t)))
     clock.t += 1

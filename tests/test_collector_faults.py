@@ -23,7 +23,6 @@ from collectorkit import collector_config, collector_process_command, eventually
 from collector.app import Collector
 from collector.metrics_in import Metrics
 from collector.model import IncidentChange
-from enoc.localservers import Mosquitto, VictoriaMetrics
 from enoc.wire import (
     DeviceSample,
     Event,
@@ -33,6 +32,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import Mosquitto, VictoriaMetrics
 
 pytestmark = pytest.mark.servers
 T0 = time.time() - 3600
@@ -128,7 +128,7 @@ async def test_database_outage_loses_and_doubles_nothing(
         await eventually(lambda: coll.ingest.stats.acked == 50, what="first 50 written")
         victoria_metrics.stop()
         await publish_all(mosquitto.url, [(name, encode(metrics(s))) for s in range(50, 150)])
-        await eventually(lambda: coll.writer is not None and coll.writer.stats.retries > 0)
+        await eventually(lambda: coll.sinks["influxdb"].stats.retries > 0)
         await asyncio.sleep(1.0)
         assert coll.ingest.stats.acked < 150, "nothing acknowledged while InfluxDB is down"
         assert not coll.health()["influxdb"]["ok"]

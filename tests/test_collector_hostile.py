@@ -34,9 +34,9 @@ from collector.config import CollectorMqttConfig
 from collector.model import IncidentChange
 from collector.store import Store, content_refused, store_outage
 from enoc.config import parse_config
-from enoc.localservers import Mosquitto, PostgreSQL, free_port
 from enoc.mqtt import AGENT_MAX_PACKET_SIZE, V5, V311, AckedClient, ProtocolChoice, client_args
 from enoc.wire import Event, EventsMessage, StatusMessage, encode, topic
+from testbed.servers import Mosquitto, PostgreSQL, free_port
 
 pytestmark = pytest.mark.servers
 T0 = round(time.time() - 600, 3)
@@ -125,7 +125,7 @@ async def dead_letters(url: str) -> AsyncIterator[list[aiomqtt.Message]]:
 
 
 async def opened_for(coll: Collector, device: str) -> bool:
-    return any(i.key.device == device for i in await coll.engine.incidents())
+    return any(i.key.device == device for i in await coll.engine.queries.incidents())
 
 
 async def scraped(coll: Collector) -> str:
@@ -293,7 +293,7 @@ async def test_two_sites_with_the_same_agent_id_do_not_interfere(
         await publish(mosquitto.url, items)
 
         async def both() -> bool:
-            incidents = await coll.engine.incidents()
+            incidents = await coll.engine.queries.incidents()
             return {(i.key.site, i.key.device) for i in incidents} == {
                 ("nyc", "nyc-pe"),
                 ("lon", "lon-pe"),
@@ -301,7 +301,7 @@ async def test_two_sites_with_the_same_agent_id_do_not_interfere(
 
         await eventually(both, what="an incident at each site from the same event id")
         assert coll.engine.duplicates == 0
-        agents = await coll.engine.agents()
+        agents = await coll.engine.queries.agents()
         assert sorted((a["site"], a["agent"], a["state"]) for a in agents) == [
             ("lon", "edge-1", "online"),
             ("nyc", "edge-1", "online"),
@@ -311,12 +311,14 @@ async def test_two_sites_with_the_same_agent_id_do_not_interfere(
         await publish(mosquitto.url, [(topic("nyc", "edge-1", "status"), encode(will))])
 
         async def states() -> dict[str, str]:
-            return {a["site"]: a["state"] for a in await coll.engine.agents()}
+            return {a["site"]: a["state"] for a in await coll.engine.queries.agents()}
 
         await eventually(
             lambda: states_are(states, {"nyc": "offline", "lon": "online"}), what="nyc offline"
         )
-        offline = [i for i in await coll.engine.incidents() if i.key.kind == "agent_offline"]
+        offline = [
+            i for i in await coll.engine.queries.incidents() if i.key.kind == "agent_offline"
+        ]
         assert [i.key.site for i in offline] == ["nyc"]
 
 

@@ -40,25 +40,23 @@ import pytest
 from aiohttp import web
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
-from agent.config import TlsConfig
 from collector.config import CollectorConfig, CollectorMqttConfig, InfluxConfig
-from collector.influx import (
+from collector.recent import InfluxRecent
+from collector.sinks import MqttDeadLetters
+from collector.sinks.influx import (
     DEAD_LETTER_REASON,
     ISOLATION_REQUESTS,
-    MAX_RETRY_AFTER,
     InfluxWriter,
-    MqttDeadLetters,
     line_device,
     named_lines,
-    parse_retry_after,
     partial_dropped,
 )
-from collector.recent import InfluxRecent
-from enoc.config import ConfigError, Duration, Secret, parse_config
-from enoc.localservers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
+from enoc.config import ConfigError, Duration, Secret, TlsConfig, parse_config
 from enoc.mqtt import TlsSetupError
 from enoc.pki import Pki, make_pki
+from enoc.retry import MAX_RETRY_AFTER, parse_retry_after
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
+from testbed.servers import HOST, InfluxDB1, Mosquitto, TlsFiles, free_port
 
 pytestmark = pytest.mark.servers
 T0 = time.time() - 3600
@@ -180,10 +178,12 @@ async def running_writer(
 ) -> AsyncIterator[InfluxWriter]:
     writer = InfluxWriter(influx, letters)
     await writer.start()
+    loop = asyncio.create_task(writer.run())
     try:
         yield writer
     finally:
         await writer.close(grace=5)
+        await loop
 
 
 def lines(first: int, count: int, measurement: str = "device") -> list[str]:
@@ -202,8 +202,8 @@ class Batches:
 
     async def put(self, number: int, batch: list[str]) -> None:
         body = "".join(line + "\n" for line in batch).encode()
-        await self.writer.put(body, len(batch), lambda: self.acked.append(number))
-        self.writer.flush_now()
+        await self.writer.write(body, len(batch), lambda: self.acked.append(number))
+        self.writer.flush()
 
 
 def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -577,6 +577,7 @@ async def test_dead_letters_reach_the_broker(mosquitto: Mosquitto) -> None:
         async with StandIn(judge=judge) as stand_in:
             writer = InfluxWriter(config(stand_in.url, "v1"), sink)
             await writer.start()
+            loop = asyncio.create_task(writer.run())
             try:
                 await Batches(writer).put(0, batch)
                 async with asyncio.timeout(20):
@@ -587,6 +588,7 @@ async def test_dead_letters_reach_the_broker(mosquitto: Mosquitto) -> None:
                 await eventually(lambda: writer.stats.dead_lettered == 1, what="its PUBACK")
             finally:
                 await writer.close(grace=5)
+                await loop
                 await sink.close()
     ((where, letter),) = received
     assert where == "enoc/deadletter/v1/influx_refused"
@@ -843,7 +845,7 @@ async def test_a_full_buffer_pauses_consumption_while_influxdb_is_down_and_loses
         StoreCount(sys_mosquitto.url) as store,
         running_collector(collector_config(tmp_path, sys_mosquitto.url, extra=v1)) as coll,
     ):
-        writer, ingest = coll.writer, coll.ingest
+        writer, ingest = coll.sinks["influxdb"], coll.ingest
         assert writer is not None
         idle = store.values[-1]  # nothing published yet
         await publish(sys_mosquitto.url, range(10))
@@ -901,8 +903,10 @@ async def test_the_collector_on_influxdb_1_6_with_authentication_right_and_wrong
     async with running_collector(collector("wrong", "not-the-password")) as coll:
         await publish(mosquitto.url, range(5))
         await eventually(lambda: coll.ingest.stats.acked == 5, what="refused, acknowledged")
-        assert coll.writer is not None
-        assert coll.writer.stats.points_dropped == 10 and coll.writer.stats.points_written == 0
+        assert (
+            coll.sinks["influxdb"].stats.points_dropped == 10
+            and coll.sinks["influxdb"].stats.points_written == 0
+        )
         async with (
             aiohttp.ClientSession() as http,
             http.get(
@@ -919,7 +923,7 @@ async def test_the_collector_on_influxdb_1_6_with_authentication_right_and_wrong
     async with running_collector(collector("right", "writer-pw-1")) as coll:
         await publish(mosquitto.url, range(5, 10))
         await eventually(lambda: coll.ingest.stats.acked == 5, what="written")
-        assert coll.writer is not None and coll.writer.stats.points_dropped == 0
+        assert coll.sinks["influxdb"].stats.points_dropped == 0
         assert coll.health()["influxdb"]["ok"]
     assert stored(secured_influx, "device") == [5, 6, 7, 8, 9]
 
@@ -960,12 +964,16 @@ async def test_https_to_influxdb_1_6_trusts_its_ca_and_with_a_wrong_one_loses_no
             return collector_config(tmp_path, mosquitto.url, extra=v1)
 
         async with running_collector(collector(other.ca_cert)) as coll:
-            assert coll.writer is not None
             await publish(mosquitto.url, range(5))
-            await eventually(lambda: coll.writer.stats.retries >= 2, what="refused by TLS")
+            await eventually(
+                lambda: coll.sinks["influxdb"].stats.retries >= 2, what="refused by TLS"
+            )
             assert coll.ingest.stats.acked == 0, "nothing acknowledged that was not written"
-            assert coll.writer.stats.points_dropped == 0 and not coll.health()["influxdb"]["ok"]
-            error = coll.writer.stats.last_error
+            assert (
+                coll.sinks["influxdb"].stats.points_dropped == 0
+                and not coll.health()["influxdb"]["ok"]
+            )
+            error = coll.sinks["influxdb"].stats.last_error
             assert f"not trusted by influxdb.tls.ca_file {other.ca_cert}" in error, error
             assert "certificate verify failed" in error
         failing = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]

@@ -35,9 +35,9 @@ from lineprotokit import (
     writable,
 )
 
-from collector import influx, lineproto
+from collector import lineproto
 from collector.lineproto import chunk, lines_for, metrics_chunk
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
+from collector.sinks import influx
 from enoc.wire import (
     BgpSample,
     DeviceSample,
@@ -49,6 +49,7 @@ from enoc.wire import (
     topic,
 )
 from enoc.wire import encode as wire_encode
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 FIELD_SETS: list[dict[str, Value]] = [
     {"ifHCInOctets": 2**40 + 7, "ifOperStatus": 1, "in_bps": 123456.789, "out_bps": 0.0},
@@ -410,8 +411,7 @@ async def test_the_collector_writes_the_rest_and_counts_what_it_left_out(
             await client.publish(
                 topic("nyc", "nyc-1", "metrics"), wire_encode(message(sample)), qos=1
             )
-        assert collector.writer is not None
-        writer = collector.writer
+        writer = collector.sinks["influxdb"]
         await eventually(lambda: writer.stats.points_written >= 2, what="both points written")
         headers = {"Authorization": f"Bearer {TOKENS['viewer1']}"}
         async with (

@@ -29,7 +29,6 @@ from lineprotokit import (
 from collector import lineproto
 from collector.lineproto import payload_lines
 from collector.metrics_in import Metrics, of, read
-from enoc.localservers import InfluxDB1, VictoriaMetrics
 from enoc.wire import (
     MAX_PAYLOAD,
     BgpSample,
@@ -42,6 +41,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import InfluxDB1, VictoriaMetrics
 
 SITE, AGENT = "nyc", "nyc-1"
 TOPIC = topic(SITE, AGENT, "metrics")

@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import itertools
 import json
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +26,25 @@ import pytest
 from aiohttp import web
 from collectorkit import T0, TOKENS, Clock, collector_config, eventually, running_collector
 
-from collector.config import IncidentsConfig, NotificationsConfig, WebhookConfig
-from collector.engine import Engine, MaintenanceWindow
+from collector.config import CollectorConfig, IncidentsConfig, NotificationsConfig, WebhookConfig
+from collector.incidents import Engine, MaintenanceWindow
 from collector.model import IncidentChange
-from collector.notify import Notifier, read_dead_letters
+from collector.notifiers import (
+    NOTIFIERS,
+    Delivery,
+    DeliveryFailed,
+    DeliveryRefused,
+    Env,
+    Http,
+    register,
+)
+from collector.notifiers.webhook_json import JsonWebhook
+from collector.notify import MAX_BACKOFF, Notifications, read_dead_letters, retry_wait
 from collector.store import Store, Tx
-from enoc.config import Duration, Secret
-from enoc.localservers import Alertmanager, Mosquitto, free_port
+from enoc.config import ConfigError, Duration, Secret, parse_config
+from enoc.retry import Backoff
 from enoc.wire import Event, EventsMessage, Severity
+from testbed.servers import Alertmanager, Mosquitto, free_port
 
 _ids = itertools.count(1)
 
@@ -44,13 +58,16 @@ class Receiver:
     headers: list[dict[str, str]] = field(default_factory=list)
     # statuses to answer with before answering 200, in order
     script: list[int] = field(default_factory=list)
+    script_headers: dict[str, str] = field(default_factory=dict)  # sent with the scripted
     attempts: int = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         self.attempts += 1
         if self.script:
             status = self.script.pop(0)
-            return web.Response(status=status, text=f"scripted {status}")
+            return web.Response(
+                status=status, text=f"scripted {status}", headers=self.script_headers
+            )
         self.received.append(await request.json())
         self.headers.append(dict(request.headers))
         return web.Response(status=202)
@@ -98,25 +115,24 @@ def msg(
 
 
 @contextlib.asynccontextmanager
-async def delivering(notifier: Notifier) -> AsyncIterator[asyncio.Event]:
-    await notifier.open()  # as the collector does before it makes changes
-    stop = asyncio.Event()
-    task = asyncio.create_task(notifier.run(stop))
+async def delivering(notifier: Notifications) -> AsyncIterator[None]:
+    await notifier.start()  # as the collector does before it makes changes
+    task = asyncio.create_task(notifier.run())
     try:
-        yield stop
+        yield
     finally:
-        stop.set()
+        await asyncio.wait_for(notifier.close(), 15)
         await asyncio.wait_for(task, 15)
 
 
 def notifier_for(
     *hooks: WebhookConfig, clock: Callable[[], float], store: Store, owner: str = "", **kw: Any
-) -> Notifier:
+) -> Notifications:
     config = NotificationsConfig(webhooks=list(hooks), retry_backoff=Duration(0.05), **kw)
-    return Notifier(config, store, now=clock, owner=owner)
+    return Notifications(config, store, now=clock, owner=owner)
 
 
-def logged(notifier: Notifier, changes: list[IncidentChange]) -> list[IncidentChange]:
+def logged(notifier: Notifications, changes: list[IncidentChange]) -> list[IncidentChange]:
     """The engine logged `changes`: wake the notifier as the change feed would."""
     assert all(c.id > 0 for c in changes)
     notifier.wake()
@@ -279,7 +295,7 @@ async def test_what_a_receiver_was_told_survives_a_restart(
     async with delivering(before):
         logged(before, await eng.on_events(msg(("ce-1", "if:1", "down"))))
         await eventually(lambda: receiver.changes == [("opened", "if:1")], what="opened")
-    await eng.add_window(
+    await eng.maintenance.add_window(
         MaintenanceWindow(0, "nairobi", "ce-1", "", T0 - 60, T0 + 3600, reason="carrier"), "ops1"
     )
     (entered,) = await eng.sweep()  # the open one enters maintenance: held
@@ -356,11 +372,10 @@ async def test_one_holder_delivers_and_another_takes_over_when_it_dies(
         notifier_for(hook, clock=clock, store=s, lease=Duration(1), owner=f"replica-{n}")
         for n, s in enumerate(stores)
     )
-    stop_two = asyncio.Event()
-    await one.open()
-    await two.open()
-    task_one = asyncio.create_task(one.run(asyncio.Event()))
-    task_two = asyncio.create_task(two.run(stop_two))
+    await one.start()
+    await two.start()
+    task_one = asyncio.create_task(one.run())
+    task_two = asyncio.create_task(two.run())
     try:
         for resource in ("if:1", "if:2", "if:3"):
             await eng.on_events(msg(("ce-1", resource, "down")))
@@ -378,11 +393,12 @@ async def test_one_holder_delivers_and_another_takes_over_when_it_dies(
         await eventually(lambda: len(receiver.received) == 5, what="taken over")
         assert other.counters()["owned.desk"] == 1
     finally:
-        stop_two.set()
         task_one.cancel()
+        await asyncio.wait_for(two.close(), 15)
         for task in (task_one, task_two):
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
+        await one.close()
         for store in stores:
             await store.close()
     resources = [resource for _, resource in receiver.changes]
@@ -400,7 +416,7 @@ async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> N
     (major,) = await eng.on_events(msg(("ce-1", "if:2", "down"), severity="major"))
     (minor,) = await eng.on_events(msg(("ce-1", "if:3", "down"), severity="minor"))
     (acked,) = await eng.on_events(msg(("ce-1", "if:4", "down"), severity="critical"))
-    await eng.act(acked.incident.id, "ack", "ops1")
+    await eng.operators.act(acked.incident.id, "ack", "ops1")
     clock.t = T0 + 599
     assert await notifier.escalations(eng) == []
     clock.t = T0 + 601
@@ -415,10 +431,10 @@ async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> N
         (crit.incident.id, 3),
         (major.incident.id, 1),
     ]
-    full = await eng.incident(crit.incident.id)
+    full = await eng.queries.incident(crit.incident.id)
     assert [e.text for e in full.timeline if e.what == "escalated"] == ["level 1", "level 3"]
-    assert (await eng.incident(minor.incident.id)).escalated == 0
-    assert (await eng.incident(acked.incident.id)).escalated == 0
+    assert (await eng.queries.incident(minor.incident.id)).escalated == 0
+    assert (await eng.queries.incident(acked.incident.id)).escalated == 0
 
 
 @pytest.mark.servers
@@ -469,7 +485,7 @@ async def test_alertmanager_refresh_resends_open_alerts(engine: tuple[Engine, Cl
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
     await eng.on_events(msg(("ce-1", "if:1", "down")))  # opened before this notifier
-    notifier = Notifier(
+    notifier = Notifications(
         NotificationsConfig(webhooks=[WebhookConfig(base, format="alertmanager")]),
         eng.store,
         now=clock,
@@ -531,3 +547,165 @@ async def test_collector_notifies_and_counts(
     assert 'enoc_collector_notify_sent_total{kind="desk"} 2' in text
     assert "enoc_collector_notify_queued 0" in text
     assert json.dumps(receiver.received[0]["incident"]["site"]) == '"nairobi"'
+
+
+# ---------------------------------------------------------------- notifier kinds
+
+
+class Chat:
+    """A notifier kind the test adds: one line of text per change. It refuses incidents
+    of resource `if:9` itself, with a permanent error of its own."""
+
+    refreshes = False
+
+    def __init__(self, config: WebhookConfig, env: Env) -> None:
+        self.config = config
+        self.env = env
+        self.endpoint = f"chat {config.url}"
+
+    def render(self, delivery: Delivery) -> Any:
+        return {"text": f"{delivery.change} {delivery.incident['resource']}"}
+
+    async def send(self, delivery: Delivery) -> None:
+        if delivery.incident["resource"] == "if:9":
+            raise DeliveryRefused(f"{self.endpoint} takes no if:9")
+        await self.env.http.post_json(self.config, self.config.url, self.render(delivery))
+
+
+@pytest.fixture
+def chat_kind() -> Iterator[None]:
+    register("chat", Chat)
+    yield
+    del NOTIFIERS["chat"]
+
+
+async def test_a_kind_registered_from_outside_gets_the_same_delivery(
+    engine: tuple[Engine, Clock], receiver: Receiver, tmp_path: Path, chat_kind: None
+) -> None:
+    """A kind is its module and a line in the registry: the config accepts it by name,
+    and the machinery retries, dead-letters and counts for it as for the built-in ones."""
+    eng, clock = engine
+    dead = tmp_path / "dead.jsonl"
+    config = parse_config(
+        "store: {url: 'sqlite:///x.db'}\n"
+        "notifications:\n"
+        f"  webhooks: [{{url: '{receiver.url}', format: chat, name: team}}]\n"
+        f"  retries: 2\n  retry_backoff: 0.05s\n  dead_letter_file: {dead}\n",
+        CollectorConfig,
+    )
+    receiver.script = [503]  # the first attempt fails: retried
+    notifier = Notifications(config.notifications, eng.store, now=clock)
+    async with delivering(notifier):
+        for resource, state in (("if:1", "down"), ("if:9", "down"), ("if:1", "up")):
+            logged(notifier, await eng.on_events(msg(("ce-1", resource, state))))
+        await eventually(lambda: len(receiver.received) == 2, what="two chat lines")
+        await eventually(lambda: notifier.counters()["dead_lettered.team"] == 1, what="refused")
+    assert receiver.received == [{"text": "opened if:1"}, {"text": "resolved if:1"}]
+    assert receiver.attempts == 3
+    (letter,) = read_dead_letters(dead)
+    assert (letter["webhook"], letter["url"], letter["attempts"]) == (
+        "team",
+        f"chat {receiver.url}",
+        0,
+    )
+    assert letter["incident"]["resource"] == "if:9"
+    assert "takes no if:9" in letter["reason"]
+    counters = notifier.counters()
+    assert (counters["sent.team"], counters["failed_attempts"]) == (2, 1)
+
+
+def test_a_kind_is_registered_once() -> None:
+    with pytest.raises(ValueError, match='"json" is already registered'):
+        register("json", Chat)
+
+
+def test_an_unknown_kind_is_a_config_error_naming_file_key_and_kinds(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        "store: {url: 'sqlite:///x.db'}\n"
+        "notifications:\n"
+        "  webhooks:\n"
+        "    - url: http://127.0.0.1:9/hook\n"
+        "      format: emial\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "enoc.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert (
+        f'{path}:5: notifications.webhooks[0].format: format "emial" is not a notifier kind; '
+        'the kinds are "alertmanager", "json"'
+    ) in result.stdout + result.stderr
+
+
+def test_a_retry_backoff_of_zero_is_a_config_error() -> None:
+    """It would retry a failing receiver back to back (enoc.retry.Backoff starts above 0)."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config(
+            "store: {url: 'sqlite:///x.db'}\nnotifications:\n  retry_backoff: 0s\n",
+            CollectorConfig,
+            filename="collector.yaml",
+        )
+    assert "collector.yaml:3: notifications.retry_backoff: notifications.retry_backoff must be" in (
+        str(refused.value)
+    )
+
+
+def test_the_retry_wait_doubles_to_its_cap_and_honours_a_longer_retry_after() -> None:
+    backoff = Backoff(1.0, MAX_BACKOFF, rng=lambda low, high: 1.0)  # no jitter
+    assert [retry_wait(backoff, None) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    backoff.reset()
+    assert retry_wait(backoff, 10.0) == 10  # the receiver asks for longer
+    assert retry_wait(backoff, 0.5) == 2  # but never shortens the backoff
+    assert retry_wait(backoff, 600.0) == MAX_BACKOFF
+
+
+async def test_a_retry_after_given_as_an_http_date_is_honoured(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    """RFC 9110 allows Retry-After as a date: 30 s after the notifier's clock here."""
+    eng, clock = engine
+    receiver.script = [503]
+    receiver.script_headers = {"Retry-After": formatdate(T0 + 30, usegmt=True)}
+    hook = WebhookConfig(receiver.url)
+    # the kind's own answer: a retryable failure that carries the receiver's wait
+    http = Http(now=clock)
+    await http.start()
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            await JsonWebhook(hook, Env(http, clock, 60)).send(Delivery("opened", {}, 1, T0))
+    finally:
+        await http.close()
+    assert failed.value.retry_after == 30
+    assert "HTTP 503 from" in str(failed.value)
+    # and the machinery waits that long (its own backoff would be 0.05 s)
+    receiver.script = [503]
+    notifier = notifier_for(hook, clock=clock, store=eng.store)
+    async with delivering(notifier):
+        logged(notifier, await eng.on_events(msg(("ce-1", "if:1", "down"))))
+        await eventually(lambda: notifier.counters()["failed_attempts"] == 1, what="a failure")
+        (item,) = notifier.targets[0].queue
+        assert item.not_before - time.monotonic() > 20
+        assert receiver.attempts == 2 and receiver.received == []
+
+
+async def test_close_is_safe_without_start_and_twice_and_leaves_no_task(
+    engine: tuple[Engine, Clock], receiver: Receiver
+) -> None:
+    eng, clock = engine
+    unstarted = notifier_for(WebhookConfig(receiver.url), clock=clock, store=eng.store)
+    await unstarted.close()
+    await unstarted.close()
+    await asyncio.wait_for(unstarted.run(), 5)  # closed: returns at once
+    notifier = notifier_for(WebhookConfig(receiver.url), clock=clock, store=eng.store)
+    async with delivering(notifier):
+        logged(notifier, await eng.on_events(msg(("ce-1", "if:1", "down"))))
+        await eventually(lambda: len(receiver.received) == 1, what="delivered")
+        assert any(t.get_name().startswith("notify[") for t in asyncio.all_tasks())
+    await notifier.close()
+    assert notifier.http.session is None
+    assert not any(t.get_name().startswith("notify[") for t in asyncio.all_tasks())

@@ -42,7 +42,6 @@ from collectorkit import (
 from test_collector_e2e import _vm_points, numeric_points
 
 from collector.app import Collector
-from enoc.localservers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 from enoc.wire import (
     DeviceSample,
     Event,
@@ -52,6 +51,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.servers
 
@@ -92,7 +92,7 @@ async def test_two_replicas_split_the_stream_and_keep_one_incident_per_key(
             expected = {(d, f"if:{i}") for d, i in faults}
 
             async def links_are(state: str) -> bool:
-                found = await one.engine.incidents(site="nyc", state=state)
+                found = await one.engine.queries.incidents(site="nyc", state=state)
                 keys = {(i.key.device, i.key.resource) for i in found if i.key.kind == "link"}
                 return keys == expected
 
@@ -106,7 +106,7 @@ async def test_two_replicas_split_the_stream_and_keep_one_incident_per_key(
         received = [c.ingest.stats.received.get("metrics", 0) for c in replicas]
         assert all(n > 0 for n in received), f"the shared subscription splits: {received}"
         assert sum(received) == len(published), "each message to exactly one replica"
-        incidents = [i for i in await two.engine.incidents() if i.key.kind == "link"]
+        incidents = [i for i in await two.engine.queries.incidents() if i.key.kind == "link"]
         keys = [(i.key.device, i.key.resource) for i in incidents]
         assert sorted(keys) == sorted(expected), "one incident per key across both replicas"
         assert {i.state for i in incidents} == {"resolved"}
@@ -120,12 +120,8 @@ async def test_two_replicas_split_the_stream_and_keep_one_incident_per_key(
 
 
 def _drained(collector: Collector) -> bool:
-    writer = collector.writer
-    return (
-        writer is not None
-        and collector.ingest.pending_metrics == 0
-        and writer.stats.buffer_points == 0
-    )
+    writer = collector.sinks["influxdb"]
+    return collector.ingest.pending_metrics == 0 and writer.stats.buffer_points == 0
 
 
 async def test_influxdb_1_6_through_the_v1_write_api(
@@ -155,7 +151,7 @@ async def test_influxdb_1_6_through_the_v1_write_api(
             await listener.wait_for(lambda lst: len(lst.metrics()) >= 3 * len(site.devices))
         published = listener.metrics()
         await eventually(lambda: _drained(coll), what="everything written")
-        assert coll.writer is not None and coll.writer.stats.points_dropped == 0
+        assert coll.sinks["influxdb"].stats.points_dropped == 0
 
     expected = {
         (series, field, stamp): value
@@ -742,7 +738,7 @@ async def test_a_pair_split_between_replicas_resolves_whichever_decides_first(
                             for i in (await r.json())["incidents"]
                         )
                     )
-        stats = await one.engine.stats(base - 1, base + 3600)
+        stats = await one.engine.queries.stats(base - 1, base + 3600)
     expected = sorted((down.device, "resolved", down.ts, up.ts, 1) for down, up in pairs)
     assert seen[0] == expected, "every incident resolved, opened and resolved at its events"
     assert seen[1] == seen[0], "the same on either replica"
@@ -836,7 +832,7 @@ async def test_the_collector_falls_back_to_3_1_1_with_the_demos_amqtt_broker(
                 message = EventsMessage("agent-1", "lab", "emea", 1, time.time(), [down])
                 await client.publish(topic("lab", "agent-1", "events"), encode(message), qos=1)
             await eventually(lambda: coll.ingest.stats.acked == 6, what="metrics and events")
-            (incident,) = await coll.engine.incidents(state="open")
+            (incident,) = await coll.engine.queries.incidents(state="open")
             assert incident.key.resource == "if:1"
             assert coll.health()["mqtt"]["ok"]
     finally:

@@ -32,9 +32,9 @@ from collector.lineproto import (
 from collector.metrics_in import read
 from collector.model import Incident, IncidentChange, IncidentKey
 from collector.recent import InfluxRecent
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Value, topic
 from enoc.wire import encode as wire_encode
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 NASTY = [
     "\\A EDICION-1\\",  # an Arista's ifAlias, refused by InfluxDB 1.x before
@@ -421,9 +421,11 @@ async def test_an_aristas_interfaces_land_whole_through_the_collector(
             msg = MetricsMessage("agent-1", "lab", "emea", 1, T0, samples=[sample])
             await agent.publish(topic("lab", "agent-1", "metrics"), wire_encode(msg), qos=1)
         await eventually(lambda: coll.ingest.stats.acked == 1, what="the message written")
-        assert coll.writer is not None
-        assert coll.writer.stats.points_dropped == 0 and not coll.writer.stats.lines_refused
-        assert coll.writer.stats.points_written == 1 + len(aliases)
+        assert (
+            coll.sinks["influxdb"].stats.points_dropped == 0
+            and not coll.sinks["influxdb"].stats.lines_refused
+        )
+        assert coll.sinks["influxdb"].stats.points_written == 1 + len(aliases)
         # The device page asks by the name the agent sent; InfluxDB holds it sanitised.
         assert coll.config.influxdb is not None
         reads = InfluxRecent(coll.config.influxdb, coll.config.recent, window=10 * 365 * 86400)

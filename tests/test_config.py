@@ -292,7 +292,7 @@ def test_urls_are_checked_for_a_host_and_a_port(url: str, expected: str | None) 
 
 
 def test_tls_files_are_read_and_loaded_as_the_client_loads_them(tmp_path: Path) -> None:
-    from agent.config import TlsConfig
+    from enoc.config import TlsConfig
     from enoc.pki import make_pki
 
     pki = make_pki(tmp_path / "pki", server_names=["127.0.0.1"], clients=["a"])

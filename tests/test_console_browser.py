@@ -38,8 +38,8 @@ from collectorkit import collector_config, eventually, running_collector
 from collector.app import Collector
 from collector.auth import hash_password
 from collector.store import Tx
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceInfo, Event, EventsMessage, Kind, StatusMessage, encode, topic
+from testbed.servers import Mosquitto
 
 pytestmark = [pytest.mark.servers, pytest.mark.asyncio(loop_scope="module")]
 
@@ -105,7 +105,7 @@ async def test_operator_sees_fault_live_acks_and_resolves(
         names = {d.name for d in site.devices}
 
         async def listed() -> bool:
-            devices = await coll.engine.devices()
+            devices = await coll.engine.queries.devices()
             return {d["device"] for d in devices} == names and all(
                 d["state"] == "up" for d in devices
             )
@@ -163,7 +163,9 @@ async def test_operator_sees_fault_live_acks_and_resolves(
         assert "ops1" in await row.locator("td.state").inner_text()
         await row.locator("button.resolve").click()
         await page.wait_for_selector("#board-empty:visible")
-        (incident,) = [i for i in await coll.engine.incidents(site="nyc") if i.key.kind == "link"]
+        (incident,) = [
+            i for i in await coll.engine.queries.incidents(site="nyc") if i.key.kind == "link"
+        ]
         assert incident.state == "resolved"
         assert incident.acknowledged_by == "ops1"
         assert incident.resolved_by == "ops1"
@@ -218,7 +220,9 @@ async def test_viewer_sees_no_actions_and_stats_render(
         site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 3})
 
         async def opened() -> bool:
-            return any(i.key.kind == "link" for i in await coll.engine.incidents(state="open"))
+            return any(
+                i.key.kind == "link" for i in await coll.engine.queries.incidents(state="open")
+            )
 
         await eventually(opened, what="link incident")
         page = await browser.new_page()
@@ -345,7 +349,7 @@ async def seed(collector: Collector, agents: Agents, base: str) -> dict[str, int
     await agents.status("ams", "offline")  # its last will: the WAN link to Amsterdam is down
 
     async def have(*keys: tuple[str, str, str]) -> bool:
-        return set(keys) <= set(keyed(await collector.engine.incidents(limit=100)))
+        return set(keys) <= set(keyed(await collector.engine.queries.incidents(limit=100)))
 
     key = {letter: row[:3] for letter, row in SEED.items()}
     await eventually(lambda: have(key["A"]), what="the Amsterdam site incident")
@@ -359,16 +363,16 @@ async def seed(collector: Collector, agents: Agents, base: str) -> dict[str, int
     await agents.event("bkk", "bkk-acc-1", "if:5", "link", "down", "warning", "Gi1/0/5 down")
     await eventually(lambda: have(*key.values()), what="every seeded incident")
     await agents.event("bkk", "bkk-acc-1", "if:5", "link", "up", "warning", "Gi1/0/5 up")
-    found = keyed(await collector.engine.incidents(limit=100))
+    found = keyed(await collector.engine.queries.incidents(limit=100))
     ids = {letter: found[k].id for letter, k in key.items()}
     await call(base, "POST", f"/api/v1/incidents/{ids['E']}/ack", user="ops1")
 
     async def as_seeded() -> bool:
-        now = keyed(await collector.engine.incidents(limit=100))
+        now = keyed(await collector.engine.queries.incidents(limit=100))
         return all(now[row[:3]].state == row[4] for row in SEED.values())
 
     await eventually(as_seeded, what="the seeded states")
-    now = keyed(await collector.engine.incidents(limit=100))
+    now = keyed(await collector.engine.queries.incidents(limit=100))
     assert len(now) == len(SEED)
     assert {letter: now[k].severity for letter, k in key.items()} == {
         letter: row[3] for letter, row in SEED.items()
@@ -602,7 +606,7 @@ async def test_board_is_current_after_a_stream_outage_longer_than_the_retention(
         await page.route("**/api/v1/stream*", stream_gate)
 
     async def incident(coll: Collector, device: str) -> Any:
-        return keyed(await coll.engine.incidents(limit=100)).get(("lis", device, "if:1"))
+        return keyed(await coll.engine.queries.incidents(limit=100)).get(("lis", device, "if:1"))
 
     first = contextlib.AsyncExitStack()
     coll = await first.enter_async_context(running_collector(config))

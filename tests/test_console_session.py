@@ -23,7 +23,7 @@ from collector.auth import User, Users, hash_password
 from collector.session import COOKIE, LoginLimiter, Sessions, load_key
 from collector.store import Store, Tx
 from enoc.config import Secret
-from enoc.localservers import Mosquitto, PostgreSQL
+from testbed.servers import Mosquitto, PostgreSQL
 
 PASSWORD = "a long console password"
 
@@ -210,7 +210,7 @@ async def test_login_csrf_rate_limit_and_audit(
     collector, base = console
     await publish(mosquitto.url, events(1, ("e1", "r1", "if:1", "down")))
     await eventually(lambda: collector.changes >= 1, what="incident opened")
-    (incident,) = await collector.engine.incidents()
+    (incident,) = await collector.engine.queries.incidents()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         # the console page and its assets carry the security headers
         for path in ("/", "/console/app.js", "/console/app.css"):

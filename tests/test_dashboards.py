@@ -30,11 +30,12 @@ from collectorkit import collector_config, eventually, running_collector
 from simkit import free_udp_port
 
 from dashboards import build as dash
-from enoc.localservers import InfluxDB1, Mosquitto
+from dashboards import panels as shared
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.inventory_out import write_inventory
 from simulators.model import Device, attach_views
 from simulators.server import Simulator
+from testbed.servers import InfluxDB1, Mosquitto
 
 pytestmark = pytest.mark.servers
 
@@ -185,8 +186,7 @@ async def _produce(work: Path, mqtt: Mosquitto, story: Story) -> None:
             sim.inject(DEVICE, {"kind": "bgp_down", "peer": story.peer_down})
             await more_polls(3)
             await listener.wait_for(lambda _: polled(12), what="every device polled 12 times")
-            writer = collector.writer
-            assert writer is not None
+            writer = collector.sinks["influxdb"]
             await eventually(
                 lambda: collector.ingest.pending_metrics == 0 and writer.stats.buffer_points == 0,
                 what="everything written to InfluxDB",
@@ -243,7 +243,7 @@ def everything() -> Selection:
     return Selection("all", {"device": [DEVICE], **dict.fromkeys(names)})
 
 
-def formatted(variable: dash.Json, selection: Selection) -> str:
+def formatted(variable: shared.Json, selection: Selection) -> str:
     """A variable's value as Grafana's InfluxDB datasource puts it into a query."""
     if variable["type"] in ("custom", "textbox", "constant"):
         return str(variable["current"]["value"])
@@ -261,7 +261,7 @@ def formatted(variable: dash.Json, selection: Selection) -> str:
 
 
 def interpolate(
-    query: str, dashboard: dash.Json, selection: Selection, story: Story | None = None
+    query: str, dashboard: shared.Json, selection: Selection, story: Story | None = None
 ) -> str:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     start, end = (story.start_ms, story.end_ms) if story else (0, 1)
@@ -295,7 +295,7 @@ class Query:
         return f"{self.dashboard.removesuffix('.json')}:{self.kind}:{self.title}"
 
 
-def queries(dashboards: dict[str, dash.Json]) -> list[Query]:
+def queries(dashboards: dict[str, shared.Json]) -> list[Query]:
     out: list[Query] = []
     for name, dashboard in dashboards.items():
         for variable in dashboard["templating"]["list"]:
@@ -320,10 +320,10 @@ def queries(dashboards: dict[str, dash.Json]) -> list[Query]:
     return out
 
 
-def named_columns(panel: dash.Json) -> frozenset[str]:
+def named_columns(panel: shared.Json) -> frozenset[str]:
     """Result columns a panel names: renamed or hidden, given a unit or colors by an override
     (by display name), or read by a data link. Grafana calls InfluxDB's `time` "Time"."""
-    organize: dash.Json = next(
+    organize: shared.Json = next(
         (t["options"] for t in panel.get("transformations", []) if t["id"] == "organize"),
         {"renameByName": {}, "excludeByName": {}},
     )
@@ -393,7 +393,7 @@ def test_provisioning_points_at_the_dashboards_datasource() -> None:
     assert len(datasources) == 1
     source = datasources[0]
     assert source["type"] == "influxdb"
-    assert source["uid"] == dash.DATASOURCE_UID
+    assert source["uid"] == shared.DATASOURCE_UID
     assert source["jsonData"].get("version", "InfluxQL") == "InfluxQL"
     assert source["jsonData"]["dbName"] == DB
     for name, dashboard in DASHBOARDS.items():
@@ -421,10 +421,10 @@ def test_every_panel_uses_the_datasource_variable_and_fits_the_grid() -> None:
             taken |= cells
             if panel["type"] in ("row", "text"):
                 continue
-            assert panel["datasource"] == dash.DS, (name, panel["title"])
+            assert panel["datasource"] == shared.DS, (name, panel["title"])
             assert panel["targets"], (name, panel["title"])
             for target in panel["targets"]:
-                assert target["datasource"] == dash.DS and target["rawQuery"] is True
+                assert target["datasource"] == shared.DS and target["rawQuery"] is True
         titles = [p["title"] for p in panels if p["type"] != "row"]
         assert len(set(titles)) == len(titles), f"{name}: two panels share a title"
 
@@ -554,3 +554,13 @@ def test_events_are_the_injected_faults(story: Story) -> None:
         (DEVICE, story.peers_flapped, True),
         (DEVICE, story.peer_down, False),
     }
+
+
+def test_device_ports_down_follows_the_agents_counts(story: Story) -> None:
+    found = rows(_panel_query("enoc-device.json", "Ports down", chosen(story), story))
+    down = [r["down"] for r in found if r["down"] is not None]
+    baseline = {r["down since first seen"] for r in found} - {None}
+    changes = [v for i, v in enumerate(down) if i == 0 or down[i - 1] != v]
+    # Up at first sight, then the flap (one down), back up, then one down to the end.
+    assert changes == [0, 1, 0, 1], down
+    assert baseline == {0}, "every port of the story went down after the agent saw it up"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from enoc.localservers import InfluxDB1, free_port
+from testbed.servers import InfluxDB1, free_port
 
 pytestmark = pytest.mark.servers
 

@@ -42,15 +42,8 @@ from psycopg import sql
 from agent.config import AgentConfig
 from collector.config import CollectorConfig
 from enoc.config import load_config
-from enoc.localservers import (
-    HOST,
-    Mosquitto,
-    PostgreSQL,
-    TlsFiles,
-    VictoriaMetrics,
-    free_port,
-)
 from enoc.wire import EventsMessage, MetricsMessage, decode, encode
+from testbed.servers import HOST, Mosquitto, PostgreSQL, TlsFiles, VictoriaMetrics, free_port
 
 pytestmark = pytest.mark.servers
 
@@ -628,7 +621,7 @@ async def test_the_shipped_agent_and_collector_run_over_tls_through_the_shipped_
             site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
 
             async def link_incident() -> bool:
-                found = await collector.engine.incidents(site="nyc", state="open")
+                found = await collector.engine.queries.incidents(site="nyc", state="open")
                 return any(i.key.device == "nyc-acc-1" and i.key.resource == "if:2" for i in found)
 
             await eventually(link_incident, what="a link incident from the agent's event")

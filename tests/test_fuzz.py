@@ -52,8 +52,8 @@ from enoc.bench.fuzz.surfaces import (
     Traps,
     WireInput,
 )
-from enoc.localservers import Mosquitto
 from enoc.wire import KINDS, Kind
+from testbed.servers import Mosquitto
 
 PROPERTY = settings(
     max_examples=200,

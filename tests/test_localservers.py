@@ -9,7 +9,8 @@ import urllib.request
 
 import pytest
 
-from enoc.localservers import InfluxDB1, Mosquitto, SnmpD, SnmpTrapd, VictoriaMetrics, mqtt_connack
+from testbed.netsnmp import SnmpD, SnmpTrapd
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics, mqtt_connack
 
 pytestmark = pytest.mark.servers
 

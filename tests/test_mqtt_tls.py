@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from collector.app import Collector
-from enoc.localservers import Mosquitto, TlsFiles
 from enoc.pki import Pki, PkiError, make_pki
 from enoc.wire import decode
+from testbed.servers import Mosquitto, TlsFiles
 
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"  # ships with Debian's mosquitto package
 CLIENTS = ["nyc-1", "collector", "listener"]
@@ -208,7 +208,7 @@ async def test_collector_over_mqtts_turns_the_agents_events_into_incidents(
             site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
 
             async def link_incident() -> bool:
-                found = await coll.engine.incidents(site="nyc", state="open")
+                found = await coll.engine.queries.incidents(site="nyc", state="open")
                 return any(i.key.device == "nyc-acc-1" and i.key.resource == "if:2" for i in found)
 
             await eventually(link_incident, what="link incident opened from a TLS event")

@@ -43,16 +43,6 @@ from yarl import URL
 from collector.auth import hash_password
 from collector.session import COOKIE
 from enoc.config import parse_config
-from enoc.localservers import (
-    InfluxDB1,
-    Mosquitto,
-    PostgreSQL,
-    TlsFiles,
-    VictoriaMetrics,
-    free_port,
-    influxql_name,
-    influxql_string,
-)
 from enoc.logs import (
     get_logger,
     redact,
@@ -65,6 +55,16 @@ from enoc.snmp.usm import AUTH_PROTOCOLS, LocalizedUser, UsmUser, password_to_ke
 from simulators.inventory_out import inventory, write_inventory
 from simulators.model import Device
 from simulators.server import Simulator, TrapReceiver
+from testbed.servers import (
+    InfluxDB1,
+    Mosquitto,
+    PostgreSQL,
+    TlsFiles,
+    VictoriaMetrics,
+    free_port,
+    influxql_name,
+    influxql_string,
+)
 
 pytestmark = pytest.mark.servers
 
@@ -1151,12 +1151,11 @@ async def test_healthz_shows_no_secret_even_when_an_error_quotes_one(
     config.write_text(yaml.safe_dump(raw))
     try:
         async with running_collector(config) as collector:
-            assert collector.writer is not None
-            collector.writer.put_nowait(b"device,device=d1 cpu=1 1\n", 1)
-            collector.writer.flush_now()
+            collector.sinks["influxdb"].write_nowait(b"device,device=d1 cpu=1 1\n", 1)
+            collector.sinks["influxdb"].flush()
             await eventually(lambda: bool(seen), what="a write refused")
-            await eventually(lambda: not collector.writer.healthy, what="InfluxDB down")
-            assert token in collector.writer.stats.last_error, "the error quotes it"
+            await eventually(lambda: not collector.sinks["influxdb"].healthy, what="InfluxDB down")
+            assert token in collector.sinks["influxdb"].stats.last_error, "the error quotes it"
             # the broker lanes' error goes the same way (planted: no real one quotes a secret)
             collector.ingest.stats.last_error = f"metrics: refused with {token}"
             async with (

@@ -6,6 +6,7 @@ import pytest
 from simkit import V3_USER, decode_v2c_response, decode_v3, small_fleet, v2c_request, v3_request
 
 from enoc.snmp import ber
+from enoc.snmp.mib import IF_ENTRY, IFX_ENTRY
 from enoc.snmp.usm import (
     USM_STATS_DECRYPTION_ERRORS,
     USM_STATS_NOT_IN_TIME_WINDOWS,
@@ -17,7 +18,7 @@ from enoc.snmp.usm import (
     UsmUser,
 )
 from simulators.engine import Engine
-from simulators.model import IF_ENTRY, IFX_ENTRY, Device
+from simulators.model import Device
 
 NOW = 1_800_000_000.0
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
@@ -272,3 +273,13 @@ def test_unreportable_failures_are_silent(switch: Device) -> None:
     )
     assert engine.handle(switch, request, NOW) is None
     assert engine.stats.bad["unknown_user"] == 1
+
+
+def test_a_v3_request_of_another_security_model_is_refused_as_such(switch: Device) -> None:
+    engine = Engine()
+    request = v3_request(switch, ber.GET, [SYS_NAME], keys=None, flags=4, now=NOW)
+    usm = b"\x04\x01\x04\x02\x01\x03"  # msgFlags reportable, msgSecurityModel 3 (USM)
+    assert request.count(usm) == 1
+    engine.handle(switch, request.replace(usm, usm[:-1] + b"\x02"), NOW)
+    assert engine.stats.bad == {"unknown_security_model": 1}
+    assert engine.last_bad == "unknown_security_model"

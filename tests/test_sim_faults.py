@@ -21,9 +21,10 @@ from simkit import FakeClock, free_udp_port, small_fleet, v2c_request
 from test_sim_netsnmp import counter, parse, snmp, v2c, v3
 
 from enoc.snmp import ber
+from enoc.snmp.mib import COLD_START, LINK_DOWN, LINK_UP
 from simulators.control import make_app
 from simulators.model import Device
-from simulators.server import COLD_START, LINK_DOWN, LINK_UP, Simulator, TrapReceiver
+from simulators.server import Simulator, TrapReceiver
 
 pytestmark = pytest.mark.servers
 V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from simkit import V3_AUTH, V3_PRIV, V3_USER, FakeClock, free_udp_port, small_fleet
 
-from enoc.localservers import SnmpTrapd, TrapUser
 from simulators.server import Simulator, TrapReceiver
+from testbed.netsnmp import SnmpTrapd, TrapUser
 
 pytestmark = pytest.mark.servers
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"

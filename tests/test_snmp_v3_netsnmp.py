@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from enoc.localservers import SnmpD, SnmpUser
 from enoc.snmp import ber
 from enoc.snmp.client import SnmpClient, SnmpError, SnmpTimeout, Target, V3User
 from enoc.snmp.usm import UsmUser
+from testbed.netsnmp import SnmpD, SnmpUser
 
 pytestmark = pytest.mark.servers
 

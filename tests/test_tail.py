@@ -10,8 +10,8 @@ import time
 import aiomqtt
 import pytest
 
-from enoc.localservers import Mosquitto
 from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage, encode, topic
+from testbed.servers import Mosquitto
 
 pytestmark = pytest.mark.servers
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,20 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.sim import get_json, machine, peak_rss_mib, progress, wait_for_fleet
-from enoc.localservers import Mosquitto, free_port
+from enoc.bench.common import (
+    PerCpuSecond,
+    add_per_cpu_s,
+    add_results_argument,
+    add_size_arguments,
+    agent_config,
+    get_json,
+    machine,
+    peak_rss_mib,
+    progress,
+    wait_for_fleet,
+    write_result,
+)
+from testbed.servers import Mosquitto, free_port
 
 COLUMNS = {
     # The objects both pollers collect, as the exporter module lists them.
@@ -75,7 +86,7 @@ V3 = {
 
 
 @dataclass
-class Poller:
+class Poller(PerCpuSecond):
     name: str
     varbinds: int
     cpu_s: float
@@ -83,10 +94,6 @@ class Poller:
     polls: int
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def per_cpu_s(self) -> float:
-        return self.varbinds / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
 @dataclass
@@ -99,27 +106,22 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=1000)
-    parser.add_argument("--interfaces", type=int, default=48)
+    add_size_arguments(parser, 1000)
     parser.add_argument("--interval", type=float, default=60.0, help="agent poll interval, s")
     parser.add_argument("--intervals", type=int, default=2, help="intervals the agent runs")
     parser.add_argument("--version", choices=("2c", "3", "both"), default="both")
     parser.add_argument("--scrape-concurrency", type=int, default=16)
     parser.add_argument("--batch-samples", type=int, default=1, help="samples per metrics message")
     parser.add_argument("--skip-exporter", action="store_true")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-agent-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
-    for item, poller in zip(payload["pollers"], result.pollers, strict=True):
-        item["varbinds_per_cpu_s"] = round(poller.per_cpu_s)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    add_per_cpu_s(payload["pollers"], result.pollers)
+    write_result(args.results, "agent", payload)
     failed = [p for p in result.pollers if p.name.startswith("enoc") and p.extra.get("overruns")]
     return 1 if failed else 0
 
@@ -306,21 +308,14 @@ async def enoc_agent(
     for device in data["devices"]:
         device["credentials"] = "sim"
     (run_dir / "devices.yaml").write_text(yaml.safe_dump(data))
-    config = {
-        "agent_id": f"bench-v{version}",
-        "site": "bench",
-        "mqtt": {"url": broker_url},
-        "spool": {"path": str(run_dir / "spool")},
-        "polling": {
-            "interval": f"{args.interval}s",
-            "timeout": f"{min(5.0, args.interval / 4)}s",
-            "retries": 1,
-            "source": "127.0.0.1",
-        },
-        "publishing": {"heartbeat": "2s", "batch_samples": args.batch_samples},
-        "inventory": str(run_dir / "devices.yaml"),
-        "log": {"level": "warning"},
-    }
+    config = agent_config(
+        f"bench-v{version}",
+        "bench",
+        broker_url,
+        run_dir,
+        args.interval,
+        publishing={"heartbeat": "2s", "batch_samples": args.batch_samples},
+    )
     (run_dir / "agent.yaml").write_text(yaml.safe_dump(config))
     log = (run_dir / "agent.log").open("wb")
     proc = subprocess.Popen(

@@ -46,9 +46,17 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.sim import machine, peak_rss_mib, progress, wait_for_fleet
-from enoc.localservers import Mosquitto, VictoriaMetrics, free_port
+from enoc.bench.common import (
+    add_results_argument,
+    add_size_arguments,
+    machine,
+    peak_rss_mib,
+    progress,
+    wait_for_fleet,
+    write_result,
+)
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
+from testbed.servers import Mosquitto, VictoriaMetrics, free_port
 
 TOKEN = secrets.token_hex(16)
 MAX_INFLIGHT = 100  # the broker's per-client in-flight window, and the collector's max_unacked
@@ -97,8 +105,7 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=2000, help="devices sending metrics")
-    parser.add_argument("--interfaces", type=int, default=48, help="interfaces per device")
+    add_size_arguments(parser, 2000, "devices sending metrics")
     parser.add_argument("--rounds", type=int, default=10, help="polls per device to measure")
     parser.add_argument(
         "--warmup", type=int, default=1, help="polls per device sent first, not measured"
@@ -114,7 +121,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--replicas", default="1,2", help="collector replica counts to run, e.g. 1,2"
     )
     parser.add_argument("--traps", type=int, default=100, help="trap faults for the latency")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,16 +135,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(args, replicas))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-collector-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, one in zip(payload["runs"], result.runs, strict=True):
         item["points_per_cpu_s"] = round(one.points_per_cpu_s)
         item["points_per_s"] = round(one.points_per_s)
     if result.latency is not None:
         payload["latency"]["open_p99_ms"] = percentile(result.latency.open_ms, 99)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "collector", payload)
     return 0
 
 

@@ -35,8 +35,7 @@ import psutil
 import yaml
 
 from enoc.bench.collector import healthz, percentile, start_collector
-from enoc.bench.sim import machine, peak_rss_mib, progress
-from enoc.localservers import Mosquitto, free_port
+from enoc.bench.common import add_results_argument, machine, peak_rss_mib, progress, write_result
 from enoc.wire import (
     DeviceInfo,
     Event,
@@ -46,6 +45,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.servers import Mosquitto, free_port
 
 TOKEN = secrets.token_hex(16)
 PASSWORD = secrets.token_urlsafe(16)
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=50, help="SSE connections")
     parser.add_argument("--changes", type=int, default=200, help="incident changes fanned out")
     parser.add_argument("--loads", type=int, default=5, help="browser page loads to time")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,13 +93,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(args))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-console-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     payload["fanout_p50_ms"] = percentile(result.fanout_ms, 50)
     payload["fanout_p99_ms"] = percentile(result.fanout_ms, 99)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "console", payload)
     return 0 if result.delivered == result.expected else 1
 
 

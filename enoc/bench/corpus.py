@@ -36,21 +36,17 @@ from typing import Any
 
 import yaml
 
-from enoc.bench.drillkit import (
-    HOST,
-    TOKEN,
-    BrokerTap,
-    CollectorProc,
+from enoc.bench.common import add_results_argument, print_header, write_result
+from testbed.drills_accounting import (
     Points,
-    Proc,
     SeriesKey,
     count_points,
     export_points,
     numeric,
     published_points,
-    tail,
 )
-from enoc.localservers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
+from testbed.drills_procs import HOST, TOKEN, BrokerTap, CollectorProc, Proc, Rig, tail
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
 
 ADDRESS_BASE = "127.60.0.1"  # the recordings: 127.60.0.1 and up
 SITE = "lab"  # what `enoc sim --recording` calls their site
@@ -108,7 +104,7 @@ class DeviceResult:
         return sum(max(c.missing, c.refused) for c in self.databases.values())
 
 
-class CorpusRig:
+class CorpusRig(Rig):
     """The servers, the simulator, the agent and one collector per database."""
 
     def __init__(
@@ -142,17 +138,6 @@ class CorpusRig:
         self.served_after: dict[str, int] = {}  # and once the polls were done
         self.poll_ms: dict[str, float] = {}  # one poll timed, by device
         self.poll_varbinds: dict[str, int] = {}  # the varbinds that poll got
-
-    async def __aenter__(self) -> CorpusRig:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
 
     # ---------------------------------------------------------------- start and stop
 
@@ -498,7 +483,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="recorded (default): a steady device, values as in the walks; moving: traffic "
         "counters advance (enoc sim --recording-counters), so rates are not zero",
     )
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
     parser.add_argument(
         "--workdir", type=Path, help="keep the servers' data and every program's log here"
     )
@@ -551,10 +536,7 @@ def run(args: argparse.Namespace) -> int:
         )
         results, extra = asyncio.run(run_it)
     print_table(results)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-corpus-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(report(results, extra, args), indent=2) + "\n")
-    print(f"results: {path}")
+    write_result(args.results, "corpus", report(results, extra, args))
     return 0
 
 
@@ -589,8 +571,7 @@ def print_table(results: list[DeviceResult]) -> None:
         f"{'recording':34} {'ifaces':>6} {'varbinds':>8} {'poll ms':>8} {'points':>7} "
         f"{'influx1':>8} {'vm':>8} {'refused':>7} {'incidents':>9}  kinds"
     )
-    print(head)
-    print("-" * len(head))
+    print_header(head)
     for r in results:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(r.incidents.items()))
         print(

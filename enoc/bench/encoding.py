@@ -46,13 +46,19 @@ from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
 from agent.poller import collect
 from agent.profiles import ProfileSet
-from enoc.bench.sim import machine, progress
+from enoc.bench.common import (
+    add_results_argument,
+    add_size_arguments,
+    machine,
+    progress,
+    write_result,
+)
 from enoc.inventory import InventoryDevice
-from enoc.localservers import Mosquitto, free_port
 from enoc.snmp.client import SnmpClient, Target, V2c
 from enoc.wire import DeviceSample, MetricsMessage, decode, encode, topic
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.server import Simulator
+from testbed.servers import Mosquitto, free_port
 
 SITE, AGENT = "bench", "bench-1"
 IN_FLIGHT = 100  # the agent's default mqtt.max_inflight
@@ -92,8 +98,7 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=100, help="distinct devices polled")
-    parser.add_argument("--interfaces", type=int, default=48)
+    add_size_arguments(parser, 100, "distinct devices polled")
     parser.add_argument("--samples", type=int, default=2000, help="device samples per batch size")
     parser.add_argument(
         "--batches", default="1,10,100", help="samples per message to compare (comma-separated)"
@@ -101,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per batch size; the least CPU is kept"
     )
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,14 +116,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(args, batches))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-encoding-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, row in zip(payload["rows"], result.rows, strict=True):
         item["agent_us_per_point"] = round(row.agent_us_per_point, 3)
         item["collector_us_per_point"] = round(row.collector_us_per_point, 3)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "encoding", payload)
     lost = [r for r in result.rows if r.received_points != r.points]
     return 1 if lost else 0
 

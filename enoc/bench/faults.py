@@ -4,7 +4,7 @@ point and event.
 Each drill starts a steady fleet on loopback (simulated devices -> one real
 `enoc agent` per site, each behind a WAN link that can be cut -> real
 Mosquitto -> a real `enoc collector` -> real VictoriaMetrics and an SQLite or
-PostgreSQL incident store; see `enoc.bench.drillkit`), breaks one thing, heals
+PostgreSQL incident store; see `testbed.drills`), breaks one thing, heals
 it, waits until the fleet has recovered, and then accounts:
 
 - points *published* (what reached the broker), *written* (in the database
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -34,13 +33,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enoc.bench.drillkit import Accounting, Expect, Harness, Say, Sizing, incident_label
-from enoc.bench.sim import machine, progress
+from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
+from testbed.drills import Accounting, Harness
+from testbed.drills_accounting import Expect, incident_label
+from testbed.drills_procs import Say, Sizing
 
 SIZES: dict[str, Sizing] = {
-    # small: the test suite; about 20-45 s a drill on two cores
+    # small: the test suite's fleet, small enough to run every drill there
     "small": Sizing(devices=6, sites=2, interfaces=4, interval=1.0),
-    # full: the benchmark; about 12 minutes for every drill
+    # full: the benchmark's fleet (docs/performance.md has its run time)
     "full": Sizing(devices=48, sites=4, interfaces=48, interval=5.0),
 }
 OUTAGE_INTERVALS = 5  # broker down, InfluxDB down
@@ -200,7 +201,7 @@ async def wan_partition(h: Harness) -> Plan:
 
 async def agent_kill(h: Harness) -> Plan:
     """kill -9 of a site's agent while its WAN link is down; a new agent replays the spool."""
-    from enoc.bench.drillkit import read_spool
+    from testbed.drills_accounting import read_spool
 
     rig = h.sites[0]
     device, if_index = h.fault_target(rig.name)
@@ -615,7 +616,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interval", type=float, help="poll interval, s (one interval = one production minute)"
     )
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def sizing_from(args: argparse.Namespace) -> Sizing:
@@ -651,7 +652,6 @@ def run(args: argparse.Namespace) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run_all(names, sizing, args.results))
     print_table(results, sizing)
-    path = args.results / f"bench-faults-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = {
         "size": args.size,
         "sizing": asdict(sizing),
@@ -659,8 +659,7 @@ def run(args: argparse.Namespace) -> int:
         "scale": scale_text(sizing),
         "drills": [asdict(r) for r in results],
     }
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "faults", payload)
     return 1 if any(r.failed for r in results) else 0
 
 
@@ -702,8 +701,7 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         f"{'drill':15} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
         f"{'redeliv.':>9} {'events':>10} {'incidents':>10}  {'result':6} {'wall s':>6}"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for r in results:
         events = f"{r.events_published}/{r.events_stored}"
         incidents = f"{len(r.incidents_expected)}/{len(r.incidents_seen)}"

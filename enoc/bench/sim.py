@@ -11,53 +11,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from enoc.localservers import SnmpD, free_port
+from enoc.bench.common import (
+    V2C_ARGS,
+    V3_ARGS,
+    PerCpuSecond,
+    add_per_cpu_s,
+    add_results_argument,
+    add_size_arguments,
+    get_json,
+    machine,
+    peak_rss_mib,
+    progress,
+    snmpbulkwalk,
+    wait_for_fleet,
+    write_result,
+)
+from testbed.netsnmp import SnmpD
+from testbed.servers import free_port
 
-V3_ARGS = [
-    "-v3",
-    "-l",
-    "authPriv",
-    "-u",
-    "enoc-sim",
-    "-a",
-    "SHA-256",
-    "-A",
-    "enoc-sim-auth-key",
-    "-x",
-    "AES",
-    "-X",
-    "enoc-sim-priv-key",
-]
-V2C_ARGS = ["-v2c", "-c", "public"]
 TABLES = ("1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1")  # ifTable and ifXTable
 
 
 @dataclass
-class Measured:
+class Measured(PerCpuSecond):
     name: str
     varbinds: int
     cpu_s: float
     wall_s: float
     walks: int
     note: str = ""
-
-    @property
-    def per_cpu_s(self) -> float:
-        return self.varbinds / self.cpu_s if self.cpu_s > 0 else 0.0
 
 
 @dataclass
@@ -74,30 +67,21 @@ class Result:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, default=2000)
-    parser.add_argument("--interfaces", type=int, default=48)
+    add_size_arguments(parser, 2000)
     parser.add_argument("--walkers", type=int, default=4, help="concurrent snmpbulkwalk processes")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
     parser.add_argument("--version", choices=("2c", "3", "both"), default="both")
     parser.add_argument("--max-repetitions", type=int, default=25)
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-sim-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
-    for item, measured in zip(payload["served"], result.served, strict=True):
-        item["varbinds_per_cpu_s"] = round(measured.per_cpu_s)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    add_per_cpu_s(payload["served"], result.served)
+    write_result(args.results, "sim", payload)
     return 0
-
-
-def progress(text: str) -> None:
-    print(f"\r\x1b[K{text}", end="", file=sys.stderr, flush=True)
 
 
 async def measure(args: argparse.Namespace) -> Result:
@@ -178,55 +162,9 @@ async def measure(args: argparse.Namespace) -> Result:
     return result
 
 
-async def wait_for_fleet(
-    sim: subprocess.Popen[bytes], control: int, port: int
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if sim.poll() is not None:
-            error = sim.stderr.read().decode() if sim.stderr else ""
-            raise RuntimeError(f"enoc sim exited: {error}")
-        try:
-            devices: list[dict[str, Any]] = await asyncio.to_thread(get_json, control, "/devices")
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        last = f"{devices[-1]['address']}:{port}"
-        await walk(last, V2C_ARGS, "1.3.6.1.2.1.1.5", 25)
-        return devices
-    raise RuntimeError("the fleet did not start within 300 s")
-
-
-def get_json(control: int, path: str) -> Any:
-    url = f"http://127.0.0.1:{control}{path}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
-
-
 def stats(control: int) -> dict[str, Any]:
     result: dict[str, Any] = get_json(control, "/stats")
     return result
-
-
-async def walk(target: str, auth: list[str], root: str, max_repetitions: int) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        "/usr/bin/snmpbulkwalk",
-        "-On",
-        "-Oq",
-        f"-Cr{max_repetitions}",
-        "-t",
-        "5",
-        "-r",
-        "1",
-        *auth,
-        target,
-        root,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "MIBS": "", "SNMPCONFPATH": "/nonexistent"},
-    )
-    out, _ = await proc.communicate()
-    return out.count(b"\n")
 
 
 async def served_by(
@@ -253,7 +191,8 @@ async def served_by(
         while time.monotonic() < stop_at:
             target = rng.choice(targets)
             for root in roots:
-                walked += await walk(target, auth, root, args.max_repetitions)
+                out, _ = await snmpbulkwalk(target, auth, root, args.max_repetitions)
+                walked += out.count(b"\n")
             walks += 1
 
     async def report() -> None:
@@ -269,17 +208,6 @@ async def served_by(
     return Measured(name, served, round(cpu_s, 3), round(wall, 2), walks, note)
 
 
-def peak_rss_mib(process: psutil.Process) -> float:
-    """VmHWM (the peak resident set) from /proc, falling back to the current RSS."""
-    try:
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(process.memory_info().rss / 2**20, 1)
-
-
 def hot_path(rounds: int = 2000) -> dict[str, float]:
     """Varbinds per CPU-second: the simulator's GETBULK answer, and the same through pyasn1."""
     from pyasn1.codec.ber import encoder
@@ -287,9 +215,10 @@ def hot_path(rounds: int = 2000) -> dict[str, float]:
 
     from enoc.snmp import ber
     from enoc.snmp.message import encode_pdu
+    from enoc.snmp.mib import IFX_ENTRY
     from simulators.engine import Engine
     from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
-    from simulators.model import IFX_ENTRY, attach_views
+    from simulators.model import attach_views
 
     now = time.time()
     spec = FleetSpec(sites=[SiteSpec("b", "b", devices=[DeviceGroup("access-switch", 1, 48)])])
@@ -328,22 +257,6 @@ def hot_path(rounds: int = 2000) -> dict[str, float]:
         "enoc_varbinds_per_cpu_s": round(ours),
         "pyasn1_varbinds_per_cpu_s": round(theirs),
         "ratio": round(ours / theirs, 1),
-    }
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30),
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.config import TlsConfig
+from enoc.config import TlsConfig
 from enoc.mqtt import tls_context
 from enoc.runtime import run as run_loop
 from enoc.runtime import stop_event

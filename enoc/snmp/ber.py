@@ -1,6 +1,7 @@
 """Minimal BER for SNMP: the hot path of the simulator.
 
-pyasn1 tops out near 21k varbinds/s (SNMP-NOTES.md); this hand-written codec
+pyasn1 is an order of magnitude too slow for the simulator's and the agent's
+hot paths (docs/performance.md, with the benchmark that shows it); this codec
 handles only the handful of types SNMP uses and works on `bytes` directly.
 Decoding is strict: any inconsistency raises `BerError`, which the server
 counts as a malformed packet.

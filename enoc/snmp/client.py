@@ -1,9 +1,9 @@
 """An asyncio SNMP manager: GET and GETBULK walks over v2c and v3 USM, on one UDP socket.
 
-Why not pysnmp here: measured on the development machine, pysnmp 7's
-`bulk_cmd` decodes about 10,000 varbinds per CPU-second while this codec
-decodes over 400,000 (`enoc bench agent` shows the effect end to end). An
-agent that polls a thousand 48-interface devices a minute needs the latter.
+Why not pysnmp here: its `bulk_cmd` decodes too few varbinds per CPU-second
+for one agent process to poll a thousand 48-interface devices a minute, which
+this codec does with room to spare (docs/performance.md; `enoc bench agent`
+shows it end to end).
 
 One socket serves every request; responses are matched by request id (v2c)
 or message id (v3) and by the address they came from. v3 engines are
@@ -19,7 +19,7 @@ import itertools
 import logging
 import socket
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -41,13 +41,14 @@ from enoc.snmp.message import (
     encode_pdu,
     encode_scoped,
     parse_response_pdu,
-    parse_scoped,
     parse_v3_header,
 )
 from enoc.snmp.usm import (
+    REPORT_KINDS,
     USM_STATS_NOT_IN_TIME_WINDOWS,
     USM_STATS_UNKNOWN_ENGINE_IDS,
     DecryptionError,
+    KeyCache,
     LocalizedUser,
     UsmUser,
 )
@@ -62,15 +63,6 @@ GROW_AFTER = 20  # clean walks at a shrunk max-repetitions before trying twice t
 # Localized keys kept (user and engine ID): an engine ID comes from an unauthenticated
 # discovery Report, so a device that keeps changing it must not grow the cache forever.
 KEY_CACHE_SIZE = 4096
-REPORT_NAMES = {
-    (1, 3, 6, 1, 6, 3, 15, 1, 1, 1, 0): "unsupported_sec_level",
-    (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0): "not_in_time_window",
-    (1, 3, 6, 1, 6, 3, 15, 1, 1, 3, 0): "unknown_user",
-    (1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0): "unknown_engine_id",
-    (1, 3, 6, 1, 6, 3, 15, 1, 1, 5, 0): "wrong_digest",
-    (1, 3, 6, 1, 6, 3, 15, 1, 1, 6, 0): "decryption_error",
-    (1, 3, 6, 1, 6, 3, 12, 1, 5, 0): "unknown_context",
-}
 Varbind = tuple[Oid, int, object]
 
 
@@ -173,7 +165,7 @@ class SnmpClient(asyncio.DatagramProtocol):
         self._waiting: dict[tuple[str, int], set[int]] = {}  # address -> ids pending
         self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
         self._engines: dict[tuple[str, int, UsmUser], _Engine] = {}
-        self._keys: OrderedDict[tuple[UsmUser, bytes], LocalizedUser] = OrderedDict()
+        self._keys = KeyCache(KEY_CACHE_SIZE)
         self._max_rep: dict[tuple[str, int], int] = {}
         self._walks_ok: dict[tuple[str, int], int] = {}  # clean walks at a shrunk size
         self._answered: dict[tuple[str, int], float] = {}  # last answer (monotonic)
@@ -328,15 +320,10 @@ class SnmpClient(asyncio.DatagramProtocol):
     def _localized(self, user: UsmUser, engine_id: bytes) -> LocalizedUser | None:
         if user.level == 0:
             return None
-        key = (user, engine_id)
-        keys = self._keys.get(key)
-        if keys is not None:
-            self._keys.move_to_end(key)
-            return keys
-        keys = self._keys[key] = LocalizedUser.localize(user, engine_id)
-        while len(self._keys) > KEY_CACHE_SIZE:
-            self._keys.popitem(last=False)
-            self.stats.key_evictions += 1
+        keys = self._keys.get(user, engine_id)
+        if keys is None:
+            keys = LocalizedUser.localize(user, engine_id)
+        self.stats.key_evictions += self._keys.add(keys)
         return keys
 
     async def _discover(self, target: Target, user: UsmUser) -> _Engine:
@@ -350,8 +337,7 @@ class SnmpClient(asyncio.DatagramProtocol):
             boots=0,
             etime=0,
             user_name=b"",
-            salt=b"",
-            msg_data=encode_scoped(b"", encode_pdu(ber.GET, msg_id, 0, 0, b"")),
+            scoped=encode_scoped(b"", encode_pdu(ber.GET, msg_id, 0, 0, b"")),
             keys=None,
         )
         data = await self._exchange(target.address, msg_id, message)
@@ -381,27 +367,16 @@ class SnmpClient(asyncio.DatagramProtocol):
         engine = self._engines.get(engine_key) or await self._discover(target, user)
         for _attempt in range(3):  # discovery, then at most two re-synchronisations
             msg_id = self._next_id()
-            scoped = encode_scoped(engine.engine_id, encode_pdu(tag, msg_id, f1, f2, varbinds))
-            boots, etime = engine.boots, engine.time_now()
-            keys = engine.keys
-            level = user.level
-            salt = b""
-            if level & FLAG_PRIV and keys is not None:
-                salt = keys.next_salt(boots)
-                msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
-            else:
-                msg_data = scoped
             message = build_v3_message(
                 msg_id=msg_id,
                 max_size=MAX_MESSAGE_SIZE,
-                flags=level | FLAG_REPORTABLE,
+                flags=user.level | FLAG_REPORTABLE,
                 engine_id=engine.engine_id,
-                boots=boots,
-                etime=etime,
+                boots=engine.boots,
+                etime=engine.time_now(),
                 user_name=user.name.encode(),
-                salt=salt,
-                msg_data=msg_data,
-                keys=keys,
+                scoped=encode_scoped(engine.engine_id, encode_pdu(tag, msg_id, f1, f2, varbinds)),
+                keys=engine.keys,
             )
             data = await self._exchange(target.address, msg_id, message)
             pdu, header = self._open_v3(target, engine, data)
@@ -409,7 +384,7 @@ class SnmpClient(asyncio.DatagramProtocol):
                 self.stats.responses += 1
                 return pdu
             report_oid = pdu.varbinds[0][0] if pdu.varbinds else ()
-            name = REPORT_NAMES.get(report_oid, "unknown_report")
+            name = REPORT_KINDS.get(report_oid, "unknown_report")
             self.stats.reports[name] += 1
             if report_oid == USM_STATS_UNKNOWN_ENGINE_IDS:
                 self.stats.rediscoveries += 1
@@ -442,22 +417,12 @@ class SnmpClient(asyncio.DatagramProtocol):
             if header.flags & FLAG_AUTH:
                 if keys is None or header.engine_id != engine.engine_id:
                     raise SnmpError("wrong_digest", "authenticated response for another engine")
-                digest = data[header.auth_start : header.auth_end]
-                if len(digest) != keys.auth_len or not keys.verify(header.zeroed(data), digest):
+                if not header.authentic(data, keys):
                     self._bad("wrong_digest", f"response from {target.host} fails its MAC")
                     raise SnmpError("wrong_digest", "response MAC does not verify")
-            if header.flags & FLAG_PRIV:
-                if keys is None:
-                    raise SnmpError("decryption_error", "encrypted response without keys")
-                cipher, _ = ber.read_octets(data, header.data_pos, end)
-                plain = keys.decrypt(cipher, header.boots, header.etime, header.salt)
-                _e, _c, p_start, p_end = parse_scoped(plain, 0, len(plain), lenient_tail=True)
-                pdu = parse_response_pdu(plain, p_start, p_end)
-            else:
-                _e, _c, p_start, p_end = parse_scoped(
-                    data, header.data_pos, end, lenient_tail=False
-                )
-                pdu = parse_response_pdu(data, p_start, p_end)
+            if header.flags & FLAG_PRIV and keys is None:
+                raise SnmpError("decryption_error", "encrypted response without keys")
+            _engine, _context, pdu = header.open_scoped(data, end, keys, parse_response_pdu)
         except (BerError, DecryptionError) as exc:
             self._bad("malformed", f"v3 response from {target.host}: {exc}")
             raise SnmpUndecodable(str(exc)) from None

@@ -7,11 +7,15 @@ the trap receiver, so that each part of the wire format is written once.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from enoc.snmp import ber
 from enoc.snmp.ber import BerError, Oid
-from enoc.snmp.usm import LocalizedUser
+from enoc.snmp.usm import DecryptionError, LocalizedUser
+
+P = TypeVar("P")
 
 V1 = 0
 V2C = 1
@@ -21,6 +25,14 @@ FLAG_PRIV = 2
 FLAG_REPORTABLE = 4
 NO_ERROR = 0
 TOO_BIG = 1
+
+
+class UnknownSecurityModel(BerError):
+    """A v3 message whose msgSecurityModel is not USM (3): well-formed, but not ours to read."""
+
+    def __init__(self, model: int) -> None:
+        super().__init__(f"security model {model} is not USM")
+        self.model = model
 
 
 @dataclass
@@ -76,6 +88,12 @@ def encode_pdu(tag: int, request_id: int, status: int, index: int, varbinds: byt
     )
 
 
+def encode_report(request_id: int, counter: Oid, count: int) -> bytes:
+    """A Report PDU carrying one usmStats (or snmp) counter, as RFC 3414 section 3.2 sends."""
+    varbind = ber.encode_varbind(ber.encode_oid(counter), ber.encode_unsigned(ber.COUNTER32, count))
+    return encode_pdu(ber.REPORT, request_id, 0, 0, varbind)
+
+
 def encode_null_varbinds(oids: list[Oid]) -> bytes:
     return b"".join(ber.encode_varbind(ber.encode_oid(o), ber.NULL_VALUE) for o in oids)
 
@@ -93,12 +111,19 @@ def build_v3_message(
     boots: int,
     etime: int,
     user_name: bytes,
-    salt: bytes,
-    msg_data: bytes,
+    scoped: bytes,
     keys: LocalizedUser | None,
 ) -> bytes:
-    """Assemble a v3 message; with `keys`, sign it in place of the zeroed MAC."""
-    mac_len = keys.auth_len if keys is not None else 0
+    """A v3 message around a ScopedPDU, at the security level its `flags` ask for: with
+    privacy encrypted under a fresh salt, with authentication signed in place of the zeroed
+    MAC (both need `keys`)."""
+    salt = b""
+    msg_data = scoped
+    if flags & FLAG_PRIV and keys is not None:
+        salt = keys.next_salt(boots)
+        msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
+    signer = keys if flags & FLAG_AUTH else None
+    mac_len = signer.auth_len if signer is not None else 0
     placeholder = b"\x00" * mac_len
     header = ber.tlv(
         ber.SEQUENCE,
@@ -119,12 +144,12 @@ def build_v3_message(
     message = ber.tlv(
         ber.SEQUENCE, ber.encode_integer(3) + header + ber.encode_octets(usm) + msg_data
     )
-    if keys is None:
+    if signer is None:
         return message
     # The MAC field is the only run of mac_len zeros right after the user name's TLV.
     marker = ber.encode_octets(user_name) + ber.encode_octets(placeholder)
     at = message.index(marker) + len(marker) - mac_len
-    mac = keys.sign(message)
+    mac = signer.sign(message)
     return message[:at] + mac + message[at + mac_len :]
 
 
@@ -173,6 +198,46 @@ class V3Header:
             + data[self.auth_end :]
         )
 
+    @property
+    def level(self) -> int:
+        """The security level it asks for, as `UsmUser.level`: the auth and priv bits."""
+        return self.flags & (FLAG_AUTH | FLAG_PRIV)
+
+    @property
+    def reportable(self) -> bool:
+        return bool(self.flags & FLAG_REPORTABLE)
+
+    def authentic(self, data: bytes, keys: LocalizedUser) -> bool:
+        """Whether the message carries the MAC that `keys` compute over it."""
+        digest = data[self.auth_start : self.auth_end]
+        return len(digest) == keys.auth_len and keys.verify(self.zeroed(data), digest)
+
+    def open_scoped(
+        self,
+        data: bytes,
+        end: int,
+        keys: LocalizedUser | None,
+        parse: Callable[[bytes, int, int], P],
+    ) -> tuple[bytes, bytes, P]:
+        """The ScopedPDU as (contextEngineID, contextName, its PDU as `parse` reads it).
+
+        With privacy the data is decrypted with `keys` first, and whatever then fails to
+        decode raises DecryptionError (a wrong key decrypts to noise, DES leaves padding
+        after it); in clear text, or an encryptedPDU that is no OCTET STRING, BerError.
+        """
+        if not self.flags & FLAG_PRIV:
+            engine, name, start, stop = parse_scoped(data, self.data_pos, end, lenient_tail=False)
+            return engine, name, parse(data, start, stop)
+        cipher, _ = ber.read_octets(data, self.data_pos, end)
+        if keys is None:
+            raise DecryptionError("an encrypted PDU and no privacy key")
+        plain = keys.decrypt(cipher, self.boots, self.etime, self.salt)
+        try:
+            engine, name, start, stop = parse_scoped(plain, 0, len(plain), lenient_tail=True)
+            return engine, name, parse(plain, start, stop)
+        except BerError as exc:
+            raise DecryptionError(f"the decrypted PDU does not decode: {exc}") from None
+
 
 def parse_v3_header(data: bytes, pos: int, end: int) -> V3Header:
     """Parse a v3 message from just after its version field."""
@@ -184,7 +249,7 @@ def parse_v3_header(data: bytes, pos: int, end: int) -> V3Header:
     if len(flags_bytes) != 1 or max_size < 484:
         raise BerError("bad msgFlags or msgMaxSize")
     if security_model != 3:
-        raise BerError(f"security model {security_model} is not USM")
+        raise UnknownSecurityModel(security_model)
     flags = flags_bytes[0]
     if flags & FLAG_PRIV and not flags & FLAG_AUTH:
         raise BerError("privacy without authentication in msgFlags")

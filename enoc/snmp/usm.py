@@ -1,4 +1,5 @@
-"""SNMPv3 User-based Security Model (RFC 3414, RFC 3826, RFC 7860) for the simulator.
+"""SNMPv3 User-based Security Model (RFC 3414, RFC 3826, RFC 7860) for the poller, the trap
+receiver and the simulator.
 
 Keys: a passphrase becomes Ku by hashing it repeated to 1 MiB (costly, cached
 per passphrase), then is localized to one engine as Kul = H(Ku | engineID | Ku)
@@ -11,6 +12,8 @@ import functools
 import hashlib
 import hmac
 import os
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +46,16 @@ USM_STATS_UNKNOWN_ENGINE_IDS = (1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)
 USM_STATS_WRONG_DIGESTS = (1, 3, 6, 1, 6, 3, 15, 1, 1, 5, 0)
 USM_STATS_DECRYPTION_ERRORS = (1, 3, 6, 1, 6, 3, 15, 1, 1, 6, 0)
 SNMP_UNKNOWN_CONTEXTS = (1, 3, 6, 1, 6, 3, 12, 1, 5, 0)
+# What a Report of each counter says: the name it is counted under on both ends.
+REPORT_KINDS = {
+    USM_STATS_UNSUPPORTED_SEC_LEVELS: "unsupported_sec_level",
+    USM_STATS_NOT_IN_TIME_WINDOWS: "not_in_time_window",
+    USM_STATS_UNKNOWN_USER_NAMES: "unknown_user",
+    USM_STATS_UNKNOWN_ENGINE_IDS: "unknown_engine_id",
+    USM_STATS_WRONG_DIGESTS: "wrong_digest",
+    USM_STATS_DECRYPTION_ERRORS: "decryption_error",
+    SNMP_UNKNOWN_CONTEXTS: "unknown_context",
+}
 
 TIME_WINDOW = 150  # seconds, RFC 3414 section 3.2 step 7
 
@@ -172,6 +185,40 @@ class LocalizedUser:
         iv = engine_boots.to_bytes(4, "big") + engine_time.to_bytes(4, "big") + salt
         decryptor = Cipher(algorithms.AES(self.priv_key), CFB(iv)).decryptor()
         return decryptor.update(cipher) + decryptor.finalize()
+
+
+class KeyCache:
+    """Users' keys localized to engine IDs, at most `size`, the least recently used dropped
+    first: engine IDs arrive in unauthenticated datagrams, so a peer that keeps changing
+    them must not grow it. Iterates over its (user, engine ID) pairs, the oldest first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: OrderedDict[tuple[UsmUser, bytes], LocalizedUser] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[tuple[UsmUser, bytes]]:
+        return iter(self._keys)
+
+    def get(self, user: UsmUser, engine_id: bytes) -> LocalizedUser | None:
+        """The cached keys, if any; their place in the order stays until they are `add`ed."""
+        return self._keys.get((user, engine_id))
+
+    def add(self, keys: LocalizedUser) -> int:
+        """Keep `keys` as the most recently used; how many older ones it pushed out."""
+        key = (keys.user, keys.engine_id)
+        self._keys[key] = keys
+        self._keys.move_to_end(key)
+        dropped = 0
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+            dropped += 1
+        return dropped
+
+    def clear(self) -> None:
+        self._keys.clear()
 
 
 def _des(key: bytes) -> BlockCipherAlgorithm:

@@ -37,7 +37,6 @@ import asyncio
 import base64
 import contextlib
 import gc
-import json
 import logging
 import random
 import tempfile
@@ -48,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from enoc.bench.sim import machine, progress
+from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
 
 if TYPE_CHECKING:
     from enoc.bench.fuzz.surfaces import Surface
@@ -115,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated, of: {', '.join(SURFACES)}",
     )
     parser.add_argument("--seed", type=int, default=1, help="the generators' seed")
-    parser.add_argument("--results", type=Path, default=Path("results"))
+    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,15 +130,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = asyncio.run(measure(names, args.inputs, args.seed))
     print_table(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    path = args.results / f"bench-fuzz-{time.strftime('%Y%m%d-%H%M%S')}.json"
     payload = asdict(result)
     for item, one in zip(payload["surfaces"], result.surfaces, strict=True):
         item["memory_growth_mib"] = one.memory_growth_mib
     payload["escaped"] = sum(s.escaped for s in result.surfaces)
     payload["stopped_lanes"] = sum(s.stopped_lanes for s in result.surfaces)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_result(args.results, "fuzz", payload)
     return 0
 
 
@@ -155,7 +151,7 @@ async def measure(names: list[str], inputs: int, seed: int) -> Result:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="enoc-bench-fuzz-")))
         mqtt_url = ""
         if needs_broker:
-            from enoc.localservers import Mosquitto
+            from testbed.servers import Mosquitto
 
             progress("starting mosquitto...")
             broker = stack.enter_context(Mosquitto(tmp / "mosquitto").start())
@@ -219,8 +215,7 @@ def print_table(result: Result) -> None:
         f"{'surface':<10} {'inputs':>9} {'escaped':>8} {'lanes stopped':>14} "
         f"{'memory growth':>14} {'slowest input':>14}  wall"
     )
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for s in result.surfaces:
         print(
             f"{s.name:<10} {s.inputs:>9,} {s.escaped:>8,} {s.stopped_lanes:>14} "

@@ -346,7 +346,7 @@ class CollectorApi(HttpRequests):
     async def open(self) -> None:
         from collector.app import Collector
         from enoc.config import parse_config
-        from enoc.localservers import free_port
+        from testbed.servers import free_port
 
         tmp = Path(self._tmp.name)
         users = tmp / "users.yaml"

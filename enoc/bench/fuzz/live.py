@@ -29,12 +29,12 @@ import aiomqtt
 import psutil
 import yaml
 
+from enoc.bench.common import progress
 from enoc.bench.fuzz import SurfaceResult, messages
 from enoc.bench.fuzz.mutate import JsonMutator, Mutated
-from enoc.bench.sim import progress
-from enoc.localservers import VictoriaMetrics, free_port
 from enoc.mqtt import PACKET_HEADROOM
 from enoc.wire import KINDS, MAX_PAYLOAD, EventsMessage, WireError, decode, encode, topic
+from testbed.servers import VictoriaMetrics, free_port
 
 BATCH = 500
 # The collector's default mqtt.max_message_size plus its headroom: what it announces as

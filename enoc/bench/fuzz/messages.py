@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from enoc.snmp import ber
-from enoc.snmp.message import build_v3_message, encode_pdu
+from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser, UsmUser
 from enoc.wire import (
     BgpSample,
@@ -180,26 +180,17 @@ class V3Traps:
         user = rng.choice(TRAP_USERS)
         keys = self.keys.get(user.name)
         pdu = encode_pdu(ber.TRAP_V2, rng.randrange(2**31), 0, 0, _varbinds(rng))
-        scoped = ber.tlv(
-            ber.SEQUENCE, ber.encode_octets(TRAP_ENGINE) + ber.encode_octets(b"") + pdu
-        )
-        boots, etime = 1, rng.randrange(1000)
-        salt = b""
-        msg_data = scoped
-        if keys is not None and user.level & 2:
-            salt = keys.next_salt(boots)
-            msg_data = ber.encode_octets(keys.encrypt(scoped, boots, etime, salt))
+        etime = rng.randrange(1000)  # drawn before the msgID, as the seeds expect
         return build_v3_message(
             msg_id=rng.randrange(2**31),
             max_size=65507,
             flags=user.level,
             engine_id=TRAP_ENGINE,
-            boots=boots,
+            boots=1,
             etime=etime,
             user_name=user.name.encode(),
-            salt=salt,
-            msg_data=msg_data,
-            keys=keys if user.level & 1 else None,
+            scoped=encode_scoped(TRAP_ENGINE, pdu),
+            keys=keys,
         )
 
 

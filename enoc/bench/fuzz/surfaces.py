@@ -129,7 +129,7 @@ class Incidents(_WireSurface):
 
     async def open(self) -> None:
         from collector.config import IncidentsConfig
-        from collector.engine import Engine
+        from collector.incidents import Engine
         from collector.store import Store
 
         self.store = Store(f"sqlite:///{Path(self._tmp.name) / 'incidents.db'}")

@@ -40,547 +40,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import math
-import os
-import secrets
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import zlib
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-import psutil
 import yaml
 
-from enoc.bench.sim import peak_rss_mib
 from enoc.demo import WanLink
-from enoc.localservers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
-from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, Value, WireError, decode
-
-HOST = "127.0.0.1"
-ADDRESS_BASE = "127.90.0.1"  # the simulated devices: 127.90.0.1 and up
-TOKEN = secrets.token_hex(16)
-MAX_INFLIGHT = 100  # Mosquitto's per-client window and the collector's max_unacked
-STEADY_PEAK = 0.7  # no interface of the fleet ever runs above this utilization
-FLAP_TRANSITIONS = 6  # the collector's default: transitions within flap_window mark flapping
-# What the agents' polls become (the points the drills account for), and every measurement
-# the collector writes, longest first where one is a prefix of a VictoriaMetrics name.
-POLLED = ("device", "interface", "bgp_peer")
-MEASUREMENTS = ("enoc_agent", "bgp_peer", "interface", "incident", "device")
-
-Say = Callable[[str], None]
-SeriesKey = tuple[str, str, str, str]  # measurement, site, device (or agent), ifIndex/peer
-Points = dict[SeriesKey, dict[int, dict[str, float]]]
-
-
-# ------------------------------------------------------------------ sizes
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """The fleet of a drill. Time scales with the poll interval: one interval stands for
-    one minute of production (the agent's default interval is 60 s)."""
-
-    devices: int
-    sites: int
-    interfaces: int
-    interval: float
-
-    def seconds(self, production_minutes: float) -> float:
-        return production_minutes * self.interval
-
-
-# ------------------------------------------------------------------ incidents
-
-
-@dataclass(frozen=True)
-class Expect:
-    """One incident a drill's faults dictate, in its final state."""
-
-    kind: str
-    site: str
-    device: str = ""
-    resource: str = ""
-    state: str = "resolved"
-    suppressed: bool | None = None  # None: either way is right
-    flapping: bool = False  # True: marked flapping, then settled (cleared) by the end
-
-    def label(self) -> str:
-        return f"{self.kind} {self.site}/{self.device or '-'}/{self.resource}"
-
-    def same_key(self, incident: dict[str, Any]) -> bool:
-        return (incident["kind"], incident["site"], incident["device"], incident["resource"]) == (
-            self.kind,
-            self.site,
-            self.device,
-            self.resource,
-        )
-
-
-def incident_label(incident: dict[str, Any]) -> str:
-    return (
-        f"{incident['kind']} {incident['site']}/{incident['device'] or '-'}/{incident['resource']}"
-    )
-
-
-def compare_incidents(expected: list[Expect], seen: list[dict[str, Any]]) -> list[str]:
-    """What differs between the incidents a drill dictates and those the collector holds."""
-    problems: list[str] = []
-    left = list(seen)
-    for want in expected:
-        match = next((i for i in left if want.same_key(i)), None)
-        if match is None:
-            problems.append(f"missing: {want.label()} ({want.state})")
-            continue
-        left.remove(match)
-        name = want.label()
-        if match["state"] != want.state:
-            problems.append(f"{name}: {match['state']}, expected {want.state}")
-        suppressed = match["suppressed_by"] is not None
-        if want.suppressed is not None and suppressed != want.suppressed:
-            problems.append(f"{name}: {'' if suppressed else 'not '}suppressed")
-        whats = [entry["what"] for entry in match.get("timeline", [])]
-        if want.flapping:
-            if "flapping" not in whats:
-                problems.append(f"{name}: never marked flapping")
-            if match["flapping"] or "settled" not in whats:
-                problems.append(f"{name}: still flapping (not settled)")
-        elif match["flapping"] or "flapping" in whats:
-            problems.append(f"{name}: marked flapping")
-    problems += [f"unexpected: {incident_label(i)} ({i['state']})" for i in left]
-    return problems
-
-
-# ------------------------------------------------------------------ the broker tap
-
-
-class BrokerTap:
-    """Every metrics and events message the broker accepted, through a persistent session.
-
-    Keyed by (kind, agent, seq); a second copy with the same payload is a redelivery
-    (counted), with another payload a conflict (a bug: one seq, two messages)."""
-
-    def __init__(self, port: int, identifier: str = "enoc-drill-tap") -> None:
-        self.port = port
-        self.identifier = identifier
-        self.metrics: dict[tuple[str, int], MetricsMessage] = {}
-        self.events: dict[tuple[str, int], EventsMessage] = {}
-        self.arrived: dict[tuple[str, str, int], float] = {}  # wall time of the first copy
-        self.heartbeats: dict[str, tuple[float, StatusMessage]] = {}  # agent -> latest online
-        self.max_spool: dict[str, int] = {}
-        self.redelivered = 0
-        self.conflicts: list[str] = []
-        self.undecodable = 0
-        self._digests: dict[tuple[str, str, int], int] = {}
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 20)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    HOST, self.port, identifier=self.identifier, clean_session=False
-                ) as client:
-                    await client.subscribe("enoc/v1/#", qos=1)
-                    self._ready.set()
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, bytes | bytearray):
-                            self._take(str(message.topic), bytes(payload), bool(message.retain))
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.2)
-
-    def _take(self, topic: str, payload: bytes, retained: bool) -> None:
-        try:
-            decoded = decode(topic, payload)
-        except WireError:
-            self.undecodable += 1
-            return
-        if isinstance(decoded, StatusMessage):
-            if decoded.state == "online" and decoded.health and not retained:
-                self.heartbeats[decoded.agent] = (time.time(), decoded)
-                depth = decoded.health.get("spool_depth", 0)
-                if isinstance(depth, int):
-                    self.max_spool[decoded.agent] = max(self.max_spool.get(decoded.agent, 0), depth)
-            return
-        kind = "metrics" if isinstance(decoded, MetricsMessage) else "events"
-        key = (kind, decoded.agent, decoded.seq)
-        digest = zlib.crc32(payload)
-        seen = self._digests.get(key)
-        if seen is not None:
-            if seen == digest:
-                self.redelivered += 1
-            else:
-                self.conflicts.append(f"{kind} seq {decoded.seq} of {decoded.agent}")
-            return
-        self._digests[key] = digest
-        self.arrived[key] = time.time()
-        if isinstance(decoded, MetricsMessage):
-            self.metrics[(decoded.agent, decoded.seq)] = decoded
-        else:
-            self.events[(decoded.agent, decoded.seq)] = decoded
-
-    def count(self, agent: str) -> int:
-        return sum(1 for a, _ in self.metrics if a == agent)
-
-    def event_ids(self) -> set[tuple[str, str]]:
-        return {(m.agent, e.id) for m in self.events.values() for e in m.events}
-
-
-# ------------------------------------------------------------------ processes
-
-
-class Proc:
-    """One enoc process (agent or collector) over possibly several lives, with its CPU."""
-
-    def __init__(self, name: str, config: Path, command: str) -> None:
-        self.name = name
-        self.config = config
-        self.command = command
-        self.log = config.with_suffix(".log")
-        self.process: subprocess.Popen[bytes] | None = None
-        self._ps: psutil.Process | None = None
-        self.cpu_done = 0.0  # CPU-seconds of finished lives
-        self._cpu_now = 0.0
-        self.peak_mib = 0.0
-        self.lives = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "enoc.cli", self.command, "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._ps = psutil.Process(self.process.pid)
-        self._cpu_now = 0.0
-        self.lives += 1
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def sample(self) -> None:
-        if self._ps is None or not self.alive:
-            return
-        with contextlib.suppress(psutil.Error):
-            times = self._ps.cpu_times()
-            self._cpu_now = float(times.user + times.system)
-            self.peak_mib = max(self.peak_mib, peak_rss_mib(self._ps))
-
-    @property
-    def cpu_s(self) -> float:
-        return self.cpu_done + self._cpu_now
-
-    def _ended(self) -> None:
-        self.cpu_done += self._cpu_now
-        self._cpu_now = 0.0
-        self._ps = None
-
-    async def kill9(self) -> None:
-        self.sample()
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
-            await asyncio.to_thread(self.process.wait, 10)
-        self.process = None
-        self._ended()
-
-    async def terminate(self, within: float = 30) -> int | None:
-        """SIGTERM and wait; the exit code (None when it had to be killed)."""
-        self.sample()
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        code: int | None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = await asyncio.to_thread(process.wait, within)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait, 10)
-                code = None
-        else:
-            code = process.returncode
-        self._ended()
-        return code
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[name] = float(value)
-    return out
-
-
-class CollectorProc(Proc):
-    """The collector process, its HTTP API and its counters (kept per life)."""
-
-    def __init__(self, config: Path, http_port: int) -> None:
-        super().__init__("collector", config, "collector")
-        self.http_port = http_port
-        self.counters: dict[str, float] = {}  # the latest scrape of the current life
-        self.finished: list[dict[str, float]] = []  # the last scrape of each ended life
-        self.killed = False
-
-    def get(self, path: str, timeout: float = 10) -> Any:
-        request = urllib.request.Request(
-            f"http://{HOST}:{self.http_port}{path}", headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
-            body = response.read()
-        return json.loads(body) if path != "/metrics" else body.decode()
-
-    async def scrape(self) -> dict[str, float] | None:
-        """The collector's /metrics; None while it (or its store) cannot answer."""
-        if not self.alive:
-            return None
-        try:
-            text = await asyncio.to_thread(self.get, "/metrics", 5)
-        except (OSError, ValueError):
-            return None
-        self.counters = parse_prometheus(text)
-        return self.counters
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"http://{HOST}:{self.http_port}/healthz", timeout=2
-            ) as response:
-                return bool(response.status == 200)
-        except (OSError, ValueError):
-            return False
-
-    async def wait_healthy(self, within: float = 60) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise RuntimeError(f"the collector exited: {tail(self.log)}")
-            if await asyncio.to_thread(self.healthy):
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"the collector was not healthy within {within:.0f} s")
-
-    def _end_life(self) -> None:
-        self.finished.append(self.counters)
-        self.counters = {}
-
-    async def kill9(self) -> None:
-        await self.scrape()
-        self.killed = True
-        await super().kill9()
-        self._end_life()
-
-    async def terminate(self, within: float = 30) -> int | None:
-        await self.scrape()
-        code = await super().terminate(within)
-        self._end_life()
-        return code
-
-    def total(self, name: str) -> float:
-        """A counter summed over the collector's lives (ended ones and the current one)."""
-        return sum(c.get(name, 0.0) for c in [*self.finished, self.counters])
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def stop_postgres_fast(pg: PostgreSQL) -> None:
-    """PostgreSQL's fast shutdown (SIGINT to the postmaster): clients are disconnected at
-    once. (`PostgreSQL.stop` sends SIGTERM, a smart shutdown that waits for the collector's
-    open connection, and the start after it finds a stale postmaster.pid.)"""
-    process = pg.process
-    if process is None:
-        return
-    pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGINT)
-    process.wait(timeout=30)
-    pg.process = None
-
-
-# ------------------------------------------------------------------ spools on disk
-
-
-@dataclass
-class SpoolState:
-    next_seq: int
-    pending: list[int]
-
-
-def read_spool(path: Path) -> SpoolState:
-    """What an agent's spool holds on disk (read from a copy: opening a spool touches it)."""
-    from agent.spool import Spool
-
-    if not path.exists():
-        return SpoolState(1, [])
-    with tempfile.TemporaryDirectory(prefix="enoc-drill-spool-") as tmp:
-        copy = Path(tmp) / "spool"
-        shutil.copytree(path, copy)
-        spool = Spool(copy)
-        try:
-            return SpoolState(spool.next_seq, [r.seq for r in spool.take(10**9)])
-        finally:
-            spool.close()
-
-
-# ------------------------------------------------------------------ points
-
-
-def numeric(fields: dict[str, Value]) -> dict[str, float]:
-    """The fields a line carries that VictoriaMetrics stores (it drops strings)."""
-    out: dict[str, float] = {}
-    for name, value in fields.items():
-        if type(value) is int or (type(value) is float and math.isfinite(value)):
-            out[name] = float(value)
-    return out
-
-
-def published_points(messages: Iterable[MetricsMessage]) -> tuple[Points, int]:
-    """(series -> ms timestamp -> numeric fields) of every published point, and how many
-    points were published twice (one poll in two messages)."""
-    points: Points = {}
-    twice = 0
-    for message in messages:
-        site = message.site
-        for sample in message.samples:
-            stamp = round(sample.ts * 1000)
-            lines: list[tuple[SeriesKey, dict[str, Value]]] = [
-                (("device", site, sample.device, ""), sample.fields)
-            ]
-            lines += [
-                (("interface", site, sample.device, str(i.if_index)), i.fields)
-                for i in sample.interfaces
-            ]
-            lines += [(("bgp_peer", site, sample.device, b.peer), b.fields) for b in sample.bgp]
-            for key, fields in lines:
-                values = numeric(fields)
-                if not values:
-                    continue
-                series = points.setdefault(key, {})
-                if stamp in series:
-                    twice += 1
-                series[stamp] = values
-    return points, twice
-
-
-def series_key(measurement: str, labels: dict[str, str]) -> SeriesKey:
-    """Which line a VictoriaMetrics series (one field of a measurement) comes from."""
-    site = labels.get("site", "")
-    if measurement in POLLED:
-        sub = labels.get("ifIndex") or labels.get("peer") or ""
-        return (measurement, site, labels.get("device", ""), sub)
-    if measurement == "enoc_agent":
-        return (measurement, site, labels.get("agent", ""), "")
-    # anything else the collector writes (incident annotations, ...): every tag counts
-    rest = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("__name__", "site"))
-    return (measurement or "?", site, "", rest)
-
-
-def export_points(vm_url: str) -> tuple[Points, int]:
-    """Everything in VictoriaMetrics as (series -> ms timestamp -> fields), and how many
-    samples shared a series and timestamp with another (what a query would see twice)."""
-    with urllib.request.urlopen(f"{vm_url}/internal/force_flush", timeout=30):  # noqa: S310
-        pass
-    params = urllib.parse.urlencode(
-        {"match[]": '{__name__!=""}', "start": "0", "end": str(int(time.time()) + 86400)}
-    )
-    with urllib.request.urlopen(  # noqa: S310 - loopback
-        f"{vm_url}/api/v1/export?{params}", timeout=300
-    ) as response:
-        points: Points = {}
-        doubled = 0
-        for raw in response:
-            if not raw.strip():
-                continue
-            row = json.loads(raw)
-            metric: dict[str, str] = row["metric"]
-            name = metric.get("__name__", "")
-            measurement = next((m for m in MEASUREMENTS if name.startswith(m + "_")), "")
-            field_name = name[len(measurement) + 1 :] if measurement else name
-            key = series_key(measurement, metric)
-            series = points.setdefault(key, {})
-            for value, stamp in zip(row["values"], row["timestamps"], strict=True):
-                fields = series.setdefault(int(stamp), {})
-                if field_name in fields and measurement in POLLED:
-                    doubled += 1
-                fields[field_name] = float(value)
-    return points, doubled
-
-
-@dataclass
-class PointCount:
-    published: int = 0
-    written: int = 0
-    lost: int = 0
-    wrong: int = 0
-    duplicated: int = 0
-    published_twice: int = 0
-    lines_in_db: int = 0
-    examples: list[str] = field(default_factory=list)
-
-
-def count_points(published: Points, landed: Points, doubled: int) -> PointCount:
-    out = PointCount(duplicated=doubled)
-    for key, series in published.items():
-        got = landed.get(key, {})
-        for stamp, fields in series.items():
-            out.published += 1
-            have = got.get(stamp)
-            if have is None or any(name not in have for name in fields):
-                out.lost += 1
-                if len(out.examples) < 5:
-                    out.examples.append(f"lost: {'/'.join(key)} at {stamp}")
-            elif any(
-                not math.isclose(have[name], value, rel_tol=1e-9, abs_tol=1e-9)
-                for name, value in fields.items()
-            ):
-                out.wrong += 1
-                if len(out.examples) < 5:
-                    out.examples.append(f"wrong value: {'/'.join(key)} at {stamp}")
-            else:
-                out.written += 1
-    for key, series in landed.items():
-        out.lines_in_db += len(series)
-        if key[0] not in POLLED:
-            continue  # the agents' health (heartbeats are not spooled), incident annotations
-        expected = published.get(key, {})
-        extra = [stamp for stamp in series if stamp not in expected]
-        out.duplicated += len(extra)
-        if extra and len(out.examples) < 5:
-            out.examples.append(f"not published: {'/'.join(key)} at {extra[0]}")
-    return out
-
+from testbed.drills_accounting import (
+    Expect,
+    PointCount,
+    compare_incidents,
+    count_points,
+    export_points,
+    incident_label,
+    published_points,
+    read_spool,
+)
+from testbed.drills_procs import (
+    ADDRESS_BASE,
+    FLAP_TRANSITIONS,
+    HOST,
+    MAX_INFLIGHT,
+    STEADY_PEAK,
+    TOKEN,
+    BrokerTap,
+    CollectorProc,
+    Proc,
+    Rig,
+    Say,
+    Sizing,
+    stop_postgres_fast,
+    tail,
+)
+from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 
 # ------------------------------------------------------------------ the fleet
 
@@ -611,7 +107,7 @@ class SiteRig:
     spool: Path
 
 
-class Harness:
+class Harness(Rig):
     """Start the fleet, let drills break and heal it, account for what went through."""
 
     def __init__(
@@ -657,17 +153,6 @@ class Harness:
         self._say(f"[{self.label}] {elapsed:5.1f} s  {self._status}  ({published})")
 
     # ---------------------------------------------------------------- start and stop
-
-    async def __aenter__(self) -> Harness:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         self.say("starting Mosquitto and VictoriaMetrics")
@@ -1151,23 +636,24 @@ class Accounting:
     def problems(self, spool_slack: int) -> list[str]:
         """Every way this accounting breaks the drills' promise."""
         p = self.points
-        out: list[str] = []
-        if p.lost:
-            out.append(f"{p.lost} points lost")
-        if p.wrong:
-            out.append(f"{p.wrong} points with a wrong value")
-        if p.duplicated:
-            out.append(f"{p.duplicated} duplicate points in the database")
+        counted = (
+            (p.lost, "{} points lost"),
+            (p.wrong, "{} points with a wrong value"),
+            (p.duplicated, "{} duplicate points in the database"),
+        )
+        out = [text.format(n) for n, text in counted if n]
         out += self.lost_messages
         out += [f"two different messages with one seq: {c}" for c in self.conflicts[:5]]
-        if self.spooled_at_end > spool_slack:
-            out.append(f"{self.spooled_at_end} messages still spooled at the end")
-        if self.events_stored < self.events_published:
-            out.append(f"{self.events_published - self.events_stored} events not in the store")
-        if self.points_dropped:
-            out.append(f"the collector dropped {self.points_dropped} points")
-        if self.rejected:
-            out.append(f"the collector rejected {self.rejected} messages")
+        later = (
+            (
+                self.spooled_at_end if self.spooled_at_end > spool_slack else 0,
+                "{} messages still spooled at the end",
+            ),
+            (max(0, self.events_published - self.events_stored), "{} events not in the store"),
+            (self.points_dropped, "the collector dropped {} points"),
+            (self.rejected, "the collector rejected {} messages"),
+        )
+        out += [text.format(n) for n, text in later if n]
         out += self.incident_problems
         if p.examples and (p.lost or p.wrong or p.duplicated):
             out += p.examples[:3]

@@ -1,21 +1,18 @@
-"""Batched, acknowledged writes to InfluxDB.
+"""The `influxdb` sink: batched, acknowledged writes to InfluxDB (v2 or v1 API).
 
-`put(chunk, points, on_written)` queues a message's lines (line protocol
-bytes, each line ending in a newline) in a bounded buffer and waits while the
-buffer is full (backpressure). One writer task sends batches (by size, by
-time, or at once on `flush_now`), gzip-compressed, and calls each message's
-`on_written` only after the server accepted its lines: the collector
-acknowledges the MQTT message then, so a crash never loses an acknowledged
-point.
+The buffer, batching, backpressure and retries are `collector.sinks.base.BufferedSink`'s:
+a message's `on_written` is called only after the server accepted its lines (or refused
+them for good), and the collector acknowledges the MQTT message then, so a crash never
+loses an acknowledged point.
 
-Gzip is ISA-L's (`isal.igzip`, level 1): about 3x less CPU than zlib at
-level 1 for slightly smaller output (a 2.6 MB batch: 0.035 s against 0.11 s).
+Gzip is ISA-L's (`isal.igzip`, level 1): a fraction of zlib's CPU at level 1
+for slightly smaller output (docs/performance.md has the figures).
 
-Errors: connection errors, TLS failures, 5xx and 429 are retried with
-backoff (0.5 s doubling to 30 s, with jitter) forever, or after the
-server's Retry-After (seconds or an HTTP date, at most 60 s) when it sends
-one: the batch stays in the buffer, the buffer fills, `put` waits and
-consumption pauses, so nothing is acknowledged that is not written.
+Errors: connection errors, TLS failures, 5xx and 429 (`WriteFailed`) are retried with
+backoff (0.5 s doubling to 30 s, with jitter) forever, or after the server's Retry-After
+(seconds or an HTTP date, at most 60 s: `enoc.retry.parse_retry_after`) when it sends
+one: the batch stays in the buffer, the buffer fills, `write` waits and consumption
+pauses, so nothing is acknowledged that is not written.
 
 A refusal of lines (400, 413, 422: a line that does not parse, a field type
 conflict, a line too large, a point beyond the retention) costs only the lines
@@ -23,7 +20,7 @@ refused: those the answer names (`unable to parse '<line>'`) are set apart, the
 rest is sent again, and what is still refused is halved until each refused
 line stands alone (at most ISOLATION_REQUESTS writes a batch). A refused line
 is dead-lettered with the server's reason (`enoc/deadletter/v1/influx_refused`,
-through `dead_letters`) and counted by device (`WriterStats.lines_refused`);
+through `dead_letters`) and counted by device (`SinkStats.lines_refused`);
 every other line of the batch, whatever its device, is written. Writing a line
 again is harmless: a point is its series and time, written twice it is the same.
 
@@ -45,41 +42,29 @@ error names the CA file, so nothing is acknowledged and nothing lost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import math
-import random
 import re
 import ssl
 import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import aiomqtt
 from isal import igzip
 
-from collector.config import CollectorMqttConfig, InfluxConfig
-from collector.ingest import DEAD_LETTER_PREFIX
+from collector.config import InfluxConfig
 from collector.lineproto import PRECISION, zero_upper
-from enoc.logs import StateLogger, get_logger
-from enoc.mqtt import client_args, tls_context
+from collector.sinks.base import (
+    BufferedSink,
+    WriteFailed,
+    WriteRefused,
+)
+from collector.sinks.deadletters import DeadLetters
+from enoc.logs import get_logger
+from enoc.mqtt import tls_context
+from enoc.retry import http_status_retryable, parse_retry_after
 
 log = get_logger("enoc.collector.influx")
 
-MAX_RETRY_AFTER = 60.0  # a longer Retry-After is cut to this
-# Refusals that say the link itself is wrong (credentials, permissions, bucket or database),
-# not one batch's content: InfluxDB is reported unhealthy until a write succeeds.
-LINK_REFUSALS = {
-    401: "bad credentials",
-    403: "not allowed to write",
-    404: "no such bucket or database",
-}
 _PARTIAL = re.compile(r"\bdropped=(\d+)")
 _UNPARSED = re.compile(r"unable to parse \\?'")
 # Refusals of some lines of a batch, found and set apart; the rest is written.
@@ -87,15 +72,13 @@ LINE_REFUSALS = {400, 413, 422}
 ISOLATION_REQUESTS = 256  # writes spent finding a batch's refused lines, at most
 DEAD_LETTER_REASON = "influx_refused"  # enoc/deadletter/v1/<this>
 _NAMED = "unable to parse '"
-# A dead letter sink: (reason, letters) -> how many were published.
-DeadLetters = Callable[[str, list[dict[str, Any]]], Awaitable[int]]
 
 
 def gzip(data: bytes) -> bytes:
     """ISA-L's gzip at level 1, then the AVX registers' upper halves cleared: ISA-L returns
     from its AVX-512 code without `vzeroupper` (intel/isa-l#24), and until something
-    clears them every legacy SSE instruction of the process pays for it (the collector's
-    metrics pass ran 3.4x slower after one compress on this Xeon)."""
+    clears them every legacy SSE instruction of the process pays for it, the collector's
+    metrics pass among them (docs/performance.md)."""
     body = igzip.compress(data, compresslevel=1)
     zero_upper()
     return body
@@ -121,20 +104,6 @@ def partial_dropped(body: str) -> int | None:
         return None
     rejected = answer.get("data") if isinstance(answer, dict) else None
     return len(rejected) if isinstance(rejected, list) and rejected else None
-
-
-class WriteRefused(Exception):
-    """The server refused a batch for good (4xx other than 429); `dropped` is the number of
-    points a partial write says it dropped (None: the whole batch); `body` its answer."""
-
-    def __init__(
-        self, status: int, message: str, dropped: int | None = None, body: str = ""
-    ) -> None:
-        hint = LINK_REFUSALS.get(status)
-        super().__init__(f"HTTP {status}{f' ({hint})' if hint else ''}: {message}")
-        self.status = status
-        self.dropped = dropped
-        self.body = body or message
 
 
 def server_message(body: str) -> str:
@@ -187,88 +156,22 @@ def line_device(line: bytes) -> str:
     return text.replace("\\,", ",").replace("\\=", "=").replace("\\ ", " ")
 
 
-class WriteFailed(Exception):
-    """A failure worth retrying (connection error, 5xx, 429)."""
+class InfluxWriter(BufferedSink):
+    """The `influxdb` sink: InfluxDB's v2 or v1 write API (see the module's docstring)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    what = "InfluxDB"
+    link = "InfluxDB writes"
 
-
-@dataclass
-class WriterStats:
-    points_written: int = 0
-    batches_written: int = 0
-    bytes_sent: int = 0
-    retries: int = 0
-    points_dropped: int = 0
-    batches_refused: int = 0
-    overflow_dropped: int = 0  # put_nowait points refused by a full buffer
-    buffer_points: int = 0
-    lines_refused: Counter[str] = field(default_factory=Counter)  # by device
-    dead_lettered: int = 0  # refused lines published as dead letters
-    isolation_requests: int = 0  # writes spent finding refused lines
-    errors: Counter[str] = field(default_factory=Counter)
-    last_error: str = ""
-
-
-class InfluxWriter:
-    def __init__(self, config: InfluxConfig, dead_letters: DeadLetters | None = None) -> None:
+    def __init__(
+        self, config: InfluxConfig, dead_letters: DeadLetters | None = None, name: str = "influxdb"
+    ) -> None:
+        super().__init__(name, config, log)
         self.config = config
         self.dead_letters = dead_letters
-        self.stats = WriterStats()
-        self.max_buffer = max(config.max_buffer_points, config.batch_size)
-        self._buffer: deque[tuple[bytes, int, Callable[[], None] | None]] = deque()
-        self._space = asyncio.Condition()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: object | None = None
-        self._outage = StateLogger(log)
-        self._refusals = 0  # batches refused since the last accepted write
-        self._refused_status = 0  # the status of the last refusal logged
-        self.healthy = True
 
-    # ---------------------------------------------------------------- producers
-
-    async def put(
-        self, chunk: bytes, points: int, on_written: Callable[[], None] | None = None
-    ) -> None:
-        """Queue `points` lines (`chunk`, each line ending in a newline); waits while full."""
-        if not points:
-            if on_written is not None:
-                on_written()
-            return
-        stats = self.stats
-        if stats.buffer_points + points > self.max_buffer and self._buffer:
-            async with self._space:
-                await self._space.wait_for(
-                    lambda: stats.buffer_points + points <= self.max_buffer or not self._buffer
-                )
-        self._buffer.append((chunk, points, on_written))
-        stats.buffer_points += points
-        if stats.buffer_points >= self.config.batch_size:
-            self._wake.set()
-
-    def put_nowait(self, chunk: bytes, points: int) -> bool:
-        """Buffer without waiting (for callers that must not block, such as an operator's
-        request); refused and counted beyond 10 % over the buffer's limit."""
-        if self.stats.buffer_points + points > self.max_buffer * 1.1:
-            self.stats.overflow_dropped += points
-            return False
-        self._buffer.append((chunk, points, None))
-        self.stats.buffer_points += points
-        if self.stats.buffer_points >= self.config.batch_size:
-            self._wake.set()
-        return True
-
-    def flush_now(self) -> None:
-        self._wake.set()
-
-    # ---------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
+    async def _open(self) -> None:
         """Raises `TlsSetupError` when the TLS files cannot be used."""
         c = self.config
         timeout = aiohttp.ClientTimeout(total=float(c.timeout))
@@ -291,64 +194,21 @@ class InfluxWriter:
                 token=c.token.reveal() if c.token is not None else "",
                 org=c.org,
                 timeout=int(float(c.timeout) * 1000),
-                # We gzip ourselves at level 1: the client's level 9 cost 3.5x the CPU of
-                # level 1 for 20 % less bytes, and was the collector's largest cost.
+                # We gzip ourselves at level 1: the client's level 9 costs several times
+                # the CPU for little fewer bytes (docs/performance.md).
                 enable_gzip=False,
                 ssl_context=context,
             )
-        self._task = asyncio.create_task(self._run())
 
-    async def close(self, grace: float = 10.0) -> None:
-        """Write what is buffered (within `grace` seconds), then stop."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._session is not None:
-            await self._session.close()
-        if self._client is not None:
-            await self._client.close()  # type: ignore[attr-defined]
+    async def _shut(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()  # type: ignore[attr-defined]
 
-    # ---------------------------------------------------------------- the writer task
-
-    async def _run(self) -> None:
-        interval = float(self.config.flush_interval)
-        while True:
-            if not self._buffer:
-                if self._closing:
-                    return
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
-                if not self._buffer:
-                    continue
-            elif not self._closing and self.stats.buffer_points < self.config.batch_size:
-                # wait for more, up to the flush interval, unless woken
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval)
-            await self._write_batch()
-
-    def _take(self) -> tuple[list[bytes], int, list[Callable[[], None] | None]]:
-        chunks: list[bytes] = []
-        points = 0
-        callbacks: list[Callable[[], None] | None] = []
-        limit = self.config.batch_size
-        for chunk, count, callback in self._buffer:
-            if chunks and points + count > limit:
-                break
-            chunks.append(chunk)
-            points += count
-            callbacks.append(callback)
-        return chunks, points, callbacks
-
-    async def _write_batch(self) -> None:
-        chunks, points, callbacks = self._take()
-        data = b"".join(chunks)
+    async def _deliver(self, data: bytes, points: int) -> None:
         try:
             await self._send_until_answered(gzip(data))
             self._accepted(points)
@@ -358,48 +218,6 @@ class InfluxWriter:
                 await self._isolate(data, exc)
             else:
                 self._refused(exc, points)
-        for _ in callbacks:
-            self._buffer.popleft()
-        self.stats.buffer_points -= points
-        for callback in callbacks:
-            if callback is not None:
-                callback()
-        async with self._space:
-            self._space.notify_all()
-
-    async def _send_until_answered(self, body: bytes) -> None:
-        """Send `body` until the server accepts it (returns) or refuses it for good (raises
-        WriteRefused); what is worth retrying is retried with backoff."""
-        delay = 0.5
-        while True:
-            try:
-                await self._send(body)
-            except WriteFailed as exc:
-                self.healthy = False
-                self.stats.retries += 1
-                self.stats.errors["retryable"] += 1
-                self.stats.last_error = str(exc)
-                self._outage.failed("InfluxDB writes", exc, url=self.config.url)
-                if exc.retry_after is not None:
-                    wait = exc.retry_after
-                else:
-                    wait = delay * random.uniform(0.8, 1.2)
-                    delay = min(30.0, delay * 2)
-                await asyncio.sleep(wait)
-            else:
-                return
-
-    def _accepted(self, points: int) -> None:
-        self.stats.points_written += points
-        self.healthy = True
-        self._outage.ok("InfluxDB writes", url=self.config.url)
-        if self._refusals:
-            log.info(
-                "InfluxDB accepts writes again, after %d refused batches",
-                self._refusals,
-                url=self.config.url,
-            )
-            self._refusals = self._refused_status = 0
 
     async def _isolate(self, data: bytes, first: WriteRefused) -> None:
         """A batch the server refused lines of: the refused lines found (those the answer
@@ -463,11 +281,7 @@ class InfluxWriter:
         streak."""
         stats = self.stats
         stats.points_dropped += len(refused)
-        stats.batches_refused += 1
-        stats.errors[f"http_{exc.status}"] += 1
-        stats.last_error = str(exc)
-        if exc.status in LINK_REFUSALS:
-            self.healthy = False
+        first = self._count_refusal(exc)
         letters = []
         received = time.time()
         for line, why in refused:
@@ -484,7 +298,7 @@ class InfluxWriter:
             )
         if letters and self.dead_letters is not None:
             stats.dead_lettered += await self.dead_letters(DEAD_LETTER_REASON, letters)
-        if exc.status != self._refused_status:
+        if first:
             log.error(
                 "InfluxDB refused lines of a batch for good (%s): %d of its %d lines "
                 "dead-lettered to enoc/deadletter/v1/%s and counted by device, the rest "
@@ -496,32 +310,6 @@ class InfluxWriter:
                 url=self.config.url,
                 status=exc.status,
             )
-            self._refused_status = exc.status
-        self._refusals += 1
-
-    def _refused(self, exc: WriteRefused, points: int) -> None:
-        """A batch refused for good: count, log once per streak (and per new status)."""
-        dropped = points if exc.dropped is None else min(points, exc.dropped)
-        self.stats.points_dropped += dropped
-        self.stats.points_written += points - dropped  # a partial write's rest
-        self.stats.batches_refused += 1
-        self.stats.errors[f"http_{exc.status}"] += 1
-        self.stats.last_error = str(exc)
-        if exc.status in LINK_REFUSALS:
-            self.healthy = False
-        if exc.status != self._refused_status:
-            log.error(
-                "InfluxDB refused a batch for good (%s): %d of its %d points dropped and "
-                "acknowledged, not retried; further refusals are only counted until a write "
-                "is accepted",
-                exc,
-                dropped,
-                points,
-                url=self.config.url,
-                status=exc.status,
-            )
-            self._refused_status = exc.status
-        self._refusals += 1
 
     async def _send(self, data: bytes) -> None:
         """POST one gzip-compressed batch."""
@@ -593,59 +381,10 @@ class InfluxWriter:
         """`text`: the server's message; `body`: its whole answer when that is more."""
         if 200 <= status < 300:
             return
-        if status == 429 or status >= 500 or status == 0:
+        if http_status_retryable(status):
             raise WriteFailed(f"HTTP {status}: {text[:200]}", parse_retry_after(retry_after))
         whole = body if isinstance(body, str) and body else text
         raise WriteRefused(status, text[:300], partial_dropped(whole), whole)
-
-
-class MqttDeadLetters:
-    """The writer's dead letters, published (QoS 1) to `enoc/deadletter/v1/<reason>` on the
-    collector's broker over a connection of their own, opened when the first is due and
-    kept (the ingest's lanes are consumers; refusals are rare). A broker that cannot take
-    them is logged when that starts and ends; the lines stay counted."""
-
-    def __init__(self, config: CollectorMqttConfig) -> None:
-        self.config = config
-        self._client: aiomqtt.Client | None = None
-        self._outage = StateLogger(log)
-
-    async def __call__(self, reason: str, letters: list[dict[str, Any]]) -> int:
-        published = 0
-        try:
-            client = await self._connected()
-            for letter in letters:
-                await client.publish(
-                    f"{DEAD_LETTER_PREFIX}/{reason}", json.dumps(letter), qos=1, timeout=5
-                )
-                published += 1
-            self._outage.ok("dead letters to MQTT", url=self.config.url)
-        except (aiomqtt.MqttError, OSError) as exc:
-            self._outage.failed("dead letters to MQTT", exc, url=self.config.url)
-            await self.close()
-        return published
-
-    async def _connected(self) -> aiomqtt.Client:
-        if self._client is None:
-            c = self.config
-            args = client_args(
-                c.url,
-                identifier=f"{c.client_id}-deadletters",
-                tls=c.tls,
-                username=c.username,
-                password=c.password,
-            )
-            args["clean_session"] = True  # a publisher: no session to keep
-            client = aiomqtt.Client(**args)
-            await client.__aenter__()
-            self._client = client
-        return self._client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError, OSError):
-                await client.__aexit__(None, None, None)
 
 
 def ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:
@@ -657,21 +396,3 @@ def ssl_context(config: InfluxConfig) -> ssl.SSLContext | None:
     if not config.url.startswith("https://"):
         return None
     return tls_context(config.tls, what="InfluxDB")
-
-
-def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), at most
-    `MAX_RETRY_AFTER`; None without a usable one."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - now()
-        except (TypeError, ValueError, IndexError):
-            return None
-    if math.isnan(seconds):
-        return None
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))

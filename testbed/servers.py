@@ -4,6 +4,7 @@ Each class runs the Debian package's own binary with a config written into a
 private directory, waits until the server really answers (an MQTT CONNACK, an
 HTTP ping, a trap seen in the log), and stops it with SIGTERM, then SIGKILL.
 Nothing depends on a server already running, and every address is loopback.
+net-snmp's snmpd and snmptrapd are in `testbed.netsnmp`, on the same `Server`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -30,13 +30,8 @@ from typing import Any, Self
 MOSQUITTO = "/usr/sbin/mosquitto"
 INFLUXD = "/usr/bin/influxd"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
-SNMPTRAPD = "/usr/sbin/snmptrapd"
-SNMPD = "/usr/sbin/snmpd"
-SNMPTRAP = "/usr/bin/snmptrap"
-SNMPGET = "/usr/bin/snmpget"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 HOST = "127.0.0.1"
-PROBE_TRAP = "1.3.6.1.4.1.8072.9999.9999.1"  # net-snmp's experimental arc: never a real trap
 
 
 class ServerError(RuntimeError):
@@ -57,17 +52,7 @@ def _require(binary: str) -> str:
     return binary
 
 
-def _snmp_env(state_dir: Path) -> dict[str, str]:
-    """net-snmp without system MIBs or config, keeping its state in our directory."""
-    return {
-        **os.environ,
-        "MIBS": "",
-        "SNMPCONFPATH": str(state_dir),
-        "SNMP_PERSISTENT_DIR": str(state_dir),
-    }
-
-
-class _Server:
+class Server:
     """Start, wait until ready, stop: the lifecycle every local server shares."""
 
     name = "server"
@@ -101,7 +86,7 @@ class _Server:
         command = self.command()
         _require(command[0])
         output = self.log_path.with_suffix(".out").open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - our own fixed commands
+        self.process = subprocess.Popen(
             command,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -225,7 +210,7 @@ def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> bool:
     return reply[:2] == b"\x20\x02" and reply[3:4] == b"\x00"
 
 
-class Mosquitto(_Server):
+class Mosquitto(Server):
     """Eclipse Mosquitto with persistence in the work directory."""
 
     name = "mosquitto"
@@ -296,7 +281,7 @@ class Mosquitto(_Server):
 # ------------------------------------------------------------------ InfluxDB 1.x, VictoriaMetrics
 
 
-class InfluxDB1(_Server):
+class InfluxDB1(Server):
     """Debian's influxd (InfluxDB 1.6): `/write` and InfluxQL `/query`.
 
     `admin=(name, password)` turns authentication on and makes that admin user
@@ -418,7 +403,7 @@ def influxql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class VictoriaMetrics(_Server):
+class VictoriaMetrics(Server):
     """Debian's victoria-metrics: it accepts InfluxDB's `/write` and `/api/v2/write`.
 
     `http_auth=(name, password)` makes every endpoint but `/health` ask for HTTP basic
@@ -495,215 +480,6 @@ class VictoriaMetrics(_Server):
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
-# ------------------------------------------------------------------ net-snmp
-
-
-@dataclass(frozen=True)
-class TrapUser:
-    """An SNMPv3 user snmptrapd accepts traps from, for one sending engine."""
-
-    name: str
-    engine_id: str  # hex, the sender's (the device's) engine ID
-    auth_protocol: str = "SHA-256"
-    auth_key: str = ""
-    priv_protocol: str = "AES"
-    priv_key: str = ""
-
-
-@dataclass(frozen=True)
-class SnmpUser:
-    """An SNMPv3 user snmpd answers, in net-snmp's protocol names ("none" for no auth or
-    no privacy)."""
-
-    name: str
-    auth_protocol: str = "SHA-256"  # MD5 SHA SHA-224 SHA-256 SHA-384 SHA-512
-    auth_key: str = ""
-    priv_protocol: str = "AES"  # DES AES AES-192 AES-256
-    priv_key: str = ""
-
-
-@dataclass
-class Trap:
-    source: str  # the sender's address
-    trap_oid: str
-    varbinds: dict[str, str] = field(default_factory=dict)
-
-
-class SnmpTrapd(_Server):
-    """net-snmp's snmptrapd writing one parseable line per trap (v1, v2c, v3, informs)."""
-
-    name = "snmptrapd"
-    protocol = "udp"
-
-    def __init__(
-        self, workdir: Path, *, community: str = "public", v3_users: Sequence[TrapUser] = ()
-    ) -> None:
-        super().__init__(workdir)
-        self.community = community
-        self.v3_users = list(v3_users)
-
-    def env(self) -> dict[str, str]:
-        return _snmp_env(self.workdir)
-
-    def command(self) -> list[str]:
-        users = [
-            f"createUser -e 0x{u.engine_id} {u.name} "
-            f"{u.auth_protocol} {u.auth_key} {u.priv_protocol} {u.priv_key}"
-            for u in self.v3_users
-        ]
-        conf = self.workdir / "snmptrapd.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    "disableAuthorization yes",
-                    "doNotLogTraps no",
-                    "format2 TRAP\\t%b\\t%V~%v\\n",
-                    "format1 TRAP\\t%b\\t%V~%v\\n",
-                    *users,
-                ]
-            )
-            + "\n"
-        )
-        return [
-            SNMPTRAPD,
-            "-f",
-            "-n",
-            "-On",
-            "-C",
-            "-c",
-            str(conf),
-            "-Lf",
-            str(self.log_path),
-            "-p",
-            str(self.workdir / "snmptrapd.pid"),
-            f"udp:{self.host}:{self.port}",
-        ]
-
-    def ready(self) -> bool:
-        subprocess.run(  # noqa: S603
-            [
-                SNMPTRAP,
-                "-v",
-                "2c",
-                "-c",
-                self.community,
-                f"{self.host}:{self.port}",
-                "",
-                PROBE_TRAP,
-            ],
-            env=_snmp_env(self.workdir),
-            capture_output=True,
-            timeout=5,
-            check=False,
-        )
-        return any(line.startswith("TRAP") for line in self._lines())
-
-    def _lines(self) -> list[str]:
-        try:
-            return self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def traps(self) -> list[Trap]:
-        out: list[Trap] = []
-        for line in self._lines():
-            if not line.startswith("TRAP\t"):
-                continue
-            _, source, varbind_text = line.split("\t", 2)
-            varbinds: dict[str, str] = {}
-            for item in varbind_text.split("~"):
-                oid, sep, value = item.partition(" = ")
-                if sep:
-                    varbinds[oid.strip().lstrip(".")] = value.strip()
-            trap_oid = varbinds.get("1.3.6.1.6.3.1.1.4.1.0", "").removeprefix("OID: ").lstrip(".")
-            if trap_oid == PROBE_TRAP:
-                continue
-            address = source.split("[", 1)[1].split("]", 1)[0] if "[" in source else source
-            out.append(Trap(address, trap_oid, varbinds))
-        return out
-
-    def wait_for(
-        self, predicate: Callable[[list[Trap]], bool], timeout: float = 10.0
-    ) -> list[Trap]:
-        deadline = time.monotonic() + timeout
-        while True:
-            traps = self.traps()
-            if predicate(traps):
-                return traps
-            if time.monotonic() > deadline:
-                raise AssertionError(f"snmptrapd did not see the expected traps; it saw {traps}")
-            time.sleep(0.05)
-
-
-class SnmpD(_Server):
-    """net-snmp's snmpd answering v2c on loopback: a peer for benchmarks and tests."""
-
-    name = "snmpd"
-    protocol = "udp"
-
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        community: str = "public",
-        users: Sequence[SnmpUser] = (),
-    ) -> None:
-        super().__init__(workdir)
-        self.community = community
-        self.users = list(users)  # SNMPv3 users it answers (read-only, at their level)
-
-    def env(self) -> dict[str, str]:
-        return _snmp_env(self.workdir)
-
-    def command(self) -> list[str]:
-        conf = self.workdir / "snmpd.conf"
-        lines = [f"rocommunity {self.community} {self.host}"]
-        for user in self.users:
-            create = f"createUser {user.name}"
-            level = "noauth"
-            if user.auth_protocol != "none":
-                create += f" {user.auth_protocol} {user.auth_key}"
-                level = "auth"
-                if user.priv_protocol != "none":
-                    create += f" {user.priv_protocol} {user.priv_key}"
-                    level = "priv"
-            lines += [create, f"rouser {user.name} {level}"]
-        conf.write_text("\n".join(lines) + "\n")
-        return [
-            SNMPD,
-            "-f",
-            "-C",
-            "-c",
-            str(conf),
-            "-Lf",
-            str(self.log_path),
-            "-p",
-            str(self.workdir / "snmpd.pid"),
-            f"udp:{self.host}:{self.port}",
-        ]
-
-    def ready(self) -> bool:
-        result = subprocess.run(  # noqa: S603
-            [
-                SNMPGET,
-                "-v2c",
-                "-c",
-                self.community,
-                "-t",
-                "0.5",
-                "-r",
-                "0",
-                f"{self.host}:{self.port}",
-                "1.3.6.1.2.1.1.1.0",
-            ],
-            env=_snmp_env(self.workdir),
-            capture_output=True,
-            timeout=5,
-            check=False,
-        )
-        return result.returncode == 0
-
-
 # ------------------------------------------------------------------ PostgreSQL
 
 
@@ -718,7 +494,7 @@ def _postgres_bin(name: str) -> str:
     return str(versions[0] / name) if versions else f"/usr/lib/postgresql/15/bin/{name}"
 
 
-class PostgreSQL(_Server):
+class PostgreSQL(Server):
     """Debian's PostgreSQL server in a throw-away cluster, trust auth on loopback.
 
     With `password`, the role `enoc` has that password and TCP connections must
@@ -771,9 +547,7 @@ class PostgreSQL(_Server):
                     f"--pwfile={pwfile}",
                 ]
             try:
-                subprocess.run(  # noqa: S603 - our own fixed command
-                    self._as_user(initdb), check=True, capture_output=True
-                )
+                subprocess.run(self._as_user(initdb), check=True, capture_output=True)
             finally:
                 pwfile.unlink(missing_ok=True)
             self._initialised = True
@@ -829,7 +603,7 @@ class PostgreSQL(_Server):
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
-class Alertmanager(_Server):
+class Alertmanager(Server):
     """Debian's prometheus-alertmanager, one receiver that goes nowhere, no cluster."""
 
     name = "alertmanager"

@@ -1,0 +1,441 @@
+"""The engine's store interface: every SQL statement the incident engine runs.
+
+`Records` is a store transaction (`collector.store.Tx`, whose incident rows it
+keeps) with the engine's reads and writes as methods: the rules, liveness,
+sweeps, maintenance and queries modules say what they need in these terms and
+hold no SQL of their own. SQL is written once with `?` placeholders for SQLite
+and PostgreSQL alike, values always bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from collector.incidents.model import AGENT_OFFLINE, KeyEvent, MaintenanceWindow
+from collector.incidents.vocabulary import CLEARING_SQL, STATE_KINDS, clears
+from collector.model import Incident, IncidentChange, IncidentKey
+from collector.store import INCIDENT_COLUMNS, Row, Store, Tx, incident_from_row
+from enoc.wire import Event, EventsMessage, StatusMessage
+
+T = TypeVar("T")
+
+# An event's place in a key's history: by time, and a clearing event after a problem of the
+# same time (so that a pair stamped alike reads down-then-up in every arrival order).
+_CLEARS = f"CASE WHEN state IN {CLEARING_SQL} THEN 1 ELSE 0 END"
+_WINDOW_COLUMNS = "id, site, device, match, starts, ends, every, until, reason, created_by"
+
+
+async def run(store: Store, fn: Callable[[Records], T]) -> T:
+    """`fn` in one store transaction (retried on conflicts), given the engine's records."""
+    return await store.run(lambda tx: fn(Records.of(tx)))
+
+
+async def read(store: Store, fn: Callable[[Records], T]) -> T:
+    """`fn` as a read without a transaction (not retried: /metrics answers quickly)."""
+    return await store.read(lambda tx: fn(Records.of(tx)))
+
+
+class Records(Tx):
+    """One store transaction, in the engine's terms."""
+
+    @classmethod
+    def of(cls, tx: Tx) -> Records:
+        return tx if isinstance(tx, Records) else cls(tx.conn, tx.dialect)
+
+    # ---------------------------------------------------------------- change log
+
+    def log(self, changes: list[IncidentChange], *, at: float, origin: str) -> None:
+        """Log `changes` in the change log, in this transaction: call it last."""
+        for c in changes:
+            c.id = self.add_change(
+                "incident",
+                c.as_dict(),
+                at=at,
+                change=c.change,
+                incident_id=c.incident.id,
+                origin=origin,
+            )
+
+    def log_status(self, message: StatusMessage, *, at: float, origin: str) -> None:
+        """Log a live agent status in the change log (the stream sends it once)."""
+        self.add_change(
+            "status",
+            {
+                "site": message.site,
+                "agent": message.agent,
+                "rtc": message.rtc,
+                "state": message.state,
+                "ts": message.sent,
+            },
+            at=at,
+            change=message.state,
+            origin=origin,
+        )
+
+    # ---------------------------------------------------------------- events
+
+    def record_event(self, message: EventsMessage, event: Event, received: float) -> bool:
+        """Remember the event; False when it was seen before."""
+        inserted = self.execute(
+            "INSERT INTO events (agent, event_id, site, device, resource, kind, state, severity, "
+            "at, received, message, source, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (site, agent, event_id) DO NOTHING",
+            (
+                message.agent,
+                event.id,
+                message.site,
+                event.device,
+                event.resource,
+                event.kind,
+                event.state,
+                event.severity,
+                event.ts,
+                received,
+                event.message,
+                event.source,
+                json.dumps(event.attrs),
+            ),
+        )
+        return inserted > 0
+
+    def prune_events(self, before: float) -> int:
+        """Forget the events received before `before`; how many went."""
+        return max(0, self.execute("DELETE FROM events WHERE received < ?", (before,)))
+
+    def history(self, key: IncidentKey) -> KeyHistory:
+        return KeyHistory(self, key)
+
+    # ---------------------------------------------------------------- timelines
+
+    def has_entry(self, incident_id: int, event_id: str, actor: str) -> bool:
+        return bool(
+            self.one(
+                "SELECT 1 FROM timeline WHERE incident_id = ? AND event_id = ? AND actor = ?",
+                (incident_id, event_id, actor),
+            )
+        )
+
+    def drop_events_after(self, incident_id: int, at: float) -> None:
+        """Drop the incident's event entries after `at` (repeats of an earlier clearing)."""
+        self.execute(
+            "DELETE FROM timeline WHERE incident_id = ? AND what = 'event' AND at > ?",
+            (incident_id, at),
+        )
+
+    def move_timeline(self, source: int, target: int, since: float) -> None:
+        """Move `source`'s timeline entries from `since` on to incident `target`."""
+        self.execute(
+            "UPDATE timeline SET incident_id = ? WHERE incident_id = ? AND at >= ?",
+            (target, source, since),
+        )
+
+    # ---------------------------------------------------------------- incidents
+
+    def agent_offline_at(self, site: str, at: float) -> int | None:
+        """The site's agent-offline incident that spanned `at`, if any."""
+        row = self.one(
+            "SELECT id FROM incidents WHERE site = ? AND device = '' AND kind = ? "
+            "AND opened <= ? AND (resolved IS NULL OR resolved >= ?) ORDER BY id DESC LIMIT 1",
+            (site, AGENT_OFFLINE, at, at),
+        )
+        return None if row is None else int(row[0])
+
+    def beneath(
+        self, cause: Incident, children: list[str], since: float, until: float | None
+    ) -> list[Incident]:
+        """The unsuppressed incidents of `cause`'s device (but its reachability) and of its
+        `children` that opened in [since, until)."""
+        k = cause.key
+        under = "(device = ? AND kind <> 'reachability')"
+        if children:
+            under = f"({under} OR device IN ({', '.join('?' * len(children))}))"
+        where = f"site = ? AND suppressed_by IS NULL AND id <> ? AND opened >= ? AND {under}"
+        params: list[Any] = [k.site, cause.id, since, k.device, *children]
+        if until is not None:
+            where += " AND opened < ?"
+            params.append(until)
+        return self.incidents(where, params)
+
+    def suppressed_under(self, cause: Incident, since: float) -> list[Incident]:
+        """The incidents suppressed under `cause` that opened after `since`."""
+        return self.incidents(
+            "site = ? AND suppressed_by = ? AND opened > ?", (cause.key.site, cause.id, since)
+        )
+
+    def sweepable(self, ids: Sequence[int] | None = None) -> list[tuple[Incident, list[float]]]:
+        """Open or flapping incidents (of `ids`, if given) with their transitions."""
+        sql = (
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE (state <> 'resolved' OR flapping = 1)"
+        )
+        if ids is not None:
+            sql += f" AND id IN ({', '.join('?' * len(ids))})"
+        return [
+            (incident_from_row(r), [float(t) for t in json.loads(r[20])])
+            for r in self.all(sql + " ORDER BY id DESC", list(ids or ()))
+        ]
+
+    def sites_of(self, ids: Sequence[int]) -> set[str]:
+        placeholders = ", ".join("?" * len(ids))
+        return {
+            str(r[0])
+            for r in self.all(f"SELECT site FROM incidents WHERE id IN ({placeholders})", ids)
+        }
+
+    def find_incidents(
+        self, *, state: str, site: str, severity: str, rtc: str, limit: int
+    ) -> list[Incident]:
+        """Incidents by state ("active": not resolved), site, severity and RTC; newest first."""
+        clauses, params = [], []
+        if state == "active":
+            clauses.append("state <> 'resolved'")
+        elif state:
+            clauses.append("state = ?")
+            params.append(state)
+        for column, value in (("site", site), ("severity", severity), ("rtc", rtc)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return self.incidents(" AND ".join(clauses), params, limit=limit)
+
+    def open_counts(self, *, by_site: bool = False) -> list[Row]:
+        """(site,) severity, count of open, unsuppressed incidents."""
+        group = "site, severity" if by_site else "severity"
+        return self.all(
+            f"SELECT {group}, COUNT(*) FROM incidents WHERE state <> 'resolved' "
+            f"AND suppressed_by IS NULL GROUP BY {group}"
+        )
+
+    def stats(self, since: float, until: float) -> list[Row]:
+        """Per site and severity of incidents opened in [since, until): how many, how many
+        acknowledged and their mean time to it, how many resolved and their mean time."""
+        return self.all(
+            "SELECT site, severity, COUNT(*), "
+            "SUM(CASE WHEN acknowledged IS NOT NULL THEN 1 ELSE 0 END), "
+            "AVG(CASE WHEN acknowledged IS NOT NULL THEN acknowledged - opened END), "
+            "SUM(CASE WHEN resolved IS NOT NULL THEN 1 ELSE 0 END), "
+            "AVG(CASE WHEN resolved IS NOT NULL THEN resolved - opened END) "
+            "FROM incidents WHERE opened >= ? AND opened < ? AND suppressed_by IS NULL "
+            "GROUP BY site, severity ORDER BY site, severity",
+            (since, until),
+        )
+
+    # ---------------------------------------------------------------- agents and devices
+
+    def agent_seen(self, site: str, agent: str) -> tuple[float, int] | None:
+        """When the agent was last heard of and the seq of its last status applied."""
+        row = self.one(
+            "SELECT last_seen, status_seq FROM agents WHERE site = ? AND agent = ?", (site, agent)
+        )
+        return None if row is None else (float(row[0]), int(row[1]))
+
+    def save_status(self, message: StatusMessage, seen: float) -> None:
+        """The agent's status and the devices it announces."""
+        self.execute(
+            "INSERT INTO agents (agent, site, rtc, state, last_seen, version, inventory_size, "
+            "health, status_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, agent) "
+            "DO UPDATE SET rtc = excluded.rtc, state = excluded.state, "
+            "last_seen = excluded.last_seen, version = excluded.version, "
+            "inventory_size = excluded.inventory_size, health = excluded.health, "
+            "status_seq = excluded.status_seq",
+            (
+                message.agent,
+                message.site,
+                message.rtc,
+                message.state,
+                seen,
+                message.version,
+                message.inventory_size,
+                json.dumps(message.health),
+                message.seq,
+            ),
+        )
+        for device in message.devices:
+            self.execute(
+                "INSERT INTO devices (site, device, agent, rtc, address, role, parent, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device) DO "
+                "UPDATE SET agent = excluded.agent, rtc = excluded.rtc, "
+                "address = excluded.address, role = excluded.role, parent = excluded.parent",
+                (
+                    message.site,
+                    device.name,
+                    message.agent,
+                    message.rtc,
+                    device.address,
+                    device.role,
+                    device.parent,
+                    seen,
+                ),
+            )
+
+    def agent_offline(self, site: str, agent: str) -> None:
+        self.execute(
+            "UPDATE agents SET state = 'offline' WHERE site = ? AND agent = ?", (site, agent)
+        )
+
+    def silent_agents(self, since: float) -> list[tuple[str, str, str]]:
+        """(agent, site, rtc) of the agents online but not heard of since `since`."""
+        return [
+            (str(a), str(s), str(r))
+            for a, s, r in self.all(
+                "SELECT agent, site, rtc FROM agents WHERE state = 'online' AND last_seen < ? "
+                "ORDER BY site, agent",
+                (since,),
+            )
+        ]
+
+    def agents(self) -> list[Row]:
+        return self.all(
+            "SELECT agent, site, rtc, state, last_seen, version, inventory_size, health "
+            "FROM agents ORDER BY site, agent"
+        )
+
+    def set_reach(self, message: EventsMessage, event: Event) -> None:
+        """The device's reachability as its latest event says."""
+        self.execute(
+            "INSERT INTO devices (site, device, agent, rtc, reach, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, device) DO UPDATE SET "
+            "reach = excluded.reach, updated = excluded.updated, agent = excluded.agent",
+            (message.site, event.device, message.agent, message.rtc, event.state, event.ts),
+        )
+
+    def parent(self, site: str, device: str) -> str:
+        """The device's inventory parent ("" for none or an unknown device)."""
+        row = self.one("SELECT parent FROM devices WHERE site = ? AND device = ?", (site, device))
+        return str(row[0]) if row is not None and row[0] else ""
+
+    def children(self, site: str, device: str) -> list[str]:
+        return [
+            str(r[0])
+            for r in self.all(
+                "SELECT device FROM devices WHERE site = ? AND parent = ?", (site, device)
+            )
+        ]
+
+    def devices(self, site: str = "") -> list[Row]:
+        """The devices (of `site`) with their agent's state and their open incidents."""
+        return self.all(
+            "SELECT d.site, d.device, d.agent, d.rtc, d.address, d.role, d.parent, d.reach, "
+            "COALESCE(a.state, 'unknown'), "
+            "(SELECT COUNT(*) FROM incidents i WHERE i.site = d.site AND i.device = d.device "
+            " AND i.state <> 'resolved') "
+            "FROM devices d LEFT JOIN agents a ON a.site = d.site AND a.agent = d.agent "
+            + ("WHERE d.site = ? " if site else "")
+            + "ORDER BY d.site, d.device",
+            (site,) if site else (),
+        )
+
+    # ---------------------------------------------------------------- maintenance
+
+    def windows(self) -> list[MaintenanceWindow]:
+        return [
+            _window(r) for r in self.all(f"SELECT {_WINDOW_COLUMNS} FROM maintenance ORDER BY id")
+        ]
+
+    def add_window(self, window: MaintenanceWindow, actor: str, created: float) -> int:
+        return self.insert(
+            "INSERT INTO maintenance (site, device, match, starts, ends, every, until, "
+            "reason, created_by, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                window.site,
+                window.device,
+                window.match,
+                window.starts,
+                window.ends,
+                window.every,
+                window.until,
+                window.reason,
+                actor,
+                created,
+            ),
+        )
+
+    def delete_window(self, window_id: int) -> bool:
+        return self.execute("DELETE FROM maintenance WHERE id = ?", (window_id,)) > 0
+
+
+def _window(row: Row) -> MaintenanceWindow:
+    id_, site, device, match, starts, ends, every, until, reason, created_by = row
+    return MaintenanceWindow(
+        int(id_),
+        site,
+        device,
+        match,
+        float(starts),
+        float(ends),
+        float(every),
+        None if until is None else float(until),
+        reason,
+        created_by,
+    )
+
+
+class KeyHistory:
+    """The events the store recorded for one incident key (those that decide), in event
+    time: whatever order they arrived in, this is the order they happened in."""
+
+    def __init__(self, tx: Tx, key: IncidentKey) -> None:
+        self.tx = tx
+        self.where = "site = ? AND device = ? AND resource = ? AND kind = ?"
+        if key.kind not in STATE_KINDS:
+            self.where += f" AND (state IN {CLEARING_SQL} OR severity <> 'info')"
+        self.params = (key.site, key.device, key.resource, key.kind)
+
+    def _first(self, condition: str, params: tuple[Any, ...], order: str) -> KeyEvent | None:
+        row = self.tx.one(
+            "SELECT at, state, agent, event_id, message FROM events "
+            f"WHERE {self.where} AND {condition} ORDER BY {order} LIMIT 1",
+            (*self.params, *params),
+        )
+        if row is None:
+            return None
+        return KeyEvent(float(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
+
+    def after(self, at: float, clearing: bool) -> KeyEvent | None:
+        """The first event after one at `at` (of that kind: clearing or not)."""
+        return self._first(
+            f"(at > ? OR (at = ? AND {_CLEARS} > ?))", (at, at, int(clearing)), f"at, {_CLEARS}"
+        )
+
+    def before(self, at: float, clearing: bool, agent: str, event_id: str) -> KeyEvent | None:
+        """The last event before one at `at` (not counting that event itself)."""
+        return self._first(
+            f"(at < ? OR (at = ? AND {_CLEARS} <= ?)) AND NOT (agent = ? AND event_id = ?)",
+            (at, at, int(clearing), agent, event_id),
+            f"at DESC, {_CLEARS} DESC",
+        )
+
+    def next_clearing(self, at: float) -> KeyEvent | None:
+        """The first clearing event after a problem at `at`."""
+        return self._first(f"state IN {CLEARING_SQL} AND at >= ?", (at,), "at")
+
+    def next_problem(self, at: float) -> KeyEvent | None:
+        """The first problem after a clearing event at `at`."""
+        return self._first(f"state NOT IN {CLEARING_SQL} AND at > ?", (at,), "at")
+
+    def problems(self, since: float, until: float | None) -> int:
+        """How many problem events happened from `since` to `until` (or to now)."""
+        row = self.tx.one(
+            f"SELECT COUNT(*) FROM events WHERE {self.where} AND state NOT IN {CLEARING_SQL} "
+            "AND at >= ? AND at <= ?",
+            (*self.params, since, math.inf if until is None else until),
+        )
+        return int(row[0]) if row else 0
+
+    def transitions(self, since: float, until: float) -> list[float]:
+        """When the key changed state (problem to clear or back) in (since, until]; it
+        starts clear, as the agent's edge detector does."""
+        last = self._first("at <= ?", (since,), f"at DESC, {_CLEARS} DESC")
+        problem = last is not None and not last.clearing
+        out = []
+        for at, state in self.tx.all(
+            f"SELECT at, state FROM events WHERE {self.where} AND at > ? AND at <= ? "
+            f"ORDER BY at, {_CLEARS}",
+            (*self.params, since, until),
+        ):
+            if clears(state) == problem:
+                problem = not problem
+                out.append(float(at))
+        return out

@@ -1,0 +1,125 @@
+"""What a notifier kind is: the `Notifier` protocol, the delivery it renders and sends, the
+errors it raises, and the HTTP client the delivery machinery (collector/notify.py) lends it.
+
+A notifier knows one receiver's format and transport and nothing else: which changes a
+receiver hears, in what order, retried how often, and what becomes a dead letter is the
+machinery's, the same for every kind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import aiohttp
+
+from enoc import __version__
+from enoc.logs import redact, strip_login
+from enoc.retry import PermanentError, RetryableError, http_status_retryable, parse_retry_after
+
+if TYPE_CHECKING:
+    from collector.config import WebhookConfig
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One incident change, as one receiver is to hear it."""
+
+    change: str  # opened, updated, acknowledged, escalated, resolved; refresh (a re-send)
+    incident: dict[str, Any]  # as the API shows it
+    change_id: int  # the change log's id (the stream's event id); 0 for a refresh
+    sent: float  # wall-clock time of this attempt
+
+
+class DeliveryFailed(RetryableError):
+    """The receiver may take it later: connection error, timeout, 5xx, 429."""
+
+
+class DeliveryRefused(PermanentError):
+    """The receiver will never take it (a 4xx other than 429: a bad token, a wrong path)."""
+
+
+class Notifier(Protocol):
+    """Renders and sends incident changes to one receiver.
+
+    `send` raises a `RetryableError` (usually `DeliveryFailed`) when the same delivery may
+    get through later and a `PermanentError` (usually `DeliveryRefused`) when it cannot;
+    the messages name the receiver by `endpoint`, never with a login."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where deliveries go, without a URL's user and password (logs, dead letters)."""
+        ...
+
+    @property
+    def refreshes(self) -> bool:
+        """Whether the receiver forgets an open incident that is not sent again: the
+        machinery then re-sends open incidents every refresh period (`Env.refresh`)."""
+        ...
+
+    def render(self, delivery: Delivery) -> Any:
+        """The body the receiver gets."""
+        ...
+
+    async def send(self, delivery: Delivery) -> None: ...
+
+
+@dataclass
+class Http:
+    """The HTTP client the delivery machinery lends its notifiers: one connection pool,
+    open while the machinery runs (from its run to its close)."""
+
+    now: Callable[[], float] = time.time  # for a Retry-After given as an HTTP date
+    session: aiohttp.ClientSession | None = field(default=None, init=False)
+
+    async def start(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            await session.close()
+
+    async def post_json(self, hook: WebhookConfig, url: str, body: Any) -> None:
+        """POST `body` as JSON to `url` (which may carry a login) with the webhook's token
+        and timeout; errors name the URL without its login."""
+        if self.session is None:
+            msg = "the notifiers' HTTP client is not started"
+            raise RuntimeError(msg)
+        shown = strip_login(url)
+        timeout = aiohttp.ClientTimeout(total=float(hook.timeout))
+        headers = {"User-Agent": f"enoc-collector/{__version__}"}
+        if hook.token is not None:
+            headers["Authorization"] = f"Bearer {hook.token.reveal()}"
+        try:
+            async with self.session.post(
+                url, json=body, headers=headers, timeout=timeout
+            ) as response:
+                if response.status < 300:
+                    return
+                text = (await response.text(errors="replace"))[:200]
+                reason = f"HTTP {response.status} from {shown}: {text}"
+                if http_status_retryable(response.status):
+                    wait = parse_retry_after(response.headers.get("Retry-After"), self.now)
+                    raise DeliveryFailed(reason, wait)
+                raise DeliveryRefused(reason)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryFailed(
+                f"{type(exc).__name__} posting to {shown}: {redact(str(exc))}"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class Env:
+    """What the delivery machinery gives every notifier it builds."""
+
+    http: Http
+    now: Callable[[], float]
+    refresh: float  # seconds between re-sends to a receiver that `refreshes`
+
+
+# A notifier kind's factory: the webhook's config and the machinery's Env -> a Notifier.
+NotifierFactory: TypeAlias = "Callable[[WebhookConfig, Env], Notifier]"
