@@ -1,8 +1,9 @@
 """The site agent: inventory -> scheduler -> poller -> facts -> publisher, plus traps.
 
-`Agent.run` owns every task; a stop event ends them in order: no new polls,
-the partial metrics batch is spooled, the publisher says `offline` and the
-spools are closed. SIGHUP (`reload`) re-reads the inventory; devices whose
+`Agent.run` runs the parts under a `Supervisor`, added downstream first, so
+that a stop closes them inputs first: traps and polls end, the partial
+metrics batch is spooled, then the publisher says `offline` and closes the
+spools. SIGHUP (`reload`) re-reads the inventory; devices whose
 address, port, credentials and profile are unchanged keep their rate and
 edge state.
 """
@@ -30,7 +31,9 @@ from agent.scheduler import Scheduler
 from agent.traps import Trap, TrapReceiver, TrapSource
 from enoc.config import ConfigError, ConfigIssue
 from enoc.inventory import Credential, Inventory, InventoryDevice
+from enoc.lifecycle import Adapter, Policy, Supervisor
 from enoc.logs import StateLogger, get_logger, register_secret
+from enoc.retry import Backoff
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
 from enoc.snmp.mib import (
@@ -133,6 +136,12 @@ class Agent:
         self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
         self._load_edge_state()
+        if c.traps is not None:
+            listen = (c.traps.listen.host, c.traps.listen.port)
+            self.traps = TrapReceiver(
+                sources=self._trap_sources, on_trap=self._on_trap, listen=listen
+            )
+        self.supervisor: Supervisor | None = None  # of the current run
 
     # ---------------------------------------------------------------- inventory
 
@@ -455,19 +464,48 @@ class Agent:
             if self._reload_requested:
                 self._do_reload()
 
+    async def _last_flush(self) -> None:
+        """The polls have ended: their partial batch and the links up go out to disk."""
+        self._flush()
+        if self.edge.links_changed != self._links_saved:
+            self._save_links_up()
+
+    async def _open_snmp(self) -> None:
+        await self.client.open(self.config.polling.source)
+
+    async def _close_snmp(self) -> None:
+        self.client.close()
+
     # ---------------------------------------------------------------- lifecycle
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def parts(self) -> Supervisor:
+        """The agent's parts, downstream first: a stop closes them in reverse, the inputs
+        (traps, polls) first and the publisher last, so what was polled reaches the spool."""
         c = self.config
-        await self.client.open(c.polling.source)
-        if c.traps is not None:
-            self.traps = TrapReceiver(sources=self._trap_sources, on_trap=self._on_trap)
-            try:
-                self.trap_address = await self.traps.start(c.traps.listen.host, c.traps.listen.port)
-            except BaseException:  # the port taken, say: what is open is closed again
-                self.client.close()
-                self.publisher.close()
-                raise
+        supervisor = Supervisor(f"agent {c.site}/{c.agent_id}", backoff=lambda: Backoff(0.5, 10.0))
+        # EXIT: the only way out; a dead publisher would spool until the disk fills, unseen
+        supervisor.add(self.publisher, Policy.EXIT)
+        # RESTART: each step (flush, lag, links saved, reload) stands alone; the next redoes it
+        supervisor.add(
+            Adapter("watch", loop=self._watch_loop, close=self._last_flush), Policy.RESTART
+        )
+        # EXIT: a socket and no loop; should it end, no poll could go out
+        supervisor.add(Adapter("snmp", start=self._open_snmp, close=self._close_snmp), Policy.EXIT)
+        # EXIT: a scheduler that died leaves the agent polling nothing while it looks alive
+        supervisor.add(self.scheduler, Policy.EXIT)
+        if self.traps is not None:
+            # EXIT: no loop; the port is the agent's only way to hear traps
+            supervisor.add(self.traps, Policy.EXIT)
+        return supervisor
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Start every part (StartError names the one that failed, with nothing left open),
+        run until `stop`, and return the exit code: non-zero after a crash of an `EXIT` part."""
+        c = self.config
+        self.supervisor = self.parts()
+        await self.supervisor.start()
+        if self.traps is not None:
+            self.trap_address = self.traps.address
             log.info("receiving traps on %s:%d", *self.trap_address)
         log.info(
             "agent %s/%s polling %d devices every %gs",
@@ -476,26 +514,7 @@ class Agent:
             len(self.trackers),
             float(c.polling.interval),
         )
-        polling_stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(self.publisher.run(stop), name="publisher"),
-            asyncio.create_task(self.scheduler.run(polling_stop), name="scheduler"),
-            asyncio.create_task(self._watch_loop(stop), name="watch"),
-        ]
         self.ready.set()
-        try:
-            await stop.wait()
-        finally:
-            polling_stop.set()
-            await asyncio.wait(tasks[1:], timeout=10)
-            self._flush()
-            if self.edge.links_changed != self._links_saved:
-                self._save_links_up()
-            await asyncio.wait(tasks[:1], timeout=10)
-            for task in tasks:
-                task.cancel()
-            if self.traps is not None:
-                self.traps.close()
-            self.client.close()
-            self.publisher.close()
-            log.info("agent stopped; %d messages left in the spool", self.publisher.spool_depth)
+        code = await self.supervisor.run(stop)
+        log.info("agent stopped; %d messages left in the spool", self.publisher.spool_depth)
+        return code

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from enoc.config import ConfigError
+from enoc.lifecycle import StartError
 from enoc.logs import setup_logging
 from enoc.runtime import run as run_loop
 from enoc.runtime import stop_event
@@ -36,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = stop_event(reload=agent.reload)
         try:
-            await agent.run(stop)
-        except OSError as exc:  # e.g. the trap port is taken or needs privileges
-            log.error("agent cannot run: %s", exc)  # noqa: TRY400
+            # non-zero after a crash of a part whose policy is to exit: systemd restarts it
+            return await agent.run(stop)
+        except StartError as exc:  # e.g. the trap port is taken or needs privileges
+            log.error("agent cannot start: %s", exc)  # noqa: TRY400
             return 1
-        return 0
 
     return run_loop(main)

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -42,6 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import AgentConfig
 from agent.spool import Record, Spool, SpoolWriteError
 from enoc import __version__
+from enoc.lifecycle import ServiceBase
 from enoc.logs import StateLogger, get_logger
 from enoc.mqtt import (
     AGENT_MAX_PACKET_SIZE,
@@ -53,12 +53,15 @@ from enoc.mqtt import (
     client_args,
     version_name,
 )
+from enoc.retry import Backoff
 from enoc.wire import DeviceInfo, EventsMessage, MetricsMessage, StatusMessage, encode, topic
 
 log = get_logger("enoc.agent.publisher")
 
+# Reconnecting: 0.5 s doubling to 10 s, +-20 % jitter so that a thousand agents do not
+# reconnect at once.
 BACKOFF_START = 0.5
-BACKOFF_MAX = 10.0  # with +-20 % jitter, so that a thousand agents do not reconnect at once
+BACKOFF_MAX = 10.0
 # Status numbers per connection: a base from the clock in ms (so it rises across restarts)
 # times the block. 2**20 heartbeats is 120 days of one connection at a 10 s heartbeat; past
 # that the seq stays at the block's top - 1, which the collector still takes as current.
@@ -92,18 +95,20 @@ class Hold:
     `until`, then one probe; each refused probe doubles the wait (capped, jittered)."""
 
     held: bool = False
-    backoff: float = 0.0
+    wait: float = 0.0  # the current wait, jittered
     until: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(REFUSED_START, REFUSED_MAX))
 
     def refused(self, now: float) -> None:
         if self.held and now < self.until:
             return  # the rest of a window sent before the first refusal came back
         self.held = True
-        self.backoff = min(REFUSED_MAX, self.backoff * 2 or REFUSED_START)
-        self.until = now + self.backoff * random.uniform(0.8, 1.2)
+        self.wait = self.backoff.next()
+        self.until = now + self.wait
 
     def accepted(self) -> None:
-        self.held, self.backoff, self.until = False, 0.0, 0.0
+        self.held, self.wait, self.until = False, 0.0, 0.0
+        self.backoff.reset()
 
     def room(self, spool: Spool, room: int, now: float) -> int:
         """How many of `spool`'s records may go out now, of `room`."""
@@ -114,7 +119,14 @@ class Hold:
         return min(room, 1)
 
 
-class Publisher:
+class Publisher(ServiceBase):
+    """The agent's way out: `start` has nothing to acquire (the spools open with the
+    publisher, so that the agent fails at once on an unusable spool), `run` connects and
+    publishes until `close`, which lets the acknowledgements in flight come back, says
+    `offline` and closes the spools."""
+
+    name = "publisher"
+
     def __init__(
         self,
         config: AgentConfig,
@@ -123,6 +135,7 @@ class Publisher:
         inventory_size: Callable[[], int],
         devices: Callable[[], list[DeviceInfo]] = list,
     ) -> None:
+        super().__init__()
         self.config = config
         self.health = health
         self.inventory_size = inventory_size
@@ -315,7 +328,7 @@ class Publisher:
             self._events_over = False
             log.info("events back under the spool budget", events_bytes=events)
 
-    def close(self) -> None:
+    async def _close(self) -> None:
         self.events.close()
         self.metrics.close()
 
@@ -377,9 +390,10 @@ class Publisher:
         )
         return args
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Connect, publish, reconnect with backoff; returns when `stop` is set."""
-        backoff = BACKOFF_START
+    async def _run(self) -> None:
+        """Connect, publish, reconnect with backoff; returns once `close` was called."""
+        stop = self.closing
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         url = self.config.mqtt.url
         fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
         while not stop.is_set():
@@ -399,7 +413,7 @@ class Publisher:
                     self.protocol.connected()
                     self.mqtt_protocol = int(protocol)  # the wire level: 4 is 3.1.1
                     self.stats.connects += 1
-                    backoff = BACKOFF_START
+                    backoff.reset()
                     await self._publish_status(client, "online")
                     self.connected.set()
                     log.info("connected to %s (MQTT %s)", url, version_name(protocol))
@@ -436,9 +450,7 @@ class Publisher:
                 self.events.requeue_inflight()
                 self.metrics.requeue_inflight()
             if not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                await backoff.wait(stop)
 
     async def _session(self, client: AckedClient, stop: asyncio.Event) -> None:
         live_from = self.metrics.next_seq - 1  # metrics newer than this are live, not backlog
@@ -509,7 +521,7 @@ class Publisher:
         if code.is_failure:
             spool.release(record.seq)  # stays on disk, goes out again after the hold
             hold.refused(time.monotonic())
-            self._refused(record.topic, code, f"kept in the spool, retried in {hold.backoff:g}s")
+            self._refused(record.topic, code, f"kept in the spool, retried in {hold.wait:.1f}s")
             return
         spool.ack(record.seq)
         self.stats.published += 1

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from enoc.lifecycle import ServiceBase
+
 
 class Clock(Protocol):
     """Where the scheduler reads the time and waits: the system's, or a test's fake that
@@ -55,7 +57,11 @@ class SchedulerStats:
     starved: int = 0  # cancelled at the deadline while waiting for a slot (agent overloaded)
 
 
-class Scheduler:
+class Scheduler(ServiceBase):
+    """Starts each key's poll when due until `close`, which cancels the polls in flight."""
+
+    name = "scheduler"
+
     def __init__(
         self,
         interval: float,
@@ -66,6 +72,7 @@ class Scheduler:
         on_deadline: Callable[[str, float], None],
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        super().__init__()
         self.interval = interval
         self.poll = poll
         self.deadline = deadline
@@ -97,7 +104,8 @@ class Scheduler:
     def running(self) -> int:
         return len(self._running)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _run(self) -> None:
+        stop = self.closing
         try:
             while not stop.is_set():
                 if not self._heap:

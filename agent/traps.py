@@ -34,6 +34,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from enoc.lifecycle import ServiceBase
 from enoc.snmp import ber
 from enoc.snmp.ber import BerError, Oid
 from enoc.snmp.message import (
@@ -132,7 +133,12 @@ class _EngineClock:
         return self.latest + (now - self.at)
 
 
-class TrapReceiver(asyncio.DatagramProtocol):
+class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
+    """The agent's trap port: `start` binds it (a port taken fails the start), datagrams
+    are handled as they come (no loop of its own), `close` lets the port go."""
+
+    name = "traps"
+
     def __init__(
         self,
         *,
@@ -141,7 +147,11 @@ class TrapReceiver(asyncio.DatagramProtocol):
         engine_id: bytes | None = None,
         key_cache_size: int = KEY_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
     ) -> None:
+        ServiceBase.__init__(self)
+        self.listen = listen
+        self.address = listen  # the bound address once started (a port 0 picks one)
         self.on_trap = on_trap
         # Our own engine ID (for informs): enterprise 8072 (net-snmp) format 4 + random text.
         self.engine_id = engine_id or b"\x80\x00\x1f\x88\x04" + os.urandom(8).hex().encode()
@@ -160,14 +170,13 @@ class TrapReceiver(asyncio.DatagramProtocol):
         self._report_count = 0
         self.update_sources(sources)
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=self.listen)
         self._transport = transport
-        sockname: tuple[str, int] = transport.get_extra_info("sockname")
-        return sockname
+        self.address = transport.get_extra_info("sockname")[:2]
 
-    def close(self) -> None:
+    async def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
             self._transport = None

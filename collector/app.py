@@ -1,9 +1,11 @@
 """The collector: ingest -> (metrics sinks, incident engine) -> notifier, stream and API.
 
-`Collector.run` owns every task. On stop: consumption ends, the metrics
-sinks' buffers are flushed (acknowledging what every sink wrote), the notification in
-flight may finish (the rest waits in the store's change log), the store is
-closed.
+`Collector.run` runs the parts under a `Supervisor`, added downstream first
+(the store, then the metrics sinks, the feed, the notifier, the API, the
+sweeper, the ingest lanes last). A stop closes them in reverse: consumption
+ends, the API stops, the notification in flight may finish (the rest waits in
+the store's change log), the sinks' buffers are flushed (acknowledging what
+every sink wrote), the store is closed.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from collector.sinks import MqttDeadLetters, build
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from enoc import __version__
+from enoc.lifecycle import Adapter, Policy, Supervisor, WebSite
 from enoc.logs import get_logger, redact
+from enoc.retry import Backoff
 from enoc.wire import EventsMessage, StatusMessage
 
 log = get_logger("enoc.collector")
@@ -70,7 +74,7 @@ class Collector:
         self.changes = 0
         self.ready = asyncio.Event()
         self.http_port = 0
-        self._runner: web.AppRunner | None = None
+        self.supervisor: Supervisor | None = None  # of the current run
 
     @classmethod
     def from_file(cls, path: Path) -> Collector:
@@ -183,14 +187,26 @@ class Collector:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _open_store(self) -> None:
         version = await self.store.open()
         log.info("incident store ready", url=_safe_url(self.config.store.url), schema=version)
-        await self.feed.start()
-        await self.notifier.start()
-        await self.sinks.start()
-        if self.users is None:
-            log.warning("http.users_file is not set: every API request will be refused (401)")
+
+    async def _close_streams(self, _app: web.Application) -> None:
+        self.hub.close()  # the live streams end, or the API's shutdown would wait for them
+
+    def parts(self) -> Supervisor:
+        """The collector's parts, downstream first: a stop closes them in reverse, the
+        ingest first and the store last, so what was taken in is written and committed."""
+        supervisor = Supervisor("collector", backoff=lambda: Backoff(0.5, 10.0))
+        # EXIT (for each part without a loop): should one end, the collector is broken
+        supervisor.add(Adapter("store", start=self._open_store, close=self.store.close))
+        supervisor.add(Adapter("dead-letters", close=self.dead_letters.close))
+        # each sink's task writes; close flushes their buffers, acknowledging what all wrote
+        supervisor.add(self.sinks)
+        # RESTART: it reads the change log on from its cursor
+        supervisor.add(self.feed, Policy.RESTART)
+        # RESTART: what it has not delivered waits in the change log, under its cursor
+        supervisor.add(self.notifier, Policy.RESTART)
         engine = self.engine
         app = make_app(
             config=self.config,
@@ -206,40 +222,37 @@ class Collector:
             health=self.health,
             counters=self.counters,
         )
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
+        app.on_shutdown.append(self._close_streams)
         listen = self.config.http.listen
-        site = web.TCPSite(self._runner, listen.host, listen.port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else listen.port
+        supervisor.add(WebSite("http", app, listen.host, listen.port))
+        # RESTART: each round stands alone; a failed one is tried again at the next
+        supervisor.add(Adapter("sweeper", loop=self._sweeper), Policy.RESTART)
+        for lane in self.ingest.lanes():
+            # RESTART: what a lane did not acknowledge, the broker sends again
+            supervisor.add(lane, Policy.RESTART)
+        return supervisor
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Start every part (StartError names the one that failed, with nothing left open),
+        run until `stop`, and return the exit code: non-zero after a crash of an `EXIT` part."""
+        if self.users is None:
+            log.warning("http.users_file is not set: every API request will be refused (401)")
+        self.supervisor = supervisor = self.parts()
+        await supervisor.start()
+        http = next(s.service for s in supervisor.states if s.name == "http")
+        assert isinstance(http, WebSite)
+        self.http_port = http.port
+        listen = self.config.http.listen
         log.info("collector %s serving http://%s:%d", __version__, listen.host, self.http_port)
         if native_lineproto():
             log.info(NATIVE)
         else:  # works, with more CPU for the same stream (docs/collector.md, "Performance")
             log.warning(NATIVE)
-        sweeper = asyncio.create_task(self._sweeper(stop))
-        ingest = asyncio.create_task(self.ingest.run(stop))
-        notifier = asyncio.create_task(self.notifier.run())
-        feed = asyncio.create_task(self.feed.run(stop))
-        sinks = asyncio.create_task(self.sinks.run(), name="sinks")
         self.ready.set()
-        try:
-            with _frozen_heap():
-                await stop.wait()
-        finally:
-            self.hub.close()
-            closing = asyncio.create_task(self.notifier.close())
-            await asyncio.wait({ingest, sweeper, notifier, closing, feed}, timeout=10)
-            for task in (ingest, sweeper, notifier, closing, feed):
-                task.cancel()
-            await self.sinks.close()
-            await asyncio.wait({sinks}, timeout=1)
-            await self.dead_letters.close()
-            await self._runner.cleanup()
-            await self.store.close()
-            log.info("collector stopped")
+        with _frozen_heap():
+            code = await supervisor.run(stop)
+        log.info("collector stopped")
+        return code
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from enoc.config import ConfigError
+from enoc.lifecycle import StartError
 from enoc.logs import setup_logging
 from enoc.runtime import run as run_loop
 from enoc.runtime import stop_event
@@ -22,7 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from collector.app import Collector
-    from collector.store import StoreError
 
     try:
         collector = Collector.from_file(args.config)
@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> int:
         stop = stop_event()
         try:
-            await collector.run(stop)
-        except (OSError, StoreError) as exc:  # port taken, store unreachable or too new
-            log.error("collector cannot run: %s", exc)  # noqa: TRY400
+            # non-zero after a crash of a part whose policy is to exit: systemd restarts it
+            return await collector.run(stop)
+        except StartError as exc:  # port taken, store unreachable or too new, TLS files
+            log.error("collector cannot start: %s", exc)  # noqa: TRY400
             return 1
-        return 0
 
     return run_loop(main)

@@ -35,7 +35,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,7 @@ from collector.metrics_in import Metrics
 from collector.metrics_in import read as read_metrics
 from collector.mqtt_receive import buffered_read, lean_receive
 from collector.store import content_refused, store_outage
+from enoc.lifecycle import Policy, ServiceBase, Supervisor
 from enoc.logs import OnceLogger, get_logger
 from enoc.mqtt import (
     PACKET_HEADROOM,
@@ -60,6 +60,7 @@ from enoc.mqtt import (
     client_args,
     version_name,
 )
+from enoc.retry import Backoff
 from enoc.wire import (
     MAX_DEPTH,
     EventsMessage,
@@ -148,21 +149,32 @@ class Ingest:
 
     # ---------------------------------------------------------------- connections
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def lanes(self) -> list[Lane]:
+        """The two consumer connections, each a part of its own."""
         group = self.config.shared_group
-        metrics = [subscription("metrics", share_group=group)]
-        # Status goes to every replica (low rate; each keeps agent liveness current).
-        events = [subscription("events", share_group=group), subscription("status")]
         base = self.config.client_id
-        await asyncio.gather(
-            self._connection("metrics", f"{base}-metrics", metrics, stop),
-            self._connection("events", f"{base}-events", events, stop),
-        )
+        # Status goes to every replica (low rate; each keeps agent liveness current).
+        return [
+            Lane(self, "metrics", f"{base}-metrics", [subscription("metrics", share_group=group)]),
+            Lane(
+                self,
+                "events",
+                f"{base}-events",
+                [subscription("events", share_group=group), subscription("status")],
+            ),
+        ]
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Both lanes, alone (without the rest of the collector), until `stop`."""
+        supervisor = Supervisor("ingest")
+        for lane in self.lanes():
+            supervisor.add(lane, Policy.RESTART)
+        return await supervisor.serve(stop)
 
     async def _connection(
         self, lane: str, identifier: str, filters: list[str], stop: asyncio.Event
     ) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         choice = self.protocols[lane]
         fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
         while not stop.is_set():
@@ -205,7 +217,7 @@ class Ingest:
                     self.stats.connects[lane] += 1
                     self.stats.protocol[lane] = int(protocol)  # the wire level: 4 is 3.1.1
                     self.stats.session_present[lane] = client.session_present
-                    backoff = 0.5
+                    backoff.reset()
                     for f in filters:
                         await client.subscribe(f, qos=1)
                     self.stats.connected[lane] = True
@@ -252,9 +264,7 @@ class Ingest:
                 if lane == "metrics":
                     self.pending_metrics = 0  # the broker redelivers what was not acked
             if not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff * random.uniform(0.8, 1.2))
-                backoff = min(10.0, backoff * 2)
+                await backoff.wait(stop)
 
     def _may_read(self, client: aiomqtt.Client) -> Callable[[], bool]:
         """Whether the metrics lane may read more: until it consumes (the SUBACK, and the
@@ -415,3 +425,21 @@ class Ingest:
                 f"{DEAD_LETTER_PREFIX}/{error.kind}", json.dumps(body), qos=1, timeout=5
             )
             self.stats.dead_lettered += 1
+
+
+class Lane(ServiceBase):
+    """One consumer connection of the ingest: connects (nothing to acquire before), consumes
+    and reconnects until `close`. A fault of ours inside it is logged with its traceback,
+    counted in `lane_errors` and answered with a reconnect, the lane's own restart: the
+    message it was handling is not acknowledged and comes again."""
+
+    def __init__(self, ingest: Ingest, lane: str, identifier: str, filters: list[str]) -> None:
+        super().__init__()
+        self.name = f"ingest.{lane}"
+        self.ingest = ingest
+        self.lane = lane
+        self.identifier = identifier
+        self.filters = filters
+
+    async def _run(self) -> None:
+        await self.ingest._connection(self.lane, self.identifier, self.filters, self.closing)

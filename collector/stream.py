@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from collector.config import StoreConfig
 from collector.store import Store, Tx
+from enoc.lifecycle import ServiceBase
 from enoc.logs import StateLogger, get_logger
 
 log = get_logger("enoc.collector.stream")
@@ -130,13 +131,17 @@ class Hub:
         self._subscribers.clear()
 
 
-class ChangeFeed:
+class ChangeFeed(ServiceBase):
     """Follows the store's change log into the hub; prunes the log; wakes the notifier.
 
     It reads through its own store connection (and thread), so that following
-    never queues behind the engine's writes, nor they behind it."""
+    never queues behind the engine's writes, nor they behind it: `start` opens it
+    at the log's end, `run` follows until `close`, which closes it."""
+
+    name = "feed"
 
     def __init__(self, config: StoreConfig, hub: Hub) -> None:
+        super().__init__()
         self.hub = hub
         self.poll_interval = float(config.poll_interval)
         self.retention = float(config.changes_retention)
@@ -160,12 +165,13 @@ class ChangeFeed:
         self.wakeups += 1
         self._wake.set()
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Begin at the log's end: the stream carries what happens from now on."""
         self.cursor = await self.reader.read(lambda tx: tx.last_change_id())
         self.hub.start(self.cursor)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _run(self) -> None:
+        stop = self.closing
         listener = asyncio.create_task(self.reader.listen(self.wake, stop))
         try:
             while not stop.is_set():
@@ -187,7 +193,9 @@ class ChangeFeed:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            await self.reader.close()
+
+    async def _close(self) -> None:
+        await self.reader.close()
 
     async def catch_up(self) -> None:
         """Publish every logged change after the cursor, in order."""

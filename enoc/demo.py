@@ -138,8 +138,9 @@ class Demo:
         self.agents: dict[str, Any] = {}
         self.password = options.password or secrets.token_urlsafe(12)
         self.url = ""
+        self.exit_code = 0  # non-zero when the collector or an agent stopped on a crash
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> int:
         import tempfile
 
         from collector.app import Collector
@@ -207,6 +208,7 @@ class Demo:
             finally:
                 stop.set()
                 await self._shutdown(broker)
+        return self.exit_code
 
     async def _start_agent(
         self,
@@ -221,6 +223,7 @@ class Demo:
         another if a program took that one first (a port can only be chosen ahead), then
         send the site's traps there."""
         from agent.app import Agent
+        from enoc.lifecycle import StartError
         from simulators.server import TrapReceiver
 
         assert self.sim is not None
@@ -230,8 +233,9 @@ class Demo:
             task = asyncio.create_task(agent.run(stop), name=f"agent[{site}]")
             try:
                 await _first(task, agent.ready.wait(), f"agent {site}")
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or attempt == TRAP_PORT_ATTEMPTS - 1:
+            except StartError as exc:
+                taken = isinstance(exc.cause, OSError) and exc.cause.errno == errno.EADDRINUSE
+                if not taken or attempt == TRAP_PORT_ATTEMPTS - 1:
                     raise
                 continue
             self.tasks.append(task)
@@ -251,9 +255,12 @@ class Demo:
         for link in self.links.values():
             await link.cut()
         if self.sim is not None:
-            await self.sim.stop()
+            await self.sim.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(broker.shutdown(), 5)
+        ended = [t for t in self.tasks if t.done() and not t.cancelled()]
+        codes = [1 if t.exception() is not None else t.result() for t in ended]
+        self.exit_code = max([c for c in codes if isinstance(c, int)], default=0)
         self.say("enoc demo: stopped")
 
     # ---------------------------------------------------------------- configs
@@ -454,10 +461,9 @@ def main_sync(options: DemoOptions) -> int:
     async def main() -> int:
         stop = stop_event()
         try:
-            await Demo(options).run(stop)
+            return await Demo(options).run(stop)
         except (OSError, ConfigError, RuntimeError, RecordingError) as exc:  # port taken, ...
             print(f"enoc demo: {exc}", file=sys.stderr)
             return 1
-        return 0
 
     return run_loop(main)

@@ -28,19 +28,24 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from enoc.retry import Backoff, pause
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
 __all__ = [
+    "Adapter",
     "Policy",
     "Service",
     "ServiceBase",
     "ServiceState",
     "StartError",
     "Supervisor",
+    "WebSite",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,14 +68,21 @@ class Service(Protocol):
 
 class ServiceBase:
     """The contract's bookkeeping for a part: `closing` is set by the first `close()`,
-    `_close()` (the part's own clean-up) runs once, and `run()` by default waits for close.
-    Subclasses override `_start`, `_close` and, where they have a loop, `run`."""
+    which then waits (at most `grace`) for a `run()` in progress to return before
+    `_close()` (the part's own clean-up) runs, once: a loop never finds what it uses
+    closed under it. `run()` by default waits for close.
+
+    Subclasses override `_start`, `_close` and, where they have a loop, `_run` (the
+    loop, which returns once `closing` is set)."""
 
     name = "service"
+    grace = 10.0  # how long close() waits for a running loop before it cleans up anyway
 
     def __init__(self) -> None:
         self.closing = asyncio.Event()
         self._closed = False
+        self._idle = asyncio.Event()  # no run() in progress
+        self._idle.set()
 
     async def start(self) -> None:
         try:
@@ -80,20 +92,93 @@ class ServiceBase:
             raise
 
     async def run(self) -> None:
-        await self.closing.wait()
+        self._idle.clear()
+        try:
+            await self._run()
+        finally:
+            self._idle.set()
 
     async def close(self) -> None:
         self.closing.set()
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.grace)
         await self._close()
 
     async def _start(self) -> None:
         """Acquire what the part needs; what it opened before raising is closed by `close`."""
 
+    async def _run(self) -> None:
+        """The part's loop; returns once `closing` is set. Without one: wait for close."""
+        await self.closing.wait()
+
     async def _close(self) -> None:
-        """Release what `_start` acquired and flush; called once."""
+        """Release what `_start` acquired and flush; called once, after the loop returned."""
+
+
+class Adapter(ServiceBase):
+    """A Service made of callables, for a part whose own class has another shape (an
+    `open`/`close` pair, a `run(stop)` loop): `loop` gets the `closing` event as its stop."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        start: Callable[[], Awaitable[object]] | None = None,
+        loop: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+        close: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self._start_fn = start
+        self._loop_fn = loop
+        self._close_fn = close
+
+    async def _start(self) -> None:
+        if self._start_fn is not None:
+            await self._start_fn()
+
+    async def _run(self) -> None:
+        if self._loop_fn is None:
+            await self.closing.wait()
+        else:
+            await self._loop_fn(self.closing)
+
+    async def _close(self) -> None:
+        if self._close_fn is not None:
+            await self._close_fn()
+
+
+class WebSite(ServiceBase):
+    """An aiohttp application served on a TCP address: bound by `start` (a port taken
+    fails the start), its connections closed by `close`. `port` is the bound one (a
+    configured 0 picks a free port)."""
+
+    def __init__(self, name: str, app: web.Application, host: str, port: int) -> None:
+        super().__init__()
+        self.name = name
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def _start(self) -> None:
+        from aiohttp import web
+
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 class Policy(enum.Enum):
@@ -135,7 +220,7 @@ class Supervisor:
         logger: logging.Logger | None = None,
     ) -> None:
         self.name = name
-        self._backoff = backoff
+        self.backoff = backoff  # a fresh one for each part
         self.grace = grace  # how long a closed part's run() may take to return
         self._log = logger or log
         self._states: list[ServiceState] = []
@@ -198,7 +283,7 @@ class Supervisor:
     async def _watch(self, state: ServiceState) -> None:
         service = state.service
         assert service is not None
-        backoff = self._backoff()
+        backoff = self.backoff()
         while True:
             began = time.monotonic()
             try:

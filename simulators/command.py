@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from aiohttp import web
 
 from enoc.config import ConfigError
+from enoc.lifecycle import StartError, Supervisor
 from enoc.logs import setup_logging
 from enoc.runtime import parse_host_port, stop_event
 from enoc.runtime import run as run_loop
-from simulators.control import make_app
+from simulators.control import control_site
 from simulators.fleet import (
     DeviceGroup,
     FleetSpec,
@@ -129,6 +129,16 @@ def recording_groups(paths: list[Path]) -> list[DeviceGroup]:
     return groups
 
 
+def parts(sim: Simulator, control: str | None) -> Supervisor:
+    """The simulator's parts: the devices' sockets, then the control API that drives them."""
+    supervisor = Supervisor("sim")
+    # EXIT (each): no loop of their own; should one end, the simulator is broken
+    supervisor.add(sim)
+    if control:
+        supervisor.add(control_site(sim, *parse_host_port(control)))
+    return supervisor
+
+
 async def serve(args: argparse.Namespace) -> int:
     started = time.monotonic()
     spec = fleet_from_args(args)
@@ -136,42 +146,36 @@ async def serve(args: argparse.Namespace) -> int:
     views = attach_views(devices)
     receivers = [TrapReceiver(*parse_host_port(t)) for t in spec.trap_receivers]
     sim = Simulator(devices, trap_receivers=receivers, trap_version=spec.trap_version)
+    supervisor = parts(sim, args.control)
     stop = stop_event()
-    runner: web.AppRunner | None = None
     try:
-        await sim.start()
-        if args.inventory_out:
-            from simulators.inventory_out import write_inventory
+        await supervisor.start()
+    except StartError as exc:
+        print(f"enoc sim: {exc}", file=sys.stderr)
+        return 2
+    if args.inventory_out:
+        from simulators.inventory_out import write_inventory
 
-            write_inventory(args.inventory_out, sim, devices)
-        if args.control:
-            host, port = parse_host_port(args.control)
-            runner = web.AppRunner(make_app(sim), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, host, port).start()
-        rss = psutil.Process().memory_info().rss / 2**20
-        interfaces = sum(len(d.interfaces) or d.recorded_interfaces for d in devices)
-        first, last = devices[0].address, devices[-1].address
-        log.info(
-            "serving %d devices (%d interfaces, %d OID layouts) on %s..%s port %d "
-            "in %.1f s, RSS %.0f MiB%s",
-            len(devices),
-            interfaces,
-            views,
-            first,
-            last,
-            spec.port,
-            time.monotonic() - started,
-            rss,
-            f"; control API on http://{args.control}" if args.control else "",
-        )
-        await stop.wait()
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await sim.stop()
+        write_inventory(args.inventory_out, sim, devices)
+    rss = psutil.Process().memory_info().rss / 2**20
+    interfaces = sum(len(d.interfaces) or d.recorded_interfaces for d in devices)
+    first, last = devices[0].address, devices[-1].address
+    log.info(
+        "serving %d devices (%d interfaces, %d OID layouts) on %s..%s port %d "
+        "in %.1f s, RSS %.0f MiB%s",
+        len(devices),
+        interfaces,
+        views,
+        first,
+        last,
+        spec.port,
+        time.monotonic() - started,
+        rss,
+        f"; control API on http://{args.control}" if args.control else "",
+    )
+    code = await supervisor.run(stop)
     log.info("stopped: %s", sim.stats.as_dict())
-    return 0
+    return code
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from enoc.lifecycle import WebSite
 from simulators.server import FaultError, Simulator
 
 SIMULATOR = web.AppKey("simulator", Simulator)
@@ -71,3 +72,8 @@ def make_app(sim: Simulator) -> web.Application:
     app.router.add_delete("/devices/{name}/faults", clear_faults)
     app.router.add_get("/stats", stats)
     return app
+
+
+def control_site(sim: Simulator, host: str, port: int) -> WebSite:
+    """The control API as a part: bound by `start` (a port taken fails it), `close` stops it."""
+    return WebSite("control", make_app(sim), host, port)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from enoc.lifecycle import ServiceBase
 from enoc.snmp import ber
 from enoc.snmp.message import (
     build_v2c_message,
@@ -115,8 +116,12 @@ class _DeviceProtocol(asyncio.DatagramProtocol):
         self.sim.stats.bad["socket_error"] += 1
 
 
-class Simulator:
-    """Serves a fleet; faults are applied through `inject` and `clear`."""
+class Simulator(ServiceBase):
+    """Serves a fleet; faults are applied through `inject` and `clear`. `start` binds every
+    device's port (one taken fails the start, every port closed again); the sockets answer
+    as datagrams come, with no loop of its own; `close` closes them and stops flapping."""
+
+    name = "simulator"
 
     def __init__(
         self,
@@ -127,6 +132,7 @@ class Simulator:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__()
         names = [d.name for d in devices]
         if len(set(names)) != len(names):
             raise ValueError("device names must be unique")
@@ -146,7 +152,7 @@ class Simulator:
 
     # ---------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         # a device without its MIB view would fail every request it gets: build them now
         attach_views(self.devices.values())
         raise_open_files_limit(len(self.devices) + 256)
@@ -159,7 +165,6 @@ class Simulator:
                 )
                 self._protocols[device.name] = protocol
         except OSError as exc:
-            await self.stop()
             raise OSError(
                 exc.errno,
                 f"cannot listen on {device.address}:{device.port} for {device.name}: "
@@ -167,8 +172,8 @@ class Simulator:
             ) from exc
         self.started = True
 
-    async def stop(self) -> None:
-        """Close every socket and stop flapping; safe to call twice or before start."""
+    async def _close(self) -> None:
+        """Close every socket and stop flapping."""
         for task in self._tasks.values():
             task.cancel()
         for task in list(self._tasks.values()):
@@ -189,7 +194,7 @@ class Simulator:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        await self.stop()
+        await self.close()
 
     # ---------------------------------------------------------------- bad input
 

@@ -315,7 +315,7 @@ class Harness(Rig):
             with contextlib.suppress(Exception):
                 await rig.link.cut()
         if self.sim is not None:
-            await self.sim.stop()
+            await self.sim.close()
         if self.tap is not None:
             await self.tap.stop()
         await asyncio.to_thread(self.broker.stop)

@@ -146,7 +146,7 @@ async def simulated_site(
     try:
         yield Site(sim, devices, port, inventory)
     finally:
-        await sim.stop()
+        await sim.close()
 
 
 @contextlib.asynccontextmanager

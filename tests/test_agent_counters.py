@@ -52,7 +52,7 @@ async def switch_with_a_32_bit_port(tmp_path: Path) -> AsyncIterator[tuple[Simul
     try:
         yield sim, inventory
     finally:
-        await sim.stop()
+        await sim.close()
 
 
 def ports(device: Device) -> list[Interface]:

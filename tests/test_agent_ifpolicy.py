@@ -3,6 +3,7 @@ regular expression, by role and per device; what first sight of a device raises.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
@@ -328,7 +329,7 @@ def test_link_traps_follow_the_policy_and_the_admin_status_they_carry(tmp_path: 
         bare = agent._trap_events("sw1", Trap("127.0.0.5", "2c", LINK_DOWN, [], False, T0))
         assert [e.kind for e in bare] == ["trap"]
     finally:
-        agent.publisher.close()
+        asyncio.run(agent.publisher.close())
 
 
 def test_a_reload_takes_a_devices_new_policy_afresh(tmp_path: Path) -> None:
@@ -361,4 +362,4 @@ def test_a_reload_takes_a_devices_new_policy_afresh(tmp_path: Path) -> None:
         _sample, events = agent.trackers["sw1"].observe(poll(T0 + 60, rows))
         assert [e.resource for e in events] == ["if:2"], "taken afresh, under its new policy"
     finally:
-        agent.publisher.close()
+        asyncio.run(agent.publisher.close())

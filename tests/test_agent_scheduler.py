@@ -61,13 +61,12 @@ async def settle() -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(scheduler: Scheduler) -> AsyncIterator[asyncio.Event]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(scheduler.run(stop))
+async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
+    task = asyncio.create_task(scheduler.run())
     try:
-        yield stop
+        yield scheduler
     finally:
-        stop.set()
+        await scheduler.close()
         await asyncio.wait_for(task, 10)
 
 

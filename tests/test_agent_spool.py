@@ -3,6 +3,7 @@ the publisher's one budget for events and metrics drops only metrics and says so
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import subprocess
@@ -216,7 +217,7 @@ def test_metrics_make_room_for_events_within_one_budget_logged_once_a_streak(
     for n in range(302, 600):  # a second outage is a second streak
         pub.submit_metrics(metrics(n))
     assert len([r for r in caplog.records if "over its budget" in r.getMessage()]) == 2
-    pub.close()
+    asyncio.run(pub.close())
 
 
 def test_events_alone_over_the_budget_are_kept_and_said_once(
@@ -232,14 +233,14 @@ def test_events_alone_over_the_budget_are_kept_and_said_once(
     assert pub.metrics.depth == 0 and pub.metrics.dropped == 200, "metrics gave way entirely"
     loud = [r for r in caplog.records if "events alone exceed" in r.getMessage()]
     assert len(loud) == 1 and loud[0].levelname == "ERROR"
-    pub.close()
+    asyncio.run(pub.close())
     again = publisher(tmp_path, budget)  # a restart keeps them too, and says so again
     assert again.events.depth == 200
     drain(again.events)
     again.submit_metrics(metrics(200))
     assert any("events back under" in r.getMessage() for r in caplog.records)
     assert again.metrics.depth == 1
-    again.close()
+    asyncio.run(again.close())
 
 
 # ---------------------------------------------------------------- a full disk
@@ -342,7 +343,7 @@ def test_with_the_disk_full_metrics_give_way_and_events_wait_in_memory_in_order(
     assert pub.budget == pub.max_budget
     assert any("recovered" in r.getMessage() for r in caplog.records)
     assert [r.seq for r in pub.metrics.take(10)][-1] == 202
-    pub.close()
+    asyncio.run(pub.close())
 
 
 def test_a_full_disk_loses_no_event_of_the_agent(
@@ -372,7 +373,7 @@ def test_a_full_disk_loses_no_event_of_the_agent(
     spooled = agent.publisher.events.take(10)
     assert [decode(r.topic, r.payload).events[0].id for r in spooled] == ["e1", "e2", "e3"]  # type: ignore[union-attr]
     assert any("recovered" in r.getMessage() for r in caplog.records)
-    agent.publisher.close()
+    asyncio.run(agent.publisher.close())
 
 
 # ---------------------------------------------------------------- messages over the size bound

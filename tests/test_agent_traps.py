@@ -379,6 +379,7 @@ async def test_an_agent_whose_trap_port_is_taken_fails_and_leaves_nothing_open(
     import errno
 
     from agent.app import Agent
+    from enoc.lifecycle import StartError
 
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("127.0.0.1", 0))
@@ -390,9 +391,10 @@ async def test_an_agent_whose_trap_port_is_taken_fails_and_leaves_nothing_open(
     try:
         agent = Agent(path)
         open_before = len(os.listdir("/proc/self/fd"))
-        with pytest.raises(OSError, match="in use") as refused:
+        with pytest.raises(StartError, match=r"traps failed to start: .*in use") as refused:
             await agent.run(asyncio.Event())
-        assert refused.value.errno == errno.EADDRINUSE
+        assert isinstance(refused.value.cause, OSError)
+        assert refused.value.cause.errno == errno.EADDRINUSE
         assert agent.client._transport is None
         await asyncio.sleep(0.1)  # a transport lets its socket go on the loop's next turn
         assert len(os.listdir("/proc/self/fd")) <= open_before

@@ -232,8 +232,8 @@ def test_an_agents_last_will_sorts_after_its_connection_and_before_the_next(
     # a connection that outlives its block keeps its last seq below its will
     publisher._status_n = STATUS_BLOCK - 3
     assert said(publisher).seq == said(publisher).seq < will_2.seq
-    publisher.close()
-    restarted.close()
+    asyncio.run(publisher.close())
+    asyncio.run(restarted.close())
 
 
 def said_after_connect(publisher: Publisher) -> StatusMessage:
@@ -266,7 +266,7 @@ async def test_a_late_status_of_an_earlier_connection_changes_nothing(
     assert [i.state for i in await eng.queries.incidents()] == ["resolved"]
     # the newer connection's own will still counts
     assert [c.change for c in await eng.on_status(will_2)] == ["opened"]
-    publisher.close()
+    await publisher.close()
 
 
 async def test_maintenance_window_marks_and_releases(engine: tuple[Engine, Clock]) -> None:

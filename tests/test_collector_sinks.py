@@ -113,10 +113,14 @@ async def test_the_fan_out_starts_runs_flushes_and_closes_every_sink() -> None:
     a, b = FakeSink("a"), FakeSink("b")
     sinks = Sinks([a, b])
     await sinks.start()
-    await sinks.run()
+    running = asyncio.create_task(sinks.run())
+    while not (a.events[-1:] == b.events[-1:] == ["run"]):
+        await asyncio.sleep(0)
     sinks.flush()
     sinks.write_nowait(b"incident x=1 1\n", 1)
+    assert not running.done(), "run() returns only once closed"
     await sinks.close()
+    await asyncio.wait_for(running, 5)
     await sinks.close()  # idempotent
     assert a.events == b.events == ["start", "run", "flush", "close"]
     assert len(a.held) == len(b.held) == 1

@@ -193,7 +193,7 @@ async def _produce(work: Path, mqtt: Mosquitto, story: Story) -> None:
             )
             assert writer.stats.points_dropped == 0
     finally:
-        await sim.stop()
+        await sim.close()
 
 
 @pytest.fixture(scope="module")

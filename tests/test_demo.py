@@ -325,5 +325,5 @@ async def test_a_trap_port_taken_before_the_agent_binds_it_is_chosen_again(
     finally:
         stop.set()
         await asyncio.gather(*the_demo.tasks)
-        await the_demo.sim.stop()
+        await the_demo.sim.close()
         taken.close()

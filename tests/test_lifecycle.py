@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from enoc.lifecycle import Policy, Service, ServiceBase, StartError, Supervisor
+from enoc.lifecycle import Adapter, Policy, Service, ServiceBase, StartError, Supervisor, WebSite
 from enoc.retry import Backoff
 
 
@@ -144,3 +144,67 @@ def test_two_parts_may_not_share_a_name() -> None:
     supervisor.add(Part("publisher", []))
     with pytest.raises(ValueError, match="two parts named 'publisher'"):
         supervisor.add(Part("publisher", []))
+
+
+async def test_close_waits_for_the_loop_before_cleaning_up() -> None:
+    """What a loop uses (a spool, a socket) is released only once the loop has returned."""
+    journal: list[str] = []
+
+    class Looper(ServiceBase):
+        name = "looper"
+
+        async def _run(self) -> None:
+            await self.closing.wait()
+            await asyncio.sleep(0.01)  # a last flush
+            journal.append("loop returned")
+
+        async def _close(self) -> None:
+            journal.append("cleaned up")
+
+    part = Looper()
+    task = asyncio.create_task(part.run())
+    await asyncio.sleep(0)
+    await part.close()
+    await task
+    assert journal == ["loop returned", "cleaned up"]
+
+
+async def test_an_adapter_gives_a_run_stop_loop_the_shape() -> None:
+    journal: list[str] = []
+
+    async def loop(stop: asyncio.Event) -> None:
+        journal.append("loop")
+        await stop.wait()
+
+    async def opened() -> None:
+        journal.append("open")
+
+    async def closed() -> None:
+        journal.append("close")
+
+    part = Adapter("feed", start=opened, loop=loop, close=closed)
+    supervisor = Supervisor("collector")
+    supervisor.add(part, Policy.RESTART)
+    stop = asyncio.Event()
+    await supervisor.start()
+    task = asyncio.create_task(supervisor.run(stop))
+    while "loop" not in journal:
+        await asyncio.sleep(0.001)
+    stop.set()
+    assert await task == 0
+    assert journal == ["open", "loop", "close"]
+
+
+async def test_a_web_site_that_cannot_bind_fails_its_start_and_holds_nothing() -> None:
+    from aiohttp import web
+
+    first = WebSite("http", web.Application(), "127.0.0.1", 0)
+    await first.start()
+    try:
+        taken = WebSite("http", web.Application(), "127.0.0.1", first.port)
+        with pytest.raises(OSError, match="in use"):
+            await taken.start()
+        assert taken._runner is None
+    finally:
+        await first.close()
+        await first.close()

@@ -273,7 +273,7 @@ async def v3_site(
     try:
         yield sim, devices, user
     finally:
-        await sim.stop()
+        await sim.close()
 
 
 def file_inventory(

@@ -89,7 +89,7 @@ async def sim() -> AsyncIterator[tuple[Simulator, int]]:
     simulator = Simulator(devices)
     await simulator.start()
     yield simulator, port
-    await simulator.stop()
+    await simulator.close()
 
 
 async def picky(upstream: tuple[str, int], limit: int, mode: str) -> PickyDevice:

@@ -384,6 +384,7 @@ class Sinks:
         self.sinks = list(sinks)
         self._by_name = {s.name: s for s in sinks}
         self._started: list[MetricsSink] = []
+        self._closing = asyncio.Event()
 
     def __bool__(self) -> bool:
         return bool(self.sinks)
@@ -450,10 +451,14 @@ class Sinks:
             raise
 
     async def run(self) -> None:
+        """Every started sink's loop, until `close` (also with no sink configured: the
+        part's loop returning by itself would read as a crash)."""
         async with asyncio.TaskGroup() as group:
             for sink in self._started:
                 group.create_task(sink.run(), name=f"sink[{sink.name}]")
+            group.create_task(self._closing.wait(), name="sinks:closing")
 
     async def close(self, grace: float = 10.0) -> None:
+        self._closing.set()
         started, self._started = self._started, []
         await asyncio.gather(*(sink.close(grace) for sink in started))

@@ -199,7 +199,7 @@ def poll_once(config: Path, concurrency: int) -> int:
             figures.update(await one_pass())
         finally:
             agent.client.close()
-            agent.publisher.close()
+            await agent.publisher.close()
         return 0
 
     code = run_loop(passes)

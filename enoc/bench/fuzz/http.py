@@ -308,7 +308,7 @@ class SimulatorControl(HttpRequests):
     async def close(self) -> None:
         await super().close()
         if self._sim is not None:
-            await self._sim.stop()
+            await self._sim.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -341,7 +341,7 @@ class CollectorApi(HttpRequests):
         self.mqtt_url = mqtt_url
         self._tmp = tempfile.TemporaryDirectory(prefix="enoc-bench-fuzz-http-")
         self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[int] | None = None
 
     async def open(self) -> None:
         from collector.app import Collector

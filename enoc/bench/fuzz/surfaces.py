@@ -356,7 +356,7 @@ class Traps:
         return None
 
     async def close(self) -> None:
-        self.receiver.close()
+        await self.receiver.close()
 
     def generate(self, rng: random.Random) -> TrapInput:
         version = rng.choice(["1", "2c", "2c", "3", "3", "3"])
