@@ -284,11 +284,16 @@ class EdgeDetector:
         `alert` False (the interface policy leaves it quiet): no event, and a down already
         announced is cleared. `monitored`: down at first sight is announced too."""
         state = self.states.get((device, f"if:{if_index}", "link"))
-        if state is not None and alert and state.candidate is None:
-            value = "off" if not admin_up else ("up" if oper_up else "down")
-            if value == state.state and not (monitored and state.quiet):
-                return []  # the steady case, most interfaces of most polls: nothing changes
-        events = self._link(device, if_index, name, admin_up, oper_up, at, alert, monitored)
+        value = "off" if not admin_up else ("up" if oper_up else "down")
+        if (
+            state is not None
+            and alert
+            and state.candidate is None
+            and value == state.state
+            and not (monitored and state.quiet)
+        ):
+            return []  # the steady case, most interfaces of most polls: nothing changes
+        events = self._link(device, if_index, name, state, value, at, alert, monitored)
         self._mark(device, if_index)
         return events
 
@@ -297,16 +302,14 @@ class EdgeDetector:
         device: str,
         if_index: int,
         name: str,
-        admin_up: bool,
-        oper_up: bool,
+        state: Confirmed | None,
+        value: str,
         at: float,
         alert: bool,
         monitored: bool,
     ) -> list[Event]:
-        resource = f"if:{if_index}"
-        key = (device, resource, "link")
-        state = self.states.get(key)
-        value = "off" if not admin_up else ("up" if oper_up else "down")
+        """`link` past its steady case, with the state it looked up and the status now."""
+        key = (device, f"if:{if_index}", "link")
         if not alert:
             if state is None:
                 return []
