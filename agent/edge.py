@@ -381,19 +381,22 @@ class EdgeDetector:
         began = state.observe(value, at, self.settings.bgp_polls)
         if began is None:
             return []
-        severity: Severity = "info" if established else "major"
-        return [
-            self._event(
-                device,
-                f"bgp:{peer}",
-                "bgp",
-                value,
-                began,
-                severity,
-                f"BGP peer {peer} {value}",
-                attrs={"peer": peer},
-            )
-        ]
+        return [self._bgp_event(device, peer, value, began)]
+
+    def _bgp_event(
+        self, device: str, peer: str, value: str, at: float, source: Source = "poll"
+    ) -> Event:
+        return self._event(
+            device,
+            f"bgp:{peer}",
+            "bgp",
+            value,
+            at,
+            "info" if value == "established" else "major",
+            f"BGP peer {peer} {value}" + (" (trap)" if source == "trap" else ""),
+            source=source,
+            attrs={"peer": peer},
+        )
 
     def threshold(
         self, device: str, resource: str, metric: str, value: float, at: float
@@ -470,19 +473,7 @@ class EdgeDetector:
         value = "established" if established else "down"
         if not state.force(value, at):
             return []
-        return [
-            self._event(
-                device,
-                f"bgp:{peer}",
-                "bgp",
-                value,
-                at,
-                "info" if established else "major",
-                f"BGP peer {peer} {value} (trap)",
-                source="trap",
-                attrs={"peer": peer},
-            )
-        ]
+        return [self._bgp_event(device, peer, value, at, "trap")]
 
     def generic_trap(
         self,
