@@ -356,17 +356,9 @@ class EdgeDetector:
         why: str,
         source: Source = "poll",
     ) -> Event:
-        return self._event(
-            device,
-            f"if:{if_index}",
-            "link",
-            value,
-            at,
-            "info" if value == "up" else "major",
-            f"{name or if_index} {why}" + (" (trap)" if source == "trap" else ""),
-            source=source,
-            attrs={"ifIndex": if_index, "ifName": name},
-        )
+        message = f"{name or if_index} {why}"
+        attrs: dict[str, Value] = {"ifIndex": if_index, "ifName": name}
+        return self._transition(device, f"if:{if_index}", "link", value, at, message, source, attrs)
 
     def link_quiet(self, device: str, if_index: int) -> bool:
         """True for a link down since it was first seen (its baseline, not announced)."""
@@ -386,16 +378,28 @@ class EdgeDetector:
     def _bgp_event(
         self, device: str, peer: str, value: str, at: float, source: Source = "poll"
     ) -> Event:
+        message = f"BGP peer {peer} {value}"
+        return self._transition(
+            device, f"bgp:{peer}", "bgp", value, at, message, source, {"peer": peer}
+        )
+
+    def _transition(
+        self,
+        device: str,
+        resource: str,
+        kind: EventKindName,
+        value: str,
+        at: float,
+        message: str,
+        source: Source,
+        attrs: dict[str, Value],
+    ) -> Event:
+        """A link's or a BGP session's change: info back in its kind's good state, major
+        out of it; one a trap told says so."""
+        severity: Severity = "info" if value == GOOD[kind] else "major"
+        suffix = " (trap)" if source == "trap" else ""
         return self._event(
-            device,
-            f"bgp:{peer}",
-            "bgp",
-            value,
-            at,
-            "info" if value == "established" else "major",
-            f"BGP peer {peer} {value}" + (" (trap)" if source == "trap" else ""),
-            source=source,
-            attrs={"peer": peer},
+            device, resource, kind, value, at, severity, message + suffix, source, attrs
         )
 
     def threshold(
