@@ -40,6 +40,7 @@ from enoc.bench.common import (
     per_cpu_payload,
     progress,
     snmp_versions,
+    stop_process,
     wait_for_fleet,
     write_result,
 )
@@ -159,12 +160,7 @@ async def measure(args: argparse.Namespace) -> Result:
                         await enoc_agent(tmp, inventory, broker.url, version, args, control)
                     )
         finally:
-            sim.terminate()
-            try:
-                sim.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
+            stop_process(sim, 15)
     progress("")
     return result
 

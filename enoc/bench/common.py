@@ -71,6 +71,17 @@ def snmp_versions(args: argparse.Namespace) -> list[str]:
     return ["2c", "3"] if args.version == "both" else [args.version]
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Terminate `proc` and wait for it; kill it if it outlasts `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def progress(text: str) -> None:
     print(f"\r\x1b[K{text}", end="", file=sys.stderr, flush=True)
 

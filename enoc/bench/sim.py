@@ -36,6 +36,7 @@ from enoc.bench.common import (
     progress,
     snmp_versions,
     snmpbulkwalk,
+    stop_process,
     wait_for_fleet,
     write_result,
 )
@@ -136,12 +137,7 @@ async def measure(args: argparse.Namespace) -> Result:
             )
         result.peak_rss_mib = peak_rss_mib(process)
     finally:
-        sim.terminate()
-        try:
-            sim.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+        stop_process(sim, 15)
     with tempfile.TemporaryDirectory() as tmp, SnmpD(Path(tmp)) as snmpd:
         assert snmpd.process is not None
         process = psutil.Process(snmpd.process.pid)
