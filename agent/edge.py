@@ -284,11 +284,16 @@ class EdgeDetector:
         `alert` False (the interface policy leaves it quiet): no event, and a down already
         announced is cleared. `monitored`: down at first sight is announced too."""
         state = self.states.get((device, f"if:{if_index}", "link"))
-        if state is not None and alert and state.candidate is None:
-            value = "off" if not admin_up else ("up" if oper_up else "down")
-            if value == state.state and not (monitored and state.quiet):
-                return []  # the steady case, most interfaces of most polls: nothing changes
-        events = self._link(device, if_index, name, admin_up, oper_up, at, alert, monitored)
+        value = "off" if not admin_up else ("up" if oper_up else "down")
+        if (
+            state is not None
+            and alert
+            and state.candidate is None
+            and value == state.state
+            and not (monitored and state.quiet)
+        ):
+            return []  # the steady case, most interfaces of most polls: nothing changes
+        events = self._link(device, if_index, name, state, value, at, alert, monitored)
         self._mark(device, if_index)
         return events
 
@@ -297,16 +302,14 @@ class EdgeDetector:
         device: str,
         if_index: int,
         name: str,
-        admin_up: bool,
-        oper_up: bool,
+        state: Confirmed | None,
+        value: str,
         at: float,
         alert: bool,
         monitored: bool,
     ) -> list[Event]:
-        resource = f"if:{if_index}"
-        key = (device, resource, "link")
-        state = self.states.get(key)
-        value = "off" if not admin_up else ("up" if oper_up else "down")
+        """`link` past its steady case, with the state it looked up and the status now."""
+        key = (device, f"if:{if_index}", "link")
         if not alert:
             if state is None:
                 return []
@@ -353,17 +356,9 @@ class EdgeDetector:
         why: str,
         source: Source = "poll",
     ) -> Event:
-        return self._event(
-            device,
-            f"if:{if_index}",
-            "link",
-            value,
-            at,
-            "info" if value == "up" else "major",
-            f"{name or if_index} {why}" + (" (trap)" if source == "trap" else ""),
-            source=source,
-            attrs={"ifIndex": if_index, "ifName": name},
-        )
+        message = f"{name or if_index} {why}"
+        attrs: dict[str, Value] = {"ifIndex": if_index, "ifName": name}
+        return self._transition(device, f"if:{if_index}", "link", value, at, message, source, attrs)
 
     def link_quiet(self, device: str, if_index: int) -> bool:
         """True for a link down since it was first seen (its baseline, not announced)."""
@@ -378,19 +373,34 @@ class EdgeDetector:
         began = state.observe(value, at, self.settings.bgp_polls)
         if began is None:
             return []
-        severity: Severity = "info" if established else "major"
-        return [
-            self._event(
-                device,
-                f"bgp:{peer}",
-                "bgp",
-                value,
-                began,
-                severity,
-                f"BGP peer {peer} {value}",
-                attrs={"peer": peer},
-            )
-        ]
+        return [self._bgp_event(device, peer, value, began)]
+
+    def _bgp_event(
+        self, device: str, peer: str, value: str, at: float, source: Source = "poll"
+    ) -> Event:
+        message = f"BGP peer {peer} {value}"
+        return self._transition(
+            device, f"bgp:{peer}", "bgp", value, at, message, source, {"peer": peer}
+        )
+
+    def _transition(
+        self,
+        device: str,
+        resource: str,
+        kind: EventKindName,
+        value: str,
+        at: float,
+        message: str,
+        source: Source,
+        attrs: dict[str, Value],
+    ) -> Event:
+        """A link's or a BGP session's change: info back in its kind's good state, major
+        out of it; one a trap told says so."""
+        severity: Severity = "info" if value == GOOD[kind] else "major"
+        suffix = " (trap)" if source == "trap" else ""
+        return self._event(
+            device, resource, kind, value, at, severity, message + suffix, source, attrs
+        )
 
     def threshold(
         self, device: str, resource: str, metric: str, value: float, at: float
@@ -467,19 +477,7 @@ class EdgeDetector:
         value = "established" if established else "down"
         if not state.force(value, at):
             return []
-        return [
-            self._event(
-                device,
-                f"bgp:{peer}",
-                "bgp",
-                value,
-                at,
-                "info" if established else "major",
-                f"BGP peer {peer} {value} (trap)",
-                source="trap",
-                attrs={"peer": peer},
-            )
-        ]
+        return [self._bgp_event(device, peer, value, at, "trap")]
 
     def generic_trap(
         self,

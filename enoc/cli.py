@@ -29,14 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     from enoc import __version__
 
     parser.add_argument("--version", action="version", version=f"enoc {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+    add_subcommands(parser, "command", COMMANDS, "_run")
+    return parser
+
+
+def add_subcommands(
+    parser: argparse.ArgumentParser, dest: str, table: dict[str, tuple[str, str]], runner: str
+) -> None:
+    """One sub-parser per entry of `table` (name -> (module, help)); each module has
+    `add_arguments(parser)` and `run(args) -> int`, stored in the namespace as `runner`."""
+    subparsers = parser.add_subparsers(dest=dest, metavar=dest.upper(), required=True)
+    for name, (module_name, help_text) in table.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module = importlib.import_module(module_name)
         module.add_arguments(sub)
-        runner: Callable[[argparse.Namespace], int] = module.run
-        sub.set_defaults(_run=runner)
-    return parser
+        run: Callable[[argparse.Namespace], int] = module.run
+        sub.set_defaults(**{runner: run})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

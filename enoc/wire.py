@@ -40,7 +40,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from itertools import accumulate, starmap
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -362,7 +362,7 @@ def check_size(payload: bytes | bytearray | memoryview, max_size: int = MAX_PAYL
 def _decode(site: str, agent: str, kind: Kind, payload: bytes) -> Message:
     if kind == "metrics":
         int64 = True
-        wire: _Metrics | _WideMetrics | None
+        wire: _Metrics[_Fields] | _Metrics[_WideFields] | None
         try:
             wire = _metrics_decoder.decode(payload)
         except msgspec.ValidationError:  # an integer beyond int64, or the general path says
@@ -507,16 +507,20 @@ _Fields = dict[_FieldName, _Int64 | float | str]
 _WideFields = dict[_FieldName, int | float | str]
 
 
-class _MetricsSample(msgspec.Struct):
+# One schema, two decoders: `_F` is the fields' type, checked to int64 or not.
+_F = TypeVar("_F", _Fields, _WideFields)
+
+
+class _MetricsSample(msgspec.Struct, Generic[_F]):
     device: str
     address: str
     ts: _Time
-    fields: _Fields = {}
-    ifs: list[tuple[int, str, str, str, _Fields]] = []
-    bgp: list[tuple[str, _Fields]] = []
+    fields: _F = {}
+    ifs: list[tuple[int, str, str, str, _F]] = []
+    bgp: list[tuple[str, _F]] = []
 
 
-class _Metrics(msgspec.Struct):
+class _Metrics(msgspec.Struct, Generic[_F]):
     v: Literal[1]  # SCHEMA_VERSION
     agent: str
     site: str
@@ -524,31 +528,11 @@ class _Metrics(msgspec.Struct):
     rtc: str
     seq: _Seq
     sent: _Time
-    samples: list[_MetricsSample] = []
+    samples: list[_MetricsSample[_F]] = []
 
 
-class _WideMetricsSample(msgspec.Struct):
-    device: str
-    address: str
-    ts: _Time
-    fields: _WideFields = {}
-    ifs: list[tuple[int, str, str, str, _WideFields]] = []
-    bgp: list[tuple[str, _WideFields]] = []
-
-
-class _WideMetrics(msgspec.Struct):
-    v: Literal[1]  # SCHEMA_VERSION
-    agent: str
-    site: str
-    kind: Literal["metrics"]
-    rtc: str
-    seq: _Seq
-    sent: _Time
-    samples: list[_WideMetricsSample] = []
-
-
-_metrics_decoder = msgspec.json.Decoder(_Metrics)
-_metrics_wide_decoder = msgspec.json.Decoder(_WideMetrics)
+_metrics_decoder = msgspec.json.Decoder(_Metrics[_Fields])
+_metrics_wide_decoder = msgspec.json.Decoder(_Metrics[_WideFields])
 
 
 def _devices(rows: list[Any]) -> list[DeviceInfo]:

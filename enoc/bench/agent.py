@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,17 @@ import yaml
 
 from enoc.bench.common import (
     PerCpuSecond,
-    add_per_cpu_s,
     add_results_argument,
     add_size_arguments,
+    add_version_argument,
     agent_config,
     get_json,
     machine,
     peak_rss_mib,
+    per_cpu_payload,
     progress,
+    snmp_versions,
+    stop_process,
     wait_for_fleet,
     write_result,
 )
@@ -109,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_size_arguments(parser, 1000)
     parser.add_argument("--interval", type=float, default=60.0, help="agent poll interval, s")
     parser.add_argument("--intervals", type=int, default=2, help="intervals the agent runs")
-    parser.add_argument("--version", choices=("2c", "3", "both"), default="both")
+    add_version_argument(parser)
     parser.add_argument("--scrape-concurrency", type=int, default=16)
     parser.add_argument("--batch-samples", type=int, default=1, help="samples per metrics message")
     parser.add_argument("--skip-exporter", action="store_true")
@@ -119,8 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     print_table(result)
-    payload = asdict(result)
-    add_per_cpu_s(payload["pollers"], result.pollers)
+    payload = per_cpu_payload(result, "pollers")
     write_result(args.results, "agent", payload)
     failed = [p for p in result.pollers if p.name.startswith("enoc") and p.extra.get("overruns")]
     return 1 if failed else 0
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def measure(args: argparse.Namespace) -> Result:
     result = Result(args.devices, args.interfaces, args.interval, machine=machine())
-    versions = ["2c", "3"] if args.version == "both" else [args.version]
+    versions = snmp_versions(args)
     with tempfile.TemporaryDirectory(prefix="enoc-bench-agent-") as tmp_name:
         tmp = Path(tmp_name)
         port = free_port("udp", "127.60.0.1")
@@ -158,12 +160,7 @@ async def measure(args: argparse.Namespace) -> Result:
                         await enoc_agent(tmp, inventory, broker.url, version, args, control)
                     )
         finally:
-            sim.terminate()
-            try:
-                sim.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
+            stop_process(sim, 15)
     progress("")
     return result
 

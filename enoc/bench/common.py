@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,34 @@ def add_per_cpu_s(rows: list[dict[str, Any]], measured: Sequence[PerCpuSecond]) 
     """Each measured row's varbinds per CPU-second, into its JSON."""
     for row, one in zip(rows, measured, strict=True):
         row["varbinds_per_cpu_s"] = round(one.per_cpu_s)
+
+
+def per_cpu_payload(result: Any, rows: str) -> dict[str, Any]:
+    """A bench's `result` as JSON, each row of its list `rows` with its varbinds per
+    CPU-second."""
+    payload: dict[str, Any] = asdict(result)
+    add_per_cpu_s(payload[rows], getattr(result, rows))
+    return payload
+
+
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    """`--version`: the SNMP versions a peer bench measures (`snmp_versions`)."""
+    parser.add_argument("--version", choices=("2c", "3", "both"), default="both")
+
+
+def snmp_versions(args: argparse.Namespace) -> list[str]:
+    return ["2c", "3"] if args.version == "both" else [args.version]
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Terminate `proc` and wait for it; kill it if it outlasts `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def progress(text: str) -> None:

@@ -57,15 +57,14 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from enoc.bench import plot
 from enoc.bench.common import (
-    add_per_cpu_s,
     add_results_argument,
     add_size_arguments,
     machine,
+    per_cpu_payload,
     progress,
     result_stem,
 )
@@ -143,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
     plot.write(png, panels(result), title=headline(result))
     result.plot = str(png)
     print_table(result)
-    payload = asdict(result)
-    add_per_cpu_s(payload["peers"], result.peers)
+    payload = per_cpu_payload(result, "peers")
     payload["peer_ratios"] = peer_ratios(result.peers)
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {stem.with_suffix('.json')} and {png}")

@@ -4,7 +4,6 @@ the table it prints and the chart it draws."""
 from __future__ import annotations
 
 import statistics
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,16 +121,6 @@ def credentials(inventory: dict[str, Any], version: str) -> dict[str, Any]:
         return {"sim": {"version": "2c", "community": "public"}}
     v3 = next(c for c in inventory["credentials"].values() if c.get("version") == "3")
     return {"sim": v3}
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import yaml
 
-from enoc.bench.common import agent_config, progress, wait_for_fleet
+from enoc.bench.common import agent_config, progress, stop_process, wait_for_fleet
 from enoc.bench.fleet_peers import measure_peers
 from enoc.bench.fleet_results import (
     COMPONENTS,
@@ -31,7 +31,6 @@ from enoc.bench.fleet_results import (
     cpu_s,
     credentials,
     rss_peak,
-    stop_process,
     summary,
     tail,
 )

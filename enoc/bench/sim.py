@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,17 @@ from enoc.bench.common import (
     V2C_ARGS,
     V3_ARGS,
     PerCpuSecond,
-    add_per_cpu_s,
     add_results_argument,
     add_size_arguments,
+    add_version_argument,
     get_json,
     machine,
     peak_rss_mib,
+    per_cpu_payload,
     progress,
+    snmp_versions,
     snmpbulkwalk,
+    stop_process,
     wait_for_fleet,
     write_result,
 )
@@ -70,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_size_arguments(parser, 2000)
     parser.add_argument("--walkers", type=int, default=4, help="concurrent snmpbulkwalk processes")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
-    parser.add_argument("--version", choices=("2c", "3", "both"), default="both")
+    add_version_argument(parser)
     parser.add_argument("--max-repetitions", type=int, default=25)
     add_results_argument(parser)
 
@@ -78,8 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = asyncio.run(measure(args))
     print_table(result)
-    payload = asdict(result)
-    add_per_cpu_s(payload["served"], result.served)
+    payload = per_cpu_payload(result, "served")
     write_result(args.results, "sim", payload)
     return 0
 
@@ -117,7 +119,7 @@ async def measure(args: argparse.Namespace) -> Result:
         devices = await wait_for_fleet(sim, control, port)
         result.startup_s = time.monotonic() - started
         process = psutil.Process(sim.pid)
-        versions = ["2c", "3"] if args.version == "both" else [args.version]
+        versions = snmp_versions(args)
         for version in versions:
             auth = V2C_ARGS if version == "2c" else V3_ARGS
             targets = [f"{d['address']}:{port}" for d in devices]
@@ -135,12 +137,7 @@ async def measure(args: argparse.Namespace) -> Result:
             )
         result.peak_rss_mib = peak_rss_mib(process)
     finally:
-        sim.terminate()
-        try:
-            sim.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+        stop_process(sim, 15)
     with tempfile.TemporaryDirectory() as tmp, SnmpD(Path(tmp)) as snmpd:
         assert snmpd.process is not None
         process = psutil.Process(snmpd.process.pid)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
+
+from enoc.cli import add_subcommands
 
 # name -> (module, help)
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -45,13 +46,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (module_name, help_text) in BENCHMARKS.items():
-        bench = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(bench)
-        runner: Callable[[argparse.Namespace], int] = module.run
-        bench.set_defaults(_bench=runner)
+    add_subcommands(parser, "benchmark", BENCHMARKS, "_bench")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import aiomqtt
 import psutil
 import yaml
 
-from enoc.bench.common import progress
+from enoc.bench.common import progress, stop_process
 from enoc.bench.fuzz import SurfaceResult, messages
 from enoc.bench.fuzz.mutate import JsonMutator, Mutated
 from enoc.mqtt import PACKET_HEADROOM
@@ -155,13 +155,8 @@ class LiveCollector:
         return "/healthz does not answer"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, 30)
 
 
 async def _drop_sessions(mqtt_url: str, client_id: str) -> None:
