@@ -208,7 +208,10 @@ function schedule(what, delay = 0) {
   timers[what] = setTimeout(async () => {
     timers[what] = null;
     if (what === "board") renderBoard();
-    if (what === "sites") { await loadSites(); }
+    // a refresh that fails (the collector restarting) waits for the stream's resync
+    if (what === "sites") {
+      try { await loadSites(); } catch (err) { if (err.status !== 401) toast(err.message); }
+    }
     if (what === "resync") { await resync(); }
   }, delay);
 }
