@@ -22,15 +22,25 @@ import contextlib
 import hmac
 import json
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from collector.api_input import (
+    MAX_NAME,
+    MAX_PASSWORD,
+    ApiError,
+    bad_request,
+    int_param,
+    json_body,
+    path_id,
+    retry_later,
+    storable,
+    time_param,
+)
 from collector.auth import HashGate, HashingBusy, Role, User, Users, cpus
 from collector.config import CollectorConfig
 from collector.exposition import prometheus_text
@@ -49,7 +59,6 @@ from collector.store import Store, store_unavailable
 from collector.stream import ChangeFeed, Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
-from enoc.wire import INT64_MAX, nesting
 
 # What the application serves, set by `make_app`; handlers read them from `request.app`.
 CONFIG_KEY = web.AppKey("config", CollectorConfig)
@@ -87,21 +96,6 @@ SECURITY_HEADERS = {
     ),
 }
 SSE_HEARTBEAT = 15.0  # seconds between comment lines that keep proxies from closing the stream
-
-
-class ApiError(web.HTTPException):
-    """An error answered as JSON."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status_code = status
-        super().__init__(
-            text=json.dumps({"error": message}),
-            content_type="application/json",
-        )
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message)
 
 
 def make_app(
@@ -333,13 +327,13 @@ class Api:
     async def login(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
             raise ApiError(415, 'login takes a JSON body: {"name": ..., "password": ...}')
-        body = await _json_body(request, required=True)
+        body = await json_body(request, required=True)
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             raise bad_request('"name" and "password" are required strings')
         # What the store and the hash take: a lone surrogate (JSON's "\ud800") cannot be
         # stored as UTF-8, and the limiter's row would read as a store outage.
-        if not (_storable(name) and _storable(password)):
+        if not (storable(name) and storable(password)):
             raise bad_request('"name" and "password" must be text without NUL or lone surrogates')
         if len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
             raise bad_request(
@@ -352,7 +346,7 @@ class Api:
             with self.hashing.place():
                 user = await self._check_password(key, name, password)
         except HashingBusy as exc:
-            raise _retry_later(503, str(exc), 1) from None
+            raise retry_later(503, str(exc), 1) from None
         if user is None:
             self.logins_failed += 1
             self.audit(request, name, "login_failed")
@@ -389,7 +383,7 @@ class Api:
             raise self._store_unavailable("login limit", exc) from None
         if wait > 0:
             seconds = math.ceil(wait)
-            raise _retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
+            raise retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
         if self.users is None:
             return None
         return await self.hashing.run(self.users.by_password, name, password)
@@ -480,7 +474,7 @@ class Api:
         severity = q.get("severity", "")
         if severity and severity not in SEVERITY_RANK:
             raise bad_request(f"severity must be one of {', '.join(SEVERITY_RANK)}")
-        limit = _int(q.get("limit", "500"), "limit", 1, 5000)
+        limit = int_param(q.get("limit", "500"), "limit", 1, 5000)
         incidents = await request.app[QUERIES_KEY].incidents(
             state=state,
             site=q.get("site", ""),
@@ -491,13 +485,13 @@ class Api:
         return web.json_response({"incidents": [i.as_dict() for i in incidents]})
 
     async def get_incident(self, request: web.Request) -> web.Response:
-        incident = await request.app[QUERIES_KEY].incident(_id(request))
+        incident = await request.app[QUERIES_KEY].incident(path_id(request))
         return web.json_response(incident.as_dict(timeline=True))
 
     def _action(self, action: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
-            incident_id = _id(request)
-            body = await _json_body(request, required=action == "comment")
+            incident_id = path_id(request)
+            body = await json_body(request, required=action == "comment")
             text = body.get("text", "")
             if not isinstance(text, str):
                 raise bad_request('"text" must be a string')
@@ -548,8 +542,8 @@ class Api:
 
     async def stats(self, request: web.Request) -> web.Response:
         now = time.time()
-        until = _time(request.query.get("until", ""), "until", now, now)
-        since = _time(request.query.get("since", ""), "since", now - 30 * 86400, now)
+        until = time_param(request.query.get("until", ""), "until", now, now)
+        since = time_param(request.query.get("since", ""), "since", now - 30 * 86400, now)
         if since >= until:
             raise bad_request("since must be before until")
         stats = await request.app[QUERIES_KEY].stats(since, until)
@@ -562,7 +556,7 @@ class Api:
         return web.json_response({"windows": [w.as_dict() for w in windows]})
 
     async def add_window(self, request: web.Request) -> web.Response:
-        body = await _json_body(request, required=True)
+        body = await json_body(request, required=True)
         known = {"site", "device", "match", "starts", "ends", "every", "until", "reason"}
         unknown = sorted(set(body) - known)
         if unknown:
@@ -571,18 +565,18 @@ class Api:
         for name in ("site", "device", "match", "reason"):
             if not isinstance(body.get(name, ""), str):
                 raise bad_request(f'"{name}" must be a string')
-        starts = _time(str(body.get("starts", "")), "starts", now, now)
+        starts = time_param(str(body.get("starts", "")), "starts", now, now)
         ends_raw = str(body.get("ends", ""))
         if not ends_raw:
             raise bad_request('"ends" is required (a time, or a duration like "2h")')
-        ends = _time(ends_raw, "ends", 0, starts, future=True)
+        ends = time_param(ends_raw, "ends", 0, starts, future=True)
         every_raw = body.get("every", 0)
         try:
             every = float(Duration.parse(str(every_raw))) if every_raw else 0.0
         except ValueError:
             raise bad_request(f'"every" must be a duration like "7d", got {every_raw!r}') from None
         until_raw = body.get("until")
-        until = _time(str(until_raw), "until", 0, starts, future=True) if until_raw else None
+        until = time_param(str(until_raw), "until", 0, starts, future=True) if until_raw else None
         window = MaintenanceWindow(
             0,
             body.get("site", ""),
@@ -599,7 +593,7 @@ class Api:
         return web.json_response(created.as_dict(), status=201)
 
     async def delete_window(self, request: web.Request) -> web.Response:
-        window_id = _id(request)
+        window_id = path_id(request)
         await request.app[MAINTENANCE_KEY].delete_window(window_id, request[USER_KEY].name)
         self.audit(request, request[USER_KEY].name, "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
@@ -636,12 +630,12 @@ class Api:
         mine = self.streams.get(name, 0)
         if mine >= self.stream_max_per_user:
             self.streams_refused += 1
-            raise _retry_later(
+            raise retry_later(
                 429, f"{name} has {mine} event streams open, the most allowed: close one", 5
             )
         if sum(self.streams.values()) >= self.stream_max:
             self.streams_refused += 1
-            raise _retry_later(
+            raise retry_later(
                 503, f"{self.stream_max} event streams are open, the most allowed here", 5
             )
         self.streams[name] = mine + 1
@@ -703,98 +697,6 @@ class Api:
         return response
 
 
-# -------------------------------------------------------------------- helpers
-
-
-def _retry_later(status: int, message: str, seconds: int) -> ApiError:
-    error = ApiError(status, message)
-    error.headers["Retry-After"] = str(seconds)
-    return error
-
-
 def _https(request: web.Request) -> bool:
     """Whether the browser talks HTTPS to us (directly or through a TLS proxy)."""
     return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
-
-
-MAX_BODY = 64 * 1024  # bytes of a request body: the API's are a few hundred
-MAX_BODY_DEPTH = 16  # a request body's JSON: two or three levels are all the API reads
-MAX_NAME = 256  # a login name, as the users file and a directory would hold it
-MAX_PASSWORD = 1024  # a passphrase; longer is a request to hash megabytes
-
-
-def _storable(text: str) -> bool:
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()):  # str.isdigit alone takes '²' and '٣'
-        raise bad_request(f"id must be a positive integer, got {raw[:40]!r}")
-    value = int(raw)
-    if value > INT64_MAX:
-        raise ApiError(404, f"no such id: {raw[:40]}")  # the store's ids are int64
-    return value
-
-
-def _int(raw: str, name: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise bad_request(f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _time(raw: str, name: str, default: float, now: float, *, future: bool = False) -> float:
-    """Unix seconds, ISO 8601, or a duration relative to `now` (ago; ahead when future)."""
-    raw = raw.strip()
-    if not raw:
-        return default
-    with contextlib.suppress(ValueError):
-        value = float(raw)
-        if math.isfinite(value) and value > 1e8:
-            return value
-    if re.fullmatch(r"[\d.hdms]+", raw):
-        with contextlib.suppress(ValueError):
-            span = float(Duration.parse(raw))
-            return now + span if future else now - span
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(
-            f'{name} must be Unix seconds, ISO 8601 (2026-11-24T08:00:00Z) or a duration ("7d"),'
-            f" got {raw!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        raise bad_request(f"{name} needs a time zone (Z or +hh:mm), got {raw!r}")
-    return parsed.timestamp()
-
-
-async def _json_body(request: web.Request, *, required: bool) -> dict[str, Any]:
-    if not request.can_read_body:
-        if required:
-            raise bad_request("a JSON object body is required")
-        return {}
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "body larger than 64 KiB")
-    raw = await request.read()
-    if len(raw) > MAX_BODY:  # sent without a length (chunked)
-        raise ApiError(413, "body larger than 64 KiB")
-    # json recurses once per level: a deep body was a RecursionError, answered 500
-    if nesting(raw) > MAX_BODY_DEPTH:
-        raise bad_request(f"body is nested deeper than {MAX_BODY_DEPTH} levels")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise bad_request(f"body must be a JSON object, got {type(body).__name__}")
-    return body
