@@ -183,6 +183,8 @@ class Collector:
         out.update({f"metrics_slow_path.{k}": v for k, v in slow_path.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
         out.update(self.sinks.counters())
+        if self.supervisor is not None:  # a part's crashes, whatever its policy did next
+            out.update({f"part_crashes.{k}": v for k, v in self.supervisor.crashes().items()})
         return out
 
     # ---------------------------------------------------------------- lifecycle
@@ -230,6 +232,7 @@ class Collector:
         for lane in self.ingest.lanes():
             # RESTART: what a lane did not acknowledge, the broker sends again
             supervisor.add(lane, Policy.RESTART)
+        self.supervisor = supervisor  # its crash counts are on /metrics
         return supervisor
 
     async def run(self, stop: asyncio.Event) -> int:
@@ -237,7 +240,7 @@ class Collector:
         run until `stop`, and return the exit code: non-zero after a crash of an `EXIT` part."""
         if self.users is None:
             log.warning("http.users_file is not set: every API request will be refused (401)")
-        self.supervisor = supervisor = self.parts()
+        supervisor = self.parts()
         await supervisor.start()
         http = next(s.service for s in supervisor.states if s.name == "http")
         assert isinstance(http, WebSite)

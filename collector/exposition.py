@@ -20,7 +20,9 @@ _GAUGES = {
 
 # The label a family's `a.b` keys carry their `b` in, where it is not a kind (a metrics
 # sink's own families: its name, collector.sinks.Sinks.counters).
-_LABEL_NAMES = {"lines_refused": "device"} | {f"sink_{f}": "sink" for f in SINK_FAMILIES}
+_LABEL_NAMES = {"lines_refused": "device", "part_crashes": "part"} | {
+    f"sink_{f}": "sink" for f in SINK_FAMILIES
+}
 
 
 def prometheus_text(counters: dict[str, float], open_counts: dict[str, int] | None) -> str:

@@ -375,3 +375,10 @@ def test_metrics_name_the_device_of_refused_lines_in_a_device_label() -> None:
     text = prometheus_text({"lines_refused.arista-1": 2, "rejected.too_deep": 1}, None)
     assert 'enoc_collector_lines_refused_total{device="arista-1"} 2' in text.splitlines()
     assert 'enoc_collector_rejected_total{kind="too_deep"} 1' in text.splitlines()
+
+
+def test_metrics_name_the_part_of_a_crash_in_a_part_label() -> None:
+    text = prometheus_text({"part_crashes.ingest.events": 1, "part_crashes.sweeper": 0}, None)
+    lines = text.splitlines()
+    assert 'enoc_collector_part_crashes_total{part="ingest.events"} 1' in lines
+    assert 'enoc_collector_part_crashes_total{part="sweeper"} 0' in lines

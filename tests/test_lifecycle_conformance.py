@@ -373,6 +373,8 @@ async def test_a_crashing_loop_is_seen_and_handled_by_its_policy(
             assert await asyncio.wait_for(running, 30) == 0
         assert state.crashes == 1
         assert state.last_error == "RuntimeError: a bug in the loop"
+        if case.app == "collector":  # counted where an operator sees it
+            assert app.owner.counters()[f"part_crashes.{case.part}"] == 1
 
 
 def _quick() -> Any:
