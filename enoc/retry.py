@@ -86,21 +86,13 @@ class Backoff:
         self.attempts += 1
         return wait
 
-    def next_after(self, retry_after: float | None) -> float:
-        """The wait before the next attempt when the server may have said its own: the
-        server's (at most the cap) where it did, else `next()`."""
-        if retry_after is None:
-            return self.next()
-        self.attempts += 1
-        return min(self.cap, max(0.0, retry_after))
-
     def reset(self) -> None:
         self.current = self.start
         self.attempts = 0
 
-    async def wait(self, stop: asyncio.Event, retry_after: float | None = None) -> bool:
+    async def wait(self, stop: asyncio.Event) -> bool:
         """Sleep the next wait, or less if `stop` is set first; True when stopped."""
-        return await pause(stop, self.next_after(retry_after))
+        return await pause(stop, self.next())
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> bool:

@@ -31,13 +31,6 @@ def test_backoff_jitter_stays_within_its_spread() -> None:
     assert spreads == [(0.8, 1.2)]
 
 
-def test_server_retry_after_wins_but_not_beyond_the_cap() -> None:
-    backoff = Backoff(0.5, 30.0, rng=lambda low, high: 1.0)
-    assert backoff.next_after(7.0) == 7.0
-    assert backoff.next_after(3600.0) == 30.0
-    assert backoff.next_after(None) == 0.5  # the server's waits do not double the base
-
-
 @pytest.mark.parametrize(("start", "cap"), [(0.0, 1.0), (2.0, 1.0), (-1.0, 5.0)])
 def test_backoff_refuses_nonsense(start: float, cap: float) -> None:
     with pytest.raises(ValueError, match="backoff start"):
