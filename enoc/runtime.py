@@ -3,20 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 
 def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run `main()` on uvloop (plain asyncio where uvloop is missing) and return its exit code."""
+    """Run `main()` on uvloop (plain asyncio where uvloop is missing) and return its exit code.
+
+    Once `main()` has returned the work is done: a further SIGINT (Ctrl-C pressed twice, or
+    one that a wrapper such as `uv run` forwards again 200 ms later) no longer raises
+    KeyboardInterrupt, which would turn a clean stop into exit 130, but ends the process at
+    once with `main()`'s code.
+    """
+    done: list[int] = []
+
+    async def tracked() -> int:
+        code = await main()
+        done.append(code)
+        return code
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(main())
-    result: int = uvloop.run(main())
-    return result
+        runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        code = runner(tracked())
+    except KeyboardInterrupt:
+        if not done:
+            raise
+        code = done[0]
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, functools.partial(_exit_now, code))
+    return code
+
+
+def _exit_now(code: int, _signum: int, _frame: object) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def stop_event(*, reload: Callable[[], None] | None = None) -> asyncio.Event:
