@@ -78,6 +78,7 @@ COLUMNS = {
     "bgpPeerFsmEstablishedTime": ("1.3.6.1.2.1.15.3.1.16", "gauge"),
 }
 SCALARS = ["1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0", "1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.1.5.0"]
+START_TIMEOUT_S = 120  # an agent that has not published its first heartbeat by then is stuck
 V3 = {
     "username": "enoc-sim",
     "security_level": "authPriv",
@@ -325,6 +326,17 @@ async def enoc_agent(
     try:
         process = psutil.Process(proc.pid)
         listener = asyncio.create_task(heartbeats(broker_url, config, process, health))
+        # The window opens at the first heartbeat, not at the spawn: an agent's start (its
+        # imports, the broker connection) is not polling, and on a loaded machine it alone
+        # can outlast a short window.
+        waited = time.monotonic()
+        while not health:
+            if proc.poll() is not None:
+                raise RuntimeError(f"enoc agent exited: {(run_dir / 'agent.log').read_text()}")
+            if time.monotonic() - waited > START_TIMEOUT_S:
+                raise RuntimeError(f"enoc agent published no heartbeat in {START_TIMEOUT_S} s")
+            progress(f"enoc agent v{version}: starting")
+            await asyncio.sleep(0.2)
         total = args.interval * args.intervals
         started = time.monotonic()
         while time.monotonic() - started < total + 3:
