@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from agent.mibgroups import Condition
 from enoc.wire import EVENT_KINDS, Event, EventKindName, Severity, Source, Value
 
 # The state each stateful kind starts in and returns to (enoc.wire.EVENT_KINDS); reboot and
@@ -106,6 +107,7 @@ class EdgeSettings:
     reachable_after: int = 1
     link_polls: int = 1  # oper status is an exact reading: one poll confirms
     bgp_polls: int = 1
+    condition_polls: int = 2  # a sensor's status: one odd reading is not a failed fan
     # The defaults of agent.config.ThresholdsConfig, which the agent passes in.
     thresholds: tuple[ThresholdRule, ...] = (
         ThresholdRule("in_utilization", 90, 80),
@@ -431,6 +433,33 @@ class EdgeDetector:
                 attrs={"metric": metric, "value": round(value, 3), "limit": limit},
             )
         ]
+
+    def conditions(self, device: str, conditions: Iterable[Condition], at: float) -> list[Event]:
+        """The conditions MIB groups report (agent.mibgroups): an event when one changes,
+        after `condition_polls` polls in its new state, with the condition's severity
+        (info back to ok)."""
+        events: list[Event] = []
+        for condition in conditions:
+            state = self._state(device, condition.resource, "sensor")
+            if state.stale(at):
+                continue
+            began = state.observe(condition.state, at, self.settings.condition_polls)
+            if began is None:
+                continue
+            severity: Severity = condition.severity if condition.state != "ok" else "info"
+            events.append(
+                self._event(
+                    device,
+                    condition.resource,
+                    "sensor",
+                    condition.state,
+                    began,
+                    severity,
+                    condition.message,
+                    attrs=dict(condition.attrs),
+                )
+            )
+        return events
 
     # ---------------------------------------------------------------- traps
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.edge import EdgeDetector
+from agent.mibgroups import derive_all
 from agent.poller import RawPoll
 from agent.rates import RateTracker, uptime_was_reset
 from enoc.ifpolicy import IfClass, InterfacePolicy
@@ -69,6 +70,8 @@ class DeviceTracker:
     policy: InterfacePolicy = field(default_factory=InterfacePolicy)
     # per ifIndex: the identity (ifType, ifName, ifAlias, ifDescr) last classified, and how
     classes: dict[int, tuple[tuple[object, str, str, str], IfClass]] = field(default_factory=dict)
+    # the MIB each of cpu and memory came from at the last poll that had it
+    sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -103,22 +106,48 @@ class DeviceTracker:
         for name, value in raw.scalars.items():
             if name not in SYSTEM_NAMES and isinstance(value, int | float):
                 fields[name] = value
-        events += self._host_resources(raw, fields)
-        sample = DeviceSample(self.name, self.device.address, at, fields)
+        derived = derive_all(raw.mib_groups, raw.readings)
+        events += self._health(raw, fields, derived.fields, derived.sources)
+        events += self.edge.conditions(self.name, derived.conditions, at)
+        sample = DeviceSample(self.name, self.device.address, at, fields, rows=derived.rows)
         sample.interfaces, if_events = self._interfaces(raw, fields)
         sample.bgp, bgp_events = self._bgp(raw)
         return sample, events + if_events + bgp_events
 
     # ---------------------------------------------------------------- groups
 
-    def _host_resources(self, raw: RawPoll, fields: dict[str, Value]) -> list[Event]:
+    def _health(
+        self,
+        raw: RawPoll,
+        fields: dict[str, Value],
+        vendor: dict[str, Value],
+        sources: dict[str, str],
+    ) -> list[Event]:
+        """cpu and memory: a vendor MIB's where the device answers one (agent.mibgroups,
+        in precedence order), else HOST-RESOURCES-MIB's; the other device fields of the MIB
+        groups as they come. A threshold event for cpu and memory either way."""
+        own = self._host_resources(raw)
+        for name, value in own.items():
+            if name not in vendor:
+                vendor[name] = value
+                sources[name] = "HOST-RESOURCES-MIB"
+        fields.update(vendor)
+        self.sources.update({k: v for k, v in sources.items() if k in vendor})
         events: list[Event] = []
+        for metric in ("cpu", "memory"):
+            reading = fields.get(metric)
+            if isinstance(reading, int | float):
+                events += self.edge.threshold(self.name, "device", metric, float(reading), raw.at)
+        return events
+
+    @staticmethod
+    def _host_resources(raw: RawPoll) -> dict[str, Value]:
+        out: dict[str, Value] = {}
         loads = [
             v for _t, v in raw.tables.get("hrProcessorLoad", {}).values() if isinstance(v, int)
         ]
         if loads:
-            fields["cpu"] = round(sum(loads) / len(loads), 2)
-            events += self.edge.threshold(self.name, "device", "cpu", float(fields["cpu"]), raw.at)
+            out["cpu"] = round(sum(loads) / len(loads), 2)
         types = raw.tables.get("hrStorageType", {})
         sizes = raw.tables.get("hrStorageSize", {})
         used = raw.tables.get("hrStorageUsed", {})
@@ -131,11 +160,8 @@ class DeviceTracker:
                 total += size
                 in_use += part
         if total:
-            fields["memory"] = round(100 * in_use / total, 2)
-            events += self.edge.threshold(
-                self.name, "device", "memory", float(fields["memory"]), raw.at
-            )
-        return events
+            out["memory"] = round(100 * in_use / total, 2)
+        return out
 
     def if_class(self, if_index: int) -> IfClass | None:
         """How the policy took an interface at the last poll; None before it was polled."""

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.profiles import SYSTEM_SCALARS, VALUE_TYPES, Profile
+from agent.mibgroups import MibGroup, Reading
+from agent.profiles import COLUMNS, SYSTEM_SCALARS, VALUE_TYPES, Profile, polled_groups
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, Target
@@ -24,6 +25,8 @@ class RawPoll:
     tables: dict[str, dict[Oid, tuple[int, object]]] = field(default_factory=dict)
     varbinds: int = 0
     wrong_types: dict[str, int] = field(default_factory=dict)  # object -> values of a wrong type
+    mib_groups: tuple[MibGroup, ...] = ()  # polled, in precedence order (agent.mibgroups)
+    readings: dict[str, Reading] = field(default_factory=dict)  # by MIB group name
 
 
 async def collect(
@@ -32,17 +35,25 @@ async def collect(
     choose: Callable[[Oid | None], Profile],
     max_repetitions: int,
     guess: Profile | None = None,
+    found: frozenset[str] = frozenset(),
 ) -> RawPoll:
     """Poll one device; `choose` picks the profile from the sysObjectID the GET returned.
 
     `guess` is the profile expected before the GET (named for the device, or chosen from
     its last sysObjectID): its scalars ride in that one GET. Only when the choice differs
     (the first poll, a device replaced by another model) do the missing scalars cost a
-    second GET. Raises SnmpError (SnmpTimeout for silence, SnmpUndecodable,
+    second GET. `found` names the groups capability discovery found on the device: with
+    the profile's pins and exclusions they add poll groups and MIB groups
+    (agent.profiles.polled_groups), whose scalars and columns ride in the same requests.
+    Raises SnmpError (SnmpTimeout for silence, SnmpUndecodable,
     SnmpMisaddressed) when the device gives no usable answer.
     """
     at = time.time()
-    names = {**SYSTEM_SCALARS, **(guess.scalars if guess is not None else {})}
+    names: dict[str, Oid] = dict(SYSTEM_SCALARS)
+    if guess is not None:
+        names.update(guess.scalars)
+        for group in polled_groups(guess, found)[1]:
+            names.update(group.scalars)
     started = time.monotonic()
     answer = await client.get(target, list(names.values()))
     raw = RawPoll(at=at, response_ms=(time.monotonic() - started) * 1000)
@@ -54,21 +65,32 @@ async def collect(
     raw.varbinds = len(answer)
     sys_object_id = raw.scalars.get("sysObjectID")
     profile = choose(sys_object_id if isinstance(sys_object_id, tuple) else None)
-    for name in [n for n in raw.scalars if n not in SYSTEM_SCALARS and n not in profile.scalars]:
+    poll_groups, raw.mib_groups = polled_groups(profile, found)
+    wanted: dict[str, Oid] = dict(profile.scalars)
+    for group in raw.mib_groups:
+        wanted.update(group.scalars)
+    for name in [n for n in raw.scalars if n not in SYSTEM_SCALARS and n not in wanted]:
         del raw.scalars[name]  # the guess's, not this profile's: the device changed model
-    missing = {k: v for k, v in profile.scalars.items() if names.get(k) != v}
+    missing = {k: v for k, v in wanted.items() if names.get(k) != v}
     if missing:
         for oid, tag, value in await client.get(target, list(missing.values())):
             name = next((k for k, v in missing.items() if v == oid), None)
             if name is not None and tag not in MISSING_TAGS:
                 raw.scalars[name] = value
-    columns = profile.columns()
+    columns = {name: oid for g in poll_groups for name, oid in COLUMNS[g].items()}
+    for group in raw.mib_groups:
+        columns.update(group.columns)
     if columns:
         walked = await client.walk(target, list(columns.values()), max_repetitions)
         for name, column in columns.items():
             rows = walked.get(column, [])
             raw.tables[name] = {index: (tag, value) for index, tag, value in rows}
             raw.varbinds += len(rows)
+    for group in raw.mib_groups:  # the group's own, out of the profile's scalars and tables
+        raw.readings[group.name] = Reading(
+            {n: raw.scalars.pop(n) for n in group.scalars if n in raw.scalars},
+            {n: raw.tables.pop(n) for n in group.columns if n in raw.tables},
+        )
     raw.wrong_types = wrong_types(raw)
     if raw.wrong_types:
         which = ", ".join(f"{n} x{c}" for n, c in sorted(raw.wrong_types.items())[:4])

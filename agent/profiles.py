@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from agent.mibgroups import GROUPS as MIB_GROUPS
+from agent.mibgroups import MibGroup
 from enoc.snmp.ber import Oid, parse_oid_text
 from enoc.wire import POLL_GROUPS, PollGroup
 
@@ -94,6 +96,10 @@ class Profile:
     groups: tuple[Group, ...] = GROUPS
     match: tuple[Oid, ...] = ()  # sysObjectID prefixes
     scalars: Mapping[str, Oid] = field(default_factory=dict)  # vendor extras -> device fields
+    # Capability discovery proposes, the profile decides: MIB groups (agent.mibgroups) or
+    # poll groups polled whatever discovery found (`pin`) or never (`exclude`).
+    pin: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     def columns(self) -> dict[str, Oid]:
         """Every column this profile walks, named; walked side by side in one GETBULK walk."""
@@ -110,10 +116,19 @@ class ProfileConfig:
     groups: list[Group] = field(default_factory=lambda: list(GROUPS))
     match: list[str] = field(default_factory=list)
     scalars: dict[str, str] = field(default_factory=dict)
+    pin: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for text in [*self.match, *self.scalars.values()]:
             parse_oid_text(text)  # a bad OID is a config error naming the key
+        known = {*GROUPS, *MIB_GROUPS}
+        for key, names in (("pin", self.pin), ("exclude", self.exclude)):
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ValueError(
+                    f"{key}: unknown group {unknown[0]!r} (known: {', '.join(sorted(known))})"
+                )
 
     def build(self, name: str) -> Profile:
         return Profile(
@@ -121,6 +136,8 @@ class ProfileConfig:
             groups=tuple(self.groups),
             match=tuple(parse_oid_text(m) for m in self.match),
             scalars={k: parse_oid_text(v) for k, v in self.scalars.items()},
+            pin=tuple(self.pin),
+            exclude=tuple(self.exclude),
         )
 
 
@@ -143,9 +160,22 @@ BUILT_IN: dict[str, Profile] = {
             ((1, 3, 6, 1, 4, 1, 9, 1, 2694), (1, 3, 6, 1, 4, 1, 9, 12, 3, 1, 3)),
         ),
         Profile("firewall", ("interfaces", "host_resources"), ((1, 3, 6, 1, 4, 1, 12356),)),
-        Profile("system", ()),
+        Profile("system", (), exclude=(*GROUPS, *MIB_GROUPS)),
     )
 }
+
+
+def polled_groups(
+    profile: Profile, found: Iterable[str]
+) -> tuple[tuple[Group, ...], tuple[MibGroup, ...]]:
+    """What to poll on a device with this profile, given the groups discovery `found` it
+    answers: the profile's poll groups plus those found (BGP wherever BGP4-MIB answers),
+    the MIB groups found, and the pinned, less the excluded; MIB groups in precedence order."""
+    names = {*profile.groups, *found, *profile.pin} - set(profile.exclude)
+    return (
+        tuple(g for g in GROUPS if g in names),
+        tuple(g for n, g in MIB_GROUPS.items() if n in names),
+    )
 
 
 class ProfileSet:

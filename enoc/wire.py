@@ -102,7 +102,7 @@ def parse_topic(name: str) -> tuple[str, str, Kind]:
 # writes by them, and tests hold every other place (the incident engine's SQL, the profiles,
 # the decoders' structs, the line protocol, the C passes) to them.
 
-EventKindName = Literal["reachability", "link", "bgp", "threshold", "reboot", "trap"]
+EventKindName = Literal["reachability", "link", "bgp", "threshold", "sensor", "reboot", "trap"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,8 @@ EVENT_KINDS: dict[str, EventKind] = {
         EventKind("link", "up", ("down",), always_decides=True),
         EventKind("bgp", "established", ("down",), always_decides=True),
         EventKind("threshold", "ok", ("high",)),
+        # a condition a MIB group follows: a sensor's status, a UPS on battery
+        EventKind("sensor", "ok", ("warning", "critical", "failed")),
         # one-off: no clearing event will ever come (the collector resolves them in time)
         EventKind("reboot", None, ("rebooted",)),
         EventKind("trap", None, ("received",)),
@@ -207,6 +209,16 @@ class BgpSample:
 
 
 @dataclass
+class Row:
+    """One row of a table that has a measurement of its own (`sensor`, a profile's
+    `tables:`): the row's tags, written after the device's, and its fields."""
+
+    measurement: str
+    tags: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
 class DeviceSample:
     """Everything one poll of one device produced, stamped with the poll's time."""
 
@@ -216,6 +228,7 @@ class DeviceSample:
     fields: dict[str, Value] = field(default_factory=dict)
     interfaces: list[InterfaceSample] = field(default_factory=list)
     bgp: list[BgpSample] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
 
 
 @dataclass
@@ -298,6 +311,7 @@ def encode(message: Message) -> bytes:
                 "fields": s.fields,
                 "ifs": [[i.if_index, i.name, i.descr, i.alias, i.fields] for i in s.interfaces],
                 "bgp": [[b.peer, b.fields] for b in s.bgp],
+                **({"rows": [[r.measurement, r.tags, r.fields] for r in s.rows]} if s.rows else {}),
             }
             for s in message.samples
         ]

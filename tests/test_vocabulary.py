@@ -20,6 +20,7 @@ from lineprotokit import parse_fields, split_line
 from agent import profiles
 from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
+from agent.mibgroups import Condition
 from agent.poller import RawPoll
 from collector import lineproto, metrics_in
 from collector.config import IncidentsConfig
@@ -78,6 +79,9 @@ def agent_events() -> list[Event]:
     for cpu in (95, 95, 95, 10, 10, 10):  # sustained for the rule's three polls
         t += 60
         out += edge.threshold("r1", "device", "cpu", cpu, t)
+    for status in ("warning", "warning", "critical", "critical", "failed", "failed", "ok", "ok"):
+        t += 60  # each held for the edge's two polls
+        out += edge.conditions("r1", [Condition("sensor:PSU 1", status)], t)
     out += edge.reboot("r1", t, 120)
     out += edge.generic_trap("r1", "1.3.6.1.4.1.9.9.41.2.0.1", t, {"text": "fan"})
     return out
@@ -143,7 +147,7 @@ async def test_the_collector_clears_incidents_by_the_declaration(
             changes = await eng.on_events(EventsMessage(f"m{n}-1", f"m{n}", "r", 1, T0, [problem]))
             assert [c.change for c in changes] == ["opened"], name
             continue
-        problem, clearing = events
+        problem, clearing = events[0], events[-1]  # a kind of several problems: the first
         assert (problem.state, clearing.state) == (kind.problems[0], kind.clearing)
         for order, site in (((problem, clearing), f"s{n}"), ((clearing, problem), f"o{n}")):
             changes = []
