@@ -398,12 +398,12 @@ class Demo:
 
 
 def demo_fleet_spec(recordings: tuple[Path, ...] = ()) -> Any:
-    """The DESIGN's fleet, and each recording as a real device of a "lab" site in the
+    """The DESIGN's fleet with sensors, and each recording as a real device of a "lab" site in the
     europe RTC (its own agent, like any site), with traffic counters that move."""
     from simulators.command import recording_groups
     from simulators.fleet import SiteSpec, default_fleet_spec
 
-    spec = default_fleet_spec()
+    spec = replace(default_fleet_spec(), sensors=True)  # temperatures, fans, power supplies
     if not recordings:
         return spec
     lab = SiteSpec("lab", "europe", "Recordings lab", 1.0, recording_groups(list(recordings)))

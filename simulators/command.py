@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="trap receiver (repeatable)",
     )
     parser.add_argument("--trap-version", choices=("2c", "3"), help="trap version (default 2c)")
+    parser.add_argument(
+        "--sensors",
+        action="store_true",
+        help="generated devices serve ENTITY-SENSOR-MIB temperatures, fans and power supplies",
+    )
     parser.add_argument("--inventory-out", type=Path, help="write the agent inventory here")
     parser.add_argument("--log-format", choices=("logfmt", "json"), default="logfmt")
     parser.add_argument("--log-level", default="info")
@@ -108,6 +113,8 @@ def fleet_from_args(args: argparse.Namespace) -> FleetSpec:
         changes["trap_receivers"] = [*spec.trap_receivers, *args.traps_to]
     if args.trap_version:
         changes["trap_version"] = args.trap_version
+    if args.sensors:
+        changes["sensors"] = True
     updated: FleetSpec = replace(spec, **changes)
     return updated
 

@@ -108,6 +108,9 @@ class FleetSpec:
     # moving: a recording's traffic counters advance at a steady rate (rates are not all 0);
     # recorded: every value as in the file (a walk equals the recording)
     recording_counters: Literal["moving", "recorded"] = "moving"
+    # generated devices serve ENTITY-SENSOR-MIB temperatures, fans and power supplies
+    # (simulators/sensors.py); off by default, so that a fleet's walk stays what it was
+    sensors: bool = False
 
 
 # ------------------------------------------------------------------ roles
@@ -297,6 +300,7 @@ def addresses(base: str) -> Iterator[str]:
 
 
 def build_devices(spec: FleetSpec, now: float) -> list[Device]:
+    from simulators.sensors import STANDARD_SENSORS
     from simulators.snmprec import load_recording_device
 
     users = {
@@ -337,6 +341,8 @@ def build_devices(spec: FleetSpec, now: float) -> list[Device]:
                     device = _generate_device(
                         name, group.role, group.interfaces, site, address, now
                     )
+                    if spec.sensors:
+                        device.sensors = STANDARD_SENSORS
                 device.port = spec.port
                 device.max_message_size = spec.max_message_size
                 device.communities = communities

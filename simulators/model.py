@@ -246,6 +246,20 @@ class BgpPeer:
     transitions: int = 1
 
 
+@dataclass(frozen=True)
+class Sensor:
+    """One ENTITY-SENSOR-MIB sensor of a generated device (simulators/sensors.py)."""
+
+    index: int  # its entPhysicalIndex
+    name: str
+    entity_class: int  # ENTITY-MIB PhysicalClass: 6 powerSupply, 7 fan, 8 sensor
+    kind: int  # EntitySensorDataType: 4 voltsDC, 6 watts, 8 celsius, 10 rpm
+    precision: int  # decimal places of entPhySensorValue
+    value: float  # the typical reading, in its units
+    swing: float  # how far it wobbles either side
+    units: str
+
+
 @dataclass
 class Faults:
     """Active faults of one device, as injected through the control API."""
@@ -259,6 +273,8 @@ class Faults:
     links_down: set[int] = field(default_factory=set)
     bgp_down: set[str] = field(default_factory=set)
     garbage: str = ""  # how the device spoils its answers (simulators.engine.GARBAGE_MODES)
+    fans_failed: set[int] = field(default_factory=set)  # entPhysicalIndex of stopped fans
+    overheat: bool = False
 
     def describe(self) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
@@ -275,6 +291,9 @@ class Faults:
         out += [{"kind": "flap", "ifIndex": i, "period": p} for i, p in self.flapping.items()]
         out += [{"kind": "link_down", "ifIndex": i} for i in sorted(self.links_down)]
         out += [{"kind": "bgp_down", "peer": p} for p in sorted(self.bgp_down)]
+        out += [{"kind": "fan_fail", "fan": f} for f in sorted(self.fans_failed)]
+        if self.overheat:
+            out.append({"kind": "overheat"})
         return out
 
 
@@ -319,6 +338,7 @@ class Device:
     # ifInOctets, ifOutOctets columns), "partial_ifxtable" (only names, HC octets, speed, alias).
     quirks: frozenset[str] = frozenset()
     max_bulk_varbinds: int = 2048  # some agents cap a response at 64 varbinds
+    sensors: tuple[Sensor, ...] = ()  # ENTITY-SENSOR-MIB rows (simulators/sensors.py)
 
     def uptime_ticks(self, now: float) -> int:
         return int((now - self.boot_time) * 100) % COUNTER32
@@ -451,6 +471,7 @@ def shape_key(device: Device) -> tuple[object, ...]:
         device.quirks,
         device.cpu_count,
         tuple(p.remote for p in device.bgp_peers),
+        device.sensors,
     )
 
 
@@ -586,6 +607,10 @@ def build_view(device: Device) -> MibView:
         )
         for row, peer in enumerate(device.bgp_peers):
             _bgp_peer_columns(b, row, oid_index_for_ip(peer.remote))
+    if device.sensors:
+        from simulators.sensors import add_columns
+
+        add_columns(b, device)
     return b.build()
 
 

@@ -44,6 +44,7 @@ from enoc.snmp.mib import (
 )
 from simulators.engine import GARBAGE_MODES, Engine, Stats
 from simulators.model import Device, attach_views
+from simulators.sensors import RPM
 
 log = logging.getLogger("enoc.sim")
 
@@ -61,6 +62,8 @@ FAULT_KINDS = (
     "garbage",
     "counter_reset",
     "counter_wrap",
+    "fan_fail",
+    "overheat",
 )
 
 
@@ -239,6 +242,7 @@ class Simulator(ServiceBase):
             "garbage": {"mode"},
             "counter_reset": {"ifIndex", "discontinuity"},
             "counter_wrap": {"ifIndex", "seconds"},
+            "fan_fail": {"fan"},
         }.get(kind, set())
         unknown = set(fault) - allowed - {"kind"}
         if unknown:
@@ -272,6 +276,19 @@ class Simulator(ServiceBase):
             )
         elif kind == "cpu_high":
             faults.cpu_high = True
+        elif kind == "fan_fail":
+            fans = [s.index for s in device.sensors if s.kind == RPM]
+            fan = fault.get("fan", fans[0] if fans else None)
+            if fan not in fans:
+                raise FaultError(
+                    f"{device.name} has no fan {fan!r} (its fans: "
+                    f"{', '.join(map(str, fans)) or 'none; start the fleet with sensors'})"
+                )
+            faults.fans_failed.add(fan)
+        elif kind == "overheat":
+            if not device.sensors:
+                raise FaultError(f"{device.name} has no sensors (start the fleet with sensors)")
+            faults.overheat = True
         elif kind == "packet_loss":
             faults.packet_loss = _number(fault, "ratio", None, low=0.0, high=1.0)
         elif kind == "latency":
@@ -329,6 +346,8 @@ class Simulator(ServiceBase):
         faults.packet_loss = 0.0
         faults.latency_ms = 0.0
         faults.garbage = ""
+        faults.fans_failed.clear()
+        faults.overheat = False
         return faults.describe()
 
     async def _flap(self, device: Device, if_index: int, period: float) -> None:

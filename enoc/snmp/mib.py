@@ -1,6 +1,6 @@
 """Object identifiers of the standard MIBs that both ends speak: what the agent polls and
 receives as traps, and what the simulator serves and sends (SNMPv2-MIB, IF-MIB,
-HOST-RESOURCES-MIB, BGP4-MIB)."""
+HOST-RESOURCES-MIB, BGP4-MIB, ENTITY-MIB, ENTITY-SENSOR-MIB)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,11 @@ BGP_PEER_REMOTE_ADDR = (*BGP_PEER_ENTRY, 7)
 BGP_PEER_LAST_ERROR = (*BGP_PEER_ENTRY, 14)
 BGP_ESTABLISHED = (*BGP, 0, 1)
 BGP_BACKWARD_TRANSITION = (*BGP, 0, 2)
+
+# ENTITY-MIB (RFC 6933): the physical table's names and classes; ENTITY-SENSOR-MIB
+# (RFC 3433): one sensor per physical entity, indexed by entPhysicalIndex.
+ENT_PHYSICAL_ENTRY = (1, 3, 6, 1, 2, 1, 47, 1, 1, 1, 1)
+ENT_PHYSICAL_DESCR = (*ENT_PHYSICAL_ENTRY, 2)
+ENT_PHYSICAL_CLASS = (*ENT_PHYSICAL_ENTRY, 5)
+ENT_PHYSICAL_NAME = (*ENT_PHYSICAL_ENTRY, 7)
+ENT_PHY_SENSOR_ENTRY = (1, 3, 6, 1, 2, 1, 99, 1, 1, 1)
