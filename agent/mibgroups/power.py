@@ -29,14 +29,15 @@ UPS = (1, 3, 6, 1, 2, 1, 33, 1)  # upsObjects
 UPS_BATTERY = {1: "unknown", 2: "ok", 3: "critical", 4: "failed"}
 # upsOutputSource: other(1), none(2), normal(3), bypass(4), battery(5), booster(6),
 # reducer(7); booster and reducer are mains power corrected (AVR)
-UPS_SOURCE = {
-    1: ("unknown", "output source unknown"),
-    2: ("failed", "no output power"),
-    3: ("ok", "on mains"),
-    4: ("warning", "on bypass: the load is not protected"),
-    5: ("critical", "on battery"),
-    6: ("ok", "on mains (boosting)"),
-    7: ("ok", "on mains (reducing)"),
+UPS_SOURCE = {1: "unknown", 2: "failed", 3: "ok", 4: "warning", 5: "critical", 6: "ok", 7: "ok"}
+UPS_SOURCE_WORDS = {
+    1: "output source unknown",
+    2: "no output power",
+    3: "on mains",
+    4: "on bypass: the load is not protected",
+    5: "on battery",
+    6: "on mains (boosting)",
+    7: "on mains (reducing)",
 }
 SOURCE_SEVERITY: dict[str, Severity] = {"critical": "critical", "failed": "critical"}
 
@@ -92,6 +93,28 @@ def _line_sensors(
     return sensors
 
 
+UPS_MIB_SCALARS: dict[str, Oid] = {
+    "upsBatteryStatus": (*UPS, 2, 1, 0),
+    "upsSecondsOnBattery": (*UPS, 2, 2, 0),
+    "upsEstimatedMinutesRemaining": (*UPS, 2, 3, 0),
+    "upsEstimatedChargeRemaining": (*UPS, 2, 4, 0),
+    "upsBatteryVoltage": (*UPS, 2, 5, 0),
+    "upsBatteryCurrent": (*UPS, 2, 6, 0),
+    "upsBatteryTemperature": (*UPS, 2, 7, 0),
+    "upsOutputSource": (*UPS, 4, 1, 0),
+    "upsOutputFrequency": (*UPS, 4, 2, 0),
+    "upsAlarmsPresent": (*UPS, 6, 1, 0),
+}
+UPS_MIB_COLUMNS: dict[str, Oid] = {
+    "upsInputFrequency": (*UPS, 3, 3, 1, 2),
+    "upsInputVoltage": (*UPS, 3, 3, 1, 3),
+    "upsOutputVoltage": (*UPS, 4, 4, 1, 2),
+    "upsOutputCurrent": (*UPS, 4, 4, 1, 3),
+    "upsOutputPower": (*UPS, 4, 4, 1, 4),
+    "upsOutputPercentLoad": (*UPS, 4, 4, 1, 5),
+}
+
+
 def _ups_mib(reading: Reading) -> Derived:
     sensors: list[Sensor] = []
     charge = _scalar(reading, "upsEstimatedChargeRemaining")
@@ -120,7 +143,8 @@ def _ups_mib(reading: Reading) -> Derived:
         # The output source says; a UPS without it is on battery while it counts seconds
         # on battery ("zero shall be returned if the unit is not on battery power").
         code = source if source is not None else (5 if seconds else 3)
-        status, words = UPS_SOURCE.get(code, UPS_SOURCE[1])
+        status, words = UPS_SOURCE.get(code, "unknown"), UPS_SOURCE_WORDS.get(code, "")
+        words = words or f"output source {code}"
         value = None if seconds is None else float(seconds)
         percent = None if charge is None else float(charge)
         sensors.append(_source(status, words, value, percent, runtime))
@@ -151,30 +175,7 @@ def _ups_mib(reading: Reading) -> Derived:
 
 
 UPS_MIB = MibGroup(
-    name="ups_mib",
-    mib="UPS-MIB",
-    probe=UPS,
-    scalars={
-        "upsBatteryStatus": (*UPS, 2, 1, 0),
-        "upsSecondsOnBattery": (*UPS, 2, 2, 0),
-        "upsEstimatedMinutesRemaining": (*UPS, 2, 3, 0),
-        "upsEstimatedChargeRemaining": (*UPS, 2, 4, 0),
-        "upsBatteryVoltage": (*UPS, 2, 5, 0),
-        "upsBatteryCurrent": (*UPS, 2, 6, 0),
-        "upsBatteryTemperature": (*UPS, 2, 7, 0),
-        "upsOutputSource": (*UPS, 4, 1, 0),
-        "upsOutputFrequency": (*UPS, 4, 2, 0),
-        "upsAlarmsPresent": (*UPS, 6, 1, 0),
-    },
-    columns={
-        "upsInputFrequency": (*UPS, 3, 3, 1, 2),
-        "upsInputVoltage": (*UPS, 3, 3, 1, 3),
-        "upsOutputVoltage": (*UPS, 4, 4, 1, 2),
-        "upsOutputCurrent": (*UPS, 4, 4, 1, 3),
-        "upsOutputPower": (*UPS, 4, 4, 1, 4),
-        "upsOutputPercentLoad": (*UPS, 4, 4, 1, 5),
-    },
-    derive=_ups_mib,
+    "ups_mib", "UPS-MIB", UPS, scalars=UPS_MIB_SCALARS, columns=UPS_MIB_COLUMNS, derive=_ups_mib
 )
 
 
@@ -223,6 +224,32 @@ APC_VALUES = (
 )
 
 
+APC_SCALARS: dict[str, Oid] = {
+    "upsBasicBatteryStatus": (*APC_UPS, 2, 1, 1, 0),
+    "upsBasicBatteryTimeOnBattery": (*APC_UPS, 2, 1, 2, 0),  # TimeTicks
+    "upsAdvBatteryCapacity": (*APC_UPS, 2, 2, 1, 0),  # percent
+    "upsAdvBatteryTemperature": (*APC_UPS, 2, 2, 2, 0),  # degrees Celsius
+    "upsAdvBatteryRunTimeRemaining": (*APC_UPS, 2, 2, 3, 0),  # TimeTicks
+    "upsAdvBatteryReplaceIndicator": (*APC_UPS, 2, 2, 4, 0),
+    "upsHighPrecBatteryCapacity": (*APC_UPS, 2, 3, 1, 0),  # tenths of a percent
+    "upsHighPrecBatteryTemperature": (*APC_UPS, 2, 3, 2, 0),  # tenths of a degree C
+    "upsHighPrecBatteryActualVoltage": (*APC_UPS, 2, 3, 4, 0),  # tenths of a volt DC
+    "upsAdvInputLineVoltage": (*APC_UPS, 3, 2, 1, 0),  # volts
+    "upsAdvInputFrequency": (*APC_UPS, 3, 2, 4, 0),  # hertz
+    "upsHighPrecInputLineVoltage": (*APC_UPS, 3, 3, 1, 0),  # tenths of a volt
+    "upsHighPrecInputFrequency": (*APC_UPS, 3, 3, 4, 0),  # tenths of a hertz
+    "upsBasicOutputStatus": (*APC_UPS, 4, 1, 1, 0),
+    "upsAdvOutputVoltage": (*APC_UPS, 4, 2, 1, 0),  # volts
+    "upsAdvOutputFrequency": (*APC_UPS, 4, 2, 2, 0),  # hertz
+    "upsAdvOutputLoad": (*APC_UPS, 4, 2, 3, 0),  # percent
+    "upsAdvOutputCurrent": (*APC_UPS, 4, 2, 4, 0),  # amperes
+    "upsHighPrecOutputVoltage": (*APC_UPS, 4, 3, 1, 0),  # tenths of a volt
+    "upsHighPrecOutputFrequency": (*APC_UPS, 4, 3, 2, 0),  # tenths of a hertz
+    "upsHighPrecOutputLoad": (*APC_UPS, 4, 3, 3, 0),  # tenths of a percent
+    "upsHighPrecOutputCurrent": (*APC_UPS, 4, 3, 4, 0),  # tenths of an ampere
+}
+
+
 def _apc(reading: Reading) -> Derived:
     def value(*names: str) -> float | None:
         """The first of the objects the UPS answers, in SI units: the high precision one
@@ -260,36 +287,7 @@ def _apc(reading: Reading) -> Derived:
     return derived(sensors)
 
 
-APC = MibGroup(
-    name="apc_ups",
-    mib="PowerNet-MIB",
-    probe=APC_UPS,
-    scalars={
-        "upsBasicBatteryStatus": (*APC_UPS, 2, 1, 1, 0),
-        "upsBasicBatteryTimeOnBattery": (*APC_UPS, 2, 1, 2, 0),  # TimeTicks
-        "upsAdvBatteryCapacity": (*APC_UPS, 2, 2, 1, 0),  # percent
-        "upsAdvBatteryTemperature": (*APC_UPS, 2, 2, 2, 0),  # degrees Celsius
-        "upsAdvBatteryRunTimeRemaining": (*APC_UPS, 2, 2, 3, 0),  # TimeTicks
-        "upsAdvBatteryReplaceIndicator": (*APC_UPS, 2, 2, 4, 0),
-        "upsHighPrecBatteryCapacity": (*APC_UPS, 2, 3, 1, 0),  # tenths of a percent
-        "upsHighPrecBatteryTemperature": (*APC_UPS, 2, 3, 2, 0),  # tenths of a degree C
-        "upsHighPrecBatteryActualVoltage": (*APC_UPS, 2, 3, 4, 0),  # tenths of a volt DC
-        "upsAdvInputLineVoltage": (*APC_UPS, 3, 2, 1, 0),  # volts
-        "upsAdvInputFrequency": (*APC_UPS, 3, 2, 4, 0),  # hertz
-        "upsHighPrecInputLineVoltage": (*APC_UPS, 3, 3, 1, 0),  # tenths of a volt
-        "upsHighPrecInputFrequency": (*APC_UPS, 3, 3, 4, 0),  # tenths of a hertz
-        "upsBasicOutputStatus": (*APC_UPS, 4, 1, 1, 0),
-        "upsAdvOutputVoltage": (*APC_UPS, 4, 2, 1, 0),  # volts
-        "upsAdvOutputFrequency": (*APC_UPS, 4, 2, 2, 0),  # hertz
-        "upsAdvOutputLoad": (*APC_UPS, 4, 2, 3, 0),  # percent
-        "upsAdvOutputCurrent": (*APC_UPS, 4, 2, 4, 0),  # amperes
-        "upsHighPrecOutputVoltage": (*APC_UPS, 4, 3, 1, 0),  # tenths of a volt
-        "upsHighPrecOutputFrequency": (*APC_UPS, 4, 3, 2, 0),  # tenths of a hertz
-        "upsHighPrecOutputLoad": (*APC_UPS, 4, 3, 3, 0),  # tenths of a percent
-        "upsHighPrecOutputCurrent": (*APC_UPS, 4, 3, 4, 0),  # tenths of an ampere
-    },
-    derive=_apc,
-)
+APC = MibGroup("apc_ups", "PowerNet-MIB", APC_UPS, scalars=APC_SCALARS, derive=_apc)
 
 
 GROUPS: tuple[MibGroup, ...] = (UPS_MIB, APC)

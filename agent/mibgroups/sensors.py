@@ -37,12 +37,11 @@ THRESHOLDS = ("high_warning", "high_critical", "low_warning", "low_critical")
 
 
 def label(value: object) -> str:
-    """An SNMP string as one printable line (devices send NULs, newlines, non-UTF-8)."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if not isinstance(value, str):
-        return "" if value is None else str(value)
-    return " ".join(value.replace("\x00", " ").split())
+    """An SNMP string as one printable line (agent.facts.text: devices send NULs,
+    newlines, non-UTF-8)."""
+    from agent.facts import text  # agent.facts imports this package: taken at first use
+
+    return text(value)
 
 
 def number(cell: tuple[int, object] | None) -> int | None:
@@ -149,6 +148,13 @@ def entity_sensor_value(raw: int, scale: int, precision: int) -> float | None:
     return scaled(raw, 3 * (scale - UNITS_SCALE) - max(precision, 0))
 
 
+ENTITY_SENSOR_COLUMNS: dict[str, Oid] = {
+    **ENT_SENSOR_COLUMNS,
+    "entPhysicalDescr": (*ENT_PHYSICAL_ENTRY, 2),
+    "entPhysicalName": (*ENT_PHYSICAL_ENTRY, 7),
+}
+
+
 def _entity_sensors(reading: Reading) -> Derived:
     tables = reading.tables
     indexes: set[Oid] = set()
@@ -183,14 +189,10 @@ def _entity_sensors(reading: Reading) -> Derived:
 
 
 ENTITY_SENSOR = MibGroup(
-    name="entity_sensor",
-    mib="ENTITY-SENSOR-MIB",
-    probe=(*ENT_PHY_SENSOR_ENTRY[:-1],),  # entPhySensorTable
-    columns={
-        **ENT_SENSOR_COLUMNS,
-        "entPhysicalDescr": (*ENT_PHYSICAL_ENTRY, 2),
-        "entPhysicalName": (*ENT_PHYSICAL_ENTRY, 7),
-    },
+    "entity_sensor",
+    "ENTITY-SENSOR-MIB",
+    ENT_PHY_SENSOR_ENTRY[:-1],
+    columns=ENTITY_SENSOR_COLUMNS,
     derive=_entity_sensors,
 )
 
@@ -222,6 +224,24 @@ def _envmon_rows(
         status = broken if code == NOT_FUNCTIONING else ENVMON_STATES.get(code or 0, "unknown")
         name = label(names.get(index, (0, b""))[1]) or f"{cls} {_index(index)}"
         yield index, name, status
+
+
+CISCO_ENVMON_COLUMNS: dict[str, Oid] = {
+    "ciscoEnvMonVoltageStatusDescr": (*VOLTAGE_ENTRY, 2),
+    "ciscoEnvMonVoltageStatusValue": (*VOLTAGE_ENTRY, 3),  # millivolts
+    "ciscoEnvMonVoltageThresholdLow": (*VOLTAGE_ENTRY, 4),
+    "ciscoEnvMonVoltageThresholdHigh": (*VOLTAGE_ENTRY, 5),
+    "ciscoEnvMonVoltageState": (*VOLTAGE_ENTRY, 7),
+    "ciscoEnvMonTemperatureStatusDescr": (*TEMPERATURE_ENTRY, 2),
+    "ciscoEnvMonTemperatureStatusValue": (*TEMPERATURE_ENTRY, 3),  # deprecated, Gauge32
+    "ciscoEnvMonTemperatureThreshold": (*TEMPERATURE_ENTRY, 4),
+    "ciscoEnvMonTemperatureState": (*TEMPERATURE_ENTRY, 6),
+    "ciscoEnvMonTemperatureStatusValueRev1": (*TEMPERATURE_ENTRY, 7),
+    "ciscoEnvMonFanStatusDescr": (*FAN_ENTRY, 2),
+    "ciscoEnvMonFanState": (*FAN_ENTRY, 3),
+    "ciscoEnvMonSupplyStatusDescr": (*SUPPLY_ENTRY, 2),
+    "ciscoEnvMonSupplyState": (*SUPPLY_ENTRY, 3),
+}
 
 
 def _envmon(reading: Reading) -> Derived:
@@ -274,32 +294,14 @@ def _envmon(reading: Reading) -> Derived:
 
 
 CISCO_ENVMON = MibGroup(
-    name="cisco_envmon",
-    mib="CISCO-ENVMON-MIB",
-    probe=ENVMON,
-    columns={
-        "ciscoEnvMonVoltageStatusDescr": (*VOLTAGE_ENTRY, 2),
-        "ciscoEnvMonVoltageStatusValue": (*VOLTAGE_ENTRY, 3),  # millivolts
-        "ciscoEnvMonVoltageThresholdLow": (*VOLTAGE_ENTRY, 4),
-        "ciscoEnvMonVoltageThresholdHigh": (*VOLTAGE_ENTRY, 5),
-        "ciscoEnvMonVoltageState": (*VOLTAGE_ENTRY, 7),
-        "ciscoEnvMonTemperatureStatusDescr": (*TEMPERATURE_ENTRY, 2),
-        "ciscoEnvMonTemperatureStatusValue": (*TEMPERATURE_ENTRY, 3),  # deprecated, Gauge32
-        "ciscoEnvMonTemperatureThreshold": (*TEMPERATURE_ENTRY, 4),
-        "ciscoEnvMonTemperatureState": (*TEMPERATURE_ENTRY, 6),
-        "ciscoEnvMonTemperatureStatusValueRev1": (*TEMPERATURE_ENTRY, 7),
-        "ciscoEnvMonFanStatusDescr": (*FAN_ENTRY, 2),
-        "ciscoEnvMonFanState": (*FAN_ENTRY, 3),
-        "ciscoEnvMonSupplyStatusDescr": (*SUPPLY_ENTRY, 2),
-        "ciscoEnvMonSupplyState": (*SUPPLY_ENTRY, 3),
-    },
-    derive=_envmon,
+    "cisco_envmon", "CISCO-ENVMON-MIB", ENVMON, columns=CISCO_ENVMON_COLUMNS, derive=_envmon
 )
 
 
 # ---------------------------------------------------------------- JUNIPER-MIB
 
-JNX_OPERATING_ENTRY = (1, 3, 6, 1, 4, 1, 2636, 3, 1, 13, 1)  # jnxOperatingTable.1
+JNX_TABLE = (1, 3, 6, 1, 4, 1, 2636, 3, 1, 13)  # jnxOperatingTable
+JNX_OPERATING_ENTRY = (*JNX_TABLE, 1)
 # jnxOperatingState: unknown(1), running(2), ready(3), reset(4), runningAtFullSpeed(5),
 # down(6), standby(7). A fan at full speed makes up for another fan or for heat.
 JNX_STATES = {1: "unknown", 2: "ok", 3: "ok", 4: "warning", 5: "warning", 6: "failed", 7: "ok"}
@@ -314,6 +316,13 @@ def _jnx_class(descr: str) -> str | None:
     if "power supply" in words or "pem" in words.split() or "psu" in words:
         return "psu"
     return None
+
+
+JNX_COLUMNS: dict[str, Oid] = {
+    "jnxOperatingDescr": (*JNX_OPERATING_ENTRY, 5),
+    "jnxOperatingState": (*JNX_OPERATING_ENTRY, 6),
+    "jnxOperatingTemp": (*JNX_OPERATING_ENTRY, 7),  # degrees Celsius; 0: none
+}
 
 
 def _juniper(reading: Reading) -> Derived:
@@ -334,17 +343,7 @@ def _juniper(reading: Reading) -> Derived:
     return derived(sensors)
 
 
-JUNIPER_CHASSIS = MibGroup(
-    name="juniper_chassis",
-    mib="JUNIPER-MIB",
-    probe=JNX_OPERATING_ENTRY[:-1],
-    columns={
-        "jnxOperatingDescr": (*JNX_OPERATING_ENTRY, 5),
-        "jnxOperatingState": (*JNX_OPERATING_ENTRY, 6),
-        "jnxOperatingTemp": (*JNX_OPERATING_ENTRY, 7),  # degrees Celsius; 0: none
-    },
-    derive=_juniper,
-)
+JUNIPER_CHASSIS = MibGroup("juniper_chassis", "JUNIPER-MIB", JNX_TABLE, {}, JNX_COLUMNS, _juniper)
 
 
 GROUPS: tuple[MibGroup, ...] = (ENTITY_SENSOR, CISCO_ENVMON, JUNIPER_CHASSIS)
