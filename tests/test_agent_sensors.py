@@ -21,6 +21,7 @@ from enoc.wire import Value
 ENT_SENSOR = "1.3.6.1.2.1.99.1.1.1"
 ENVMON = "1.3.6.1.4.1.9.9.13.1"
 JNX_OPERATING = "1.3.6.1.4.1.2636.3.1.13.1"
+HW_STATE = "1.3.6.1.4.1.2011.5.25.31.1.1.1.1"
 # (table, descr column, state column) of CISCO-ENVMON-MIB's four status tables
 ENVMON_TABLES = {"voltage": (2, 2, 7), "temperature": (3, 2, 6), "fan": (4, 2, 3), "psu": (5, 2, 3)}
 NOT_PRESENT = "5"
@@ -95,6 +96,22 @@ async def test_juniper_fans_and_power_supplies_and_temperatures() -> None:
     assert sensors["FAN: Fan 1 @ 0/0/0"].fields == {"status": "ok"}
     fpc = sensors["FPC: EX4200-24T, 8 POE @ 0/*/* temperature"]
     assert fpc.fields == {"status": "ok", "value": 33.0}
+
+
+@pytest.mark.servers
+async def test_huawei_temperatures() -> None:
+    path = recording("vrp_5720-vrf")
+    lines = recorded(path)
+    column = f"{HW_STATE}.11"
+    hot = {i for i in indexes(lines, column) if lines[f"{column}.{i}"][1] != "0"}
+    async with served({"vrp": path}, "127.45.4.1") as sim:
+        sample, _ = await sim.poll("vrp")
+    sensors = by_name(sample.rows)
+    assert len(sensors) == len(hot) == 3
+    # 67108873 (entPhysicalName "MPU Board 0"): hwEntityTemperature 44 degrees C,
+    # hwEntityTemperatureThreshold 57, hwEntityTemperatureLowThreshold 0 (not set)
+    board = sensors["MPU Board 0 temperature"]
+    assert board.fields == {"status": "ok", "value": 44.0, "high_critical": 57.0}
 
 
 @pytest.mark.servers

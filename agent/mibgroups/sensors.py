@@ -1,5 +1,6 @@
-"""Sensors: ENTITY-SENSOR-MIB, CISCO-ENVMON-MIB and JUNIPER-MIB's fan and power-supply
-states, as rows of measurement `sensor` and conditions on their status.
+"""Sensors: ENTITY-SENSOR-MIB, CISCO-ENVMON-MIB, JUNIPER-MIB's fan and power-supply
+states and HUAWEI-ENTITY-EXTENT-MIB's temperatures, as rows of measurement `sensor` and
+conditions on their status.
 
 Every sensor is one row: tags `sensor` (its name) and `class` (temperature, fan,
 voltage, current, power, humidity, psu, battery, ...), fields `value` in SI units
@@ -10,7 +11,8 @@ condition carries the same, so that the edge (agent.edge, `conditions`) can judg
 value against the device's thresholds, or the configured ones of its class.
 
 The OIDs and enumerations are the MIBs' (RFC 3433; CISCO-ENVMON-MIB revision
-201803210000Z; JUNIPER-MIB jnxOperatingTable), looked up, not guessed.
+201803210000Z; JUNIPER-MIB jnxOperatingTable; HUAWEI-ENTITY-EXTENT-MIB hwEntityStateTable),
+looked up, not guessed.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def derived(sensors: Iterable[Sensor]) -> Derived:
         out.rows.append(Row("sensor", {"sensor": name, "class": sensor.cls}, fields))
         if sensor.value is None and sensor.status not in RANK:
             continue  # nothing to judge
-        words = f"{sensor.cls} {name}"
+        words = name if sensor.cls in name.lower() else f"{sensor.cls} {name}"
         if sensor.value is not None:
             words += f" {sensor.value:g}"
         message = sensor.message or f"{words}: {sensor.status}"
@@ -346,7 +348,49 @@ def _juniper(reading: Reading) -> Derived:
 JUNIPER_CHASSIS = MibGroup("juniper_chassis", "JUNIPER-MIB", JNX_TABLE, {}, JNX_COLUMNS, _juniper)
 
 
-GROUPS: tuple[MibGroup, ...] = (ENTITY_SENSOR, CISCO_ENVMON, JUNIPER_CHASSIS)
+# ---------------------------------------------------------------- HUAWEI-ENTITY-EXTENT-MIB
+
+HW_STATE_TABLE = (1, 3, 6, 1, 4, 1, 2011, 5, 25, 31, 1, 1, 1)  # hwEntityStateTable
+HW_COLUMNS: dict[str, Oid] = {
+    "hwEntityTemperature": (*HW_STATE_TABLE, 1, 11),  # degrees Celsius; 0: none
+    "hwEntityTemperatureThreshold": (*HW_STATE_TABLE, 1, 12),  # the upper alarm threshold
+    "hwEntityTemperatureLowThreshold": (*HW_STATE_TABLE, 1, 16),
+    "entPhysicalName": (*ENT_PHYSICAL_ENTRY, 7),  # the table's index is entPhysicalIndex
+}
+
+
+def _huawei(reading: Reading) -> Derived:
+    tables = reading.tables
+    names = tables.get("entPhysicalName", {})
+    sensors: list[Sensor] = []
+    for index, cell in sorted(tables.get("hwEntityTemperature", {}).items()):
+        celsius = number(cell)
+        if not celsius:  # zero: the entity (a port, a card without a sensor) has none
+            continue
+        # the device alarms beyond its thresholds; 0 is a threshold not set
+        limits = {
+            key: float(limit)
+            for key, column in (
+                ("high_critical", "hwEntityTemperatureThreshold"),
+                ("low_critical", "hwEntityTemperatureLowThreshold"),
+            )
+            if (limit := number(tables.get(column, {}).get(index)))
+        }
+        name = label(names.get(index, (0, b""))[1]) or f"entity {_index(index)}"
+        sensors.append(
+            Sensor(
+                f"{name} temperature", "temperature", "ok", float(celsius), limits, _index(index)
+            )
+        )
+    return derived(sensors)
+
+
+HUAWEI = MibGroup(
+    "huawei_temperature", "HUAWEI-ENTITY-EXTENT-MIB", HW_STATE_TABLE, {}, HW_COLUMNS, _huawei
+)
+
+
+GROUPS: tuple[MibGroup, ...] = (ENTITY_SENSOR, CISCO_ENVMON, JUNIPER_CHASSIS, HUAWEI)
 
 # Every class a sensor may have, these groups' and agent.mibgroups.power's (UPS): what
 # the agent config's `sensors:` may give limits for.
