@@ -13,9 +13,10 @@ from sensorkit import by_name, indexes, recorded, recording, served
 
 from agent.config import AgentConfig, SensorsConfig
 from agent.edge import SENSOR_LIMITS, EdgeDetector, EdgeSettings, SensorLimits
-from agent.mibgroups import Condition
+from agent.mibgroups import GROUPS, Condition, Reading
 from agent.mibgroups.sensors import CLASSES, SENSOR_TYPES, entity_sensor_value
 from enoc.config import ConfigError, parse_config
+from enoc.snmp import ber
 from enoc.wire import Value
 
 ENT_SENSOR = "1.3.6.1.2.1.99.1.1.1"
@@ -145,6 +146,29 @@ async def test_hand_checked_values() -> None:
     c3560 = got["ios_c3560"]
     assert c3560["Switch#1, Fan#1"].fields == {"status": "ok"}
     assert c3560["Sw1, PS1 Normal, RPS NotExist"].tags["class"] == "psu"
+
+
+def test_answers_of_the_wrong_type_are_no_value_and_break_nothing() -> None:
+    """A device's garbage (an OCTET STRING for a number, a name of NULs and bad UTF-8, a
+    column with rows the others lack): rows without the value, never an exception."""
+    index = (7,)
+    garbage = Reading(
+        {"upsEstimatedChargeRemaining": b"91", "upsOutputSource": 5, "upsSecondsOnBattery": True},
+        {
+            "entPhySensorType": {index: (ber.OCTET_STRING, b"8")},
+            "entPhySensorValue": {index: (ber.OCTET_STRING, b"418"), (8,): (ber.INTEGER, 5)},
+            "entPhySensorOperStatus": {index: (ber.INTEGER, 99)},
+            "entPhysicalName": {index: (ber.OCTET_STRING, b"\x00In\xfflet\n")},
+            "ciscoEnvMonFanState": {index: (ber.OCTET_STRING, b"1")},
+        },
+    )
+    rows = {r.tags["sensor"]: r for g in GROUPS.values() for r in g.derive(garbage).rows}
+    assert rows["In\ufffdlet"].fields == {"status": "unknown"}  # type 8 unread: class other
+    assert rows["In\ufffdlet"].tags["class"] == "other"
+    assert rows["other 8"].fields == {"status": "unknown", "value": 5.0}
+    assert rows["fan 7"].fields == {"status": "unknown"}
+    assert rows["on battery"].fields["status"] == "critical"  # upsOutputSource battery(5)
+    assert "value" not in rows["on battery"].fields  # a boolean is no number of seconds
 
 
 def test_entity_sensor_scale_and_precision() -> None:
