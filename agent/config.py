@@ -203,6 +203,7 @@ class SensorsConfig:
     frequency: SensorClassConfig | None = None
     airflow: SensorClassConfig | None = None
     dbm: SensorClassConfig | None = None
+    db: SensorClassConfig | None = None
     battery: SensorClassConfig | None = None  # charge, %
     runtime: SensorClassConfig | None = None  # seconds
     load: SensorClassConfig | None = None  # % of capacity

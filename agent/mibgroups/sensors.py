@@ -118,8 +118,8 @@ ENT_SENSOR_COLUMNS = {
     "entPhySensorOperStatus": (*ENT_PHY_SENSOR_ENTRY, 5),
     "entPhySensorUnitsDisplay": (*ENT_PHY_SENSOR_ENTRY, 6),
 }
-# EntitySensorDataType -> class. 14 is not RFC 3433's: CISCO-ENTITY-SENSOR-MIB's dBm,
-# which Arista and others serve in this table for optics.
+# EntitySensorDataType -> class. 13 to 15 are not RFC 3433's but CISCO-ENTITY-SENSOR-MIB's
+# SensorDataType, which extends it (specialEnum, dBm, dB): some agents serve them here too.
 SENSOR_TYPES = {
     1: "other",
     2: "unknown",
@@ -133,7 +133,9 @@ SENSOR_TYPES = {
     10: "fan",  # rpm
     11: "airflow",  # cmm: cubic metres per minute
     12: "state",  # truthvalue: true(1), false(2)
-    14: "dbm",
+    13: "state",  # specialEnum: the vendor's enumeration
+    14: "dbm",  # dB relative to 1 mW
+    15: "db",
 }
 # EntitySensorStatus: ok(1), unavailable(2), nonoperational(3) (the sensor is broken)
 SENSOR_STATUS = {1: "ok", 2: "unknown", 3: "failed"}
