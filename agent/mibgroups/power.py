@@ -47,16 +47,12 @@ def _scalar(reading: Reading, name: str) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _tenths(value: int | None) -> float | None:
-    return None if value is None else scaled(value, -1)
-
-
 def _source(
     status: str, words: str, seconds: float | None, charge: float | None, runtime: float | None
 ) -> Sensor:
     """The `on battery` sensor: how the UPS feeds its load; on battery, with how long it
     has been and how long it can last."""
-    if status == "critical":
+    if words.startswith("on battery"):
         said = [
             f"for {seconds:g} s" if seconds else "",
             f"{charge:g} % charge" if charge is not None else "",
