@@ -167,6 +167,10 @@ def test_answers_of_the_wrong_type_are_no_value_and_break_nothing() -> None:
     assert rows["In\ufffdlet"].tags["class"] == "other"
     assert rows["other 8"].fields == {"status": "unknown", "value": 5.0}
     assert rows["fan 7"].fields == {"status": "unknown"}
+    broken = Reading({}, {"entPhySensorOperStatus": {index: (ber.INTEGER, 3)}})
+    (condition,) = GROUPS["entity_sensor"].derive(broken).conditions
+    assert (condition.state, condition.severity) == ("failed", "warning")  # nonoperational(3)
+    assert condition.message == "other 7: sensor not operational"
     assert rows["on battery"].fields["status"] == "critical"  # upsOutputSource battery(5)
     assert "value" not in rows["on battery"].fields  # a boolean is no number of seconds
 

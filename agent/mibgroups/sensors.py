@@ -188,7 +188,10 @@ def _entity_sensors(reading: Reading) -> Derived:
             units = label(tables.get("entPhySensorUnitsDisplay", {}).get(index, (0, b""))[1])
             if units:
                 extra["units"] = units
-        sensors.append(Sensor(name, cls, status, value, index=_index(index), extra=extra))
+        sensor = Sensor(name, cls, status, value, index=_index(index), extra=extra)
+        if status == "failed":  # nonoperational: the sensor is broken, not what it watches
+            sensor.message, sensor.severity = f"{name}: sensor not operational", "warning"
+        sensors.append(sensor)
     return derived(sensors)
 
 
