@@ -84,10 +84,15 @@ async def test_apc_powernet_values() -> None:
         "output current": 0.0,
         "output load": 0.0,
         "on battery": None,  # upsBasicBatteryTimeOnBattery: not recorded
+        # its management card's probe, uioSensorStatusTable 1.1: "Equipment Room",
+        # uioSensorStatusTemperatureDegC 20, uioSensorStatusHumidity -1 (none)
+        "Equipment Room temperature": 20.0,
     }
     # upsBasicOutputStatus onLine(2); upsAdvBatteryReplaceIndicator noBatteryNeedsReplacing(1)
     assert apc["on battery"].fields["status"] == "ok"
     assert apc["battery"].fields["status"] == "ok"
+    # uioSensorStatusAlarmStatus uioNormal(1)
+    assert apc["Equipment Room temperature"].fields["status"] == "ok"
 
 
 def variant(path: Path, tmp_path: Path, changes: dict[str, str]) -> Path:

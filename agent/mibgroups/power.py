@@ -1,6 +1,7 @@
 """Power: UPS-MIB (RFC 1628) and APC PowerNet-MIB: battery charge, runtime, on battery,
-input and output voltage, load, alarms, as rows of measurement `sensor`
-(agent.mibgroups.sensors) and conditions.
+input and output voltage, load, alarms, and the temperature and humidity probes of an
+APC management card, as rows of measurement `sensor` (agent.mibgroups.sensors) and
+conditions.
 
 A UPS is a handful of sensors: `battery` (class battery: charge in percent, status
 from the battery's), `battery runtime` (class runtime, seconds), `on battery` (class
@@ -19,7 +20,7 @@ from enoc.snmp.ber import Oid
 from enoc.wire import Severity
 
 from . import Derived, MibGroup, Reading
-from .sensors import Sensor, derived, number, scaled
+from .sensors import Sensor, derived, label, number, scaled
 
 # ---------------------------------------------------------------- UPS-MIB (RFC 1628)
 
@@ -286,4 +287,41 @@ def _apc(reading: Reading) -> Derived:
 APC = MibGroup("apc_ups", "PowerNet-MIB", APC_UPS, scalars=APC_SCALARS, derive=_apc)
 
 
-GROUPS: tuple[MibGroup, ...] = (UPS_MIB, APC)
+# PowerNet-MIB's universal I/O probes (temperature, humidity) on an APC management card:
+# a site's room, seen through its UPS or PDU
+UIO_SENSOR_TABLE = (1, 3, 6, 1, 4, 1, 318, 1, 1, 25, 1, 2)  # uioSensorStatusTable
+UIO_COLUMNS: dict[str, Oid] = {
+    "uioSensorStatusSensorName": (*UIO_SENSOR_TABLE, 1, 3),
+    "uioSensorStatusTemperatureDegC": (*UIO_SENSOR_TABLE, 1, 6),  # -1: no reading
+    "uioSensorStatusHumidity": (*UIO_SENSOR_TABLE, 1, 7),  # % RH; -1: none
+    "uioSensorStatusAlarmStatus": (*UIO_SENSOR_TABLE, 1, 9),
+}
+# uioSensorStatusAlarmStatus: uioNormal(1), uioWarning(2), uioCritical(3),
+# sensorStatusNotApplicable(4) (no thresholds set: no verdict)
+UIO_ALARM = {1: "ok", 2: "warning", 3: "critical", 4: "ok"}
+
+
+def _uio(reading: Reading) -> Derived:
+    tables = reading.tables
+    names = tables.get("uioSensorStatusSensorName", {})
+    alarms = tables.get("uioSensorStatusAlarmStatus", {})
+    sensors: list[Sensor] = []
+    for column, cls in (
+        ("uioSensorStatusTemperatureDegC", "temperature"),
+        ("uioSensorStatusHumidity", "humidity"),
+    ):
+        for index, cell in sorted(tables.get(column, {}).items()):
+            value = number(cell)
+            if value is None or value == -1:
+                continue
+            line = ".".join(map(str, index))  # port.sensor
+            name = label(names.get(index, (0, b""))[1]) or f"probe {line}"
+            status = UIO_ALARM.get(number(alarms.get(index)) or 4, "unknown")
+            sensors.append(Sensor(f"{name} {cls}", cls, status, float(value), index=line))
+    return derived(sensors)
+
+
+APC_PROBES = MibGroup("apc_probes", "PowerNet-MIB", UIO_SENSOR_TABLE, {}, UIO_COLUMNS, _uio)
+
+
+GROUPS: tuple[MibGroup, ...] = (UPS_MIB, APC, APC_PROBES)
