@@ -548,8 +548,9 @@ class EdgeDetector:
             return status, "info", condition.message, attrs
         attrs.update(limit=limit, limit_by="device" if given else "config")
         word = "at or above" if which.startswith("high") else "at or below"
-        name = attrs.get("sensor", condition.resource)
-        message = f"{attrs.get('class', 'sensor')} {name} {value:g} {word} {limit:g}"
+        name, cls = str(attrs.get("sensor", condition.resource)), str(attrs.get("class", ""))
+        what = name if cls in name.lower() else f"{cls} {name}"  # "battery", "Inlet" ...
+        message = f"{what} {value:g} {word} {limit:g}"
         return status, SENSOR_SEVERITY[status], message, attrs
 
     # ---------------------------------------------------------------- traps

@@ -165,3 +165,21 @@ async def test_a_fan_that_fails_is_an_event_and_clears(tmp_path: Path) -> None:
         ("sensor:Switch#1, Fan#1", "failed", "major", T0 + 180),
         ("sensor:Switch#1, Fan#1", "ok", "info", T0 + 300),
     ]
+
+
+async def test_a_battery_low_by_the_configured_limits(tmp_path: Path) -> None:
+    eaton = recording("eaton-mgeups_9pxle")
+    low = variant(eaton, tmp_path, {f"{UPS_BATTERY}.4.0": "20"})  # 20 % charge
+    async with served({"low": low}, "127.46.4.1") as sim:
+        events: list[Event] = []
+        for t in range(2):
+            events += (await sim.poll("low", at=T0 + 60 * t))[1]
+    # upsBatteryStatus still batteryNormal(2): the class's limit (low_critical 25) decides
+    (event,) = events
+    assert (event.resource, event.state, event.severity) == (
+        "sensor:battery",
+        "critical",
+        "critical",
+    )
+    assert event.message == "battery 20 at or below 25"
+    assert (event.attrs["limit"], event.attrs["limit_by"]) == (25, "config")
