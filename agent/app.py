@@ -107,7 +107,9 @@ class Agent:
         self.edge = EdgeDetector(
             c.agent_id,
             EdgeSettings(
-                unreachable_after=c.polling.unreachable_after, thresholds=c.thresholds.rules()
+                unreachable_after=c.polling.unreachable_after,
+                thresholds=c.thresholds.rules(),
+                sensors=c.sensor_limits(),
             ),
         )
         self.profiles = ProfileSet(p.build(name) for name, p in c.profiles.items())

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from agent.edge import ThresholdRule
+from agent.edge import SENSOR_LIMITS, SensorLimits, ThresholdRule
 from agent.profiles import BUILT_IN, ProfileConfig
 from enoc.config import (
     Checked,
@@ -167,6 +167,55 @@ class ThresholdsConfig:
 
 
 @dataclass(frozen=True)
+class SensorClassConfig:
+    """One class's limits under `sensors:`, for sensors whose device reports none. A class
+    given replaces its defaults (agent.edge.SENSOR_LIMITS): a limit left out is none;
+    `hysteresis` left out is the default's."""
+
+    high_warning: float | None = None
+    high_critical: float | None = None
+    low_warning: float | None = None
+    low_critical: float | None = None
+    hysteresis: float | None = None
+
+    def __post_init__(self) -> None:
+        self.limits("")  # an order or a hysteresis that cannot be is an error here
+
+    def limits(self, cls: str) -> SensorLimits:
+        default = SENSOR_LIMITS.get(cls, SensorLimits())
+        hysteresis = default.hysteresis if self.hysteresis is None else self.hysteresis
+        return SensorLimits(
+            self.high_warning, self.high_critical, self.low_warning, self.low_critical, hysteresis
+        )
+
+
+@dataclass(frozen=True)
+class SensorsConfig:
+    """`sensors:`: limits by sensor class (agent.mibgroups.sensors.CLASSES, a field each,
+    so that a misspelt class is an unknown key)."""
+
+    temperature: SensorClassConfig | None = None
+    humidity: SensorClassConfig | None = None
+    fan: SensorClassConfig | None = None  # rpm
+    voltage: SensorClassConfig | None = None
+    current: SensorClassConfig | None = None
+    power: SensorClassConfig | None = None  # watts
+    frequency: SensorClassConfig | None = None
+    airflow: SensorClassConfig | None = None
+    dbm: SensorClassConfig | None = None
+    db: SensorClassConfig | None = None
+    battery: SensorClassConfig | None = None  # charge, %
+    runtime: SensorClassConfig | None = None  # seconds
+    load: SensorClassConfig | None = None  # % of capacity
+    source: SensorClassConfig | None = None
+    alarms: SensorClassConfig | None = None
+    psu: SensorClassConfig | None = None
+    state: SensorClassConfig | None = None
+    other: SensorClassConfig | None = None
+    unknown: SensorClassConfig | None = None
+
+
+@dataclass(frozen=True)
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
@@ -182,6 +231,7 @@ class AgentConfig:
     polling: PollingConfig = field(default_factory=PollingConfig)
     publishing: PublishingConfig = field(default_factory=PublishingConfig)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    sensors: SensorsConfig = field(default_factory=SensorsConfig)
     interfaces: InterfacesConfig = field(default_factory=InterfacesConfig)  # enoc.ifpolicy
     profiles: dict[str, ProfileConfig] = field(default_factory=dict)
     inventory: Path | None = None  # what `enoc sim --inventory-out` writes
@@ -193,6 +243,15 @@ class AgentConfig:
     def __post_init__(self) -> None:
         check_name("agent_id", self.agent_id)
         check_name("site", self.site)
+
+    def sensor_limits(self) -> dict[str, SensorLimits]:
+        """The edge's limits by sensor class: the defaults, each class given replaced."""
+        given = {
+            f.name: value
+            for f in fields(SensorsConfig)
+            if (value := getattr(self.sensors, f.name)) is not None
+        }
+        return {**SENSOR_LIMITS, **{cls: g.limits(cls) for cls, g in given.items()}}
 
 
 def profile_issues(

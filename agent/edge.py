@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.mibgroups import Condition
+from agent.mibgroups.sensors import RANK as SENSOR_RANK
+from agent.mibgroups.sensors import SEVERITY as SENSOR_SEVERITY
+from agent.mibgroups.sensors import THRESHOLDS
 from enoc.wire import EVENT_KINDS, Event, EventKindName, Severity, Source, Value
 
 # The state each stateful kind starts in and returns to (enoc.wire.EVENT_KINDS); reboot and
@@ -101,6 +104,57 @@ class ThresholdRule:
             raise ValueError(f"threshold {self.metric}: leave ({self.leave}) must not exceed enter")
 
 
+@dataclass(frozen=True)
+class SensorLimits:
+    """A sensor class's limits (agent.config `sensors:`), or one sensor's own (those its
+    device reports): a value at or above a `high_` limit, or at or below a `low_` one, is
+    in that status, and leaves it only `hysteresis` back inside the limit."""
+
+    high_warning: float | None = None
+    high_critical: float | None = None
+    low_warning: float | None = None
+    low_critical: float | None = None
+    hysteresis: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.hysteresis < 0:
+            raise ValueError(f"hysteresis must be at least 0, got {self.hysteresis:g}")
+        order = [
+            (name, v)
+            for name in ("low_critical", "low_warning", "high_warning", "high_critical")
+            if (v := getattr(self, name)) is not None
+        ]
+        for (below, low), (above, high) in itertools.pairwise(order):
+            if low > high:
+                raise ValueError(f"{below} ({low:g}) must not exceed {above} ({high:g})")
+
+    def judge(self, value: float, current: str) -> tuple[str, str, float]:
+        """The status of `value` for a sensor now in status `current`, the limit that
+        decides it and which one ("" and 0 when ok)."""
+        now = SENSOR_RANK.get(current, 0)
+        for status in ("critical", "warning"):
+            margin = self.hysteresis if now >= SENSOR_RANK[status] else 0.0
+            high = getattr(self, f"high_{status}")
+            if high is not None and value >= high - margin:
+                return status, f"high_{status}", high
+            low = getattr(self, f"low_{status}")
+            if low is not None and value <= low + margin:
+                return status, f"low_{status}", low
+        return "ok", "", 0.0
+
+
+# Limits of the classes whose values mean the same on any device, for sensors whose
+# device reports none (the defaults of agent.config `sensors:`). A temperature's is a
+# board's or an inlet's; a hot ASIC has its device's own limits.
+SENSOR_LIMITS: dict[str, SensorLimits] = {
+    "temperature": SensorLimits(high_warning=70, high_critical=85, hysteresis=3),
+    "humidity": SensorLimits(high_warning=80, high_critical=90, hysteresis=3),
+    "battery": SensorLimits(low_warning=50, low_critical=25, hysteresis=5),  # charge, %
+    "runtime": SensorLimits(low_warning=600, low_critical=300, hysteresis=60),  # seconds
+    "load": SensorLimits(high_warning=80, high_critical=95, hysteresis=5),  # % of capacity
+}
+
+
 @dataclass
 class EdgeSettings:
     unreachable_after: int = 3  # failed polls in a row
@@ -108,6 +162,7 @@ class EdgeSettings:
     link_polls: int = 1  # oper status is an exact reading: one poll confirms
     bgp_polls: int = 1
     condition_polls: int = 2  # a sensor's status: one odd reading is not a failed fan
+    sensors: Mapping[str, SensorLimits] = field(default_factory=lambda: dict(SENSOR_LIMITS))
     # The defaults of agent.config.ThresholdsConfig, which the agent passes in.
     thresholds: tuple[ThresholdRule, ...] = (
         ThresholdRule("in_utilization", 90, 80),
@@ -436,30 +491,67 @@ class EdgeDetector:
 
     def conditions(self, device: str, conditions: Iterable[Condition], at: float) -> list[Event]:
         """The conditions MIB groups report (agent.mibgroups): an event when one changes,
-        after `condition_polls` polls in its new state, with the condition's severity
-        (info back to ok)."""
+        after `condition_polls` polls in its new state, info back to ok.
+
+        A sensor's condition (attrs `value` and `class`) is also judged by its value: the
+        device's own thresholds where it reports some, else its class's configured
+        limits (`settings.sensors`), with their hysteresis; the worse of the device's
+        status and the value's is the state. A status the kind has not ("unknown": the
+        device cannot read it) leaves the state to the value, or as it was."""
         events: list[Event] = []
         for condition in conditions:
             state = self._state(device, condition.resource, "sensor")
             if state.stale(at):
                 continue
-            began = state.observe(condition.state, at, self.settings.condition_polls)
+            judged = self._judge(condition, state.state)
+            if judged is None:
+                continue
+            observed, severity, message, attrs = judged
+            began = state.observe(observed, at, self.settings.condition_polls)
             if began is None:
                 continue
-            severity: Severity = condition.severity if condition.state != "ok" else "info"
             events.append(
                 self._event(
                     device,
                     condition.resource,
                     "sensor",
-                    condition.state,
+                    observed,
                     began,
-                    severity,
-                    condition.message,
-                    attrs=dict(condition.attrs),
+                    severity if observed != "ok" else "info",
+                    message,
+                    attrs=attrs,
                 )
             )
         return events
+
+    def _judge(
+        self, condition: Condition, current: str
+    ) -> tuple[str, Severity, str, dict[str, Value]] | None:
+        """A condition's state now: (state, severity, message, attrs); None when neither
+        the device's status nor a value says anything."""
+        attrs = dict(condition.attrs)
+        own = condition.state if condition.state in SENSOR_RANK else None
+        value = attrs.get("value")
+        if not isinstance(value, int | float):
+            if own is None:
+                return None
+            return own, condition.severity, condition.message, attrs
+        configured = self.settings.sensors.get(str(attrs.get("class", "")))
+        given = {k: float(v) for k in THRESHOLDS if isinstance(v := attrs.get(k), int | float)}
+        limits = configured
+        if given:  # the device's own, with its class's hysteresis
+            limits = SensorLimits(**given, hysteresis=configured.hysteresis if configured else 0)
+        status, which, limit = limits.judge(value, current) if limits else ("ok", "", 0.0)
+        if own is not None and SENSOR_RANK[own] >= SENSOR_RANK[status]:
+            return own, condition.severity, condition.message, attrs
+        if status == "ok":  # within its limits, and the device passes no verdict
+            return status, "info", condition.message, attrs
+        attrs.update(limit=limit, limit_by="device" if given else "config")
+        word = "at or above" if which.startswith("high") else "at or below"
+        name, cls = str(attrs.get("sensor", condition.resource)), str(attrs.get("class", ""))
+        what = name if cls in name.lower() else f"{cls} {name}"  # "battery", "Inlet" ...
+        message = f"{what} {value:g} {word} {limit:g}"
+        return status, SENSOR_SEVERITY[status], message, attrs
 
     # ---------------------------------------------------------------- traps
 

@@ -88,9 +88,14 @@ async def collect(
             raw.varbinds += len(rows)
     for group in raw.mib_groups:  # the group's own, out of the profile's scalars and tables
         raw.readings[group.name] = Reading(
-            {n: raw.scalars.pop(n) for n in group.scalars if n in raw.scalars},
-            {n: raw.tables.pop(n) for n in group.columns if n in raw.tables},
+            {n: raw.scalars[n] for n in group.scalars if n in raw.scalars},
+            {n: raw.tables[n] for n in group.columns if n in raw.tables},
         )
+    for group in raw.mib_groups:  # after all: two groups may share a column (entPhysicalName)
+        for name in group.scalars:
+            raw.scalars.pop(name, None)
+        for name in group.columns:
+            raw.tables.pop(name, None)
     raw.wrong_types = wrong_types(raw)
     if raw.wrong_types:
         which = ", ".join(f"{n} x{c}" for n, c in sorted(raw.wrong_types.items())[:4])

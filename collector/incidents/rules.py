@@ -85,9 +85,14 @@ def _add_once(db: Records, incident_id: int, entry: TimelineEntry) -> None:
         db.add_timeline(incident_id, entry)
 
 
-def _title(event: Event) -> str:
+def _title(event: Event, site: str) -> str:
     text = event.message or f"{event.kind} {event.state}"
-    return f"{event.device}: {text}" if event.device else text
+    title = f"{event.device}: {text}" if event.device else text
+    # A UPS on battery (or with no output) is the site's power, not one device's trouble:
+    # its title names the site first (the agent's power sensors, class "source").
+    if event.kind == "sensor" and event.attrs.get("class") == "source" and site:
+        return f"site {site}: {title}"
+    return title
 
 
 class Rules:
@@ -324,7 +329,7 @@ class Rules:
             key=key,
             severity=event.severity,
             state="open",
-            title=_title(event),
+            title=_title(event, step.message.site),
             opened=event.ts,
             updated=step.received,
             rtc=step.message.rtc,
