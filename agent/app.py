@@ -206,6 +206,9 @@ class Agent:
                 tuple(usm_user(c) for c in own if c.version == "3"),
                 device.trap_engine,
             )
+            if traps is not None and ":" in traps.listen.host and ":" not in address:
+                # A dual-stack IPv6 socket ([::]:162) sees IPv4 senders as ::ffff:a.b.c.d.
+                sources[f"::ffff:{address}"] = sources[address]
         return sources
 
     def reload(self) -> None:
