@@ -73,12 +73,12 @@ class DnsCache:
         self,
         settings: DnsSettings | None = None,
         *,
-        lookup: Lookup = getaddrinfo,
+        lookup: Lookup | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings or DnsSettings()
-        self.lookup = lookup
+        self.lookup = lookup or getaddrinfo
         self.clock = clock
         self.on_change = on_change  # (name, new address): whoever keys on addresses re-keys
         self.lookups = 0
