@@ -26,6 +26,7 @@ from enoc.snmp.mib import IF_ENTRY, IFX_ENTRY
 from simulators.engine import Engine
 from simulators.model import Device
 from simulators.server import Simulator
+from testbed.netsnmp import SnmpD
 
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
 SYS_NAME = (1, 3, 6, 1, 2, 1, 1, 5, 0)
@@ -220,3 +221,43 @@ def test_inventory_version_1_takes_a_community_and_polls_with_v1(tmp_path: Path)
     path.write_text("credentials:\n  old: {version: 1}\ndevices: []\n")
     with pytest.raises(ConfigError, match="community"):
         load_config(path, Inventory)
+
+
+# ---------------------------------------------------------------- our client against net-snmp
+
+
+@pytest.fixture
+async def netsnmpd(snmpd: SnmpD) -> AsyncIterator[tuple[SnmpD, SnmpClient]]:
+    client = SnmpClient(timeout=1.0, retries=1)
+    await client.open("127.0.0.1")
+    try:
+        yield snmpd, client
+    finally:
+        client.close()
+
+
+@pytest.mark.servers
+async def test_v1_client_reads_from_net_snmps_agent_what_v2c_reads(
+    netsnmpd: tuple[SnmpD, SnmpClient],
+) -> None:
+    """snmpd, an independent v1 agent: noSuchName for a missing object, Counter64 columns
+    hidden from GETNEXT (RFC 3584 2.2.1), everything else as over v2c."""
+    snmpd, client = netsnmpd
+    v1 = Target(snmpd.host, snmpd.port, V1(snmpd.community.encode()))
+    v2 = Target(snmpd.host, snmpd.port, V2c(snmpd.community.encode()))
+    got = await client.get(v1, [SYS_DESCR, MISSING, SYS_NAME])
+    want = await client.get(v2, [SYS_DESCR, SYS_NAME])
+    assert got == [want[0], (MISSING, ber.NO_SUCH_OBJECT, None), want[1]]
+    columns = [IF_DESCR, IF_IN_OCTETS, IF_NAME, IF_HC_IN_OCTETS]
+    walked_v1 = await client.walk(v1, columns)
+    walked_v2 = await client.walk(v2, columns)
+    assert walked_v2[IF_HC_IN_OCTETS]  # snmpd serves 64-bit counters over v2c ...
+    assert walked_v1[IF_HC_IN_OCTETS] == []  # ... and never over v1
+    for column in (IF_DESCR, IF_NAME):
+        assert walked_v1[column] == walked_v2[column]
+        assert walked_v1[column]
+    # the loopback's counters move between the two walks: the same rows, in the same order
+    assert [i for i, _t, _v in walked_v1[IF_IN_OCTETS]] == [
+        i for i, _t, _v in walked_v2[IF_IN_OCTETS]
+    ]
+    assert {t for _i, t, _v in walked_v1[IF_IN_OCTETS]} == {ber.COUNTER32}
