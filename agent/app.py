@@ -35,7 +35,7 @@ from enoc.lifecycle import Adapter, Policy, Supervisor
 from enoc.logs import StateLogger, get_logger, register_secret
 from enoc.retry import Backoff
 from enoc.snmp.ber import Oid
-from enoc.snmp.client import SnmpClient, SnmpError, Target, V2c, V3User
+from enoc.snmp.client import V1, SnmpClient, SnmpError, Target, V2c, V3User
 from enoc.snmp.mib import (
     AUTHENTICATION_FAILURE,
     BGP_BACKWARD_TRANSITION,
@@ -48,6 +48,7 @@ from enoc.snmp.mib import (
     LINK_UP,
     WARM_START,
 )
+from enoc.snmp.resolve import DnsCache
 from enoc.snmp.usm import UsmUser
 from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage, Value
 
@@ -68,7 +69,10 @@ def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
     return config, inventory, checked.warnings
 
 
-def snmp_auth(credential: Credential) -> V2c | V3User:
+def snmp_auth(credential: Credential) -> V1 | V2c | V3User:
+    if credential.version == "1":
+        assert credential.community is not None
+        return V1(credential.community.reveal().encode())
     if credential.version == "2c":
         assert credential.community is not None
         return V2c(credential.community.reveal().encode())
@@ -103,7 +107,11 @@ class Agent:
         for issue in warnings:
             log.warning("%s", issue)
         c = self.config
-        self.client = SnmpClient(timeout=float(c.polling.timeout), retries=c.polling.retries)
+        self.client = SnmpClient(
+            timeout=float(c.polling.timeout),
+            retries=c.polling.retries,
+            resolver=DnsCache(on_change=self._resolved),
+        )
         self.edge = EdgeDetector(
             c.agent_id,
             EdgeSettings(
@@ -170,25 +178,39 @@ class Agent:
                 self.profiles.named(device.profile) if device.profile else None
             )
         self.scheduler.set_keys(self.trackers)
+        self._inventory = inventory
         self._trap_sources = self._sources(inventory)
+        if self.traps is not None:
+            self.traps.update_sources(self._trap_sources)
+
+    def _resolved(self, _name: str, _address: str) -> None:
+        """A device's DNS name resolved to a new address: its traps come from that one."""
+        self._trap_sources = self._sources(self._inventory)
         if self.traps is not None:
             self.traps.update_sources(self._trap_sources)
 
     def _sources(self, inventory: Inventory) -> dict[str, TrapSource]:
         """Each device's address and the trap credentials it alone may use (its own, by
-        default its polling credentials, plus the site-wide `traps.communities`)."""
+        default its polling credentials, plus the site-wide `traps.communities`). A device
+        known by name is keyed by the address it last resolved to, once it has one."""
         traps = self.config.traps
         site_wide = frozenset(s.reveal().encode() for s in (traps.communities if traps else []))
         sources: dict[str, TrapSource] = {}
         for device in inventory.devices:
             own = [inventory.credentials[n] for n in device.trap_credential_names]
             communities = {c.community.reveal().encode() for c in own if c.community is not None}
-            sources[device.address] = TrapSource(
+            address = self.client.resolver.known(device.address)
+            if address is None:
+                continue
+            sources[address] = TrapSource(
                 device.name,
                 frozenset(communities) | site_wide,
                 tuple(usm_user(c) for c in own if c.version == "3"),
                 device.trap_engine,
             )
+            if traps is not None and ":" in traps.listen.host and ":" not in address:
+                # A dual-stack IPv6 socket ([::]:162) sees IPv4 senders as ::ffff:a.b.c.d.
+                sources[f"::ffff:{address}"] = sources[address]
         return sources
 
     def reload(self) -> None:

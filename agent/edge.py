@@ -49,6 +49,8 @@ FAILURES = {
     "unknown_user": "SNMPv3 user unknown to the device",
     "decryption_error": "SNMPv3 answers do not decrypt",
     "unsupported_sec_level": "SNMPv3 security level refused",
+    "dns": "its DNS name does not resolve",
+    "ipv6": "an IPv6 device and no IPv6 on the agent's host",
 }
 
 

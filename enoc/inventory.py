@@ -8,6 +8,7 @@ Secrets may come from files (`auth_key_file: ...`) or the environment (`${VAR}`)
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,11 +18,16 @@ from enoc.ifpolicy import InterfacePolicyConfig
 
 AuthProtocol = Literal["none", "MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]
 PrivProtocol = Literal["none", "DES", "AES-128", "AES-192", "AES-256"]
+# A DNS name (RFC 1123 labels; "_" too, which some internal zones use), with or without
+# the root's trailing dot.
+HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?$)(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?"
+)
 
 
 @dataclass(frozen=True)
 class Credential:
-    version: Literal["2c", "3"]
+    version: Literal["1", "2c", "3"]
     community: Secret | None = None
     user: str = ""
     auth_protocol: AuthProtocol = "none"
@@ -30,9 +36,9 @@ class Credential:
     priv_key: Secret | None = None
 
     def __post_init__(self) -> None:
-        if self.version == "2c":
+        if self.version in ("1", "2c"):
             if self.community is None:
-                raise ValueError("version 2c needs a community (or community_file)")
+                raise ValueError(f"version {self.version} needs a community (or community_file)")
             return
         if not self.user:
             raise ValueError("version 3 needs a user")
@@ -47,8 +53,8 @@ class Credential:
 
     @property
     def level(self) -> str:
-        if self.version == "2c":
-            return "v2c"
+        if self.version in ("1", "2c"):
+            return f"v{self.version}"
         if self.auth_protocol == "none":
             return "noAuthNoPriv"
         return "authNoPriv" if self.priv_protocol == "none" else "authPriv"
@@ -57,7 +63,7 @@ class Credential:
 @dataclass(frozen=True)
 class InventoryDevice:
     name: str
-    address: str
+    address: str  # an IPv4 or IPv6 address, or a DNS name (resolved by the agent, cached)
     credentials: str
     port: int = 161
     site: str = ""
@@ -76,7 +82,10 @@ class InventoryDevice:
         try:
             ipaddress.ip_address(self.address)
         except ValueError:
-            raise ValueError(f"address {self.address!r} is not an IP address") from None
+            if self.address.replace(".", "").isdigit() or not HOST_NAME.fullmatch(self.address):
+                raise ValueError(
+                    f"address {self.address!r} is neither an IP address nor a DNS name"
+                ) from None
         if not 0 < self.port < 65536:
             raise ValueError(f"port {self.port} is not a UDP port")
         if self.trap_engine_id:

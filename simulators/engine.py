@@ -25,13 +25,16 @@ from enoc.snmp.message import (
     FLAG_AUTH,
     FLAG_PRIV,
     NO_ERROR,
+    NO_SUCH_NAME,
     TOO_BIG,
+    V1,
     V2C,
     V3,
     Pdu,
     UnknownSecurityModel,
     V3Header,
     build_v3_message,
+    encode_null_varbinds,
     encode_pdu,
     encode_report,
     encode_scoped,
@@ -248,6 +251,50 @@ class Responder:
         self.stats.varbinds += len(parts)
         return encode_pdu(ber.RESPONSE, pdu.request_id, NO_ERROR, 0, b"".join(parts))
 
+    def respond_v1(self, device: Device, pdu: Pdu, budget: int, now: float) -> bytes:
+        """The v1 Response PDU for `pdu`, as an RFC 3584 agent answers a v1 request: the
+        first object missing (or a Counter64, which v1 cannot carry; GETNEXT skips them)
+        fails the request with noSuchName and its index, echoing the request's varbinds."""
+        view = device.view
+        assert view is not None
+        oids, encoded, getters = view.oids, view.encoded_oids, self._getters(device)
+        count = len(oids)
+        parts: list[bytes] = []
+        failed = 0
+        if pdu.tag == ber.SET:  # read-only: notWritable is noSuchName in v1 (RFC 3584 4.4)
+            failed = 1
+        for n, oid in enumerate(pdu.oids, 1):
+            if failed:
+                break
+            if pdu.tag == ber.GET:
+                i = view.exact(oid)
+                value = getters[i](device, now) if i >= 0 else b""
+            else:  # GETNEXT
+                i = _next_index(oids, oid)
+                value = getters[i](device, now) if i < count else b""
+                while i < count and value[0] == ber.COUNTER64:
+                    i += 1
+                    value = getters[i](device, now) if i < count else b""
+            if not value or value[0] in (ber.COUNTER64, ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE):
+                failed = n
+                break
+            parts.append(ber.encode_varbind(encoded[i], value))
+        if failed:
+            return _v1_error(pdu, NO_SUCH_NAME, failed)
+        body = b"".join(parts)
+        if len(body) > budget:
+            self.stats.bad["too_big"] += 1
+            return _v1_error(pdu, TOO_BIG, 0)
+        self.stats.varbinds += len(parts)
+        return encode_pdu(ber.RESPONSE, pdu.request_id, NO_ERROR, 0, body)
+
+
+def _v1_error(pdu: Pdu, status: int, index: int) -> bytes:
+    """A v1 error answer: the request's varbinds echoed (RFC 1157 4.1.2)."""
+    return encode_pdu(
+        ber.RESPONSE, pdu.request_id, status, index, encode_null_varbinds(list(pdu.oids))
+    )
+
 
 def _next_index(oids: list[Oid], oid: Oid) -> int:
     return bisect_right(oids, oid)
@@ -259,7 +306,7 @@ def _stale(request_id: int) -> int:
 
 
 class Engine:
-    """Message processing (v2c and v3 USM) in front of a `Responder`."""
+    """Message processing (v1, v2c and v3 USM) in front of a `Responder`."""
 
     def __init__(self, stats: Stats | None = None, rng: random.Random | None = None) -> None:
         self.stats = stats or Stats()
@@ -281,6 +328,8 @@ class Engine:
             version, pos = ber.read_integer(data, start, end)
             if version == V2C:
                 reply = self._v2c(device, data, pos, end, now)
+            elif version == V1:
+                reply = self._v2c(device, data, pos, end, now, V1)
             elif version == V3:
                 reply = self._v3(device, data, pos, end, now)
             else:
@@ -303,19 +352,25 @@ class Engine:
 
     # ---------------------------------------------------------------- v2c
 
-    def _v2c(self, device: Device, data: bytes, pos: int, end: int, now: float) -> bytes:
+    def _v2c(
+        self, device: Device, data: bytes, pos: int, end: int, now: float, version: int = V2C
+    ) -> bytes:
+        """v2c, or v1 with the same communities (a device speaking both, as most do)."""
         community, pos = ber.read_octets(data, pos, end)
         pdu = parse_pdu(data, pos, end)
         if community not in device.communities:
             raise Refused("unknown_community")  # real agents stay silent (snmpInBadCommunityNames)
-        if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET):
+        if pdu.tag not in (ber.GET, ber.GETNEXT, ber.GETBULK, ber.SET) or (
+            version == V1 and pdu.tag == ber.GETBULK  # no GETBULK in v1
+        ):
             raise Refused("unsupported_pdu")
         if device.faults.garbage == "request_id":
             self.stats.garbled["request_id"] += 1
             pdu.request_id = _stale(pdu.request_id)
-        head = ber.encode_integer(V2C) + ber.encode_octets(community)
+        head = ber.encode_integer(version) + ber.encode_octets(community)
         budget = device.max_message_size - len(head) - 24 - LENGTH_SLACK
-        response = self.responder.respond(device, pdu, budget, now)
+        respond = self.responder.respond_v1 if version == V1 else self.responder.respond
+        response = respond(device, pdu, budget, now)
         return ber.tlv(ber.SEQUENCE, head + response)
 
     # ---------------------------------------------------------------- v3

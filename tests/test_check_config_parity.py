@@ -147,7 +147,7 @@ def _all(*changes: Callable[[dict[str, object]], None]) -> Callable[[dict[str, o
 
 
 def _break_inventory(data: dict[str, Any]) -> None:
-    data["devices"][0]["address"] = "not-an-ip"
+    data["devices"][0]["address"] = "no address"
     data["devices"][1]["port"] = 70000
     data["devices"][2]["credentials"] = "nowhere"
     credential = next(iter(data["credentials"].values()))
@@ -222,7 +222,7 @@ BROKEN: dict[str, tuple[str, Callable[[dict[str, object]], None], list[str]]] = 
         INVENTORY,
         _break_inventory,
         [
-            ": devices[0].address: address 'not-an-ip' is not an IP address",
+            ": devices[0].address: address 'no address' is neither an IP address nor a DNS name",
             ": devices[1].port: port 70000 is not a UDP port",
             ": devices[2].credentials: unknown credentials 'nowhere'",
             ".auth_key_file: cannot read secret file /nonexistent/snmp-auth",

@@ -121,9 +121,9 @@ def test_set_is_refused_as_not_writable(switch: Device) -> None:
         ("community", v2c_request(ber.GET, [SYS_NAME], community=b"guess"), "unknown_community"),
         ("version 5", bytes.fromhex("3006020105040170"), "unsupported_version"),
         (
-            "v1",
-            v2c_request(ber.GET, [SYS_NAME]).replace(b"\x02\x01\x01", b"\x02\x01\x00", 1),
-            "unsupported_version",
+            "v1 getbulk",  # v1 has no GETBULK
+            v2c_request(ber.GETBULK, [SYS_NAME]).replace(b"\x02\x01\x01", b"\x02\x01\x00", 1),
+            "unsupported_pdu",
         ),
         ("response pdu", v2c_request(ber.RESPONSE, [SYS_NAME]), "unsupported_pdu"),
         ("oversized", v2c_request(ber.GET, [SYS_NAME] * 200), "oversized"),

@@ -1,4 +1,5 @@
-"""An asyncio SNMP manager: GET and GETBULK walks over v2c and v3 USM, on one UDP socket.
+"""An asyncio SNMP manager: GET and GETBULK walks over v2c and v3 USM, GET and GETNEXT walks
+over v1, on one UDP socket per address family.
 
 Why not pysnmp here: its `bulk_cmd` decodes too few varbinds per CPU-second
 for one agent process to poll a thousand 48-interface devices a minute, which
@@ -10,11 +11,18 @@ or message id (v3) and by the address they came from. v3 engines are
 discovered on first use and re-synchronised from the device's own Report
 after a reboot (notInTimeWindow) or a new engine ID (unknownEngineID), so
 polling recovers without a restart.
+
+SNMPv1 answers a missing object with a noSuchName error that names one varbind
+and drops the rest of the answer: the client asks again without it, as an
+RFC 3584 proxy does, so a v1 device gives what a v2c one gives. A host that is
+a DNS name is resolved through `enoc.snmp.resolve` (cached); one that does
+not resolve fails its request with the kind `dns`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import socket
@@ -30,11 +38,13 @@ from enoc.snmp.message import (
     FLAG_PRIV,
     FLAG_REPORTABLE,
     NO_ERROR,
+    NO_SUCH_NAME,
     TOO_BIG,
     V2C,
     V3,
     ResponsePdu,
     V3Header,
+    build_v1_message,
     build_v2c_message,
     build_v3_message,
     encode_null_varbinds,
@@ -43,6 +53,8 @@ from enoc.snmp.message import (
     parse_response_pdu,
     parse_v3_header,
 )
+from enoc.snmp.message import V1 as VERSION_1
+from enoc.snmp.resolve import DnsCache, ResolveError
 from enoc.snmp.usm import (
     REPORT_KINDS,
     USM_STATS_NOT_IN_TIME_WINDOWS,
@@ -96,6 +108,20 @@ class SnmpMisaddressed(SnmpError):
         super().__init__("misaddressed", message)
 
 
+class SnmpUnresolved(SnmpError):
+    """The device's name does not resolve, and no earlier address of it is still in use."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__("dns", message)
+
+
+class SnmpNoIpv6(SnmpError):
+    """An IPv6 device, and this host has no IPv6 socket to reach it with."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__("ipv6", message)
+
+
 @dataclass
 class _Waiting:
     """A request waiting for its answer, and what else its device sent meanwhile."""
@@ -103,6 +129,11 @@ class _Waiting:
     address: tuple[str, int]
     future: asyncio.Future[bytes]
     noise: set[str] = field(default_factory=set)  # "malformed", "stray"
+
+
+@dataclass(frozen=True)
+class V1:
+    community: bytes
 
 
 @dataclass(frozen=True)
@@ -117,9 +148,9 @@ class V3User:
 
 @dataclass(frozen=True)
 class Target:
-    host: str
+    host: str  # an IPv4 or IPv6 address, or a DNS name
     port: int
-    auth: V2c | V3User
+    auth: V1 | V2c | V3User
 
     @property
     def address(self) -> tuple[str, int]:
@@ -156,11 +187,16 @@ class ClientStats:
 class SnmpClient(asyncio.DatagramProtocol):
     """Shared by every device of an agent. `open()` before use, `close()` after."""
 
-    def __init__(self, *, timeout: float = 2.0, retries: int = 1) -> None:
+    def __init__(
+        self, *, timeout: float = 2.0, retries: int = 1, resolver: DnsCache | None = None
+    ) -> None:
         self.timeout = timeout
         self.retries = retries
         self.stats = ClientStats()
+        self.resolver = resolver or DnsCache()
         self._transport: asyncio.DatagramTransport | None = None
+        self._transport6: asyncio.DatagramTransport | None = None
+        self._no_ipv6 = ""  # why no IPv6 socket could be opened
         self._pending: dict[int, _Waiting] = {}
         self._waiting: dict[tuple[str, int], set[int]] = {}  # address -> ids pending
         self._ids = itertools.count(int(time.time()) & 0xFFFFFF)
@@ -173,20 +209,38 @@ class SnmpClient(asyncio.DatagramProtocol):
 
     # ---------------------------------------------------------------- socket
 
-    async def open(self, local_host: str = "0.0.0.0") -> None:  # noqa: S104
+    async def open(self, local_host: str = "0.0.0.0", local_host6: str = "") -> None:  # noqa: S104
+        """Bind the IPv4 socket to `local_host` and the IPv6 one to `local_host6`; by
+        default ::1 beside an IPv4 loopback source, else any address."""
         loop = asyncio.get_running_loop()
+        if not local_host6:
+            local_host6 = "::1" if ipaddress.ip_address(local_host).is_loopback else "::"
         transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(local_host, 0), family=socket.AF_INET
         )
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
+        _grow_buffer(transport)
         self._transport = transport
+        # A second socket for IPv6 devices, v6-only so IPv4 answers keep their plain form
+        # (not ::ffff:a.b.c.d) and match their requests; a host without IPv6 polls IPv4 only.
+        sock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock6.bind((local_host6, 0))
+            sock6.setblocking(False)
+            transport6, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock6)
+        except OSError as exc:
+            sock6.close()
+            self._no_ipv6 = str(exc)
+            log.info("no IPv6 socket (%s): IPv6 devices cannot be polled", exc)
+        else:
+            _grow_buffer(transport6)
+            self._transport6 = transport6
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        for transport in (self._transport, self._transport6):
+            if transport is not None:
+                transport.close()
+        self._transport = self._transport6 = None
         for waiting in self._pending.values():
             if not waiting.future.done():
                 waiting.future.cancel()
@@ -235,10 +289,28 @@ class SnmpClient(asyncio.DatagramProtocol):
     # ---------------------------------------------------------------- requests
 
     async def get(self, target: Target, oids: Sequence[Oid]) -> list[Varbind]:
+        if isinstance(target.auth, V1):
+            return await self._get_v1(target, oids)
         pdu = await self.request(target, ber.GET, oids)
         if pdu.error_status != NO_ERROR:
             raise SnmpError("error_status", f"GET answered error-status {pdu.error_status}")
         return pdu.varbinds
+
+    async def _get_v1(self, target: Target, oids: Sequence[Oid]) -> list[Varbind]:
+        """GET over v1 as an RFC 3584 proxy does it: each noSuchName drops the varbind it
+        names (answered as noSuchObject) and the rest is asked again."""
+        asked = list(oids)
+        varbinds: list[Varbind] = []
+        while asked:
+            pdu = await self.request(target, ber.GET, asked)
+            missing = self._v1_missing(target, pdu, len(asked), "GET")
+            if missing is None:
+                varbinds = pdu.varbinds
+                break
+            del asked[missing]
+        # v1 answers in the order asked (RFC 1157 4.1.2), so the position names the request.
+        got = dict(zip(asked, varbinds, strict=True))
+        return [got.get(oid, (oid, ber.NO_SUCH_OBJECT, None)) for oid in oids]
 
     async def request(
         self,
@@ -249,6 +321,10 @@ class SnmpClient(asyncio.DatagramProtocol):
         max_repetitions: int = 0,
     ) -> ResponsePdu:
         varbinds = encode_null_varbinds(list(oids))
+        if isinstance(target.auth, V1):
+            if tag == ber.GETBULK:
+                raise ValueError("SNMPv1 has no GETBULK")
+            return await self._request_v2c(target, target.auth, tag, varbinds, 0, 0)
         if isinstance(target.auth, V2c):
             return await self._request_v2c(
                 target, target.auth, tag, varbinds, non_repeaters, max_repetitions
@@ -257,9 +333,23 @@ class SnmpClient(asyncio.DatagramProtocol):
             target, target.auth.user, tag, varbinds, non_repeaters, max_repetitions
         )
 
-    async def _exchange(self, address: tuple[str, int], request_id: int, message: bytes) -> bytes:
+    async def _address(self, target: Target) -> tuple[str, int]:
+        """Where the target's datagrams go: its address, or its name resolved (cached)."""
+        try:
+            host = self.resolver.cached(target.host) or await self.resolver.resolve(target.host)
+        except ResolveError as exc:
+            raise SnmpUnresolved(str(exc)) from None
+        return (host, target.port)
+
+    async def _exchange(self, target: Target, request_id: int, message: bytes) -> bytes:
         if self._transport is None:
             raise RuntimeError("SnmpClient.open() was not called")
+        address = await self._address(target)
+        transport = self._transport
+        if ":" in address[0]:
+            if self._transport6 is None:
+                raise SnmpNoIpv6(f"{target.host} is IPv6: {self._no_ipv6}")
+            transport = self._transport6
         loop = asyncio.get_running_loop()
         self.stats.requests += 1
         noise: set[str] = set()
@@ -271,7 +361,7 @@ class SnmpClient(asyncio.DatagramProtocol):
             self._waiting.setdefault(address, set()).add(request_id)
             handle = loop.call_later(self.timeout, _expire, waiting.future)
             try:
-                self._transport.sendto(message, address)
+                transport.sendto(message, address)
                 answer = await waiting.future
             except TimeoutError:
                 continue
@@ -284,7 +374,7 @@ class SnmpClient(asyncio.DatagramProtocol):
                     if not ids:
                         del self._waiting[address]
                 noise |= waiting.noise
-            self._answered[address] = time.monotonic()
+            self._answered[target.address] = time.monotonic()
             return answer
         if "malformed" in noise:
             raise SnmpUndecodable(f"{address[0]} answered, but nothing it sent decodes")
@@ -297,16 +387,19 @@ class SnmpClient(asyncio.DatagramProtocol):
         return next(self._ids) & 0x7FFFFFFF
 
     async def _request_v2c(
-        self, target: Target, auth: V2c, tag: int, varbinds: bytes, f1: int, f2: int
+        self, target: Target, auth: V1 | V2c, tag: int, varbinds: bytes, f1: int, f2: int
     ) -> ResponsePdu:
+        """A v2c request, or a v1 one: the same envelope but for its version."""
         request_id = self._next_id()
-        message = build_v2c_message(auth.community, encode_pdu(tag, request_id, f1, f2, varbinds))
-        data = await self._exchange(target.address, request_id, message)
+        request = encode_pdu(tag, request_id, f1, f2, varbinds)
+        sent = VERSION_1 if isinstance(auth, V1) else V2C
+        build = build_v1_message if sent == VERSION_1 else build_v2c_message
+        data = await self._exchange(target, request_id, build(auth.community, request))
         try:
             start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
             version, pos = ber.read_integer(data, start, end)
             community, pos = ber.read_octets(data, pos, end)
-            if version != V2C or community != auth.community:
+            if version != sent or community != auth.community:
                 raise BerError("version or community of the response differ from the request")
             pdu = parse_response_pdu(data, pos, end)
         except BerError as exc:
@@ -340,7 +433,7 @@ class SnmpClient(asyncio.DatagramProtocol):
             scoped=encode_scoped(b"", encode_pdu(ber.GET, msg_id, 0, 0, b"")),
             keys=None,
         )
-        data = await self._exchange(target.address, msg_id, message)
+        data = await self._exchange(target, msg_id, message)
         try:
             start, end = ber.expect(data, 0, len(data), ber.SEQUENCE)
             _version, pos = ber.read_integer(data, start, end)
@@ -378,7 +471,7 @@ class SnmpClient(asyncio.DatagramProtocol):
                 scoped=encode_scoped(engine.engine_id, encode_pdu(tag, msg_id, f1, f2, varbinds)),
                 keys=engine.keys,
             )
-            data = await self._exchange(target.address, msg_id, message)
+            data = await self._exchange(target, msg_id, message)
             pdu, header = self._open_v3(target, engine, data)
             if pdu.tag != ber.REPORT:
                 self.stats.responses += 1
@@ -444,6 +537,8 @@ class SnmpClient(asyncio.DatagramProtocol):
         size it tries twice the size again, so one lost packet does not cost
         a device its bulk size for good.
         """
+        if isinstance(target.auth, V1):
+            return await self._walk_v1(target, columns)
         result: dict[Oid, list[tuple[Oid, int, object]]] = {c: [] for c in columns}
         cursor = {c: c for c in columns}
         active = list(columns)
@@ -501,6 +596,67 @@ class SnmpClient(asyncio.DatagramProtocol):
             self._walks_ok[address] = self._walks_ok.get(address, 0) + 1
         return result
 
+    async def _walk_v1(
+        self, target: Target, columns: Sequence[Oid]
+    ) -> dict[Oid, list[tuple[Oid, int, object]]]:
+        """Walk columns side by side with GETNEXT (v1 has no GETBULK): a row per request.
+
+        noSuchName ends the column it names (v1's end of the MIB); tooBig, or a timeout
+        right after an answer (a request or answer too big for the device), halves the
+        number of columns a request carries.
+        """
+        result: dict[Oid, list[tuple[Oid, int, object]]] = {c: [] for c in columns}
+        cursor = {c: c for c in columns}
+        active = list(columns)
+        width = len(active)
+        last = self._answered.get(target.address)
+        answered = last is not None and time.monotonic() - last < JUST_ANSWERED
+        while active:
+            batch = active[:width]
+            try:
+                pdu = await self.request(target, ber.GETNEXT, [cursor[c] for c in batch])
+            except SnmpTimeout:
+                if width == 1 or not answered:
+                    raise
+                self.stats.fallbacks += 1
+                width = max(1, width // 2)
+                continue
+            answered = True
+            if pdu.error_status == TOO_BIG:
+                if width == 1:
+                    raise SnmpError("too_big", "tooBig for a GETNEXT of one column")
+                self.stats.fallbacks += 1
+                width = max(1, width // 2)
+                continue
+            ended = self._v1_missing(target, pdu, len(batch), "GETNEXT")
+            if ended is not None:
+                active.remove(batch[ended])
+                continue
+            done: set[Oid] = set()
+            for column, (oid, tag, value) in zip(batch, pdu.varbinds, strict=True):
+                if tag == ber.END_OF_MIB_VIEW or oid[: len(column)] != column:
+                    done.add(column)
+                elif oid <= cursor[column]:
+                    self._bad("oid_not_increasing", f"{target.host} returned {oid} after itself")
+                    done.add(column)
+                else:
+                    result[column].append((oid[len(column) :], tag, value))
+                    cursor[column] = oid
+            active = [c for c in active if c not in done]
+        return result
+
+    def _v1_missing(self, target: Target, pdu: ResponsePdu, asked: int, what: str) -> int | None:
+        """The position of the varbind a v1 noSuchName names, or None for an answer to
+        every varbind; any other error raises."""
+        if pdu.error_status == NO_SUCH_NAME and 0 < pdu.error_index <= asked:
+            return pdu.error_index - 1
+        if pdu.error_status != NO_ERROR:
+            raise SnmpError("error_status", f"{what} answered error-status {pdu.error_status}")
+        if len(pdu.varbinds) != asked:
+            self._bad("malformed", f"{target.host} answered a v1 {what} with other varbinds")
+            raise SnmpUndecodable(f"a v1 {what} answer with another number of varbinds")
+        return None
+
     def _shrink(self, target: Target, repetitions: int) -> int:
         self.stats.fallbacks += 1
         smaller = max(1, repetitions // 2)
@@ -514,6 +670,12 @@ class SnmpClient(asyncio.DatagramProtocol):
         self._answered.pop(target.address, None)
         for key in [k for k in self._engines if k[:2] == target.address]:
             del self._engines[key]
+
+
+def _grow_buffer(transport: asyncio.DatagramTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 2**20)
 
 
 def _expire(future: asyncio.Future[bytes]) -> None:

@@ -25,6 +25,9 @@ FLAG_PRIV = 2
 FLAG_REPORTABLE = 4
 NO_ERROR = 0
 TOO_BIG = 1
+# SNMPv1's only answer for a missing object, an end of the MIB, or a Counter64 it cannot
+# carry; error-index names the varbind (from 1). RFC 3584 maps it to noSuchObject / endOfMibView.
+NO_SUCH_NAME = 2
 
 
 class UnknownSecurityModel(BerError):
@@ -100,6 +103,11 @@ def encode_null_varbinds(oids: list[Oid]) -> bytes:
 
 def build_v2c_message(community: bytes, pdu: bytes) -> bytes:
     return ber.tlv(ber.SEQUENCE, ber.encode_integer(V2C) + ber.encode_octets(community) + pdu)
+
+
+def build_v1_message(community: bytes, pdu: bytes) -> bytes:
+    """An SNMPv1 message: the v2c envelope with version 0 (RFC 1157)."""
+    return ber.tlv(ber.SEQUENCE, ber.encode_integer(V1) + ber.encode_octets(community) + pdu)
 
 
 def build_v3_message(
