@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from agent.edge import ThresholdRule
 from agent.profiles import BUILT_IN, ProfileConfig
+from agent.trapdefaults import SHIPPED_RULES
+from agent.traprules import check_rules_include
 from enoc.config import (
     Checked,
     ConfigIssue,
@@ -170,6 +172,7 @@ class ThresholdsConfig:
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
+    rules: Path | None = None  # more trap rules, or the shipped ones replaced (agent.traprules)
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,9 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
             owner.add(replace(issue, file=owner.file, key=key))
     with skipping_unread():
         checked.add(*role_issues(config, whole.devices, str(path)))
+    with skipping_unread():
+        if config.traps is not None and config.traps.rules is not None:
+            check_rules_include(checked, "traps.rules", config.traps.rules, SHIPPED_RULES)
     if included is not None:
         checked.include(included)
     return checked.with_value((config, whole))

@@ -217,10 +217,8 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             if end != len(data):
                 raise BerError("trailing bytes after the message")
             version, pos = ber.read_integer(data, start, end)
-            if version == V2C:
-                self._v2c(data, pos, end, source, known)
-            elif version == V1:
-                self._v1(data, pos, end, source, known)
+            if version in (V1, V2C):
+                self._community(version, data, pos, end, source, known)
             elif version == V3:
                 self._v3(data, pos, end, source, known)
             else:
@@ -277,17 +275,28 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.sendto(message, addr)
 
-    # ---------------------------------------------------------------- v2c
+    # ---------------------------------------------------------------- v1 and v2c
 
-    def _v2c(
-        self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
+    def _community(
+        self,
+        version: int,
+        data: bytes,
+        pos: int,
+        end: int,
+        addr: tuple[str, int],
+        source: TrapSource,
     ) -> None:
+        """A v1 or v2c message: taken with one of the device's communities."""
         community, pos = ber.read_octets(data, pos, end)
         if community not in source.communities:
             self._bad(
                 "unknown_community",
-                f"trap from {addr[0]} ({source.device}) with a community not its own",
+                f"{'v1 ' if version == V1 else ''}trap from {addr[0]} ({source.device}) "
+                "with a community not its own",
             )
+            return
+        if version == V1:
+            self._v1(data, pos, end, addr, source)
             return
         pdu = parse_response_pdu(data, pos, end)
         if pdu.tag not in (ber.TRAP_V2, ber.INFORM):
@@ -298,35 +307,19 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             self._send(build_v2c_message(community, reply), addr)
         self._deliver(source, addr[0], "2c", pdu)
 
-    # ---------------------------------------------------------------- v1
-
     def _v1(
         self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
     ) -> None:
-        community, pos = ber.read_octets(data, pos, end)
-        if community not in source.communities:
-            self._bad(
-                "unknown_community",
-                f"v1 trap from {addr[0]} ({source.device}) with a community not its own",
-            )
-            return
         tag, _start, _stop = ber.read_tlv(data, pos, end)
         if tag != ber.TRAP_V1:
             self._bad("unsupported_pdu", f"PDU 0x{tag:02x} in an SNMPv1 message from {addr[0]}")
             return
         pdu = parse_trap_v1_pdu(data, pos, end)
+        trap_oid = pdu.notification_oid()  # a generic-trap beyond 6 is malformed
         self.stats.received += 1
-        self.on_trap(
-            Trap(
-                addr[0],
-                "1",
-                pdu.notification_oid(),
-                pdu.notification_varbinds(),
-                False,
-                time.time(),
-                device=source.device,
-            )
-        )
+        varbinds = pdu.notification_varbinds()
+        trap = Trap(addr[0], "1", trap_oid, varbinds, False, time.time(), device=source.device)
+        self.on_trap(trap)
 
     # ---------------------------------------------------------------- v3
 
