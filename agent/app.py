@@ -362,8 +362,9 @@ class Agent:
         self._emit_events(events)
 
     def _trap_events(self, name: str, trap: Trap) -> list[Event]:
-        oid, at = trap.trap_oid, trap.received
         assert self.trap_rules is not None  # traps come only with a trap config
+        oid = self.trap_rules.notification_oid(trap.trap_oid, trap.version)
+        at = trap.received
         decision = self.trap_rules.decide(oid, trap.varbinds)
         if oid in (LINK_DOWN, LINK_UP):
             link = self._link_trap(name, trap)

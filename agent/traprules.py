@@ -353,6 +353,19 @@ class TrapRules:
         for rule in rules:
             self.rules[rule.notification.oid] = rule  # a later rule replaces an earlier one
 
+    def notification_oid(self, trap_oid: Oid, version: str) -> Oid:
+        """The notification a trap is. A v1 trap's OID is enterprise.0.specific (RFC 3584
+        3.1); a notification defined without the 0 arc (UPS-MIB's upsTraps, Juniper's
+        chassis traps) goes out over v1 as its OID less the last arc and that arc (RFC
+        3584 3.2), so when the catalogue knows enterprise.specific and not the mapped
+        OID, the trap is that notification."""
+        if version != "1" or len(trap_oid) < 3 or trap_oid[-2] != 0:
+            return trap_oid
+        if self.catalogue.notification(trap_oid) is not None:
+            return trap_oid
+        short = (*trap_oid[:-2], trap_oid[-1])
+        return short if self.catalogue.notification(short) is not None else trap_oid
+
     def name_varbinds(self, varbinds: Iterable[tuple[Oid, int, object]]) -> dict[str, Value]:
         """Attrs of the varbinds: `object.index` (numeric OID when unknown) -> value, an
         enumeration as its label, an OID as its name."""

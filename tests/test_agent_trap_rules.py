@@ -16,11 +16,14 @@ from collectorkit import T0, Clock
 from simkit import FakeClock
 
 from agent.config import check_agent
+from agent.trapdefaults import SHIPPED_RULES
 from agent.traprules import (
     MibCatalogue,
+    RuleError,
     TrapRuleConfig,
     TrapRules,
     compile_rules,
+    default_catalogue,
     resolve,
 )
 from agent.traps import Trap, TrapReceiver, TrapSource
@@ -212,6 +215,17 @@ def test_a_missing_key_varbind_and_binary_octets(rules: TrapRules) -> None:
     assert bare.resource == "alarm:testPart:-"
     mac = rules.decide(oid(f"{ENT}.0.6"), [((*DESCR, 1), 4, b"\x00\x1a\xff")])
     assert mac.attrs["testDescr.1"] == "00:1a:ff"
+
+
+def test_every_shipped_rule_resolves_against_the_shipped_mib_facts() -> None:
+    catalogue = default_catalogue()
+    missing = []
+    for rule in SHIPPED_RULES:
+        try:
+            resolve(rule, catalogue, "shipped")
+        except RuleError as exc:
+            missing.append(f"{rule.notification}: {exc}")
+    assert not missing
 
 
 # ---------------------------------------------------------------- rule files
