@@ -46,6 +46,14 @@ def _juniper(
     ]
 
 
+def _pair(raise_: str, clear: str, severity: Severity, alarm: str = "") -> list[Rule]:
+    """A PowerNet-MIB trap and the one that clears it (device-wide)."""
+    return [
+        Rule(f"PowerNet-MIB::{raise_}", alarm=alarm or raise_, severity=severity),
+        Rule(f"PowerNet-MIB::{clear}", alarm=alarm or raise_, clear=True),
+    ]
+
+
 SHIPPED_RULES: tuple[Rule, ...] = (
     # ENTITY-STATE-MIB (RFC 4268): an entity's operational state, by entPhysicalIndex
     Rule("entStateOperDisabled", alarm="entStateOper", index_of="entStateAdmin"),
@@ -61,13 +69,29 @@ SHIPPED_RULES: tuple[Rule, ...] = (
     Rule("upsTrapAlarmEntryRemoved", alarm="upsAlarm", value_of=["upsAlarmDescr"], clear=True),
     # sent each minute while on battery, and never cleared: over when the repeats stop
     Rule("upsTrapOnBattery", severity="critical", resolve_after=Duration(300)),
-    # PowerNet-MIB (APC)
-    Rule("PowerNet-MIB::upsOnBattery", alarm="upsOnBattery", severity="critical"),
-    Rule("PowerNet-MIB::powerRestored", alarm="upsOnBattery", clear=True),
-    Rule("PowerNet-MIB::lowBattery", alarm="lowBattery", severity="critical"),
-    Rule("PowerNet-MIB::returnFromLowBattery", alarm="lowBattery", clear=True),
-    Rule("PowerNet-MIB::communicationLost", alarm="upsCommunication"),
-    Rule("PowerNet-MIB::communicationEstablished", alarm="upsCommunication", clear=True),
+    # PowerNet-MIB (APC): device-wide traps, each with its cleared counterpart
+    *_pair("upsOnBattery", "powerRestored", "critical"),
+    *_pair("lowBattery", "returnFromLowBattery", "critical"),
+    *_pair("upsTurnedOff", "upsTurnedOn", "critical"),
+    *_pair("upsDischarged", "dischargeCleared", "major"),
+    *_pair("upsOverload", "upsOverloadCleared", "major"),
+    *_pair("badVoltage", "badVoltageCleared", "major"),
+    *_pair("chargerFailure", "chargerFailureCleared", "major"),
+    *_pair("batteryOverTemperature", "batteryOverTemperatureCleared", "major"),
+    *_pair("smartRelayFault", "smartRelayFaultCleared", "major"),
+    *_pair("communicationLost", "communicationEstablished", "major"),
+    *_pair("batteryPackCommLost", "batteryPackCommEstablished", "minor"),
+    *_pair("upsBatteryNeedsReplacement", "upsBatteryReplaced", "minor"),
+    *_pair("upsDiagnosticsFailed", "upsDiagnosticsPassed", "minor"),
+    # the three ways onto bypass end the same way
+    *_pair("switchedBypass", "returnFromBypass", "major", alarm="upsBypass"),
+    Rule("PowerNet-MIB::softwareBypass", alarm="upsBypass"),
+    Rule("PowerNet-MIB::hardwareFailureBypass", alarm="upsBypass"),
+    # a contact (by its number) of an environmental monitor
+    Rule("contactFault", alarm="contactFault", value_of=["mtrapargsInteger"]),
+    Rule("contactFaultResolved", alarm="contactFault", value_of=["mtrapargsInteger"], clear=True),
+    Rule("baseFanFailure", resolve_after=HOUR),
+    Rule("bypassPowerSupplyFailure", resolve_after=HOUR),
     # CISCO-ENVMON-MIB: the status changes, raise or clear by the state they carry
     Rule(
         "ciscoEnvMonSuppStatusChangeNotif",
@@ -149,6 +173,16 @@ SHIPPED_RULES: tuple[Rule, ...] = (
     *_juniper("jnxExtSrcLockLost", "jnxExtSrcLockAcquired", "jnxExtSrcLock", "jnxFruName"),
     Rule("jnxRedundancySwitchover", severity="warning", resolve_after=HOUR),
     # FORTINET-FORTIGATE-MIB: the HA cluster
-    Rule("fgTrapHaSwitch", severity="warning", resolve_after=HOUR),
+    Rule("fgTrapHaMemberDown", alarm="fgTrapHaMember"),
+    Rule("fgTrapHaMemberUp", alarm="fgTrapHaMember", clear=True),
     Rule("fgTrapHaHBFail", severity="critical", resolve_after=HOUR),
+    Rule("fgTrapHaSwitch", severity="warning", resolve_after=HOUR),
+    Rule("fgTrapHaStateChange", severity="warning", resolve_after=HOUR),
+    # FORTINET-CORE-MIB: hardware (no clears), and interfaces in bypass mode
+    Rule("fnTrapPowerSupply", resolve_after=HOUR),
+    Rule("fnTrapFanFailure", resolve_after=HOUR),
+    Rule("fnTrapTempHigh", resolve_after=HOUR),
+    Rule("fnTrapVoltageOutOfRange", resolve_after=HOUR),
+    Rule("fnTrapIfEnterBypassMode", alarm="fnTrapIfBypassMode", severity="minor"),
+    Rule("fnTrapIfExitBypassMode", alarm="fnTrapIfBypassMode", clear=True),
 )
