@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from agent.edge import ThresholdRule
 from agent.profiles import BUILT_IN, ProfileConfig
 from agent.trapdefaults import SHIPPED_RULES
-from agent.traprules import check_rules_include
+from agent.traprules import check_rules_include, default_catalogue
 from enoc.config import (
     Checked,
     ConfigIssue,
@@ -320,7 +320,8 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
         checked.add(*role_issues(config, whole.devices, str(path)))
     with skipping_unread():
         if config.traps is not None and config.traps.rules is not None:
-            check_rules_include(checked, "traps.rules", config.traps.rules, SHIPPED_RULES)
+            rules = config.traps.rules
+            check_rules_include(checked, "traps.rules", rules, SHIPPED_RULES, default_catalogue())
     if included is not None:
         checked.include(included)
     return checked.with_value((config, whole))

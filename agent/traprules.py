@@ -96,16 +96,20 @@ class MibCatalogue:
     def __init__(self, index: MibIndex) -> None:
         self.index = index
         self._labels: dict[Oid, Mapping[int, str]] = {}
+        self._objects: dict[tuple[str, str], MibObject | None] = {}
 
     def notification(self, key: str | Oid) -> NotificationName | None:
         found = self.index.notification(key)
         return NotificationName(found.name, found.module, found.oid) if found else None
 
     def _object(self, named: Named) -> MibObject | None:
-        try:
-            return self.index.object(f"{named.module}::{named.name}")
-        except UnknownName:
-            return None
+        key = (named.module, named.name)
+        if key not in self._objects:
+            try:
+                self._objects[key] = self.index.object(f"{named.module}::{named.name}")
+            except UnknownName:
+                self._objects[key] = None
+        return self._objects[key]
 
     def object(self, key: str) -> Oid | None:
         try:
@@ -509,11 +513,14 @@ def compile_rules(
 
 
 def check_rules_include(
-    parent: Checked[Any], key: str, path: Path, shipped: Sequence[TrapRuleConfig]
+    parent: Checked[Any],
+    key: str,
+    path: Path,
+    shipped: Sequence[TrapRuleConfig],
+    catalogue: Catalogue,
 ) -> None:
     """The rule file a config names (`traps.rules`), checked as the agent loads it: its
     issues join the config's (`enoc check-config` names them too)."""
-    catalogue = default_catalogue()
     included = check_include(
         parent,
         key,
