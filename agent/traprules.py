@@ -30,10 +30,10 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, get_args
+from typing import Any, get_args
 
 from enoc.config import Checked, ConfigIssue, Duration, check_file, check_include
-from enoc.mibs import MibIndex, MibObject, Named, UnknownName
+from enoc.mibs import MibIndex, MibObject, Named, Notification, UnknownName
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
 from enoc.wire import Event, Severity, Value
@@ -51,13 +51,6 @@ MESSAGE_VARBINDS = 4  # varbinds told in an event's message
 
 
 @dataclass(frozen=True)
-class NotificationName:
-    name: str
-    module: str
-    oid: Oid
-
-
-@dataclass(frozen=True)
 class ObjectName:
     """An instance OID as the MIB names it: the object, its module and the index."""
 
@@ -71,36 +64,18 @@ class ObjectName:
         return f"{self.name}.{ber.oid_text(self.index)}" if self.index else self.name
 
 
-class Catalogue(Protocol):
-    """What naming traps needs of the MIB knowledge (enoc.mibs.MibIndex, adapted)."""
-
-    def notification(self, key: str | Oid) -> NotificationName | None:
-        """A notification by name (`upsOnBattery`, `PowerNet-MIB::upsOnBattery`) or OID."""
-
-    def object(self, key: str) -> Oid | None:
-        """An object's OID by name (`ifIndex`, `IF-MIB::ifIndex`) or numeric text."""
-
-    def instance(self, oid: Oid) -> ObjectName | None:
-        """The object an instance OID belongs to, with its index."""
-
-    def labels(self, object_oid: Oid) -> Mapping[int, str]:
-        """An enumerated object's labels by value (empty for any other object)."""
-
-    def oid_name(self, oid: Oid) -> str | None:
-        """The name of an OID given as a value (an identity such as upsAlarmOnBattery)."""
-
-
 class MibCatalogue:
-    """The catalogue over enoc.mibs' index: the shipped MIB facts and the operator's."""
+    """What naming traps asks of the MIB facts (enoc.mibs' index: the shipped MIBs and
+    the operator's), each answer None or empty for what no loaded MIB knows."""
 
     def __init__(self, index: MibIndex) -> None:
         self.index = index
         self._labels: dict[Oid, Mapping[int, str]] = {}
         self._objects: dict[tuple[str, str], MibObject | None] = {}
 
-    def notification(self, key: str | Oid) -> NotificationName | None:
-        found = self.index.notification(key)
-        return NotificationName(found.name, found.module, found.oid) if found else None
+    def notification(self, key: str | Oid) -> Notification | None:
+        """By name (`upsOnBattery`, `PowerNet-MIB::upsOnBattery`) or OID."""
+        return self.index.notification(key)
 
     def _object(self, named: Named) -> MibObject | None:
         key = (named.module, named.name)
@@ -112,12 +87,14 @@ class MibCatalogue:
         return self._objects[key]
 
     def object(self, key: str) -> Oid | None:
+        """An object's (or identity's) OID by name (`ifIndex`, `IF-MIB::ifIndex`)."""
         try:
-            return self.index.oid(key)
+            return self.index.object(key).oid
         except UnknownName:
             return None
 
     def instance(self, oid: Oid) -> ObjectName | None:
+        """The object an instance OID belongs to, with its index."""
         named = self.index.name(oid)
         if named is None:
             return None
@@ -129,6 +106,7 @@ class MibCatalogue:
         return ObjectName(named.name, named.module, found.oid, named.suffix)
 
     def labels(self, object_oid: Oid) -> Mapping[int, str]:
+        """An enumerated object's labels by value (empty for any other object)."""
         labels = self._labels.get(object_oid)
         if labels is None:
             named = self.index.name(object_oid)
@@ -138,6 +116,7 @@ class MibCatalogue:
         return labels
 
     def oid_name(self, oid: Oid) -> str | None:
+        """The name of an OID given as a value (an identity such as upsAlarmOnBattery)."""
         named = self.index.name(oid)
         return named.name if named is not None and not named.suffix else None
 
@@ -194,7 +173,7 @@ class TrapRulesFile:
 class TrapRule:
     """A rule with its names resolved against the catalogue."""
 
-    notification: NotificationName
+    notification: Notification
     alarm: str
     clear: bool
     severity: Severity
@@ -215,7 +194,7 @@ class RuleError(ValueError):
         self.message = message
 
 
-def resolve(config: TrapRuleConfig, catalogue: Catalogue, origin: str) -> TrapRule:
+def resolve(config: TrapRuleConfig, catalogue: MibCatalogue, origin: str) -> TrapRule:
     """The rule with its notification and objects found in the catalogue (RuleError)."""
     found = catalogue.notification(_oid_or_name(config.notification))
     if found is None:
@@ -276,7 +255,7 @@ def _oid_or_name(text: str) -> str | Oid:
 
 def rule_issues(
     rules: Sequence[TrapRuleConfig],
-    catalogue: Catalogue,
+    catalogue: MibCatalogue,
     filename: str,
     shipped: Sequence[TrapRuleConfig] = (),
 ) -> list[ConfigIssue]:
@@ -351,7 +330,7 @@ class Decision:
 class TrapRules:
     """The rules in force (the shipped ones, then the operator's) and the catalogue."""
 
-    def __init__(self, catalogue: Catalogue, rules: Iterable[TrapRule]) -> None:
+    def __init__(self, catalogue: MibCatalogue, rules: Iterable[TrapRule]) -> None:
         self.catalogue = catalogue
         self.rules: dict[Oid, TrapRule] = {}
         for rule in rules:
@@ -448,8 +427,8 @@ class TrapRules:
         and its clear. A varbind the trap lacks keys as `-`."""
         parts = [f"alarm:{rule.alarm}"]
         if rule.index_of is not None:
-            index = _index(rule.index_of, varbinds)
-            parts.append(ber.oid_text(index) if index is not None else "-")
+            found = _instance(rule.index_of, varbinds)
+            parts.append(ber.oid_text(found[0]) if found is not None else "-")
         for object_oid in rule.value_of:
             value = self._value(object_oid, _find(object_oid, varbinds))
             parts.append("-" if value is None else str(value)[:64])
@@ -458,29 +437,29 @@ class TrapRules:
 
 def _find(object_oid: Oid, varbinds: Sequence[tuple[Oid, int, object]]) -> object:
     """The value of the trap's varbind that is an instance of `object_oid` (None: none)."""
+    found = _instance(object_oid, varbinds)
+    return found[1] if found is not None else None
+
+
+def _instance(
+    object_oid: Oid, varbinds: Sequence[tuple[Oid, int, object]]
+) -> tuple[Oid, object] | None:
+    """The index and value of the trap's first varbind that is an instance of the object."""
     n = len(object_oid)
     for oid, _tag, value in varbinds:
         if oid[:n] == object_oid and len(oid) > n:
-            return value
-    return None
-
-
-def _index(object_oid: Oid, varbinds: Sequence[tuple[Oid, int, object]]) -> Oid | None:
-    n = len(object_oid)
-    for oid, _tag, _value in varbinds:
-        if oid[:n] == object_oid and len(oid) > n:
-            return oid[n:]
+            return oid[n:], value
     return None
 
 
 def _octets(value: bytes) -> str:
-    """Text when the octets are printable text, else hex (a MAC, a bit string)."""
+    """Text when the octets are printable text (NUL padding dropped), else hex (a MAC)."""
     try:
-        text = value.decode("utf-8")
+        text = value.rstrip(b"\x00").decode("utf-8")
     except UnicodeDecodeError:
         return value.hex(":")
-    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
-        return text.rstrip("\x00")
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        return text
     return value.hex(":")
 
 
@@ -488,7 +467,7 @@ def _octets(value: bytes) -> str:
 
 
 def compile_rules(
-    catalogue: Catalogue,
+    catalogue: MibCatalogue,
     shipped: Sequence[TrapRuleConfig],
     path: Path | None = None,
 ) -> TrapRules:
@@ -517,7 +496,7 @@ def check_rules_include(
     key: str,
     path: Path,
     shipped: Sequence[TrapRuleConfig],
-    catalogue: Catalogue,
+    catalogue: MibCatalogue,
 ) -> None:
     """The rule file a config names (`traps.rules`), checked as the agent loads it: its
     issues join the config's (`enoc check-config` names them too)."""

@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 from collectorkit import T0, Clock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from simkit import FakeClock
 
 from agent.config import check_agent
 from agent.trapdefaults import SHIPPED_RULES
 from agent.traprules import (
+    MAX_VALUE,
+    MAX_VARBINDS,
     MibCatalogue,
     RuleError,
     TrapRuleConfig,
@@ -215,6 +219,8 @@ def test_a_missing_key_varbind_and_binary_octets(rules: TrapRules) -> None:
     assert bare.resource == "alarm:testPart:-"
     mac = rules.decide(oid(f"{ENT}.0.6"), [((*DESCR, 1), 4, b"\x00\x1a\xff")])
     assert mac.attrs["testDescr.1"] == "00:1a:ff"
+    padded = rules.decide(oid(f"{ENT}.0.6"), [((*DESCR, 1), 4, b"PSU 1\x00\x00")])
+    assert padded.attrs["testDescr.1"] == "PSU 1"
 
 
 def test_every_shipped_rule_resolves_against_the_shipped_mib_facts() -> None:
@@ -499,3 +505,42 @@ async def test_an_alarm_with_resolve_after_is_resolved_by_the_sweep_after_its_la
         assert still.key.resource == "alarm:jnxFan:4.1.0.0"
     finally:
         await store.close()
+
+
+# ---------------------------------------------------------------- any varbinds
+
+VALUES = st.one_of(
+    st.integers(-(2**63), 2**64),
+    st.binary(max_size=300),
+    st.tuples(st.integers(0, 2), st.integers(0, 39)).flatmap(
+        lambda head: st.lists(st.integers(0, 2**32), max_size=12).map(lambda t: (*head, *t))
+    ),
+    st.none(),
+    st.text(max_size=20),
+)
+ROOTS = [DESCR, STATE, CAUSE, FAILURE, oid("1.3.6.1.2.1.33.1.6.2.1.2"), oid("1.3.6.1.4.1")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    trap=st.sampled_from([FAILURE, RECOVERED, CHANGE, oid(f"{ENT}.0.4"), oid("1.3.6.1.4.1.9")]),
+    varbinds=st.lists(
+        st.tuples(
+            st.sampled_from(ROOTS),
+            st.lists(st.integers(0, 2**32), max_size=6),
+            st.sampled_from([ber.INTEGER, ber.OCTET_STRING, ber.OBJECT_IDENTIFIER]),
+            VALUES,
+        ),
+        max_size=40,
+    ),
+)
+def test_any_varbinds_are_named_within_bounds(
+    rules: TrapRules, trap: Oid, varbinds: list[tuple[Oid, list[int], int, object]]
+) -> None:
+    """Whatever a device sends, deciding never fails, and attrs stay wire values, at most
+    MAX_VARBINDS varbinds and MAX_VALUE characters each."""
+    decision = rules.decide(trap, [((*root, *rest), tag, v) for root, rest, tag, v in varbinds])
+    assert all(isinstance(v, int | float | str) for v in decision.attrs.values())
+    assert len(decision.attrs) <= MAX_VARBINDS + 4  # with trap_oid, trap, mib, alarm
+    assert all(len(v) <= MAX_VALUE for v in decision.attrs.values() if isinstance(v, str))
+    assert decision.alarm == (trap in rules.rules)
