@@ -264,9 +264,29 @@ async def test_net_snmp_sends_every_shipped_pair_and_each_opens_and_resolves_an_
             opened = await incidents("open")
             await run(clearing=True)
             await eventually(lambda: all_in("resolved"), what="every clear's resolution")
+            # a notification no rule knows: an informational event, named, no incident
+            config_man = INDEX.notification("ciscoConfigManEvent")
+            assert config_man is not None
+            plain = Pair("", TrapRuleConfig(config_man.name), TrapRuleConfig(config_man.name))
+            for version, device in by_version.items():
+                binds = varbinds(config_man, plain, 1, clearing=False)
+                argv = command(version, traps_port, senders[device], config_man.oid, binds)
+                await asyncio.to_thread(send, argv, tmp_path / f"net-snmp-{device}")
+            await listener.wait_for(
+                lambda lst: len([e for e in lst.all_events() if e.kind == "trap"]) == 3,
+                what="the three ciscoConfigManEvent traps",
+            )
             assert agent.traps is not None and not agent.traps.stats.bad
-            assert agent.traps.stats.received == 2 * len(by_version) * (len(PAIRS) + 1)
+            assert agent.traps.stats.received == 2 * len(by_version) * (len(PAIRS) + 1) + 3
         resolved = {i.id: i for i in await incidents("resolved")}
+        assert not [i for i in await incidents("") if i.key.kind == "trap"]
+    for event in (e for e in listener.all_events() if e.kind == "trap"):
+        assert event.severity == "info" and event.state == "received"
+        assert event.message.startswith(
+            "ciscoConfigManEvent (CISCO-CONFIG-MAN-MIB): ccmHistoryEventCommandSource.1 "
+            "commandLine, ccmHistoryEventConfigSource.1 erase"
+        ), event.message
+        assert event.attrs["mib"] == "CISCO-CONFIG-MAN-MIB"
     assert set(resolved) == {i.id for i in opened}
     for device in by_version.values():
         mine = [i for i in opened if i.key.device == device]
