@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, check_agent
+from agent.config import AgentConfig, check_agent, mib_index
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
@@ -112,7 +112,8 @@ class Agent:
                 unreachable_after=c.polling.unreachable_after, thresholds=c.thresholds.rules()
             ),
         )
-        self.profiles = ProfileSet(p.build(name) for name, p in c.profiles.items())
+        mibs = mib_index(c) if any(p.tables for p in c.profiles.values()) else None
+        self.profiles = ProfileSet(p.build(name, mibs) for name, p in c.profiles.items())
         self.stats = AgentStats()
         self.trackers: dict[str, DeviceTracker] = {}
         self.targets: dict[str, Target] = {}

@@ -157,6 +157,14 @@ def stub_source(module: str, index: MibIndex) -> str:
     """A module's facts as a small SMI module: its names, OIDs and conventions, enough for
     pysmi to resolve what another MIB imports from it."""
     facts = index.modules[module]
+    if module in PYSMI_BASE:
+        # pysmi knows these modules' types and macros: their names and OIDs are enough.
+        nodes = [
+            f"{name} OBJECT IDENTIFIER ::= {{ iso {' '.join(node['oid'].split('.')[1:])} }}"
+            for name, node in facts["nodes"].items()
+            if node["oid"].startswith("1.")
+        ]
+        return "\n".join([f"{module} DEFINITIONS ::= BEGIN", *nodes, "END"]) + "\n"
     lines = [
         f"{module} DEFINITIONS ::= BEGIN",
         f"IMPORTS {_SMI_IMPORTS} FROM SNMPv2-SMI TEXTUAL-CONVENTION FROM SNMPv2-TC;",
@@ -240,9 +248,10 @@ def compile_folder(
         workdir = Path(tmp)
         for name in PYSMI_BASE:
             (workdir / name).write_text(f"{name} DEFINITIONS ::= BEGIN\nEND\n")
+        for module in known.modules:
+            if module not in files:
+                (workdir / module).write_text(stub_source(module, known))
         stubs = [m for m in known.modules if m not in files and m not in PYSMI_BASE]
-        for module in stubs:
-            (workdir / module).write_text(stub_source(module, known))
         for name, path in files.items():
             (workdir / name).write_bytes(path.read_bytes())
         for name, path in files.items():
@@ -276,5 +285,12 @@ def _problems(
             where = files.get(name, path)
             error = getattr(state, "error", None)
             message = getattr(error, "msg", None) or str(error or "failed")
-            out.append(f"{where}: {name}: {message.replace(str(where.parent), '').strip()}")
+            message = message.replace(str(where.parent), "").strip()
+            offset = re.search(r"offset (\d+)", message)
+            if offset and where.is_file():
+                # pysmi tells a syntax error's character offset: the line is what one reads.
+                text = where.read_text(encoding="utf-8", errors="replace")
+                line = text.count("\n", 0, int(offset.group(1))) + 1
+                message = f"line {line}: {message}"
+            out.append(f"{where}: {name}: {message}")
     return out

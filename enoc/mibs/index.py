@@ -79,7 +79,7 @@ class MibTable:
     oid: Oid
     entry: str
     entry_oid: Oid
-    index: tuple[str, ...]  # the INDEX objects, in order (AUGMENTS followed)
+    index: tuple[str, ...]  # the INDEX objects, in order (AUGMENTS followed): MODULE::name
     implied: bool  # the last index object is IMPLIED
     columns: Mapping[str, Oid]  # every column of the row, by name, in OID order
 
@@ -333,7 +333,7 @@ class MibIndex:
                 raise UnknownName(f"{entry} (augmented) is not loaded from {module}") from None
         items = node.get("index", [])
         implied = bool(items and items[-1][2])
-        return tuple(obj for _mod, obj, _implied in items), implied
+        return tuple(f"{mod}::{obj}" for mod, obj, _implied in items), implied
 
 
 def oid_text(oid: Oid) -> str:
