@@ -29,7 +29,7 @@ from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
 from agent.trapdefaults import SHIPPED_RULES
-from agent.traprules import TrapRules, compile_rules, default_catalogue
+from agent.traprules import TrapRules, catalogue_for, compile_rules
 from agent.traps import Trap, TrapReceiver, TrapSource
 from enoc.config import ConfigError, ConfigIssue
 from enoc.inventory import Credential, Inventory, InventoryDevice
@@ -141,7 +141,8 @@ class Agent:
         self._apply(inventory)
         self._load_edge_state()
         if c.traps is not None:
-            self.trap_rules = compile_rules(default_catalogue(), SHIPPED_RULES, c.traps.rules)
+            catalogue = catalogue_for(c.mibs)
+            self.trap_rules = compile_rules(catalogue, SHIPPED_RULES, c.traps.rules)
             listen = (c.traps.listen.host, c.traps.listen.port)
             self.traps = TrapReceiver(
                 sources=self._trap_sources, on_trap=self._on_trap, listen=listen

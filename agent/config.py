@@ -12,7 +12,7 @@ from agent.edge import ThresholdRule
 from agent.mibgroups.tables import resolve
 from agent.profiles import BUILT_IN, ProfileConfig
 from agent.trapdefaults import SHIPPED_RULES
-from agent.traprules import check_rules_include, default_catalogue
+from agent.traprules import catalogue_for, check_rules_include
 from enoc.config import (
     Checked,
     ConfigIssue,
@@ -354,9 +354,15 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
     with skipping_unread():
         checked.add(*role_issues(config, whole.devices, str(path)))
     with skipping_unread():
-        if config.traps is not None and config.traps.rules is not None:
-            rules = config.traps.rules
-            check_rules_include(checked, "traps.rules", rules, SHIPPED_RULES, default_catalogue())
+        if config.traps is not None:  # traps are named from the MIBs, `mibs:` included
+            try:
+                catalogue = catalogue_for(config.mibs)
+            except ValueError as exc:
+                checked.error("mibs", str(exc))
+            else:
+                rules = config.traps.rules
+                if rules is not None:
+                    check_rules_include(checked, "traps.rules", rules, SHIPPED_RULES, catalogue)
     if included is not None:
         checked.include(included)
     return checked.with_value((config, whole))

@@ -127,6 +127,12 @@ def default_catalogue() -> MibCatalogue:
     return MibCatalogue(MibIndex.load())
 
 
+def catalogue_for(mibs: Path | None) -> MibCatalogue:
+    """The shipped MIB facts and the operator's compiled folder (the agent's `mibs:`) over
+    them; ValueError for a folder of facts that do not read."""
+    return default_catalogue() if mibs is None else MibCatalogue(MibIndex.load([mibs]))
+
+
 # ---------------------------------------------------------------- rules as written
 
 

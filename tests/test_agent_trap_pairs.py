@@ -19,11 +19,13 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 from collectorkit import collector_config, eventually, running_collector
 from simkit import V3_AUTH, V3_PRIV, V3_USER, free_udp_port
+from test_agent_tables import ENTRY, compile_sat_mib
 
 from agent.trapdefaults import SHIPPED_RULES
 from agent.traprules import CLEAR, TrapRuleConfig
 from collector.model import Incident
 from enoc.mibs import MibIndex, Notification, UnknownName
+from enoc.snmp import ber
 from enoc.snmp.ber import Oid, oid_text
 from testbed.servers import Mosquitto
 
@@ -305,3 +307,49 @@ async def test_net_snmp_sends_every_shipped_pair_and_each_opens_and_resolves_an_
             done = resolved[incident.id]
             assert done.resolved_by == "auto", (device, alarm)
             assert done.count == len(group), (device, alarm)
+
+
+async def test_a_vendor_mibs_raise_and_clear_pair_by_the_operators_rule_file(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A satellite modem's MIB compiled with `enoc mib compile` (the agent's `mibs:`) and
+    a rule file pairing its notifications: its traps are named by that MIB and raise and
+    clear one alarm by the demodulator's row."""
+    compiled = compile_sat_mib(tmp_path, capsys)
+    rules = tmp_path / "trap-rules.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - {notification: satLockLost, alarm: satLock, index_of: satLockState}\n"
+        "  - {notification: satLockRegained, alarm: satLock, index_of: satLockState,"
+        " clear: true}\n"
+    )
+    traps_port = free_udp_port()
+    async with simulated_site(tmp_path) as site, Listener(mosquitto.url) as listener:
+        extra = {"mibs": str(compiled), "traps": {"rules": str(rules)}}
+        config = agent_config(
+            tmp_path,
+            mosquitto.url,
+            site.inventory,
+            interval="30s",
+            traps_port=traps_port,
+            extra=extra,
+        )
+        source = site.sim.device("nyc-fw-1").address
+        async with running_agent(config):
+            for notification, lock in (
+                ("1.3.6.1.4.1.64999.2.0.1", "3"),
+                ("1.3.6.1.4.1.64999.2.0.2", "1"),
+            ):
+                binds = [f"{ENTRY}.2.2", "s", "hub-b", f"{ENTRY}.5.2", "i", lock]
+                argv = command("2c", traps_port, source, ber.parse_oid_text(notification), binds)
+                await asyncio.to_thread(send, argv, tmp_path / "net-snmp")
+            await listener.wait_for(lambda lst: len(lst.all_events()) >= 2, what="both traps")
+    lost, regained = listener.all_events()
+    assert (lost.kind, lost.state, lost.severity) == ("alarm", "raised", "major")
+    assert (regained.kind, regained.state, regained.severity) == ("alarm", "cleared", "info")
+    assert lost.resource == regained.resource == "alarm:satLock:2"
+    assert lost.message == (
+        "satLockLost (SATCOM-MODEM-MIB): satModemName.2 hub-b, satLockState.2 unlocked"
+    )
+    assert regained.attrs["satLockState.2"] == "locked"
+    assert regained.attrs["mib"] == "SATCOM-MODEM-MIB"
