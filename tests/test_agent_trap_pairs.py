@@ -153,31 +153,18 @@ def varbinds(notification: Notification, pair: Pair, row: int, clearing: bool) -
     return out
 
 
+V1 = ["snmptrap", "-v", "1", "-c", "public"]
+
+
 def command(version: str, port: int, source: str, notification: Oid, binds: list[str]) -> list[str]:
     target = ["--clientaddr=" + source, f"127.0.0.1:{port}"]
     if version != "1":
         auth = ["-v2c", "-c", "public"] if version == "2c" else V3
         return ["snmptrap", *auth, *target, "", oid_text(notification), *binds]
     # RFC 3584 3.2: a notification's enterprise and specific-trap for SNMPv1
-    if len(notification) > 2 and notification[-2] == 0:
-        enterprise = notification[:-2]
-    else:
-        enterprise = notification[:-1]
+    cut = 2 if len(notification) > 2 and notification[-2] == 0 else 1
     specific = str(notification[-1])
-    return [
-        "snmptrap",
-        "-v",
-        "1",
-        "-c",
-        "public",
-        *target,
-        oid_text(enterprise),
-        "",
-        "6",
-        specific,
-        "",
-        *binds,
-    ]
+    return [*V1, *target, oid_text(notification[:-cut]), "", "6", specific, "", *binds]
 
 
 # An interface no poll sees (the simulated devices have fewer): only its traps speak of it.
@@ -186,23 +173,9 @@ IF_INDEX = 999
 
 def link_trap(version: str, port: int, source: str, up: bool) -> list[str]:
     binds = [f"1.3.6.1.2.1.2.2.1.1.{IF_INDEX}", "i", str(IF_INDEX)]
-    if version == "1":
-        generic = "3" if up else "2"
-        return [
-            "snmptrap",
-            "-v",
-            "1",
-            "-c",
-            "public",
-            f"--clientaddr={source}",
-            f"127.0.0.1:{port}",
-            "",
-            "",
-            generic,
-            "0",
-            "",
-            *binds,
-        ]
+    if version == "1":  # generic-trap linkDown(2) or linkUp(3), the enterprise left to net-snmp
+        target = [f"--clientaddr={source}", f"127.0.0.1:{port}"]
+        return [*V1, *target, "", "", "3" if up else "2", "0", "", *binds]
     oid = (1, 3, 6, 1, 6, 3, 1, 1, 5, 4 if up else 3)
     return command(version, port, source, oid, binds)
 
