@@ -391,6 +391,12 @@ def test_check_config_names_the_rule_file_of_an_agent_config(tmp_path: Path) -> 
     missing = write(tmp_path, base + "traps: {rules: nowhere.yaml}\n", "agent2.yaml")
     (error,) = check_agent(missing).errors
     assert error.key == "traps.rules" and "cannot read" in error.message
+    # traps are named from the compiled folder too: one that does not read is the config's
+    (tmp_path / "compiled").mkdir()
+    (tmp_path / "compiled" / "BROKEN-MIB.json").write_text("{not json")
+    broken = write(tmp_path, base + "mibs: compiled\ntraps: {}\n", "agent3.yaml")
+    (error,) = check_agent(broken).errors
+    assert error.key == "mibs" and "BROKEN-MIB.json: not a compiled MIB" in error.message
 
 
 # ---------------------------------------------------------------- SNMPv1 Trap-PDUs
