@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.config import AgentConfig, check_agent
+from agent.config import AgentConfig, check_agent, mib_index
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
 from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
 from agent.scheduler import Scheduler
+from agent.trapdefaults import SHIPPED_RULES
+from agent.traprules import TrapRules, catalogue_for, compile_rules
 from agent.traps import Trap, TrapReceiver, TrapSource
 from enoc.config import ConfigError, ConfigIssue
 from enoc.inventory import Credential, Inventory, InventoryDevice
@@ -50,7 +52,7 @@ from enoc.snmp.mib import (
 )
 from enoc.snmp.resolve import DnsCache
 from enoc.snmp.usm import UsmUser
-from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage, Value
+from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage
 
 log = logging.getLogger("enoc.agent")
 
@@ -120,7 +122,8 @@ class Agent:
                 sensors=c.sensor_limits(),
             ),
         )
-        self.profiles = ProfileSet(p.build(name) for name, p in c.profiles.items())
+        mibs = mib_index(c) if any(p.tables for p in c.profiles.values()) else None
+        self.profiles = ProfileSet(p.build(name, mibs) for name, p in c.profiles.items())
         self.stats = AgentStats()
         self.trackers: dict[str, DeviceTracker] = {}
         self.targets: dict[str, Target] = {}
@@ -140,6 +143,7 @@ class Agent:
         )
         self.traps: TrapReceiver | None = None
         self.trap_address: tuple[str, int] | None = None
+        self.trap_rules: TrapRules | None = None
         self._batch: list[MetricsMessage] = []
         self._reload_requested = False
         self._links_saved = 0  # `edge.links_changed` when the links up were last saved
@@ -147,6 +151,8 @@ class Agent:
         self._apply(inventory)
         self._load_edge_state()
         if c.traps is not None:
+            catalogue = catalogue_for(c.mibs)
+            self.trap_rules = compile_rules(catalogue, SHIPPED_RULES, c.traps.rules)
             listen = (c.traps.listen.host, c.traps.listen.port)
             self.traps = TrapReceiver(
                 sources=self._trap_sources, on_trap=self._on_trap, listen=listen
@@ -382,39 +388,45 @@ class Agent:
         self._emit_events(events)
 
     def _trap_events(self, name: str, trap: Trap) -> list[Event]:
-        oid, at = trap.trap_oid, trap.received
+        assert self.trap_rules is not None  # traps come only with a trap config
+        oid = self.trap_rules.notification_oid(trap.trap_oid, trap.version)
+        at = trap.received
+        decision = self.trap_rules.decide(oid, trap.varbinds)
         if oid in (LINK_DOWN, LINK_UP):
             link = self._link_trap(name, trap)
             if link is not None:
-                return link
+                return decision.mark(link)
         if oid in (BGP_ESTABLISHED, BGP_BACKWARD_TRANSITION):
             for vb_oid, _tag, _value in trap.varbinds:
                 if vb_oid[: len(BGP_PEER_ENTRY)] == BGP_PEER_ENTRY and len(vb_oid) >= 14:
                     peer = ".".join(map(str, vb_oid[-4:]))
-                    return self.edge.bgp_trap(name, peer, oid == BGP_ESTABLISHED, at)
+                    events = self.edge.bgp_trap(name, peer, oid == BGP_ESTABLISHED, at)
+                    return decision.mark(events)
         if oid in (COLD_START, WARM_START):
             kind = "cold" if oid == COLD_START else "warm"
             events = self.edge.reboot(name, at, 0.0)
             for event in events:
                 event.source = "trap"
                 event.message = f"{kind} start (trap)"
-            return events
-        attrs: dict[str, Value] = {}
-        for vb_oid, _tag, value in trap.varbinds[:32]:
-            key = ".".join(map(str, vb_oid))
-            if isinstance(value, bytes):
-                attrs[key] = value.decode("utf-8", errors="replace")
-            elif isinstance(value, tuple):
-                attrs[key] = ".".join(map(str, value))
-            elif isinstance(value, int | float | str):
-                attrs[key] = value
+            return decision.mark(events)
+        if decision.alarm:
+            return self.edge.alarm(
+                name,
+                decision.resource,
+                decision.raised,
+                at,
+                decision.severity,
+                decision.message,
+                decision.attrs,
+            )
         severity: Literal["warning", "info"] = (
             "warning" if oid == AUTHENTICATION_FAILURE else "info"
         )
-        events = self.edge.generic_trap(name, ".".join(map(str, oid)), at, attrs, severity)
+        message = decision.message
         if oid == AUTHENTICATION_FAILURE:
-            events[0].message = "authentication failure (trap)"
-        return events
+            message = "authentication failure (trap)"
+        oid_text = ".".join(map(str, oid))
+        return self.edge.generic_trap(name, oid_text, at, decision.attrs, severity, message)
 
     def _link_trap(self, name: str, trap: Trap) -> list[Event] | None:
         """linkDown/linkUp: by the interface policy as the last poll classified the

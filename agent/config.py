@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agent.edge import SENSOR_LIMITS, SensorLimits, ThresholdRule
+from agent.mibgroups.tables import resolve
 from agent.profiles import BUILT_IN, ProfileConfig
+from agent.trapdefaults import SHIPPED_RULES
+from agent.traprules import catalogue_for, check_rules_include
 from enoc.config import (
     Checked,
     ConfigIssue,
@@ -28,6 +31,7 @@ from enoc.config import (
 )
 from enoc.ifpolicy import InterfacesConfig
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
+from enoc.mibs import MibIndex
 from enoc.wire import check_name
 
 
@@ -219,6 +223,7 @@ class SensorsConfig:
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
+    rules: Path | None = None  # more trap rules, or the shipped ones replaced (agent.traprules)
 
 
 @dataclass(frozen=True)
@@ -239,6 +244,9 @@ class AgentConfig:
     credentials: dict[str, Credential] = field(default_factory=dict)
     traps: TrapsConfig | None = None
     log: LogConfig = field(default_factory=LogConfig)
+    # Compiled MIBs (`enoc mib compile DIR --out` this folder), loaded over the shipped ones
+    # for profile tables and trap names.
+    mibs: Path | None = None
 
     def __post_init__(self) -> None:
         check_name("agent_id", self.agent_id)
@@ -289,8 +297,38 @@ def role_issues(
     ]
 
 
+def mib_index(config: AgentConfig) -> MibIndex:
+    """The shipped MIB facts and the config's compiled folder (`mibs:`) over them."""
+    return MibIndex.load([config.mibs] if config.mibs is not None else [])
+
+
+def table_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
+    """Each profile table whose table, index or fields no loaded MIB defines."""
+    tabled = {n: p for n, p in config.profiles.items() if p.tables and not is_unread(p.tables)}
+    if not tabled:
+        return []
+    if config.mibs is not None and not config.mibs.is_dir():
+        return [ConfigIssue(filename, 0, "mibs", f"no such folder: {config.mibs}")]
+    try:
+        mibs = mib_index(config)
+    except ValueError as exc:
+        return [ConfigIssue(filename, 0, "mibs", str(exc))]
+    issues = []
+    for name, profile in tabled.items():
+        for i, table in enumerate(profile.tables):
+            try:
+                resolve(table, mibs)
+            except ValueError as exc:
+                where, _, message = str(exc).partition(": ")
+                issues.append(
+                    ConfigIssue(filename, 0, f"profiles.{name}.tables[{i}].{where}", message)
+                )
+    return issues
+
+
 def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     issues = profile_issues(config, config.devices, filename)  # check_agent: the inventory
+    issues += table_issues(config, filename)
     expected = f"{config.site}/{config.agent_id}"
     if config.mqtt.username is not None and config.mqtt.username != expected:
         # deploy/mosquitto/acl: `pattern write enoc/v1/%u/...`. Over MQTT 5 the agent sees
@@ -374,6 +412,16 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
             owner.add(replace(issue, file=owner.file, key=key))
     with skipping_unread():
         checked.add(*role_issues(config, whole.devices, str(path)))
+    with skipping_unread():
+        if config.traps is not None:  # traps are named from the MIBs, `mibs:` included
+            try:
+                catalogue = catalogue_for(config.mibs)
+            except ValueError as exc:
+                checked.error("mibs", str(exc))
+            else:
+                rules = config.traps.rules
+                if rules is not None:
+                    check_rules_include(checked, "traps.rules", rules, SHIPPED_RULES, catalogue)
     if included is not None:
         checked.include(included)
     return checked.with_value((config, whole))

@@ -609,6 +609,7 @@ class EdgeDetector:
         at: float,
         varbinds: dict[str, Value],
         severity: Severity = "warning",
+        message: str = "",
     ) -> list[Event]:
         return [
             self._event(
@@ -618,8 +619,38 @@ class EdgeDetector:
                 "received",
                 at,
                 severity,
-                f"trap {trap_oid}",
+                message or f"trap {trap_oid}",
                 source="trap",
                 attrs=varbinds,
+            )
+        ]
+
+    def alarm(
+        self,
+        device: str,
+        resource: str,
+        raised: bool,
+        at: float,
+        severity: Severity,
+        message: str,
+        attrs: dict[str, Value],
+    ) -> list[Event]:
+        """An alarm a trap raises or clears by rule (agent.traprules). Every trap is an
+        event, repeats included: a device repeats a raise while the condition lasts
+        (upsTrapOnBattery each minute), which keeps an incident that resolves after a time
+        open, and the collector counts the repeats; a clear of nothing open changes
+        nothing there."""
+        state = "raised" if raised else "cleared"
+        return [
+            self._event(
+                device,
+                resource,
+                "alarm",
+                state,
+                at,
+                severity if raised else "info",
+                message,
+                source="trap",
+                attrs=attrs,
             )
         ]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from agent.mibgroups import GROUPS as MIB_GROUPS
 from agent.mibgroups import MibGroup
+from agent.mibgroups.tables import TableConfig, resolve, table_group
+from enoc.mibs import MibIndex
 from enoc.snmp.ber import Oid, parse_oid_text
 from enoc.wire import POLL_GROUPS, PollGroup
 
@@ -100,6 +102,9 @@ class Profile:
     # poll groups polled whatever discovery found (`pin`) or never (`exclude`).
     pin: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # The config's `tables:`, resolved against the MIBs: MIB groups of this profile alone,
+    # polled on every device it applies to (agent.mibgroups.tables).
+    tables: tuple[MibGroup, ...] = ()
 
     def columns(self) -> dict[str, Oid]:
         """Every column this profile walks, named; walked side by side in one GETBULK walk."""
@@ -118,6 +123,7 @@ class ProfileConfig:
     scalars: dict[str, str] = field(default_factory=dict)
     pin: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    tables: list[TableConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for text in [*self.match, *self.scalars.values()]:
@@ -130,7 +136,13 @@ class ProfileConfig:
                     f"{key}: unknown group {unknown[0]!r} (known: {', '.join(sorted(known))})"
                 )
 
-    def build(self, name: str) -> Profile:
+    def build(self, name: str, mibs: MibIndex | None = None) -> Profile:
+        """The profile; its `tables:` resolved through `mibs` (ValueError when one names
+        what no loaded MIB defines: agent.config checks them first, naming the key)."""
+        tables: tuple[MibGroup, ...] = ()
+        if self.tables:
+            index = mibs if mibs is not None else MibIndex.load()
+            tables = tuple(table_group(resolve(t, index)) for t in self.tables)
         return Profile(
             name=name,
             groups=tuple(self.groups),
@@ -138,6 +150,7 @@ class ProfileConfig:
             scalars={k: parse_oid_text(v) for k, v in self.scalars.items()},
             pin=tuple(self.pin),
             exclude=tuple(self.exclude),
+            tables=tables,
         )
 
 
@@ -170,11 +183,15 @@ def polled_groups(
 ) -> tuple[tuple[Group, ...], tuple[MibGroup, ...]]:
     """What to poll on a device with this profile, given the groups discovery `found` it
     answers: the profile's poll groups plus those found (BGP wherever BGP4-MIB answers),
-    the MIB groups found, and the pinned, less the excluded; MIB groups in precedence order."""
+    the MIB groups found, and the pinned, less the excluded; MIB groups in precedence order,
+    then the profile's own tables."""
     names = {*profile.groups, *found, *profile.pin} - set(profile.exclude)
     return (
         tuple(g for g in GROUPS if g in names),
-        tuple(g for n, g in MIB_GROUPS.items() if n in names),
+        (
+            *(g for n, g in MIB_GROUPS.items() if n in names),
+            *(g for g in profile.tables if g.name not in profile.exclude),
+        ),
     )
 
 

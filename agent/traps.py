@@ -1,9 +1,12 @@
-"""Trap and inform receiver: SNMPv2c and SNMPv3 USM on one UDP address.
+"""Trap and inform receiver: SNMPv1, SNMPv2c and SNMPv3 USM on one UDP address.
 
 A datagram is attributed to a device by its source address, and accepted only
 with that device's own trap credentials (`TrapSource`): its v2c communities,
-its v3 users. An address of no device is refused (counted, logged once per
-address), never taken for a new device.
+its v3 users. An SNMPv1 Trap-PDU is taken with the same communities as a v2c
+trap and becomes the notification RFC 3584 section 3.1 makes of it
+(`TrapV1Pdu.notification_oid`): the rest of the agent sees one kind of trap.
+An address of no device is refused (counted, logged once per address), never
+taken for a new device.
 
 v3 traps are sent by the device's own (authoritative) engine: their keys are
 localized to the sender's engine ID. That engine ID is bound to its device,
@@ -40,6 +43,7 @@ from enoc.snmp.ber import BerError, Oid
 from enoc.snmp.message import (
     FLAG_AUTH,
     FLAG_PRIV,
+    V1,
     V2C,
     V3,
     ResponsePdu,
@@ -50,6 +54,7 @@ from enoc.snmp.message import (
     encode_report,
     encode_scoped,
     parse_response_pdu,
+    parse_trap_v1_pdu,
     parse_v3_header,
 )
 from enoc.snmp.mib import SNMP_TRAP_OID_0, SYS_UPTIME_0
@@ -69,7 +74,7 @@ log = logging.getLogger("enoc.agent.traps")
 @dataclass
 class Trap:
     source: str  # the sender's address
-    version: str  # "2c" or "3"
+    version: str  # "1", "2c" or "3"
     trap_oid: Oid
     varbinds: list[tuple[Oid, int, object]]
     inform: bool
@@ -212,8 +217,8 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             if end != len(data):
                 raise BerError("trailing bytes after the message")
             version, pos = ber.read_integer(data, start, end)
-            if version == V2C:
-                self._v2c(data, pos, end, source, known)
+            if version in (V1, V2C):
+                self._community(version, data, pos, end, source, known)
             elif version == V3:
                 self._v3(data, pos, end, source, known)
             else:
@@ -270,17 +275,28 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.sendto(message, addr)
 
-    # ---------------------------------------------------------------- v2c
+    # ---------------------------------------------------------------- v1 and v2c
 
-    def _v2c(
-        self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
+    def _community(
+        self,
+        version: int,
+        data: bytes,
+        pos: int,
+        end: int,
+        addr: tuple[str, int],
+        source: TrapSource,
     ) -> None:
+        """A v1 or v2c message: taken with one of the device's communities."""
         community, pos = ber.read_octets(data, pos, end)
         if community not in source.communities:
             self._bad(
                 "unknown_community",
-                f"trap from {addr[0]} ({source.device}) with a community not its own",
+                f"{'v1 ' if version == V1 else ''}trap from {addr[0]} ({source.device}) "
+                "with a community not its own",
             )
+            return
+        if version == V1:
+            self._v1(data, pos, end, addr, source)
             return
         pdu = parse_response_pdu(data, pos, end)
         if pdu.tag not in (ber.TRAP_V2, ber.INFORM):
@@ -290,6 +306,20 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             reply = _acknowledgement(pdu)
             self._send(build_v2c_message(community, reply), addr)
         self._deliver(source, addr[0], "2c", pdu)
+
+    def _v1(
+        self, data: bytes, pos: int, end: int, addr: tuple[str, int], source: TrapSource
+    ) -> None:
+        tag, _start, _stop = ber.read_tlv(data, pos, end)
+        if tag != ber.TRAP_V1:
+            self._bad("unsupported_pdu", f"PDU 0x{tag:02x} in an SNMPv1 message from {addr[0]}")
+            return
+        pdu = parse_trap_v1_pdu(data, pos, end)
+        trap_oid = pdu.notification_oid()  # a generic-trap beyond 6 is malformed
+        self.stats.received += 1
+        varbinds = pdu.notification_varbinds()
+        trap = Trap(addr[0], "1", trap_oid, varbinds, False, time.time(), device=source.device)
+        self.on_trap(trap)
 
     # ---------------------------------------------------------------- v3
 

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "passwd": ("enoc.commands.passwd", "print a password hash for the users file"),
     "tail": ("enoc.commands.tail", "print decoded enoc MQTT messages"),
     "bench": ("enoc.commands.bench", "scale and peer benchmarks"),
+    "mib": ("enoc.commands.mib", "compile MIB files and look names and OIDs up"),
 }
 
 

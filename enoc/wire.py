@@ -102,7 +102,9 @@ def parse_topic(name: str) -> tuple[str, str, Kind]:
 # writes by them, and tests hold every other place (the incident engine's SQL, the profiles,
 # the decoders' structs, the line protocol, the C passes) to them.
 
-EventKindName = Literal["reachability", "link", "bgp", "threshold", "sensor", "reboot", "trap"]
+EventKindName = Literal[
+    "reachability", "link", "bgp", "threshold", "sensor", "alarm", "reboot", "trap"
+]
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ EVENT_KINDS: dict[str, EventKind] = {
         EventKind("threshold", "ok", ("high",)),
         # a condition a MIB group follows: a sensor's status, a UPS on battery
         EventKind("sensor", "ok", ("warning", "critical", "failed")),
+        # a device's alarm that traps raise and clear by rule (agent.traprules)
+        EventKind("alarm", "cleared", ("raised",)),
         # one-off: no clearing event will ever come (the collector resolves them in time)
         EventKind("reboot", None, ("rebooted",)),
         EventKind("trap", None, ("received",)),

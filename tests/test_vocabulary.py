@@ -82,6 +82,8 @@ def agent_events() -> list[Event]:
     for status in ("warning", "warning", "critical", "critical", "failed", "failed", "ok", "ok"):
         t += 60  # each held for the edge's two polls
         out += edge.conditions("r1", [Condition("sensor:PSU 1", status)], t)
+    out += edge.alarm("r1", "alarm:jnxFan:4.1.0.0", True, t, "major", "jnxFanFailure", {})
+    out += edge.alarm("r1", "alarm:jnxFan:4.1.0.0", False, t + 1, "info", "jnxFanOK", {})
     out += edge.reboot("r1", t, 120)
     out += edge.generic_trap("r1", "1.3.6.1.4.1.9.9.41.2.0.1", t, {"text": "fan"})
     return out
@@ -93,7 +95,7 @@ def test_the_kind_type_is_the_declaration() -> None:
     for name, kind in EVENT_KINDS.items():
         assert kind.name == name
         assert kind.clearing not in kind.problems and len(set(kind.problems)) == len(kind.problems)
-    assert {"up", "ok", "established"} == wire.CLEARING_STATES
+    assert {"up", "ok", "established", "cleared"} == wire.CLEARING_STATES
     assert {"reboot", "trap"} == wire.MOMENTARY_KINDS
     assert {"reachability", "link", "bgp"} == wire.STATE_KINDS
 
@@ -137,7 +139,7 @@ async def test_the_collector_clears_incidents_by_the_declaration(
     eng, clock = engine
     by_kind: dict[str, list[Event]] = {}
     for e in agent_events():
-        if e.source == "poll" or e.kind == "trap":
+        if e.source == "poll" or e.kind in ("trap", "alarm"):
             by_kind.setdefault(e.kind, []).append(e)
     assert set(by_kind) == set(EVENT_KINDS)
     for n, (name, events) in enumerate(sorted(by_kind.items())):

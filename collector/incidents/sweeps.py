@@ -17,6 +17,16 @@ from collector.incidents.vocabulary import MOMENTARY_KINDS
 from collector.model import Change, Incident, IncidentChange, TimelineEntry
 
 PRUNE_EVERY = 600.0  # seconds between prunes of old events
+RESOLVE_AFTER = "resolve_after"  # an event attr (seconds): resolve that long after the last
+
+
+def _resolve_after(incident: Incident) -> float | None:
+    """An incident's own time to resolve without a clearing event: its events' attr
+    `resolve_after` (seconds), which a trap rule whose MIB has no clear sets."""
+    value = incident.attrs.get(RESOLVE_AFTER)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 class Sweeper:
@@ -124,6 +134,13 @@ class Sweeper:
                 incident.state = "resolved"
                 incident.resolved, incident.resolved_by = now, "auto"
                 note(TimelineEntry(now, "resolve", "auto", "one-off event, nothing since"))
+                changed = "resolved"
+            elif (after := _resolve_after(incident)) is not None and incident.updated < now - after:
+                if dry:
+                    return "resolved"
+                incident.state = "resolved"
+                incident.resolved, incident.resolved_by = now, "auto"
+                note(TimelineEntry(now, "resolve", "auto", f"no event for {after:g} s"))
                 changed = "resolved"
         return changed
 

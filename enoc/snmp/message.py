@@ -13,6 +13,12 @@ from typing import TypeVar
 
 from enoc.snmp import ber
 from enoc.snmp.ber import BerError, Oid
+from enoc.snmp.mib import (
+    ENTERPRISE_SPECIFIC,
+    GENERIC_TRAPS,
+    SNMP_TRAP_ADDRESS_0,
+    SNMP_TRAP_ENTERPRISE_0,
+)
 from enoc.snmp.usm import DecryptionError, LocalizedUser
 
 P = TypeVar("P")
@@ -282,6 +288,78 @@ def parse_v3_header(data: bytes, pos: int, end: int) -> V3Header:
         salt,
         sp_end,
     )
+
+
+# ---------------------------------------------------------------- SNMPv1 Trap-PDU
+
+
+@dataclass
+class TrapV1Pdu:
+    """An SNMPv1 Trap-PDU (RFC 1157 section 4.1.6)."""
+
+    enterprise: Oid
+    agent_addr: str  # dotted quad
+    generic_trap: int
+    specific_trap: int
+    time_stamp: int  # TimeTicks: the sender's sysUpTime
+    varbinds: list[tuple[Oid, int, object]]
+
+    def notification_oid(self) -> Oid:
+        """Its snmpTrapOID.0 as RFC 3584 section 3.1 (2) and (3) translate it: a generic
+        trap 0-5 is the standard trap of SNMPv2-MIB; an enterpriseSpecific(6) one is the
+        enterprise, 0, the specific-trap."""
+        if self.generic_trap == ENTERPRISE_SPECIFIC:
+            return (*self.enterprise, 0, self.specific_trap)
+        if 0 <= self.generic_trap < len(GENERIC_TRAPS):
+            return GENERIC_TRAPS[self.generic_trap]
+        raise BerError(f"generic-trap {self.generic_trap} is none of 0-6")
+
+    def notification_varbinds(self) -> list[tuple[Oid, int, object]]:
+        """Its varbinds, then snmpTrapAddress.0 (the agent-addr) and snmpTrapEnterprise.0
+        where it has none of its own (RFC 3584 3.1 (4); the community is not repeated: it is
+        a secret)."""
+        have = {oid for oid, _tag, _value in self.varbinds}
+        extra = [
+            (SNMP_TRAP_ADDRESS_0, ber.IP_ADDRESS, self.agent_addr),
+            (SNMP_TRAP_ENTERPRISE_0, ber.OBJECT_IDENTIFIER, self.enterprise),
+        ]
+        return [*self.varbinds, *(vb for vb in extra if vb[0] not in have)]
+
+
+def parse_trap_v1_pdu(data: bytes, pos: int, end: int) -> TrapV1Pdu:
+    """The Trap-PDU at `pos` (its tag TRAP_V1), fully decoded."""
+    start, stop = ber.expect(data, pos, end, ber.TRAP_V1)
+    if stop != end:
+        raise BerError("trailing bytes after the Trap-PDU")
+    e_start, p = ber.expect(data, start, stop, ber.OBJECT_IDENTIFIER)
+    enterprise = ber.decode_oid(data, e_start, p)
+    a_start, p = ber.expect(data, p, stop, ber.IP_ADDRESS)
+    if p - a_start != 4:
+        raise BerError(f"agent-addr of {p - a_start} octets, not an IPv4 address")
+    agent_addr = str(ber.decode_value(ber.IP_ADDRESS, data, a_start, p))
+    generic, p = ber.read_integer(data, p, stop)
+    specific, p = ber.read_integer(data, p, stop)
+    t_start, p = ber.expect(data, p, stop, ber.TIMETICKS)
+    time_stamp = ber.decode_unsigned(data, t_start, p)
+    varbinds = ber.read_varbinds(data, p, stop)
+    return TrapV1Pdu(enterprise, agent_addr, generic, specific, time_stamp, varbinds)
+
+
+def encode_trap_v1_pdu(pdu: TrapV1Pdu, varbinds: bytes) -> bytes:
+    """A Trap-PDU of `pdu`'s header around already encoded `varbinds`."""
+    return ber.tlv(
+        ber.TRAP_V1,
+        ber.encode_oid(pdu.enterprise)
+        + ber.encode_ip(bytes(int(part) for part in pdu.agent_addr.split(".")))
+        + ber.encode_integer(pdu.generic_trap)
+        + ber.encode_integer(pdu.specific_trap)
+        + ber.encode_unsigned(ber.TIMETICKS, pdu.time_stamp)
+        + ber.tlv(ber.SEQUENCE, varbinds),
+    )
+
+
+def build_v1_message(community: bytes, pdu: bytes) -> bytes:
+    return ber.tlv(ber.SEQUENCE, ber.encode_integer(V1) + ber.encode_octets(community) + pdu)
 
 
 def random_request_id() -> int:

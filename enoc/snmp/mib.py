@@ -13,6 +13,21 @@ WARM_START = (1, 3, 6, 1, 6, 3, 1, 1, 5, 2)
 LINK_DOWN = (1, 3, 6, 1, 6, 3, 1, 1, 5, 3)
 LINK_UP = (1, 3, 6, 1, 6, 3, 1, 1, 5, 4)
 AUTHENTICATION_FAILURE = (1, 3, 6, 1, 6, 3, 1, 1, 5, 5)
+EGP_NEIGHBOR_LOSS = (1, 3, 6, 1, 6, 3, 1, 1, 5, 6)
+# The standard traps an SNMPv1 generic-trap 0-5 is (RFC 3584 section 3.1 (3)).
+GENERIC_TRAPS = (
+    COLD_START,
+    WARM_START,
+    LINK_DOWN,
+    LINK_UP,
+    AUTHENTICATION_FAILURE,
+    EGP_NEIGHBOR_LOSS,
+)
+ENTERPRISE_SPECIFIC = 6  # generic-trap enterpriseSpecific(6): the trap is enterprise.0.specific
+# What a v1 trap's agent-addr and enterprise become among a notification's varbinds
+# (SNMP-COMMUNITY-MIB snmpTrapAddress.0, SNMPv2-MIB snmpTrapEnterprise.0; RFC 3584 3.1 (4)).
+SNMP_TRAP_ADDRESS_0 = (1, 3, 6, 1, 6, 3, 18, 1, 3, 0)
+SNMP_TRAP_ENTERPRISE_0 = (1, 3, 6, 1, 6, 3, 1, 1, 4, 3, 0)
 
 # IF-MIB (RFC 2863): the tables, and the columns a linkDown or linkUp trap carries.
 IF_NUMBER = (1, 3, 6, 1, 2, 1, 2, 1, 0)
