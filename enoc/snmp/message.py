@@ -358,9 +358,5 @@ def encode_trap_v1_pdu(pdu: TrapV1Pdu, varbinds: bytes) -> bytes:
     )
 
 
-def build_v1_message(community: bytes, pdu: bytes) -> bytes:
-    return ber.tlv(ber.SEQUENCE, ber.encode_integer(V1) + ber.encode_octets(community) + pdu)
-
-
 def random_request_id() -> int:
     return int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
