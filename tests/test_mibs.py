@@ -36,6 +36,11 @@ def test_every_shipped_module_loads_and_its_oids_are_unique_per_name() -> None:
         "FORTINET-FORTIGATE-MIB",
         "BGP4-MIB",
         "UCD-SNMP-MIB",
+        "ENTITY-SENSOR-MIB",
+        "HOST-RESOURCES-MIB",
+        "LLDP-MIB",
+        "CISCO-MEMORY-POOL-MIB",
+        "CISCO-PROCESS-MIB",
     ):
         assert module in mibs.modules, module
     for facts in mibs.modules.values():
@@ -64,6 +69,11 @@ def test_every_shipped_module_loads_and_its_oids_are_unique_per_name() -> None:
         ("fgTrapHaSwitch", "1.3.6.1.4.1.12356.101.2.0.401"),
         ("bgpBackwardTransNotification", "1.3.6.1.2.1.15.0.2"),
         ("ssCpuIdle", "1.3.6.1.4.1.2021.11.11"),
+        ("entPhySensorValue", "1.3.6.1.2.1.99.1.1.1.4"),
+        ("hrProcessorLoad", "1.3.6.1.2.1.25.3.3.1.2"),
+        ("lldpRemSysName", "1.0.8802.1.1.2.1.4.1.1.9"),
+        ("cpmCPUTotal5minRev", "1.3.6.1.4.1.9.9.109.1.1.1.1.8"),
+        ("ciscoMemoryPoolLowMemoryNotif", "1.3.6.1.4.1.9.9.48.2.0.1"),
     ],
 )
 def test_names_and_oids_of_the_shipped_set(name: str, oid: str) -> None:
