@@ -427,3 +427,19 @@ async def test_the_lldp_remote_table_of_every_corpus_recording_that_has_one(
                 value = fields["lldpRemPortIdSubtype"]
                 label = mibs.enum_label("lldpRemPortIdSubtype", value) or str(value)  # 0: none
                 assert published["lldpRemPortIdSubtype_label"] == label
+
+
+def test_a_missing_mibs_folder_is_an_error_only_when_a_table_needs_it(tmp_path: Path) -> None:
+    (tmp_path / "devices.yaml").write_text("devices: []\n")
+    config = yaml.safe_load(
+        agent_config(tmp_path, "mqtt://127.0.0.1:1", tmp_path / "devices.yaml").read_text()
+    )
+    config["mibs"] = str(tmp_path / "never-compiled")
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    issues = [i for i in check_agent(path).report() if i.key == "mibs"]
+    assert [(i.warning, "no such folder" in i.message) for i in issues] == [(True, True)]
+    config["profiles"] = {"modem": {"tables": [TABLE]}}
+    path.write_text(yaml.safe_dump(config))
+    issues = [i for i in check_agent(path).report() if i.key == "mibs"]
+    assert [(i.warning, "no such folder" in i.message) for i in issues] == [(False, True)]
