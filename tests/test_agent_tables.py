@@ -24,7 +24,7 @@ from enoc.cli import main
 from enoc.mibs import MibIndex
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.inventory_out import write_inventory
-from simulators.model import attach_views
+from simulators.model import Device, attach_views
 from simulators.server import Simulator
 
 # A satellite modem's MIB as a vendor would ship it: a signal table indexed by modem, an
@@ -167,6 +167,19 @@ EXPECTED_ROWS = [
 ]
 
 
+def recorded_devices(
+    recordings: list[Path], address: str, port: int
+) -> tuple[FakeClock, list[Device]]:
+    """Simulated devices that serve these recordings (values as recorded), one each."""
+    groups = [DeviceGroup(name=path.stem, recording=str(path)) for path in recordings]
+    site = SiteSpec("lab", "lab", devices=groups)
+    clock = FakeClock(time.time())
+    fleet = FleetSpec(sites=[site], port=port, address_base=address, recording_counters="recorded")
+    devices = build_devices(fleet, clock.now)
+    attach_views(devices)
+    return clock, devices
+
+
 def compile_sat_mib(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     source = tmp_path / "vendor-mibs"
     source.mkdir()
@@ -291,18 +304,7 @@ async def test_an_agent_publishes_rows_of_a_vendor_table_from_its_compiled_mib(
     recording = tmp_path / "vsat-1.snmprec"
     recording.write_text(SNMPREC)
     port = free_udp_port("127.44.0.1")
-    spec = FleetSpec(
-        sites=[
-            SiteSpec(
-                "nyc", "americas", devices=[DeviceGroup(name="vsat-1", recording=str(recording))]
-            )
-        ],
-        port=port,
-        address_base="127.44.0.1",
-    )
-    clock = FakeClock(time.time())
-    devices = build_devices(spec, clock.now)
-    attach_views(devices)
+    clock, devices = recorded_devices([recording], "127.44.0.1", port)
     inventory = tmp_path / "devices.yaml"
     profiles = {
         "vsat": {"match": ["1.3.6.1.4.1.64999"], "groups": [], "tables": [TABLE]},
@@ -380,21 +382,7 @@ async def test_the_lldp_remote_table_of_every_corpus_recording_that_has_one(
     recordings = lldp_recordings()
     assert recordings, "the corpus lists no recording with lldpRem"
     port = free_udp_port("127.45.0.1")
-    spec = FleetSpec(
-        sites=[
-            SiteSpec(
-                "lab",
-                "lab",
-                devices=[DeviceGroup(name=f.stem, recording=str(f)) for f in recordings],
-            )
-        ],
-        port=port,
-        address_base="127.45.0.1",
-        recording_counters="recorded",
-    )
-    clock = FakeClock(time.time())
-    devices = build_devices(spec, clock.now)
-    attach_views(devices)
+    clock, devices = recorded_devices(recordings, "127.45.0.1", port)
     inventory = tmp_path / "devices.yaml"
     profiles = {"lldp": {"groups": [], "tables": [LLDP_TABLE]}}
     config = agent_config(tmp_path, mosquitto.url, inventory, extra={"profiles": profiles})
