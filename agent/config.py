@@ -305,10 +305,12 @@ def mib_index(config: AgentConfig) -> MibIndex:
 def table_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
     """Each profile table whose table, index or fields no loaded MIB defines."""
     tabled = {n: p for n, p in config.profiles.items() if p.tables and not is_unread(p.tables)}
+    if config.mibs is not None and not config.mibs.is_dir():
+        # Without tables only trap names miss it: the agent runs on the shipped MIBs.
+        message = f"no such folder: {config.mibs} (`enoc mib compile DIR --out` makes it)"
+        return [ConfigIssue(filename, 0, "mibs", message, warning=not tabled)]
     if not tabled:
         return []
-    if config.mibs is not None and not config.mibs.is_dir():
-        return [ConfigIssue(filename, 0, "mibs", f"no such folder: {config.mibs}")]
     try:
         mibs = mib_index(config)
     except ValueError as exc:

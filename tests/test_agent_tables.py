@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from agentkit import Listener, agent_config, running_agent
+from corpuskit import recordings_or_skip
 from simkit import FakeClock, free_udp_port
 
 from agent.config import check_agent
@@ -23,7 +24,7 @@ from enoc.cli import main
 from enoc.mibs import MibIndex
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.inventory_out import write_inventory
-from simulators.model import attach_views
+from simulators.model import Device, attach_views
 from simulators.server import Simulator
 
 # A satellite modem's MIB as a vendor would ship it: a signal table indexed by modem, an
@@ -166,6 +167,19 @@ EXPECTED_ROWS = [
 ]
 
 
+def recorded_devices(
+    recordings: list[Path], address: str, port: int
+) -> tuple[FakeClock, list[Device]]:
+    """Simulated devices that serve these recordings (values as recorded), one each."""
+    groups = [DeviceGroup(name=path.stem, recording=str(path)) for path in recordings]
+    site = SiteSpec("lab", "lab", devices=groups)
+    clock = FakeClock(time.time())
+    fleet = FleetSpec(sites=[site], port=port, address_base=address, recording_counters="recorded")
+    devices = build_devices(fleet, clock.now)
+    attach_views(devices)
+    return clock, devices
+
+
 def compile_sat_mib(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     source = tmp_path / "vendor-mibs"
     source.mkdir()
@@ -290,18 +304,7 @@ async def test_an_agent_publishes_rows_of_a_vendor_table_from_its_compiled_mib(
     recording = tmp_path / "vsat-1.snmprec"
     recording.write_text(SNMPREC)
     port = free_udp_port("127.44.0.1")
-    spec = FleetSpec(
-        sites=[
-            SiteSpec(
-                "nyc", "americas", devices=[DeviceGroup(name="vsat-1", recording=str(recording))]
-            )
-        ],
-        port=port,
-        address_base="127.44.0.1",
-    )
-    clock = FakeClock(time.time())
-    devices = build_devices(spec, clock.now)
-    attach_views(devices)
+    clock, devices = recorded_devices([recording], "127.44.0.1", port)
     inventory = tmp_path / "devices.yaml"
     profiles = {
         "vsat": {"match": ["1.3.6.1.4.1.64999"], "groups": [], "tables": [TABLE]},
@@ -326,3 +329,105 @@ def published_rows(listener: Listener) -> list[dict[str, Any]]:
                 if sample.get("rows"):
                     out.append(sample)
     return out
+
+
+LLDP_REM = "1.0.8802.1.1.2.1.4.1.1"
+LLDP_TABLE = {
+    "table": "lldpRemTable",
+    "measurement": "lldp_neighbor",
+    "index": [{"port": "lldpRemLocalPortNum"}, "lldpRemIndex"],
+    "fields": ["lldpRemSysName", "lldpRemPortIdSubtype"],
+}
+
+
+def lldp_recordings() -> list[Path]:
+    """The corpus's recordings that answer LLDP-MIB's remote table (MANIFEST: lldpRem)."""
+    files = recordings_or_skip()
+    manifest = (files[0].parent / "MANIFEST.tsv").read_text().splitlines()[1:]
+    offered = {line.split("\t")[0] for line in manifest if "lldpRem" in line.split("\t")[3]}
+    return [f for f in files if f.name in offered]
+
+
+def recorded_neighbors(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """(port, index) -> the fields the table should give, read from the recording: the
+    columns' instances are lldpRemTimeMark.port.index."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in path.read_text(errors="surrogateescape").splitlines():
+        parts = line.split("|", 2)
+        if len(parts) != 3:
+            continue  # the rest of a value that spans lines
+        oid, tag, value = parts
+        for column, name in ((9, "lldpRemSysName"), (6, "lldpRemPortIdSubtype")):
+            prefix = f"{LLDP_REM}.{column}."
+            if oid.startswith(prefix):
+                suffix = oid.removeprefix(prefix)
+                arcs = suffix.split(".")
+                # An index that is not timeMark.port.index (a PMP 450m serves one arc) does
+                # not decode: each tag then carries the suffix as it came.
+                key = (arcs[1], arcs[2]) if len(arcs) == 3 else (suffix, suffix)
+                fields = out.setdefault(key, {})
+                if tag == "2":
+                    fields[name] = int(value)
+                elif tag == "4" and value.isprintable():
+                    fields[name] = value
+    return out
+
+
+@pytest.mark.servers
+async def test_the_lldp_remote_table_of_every_corpus_recording_that_has_one(
+    tmp_path: Path, mosquitto: Any
+) -> None:
+    """A shipped MIB's table on real devices: one row per neighbour, tagged by local port
+    and index, the neighbour's name and port-id subtype as the device recorded them."""
+    recordings = lldp_recordings()
+    assert recordings, "the corpus lists no recording with lldpRem"
+    port = free_udp_port("127.45.0.1")
+    clock, devices = recorded_devices(recordings, "127.45.0.1", port)
+    inventory = tmp_path / "devices.yaml"
+    profiles = {"lldp": {"groups": [], "tables": [LLDP_TABLE]}}
+    config = agent_config(tmp_path, mosquitto.url, inventory, extra={"profiles": profiles})
+    async with Simulator(devices, clock=clock, rng=random.Random(0)) as sim:
+        write_inventory(inventory, sim, devices)
+        listed = yaml.safe_load(inventory.read_text())
+        for device in listed["devices"]:
+            device["profile"] = "lldp"
+        inventory.write_text(yaml.safe_dump(listed))
+        names = {f.stem for f in recordings}
+        async with Listener(mosquitto.url) as listener, running_agent(config):
+            await listener.wait_for(
+                lambda lis: {s["device"] for s in published_rows(lis)} >= names,
+                timeout=60,
+                what="rows of every LLDP recording",
+            )
+    latest = {s["device"]: s["rows"] for s in published_rows(listener)}
+    mibs = MibIndex.load()
+    for path in recordings:
+        expected = recorded_neighbors(path)
+        rows = latest[path.stem]
+        got = {(r[1]["port"], r[1]["lldpRemIndex"]): r for r in rows}
+        assert set(got) == set(expected), path.name
+        for key, fields in expected.items():
+            measurement, _tags, published = got[key]
+            assert measurement == "lldp_neighbor"
+            for name, value in fields.items():
+                assert published[name] == value, (path.name, key, name)
+            if "lldpRemPortIdSubtype" in fields:
+                value = fields["lldpRemPortIdSubtype"]
+                label = mibs.enum_label("lldpRemPortIdSubtype", value) or str(value)  # 0: none
+                assert published["lldpRemPortIdSubtype_label"] == label
+
+
+def test_a_missing_mibs_folder_is_an_error_only_when_a_table_needs_it(tmp_path: Path) -> None:
+    (tmp_path / "devices.yaml").write_text("devices: []\n")
+    config = yaml.safe_load(
+        agent_config(tmp_path, "mqtt://127.0.0.1:1", tmp_path / "devices.yaml").read_text()
+    )
+    config["mibs"] = str(tmp_path / "never-compiled")
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    issues = [i for i in check_agent(path).report() if i.key == "mibs"]
+    assert [(i.warning, "no such folder" in i.message) for i in issues] == [(True, True)]
+    config["profiles"] = {"modem": {"tables": [TABLE]}}
+    path.write_text(yaml.safe_dump(config))
+    issues = [i for i in check_agent(path).report() if i.key == "mibs"]
+    assert [(i.warning, "no such folder" in i.message) for i in issues] == [(False, True)]

@@ -72,6 +72,7 @@ class TableSpec:
     """A `tables:` entry resolved against the MIBs: what to walk and how to read it."""
 
     measurement: str
+    module: str  # the table's MIB module
     table: str
     entry: Oid
     index: tuple[MibObject, ...]  # the INDEX objects, in order
@@ -128,6 +129,7 @@ def resolve(config: TableConfig, mibs: MibIndex) -> TableSpec:
             )
     return TableSpec(
         measurement=config.measurement,
+        module=table.module,
         table=table.name,
         entry=table.entry_oid,
         index=index,
@@ -242,7 +244,7 @@ def table_group(spec: TableSpec) -> MibGroup:
 
     return MibGroup(
         name=f"table:{spec.measurement}:{spec.table}",
-        mib=spec.table,
+        mib=spec.module,
         probe=spec.entry,
         columns=columns,
         derive=derive,

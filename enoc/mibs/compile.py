@@ -145,9 +145,11 @@ _SMI_IMPORTS = (
 
 def _smi_syntax(base: str, enums: Mapping[str, int] | None, bits: Mapping[str, int] | None) -> str:
     if bits:
-        return "BITS { " + ", ".join(f"{k}({v})" for k, v in bits.items()) + " }"
+        named = sorted(bits.items(), key=lambda item: item[1])
+        return "BITS { " + ", ".join(f"{k}({v})" for k, v in named) + " }"
     if enums:
-        return "INTEGER { " + ", ".join(f"{k}({v})" for k, v in enums.items()) + " }"
+        named = sorted(enums.items(), key=lambda item: item[1])
+        return "INTEGER { " + ", ".join(f"{k}({v})" for k, v in named) + " }"
     if base in BASE_TYPES:
         return _SMI_BASE.get(base, base)
     return "OCTET STRING"  # a convention whose module is not loaded: any syntax imports
