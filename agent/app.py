@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from agent.config import AgentConfig, check_agent
+from agent.discovery import Discovery
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
@@ -49,11 +50,12 @@ from enoc.snmp.mib import (
     WARM_START,
 )
 from enoc.snmp.usm import UsmUser
-from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage, Value
+from enoc.wire import Capabilities, DeviceInfo, Event, EventsMessage, MetricsMessage, Value
 
 log = logging.getLogger("enoc.agent")
 
 IF_ADMIN_DOWN = 2
+DISCOVERY_CONCURRENCY = 8  # devices probed at once, apart from the polls
 
 
 def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
@@ -115,11 +117,23 @@ class Agent:
         self.trackers: dict[str, DeviceTracker] = {}
         self.targets: dict[str, Target] = {}
         self.named_profiles: dict[str, Profile | None] = {}
+        self.discovery = Discovery(
+            self.client,
+            c.spool.path / "discovery.json",
+            float(c.discovery.interval),
+            enabled=c.discovery.enabled,
+        )
+        self.discovery.load()
+        self._discover_due: asyncio.Queue[tuple[str, Oid | None, int | None, float]] = (
+            asyncio.Queue()
+        )  # at most one entry a device: `_discover_pending` says which are in
+        self._discover_pending: set[str] = set()
         self.publisher = Publisher(
             c,
             health=self.health,
             inventory_size=lambda: len(self.trackers),
             devices=self.device_infos,
+            capabilities=self.capabilities,
         )
         self.scheduler = Scheduler(
             float(c.polling.interval),
@@ -157,6 +171,7 @@ class Agent:
                 self.client.forget(target)
                 self.edge.forget(name)
                 del self.trackers[name], self.targets[name], self.named_profiles[name]
+                self.discovery.forget([name])  # another device, or one gone
         for name, device in wanted.items():
             if name in self.trackers:
                 continue
@@ -251,6 +266,7 @@ class Agent:
                 self._choose(name),
                 self.config.polling.max_repetitions,
                 guess,
+                found=self.discovery.found(name),
             )
         except SnmpError as exc:
             self.stats.polls_failed[exc.kind] += 1
@@ -259,6 +275,7 @@ class Agent:
             self.stats.polls_ok += 1
             self.stats.varbinds += raw.varbinds
             sample, events = tracker.observe(raw)
+            self._discover_if_due(name, raw.scalars.get("sysUpTime"), raw.at)
         self._emit_events(events)
         c = self.config
         self._batch.append(
@@ -267,6 +284,50 @@ class Agent:
         self.stats.samples += 1
         if len(self._batch) >= c.publishing.batch_samples:
             self._flush()
+
+    def _discover_if_due(self, name: str, ticks: object, at: float) -> None:
+        """Queue the device for discovery when it is due: after a poll it answered, so that
+        a silent device is not probed, and apart from the poll, so that a slow discovery
+        never costs a poll its deadline."""
+        tracker = self.trackers[name]
+        uptime = ticks if isinstance(ticks, int) else None
+        if name in self._discover_pending:
+            return
+        why = self.discovery.due(name, tracker.sys_object_id, uptime, at)
+        if why:
+            log.debug("discovering %s: %s", name, why)
+            self._discover_pending.add(name)
+            self._discover_due.put_nowait((name, tracker.sys_object_id, uptime, at))
+
+    async def _discovery_loop(self, stop: asyncio.Event) -> None:
+        """Probe the devices the polls found due, DISCOVERY_CONCURRENCY at a time."""
+        slots = asyncio.Semaphore(DISCOVERY_CONCURRENCY)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(item: tuple[str, Oid | None, int | None, float]) -> None:
+            name = item[0]
+            try:
+                target = self.targets.get(name)
+                if target is not None:
+                    await self.discovery.run(name, target, *item[1:])
+            finally:
+                self._discover_pending.discard(name)
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            try:
+                while not stop.is_set():
+                    try:
+                        item = await asyncio.wait_for(self._discover_due.get(), 0.5)
+                    except TimeoutError:
+                        continue
+                    await slots.acquire()
+                    task = group.create_task(one(item), name=f"discover[{item[0]}]")
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            finally:
+                for task in running:  # stopping: a discovery cut short is redone later
+                    task.cancel()
 
     def _deadline(self, name: str, due: float) -> None:
         tracker = self.trackers.get(name)
@@ -425,9 +486,23 @@ class Agent:
             for t in self.trackers.values()
         ]
 
+    def capabilities(self) -> dict[str, Capabilities]:
+        """What discovery found on each device and the MIB its cpu and memory come from,
+        for the status message (the collector's device page)."""
+        out: dict[str, Capabilities] = {}
+        for name, tracker in self.trackers.items():
+            found = self.discovery.found(name)
+            if found or tracker.sources:
+                out[name] = Capabilities(sorted(found), dict(tracker.sources))
+        return out
+
     def health(self) -> dict[str, int | float | str]:
         s, sched, client = self.stats, self.scheduler.stats, self.client.stats
+        discovery = self.discovery.stats
         return {
+            "discovered": sum(1 for n in self.trackers if self.discovery.discovered(n)),
+            "discovery_failed": discovery.failed,
+            "discovery_varbinds": discovery.varbinds,
             "devices": len(self.trackers),
             "polls_ok": s.polls_ok,
             "polls_failed": sum(s.polls_failed.values()),
@@ -491,6 +566,8 @@ class Agent:
         )
         # EXIT: a socket and no loop; should it end, no poll could go out
         supervisor.add(Adapter("snmp", start=self._open_snmp, close=self._close_snmp), Policy.EXIT)
+        # RESTART: a device whose discovery was cut short is queued again at its next poll
+        supervisor.add(Adapter("discovery", loop=self._discovery_loop), Policy.RESTART)
         # EXIT: a scheduler that died leaves the agent polling nothing while it looks alive
         supervisor.add(self.scheduler, Policy.EXIT)
         if self.traps is not None:
