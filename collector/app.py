@@ -44,7 +44,7 @@ from enoc import __version__
 from enoc.lifecycle import Adapter, Policy, Supervisor, WebSite
 from enoc.logs import get_logger, redact
 from enoc.retry import Backoff
-from enoc.wire import EventsMessage, StatusMessage
+from enoc.wire import Capabilities, EventsMessage, StatusMessage
 
 log = get_logger("enoc.collector")
 
@@ -57,6 +57,9 @@ class Collector:
         self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
         self.sinks = build(config, self.dead_letters)  # `influxdb` and `sinks`, as one
         self.recent = RecentValues()
+        # each agent's devices' capabilities, from its latest online status (retained: a
+        # restarted collector has them again at once); the device page shows them
+        self.capabilities: dict[tuple[str, str], dict[str, Capabilities]] = {}
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
         self.ingest = Ingest(
             config.mqtt,
@@ -98,6 +101,8 @@ class Collector:
 
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
+        if message.state == "online":
+            self.capabilities[(message.site, message.agent)] = message.capabilities
         if self.sinks and message.state == "online" and not retained:
             health = agent_health(message)
             await self.sinks.write(chunk(health), len(health))
@@ -221,6 +226,7 @@ class Collector:
             feed=self.feed,
             hub=self.hub,
             recent=self.recent,
+            capabilities=self.capabilities,
             health=self.health,
             counters=self.counters,
         )
