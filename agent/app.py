@@ -501,8 +501,8 @@ class Agent:
         discovery = self.discovery.stats
         return {
             "discovered": sum(1 for n in self.trackers if self.discovery.discovered(n)),
-            "discovery_failed": discovery.failed,
-            "discovery_varbinds": discovery.varbinds,
+            "discovery_failed": discovery["failed"],
+            "discovery_varbinds": discovery["varbinds"],
             "devices": len(self.trackers),
             "polls_ok": s.polls_ok,
             "polls_failed": sum(s.polls_failed.values()),

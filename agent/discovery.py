@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,14 +153,6 @@ class Capabilities:
 
 
 @dataclass
-class DiscoveryStats:
-    runs: int = 0
-    failed: int = 0
-    requests: int = 0
-    varbinds: int = 0
-
-
-@dataclass
 class Discovery:
     """Every device's capabilities: when to probe again, and the file they are kept in."""
 
@@ -168,7 +161,8 @@ class Discovery:
     interval: float = 6 * 3600.0
     enabled: bool = True
     devices: dict[str, Capabilities] = field(default_factory=dict)
-    stats: DiscoveryStats = field(default_factory=DiscoveryStats)
+    # runs, failed (no answer), requests and varbinds sent, since the start
+    stats: Counter[str] = field(default_factory=Counter)
     probes: tuple[Probe, ...] = field(default_factory=known_probes)
 
     def found(self, name: str) -> frozenset[str]:
@@ -211,16 +205,16 @@ class Discovery:
         """Probe the device; None when it did not answer (not a poll failure: the poll
         answered; tried again after RETRY_AFTER, the last findings kept meanwhile)."""
         known = self.devices.setdefault(name, Capabilities())
-        self.stats.runs += 1
+        self.stats["runs"] += 1
         try:
             outcome = await probe(self.client, target, self.probes)
         except SnmpError as exc:
-            self.stats.failed += 1
+            self.stats["failed"] += 1
             known.failed_at = at
             log.info("discovery of %s failed (%s); trying again later", name, exc.kind)
             return None
-        self.stats.requests += outcome.requests
-        self.stats.varbinds += outcome.varbinds
+        self.stats["requests"] += outcome.requests
+        self.stats["varbinds"] += outcome.varbinds
         before = known.found
         self.devices[name] = now = Capabilities(
             outcome.found,
