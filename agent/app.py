@@ -56,6 +56,9 @@ log = logging.getLogger("enoc.agent")
 
 IF_ADMIN_DOWN = 2
 DISCOVERY_CONCURRENCY = 8  # devices probed at once, apart from the polls
+# Devices whose capabilities one status message lists (about 100 bytes each): a larger
+# inventory's take turns, heartbeat after heartbeat, so that the message stays bounded.
+STATUS_CAPABILITIES = 1000
 
 
 def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
@@ -128,6 +131,7 @@ class Agent:
             asyncio.Queue()
         )  # at most one entry a device: `_discover_pending` says which are in
         self._discover_pending: set[str] = set()
+        self._capabilities_from = 0  # where the next status message's turn starts
         self.publisher = Publisher(
             c,
             health=self.health,
@@ -487,14 +491,18 @@ class Agent:
         ]
 
     def capabilities(self) -> dict[str, Capabilities]:
-        """What discovery found on each device and the MIB its cpu and memory come from,
-        for the status message (the collector's device page)."""
-        out: dict[str, Capabilities] = {}
-        for name, tracker in self.trackers.items():
-            found = self.discovery.found(name)
-            if found or tracker.sources:
-                out[name] = Capabilities(sorted(found), dict(tracker.sources))
-        return out
+        """What discovery found on devices and the MIB their cpu and memory come from, for
+        the status message (the collector's device page): STATUS_CAPABILITIES devices at
+        most, the next ones at the next message."""
+        known = [
+            (name, found, tracker.sources)
+            for name, tracker in self.trackers.items()
+            if (found := self.discovery.found(name)) or tracker.sources
+        ]
+        start = self._capabilities_from if self._capabilities_from < len(known) else 0
+        turn = known[start : start + STATUS_CAPABILITIES]
+        self._capabilities_from = start + len(turn)
+        return {name: Capabilities(sorted(found), dict(sources)) for name, found, sources in turn}
 
     def health(self) -> dict[str, int | float | str]:
         s, sched, client = self.stats, self.scheduler.stats, self.client.stats

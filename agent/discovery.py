@@ -119,7 +119,7 @@ async def probe(
 
 
 @dataclass
-class Capabilities:
+class Findings:
     """What discovery found on one device, and when."""
 
     found: frozenset[str] = frozenset()
@@ -137,7 +137,7 @@ class Capabilities:
         }
 
     @classmethod
-    def from_json(cls, raw: object) -> Capabilities:
+    def from_json(cls, raw: object) -> Findings:
         if not isinstance(raw, dict):
             raise TypeError("expected an object")
         found = raw.get("found", [])
@@ -160,7 +160,7 @@ class Discovery:
     path: Path  # <spool.path>/discovery.json
     interval: float = 6 * 3600.0
     enabled: bool = True
-    devices: dict[str, Capabilities] = field(default_factory=dict)
+    devices: dict[str, Findings] = field(default_factory=dict)
     # runs, failed (no answer), requests and varbinds sent, since the start
     stats: Counter[str] = field(default_factory=Counter)
     probes: tuple[Probe, ...] = field(default_factory=known_probes)
@@ -201,10 +201,10 @@ class Discovery:
         sys_object_id: Oid | None,
         ticks: int | None,
         at: float,
-    ) -> Capabilities | None:
+    ) -> Findings | None:
         """Probe the device; None when it did not answer (not a poll failure: the poll
         answered; tried again after RETRY_AFTER, the last findings kept meanwhile)."""
-        known = self.devices.setdefault(name, Capabilities())
+        known = self.devices.setdefault(name, Findings())
         self.stats["runs"] += 1
         try:
             outcome = await probe(self.client, target, self.probes)
@@ -216,7 +216,7 @@ class Discovery:
         self.stats["requests"] += outcome.requests
         self.stats["varbinds"] += outcome.varbinds
         before = known.found
-        self.devices[name] = now = Capabilities(
+        self.devices[name] = now = Findings(
             outcome.found,
             at,
             dotted(sys_object_id),
@@ -241,7 +241,7 @@ class Discovery:
             raw = json.loads(self.path.read_text())
             if not isinstance(raw, dict):
                 raise TypeError("expected an object of devices")
-            self.devices = {str(k): Capabilities.from_json(v) for k, v in raw.items()}
+            self.devices = {str(k): Findings.from_json(v) for k, v in raw.items()}
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError) as exc:

@@ -57,7 +57,7 @@ class Collector:
         self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
         self.sinks = build(config, self.dead_letters)  # `influxdb` and `sinks`, as one
         self.recent = RecentValues()
-        # each agent's devices' capabilities, from its latest online status (retained: a
+        # each agent's devices' capabilities, from its online statuses (retained: a
         # restarted collector has them again at once); the device page shows them
         self.capabilities: dict[tuple[str, str], dict[str, Capabilities]] = {}
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
@@ -102,7 +102,13 @@ class Collector:
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
         if message.state == "online":
-            self.capabilities[(message.site, message.agent)] = message.capabilities
+            # a large inventory's take turns (agent STATUS_CAPABILITIES); a device that left
+            # the agent's inventory leaves with it
+            known = self.capabilities.setdefault((message.site, message.agent), {})
+            known.update(message.capabilities)
+            listed = {d.name for d in message.devices}
+            for name in [n for n in known if listed and n not in listed]:
+                del known[name]
         if self.sinks and message.state == "online" and not retained:
             health = agent_health(message)
             await self.sinks.write(chunk(health), len(health))

@@ -21,10 +21,12 @@ from agentkit import Listener, agent_config, running_agent
 from test_agent_health_mibs import RECORDINGS, served
 
 import agent.discovery as discovery_module
+from agent.app import STATUS_CAPABILITIES, Agent
 from agent.config import check_agent
 from agent.discovery import (
     BATCH,
     Discovery,
+    Findings,
     Outcome,
     Probe,
     day_share,
@@ -381,3 +383,24 @@ async def test_discovery_costs_well_under_5_percent_of_a_days_varbinds() -> None
         client.close()
     print("discovery's share of a day's varbinds:", {k: f"{v:.4%}" for k, v in shares.items()})
     assert all(0 < share <= 0.05 for share in shares.values()), shares
+
+
+def test_a_large_inventorys_capabilities_take_turns_in_the_status_message(
+    tmp_path: Path,
+) -> None:
+    """The status message stays bounded: STATUS_CAPABILITIES devices a message, in turn."""
+    inventory = tmp_path / "devices.yaml"
+    rows = [
+        {"name": f"sw-{i}", "address": f"127.52.{i // 250}.{i % 250 + 1}", "credentials": "lab"}
+        for i in range(2 * STATUS_CAPABILITIES + 500)
+    ]
+    credentials = {"lab": {"version": "2c", "community": "public"}}
+    inventory.write_text(yaml.safe_dump({"credentials": credentials, "devices": rows}))
+    agent = Agent(agent_config(tmp_path, "mqtt://127.0.0.1:1", inventory))
+    for row in rows:
+        agent.discovery.devices[row["name"]] = Findings(frozenset({"bgp"}), 1.0)
+    turns = [agent.capabilities() for _ in range(4)]
+    assert [len(t) for t in turns] == [STATUS_CAPABILITIES, STATUS_CAPABILITIES, 500, 1000]
+    assert set().union(*turns[:3]) == {row["name"] for row in rows}
+    assert turns[3] == turns[0]  # round again
+    assert turns[0]["sw-0"] == Capabilities(["bgp"], {})
