@@ -56,6 +56,7 @@ log = logging.getLogger("enoc.agent")
 
 IF_ADMIN_DOWN = 2
 DISCOVERY_CONCURRENCY = 8  # devices probed at once, apart from the polls
+DISCOVERY_SAVE_EVERY = 5.0  # seconds between writes of the findings while they change
 # Devices whose capabilities one status message lists (about 100 bytes each): a larger
 # inventory's take turns, heartbeat after heartbeat, so that the message stays bounded.
 STATUS_CAPABILITIES = 1000
@@ -153,6 +154,7 @@ class Agent:
         self._links_saved = 0  # `edge.links_changed` when the links up were last saved
         self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
+        self.discovery.forget(set(self.discovery.devices) - set(self.trackers))  # gone since
         self._load_edge_state()
         if c.traps is not None:
             listen = (c.traps.listen.host, c.traps.listen.port)
@@ -318,9 +320,15 @@ class Agent:
                 self._discover_pending.discard(name)
                 slots.release()
 
+        saved = time.monotonic()
         async with asyncio.TaskGroup() as group:
             try:
                 while not stop.is_set():
+                    # one file for many findings: a thousand devices at first contact
+                    # would otherwise rewrite it a thousand times
+                    if self.discovery.dirty and time.monotonic() - saved >= DISCOVERY_SAVE_EVERY:
+                        self.discovery.save()
+                        saved = time.monotonic()
                     try:
                         item = await asyncio.wait_for(self._discover_due.get(), 0.5)
                     except TimeoutError:
@@ -332,6 +340,8 @@ class Agent:
             finally:
                 for task in running:  # stopping: a discovery cut short is redone later
                     task.cancel()
+        if self.discovery.dirty:
+            self.discovery.save()
 
     def _deadline(self, name: str, due: float) -> None:
         tracker = self.trackers.get(name)

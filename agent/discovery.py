@@ -164,6 +164,7 @@ class Discovery:
     # runs, failed (no answer), requests and varbinds sent, since the start
     stats: Counter[str] = field(default_factory=Counter)
     probes: tuple[Probe, ...] = field(default_factory=known_probes)
+    dirty: bool = False  # findings not yet saved: the owner calls `save` (a file a batch)
 
     def found(self, name: str) -> frozenset[str]:
         if not self.enabled:
@@ -224,7 +225,7 @@ class Discovery:
         )
         if now.found != before:
             log.info("%s answers: %s", name, ", ".join(sorted(now.found)) or "none of them")
-        self.save()
+        self.dirty = True
         return now
 
     def forget(self, names: Iterable[str]) -> None:
@@ -232,8 +233,7 @@ class Discovery:
         gone = [n for n in names if n in self.devices]
         for name in gone:
             del self.devices[name]
-        if gone:
-            self.save()
+        self.dirty = self.dirty or bool(gone)
 
     def load(self) -> None:
         """The findings of the last run; an unreadable file is logged, not fatal."""
@@ -249,6 +249,9 @@ class Discovery:
             self.devices = {}
 
     def save(self) -> None:
+        """Write the findings (atomically); a disk that cannot take them costs only a
+        discovery of every device after a restart."""
+        self.dirty = False
         tmp = self.path.with_suffix(".tmp")
         body = {name: caps.as_json() for name, caps in sorted(self.devices.items()) if caps.at}
         try:

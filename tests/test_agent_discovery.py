@@ -199,11 +199,15 @@ async def test_findings_survive_a_restart_and_a_corrupt_file_is_logged_not_fatal
     d = discovery(tmp_path)
     t0 = 1_800_000_000.0
     await run_on(d, frozenset({"bgp", "juniper_operating"}), JUNIPER, 100, t0)
+    assert d.dirty
+    d.save()
     again = discovery(tmp_path)
     again.load()
     assert again.found("pe-1") == {"bgp", "juniper_operating"}
     assert again.due("pe-1", JUNIPER, 100 + 6000, t0 + 60) == ""  # not probed again
     again.forget(["pe-1"])
+    assert again.dirty
+    again.save()
     assert json.loads(d.path.read_text()) == {}
     for garbage in ("{not json", '{"pe-1": {"found": "bgp"}}', "[1, 2]"):
         d.path.write_text(garbage)
