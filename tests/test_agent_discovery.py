@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from agentkit import Listener, agent_config, running_agent
+from collectorkit import collector_config
 from test_agent_health_mibs import RECORDINGS, served
 
 import agent.discovery as discovery_module
@@ -37,10 +38,21 @@ from agent.discovery import (
 from agent.mibgroups import GROUPS
 from agent.poller import collect
 from agent.profiles import ProfileSet
+from collector.app import Collector
+from collector.config import check_collector
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, SnmpTimeout, Target, V2c
 from enoc.snmp.message import ResponsePdu
-from enoc.wire import Capabilities, StatusMessage, Value, WireError, decode, encode, topic
+from enoc.wire import (
+    Capabilities,
+    DeviceInfo,
+    StatusMessage,
+    Value,
+    WireError,
+    decode,
+    encode,
+    topic,
+)
 from testbed.servers import Mosquitto
 
 ALL = sorted(p.stem for p in RECORDINGS.glob("*.snmprec"))
@@ -408,3 +420,29 @@ def test_a_large_inventorys_capabilities_take_turns_in_the_status_message(
     assert set().union(*turns[:3]) == {row["name"] for row in rows}
     assert turns[3] == turns[0]  # round again
     assert turns[0]["sw-0"] == Capabilities(["bgp"], {})
+
+
+async def test_the_collector_keeps_each_agents_capabilities_in_turn_and_forgets_gone_devices(
+    tmp_path: Path,
+) -> None:
+    config = check_collector(collector_config(tmp_path, "mqtt://127.0.0.1:1")).result()
+    collector = Collector(config)
+    await collector.store.open()
+    cisco = Capabilities(["cisco_process"], {"cpu": "CISCO-PROCESS-MIB"})
+    devices = [DeviceInfo("a"), DeviceInfo("b")]
+
+    async def status(seq: int, listed: list[DeviceInfo], caps: dict[str, Capabilities]) -> None:
+        message = StatusMessage(
+            "nyc-1", "nyc", "americas", seq, 1_800_000_000.0 + seq, devices=listed
+        )
+        message.capabilities = caps
+        await collector._status(message, retained=True)
+
+    try:
+        await status(1, devices, {"a": cisco})
+        await status(2, devices, {"b": Capabilities(["bgp"], {})})  # the next turn
+        assert set(collector.capabilities[("nyc", "nyc-1")]) == {"a", "b"}
+        await status(3, devices[1:], {})  # "a" left the agent's inventory
+        assert set(collector.capabilities[("nyc", "nyc-1")]) == {"b"}
+    finally:
+        await collector.store.close()
