@@ -10,7 +10,7 @@ a positive total. Where a MIB has a row per CPU, board or pool, the rows are ave
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from enoc.snmp.ber import Oid
 from enoc.wire import Value
@@ -101,12 +101,15 @@ def hc_or_32(reading: Reading, hc: str, low: str) -> dict[Oid, int]:
 # ------------------------------------------------------------------ Cisco
 
 CPM_CPU_COLUMNS = {  # most wanted first: the Rev objects replace the deprecated (1..100) ones
-    "cpmCPUTotal5minRev": (*CPM_CPU_TOTAL_ENTRY, 8),
-    "cpmCPUTotal1minRev": (*CPM_CPU_TOTAL_ENTRY, 7),
-    "cpmCPUTotal5secRev": (*CPM_CPU_TOTAL_ENTRY, 6),
-    "cpmCPUTotal5min": (*CPM_CPU_TOTAL_ENTRY, 5),
-    "cpmCPUTotal1min": (*CPM_CPU_TOTAL_ENTRY, 4),
-    "cpmCPUTotal5sec": (*CPM_CPU_TOTAL_ENTRY, 3),
+    name: (*CPM_CPU_TOTAL_ENTRY, arc)
+    for name, arc in (
+        ("cpmCPUTotal5minRev", 8),
+        ("cpmCPUTotal1minRev", 7),
+        ("cpmCPUTotal5secRev", 6),
+        ("cpmCPUTotal5min", 5),
+        ("cpmCPUTotal1min", 4),
+        ("cpmCPUTotal5sec", 3),
+    )
 }
 
 
@@ -254,145 +257,145 @@ def ucd_memory(reading: Reading) -> Derived:
     return fields(memory=share(used, total))
 
 
+def under(base: Oid, arcs: dict[str, int], instance: tuple[int, ...] = ()) -> dict[str, Oid]:
+    """Objects by name from their arc under `base` (a table entry's columns, or scalars
+    with `instance` (0,))."""
+    return {name: (*base, arc, *instance) for name, arc in arcs.items()}
+
+
+def table(
+    name: str, mib: str, entry: Oid, arcs: dict[str, int], derive: Callable[[Reading], Derived]
+) -> MibGroup:
+    """A group of columns, probed at its first column (a GETNEXT there lands in it)."""
+    columns = under(entry, arcs)
+    return MibGroup(name, mib, next(iter(columns.values())), columns=columns, derive=derive)
+
+
+def scalars(
+    name: str, mib: str, base: Oid, arcs: dict[str, int], derive: Callable[[Reading], Derived]
+) -> MibGroup:
+    """A group of scalars under one node, probed at the node."""
+    return MibGroup(name, mib, base, scalars=under(base, arcs, (0,)), derive=derive)
+
+
+# In precedence order: where two give cpu or memory, the first one's is taken.
 GROUPS: tuple[MibGroup, ...] = (
     MibGroup(
         "cisco_process",
         "CISCO-PROCESS-MIB",
-        probe=CPM_CPU_TOTAL_ENTRY,
+        probe=CPM_CPU_TOTAL_ENTRY,  # any column: the 5-second one alone is enough
         columns=CPM_CPU_COLUMNS,
         derive=cisco_cpu,
     ),
-    MibGroup(
+    table(
         "cisco_enhanced_mempool",
         "CISCO-ENHANCED-MEMPOOL-MIB",
-        probe=CEMP_MEM_POOL_ENTRY,
-        columns={
-            "cempMemPoolType": (*CEMP_MEM_POOL_ENTRY, 2),
-            "cempMemPoolValid": (*CEMP_MEM_POOL_ENTRY, 6),
-            "cempMemPoolUsed": (*CEMP_MEM_POOL_ENTRY, 7),
-            "cempMemPoolFree": (*CEMP_MEM_POOL_ENTRY, 8),
-            "cempMemPoolHCUsed": (*CEMP_MEM_POOL_ENTRY, 18),
-            "cempMemPoolHCFree": (*CEMP_MEM_POOL_ENTRY, 20),
+        CEMP_MEM_POOL_ENTRY,
+        {
+            "cempMemPoolType": 2,
+            "cempMemPoolValid": 6,
+            "cempMemPoolUsed": 7,
+            "cempMemPoolFree": 8,
+            "cempMemPoolHCUsed": 18,
+            "cempMemPoolHCFree": 20,
         },
-        derive=cisco_enhanced_mempool,
+        cisco_enhanced_mempool,
     ),
-    MibGroup(
+    table(
         "cisco_memory_pool",
         "CISCO-MEMORY-POOL-MIB",
-        probe=CISCO_MEMORY_POOL_ENTRY,
-        columns={
-            "ciscoMemoryPoolValid": (*CISCO_MEMORY_POOL_ENTRY, 4),
-            "ciscoMemoryPoolUsed": (*CISCO_MEMORY_POOL_ENTRY, 5),
-            "ciscoMemoryPoolFree": (*CISCO_MEMORY_POOL_ENTRY, 6),
-        },
-        derive=cisco_memory_pool,
+        CISCO_MEMORY_POOL_ENTRY,
+        {"ciscoMemoryPoolValid": 4, "ciscoMemoryPoolUsed": 5, "ciscoMemoryPoolFree": 6},
+        cisco_memory_pool,
     ),
-    MibGroup(
+    table(
         "cisco_process_memory",
         "CISCO-PROCESS-MIB",
-        probe=(*CPM_CPU_TOTAL_ENTRY, 12),  # cpmCPUMemoryUsed
-        columns={
-            "cpmCPUMemoryUsed": (*CPM_CPU_TOTAL_ENTRY, 12),
-            "cpmCPUMemoryFree": (*CPM_CPU_TOTAL_ENTRY, 13),
-            "cpmCPUMemoryHCUsed": (*CPM_CPU_TOTAL_ENTRY, 17),
-            "cpmCPUMemoryHCFree": (*CPM_CPU_TOTAL_ENTRY, 19),
+        CPM_CPU_TOTAL_ENTRY,
+        {
+            "cpmCPUMemoryUsed": 12,
+            "cpmCPUMemoryFree": 13,
+            "cpmCPUMemoryHCUsed": 17,
+            "cpmCPUMemoryHCFree": 19,
         },
-        derive=cisco_process_memory,
+        cisco_process_memory,
     ),
     MibGroup(
         "juniper_operating",
         "JUNIPER-MIB",
         probe=(*JNX_OPERATING_ENTRY, 8),  # jnxOperatingCPU
-        columns={
-            "jnxOperatingDescr": (*JNX_OPERATING_ENTRY, 5),
-            "jnxOperatingCPU": (*JNX_OPERATING_ENTRY, 8),
-            "jnxOperatingBuffer": (*JNX_OPERATING_ENTRY, 11),
-        },
+        columns=under(
+            JNX_OPERATING_ENTRY,
+            {"jnxOperatingDescr": 5, "jnxOperatingCPU": 8, "jnxOperatingBuffer": 11},
+        ),
         derive=juniper,
     ),
-    MibGroup(
+    scalars(
         "fortigate_system",
         "FORTINET-FORTIGATE-MIB",
-        probe=FG_SYSTEM_INFO,
-        scalars={
-            "fgSysCpuUsage": (*FG_SYSTEM_INFO, 3, 0),
-            "fgSysMemUsage": (*FG_SYSTEM_INFO, 4, 0),
-        },
-        derive=fortigate,
+        FG_SYSTEM_INFO,
+        {"fgSysCpuUsage": 3, "fgSysMemUsage": 4},
+        fortigate,
     ),
-    MibGroup(
+    table(
         "huawei_entity",
         "HUAWEI-ENTITY-EXTENT-MIB",
-        probe=(*HW_ENTITY_STATE_ENTRY, 5),  # hwEntityCpuUsage
-        columns={
-            "hwEntityCpuUsage": (*HW_ENTITY_STATE_ENTRY, 5),
-            "hwEntityMemUsage": (*HW_ENTITY_STATE_ENTRY, 7),
-        },
-        derive=huawei,
+        HW_ENTITY_STATE_ENTRY,
+        {"hwEntityCpuUsage": 5, "hwEntityMemUsage": 7},
+        huawei,
     ),
-    MibGroup(
+    table(
         "hh3c_entity",
         "HH3C-ENTITY-EXT-MIB",
-        probe=(*HH3C_ENTITY_EXT_STATE_ENTRY, 6),  # hh3cEntityExtCpuUsage
-        columns={
-            "hh3cEntityExtCpuUsage": (*HH3C_ENTITY_EXT_STATE_ENTRY, 6),
-            "hh3cEntityExtMemUsage": (*HH3C_ENTITY_EXT_STATE_ENTRY, 8),
-        },
-        derive=hh3c,
+        HH3C_ENTITY_EXT_STATE_ENTRY,
+        {"hh3cEntityExtCpuUsage": 6, "hh3cEntityExtMemUsage": 8},
+        hh3c,
     ),
-    MibGroup(
+    scalars(
         "timetra_system",
         "TIMETRA-SYSTEM-MIB",
-        probe=SGI_GEN_INFO,
-        scalars={
-            "sgiCpuUsage": (*SGI_GEN_INFO, 1, 0),
-            "sgiKbMemoryUsed": (*SGI_GEN_INFO, 9, 0),
-            "sgiKbMemoryAvailable": (*SGI_GEN_INFO, 10, 0),
-            "sgiKbMemoryPoolAllocated": (*SGI_GEN_INFO, 11, 0),
+        SGI_GEN_INFO,
+        {
+            "sgiCpuUsage": 1,
+            "sgiKbMemoryUsed": 9,
+            "sgiKbMemoryAvailable": 10,
+            "sgiKbMemoryPoolAllocated": 11,
         },
-        derive=timetra,
+        timetra,
     ),
-    MibGroup(
+    scalars(
         "alcatel_aos6_health",
         "ALCATEL-IND1-HEALTH-MIB",
-        probe=AOS6_HEALTH_DEVICE_INFO,
-        scalars={
-            "healthDeviceMemoryLatest": (*AOS6_HEALTH_DEVICE_INFO, 9, 0),
-            "healthDeviceMemory1MinAvg": (*AOS6_HEALTH_DEVICE_INFO, 10, 0),
-            "healthDeviceCpuLatest": (*AOS6_HEALTH_DEVICE_INFO, 13, 0),
-            "healthDeviceCpu1MinAvg": (*AOS6_HEALTH_DEVICE_INFO, 14, 0),
+        AOS6_HEALTH_DEVICE_INFO,
+        {
+            "healthDeviceMemoryLatest": 9,
+            "healthDeviceMemory1MinAvg": 10,
+            "healthDeviceCpuLatest": 13,
+            "healthDeviceCpu1MinAvg": 14,
         },
-        derive=aos6,
+        aos6,
     ),
     MibGroup(
         "alcatel_aos7_health",
         "ALCATEL-IND1-HEALTH-MIB",
         probe=AOS7_HEALTH_MODULE_ENTRY,
-        columns={
-            "healthModuleMemory1MinAvg": (*AOS7_HEALTH_MODULE_ENTRY, 8),
-            "healthModuleCpu1MinAvg": (*AOS7_HEALTH_MODULE_ENTRY, 11),
-            "healthModuleCpuLatest": (*AOS7_HEALTH_MODULE_ENTRY, 15),
-            "healthModuleMemoryLatest": (*AOS7_HEALTH_MODULE_ENTRY, 16),
-        },
+        columns=under(
+            AOS7_HEALTH_MODULE_ENTRY,
+            {
+                "healthModuleMemory1MinAvg": 8,
+                "healthModuleCpu1MinAvg": 11,
+                "healthModuleCpuLatest": 15,
+                "healthModuleMemoryLatest": 16,
+            },
+        ),
         derive=aos7,
     ),
-    MibGroup(
-        "ucd_cpu",
-        "UCD-SNMP-MIB",
-        probe=UCD_SYSTEM_STATS,
-        scalars={"ssCpuIdle": (*UCD_SYSTEM_STATS, 11, 0)},
-        derive=ucd_cpu,
-    ),
-    MibGroup(
+    scalars("ucd_cpu", "UCD-SNMP-MIB", UCD_SYSTEM_STATS, {"ssCpuIdle": 11}, ucd_cpu),
+    scalars(
         "ucd_memory",
         "UCD-SNMP-MIB",
-        probe=UCD_MEMORY,
-        scalars={
-            "memTotalReal": (*UCD_MEMORY, 5, 0),
-            "memAvailReal": (*UCD_MEMORY, 6, 0),
-            "memBuffer": (*UCD_MEMORY, 14, 0),
-            "memCached": (*UCD_MEMORY, 15, 0),
-        },
-        derive=ucd_memory,
+        UCD_MEMORY,
+        {"memTotalReal": 5, "memAvailReal": 6, "memBuffer": 14, "memCached": 15},
+        ucd_memory,
     ),
 )
