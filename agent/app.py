@@ -518,9 +518,6 @@ class Agent:
         s, sched, client = self.stats, self.scheduler.stats, self.client.stats
         discovery = self.discovery.stats
         return {
-            "discovered": sum(1 for n in self.trackers if self.discovery.discovered(n)),
-            "discovery_failed": discovery["failed"],
-            "discovery_varbinds": discovery["varbinds"],
             "devices": len(self.trackers),
             "polls_ok": s.polls_ok,
             "polls_failed": sum(s.polls_failed.values()),
@@ -541,6 +538,9 @@ class Agent:
             "traps": self.traps.stats.received if self.traps else 0,
             "traps_bad": sum(self.traps.stats.bad.values()) if self.traps else 0,
             "loop_lag_ms": round(s.loop_lag_ms, 2),
+            "discovered": sum(1 for n in self.trackers if self.discovery.discovered(n)),
+            "discovery_failed": discovery["failed"],
+            "discovery_varbinds": discovery["varbinds"],
         }
 
     async def _watch_loop(self, stop: asyncio.Event) -> None:
