@@ -183,9 +183,15 @@ def test_precedence_a_vendor_mib_before_ucd_and_the_source_recorded() -> None:
     assert out.sources == {"cpu": "FORTINET-FORTIGATE-MIB", "memory": "UCD-SNMP-MIB"}
 
 
-def test_every_object_name_is_unique_across_groups() -> None:
-    names = [n for g in GROUPS.values() for n in (*g.scalars, *g.columns)]
-    assert len(names) == len(set(names))
+def test_an_object_name_means_one_oid_across_groups() -> None:
+    """Groups of one poll share its answers by object name: two groups may read the same
+    object (entPhysicalName names ENTITY-SENSOR's and Huawei's sensors), never two objects
+    under one name."""
+    oids: dict[str, set[tuple[int, ...]]] = {}
+    for group in GROUPS.values():
+        for name, oid in (*group.scalars.items(), *group.columns.items()):
+            oids.setdefault(name, set()).add(oid)
+    assert {name: found for name, found in oids.items() if len(found) > 1} == {}
 
 
 # ---------------------------------------------------------------- the corpus
