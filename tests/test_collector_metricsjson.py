@@ -74,14 +74,17 @@ def values(lines: bytes) -> list[tuple[str, dict[str, tuple[str, str]], int]]:
 
 
 def canonical(payload: bytes) -> bool:
-    """Whether every float of the payload is written as msgspec writes its value (then the
-    pass, which copies the tokens, writes the general path's bytes)."""
+    """Whether every float of the payload is written as msgspec and repr write its value
+    (then the pass, which copies the tokens, writes the general path's bytes: msgspec's in
+    a set of numbers, repr's in a row's set with a string)."""
     for token in re.findall(rb"[:\[,]\s*(-?[0-9][0-9.eE+-]*)", payload):
         try:
             number = float(token)
         except ValueError:
             continue  # not a number (the inside of a string such as "127.0.0.1")
-        if (b"." in token or b"e" in token.lower()) and msgspec.json.encode(number) != token:
+        if (b"." in token or b"e" in token.lower()) and (
+            msgspec.json.encode(number) != token or repr(number).encode() != token
+        ):
             return False
     return True
 
