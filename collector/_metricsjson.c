@@ -862,10 +862,12 @@ field_set(Parser *p, int kind, Taken *taken, Py_ssize_t *count)
         else {
             TRY(expect(p, ':'));
         }
-        skip_ws(p);
-        if (kind == ROW_SET && s[p->i] == '"') {
-            TRY(string_field(p, a, len[k], k));
-            goto next;
+        if (kind == ROW_SET) {
+            skip_ws(p);
+            if (s[p->i] == '"') {
+                TRY(string_field(p, a, len[k], k));
+                goto next;
+            }
         }
         Number num;
         TRY(scan_number(p, &num));
