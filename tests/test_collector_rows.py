@@ -38,7 +38,7 @@ from enoc.wire import (
     encode,
     int64_checked,
 )
-from testbed.servers import InfluxDB1, Mosquitto
+from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics
 
 T0 = 1_790_000_000.5
 STATUSES = ["ok", "warning", "critical", "failed", "unknown"]
@@ -395,3 +395,33 @@ def test_int_edges_in_rows_decode_as_they_are() -> None:
     row = Row("sensor", {}, {f"v{n}": v for n, v in enumerate(INT_EDGES)})
     message = decode(TOPIC, payload(sample([row])))
     assert isinstance(message, MetricsMessage) and message.samples[0].rows == [row]
+
+
+NASTY = ["CPU temp", "a,b=c d", "end\\", "zürich", "new\nline", "x" * 1100, 'q"q', "tab\there"]
+
+
+@pytest.mark.servers
+def test_row_tags_read_back_sanitised_from_both_databases(
+    influxdb1: InfluxDB1, victoria_metrics: VictoriaMetrics
+) -> None:
+    """A row's tag values (a device's sensor names) as the pass and the general path write
+    them: InfluxDB 1.6 and VictoriaMetrics read each back as `sanitise_tag_value` says."""
+    rows = [
+        Row("sensor", {"sensor": name, "class": "temperature"}, {"value": n + 0.5, "status": "ok"})
+        for n, name in enumerate(NASTY)
+    ]
+    lines = read(SITE, AGENT, payload(sample(rows, ts=round(time.time() - 60, 3)))).lines
+    want = {lineproto.sanitise_tag_value(name): n + 0.5 for n, name in enumerate(NASTY)}
+    influxdb1.create_database("rowtags")
+    assert influxdb1.write("rowtags", lines.decode(), precision="ms") == 204
+    result = influxdb1.query('SELECT "sensor", "value", "status" FROM "sensor"', "rowtags")
+    stored = result["results"][0]["series"][0]["values"]
+    assert {row[1]: row[2] for row in stored} == want
+    assert {row[3] for row in stored} == {"ok"}
+    request = urllib.request.Request(
+        f"{victoria_metrics.url}/write?precision=ms", data=lines, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+    exported = victoria_metrics.export('{__name__="sensor_value"}')
+    assert {r["metric"]["sensor"]: r["values"][0] for r in exported} == want
