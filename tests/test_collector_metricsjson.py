@@ -493,19 +493,26 @@ def test_numbers_read_as_pythons_float_reads_them() -> None:
 # ------------------------------------------------------------------ the tag caches
 
 
-@native
-def test_an_interface_identity_is_learned_once_and_compared_after(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def learned_by(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bytes]:
+    """Each raw identity `_DeviceTags.<name>` (a learn_*) is called with, from now on, with
+    the tag caches emptied."""
     learned: list[bytes] = []
-    learn = lineproto._DeviceTags.learn_interface
+    learn = getattr(lineproto._DeviceTags, name)
 
     def counting(self: Any, position: int, raw: bytes) -> Any:
         learned.append(raw)
         return learn(self, position, raw)
 
-    monkeypatch.setattr(lineproto._DeviceTags, "learn_interface", counting)
+    monkeypatch.setattr(lineproto._DeviceTags, name, counting)
     lineproto._devices.clear()
+    return learned
+
+
+@native
+def test_an_interface_identity_is_learned_once_and_compared_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    learned = learned_by(monkeypatch, "learn_interface")
     rng = random.Random(1)
     message = agent_message(rng, devices=1, interfaces=5)
     assert agree(encode(message))
