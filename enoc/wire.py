@@ -30,7 +30,8 @@ deeper than MAX_DEPTH is refused before it is parsed (the parser recurses);
 `seq` and `inventory_size`, and every integer of an events or status message,
 fit int64 (the store's integers); no string of an events or status message
 holds NUL (PostgreSQL's text cannot); a field name is not empty (InfluxDB
-refuses a whole batch for one `=1i`). Any exception decoding raises is a
+refuses a whole batch for one `=1i`); a sample's row names a measurement and tags
+the collector can write beside its own (`ROWS`, `row_breach`). Any exception decoding raises is a
 WireError: what a payload does while it is decoded is that payload's fault.
 """
 
