@@ -16,8 +16,8 @@
    comma, equals sign or space (their line protocol form is then their JSON form), other
    than `time`, at most MAX_NAME_BYTES long, no name twice in one set; values that are numbers, integers within int64
    (not -0), floats that are finite with a lower-case exponent if any, and in a row's set
-   strings of printable ASCII without escapes, at most MAX_STRING_BYTES long (their line
-   protocol form is then their JSON form); strings for rtc, device
+   strings of UTF-8 without escapes or control characters, at most MAX_STRING_BYTES long
+   (their line protocol form is then their JSON form); strings for rtc, device
    and address without escapes; site and agent equal to the topic's. JSON's grammar is
    checked as it reads; a UTF-8 or control character fault is left to the general path.
 
@@ -778,8 +778,9 @@ copy_short(char *to, const Parser *p, Py_ssize_t from, Py_ssize_t len)
 }
 
 /* A string field's value at the cursor, written after its name (`len` bytes of the payload
-   at `name`; the set's `k`th): `,name="value"`. One with an escape or a character outside
-   printable ASCII (which sanitise_string_field may change), or too long: FALLBACK. */
+   at `name`; the set's `k`th): `,name="value"`. One with an escape, a control character
+   (U+007F-U+009F, which sanitise_string_field makes spaces), not UTF-8, or too long:
+   FALLBACK. */
 static int
 string_field(Parser *p, Py_ssize_t name, Py_ssize_t len, Py_ssize_t k)
 {
@@ -789,11 +790,25 @@ string_field(Parser *p, Py_ssize_t name, Py_ssize_t len, Py_ssize_t k)
     if (escaped || end - start > MAX_STRING_BYTES) {
         return FALLBACK;
     }
+    const unsigned char *u = (const unsigned char *)p->s;
+    int ascii = 1;
     for (Py_ssize_t i = start; i < end; i++) {
-        unsigned char c = (unsigned char)p->s[i];
-        if (c < 0x20 || c > 0x7e) {
+        /* U+0080-U+009F: 0xC2 (never a continuation byte) then 0x80-0x9F */
+        if (u[i] == 0x7f || (u[i] == 0xc2 && u[i + 1] <= 0x9f)) {
             return FALLBACK;
         }
+        ascii &= u[i] < 0x80;
+    }
+    if (!ascii) {
+        PyObject *text = PyUnicode_DecodeUTF8(p->s + start, end - start, "strict");
+        if (text == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                return FAILED;
+            }
+            PyErr_Clear();
+            return FALLBACK;
+        }
+        Py_DECREF(text);
     }
     TRY(reserve(p, len + (end - start) + 4));
     char *o = cursor(p);

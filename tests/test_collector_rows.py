@@ -264,17 +264,28 @@ def test_a_string_the_pass_does_not_copy_is_left_to_the_general_path() -> None:
         ("", True),
         ("x" * 65_536, True),
         ("x" * 65_537, False),
-        ("zürich", False),
+        ("zürich \u2028 °C", True),
         ("\x7f", False),
+        ("next \x85 line", False),
         ('q"q', False),
     ]:
         data = payload(sample([Row("sensor", {"sensor": "s"}, {"status": value})]))
         assert (payload_lines(SITE, AGENT, data) is not None) is takes, value[:10]
         assert agree(data) is takes
-        written = read(SITE, AGENT, data).lines.decode().splitlines()
+        written = read(SITE, AGENT, data).lines.decode().split("\n")
         (line,) = [x for x in written if x.startswith("sensor,")]
         expected = lineproto.sanitise_string_field(value)
         assert parse_fields(split_line(line)[1]) == {"status": expected}
+
+
+@native
+def test_a_string_not_utf8_is_left_to_the_general_path_which_refuses_it() -> None:
+    good = payload(sample([Row("sensor", {"sensor": "s"}, {"status": "zürich"})]))
+    for bad in (b"z\xfcrich", b"z\xc3", b"\xed\xa0\x80", b"\xc2"):
+        data = good.replace("zürich".encode(), bad)
+        assert payload_lines(SITE, AGENT, data) is None
+        with pytest.raises(WireError, match="malformed"):
+            read(SITE, AGENT, data)
 
 
 @native
