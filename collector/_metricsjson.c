@@ -11,11 +11,13 @@
    the general path (enoc.wire.decode, then lineproto.metrics_chunk): that path stays
    the reference, names every breach of the contract and writes what this cannot. This
    takes: the members in the order enoc's encoder writes them (top level: samples after
-   rtc; a sample: device, address and ts before fields, ifs, bgp, in that order), no
+   rtc; a sample: device, address and ts before fields, ifs, bgp, rows, in that order), no
    unknown or repeated member; names of fields in printable ASCII without a backslash,
    comma, equals sign or space (their line protocol form is then their JSON form), other
    than `time`, at most MAX_NAME_BYTES long, no name twice in one set; values that are numbers, integers within int64
-   (not -0), floats that are finite with a lower-case exponent if any; strings for rtc, device
+   (not -0), floats that are finite with a lower-case exponent if any, and in a row's set
+   strings of UTF-8 without escapes or control characters, at most MAX_STRING_BYTES long
+   (their line protocol form is then their JSON form); strings for rtc, device
    and address without escapes; site and agent equal to the topic's. JSON's grammar is
    checked as it reads; a UTF-8 or control character fault is left to the general path.
 
@@ -25,7 +27,9 @@
    poll (`tags.if_shape`: (raw, head, ifIndex) entries); a different one is handed to
    `tags.learn_interface(position, raw)`, which decodes and checks it with msgspec,
    makes its tag set as the Python path does, and returns the entry (None: not valid, the
-   general path takes the message). A BGP peer's likewise (`bgp_shape`, `learn_bgp`).
+   general path takes the message). A BGP peer's likewise (`bgp_shape`, `learn_bgp`), and a
+   row's, its JSON `"measurement",{tags}` (`row_shape`, `learn_row`, which also holds its
+   names to enoc.wire's rules).
    So the bytes of a tag set always come from the Python code, and a string of an
    identity is checked once, when first seen.
 
@@ -52,11 +56,14 @@
 #endif
 
 /* Bumped when the function's contract changes: Python uses only the version it knows. */
-#define METRICSJSON_VERSION 1
+#define METRICSJSON_VERSION 2
 
 /* The longest field name written here: lineproto.MAX_TAG_BYTES, beyond which the general
    path cuts it (sanitise_field_key). */
 #define MAX_NAME_BYTES 1024
+/* The longest string value written here: lineproto.MAX_STRING_BYTES, beyond which the
+   general path cuts it (sanitise_string_field). */
+#define MAX_STRING_BYTES 65536
 /* Names of one field set kept for the duplicate check; a set with more goes elsewhere. */
 #define MAX_KEYS 64
 /* Bytes of names remembered per kind of set for the duplicate check. */
@@ -71,8 +78,8 @@ enum { FALLBACK = 0, DONE = 1, FAILED = -1, MORE = 2 };
         }                      \
     } while (0)
 
-static PyObject *str_device_line, *str_if_shape, *str_bgp_shape, *str_index;
-static PyObject *str_learn_interface, *str_learn_bgp;
+static PyObject *str_device_line, *str_if_shape, *str_bgp_shape, *str_row_shape, *str_index;
+static PyObject *str_learn_interface, *str_learn_bgp, *str_learn_row;
 
 /* ------------------------------------------------------------------ reading */
 
@@ -647,7 +654,7 @@ typedef struct {
 /* The names of the last set seen of each kind found to hold no name twice: most sets
    are the same names in the same order, so comparing with it replaces the pairwise
    check. Kept across calls; written only where no Python code can run. */
-enum { DEVICE_SET, INTERFACE_SET, BGP_SET, SET_KINDS };
+enum { DEVICE_SET, INTERFACE_SET, BGP_SET, ROW_SET, SET_KINDS };
 static Shape shapes[SET_KINDS];
 
 /* Whether the `count` names hold none twice; `same`: they are the first of `shape`'s, in
@@ -770,6 +777,54 @@ copy_short(char *to, const Parser *p, Py_ssize_t from, Py_ssize_t len)
     }
 }
 
+/* A string field's value at the cursor, written after its name (`len` bytes of the payload
+   at `name`; the set's `k`th): `,name="value"`. One with an escape, a control character
+   (U+007F-U+009F, which sanitise_string_field makes spaces), not UTF-8, or too long:
+   FALLBACK. */
+static int
+string_field(Parser *p, Py_ssize_t name, Py_ssize_t len, Py_ssize_t k)
+{
+    Py_ssize_t start, end;
+    int escaped;
+    TRY(scan_string(p, &start, &end, &escaped));
+    if (escaped || end - start > MAX_STRING_BYTES) {
+        return FALLBACK;
+    }
+    const unsigned char *u = (const unsigned char *)p->s;
+    int ascii = 1;
+    for (Py_ssize_t i = start; i < end; i++) {
+        /* U+0080-U+009F: 0xC2 (never a continuation byte) then 0x80-0x9F */
+        if (u[i] == 0x7f || (u[i] == 0xc2 && u[i + 1] <= 0x9f)) {
+            return FALLBACK;
+        }
+        ascii &= u[i] < 0x80;
+    }
+    if (!ascii) {
+        PyObject *text = PyUnicode_DecodeUTF8(p->s + start, end - start, "strict");
+        if (text == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                return FAILED;
+            }
+            PyErr_Clear();
+            return FALLBACK;
+        }
+        Py_DECREF(text);
+    }
+    TRY(reserve(p, len + (end - start) + 4));
+    char *o = cursor(p);
+    *o = ',';
+    o += k > 0;
+    memcpy(o, p->s + name, (size_t)len);
+    o += len;
+    *o++ = '=';
+    *o++ = '"';
+    memcpy(o, p->s + start, (size_t)(end - start));
+    o += end - start;
+    *o++ = '"';
+    p->at = o - PyBytes_AS_STRING(p->out);
+    return DONE;
+}
+
 /* A field set `{"name": number, ...}` at the cursor, written as `name=value,...`;
    `*count` is how many fields it has. */
 static int
@@ -822,6 +877,13 @@ field_set(Parser *p, int kind, Taken *taken, Py_ssize_t *count)
         else {
             TRY(expect(p, ':'));
         }
+        if (kind == ROW_SET) {
+            skip_ws(p);
+            if (s[p->i] == '"') {
+                TRY(string_field(p, a, len[k], k));
+                goto next;
+            }
+        }
         Number num;
         TRY(scan_number(p, &num));
         if (num.is_float) {
@@ -867,6 +929,7 @@ field_set(Parser *p, int kind, Taken *taken, Py_ssize_t *count)
                 TRY(number_object(p, &num, slot));
             }
         }
+    next:;
         int more = next_or_end(p, '}');
         if (more != MORE) {
             TRY(more);
@@ -988,10 +1051,27 @@ identity(Parser *p, PyObject *tags, PyObject *shape, PyObject *learn, Py_ssize_t
     return DONE;
 }
 
+/* A row's tags at the cursor, `{"key": "value", ...}`: scanned over (learn_row reads them). */
+static int
+tag_object(Parser *p)
+{
+    int more = opening(p, '{', '}');
+    while (more == MORE) {
+        Py_ssize_t a, b;
+        int escaped;
+        TRY(scan_string(p, &a, &b, &escaped));
+        TRY(expect(p, ':'));
+        TRY(scan_string(p, &a, &b, &escaped));
+        more = next_or_end(p, '}');
+    }
+    return more;
+}
+
 /* The rows of `"ifs": [[ifIndex, "name", "descr", "alias", {fields}], ...]` (kind
-   INTERFACE_SET) or of `"bgp": [["peer", {fields}], ...]` (BGP_SET): a line each (none for
-   an empty set), its tag set found by the row's identity (all before the fields) in
-   `shape`, learned through `tags.<learn>`; an interface also goes to the recent window. */
+   INTERFACE_SET), of `"bgp": [["peer", {fields}], ...]` (BGP_SET) or of `"rows":
+   [["measurement", {tags}, {fields}], ...]` (ROW_SET): a line each (none for an empty set),
+   its tag set found by the row's identity (all before the fields) in `shape`, learned
+   through `tags.<learn>`; an interface also goes to the recent window. */
 static int
 rows(Parser *p, Sample *m, int kind, PyObject *shape, PyObject *learn)
 {
@@ -1012,8 +1092,12 @@ rows(Parser *p, Sample *m, int kind, PyObject *shape, PyObject *learn)
                 TRY(scan_string(p, &a, &b, &escaped));
             }
         }
-        else { /* the peer */
+        else { /* the peer; a row's measurement, then its tags */
             TRY(scan_string(p, &a, &b, &escaped));
+            if (kind == ROW_SET) {
+                TRY(expect(p, ','));
+                TRY(tag_object(p));
+            }
         }
         Py_ssize_t end = p->i;
         TRY(expect(p, ','));
@@ -1076,7 +1160,7 @@ index_of(Sample *m)
 enum { S_DEVICE = 1, S_ADDRESS = 2, S_TS = 4 };
 
 typedef struct {
-    PyObject *site, *rtc, *device_tags, *learn_interface, *learn_bgp;
+    PyObject *site, *rtc, *device_tags, *learn_interface, *learn_bgp, *learn_row;
 } Context;
 
 /* One sample object; its poll for the recent window goes on `polls`. */
@@ -1111,6 +1195,7 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
         int stage_of = name_is(s, a, b - a, "fields", 6) ? 1
                        : name_is(s, a, b - a, "ifs", 3)  ? 2
                        : name_is(s, a, b - a, "bgp", 3)  ? 3
+                       : name_is(s, a, b - a, "rows", 4) ? 4
                                                          : 0;
         if (stage_of == 0) {
             int bit = name_is(s, a, b - a, "device", 6)    ? S_DEVICE
@@ -1169,15 +1254,16 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
                 STEP(finish_line(p, line_start, count, m.stamp, m.stamp_len));
             }
             else {
-                PyObject *shape = PyObject_GetAttr(m.tags, stage_of == 2 ? str_if_shape
-                                                                         : str_bgp_shape);
+                PyObject *shape = PyObject_GetAttr(m.tags, stage_of == 2   ? str_if_shape
+                                                           : stage_of == 3 ? str_bgp_shape
+                                                                           : str_row_shape);
                 if (shape == NULL) {
                     result = FAILED;
                     goto done;
                 }
-                result = stage_of == 2
-                             ? rows(p, &m, INTERFACE_SET, shape, ctx->learn_interface)
-                             : rows(p, &m, BGP_SET, shape, ctx->learn_bgp);
+                result = stage_of == 2   ? rows(p, &m, INTERFACE_SET, shape, ctx->learn_interface)
+                         : stage_of == 3 ? rows(p, &m, BGP_SET, shape, ctx->learn_bgp)
+                                         : rows(p, &m, ROW_SET, shape, ctx->learn_row);
                 Py_DECREF(shape);
                 STEP(result);
             }
@@ -1355,7 +1441,7 @@ lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t n = PyBytes_GET_SIZE(payload);
     Parser p = {PyBytes_AS_STRING(payload), n, 0, NULL, 0, 0, 0};
-    Context ctx = {args[1], NULL, args[3], str_learn_interface, str_learn_bgp};
+    Context ctx = {args[1], NULL, args[3], str_learn_interface, str_learn_bgp, str_learn_row};
     PyObject *polls = PyList_New(0), *result = NULL;
     p.cap = n + n / 2 + 256;
     p.out = PyBytes_FromStringAndSize(NULL, p.cap);
@@ -1470,9 +1556,11 @@ PyInit__metricsjson(void)
             {&str_device_line, "device_line"},
             {&str_if_shape, "if_shape"},
             {&str_bgp_shape, "bgp_shape"},
+            {&str_row_shape, "row_shape"},
             {&str_index, "index"},
             {&str_learn_interface, "learn_interface"},
             {&str_learn_bgp, "learn_bgp"},
+            {&str_learn_row, "learn_row"},
         };
         for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
             *names[k].slot = PyUnicode_InternFromString(names[k].text);

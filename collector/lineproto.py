@@ -63,6 +63,7 @@ from enoc.logs import get_logger
 from enoc.wire import (
     BGP_PEERS,
     DEVICE_FIELDS,
+    DEVICE_TAGS,
     INT64_MAX,
     INT64_MIN,
     INTERFACES,
@@ -71,6 +72,7 @@ from enoc.wire import (
     StatusMessage,
     Value,
     int64_checked,
+    row_breach,
 )
 
 log = get_logger("enoc.collector.lineproto")
@@ -85,7 +87,7 @@ _NAMES_COUNTED = 1000  # beyond that many names, the rest count under "other"
 
 
 _NATIVE_VERSION = 2  # the contract of collector/_lineproto.c this module speaks
-_METRICSJSON_VERSION = 1  # ... and of collector/_metricsjson.c
+_METRICSJSON_VERSION = 2  # ... and of collector/_metricsjson.c
 
 
 def _load_extension(name: str, version: int) -> tuple[ModuleType | None, str]:
@@ -382,28 +384,37 @@ _BGP_PEER = BGP_PEERS.measurement.encode()
 # BGP peer's, checked as `enoc.wire.decode` checks them
 _identity = msgspec.json.Decoder(tuple[int, str, str, str])
 _peer = msgspec.json.Decoder(str)
+# ... and a row's (`"measurement",{tags}`), whose names `enoc.wire.row_breach` checks
+_row_identity = msgspec.json.Decoder(tuple[str, dict[str, str]])
 
 IfEntry = tuple[bytes, bytes, int]  # an interface's raw identity, its tag set, its ifIndex
 PeerEntry = tuple[bytes, bytes]  # a BGP peer's raw identity (its JSON string), its tag set
+RowEntry = tuple[bytes, bytes]  # a row's raw identity, its measurement and tag set
+RowKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class _DeviceTags:
-    """A device's tag sets: its own, and one per interface (with the measurement name).
+    """A device's tag sets: its own, and one per interface and row (with the measurement).
 
     For collector._metricsjson, which compares an interface's identity as it is in the
-    payload with the one at the same place in the device's last poll: `if_shape` and
-    `bgp_shape` hold those, `learn_*` adds one it has not seen there, `index` is the
-    last poll's ifIndex tuple (shared by the recent window's polls)."""
+    payload with the one at the same place in the device's last poll: `if_shape`,
+    `bgp_shape` and `row_shape` hold those, `learn_*` adds one it has not seen there,
+    `index` is the last poll's ifIndex tuple (shared by the recent window's polls)."""
 
-    __slots__ = ("base", "bgp_shape", "device_line", "if_shape", "index", "interfaces", "pairs")
+    __slots__ = (
+        *("base", "bgp_shape", "device_line", "if_shape", "index", "interfaces", "pairs"),
+        *("row_shape", "rows"),
+    )
 
     def __init__(self, address: str, device: str, rtc: str, site: str) -> None:
-        self.pairs = [("agent_host", address), ("device", device), ("rtc", rtc), ("site", site)]
+        self.pairs = list(zip(DEVICE_TAGS, (address, device, rtc, site), strict=True))
         self.base = _tags(self.pairs)
         self.device_line = _DEVICE + self.base + b" "
         self.interfaces: dict[tuple[int, str, str, str], bytes] = {}
+        self.rows: dict[RowKey, bytes] = {}
         self.if_shape: list[IfEntry] = []
         self.bgp_shape: list[PeerEntry] = []
+        self.row_shape: list[RowEntry] = []
         self.index: tuple[int, ...] | None = None
 
     def learn_interface(self, position: int, raw: bytes) -> IfEntry | None:
@@ -427,8 +438,31 @@ class _DeviceTags:
         _put(self.bgp_shape, position, entry)
         return entry
 
+    def learn_row(self, position: int, raw: bytes) -> RowEntry | None:
+        """The entry of a row's identity (None: not what the contract allows)."""
+        try:
+            measurement, tags = _row_identity.decode(b"[" + raw + b"]")
+        except msgspec.DecodeError:
+            return None
+        if row_breach(measurement, tags) is not None:
+            return None
+        entry = (raw, self.row(measurement, tags))
+        _put(self.row_shape, position, entry)
+        return entry
+
     def bgp(self, peer: str) -> bytes:
         return _BGP_PEER + _tags([*self.pairs, (_PEER_TAG, peer)]) + b" "
+
+    def row(self, measurement: str, tags: dict[str, str]) -> bytes:
+        """A row's measurement and tag set (the device's and its own, in one sorted set),
+        cached; the measurement is one `enoc.wire.decode` has checked (a plain name)."""
+        key = (measurement, tuple(tags.items()))
+        line = self.rows.get(key)
+        if line is None:
+            if len(self.rows) >= 10_000:
+                self.rows.clear()
+            line = self.rows[key] = measurement.encode() + _tags([*self.pairs, *key[1]]) + b" "
+        return line
 
     def interface(self, key: tuple[int, str, str, str]) -> bytes:
         """An interface's tag set, cached under `key` (for the general path)."""
@@ -461,8 +495,8 @@ def _device_tags(address: str, device: str, rtc: str, site: str) -> _DeviceTags:
 
 
 def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
-    """Measurements `device`, `interface` and `bgp_peer` of one metrics message: the lines
-    (each ending in a newline) and how many there are."""
+    """Measurements `device`, `interface`, `bgp_peer` and each row's own of one metrics
+    message: the lines (each ending in a newline) and how many there are."""
     pieces: list[bytes] = []
     append, extend = pieces.append, pieces.extend
     count = 0
@@ -491,6 +525,11 @@ def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
             fields = _fields(b.fields, int64)
             if fields:
                 extend((tags.bgp(b.peer), fields, stamp))
+                count += 1
+        for r in sample.rows:
+            fields = _fields(r.fields, int64)
+            if fields:
+                extend((tags.row(r.measurement, r.tags), fields, stamp))
                 count += 1
     return b"".join(pieces), count
 

@@ -42,7 +42,7 @@ from collector.lineproto import Poll, sanitise_tag_value
 from collector.metrics_in import Metrics, number
 from collector.sinks.influx import ssl_context
 from enoc.logs import StateLogger, get_logger
-from enoc.wire import DeviceSample, MetricsMessage, Value, decode, topic
+from enoc.wire import DEVICE_TAGS, ROWS, DeviceSample, MetricsMessage, Row, Value, decode, topic
 
 log = get_logger("enoc.collector.recent")
 
@@ -143,7 +143,15 @@ class RecentValues:
                 for i in latest.interfaces
             ],
             "bgp": [{"peer": b.peer, "fields": b.fields} for b in latest.bgp],
+            "rows": _rows(latest.rows),
         }
+
+
+def _rows(rows: list[Row]) -> list[dict[str, Any]]:
+    """The latest poll's rows (sensors, a profile's tables), ordered by measurement and
+    tags, as both sources give them."""
+    out = [{"measurement": r.measurement, "tags": r.tags, "fields": r.fields} for r in rows]
+    return sorted(out, key=lambda r: (r["measurement"], sorted(r["tags"].items())))
 
 
 def _latest(entry: _Device, site: str) -> DeviceSample | None:
@@ -198,6 +206,7 @@ class _Series:
     tags: dict[str, str]
     columns: list[str]
     rows: list[list[Any]]
+    name: str = ""  # the measurement
 
     def last(self) -> dict[str, Any]:
         return dict(zip(self.columns, self.rows[-1], strict=True))
@@ -225,8 +234,10 @@ class _Series:
 class InfluxRecent:
     """The device page's last hour from InfluxDB (InfluxQL), where every replica writes.
 
-    One request of three statements per device page: the device's own points,
-    its interfaces' grouped by ifIndex and its BGP peers', over the last hour.
+    One request of four statements per device page: the device's own points,
+    its interfaces' grouped by ifIndex and its BGP peers', over the last hour, and
+    the latest point of each series of every measurement (for the rows of the
+    measurements of their own: sensors, a profile's tables).
     The answer has the shape of `RecentValues.device` (source "influxdb");
     None when InfluxDB has nothing for the device or cannot answer (the caller
     falls back to this process's window).
@@ -271,6 +282,7 @@ class InfluxRecent:
                 f'SELECT * FROM "device" WHERE {where}',  # noqa: S608
                 f'SELECT * FROM "interface" WHERE {where} GROUP BY "ifIndex"',  # noqa: S608
                 f'SELECT * FROM "bgp_peer" WHERE {where} GROUP BY "peer"',  # noqa: S608
+                f"SELECT * FROM /.*/ WHERE {where} GROUP BY * ORDER BY time DESC LIMIT 1",  # noqa: S608
             ]
         )
         form = {"q": query, "db": self.database, "epoch": "ms"}
@@ -305,14 +317,14 @@ def _series(result: dict[str, Any]) -> list[_Series]:
     if "error" in result:
         raise RuntimeError(f"InfluxQL: {result['error']}")
     return [
-        _Series(s.get("tags") or {}, s["columns"], s["values"])
+        _Series(s.get("tags") or {}, s["columns"], s["values"], s.get("name", ""))
         for s in result.get("series", [])
         if s.get("values")
     ]
 
 
 def _recent(results: list[list[_Series]]) -> dict[str, Any] | None:
-    devices, interfaces, peers = [*results, [], [], []][:3]
+    devices, interfaces, peers, every = [*results, [], [], [], []][:4]
     if not devices and not interfaces:
         return None
     # what the latest poll had (an interface removed since then is not shown)
@@ -346,4 +358,15 @@ def _recent(results: list[list[_Series]]) -> dict[str, Any] | None:
             for s in peers
             if s.rows[-1][0] == latest
         ],
+        "rows": _rows(
+            [
+                Row(
+                    s.name,
+                    {k: v for k, v in s.tags.items() if v and k not in DEVICE_TAGS},
+                    s.fields(),
+                )
+                for s in every
+                if s.name not in ROWS.reserved and s.rows[-1][0] == latest
+            ]
+        ),
     }

@@ -30,7 +30,8 @@ deeper than MAX_DEPTH is refused before it is parsed (the parser recurses);
 `seq` and `inventory_size`, and every integer of an events or status message,
 fit int64 (the store's integers); no string of an events or status message
 holds NUL (PostgreSQL's text cannot); a field name is not empty (InfluxDB
-refuses a whole batch for one `=1i`). Any exception decoding raises is a
+refuses a whole batch for one `=1i`); a sample's row names a measurement and tags
+the collector can write beside its own (`ROWS`, `row_breach`). Any exception decoding raises is a
 WireError: what a payload does while it is decoded is that payload's fault.
 """
 
@@ -190,6 +191,53 @@ BGP_PEERS = MetricGroup(
 )
 # In the order a sample holds them (the C pass takes them in this order only).
 METRIC_GROUPS: tuple[MetricGroup, ...] = (DEVICE_FIELDS, INTERFACES, BGP_PEERS)
+
+# The tags every point of a device carries (the collector writes them before a row's own).
+DEVICE_TAGS = ("agent_host", "device", "rtc", "site")
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """The sample's rows of measurements of their own (`Row`: a sensor, a profile's
+    `tables:`), after METRIC_GROUPS: each row names its measurement and its tags."""
+
+    member: str
+    measurement: re.Pattern[str]  # what a row's measurement may be called
+    tag_key: re.Pattern[str]  # ... and its tags' keys
+    reserved: tuple[str, ...]  # the collector's own measurements, which no row may name
+    reserved_prefix: str  # ... and the names it keeps for more of its own
+    max_tags: int  # tags a row may carry beside the device's
+
+
+ROWS = RowGroup(
+    "rows",
+    re.compile(r"^[a-z][a-z0-9_]{0,63}\Z"),
+    re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z"),
+    (*(g.measurement for g in METRIC_GROUPS), "incident", "enoc_agent"),
+    "enoc_",
+    16,
+)
+
+
+def row_breach(measurement: object, tags: object) -> str | None:
+    """What is wrong with a row's measurement and tags (None: nothing). Its fields are any
+    field set's."""
+    if not isinstance(measurement, str) or not ROWS.measurement.match(measurement):
+        return f"measurement {measurement!r}: expected a name like ^[a-z][a-z0-9_]{{0,63}}$"
+    if measurement in ROWS.reserved or measurement.startswith(ROWS.reserved_prefix):
+        return f"measurement {measurement!r} is the collector's own"
+    if not isinstance(tags, dict):
+        return "tags: expected an object of strings"
+    if len(tags) > ROWS.max_tags:
+        return f"tags: {len(tags)} of them, more than {ROWS.max_tags}"
+    for key, value in tags.items():
+        if not ROWS.tag_key.match(key) or key == "time":
+            return f"tag {key!r}: expected a name like ^[A-Za-z][A-Za-z0-9_-]{{0,63}}$, not time"
+        if key in DEVICE_TAGS:
+            return f"tag {key!r} is one of the device's own ({', '.join(DEVICE_TAGS)})"
+        if not isinstance(value, str):
+            return f"tag {key!r}: expected a string"
+    return None
 
 
 # ------------------------------------------------------------------ messages
@@ -407,7 +455,12 @@ def _decode(site: str, agent: str, kind: Kind, payload: bytes) -> Message:
                 wire = None
         except msgspec.DecodeError:  # the general path says what
             wire = None
-        if wire is not None and wire.site == site and wire.agent == agent:
+        if (
+            wire is not None
+            and wire.site == site
+            and wire.agent == agent
+            and all(row_breach(m, t) is None for s in wire.samples for m, t, _f in s.rows)
+        ):
             message = MetricsMessage(
                 agent,
                 site,
@@ -422,6 +475,7 @@ def _decode(site: str, agent: str, kind: Kind, payload: bytes) -> Message:
                         s.fields,
                         list(starmap(InterfaceSample, s.ifs)),
                         list(starmap(BgpSample, s.bgp)),
+                        list(starmap(Row, s.rows)),
                     )
                     for s in wire.samples
                 ],
@@ -540,6 +594,8 @@ _Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 _FieldName = Annotated[str, msgspec.Meta(min_length=1)]
 _Fields = dict[_FieldName, _Int64 | float | str]
 _WideFields = dict[_FieldName, int | float | str]
+# a row's tags; its measurement's name and its tags' keys are checked after (`row_breach`)
+_RowTags = Annotated[dict[str, str], msgspec.Meta(max_length=ROWS.max_tags)]
 
 
 # One schema, two decoders: `_F` is the fields' type, checked to int64 or not.
@@ -553,6 +609,7 @@ class _MetricsSample(msgspec.Struct, Generic[_F]):
     fields: _F = {}
     ifs: list[tuple[int, str, str, str, _F]] = []
     bgp: list[tuple[str, _F]] = []
+    rows: list[tuple[str, _RowTags, _F]] = []
 
 
 class _Metrics(msgspec.Struct, Generic[_F]):
@@ -620,6 +677,15 @@ def _sample(r: _Reader) -> DeviceSample:
         if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], str)):
             raise WireError("invalid", f"{where}: expected [peer, fields]")
         bgp.append(BgpSample(row[0], _values(row[1], f"{where}.fields")))
+    rows = []
+    for i, row in enumerate(r.array(ROWS.member)):
+        where = f"{r.path}.{ROWS.member}[{i}]"
+        if not (isinstance(row, list) and len(row) == 3):
+            raise WireError("invalid", f"{where}: expected [measurement, tags, fields]")
+        breach = row_breach(row[0], row[1])
+        if breach is not None:
+            raise WireError("invalid", f"{where}: {breach}")
+        rows.append(Row(row[0], row[1], _values(row[2], f"{where}.fields")))
     return DeviceSample(
         device=r.text("device"),
         address=r.text("address"),
@@ -627,6 +693,7 @@ def _sample(r: _Reader) -> DeviceSample:
         fields=r.values("fields"),
         interfaces=interfaces,
         bgp=bgp,
+        rows=rows,
     )
 
 

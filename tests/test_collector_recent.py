@@ -16,6 +16,7 @@ from enoc.wire import (
     DeviceSample,
     InterfaceSample,
     MetricsMessage,
+    Row,
     Value,
     encode,
 )
@@ -109,6 +110,11 @@ class ReferenceWindow:
                 for i in latest.interfaces
             ],
             "bgp": [{"peer": b.peer, "fields": b.fields} for b in latest.bgp],
+            # the latest poll's rows by measurement, then tags
+            "rows": [
+                {"measurement": r.measurement, "tags": r.tags, "fields": r.fields}
+                for r in sorted(latest.rows, key=lambda r: (r.measurement, sorted(r.tags.items())))
+            ],
         }
 
 
@@ -143,6 +149,14 @@ def poll(rng: random.Random, device: str, ts: float, interfaces: int) -> DeviceS
         fields,
         ifs,
         [BgpSample("127.200.0.1", {"state": 6, "prefixes": rng.randrange(1000)})],
+        rng.sample(
+            [
+                Row(m, {"sensor": f"s{k}"}, {"value": rng.random(), "status": "ok"})
+                for m in ("sensor", "ups")
+                for k in range(3)
+            ],
+            rng.randrange(7),
+        ),
     )
 
 

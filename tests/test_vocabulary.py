@@ -26,6 +26,7 @@ from collector import lineproto, metrics_in
 from collector.config import IncidentsConfig
 from collector.incidents import Engine
 from collector.metrics_in import Metrics, of, read
+from collector.model import Incident, IncidentChange, IncidentKey
 from collector.store import Store
 from enoc import wire
 from enoc.config import Duration
@@ -38,11 +39,14 @@ from enoc.wire import (
     INTERFACES,
     METRIC_GROUPS,
     POLL_GROUPS,
+    ROWS,
     DeviceSample,
     Event,
     EventKindName,
     EventsMessage,
     MetricsMessage,
+    Row,
+    StatusMessage,
     WireError,
     decode,
     encode,
@@ -181,9 +185,9 @@ def test_profiles_walk_the_declared_groups() -> None:
 
 
 def test_the_decoders_and_the_encoder_hold_the_declared_groups() -> None:
-    members = ["device", "address", "ts", *(g.member for g in METRIC_GROUPS)]
+    members = ["device", "address", "ts", *(g.member for g in METRIC_GROUPS), ROWS.member]
     assert list(wire._MetricsSample.__struct_fields__) == members
-    sample = DeviceSample("d", "127.0.0.9", T0)
+    sample = DeviceSample("d", "127.0.0.9", T0, rows=[Row("sensor", {"sensor": "t"})])
     body = json.loads(encode(MetricsMessage(AGENT, SITE, "r", 1, T0, samples=[sample])))
     assert list(body["samples"][0]) == members, "encoded in the order the C pass takes"
     assert lineproto._identity.decode(b'[1,"a","b","c"]') == (1, "a", "b", "c")
@@ -215,6 +219,12 @@ def declared_payload(rows: int = 2) -> tuple[bytes, dict[str, list[list[object]]
         ]
         sample[group.member] = [[*ids[r], fields(r)] for r in range(rows)]
         identities[group.member] = ids
+    # rows of two measurements of their own, after the groups: numbers and a string
+    sample[ROWS.member] = [
+        [m, {"sensor": f"{m}-{r}", "class": "temperature"}, {"value": r + 0.5, "status": "ok"}]
+        for m in ("sensor", "modem_signal")
+        for r in range(rows)
+    ]
     body = {
         "v": 1,
         "agent": AGENT,
@@ -250,7 +260,13 @@ def test_every_declared_group_is_written_whole_by_the_general_path(
         by_measurement.setdefault(measurement, []).append(
             (dict(t.split("=", 1) for t in tags), set(parse_fields(fields)))
         )
-    assert set(by_measurement) == {g.measurement for g in METRIC_GROUPS}
+    own = {g.measurement for g in METRIC_GROUPS}
+    assert set(by_measurement) == own | {"sensor", "modem_signal"}
+    for measurement in ("sensor", "modem_signal"):
+        assert [(t["sensor"], t["class"], f) for t, f in by_measurement[measurement]] == [
+            (f"{measurement}-{r}", "temperature", {"value", "status"})
+            for r in range(len(identities[INTERFACES.member]))
+        ]
     for group in METRIC_GROUPS:
         lines = by_measurement[group.measurement]
         assert len(lines) == len(identities[group.member]), group.member
@@ -275,9 +291,35 @@ def test_the_c_passes_and_python_agree_on_every_declared_group(
         with_c = general(payload, monkeypatch, native=True)
         python = general(payload, monkeypatch, native=False)
         assert lines == with_c.lines == python.lines
-        assert points == with_c.points == python.points == 1 + 2 * rows
+        assert points == with_c.points == python.points == 1 + 4 * rows
         assert rtc == python.rtc
         assert polls == python.polls
+
+
+def test_no_row_may_name_a_measurement_the_collector_writes() -> None:
+    """Every measurement of the collector's own lines is reserved: a row naming one is
+    refused, whatever else it holds."""
+    payload, _ = declared_payload()
+    lines = of_payload(payload).lines.decode().splitlines()
+    lines += lineproto.agent_health(StatusMessage(AGENT, SITE, "r", 1, T0, health={"q": 1}))
+    key = IncidentKey(SITE, "d1", "device", "reachability")
+    incident = Incident(1, key, "major", "open", "down", T0, T0, rtc="r")
+    lines.append(lineproto.incident_line(IncidentChange("opened", incident)))
+    written = {line.split(",", 1)[0] for line in lines}
+    own = written - {"sensor", "modem_signal"}
+    assert own == {*(g.measurement for g in METRIC_GROUPS), "enoc_agent", "incident"}
+    assert own <= set(ROWS.reserved)
+    for measurement in sorted(own):
+        body = json.loads(payload)
+        body["samples"][0][ROWS.member][0][0] = measurement
+        with pytest.raises(WireError, match=f"measurement '{measurement}'"):
+            decode(topic(SITE, AGENT, "metrics"), json.dumps(body).encode())
+
+
+def of_payload(payload: bytes) -> Metrics:
+    message = decode(topic(SITE, AGENT, "metrics"), payload)
+    assert isinstance(message, MetricsMessage)
+    return of(message)
 
 
 # ------------------------------------------------------------------ the agent's fields
@@ -369,7 +411,7 @@ def test_a_payload_the_c_pass_leaves_is_counted_and_a_normal_one_is_not(
     assert grew() == ({"no_extension": 1} if lineproto._metricsjson is None else {})
     before = dict(metrics_in.slow_path)
     taken = read(SITE, AGENT, declined)
-    assert taken.points == 5  # the string written too
+    assert taken.points == 9  # the string written too
     assert grew() == {"declined" if lineproto._metricsjson is not None else "no_extension": 1}
     read(SITE, AGENT, declined)
     said = [r for r in caplog.records if "the C pass leaves" in r.getMessage()]

@@ -4,8 +4,9 @@ replicas, and the latency from a trap at the agent to the incident in the API.
 Throughput: metrics messages shaped like the agent's (device samples with
 `--interfaces` interfaces each; one device per message, the agent's default, or
 `--devices-per-message N` of the same site, as an agent with
-`publishing.batch_samples: N` sends them) are encoded up front; one `mosquitto_pub -l`
-per site (C, not counted) publishes them at QoS 1 into a real Mosquitto while
+`publishing.batch_samples: N` sends them; `--sensors N` sensor rows each, wire rows
+of measurement `sensor`) are encoded up front; one `mosquitto_pub -l` per site
+(C, not counted) publishes them at QoS 1 into a real Mosquitto while
 1 or 2 `enoc collector` processes (sharing `$share/enoc/...`) write them to a
 real VictoriaMetrics through the InfluxDB v2 write API. A point is one line
 of line protocol (one measurement, its tags and fields at one time). CPU
@@ -55,7 +56,7 @@ from enoc.bench.common import (
     wait_for_fleet,
     write_result,
 )
-from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, encode, topic
+from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Row, encode, topic
 from testbed.servers import Mosquitto, VictoriaMetrics, free_port
 
 TOKEN = secrets.token_hex(16)
@@ -100,6 +101,7 @@ class Result:
     machine: dict[str, Any]
     warmup: int = 0
     devices_per_message: int = 1
+    sensors: int = 0
     runs: list[Throughput] = field(default_factory=list)
     latency: Latency | None = None
 
@@ -116,6 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="device samples per metrics message, of one site (the agent's batch_samples)",
+    )
+    parser.add_argument(
+        "--sensors", type=int, default=0, help="sensor rows per device sample (wire rows)"
     )
     parser.add_argument(
         "--replicas", default="1,2", help="collector replica counts to run, e.g. 1,2"
@@ -153,6 +158,7 @@ async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
         machine=machine(),
         warmup=args.warmup,
         devices_per_message=args.devices_per_message,
+        sensors=args.sensors,
     )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-collector-") as tmp_name:
         tmp = Path(tmp_name)
@@ -252,12 +258,26 @@ def write_messages(tmp: Path, args: argparse.Namespace, rounds: range) -> Stream
                 t0 + 60 * r + d * 0.001,
                 fields=device_fields,
                 interfaces=interfaces,
+                rows=[
+                    Row(
+                        "sensor",
+                        {"sensor": f"Sensor {k}", "class": ("temperature", "fan", "psu")[k % 3]},
+                        {
+                            "value": round(rng.random() * 80, 1),
+                            "status": "ok",
+                            "high_warning": 70.0,
+                            "high_critical": 85.0,
+                        },
+                    )
+                    for k in range(getattr(args, "sensors", 0))
+                ],
             )
             batch = batches.setdefault(s, [])
             batch.append(sample)
             samples += 1
-            points += 1 + len(interfaces)
+            points += 1 + len(interfaces) + len(sample.rows)
             values += len(device_fields) + sum(len(i.fields) for i in interfaces)
+            values += sum(len(row.fields) for row in sample.rows)
             if len(batch) == per_message or d + args.sites >= args.devices:
                 seqs[s] += 1
                 message = MetricsMessage(
@@ -648,7 +668,8 @@ def print_table(result: Result) -> None:
     )
     print(
         f"stream: {result.devices} devices x {result.interfaces} interfaces x {result.rounds} "
-        f"polls measured after {result.warmup} of warm-up, {per_message}\n"
+        f"polls measured after {result.warmup} of warm-up, {per_message}"
+        f"{f', {result.sensors} sensor rows a device' if result.sensors else ''}\n"
     )
     print(
         f"{'collectors':>10} {'points':>10} {'CPU s':>7} {'wall s':>7} {'points/CPU-s':>13} "

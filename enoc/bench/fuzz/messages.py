@@ -19,6 +19,7 @@ from enoc.wire import (
     InterfaceSample,
     Kind,
     MetricsMessage,
+    Row,
     StatusMessage,
     encode,
 )
@@ -70,6 +71,14 @@ def metrics(
                 [BgpSample("127.9.0.1", {"state": 6, "prefixes": 10})]
                 if rng.random() < 0.3
                 else [],
+                [  # sensors: a number and a string, the rows' fields
+                    Row(
+                        "sensor",
+                        {"sensor": f"s {k}", "class": "fan"},
+                        {"value": 41.5, "status": "ok"},
+                    )
+                    for k in range(rng.randint(0, 3))
+                ],
             )
         )
     return encode(MetricsMessage(agent, site, "americas", seq, now, samples))
