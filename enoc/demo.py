@@ -357,8 +357,10 @@ class Demo:
     async def story(self, stop: asyncio.Event) -> None:
         steps: list[tuple[float, str, Callable[[], Awaitable[None]]]] = [
             (0, "Nairobi: nbo-acc-1 GigabitEthernet1/0/3 starts flapping", self._flap_start),
+            (40, "Geneva: gva-core-1's Fan 2 stops", self._fan_fail),
             (90, "Nairobi: the flapping link settles", self._flap_end),
             (120, "Bangkok: bkk-ce-1 reboots (20 s down)", self._reboot),
+            (160, "Geneva: the fan is replaced", self._fan_replaced),
             (200, "Brindisi: the WAN link to the RTC goes down", self._wan_down),
             (290, "Brindisi: the WAN link is back; the agent replays its spool", self._wan_up),
         ]
@@ -385,6 +387,12 @@ class Demo:
 
     async def _flap_end(self) -> None:
         self.sim.clear("nbo-acc-1")
+
+    async def _fan_fail(self) -> None:
+        self.sim.inject("gva-core-1", {"kind": "fan_fail", "fan": 21})
+
+    async def _fan_replaced(self) -> None:
+        self.sim.clear("gva-core-1")
 
     async def _reboot(self) -> None:
         downtime = max(2.0, 20 * self.options.story_scale)

@@ -131,10 +131,15 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def simulated_site(
-    tmp_path: Path, *, traps_port: int | None = None, trap_version: str = "2c", v2c: bool = False
+    tmp_path: Path,
+    *,
+    traps_port: int | None = None,
+    trap_version: str = "2c",
+    v2c: bool = False,
+    sensors: bool = False,
 ) -> AsyncIterator[Site]:
     port = free_udp_port("127.41.0.1")
-    devices = small_fleet(port=port, address_base="127.41.0.1")
+    devices = small_fleet(port=port, address_base="127.41.0.1", sensors=sensors)
     if v2c:
         for device in devices:
             device.users.clear()

@@ -44,8 +44,10 @@ def small_fleet(
     address_base: str = "127.31.0.1",
     max_message_size: int = 1472,
     now: float | None = None,
+    sensors: bool = False,
 ) -> list[Device]:
-    """One RTC with a router, a switch and a firewall, plus a field site."""
+    """One RTC with a router, a switch and a firewall, plus a field site; `sensors`: each
+    with temperatures, fans and power supplies (simulators/sensors.py)."""
     spec = FleetSpec(
         sites=[
             SiteSpec(
@@ -64,6 +66,7 @@ def small_fleet(
         port=port,
         address_base=address_base,
         max_message_size=max_message_size,
+        sensors=sensors,
     )
     devices = build_devices(spec, time.time() if now is None else now)
     attach_views(devices)

@@ -39,6 +39,7 @@ from collector.app import Collector
 from collector.auth import hash_password
 from collector.store import Tx
 from enoc.wire import DeviceInfo, Event, EventsMessage, Kind, StatusMessage, encode, topic
+from simulators.sensors import STANDARD_SENSORS
 from testbed.servers import Mosquitto
 
 pytestmark = [pytest.mark.servers, pytest.mark.asyncio(loop_scope="module")]
@@ -98,7 +99,7 @@ async def test_operator_sees_fault_live_acks_and_resolves(
         tmp_path, mosquitto.url, extra={"http": {"users_file": str(console_users(tmp_path))}}
     )
     async with (
-        simulated_site(tmp_path) as site,
+        simulated_site(tmp_path, sensors=True) as site,
         running_collector(config) as coll,
         running_agent(agent_config(tmp_path, mosquitto.url, site.inventory)),
     ):
@@ -196,6 +197,29 @@ async def test_operator_sees_fault_live_acks_and_resolves(
         assert await ports_down.inner_text() == "1"
         assert await page.locator("#if-rows tr[data-ifindex='2'] td").nth(2).inner_text() == "down"
         assert await page.locator("#if-rows tr[data-ifindex='12'] td").nth(2).inner_text() == "off"
+
+        # sensors: discovery found ENTITY-SENSOR-MIB on the simulated chassis, whose
+        # temperatures, fans and supplies are polled; a fan that stops shows failed
+        site.sim.inject("nyc-acc-1", {"kind": "fan_fail", "fan": 21})
+
+        def fan_failed() -> bool:
+            recent = coll.recent.device("nyc", "nyc-acc-1")
+            return recent is not None and any(
+                r["tags"].get("sensor") == "Fan 2" and r["fields"].get("status") == "failed"
+                for r in recent.get("rows", [])
+            )
+
+        await eventually(fan_failed, what="Fan 2 failed in nyc-acc-1's latest poll")
+        await page.reload()
+        await page.wait_for_selector("#device-sensors:not([hidden]) #sensor-rows tr")
+        sensor_rows = page.locator("#sensor-rows tr")
+        assert await sensor_rows.count() == len(STANDARD_SENSORS)
+        fan = page.locator("#sensor-rows tr:has(td:text-is('Fan 2')) td")
+        assert [await fan.nth(i).inner_text() for i in (1, 2, 3)] == ["fan", "0 rpm", "failed"]
+        inlet = page.locator("#sensor-rows tr:has(td:text-is('Inlet temperature')) td")
+        assert (await inlet.nth(2).inner_text()).endswith(" °C")
+        found = page.locator("#device-facts div:has(dt:text-is('MIBs found')) dd")
+        assert "entity_sensor" in (await found.inner_text()).split(", ")
         await page.screenshot(path=str(tmp_path / "console-device.png"), full_page=True)
         save(tmp_path / "console-device.png")
         assert errors == [], errors

@@ -109,7 +109,8 @@ def test_demo_runs_the_story_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert len(device["recent"]["interfaces"]) == 48  # an access switch of the fleet
 
-        # the story: Nairobi flaps, Bangkok reboots, Brindisi loses its WAN and comes back
+        # the story: Nairobi flaps, Geneva's fan stops, Bangkok reboots, Brindisi loses its
+        # WAN and comes back
         def incidents() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = console.get("/api/v1/incidents?limit=1000")["incidents"]
             return found
@@ -122,6 +123,8 @@ def test_demo_runs_the_story_and_stops_cleanly(tmp_path: Path) -> None:
 
         wait_for(lambda: has("nbo", "link"), "Nairobi's link incident")
         wait_for(lambda: has("bkk", "reboot"), "Bangkok's reboot incident")
+        wait_for(lambda: has("gva", "sensor"), "Geneva's fan incident")
+        wait_for(lambda: has("gva", "sensor", "resolved"), "Geneva's fan replaced")
         wait_for(lambda: has("bds", "agent_offline"), "Brindisi's site incident")
         wait_for(lambda: has("bds", "agent_offline", "resolved"), "Brindisi back online")
         flaps = [i for i in incidents() if i["site"] == "nbo" and i["kind"] == "link"]

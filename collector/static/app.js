@@ -517,8 +517,18 @@ async function showDevice(site, name) {
       ? `${f.ports_down}${f.ports_down_baseline ? ` (${f.ports_down_baseline} since first seen, no incident)` : ""}` : "–"],
     ["Last poll", when(recent.ts)],
   ];
+  // where cpu and memory came from, and the MIB groups capability discovery found
+  const caps = device.capabilities;
+  if (caps) {
+    for (const fact of facts) {
+      const mib = caps.sources && caps.sources[fact[0].toLowerCase()];
+      if (mib && fact[1] !== "–") fact[1] = `${fact[1]} (${mib})`;
+    }
+    facts.push(["MIBs found", (caps.found || []).join(", ") || "none"]);
+  }
   $("device-facts").replaceChildren(...facts.map(([k, v]) => el("div", {}, el("dt", {}, k),
     el("dd", { class: k === "State" ? `state-${v}` : "" }, v))));
+  showRows(recent.rows || []);
   $("if-rows").replaceChildren(...(recent.interfaces || []).map((i) => {
     const x = i.fields || {};
     const util = (v) => (typeof v === "number" ? `${v.toFixed(1)} %` : "–");
@@ -538,6 +548,47 @@ async function showDevice(site, name) {
   $("device-incidents").replaceChildren(...(device.incidents || []).map((i) => el("tr", { class: `incident ${i.state}` },
     el("td", {}, el("span", { class: `sev ${i.severity}` }, i.severity)),
     el("td", {}, i.state), el("td", {}, i.resource), el("td", {}, i.title), el("td", {}, when(i.opened)))));
+}
+
+// A sensor's value in its class's unit (the agent writes SI units: docs/agent.md).
+const SENSOR_UNITS = {
+  temperature: "°C", fan: "rpm", voltage: "V", current: "A", power: "W", humidity: "%RH",
+  battery: "%", load: "%", frequency: "Hz", dbm: "dBm", db: "dB",
+};
+const STATUS_CLASS = { ok: "state-up", unknown: "state-unknown", warning: "sev warning",
+  critical: "sev critical", failed: "sev critical" };
+
+function sensorValue(cls, value) {
+  if (typeof value !== "number") return "–";
+  if (cls === "runtime" || cls === "source") return duration(value);
+  const unit = SENSOR_UNITS[cls];
+  return `${Number(value.toPrecision(4))}${unit ? ` ${unit}` : ""}`;
+}
+
+// The latest poll's rows: sensors in their own table, a profile's tables one table each.
+function showRows(rows) {
+  const sensors = rows.filter((r) => r.measurement === "sensor");
+  $("device-sensors").hidden = sensors.length === 0;
+  $("sensor-rows").replaceChildren(...sensors.map((r) => {
+    const cls = r.tags.class || "";
+    const f = r.fields || {};
+    const limits = ["low_critical", "low_warning", "high_warning", "high_critical"]
+      .filter((k) => typeof f[k] === "number").map((k) => `${k.replace("_", " ")} ${sensorValue(cls, f[k])}`);
+    return el("tr", {},
+      el("td", {}, r.tags.sensor || ""), el("td", {}, cls), el("td", {}, sensorValue(cls, f.value)),
+      el("td", { class: STATUS_CLASS[f.status] || "" }, f.status || "–"), el("td", {}, limits.join(", ")));
+  }));
+  const others = {};
+  for (const r of rows) if (r.measurement !== "sensor") (others[r.measurement] ||= []).push(r);
+  $("device-tables").replaceChildren(...Object.entries(others).map(([measurement, list]) => {
+    const tags = [...new Set(list.flatMap((r) => Object.keys(r.tags)))].sort();
+    const fields = [...new Set(list.flatMap((r) => Object.keys(r.fields)))].sort();
+    return el("div", { class: "device-table" }, el("h3", {}, measurement),
+      el("table", {}, el("thead", {}, el("tr", {}, ...[...tags, ...fields].map((n) => el("th", {}, n)))),
+        el("tbody", {}, ...list.map((r) => el("tr", {},
+          ...tags.map((n) => el("td", {}, r.tags[n] ?? "")),
+          ...fields.map((n) => el("td", {}, String(r.fields[n] ?? "–"))))))));
+  }));
 }
 
 // ------------------------------------------------------------------ stats
