@@ -303,7 +303,7 @@ def test_link_traps_follow_the_policy_and_the_admin_status_they_carry(tmp_path: 
         tmp_path / "agent.yaml",
         BASE
         + "mqtt: {url: 'mqtt://127.0.0.1:1'}\n"
-        + "traps: {listen: '127.0.0.1:10162'}\n"  # traps come only with a trap config (not bound here)
+        + "traps: {listen: '127.0.0.1:10162'}\n"  # traps need a trap config
         + "credentials: {c: {version: '2c', community: public}}\n"
         + "devices: [{name: sw1, address: 127.0.0.5, credentials: c}]\n",
     )
