@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from agentkit import Listener, agent_config, running_agent
+from collectorkit import collector_config, eventually, running_collector
 from corpuskit import recordings_or_skip
 from simkit import FakeClock, free_udp_port
 
@@ -26,6 +27,7 @@ from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.inventory_out import write_inventory
 from simulators.model import Device, attach_views
 from simulators.server import Simulator
+from testbed.servers import InfluxDB1
 
 # A satellite modem's MIB as a vendor would ship it: a signal table indexed by modem, an
 # enumerated lock state, and a notification pair that raises and clears on it.
@@ -153,7 +155,7 @@ TABLE = {
     "index": [{"modem": "satModemIndex"}, "satModemName"],
     "fields": ["satEbNo", "satSignalLevel", "satLockState"],
 }
-EXPECTED_ROWS = [
+EXPECTED_ROWS: list[list[Any]] = [
     [
         "satellite_modem",
         {"modem": "1", "satModemName": "hub-a"},
@@ -298,8 +300,11 @@ def test_a_profile_without_the_compiled_folder_names_what_is_missing(tmp_path: P
 
 @pytest.mark.servers
 async def test_an_agent_publishes_rows_of_a_vendor_table_from_its_compiled_mib(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], mosquitto: Any
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mosquitto: Any, influxdb1: InfluxDB1
 ) -> None:
+    """The issue's test: an operator's vendor MIB compiled with `enoc mib compile`, its
+    table served by the simulator, polled through a profile's `tables:`, and found in
+    InfluxDB as the configured measurement, through Mosquitto and the collector."""
     compiled = compile_sat_mib(tmp_path, capsys)
     recording = tmp_path / "vsat-1.snmprec"
     recording.write_text(SNMPREC)
@@ -312,13 +317,38 @@ async def test_an_agent_publishes_rows_of_a_vendor_table_from_its_compiled_mib(
     config = agent_config(
         tmp_path, mosquitto.url, inventory, extra={"profiles": profiles, "mibs": str(compiled)}
     )
+    influxdb1.create_database("enoc")
+    influx = {"url": influxdb1.url, "api": "v1", "database": "enoc", "flush_interval": "0.2s"}
+    collector = collector_config(tmp_path, mosquitto.url, extra={"influxdb": influx})
     async with Simulator(devices, clock=clock, rng=random.Random(0)) as sim:
         write_inventory(inventory, sim, devices)
-        async with Listener(mosquitto.url) as listener, running_agent(config):
+        async with (
+            running_collector(collector),
+            Listener(mosquitto.url) as listener,
+            running_agent(config),
+        ):
             await listener.wait_for(lambda lis: bool(published_rows(lis)), what="rows")
+            await eventually(lambda: len(stored_modems(influxdb1)) == 2, what="InfluxDB rows")
     rows = published_rows(listener)
     assert rows[0]["device"] == "vsat-1"
     assert rows[0]["rows"] == EXPECTED_ROWS
+    stored = stored_modems(influxdb1)
+    for _measurement, tags, fields in EXPECTED_ROWS:
+        point = stored[(tags["modem"], tags["satModemName"])]
+        assert point["device"] == "vsat-1"
+        assert point["site"] == yaml.safe_load(config.read_text())["site"]  # the agent's
+        assert {k: point[k] for k in fields} == fields
+
+
+def stored_modems(influxdb1: InfluxDB1) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest point of each satellite_modem series in InfluxDB, by its index tags."""
+    result = influxdb1.query('SELECT * FROM "satellite_modem" GROUP BY *', "enoc")
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for series in result["results"][0].get("series", []):
+        point = dict(zip(series["columns"], series["values"][-1], strict=True))
+        point.update(series["tags"])
+        out[(point["modem"], point["satModemName"])] = point
+    return out
 
 
 def published_rows(listener: Listener) -> list[dict[str, Any]]:
