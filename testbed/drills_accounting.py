@@ -16,14 +16,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enoc.wire import MetricsMessage, Value
+from collector.lineproto import sanitise_tag_value
+from enoc.wire import DEVICE_TAGS, MetricsMessage, Value
 
 # What the agents' polls become (the points the drills account for), and every measurement
 # the collector writes, longest first where one is a prefix of a VictoriaMetrics name.
-POLLED = ("device", "interface", "bgp_peer")
-MEASUREMENTS = ("enoc_agent", "bgp_peer", "interface", "incident", "device")
+POLLED = ("device", "interface", "bgp_peer", "sensor")
+MEASUREMENTS = ("enoc_agent", "bgp_peer", "interface", "incident", "device", "sensor")
 
-SeriesKey = tuple[str, str, str, str]  # measurement, site, device (or agent), ifIndex/peer
+# measurement, site, device (or agent), and the series within: ifIndex, peer, a row's tags
+SeriesKey = tuple[str, str, str, str]
+
+
+def row_series(tags: dict[str, str]) -> str:
+    """A row's series within its device (a sensor's `class=...,sensor=...`): its own tags,
+    as the databases hold them (sanitised; an empty value is no tag)."""
+    pairs = []
+    for name, value in sorted(tags.items()):
+        held = sanitise_tag_value(value) if name not in DEVICE_TAGS else None
+        if held:
+            pairs.append(f"{name}={held}")
+    return ",".join(pairs)
 Points = dict[SeriesKey, dict[int, dict[str, float]]]
 
 # ------------------------------------------------------------------ incidents
@@ -141,6 +154,11 @@ def published_points(messages: Iterable[MetricsMessage]) -> tuple[Points, int]:
                 for i in sample.interfaces
             ]
             lines += [(("bgp_peer", site, sample.device, b.peer), b.fields) for b in sample.bgp]
+            lines += [
+                ((r.measurement, site, sample.device, row_series(r.tags)), r.fields)
+                for r in sample.rows
+                if r.measurement in POLLED
+            ]
             for key, fields in lines:
                 values = numeric(fields)
                 if not values:
@@ -155,6 +173,9 @@ def published_points(messages: Iterable[MetricsMessage]) -> tuple[Points, int]:
 def series_key(measurement: str, labels: dict[str, str]) -> SeriesKey:
     """Which line a VictoriaMetrics series (one field of a measurement) comes from."""
     site = labels.get("site", "")
+    if measurement == "sensor":
+        own = {k: v for k, v in labels.items() if k != "__name__"}
+        return (measurement, site, labels.get("device", ""), row_series(own))
     if measurement in POLLED:
         sub = labels.get("ifIndex") or labels.get("peer") or ""
         return (measurement, site, labels.get("device", ""), sub)

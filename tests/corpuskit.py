@@ -54,6 +54,20 @@ def recordings_or_skip() -> list[Path]:
     pytest.skip(f"{why}; it lives beside the checkout as ../shared/recordings")
 
 
+def offering(*mibs: str) -> set[str]:
+    """Recording names whose MANIFEST.tsv `mibs` column lists any of these (its names:
+    entSensor, ciscoEnvMon, upsMib, lldpRem, ...); empty when the corpus is absent."""
+    manifest = RECORDINGS / "MANIFEST.tsv"
+    if not manifest.is_file():
+        return set()
+    out = set()
+    for line in manifest.read_text().splitlines()[1:]:
+        columns = line.split("\t")
+        if len(columns) > 3 and set(columns[3].split(",")) & set(mibs):
+            out.add(columns[0].removesuffix(".snmprec"))
+    return out
+
+
 def corpus_names() -> list[str]:
     """Recording names to parametrize with (one placeholder when the corpus is absent, so
     that its test skips or fails saying why)."""

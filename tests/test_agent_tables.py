@@ -14,7 +14,7 @@ import pytest
 import yaml
 from agentkit import Listener, agent_config, running_agent
 from collectorkit import collector_config, eventually, running_collector
-from corpuskit import recordings_or_skip
+from corpuskit import offering, recordings_or_skip
 from simkit import FakeClock, free_udp_port
 
 from agent.config import check_agent
@@ -372,10 +372,8 @@ LLDP_TABLE = {
 
 def lldp_recordings() -> list[Path]:
     """The corpus's recordings that answer LLDP-MIB's remote table (MANIFEST: lldpRem)."""
-    files = recordings_or_skip()
-    manifest = (files[0].parent / "MANIFEST.tsv").read_text().splitlines()[1:]
-    offered = {line.split("\t")[0] for line in manifest if "lldpRem" in line.split("\t")[3]}
-    return [f for f in files if f.name in offered]
+    offered = offering("lldpRem")
+    return [f for f in recordings_or_skip() if f.name.removesuffix(".snmprec") in offered]
 
 
 def recorded_neighbors(path: Path) -> dict[tuple[str, str], dict[str, Any]]:

@@ -23,9 +23,10 @@ from typing import Any
 
 import corpuskit
 import pytest
-from corpuskit import IF_ENTRY, Walk, bulkwalk, corpus_names, recordings_or_skip
+from corpuskit import IF_ENTRY, Walk, bulkwalk, corpus_names, offering, recordings_or_skip
 
 from enoc.bench.corpus import CorpusRig, DeviceResult, Stored
+from testbed.drills_accounting import Points, published_points
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(400)]
 
@@ -40,6 +41,7 @@ class Corpus:
     stored: dict[str, Stored]  # by database
     incidents: dict[str, list[dict[str, Any]]]  # by database
     counters: dict[str, dict[str, float]]  # each collector's /metrics, by database
+    published: Points = field(default_factory=dict)  # what the agent published, by series
     walks: dict[str, Walk] = field(default_factory=dict)  # by device name
     logs: dict[str, list[str]] = field(default_factory=dict)  # program -> lines
 
@@ -65,6 +67,8 @@ async def _run(files: list[Path], root: Path) -> Corpus:
         devices = {Path(d["recording"]).name.removesuffix(".snmprec"): d for d in rig.devices}
         corpus = Corpus(devices, {r.device: r for r in results}, stored, incidents, counters)
         corpus.walks = walks
+        assert rig.tap is not None
+        corpus.published = published_points(rig.tap.metrics.values())[0]
     # after close: every program has stopped and written its last lines
     corpus.logs = {
         name: path.read_text(errors="replace").splitlines() for name, path in rig.logs().items()
@@ -154,6 +158,33 @@ def test_every_published_point_is_in_both_databases(corpus: Corpus, recording: s
         assert count.missing == 0, f"{database}: {count.missing} points missing {count.examples}"
         assert count.refused == 0, f"{database}: the collector counted {count.refused} refused"
         assert count.written == result.published, database
+
+
+# Sensors by the MIBs that give them (MANIFEST.tsv's names), and a few values worked out by
+# hand in tests/test_agent_sensors.py (raw value, scale, precision), here as stored.
+SENSOR_MIBS = ("entSensor", "ciscoEnvMon", "upsMib", "apcPowerNet", "juniperOper")
+SENSORS_CHECKED = {
+    ("arista_eos_vrf", "class=temperature,sensor=Cpu temp sensor"): 41.8,
+    ("arubaos-cx_6300m", "class=temperature,sensor=temperature 107001"): 24.5,
+    ("iosxe_c9400-svl", "class=temperature,sensor=Switch 1 Slot 3 Temp: UADP"): 49.0,
+    ("xos_sfp", "class=current,sensor=SFP TX Bias Current Sensor (134)"): 0.034,
+}
+
+
+@pytest.mark.parametrize("recording", corpus_names())
+def test_every_sensor_is_a_series_in_both_databases(corpus: Corpus, recording: str) -> None:
+    """Capability discovery finds the sensor MIBs a recording offers with no profile
+    naming them; each sensor the agent publishes is a `sensor` series in both databases."""
+    name = device_of(corpus, recording)["name"]
+    published = {key for key in corpus.published if key[0] == "sensor" and key[2] == name}
+    if recording in offering(*SENSOR_MIBS):
+        assert published, f"{recording} offers sensors; the agent published none"
+    for database, stored in corpus.stored.items():
+        held = {key for key in stored.points if key[0] == "sensor" and key[2] == name}
+        assert held == published, f"{database}: {sorted(held ^ published)[:5]}"
+        for (checked, series), value in SENSORS_CHECKED.items():
+            if checked == recording:
+                assert stored.latest[("sensor", "lab", name, series)]["value"] == value, database
 
 
 @pytest.mark.parametrize("recording", corpus_names())

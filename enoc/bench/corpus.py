@@ -44,6 +44,7 @@ from testbed.drills_accounting import (
     export_points,
     numeric,
     published_points,
+    series_key,
 )
 from testbed.drills_procs import HOST, TOKEN, BrokerTap, CollectorProc, Proc, Rig, tail
 from testbed.servers import InfluxDB1, Mosquitto, VictoriaMetrics, free_port
@@ -52,7 +53,7 @@ ADDRESS_BASE = "127.60.0.1"  # the recordings: 127.60.0.1 and up
 SITE = "lab"  # what `enoc sim --recording` calls their site
 DATABASES = ("influxdb1", "victoria-metrics")
 INFLUX_DB = "enoc"
-POLLED = ("device", "interface", "bgp_peer")
+POLLED = ("device", "interface", "bgp_peer", "sensor")
 COUNTED = ("dropped", "refused", "dead_letters", "rejected", "written", "out_of_range")
 TagSets = dict[SeriesKey, set[tuple[tuple[str, str], ...]]]
 Latest = dict[SeriesKey, dict[str, float]]  # each series' fields at its latest timestamp
@@ -456,6 +457,8 @@ class CorpusRig(Rig):
 
 
 def _series_key(measurement: str, tags: dict[str, str]) -> SeriesKey:
+    if measurement == "sensor":
+        return series_key(measurement, tags)
     sub = tags.get("ifIndex") or tags.get("peer") or ""
     return (measurement, tags.get("site", ""), tags.get("device", ""), sub)
 
