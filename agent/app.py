@@ -25,6 +25,7 @@ from agent.config import AgentConfig, check_agent, mib_index
 from agent.discovery import Discovery
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
+from agent.mibgroups import Labels
 from agent.poller import collect
 from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
@@ -198,7 +199,12 @@ class Agent:
             if name in self.trackers:
                 continue
             policy = self.config.interfaces.for_device(device.role, device.interfaces)
-            self.trackers[name] = DeviceTracker(device, self.edge, policy=policy)
+            self.trackers[name] = DeviceTracker(
+                device,
+                self.edge,
+                policy=policy,
+                labels=Labels(float(self.config.discovery.interval)),
+            )
             auth = snmp_auth(credentials[device.credentials])
             self.targets[name] = Target(device.address, device.port, auth)
             self.named_profiles[name] = (
@@ -303,6 +309,7 @@ class Agent:
                 self.config.polling.max_repetitions,
                 guess,
                 found=self.discovery.found(name),
+                labels=tracker.labels,
             )
         except SnmpError as exc:
             self.stats.polls_failed[exc.kind] += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.edge import EdgeDetector
-from agent.mibgroups import derive_all
+from agent.mibgroups import Labels, derive_all
 from agent.poller import RawPoll
 from agent.rates import RateTracker, uptime_was_reset
 from enoc.ifpolicy import IfClass, InterfacePolicy
@@ -72,6 +72,7 @@ class DeviceTracker:
     classes: dict[int, tuple[tuple[object, str, str, str], IfClass]] = field(default_factory=dict)
     # the MIB each of cpu and memory came from at the last poll that had it
     sources: dict[str, str] = field(default_factory=dict)
+    labels: Labels = field(default_factory=Labels)  # the MIB groups' label columns (poller)
 
     @property
     def name(self) -> str:
@@ -99,6 +100,7 @@ class DeviceTracker:
             if self.uptime is not None and uptime_was_reset(*self.uptime, ticks, at):
                 self.rates.reset((self.name,))
                 self.discontinuity.clear()
+                self.labels.clear()  # a reboot may come with other hardware
                 restarted = at - ticks / 100
                 if abs(self.reboot_trap_at - restarted) > max(60.0, ticks / 100):
                     events += self.edge.reboot(self.name, at, ticks / 100)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.mibgroups import MibGroup, Reading
+from agent.mibgroups import Column, Labels, MibGroup, Reading
 from agent.profiles import COLUMNS, SYSTEM_SCALARS, VALUE_TYPES, Profile, polled_groups
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
@@ -36,6 +36,7 @@ async def collect(
     max_repetitions: int,
     guess: Profile | None = None,
     found: frozenset[str] = frozenset(),
+    labels: Labels | None = None,
 ) -> RawPoll:
     """Poll one device; `choose` picks the profile from the sysObjectID the GET returned.
 
@@ -45,6 +46,7 @@ async def collect(
     second GET. `found` names the groups capability discovery found on the device: with
     the profile's pins and exclusions they add poll groups and MIB groups
     (agent.profiles.polled_groups), whose scalars and columns ride in the same requests.
+    `labels` keeps the groups' label columns between polls (walked every poll without).
     Raises SnmpError (SnmpTimeout for silence, SnmpUndecodable,
     SnmpMisaddressed) when the device gives no usable answer.
     """
@@ -78,29 +80,70 @@ async def collect(
             if name is not None and tag not in MISSING_TAGS:
                 raw.scalars[name] = value
     columns = {name: oid for g in poll_groups for name, oid in COLUMNS[g].items()}
+    label_oids: dict[str, Oid] = {}
     for group in raw.mib_groups:
         columns.update(group.columns)
+        label_oids.update(group.labels)
+    due = set(label_oids) if labels is None else labels.due(label_oids, at)
+    columns.update({name: label_oids[name] for name in due})
     if columns:
-        walked = await client.walk(target, list(columns.values()), max_repetitions)
-        for name, column in columns.items():
-            rows = walked.get(column, [])
-            raw.tables[name] = {index: (tag, value) for index, tag, value in rows}
-            raw.varbinds += len(rows)
+        await _walk(client, target, columns, max_repetitions, raw)
+    known: dict[str, Column] = {n: raw.tables[n] for n in label_oids if n in raw.tables}
+    if labels is not None:
+        labels.keep({n: raw.tables[n] for n in due}, at)
+        again = _uncovered(raw, labels, due)
+        if again:  # a row the labels did not cover (a module inserted): walk them now
+            await _walk(client, target, {n: label_oids[n] for n in again}, max_repetitions, raw)
+            labels.keep({n: raw.tables[n] for n in again}, at)
+            _uncovered(raw, labels, again)
+        known = labels.columns
     for group in raw.mib_groups:  # the group's own, out of the profile's scalars and tables
         raw.readings[group.name] = Reading(
             {n: raw.scalars[n] for n in group.scalars if n in raw.scalars},
-            {n: raw.tables[n] for n in group.columns if n in raw.tables},
+            {
+                **{n: known[n] for n in group.labels if n in known},
+                **{n: raw.tables[n] for n in group.columns if n in raw.tables},
+            },
         )
     for group in raw.mib_groups:  # after all: two groups may share a column (entPhysicalName)
         for name in group.scalars:
             raw.scalars.pop(name, None)
-        for name in group.columns:
+        for name in (*group.columns, *group.labels):
             raw.tables.pop(name, None)
     raw.wrong_types = wrong_types(raw)
     if raw.wrong_types:
         which = ", ".join(f"{n} x{c}" for n, c in sorted(raw.wrong_types.items())[:4])
         client.note_bad("wrong_type", f"{target.host} answered values of the wrong type: {which}")
     return raw
+
+
+async def _walk(
+    client: SnmpClient,
+    target: Target,
+    columns: dict[str, Oid],
+    max_repetitions: int,
+    raw: RawPoll,
+) -> None:
+    walked = await client.walk(target, list(columns.values()), max_repetitions)
+    for name, column in columns.items():
+        rows = walked.get(column, [])
+        raw.tables[name] = {index: (tag, value) for index, tag, value in rows}
+        raw.varbinds += len(rows)
+
+
+def _uncovered(raw: RawPoll, labels: Labels, walked: set[str]) -> set[str]:
+    """The label columns of the groups with a row their labels have not seen; a group whose
+    labels were walked in this poll covers the rows it has now."""
+    again: set[str] = set()
+    for group in raw.mib_groups:
+        if not group.labels:
+            continue
+        rows = frozenset(i for n in group.columns for i in raw.tables.get(n, {}))
+        if walked & set(group.labels) or group.name not in labels.covered:
+            labels.covered[group.name] = rows
+        elif not rows <= labels.covered[group.name]:
+            again.update(group.labels)
+    return again
 
 
 def wrong_types(raw: RawPoll) -> dict[str, int]:

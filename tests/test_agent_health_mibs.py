@@ -189,7 +189,7 @@ def test_an_object_name_means_one_oid_across_groups() -> None:
     under one name."""
     oids: dict[str, set[tuple[int, ...]]] = {}
     for group in GROUPS.values():
-        for name, oid in (*group.scalars.items(), *group.columns.items()):
+        for name, oid in (*group.scalars.items(), *group.columns.items(), *group.labels.items()):
             oids.setdefault(name, set()).add(oid)
     assert {name: found for name, found in oids.items() if len(found) > 1} == {}
 

@@ -68,6 +68,39 @@ class MibGroup:
     scalars: Mapping[str, Oid] = field(default_factory=dict)  # instances (ending .0), by GET
     columns: Mapping[str, Oid] = field(default_factory=dict)  # walked with the poll
     derive: Callable[[Reading], Derived] = _nothing
+    # Columns that name and describe the rows (entPhysicalName, a sensor's type and scale):
+    # they change with the hardware, not between polls, so a poll walks them only when the
+    # device's `Labels` say so; `derive` reads them with the columns, as one table.
+    labels: Mapping[str, Oid] = field(default_factory=dict)
+
+
+@dataclass
+class Labels:
+    """A device's label columns (MibGroup.labels) from their last walk, and when to walk
+    them again: when it has none of them (the first poll, after a reboot), when they are
+    older than `max_age`, or when one of a group's rows appears that they did not cover.
+    On a chassis of a thousand entities this is most of what a sensor poll would walk."""
+
+    max_age: float = 6 * 3600.0
+    columns: dict[str, Column] = field(default_factory=dict)
+    walked_at: float = 0.0
+    covered: dict[str, frozenset[Oid]] = field(default_factory=dict)  # group -> its rows
+
+    def due(self, names: Iterable[str], at: float) -> set[str]:
+        """Which of these label columns a poll at `at` must walk."""
+        if at - self.walked_at > self.max_age:
+            self.columns.clear()
+            self.covered.clear()
+        return {n for n in names if n not in self.columns}
+
+    def keep(self, walked: Mapping[str, Column], at: float) -> None:
+        if walked and not self.columns:
+            self.walked_at = at
+        self.columns.update(walked)
+
+    def clear(self) -> None:
+        self.columns.clear()
+        self.covered.clear()
 
 
 def _registry() -> dict[str, MibGroup]:

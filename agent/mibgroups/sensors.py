@@ -152,8 +152,12 @@ def entity_sensor_value(raw: int, scale: int, precision: int) -> float | None:
     return scaled(raw, 3 * (scale - UNITS_SCALE) - max(precision, 0))
 
 
-ENTITY_SENSOR_COLUMNS: dict[str, Oid] = {
-    **ENT_SENSOR_COLUMNS,
+READINGS = ("entPhySensorValue", "entPhySensorOperStatus")  # what changes between polls
+# The rest names and scales the readings and changes with the hardware: labels, walked
+# again only when a reading's row is new to them (agent.mibgroups.Labels). ENTITY-MIB's
+# names cover every entity of the chassis (a thousand on a big one), not only its sensors.
+ENTITY_SENSOR_LABELS: dict[str, Oid] = {
+    **{n: oid for n, oid in ENT_SENSOR_COLUMNS.items() if n not in READINGS},
     "entPhysicalDescr": (*ENT_PHYSICAL_ENTRY, 2),
     "entPhysicalName": (*ENT_PHYSICAL_ENTRY, 7),
 }
@@ -162,8 +166,11 @@ ENTITY_SENSOR_COLUMNS: dict[str, Oid] = {
 def _entity_sensors(reading: Reading) -> Derived:
     tables = reading.tables
     indexes: set[Oid] = set()
-    for column in ENT_SENSOR_COLUMNS:
+    for column in READINGS:  # a sensor gone since its labels were walked is no row
         indexes.update(tables.get(column, {}))
+    if not indexes:  # a device that serves no reading column: its rows as its labels list them
+        for column in ENT_SENSOR_COLUMNS:
+            indexes.update(tables.get(column, {}))
     names, descrs = tables.get("entPhysicalName", {}), tables.get("entPhysicalDescr", {})
 
     def cell(column: str, index: Oid) -> int | None:
@@ -199,8 +206,9 @@ ENTITY_SENSOR = MibGroup(
     "entity_sensor",
     "ENTITY-SENSOR-MIB",
     ENT_PHY_SENSOR_ENTRY[:-1],
-    columns=ENTITY_SENSOR_COLUMNS,
+    columns={n: ENT_SENSOR_COLUMNS[n] for n in READINGS},
     derive=_entity_sensors,
+    labels=ENTITY_SENSOR_LABELS,
 )
 
 
@@ -360,8 +368,8 @@ HW_COLUMNS: dict[str, Oid] = {
     "hwEntityTemperature": (*HW_STATE_TABLE, 1, 11),  # degrees Celsius; 0: none
     "hwEntityTemperatureThreshold": (*HW_STATE_TABLE, 1, 12),  # the upper alarm threshold
     "hwEntityTemperatureLowThreshold": (*HW_STATE_TABLE, 1, 16),
-    "entPhysicalName": (*ENT_PHYSICAL_ENTRY, 7),  # the table's index is entPhysicalIndex
 }
+HW_LABELS = {"entPhysicalName": (*ENT_PHYSICAL_ENTRY, 7)}  # the table's index is entPhysicalIndex
 
 
 def _huawei(reading: Reading) -> Derived:
@@ -391,7 +399,12 @@ def _huawei(reading: Reading) -> Derived:
 
 
 HUAWEI = MibGroup(
-    "huawei_temperature", "HUAWEI-ENTITY-EXTENT-MIB", HW_STATE_TABLE, {}, HW_COLUMNS, _huawei
+    "huawei_temperature",
+    "HUAWEI-ENTITY-EXTENT-MIB",
+    HW_STATE_TABLE,
+    columns=HW_COLUMNS,
+    derive=_huawei,
+    labels=HW_LABELS,
 )
 
 
