@@ -54,6 +54,7 @@ SITE = "lab"  # what `enoc sim --recording` calls their site
 DATABASES = ("influxdb1", "victoria-metrics")
 INFLUX_DB = "enoc"
 POLLED = ("device", "interface", "bgp_peer", "sensor")
+ROW_MEASUREMENTS = ("sensor",)  # of POLLED, those of a sample's rows
 COUNTED = ("dropped", "refused", "dead_letters", "rejected", "written", "out_of_range")
 TagSets = dict[SeriesKey, set[tuple[tuple[str, str], ...]]]
 Latest = dict[SeriesKey, dict[str, float]]  # each series' fields at its latest timestamp
@@ -98,6 +99,7 @@ class DeviceResult:
     incidents: dict[str, int] = field(default_factory=dict)  # opened, by kind
     device_fields: dict[str, float] = field(default_factory=dict)  # cpu, memory, uptime_s
     moving: int = 0  # interfaces the agent published a nonzero in_bps or out_bps for
+    rows: int = 0  # of `published`, the points of rows (sensors), which discovery brings
 
     @property
     def refused(self) -> int:
@@ -433,6 +435,7 @@ class CorpusRig(Rig):
                 polls=polls,
                 poll_ms=round(self.poll_ms.get(name, 0.0), 1),
                 published=sum(len(series) for series in mine.values()),
+                rows=sum(len(series) for key, series in mine.items() if key[0] in ROW_MEASUREMENTS),
                 moving=len(moving.get(name, ())),
             )
             for database, held in stored.items():
