@@ -37,6 +37,8 @@ def row_series(tags: dict[str, str]) -> str:
         if held:
             pairs.append(f"{name}={held}")
     return ",".join(pairs)
+
+
 Points = dict[SeriesKey, dict[int, dict[str, float]]]
 
 # ------------------------------------------------------------------ incidents
