@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from deploykit import REPO
 
+from collector import lineproto
 from enoc.pki import make_pki
 
 pytestmark = pytest.mark.servers
@@ -145,7 +146,12 @@ def test_a_plain_wheel_has_the_collectors_c_extensions(tmp_path: Path) -> None:
     env_python = str(venv / "bin" / "python")
     # the extension needs nothing but the interpreter: no dependencies installed here
     run(uv, "pip", "install", "--python", env_python, "--no-deps", str(wheel), cwd=site)
-    for module, built_version in (("_lineproto", "2"), ("_metricsjson", "1")):
+    # the versions the Python side loads (an older build is refused, not used)
+    expected = {
+        "_lineproto": lineproto._NATIVE_VERSION,
+        "_metricsjson": lineproto._METRICSJSON_VERSION,
+    }
+    for module, built_version in ((m, str(v)) for m, v in expected.items()):
         native = f"import collector.{module} as n; print(n.VERSION, n.__file__)"
         version, where = run(env_python, "-c", native, cwd=site).stdout.split()
         assert version == built_version and where.startswith(str(venv)), where
