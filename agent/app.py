@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from agent.config import AgentConfig, check_agent, mib_index
+from agent.discovery import Discovery
 from agent.edge import EdgeDetector, EdgeSettings
 from agent.facts import DeviceTracker
 from agent.poller import collect
@@ -52,11 +53,16 @@ from enoc.snmp.mib import (
 )
 from enoc.snmp.resolve import DnsCache
 from enoc.snmp.usm import UsmUser
-from enoc.wire import DeviceInfo, Event, EventsMessage, MetricsMessage
+from enoc.wire import Capabilities, DeviceInfo, Event, EventsMessage, MetricsMessage
 
 log = logging.getLogger("enoc.agent")
 
 IF_ADMIN_DOWN = 2
+DISCOVERY_CONCURRENCY = 8  # devices probed at once, apart from the polls
+DISCOVERY_SAVE_EVERY = 5.0  # seconds between writes of the findings while they change
+# Devices whose capabilities one status message lists (about 100 bytes each): a larger
+# inventory's take turns, heartbeat after heartbeat, so that the message stays bounded.
+STATUS_CAPABILITIES = 1000
 
 
 def load_agent(path: Path) -> tuple[AgentConfig, Inventory, list[ConfigIssue]]:
@@ -128,11 +134,24 @@ class Agent:
         self.trackers: dict[str, DeviceTracker] = {}
         self.targets: dict[str, Target] = {}
         self.named_profiles: dict[str, Profile | None] = {}
+        self.discovery = Discovery(
+            self.client,
+            c.spool.path / "discovery.json",
+            float(c.discovery.interval),
+            enabled=c.discovery.enabled,
+        )
+        self.discovery.load()
+        self._discover_due: asyncio.Queue[tuple[str, Oid | None, int | None, float]] = (
+            asyncio.Queue()
+        )  # at most one entry a device: `_discover_pending` says which are in
+        self._discover_pending: set[str] = set()
+        self._capabilities_from = 0  # where the next status message's turn starts
         self.publisher = Publisher(
             c,
             health=self.health,
             inventory_size=lambda: len(self.trackers),
             devices=self.device_infos,
+            capabilities=self.capabilities,
         )
         self.scheduler = Scheduler(
             float(c.polling.interval),
@@ -149,6 +168,7 @@ class Agent:
         self._links_saved = 0  # `edge.links_changed` when the links up were last saved
         self.ready = asyncio.Event()  # set once sockets are bound and tasks started
         self._apply(inventory)
+        self.discovery.forget(set(self.discovery.devices) - set(self.trackers))  # gone since
         self._load_edge_state()
         if c.traps is not None:
             catalogue = catalogue_for(c.mibs)
@@ -173,6 +193,7 @@ class Agent:
                 self.client.forget(target)
                 self.edge.forget(name)
                 del self.trackers[name], self.targets[name], self.named_profiles[name]
+                self.discovery.forget([name])  # another device, or one gone
         for name, device in wanted.items():
             if name in self.trackers:
                 continue
@@ -281,6 +302,7 @@ class Agent:
                 self._choose(name),
                 self.config.polling.max_repetitions,
                 guess,
+                found=self.discovery.found(name),
             )
         except SnmpError as exc:
             self.stats.polls_failed[exc.kind] += 1
@@ -289,6 +311,7 @@ class Agent:
             self.stats.polls_ok += 1
             self.stats.varbinds += raw.varbinds
             sample, events = tracker.observe(raw)
+            self._discover_if_due(name, raw.scalars.get("sysUpTime"), raw.at)
         self._emit_events(events)
         c = self.config
         self._batch.append(
@@ -297,6 +320,58 @@ class Agent:
         self.stats.samples += 1
         if len(self._batch) >= c.publishing.batch_samples:
             self._flush()
+
+    def _discover_if_due(self, name: str, ticks: object, at: float) -> None:
+        """Queue the device for discovery when it is due: after a poll it answered, so that
+        a silent device is not probed, and apart from the poll, so that a slow discovery
+        never costs a poll its deadline."""
+        tracker = self.trackers[name]
+        uptime = ticks if isinstance(ticks, int) else None
+        if name in self._discover_pending:
+            return
+        why = self.discovery.due(name, tracker.sys_object_id, uptime, at)
+        if why:
+            log.debug("discovering %s: %s", name, why)
+            self._discover_pending.add(name)
+            self._discover_due.put_nowait((name, tracker.sys_object_id, uptime, at))
+
+    async def _discovery_loop(self, stop: asyncio.Event) -> None:
+        """Probe the devices the polls found due, DISCOVERY_CONCURRENCY at a time."""
+        slots = asyncio.Semaphore(DISCOVERY_CONCURRENCY)
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(item: tuple[str, Oid | None, int | None, float]) -> None:
+            name = item[0]
+            try:
+                target = self.targets.get(name)
+                if target is not None:
+                    await self.discovery.run(name, target, *item[1:])
+            finally:
+                self._discover_pending.discard(name)
+                slots.release()
+
+        saved = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            try:
+                while not stop.is_set():
+                    # one file for many findings: a thousand devices at first contact
+                    # would otherwise rewrite it a thousand times
+                    if self.discovery.dirty and time.monotonic() - saved >= DISCOVERY_SAVE_EVERY:
+                        self.discovery.save()
+                        saved = time.monotonic()
+                    try:
+                        item = await asyncio.wait_for(self._discover_due.get(), 0.5)
+                    except TimeoutError:
+                        continue
+                    await slots.acquire()
+                    task = group.create_task(one(item), name=f"discover[{item[0]}]")
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            finally:
+                for task in running:  # stopping: a discovery cut short is redone later
+                    task.cancel()
+        if self.discovery.dirty:
+            self.discovery.save()
 
     def _deadline(self, name: str, due: float) -> None:
         tracker = self.trackers.get(name)
@@ -461,8 +536,23 @@ class Agent:
             for t in self.trackers.values()
         ]
 
+    def capabilities(self) -> dict[str, Capabilities]:
+        """What discovery found on devices and the MIB their cpu and memory come from, for
+        the status message (the collector's device page): STATUS_CAPABILITIES devices at
+        most, the next ones at the next message."""
+        known = [
+            (name, found, tracker.sources)
+            for name, tracker in self.trackers.items()
+            if (found := self.discovery.found(name)) or tracker.sources
+        ]
+        start = self._capabilities_from if self._capabilities_from < len(known) else 0
+        turn = known[start : start + STATUS_CAPABILITIES]
+        self._capabilities_from = start + len(turn)
+        return {name: Capabilities(sorted(found), dict(sources)) for name, found, sources in turn}
+
     def health(self) -> dict[str, int | float | str]:
         s, sched, client = self.stats, self.scheduler.stats, self.client.stats
+        discovery = self.discovery.stats
         return {
             "devices": len(self.trackers),
             "polls_ok": s.polls_ok,
@@ -484,6 +574,9 @@ class Agent:
             "traps": self.traps.stats.received if self.traps else 0,
             "traps_bad": sum(self.traps.stats.bad.values()) if self.traps else 0,
             "loop_lag_ms": round(s.loop_lag_ms, 2),
+            "discovered": sum(1 for n in self.trackers if self.discovery.discovered(n)),
+            "discovery_failed": discovery["failed"],
+            "discovery_varbinds": discovery["varbinds"],
         }
 
     async def _watch_loop(self, stop: asyncio.Event) -> None:
@@ -527,6 +620,8 @@ class Agent:
         )
         # EXIT: a socket and no loop; should it end, no poll could go out
         supervisor.add(Adapter("snmp", start=self._open_snmp, close=self._close_snmp), Policy.EXIT)
+        # RESTART: a device whose discovery was cut short is queued again at its next poll
+        supervisor.add(Adapter("discovery", loop=self._discovery_loop), Policy.RESTART)
         # EXIT: a scheduler that died leaves the agent polling nothing while it looks alive
         supervisor.add(self.scheduler, Policy.EXIT)
         if self.traps is not None:

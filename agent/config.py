@@ -220,6 +220,20 @@ class SensorsConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """`discovery:`: capability discovery (agent.discovery)."""
+
+    enabled: bool = True
+    interval: Duration = Duration(6 * 3600)  # probe each device again after this long
+
+    def __post_init__(self) -> None:
+        if self.interval < 60:
+            raise ValueError(
+                f'discovery.interval: expected a duration of at least "1m", got {self.interval:g}s'
+            )
+
+
+@dataclass(frozen=True)
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
@@ -243,6 +257,7 @@ class AgentConfig:
     devices: list[InventoryDevice] = field(default_factory=list)
     credentials: dict[str, Credential] = field(default_factory=dict)
     traps: TrapsConfig | None = None
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # Compiled MIBs (`enoc mib compile DIR --out` this folder), loaded over the shipped ones
     # for profile tables and trap names.

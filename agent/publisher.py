@@ -54,7 +54,15 @@ from enoc.mqtt import (
     version_name,
 )
 from enoc.retry import Backoff
-from enoc.wire import DeviceInfo, EventsMessage, MetricsMessage, StatusMessage, encode, topic
+from enoc.wire import (
+    Capabilities,
+    DeviceInfo,
+    EventsMessage,
+    MetricsMessage,
+    StatusMessage,
+    encode,
+    topic,
+)
 
 log = get_logger("enoc.agent.publisher")
 
@@ -134,12 +142,14 @@ class Publisher(ServiceBase):
         health: Callable[[], dict[str, int | float | str]],
         inventory_size: Callable[[], int],
         devices: Callable[[], list[DeviceInfo]] = list,
+        capabilities: Callable[[], dict[str, Capabilities]] = dict,
     ) -> None:
         super().__init__()
         self.config = config
         self.health = health
         self.inventory_size = inventory_size
         self.devices = devices
+        self.capabilities = capabilities
         spool = config.spool
         self.max_budget = spool.max_bytes  # events and metrics together, on disk
         self.budget = self.max_budget  # lower while the disk is full (`_disk_full`)
@@ -365,6 +375,7 @@ class Publisher(ServiceBase):
                 inventory_size=self.inventory_size(),
                 health=self.health() if state == "online" else {},
                 devices=self.devices() if state == "online" else [],
+                capabilities=self.capabilities() if state == "online" else {},
             )
         )
 

@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from collector.store import Store, store_unavailable
 from collector.stream import ChangeFeed, Hub, StreamEvent, resume
 from enoc.config import Duration
 from enoc.logs import StateLogger, get_logger
+from enoc.wire import Capabilities
 
 # What the application serves, set by `make_app`; handlers read them from `request.app`.
 CONFIG_KEY = web.AppKey("config", CollectorConfig)
@@ -73,6 +74,8 @@ RECENT_KEY = web.AppKey("recent", RecentValues)  # this process's window of poll
 PUBLISH_KEY = web.AppKey[Callable[[list[IncidentChange]], Awaitable[None]]]("publish")
 HEALTH_KEY = web.AppKey[Callable[[], dict[str, Any]]]("health")  # each link's state
 COUNTERS_KEY = web.AppKey[Callable[[], dict[str, float]]]("counters")  # the collector's own
+# by (site, agent): each device's capabilities, from the agent's latest online status
+CAPABILITIES_KEY = web.AppKey[Mapping[tuple[str, str], Mapping[str, Capabilities]]]("capabilities")
 RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` when configured
 
 log = get_logger("enoc.collector.api")
@@ -112,6 +115,7 @@ def make_app(
     recent: RecentValues,
     health: Callable[[], dict[str, Any]],
     counters: Callable[[], dict[str, float]],
+    capabilities: Mapping[tuple[str, str], Mapping[str, Capabilities]] | None = None,
 ) -> web.Application:
     """The HTTP API and console over the given parts (nothing else of the collector)."""
     app = web.Application()
@@ -126,6 +130,7 @@ def make_app(
     app[RECENT_KEY] = recent
     app[HEALTH_KEY] = health
     app[COUNTERS_KEY] = counters
+    app[CAPABILITIES_KEY] = capabilities if capabilities is not None else {}
     Api(app, users).routes(app)
     return app
 
@@ -530,6 +535,11 @@ class Api:
             raise NotFound(f"no device {name} at site {site}")
         out: dict[str, Any] = dict(known[0]) if known else {"site": site, "device": name}
         out["recent"] = recent
+        agent = out.get("agent") or (recent or {}).get("agent", "")
+        found = request.app[CAPABILITIES_KEY].get((site, agent), {}).get(name)
+        out["capabilities"] = (
+            None if found is None else {"found": found.found, "sources": found.sources}
+        )
         out["incidents"] = [
             i.as_dict()
             for i in await queries.incidents(site=site, limit=5000)

@@ -44,7 +44,7 @@ from enoc import __version__
 from enoc.lifecycle import Adapter, Policy, Supervisor, WebSite
 from enoc.logs import get_logger, redact
 from enoc.retry import Backoff
-from enoc.wire import EventsMessage, StatusMessage
+from enoc.wire import Capabilities, EventsMessage, StatusMessage
 
 log = get_logger("enoc.collector")
 
@@ -57,6 +57,9 @@ class Collector:
         self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
         self.sinks = build(config, self.dead_letters)  # `influxdb` and `sinks`, as one
         self.recent = RecentValues()
+        # each agent's devices' capabilities, from its online statuses (retained: a
+        # restarted collector has them again at once); the device page shows them
+        self.capabilities: dict[tuple[str, str], dict[str, Capabilities]] = {}
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
         self.ingest = Ingest(
             config.mqtt,
@@ -98,6 +101,14 @@ class Collector:
 
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
+        if message.state == "online":
+            # a large inventory's take turns (agent STATUS_CAPABILITIES); a device that left
+            # the agent's inventory leaves with it
+            known = self.capabilities.setdefault((message.site, message.agent), {})
+            known.update(message.capabilities)
+            listed = {d.name for d in message.devices}
+            for name in [n for n in known if listed and n not in listed]:
+                del known[name]
         if self.sinks and message.state == "online" and not retained:
             health = agent_health(message)
             await self.sinks.write(chunk(health), len(health))
@@ -221,6 +232,7 @@ class Collector:
             feed=self.feed,
             hub=self.hub,
             recent=self.recent,
+            capabilities=self.capabilities,
             health=self.health,
             counters=self.counters,
         )

@@ -281,12 +281,24 @@ class DeviceInfo:
 
 
 @dataclass
+class Capabilities:
+    """What capability discovery found on a device: the groups it answers (MIB groups,
+    poll groups, MIBs known by name) and the MIB each of its device fields (cpu, memory)
+    comes from."""
+
+    found: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class StatusMessage(Envelope):
     state: Literal["online", "offline"] = "online"
     version: str = ""
     inventory_size: int = 0
     health: dict[str, Value] = field(default_factory=dict)
     devices: list[DeviceInfo] = field(default_factory=list)  # in birth messages only
+    # by device name, in online messages, only the devices discovered
+    capabilities: dict[str, Capabilities] = field(default_factory=dict)
 
 
 Message = MetricsMessage | EventsMessage | StatusMessage
@@ -346,6 +358,10 @@ def encode(message: Message) -> bytes:
         )
         if message.devices:
             body["devices"] = [[d.name, d.address, d.role, d.parent] for d in message.devices]
+        if message.capabilities:
+            body["capabilities"] = {
+                name: [c.found, c.sources] for name, c in message.capabilities.items()
+            }
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -492,6 +508,7 @@ def _decode_checked(site: str, agent: str, kind: Kind, payload: bytes) -> Messag
         inventory_size=reader.integer("inventory_size", default=0),
         health=reader.values("health"),
         devices=_devices(reader.array("devices")),
+        capabilities=_capabilities(body.get("capabilities", {})),
     )
 
 
@@ -561,6 +578,25 @@ def _devices(rows: list[Any]) -> list[DeviceInfo]:
         if any("\x00" in x for x in row):
             raise WireError("invalid", f"devices[{i}]: a string with a NUL character")
         out.append(DeviceInfo(*row))
+    return out
+
+
+def _capabilities(raw: object) -> dict[str, Capabilities]:
+    if not isinstance(raw, dict):
+        raise WireError("invalid", "capabilities: expected an object of devices")
+    out = {}
+    for name, row in raw.items():
+        where = f"capabilities.{name}"
+        if not (isinstance(row, list) and len(row) == 2):
+            raise WireError("invalid", f"{where}: expected [found, sources]")
+        found, sources = row
+        if not (isinstance(found, list) and all(isinstance(x, str) for x in found)):
+            raise WireError("invalid", f"{where}: found must be a list of strings")
+        if not (isinstance(sources, dict) and all(isinstance(x, str) for x in sources.values())):
+            raise WireError("invalid", f"{where}: sources must map fields to MIB names")
+        if any("\x00" in x for x in (name, *found, *sources, *sources.values())):
+            raise WireError("invalid", f"{where}: a string with a NUL character")
+        out[name] = Capabilities(found, sources)
     return out
 
 

@@ -40,6 +40,9 @@ HEALTH = [
     "traps",
     "traps_bad",
     "loop_lag_ms",
+    "discovered",
+    "discovery_failed",
+    "discovery_varbinds",
 ]
 
 

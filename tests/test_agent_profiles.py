@@ -119,7 +119,10 @@ async def test_profiles_by_prefix_and_by_name_decide_what_is_polled_and_publishe
             # matches nothing: only for the devices that name it
             "wan-edge": {"groups": ["bgp"], "scalars": {"bgpLocalAs": BGP_LOCAL_AS}},
         }
-        config = agent_config(tmp_path, mosquitto.url, site.inventory, extra={"profiles": profiles})
+        # discovery off: what the profiles alone decide (discovery adds the groups a device
+        # answers, host_resources and bgp included: tests/test_agent_discovery.py)
+        extra = {"profiles": profiles, "discovery": {"enabled": False}}
+        config = agent_config(tmp_path, mosquitto.url, site.inventory, extra=extra)
         async with running_agent(config) as agent:
             await listener.wait_for(
                 lambda lst: all(

@@ -19,7 +19,7 @@ from collector.model import IncidentChange
 from collector.recent import RecentValues
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
-from enoc.wire import Event, EventsMessage
+from enoc.wire import Capabilities, Event, EventsMessage
 from testbed.servers import free_port
 
 
@@ -63,6 +63,7 @@ async def test_the_api_serves_the_parts_it_is_given_and_closes_its_own_clients(
         recent=RecentValues(),
         health=lambda: {"store": {"ok": store.healthy, "last_error": ""}},
         counters=lambda: {"acked": 7},
+        capabilities={("lab", "agent-1"): {"r1": Capabilities(["bgp"], {"cpu": "JUNIPER-MIB"})}},
     )
     assert app[QUERIES_KEY] is engine.queries
     now = time.time()
@@ -85,7 +86,10 @@ async def test_the_api_serves_the_parts_it_is_given_and_closes_its_own_clients(
             # InfluxDB does not answer: the page falls back to this process's window
             async with http.get(f"{base}/api/v1/devices/lab/r1", headers=auth("viewer1")) as r:
                 assert r.status == 200
-                assert [i["id"] for i in (await r.json())["incidents"]] == [opened.incident.id]
+                page = await r.json()
+                assert [i["id"] for i in page["incidents"]] == [opened.incident.id]
+                # from its agent's status message (agent.discovery)
+                assert page["capabilities"] == {"found": ["bgp"], "sources": {"cpu": "JUNIPER-MIB"}}
             session = reader._session
             assert session is not None and not session.closed
             async with http.get(f"{base}/metrics", headers=auth("viewer1")) as r:

@@ -189,6 +189,7 @@ REGISTRY = [
     Case("agent", "publisher", "the spools open with the publisher, before any start"),
     Case("agent", "watch", NOTHING),
     Case("agent", "snmp", "a loopback source address always binds"),
+    Case("agent", "discovery", NOTHING),
     Case("agent", "scheduler", NOTHING),
     Case("agent", "traps", take_traps),
     Case("collector", "store", unusable_store),

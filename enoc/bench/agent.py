@@ -117,6 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scrape-concurrency", type=int, default=16)
     parser.add_argument("--batch-samples", type=int, default=1, help="samples per metrics message")
     parser.add_argument("--skip-exporter", action="store_true")
+    parser.add_argument(
+        "--discovery",
+        choices=("on", "off"),
+        default="on",
+        help="the agent's capability discovery (discovery.enabled; on by default, as in the agent)",
+    )
     add_results_argument(parser)
 
 
@@ -313,6 +319,7 @@ async def enoc_agent(
         run_dir,
         args.interval,
         publishing={"heartbeat": "2s", "batch_samples": args.batch_samples},
+        discovery={"enabled": args.discovery == "on"},
     )
     (run_dir / "agent.yaml").write_text(yaml.safe_dump(config))
     log = (run_dir / "agent.log").open("wb")
@@ -366,7 +373,8 @@ async def enoc_agent(
         last[1] - first[1],
         last[0] - first[0],
         polls,
-        note=f"{args.intervals} intervals of {args.interval:g} s, publishing to Mosquitto",
+        note=f"{args.intervals} intervals of {args.interval:g} s, publishing to Mosquitto, "
+        f"discovery {args.discovery}",
         extra={
             "overruns": last[2]["overruns"],
             "deadline_exceeded": last[2]["deadline_exceeded"],
@@ -374,6 +382,8 @@ async def enoc_agent(
             "polls_failed": last[2]["polls_failed"],
             "loop_lag_ms": last[2]["loop_lag_ms"],
             "spool_depth": last[2]["spool_depth"],
+            "discovery": args.discovery,
+            "discovery_varbinds": last[2].get("discovery_varbinds", 0),
             "peak_rss_mib": peak,
             "sim_requests": sim_stats.get("requests"),
             "devices_per_interval": round(polls / max(1.0, (last[0] - first[0]) / args.interval)),
