@@ -41,6 +41,13 @@ def test_every_shipped_module_loads_and_its_oids_are_unique_per_name() -> None:
         "LLDP-MIB",
         "CISCO-MEMORY-POOL-MIB",
         "CISCO-PROCESS-MIB",
+        "CISCO-ENHANCED-MEMPOOL-MIB",
+        "HUAWEI-ENTITY-EXTENT-MIB",
+        "HH3C-ENTITY-EXT-MIB",
+        "TIMETRA-SYSTEM-MIB",
+        "ALCATEL-IND1-HEALTH-MIB",
+        "JUNIPER-CHASSIS-DEFINES-MIB",
+        "HOST-RESOURCES-TYPES",
     ):
         assert module in mibs.modules, module
     for facts in mibs.modules.values():
@@ -74,6 +81,21 @@ def test_every_shipped_module_loads_and_its_oids_are_unique_per_name() -> None:
         ("lldpRemSysName", "1.0.8802.1.1.2.1.4.1.1.9"),
         ("cpmCPUTotal5minRev", "1.3.6.1.4.1.9.9.109.1.1.1.1.8"),
         ("ciscoMemoryPoolLowMemoryNotif", "1.3.6.1.4.1.9.9.48.2.0.1"),
+        ("cpmCPUMemoryHCFree", "1.3.6.1.4.1.9.9.109.1.1.1.1.19"),
+        ("cempMemPoolHCUsed", "1.3.6.1.4.1.9.9.221.1.1.1.1.18"),
+        ("hwEntityMemUsage", "1.3.6.1.4.1.2011.5.25.31.1.1.1.1.7"),
+        ("hwEntityFanState", "1.3.6.1.4.1.2011.5.25.31.1.1.10.1.7"),
+        ("hwEntityExtTemperatureThresholdNotification", "1.3.6.1.4.1.2011.5.25.31.2.0.1"),
+        ("hh3cEntityExtCpuUsage", "1.3.6.1.4.1.25506.2.6.1.1.1.1.6"),
+        ("sgiKbMemoryAvailable", "1.3.6.1.4.1.6527.3.1.2.1.1.10"),
+        ("healthModuleCpu1MinAvg", "1.3.6.1.4.1.6486.801.1.2.1.16.1.1.1.1.1.11"),
+        ("healthDeviceCpu1MinAvg", "1.3.6.1.4.1.6486.800.1.2.1.16.1.1.1.14"),
+        ("jnxProductNameSRX100", "1.3.6.1.4.1.2636.1.1.1.2.41"),
+        ("upsHighPrecBatteryActualVoltage", "1.3.6.1.4.1.318.1.1.1.2.3.4"),
+        ("uioSensorStatusAlarmStatus", "1.3.6.1.4.1.318.1.1.25.1.2.1.9"),
+        ("fgSysMemUsage", "1.3.6.1.4.1.12356.101.4.1.4"),
+        ("lldpRemTablesChange", "1.0.8802.1.1.2.0.0.1"),
+        ("hrStorageRam", "1.3.6.1.2.1.25.2.1.2"),
     ],
 )
 def test_names_and_oids_of_the_shipped_set(name: str, oid: str) -> None:
