@@ -21,7 +21,12 @@ def disagreements(group: MibGroup, mibs: MibIndex) -> list[str]:
     if probe is None or probe.module != group.mib or probe.suffix:
         out.append(f"{group.name}: probe {_dotted(group.probe)} is {probe}, not a {group.mib} node")
     own = mibs.modules[group.mib]["nodes"]
-    for kind, polled, suffix in (("scalar", group.scalars, (0,)), ("column", group.columns, ())):
+    polled_as = (
+        ("scalar", group.scalars, (0,)),
+        ("column", group.columns, ()),
+        ("column", group.labels, ()),  # walked less often, columns all the same
+    )
+    for kind, polled, suffix in polled_as:
         for name, oid in polled.items():
             found = mibs.name(oid)
             where = f"{group.name}: {name} at {_dotted(oid)}"
