@@ -333,17 +333,30 @@ async def enoc_agent(
     try:
         process = psutil.Process(proc.pid)
         listener = asyncio.create_task(heartbeats(broker_url, config, process, health))
+
         # The window opens at the first heartbeat, not at the spawn: an agent's start (its
         # imports, the broker connection) is not polling, and on a loaded machine it alone
-        # can outlast a short window.
+        # can outlast a short window. With discovery on it opens once every device was
+        # discovered: first contact probes the whole fleet at once, which a day spreads
+        # over the discovery interval (its varbinds are reported on their own).
+        def started_up() -> bool:
+            if not health:
+                return False
+            discovered = int(health[-1][2].get("discovered", 0))
+            return bool(args.discovery == "off" or discovered >= args.devices)
+
         waited = time.monotonic()
-        while not health:
+        while not started_up():
             if proc.poll() is not None:
                 raise RuntimeError(f"enoc agent exited: {(run_dir / 'agent.log').read_text()}")
             if time.monotonic() - waited > START_TIMEOUT_S:
-                raise RuntimeError(f"enoc agent published no heartbeat in {START_TIMEOUT_S} s")
+                raise RuntimeError(
+                    f"enoc agent did not start and discover in {START_TIMEOUT_S} s: "
+                    f"{health[-1][2] if health else 'no heartbeat'}"
+                )
             progress(f"enoc agent v{version}: starting")
             await asyncio.sleep(0.2)
+        del health[:-1]  # the window's first heartbeat
         total = args.interval * args.intervals
         started = time.monotonic()
         while time.monotonic() - started < total + 3:
