@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from enoc.config import Duration
-from enoc.wire import INT64_MAX, nesting
+from enoc.wire import INT64_MAX
+from enoc.wire_checked import nesting
 
 
 class ApiError(web.HTTPException):

@@ -35,7 +35,7 @@ from collector import lineproto
 from collector.lineproto import lines_for, payload_lines
 from collector.metrics_in import of, read
 from collector.recent import RecentValues
-from enoc import wire
+from enoc import wire, wire_checked
 from enoc.wire import (
     DeviceSample,
     InterfaceSample,
@@ -88,7 +88,7 @@ def test_rows_decode_alike_on_both_paths() -> None:
     for _ in range(50):
         data = payload(sample(sensors(rng, rng.randrange(0, 30))), sample(sensors(rng), "r2"))
         fast = decode(TOPIC, data)
-        general = wire._decode_checked(SITE, AGENT, "metrics", data)
+        general = wire_checked.decode_checked(SITE, AGENT, "metrics", data)
         assert isinstance(fast, MetricsMessage) and isinstance(general, MetricsMessage)
         assert int64_checked(fast), "decoded by msgspec's structs"
         assert fast.samples == general.samples

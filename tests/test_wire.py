@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from enoc import wire
+from enoc import wire, wire_checked
 
 T0 = 1_800_000_000.0
 
@@ -171,7 +171,7 @@ METRICS_TOPIC = "enoc/v1/nyc/nyc-1/metrics"
 def general(payload: bytes) -> wire.Message | str:
     """What the general, check-by-check path makes of a metrics payload (or its breach)."""
     try:
-        return wire._decode_checked("nyc", "nyc-1", "metrics", payload)
+        return wire_checked.decode_checked("nyc", "nyc-1", "metrics", payload)
     except wire.WireError as exc:
         return exc.kind
 
@@ -340,7 +340,7 @@ def test_nesting_counts_brackets_outside_strings_only() -> None:
         body = value(0)
         for ascii_only in (True, False):
             payload = json.dumps(body, ensure_ascii=ascii_only).encode()
-            assert wire.nesting(payload) == depth_of(body), payload
+            assert wire_checked.nesting(payload) == depth_of(body), payload
 
 
 @pytest.mark.parametrize("kind", ["metrics", "events", "status"])
