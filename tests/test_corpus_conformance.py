@@ -200,6 +200,33 @@ def test_every_sensor_is_a_series_in_both_databases(corpus: Corpus, recording: s
                 assert stored.latest[("sensor", "lab", name, series)]["value"] == value, database
 
 
+BGP_PEER_STATE = "1.3.6.1.2.1.15.3.1.2"
+
+
+@pytest.mark.parametrize("recording", sorted(offering("bgp4")) or ["corpus-absent"])
+def test_every_bgp_peer_of_a_recording_is_a_series_in_both_databases(
+    corpus: Corpus, recording: str
+) -> None:
+    """BGP on any device that answers BGP4-MIB, whatever its profile (neither BGP
+    recording's sysObjectID is a router profile's): one `bgp_peer` series per peer of the
+    recording's bgpPeerTable, by its address, in both databases, its state as recorded."""
+    name = device_of(corpus, recording)["name"]
+    path = recordings_or_skip()[0].parent / f"{recording}.snmprec"
+    recorded = {}
+    for line in path.read_text(errors="replace").splitlines():
+        oid, _, rest = line.partition("|")
+        if oid.startswith(BGP_PEER_STATE + "."):
+            recorded[oid.removeprefix(BGP_PEER_STATE + ".")] = float(rest.rpartition("|")[2])
+    assert recorded, f"{recording}: its MANIFEST says bgp4, its text has no bgpPeerState"
+    for database, stored in corpus.stored.items():
+        peers = {
+            key[3]: fields["state"]
+            for key, fields in stored.latest.items()
+            if key[0] == "bgp_peer" and key[2] == name
+        }
+        assert peers == recorded, database
+
+
 @pytest.mark.parametrize("recording", corpus_names())
 def test_a_steady_device_opens_no_link_or_threshold_incident(
     corpus: Corpus, recording: str
