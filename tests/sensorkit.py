@@ -5,14 +5,13 @@ groups, and a reading of a recording's own text to count what it holds."""
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpuskit import RECORDINGS, recordings_or_skip
-from simkit import FakeClock, free_udp_port
+from simkit import free_udp_port, recorded_fleet, snmp_client
 
 from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
@@ -22,8 +21,6 @@ from agent.profiles import Profile
 from enoc.inventory import InventoryDevice
 from enoc.snmp.client import SnmpClient, Target, V2c
 from enoc.wire import DeviceSample, Event, Row
-from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
-from simulators.model import attach_views
 from simulators.server import Simulator
 
 # Capability discovery is another part's: this profile polls the groups whatever it finds.
@@ -98,20 +95,6 @@ class Served:
 async def served(recordings: dict[str, Path], address: str) -> AsyncIterator[Served]:
     """Serve each recording (by device name) as recorded, on `address` and the next."""
     port = free_udp_port(address)
-    groups = [DeviceGroup(name=name, recording=str(path)) for name, path in recordings.items()]
-    spec = FleetSpec(
-        sites=[SiteSpec("lab", "lab", devices=groups)],
-        port=port,
-        address_base=address,
-        recording_counters="recorded",
-    )
-    clock = FakeClock(time.time())
-    devices = build_devices(spec, clock.now)
-    attach_views(devices)
-    async with Simulator(devices, clock=clock, rng=random.Random(0)):
-        client = SnmpClient(timeout=2.0, retries=1)
-        await client.open("127.0.0.1")
-        try:
-            yield Served(client, port, {d.name: d.address for d in devices})
-        finally:
-            client.close()
+    clock, devices = recorded_fleet(recordings, address, port)
+    async with Simulator(devices, clock=clock, rng=random.Random(0)), snmp_client() as client:
+        yield Served(client, port, {d.name: d.address for d in devices})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from enoc.snmp import ber
+from enoc.snmp.client import SnmpClient
 from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
@@ -36,6 +39,35 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def snmp_client(timeout: float = 2.0, retries: int = 1) -> AsyncIterator[SnmpClient]:
+    """The agent's SNMP client, open on loopback for the test's duration."""
+    client = SnmpClient(timeout=timeout, retries=retries)
+    await client.open("127.0.0.1")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def recorded_fleet(
+    recordings: dict[str, Path], address: str, port: int
+) -> tuple[FakeClock, list[Device]]:
+    """Simulated devices, one per recording (named by the key), that serve it as recorded,
+    on `address` and the next ones, at site `lab`; their clock stands still unless moved."""
+    groups = [DeviceGroup(name=name, recording=str(path)) for name, path in recordings.items()]
+    spec = FleetSpec(
+        sites=[SiteSpec("lab", "lab", devices=groups)],
+        port=port,
+        address_base=address,
+        recording_counters="recorded",
+    )
+    clock = FakeClock(time.time())
+    devices = build_devices(spec, clock.now)
+    attach_views(devices)
+    return clock, devices
 
 
 def small_fleet(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from simkit import FakeClock, free_udp_port
+from simkit import free_udp_port, recorded_fleet
 
 from agent.discovery import known_probes, probe
 from agent.edge import EdgeDetector
@@ -27,8 +26,7 @@ from enoc.inventory import InventoryDevice
 from enoc.snmp import ber
 from enoc.snmp.ber import Oid
 from enoc.snmp.client import SnmpClient, Target, V2c
-from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
-from simulators.model import Device, attach_views
+from simulators.model import Device
 from simulators.server import Simulator
 
 RECORDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "recordings"
@@ -278,16 +276,8 @@ def corpus() -> dict[str, dict[str, str]]:
 async def served(names: list[str], address: str) -> AsyncIterator[list[Device]]:
     """The recordings, each a device of its own on consecutive loopback addresses."""
     port = free_udp_port(address)
-    groups = [DeviceGroup(name=n, recording=str(RECORDINGS / f"{n}.snmprec")) for n in names]
-    spec = FleetSpec(
-        sites=[SiteSpec("lab", "lab", devices=groups)],
-        port=port,
-        address_base=address,
-        recording_counters="recorded",
-    )
-    clock = FakeClock(time.time())
-    devices = build_devices(spec, clock.now)
-    attach_views(devices)
+    recordings = {n: RECORDINGS / f"{n}.snmprec" for n in names}
+    clock, devices = recorded_fleet(recordings, address, port)
     async with Simulator(devices, clock=clock, rng=random.Random(0)):
         yield devices
 

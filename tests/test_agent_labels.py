@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from simkit import FakeClock, free_udp_port
+from simkit import FakeClock, free_udp_port, snmp_client
 
 from agent.mibgroups import Labels
 from agent.poller import RawPoll, collect
@@ -53,13 +53,8 @@ async def rig() -> AsyncIterator[Rig]:
     clock = FakeClock(time.time())
     (device,) = build_devices(spec, clock.now)
     attach_views([device])
-    async with Simulator([device], clock=clock, rng=random.Random(0)) as sim:
-        client = SnmpClient(timeout=2.0, retries=1)
-        await client.open("127.0.0.1")
-        try:
-            yield Rig(sim, device, client)
-        finally:
-            client.close()
+    async with Simulator([device], clock=clock, rng=random.Random(0)) as sim, snmp_client() as c:
+        yield Rig(sim, device, c)
 
 
 def sensors(raw: RawPoll) -> dict[str, object]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 from agentkit import Listener, agent_config, running_agent
 from collectorkit import collector_config, eventually, running_collector
 from corpuskit import offering, recordings_or_skip
-from simkit import FakeClock, free_udp_port
+from simkit import FakeClock, free_udp_port, recorded_fleet
 
 from agent.config import check_agent
 from agent.mibgroups import Reading
@@ -23,9 +22,8 @@ from agent.mibgroups.tables import TableConfig, resolve, split_index, table_grou
 from agent.profiles import ProfileConfig
 from enoc.cli import main
 from enoc.mibs import MibIndex
-from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.inventory_out import write_inventory
-from simulators.model import Device, attach_views
+from simulators.model import Device
 from simulators.server import Simulator
 from testbed.servers import InfluxDB1
 
@@ -173,13 +171,7 @@ def recorded_devices(
     recordings: list[Path], address: str, port: int
 ) -> tuple[FakeClock, list[Device]]:
     """Simulated devices that serve these recordings (values as recorded), one each."""
-    groups = [DeviceGroup(name=path.stem, recording=str(path)) for path in recordings]
-    site = SiteSpec("lab", "lab", devices=groups)
-    clock = FakeClock(time.time())
-    fleet = FleetSpec(sites=[site], port=port, address_base=address, recording_counters="recorded")
-    devices = build_devices(fleet, clock.now)
-    attach_views(devices)
-    return clock, devices
+    return recorded_fleet({path.stem: path for path in recordings}, address, port)
 
 
 def compile_sat_mib(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import snmpsim
 import yaml
-from simkit import FakeClock, free_udp_port
+from simkit import FakeClock, free_udp_port, recorded_fleet
 from test_sim_command import free_tcp_port, wait_for_http
 from test_sim_netsnmp import counter, parse, snmp, v2c
 
@@ -45,15 +45,7 @@ def recording_lines(path: Path) -> dict[str, tuple[str, str]]:
 async def test_a_whole_recording_walks_back_identically(name: str, tmp_path: Path) -> None:
     path = RECORDED / name
     port = free_udp_port("127.33.0.1")
-    spec = FleetSpec(
-        sites=[SiteSpec("lab", "lab", devices=[DeviceGroup(name="rec-1", recording=str(path))])],
-        port=port,
-        address_base="127.33.0.1",
-        recording_counters="recorded",
-    )
-    clock = FakeClock(time.time())
-    devices = build_devices(spec, clock.now)
-    attach_views(devices)
+    clock, devices = recorded_fleet({"rec-1": path}, "127.33.0.1", port)
     async with Simulator(devices, clock=clock, rng=random.Random(0)):
         walked = parse(await snmp("snmpbulkwalk", "-Cc", *v2c(f"127.33.0.1:{port}"), "1.3"))
     recorded = recording_lines(path)
