@@ -282,7 +282,7 @@ def test_a_good_metrics_message_decodes_to_the_dataclasses(
     def refuse(*_args: object) -> wire.Message:
         raise AssertionError("a good metrics message took the general path")
 
-    monkeypatch.setattr(wire, "_decode_checked", refuse)
+    monkeypatch.setattr(wire, "decode_checked", refuse)
     decoded = wire.decode(METRICS_TOPIC, wire.encode(metrics()))
     assert decoded == metrics()
     assert isinstance(decoded, wire.MetricsMessage)
@@ -424,6 +424,6 @@ def test_any_exception_decoding_raises_is_a_wire_error(monkeypatch: pytest.Monke
     def broken(*_args: object) -> object:
         raise MemoryError("no room")
 
-    monkeypatch.setattr(wire, "_decode_checked", broken)
+    monkeypatch.setattr(wire, "decode_checked", broken)
     kind, said = refusal(STATUS_TOPIC, status_payload())
     assert kind == "malformed" and "MemoryError" in said
