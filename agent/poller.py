@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from agent.mibgroups import Column, Labels, MibGroup, Reading
@@ -88,7 +88,8 @@ async def collect(
     columns.update({name: label_oids[name] for name in due})
     if columns:
         await _walk(client, target, columns, max_repetitions, raw)
-    known: dict[str, Column] = {n: raw.tables[n] for n in label_oids if n in raw.tables}
+    # the label columns as walked now, or as the device's labels keep them
+    known: Mapping[str, Column] = raw.tables if labels is None else labels.columns
     if labels is not None:
         labels.keep({n: raw.tables[n] for n in due}, at)
         again = _uncovered(raw, labels, due)
@@ -96,7 +97,6 @@ async def collect(
             await _walk(client, target, {n: label_oids[n] for n in again}, max_repetitions, raw)
             labels.keep({n: raw.tables[n] for n in again}, at)
             _uncovered(raw, labels, again)
-        known = labels.columns
     for group in raw.mib_groups:  # the group's own, out of the profile's scalars and tables
         raw.readings[group.name] = Reading(
             {n: raw.scalars[n] for n in group.scalars if n in raw.scalars},
