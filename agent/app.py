@@ -38,7 +38,7 @@ from enoc.inventory import Credential, Inventory, InventoryDevice
 from enoc.lifecycle import Adapter, Policy, Supervisor
 from enoc.logs import StateLogger, get_logger, register_secret
 from enoc.retry import Backoff
-from enoc.snmp.ber import Oid
+from enoc.snmp.ber import Oid, oid_text
 from enoc.snmp.client import V1, SnmpClient, SnmpError, Target, V2c, V3User
 from enoc.snmp.mib import (
     AUTHENTICATION_FAILURE,
@@ -507,8 +507,7 @@ class Agent:
         message = decision.message
         if oid == AUTHENTICATION_FAILURE:
             message = "authentication failure (trap)"
-        oid_text = ".".join(map(str, oid))
-        return self.edge.generic_trap(name, oid_text, at, decision.attrs, severity, message)
+        return self.edge.generic_trap(name, oid_text(oid), at, decision.attrs, severity, message)
 
     def _link_trap(self, name: str, trap: Trap) -> list[Event] | None:
         """linkDown/linkUp: by the interface policy as the last poll classified the

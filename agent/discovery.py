@@ -188,7 +188,7 @@ class Discovery:
             return "first contact"
         if at - known.at >= self.interval:
             return "interval"
-        oid = dotted(sys_object_id)
+        oid = ber.oid_text(sys_object_id) if sys_object_id else ""
         if oid and known.sys_object_id and oid != known.sys_object_id:
             return "sysObjectID changed"
         if ticks is not None and known.boot and abs(at - ticks / 100 - known.boot) > REBOOT_SLACK:
@@ -220,7 +220,7 @@ class Discovery:
         self.devices[name] = now = Findings(
             outcome.found,
             at,
-            dotted(sys_object_id),
+            ber.oid_text(sys_object_id) if sys_object_id else "",
             at - ticks / 100 if ticks is not None else 0.0,
         )
         if now.found != before:
@@ -260,10 +260,6 @@ class Discovery:
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("cannot save the discovery state to %s: %s", self.path, exc)
-
-
-def dotted(oid: Oid | None) -> str:
-    return ".".join(map(str, oid)) if oid else ""
 
 
 def day_share(

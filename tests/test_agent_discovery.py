@@ -31,7 +31,6 @@ from agent.discovery import (
     Outcome,
     Probe,
     day_share,
-    dotted,
     known_probes,
     probe,
 )
@@ -40,7 +39,7 @@ from agent.poller import collect
 from agent.profiles import ProfileSet
 from collector.app import Collector
 from collector.config import check_collector
-from enoc.snmp.ber import Oid
+from enoc.snmp.ber import Oid, oid_text
 from enoc.snmp.client import SnmpClient, SnmpTimeout, Target, V2c
 from enoc.snmp.message import ResponsePdu
 from enoc.wire import (
@@ -62,7 +61,7 @@ def answered(name: str, probes: Sequence[Probe]) -> set[str]:
     """What a recording holds under each probe: the oracle, read from the file itself."""
     lines = (RECORDINGS / f"{name}.snmprec").read_text(errors="surrogateescape").splitlines()
     prefixes = {line.partition("|")[0] for line in lines}
-    return {p.name for p in probes if any(o.startswith(f"{dotted(p.oid)}.") for o in prefixes)}
+    return {p.name for p in probes if any(o.startswith(f"{oid_text(p.oid)}.") for o in prefixes)}
 
 
 def test_every_group_has_a_probe_and_the_other_mibs_are_known() -> None:

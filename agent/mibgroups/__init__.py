@@ -34,6 +34,13 @@ class Reading:
     tables: Mapping[str, Column] = field(default_factory=dict)
 
 
+def integer(reading: Reading, name: str) -> int | None:
+    """A scalar's integer answer; None when missing or of another type (a device's
+    garbage: an OCTET STRING where a Gauge32 belongs)."""
+    value = reading.scalars.get(name)
+    return value if type(value) is int else None
+
+
 @dataclass(frozen=True)
 class Condition:
     """A state of something on the device that the edge follows (a sensor's status, a UPS

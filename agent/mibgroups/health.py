@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from enoc.snmp.ber import Oid
 from enoc.wire import Value
 
-from . import Column, Derived, MibGroup, Reading
+from . import Column, Derived, MibGroup, Reading, integer
 
 # ------------------------------------------------------------------ OIDs
 # Looked up in the MIB texts (librenms/librenms mibs/...); the comment names the object.
@@ -48,11 +48,6 @@ def numbers(column: Column | None) -> dict[Oid, int]:
     if not column:
         return {}
     return {index: value for index, (_tag, value) in column.items() if type(value) is int}
-
-
-def scalar(reading: Reading, name: str) -> int | None:
-    value = reading.scalars.get(name)
-    return value if type(value) is int else None
 
 
 def percent(value: float | None) -> float | None:
@@ -177,8 +172,8 @@ def juniper(reading: Reading) -> Derived:
 
 def fortigate(reading: Reading) -> Derived:
     return fields(
-        cpu=percent(scalar(reading, "fgSysCpuUsage")),
-        memory=percent(scalar(reading, "fgSysMemUsage")),
+        cpu=percent(integer(reading, "fgSysCpuUsage")),
+        memory=percent(integer(reading, "fgSysMemUsage")),
     )
 
 
@@ -205,18 +200,18 @@ def hh3c(reading: Reading) -> Derived:
 def timetra(reading: Reading) -> Derived:
     """Memory: pool memory in use of what the pools hold plus what they may still grow
     into (kilobytes)."""
-    used = scalar(reading, "sgiKbMemoryUsed")
-    pools = scalar(reading, "sgiKbMemoryPoolAllocated")
-    available = scalar(reading, "sgiKbMemoryAvailable")
+    used = integer(reading, "sgiKbMemoryUsed")
+    pools = integer(reading, "sgiKbMemoryPoolAllocated")
+    available = integer(reading, "sgiKbMemoryAvailable")
     memory = None
     if used is not None and pools is not None and available is not None:
         memory = share(used, pools + available)
-    return fields(cpu=percent(scalar(reading, "sgiCpuUsage")), memory=memory)
+    return fields(cpu=percent(integer(reading, "sgiCpuUsage")), memory=memory)
 
 
 def first_of(reading: Reading, names: Sequence[str]) -> float | None:
     for name in names:
-        value = percent(scalar(reading, name))
+        value = percent(integer(reading, name))
         if value is not None:
             return value
     return None
@@ -241,19 +236,19 @@ def aos7(reading: Reading) -> Derived:
 
 def ucd_cpu(reading: Reading) -> Derived:
     """100 - ssCpuIdle: net-snmp's busy share over the last minute."""
-    idle = percent(scalar(reading, "ssCpuIdle"))
+    idle = percent(integer(reading, "ssCpuIdle"))
     return fields(cpu=None if idle is None else round(100 - idle, 2))
 
 
 def ucd_memory(reading: Reading) -> Derived:
     """Real memory in use as Linux counts it: total less available, buffers and cache
     (kilobytes); buffers and cache count as free where the host does not give them."""
-    total = scalar(reading, "memTotalReal")
-    available = scalar(reading, "memAvailReal")
+    total = integer(reading, "memTotalReal")
+    available = integer(reading, "memAvailReal")
     if total is None or available is None:
         return Derived()
-    used = total - available - (scalar(reading, "memBuffer") or 0)
-    used -= scalar(reading, "memCached") or 0
+    used = total - available - (integer(reading, "memBuffer") or 0)
+    used -= integer(reading, "memCached") or 0
     return fields(memory=share(used, total))
 
 

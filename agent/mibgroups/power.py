@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from enoc.snmp.ber import Oid
+from enoc.snmp.ber import Oid, oid_text
 from enoc.wire import Severity
 
-from . import Derived, MibGroup, Reading
+from . import Derived, MibGroup, Reading, integer
 from .sensors import Sensor, derived, label, number, scaled
 
 # ---------------------------------------------------------------- UPS-MIB (RFC 1628)
@@ -41,11 +41,6 @@ UPS_SOURCE_WORDS = {
     7: "on mains (reducing)",
 }
 SOURCE_SEVERITY: dict[str, Severity] = {"critical": "critical", "failed": "critical"}
-
-
-def _scalar(reading: Reading, name: str) -> int | None:
-    value = reading.scalars.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _source(
@@ -81,7 +76,7 @@ def _line_sensors(
     for column in columns:
         indexes.update(reading.tables.get(column, {}))
     for index in sorted(indexes):
-        line = ".".join(map(str, index))
+        line = oid_text(index)
         for column, (suffix, cls, exponent) in columns.items():
             raw = number(reading.tables.get(column, {}).get(index))
             if raw is not None:
@@ -114,14 +109,14 @@ UPS_MIB_COLUMNS: dict[str, Oid] = {
 
 def _ups_mib(reading: Reading) -> Derived:
     sensors: list[Sensor] = []
-    charge = _scalar(reading, "upsEstimatedChargeRemaining")
-    battery = _scalar(reading, "upsBatteryStatus")
+    charge = integer(reading, "upsEstimatedChargeRemaining")
+    battery = integer(reading, "upsBatteryStatus")
     if charge is not None or battery is not None:
         # no battery status at all: the charge read, with no verdict (ok)
         status = "ok" if battery is None else UPS_BATTERY.get(battery, "unknown")
         value = None if charge is None else float(charge)
         sensors.append(Sensor("battery", "battery", status, value))
-    minutes = _scalar(reading, "upsEstimatedMinutesRemaining")
+    minutes = integer(reading, "upsEstimatedMinutesRemaining")
     runtime = None if minutes is None else float(minutes * 60)
     if runtime is not None:
         sensors.append(Sensor("battery runtime", "runtime", "ok", runtime))
@@ -131,11 +126,11 @@ def _ups_mib(reading: Reading) -> Derived:
         ("battery temperature", "temperature", "upsBatteryTemperature", 0),
         ("output frequency", "frequency", "upsOutputFrequency", -1),  # 0.1 Hz
     ):
-        raw = _scalar(reading, column)
+        raw = integer(reading, column)
         if raw is not None:
             sensors.append(Sensor(name, cls, "ok", scaled(raw, exponent)))
-    seconds = _scalar(reading, "upsSecondsOnBattery")
-    source = _scalar(reading, "upsOutputSource")
+    seconds = integer(reading, "upsSecondsOnBattery")
+    source = integer(reading, "upsOutputSource")
     if source is not None or seconds is not None:
         # The output source says; a UPS without it is on battery while it counts seconds
         # on battery ("zero shall be returned if the unit is not on battery power").
@@ -145,7 +140,7 @@ def _ups_mib(reading: Reading) -> Derived:
         value = None if seconds is None else float(seconds)
         percent = None if charge is None else float(charge)
         sensors.append(_source(status, words, value, percent, runtime))
-    alarms = _scalar(reading, "upsAlarmsPresent")
+    alarms = integer(reading, "upsAlarmsPresent")
     if alarms is not None:
         status = "warning" if alarms else "ok"
         message = f"UPS alarms present: {alarms}"
@@ -252,22 +247,22 @@ def _apc(reading: Reading) -> Derived:
         """The first of the objects the UPS answers, in SI units: the high precision one
         (in tenths) before the older one in whole units."""
         for name in names:
-            raw = _scalar(reading, name)
+            raw = integer(reading, name)
             if raw is not None:
                 return scaled(raw, -1 if "HighPrec" in name else 0)
         return None
 
     sensors: list[Sensor] = []
     charge = value("upsHighPrecBatteryCapacity", "upsAdvBatteryCapacity")
-    battery = _scalar(reading, "upsBasicBatteryStatus")
-    replace = _scalar(reading, "upsAdvBatteryReplaceIndicator") == NEEDS_REPLACING
+    battery = integer(reading, "upsBasicBatteryStatus")
+    replace = integer(reading, "upsAdvBatteryReplaceIndicator") == NEEDS_REPLACING
     if charge is not None or battery is not None or replace:
         status = "ok" if battery is None else APC_BATTERY.get(battery, "unknown")
         message = ""
         if replace and status in ("ok", "unknown"):
             status, message = "warning", "UPS battery needs replacing"
         sensors.append(Sensor("battery", "battery", status, charge, message=message))
-    ticks = _scalar(reading, "upsAdvBatteryRunTimeRemaining")
+    ticks = integer(reading, "upsAdvBatteryRunTimeRemaining")
     runtime = None if ticks is None else scaled(ticks, TICKS)
     if runtime is not None:
         sensors.append(Sensor("battery runtime", "runtime", "ok", runtime))
@@ -275,10 +270,10 @@ def _apc(reading: Reading) -> Derived:
         reading_value = value(*names)
         if reading_value is not None:
             sensors.append(Sensor(name, cls, "ok", reading_value))
-    output = _scalar(reading, "upsBasicOutputStatus")
+    output = integer(reading, "upsBasicOutputStatus")
     if output is not None:
         status, words = APC_OUTPUT.get(output, ("unknown", f"output status {output}"))
-        on_battery = _scalar(reading, "upsBasicBatteryTimeOnBattery")
+        on_battery = integer(reading, "upsBasicBatteryTimeOnBattery")
         seconds = None if on_battery is None else scaled(on_battery, TICKS)
         sensors.append(_source(status, words, seconds, charge, runtime))
     return derived(sensors)
@@ -314,7 +309,7 @@ def _uio(reading: Reading) -> Derived:
             value = number(cell)
             if value is None or value == -1:
                 continue
-            line = ".".join(map(str, index))  # port.sensor
+            line = oid_text(index)  # port.sensor
             name = label(names.get(index, (0, b""))[1]) or f"probe {line}"
             status = UIO_ALARM.get(number(alarms.get(index)) or 4, "unknown")
             sensors.append(Sensor(f"{name} {cls}", cls, status, float(value), index=line))

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from enoc.snmp.ber import Oid
+from enoc.snmp.ber import Oid, oid_text
 from enoc.wire import Row, Severity, Value
 
 from . import Column, Condition, Derived, MibGroup, Reading
@@ -103,7 +103,7 @@ def derived(sensors: Iterable[Sensor]) -> Derived:
 
 
 def _index(index: Oid) -> str:
-    return ".".join(map(str, index))
+    return oid_text(index)
 
 
 # ---------------------------------------------------------------- ENTITY-SENSOR-MIB

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from enoc.snmp.ber import Oid
+from enoc.snmp.ber import Oid, oid_text
 
 DATA = Path(__file__).with_name("data")
 
@@ -334,7 +334,3 @@ class MibIndex:
         items = node.get("index", [])
         implied = bool(items and items[-1][2])
         return tuple(f"{mod}::{obj}" for mod, obj, _implied in items), implied
-
-
-def oid_text(oid: Oid) -> str:
-    return ".".join(map(str, oid))
