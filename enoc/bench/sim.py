@@ -25,20 +25,18 @@ import psutil
 from enoc.bench.common import (
     V2C_ARGS,
     V3_ARGS,
+    FleetRun,
     PerCpuSecond,
-    add_results_argument,
-    add_size_arguments,
-    add_version_argument,
+    add_peer_arguments,
     get_json,
     machine,
     peak_rss_mib,
-    per_cpu_payload,
     progress,
+    run_peer_bench,
     snmp_versions,
     snmpbulkwalk,
     stop_process,
     wait_for_fleet,
-    write_result,
 )
 from testbed.netsnmp import SnmpD
 from testbed.servers import free_port
@@ -57,32 +55,24 @@ class Measured(PerCpuSecond):
 
 
 @dataclass
-class Result:
-    devices: int
-    interfaces: int
+class Result(FleetRun):
     walkers: int
     duration: float
     startup_s: float = 0.0
     peak_rss_mib: float = 0.0
     served: list[Measured] = field(default_factory=list)
     hot_path: dict[str, float] = field(default_factory=dict)
-    machine: dict[str, Any] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_size_arguments(parser, 2000)
+    add_peer_arguments(parser, 2000)
     parser.add_argument("--walkers", type=int, default=4, help="concurrent snmpbulkwalk processes")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
-    add_version_argument(parser)
     parser.add_argument("--max-repetitions", type=int, default=25)
-    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = asyncio.run(measure(args))
-    print_table(result)
-    payload = per_cpu_payload(result, "served")
-    write_result(args.results, "sim", payload)
+    run_peer_bench(args, "sim", "served", measure, print_table)
     return 0
 
 
