@@ -89,13 +89,7 @@ V3 = {
 
 @dataclass
 class Poller(PerCpuSecond):
-    name: str
-    varbinds: int
-    cpu_s: float
-    wall_s: float
     polls: int
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -48,11 +48,16 @@ class FleetRun:
     machine: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 
+@dataclass
 class PerCpuSecond:
     """A poller's or server's varbinds per CPU-second, the figure every peer table compares."""
 
+    name: str
     varbinds: int
     cpu_s: float
+    wall_s: float
+    note: str = field(default="", kw_only=True)
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
     @property
     def per_cpu_s(self) -> float:

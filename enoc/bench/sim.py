@@ -22,21 +22,17 @@ from typing import Any
 
 import psutil
 
+from enoc.bench import common
 from enoc.bench.common import (
     V2C_ARGS,
     V3_ARGS,
     FleetRun,
     PerCpuSecond,
     add_peer_arguments,
-    get_json,
     machine,
     peak_rss_mib,
     progress,
-    run_peer_bench,
-    snmp_versions,
     snmpbulkwalk,
-    stop_process,
-    wait_for_fleet,
 )
 from testbed.netsnmp import SnmpD
 from testbed.servers import free_port
@@ -46,12 +42,7 @@ TABLES = ("1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1")  # ifTable and ifXTable
 
 @dataclass
 class Measured(PerCpuSecond):
-    name: str
-    varbinds: int
-    cpu_s: float
-    wall_s: float
     walks: int
-    note: str = ""
 
 
 @dataclass
@@ -72,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_peer_bench(args, "sim", "served", measure, print_table)
+    common.run_peer_bench(args, "sim", "served", measure, print_table)
     return 0
 
 
@@ -106,10 +97,10 @@ async def measure(args: argparse.Namespace) -> Result:
         subprocess.Popen, command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        devices = await wait_for_fleet(sim, control, port)
+        devices = await common.wait_for_fleet(sim, control, port)
         result.startup_s = time.monotonic() - started
         process = psutil.Process(sim.pid)
-        versions = snmp_versions(args)
+        versions = common.snmp_versions(args)
         for version in versions:
             auth = V2C_ARGS if version == "2c" else V3_ARGS
             targets = [f"{d['address']}:{port}" for d in devices]
@@ -127,7 +118,7 @@ async def measure(args: argparse.Namespace) -> Result:
             )
         result.peak_rss_mib = peak_rss_mib(process)
     finally:
-        stop_process(sim, 15)
+        common.stop_process(sim, 15)
     with tempfile.TemporaryDirectory() as tmp, SnmpD(Path(tmp)) as snmpd:
         assert snmpd.process is not None
         process = psutil.Process(snmpd.process.pid)
@@ -150,7 +141,7 @@ async def measure(args: argparse.Namespace) -> Result:
 
 
 def stats(control: int) -> dict[str, Any]:
-    result: dict[str, Any] = get_json(control, "/stats")
+    result: dict[str, Any] = common.get_json(control, "/stats")
     return result
 
 
@@ -192,7 +183,7 @@ async def served_by(
     after = process.cpu_times()
     cpu_s = (after.user - cpu.user) + (after.system - cpu.system)
     served = counter() - before_count if counter else walked
-    return Measured(name, served, round(cpu_s, 3), round(wall, 2), walks, note)
+    return Measured(name, served, round(cpu_s, 3), round(wall, 2), walks, note=note)
 
 
 def hot_path(rounds: int = 2000) -> dict[str, float]:
