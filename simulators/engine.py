@@ -86,16 +86,8 @@ class Stats(ExchangeCounts):
     garbled: Counter[str] = field(default_factory=Counter)  # answers spoiled, by garbage mode
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "requests": self.requests,
-            "responses": self.responses,
-            "varbinds": self.varbinds,
-            "traps": self.traps,
-            "dropped": dict(self.dropped),
-            "bad": dict(self.bad),
-            "reports": dict(self.reports),
-            "garbled": dict(self.garbled),
-        }
+        """Every count, a Counter as a plain dict (the control API's JSON)."""
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
 
 
 class Refused(Exception):
