@@ -20,7 +20,6 @@ from enoc.config import (
     HostPort,
     LogConfig,
     Secret,
-    TlsConfig,
     check_file,
     check_include,
     check_tls_files,
@@ -29,6 +28,7 @@ from enoc.config import (
     register_kind,
     skipping_unread,
 )
+from enoc.config_types import MqttBroker
 from enoc.ifpolicy import InterfacesConfig
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.mibs import MibIndex
@@ -36,17 +36,9 @@ from enoc.wire import check_name
 
 
 @dataclass(frozen=True)
-class MqttConfig:
-    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
-    tls: TlsConfig | None = None
-    username: str | None = None
-    password: Secret | None = None
+class MqttConfig(MqttBroker):
     keepalive: Duration = Duration(30)
     max_inflight: int = 100
-
-    def __post_init__(self) -> None:
-        if not self.url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from enoc.mqtt import (
     AckedClient,
     ProtocolChoice,
     abandon,
-    client_args,
+    broker_client_args,
     version_name,
 )
 from enoc.retry import Backoff
@@ -383,12 +383,9 @@ class Publisher(ServiceBase):
         self, protocol: aiomqtt.ProtocolVersion = V5, timeout: float = PUBLISH_TIMEOUT
     ) -> dict[str, object]:
         mqtt = self.config.mqtt
-        args = client_args(
-            mqtt.url,
+        args = broker_client_args(
+            mqtt,
             identifier=f"enoc-agent-{self.config.site}-{self.config.agent_id}",
-            tls=mqtt.tls,
-            username=mqtt.username,
-            password=mqtt.password,
             keepalive=float(mqtt.keepalive),
             timeout=timeout,
             protocol=protocol,

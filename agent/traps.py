@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from enoc.lifecycle import ServiceBase
-from enoc.snmp import ber
+from enoc.snmp import ber, usm
 from enoc.snmp.ber import BerError, Oid
 from enoc.snmp.message import (
     FLAG_AUTH,
@@ -58,15 +58,7 @@ from enoc.snmp.message import (
     parse_v3_header,
 )
 from enoc.snmp.mib import SNMP_TRAP_OID_0, SYS_UPTIME_0
-from enoc.snmp.usm import (
-    TIME_WINDOW,
-    USM_STATS_NOT_IN_TIME_WINDOWS,
-    USM_STATS_UNKNOWN_ENGINE_IDS,
-    DecryptionError,
-    KeyCache,
-    LocalizedUser,
-    UsmUser,
-)
+from enoc.snmp.usm import LocalizedUser, UsmUser
 
 log = logging.getLogger("enoc.agent.traps")
 
@@ -164,7 +156,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         self.clock = clock
         self.started = clock()
         self.stats = TrapStats()
-        self._keys = KeyCache(key_cache_size)
+        self._keys = usm.KeyCache(key_cache_size)
         self._sources: dict[str, TrapSource] = {}
         self._engines: dict[str, bytes] = {}  # device -> its traps' engine ID
         self._owners: dict[bytes, str] = {}  # engine ID -> device
@@ -356,7 +348,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         """RFC 3414 3.2 step 7b for an authenticated trap: the refusal, or None (accepted).
 
         The engine's boots and time move forward with each authenticated message; one
-        with older boots, or more than TIME_WINDOW seconds behind the engine's estimated
+        with older boots, or more than usm.TIME_WINDOW seconds behind the engine's estimated
         time, is refused, and so is one that repeats (engine, boots, time, msgID) of a
         trap accepted within the window."""
         now = self.clock()
@@ -367,7 +359,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         elif (
             state.boots >= MAX_BOOTS
             or boots < state.boots
-            or (boots == state.boots and etime < state.estimate(now) - TIME_WINDOW)
+            or (boots == state.boots and etime < state.estimate(now) - usm.TIME_WINDOW)
         ):
             return "not_in_time_window"
         elif boots > state.boots or etime > state.latest:
@@ -376,7 +368,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         if seen in state.seen:
             return "replay"
         # Forget what the window refuses anyway (the oldest first), then bound the rest.
-        horizon = state.estimate(now) - TIME_WINDOW
+        horizon = state.estimate(now) - usm.TIME_WINDOW
         while state.seen:
             (old_boots, old_time, _), _at = next(iter(state.seen.items()))
             if old_boots == state.boots and old_time >= horizon:
@@ -395,7 +387,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         reportable = header.reportable
         if reportable and header.engine_id != self.engine_id:
             # An inform sender discovering us (empty or stale engine ID).
-            self._report(header, USM_STATS_UNKNOWN_ENGINE_IDS, addr, None)
+            self._report(header, usm.USM_STATS_UNKNOWN_ENGINE_IDS, addr, None)
             return
         user = next((u for u in source.users if u.name.encode() == header.user_name), None)
         if user is None:
@@ -434,8 +426,8 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
             self._bad("wrong_digest", f"v3 trap from {addr[0]} fails authentication")
             return
         if keys is not None and reportable:
-            if header.boots != self.boots or abs(header.etime - self._time()) > TIME_WINDOW:
-                self._report(header, USM_STATS_NOT_IN_TIME_WINDOWS, addr, keys)
+            if header.boots != self.boots or abs(header.etime - self._time()) > usm.TIME_WINDOW:
+                self._report(header, usm.USM_STATS_NOT_IN_TIME_WINDOWS, addr, keys)
                 return
         elif keys is not None:
             refusal = self._timely(header)
@@ -458,7 +450,7 @@ class TrapReceiver(ServiceBase, asyncio.DatagramProtocol):
         parse = functools.partial(parse_response_pdu, lenient_tail=bool(header.flags & FLAG_PRIV))
         try:
             context_engine, context_name, pdu = header.open_scoped(data, end, keys, parse)
-        except DecryptionError as exc:
+        except usm.DecryptionError as exc:
             self._bad("decryption_error", f"v3 trap from {addr[0]}: {exc}")
             return
         if pdu.tag not in (ber.TRAP_V2, ber.INFORM):

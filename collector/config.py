@@ -25,16 +25,13 @@ from enoc.config import (
     register_kind,
     skipping_unread,
 )
+from enoc.config_types import MqttBroker
 from enoc.logs import redact, strip_login
 from enoc.mqtt import MAX_MESSAGE_SIZE
 
 
 @dataclass(frozen=True)
-class CollectorMqttConfig:
-    url: str = "mqtt://127.0.0.1:1883"
-    tls: TlsConfig | None = None
-    username: str | None = None
-    password: Secret | None = None
+class CollectorMqttConfig(MqttBroker):
     client_id: str = "enoc-collector"
     shared_group: str = ""  # "enoc-collectors": replicas split the load
     # Metrics messages held unacknowledged until written. The broker stops sending at its
@@ -46,8 +43,7 @@ class CollectorMqttConfig:
     max_message_size: int = 1024 * 1024
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
+        super().__post_init__()
         if not 1024 <= self.max_message_size <= MAX_MESSAGE_SIZE:
             raise ValueError(
                 f"mqtt.max_message_size must be 1024 to {MAX_MESSAGE_SIZE} bytes, "

@@ -48,18 +48,10 @@ from collector.metrics_in import Metrics
 from collector.metrics_in import read as read_metrics
 from collector.mqtt_receive import buffered_read, lean_receive
 from collector.store import content_refused, store_outage
+from enoc import mqtt
 from enoc.lifecycle import Policy, ServiceBase, Supervisor
 from enoc.logs import OnceLogger, get_logger
-from enoc.mqtt import (
-    PACKET_HEADROOM,
-    V5,
-    V5_CONNACK_TIMEOUT,
-    AckedClient,
-    ProtocolChoice,
-    abandon,
-    client_args,
-    version_name,
-)
+from enoc.mqtt import AckedClient, ProtocolChoice, abandon, broker_client_args
 from enoc.retry import Backoff
 from enoc.wire import (
     MAX_DEPTH,
@@ -182,17 +174,14 @@ class Ingest:
             entered = False
             client: AckedClient | None = None
             try:
-                args = client_args(
-                    self.config.url,
+                args = broker_client_args(
+                    self.config,
                     identifier=identifier,
-                    tls=self.config.tls,
-                    username=self.config.username,
-                    password=self.config.password,
                     protocol=protocol,
                     # a broker that does not speak 5 may never answer a v5 CONNECT
-                    timeout=V5_CONNACK_TIMEOUT if protocol == V5 else CONNECT_TIMEOUT,
+                    timeout=mqtt.V5_CONNACK_TIMEOUT if protocol == mqtt.V5 else CONNECT_TIMEOUT,
                     receive_maximum=self.config.max_unacked,
-                    maximum_packet_size=self.config.max_message_size + PACKET_HEADROOM,
+                    maximum_packet_size=self.config.max_message_size + mqtt.PACKET_HEADROOM,
                 )
                 client = AckedClient(**args)
                 # Before the connect, not after: a resumed session's messages follow the
@@ -224,11 +213,11 @@ class Ingest:
                     log.info(
                         "consuming %s (MQTT %s, %s session)",
                         ", ".join(filters),
-                        version_name(protocol),
+                        mqtt.version_name(protocol),
                         "resumed" if client.session_present else "new",
                         lane=lane,
                     )
-                    if fell_back and protocol != V5:
+                    if fell_back and protocol != mqtt.V5:
                         log.info(
                             "broker %s does not speak MQTT 5 (%s): consuming over 3.1.1",
                             self.config.url,

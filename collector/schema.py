@@ -7,6 +7,20 @@ in one transaction. `{serial}` is each dialect's auto-increment primary key;
 
 from __future__ import annotations
 
+# An event's columns after its key, the same in the first events table and in version 6's,
+# which only re-keys it.
+_EVENT_COLUMNS = """
+            device TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            received DOUBLE PRECISION NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT 'poll',
+            attrs TEXT NOT NULL DEFAULT '{{}}',"""
+
 MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE incidents (
@@ -52,17 +66,9 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE events (
             agent TEXT NOT NULL,
             event_id TEXT NOT NULL,
-            site TEXT NOT NULL,
-            device TEXT NOT NULL,
-            resource TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            state TEXT NOT NULL,
-            severity TEXT NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            received DOUBLE PRECISION NOT NULL,
-            message TEXT NOT NULL DEFAULT '',
-            source TEXT NOT NULL DEFAULT 'poll',
-            attrs TEXT NOT NULL DEFAULT '{{}}',
+            site TEXT NOT NULL,"""
+        + _EVENT_COLUMNS
+        + """
             PRIMARY KEY (agent, event_id)
         )""",
         "CREATE INDEX events_by_received ON events (received)",
@@ -190,17 +196,9 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE events_v6 (
             site TEXT NOT NULL,
             agent TEXT NOT NULL,
-            event_id TEXT NOT NULL,
-            device TEXT NOT NULL,
-            resource TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            state TEXT NOT NULL,
-            severity TEXT NOT NULL,
-            at DOUBLE PRECISION NOT NULL,
-            received DOUBLE PRECISION NOT NULL,
-            message TEXT NOT NULL DEFAULT '',
-            source TEXT NOT NULL DEFAULT 'poll',
-            attrs TEXT NOT NULL DEFAULT '{{}}',
+            event_id TEXT NOT NULL,"""
+        + _EVENT_COLUMNS
+        + """
             PRIMARY KEY (site, agent, event_id)
         )""",
         "INSERT INTO events_v6 (site, agent, event_id, device, resource, kind, state, severity, "

@@ -36,7 +36,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.auth import User, Users
@@ -140,6 +140,7 @@ class Sessions:
         await self.store.run(apply)
 
 
+@dataclass(eq=False)
 class LoginLimiter:
     """Failed logins per key (a client address and user name pair) with backoff, in the
     store so that every replica counts the same ones.
@@ -150,25 +151,19 @@ class LoginLimiter:
     afresh, and so does one that succeeds.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        max_failures: int = 5,
-        window: float = 300.0,
-        now: Callable[[], float] = time.time,
-        *,
-        backoff: float = 1.0,
-        backoff_max: float = 900.0,
-    ) -> None:
-        self.store = store
-        self.max_failures = max_failures
-        self.window = window
-        self.backoff = backoff
-        self.backoff_max = backoff_max
-        self.now = now  # wall clock: replicas compare each other's times
-        self.refused = 0  # attempts this replica refused
+    store: Store
+    max_failures: int = 5
+    window: float = 300.0
+    now: Callable[[], float] = time.time  # wall clock: replicas compare each other's times
+    backoff: float = field(default=1.0, kw_only=True)
+    backoff_max: float = field(default=900.0, kw_only=True)
+    refused: int = field(default=0, init=False)  # attempts this replica refused
+
+    def __post_init__(self) -> None:
         # failures beyond this many no longer lengthen the wait: older rows are dropped
-        self.saturated = max_failures + max(0, math.ceil(math.log2(backoff_max / backoff)))
+        self.saturated = self.max_failures + max(
+            0, math.ceil(math.log2(self.backoff_max / self.backoff))
+        )
 
     @staticmethod
     def pair(address: str, name: str) -> str:

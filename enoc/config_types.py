@@ -101,6 +101,21 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class MqttBroker:
+    """Where an MQTT client connects and how it logs in: the `mqtt` section's part that
+    the agent's and the collector's share."""
+
+    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
+    tls: TlsConfig | None = None
+    username: str | None = None
+    password: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: Literal["logfmt", "json"] = "logfmt"
     level: Literal["debug", "info", "warning", "error"] = "info"

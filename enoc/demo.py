@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import secrets
 import sys
@@ -186,7 +187,11 @@ class Demo:
                 for site, rtc in sites:
                     link = self.links[site] = WanLink(site, (HOST, broker_port))
                     await link.start()
-                    await self._start_agent(state, site, rtc, full, link.port, stop)
+                    await self._start_agent(
+                        site,
+                        functools.partial(self._agent_config, state, site, rtc, full, link.port),
+                        stop,
+                    )
 
                 self.say(
                     f"\nenoc demo: {len(devices)} simulated devices at {len(sites)} sites, "
@@ -211,17 +216,11 @@ class Demo:
         return self.exit_code
 
     async def _start_agent(
-        self,
-        state: Path,
-        site: str,
-        rtc: str,
-        full: dict[str, Any],
-        wan_port: int,
-        stop: asyncio.Event,
+        self, site: str, config_for: Callable[[int], Path], stop: asyncio.Event
     ) -> None:
-        """Start the site's agent with a trap port chosen free just before, again with
-        another if a program took that one first (a port can only be chosen ahead), then
-        send the site's traps there."""
+        """Start the site's agent, its config made by `config_for(trap_port)` with a trap
+        port chosen free just before, again with another if a program took that one first
+        (a port can only be chosen ahead), then send the site's traps there."""
         from agent.app import Agent
         from enoc.lifecycle import StartError
         from simulators.server import TrapReceiver
@@ -229,7 +228,7 @@ class Demo:
         assert self.sim is not None
         for attempt in range(TRAP_PORT_ATTEMPTS):
             trap_port = free_port("udp")
-            agent = Agent(self._agent_config(state, site, rtc, full, wan_port, trap_port))
+            agent = Agent(config_for(trap_port))
             task = asyncio.create_task(agent.run(stop), name=f"agent[{site}]")
             try:
                 await _first(task, agent.ready.wait(), f"agent {site}")

@@ -66,6 +66,17 @@ class Service(Protocol):
     async def close(self) -> None: ...
 
 
+async def start_else_close(
+    start: Callable[[], Awaitable[object]], close: Callable[[], Awaitable[object]]
+) -> None:
+    """`start()`; when it fails, `close()` what it had opened before the error goes up."""
+    try:
+        await start()
+    except BaseException:
+        await close()
+        raise
+
+
 class ServiceBase:
     """The contract's bookkeeping for a part: `closing` is set by the first `close()`,
     which then waits (at most `grace`) for a `run()` in progress to return before
@@ -85,11 +96,7 @@ class ServiceBase:
         self._idle.set()
 
     async def start(self) -> None:
-        try:
-            await self._start()
-        except BaseException:
-            await self.close()
-            raise
+        await start_else_close(self._start, self.close)
 
     async def run(self) -> None:
         self._idle.clear()

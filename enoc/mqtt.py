@@ -33,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from enoc.config_types import Secret
+from enoc.config_types import MqttBroker, Secret
 
 V5 = aiomqtt.ProtocolVersion.V5
 V311 = aiomqtt.ProtocolVersion.V311
@@ -145,6 +145,18 @@ def client_args(
     if secure:
         args["tls_context"] = tls_context(tls)
     return args
+
+
+def broker_client_args(broker: MqttBroker, *, identifier: str, **options: Any) -> dict[str, Any]:
+    """`client_args` for a configured broker: its URL, TLS files and login."""
+    return client_args(
+        broker.url,
+        identifier=identifier,
+        tls=broker.tls,
+        username=broker.username,
+        password=broker.password,
+        **options,
+    )
 
 
 @dataclass

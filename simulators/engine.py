@@ -30,6 +30,7 @@ from enoc.snmp.message import (
     V1,
     V2C,
     V3,
+    ExchangeCounts,
     Pdu,
     UnknownSecurityModel,
     V3Header,
@@ -76,29 +77,17 @@ ABSURD_BITS = {ber.COUNTER32: 32, ber.COUNTER64: 63}
 
 
 @dataclass
-class Stats:
+class Stats(ExchangeCounts):
     """What the simulator served and what it refused, by kind."""
 
-    requests: int = 0
-    responses: int = 0
     varbinds: int = 0
     traps: int = 0
     dropped: Counter[str] = field(default_factory=Counter)  # by fault: unreachable, packet_loss
-    bad: Counter[str] = field(default_factory=Counter)  # by kind of bad input
-    reports: Counter[str] = field(default_factory=Counter)
     garbled: Counter[str] = field(default_factory=Counter)  # answers spoiled, by garbage mode
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "requests": self.requests,
-            "responses": self.responses,
-            "varbinds": self.varbinds,
-            "traps": self.traps,
-            "dropped": dict(self.dropped),
-            "bad": dict(self.bad),
-            "reports": dict(self.reports),
-            "garbled": dict(self.garbled),
-        }
+        """Every count, a Counter as a plain dict (the control API's JSON)."""
+        return {k: dict(v) if isinstance(v, Counter) else v for k, v in vars(self).items()}
 
 
 class Refused(Exception):

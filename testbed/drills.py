@@ -633,6 +633,20 @@ class Accounting:
     cpu_s: dict[str, float]
     peak_mib: dict[str, float]
 
+    def figures(self) -> dict[str, Any]:
+        """What a drill reports of its accounting (`enoc bench faults`' table and JSON):
+        the points' counts, the messages and events, the incidents and the CPU."""
+        points = ("published", "written", "lost", "duplicated", "wrong", "lines_in_db")
+        figures = {name: getattr(self.points, name) for name in points}
+        mine = (
+            *("redelivered", "redelivered_exact", "lines_written", "messages", "spooled_at_end"),
+            *("redelivered_to_tap", "events_published", "events_stored", "incidents_expected"),
+            *("incidents_seen", "incidents", "cpu_s", "peak_mib"),
+        )
+        figures |= {name: getattr(self, name) for name in mine}
+        figures["lost_messages"] = len(self.lost_messages)
+        return figures
+
     def problems(self, spool_slack: int) -> list[str]:
         """Every way this accounting breaks the drills' promise."""
         p = self.points

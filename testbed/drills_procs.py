@@ -25,6 +25,7 @@ import aiomqtt
 import psutil
 
 from enoc.bench.common import peak_rss_mib
+from enoc.lifecycle import start_else_close
 from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, WireError, decode
 from testbed.servers import PostgreSQL
 
@@ -49,11 +50,7 @@ class Rig:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
+        await start_else_close(self.start, self.close)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -34,8 +34,8 @@ def fleet_result() -> Result:
     fleet.lag_series = [(1.0, 0.2), (4.0, 0.3)]
     fleet.broker_lag_series = [(0.0, 0.01), (5.0, 0.02)]
     peers = [
-        Peer("net-snmp snmpbulkwalk v2c", 20, 4000, 2.0, 3.0, 1.0),
-        Peer("enoc agent v2c", 20, 4000, 0.5, 1.0, 1.0),
+        Peer("net-snmp snmpbulkwalk v2c", 4000, 2.0, 3.0, devices=20, sim_cpu_s=1.0),
+        Peer("enoc agent v2c", 4000, 0.5, 1.0, devices=20, sim_cpu_s=1.0),
     ]
     cpu = {"sim": 1.0, "agents": 2.0, "broker": 0.1, "collector": 0.5, "database": 0.3}
     growth = [

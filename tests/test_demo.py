@@ -287,6 +287,7 @@ async def test_a_trap_port_taken_before_the_agent_binds_it_is_chosen_again(
     in between (a parallel test did, once): the demo then starts the agent again with
     another port, and the site's traps go to the one the agent listens on."""
     import asyncio
+    import functools
 
     from enoc import demo
     from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
@@ -315,7 +316,10 @@ async def test_a_trap_port_taken_before_the_agent_binds_it_is_chosen_again(
     await the_demo.sim.start()
     try:
         full = inventory(the_demo.sim, devices)
-        await the_demo._start_agent(tmp_path, "nyc", "americas", full, free_port(), stop)
+        config_for = functools.partial(
+            the_demo._agent_config, tmp_path, "nyc", "americas", full, free_port()
+        )
+        await the_demo._start_agent("nyc", config_for, stop)
         agent = the_demo.agents["nyc"]
         assert len(handed) == 2 and agent.trap_address == ("127.0.0.1", handed[1])
         (receiver,) = the_demo.sim.trap_receivers

@@ -13,7 +13,7 @@ import aiomqtt
 from collector.config import CollectorMqttConfig
 from collector.ingest import DEAD_LETTER_PREFIX
 from enoc.logs import StateLogger, get_logger
-from enoc.mqtt import client_args
+from enoc.mqtt import broker_client_args
 
 log = get_logger("enoc.collector.influx")
 
@@ -50,13 +50,7 @@ class MqttDeadLetters:
     async def _connected(self) -> aiomqtt.Client:
         if self._client is None:
             c = self.config
-            args = client_args(
-                c.url,
-                identifier=f"{c.client_id}-deadletters",
-                tls=c.tls,
-                username=c.username,
-                password=c.password,
-            )
+            args = broker_client_args(c, identifier=f"{c.client_id}-deadletters")
             args["clean_session"] = True  # a publisher: no session to keep
             client = aiomqtt.Client(**args)
             await client.__aenter__()

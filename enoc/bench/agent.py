@@ -29,20 +29,18 @@ import psutil
 import yaml
 
 from enoc.bench.common import (
+    FleetRun,
     PerCpuSecond,
-    add_results_argument,
-    add_size_arguments,
-    add_version_argument,
+    add_peer_arguments,
     agent_config,
     get_json,
     machine,
     peak_rss_mib,
-    per_cpu_payload,
     progress,
+    run_peer_bench,
     snmp_versions,
     stop_process,
     wait_for_fleet,
-    write_result,
 )
 from testbed.servers import Mosquitto, free_port
 
@@ -91,29 +89,19 @@ V3 = {
 
 @dataclass
 class Poller(PerCpuSecond):
-    name: str
-    varbinds: int
-    cpu_s: float
-    wall_s: float
     polls: int
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class Result:
-    devices: int
-    interfaces: int
+class Result(FleetRun):
     interval_s: float
     pollers: list[Poller] = field(default_factory=list)
-    machine: dict[str, Any] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_size_arguments(parser, 1000)
+    add_peer_arguments(parser, 1000)
     parser.add_argument("--interval", type=float, default=60.0, help="agent poll interval, s")
     parser.add_argument("--intervals", type=int, default=2, help="intervals the agent runs")
-    add_version_argument(parser)
     parser.add_argument("--scrape-concurrency", type=int, default=16)
     parser.add_argument("--batch-samples", type=int, default=1, help="samples per metrics message")
     parser.add_argument("--skip-exporter", action="store_true")
@@ -123,14 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="on",
         help="the agent's capability discovery (discovery.enabled; on by default, as in the agent)",
     )
-    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = asyncio.run(measure(args))
-    print_table(result)
-    payload = per_cpu_payload(result, "pollers")
-    write_result(args.results, "agent", payload)
+    result = run_peer_bench(args, "agent", "pollers", measure, print_table)
     failed = [p for p in result.pollers if p.name.startswith("enoc") and p.extra.get("overruns")]
     return 1 if failed else 0
 

@@ -48,6 +48,7 @@ import psutil
 import yaml
 
 from enoc.bench.common import (
+    FleetRun,
     add_results_argument,
     add_size_arguments,
     machine,
@@ -94,11 +95,8 @@ class Latency:
 
 
 @dataclass
-class Result:
-    devices: int
-    interfaces: int
+class Result(FleetRun):
     rounds: int
-    machine: dict[str, Any]
     warmup: int = 0
     devices_per_message: int = 1
     sensors: int = 0

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -36,12 +36,28 @@ V3_ARGS = [
 ]
 V2C_ARGS = ["-v2c", "-c", "public"]
 
+R = TypeVar("R")
 
+
+@dataclass
+class FleetRun:
+    """A bench's fleet, and the machine it ran on (every bench's result starts so)."""
+
+    devices: int
+    interfaces: int
+    machine: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+
+@dataclass
 class PerCpuSecond:
     """A poller's or server's varbinds per CPU-second, the figure every peer table compares."""
 
+    name: str
     varbinds: int
     cpu_s: float
+    wall_s: float
+    note: str = field(default="", kw_only=True)
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
     @property
     def per_cpu_s(self) -> float:
@@ -60,6 +76,29 @@ def per_cpu_payload(result: Any, rows: str) -> dict[str, Any]:
     payload: dict[str, Any] = asdict(result)
     add_per_cpu_s(payload[rows], getattr(result, rows))
     return payload
+
+
+def run_peer_bench(
+    args: argparse.Namespace,
+    bench: str,
+    rows: str,
+    measure: Callable[[argparse.Namespace], Coroutine[Any, Any, R]],
+    print_table: Callable[[R], None],
+) -> R:
+    """Measure, print the table and write the JSON of a bench whose list `rows` holds the
+    peers it compares per CPU-second."""
+    result = asyncio.run(measure(args))
+    print_table(result)
+    write_result(args.results, bench, per_cpu_payload(result, rows))
+    return result
+
+
+def add_peer_arguments(parser: argparse.ArgumentParser, devices: int) -> None:
+    """What a bench against a peer (net-snmp, the exporter) takes: the fleet's size, the
+    SNMP versions and where its JSON goes."""
+    add_size_arguments(parser, devices)
+    add_version_argument(parser)
+    add_results_argument(parser)
 
 
 def add_version_argument(parser: argparse.ArgumentParser) -> None:

@@ -81,28 +81,18 @@ class DrillResult:
     title: str
     status: str  # PASS, FAIL, ERROR
     wall_s: float = 0.0
-    published: int = 0
-    written: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    redelivered: int = 0
-    redelivered_exact: bool = True
-    lines_written: int = 0
-    lines_in_db: int = 0
-    wrong: int = 0
-    messages: int = 0
-    lost_messages: int = 0
-    spooled_at_end: int = 0
-    redelivered_to_tap: int = 0
-    events_published: int = 0
-    events_stored: int = 0
-    incidents_expected: list[str] = field(default_factory=list)
-    incidents_seen: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)  # Accounting.figures(); none on ERROR
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    incidents: list[dict[str, Any]] = field(default_factory=list)  # as the API gave them
-    cpu_s: dict[str, float] = field(default_factory=dict)
-    peak_mib: dict[str, float] = field(default_factory=dict)
+
+    def figure(self, name: str) -> Any:
+        """One of the accounting's figures; 0 (or nothing) for a drill that ended in error."""
+        return self.figures.get(name, 0)
+
+    def as_json(self) -> dict[str, Any]:
+        """The drill's JSON: its figures beside its name, status, problems and notes."""
+        plain = asdict(self)
+        return {**plain.pop("figures"), **plain}
 
     @property
     def failed(self) -> bool:
@@ -553,7 +543,7 @@ async def run_drill(
                 plan = await spec.run(h)
                 accounting = await h.finish(plan.expected)
                 extra = plan.check(accounting) if plan.check else []
-            fill(result, accounting)
+            result.figures = accounting.figures()
             result.problems = [*h.failures, *extra, *accounting.problems(spool_slack(sizing))]
             result.status = "FAIL" if result.problems else "PASS"
         except Exception as exc:
@@ -569,30 +559,6 @@ async def run_drill(
 def spool_slack(sizing: Sizing) -> int:
     """Messages an agent may leave in its spool when SIGTERM stops it mid-interval."""
     return sizing.devices
-
-
-def fill(result: DrillResult, acc: Accounting) -> None:
-    p = acc.points
-    result.published = p.published
-    result.written = p.written
-    result.lost = p.lost
-    result.duplicated = p.duplicated
-    result.wrong = p.wrong
-    result.redelivered = acc.redelivered
-    result.redelivered_exact = acc.redelivered_exact
-    result.lines_written = acc.lines_written
-    result.lines_in_db = p.lines_in_db
-    result.messages = acc.messages
-    result.lost_messages = len(acc.lost_messages)
-    result.spooled_at_end = acc.spooled_at_end
-    result.redelivered_to_tap = acc.redelivered_to_tap
-    result.events_published = acc.events_published
-    result.events_stored = acc.events_stored
-    result.incidents_expected = acc.incidents_expected
-    result.incidents_seen = acc.incidents_seen
-    result.incidents = acc.incidents
-    result.cpu_s = acc.cpu_s
-    result.peak_mib = acc.peak_mib
 
 
 # ------------------------------------------------------------------ command line
@@ -657,7 +623,7 @@ def run(args: argparse.Namespace) -> int:
         "sizing": asdict(sizing),
         "machine": machine(),
         "scale": scale_text(sizing),
-        "drills": [asdict(r) for r in results],
+        "drills": [r.as_json() for r in results],
     }
     write_result(args.results, "faults", payload)
     return 1 if any(r.failed for r in results) else 0
@@ -703,11 +669,15 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
     )
     print_header(header)
     for r in results:
-        events = f"{r.events_published}/{r.events_stored}"
-        incidents = f"{len(r.incidents_expected)}/{len(r.incidents_seen)}"
-        redelivered = f"{r.redelivered:,}" + ("" if r.redelivered_exact else "+")
+        f = r.figure
+        events = f"{f('events_published')}/{f('events_stored')}"
+        incidents = f"{len(f('incidents_expected') or [])}/{len(f('incidents_seen') or [])}"
+        redelivered = f"{f('redelivered'):,}" + (
+            "" if r.figures.get("redelivered_exact", True) else "+"
+        )
         print(
-            f"{r.name:15} {r.published:>10,} {r.written:>10,} {r.lost:>5} {r.duplicated:>4} "
+            f"{r.name:15} {f('published'):>10,} {f('written'):>10,} {f('lost'):>5} "
+            f"{f('duplicated'):>4} "
             f"{redelivered:>9} {events:>10} {incidents:>10}  {r.status:6} {r.wall_s:>6.0f}"
         )
     print(
@@ -724,9 +694,10 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         print(f"\n{r.name} - {r.title}: {r.status}")
         for note in r.notes:
             print(f"  {note}")
-        if r.incidents_expected or r.incidents_seen:
-            print(f"  incidents expected: {', '.join(r.incidents_expected) or 'none'}")
-            print(f"  incidents seen:     {', '.join(r.incidents_seen) or 'none'}")
+        expected, seen = r.figure("incidents_expected") or [], r.figure("incidents_seen") or []
+        if expected or seen:
+            print(f"  incidents expected: {', '.join(expected) or 'none'}")
+            print(f"  incidents seen:     {', '.join(seen) or 'none'}")
         for problem in r.problems:
             print(f"  FAIL: {problem}")
 

@@ -73,10 +73,10 @@ async def bulkwalk_peer(
     cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     return Peer(
         f"net-snmp snmpbulkwalk v{version}",
-        len(targets),
         varbinds,
         round(cpu, 3),
         round(wall, 2),
+        len(targets),
         round(cpu_s(sim) - sim0, 3),
         note=f"{len(WALK_ROOTS)} tables a device, one process each, {args.walkers} at a time",
         extra={"walks": walks, "failed_walks": failed},
@@ -93,10 +93,10 @@ async def exporter(
     # the simulator's CPU includes the exporter's warm-up scrape of one device
     return Peer(
         poller.name,
-        len(targets),
         poller.varbinds,
         round(poller.cpu_s, 3),
         round(poller.wall_s, 2),
+        len(targets),
         round(cpu_s(sim) - sim0, 3),
         note=f"one scrape of every device, {args.scrape_concurrency} at a time",
         extra=poller.extra,
@@ -129,10 +129,10 @@ async def enoc_once(
     figures = json.loads(out.decode().strip().splitlines()[-1])
     return Peer(
         f"enoc agent v{version}",
-        len(devices),
         int(figures["varbinds"]),
         round(float(figures["cpu_s"]), 3),
         round(float(figures["wall_s"]), 2),
+        len(devices),
         round(cpu_s(sim) - sim0, 3),  # both passes
         note="the agent's poll code (SNMP, rates, edge state, spool; no MQTT), "
         f"{figures['concurrency']} devices at a time, second pass",

@@ -28,14 +28,8 @@ class Component:
 
 @dataclass
 class Peer(PerCpuSecond):
-    name: str
     devices: int
-    varbinds: int
-    cpu_s: float
-    wall_s: float
     sim_cpu_s: float
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

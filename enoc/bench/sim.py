@@ -22,23 +22,17 @@ from typing import Any
 
 import psutil
 
+from enoc.bench import common
 from enoc.bench.common import (
     V2C_ARGS,
     V3_ARGS,
+    FleetRun,
     PerCpuSecond,
-    add_results_argument,
-    add_size_arguments,
-    add_version_argument,
-    get_json,
+    add_peer_arguments,
     machine,
     peak_rss_mib,
-    per_cpu_payload,
     progress,
-    snmp_versions,
     snmpbulkwalk,
-    stop_process,
-    wait_for_fleet,
-    write_result,
 )
 from testbed.netsnmp import SnmpD
 from testbed.servers import free_port
@@ -48,41 +42,28 @@ TABLES = ("1.3.6.1.2.1.2.2", "1.3.6.1.2.1.31.1.1")  # ifTable and ifXTable
 
 @dataclass
 class Measured(PerCpuSecond):
-    name: str
-    varbinds: int
-    cpu_s: float
-    wall_s: float
     walks: int
-    note: str = ""
 
 
 @dataclass
-class Result:
-    devices: int
-    interfaces: int
+class Result(FleetRun):
     walkers: int
     duration: float
     startup_s: float = 0.0
     peak_rss_mib: float = 0.0
     served: list[Measured] = field(default_factory=list)
     hot_path: dict[str, float] = field(default_factory=dict)
-    machine: dict[str, Any] = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_size_arguments(parser, 2000)
+    add_peer_arguments(parser, 2000)
     parser.add_argument("--walkers", type=int, default=4, help="concurrent snmpbulkwalk processes")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
-    add_version_argument(parser)
     parser.add_argument("--max-repetitions", type=int, default=25)
-    add_results_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    result = asyncio.run(measure(args))
-    print_table(result)
-    payload = per_cpu_payload(result, "served")
-    write_result(args.results, "sim", payload)
+    common.run_peer_bench(args, "sim", "served", measure, print_table)
     return 0
 
 
@@ -116,10 +97,10 @@ async def measure(args: argparse.Namespace) -> Result:
         subprocess.Popen, command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        devices = await wait_for_fleet(sim, control, port)
+        devices = await common.wait_for_fleet(sim, control, port)
         result.startup_s = time.monotonic() - started
         process = psutil.Process(sim.pid)
-        versions = snmp_versions(args)
+        versions = common.snmp_versions(args)
         for version in versions:
             auth = V2C_ARGS if version == "2c" else V3_ARGS
             targets = [f"{d['address']}:{port}" for d in devices]
@@ -137,7 +118,7 @@ async def measure(args: argparse.Namespace) -> Result:
             )
         result.peak_rss_mib = peak_rss_mib(process)
     finally:
-        stop_process(sim, 15)
+        common.stop_process(sim, 15)
     with tempfile.TemporaryDirectory() as tmp, SnmpD(Path(tmp)) as snmpd:
         assert snmpd.process is not None
         process = psutil.Process(snmpd.process.pid)
@@ -160,7 +141,7 @@ async def measure(args: argparse.Namespace) -> Result:
 
 
 def stats(control: int) -> dict[str, Any]:
-    result: dict[str, Any] = get_json(control, "/stats")
+    result: dict[str, Any] = common.get_json(control, "/stats")
     return result
 
 
@@ -202,7 +183,7 @@ async def served_by(
     after = process.cpu_times()
     cpu_s = (after.user - cpu.user) + (after.system - cpu.system)
     served = counter() - before_count if counter else walked
-    return Measured(name, served, round(cpu_s, 3), round(wall, 2), walks, note)
+    return Measured(name, served, round(cpu_s, 3), round(wall, 2), walks, note=note)
 
 
 def hot_path(rounds: int = 2000) -> dict[str, float]:

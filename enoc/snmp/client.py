@@ -27,7 +27,6 @@ import itertools
 import logging
 import socket
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +41,7 @@ from enoc.snmp.message import (
     TOO_BIG,
     V2C,
     V3,
+    ExchangeCounts,
     ResponsePdu,
     V3Header,
     build_v1_message,
@@ -172,13 +172,9 @@ class _Engine:
 
 
 @dataclass
-class ClientStats:
-    requests: int = 0
-    responses: int = 0
+class ClientStats(ExchangeCounts):
     timeouts: int = 0
     retries: int = 0
-    bad: Counter[str] = field(default_factory=Counter)  # malformed, wrong_digest, stray, ...
-    reports: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0  # walks that shrank max-repetitions after tooBig or a timeout
     rediscoveries: int = 0
     key_evictions: int = 0  # localized keys dropped from the full cache (least recently used)

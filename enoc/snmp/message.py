@@ -7,8 +7,9 @@ the trap receiver, so that each part of the wire format is written once.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from enoc.snmp import ber
@@ -34,6 +35,18 @@ TOO_BIG = 1
 # SNMPv1's only answer for a missing object, an end of the MIB, or a Counter64 it cannot
 # carry; error-index names the varbind (from 1). RFC 3584 maps it to noSuchObject / endOfMibView.
 NO_SUCH_NAME = 2
+
+
+@dataclass
+class ExchangeCounts:
+    """What either side of an SNMP exchange counts: the simulator of the requests it
+    served, the client of those it sent; what it refused as bad input and the USM reports,
+    by kind."""
+
+    requests: int = 0
+    responses: int = 0
+    bad: Counter[str] = field(default_factory=Counter)  # malformed, wrong_digest, stray, ...
+    reports: Counter[str] = field(default_factory=Counter)
 
 
 class UnknownSecurityModel(BerError):

@@ -7,22 +7,11 @@ import random
 import time
 from typing import Any
 
+from enoc import wire
 from enoc.snmp import ber
 from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser, UsmUser
-from enoc.wire import (
-    BgpSample,
-    DeviceInfo,
-    DeviceSample,
-    Event,
-    EventsMessage,
-    InterfaceSample,
-    Kind,
-    MetricsMessage,
-    Row,
-    StatusMessage,
-    encode,
-)
+from enoc.wire import Kind, encode
 
 SITE = "fuzz"
 AGENT = "fuzz-1"
@@ -46,7 +35,7 @@ def metrics(
     samples = []
     for d in range(rng.randint(1, 2)):
         ifs = [
-            InterfaceSample(
+            wire.InterfaceSample(
                 i,
                 f"ge-0/0/{i}",
                 f"port {i}",
@@ -62,17 +51,17 @@ def metrics(
             for i in range(1, rng.randint(1, 4) + 1)
         ]
         samples.append(
-            DeviceSample(
+            wire.DeviceSample(
                 f"dev-{d}",
                 f"127.0.0.{d + 1}",
                 now - 1,
                 {"cpu": rng.randrange(100), "memory": 41.5, "response_ms": 3.25, "descr": "x"},
                 ifs,
-                [BgpSample("127.9.0.1", {"state": 6, "prefixes": 10})]
+                [wire.BgpSample("127.9.0.1", {"state": 6, "prefixes": 10})]
                 if rng.random() < 0.3
                 else [],
                 [  # sensors: a number and a string, the rows' fields
-                    Row(
+                    wire.Row(
                         "sensor",
                         {"sensor": f"s {k}", "class": "fan"},
                         {"value": 41.5, "status": "ok"},
@@ -81,7 +70,7 @@ def metrics(
                 ],
             )
         )
-    return encode(MetricsMessage(agent, site, "americas", seq, now, samples))
+    return encode(wire.MetricsMessage(agent, site, "americas", seq, now, samples))
 
 
 def event(
@@ -90,8 +79,8 @@ def event(
     resource: str = "if:3",
     state: str = "down",
     now: float = 0.0,
-) -> Event:
-    return Event(
+) -> wire.Event:
+    return wire.Event(
         f"e-{rng.getrandbits(48):x}",
         (now or time.time()) - 1,
         device,
@@ -110,15 +99,15 @@ def events(
 ) -> bytes:
     now = now or time.time()
     items = [event(rng, f"dev-{rng.randrange(3)}", f"if:{rng.randrange(1, 9)}", now=now)]
-    return encode(EventsMessage(agent, site, "americas", seq, now, items))
+    return encode(wire.EventsMessage(agent, site, "americas", seq, now, items))
 
 
 def status(
     rng: random.Random, site: str = SITE, agent: str = AGENT, seq: int = 1, now: float = 0.0
 ) -> bytes:
-    devices = [DeviceInfo(f"dev-{d}", f"127.0.0.{d + 1}", "router", "") for d in range(2)]
+    devices = [wire.DeviceInfo(f"dev-{d}", f"127.0.0.{d + 1}", "router", "") for d in range(2)]
     return encode(
-        StatusMessage(
+        wire.StatusMessage(
             agent,
             site,
             "americas",
