@@ -5,13 +5,13 @@ states, the first that holds:
 
 1. maintenance: a maintenance window that matches the device covers it (planned,
    left out);
-2. down: a reachability incident of the device that went down was open (from its
+2. unknown: its agent's `agent_offline` incident was open (nobody could tell, so never
+   down), unless the agent recorded events stamped inside that span, replayed later
+   from its spool: then it was a WAN partition, the agent watched throughout, its spool
+   keeps every transition, and the device's incidents (which carry the events' own
+   times) say how it was;
+3. down: a reachability incident of the device that went down was open (from its
    `opened` to its `resolved`, or to now), suppressed or not;
-3. unknown: its agent's `agent_offline` incident was open (nobody could tell), unless
-   the agent recorded events inside that span, replayed later from its spool: then it
-   was a WAN partition, the agent watched throughout, its spool keeps every
-   transition, and the device's incidents (which carry the events' own times) say
-   how it was;
 4. up: the rest.
 
 Overlapping spans of one state are merged, never counted twice. `up_pct` is
@@ -118,8 +118,8 @@ def figures(
 ) -> Figures:
     """One device's four states over [lo, hi), by the precedence in the module doc."""
     held = merged(maintenance, lo, hi)
-    gone = minus(merged(down, lo, hi), held)
-    blind = minus(minus(merged(unknown, lo, hi), held), gone)
+    blind = minus(merged(unknown, lo, hi), held)
+    gone = minus(minus(merged(down, lo, hi), held), blind)
     f = Figures(down_s=total(gone), unknown_s=total(blind), maintenance_s=total(held))
     f.up_s = max(0.0, (hi - lo) - f.down_s - f.unknown_s - f.maintenance_s)
     return f
