@@ -323,7 +323,7 @@ def test_parameters_iso_unix_defaults_and_errors() -> None:
         with pytest.raises(ApiError) as raised:
             availability.request(query, now)
         assert raised.value.status == 400
-        assert named in raised.value.text, (query, raised.value.text)
+        assert named in (raised.value.text or ""), (query, raised.value.text)
 
 
 def test_csv_rows_and_name() -> None:
