@@ -30,15 +30,20 @@ CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
 
 
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Any]:
+@pytest.fixture
+def chromium_binary() -> str:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium")
+    return CHROMIUM
+
+
+@pytest_asyncio.fixture
+async def browser(chromium_binary: str) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+            executable_path=chromium_binary, headless=True, args=["--no-sandbox"]
         )
         try:
             yield chromium
