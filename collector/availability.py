@@ -86,10 +86,12 @@ def total(spans: list[Span]) -> float:
 
 @dataclass
 class Figures:
-    up_s: float = 0.0
-    down_s: float = 0.0
-    unknown_s: float = 0.0
-    maintenance_s: float = 0.0
+    """One device's (or a sum of devices') seconds in each state."""
+
+    up_s: float
+    down_s: float
+    unknown_s: float
+    maintenance_s: float
 
     @property
     def up_pct(self) -> float | None:
@@ -120,9 +122,9 @@ def figures(
     held = merged(maintenance, lo, hi)
     blind = minus(merged(unknown, lo, hi), held)
     gone = minus(minus(merged(down, lo, hi), held), blind)
-    f = Figures(down_s=total(gone), unknown_s=total(blind), maintenance_s=total(held))
-    f.up_s = max(0.0, (hi - lo) - f.down_s - f.unknown_s - f.maintenance_s)
-    return f
+    down_s, unknown_s, maintenance_s = total(gone), total(blind), total(held)
+    up_s = max(0.0, (hi - lo) - down_s - unknown_s - maintenance_s)
+    return Figures(up_s, down_s, unknown_s, maintenance_s)
 
 
 def window_spans(window: MaintenanceWindow, lo: float, hi: float) -> list[Span]:
@@ -196,7 +198,7 @@ def rows(per_device: list[tuple[Device, Figures]], by: By) -> list[dict[str, Any
     groups: dict[tuple[str, ...], tuple[Figures, list[int]]] = {}
     for d, f in per_device:
         key: tuple[str, ...] = (d.site, d.rtc) if by == "site" else (d.rtc,)
-        sums, count = groups.setdefault(key, (Figures(), [0]))
+        sums, count = groups.setdefault(key, (Figures(0, 0, 0, 0), [0]))
         sums.add(f)
         count[0] += 1
     out = []

@@ -145,7 +145,7 @@ def test_merged_and_minus_count_overlaps_once() -> None:
     f = figures(0, 100, [(0, 40), (30, 60)], [(10, 20)], [(50, 70), (55, 65)])
     assert (f.maintenance_s, f.unknown_s, f.down_s, f.up_s) == (20, 10, 40, 30)
     assert f.up_pct == pytest.approx(30 / 70 * 100)
-    assert Figures(unknown_s=10).up_pct is None  # nothing known: no figure, not 0 or 100
+    assert Figures(0, 0, 10, 0).up_pct is None  # nothing known: no figure, not 0 or 100
 
 
 # ---------------------------------------------------------------- through the engine
@@ -328,8 +328,8 @@ def test_parameters_iso_unix_defaults_and_errors() -> None:
 
 def test_csv_rows_and_name() -> None:
     rows = [
-        {"site": "nyc", "rtc": "amer", "devices": 2, **Figures(100, 10).as_dict()},
-        {"site": "bos", "rtc": "amer", "devices": 1, **Figures(unknown_s=5).as_dict()},
+        {"site": "nyc", "rtc": "amer", "devices": 2, **Figures(100, 10, 0, 0).as_dict()},
+        {"site": "bos", "rtc": "amer", "devices": 1, **Figures(0, 0, 5, 0).as_dict()},
     ]
     text = availability.as_csv(rows, "site")
     parsed = list(csv.DictReader(io.StringIO(text)))
