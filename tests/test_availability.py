@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from collectorkit import TOKENS, Clock, collector_config, running_collector
+from test_collector_engine import store_url
 
 from collector import availability
 from collector.api_input import ApiError
@@ -35,6 +36,7 @@ NOV = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 MONTH = JAN - DEC  # 31 days
 H, M = 3600.0, 60.0
 _ids = itertools.count(1)
+__all__ = ["store_url"]  # a fixture, used by name
 
 # site -> (rtc, agent, devices)
 FLEET = {
@@ -110,8 +112,8 @@ class Site:
         await self.events((device, "up", until))
 
 
-async def make_engine(path: Path) -> tuple[Engine, Clock, Store]:
-    store = Store(f"sqlite:///{path}")
+async def make_engine(url: str) -> tuple[Engine, Clock, Store]:
+    store = Store(url)
     await store.open()
     clock = Clock(DEC)
     config = IncidentsConfig(agent_timeout=Duration(90), reopen_within=Duration(300))
@@ -119,8 +121,9 @@ async def make_engine(path: Path) -> tuple[Engine, Clock, Store]:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Engine, Clock, dict[str, Site]]]:
-    engine, clock, store = await make_engine(tmp_path / "incidents.db")
+async def fleet(store_url: str) -> AsyncIterator[tuple[Engine, Clock, dict[str, Site]]]:
+    """The three sites on SQLite and on PostgreSQL (`store_url`): one code path."""
+    engine, clock, store = await make_engine(store_url)
     sites = {name: Site(engine, clock, name) for name in FLEET}
     for s in sites.values():
         await s.status("online", DEC - 86400)
@@ -261,7 +264,7 @@ async def _wan_run(path: Path, *, partition: bool) -> tuple[Engine, Store, dict[
     """Dec 10: nyc-r1 down 12:00-12:36. With `partition`, the site's WAN is cut
     11:30-13:00: the broker sends the agent's will, the sweep runs, and at 13:00 the agent
     is back and replays its spool, the events with their own times."""
-    engine, clock, store = await make_engine(path)
+    engine, clock, store = await make_engine(f"sqlite:///{path}")
     nyc = Site(engine, clock, "nyc")
     await nyc.status("online", DEC - 86400)
     t = day(10, 11)
