@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from collector import availability
 from collector.api_input import (
     MAX_NAME,
     MAX_PASSWORD,
@@ -199,6 +200,7 @@ class Api:
         r.add_get("/api/v1/devices/{site}/{device}", self._role("viewer", self.device))
         r.add_get("/api/v1/agents", self._role("viewer", self.agents))
         r.add_get("/api/v1/stats", self._role("viewer", self.stats))
+        r.add_get("/api/v1/availability", self._role("viewer", self.availability))
         r.add_get("/api/v1/stream", self._role("viewer", self.stream))
         r.add_get("/api/v1/maintenance", self._role("viewer", self.list_windows))
         r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
@@ -558,6 +560,19 @@ class Api:
             raise bad_request("since must be before until")
         stats = await request.app[QUERIES_KEY].stats(since, until)
         return web.json_response({"since": since, "until": until, "stats": stats})
+
+    async def availability(self, request: web.Request) -> web.Response:
+        asked = availability.request(request.query, time.time())
+        rows = await availability.availability(self.store, asked.by, asked.lo, asked.hi)
+        if asked.csv:
+            name = availability.csv_name(asked.by, asked.lo, asked.hi)
+            return web.Response(
+                text=availability.as_csv(rows, asked.by),
+                content_type="text/csv",
+                charset="utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+        return web.json_response({"by": asked.by, "from": asked.lo, "to": asked.hi, "rows": rows})
 
     # ---------------------------------------------------------------- maintenance
 

@@ -355,6 +355,51 @@ class Records(Tx):
     def delete_window(self, window_id: int) -> bool:
         return self.execute("DELETE FROM maintenance WHERE id = ?", (window_id,)) > 0
 
+    # ---------------------------------------------------------------- availability
+
+    def device_agents(self) -> list[tuple[str, str, str, str]]:
+        """(site, device, agent, rtc) of every known device; the RTC its agent's when the
+        device row has none."""
+        return [
+            (str(s), str(d), str(a), str(r))
+            for s, d, a, r in self.all(
+                "SELECT d.site, d.device, d.agent, "
+                "COALESCE(NULLIF(d.rtc, ''), a.rtc, '') FROM devices d "
+                "LEFT JOIN agents a ON a.site = d.site AND a.agent = d.agent "
+                "ORDER BY d.site, d.device"
+            )
+        ]
+
+    def spans(
+        self, kind: str, since: float, until: float
+    ) -> list[tuple[str, str, str, float, float | None]]:
+        """(site, device, resource, opened, resolved) of the incidents of `kind` that
+        overlap [since, until); a reachability incident only if it was down."""
+        down = (
+            " AND EXISTS (SELECT 1 FROM timeline t WHERE t.incident_id = i.id AND t.state = 'down')"
+            if kind == "reachability"
+            else ""
+        )
+        return [
+            (str(s), str(d), str(r), float(o), None if z is None else float(z))
+            for s, d, r, o, z in self.all(
+                "SELECT i.site, i.device, i.resource, i.opened, i.resolved FROM incidents i "
+                f"WHERE i.kind = ? AND i.opened < ? AND (i.resolved IS NULL OR i.resolved > ?)"
+                f"{down} ORDER BY i.site, i.device, i.opened",
+                (kind, until, since),
+            )
+        ]
+
+    def recorded_within(self, site: str, agent: str, since: float, until: float) -> bool:
+        """Whether the store holds an event of the agent stamped in [since, until)."""
+        return (
+            self.one(
+                "SELECT 1 FROM events WHERE site = ? AND agent = ? AND at >= ? AND at < ? LIMIT 1",
+                (site, agent, since, until),
+            )
+            is not None
+        )
+
 
 def _window(row: Row) -> MaintenanceWindow:
     id_, site, device, match, starts, ends, every, until, reason, created_by = row

@@ -602,6 +602,56 @@ async function showStats() {
     el("td", {}, s.resolved), el("td", {}, duration(s.mttr_s)))));
 }
 
+// ------------------------------------------------------------------ availability
+
+const availOpen = new Set(); // sites whose devices are shown
+
+function monthPeriod(month) {
+  // "2026-12" -> the API's from and to (UTC): the month, or its part so far
+  const [y, m] = month.split("-").map(Number);
+  const next = m === 12 ? `${y + 1}-01` : `${y}-${String(m + 1).padStart(2, "0")}`;
+  return `from=${month}-01T00:00:00Z&to=${next}-01T00:00:00Z`;
+}
+
+function availCells(r) {
+  const pct = r.up_pct === null ? "–" : `${r.up_pct.toFixed(3)} %`;
+  const span = (s) => el("td", { title: `${s} s` }, s ? duration(s) : "0");
+  return [el("td", { class: "up-pct" }, pct), span(r.down_s), span(r.unknown_s), span(r.maintenance_s)];
+}
+
+async function showAvailability(month) {
+  const picker = $("avail-month");
+  if (!month) month = picker.value || new Date().toISOString().slice(0, 7);
+  picker.value = month;
+  const period = monthPeriod(month);
+  const base = `/api/v1/availability?${period}`;
+  $("avail-csv-sites").href = `${base}&by=site&format=csv`;
+  $("avail-csv-devices").href = `${base}&by=device&format=csv`;
+  const [sites, devices] = await Promise.all([
+    api(`${base}&by=site`), api(`${base}&by=device`),
+  ]);
+  $("avail-period").textContent = `${new Date(sites.from * 1000).toISOString().slice(0, 16)}Z – ${new Date(sites.to * 1000).toISOString().slice(0, 16)}Z`;
+  const rows = [];
+  for (const s of sites.rows) {
+    const open = availOpen.has(s.site);
+    rows.push(el("tr", {
+      class: "avail-site", dataset: { site: s.site },
+      onclick: () => {
+        if (open) availOpen.delete(s.site); else availOpen.add(s.site);
+        showAvailability(month).catch((err) => toast(err.message));
+      },
+    }, el("td", {}, `${open ? "▾" : "▸"} ${s.site}`), el("td", {}, s.rtc), el("td", {}, s.devices),
+    ...availCells(s)));
+    if (!open) continue;
+    for (const d of devices.rows.filter((x) => x.site === s.site)) {
+      rows.push(el("tr", { class: "avail-device", dataset: { site: d.site, device: d.device } },
+        el("td", {}, el("a", { href: `#/device/${encodeURIComponent(d.site)}/${encodeURIComponent(d.device)}` }, d.device)),
+        el("td", {}, d.rtc), el("td", {}, ""), ...availCells(d)));
+    }
+  }
+  $("avail-rows").replaceChildren(...rows);
+}
+
 // ------------------------------------------------------------------ routing
 
 async function route() {
@@ -616,6 +666,7 @@ async function route() {
     else if (page === "site") await showSite(parts[1]);
     else if (page === "device") await showDevice(parts[1], parts[2]);
     else if (page === "stats") await showStats();
+    else if (page === "availability") await showAvailability(parts[1]);
   } catch (err) {
     if (err.status !== 401) toast(err.message);
   }
@@ -638,6 +689,7 @@ async function boot() {
   for (const id of ["f-rtc", "f-site", "f-severity"]) $(id).addEventListener("change", renderBoard);
   $("f-state").addEventListener("change", loadIncidents);
   $("stats-range").addEventListener("change", showStats);
+  $("avail-month").addEventListener("change", (e) => { if (e.target.value) location.hash = `#/availability/${e.target.value}`; });
   try {
     state.me = await api("/api/v1/whoami"); // a session cookie from an earlier login
     await start();
