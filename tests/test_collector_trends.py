@@ -12,25 +12,15 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
-from aiohttp.test_utils import TestServer
-from collectorkit import TOKENS, Clock, collector_config
+from collectorkit import TOKENS
+from trendkit import Incident, serving
 
-from collector.api import make_app
-from collector.auth import Users
-from collector.config import check_collector
-from collector.incidents import Engine
 from collector.incidents.trends import periods
-from collector.recent import RecentValues
-from collector.store import Store
-from collector.stream import ChangeFeed, Hub
-from enoc.wire import Event, EventsMessage
-from testbed.servers import free_port
 
 H, D = 3600.0, 86400.0
 W = 1_799_625_600.0  # Monday 2027-01-11 00:00 UTC: ISO week 2027-W02
 
-# (name, site, rtc, severity, opened, acknowledged after, resolved after, resolved how)
-INCIDENTS = [
+INCIDENTS: list[Incident] = [
     ("a", "nyc", "amer", "critical", W + 1 * H, 300, 1800, "cleared"),
     ("b", "nyc", "amer", "major", W + 2 * D, 600, 3600, "operator"),
     ("c", "lon", "emea", "major", W + 3 * D, None, None, ""),
@@ -46,61 +36,8 @@ def auth() -> dict[str, str]:
 
 @pytest_asyncio.fixture
 async def base(tmp_path: Path) -> AsyncIterator[str]:
-    """The API over a store holding INCIDENTS, made with an injected clock."""
-    config = check_collector(collector_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}")).result()
-    assert config.http.users_file is not None
-    store = Store(config.store.url)
-    await store.open()
-    clock = Clock(W)
-    engine = Engine(store, config.incidents, now=clock, origin="trends-test")
-    # every step of every incident, in time order: (at, name, what)
-    steps = []
-    for name, *_, opened, acked, resolved, how in INCIDENTS:
-        steps.append((opened, name, "open"))
-        if acked is not None:
-            steps.append((opened + acked, name, "ack"))
-        if resolved is not None:
-            steps.append((opened + resolved, name, how))
-    ids: dict[str, int] = {}
-    seq = 0
-    for at, name, what in sorted(steps):
-        _, site, rtc, severity, *_ = next(i for i in INCIDENTS if i[0] == name)
-        clock.t = at
-        if what in ("open", "cleared"):
-            seq += 1
-            state = "down" if what == "open" else "up"
-            device = f"r-{name}"
-            event = Event(f"{name}-{what}", at, device, "device", "reachability", state, severity)
-            message = EventsMessage(f"agent-{site}", site, rtc, seq, at, [event])
-            changes = await engine.on_events(message)
-            ids.setdefault(name, changes[0].incident.id)
-        else:
-            action = "ack" if what == "ack" else "resolve"
-            await engine.operators.act(ids[name], action, "ops1")
-    hub = Hub()
-    app = make_app(
-        config=config,
-        users=Users.load(config.http.users_file),
-        store=store,
-        queries=engine.queries,
-        maintenance=engine.maintenance,
-        operators=engine.operators,
-        publish=_nothing,
-        feed=ChangeFeed(config.store, hub),
-        hub=hub,
-        recent=RecentValues(),
-        health=dict,
-        counters=dict,
-    )
-    try:
-        async with TestServer(app, host="127.0.0.1") as server:
-            yield f"http://127.0.0.1:{server.port}"
-    finally:
-        await store.close()
-
-
-async def _nothing(_changes: list[Any]) -> None:
-    return None
+    async with serving(tmp_path, INCIDENTS) as url:
+        yield url
 
 
 async def get(base: str, path: str, status: int = 200) -> Any:
