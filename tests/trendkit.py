@@ -18,12 +18,12 @@ from collector.incidents import Engine
 from collector.recent import RecentValues
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
-from enoc.wire import Event, EventsMessage
+from enoc.wire import Event, EventsMessage, Severity
 from testbed.servers import free_port
 
 # (name, site, rtc, severity, opened, acknowledged after, resolved after, resolved how:
 # "cleared" by an up event or "operator")
-Incident = tuple[str, str, str, str, float, float | None, float | None, str]
+Incident = tuple[str, str, str, Severity, float, float | None, float | None, str]
 
 
 async def seed(engine: Engine, clock: Clock, incidents: list[Incident]) -> None:
