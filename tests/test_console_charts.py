@@ -115,7 +115,7 @@ async def stats_page(
         await page.goto(f"{base}/#/stats")
         # errors from here on: the console's first question (whoami) is answered 401 then
         await page.wait_for_selector("#login-view:visible")
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         await page.fill("#login-name", "watcher")
         await page.fill("#login-password", PASSWORD)
         await page.click("#login-form button[type=submit]")
