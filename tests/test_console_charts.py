@@ -21,13 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import pytest_asyncio
 import yaml
+from browserkit import chromium_path, launched
 from trendkit import Incident, serving
 
 from collector.auth import hash_password
 
 pytestmark = [pytest.mark.servers]
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
 H, D = 3600.0, 86400.0
 NOW = time.time()
@@ -53,23 +53,13 @@ def users(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def chromium_binary() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium")
-    return CHROMIUM
+    return chromium_path()
 
 
 @pytest_asyncio.fixture
 async def browser(chromium_binary: str) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=chromium_binary, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with launched(chromium_binary) as chromium:
+        yield chromium
 
 
 async def availability_stand_in(route: Any) -> None:

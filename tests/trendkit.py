@@ -6,18 +6,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from aiohttp.test_utils import TestServer
-from collectorkit import Clock, collector_config
+from collectorkit import Clock, collector_config, engine_app
 
-from collector.api import make_app
-from collector.auth import Users
 from collector.config import check_collector
 from collector.incidents import Engine
-from collector.recent import RecentValues
 from collector.store import Store
-from collector.stream import ChangeFeed, Hub
 from enoc.wire import Event, EventsMessage, Severity
 from testbed.servers import free_port
 
@@ -54,10 +49,6 @@ async def seed(engine: Engine, clock: Clock, incidents: list[Incident]) -> None:
             await engine.operators.act(ids[name], action, "ops1")
 
 
-async def _nothing(_changes: list[Any]) -> None:
-    return None
-
-
 @contextlib.asynccontextmanager
 async def serving(
     tmp_path: Path, incidents: list[Incident], users: Path | None = None
@@ -73,21 +64,7 @@ async def serving(
     engine = Engine(store, config.incidents, now=clock, origin="trends-test")
     try:
         await seed(engine, clock, incidents)
-        hub = Hub()
-        app = make_app(
-            config=config,
-            users=Users.load(config.http.users_file),
-            store=store,
-            queries=engine.queries,
-            maintenance=engine.maintenance,
-            operators=engine.operators,
-            publish=_nothing,
-            feed=ChangeFeed(config.store, hub),
-            hub=hub,
-            recent=RecentValues(),
-            health=dict,
-            counters=dict,
-        )
+        app = engine_app(config, store, engine)
         async with TestServer(app, host="127.0.0.1") as server:
             yield f"http://127.0.0.1:{server.port}"
     finally:
