@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from collectorkit import TOKENS
-from trendkit import Incident, serving
+from trendkit import Incident, new_database, serving
 
 from collector.incidents.trends import periods
 
@@ -34,9 +35,13 @@ def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS['viewer1']}"}
 
 
-@pytest_asyncio.fixture
-async def base(tmp_path: Path) -> AsyncIterator[str]:
-    async with serving(tmp_path, INCIDENTS) as url:
+@pytest_asyncio.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.servers)])
+async def base(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The API over INCIDENTS, in each store dialect."""
+    store_url = ""
+    if request.param == "postgresql":
+        store_url = new_database(request.getfixturevalue("pg_server"))
+    async with serving(tmp_path, INCIDENTS, store_url=store_url) as url:
         yield url
 
 

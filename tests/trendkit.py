@@ -4,9 +4,11 @@ a device-down event, acknowledged or resolved by an operator or cleared by an up
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import psycopg
 from aiohttp.test_utils import TestServer
 from collectorkit import Clock, collector_config, engine_app
 
@@ -14,7 +16,9 @@ from collector.config import check_collector
 from collector.incidents import Engine
 from collector.store import Store
 from enoc.wire import Event, EventsMessage, Severity
-from testbed.servers import free_port
+from testbed.servers import PostgreSQL, free_port
+
+_databases = itertools.count(1)
 
 # (name, site, rtc, severity, opened, acknowledged after, resolved after, resolved how:
 # "cleared" by an up event or "operator")
@@ -49,13 +53,24 @@ async def seed(engine: Engine, clock: Clock, incidents: list[Incident]) -> None:
             await engine.operators.act(ids[name], action, "ops1")
 
 
+def new_database(server: PostgreSQL) -> str:
+    """A fresh database on `server` (one server serves a test module): its URL."""
+    name = f"trends{next(_databases)}"
+    root = server.url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{root}/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{root}/{name}"
+
+
 @contextlib.asynccontextmanager
 async def serving(
-    tmp_path: Path, incidents: list[Incident], users: Path | None = None
+    tmp_path: Path, incidents: list[Incident], users: Path | None = None, store_url: str = ""
 ) -> AsyncIterator[str]:
-    """The API and console on loopback over a store holding `incidents`; its base URL."""
+    """The API and console on loopback over a store holding `incidents` (SQLite unless
+    `store_url`); its base URL."""
     extra = {"http": {"users_file": str(users)}} if users is not None else None
-    path = collector_config(tmp_path, f"mqtt://127.0.0.1:{free_port()}", extra=extra)
+    mqtt = f"mqtt://127.0.0.1:{free_port()}"  # not connected to: the API alone is served
+    path = collector_config(tmp_path, mqtt, store_url=store_url, extra=extra)
     config = check_collector(path).result()
     assert config.http.users_file is not None
     store = Store(config.store.url)
