@@ -42,6 +42,7 @@ from collector.api_input import (
     storable,
     time_param,
 )
+from collector.api_tables import choice, seconds_param, table_response, time_range
 from collector.auth import HashGate, HashingBusy, Role, User, Users, cpus
 from collector.config import CollectorConfig
 from collector.exposition import prometheus_text
@@ -52,6 +53,7 @@ from collector.incidents import (
     NotFound,
     Operators,
     Queries,
+    trends,
 )
 from collector.model import SEVERITY_RANK, STATES, IncidentChange
 from collector.recent import InfluxRecent, RecentValues
@@ -201,6 +203,8 @@ class Api:
         r.add_get("/api/v1/agents", self._role("viewer", self.agents))
         r.add_get("/api/v1/stats", self._role("viewer", self.stats))
         r.add_get("/api/v1/availability", self._role("viewer", self.availability))
+        r.add_get("/api/v1/stats/trend", self._role("viewer", self.stats_trend))
+        r.add_get("/api/v1/stats/open", self._role("viewer", self.stats_open))
         r.add_get("/api/v1/stream", self._role("viewer", self.stream))
         r.add_get("/api/v1/maintenance", self._role("viewer", self.list_windows))
         r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
@@ -562,17 +566,32 @@ class Api:
         return web.json_response({"since": since, "until": until, "stats": stats})
 
     async def availability(self, request: web.Request) -> web.Response:
-        asked = availability.request(request.query, time.time())
+        q = request.query
+        asked = availability.request(q, time.time())
         rows = await availability.availability(self.store, asked.by, asked.lo, asked.hi)
-        if asked.csv:
-            name = availability.csv_name(asked.by, asked.lo, asked.hi)
-            return web.Response(
-                text=availability.as_csv(rows, asked.by),
-                content_type="text/csv",
-                charset="utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{name}"'},
-            )
-        return web.json_response({"by": asked.by, "from": asked.lo, "to": asked.hi, "rows": rows})
+        body = {"by": asked.by, "from": asked.lo, "to": asked.hi, "rows": rows}
+        name = availability.csv_name(asked.by, asked.lo, asked.hi)
+        return table_response(q, body, rows, availability.columns(asked.by), name)
+
+    async def stats_trend(self, request: web.Request) -> web.Response:
+        """MTTA and MTTR per ISO week or month, by RTC, site or severity."""
+        q = request.query
+        period = choice(q, "period", trends.PERIODS, "week")
+        by = choice(q, "by", trends.GROUPS, "site")
+        since, until = time_range(q, trends.SPAN[period], time.time())
+        found = await request.app[QUERIES_KEY].trends.trend(period, by, since, until)
+        body = {"period": period, "by": by, "from": since, "to": until, **found}
+        name = f"enoc-mtta-mttr-{period}-{by}.csv"
+        return table_response(q, body, found["rows"], trends.trend_columns(by), name)
+
+    async def stats_open(self, request: web.Request) -> web.Response:
+        """The open-incident count at each step of a range, in all and by severity."""
+        q = request.query
+        since, until = time_range(q, trends.SPAN["open"], time.time())
+        step = seconds_param(q, "step", max(trends.MIN_STEP, math.ceil((until - since) / 500)))
+        rows = await request.app[QUERIES_KEY].trends.open_over_time(since, until, step)
+        body = {"from": since, "to": until, "step": step, "rows": rows}
+        return table_response(q, body, rows, trends.OPEN_COLUMNS, "enoc-open-incidents.csv")
 
     # ---------------------------------------------------------------- maintenance
 

@@ -24,15 +24,14 @@ known throughout). Times are Unix seconds; a period's end after now is cut at no
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from collector.api_input import bad_request, time_param
+from collector.api_tables import FORMATS, choice
 from collector.incidents.model import AGENT_OFFLINE, MaintenanceWindow
 from collector.incidents.records import Records, run
 from collector.model import IncidentKey
@@ -225,17 +224,13 @@ def request(query: Mapping[str, str], now: float) -> Request:
     """The API's parameters: `by` (device, site or rtc; site by default), `from` and `to`
     (Unix seconds or ISO 8601; the current month so far by default; an end after now is
     cut at now) and `format` (json or csv); a 400 naming the parameter otherwise."""
-    by = query.get("by", "site")
-    if by not in BY:
-        raise bad_request(f"by must be device, site or rtc, got {by[:40]!r}")
-    fmt = query.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise bad_request(f"format must be json or csv, got {fmt[:40]!r}")
+    by = cast(By, choice(query, "by", BY, "site"))
+    csv = choice(query, "format", FORMATS, "json") == "csv"
     lo = time_param(query.get("from", ""), "from", month_start(now), now)
     hi = min(now, time_param(query.get("to", ""), "to", now, now))
     if lo >= hi:
         raise bad_request("from must be before to (and before now)")
-    return Request(by, fmt == "csv", lo, hi)
+    return Request(by, csv, lo, hi)
 
 
 def month_start(now: float) -> float:
@@ -244,15 +239,9 @@ def month_start(now: float) -> float:
     return datetime(t.year, t.month, 1, tzinfo=UTC).timestamp()
 
 
-def as_csv(result: list[dict[str, Any]], by: By) -> str:
-    """The rows as CSV, the key columns then the figures (an unknown up_pct is empty)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    columns = (*KEYS[by], *FIGURES)
-    writer.writerow(columns)
-    for row in result:
-        writer.writerow(["" if row[c] is None else row[c] for c in columns])
-    return out.getvalue()
+def columns(by: By) -> tuple[str, ...]:
+    """A row's columns: the keys of `by`, then the figures (the CSV's header)."""
+    return (*KEYS[by], *FIGURES)
 
 
 def csv_name(by: By, lo: float, hi: float) -> str:

@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 
+from collector.api import make_app
 from collector.app import Collector
+from collector.auth import Users
+from collector.config import CollectorConfig
+from collector.incidents import Engine
+from collector.model import IncidentChange
+from collector.recent import RecentValues
+from collector.store import Store
+from collector.stream import ChangeFeed, Hub
 from testbed.servers import VictoriaMetrics, free_port
 
 TOKENS = {
@@ -126,3 +135,37 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+async def _publish_nowhere(_changes: list[IncidentChange]) -> None:
+    return None
+
+
+def engine_app(
+    config: CollectorConfig,
+    store: Store,
+    engine: Engine,
+    *,
+    publish: Callable[[list[IncidentChange]], Awaitable[None]] = _publish_nowhere,
+    health: Callable[[], dict[str, Any]] = dict,
+    counters: Callable[[], dict[str, float]] = dict,
+    capabilities: Any = None,
+) -> web.Application:
+    """The HTTP API (`make_app`) over an engine's parts, without a Collector."""
+    assert config.http.users_file is not None
+    hub = Hub()
+    return make_app(
+        config=config,
+        users=Users.load(config.http.users_file),
+        store=store,
+        queries=engine.queries,
+        maintenance=engine.maintenance,
+        operators=engine.operators,
+        publish=publish,
+        feed=ChangeFeed(config.store, hub),
+        hub=hub,
+        recent=RecentValues(),
+        health=health,
+        counters=counters,
+        capabilities=capabilities,
+    )

@@ -22,6 +22,7 @@ from test_collector_engine import store_url
 
 from collector import availability
 from collector.api_input import ApiError
+from collector.api_tables import table_response
 from collector.availability import Figures, figures, merged, minus
 from collector.config import IncidentsConfig
 from collector.incidents import Engine, MaintenanceWindow
@@ -317,8 +318,8 @@ def test_parameters_iso_unix_defaults_and_errors() -> None:
     assert (default.lo, default.hi, default.by, default.csv) == (DEC, now, "rtc", True)
     assert availability.request({"to": "2027-03-01T00:00:00Z"}, now).hi == now  # not beyond now
     for query, named in (
-        ({"by": "building"}, "by must be device, site or rtc"),
-        ({"format": "xml"}, "format must be json or csv"),
+        ({"by": "building"}, "by must be one of device, site, rtc"),
+        ({"format": "xml"}, "format must be one of json, csv"),
         ({"from": "yesterday-ish"}, "from must be Unix seconds, ISO 8601"),
         ({"to": "2026-12-02T00:00:00"}, "to needs a time zone"),
         ({"from": "2026-12-05T00:00:00Z", "to": "2026-12-04T00:00:00Z"}, "from must be before"),
@@ -334,7 +335,9 @@ def test_csv_rows_and_name() -> None:
         {"site": "nyc", "rtc": "amer", "devices": 2, **Figures(100, 10, 0, 0).as_dict()},
         {"site": "bos", "rtc": "amer", "devices": 1, **Figures(0, 0, 5, 0).as_dict()},
     ]
-    text = availability.as_csv(rows, "site")
+    name = availability.csv_name("site", DEC, JAN)
+    response = table_response({"format": "csv"}, {}, rows, availability.columns("site"), name)
+    text = response.text or ""
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert list(parsed[0]) == ["site", "rtc", "devices", *availability.FIGURES]
     assert parsed[0]["up_pct"] == str(round(100 / 110 * 100, 3))

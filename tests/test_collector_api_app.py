@@ -9,16 +9,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from collectorkit import TOKENS, collector_config
+from collectorkit import TOKENS, collector_config, engine_app
 
-from collector.api import QUERIES_KEY, RECENT_DB_KEY, make_app
-from collector.auth import Users
+from collector.api import QUERIES_KEY, RECENT_DB_KEY
 from collector.config import check_collector
 from collector.incidents import Engine
 from collector.model import IncidentChange
-from collector.recent import RecentValues
 from collector.store import Store
-from collector.stream import ChangeFeed, Hub
 from enoc.wire import Capabilities, Event, EventsMessage
 from testbed.servers import free_port
 
@@ -49,18 +46,11 @@ async def test_the_api_serves_the_parts_it_is_given_and_closes_its_own_clients(
     async def publish(changes: list[IncidentChange]) -> None:
         published.extend(changes)
 
-    hub = Hub()
-    app = make_app(
-        config=config,
-        users=Users.load(config.http.users_file),
-        store=store,
-        queries=engine.queries,
-        maintenance=engine.maintenance,
-        operators=engine.operators,
+    app = engine_app(
+        config,
+        store,
+        engine,
         publish=publish,
-        feed=ChangeFeed(config.store, hub),
-        hub=hub,
-        recent=RecentValues(),
         health=lambda: {"store": {"ok": store.healthy, "last_error": ""}},
         counters=lambda: {"acked": 7},
         capabilities={("lab", "agent-1"): {"r1": Capabilities(["bgp"], {"cpu": "JUNIPER-MIB"})}},

@@ -33,6 +33,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from agentkit import agent_config, running_agent, simulated_site
+from browserkit import chromium_path, launched
 from collectorkit import collector_config, eventually, running_collector
 
 from collector.app import Collector
@@ -44,7 +45,6 @@ from testbed.servers import Mosquitto
 
 pytestmark = [pytest.mark.servers, pytest.mark.asyncio(loop_scope="module")]
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
 
 
@@ -66,23 +66,13 @@ def console_users(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def chromium_binary() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium")
-    return CHROMIUM
+    return chromium_path()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser(chromium_binary: str) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=chromium_binary, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with launched(chromium_binary) as chromium:
+        yield chromium
 
 
 def save(shot: Path) -> None:

@@ -76,11 +76,12 @@ def test_wheel_and_locked_requirements_install_and_run(tmp_path: Path) -> None:
         env_python,
         "-c",
         "import collector, pathlib; p = pathlib.Path(collector.__file__).parent; "
-        "print(p); print((p / 'static' / 'index.html').is_file())",
+        "print(p); print((p / 'static' / 'index.html').is_file()); "
+        "print((p / 'static' / 'vendor' / 'uPlot.iife.min.js').is_file())",
         cwd=site,
     ).stdout.split()
     assert located[0].startswith(str(venv)), located
-    assert located[1] == "True"
+    assert located[1:] == ["True", "True"]  # the page and the libraries it loads
     # the collector in it works without the extension, on the Python path
     path = "import collector.lineproto as l; print(l.native_lineproto()); print(l.NATIVE)"
     assert run(env_python, "-c", path, cwd=site).stdout.startswith("False\nline protocol in pure")

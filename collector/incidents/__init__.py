@@ -5,7 +5,8 @@
 - `liveness`: agent status and the site incident while an agent is away;
 - `sweeps`: heartbeat timeouts, settling, expiry, maintenance, escalation, pruning;
 - `maintenance`: the windows; `operators`: ack, resolve, comment;
-- `queries`: what the API and the notifier read;
+- `queries`: what the API and the notifier read; `trends`: MTTA, MTTR and open
+  incidents over time;
 - `records`: the store interface, every SQL statement of the above;
 - `engine`: the parts assembled over one store.
 """

@@ -7,6 +7,7 @@ from typing import Any
 
 from collector.incidents.model import NotFound
 from collector.incidents.records import read, run
+from collector.incidents.trends import Trends
 from collector.model import SEVERITY_RANK, Incident
 from collector.store import Store
 
@@ -14,6 +15,7 @@ from collector.store import Store
 class Queries:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.trends = Trends(store)  # MTTA, MTTR and open incidents over time
 
     async def incidents(
         self,

@@ -222,6 +222,16 @@ class Records(Tx):
             (since, until),
         )
 
+    def incident_times(self, since: float, until: float) -> list[Row]:
+        """(opened, acknowledged, resolved, rtc, site, severity) of the unsuppressed
+        incidents open at some time in [since, until] (incidents/trends.py)."""
+        return self.all(
+            "SELECT opened, acknowledged, resolved, rtc, site, severity FROM incidents "
+            "WHERE opened <= ? AND (resolved IS NULL OR resolved >= ?) "
+            "AND suppressed_by IS NULL ORDER BY opened",
+            (until, since),
+        )
+
     # ---------------------------------------------------------------- agents and devices
 
     def agent_seen(self, site: str, agent: str) -> tuple[float, int] | None:

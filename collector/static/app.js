@@ -1,5 +1,6 @@
 // enoc NOC console: plain ES module, no build step, nothing fetched from the internet.
 // State comes from the collector's API; incident changes arrive on /api/v1/stream (SSE).
+import { drawCharts } from "./charts.js";
 
 const SEVERITIES = ["critical", "major", "minor", "warning", "info"];
 const RANK = { critical: 5, major: 4, minor: 3, warning: 2, info: 1 };
@@ -600,6 +601,7 @@ async function showStats() {
     el("td", {}, s.site), el("td", {}, el("span", { class: `sev ${s.severity}` }, s.severity)),
     el("td", {}, s.incidents), el("td", {}, s.acknowledged), el("td", {}, duration(s.mtta_s)),
     el("td", {}, s.resolved), el("td", {}, duration(s.mttr_s)))));
+  await drawCharts(api, since);
 }
 
 // ------------------------------------------------------------------ availability
