@@ -14,6 +14,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "enoc.bench.agent",
         "varbinds per CPU-second of the agent, beside the Prometheus SNMP exporter",
     ),
+    "instructions": (
+        "enoc.bench.instructions",
+        "instructions (callgrind) a polled varbind costs the agent of each of several checkouts",
+    ),
     "collector": (
         "enoc.bench.collector",
         "points per CPU-second from MQTT to the database, replica scaling, trap latency",
