@@ -2,7 +2,8 @@
 
 This is the delivery machinery, the same for every notifier kind; what a receiver's
 message looks like and how it travels is the kind's (collector/notifiers: generic JSON,
-Alertmanager, and what is registered there), picked by `notifications.webhooks[].format`.
+Alertmanager, and what is registered there), picked by `notifications.webhooks[].format`;
+each `notifications.email` entry is a receiver of kind `email`, delivered the same way.
 
 Every replica may deliver, but each webhook is delivered by one replica at a
 time: the one holding its lease in the store (`notify_cursors`). The holder
@@ -57,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from collector.config import NotificationsConfig, WebhookConfig
+from collector.config import EmailConfig, NotificationsConfig, Receiver
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
 from collector.store import Store, Tx
@@ -102,7 +103,7 @@ class Target:
     """One webhook: its identity in the store, its queue while this replica holds the lease,
     what the receiver was told, its counters."""
 
-    config: WebhookConfig
+    config: Receiver  # a webhook, or an e-mail receiver delivered the same way
     name: str
     notifier: Notifier  # its kind's, from the registry
     queue: deque[Notification] = field(default_factory=deque)
@@ -122,11 +123,15 @@ class Target:
     def key(self) -> str:
         """How replicas name this webhook in the store: its format and URL without the
         login (a password must not sit in the store; rotating it keeps the cursor)."""
+        if isinstance(self.config, EmailConfig):
+            return self.config.key
         return f"{self.config.format} {strip_login(self.config.url)}"
 
     @property
     def old_key(self) -> str:
         """The key of schema 3 to 5, with the URL's login: renamed to `key` on open."""
+        if isinstance(self.config, EmailConfig):
+            return self.config.key
         return f"{self.config.format} {self.config.url}"
 
     def drop(self) -> None:
@@ -159,10 +164,10 @@ class Notifications:
         # unique per process: a restarted replica waits for its predecessor's lease too
         self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
         self.http = Http(now)
-        env = Env(self.http, now, refresh)
+        env = Env(self.http, now, refresh, config.console_url)
         self.targets = [
             Target(hook, name, NOTIFIERS[hook.format](hook, env))
-            for hook, name in zip(config.webhooks, _names(config), strict=True)
+            for hook, name in zip(config.receivers, _names(config), strict=True)
         ]
         self.skipped = 0
         self.dead_letter_errors = 0
@@ -577,10 +582,10 @@ def webhook_name(url: str) -> str:
 def _names(config: NotificationsConfig) -> list[str]:
     """Each webhook's name: its own, or `webhook_name`; the format is added where two
     webhooks would otherwise share one (their counters would add up)."""
-    names = [hook.name or webhook_name(hook.url) for hook in config.webhooks]
+    names = [hook.name or webhook_name(hook.url) for hook in config.receivers]
     return [
         name if names.count(name) == 1 or hook.name else f"{name} ({hook.format})"
-        for name, hook in zip(names, config.webhooks, strict=True)
+        for name, hook in zip(names, config.receivers, strict=True)
     ]
 
 
