@@ -325,6 +325,62 @@ class EmailConfig:
 Receiver = WebhookConfig | EmailConfig
 
 
+@dataclass(frozen=True)
+class DeskConfig:
+    """One `notifications.desks` entry: a service desk and its shifts (collector/desks.py)."""
+
+    name: str
+    timezone: str  # IANA: "Asia/Bangkok"
+    hours: str  # local, "08:00-17:00"; "22:00-06:00" runs past midnight
+    days: str | list[str] = "mon-sun"  # the days a shift starts: "mon-fri", [mon, wed]
+    receivers: list[str] = field(default_factory=list)  # receiver names: the desk's incidents
+    # escalation level (the engine's, notifications.escalate_after) -> receivers added then
+    escalation: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from collector.desks import ON_SHIFT, Window
+
+        if not self.name.strip() or self.name == ON_SHIFT:
+            raise ValueError(f'name must be a desk\'s own (not empty, not "{ON_SHIFT}")')
+        try:
+            Window.parse(self.timezone, "00:00-01:00", "daily")
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        Window.parse("UTC", self.hours, self.days)  # messages start with hours / days
+        for level in self.escalation:
+            if not level.isdigit() or int(level) < 1:
+                raise ValueError(f'escalation levels are 1, 2, ...; got "{level}"')
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """What a route matches (every key optional; one value or a list)."""
+
+    rtc: str | list[str] = field(default_factory=list)
+    site: str | list[str] = field(default_factory=list)
+    severity: str | list[str] = field(default_factory=list)
+    hours: str = ""  # the time of day, local to `timezone`: "18:00-08:00"
+    days: str | list[str] = "mon-sun"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        from collector.desks import Window
+
+        if self.hours:
+            Window.parse(self.timezone, self.hours, self.days)
+        elif self.timezone != "UTC" or self.days != "mon-sun":
+            raise ValueError("hours: timezone and days need hours")
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One `notifications.routes` entry: incidents that `match` go to `desk` (a desk's
+    name, or on-shift: the desk on shift). The first matching route wins."""
+
+    desk: str
+    match: RouteMatch = field(default_factory=RouteMatch)
+
+
 def _default_escalation() -> dict[str, Duration]:
     return {"critical": Duration(900), "major": Duration(1800), "minor": Duration(14400)}
 
@@ -335,6 +391,12 @@ class NotificationsConfig:
     email: list[EmailConfig] = field(default_factory=list)
     # The console's address as receivers reach it: e-mails link to the incident's device
     console_url: str = ""
+    # Follow the sun (collector/desks.py, collector/handover.py): service desks, routes to
+    # them, and the summary mailed to the next desk at each shift change, sent if the
+    # change was at most handover_window ago (a collector down longer sends none late).
+    desks: list[DeskConfig] = field(default_factory=list)
+    routes: list[RouteConfig] = field(default_factory=list)
+    handover_window: Duration = Duration(3600)
     retries: int = 5  # attempts after the first, with exponential backoff
     retry_backoff: Duration = Duration(1)  # first wait; doubles up to 60 s
     dead_letter_file: Path | None = None  # JSON lines of notifications that never got through
@@ -369,6 +431,32 @@ class NotificationsConfig:
                 f"notifications.console_url must start with http:// or https://, got "
                 f'"{self.console_url}"'
             )
+
+        self._check_desks()
+
+    def _check_desks(self) -> None:
+        from collector.desks import ON_SHIFT
+
+        names = {r.name for r in self.receivers if r.name}
+        desks = [d.name for d in self.desks]
+        for name in {n for n in desks if desks.count(n) > 1}:
+            raise ValueError(f'desks: two desks named "{name}"')
+        for desk in self.desks:
+            named = [*desk.receivers, *(r for level in desk.escalation.values() for r in level)]
+            for receiver in named:
+                if receiver not in names:
+                    raise ValueError(
+                        f'desks: desk "{desk.name}" names receiver "{receiver}", which is no '
+                        "webhook's or e-mail receiver's name"
+                    )
+        if self.routes and not self.desks:
+            raise ValueError("routes: routes need desks")
+        for route in self.routes:
+            if route.desk != ON_SHIFT and route.desk not in desks:
+                raise ValueError(
+                    f'routes: desk "{route.desk}" is not a desk (nor {ON_SHIFT}); the desks '
+                    f"are {', '.join(desks)}"
+                )
 
     @property
     def receivers(self) -> list[Receiver]:

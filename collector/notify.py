@@ -35,6 +35,8 @@ Which changes are sent:
 - acknowledged, escalated: sent to JSON webhooks; to Alertmanager as a refresh
   of the firing alert with the new annotations;
 - resolved: when the receiver was told the incident is open, or it is notifiable now;
+- with desks (collector/desks.py), a receiver a desk names hears only the incidents
+  routed to that desk (at its escalation level) when the change is decided;
 - held (flapping, maintenance, suppressed) and below `min_severity`: not sent;
   a duplicate event (updated, already told) is not sent again.
 
@@ -59,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from collector.config import EmailConfig, NotificationsConfig, Receiver
+from collector.desks import Desks
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
 from collector.store import Store, Tx
@@ -169,6 +172,7 @@ class Notifications:
             Target(hook, name, NOTIFIERS[hook.format](hook, env))
             for hook, name in zip(config.receivers, _names(config), strict=True)
         ]
+        self.desks = Desks.of(config)  # follow the sun: which receivers hear an incident
         self.skipped = 0
         self.dead_letter_errors = 0
         self._started = False
@@ -213,6 +217,12 @@ class Notifications:
             return None
         incident_id = int(incident["id"])
         told = incident_id in target.told
+        if (
+            self.desks
+            and not (change == "resolved" and told)  # who heard it open hears it resolve
+            and not self.desks.hears(target.name, incident, self.now())
+        ):
+            return None
         notifiable = not (
             incident["flapping"] or incident["maintenance"] or incident["suppressed_by"] is not None
         )

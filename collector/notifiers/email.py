@@ -36,20 +36,20 @@ log = get_logger("enoc.collector.email")
 _refused = OnceLogger(log)
 
 
-def _when(ts: float | None) -> str:
+def utc_time(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _domain(address: str) -> str:
+def mail_domain(address: str) -> str:
     return parseaddr(address)[1].rpartition("@")[2] or "enoc.invalid"
 
 
 def incident_message_id(incident_id: int, sender: str) -> str:
     """The Message-ID of an incident's thread: its first message's, and every later one's
     In-Reply-To and References."""
-    return f"<enoc.incident-{incident_id}@{_domain(sender)}>"
+    return f"<enoc.incident-{incident_id}@{mail_domain(sender)}>"
 
 
 def device_link(console_url: str, incident: dict[str, Any]) -> str:
@@ -60,12 +60,17 @@ def device_link(console_url: str, incident: dict[str, Any]) -> str:
     return f"{console_url.rstrip('/')}/#/device/{site}/{device}"
 
 
+def headline(incident: dict[str, Any]) -> str:
+    """`MAJOR nairobi / nbo-ce-1: ge-0/0/1 down`: the severity, where, and the summary."""
+    where = " / ".join(part for part in (incident["site"], incident["device"]) if part)
+    summary = str(incident["title"]).removeprefix(f"{incident['device']}: ")  # once is enough
+    return f"{incident['severity'].upper()} {where}: {summary}"
+
+
 def subject(change: str, incident: dict[str, Any]) -> str:
     """`[enoc] MAJOR opened: nairobi / nbo-ce-1: ge-0/0/1 down`."""
-    where = " / ".join(part for part in (incident["site"], incident["device"]) if part)
-    summary = str(incident["title"])
-    summary = summary.removeprefix(f"{incident['device']}: ")  # said once is enough
-    return f"[enoc] {incident['severity'].upper()} {change}: {where}: {summary}"
+    severity, _, rest = headline(incident).partition(" ")
+    return f"[enoc] {severity} {change}: {rest}"
 
 
 def body(change: str, incident: dict[str, Any], change_id: int, console_url: str) -> str:
@@ -78,18 +83,18 @@ def body(change: str, incident: dict[str, Any], change_id: int, console_url: str
         ("Device", incident["device"]),
         ("Resource", incident["resource"] or "-"),
         ("Kind", incident["kind"]),
-        ("Opened", _when(incident["opened"])),
-        ("Updated", _when(incident["updated"])),
+        ("Opened", utc_time(incident["opened"])),
+        ("Updated", utc_time(incident["updated"])),
         ("Events", str(incident["count"])),
     ]
     if incident["escalated"]:
         rows.append(("Escalated", f"level {incident['escalated']}"))
     if incident["acknowledged"]:
         who = incident["acknowledged_by"] or "-"
-        rows.append(("Acknowledged", f"{_when(incident['acknowledged'])} by {who}"))
+        rows.append(("Acknowledged", f"{utc_time(incident['acknowledged'])} by {who}"))
     if incident["resolved"]:
         who = incident["resolved_by"] or "-"
-        rows.append(("Resolved", f"{_when(incident['resolved'])} by {who}"))
+        rows.append(("Resolved", f"{utc_time(incident['resolved'])} by {who}"))
     held = [
         why
         for why, on in (
@@ -124,7 +129,7 @@ def email_message(config: EmailConfig, delivery: Delivery, console_url: str = ""
         message["Message-ID"] = root
     else:
         tag = delivery.change_id or f"{delivery.change}-{delivery.sent:.0f}"
-        domain = _domain(config.from_)
+        domain = mail_domain(config.from_)
         message["Message-ID"] = f"<enoc.incident-{incident['id']}.{tag}@{domain}>"
         message["In-Reply-To"] = root
         message["References"] = root
