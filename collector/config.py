@@ -573,6 +573,19 @@ def collector_issues(config: CollectorConfig, filename: str) -> list[ConfigIssue
                     warning=True,
                 )
             )
+    mailboxes = {mail.name for mail in config.notifications.email}
+    for i, desk in enumerate(config.notifications.desks):
+        if len(config.notifications.desks) > 1 and not mailboxes & set(desk.receivers):
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"notifications.desks[{i}].receivers",
+                    f"desk {desk.name} has no e-mail receiver: the handover at the shift "
+                    "change that gives it the watch has nowhere to go",
+                    warning=True,
+                )
+            )
     if config.recent.source == "influxdb" and config.influxdb is None:
         issues.append(
             ConfigIssue(

@@ -23,6 +23,7 @@ from collector.config import (
     RouteConfig,
     RouteMatch,
     SmtpConfig,
+    collector_issues,
 )
 from collector.desks import Desks, Window
 from collector.handover import Handover
@@ -219,6 +220,17 @@ def test_desk_and_route_mistakes_name_the_key() -> None:
     )
     assert config.notifications.routes[0].match.rtc == ["apac", "oceania"]
     assert config.notifications.desks[0].escalation == {"1": [], "2": []}
+
+
+def test_a_desk_without_mail_is_a_check_config_warning() -> None:
+    config = unite()
+    lonely = DeskConfig("brindisi", "Europe/Rome", "08:00-17:00", WEEKDAYS, [])
+    desks = [*config.desks[:-1], lonely]
+    config = NotificationsConfig(email=config.email, desks=desks)
+    (issue,) = collector_issues(CollectorConfig(notifications=config), "collector.yaml")
+    assert issue.warning and issue.key == "notifications.desks[4].receivers"
+    assert "desk brindisi has no e-mail receiver" in issue.message
+    assert collector_issues(CollectorConfig(notifications=unite()), "collector.yaml") == []
 
 
 # ---------------------------------------------------------------- with real mail
