@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
 from enoc.config import (
     Checked,
@@ -338,8 +339,6 @@ class DeskConfig:
     escalation: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from collector.desks import ON_SHIFT, Window
-
         if not self.name.strip() or self.name == ON_SHIFT:
             raise ValueError(f'name must be a desk\'s own (not empty, not "{ON_SHIFT}")')
         try:
@@ -364,8 +363,6 @@ class RouteMatch:
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
-        from collector.desks import Window
-
         if self.hours:
             Window.parse(self.timezone, self.hours, self.days)
         elif self.timezone != "UTC" or self.days != "mon-sun":
@@ -435,8 +432,6 @@ class NotificationsConfig:
         self._check_desks()
 
     def _check_desks(self) -> None:
-        from collector.desks import ON_SHIFT
-
         names = {r.name for r in self.receivers if r.name}
         desks = [d.name for d in self.desks]
         for name in {n for n in desks if desks.count(n) > 1}:

@@ -27,6 +27,7 @@ from collector.config import (
     collector_issues,
 )
 from collector.incidents import Engine
+from collector.notifiers.email import subject
 from collector.notify import Notifications, read_dead_letters
 from collector.store import Store
 from enoc.config import ConfigError, Duration, Secret, TlsConfig, parse_config
@@ -336,6 +337,19 @@ def test_receivers_share_the_machinerys_rules() -> None:
     secure = SmtpConfig("smtp://127.0.0.1", starttls=True, username="u", password=Secret("p-4x8"))
     config = CollectorConfig(notifications=NotificationsConfig(email=[receiver(secure)]))
     assert collector_issues(config, "collector.yaml") == []
+
+
+def test_a_title_with_line_breaks_stays_one_subject_line() -> None:
+    """A device's strings may hold anything; a header line break would end the header."""
+    incident = {
+        "severity": "minor",
+        "site": "nairobi",
+        "device": "nbo-sw-1",
+        "title": "nbo-sw-1: fan\r\nBcc: everyone@x.net\n failed",
+    }
+    assert subject("opened", incident) == (
+        "[enoc] MINOR opened: nairobi / nbo-sw-1: fan Bcc: everyone@x.net failed"
+    )
 
 
 async def test_a_server_that_is_not_there_is_retried_then_dead_lettered(

@@ -64,7 +64,8 @@ def headline(incident: dict[str, Any]) -> str:
     """`MAJOR nairobi / nbo-ce-1: ge-0/0/1 down`: the severity, where, and the summary."""
     where = " / ".join(part for part in (incident["site"], incident["device"]) if part)
     summary = str(incident["title"]).removeprefix(f"{incident['device']}: ")  # once is enough
-    return f"{incident['severity'].upper()} {where}: {summary}"
+    # one line: a header cannot hold a line break, whatever a device's strings hold
+    return " ".join(f"{incident['severity'].upper()} {where}: {summary}".split())
 
 
 def subject(change: str, incident: dict[str, Any]) -> str:
@@ -209,4 +210,9 @@ class Email:
         return email_message(self.config, delivery, self.env.console_url)
 
     async def send(self, delivery: Delivery) -> None:
-        await send_mail(self.config.smtp, self.render(delivery), self.config.to)
+        try:
+            message = self.render(delivery)
+        except (ValueError, TypeError) as exc:  # would fail the same way every time
+            msg = f"cannot write incident {delivery.incident.get('id')} as e-mail: {exc}"
+            raise DeliveryRefused(msg) from exc
+        await send_mail(self.config.smtp, message, self.config.to)
