@@ -24,6 +24,7 @@ Everything here is a pure function of an injected `now` (Unix seconds).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -212,6 +213,7 @@ class Desks:
         self.desks = {desk.name: desk for desk in desks}
         self.routes = list(routes)
         self.managed: set[str] = set()  # receivers some desk names
+        self._minute: tuple[int, str | None] | None = None  # on_shift's last answer
         for desk in self.desks.values():
             self.managed |= desk.named
 
@@ -234,6 +236,14 @@ class Desks:
 
     def on_shift(self, now: float) -> str | None:
         """The desk on shift at `now` (see the module doc); None without desks."""
+        # Shifts begin and end on whole minutes (every zone's offset is whole minutes),
+        # so the answer holds for the minute: a burst of changes asks once.
+        minute = math.floor(now / 60)
+        if self._minute is None or self._minute[0] != minute:
+            self._minute = (minute, self._on_shift(minute * 60.0))
+        return self._minute[1]
+
+    def _on_shift(self, now: float) -> str | None:
         working = [s for s in self.shifts(now, now + 1) if s.start <= now < s.end]
         if working:
             return working[0].desk  # began first; config order on a tie
