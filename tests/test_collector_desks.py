@@ -5,6 +5,7 @@ SMTP server (aiosmtpd) on loopback. Every time is injected."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +36,8 @@ from testbed.mail import MailServer
 from testbed.servers import PostgreSQL
 
 
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, sec: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, sec, tzinfo=UTC).timestamp()
 
 
 WEEKDAYS = "mon-fri"
@@ -355,3 +356,22 @@ async def test_a_refused_handover_is_tried_again_at_the_next_look(
     assert got.recipients == ["nbo-mail@x.net"]
     assert "Open incidents now with nairobi: 0" in got.message.get_content()
     assert await handover.run_once() == 0
+
+
+async def test_the_handover_part_looks_on_its_own_until_closed(
+    store: Store, mail: MailServer
+) -> None:
+    clock = Clock(utc(2026, 11, 2, 13, 59))  # Nairobi has the watch
+    handover = Handover(unite(mail.url), store, now=clock, owner="r", interval=0.05)
+    await handover.start()
+    task = asyncio.create_task(handover.run())
+    try:
+        await asyncio.sleep(0.2)
+        assert mail.received == []
+        clock.t = utc(2026, 11, 2, 14, 0, 30)  # Nairobi hands over to Geneva
+        await eventually(lambda: len(mail.received) == 1, what="the handover")
+    finally:
+        await handover.close()
+        await asyncio.wait_for(task, 15)
+    assert mail.received[0].message["Subject"].startswith("[enoc] Handover nairobi -> geneva")
+    assert handover.counters() == {"sent": 1, "failed": 0, "given_up": 0}
