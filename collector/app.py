@@ -23,6 +23,7 @@ from aiohttp import web
 from collector.api import make_app
 from collector.auth import Users
 from collector.config import CollectorConfig, check_collector
+from collector.handover import Handover
 from collector.incidents import Engine
 from collector.ingest import Ingest
 from collector.lineproto import (
@@ -73,6 +74,7 @@ class Collector:
         self.feed = ChangeFeed(config.store, self.hub)
         self.notifier = Notifications(config.notifications, self.store, owner=config.mqtt.client_id)
         self.feed.listeners.append(self.notifier.wake)
+        self.handover = Handover(config.notifications, self.store, owner=config.mqtt.client_id)
         self.started = time.time()
         self.changes = 0
         self.ready = asyncio.Event()
@@ -193,6 +195,7 @@ class Collector:
         # metrics payloads read the general way, by why (collector/metrics_in.py)
         out.update({f"metrics_slow_path.{k}": v for k, v in slow_path.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
+        out.update({f"handover_{k}": v for k, v in self.handover.counters().items()})
         out.update(self.sinks.counters())
         if self.supervisor is not None:  # a part's crashes, whatever its policy did next
             out.update({f"part_crashes.{k}": v for k, v in self.supervisor.crashes().items()})
@@ -220,6 +223,8 @@ class Collector:
         supervisor.add(self.feed, Policy.RESTART)
         # RESTART: what it has not delivered waits in the change log, under its cursor
         supervisor.add(self.notifier, Policy.RESTART)
+        # RESTART: a handover not sent is looked for again (the store records those sent)
+        supervisor.add(self.handover, Policy.RESTART)
         engine = self.engine
         app = make_app(
             config=self.config,

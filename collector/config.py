@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
+from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
-from collector.notifiers import kinds as notifier_kinds
 from enoc.config import (
     Checked,
     ConfigError,
@@ -222,10 +224,154 @@ class WebhookConfig:
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f'webhook url must start with http:// or https://, got "{self.url}"')
-        if self.format not in NOTIFIERS:
+        if self.format not in NOTIFIERS or self.format in OWN_SECTION:
+            kinds = ", ".join(f'"{k}"' for k in sorted(NOTIFIERS) if k not in OWN_SECTION)
+            where = OWN_SECTION.get(self.format)
+            also = f" (e-mail receivers are {where} entries)" if where else ""
             raise ValueError(
-                f'format "{self.format}" is not a notifier kind; the kinds are {notifier_kinds()}'
+                f'format "{self.format}" is not a notifier kind{also}; the kinds are {kinds}'
             )
+
+
+# Notifier kinds configured by a section of their own rather than as a webhook `format`.
+OWN_SECTION = {"email": "notifications.email"}
+
+Severity = Literal["critical", "major", "minor", "warning", "info"]
+
+
+def _address(text: str, key: str) -> str:
+    """An e-mail address as a header takes it (`NOC <noc@example.net>` or `noc@example.net`);
+    a line break would let it add headers of its own."""
+    _name, address = parseaddr(text)
+    if "\r" in text or "\n" in text or "@" not in address or " " in address:
+        raise ValueError(
+            f'{key} must be an e-mail address like "noc@example.net", got "{text.strip()}"'
+        )
+    return address
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """How an e-mail receiver reaches its mail server (collector/notifiers/email.py)."""
+
+    # smtp://HOST[:25] (plain, or STARTTLS with `starttls: true`) or smtps://HOST[:465]
+    # (TLS from the first byte); no login in the URL: username and password(_file)
+    url: str
+    starttls: bool = False
+    tls: TlsConfig | None = None  # ca_file of a private CA; a client certificate if asked
+    username: str = ""
+    password: Secret | None = None  # or password_file
+    timeout: Duration = Duration(5)  # the whole exchange: connect, TLS, AUTH, MAIL, DATA
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(
+                f'url must be smtp://HOST[:PORT] or smtps://HOST[:PORT], got "{redact(self.url)}"'
+            )
+        if parts.username or parts.password:
+            raise ValueError("url must not carry a login: give username and password_file")
+        if self.starttls and parts.scheme == "smtps":
+            raise ValueError("starttls is for smtp:// (smtps:// is TLS from the start)")
+        if self.tls is not None and not (self.starttls or parts.scheme == "smtps"):
+            raise ValueError("tls needs smtps:// or starttls: true")
+        if (self.password is not None) != bool(self.username):
+            raise ValueError("username and password (or password_file) go together")
+
+    @property
+    def secure(self) -> bool:
+        return self.starttls or self.url.startswith("smtps://")
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """One `notifications.email` entry: a receiver the delivery machinery (collector/
+    notify.py) treats as it treats a webhook, sending through `smtp`."""
+
+    name: str  # in logs, counters and the store (its cursor); unique among receivers
+    smtp: SmtpConfig
+    from_: str  # the key `from`
+    to: list[str]
+    min_severity: Severity = "info"
+
+    format: ClassVar[str] = "email"  # its notifier kind (collector/notifiers: NOTIFIERS)
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("name must not be empty")
+        if not self.to:
+            raise ValueError("to must list at least one address")
+        _address(self.from_, "from")
+        for i, address in enumerate(self.to):
+            _address(address, f"to ({i + 1})")
+
+    @property
+    def url(self) -> str:
+        return self.smtp.url
+
+    @property
+    def timeout(self) -> Duration:
+        return self.smtp.timeout
+
+    @property
+    def key(self) -> str:
+        """Its name in the store: the name, since receivers may share a mail server."""
+        return f"email {self.name}"
+
+
+Receiver = WebhookConfig | EmailConfig
+
+
+@dataclass(frozen=True)
+class DeskConfig:
+    """One `notifications.desks` entry: a service desk and its shifts (collector/desks.py)."""
+
+    name: str
+    timezone: str  # IANA: "Asia/Bangkok"
+    hours: str  # local, "08:00-17:00"; "22:00-06:00" runs past midnight
+    days: str | list[str] = "mon-sun"  # the days a shift starts: "mon-fri", [mon, wed]
+    receivers: list[str] = field(default_factory=list)  # receiver names: the desk's incidents
+    # escalation level (the engine's, notifications.escalate_after) -> receivers added then
+    escalation: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or self.name == ON_SHIFT:
+            raise ValueError(f'name must be a desk\'s own (not empty, not "{ON_SHIFT}")')
+        try:
+            Window.parse(self.timezone, "00:00-01:00", "daily")
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        Window.parse("UTC", self.hours, self.days)  # messages start with hours / days
+        for level in self.escalation:
+            if not level.isdigit() or int(level) < 1:
+                raise ValueError(f'escalation levels are 1, 2, ...; got "{level}"')
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """What a route matches (every key optional; one value or a list)."""
+
+    rtc: str | list[str] = field(default_factory=list)
+    site: str | list[str] = field(default_factory=list)
+    severity: str | list[str] = field(default_factory=list)
+    hours: str = ""  # the time of day, local to `timezone`: "18:00-08:00"
+    days: str | list[str] = "mon-sun"
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if self.hours:
+            Window.parse(self.timezone, self.hours, self.days)
+        elif self.timezone != "UTC" or self.days != "mon-sun":
+            raise ValueError("hours: timezone and days need hours")
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One `notifications.routes` entry: incidents that `match` go to `desk` (a desk's
+    name, or on-shift: the desk on shift). The first matching route wins."""
+
+    desk: str
+    match: RouteMatch = field(default_factory=RouteMatch)
 
 
 def _default_escalation() -> dict[str, Duration]:
@@ -235,6 +381,15 @@ def _default_escalation() -> dict[str, Duration]:
 @dataclass(frozen=True)
 class NotificationsConfig:
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    email: list[EmailConfig] = field(default_factory=list)
+    # The console's address as receivers reach it: e-mails link to the incident's device
+    console_url: str = ""
+    # Follow the sun (collector/desks.py, collector/handover.py): service desks, routes to
+    # them, and the summary mailed to the next desk at each shift change, sent if the
+    # change was at most handover_window ago (a collector down longer sends none late).
+    desks: list[DeskConfig] = field(default_factory=list)
+    routes: list[RouteConfig] = field(default_factory=list)
+    handover_window: Duration = Duration(3600)
     retries: int = 5  # attempts after the first, with exponential backoff
     retry_backoff: Duration = Duration(1)  # first wait; doubles up to 60 s
     dead_letter_file: Path | None = None  # JSON lines of notifications that never got through
@@ -251,15 +406,53 @@ class NotificationsConfig:
             raise ValueError("notifications.lease must be at least 1s")
         if float(self.retry_backoff) <= 0:
             raise ValueError("notifications.retry_backoff must be more than 0")
-        for hook in self.webhooks:
+        for hook in self.receivers:
             if float(self.lease) < 2 * float(hook.timeout):
                 raise ValueError(
                     f"notifications.lease ({float(self.lease):g} s) must be at least twice "
-                    f"the timeout of webhook {redact(hook.url)} ({float(hook.timeout):g} s)"
+                    f"the timeout of {hook.format} receiver {redact(hook.url)} "
+                    f"({float(hook.timeout):g} s)"
                 )
         keys = [(w.format, strip_login(w.url)) for w in self.webhooks]
         if len(set(keys)) != len(keys):
             raise ValueError("two webhooks with the same url (login aside) and format")
+        names = [r.name for r in self.receivers if r.name]
+        for name in {n for n in names if names.count(n) > 1}:
+            raise ValueError(f'notifications: two receivers named "{name}"')
+        if self.console_url and not self.console_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"notifications.console_url must start with http:// or https://, got "
+                f'"{self.console_url}"'
+            )
+
+        self._check_desks()
+
+    def _check_desks(self) -> None:
+        names = {r.name for r in self.receivers if r.name}
+        desks = [d.name for d in self.desks]
+        for name in {n for n in desks if desks.count(n) > 1}:
+            raise ValueError(f'desks: two desks named "{name}"')
+        for desk in self.desks:
+            named = [*desk.receivers, *(r for level in desk.escalation.values() for r in level)]
+            for receiver in named:
+                if receiver not in names:
+                    raise ValueError(
+                        f'desks: desk "{desk.name}" names receiver "{receiver}", which is no '
+                        "webhook's or e-mail receiver's name"
+                    )
+        if self.routes and not self.desks:
+            raise ValueError("routes: routes need desks")
+        for route in self.routes:
+            if route.desk != ON_SHIFT and route.desk not in desks:
+                raise ValueError(
+                    f'routes: desk "{route.desk}" is not a desk (nor {ON_SHIFT}); the desks '
+                    f"are {', '.join(desks)}"
+                )
+
+    @property
+    def receivers(self) -> list[Receiver]:
+        """What the delivery machinery delivers to: the webhooks, then the e-mail ones."""
+        return [*self.webhooks, *self.email]
 
 
 @dataclass(frozen=True)
@@ -359,6 +552,31 @@ def collector_issues(config: CollectorConfig, filename: str) -> list[ConfigIssue
                 warning=True,
             )
         )
+    for i, mail in enumerate(config.notifications.email):
+        if mail.smtp.password is not None and not mail.smtp.secure:
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"notifications.email[{i}].smtp",
+                    "logs in without TLS: the password crosses the network in clear; use "
+                    "smtps:// or starttls: true",
+                    warning=True,
+                )
+            )
+    mailboxes = {mail.name for mail in config.notifications.email}
+    for i, desk in enumerate(config.notifications.desks):
+        if len(config.notifications.desks) > 1 and not mailboxes & set(desk.receivers):
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    f"notifications.desks[{i}].receivers",
+                    f"desk {desk.name} has no e-mail receiver: the handover at the shift "
+                    "change that gives it the watch has nowhere to go",
+                    warning=True,
+                )
+            )
     if config.recent.source == "influxdb" and config.influxdb is None:
         issues.append(
             ConfigIssue(
@@ -415,6 +633,12 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
         for i, hook in enumerate(config.notifications.webhooks):
             with skipping_unread():
                 check_url(checked, f"notifications.webhooks[{i}].url", hook.url)
+        for i, mail in enumerate(config.notifications.email):
+            key = f"notifications.email[{i}].smtp"
+            with skipping_unread():
+                check_url(checked, f"{key}.url", mail.smtp.url)
+            with skipping_unread():
+                check_tls_files(checked, f"{key}.tls", mail.smtp.tls, f"SMTP of {mail.name}")
     with skipping_unread():
         if config.http.users_file is not None:
             from collector.auth import UsersFile

@@ -2,7 +2,8 @@
 
 This is the delivery machinery, the same for every notifier kind; what a receiver's
 message looks like and how it travels is the kind's (collector/notifiers: generic JSON,
-Alertmanager, and what is registered there), picked by `notifications.webhooks[].format`.
+Alertmanager, and what is registered there), picked by `notifications.webhooks[].format`;
+each `notifications.email` entry is a receiver of kind `email`, delivered the same way.
 
 Every replica may deliver, but each webhook is delivered by one replica at a
 time: the one holding its lease in the store (`notify_cursors`). The holder
@@ -34,6 +35,8 @@ Which changes are sent:
 - acknowledged, escalated: sent to JSON webhooks; to Alertmanager as a refresh
   of the firing alert with the new annotations;
 - resolved: when the receiver was told the incident is open, or it is notifiable now;
+- with desks (collector/desks.py), a receiver a desk names hears only the incidents
+  routed to that desk (at its escalation level) when the change is decided;
 - held (flapping, maintenance, suppressed) and below `min_severity`: not sent;
   a duplicate event (updated, already told) is not sent again.
 
@@ -57,7 +60,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from collector.config import NotificationsConfig, WebhookConfig
+from collector.config import EmailConfig, NotificationsConfig, Receiver
+from collector.desks import Desks
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
 from collector.store import Store, Tx
@@ -102,7 +106,7 @@ class Target:
     """One webhook: its identity in the store, its queue while this replica holds the lease,
     what the receiver was told, its counters."""
 
-    config: WebhookConfig
+    config: Receiver  # a webhook, or an e-mail receiver delivered the same way
     name: str
     notifier: Notifier  # its kind's, from the registry
     queue: deque[Notification] = field(default_factory=deque)
@@ -122,11 +126,15 @@ class Target:
     def key(self) -> str:
         """How replicas name this webhook in the store: its format and URL without the
         login (a password must not sit in the store; rotating it keeps the cursor)."""
+        if isinstance(self.config, EmailConfig):
+            return self.config.key
         return f"{self.config.format} {strip_login(self.config.url)}"
 
     @property
     def old_key(self) -> str:
         """The key of schema 3 to 5, with the URL's login: renamed to `key` on open."""
+        if isinstance(self.config, EmailConfig):
+            return self.config.key
         return f"{self.config.format} {self.config.url}"
 
     def drop(self) -> None:
@@ -159,11 +167,12 @@ class Notifications:
         # unique per process: a restarted replica waits for its predecessor's lease too
         self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
         self.http = Http(now)
-        env = Env(self.http, now, refresh)
+        env = Env(self.http, now, refresh, config.console_url)
         self.targets = [
             Target(hook, name, NOTIFIERS[hook.format](hook, env))
-            for hook, name in zip(config.webhooks, _names(config), strict=True)
+            for hook, name in zip(config.receivers, _names(config), strict=True)
         ]
+        self.desks = Desks.of(config)  # follow the sun: which receivers hear an incident
         self.skipped = 0
         self.dead_letter_errors = 0
         self._started = False
@@ -208,6 +217,12 @@ class Notifications:
             return None
         incident_id = int(incident["id"])
         told = incident_id in target.told
+        if (
+            self.desks
+            and not (change == "resolved" and told)  # who heard it open hears it resolve
+            and not self.desks.hears(target.name, incident, self.now())
+        ):
+            return None
         notifiable = not (
             incident["flapping"] or incident["maintenance"] or incident["suppressed_by"] is not None
         )
@@ -577,10 +592,10 @@ def webhook_name(url: str) -> str:
 def _names(config: NotificationsConfig) -> list[str]:
     """Each webhook's name: its own, or `webhook_name`; the format is added where two
     webhooks would otherwise share one (their counters would add up)."""
-    names = [hook.name or webhook_name(hook.url) for hook in config.webhooks]
+    names = [hook.name or webhook_name(hook.url) for hook in config.receivers]
     return [
         name if names.count(name) == 1 or hook.name else f"{name} ({hook.format})"
-        for name, hook in zip(names, config.webhooks, strict=True)
+        for name, hook in zip(names, config.receivers, strict=True)
     ]
 
 

@@ -209,4 +209,19 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX events_by_received ON events (received)",
         "CREATE INDEX events_by_key ON events (site, device, resource, kind, at)",
     ],
+    # 6 -> 7: follow the sun: the handover summaries sent at shift changes, one row per
+    # ending shift, claimed in a transaction so that one replica sends each
+    # (collector/handover.py).
+    [
+        """CREATE TABLE handovers (
+            desk TEXT NOT NULL,
+            shift_end DOUBLE PRECISION NOT NULL,
+            next_desk TEXT NOT NULL,
+            owner TEXT NOT NULL DEFAULT '',
+            claimed_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            sent DOUBLE PRECISION NOT NULL DEFAULT 0,
+            PRIMARY KEY (desk, shift_end)
+        )""",
+    ],
 ]

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import difflib
 import enum
+import keyword
 import os
 import re
 import types
@@ -358,8 +359,9 @@ class Loader:
         line = node.start_mark.line + 1
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(line, key, f"expected a mapping, got {_show(node)}")
-        hints = get_type_hints(schema)
-        fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+        # a field named after a Python keyword plus "_" (`from_`) is the keyword's key
+        hints = {_key(name): hint for name, hint in get_type_hints(schema).items()}
+        fields = {_key(f.name): f for f in dataclasses.fields(schema) if f.init}
         given: dict[str, yaml.Node] = {}
         given_lines: dict[str, int] = {}
         unread: set[str] = set()  # `KEY_file` files that could not be read
@@ -436,7 +438,7 @@ class Loader:
                     self._rule_failed(schema, key, line, str(exc))
             raise _Invalid(partial)
         try:
-            return schema(**values)
+            return schema(**{fields[name].name: value for name, value in values.items()})
         except (TypeError, ValueError) as exc:
             self._rule_failed(schema, key, line, str(exc))
             raise _Invalid(_assemble(schema, values)) from None
@@ -445,7 +447,7 @@ class Loader:
         """A schema's own rule refused the values: the issue names the field its message
         starts with ("agent_id ...", "mqtt.url must ..."), at that field's line."""
         first = message.split(" ", 1)[0]
-        names = {f.name for f in dataclasses.fields(schema)}
+        names = {_key(f.name) for f in dataclasses.fields(schema)}
         field_key = ""
         if first in names:
             field_key = f"{key}.{first}" if key else first
@@ -476,14 +478,19 @@ class Loader:
         )
 
 
+def _key(name: str) -> str:
+    """A field's key in the file: `from_` is `from`, every other name itself."""
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
 def _assemble(schema: type, values: dict[str, Any]) -> Any:
     """An instance of `schema` with these values and the defaults, without its checks."""
     obj: Any = object.__new__(schema)
     for spec in dataclasses.fields(schema):
         if not spec.init:
             continue
-        if spec.name in values:
-            value = values[spec.name]
+        if _key(spec.name) in values:
+            value = values[_key(spec.name)]
         elif spec.default is not dataclasses.MISSING:
             value = spec.default
         elif spec.default_factory is not dataclasses.MISSING:

@@ -389,8 +389,8 @@ async def test_two_replicas_on_postgresql_keep_one_incident_per_key(
 async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) -> None:
     """A store written by the first release (schema 1) gains the status order column, the
     change log and the notifiers' tables, the events' key index, the sessions' tables, the
-    agents and events keyed by site and agent, and keeps its rows; a store newer than this
-    enoc is refused with a message saying so."""
+    agents and events keyed by site and agent, the handovers' table, and keeps its rows; a
+    store newer than this enoc is refused with a message saying so."""
     import collector.schema as schema_module
 
     first = schema_module.MIGRATIONS[:1]
@@ -416,7 +416,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         schema_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 6
+    assert await store.open() == len(original) == 7
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 6: an agent and its events are known by site and agent id
@@ -449,6 +449,8 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     # schema 5: logouts and failed logins, empty
     assert await store.run(lambda tx: tx.all("SELECT * FROM session_revocations")) == []
     assert await store.run(lambda tx: tx.all("SELECT * FROM login_failures")) == []
+    # schema 7: the handovers sent at shift changes, empty
+    assert await store.run(lambda tx: tx.all("SELECT * FROM handovers")) == []
     await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
     await store.close()
     newer = Store(store_url)

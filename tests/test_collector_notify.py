@@ -26,7 +26,14 @@ import pytest
 from aiohttp import web
 from collectorkit import T0, TOKENS, Clock, collector_config, eventually, running_collector
 
-from collector.config import CollectorConfig, IncidentsConfig, NotificationsConfig, WebhookConfig
+from collector.config import (
+    CollectorConfig,
+    EmailConfig,
+    IncidentsConfig,
+    NotificationsConfig,
+    WebhookConfig,
+)
+from collector.config import Receiver as ReceiverConfig
 from collector.incidents import Engine, MaintenanceWindow
 from collector.model import IncidentChange
 from collector.notifiers import (
@@ -361,16 +368,32 @@ async def test_one_holder_delivers_and_another_takes_over_when_it_dies(
     test_collector_replicas): each change reaches the receiver once. When the holder of
     the webhook's lease dies without a word, the other takes over once the lease has run
     out, from the last change the dead one committed."""
+    hook = WebhookConfig(receiver.url, name="desk", timeout=Duration(0.5))
+    await holder_dies_and_another_takes_over(tmp_path, hook, lambda: len(receiver.received))
+    resources = [resource for _, resource in receiver.changes]
+    assert resources == ["if:1", "if:2", "if:3", "if:4", "if:5"], "each once, in order"
+
+
+async def holder_dies_and_another_takes_over(
+    tmp_path: Path, hook: ReceiverConfig, delivered: Callable[[], int]
+) -> None:
+    """Two replicas' notifiers on one SQLite file deliver five changes (if:1 to if:5
+    opened) to `hook` (a webhook or an e-mail receiver, named), whose `delivered()`
+    counts what it got; the holder of its lease dies after the third, the other goes on."""
+    name = hook.name
+    webhooks = [hook] if isinstance(hook, WebhookConfig) else []
+    email = [hook] if isinstance(hook, EmailConfig) else []
+    config = NotificationsConfig(
+        webhooks=webhooks, email=email, retry_backoff=Duration(0.05), lease=Duration(1)
+    )
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     stores = [Store(url), Store(url)]
     for store in stores:
         await store.open()
     clock = Clock()
     eng = Engine(stores[0], IncidentsConfig(), now=clock)
-    hook = WebhookConfig(receiver.url, name="desk", timeout=Duration(0.5))
     one, two = (
-        notifier_for(hook, clock=clock, store=s, lease=Duration(1), owner=f"replica-{n}")
-        for n, s in enumerate(stores)
+        Notifications(config, s, now=clock, owner=f"replica-{n}") for n, s in enumerate(stores)
     )
     await one.start()
     await two.start()
@@ -381,17 +404,17 @@ async def test_one_holder_delivers_and_another_takes_over_when_it_dies(
             await eng.on_events(msg(("ce-1", resource, "down")))
             one.wake()
             two.wake()
-        await eventually(lambda: len(receiver.received) == 3, what="three, from either")
-        holder, other = (one, two) if one.counters()["owned.desk"] else (two, one)
-        assert other.counters()["owned.desk"] == 0
+        await eventually(lambda: delivered() == 3, what="three, from either")
+        holder, other = (one, two) if one.counters()[f"owned.{name}"] else (two, one)
+        assert other.counters()[f"owned.{name}"] == 0
         # the holder dies: no release, no goodbye
         (task_one if holder is one else task_two).cancel()
         await asyncio.sleep(0)
         for resource in ("if:4", "if:5"):
             await eng.on_events(msg(("ce-1", resource, "down")))
             other.wake()
-        await eventually(lambda: len(receiver.received) == 5, what="taken over")
-        assert other.counters()["owned.desk"] == 1
+        await eventually(lambda: delivered() == 5, what="taken over")
+        assert other.counters()[f"owned.{name}"] == 1
     finally:
         task_one.cancel()
         await asyncio.wait_for(two.close(), 15)
@@ -401,8 +424,6 @@ async def test_one_holder_delivers_and_another_takes_over_when_it_dies(
         await one.close()
         for store in stores:
             await store.close()
-    resources = [resource for _, resource in receiver.changes]
-    assert resources == ["if:1", "if:2", "if:3", "if:4", "if:5"], "each once, in order"
 
 
 async def test_escalation_levels_per_severity(engine: tuple[Engine, Clock]) -> None:

@@ -119,7 +119,9 @@ class Env:
     http: Http
     now: Callable[[], float]
     refresh: float  # seconds between re-sends to a receiver that `refreshes`
+    console_url: str = ""  # notifications.console_url: where a message may link to
 
 
-# A notifier kind's factory: the webhook's config and the machinery's Env -> a Notifier.
-NotifierFactory: TypeAlias = "Callable[[WebhookConfig, Env], Notifier]"
+# A notifier kind's factory: its receiver's config (a WebhookConfig; an EmailConfig for the
+# kind of that section) and the machinery's Env -> a Notifier.
+NotifierFactory: TypeAlias = "Callable[[Any, Env], Notifier]"
