@@ -60,8 +60,9 @@ from urllib.parse import urlsplit
 from collector.config import NotificationsConfig, WebhookConfig
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
+from collector.notifiers.base import target_key
 from collector.store import Store, Tx
-from enoc.logs import StateLogger, get_logger, strip_login
+from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class Target:
     def key(self) -> str:
         """How replicas name this webhook in the store: its format and URL without the
         login (a password must not sit in the store; rotating it keeps the cursor)."""
-        return f"{self.config.format} {strip_login(self.config.url)}"
+        return target_key(self.config)
 
     @property
     def old_key(self) -> str:
@@ -159,7 +160,7 @@ class Notifications:
         # unique per process: a restarted replica waits for its predecessor's lease too
         self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
         self.http = Http(now)
-        env = Env(self.http, now, refresh)
+        env = Env(self.http, now, refresh, store)
         self.targets = [
             Target(hook, name, NOTIFIERS[hook.format](hook, env))
             for hook, name in zip(config.webhooks, _names(config), strict=True)

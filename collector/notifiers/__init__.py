@@ -18,6 +18,7 @@ from collector.notifiers.base import (
     Notifier,
     NotifierFactory,
 )
+from collector.notifiers.servicenow import ServiceNow
 from collector.notifiers.webhook_json import JsonWebhook
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
 NOTIFIERS: dict[str, NotifierFactory] = {
     "json": JsonWebhook,
     "alertmanager": Alertmanager,
+    "servicenow": ServiceNow,
 }
 
 
