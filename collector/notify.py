@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import json
 import math
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -60,7 +59,7 @@ from urllib.parse import urlsplit
 from collector.config import NotificationsConfig, WebhookConfig
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
-from collector.notifiers.base import target_key
+from collector.notifiers.base import lease_owner, target_key
 from collector.store import Store, Tx
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
@@ -157,8 +156,7 @@ class Notifications:
         self.now = now
         self.refresh_every = refresh
         self.lease = float(config.lease)
-        # unique per process: a restarted replica waits for its predecessor's lease too
-        self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
+        self.owner = lease_owner(owner)
         self.http = Http(now)
         env = Env(self.http, now, refresh, store)
         self.targets = [

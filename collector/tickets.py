@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any
 from collector.config import NotificationsConfig, WebhookConfig
 from collector.incidents import Conflict, NotFound, Operators
 from collector.model import IncidentChange
-from collector.notifiers.base import Http, target_key
+from collector.notifiers.base import Http, lease_owner, target_key
 from collector.notifiers.servicenow import (
     ACTOR_PREFIX,
     CLOSED_STATES,
@@ -90,7 +89,7 @@ class TicketSync:
         self.publish = publish
         self.now = now
         self.lease = float(config.lease)
-        self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
+        self.owner = lease_owner(owner)
         self.http = Http(now)
         self.follows = [
             Follow(

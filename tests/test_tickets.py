@@ -10,7 +10,6 @@ killed between the create and its cursor leaves one ticket per incident."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ import psycopg
 import pytest
 from collectorkit import TOKENS, Clock, collector_config, eventually, running_collector
 from test_collector_notify import delivering, logged, msg, notifier_for
-from test_collector_replicas import Replica, publish_event, replicas_running
+from test_collector_replicas import publish_event, replica_pair, replicas_running
 
 from collector.config import CollectorConfig, IncidentsConfig, ServiceNowConfig, WebhookConfig
 from collector.incidents import Engine
@@ -70,17 +69,6 @@ def ticket_hook(
         timeout=Duration(2),
         servicenow=ServiceNowConfig(poll_interval=Duration(poll), **settings),
     )
-
-
-@contextlib.asynccontextmanager
-async def following(sync: TicketSync) -> AsyncIterator[None]:
-    await sync.start()
-    task = asyncio.create_task(sync.run())
-    try:
-        yield
-    finally:
-        await asyncio.wait_for(sync.close(), 10)
-        await asyncio.wait_for(task, 10)
 
 
 def only_ticket(desk: ServiceNowStandIn, incident_id: int) -> dict[str, Any]:
@@ -156,7 +144,7 @@ async def test_a_resolve_or_an_ack_at_the_desk_comes_back_with_its_actor(
         logged(notifier, changes)
 
     sync = TicketSync(notifier.config, engine.store, engine.operators, publish, now=clock)
-    async with delivering(notifier), following(sync):
+    async with delivering(notifier), delivering(sync):
         changes = await engine.on_events(
             msg(("nbo-pe-1", "if:1", "down"), ("nbo-pe-2", "if:2", "down"))
         )
@@ -338,30 +326,28 @@ def test_servicenow_settings_are_checked(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- a whole collector
 
 
+def desk_notifications(desk: ServiceNowStandIn, tmp_path: Path, poll: str) -> dict[str, Any]:
+    """A collector config's `notifications` with one servicenow webhook to `desk`."""
+    secret = tmp_path / "desk-password"
+    secret.write_text(PASSWORD)
+    hook = {
+        "url": desk.url,
+        "format": "servicenow",
+        "username": "enoc",
+        "password_file": str(secret),
+        "timeout": "1s",
+        "servicenow": {"poll_interval": poll},
+    }
+    return {"webhooks": [hook], "lease": "2s", "retry_backoff": "0.1s"}
+
+
 @pytest.mark.servers
 async def test_the_collector_shows_the_ticket_and_takes_the_desks_resolve(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     desk = ServiceNowStandIn(password=PASSWORD)
     await desk.start()
-    secret = tmp_path / "desk-password"
-    secret.write_text(PASSWORD)
-    settings = {
-        "notifications": {
-            "webhooks": [
-                {
-                    "url": desk.url,
-                    "format": "servicenow",
-                    "username": "enoc",
-                    "password_file": str(secret),
-                    "timeout": "1s",
-                    "servicenow": {"poll_interval": "0.2s"},
-                }
-            ],
-            "lease": "2s",
-            "retry_backoff": "0.1s",
-        }
-    }
+    settings = {"notifications": desk_notifications(desk, tmp_path, "0.2s")}
     config = collector_config(tmp_path, mosquitto.url, extra=settings)
     try:
         async with running_collector(config) as collector, aiohttp.ClientSession() as http:
@@ -415,34 +401,11 @@ async def test_a_replica_killed_after_the_create_leaves_one_ticket_per_incident(
 ) -> None:
     desk = ServiceNowStandIn(password=PASSWORD)
     await desk.start()
-    secret = tmp_path / "desk-password"
-    secret.write_text(PASSWORD)
     settings = {
         "mqtt": {"shared_group": "enoc-collectors"},
-        "notifications": {
-            "webhooks": [
-                {
-                    "url": desk.url,
-                    "format": "servicenow",
-                    "username": "enoc",
-                    "password_file": str(secret),
-                    "timeout": "1s",
-                    "servicenow": {"poll_interval": "0.5s"},
-                }
-            ],
-            "lease": "2s",
-            "retry_backoff": "0.1s",
-        },
+        "notifications": desk_notifications(desk, tmp_path, "0.5s"),
     }
-    one, two = (
-        Replica(
-            collector_config(
-                tmp_path, mosquitto.url, store_url=postgres.url, name=name, extra=settings
-            ),
-            tmp_path / f"{name}.log",
-        )
-        for name in ("replica-1", "replica-2")
-    )
+    one, two = replica_pair(tmp_path, mosquitto.url, postgres.url, settings)
     desk.hold_creates = True
     try:
         await one.start()  # alone: it takes the ticket target's lease

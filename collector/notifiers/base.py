@@ -8,6 +8,7 @@ machinery's, the same for every kind.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,6 +143,12 @@ class Env:
     now: Callable[[], float]
     refresh: float  # seconds between re-sends to a receiver that `refreshes`
     store: Store | None = None  # for a kind that keeps what the receiver made (a ticket)
+
+
+def lease_owner(owner: str) -> str:
+    """A lease holder's name in the store: the replica's, unique per process, so that a
+    restarted replica waits for its predecessor's lease too."""
+    return f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
 
 
 def target_key(hook: WebhookConfig) -> str:
