@@ -258,6 +258,8 @@ class WebhookConfig:
             )
         if self.format == "servicenow" and not (self.username and self.password is not None):
             raise ValueError("format servicenow needs username and password (or password_file)")
+        if self.format == "servicenow" and strip_login(self.url) != self.url:
+            raise ValueError("format servicenow takes its login as username and password_file")
         if self.format != "servicenow" and (
             self.username or self.password is not None or self.servicenow is not None
         ):

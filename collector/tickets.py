@@ -10,11 +10,11 @@ collector/notify.py) asks the Table API every interval for the tickets enoc made
         ^ORDERBYsys_updated_on
 
 A ticket in state 6, 7 or 8 (Resolved, Closed, Canceled) resolves the incident; one in
-state 2 (In Progress) or with `assigned_to` set acknowledges it. The action goes through the
-engine's operators, as an operator's API call does: timeline, audit and change log, the
-actor `servicenow:<sys_updated_by>`. A ticket last changed by enoc's own user, or an
-incident already in that state, changes nothing, and the notifier sends nothing back for a
-change whose actor is the desk: no loop.
+state 2 (In Progress), or with `assigned_to` set by someone other than enoc's user,
+acknowledges it. The action goes through the engine's operators, as an operator's API call
+does: timeline, audit and change log, the actor `servicenow:<sys_updated_by>`. An incident
+already in that state changes nothing (what enoc itself wrote on a ticket is so already),
+and the notifier sends nothing back for a change whose actor is the desk: no loop.
 
 The cursor is the last `sys_updated_on` read (the instance's UTC, at one-second
 resolution); reading from `>=` the cursor again reads a ticket twice at worst, and the
@@ -212,13 +212,13 @@ class TicketSync:
             follow.ignored += 1
             return
         by = str(record.get("sys_updated_by", ""))
-        if by == follow.hook.username:
-            return  # enoc's own update, read back
+        # Read by state, whoever changed the ticket last: enoc's own work note may follow a
+        # resolve at the desk before this round. What enoc itself did is already so here.
         state = str(record.get("state", ""))
         if state in CLOSED_STATES:
             action, text = "resolve", str(record.get("close_notes", ""))
-        elif state == IN_PROGRESS or record.get("assigned_to"):
-            action, text = "ack", ""
+        elif state == IN_PROGRESS or (record.get("assigned_to") and by != follow.hook.username):
+            action, text = "ack", ""  # an assignment enoc's own create made is no one's ack
         else:
             return
         ticket = str(record.get("number", ""))

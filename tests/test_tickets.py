@@ -146,12 +146,12 @@ async def test_a_resolve_or_an_ack_at_the_desk_comes_back_with_its_actor(
     sync = TicketSync(notifier.config, engine.store, engine.operators, publish, now=clock)
     async with delivering(notifier), delivering(sync):
         changes = await engine.on_events(
-            msg(("nbo-pe-1", "if:1", "down"), ("nbo-pe-2", "if:2", "down"))
+            msg(*[(f"nbo-pe-{n}", f"if:{n}", "down") for n in (1, 2, 3)])
         )
         logged(notifier, changes)
-        first, second = (c.incident.id for c in changes)
-        await eventually(lambda: len(desk.records) == 2, what="two tickets")
-        one, two = only_ticket(desk, first), only_ticket(desk, second)
+        first, second, third = (c.incident.id for c in changes)
+        await eventually(lambda: len(desk.records) == 3, what="three tickets")
+        one, two, three = (only_ticket(desk, i) for i in (first, second, third))
         clock.t += 5
         desk.desk_update(
             one["sys_id"],
@@ -161,13 +161,17 @@ async def test_a_resolve_or_an_ack_at_the_desk_comes_back_with_its_actor(
             close_notes="fibre spliced",
         )
         desk.desk_update(two["sys_id"], "asmith", assigned_to="asmith")
+        # resolved at the desk, then a work note of enoc's own before the way back reads it
+        desk.desk_update(three["sys_id"], "jdoe", state="6", close_notes="power restored")
+        desk.desk_update(three["sys_id"], "enoc", work_notes="Escalated in enoc to level 1")
 
-        async def states() -> tuple[str, str]:
-            a = await engine.queries.incident(first)
-            b = await engine.queries.incident(second)
-            return a.state, b.state
+        async def states() -> tuple[str, ...]:
+            found = [await engine.queries.incident(i) for i in (first, second, third)]
+            return tuple(i.state for i in found)
 
-        await eventually(lambda: _is(states(), ("resolved", "acknowledged")), what="both came back")
+        await eventually(
+            lambda: _is(states(), ("resolved", "acknowledged", "resolved")), what="all came back"
+        )
         # another round reads the same tickets again (>= the cursor): nothing happens twice
         await asyncio.sleep(0.5)
     resolved = await engine.queries.incident(first)
@@ -182,15 +186,19 @@ async def test_a_resolve_or_an_ack_at_the_desk_comes_back_with_its_actor(
     audit = await engine.store.read(
         lambda tx: tx.all("SELECT actor, action, target FROM audit ORDER BY id")
     )
-    assert audit == [
-        ("servicenow:jdoe", "resolve", f"incident:{first}"),
-        ("servicenow:asmith", "ack", f"incident:{second}"),
-    ]
-    assert sorted(published) == ["acknowledged", "resolved"]
+    assert sorted(audit) == sorted(
+        [
+            ("servicenow:jdoe", "resolve", f"incident:{first}"),
+            ("servicenow:asmith", "ack", f"incident:{second}"),
+            ("servicenow:enoc", "resolve", f"incident:{third}"),
+        ]
+    )
+    assert sorted(published) == ["acknowledged", "resolved", "resolved"]
     # no echo: enoc wrote nothing back on the tickets the desk changed
     assert (one["sys_updated_by"], two["sys_updated_by"]) == ("jdoe", "asmith")
     assert one["sys_id"] not in desk.journal and two["sys_id"] not in desk.journal
-    assert sync.counters() == {"resolved": 1, "acknowledged": 1, "ignored": 0}
+    assert desk.journal[three["sys_id"]] == [("work_notes", "enoc", "Escalated in enoc to level 1")]
+    assert sync.counters() == {"resolved": 2, "acknowledged": 1, "ignored": 0}
 
 
 async def _is(value: Any, expected: Any) -> bool:
@@ -309,6 +317,15 @@ def test_servicenow_settings_are_checked(tmp_path: Path) -> None:
     assert hook.servicenow is not None and float(hook.servicenow.poll_interval) == 60
     with pytest.raises(ConfigError, match="format servicenow needs username and password"):
         load({"url": "https://acme.service-now.com", "format": "servicenow"})
+    with pytest.raises(ConfigError, match="takes its login as username and password_file"):
+        load(
+            {
+                "url": "https://u:p@acme.service-now.com",
+                "format": "servicenow",
+                "username": "u",
+                "password": "p",
+            }
+        )
     with pytest.raises(ConfigError, match="settings of format servicenow"):
         load({"url": "https://hooks.example.net/x", "username": "enoc"})
     with pytest.raises(ConfigError, match=r"servicenow\.correlation_prefix"):
