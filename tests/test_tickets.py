@@ -19,13 +19,13 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
-from collectorkit import TOKENS, Clock, collector_config, eventually, running_collector
+from collectorkit import T0, TOKENS, Clock, collector_config, eventually, running_collector
 from test_collector_notify import delivering, logged, msg, notifier_for
 from test_collector_replicas import publish_event, replica_pair, replicas_running
 
 from collector.config import CollectorConfig, IncidentsConfig, ServiceNowConfig, WebhookConfig
 from collector.incidents import Engine
-from collector.notifiers.servicenow import IMPACT_URGENCY
+from collector.notifiers.servicenow import IMPACT_URGENCY, new_ticket, ticket_update
 from collector.notify import read_dead_letters
 from collector.store import Store
 from collector.tickets import TicketSync
@@ -115,6 +115,10 @@ async def test_a_ticket_follows_its_incident_from_open_to_resolved(
         assert shown["url"].startswith(desk.url + "/nav_to.do?uri=incident.do")
 
         clock.t += 60
+        escalated = await engine.escalate(incident_id, 1)
+        assert escalated is not None
+        logged(notifier, [escalated])
+        clock.t += 60
         logged(notifier, [await engine.operators.act(incident_id, "ack", "ops1")])
         await eventually(lambda: ticket["state"] == "2", what="in progress")
         clock.t += 60
@@ -123,13 +127,54 @@ async def test_a_ticket_follows_its_incident_from_open_to_resolved(
     assert ticket["close_code"] == "Solution provided"
     assert ticket["close_notes"].startswith("Resolved in enoc by auto")
     notes = [text for kind, _by, text in desk.journal[ticket["sys_id"]] if kind == "work_notes"]
-    assert notes[0] == "Acknowledged in enoc by ops1" and notes[1].startswith("Resolved")
+    assert notes[:2] == ["Escalated in enoc to level 1", "Acknowledged in enoc by ops1"]
+    assert notes[2].startswith("Resolved") and len(notes) == 3
     assert desk.creates == 1
     # streams hear that the incident has a ticket now; no notifier sends that change on
     changes = await engine.store.changes_after(0, 100, "incident")
-    assert [c for _, _, c, _ in changes] == ["opened", "ticketed", "acknowledged", "resolved"]
+    assert [c for _, _, c, _ in changes] == [
+        "opened",
+        "ticketed",
+        "escalated",
+        "acknowledged",
+        "resolved",
+    ]
     ticketed = json.loads(changes[1][3])["incident"]["ticket"]
     assert ticketed["number"] == "INC0010001"
+
+
+@pytest.mark.parametrize(
+    ("severity", "impact", "urgency"),
+    [
+        ("critical", "1", "1"),
+        ("major", "2", "1"),
+        ("minor", "2", "2"),
+        ("warning", "3", "2"),
+        ("info", "3", "3"),
+    ],
+)
+def test_severity_becomes_impact_and_urgency_as_documented(
+    severity: str, impact: str, urgency: str
+) -> None:
+    incident = {
+        "id": 7,
+        "severity": severity,
+        "site": "bkk",
+        "device": "bkk-ce-1",
+        "resource": "device",
+        "kind": "reachability",
+        "rtc": "apac",
+        "title": "bkk-ce-1 down",
+        "opened": T0,
+        "state": "open",
+        "count": 1,
+    }
+    made = new_ticket(incident, ServiceNowConfig(), "enoc-7")
+    assert (made["impact"], made["urgency"]) == (impact, urgency)
+    assert made["correlation_id"] == "enoc-7"
+    assert made["short_description"] == f"[{severity}] bkk: bkk-ce-1 down"
+    update = ticket_update("updated", incident, ServiceNowConfig())
+    assert (update["impact"], update["urgency"]) == (impact, urgency)
 
 
 async def test_a_resolve_or_an_ack_at_the_desk_comes_back_with_its_actor(
