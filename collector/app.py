@@ -41,6 +41,7 @@ from collector.recent import RecentValues
 from collector.sinks import MqttDeadLetters, build
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
+from collector.tickets import TicketSync
 from enoc import __version__
 from enoc.lifecycle import Adapter, Policy, Supervisor, WebSite
 from enoc.logs import get_logger, redact
@@ -75,6 +76,14 @@ class Collector:
         self.notifier = Notifications(config.notifications, self.store, owner=config.mqtt.client_id)
         self.feed.listeners.append(self.notifier.wake)
         self.handover = Handover(config.notifications, self.store, owner=config.mqtt.client_id)
+        # the way back from a ServiceNow desk: its resolved and acknowledged tickets
+        self.tickets = TicketSync(
+            config.notifications,
+            self.store,
+            self.engine.operators,
+            self.publish,
+            owner=config.mqtt.client_id,
+        )
         self.started = time.time()
         self.changes = 0
         self.ready = asyncio.Event()
@@ -196,6 +205,7 @@ class Collector:
         out.update({f"metrics_slow_path.{k}": v for k, v in slow_path.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})
         out.update({f"handover_{k}": v for k, v in self.handover.counters().items()})
+        out.update({f"tickets_{k}": v for k, v in self.tickets.counters().items()})
         out.update(self.sinks.counters())
         if self.supervisor is not None:  # a part's crashes, whatever its policy did next
             out.update({f"part_crashes.{k}": v for k, v in self.supervisor.crashes().items()})
@@ -225,6 +235,8 @@ class Collector:
         supervisor.add(self.notifier, Policy.RESTART)
         # RESTART: a handover not sent is looked for again (the store records those sent)
         supervisor.add(self.handover, Policy.RESTART)
+        # RESTART: it reads the desk's tickets on from its cursor in the store
+        supervisor.add(self.tickets, Policy.RESTART)
         engine = self.engine
         app = make_app(
             config=self.config,

@@ -209,6 +209,28 @@ class IncidentsConfig:
 
 
 @dataclass(frozen=True)
+class ServiceNowConfig:
+    """A `format: servicenow` webhook's own settings (collector/notifiers/servicenow.py,
+    collector/tickets.py)."""
+
+    table: str = "incident"  # the Table API's table
+    correlation_prefix: str = "enoc-"  # correlation_id = prefix + enoc's incident id
+    caller_id: str = ""  # set on the tickets made, when given (a user's sys_id or name)
+    assignment_group: str = ""
+    category: str = ""
+    close_code: str = "Solution provided"  # with state 6 (Resolved)
+    # The way back: how often tickets changed there are read (resolved or acknowledged
+    # there resolves or acknowledges the incident here); 0s turns it off.
+    poll_interval: Duration = Duration(30)
+
+    def __post_init__(self) -> None:
+        if not self.table.replace("_", "").isalnum():
+            raise ValueError(f'servicenow.table: expected a table name, got "{self.table}"')
+        if not self.correlation_prefix or "^" in self.correlation_prefix:
+            raise ValueError("servicenow.correlation_prefix: expected text without ^")
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     """One notification target (collector/notify.py delivers, collector/notifiers/ renders)."""
 
@@ -220,6 +242,10 @@ class WebhookConfig:
     token: Secret | None = None  # sent as "Authorization: Bearer <token>"
     min_severity: Literal["critical", "major", "minor", "warning", "info"] = "info"
     timeout: Duration = Duration(5)
+    # HTTP basic authentication of format servicenow (password_file: the password's file)
+    username: str = ""
+    password: Secret | None = None
+    servicenow: ServiceNowConfig | None = None  # format servicenow; default ServiceNowConfig()
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -230,6 +256,17 @@ class WebhookConfig:
             also = f" (e-mail receivers are {where} entries)" if where else ""
             raise ValueError(
                 f'format "{self.format}" is not a notifier kind{also}; the kinds are {kinds}'
+            )
+        if self.format == "servicenow" and not (self.username and self.password is not None):
+            raise ValueError("format servicenow needs username and password (or password_file)")
+        if self.format == "servicenow" and strip_login(self.url) != self.url:
+            raise ValueError("format servicenow takes its login as username and password_file")
+        if self.format != "servicenow" and (
+            self.username or self.password is not None or self.servicenow is not None
+        ):
+            raise ValueError(
+                "username, password and servicenow are settings of format servicenow "
+                "(another kind takes a login in its url)"
             )
 
 

@@ -58,6 +58,8 @@ class Incident:
     maintenance: bool = False
     escalated: int = 0  # escalation level reached
     attrs: dict[str, Value] = field(default_factory=dict)
+    # the service desk's ticket ({number, sys_id, url}), once a ticket notifier made one
+    ticket: dict[str, str] | None = None
     timeline: list[TimelineEntry] = field(default_factory=list)
 
     @property
@@ -93,6 +95,7 @@ class Incident:
             "maintenance": self.maintenance,
             "escalated": self.escalated,
             "attrs": self.attrs,
+            "ticket": self.ticket,
         }
         if timeline:
             out["timeline"] = [asdict(entry) for entry in self.timeline]

@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import json
 import math
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,8 +63,9 @@ from collector.config import EmailConfig, NotificationsConfig, Receiver
 from collector.desks import Desks
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
+from collector.notifiers.base import lease_owner, target_key
 from collector.store import Store, Tx
-from enoc.logs import StateLogger, get_logger, strip_login
+from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ class Target:
         login (a password must not sit in the store; rotating it keeps the cursor)."""
         if isinstance(self.config, EmailConfig):
             return self.config.key
-        return f"{self.config.format} {strip_login(self.config.url)}"
+        return target_key(self.config)
 
     @property
     def old_key(self) -> str:
@@ -164,10 +164,9 @@ class Notifications:
         self.now = now
         self.refresh_every = refresh
         self.lease = float(config.lease)
-        # unique per process: a restarted replica waits for its predecessor's lease too
-        self.owner = f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
+        self.owner = lease_owner(owner)
         self.http = Http(now)
-        env = Env(self.http, now, refresh, config.console_url)
+        env = Env(self.http, now, refresh, config.console_url, store)
         self.targets = [
             Target(hook, name, NOTIFIERS[hook.format](hook, env))
             for hook, name in zip(config.receivers, _names(config), strict=True)

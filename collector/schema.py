@@ -224,4 +224,26 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (desk, shift_end)
         )""",
     ],
+    # 7 -> 8: the tickets a service desk (ServiceNow) holds for incidents, one per incident and
+    # receiver (collector/notifiers/servicenow.py), and the cursor and lease of the way back
+    # (collector/tickets.py): one replica at a time reads the desk's changes.
+    [
+        """CREATE TABLE incident_tickets (
+            incident_id BIGINT NOT NULL,
+            target TEXT NOT NULL,
+            number TEXT NOT NULL,
+            sys_id TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{{}}',
+            created DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (incident_id, target)
+        )""",
+        "CREATE INDEX incident_tickets_by_sys_id ON incident_tickets (target, sys_id)",
+        """CREATE TABLE ticket_sync (
+            target TEXT PRIMARY KEY,
+            cursor TEXT NOT NULL,
+            owner TEXT NOT NULL DEFAULT '',
+            lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+            updated DOUBLE PRECISION NOT NULL DEFAULT 0
+        )""",
+    ],
 ]

@@ -50,7 +50,10 @@ CHANGES_CHANNEL = "enoc_changes"
 INCIDENT_COLUMNS = (
     "id, site, device, resource, kind, rtc, severity, state, title, opened, updated, "
     "acknowledged, acknowledged_by, resolved, resolved_by, count, flapping, suppressed_by, "
-    "maintenance, escalated, transitions, attrs"
+    "maintenance, escalated, transitions, attrs, "
+    # the incident's service-desk ticket (collector/notifiers/servicenow.py), if it has one
+    "(SELECT t.data FROM incident_tickets t WHERE t.incident_id = incidents.id "
+    "ORDER BY t.created LIMIT 1) AS ticket"
 )
 
 
@@ -324,6 +327,7 @@ def incident_from_row(row: Row) -> Incident:
         escalated,
         _transitions,
         attrs,
+        ticket,
     ) = row
     return Incident(
         id=int(id_),
@@ -344,6 +348,7 @@ def incident_from_row(row: Row) -> Incident:
         maintenance=bool(maintenance),
         escalated=int(escalated),
         attrs=json.loads(attrs),
+        ticket=None if ticket is None else json.loads(ticket),
     )
 
 

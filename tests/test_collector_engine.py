@@ -416,7 +416,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         schema_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 7
+    assert await store.open() == len(original) == 8
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 6: an agent and its events are known by site and agent id
@@ -451,6 +451,9 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     assert await store.run(lambda tx: tx.all("SELECT * FROM login_failures")) == []
     # schema 7: the handovers sent at shift changes, empty
     assert await store.run(lambda tx: tx.all("SELECT * FROM handovers")) == []
+    # schema 8: the tickets a service desk holds, and the way back's cursor, empty
+    assert await store.run(lambda tx: tx.all("SELECT * FROM incident_tickets")) == []
+    assert await store.run(lambda tx: tx.all("SELECT * FROM ticket_sync")) == []
     await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
     await store.close()
     newer = Store(store_url)

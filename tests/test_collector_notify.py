@@ -49,6 +49,7 @@ from collector.notifiers.webhook_json import JsonWebhook
 from collector.notify import MAX_BACKOFF, Notifications, read_dead_letters, retry_wait
 from collector.store import Store, Tx
 from enoc.config import ConfigError, Duration, Secret, parse_config
+from enoc.lifecycle import Service
 from enoc.retry import Backoff
 from enoc.wire import Event, EventsMessage, Severity
 from testbed.servers import Alertmanager, Mosquitto, free_port
@@ -122,7 +123,8 @@ def msg(
 
 
 @contextlib.asynccontextmanager
-async def delivering(notifier: Notifications) -> AsyncIterator[None]:
+async def delivering(notifier: Service) -> AsyncIterator[None]:
+    """Run a part (the notifier; the way back from tickets) for the block."""
     await notifier.start()  # as the collector does before it makes changes
     task = asyncio.create_task(notifier.run())
     try:

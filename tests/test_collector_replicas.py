@@ -348,6 +348,20 @@ def for_the_hook(log: list[tuple[int, str, int, str]]) -> list[int]:
     return [i for i, change, _, _ in log if change not in ("updated", "commented")]
 
 
+def replica_pair(
+    tmp_path: Path, mqtt_url: str, store_url: str, settings: dict[str, Any]
+) -> tuple[Replica, Replica]:
+    """Two `enoc collector` processes (not started) on one store, with `settings`."""
+    one, two = (
+        Replica(
+            collector_config(tmp_path, mqtt_url, store_url=store_url, name=name, extra=settings),
+            tmp_path / f"{name}.log",
+        )
+        for name in ("replica-1", "replica-2")
+    )
+    return one, two
+
+
 @contextlib.contextmanager
 def replicas_running(*replicas: Replica) -> Iterator[None]:
     try:
@@ -369,15 +383,7 @@ async def test_two_replicas_stream_notify_and_escalate_as_one(
             "escalate_after": {"critical": "3s"},
         },
     }
-    one, two = (
-        Replica(
-            collector_config(
-                tmp_path, mosquitto.url, store_url=postgres.url, name=name, extra=settings
-            ),
-            tmp_path / f"{name}.log",
-        )
-        for name in ("replica-1", "replica-2")
-    )
+    one, two = replica_pair(tmp_path, mosquitto.url, postgres.url, settings)
     by_origin = {r.client_id: r for r in (one, two)}
     await one.start()
     await two.start()

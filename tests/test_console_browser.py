@@ -38,6 +38,7 @@ from collectorkit import collector_config, eventually, running_collector
 
 from collector.app import Collector
 from collector.auth import hash_password
+from collector.notifiers.servicenow import Ticket, save_ticket
 from collector.store import Tx
 from enoc.wire import DeviceInfo, Event, EventsMessage, Kind, StatusMessage, encode, topic
 from simulators.sensors import STANDARD_SENSORS
@@ -580,6 +581,27 @@ async def test_comment_on_the_board_names_the_operator_and_is_audited(
     audited = [r for r in records if r["action"] == "comment" and r["incident"] == d]
     assert [(r["actor"], r["text"]) for r in audited] == comments
     assert audited[1]["remote"] == "127.0.0.1"
+
+
+async def test_a_ticket_number_appears_on_the_board_live_and_links_to_the_ticket(
+    board: Board, browser: Any
+) -> None:
+    f = board.ids["F"]
+    url = "https://acme.service-now.com/nav_to.do?uri=incident.do%3Fsys_id%3Dab12"
+    ticket = Ticket("INC0010042", "ab12", url)
+    async with console(browser, board.base) as page:
+        await page.locator(f"tr.incident[data-id='{f}']").wait_for()
+        # kept as the servicenow notifier keeps it: the stream's `ticketed` change shows it
+        await board.collector.store.run(
+            lambda tx: save_ticket(tx, "servicenow https://acme", f, ticket, time.time())
+        )
+        badge = page.locator(f"tr.incident[data-id='{f}'] a.badge.ticket")
+        await badge.wait_for()
+        assert await badge.inner_text() == "INC0010042"
+        assert await badge.get_attribute("href") == url
+        assert await page.locator("a.badge.ticket").count() == 1, "on its own incident only"
+    shown = await call(board.base, "GET", f"/api/v1/incidents/{f}")
+    assert shown["ticket"] == {"number": "INC0010042", "sys_id": "ab12", "url": url}
 
 
 async def test_board_is_current_after_a_stream_outage_longer_than_the_retention(

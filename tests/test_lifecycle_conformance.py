@@ -198,6 +198,7 @@ REGISTRY = [
     Case("collector", "feed", "it reads the store, already open"),
     Case("collector", "notifier", "it writes the store, already open"),
     Case("collector", "handover", "it reads and writes the store, already open"),
+    Case("collector", "tickets", "it reads the store, already open; its client opens in run"),
     Case("collector", "http", take_http),
     Case("collector", "sweeper", NOTHING),
     Case("collector", "ingest.metrics", "it connects in its loop, retried with a backoff"),

@@ -19,6 +19,7 @@ from collector.notifiers.base import (
     NotifierFactory,
 )
 from collector.notifiers.email import Email
+from collector.notifiers.servicenow import ServiceNow
 from collector.notifiers.webhook_json import JsonWebhook
 
 __all__ = [
@@ -38,6 +39,7 @@ NOTIFIERS: dict[str, NotifierFactory] = {
     "json": JsonWebhook,
     "alertmanager": Alertmanager,
     "email": Email,  # notifications.email entries, not a webhook format
+    "servicenow": ServiceNow,
 }
 
 

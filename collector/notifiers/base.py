@@ -8,6 +8,7 @@ machinery's, the same for every kind.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from enoc.retry import PermanentError, RetryableError, http_status_retryable, pa
 
 if TYPE_CHECKING:
     from collector.config import WebhookConfig
+    from collector.store import Store
 
 
 @dataclass(frozen=True)
@@ -86,29 +88,50 @@ class Http:
     async def post_json(self, hook: WebhookConfig, url: str, body: Any) -> None:
         """POST `body` as JSON to `url` (which may carry a login) with the webhook's token
         and timeout; errors name the URL without its login."""
+        headers = {}
+        if hook.token is not None:
+            headers["Authorization"] = f"Bearer {hook.token.reveal()}"
+        await self.request("POST", hook, url, body=body, headers=headers, answer=False)
+
+    async def request(
+        self,
+        method: str,
+        hook: WebhookConfig,
+        url: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        answer: bool = True,
+    ) -> Any:
+        """One request with the webhook's timeout; the JSON answer of a 2xx (None when
+        `answer` is false or the body is empty). A 5xx, a 429 or a connection error raises
+        `DeliveryFailed`, another status `DeliveryRefused`; both name the URL without its
+        login."""
         if self.session is None:
             msg = "the notifiers' HTTP client is not started"
             raise RuntimeError(msg)
         shown = strip_login(url)
         timeout = aiohttp.ClientTimeout(total=float(hook.timeout))
-        headers = {"User-Agent": f"enoc-collector/{__version__}"}
-        if hook.token is not None:
-            headers["Authorization"] = f"Bearer {hook.token.reveal()}"
+        sent = {"User-Agent": f"enoc-collector/{__version__}", **(headers or {})}
         try:
-            async with self.session.post(
-                url, json=body, headers=headers, timeout=timeout
+            async with self.session.request(
+                method, url, json=body, params=params, headers=sent, timeout=timeout
             ) as response:
                 if response.status < 300:
-                    return
+                    if not answer or response.status == 204:
+                        return None
+                    return await response.json(content_type=None)
                 text = (await response.text(errors="replace"))[:200]
                 reason = f"HTTP {response.status} from {shown}: {text}"
                 if http_status_retryable(response.status):
                     wait = parse_retry_after(response.headers.get("Retry-After"), self.now)
                     raise DeliveryFailed(reason, wait)
                 raise DeliveryRefused(reason)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            # ValueError: an answer that is not JSON (a proxy's error page)
             raise DeliveryFailed(
-                f"{type(exc).__name__} posting to {shown}: {redact(str(exc))}"
+                f"{type(exc).__name__} on {method} {shown}: {redact(str(exc))}"
             ) from exc
 
 
@@ -120,6 +143,19 @@ class Env:
     now: Callable[[], float]
     refresh: float  # seconds between re-sends to a receiver that `refreshes`
     console_url: str = ""  # notifications.console_url: where a message may link to
+    store: Store | None = None  # for a kind that keeps what the receiver made (a ticket)
+
+
+def lease_owner(owner: str) -> str:
+    """A lease holder's name in the store: the replica's, unique per process, so that a
+    restarted replica waits for its predecessor's lease too."""
+    return f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
+
+
+def target_key(hook: WebhookConfig) -> str:
+    """How replicas name a webhook in the store: its format and URL without the login
+    (a password must not sit in the store; rotating it keeps the cursor)."""
+    return f"{hook.format} {strip_login(hook.url)}"
 
 
 # A notifier kind's factory: its receiver's config (a WebhookConfig; an EmailConfig for the

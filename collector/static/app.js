@@ -379,6 +379,7 @@ function incidentRow(incident, suppressedCount, isChild = false) {
   if (incident.flapping) badges.push(el("span", { class: "badge flapping" }, "flapping"));
   if (incident.maintenance) badges.push(el("span", { class: "badge maintenance" }, "maintenance"));
   if (incident.escalated) badges.push(el("span", { class: "badge escalated" }, `escalated ${incident.escalated}`));
+  if (incident.ticket) badges.push(ticketBadge(incident.ticket));
   if (!isChild && incident.suppressed_by !== null) {
     badges.push(el("span", { class: "badge suppressed" }, `suppressed under #${incident.suppressed_by}`));
   }
@@ -409,6 +410,15 @@ function incidentRow(incident, suppressedCount, isChild = false) {
   el("td", {}, when(incident.opened)),
   el("td", {}, incident.count),
   el("td", { class: "actions" }, actions));
+}
+
+// The service desk's ticket (a ServiceNow notifier made it): its number, a link to it.
+function ticketBadge(ticket) {
+  const link = /^https?:\/\//.test(ticket.url || "") ? ticket.url : undefined;
+  return el(link ? "a" : "span", {
+    class: "badge ticket", href: link, target: link && "_blank", rel: link && "noopener",
+    title: "service desk ticket", onclick: (e) => e.stopPropagation(),
+  }, ticket.number);
 }
 
 function toggle(set, id) {
