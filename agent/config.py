@@ -249,11 +249,23 @@ class PingLevel:
 
 
 @dataclass(frozen=True)
+class LossLevel(PingLevel):
+    degraded: float = 20  # %
+    clear: float = 5
+
+
+@dataclass(frozen=True)
+class RttLevel(PingLevel):
+    degraded: float = 300  # ms
+    clear: float = 200
+
+
+@dataclass(frozen=True)
 class PingThresholdsConfig:
     """`ping.thresholds`: when a device's ping is "degraded" (agent.reach)."""
 
-    loss_pct: PingLevel = field(default_factory=lambda: PingLevel(20, 5))
-    rtt_ms: PingLevel = field(default_factory=lambda: PingLevel(300, 200))  # the average
+    loss_pct: LossLevel = field(default_factory=LossLevel)
+    rtt_ms: RttLevel = field(default_factory=RttLevel)  # the average round trip
     rounds: int = 2  # sustained for this many rounds, either way
 
     def __post_init__(self) -> None:
@@ -281,17 +293,17 @@ class PingConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= 100:
-            raise ValueError(f"ping.count: expected 1 to 100, got {self.count}")
+            raise ValueError(f"count: expected 1 to 100, got {self.count}")
         if self.concurrency < 1 or self.down_after < 1:
-            raise ValueError("ping.concurrency and ping.down_after must be at least 1")
+            raise ValueError("concurrency and down_after: expected at least 1")
         if self.timeout <= 0:
-            raise ValueError(f"ping.timeout: expected a duration above 0, got {self.timeout:g}s")
+            raise ValueError(f"timeout: expected a duration above 0, got {self.timeout:g}s")
         # a round's longest (no answer at all) fits its interval: rounds never stack
         longest = self.count * self.timeout + (self.count - 1) * self.packet_interval
         if longest >= self.interval:
             raise ValueError(
-                f"ping: count x timeout + (count - 1) x packet_interval ({longest:g}s) must be "
-                f"shorter than ping.interval ({self.interval:g}s)"
+                f"count x timeout + (count - 1) x packet_interval ({longest:g}s): expected "
+                f"shorter than interval ({self.interval:g}s), so that rounds never stack"
             )
 
     def limits(self) -> PingLimits:
