@@ -26,7 +26,7 @@ from agent.discovery import Discovery
 from agent.edge import EdgeSettings
 from agent.facts import DeviceTracker
 from agent.mibgroups import Labels
-from agent.ping import Pinger, PingResult, PingSettings
+from agent.ping import Pinger, PingResult
 from agent.poller import collect
 from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
@@ -139,15 +139,8 @@ class Agent:
             ),
             limits=c.ping.limits(),
         )
-        p = c.ping
         self.pinger = (
-            Pinger(
-                PingSettings(p.interval, p.count, p.timeout, p.packet_interval, p.concurrency),
-                self._ping_targets,
-                self._on_ping_round,
-            )
-            if p.enabled
-            else None
+            Pinger(c.ping, self._ping_targets, self._on_ping_round) if c.ping.enabled else None
         )
         mibs = mib_index(c) if any(p.tables for p in c.profiles.values()) else None
         self.profiles = ProfileSet(p.build(name, mibs) for name, p in c.profiles.items())

@@ -30,6 +30,7 @@ from typing import Any
 
 import icmplib
 
+from agent.config import PingConfig
 from enoc.wire import Row, Value
 
 log = logging.getLogger("enoc.agent.ping")
@@ -52,17 +53,6 @@ def unprivileged_allowed(path: Path = PING_GROUP_RANGE, gids: Iterable[int] | No
         return False
     groups = {os.getgid(), *os.getgroups()} if gids is None else set(gids)
     return any(low <= g <= high for g in groups)
-
-
-@dataclass(frozen=True)
-class PingSettings:
-    """What a `Pinger` needs of agent.config's `ping:`."""
-
-    interval: float = 10.0
-    count: int = 3
-    timeout: float = 1.0
-    packet_interval: float = 0.2
-    concurrency: int = 64
 
 
 @dataclass(frozen=True)
@@ -125,7 +115,7 @@ class Pinger:
     """Pings `targets()` (device, address) round after round; `on_round` gets each
     round's results, in the targets' order."""
 
-    settings: PingSettings
+    settings: PingConfig
     targets: Callable[[], list[tuple[str, str]]]
     on_round: Callable[[list[PingResult]], None]
     clock: Callable[[], float] = time.time
@@ -154,7 +144,7 @@ class Pinger:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        interval = self.settings.interval
+        interval = float(self.settings.interval)
         due = time.monotonic()
         while not stop.is_set():
             self.on_round(await self.round())
@@ -190,8 +180,8 @@ class Pinger:
             host = await self.ping(
                 address,
                 count=s.count,
-                interval=s.packet_interval,
-                timeout=s.timeout,
+                interval=float(s.packet_interval),
+                timeout=float(s.timeout),
                 privileged=self.privileged is not False,
             )
         except icmplib.NameLookupError as exc:

@@ -29,7 +29,9 @@ from agentkit import agent_config
 from simkit import free_udp_port, small_fleet
 
 from agent.app import Agent
-from agent.ping import Pinger, PingResult, PingSettings
+from agent.config import PingConfig
+from agent.ping import Pinger, PingResult
+from enoc.config import Duration
 from enoc.wire import EventsMessage
 from simulators.inventory_out import write_inventory
 from simulators.server import Simulator
@@ -100,7 +102,9 @@ async def measure() -> dict[str, Any]:
         responder = Responder(SHAPED, DELAY_S, LOSS)
     results: list[PingResult] = []
     pinger = Pinger(
-        PingSettings(interval=60, count=60, timeout=0.2, packet_interval=0.02),
+        PingConfig(
+            interval=Duration(60), count=60, timeout=Duration(0.2), packet_interval=Duration(0.02)
+        ),
         lambda: [("shaped", SHAPED)],
         results.extend,
     )

@@ -24,14 +24,14 @@ from collectorkit import collector_config, eventually, running_collector
 from test_collector_rows import payload, sample
 
 from agent.app import Agent
-from agent.config import AgentConfig
+from agent.config import AgentConfig, PingConfig
 from agent.edge import EdgeDetector
-from agent.ping import Pinger, PingResult, PingSettings, unprivileged_allowed
+from agent.ping import Pinger, PingResult, unprivileged_allowed
 from agent.reach import PingEdge, PingLimits
 from collector.metrics_in import of, read
 from collector.recent import RecentValues
 from enoc import wire
-from enoc.config import ConfigError, load_config
+from enoc.config import ConfigError, Duration, load_config
 from enoc.wire import DeviceSample, Event, MetricsMessage, encode
 from testbed.servers import InfluxDB1, Mosquitto
 
@@ -85,7 +85,7 @@ def test_unprivileged_sockets_follow_the_ping_group_range(tmp_path: Path) -> Non
 async def test_a_name_that_does_not_resolve_is_result_code_1() -> None:
     rounds: list[list[PingResult]] = []
     pinger = Pinger(
-        PingSettings(timeout=0.2), lambda: [("x", "no-such-host.invalid")], rounds.append
+        PingConfig(timeout=Duration(0.2)), lambda: [("x", "no-such-host.invalid")], rounds.append
     )
     await pinger.open()
     (r,) = await pinger.round()
@@ -241,14 +241,14 @@ def test_ping_config_defaults_and_errors_that_point(tmp_path: Path) -> None:
     assert ping.limits() == PingLimits(20, 5, 300, 200, 2, 2)
     path.write_text(BASE + "ping:\n  thresholds: {rtt_ms: {degraded: 150, clear: 100}}\n")
     assert load_config(path, AgentConfig).ping.limits().rtt_degraded == 150
-    path.write_text(
-        BASE
-        + "ping:\n"
-        + "  count: 0\n"
-        + "  intervall: 5s\n"
-        + "  thresholds:\n"
-        + "    loss_pct: {degraded: 5, clear: 20}\n"
-    )
+    bad = """
+ping:
+  count: 0
+  intervall: 5s
+  thresholds:
+    loss_pct: {degraded: 5, clear: 20}
+"""
+    path.write_text(BASE + bad.lstrip())
     with pytest.raises(ConfigError) as caught:
         load_config(path, AgentConfig)
     lines = str(caught.value).splitlines()
@@ -364,7 +364,9 @@ async def test_ping_rows_land_in_influxdb_with_telegrafs_tags_and_fields(
     rounds: list[list[PingResult]] = []
     targets = [("r1", "127.0.0.1"), ("r2", "no-such-host.invalid")]
     pinger = Pinger(
-        PingSettings(count=3, timeout=0.5, packet_interval=0.05), lambda: targets, rounds.append
+        PingConfig(timeout=Duration(0.5), packet_interval=Duration(0.05)),
+        lambda: targets,
+        rounds.append,
     )
     await pinger.open()
     results = await pinger.round()
@@ -455,8 +457,9 @@ def test_the_ping_part_fails_its_start_without_a_socket(tmp_path: Path) -> None:
         pytest.skip("net.ipv4.ping_group_range lets nobody ping: no failure to see")
     code = (
         "import asyncio\n"
-        "from agent.ping import Pinger, PingSettings, PingUnavailable\n"
-        "p = Pinger(PingSettings(), lambda: [], lambda r: None)\n"
+        "from agent.config import PingConfig\n"
+        "from agent.ping import Pinger, PingUnavailable\n"
+        "p = Pinger(PingConfig(), lambda: [], lambda r: None)\n"
         "try:\n"
         "    asyncio.run(p.open())\n"
         "except PingUnavailable as e:\n"
