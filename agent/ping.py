@@ -55,6 +55,14 @@ def unprivileged_allowed(path: Path = PING_GROUP_RANGE, gids: Iterable[int] | No
     return any(low <= g <= high for g in groups)
 
 
+def _readable(path: Path = PING_GROUP_RANGE) -> bool:
+    try:
+        path.read_text()
+    except OSError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class PingResult:
     """One device's round: `sent` requests, the round trips of those answered (ms)."""
@@ -124,23 +132,29 @@ class Pinger:
     stats: PingStats = field(default_factory=PingStats)
 
     async def open(self) -> None:
-        """Decide the socket kind once, and check that it opens."""
-        unprivileged = unprivileged_allowed()
-        self.privileged = not unprivileged
-        try:
-            icmplib.ICMPv4Socket(privileged=self.privileged).close()
-        except icmplib.SocketPermissionError:
-            raise PingUnavailable(
-                f"ping: cannot open an ICMP socket ({PING_GROUP_RANGE} does not hold the "
-                "agent's group, and it lacks CAP_NET_RAW for a raw one): grant CAP_NET_RAW "
-                "(deploy/systemd/enoc-agent.service does), widen net.ipv4.ping_group_range, "
-                "or set ping.enabled: false"
-            ) from None
-        log.info(
-            "pinging with %s",
-            "raw ICMP sockets (CAP_NET_RAW)"
-            if self.privileged
-            else "unprivileged ICMP sockets (net.ipv4.ping_group_range)",
+        """Decide the socket kind once, and check that it opens: unprivileged where the
+        range allows it, tried even where the range cannot be read (the systemd unit hides
+        /proc/sys), since raw sockets cost more (each one receives every ICMP packet)."""
+        for privileged in (False, True):
+            if privileged is False and unprivileged_allowed() is False and _readable():
+                continue  # the range says no: no need to try
+            try:
+                icmplib.ICMPv4Socket(privileged=privileged).close()
+            except icmplib.SocketPermissionError:
+                continue
+            self.privileged = privileged
+            log.info(
+                "pinging with %s",
+                "raw ICMP sockets (CAP_NET_RAW)"
+                if privileged
+                else "unprivileged ICMP sockets (net.ipv4.ping_group_range)",
+            )
+            return
+        raise PingUnavailable(
+            f"ping: cannot open an ICMP socket ({PING_GROUP_RANGE} does not hold the "
+            "agent's group, and it lacks CAP_NET_RAW for a raw one): widen "
+            "net.ipv4.ping_group_range, grant CAP_NET_RAW (deploy/systemd/enoc-agent.service "
+            "does), or set ping.enabled: false"
         )
 
     async def run(self, stop: asyncio.Event) -> None:
