@@ -20,7 +20,7 @@ from typing import Any
 import aiomqtt
 import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
-from collectorkit import collector_config, eventually, running_collector
+from collectorkit import Clock, collector_config, eventually, running_collector
 from test_collector_rows import payload, sample
 
 from agent.app import Agent
@@ -28,11 +28,14 @@ from agent.config import AgentConfig, PingConfig
 from agent.edge import EdgeDetector
 from agent.ping import Pinger, PingResult, unprivileged_allowed
 from agent.reach import PingEdge, PingLimits
+from collector.config import IncidentsConfig
+from collector.incidents import Engine
 from collector.metrics_in import of, read
 from collector.recent import RecentValues
+from collector.store import Store
 from enoc import wire
 from enoc.config import ConfigError, Duration, load_config
-from enoc.wire import DeviceSample, Event, MetricsMessage, encode
+from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage, encode
 from testbed.servers import InfluxDB1, Mosquitto
 
 HERE = Path(__file__).parent
@@ -497,3 +500,51 @@ def test_a_device_with_ping_false_is_not_pinged(tmp_path: Path) -> None:
     quiet = Agent(off)
     assert quiet.pinger is None and not quiet.edge.signals
     assert "ping" not in [s.name for s in quiet.parts().states]
+
+
+# ------------------------------------------------------------------ the collector's incidents
+
+
+async def test_incidents_say_down_snmp_silent_and_degraded_and_correlate(tmp_path: Path) -> None:
+    """The collector's incident engine (a real SQLite store) opens one incident a kind,
+    titled by the event's message; the device's other incidents are suppressed under a
+    ping-made down, not under an SNMP agent silent (its host is up)."""
+    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+    await store.open()
+    clock = Clock(T0)
+    engine = Engine(store, IncidentsConfig(), now=clock)
+    edge = PingEdge("nyc-1")
+    for device in ("r1", "r2"):
+        edge.pinged(device)
+    events = edge.ping("r1", 3, 3, 1.0, T0) + edge.ping("r2", 3, 3, 1.0, T0)
+    events += edge.ping("r1", 3, 0, 0.0, T0 + 10) + edge.ping("r1", 3, 0, 0.0, T0 + 20)
+    events += edge.link("r1", 5, "ge-0/0/5", True, True, T0 + 21)
+    events += edge.link("r1", 5, "ge-0/0/5", True, False, T0 + 22)  # while down: suppressed
+    for n in range(3):
+        events += edge.reachability("r2", False, T0 + 30 + n)
+    events += edge.link("r2", 5, "ge-0/0/5", True, True, T0 + 40)
+    events += edge.link("r2", 5, "ge-0/0/5", True, False, T0 + 41)  # host up: its own
+    for n in range(2):
+        events += edge.ping("r2", 10, 6, 20.0, T0 + 50 + n)
+    try:
+        for e in events:
+            clock.t = e.ts + 1
+            await engine.on_events(EventsMessage("nyc-1", "nyc", "americas", 1, clock.t, [e]))
+        found = {(i.key.device, i.key.kind): i for i in await engine.queries.incidents(site="nyc")}
+    finally:
+        await store.close()
+    assert sorted(found) == [
+        ("r1", "link"),
+        ("r1", "reachability"),
+        ("r2", "link"),
+        ("r2", "ping"),
+        ("r2", "snmp"),
+    ]
+    down, silent = found[("r1", "reachability")], found[("r2", "snmp")]
+    assert down.title == "r1: no answer to ping for 2 rounds, nor to SNMP since"
+    assert down.severity == "critical" and down.opened == T0 + 10
+    assert silent.title.startswith("r2: SNMP agent silent, host up (answers ping;")
+    assert silent.severity == "major"
+    assert found[("r2", "ping")].title == "r2: ping loss 40 % at or above 20 %"
+    assert found[("r1", "link")].suppressed_by == down.id
+    assert found[("r2", "link")].suppressed_by is None
