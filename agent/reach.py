@@ -103,7 +103,6 @@ class PingEdge(EdgeDetector):
             self._note_filtered(device, signals)
             if signals.answered:
                 return self._combined(device, signals, at)
-
         return super().reachability(device, answered, at, reason)
 
     def pinged(self, device: str) -> None:
@@ -131,7 +130,7 @@ class PingEdge(EdgeDetector):
         return events
 
     def _combined(self, device: str, signals: Signals, at: float) -> list[Event]:
-        """Reachability from both signals: no ping (for `ping_down_after` rounds) and no
+        """Reachability from both signals: no ping (for `limits.down_after` rounds) and no
         SNMP answer since is down; ping without SNMP is up, its SNMP agent silent."""
         events: list[Event] = []
         ping_up = signals.ping.state == "up"
