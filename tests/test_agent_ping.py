@@ -496,6 +496,16 @@ def test_a_device_with_ping_false_is_not_pinged(tmp_path: Path) -> None:
     )
     agent = Agent(config)
     assert agent._ping_targets() == [("a", "127.0.0.5")]
+    # a reload that turns it the other way round: a device's `ping` is part of the device
+    inventory.write_text(
+        "credentials:\n  c: {version: '2c', community: public}\n"
+        "devices:\n"
+        "  - {name: a, address: 127.0.0.5, credentials: c, ping: false}\n"
+        "  - {name: b, address: 127.0.0.6, credentials: c}\n"
+    )
+    agent._do_reload()
+    assert agent._ping_targets() == [("b", "127.0.0.6")]
+    assert set(agent.edge.signals) == {"b"}
     off = agent_config(tmp_path, "mqtt://127.0.0.1:1", inventory)  # the kit's: ping off
     quiet = Agent(off)
     assert quiet.pinger is None and not quiet.edge.signals
