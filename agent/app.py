@@ -23,12 +23,14 @@ from typing import Literal
 
 from agent.config import AgentConfig, check_agent, mib_index
 from agent.discovery import Discovery
-from agent.edge import EdgeDetector, EdgeSettings
+from agent.edge import EdgeSettings
 from agent.facts import DeviceTracker
 from agent.mibgroups import Labels
+from agent.ping import Pinger, PingResult
 from agent.poller import collect
 from agent.profiles import Profile, ProfileSet
 from agent.publisher import Publisher
+from agent.reach import PingEdge
 from agent.scheduler import Scheduler
 from agent.trapdefaults import SHIPPED_RULES
 from agent.traprules import TrapRules, catalogue_for, compile_rules
@@ -54,7 +56,14 @@ from enoc.snmp.mib import (
 )
 from enoc.snmp.resolve import DnsCache
 from enoc.snmp.usm import UsmUser
-from enoc.wire import Capabilities, DeviceInfo, Event, EventsMessage, MetricsMessage
+from enoc.wire import (
+    Capabilities,
+    DeviceInfo,
+    DeviceSample,
+    Event,
+    EventsMessage,
+    MetricsMessage,
+)
 
 log = logging.getLogger("enoc.agent")
 
@@ -121,13 +130,17 @@ class Agent:
             retries=c.polling.retries,
             resolver=DnsCache(on_change=self._resolved),
         )
-        self.edge = EdgeDetector(
+        self.edge = PingEdge(
             c.agent_id,
             EdgeSettings(
                 unreachable_after=c.polling.unreachable_after,
                 thresholds=c.thresholds.rules(),
                 sensors=c.sensor_limits(),
             ),
+            limits=c.ping.limits(),
+        )
+        self.pinger = (
+            Pinger(c.ping, self._ping_targets, self._on_ping_round) if c.ping.enabled else None
         )
         mibs = mib_index(c) if any(p.tables for p in c.profiles.values()) else None
         self.profiles = ProfileSet(p.build(name, mibs) for name, p in c.profiles.items())
@@ -207,6 +220,8 @@ class Agent:
             )
             auth = snmp_auth(credentials[device.credentials])
             self.targets[name] = Target(device.address, device.port, auth)
+            if self.pinger is not None and device.ping:
+                self.edge.pinged(name)
             self.named_profiles[name] = (
                 self.profiles.named(device.profile) if device.profile else None
             )
@@ -325,6 +340,25 @@ class Agent:
             MetricsMessage(c.agent_id, c.site, c.rtc, 0, time.time(), samples=[sample])
         )
         self.stats.samples += 1
+        if len(self._batch) >= c.publishing.batch_samples:
+            self._flush()
+
+    def _ping_targets(self) -> list[tuple[str, str]]:
+        return [(n, t.device.address) for n, t in self.trackers.items() if n in self.edge.signals]
+
+    def _on_ping_round(self, results: list[PingResult]) -> None:
+        """A ping round: a sample of one `ping` row a device, and the events it makes."""
+        events: list[Event] = []
+        samples = []
+        for r in results:
+            if r.device not in self.trackers:
+                continue  # gone with a reload during the round
+            events += self.edge.ping(r.device, r.sent, r.received, r.average_ms, r.at)
+            samples.append(DeviceSample(r.device, r.address, r.at, rows=[r.row()]))
+        self._emit_events(events)
+        c = self.config
+        self._batch.append(MetricsMessage(c.agent_id, c.site, c.rtc, 0, time.time(), samples))
+        self.stats.samples += len(samples)
         if len(self._batch) >= c.publishing.batch_samples:
             self._flush()
 
@@ -583,6 +617,18 @@ class Agent:
             "discovered": sum(1 for n in self.trackers if self.discovery.discovered(n)),
             "discovery_failed": discovery["failed"],
             "discovery_varbinds": discovery["varbinds"],
+            **(self._ping_health() if self.pinger is not None else {}),
+        }
+
+    def _ping_health(self) -> dict[str, int | float | str]:
+        assert self.pinger is not None
+        ping = self.pinger.stats
+        filtered = sum(1 for s in self.edge.signals.values() if s.filtered)
+        return {
+            "ping_rounds": ping.rounds,
+            "ping_overruns": ping.overruns,
+            "ping_errors": ping.errors,
+            "ping_filtered": filtered,  # answer SNMP, not ping: ICMP filtered on the way
         }
 
     async def _watch_loop(self, stop: asyncio.Event) -> None:
@@ -628,6 +674,11 @@ class Agent:
         supervisor.add(Adapter("snmp", start=self._open_snmp, close=self._close_snmp), Policy.EXIT)
         # RESTART: a device whose discovery was cut short is queued again at its next poll
         supervisor.add(Adapter("discovery", loop=self._discovery_loop), Policy.RESTART)
+        if self.pinger is not None:
+            # RESTART: a round cut short is the next round's to redo; a start that can open
+            # no ICMP socket fails the agent's, naming the fixes (agent.ping)
+            pinger = self.pinger
+            supervisor.add(Adapter("ping", start=pinger.open, loop=pinger.run), Policy.RESTART)
         # EXIT: a scheduler that died leaves the agent polling nothing while it looks alive
         supervisor.add(self.scheduler, Policy.EXIT)
         if self.traps is not None:

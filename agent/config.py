@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from agent.edge import SENSOR_LIMITS, SensorLimits, ThresholdRule
 from agent.mibgroups.tables import resolve
 from agent.profiles import BUILT_IN, ProfileConfig
+from agent.reach import PingLimits
 from agent.trapdefaults import SHIPPED_RULES
 from agent.traprules import catalogue_for, check_rules_include
 from enoc.config import (
@@ -226,6 +227,90 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class PingLevel:
+    """A ping threshold: `degraded` at or above, back to ok below `clear`."""
+
+    degraded: float
+    clear: float
+
+    def __post_init__(self) -> None:
+        if self.clear < 0 or self.clear > self.degraded:
+            raise ValueError(
+                f"expected 0 <= clear <= degraded ({self.degraded:g}), got clear {self.clear:g}"
+            )
+
+
+@dataclass(frozen=True)
+class LossLevel(PingLevel):
+    degraded: float = 20  # %
+    clear: float = 5
+
+
+@dataclass(frozen=True)
+class RttLevel(PingLevel):
+    degraded: float = 300  # ms
+    clear: float = 200
+
+
+@dataclass(frozen=True)
+class PingThresholdsConfig:
+    """`ping.thresholds`: when a device's ping is "degraded" (agent.reach)."""
+
+    loss_pct: LossLevel = field(default_factory=LossLevel)
+    rtt_ms: RttLevel = field(default_factory=RttLevel)  # the average round trip
+    rounds: int = 2  # sustained for this many rounds, either way
+
+    def __post_init__(self) -> None:
+        if self.loss_pct.degraded > 100:
+            raise ValueError(
+                f"loss_pct.degraded: expected at most 100, got {self.loss_pct.degraded:g}"
+            )
+        if self.rounds < 1:
+            raise ValueError(f"rounds: expected at least 1, got {self.rounds}")
+
+
+@dataclass(frozen=True)
+class PingConfig:
+    """`ping:`: the agent pings every device (agent.ping); `enabled: false` turns it off, and
+    a device's `ping: false` in the inventory leaves that one out."""
+
+    enabled: bool = True
+    interval: Duration = Duration(10)  # between rounds
+    count: int = 3  # echo requests a round
+    timeout: Duration = Duration(1)  # for each reply
+    packet_interval: Duration = Duration(0.2)  # between a round's requests to one device
+    concurrency: int = 64  # devices pinged at once
+    down_after: int = 2  # missed rounds, with no SNMP answer since, are down
+    thresholds: PingThresholdsConfig = field(default_factory=PingThresholdsConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.count <= 100:
+            raise ValueError(f"count: expected 1 to 100, got {self.count}")
+        if self.concurrency < 1 or self.down_after < 1:
+            raise ValueError("concurrency and down_after: expected at least 1")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout: expected a duration above 0, got {self.timeout:g}s")
+        # a round's longest (no answer at all) fits its interval: rounds never stack
+        longest = self.count * self.timeout + (self.count - 1) * self.packet_interval
+        if longest >= self.interval:
+            raise ValueError(
+                f"count x timeout + (count - 1) x packet_interval ({longest:g}s): expected "
+                f"shorter than interval ({self.interval:g}s), so that rounds never stack"
+            )
+
+    def limits(self) -> PingLimits:
+        t = self.thresholds
+        return PingLimits(
+            t.loss_pct.degraded,
+            t.loss_pct.clear,
+            t.rtt_ms.degraded,
+            t.rtt_ms.clear,
+            t.rounds,
+            self.down_after,
+        )
+
+
+@dataclass(frozen=True)
 class TrapsConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("0.0.0.0", 162))  # noqa: S104
     communities: list[Secret] = field(default_factory=list)
@@ -250,6 +335,7 @@ class AgentConfig:
     credentials: dict[str, Credential] = field(default_factory=dict)
     traps: TrapsConfig | None = None
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    ping: PingConfig = field(default_factory=PingConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # Compiled MIBs (`enoc mib compile DIR --out` this folder), loaded over the shipped ones
     # for profile tables and trap names.

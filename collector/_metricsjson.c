@@ -1172,7 +1172,7 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
     Sample m = {0};
     Taken taken = {Py_NAN, Py_NAN, NULL, NULL, NULL};
     double ts = 0;
-    int seen = 0, stage = 0, result;
+    int seen = 0, stage = 0, result, device_fields = 0;
     const char *s = p->s;
 #define STEP(expr)               \
     do {                         \
@@ -1252,6 +1252,7 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
                 STEP(result);
                 STEP(field_set(p, DEVICE_SET, &taken, &count));
                 STEP(finish_line(p, line_start, count, m.stamp, m.stamp_len));
+                device_fields = count > 0;
             }
             else {
                 PyObject *shape = PyObject_GetAttr(m.tags, stage_of == 2   ? str_if_shape
@@ -1274,6 +1275,15 @@ sample(Parser *p, const Context *ctx, PyObject *polls)
         NOT_FOR_US(); /* a member missing: the general path names it */
     }
     result = FAILED;
+    if (!device_fields) {
+        /* no device fields: not a poll (a ping round's rows), none for the window */
+        pair = PyTuple_Pack(2, device, Py_None);
+        if (pair == NULL || PyList_Append(polls, pair) < 0) {
+            goto done;
+        }
+        result = DONE;
+        goto done;
+    }
     if (m.count > 0) {
         index = index_of(&m);
     }

@@ -542,14 +542,14 @@ Poll = tuple[float, Value | None, Value | None, Value | None, tuple[int, ...], b
 
 def payload_lines(
     site: str, agent: str, payload: bytes
-) -> tuple[str, bytes, int, list[tuple[str, Poll]]] | None:
+) -> tuple[str, bytes, int, list[tuple[str, Poll | None]]] | None:
     """A metrics payload received on the topic of `site` and `agent`, in one pass of
     collector._metricsjson: its rtc, its lines, how many, and each sample's device and
     poll. None where the extension is not in use or leaves the payload to the general
     path (`enoc.wire.decode`, then `metrics_chunk`), which writes the same values."""
     if _metricsjson is None:
         return None
-    result: tuple[str, bytes, int, list[tuple[str, Poll]]] | None = _metricsjson.lines(
+    result: tuple[str, bytes, int, list[tuple[str, Poll | None]]] | None = _metricsjson.lines(
         payload, site, agent, _device_tags
     )
     return result

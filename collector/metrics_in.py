@@ -49,7 +49,9 @@ class Metrics:
     rtc: str
     lines: bytes  # line protocol, each line ending in a newline
     points: int  # how many lines
-    polls: list[tuple[str, Poll]]  # each sample's device and its poll for the recent window
+    # each sample's device and its poll for the recent window; None for a sample with no
+    # device fields, which is no poll (a ping round's `ping` rows: agent.ping)
+    polls: list[tuple[str, Poll | None]]
     # what the window keeps of a device's latest poll: the payload (decoded again for a
     # device page), or the samples of a message built in memory
     latest: bytes | list[DeviceSample]
@@ -92,7 +94,7 @@ def of(message: MetricsMessage) -> Metrics:
         message.rtc,
         lines,
         points,
-        [(s.device, poll_of(s)) for s in message.samples],
+        [(s.device, poll_of(s) if s.fields else None) for s in message.samples],
         message.samples if payload is None else payload,
     )
 

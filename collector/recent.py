@@ -77,6 +77,8 @@ class RecentValues:
         site, agent, rtc, latest = metrics.site, metrics.agent, metrics.rtc, metrics.latest
         devices = self.devices
         for n, (device, poll) in enumerate(metrics.polls):
+            if poll is None:
+                continue  # a ping round's rows: the device page shows its polls
             key = (site, device)
             entry = devices.get(key)
             if entry is None:

@@ -346,6 +346,10 @@ class Demo:
             "traps": {"listen": f"{HOST}:{trap_port}", "communities": ["public"]},
             "inventory": str(inventory_path),
             "log": {"level": "warning"},
+            # The simulated devices are addresses of this host's loopback: the kernel answers
+            # their ping whatever fault a device plays, so a simulated outage would read as
+            # "SNMP agent silent, host up" instead of down.
+            "ping": {"enabled": False},
         }
         path = state / f"{site}-agent.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -77,6 +77,7 @@ class InventoryDevice:
     trap_engine_id: str = ""
     # this device's own interface policy, over its role's and the agent's (enoc.ifpolicy)
     interfaces: InterfacePolicyConfig | None = None
+    ping: bool = True  # false: not pinged, when the agent pings (agent.config `ping:`)
 
     def __post_init__(self) -> None:
         try:

@@ -104,7 +104,7 @@ def parse_topic(name: str) -> tuple[str, str, Kind]:
 # the decoders' structs, the line protocol, the C passes) to them.
 
 EventKindName = Literal[
-    "reachability", "link", "bgp", "threshold", "sensor", "alarm", "reboot", "trap"
+    "reachability", "link", "bgp", "threshold", "sensor", "alarm", "reboot", "trap", "snmp", "ping"
 ]
 
 
@@ -134,6 +134,10 @@ EVENT_KINDS: dict[str, EventKind] = {
         # one-off: no clearing event will ever come (the collector resolves them in time)
         EventKind("reboot", None, ("rebooted",)),
         EventKind("trap", None, ("received",)),
+        # a device that answers ping and not SNMP: its SNMP agent is silent, the host is up
+        EventKind("snmp", "ok", ("silent",), always_decides=True),
+        # ping's loss or round-trip time past its threshold (agent.config `ping.thresholds`)
+        EventKind("ping", "ok", ("degraded",)),
     )
 }
 # The states that end a problem of their key; any other state of the key is a problem.

@@ -46,6 +46,8 @@ def agent_config(
         "publishing": {"heartbeat": "1s", "replay_rate": 200},
         "inventory": str(inventory),
         "log": {"level": "debug"},
+        # these tests count polls and their samples; the ping tests turn it on
+        "ping": {"enabled": False},
     }
     if traps_port is not None:
         config["traps"] = {"listen": f"127.0.0.1:{traps_port}", "communities": ["public"]}

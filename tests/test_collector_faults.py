@@ -330,7 +330,9 @@ async def test_the_metrics_lane_holds_no_more_than_max_unacked_whatever_the_brok
     held: list[tuple[int, Callable[[], None]]] = []
 
     async def on_metrics(metrics: Metrics, ack: Callable[[], None]) -> None:
-        ((_device, (ts, *_)),) = metrics.polls
+        ((_device, poll),) = metrics.polls
+        assert poll is not None
+        ts = poll[0]
         held.append((round(ts - T0), ack))  # which message: its poll's time
 
     async def ignore(*_: object) -> None:

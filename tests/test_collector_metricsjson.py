@@ -524,12 +524,18 @@ def test_an_interface_identity_is_learned_once_and_compared_after(
     assert learned[5:] == [b'3,"ge-0/0/3","GigabitEthernet0/0/3","new alias"']
     again = payload_lines(SITE, AGENT, encode(message))
     assert again is not None and b"ifAlias=new\\ alias" in again[1] and len(learned) == 6
-    index = again[3][0][1][4]
+    poll = again[3][0][1]
+    assert poll is not None
+    index = poll[4]
     third = payload_lines(SITE, AGENT, encode(message))
-    assert index == (1, 2, 3, 4, 5) and third is not None and third[3][0][1][4] is index
+    assert index == (1, 2, 3, 4, 5) and third is not None
+    poll = third[3][0][1]
+    assert poll is not None and poll[4] is index
     del message.samples[0].interfaces[3:]
     fewer = payload_lines(SITE, AGENT, encode(message))
-    assert fewer is not None and fewer[3][0][1][4] == (1, 2, 3) and len(learned) == 6
+    assert fewer is not None and len(learned) == 6
+    poll = fewer[3][0][1]
+    assert poll is not None and poll[4] == (1, 2, 3)
     assert agree(encode(message))
 
 

@@ -405,7 +405,9 @@ def test_the_agent_unit_is_locked_down() -> None:
     assert s["DynamicUser"] == ["yes"] and s["StateDirectory"] == ["enoc-agent"]
     assert s["ProtectSystem"] == ["strict"] and s["ProtectHome"] == ["yes"]
     assert s["PrivateTmp"] == ["yes"] and s["NoNewPrivileges"] == ["yes"]
-    assert s["AmbientCapabilities"] == s["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    # UDP 162 for traps; raw ICMP sockets for ping (agent.ping), and nothing else
+    both = ["CAP_NET_BIND_SERVICE CAP_NET_RAW"]
+    assert s["AmbientCapabilities"] == s["CapabilityBoundingSet"] == both
     assert s["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
     assert s["SystemCallFilter"][0] == "@system-service"
     assert "PrivateUsers" not in s, "a capability in a user namespace cannot bind port 162"

@@ -190,6 +190,9 @@ REGISTRY = [
     Case("agent", "watch", NOTHING),
     Case("agent", "snmp", "a loopback source address always binds"),
     Case("agent", "discovery", NOTHING),
+    # it fails where no ICMP socket opens: as root (these tests) one always does; the
+    # failure is tested as another user in tests/test_agent_ping.py
+    Case("agent", "ping", "as root an ICMP socket always opens"),
     Case("agent", "scheduler", NOTHING),
     Case("agent", "traps", take_traps),
     Case("collector", "store", unusable_store),

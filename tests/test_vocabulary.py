@@ -22,6 +22,7 @@ from agent.edge import EdgeDetector
 from agent.facts import DeviceTracker
 from agent.mibgroups import Condition
 from agent.poller import RawPoll
+from agent.reach import PingEdge
 from collector import lineproto, metrics_in
 from collector.config import IncidentsConfig
 from collector.incidents import Engine
@@ -64,7 +65,7 @@ def agent_events() -> list[Event]:
     """Every event the agent's edge detector raises: each kind's problem and its clearing,
     from polls and from traps."""
     ids = iter(map(str, range(1000)))
-    edge = EdgeDetector("a1", new_id=ids.__next__)
+    edge = PingEdge("a1", new_id=ids.__next__)
     out: list[Event] = []
     t = T0
     for answered in (False, False, False, True):  # three failed polls, then an answer
@@ -90,6 +91,20 @@ def agent_events() -> list[Event]:
     out += edge.alarm("r1", "alarm:jnxFan:4.1.0.0", False, t + 1, "info", "jnxFanOK", {})
     out += edge.reboot("r1", t, 120)
     out += edge.generic_trap("r1", "1.3.6.1.4.1.9.9.41.2.0.1", t, {"text": "fan"})
+    # then r1 is pinged: SNMP silent while ping answers, ping degraded and back, then down by ping
+    edge.pinged("r1")
+    t += 10
+    out += edge.ping("r1", 3, 3, 5.0, t)  # it answers ping
+    for _ in range(3):  # and its SNMP agent is silent for three polls
+        t += 10
+        out += edge.reachability("r1", False, t)
+    for received in (1, 1, 3, 3):  # 67 % loss for two rounds, then none
+        t += 10
+        out += edge.ping("r1", 3, received, 5.0, t)
+    out += edge.reachability("r1", True, t + 1)  # SNMP answers again
+    for received in (0, 0, 3):  # two missed rounds: down; then up
+        t += 10
+        out += edge.ping("r1", 3, received, 5.0, t)
     return out
 
 
@@ -101,7 +116,7 @@ def test_the_kind_type_is_the_declaration() -> None:
         assert kind.clearing not in kind.problems and len(set(kind.problems)) == len(kind.problems)
     assert {"up", "ok", "established", "cleared"} == wire.CLEARING_STATES
     assert {"reboot", "trap"} == wire.MOMENTARY_KINDS
-    assert {"reachability", "link", "bgp"} == wire.STATE_KINDS
+    assert {"reachability", "link", "bgp", "snmp"} == wire.STATE_KINDS
 
 
 def test_every_event_the_agent_emits_is_declared_with_its_clearing_state() -> None:
