@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -111,26 +112,22 @@ def handover_message(
     return message
 
 
+@dataclass(eq=False)
 class Handover(ServiceBase):
     """Sends each due handover once across replicas (see the module doc)."""
 
     name = "handover"
 
-    def __init__(
-        self,
-        config: NotificationsConfig,
-        store: Store,
-        *,
-        now: Callable[[], float] = time.time,
-        owner: str = "",
-        interval: float = 30.0,
-    ) -> None:
+    config: NotificationsConfig
+    store: Store
+    now: Callable[[], float] = field(default=time.time, kw_only=True)
+    owner: str = field(default="", kw_only=True)
+    interval: float = field(default=30.0, kw_only=True)
+
+    def __post_init__(self) -> None:
         super().__init__()
-        self.config = config
-        self.store = store
-        self.now = now
-        self.owner = owner or "enoc-collector"
-        self.interval = interval
+        config = self.config
+        self.owner = self.owner or "enoc-collector"
         self.desks = Desks.of(config)
         self.email = {entry.name: entry for entry in config.email}
         self.sent = 0

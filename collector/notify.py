@@ -63,7 +63,7 @@ from collector.config import EmailConfig, NotificationsConfig, Receiver
 from collector.desks import Desks
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
-from collector.notifiers.base import lease_owner, target_key
+from collector.notifiers.base import lease_owner, release_leases, take_lease, target_key
 from collector.store import Store, Tx
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
@@ -308,11 +308,7 @@ class Notifications:
         key, owner, until = target.key, self.owner, now + self.lease
 
         def apply(tx: Tx) -> tuple[int, set[int]] | None:
-            if not tx.execute(
-                "UPDATE notify_cursors SET owner = ?, lease_until = ?, updated = ? "
-                "WHERE webhook = ? AND (owner = ? OR lease_until < ?)",
-                (owner, until, now, key, owner, now),
-            ):
+            if not take_lease(tx, "notify_cursors", key, owner, until, now):
                 return None
             row = tx.one("SELECT last_id FROM notify_cursors WHERE webhook = ?", (key,))
             told = tx.all("SELECT incident_id FROM notify_told WHERE webhook = ?", (key,))
@@ -375,13 +371,7 @@ class Notifications:
             target.drop()
 
     async def _release(self) -> None:
-        owner = self.owner
-        with contextlib.suppress(Exception):
-            await self.store.run(
-                lambda tx: tx.execute(
-                    "UPDATE notify_cursors SET lease_until = 0 WHERE owner = ?", (owner,)
-                )
-            )
+        await release_leases(self.store, "notify_cursors", self.owner)
 
     # ---------------------------------------------------------------- delivery
 

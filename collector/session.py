@@ -67,21 +67,13 @@ def load_key(path: Path | None) -> bytes:
     return data
 
 
+@dataclass(eq=False)
 class Sessions:
-    def __init__(
-        self,
-        users: Users | None,
-        key: bytes,
-        store: Store,
-        *,
-        lifetime: float = SESSION_LIFETIME,
-        now: Callable[[], float] = time.time,
-    ) -> None:
-        self.users = users
-        self.key = key
-        self.store = store
-        self.lifetime = lifetime
-        self.now = now
+    users: Users | None
+    key: bytes
+    store: Store
+    lifetime: float = field(default=SESSION_LIFETIME, kw_only=True)
+    now: Callable[[], float] = field(default=time.time, kw_only=True)
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self.key, payload.encode(), hashlib.sha256).hexdigest()

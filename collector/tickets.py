@@ -25,17 +25,22 @@ reads its date in the user's zone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from collector.config import NotificationsConfig, WebhookConfig
 from collector.incidents import Conflict, NotFound, Operators
 from collector.model import IncidentChange
-from collector.notifiers.base import Http, lease_owner, target_key
+from collector.notifiers.base import (
+    Http,
+    lease_owner,
+    release_leases,
+    take_lease,
+    target_key,
+)
 from collector.notifiers.servicenow import (
     ACTOR_PREFIX,
     CLOSED_STATES,
@@ -46,6 +51,7 @@ from collector.notifiers.servicenow import (
     settings_of,
 )
 from collector.store import Store, Tx
+from enoc.lifecycle import ServiceBase
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import pause
 
@@ -69,28 +75,25 @@ class Follow:
     ignored: int = 0  # records without an enoc incident id, or with an unreadable time
 
 
-class TicketSync:
+@dataclass(eq=False)
+class TicketSync(ServiceBase):
     """Follows every ServiceNow target's tickets back into enoc (see the module doc)."""
 
     name = "tickets"
 
-    def __init__(
-        self,
-        config: NotificationsConfig,
-        store: Store,
-        operators: Operators,
-        publish: Callable[[list[IncidentChange]], Awaitable[None]],
-        *,
-        now: Callable[[], float] = time.time,
-        owner: str = "",
-    ) -> None:
-        self.store = store
-        self.operators = operators
-        self.publish = publish
-        self.now = now
+    config: NotificationsConfig
+    store: Store
+    operators: Operators
+    publish: Callable[[list[IncidentChange]], Awaitable[None]]
+    now: Callable[[], float] = field(default=time.time, kw_only=True)
+    owner: str = field(default="", kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        config = self.config
         self.lease = float(config.lease)
-        self.owner = lease_owner(owner)
-        self.http = Http(now)
+        self.owner = lease_owner(self.owner)
+        self.http = Http(self.now)
         self.follows = [
             Follow(
                 hook,
@@ -102,43 +105,26 @@ class TicketSync:
             for hook in config.webhooks
             if hook.format == "servicenow" and float(settings_of(hook).poll_interval) > 0
         ]
-        self._closing = asyncio.Event()
-        self._done = asyncio.Event()
-        self._running = False
         self._failures = StateLogger(log)
 
-    async def start(self) -> None:
-        """Nothing to acquire: the HTTP client opens in `run`."""
-
-    async def run(self) -> None:
-        if not self.follows or self._closing.is_set():
-            await self._closing.wait()
+    async def _run(self) -> None:
+        if not self.follows:
+            await self.closing.wait()
             return
-        self._running = True
         try:
             await self.http.start()
             async with asyncio.TaskGroup() as group:
                 for follow in self.follows:
                     group.create_task(self._follow(follow), name=f"tickets[{follow.key}]")
         finally:
-            owner = self.owner
-            with contextlib.suppress(Exception):
-                await self.store.run(
-                    lambda tx: tx.execute(
-                        "UPDATE ticket_sync SET lease_until = 0 WHERE owner = ?", (owner,)
-                    )
-                )
-            self._done.set()
+            await release_leases(self.store, "ticket_sync", self.owner)
 
-    async def close(self) -> None:
-        """Stop reading (a round in progress ends first); idempotent, safe without start."""
-        self._closing.set()
-        if self._running:
-            await self._done.wait()
+    async def _close(self) -> None:
+        """After a round in progress has ended (ServiceBase waits for `run`)."""
         await self.http.close()
 
     async def _follow(self, follow: Follow) -> None:
-        stop = self._closing
+        stop = self.closing
         while not stop.is_set():
             try:
                 cursor = await self._hold(follow)
@@ -161,11 +147,7 @@ class TicketSync:
                 "ON CONFLICT (target) DO NOTHING",
                 (key, servicenow_time(start), now),
             )
-            if not tx.execute(
-                "UPDATE ticket_sync SET owner = ?, lease_until = ?, updated = ? "
-                "WHERE target = ? AND (owner = ? OR lease_until < ?)",
-                (owner, until, now, key, owner, now),
-            ):
+            if not take_lease(tx, "ticket_sync", key, owner, until, now):
                 return None
             row = tx.one("SELECT cursor FROM ticket_sync WHERE target = ?", (key,))
             return None if row is None else str(row[0])

@@ -8,6 +8,7 @@ machinery's, the same for every kind.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from enoc.retry import PermanentError, RetryableError, http_status_retryable, pa
 
 if TYPE_CHECKING:
     from collector.config import WebhookConfig
-    from collector.store import Store
+    from collector.store import Store, Tx
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,34 @@ def lease_owner(owner: str) -> str:
     """A lease holder's name in the store: the replica's, unique per process, so that a
     restarted replica waits for its predecessor's lease too."""
     return f"{owner or 'enoc-collector'}:{secrets.token_hex(4)}"
+
+
+# The tables of leases, by the column that names what is leased (a webhook, a desk's
+# tickets); their statements are made here, as a table name cannot be a parameter.
+LEASE_TABLES = {"notify_cursors": "webhook", "ticket_sync": "target"}
+_TAKE = {
+    table: f"UPDATE {table} SET owner = ?, lease_until = ?, updated = ? "  # noqa: S608
+    f"WHERE {column} = ? AND (owner = ? OR lease_until < ?)"
+    for table, column in LEASE_TABLES.items()
+}
+_RELEASE = {
+    table: f"UPDATE {table} SET lease_until = 0 WHERE owner = ?"  # noqa: S608
+    for table in LEASE_TABLES
+}
+
+
+def take_lease(tx: Tx, table: str, key: str, owner: str, until: float, now: float) -> bool:
+    """Take `key`'s lease in `table` until `until`, or keep it: whether `owner` holds it
+    (it did, or the last holder's ran out)."""
+    return bool(tx.execute(_TAKE[table], (owner, until, now, key, owner, now)))
+
+
+async def release_leases(store: Store, table: str, owner: str) -> None:
+    """Give up every lease `owner` holds in `table` when it stops, so that another replica
+    takes over at once; a store that is away lets the leases run out instead."""
+    statement = _RELEASE[table]
+    with contextlib.suppress(Exception):
+        await store.run(lambda tx: tx.execute(statement, (owner,)))
 
 
 def target_key(hook: WebhookConfig) -> str:

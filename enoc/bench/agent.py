@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -316,7 +317,13 @@ async def enoc_agent(
     health: list[tuple[float, float, dict[str, Any]]] = []
     try:
         process = psutil.Process(proc.pid)
-        listener = asyncio.create_task(heartbeats(broker_url, config, process, health))
+
+        def beat(status: dict[str, Any]) -> None:
+            health.append((time.monotonic(), sum(process.cpu_times()[:2]), status))
+
+        listener = asyncio.create_task(
+            heartbeats(broker_url, config["site"], config["agent_id"], beat)
+        )
 
         # The window opens at the first heartbeat, not at the spawn: an agent's start (its
         # imports, the broker connection) is not polling, and on a loaded machine it alone
@@ -389,18 +396,15 @@ async def enoc_agent(
 
 
 async def heartbeats(
-    broker_url: str,
-    config: dict[str, Any],
-    process: psutil.Process,
-    out: list[tuple[float, float, dict[str, Any]]],
+    broker_url: str, site: str, agent_id: str, on_beat: Callable[[dict[str, Any]], None]
 ) -> None:
-    """Record (time, agent CPU-seconds, health) at every heartbeat the agent publishes."""
+    """`on_beat(health)` at every heartbeat the agent publishes, until cancelled."""
     import aiomqtt
 
     from enoc.wire import StatusMessage, decode, topic
 
     host, port = broker_url.removeprefix("mqtt://").split(":")
-    status = topic(config["site"], config["agent_id"], "status")
+    status = topic(site, agent_id, "status")
     while True:
         try:
             async with aiomqtt.Client(host, int(port)) as client:
@@ -409,8 +413,7 @@ async def heartbeats(
                     assert isinstance(message.payload, bytes)
                     decoded = decode(status, message.payload)
                     if isinstance(decoded, StatusMessage) and decoded.health:
-                        cpu = sum(process.cpu_times()[:2])
-                        out.append((time.monotonic(), cpu, dict(decoded.health)))
+                        on_beat(dict(decoded.health))
         except aiomqtt.MqttError:
             await asyncio.sleep(0.5)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from enoc.bench.agent import heartbeats
 from enoc.bench.common import (
     add_results_argument,
     add_size_arguments,
@@ -146,7 +147,7 @@ async def one_run(
     config["polling"]["timeout"] = f"{args.interval * 0.4:g}s"
     (run_dir / "agent.yaml").write_text(yaml.safe_dump(config))
     beats: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    listener = asyncio.create_task(heartbeats(broker_url, agent_id, beats))
+    listener = asyncio.create_task(heartbeats(broker_url, "bench", agent_id, beats.put_nowait))
     log = (run_dir / "agent.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -213,23 +214,6 @@ def dumped_instructions(run_dir: Path) -> int:
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     raise RuntimeError(f"{dump}: no summary line")
-
-
-async def heartbeats(broker_url: str, agent_id: str, out: asyncio.Queue[dict[str, Any]]) -> None:
-    """Each heartbeat's health, as the agent publishes it."""
-    import aiomqtt
-
-    from enoc.wire import StatusMessage, decode, topic
-
-    host, port = broker_url.removeprefix("mqtt://").split(":")
-    status = topic("bench", agent_id, "status")
-    async with aiomqtt.Client(host, int(port)) as client:
-        await client.subscribe(status, qos=1)
-        async for message in client.messages:
-            assert isinstance(message.payload, bytes)
-            decoded = decode(status, message.payload)
-            if isinstance(decoded, StatusMessage) and decoded.health:
-                await out.put(dict(decoded.health))
 
 
 def print_table(runs: list[Run], args: argparse.Namespace) -> None:
