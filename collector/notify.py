@@ -65,6 +65,7 @@ from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
 from collector.notifiers.base import lease_owner, release_leases, take_lease, target_key
 from collector.store import Store, Tx
+from enoc.lifecycle import ServiceBase
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
@@ -145,10 +146,11 @@ class Target:
         self.lease_until = 0.0
 
 
-class Notifications:
+class Notifications(ServiceBase):
     """Delivers incident changes to every configured webhook (see the module doc)."""
 
     name = "notifier"
+    grace = DRAIN_TIMEOUT + 5  # close waits for the drain, which ends the request in flight
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class Notifications:
         refresh: float = ALERTMANAGER_REFRESH,
         owner: str = "",
     ) -> None:
+        super().__init__()
         self.config = config
         self.store = store
         self.now = now
@@ -175,14 +178,11 @@ class Notifications:
         self.skipped = 0
         self.dead_letter_errors = 0
         self._started = False
-        self._closing = asyncio.Event()
-        self._running = False
-        self._ran = asyncio.Event()  # set when run() has drained and released the leases
         self._failures = StateLogger(log)
 
     # ---------------------------------------------------------------- intake
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Register the webhooks in the store; a new one starts at the change log's end.
         Call it before the collector makes changes, or they would precede the cursor."""
         if self._started or not self.targets:
@@ -375,54 +375,45 @@ class Notifications:
 
     # ---------------------------------------------------------------- delivery
 
-    async def run(self) -> None:
+    async def _run(self) -> None:
         """Deliver until `close`; the request in flight may finish, the rest stays in the log."""
         if not self.targets:
-            await self._closing.wait()
+            await self.closing.wait()
             return
-        if self._closing.is_set():
+        if self.closing.is_set():  # closed before it ran: nothing to drain or to open
             return
-        self._running = True  # before any wait: a close from now on waits for the drain
+        if not self._started:
+            await self._start()
+        # opened here, not in start: a collector whose start fails later leaves no
+        # client session behind
+        await self.http.start()
+        workers = [
+            asyncio.create_task(self._deliver(t), name=f"notify[{t.name}]") for t in self.targets
+        ]
         try:
-            if not self._started:
-                await self.start()
-            # opened here, not in start: a collector whose start fails later leaves no
-            # client session behind
-            await self.http.start()
-            workers = [
-                asyncio.create_task(self._deliver(t), name=f"notify[{t.name}]")
-                for t in self.targets
-            ]
-            try:
-                await self._closing.wait()
-            except asyncio.CancelledError:  # killed: leases stay held until they run out
-                for task in workers:
-                    task.cancel()
-                raise
-            for target in self.targets:
-                target.wake.set()
-            _done, pending = await asyncio.wait(workers, timeout=DRAIN_TIMEOUT)
-            for task in pending:
+            await self.closing.wait()
+        except asyncio.CancelledError:  # killed: leases stay held until they run out
+            for task in workers:
                 task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self._release()
-            for target in self.targets:
-                target.drop()
-        finally:
-            self._ran.set()
+            raise
+        for target in self.targets:
+            target.wake.set()
+        _done, pending = await asyncio.wait(workers, timeout=DRAIN_TIMEOUT)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._release()
+        for target in self.targets:
+            target.drop()
 
-    async def close(self) -> None:
-        """Stop delivering (the request in flight may finish), hand the leases back, close
-        the HTTP client. Idempotent, and safe without `start`."""
-        self._closing.set()
-        if self._running:
-            await self._ran.wait()
+    async def _close(self) -> None:
+        """After the drain (the request in flight finished, the leases handed back)."""
         await self.http.close()
 
     async def _deliver(self, target: Target) -> None:
-        stop = self._closing
+        stop = self.closing
         while not stop.is_set():
             try:
                 if not await self._hold(target):
