@@ -62,10 +62,9 @@ from urllib.parse import urlsplit
 from collector.config import EmailConfig, NotificationsConfig, Receiver
 from collector.desks import Desks
 from collector.model import SEVERITY_RANK, IncidentChange
-from collector.notifiers import NOTIFIERS, Delivery, Env, Http, Notifier
-from collector.notifiers.base import lease_owner, release_leases, take_lease, target_key
+from collector.notifiers import NOTIFIERS, Delivery, Env, Notifier
+from collector.notifiers.base import LeasedPart, release_leases, take_lease, target_key
 from collector.store import Store, Tx
-from enoc.lifecycle import ServiceBase
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
@@ -146,29 +145,23 @@ class Target:
         self.lease_until = 0.0
 
 
-class Notifications(ServiceBase):
+@dataclass(eq=False)
+class Notifications(LeasedPart):
     """Delivers incident changes to every configured webhook (see the module doc)."""
 
     name = "notifier"
     grace = DRAIN_TIMEOUT + 5  # close waits for the drain, which ends the request in flight
 
-    def __init__(
-        self,
-        config: NotificationsConfig,
-        store: Store,
-        *,
-        now: Callable[[], float] = time.time,
-        refresh: float = ALERTMANAGER_REFRESH,
-        owner: str = "",
-    ) -> None:
+    config: NotificationsConfig
+    store: Store
+    now: Callable[[], float] = field(default=time.time, kw_only=True)
+    refresh: float = field(default=ALERTMANAGER_REFRESH, kw_only=True)  # Alertmanager's
+    owner: str = field(default="", kw_only=True)
+
+    def __post_init__(self) -> None:
         super().__init__()
-        self.config = config
-        self.store = store
-        self.now = now
-        self.refresh_every = refresh
-        self.lease = float(config.lease)
-        self.owner = lease_owner(owner)
-        self.http = Http(now)
+        config, store, now, refresh = self.config, self.store, self.now, self.refresh
+        self.hold_leases_as(self.owner, config.lease, now)
         env = Env(self.http, now, refresh, config.console_url, store)
         self.targets = [
             Target(hook, name, NOTIFIERS[hook.format](hook, env))
@@ -277,7 +270,7 @@ class Notifications(ServiceBase):
     async def _refresh(self, target: Target) -> bool:
         """Queue the open firing alerts again (Alertmanager targets; see the module doc)."""
         now = self.now()
-        if now - target.last_refresh < self.refresh_every:
+        if now - target.last_refresh < self.refresh:
             return False
         target.last_refresh = now
         incidents = await self.store.read(lambda tx: tx.incidents("state <> 'resolved'"))
@@ -407,10 +400,6 @@ class Notifications(ServiceBase):
         await self._release()
         for target in self.targets:
             target.drop()
-
-    async def _close(self) -> None:
-        """After the drain (the request in flight finished, the leases handed back)."""
-        await self.http.close()
 
     async def _deliver(self, target: Target) -> None:
         stop = self.closing

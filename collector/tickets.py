@@ -35,8 +35,7 @@ from collector.config import NotificationsConfig, WebhookConfig
 from collector.incidents import Conflict, NotFound, Operators
 from collector.model import IncidentChange
 from collector.notifiers.base import (
-    Http,
-    lease_owner,
+    LeasedPart,
     release_leases,
     take_lease,
     target_key,
@@ -51,7 +50,6 @@ from collector.notifiers.servicenow import (
     settings_of,
 )
 from collector.store import Store, Tx
-from enoc.lifecycle import ServiceBase
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import pause
 
@@ -76,7 +74,7 @@ class Follow:
 
 
 @dataclass(eq=False)
-class TicketSync(ServiceBase):
+class TicketSync(LeasedPart):
     """Follows every ServiceNow target's tickets back into enoc (see the module doc)."""
 
     name = "tickets"
@@ -91,9 +89,7 @@ class TicketSync(ServiceBase):
     def __post_init__(self) -> None:
         super().__init__()
         config = self.config
-        self.lease = float(config.lease)
-        self.owner = lease_owner(self.owner)
-        self.http = Http(self.now)
+        self.hold_leases_as(self.owner, config.lease, self.now)
         self.follows = [
             Follow(
                 hook,
@@ -118,10 +114,6 @@ class TicketSync(ServiceBase):
                     group.create_task(self._follow(follow), name=f"tickets[{follow.key}]")
         finally:
             await release_leases(self.store, "ticket_sync", self.owner)
-
-    async def _close(self) -> None:
-        """After a round in progress has ended (ServiceBase waits for `run`)."""
-        await self.http.close()
 
     async def _follow(self, follow: Follow) -> None:
         stop = self.closing

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import aiohttp
 
 from enoc import __version__
+from enoc.lifecycle import ServiceBase
 from enoc.logs import redact, strip_login
 from enoc.retry import PermanentError, RetryableError, http_status_retryable, parse_retry_after
 
@@ -145,6 +146,25 @@ class Env:
     refresh: float  # seconds between re-sends to a receiver that `refreshes`
     console_url: str = ""  # notifications.console_url: where a message may link to
     store: Store | None = None  # for a kind that keeps what the receiver made (a ticket)
+
+
+class LeasedPart(ServiceBase):
+    """A part that works one replica at a time through leases in the store and reaches its
+    receivers over HTTP (the notifier, the ticket sync); its HTTP client opens in its run
+    and closes after it."""
+
+    lease: float
+    owner: str
+    http: Http
+
+    def hold_leases_as(self, owner: str, lease: float, now: Callable[[], float]) -> None:
+        """This replica's name as a lease holder, the leases' length, the HTTP client."""
+        self.owner = lease_owner(owner)
+        self.lease = float(lease)
+        self.http = Http(now)
+
+    async def _close(self) -> None:
+        await self.http.close()
 
 
 def lease_owner(owner: str) -> str:
