@@ -11,7 +11,6 @@ edge state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -39,7 +38,7 @@ from enoc.config import ConfigError, ConfigIssue
 from enoc.inventory import Credential, Inventory, InventoryDevice
 from enoc.lifecycle import Adapter, Policy, Supervisor
 from enoc.logs import StateLogger, get_logger, register_secret
-from enoc.retry import Backoff
+from enoc.retry import Backoff, pause
 from enoc.snmp.ber import Oid, oid_text
 from enoc.snmp.client import V1, SnmpClient, SnmpError, Target, V2c, V3User
 from enoc.snmp.mib import (
@@ -635,8 +634,7 @@ class Agent:
         """Event-loop lag (how late a 0.5 s sleep wakes), batch flushing and reloads."""
         while not stop.is_set():
             started = time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
+            await pause(stop, 0.5)
             lag = (time.monotonic() - started - 0.5) * 1000
             self.stats.loop_lag_ms = max(0.0, lag) if not stop.is_set() else self.stats.loop_lag_ms
             self._flush()

@@ -18,7 +18,6 @@ that can open neither fails and names both fixes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import statistics
@@ -31,6 +30,7 @@ from typing import Any
 import icmplib
 
 from agent.config import PingConfig
+from enoc.retry import pause
 from enoc.wire import Row, Value
 
 log = logging.getLogger("enoc.agent.ping")
@@ -169,8 +169,7 @@ class Pinger:
                 skipped = int(late // interval) + 1
                 self.stats.overruns += skipped
                 due += skipped * interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+            await pause(stop, max(0.0, due - time.monotonic()))
 
     async def round(self) -> list[PingResult]:
         """One round over every target, `concurrency` at a time."""

@@ -45,7 +45,7 @@ from collector.tickets import TicketSync
 from enoc import __version__
 from enoc.lifecycle import Adapter, Policy, Supervisor, WebSite
 from enoc.logs import get_logger, redact
-from enoc.retry import Backoff
+from enoc.retry import Backoff, pause
 from enoc.wire import Capabilities, EventsMessage, StatusMessage
 
 log = get_logger("enoc.collector")
@@ -148,9 +148,7 @@ class Collector:
     async def _sweeper(self, stop: asyncio.Event) -> None:
         interval = float(self.config.incidents.sweep_interval)
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set():
+            if await pause(stop, interval):
                 return
             try:
                 await self.publish(await self.engine.sweep())

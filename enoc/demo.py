@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from enoc.retry import pause
 from testbed.servers import free_port
 
 log = logging.getLogger("enoc.demo")
@@ -373,9 +374,7 @@ class Demo:
         while not stop.is_set():
             for offset, text, action in steps:
                 at = start + (loop * STORY_PERIOD + offset) * scale
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), max(0.0, at - time.monotonic()))
-                if stop.is_set():
+                if await pause(stop, max(0.0, at - time.monotonic())):
                     return
                 self.say(f"{time.strftime('%H:%M:%S')} story: {text}")
                 try:
