@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from collector import availability
+from collector.access import Principal, Role
 from collector.api_input import (
     MAX_NAME,
     MAX_PASSWORD,
@@ -43,7 +44,7 @@ from collector.api_input import (
     time_param,
 )
 from collector.api_tables import choice, seconds_param, table_response, time_range
-from collector.auth import HashGate, HashingBusy, Role, User, Users, cpus
+from collector.auth import HashGate, HashingBusy, User, Users, cpus
 from collector.config import CollectorConfig
 from collector.exposition import prometheus_text
 from collector.incidents import (
@@ -83,7 +84,7 @@ RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` wh
 
 log = get_logger("enoc.collector.api")
 
-USER_KEY = web.RequestKey("user", User)
+USER_KEY = web.RequestKey("user", Principal)
 SESSION_KEY = web.RequestKey("session", Session)
 STATIC = Path(__file__).with_name("static")
 CONSOLE_FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
@@ -153,6 +154,7 @@ class Api:
             load_key(http.session_key_file),
             self.store,
             lifetime=float(http.session_lifetime),
+            recheck_after=float(http.session_recheck),
         )
         self.limiter = LoginLimiter(
             self.store,
@@ -258,7 +260,7 @@ class Api:
                 response.headers.setdefault(name, value)
         return response
 
-    async def authenticate(self, request: web.Request) -> tuple[User, Session | None] | None:
+    async def authenticate(self, request: web.Request) -> tuple[Principal, Session | None] | None:
         """The caller: a bearer token, else a console session cookie (not logged out on any
         replica: 503 when the store cannot say)."""
         header = request.headers.get("Authorization", "")
@@ -267,7 +269,7 @@ class Api:
             if scheme.lower() != "bearer" or not token.strip() or self.users is None:
                 return None
             user = self.users.by_token(token.strip())
-            return None if user is None else (user, None)
+            return None if user is None else (user.principal(), None)
         cookie = request.cookies.get(COOKIE, "")
         if not cookie:
             return None
@@ -275,7 +277,7 @@ class Api:
             session = await self.sessions.verify(cookie)
         except Exception as exc:
             raise self._store_unavailable("session check", exc) from None
-        return None if session is None else (session.user, session)
+        return None if session is None else (session.principal, session)
 
     def _role(self, role: Role, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -301,16 +303,23 @@ class Api:
 
         return guarded
 
-    def audit(self, request: web.Request, actor: str, action: str, **details: Any) -> None:
-        """Who did what, when, from where: the log, and the audit file when configured."""
+    def audit(
+        self, request: web.Request, who: Principal | str, action: str, **details: Any
+    ) -> None:
+        """Who did what, when, from where: the log, and the audit file when configured.
+        `who` is the caller, or the name a failed login gave; `identity` names the
+        account behind the action (`local:alice`, `ldap:<DN>`, `oidc:<issuer>|<sub>`)."""
+        actor = who if isinstance(who, str) else who.name
+        identity = "" if isinstance(who, str) else who.identity
         record = {
             "at": time.time(),
             "actor": actor,
+            "identity": identity,
             "action": action,
             "remote": request.remote or "",
             **details,
         }
-        audit_log.info("audit %s by %s", action, actor, **details)
+        audit_log.info("audit %s by %s", action, actor, identity=identity, **details)
         if self.audit_file is None:
             return
         try:
@@ -366,11 +375,13 @@ class Api:
             await self.limiter.succeeded(key)
         except Exception as exc:
             raise self._store_unavailable("login limit", exc) from None
-        cookie, session = self.sessions.issue(user)
+        try:
+            cookie, session = await self.sessions.issue(user.principal())
+        except Exception as exc:
+            raise self._store_unavailable("login", exc) from None
         response = web.json_response(
             {
-                "name": user.name,
-                "role": user.role,
+                **_whoami(session.principal),
                 "csrf": session.csrf(self.sessions.key),
                 "expires": session.expires,
             }
@@ -384,7 +395,7 @@ class Api:
             samesite="Strict",
             secure=_https(request),
         )
-        self.audit(request, user.name, "login")
+        self.audit(request, session.principal, "login")
         return response
 
     async def _check_password(self, key: str, name: str, password: str) -> User | None:
@@ -406,7 +417,7 @@ class Api:
                 await self.sessions.revoke(session)
             except Exception as exc:
                 raise self._store_unavailable("logout", exc) from None
-        self.audit(request, request[USER_KEY].name, "logout")
+        self.audit(request, request[USER_KEY], "logout")
         response = web.json_response({"logged_out": True})
         response.del_cookie(COOKIE, path="/")
         return response
@@ -467,8 +478,7 @@ class Api:
         )
 
     async def whoami(self, request: web.Request) -> web.Response:
-        user = request[USER_KEY]
-        out: dict[str, Any] = {"name": user.name, "role": user.role}
+        out = _whoami(request[USER_KEY])
         session = request.get(SESSION_KEY)
         if session is not None:  # the console reloaded: it needs its CSRF token again
             out["csrf"] = session.csrf(self.sessions.key)
@@ -510,7 +520,7 @@ class Api:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
             change = await request.app[OPERATORS_KEY].act(incident_id, action, user.name, text)
-            self.audit(request, user.name, action, incident=incident_id, text=text)
+            self.audit(request, user, action, incident=incident_id, text=text)
             await request.app[PUBLISH_KEY]([change])
             return web.json_response(change.incident.as_dict())
 
@@ -633,13 +643,13 @@ class Api:
             body.get("reason", ""),
         )
         created = await request.app[MAINTENANCE_KEY].add_window(window, request[USER_KEY].name)
-        self.audit(request, request[USER_KEY].name, "maintenance_add", **created.as_dict())
+        self.audit(request, request[USER_KEY], "maintenance_add", **created.as_dict())
         return web.json_response(created.as_dict(), status=201)
 
     async def delete_window(self, request: web.Request) -> web.Response:
         window_id = path_id(request)
         await request.app[MAINTENANCE_KEY].delete_window(window_id, request[USER_KEY].name)
-        self.audit(request, request[USER_KEY].name, "maintenance_delete", window=window_id)
+        self.audit(request, request[USER_KEY], "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
 
     # ---------------------------------------------------------------- stream
@@ -744,3 +754,13 @@ class Api:
 def _https(request: web.Request) -> bool:
     """Whether the browser talks HTTPS to us (directly or through a TLS proxy)."""
     return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+
+def _whoami(principal: Principal) -> dict[str, Any]:
+    """Who the console shows as logged in, with the scope it hides the rest by."""
+    return {
+        "name": principal.name,
+        "role": principal.role,
+        "scope": principal.scope.as_dict(),
+        "identity": principal.identity,
+    }

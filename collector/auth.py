@@ -1,7 +1,8 @@
 """Who may use the API: users, roles, bearer tokens and password hashes.
 
 The users file (DESIGN: `http.users_file`) lists
-`users: [{name, role, token | token_file, password_hash}]`. Tokens are
+`users: [{name, role, token | token_file, password_hash, scope}]` (scope:
+collector/access.py). Tokens are
 secrets (`${ENV}` or `token_file`), never logged; a request's token is
 compared with every user's in constant time so response timing says nothing
 about which prefix matched. Passwords (for the console login) are stored only
@@ -31,19 +32,18 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from collector.access import ROLE_RANK, Principal, Role, Scope, ScopeConfig
 from enoc.config import ConfigError, ConfigIssue, Secret, load_config
 from enoc.logs import get_logger
 
 log = get_logger("enoc.collector.auth")
 T = TypeVar("T")
 
-Role = Literal["viewer", "operator", "admin"]
-ROLE_RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 
 # OWASP's Password Storage Cheat Sheet: argon2id with at least 19 MiB, 2 passes, 1 lane.
 # One lane: a check uses one CPU, so that HashGate's workers bound the CPUs taken.
@@ -62,6 +62,7 @@ class User:
     role: Role = "viewer"
     token: Secret | None = None
     password_hash: str = ""
+    scope: ScopeConfig | None = None  # left out: everything
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -76,6 +77,9 @@ class User:
 
     def may(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    def principal(self) -> Principal:
+        return Principal(self.name, self.role, Scope.of(self.scope), "local", self.name)
 
 
 @dataclass(frozen=True)

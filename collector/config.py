@@ -500,6 +500,10 @@ class HttpConfig:
     # Without it each process makes its own key (a restart logs everyone out).
     session_key_file: Path | None = None
     session_lifetime: Duration = Duration(12 * 3600)
+    # A directory or single-sign-on identity behind a session is confirmed again this
+    # long after its last confirmation (a user removed from its group loses the session);
+    # while its source cannot answer, the session lasts one more such time.
+    session_recheck: Duration = Duration(60)
     audit_file: Path | None = None  # operator actions as JSON lines (also logged)
     # Failed logins of one client address and user name pair that go ahead at once; then
     # each waits login_backoff, doubling with every further failure up to

@@ -246,4 +246,20 @@ MIGRATIONS: list[list[str]] = [
             updated DOUBLE PRECISION NOT NULL DEFAULT 0
         )""",
     ],
+    # 8 -> 9: sessions kept whole in the store (collector/session.py): the principal
+    # behind each (role, scope, the identity a directory or single sign-on confirms),
+    # read by every replica; they replace the list of logged-out nonces.
+    [
+        """CREATE TABLE sessions (
+            nonce TEXT PRIMARY KEY,
+            principal TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            expires DOUBLE PRECISION NOT NULL,
+            checked DOUBLE PRECISION NOT NULL,
+            revoked DOUBLE PRECISION NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX sessions_by_identity ON sessions (identity)",
+        "CREATE INDEX sessions_by_expiry ON sessions (expires)",
+        "DROP TABLE session_revocations",
+    ],
 ]

@@ -1,20 +1,33 @@
 """Console sessions: signed cookies, CSRF tokens and a login rate limit, shared by replicas.
 
-A session cookie is `name.expires.nonce.signature`, signed with HMAC-SHA256
-under the collector's session key, so several replicas behind one load
-balancer accept each other's sessions when they share the key
-(`http.session_key_file`); without a file each process makes its own key and
-a restart logs everyone out. The cookie is HttpOnly and SameSite=Strict; an
-unsafe request (POST, DELETE) made with it must also carry the session's
-CSRF token in `X-CSRF-Token`, which only the console's own page can read
-(from the login answer or `/api/v1/whoami`).
+A session is a row of the store's `sessions` table (schema 9), keyed by a random
+nonce; its cookie is `nonce.signature`, signed with HMAC-SHA256 under the
+collector's session key so that a forged or guessed cookie costs no store read.
+Replicas behind one load balancer accept each other's sessions when they share
+the key (`http.session_key_file`); without a file each process makes its own
+key and a restart logs everyone out. The cookie is HttpOnly and
+SameSite=Strict; an unsafe request (POST, DELETE) made with it must also carry
+the session's CSRF token in `X-CSRF-Token`, which only the console's own page
+can read (from the login answer or `/api/v1/whoami`).
+
+The row holds the session's `Principal` (collector/access.py: name, role,
+scope, and the identity behind it) and when that identity was last confirmed.
+Each request reads it, so a logout on one replica is refused on every other
+from the next request on, and what ends a session ends it everywhere:
+
+- a users-file user's role and scope are the file's as it is now (it reloads
+  on change); a user removed from it has no session;
+- a directory or single-sign-on identity is confirmed again (`rechecks`, one
+  per source: LDAP's group lookup...) once `recheck_after` has passed since the
+  last confirmation, by whichever replica the next request reaches; an identity
+  no longer granted a role ends the session on every replica. While the source
+  cannot answer, the session lasts one more `recheck_after`, then ends.
 
 What replicas must agree on lives in the incident store, one code path for
-SQLite and PostgreSQL (collector/store.py, schema 5):
+SQLite and PostgreSQL (collector/store.py):
 
-- `session_revocations`: the nonce of every session logged out, until the
-  cookie would have expired anyway (then pruned). A logout on one replica is
-  refused on every other from the next request on: each cookie check reads it.
+- `sessions`: every session until its cookie expires (then pruned), its
+  `revoked` time when logged out or ended.
 - `login_failures`: failed logins per client address and user name pair (the key
   kept as a SHA-256, so mistyped passwords typed as names are not kept in clear).
   An attempt takes its place under a lock on its key before the password is
@@ -32,26 +45,37 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from collector.auth import User, Users
+from collector.access import Principal
+from collector.auth import Users
 from collector.store import Store, Tx
+from enoc.logs import StateLogger, get_logger
+
+log = get_logger("enoc.collector.session")
 
 COOKIE = "enoc_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_LIFETIME = 12 * 3600.0  # one NOC shift
+RECHECK_AFTER = 60.0
+
+# Confirms an identity again: its principal as the source sees it now, None when the
+# source no longer grants it a role; raises when the source cannot answer.
+Recheck = Callable[[Principal], Awaitable[Principal | None]]
 
 
 @dataclass(frozen=True)
 class Session:
-    user: User
+    principal: Principal
     expires: float
     nonce: str
+    checked: float = 0.0  # when the identity was last confirmed by its source
 
     def csrf(self, key: bytes) -> str:
         return hmac.new(key, f"csrf|{self.nonce}".encode(), hashlib.sha256).hexdigest()
@@ -74,62 +98,128 @@ class Sessions:
     store: Store
     lifetime: float = field(default=SESSION_LIFETIME, kw_only=True)
     now: Callable[[], float] = field(default=time.time, kw_only=True)
+    # by principal source ("ldap", "oidc"): how such an identity is confirmed again
+    rechecks: dict[str, Recheck] = field(default_factory=dict, kw_only=True)
+    recheck_after: float = field(default=RECHECK_AFTER, kw_only=True)
+    ended: int = field(default=0, init=False)  # sessions ended by a recheck here
+    _source_failing: StateLogger = field(default_factory=lambda: StateLogger(log), init=False)
 
-    def _sign(self, payload: str) -> str:
-        return hmac.new(self.key, payload.encode(), hashlib.sha256).hexdigest()
+    def _sign(self, nonce: str) -> str:
+        return hmac.new(self.key, nonce.encode(), hashlib.sha256).hexdigest()
 
-    def issue(self, user: User) -> tuple[str, Session]:
-        session = Session(user, self.now() + self.lifetime, secrets.token_urlsafe(18))
-        payload = f"{user.name.encode().hex()}.{int(session.expires)}.{session.nonce}"
-        return f"{payload}.{self._sign(payload)}", session
+    async def issue(self, principal: Principal) -> tuple[str, Session]:
+        """A new session of `principal`, stored for every replica, and its cookie."""
+        now = self.now()
+        session = Session(principal, now + self.lifetime, secrets.token_urlsafe(18), now)
 
-    def signed(self, cookie: str) -> Session | None:
-        """The session a cookie carries if it is signed with our key, unexpired and of a
-        user still in the users file; revocation is not checked (see `verify`)."""
-        if self.users is None or cookie.count(".") != 3:
+        def apply(tx: Tx) -> None:
+            tx.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+            tx.execute(
+                "INSERT INTO sessions (nonce, principal, identity, expires, checked) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    session.nonce,
+                    json.dumps(principal.as_dict(), sort_keys=True),
+                    principal.identity,
+                    session.expires,
+                    now,
+                ),
+            )
+
+        await self.store.run(apply)
+        return f"{session.nonce}.{self._sign(session.nonce)}", session
+
+    def _nonce(self, cookie: str) -> str | None:
+        """The cookie's nonce if it is signed with our key."""
+        nonce, dot, signature = cookie.partition(".")
+        if not dot or not nonce or not hmac.compare_digest(signature, self._sign(nonce)):
             return None
-        name_hex, expires_raw, nonce, signature = cookie.split(".")
-        payload = f"{name_hex}.{expires_raw}.{nonce}"
-        if not hmac.compare_digest(signature, self._sign(payload)):
-            return None
-        try:
-            name = bytes.fromhex(name_hex).decode()
-            expires = float(expires_raw)
-        except ValueError:
-            return None
-        if expires < self.now():
-            return None
-        user = self.users.by_name(name)  # a user removed from the file loses the session
-        if user is None:
-            return None
-        return Session(user, expires, nonce)
+        return nonce
 
     async def verify(self, cookie: str) -> Session | None:
-        """The cookie's session unless it is forged, expired, of a removed user or logged
-        out (on any replica: the store says). Raises when the store cannot answer."""
-        session = self.signed(cookie)
-        if session is None:
+        """The cookie's session unless it is forged, expired, logged out or ended (on any
+        replica: the store says), with its principal as its source sees it now. Raises
+        when the store cannot answer."""
+        nonce = self._nonce(cookie)
+        if nonce is None:
             return None
-
-        def revoked(tx: Tx) -> bool:
-            row = tx.one("SELECT 1 FROM session_revocations WHERE nonce = ?", (session.nonce,))
-            return row is not None
-
-        return None if await self.store.read(revoked) else session
-
-    async def revoke(self, session: Session) -> None:
-        """Log the session out on every replica; revocations past their cookie's expiry go."""
         now = self.now()
+
+        def read(tx: Tx) -> tuple[str, float, float] | None:
+            row = tx.one(
+                "SELECT principal, expires, checked FROM sessions "
+                "WHERE nonce = ? AND revoked = 0 AND expires >= ?",
+                (nonce, now),
+            )
+            return None if row is None else (str(row[0]), float(row[1]), float(row[2]))
+
+        row = await self.store.read(read)
+        if row is None:
+            return None
+        session = Session(Principal.from_dict(json.loads(row[0])), row[1], nonce, row[2])
+        return await self._current(session, now)
+
+    async def _current(self, session: Session, now: float) -> Session | None:
+        principal = session.principal
+        if principal.source == "local":
+            user = None if self.users is None else self.users.by_name(principal.subject)
+            return None if user is None else replace(session, principal=user.principal())
+        recheck = self.rechecks.get(principal.source)
+        if recheck is None or now - session.checked < self.recheck_after:
+            return session
+        try:
+            confirmed = await recheck(principal)
+        except Exception as exc:
+            self._source_failing.failed(f"confirming {principal.source} identities", exc)
+            if now - session.checked < 2 * self.recheck_after:
+                return session
+            return None  # not confirmed for too long: the next login decides
+        self._source_failing.ok(f"confirming {principal.source} identities")
+        if confirmed is None:
+            self.ended += 1
+            log.info(
+                "session of %s ended: %s no longer grants it a role",
+                principal.identity,
+                principal.source,
+                identity=principal.identity,
+            )
+            await self._end(session.nonce, now)
+            return None
+        current = replace(session, principal=confirmed, checked=now)
 
         def apply(tx: Tx) -> None:
             tx.execute(
-                "INSERT INTO session_revocations (nonce, expires) VALUES (?, ?) "
-                "ON CONFLICT (nonce) DO NOTHING",
-                (session.nonce, session.expires),
+                "UPDATE sessions SET principal = ?, checked = ? WHERE nonce = ?",
+                (json.dumps(confirmed.as_dict(), sort_keys=True), now, session.nonce),
             )
-            tx.execute("DELETE FROM session_revocations WHERE expires < ?", (now,))
 
         await self.store.run(apply)
+        return current
+
+    async def _end(self, nonce: str, now: float) -> None:
+        def apply(tx: Tx) -> None:
+            tx.execute(
+                "UPDATE sessions SET revoked = ? WHERE nonce = ? AND revoked = 0", (now, nonce)
+            )
+            tx.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+
+        await self.store.run(apply)
+
+    async def revoke(self, session: Session) -> None:
+        """Log the session out on every replica; sessions past their cookie's expiry go."""
+        await self._end(session.nonce, self.now())
+
+    async def end_identity(self, identity: str) -> int:
+        """End every session of `identity` (`source:subject`) on every replica; how many."""
+        now = self.now()
+
+        def apply(tx: Tx) -> int:
+            return tx.execute(
+                "UPDATE sessions SET revoked = ? WHERE identity = ? AND revoked = 0",
+                (now, identity),
+            )
+
+        return await self.store.run(apply)
 
 
 @dataclass(eq=False)

@@ -416,7 +416,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         schema_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 8
+    assert await store.open() == len(original) == 9
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 6: an agent and its events are known by site and agent id
@@ -446,14 +446,17 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     assert await store.run(lambda tx: tx.last_change_id()) == 0
     assert await store.run(lambda tx: tx.all("SELECT * FROM notify_cursors")) == []
     assert await store.run(lambda tx: tx.all("SELECT * FROM notify_told")) == []
-    # schema 5: logouts and failed logins, empty
-    assert await store.run(lambda tx: tx.all("SELECT * FROM session_revocations")) == []
+    # schema 5: failed logins, empty
     assert await store.run(lambda tx: tx.all("SELECT * FROM login_failures")) == []
     # schema 7: the handovers sent at shift changes, empty
     assert await store.run(lambda tx: tx.all("SELECT * FROM handovers")) == []
     # schema 8: the tickets a service desk holds, and the way back's cursor, empty
     assert await store.run(lambda tx: tx.all("SELECT * FROM incident_tickets")) == []
     assert await store.run(lambda tx: tx.all("SELECT * FROM ticket_sync")) == []
+    # schema 9: console sessions, kept whole (session_revocations, of schema 5, is gone)
+    assert await store.run(lambda tx: tx.all("SELECT * FROM sessions")) == []
+    with pytest.raises(Exception, match="session_revocations"):
+        await store.run(lambda tx: tx.all("SELECT * FROM session_revocations"))
     await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
     await store.close()
     newer = Store(store_url)

@@ -18,6 +18,7 @@ from test_collector_api import auth, events, publish, read_sse
 from yarl import URL
 
 from collector import api as collector_api
+from collector.access import Principal, Scope, ScopeConfig
 from collector.app import Collector
 from collector.auth import User, Users, hash_password
 from collector.session import COOKIE, LoginLimiter, Sessions, load_key
@@ -60,17 +61,18 @@ async def test_cookies_are_signed_expire_and_revoke_on_every_replica(
     clock = Clock()
     sessions = Sessions(users, b"k" * 32, replicas[0], lifetime=3600, now=clock)
     other = Sessions(users, b"k" * 32, replicas[1], lifetime=3600, now=clock)  # the replica
-    cookie, session = sessions.issue(users.users[0])
+    cookie, session = await sessions.issue(users.users[0].principal())
     found = await other.verify(cookie)
     assert found is not None
-    assert found.user.name == "ops1"
+    assert found.principal.name == "ops1"
+    assert found.principal.identity == "local:ops1"
     assert found.csrf(sessions.key) == session.csrf(sessions.key)
     # any change to the cookie breaks the signature
-    name_hex, expires, nonce, signature = cookie.split(".")
-    forged_name = b"bob".hex()
-    assert await sessions.verify(f"{forged_name}.{expires}.{nonce}.{signature}") is None
-    assert await sessions.verify(f"{name_hex}.{int(expires) + 9999}.{nonce}.{signature}") is None
+    nonce, signature = cookie.split(".")
+    _, bob = await sessions.issue(users.users[1].principal())
+    assert await sessions.verify(f"{bob.nonce}.{signature}") is None, "another's nonce"
     assert await sessions.verify(cookie[:-1] + ("0" if cookie[-1] != "0" else "1")) is None
+    assert await sessions.verify(nonce) is None
     assert await sessions.verify("garbage") is None
     # another key (another deployment) does not accept it
     assert await Sessions(users, b"x" * 32, replicas[0], now=clock).verify(cookie) is None
@@ -82,20 +84,85 @@ async def test_cookies_are_signed_expire_and_revoke_on_every_replica(
     await sessions.revoke(session)
     assert await sessions.verify(cookie) is None
     assert await other.verify(cookie) is None
-    # a user removed from the users file loses the session
-    cookie2, _ = sessions.issue(users.users[1])
+    # a user removed from the users file loses the session; one whose role changed in
+    # the file has the new role from the next request on
+    cookie2, _ = await sessions.issue(users.users[1].principal())
     assert await other.verify(cookie2) is not None
     gone = Sessions(Users([users.users[0]]), b"k" * 32, replicas[1], now=clock)
     assert await gone.verify(cookie2) is None
-    # a logout is kept until its cookie would have expired anyway, then pruned
+    promoted = Sessions(
+        Users([User("bob", "admin", scope=ScopeConfig(rtc=["emea"]))]),
+        b"k" * 32,
+        replicas[1],
+        now=clock,
+    )
+    now_admin = await promoted.verify(cookie2)
+    assert now_admin is not None
+    assert now_admin.principal.role == "admin"
+    assert now_admin.principal.scope.as_dict() == {"rtc": ["emea"], "site": []}
+    # a session is kept until its cookie would have expired anyway, then pruned
     clock.t += 3601
-    _, later = sessions.issue(users.users[0])
+    _, later = await sessions.issue(users.users[0].principal())
     await other.revoke(later)
 
     def nonces(tx: Tx) -> list[str]:
-        return [str(r[0]) for r in tx.all("SELECT nonce FROM session_revocations")]
+        return [str(r[0]) for r in tx.all("SELECT nonce FROM sessions")]
 
-    assert await replicas[0].run(nonces) == [later.nonce], "the first one's is gone"
+    assert await replicas[0].run(nonces) == [later.nonce], "the earlier ones are gone"
+
+
+async def test_directory_identities_are_confirmed_again_on_any_replica(
+    replicas: tuple[Store, Store],
+) -> None:
+    """A session of a directory identity is confirmed by its source once `recheck_after`
+    has passed: a new role or scope is taken, an identity no longer granted ends the
+    session on every replica, and a source that cannot answer keeps it one more period."""
+    clock = Clock()
+    granted: dict[str, Principal | None] = {}
+    asked: list[str] = []
+
+    async def recheck(principal: Principal) -> Principal | None:
+        asked.append(principal.subject)
+        if principal.subject not in granted:
+            raise ConnectionError("directory down")
+        return granted[principal.subject]
+
+    def replica(store: Store) -> Sessions:
+        return Sessions(
+            None, b"k" * 32, store, now=clock, rechecks={"ldap": recheck}, recheck_after=60
+        )
+
+    one, two = replica(replicas[0]), replica(replicas[1])
+    dn = "uid=ana,ou=people,dc=enoc,dc=test"
+    ana = Principal("ana", "operator", Scope.of(ScopeConfig(rtc=["emea"])), "ldap", dn)
+    cookie, _ = await one.issue(ana)
+    found = await two.verify(cookie)
+    assert found is not None and found.principal == ana and asked == [], "fresh: not asked"
+    clock.t += 61
+    granted[dn] = Principal("ana", "viewer", Scope.of(ScopeConfig(rtc=["emea"])), "ldap", dn)
+    found = await two.verify(cookie)
+    assert found is not None and found.principal.role == "viewer"
+    assert asked == [dn]
+    found = await one.verify(cookie)
+    assert found is not None and found.principal.role == "viewer", "the other replica too"
+    assert asked == [dn], "confirmed 0 s ago on the other replica: not asked again"
+    # the directory cannot answer: the session lasts one more period, then ends
+    del granted[dn]
+    clock.t += 61
+    assert await one.verify(cookie) is not None
+    clock.t += 60
+    assert await two.verify(cookie) is None
+    # removed from the group: ended on every replica, even once the directory answers
+    granted[dn] = None
+    clock.t -= 60
+    assert await one.verify(cookie) is None
+    granted[dn] = ana
+    assert await two.verify(cookie) is None
+    assert one.ended == 1
+    # a second session of the same identity ends by its identity
+    cookie3, _ = await two.issue(ana)
+    assert await one.end_identity(ana.identity) == 1
+    assert await two.verify(cookie3) is None
 
 
 def test_session_key_file(tmp_path: Path) -> None:
