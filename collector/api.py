@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -30,21 +28,18 @@ from typing import Any
 from aiohttp import web
 
 from collector import availability
-from collector.access import Principal, Role
+from collector.api_access import USER_KEY, Access, Handler
 from collector.api_input import (
-    MAX_NAME,
-    MAX_PASSWORD,
     ApiError,
     bad_request,
     int_param,
     json_body,
     path_id,
     retry_later,
-    storable,
     time_param,
 )
 from collector.api_tables import choice, seconds_param, table_response, time_range
-from collector.auth import HashGate, HashingBusy, User, Users, cpus
+from collector.auth import Users
 from collector.config import CollectorConfig
 from collector.exposition import prometheus_text
 from collector.incidents import (
@@ -58,7 +53,6 @@ from collector.incidents import (
 )
 from collector.model import SEVERITY_RANK, STATES, IncidentChange
 from collector.recent import InfluxRecent, RecentValues
-from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.store import Store, store_unavailable
 from collector.stream import ChangeFeed, Hub, StreamEvent, resume
 from enoc.config import Duration
@@ -84,13 +78,8 @@ RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` wh
 
 log = get_logger("enoc.collector.api")
 
-USER_KEY = web.RequestKey("user", Principal)
-SESSION_KEY = web.RequestKey("session", Session)
 STATIC = Path(__file__).with_name("static")
 CONSOLE_FILES = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-audit_log = get_logger("enoc.audit")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -141,37 +130,17 @@ def make_app(
 
 class Api:
     def __init__(self, app: web.Application, users: Users | None) -> None:
-        self.users = users
         self.hub = app[HUB_KEY]
         self.store = app[STORE_KEY]
         self.requests = 0
-        self.unauthorized = 0
-        self.forbidden = 0
         http = app[CONFIG_KEY].http
-        # sessions logged out and failed logins are kept in the store: every replica agrees
-        self.sessions = Sessions(
-            users,
-            load_key(http.session_key_file),
-            self.store,
-            lifetime=float(http.session_lifetime),
-            recheck_after=float(http.session_recheck),
-        )
-        self.limiter = LoginLimiter(
-            self.store,
-            http.login_max_failures,
-            float(http.login_window),
-            backoff=float(http.login_backoff),
-            backoff_max=float(http.login_backoff_max),
-        )
-        self.hashing = HashGate(http.login_hash_workers or cpus(), http.login_hash_queue)
+        self.access = Access(http, users, self.store, self._store_unavailable)
+        self._role = self.access.guard
         self.stream_max_per_user = http.stream_max_clients_per_user
         self.stream_max = http.stream_max_clients
         self.streams: dict[str, int] = {}  # open event streams by user name
         self.streams_refused = 0
-        self.audit_file = http.audit_file
-        self._audit_failures = StateLogger(log)
         self._store_failing = StateLogger(log)
-        self.logins_failed = 0
 
     async def _clients(self, app: web.Application) -> AsyncIterator[None]:
         """The clients the API holds open: the password checks' threads, and the device
@@ -180,7 +149,7 @@ class Api:
         if config.recent.source == "influxdb" and config.influxdb is not None:
             app[RECENT_DB_KEY] = InfluxRecent(config.influxdb, config.recent)
         yield
-        self.hashing.close()
+        self.access.close()
         if RECENT_DB_KEY in app:
             await app[RECENT_DB_KEY].close()
 
@@ -211,9 +180,7 @@ class Api:
         r.add_get("/api/v1/maintenance", self._role("viewer", self.list_windows))
         r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
         r.add_delete("/api/v1/maintenance/{id}", self._role("admin", self.delete_window))
-        r.add_get("/api/v1/whoami", self._role("viewer", self.whoami))
-        r.add_post("/login", self.login)
-        r.add_post("/logout", self._role("viewer", self.logout))
+        self.access.routes(r)
         r.add_get("/", self.console)
         r.add_get("/console/{name:.+}", self.console_file)
 
@@ -260,76 +227,6 @@ class Api:
                 response.headers.setdefault(name, value)
         return response
 
-    async def authenticate(self, request: web.Request) -> tuple[Principal, Session | None] | None:
-        """The caller: a bearer token, else a console session cookie (not logged out on any
-        replica: 503 when the store cannot say)."""
-        header = request.headers.get("Authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip() or self.users is None:
-                return None
-            user = self.users.by_token(token.strip())
-            return None if user is None else (user.principal(), None)
-        cookie = request.cookies.get(COOKIE, "")
-        if not cookie:
-            return None
-        try:
-            session = await self.sessions.verify(cookie)
-        except Exception as exc:
-            raise self._store_unavailable("session check", exc) from None
-        return None if session is None else (session.principal, session)
-
-    def _role(self, role: Role, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            found = await self.authenticate(request)
-            if found is None:
-                self.unauthorized += 1
-                error = ApiError(401, "missing or invalid bearer token or session")
-                error.headers["WWW-Authenticate"] = 'Bearer realm="enoc"'
-                raise error
-            user, session = found
-            if session is not None and request.method not in SAFE_METHODS:
-                sent = request.headers.get(CSRF_HEADER, "")
-                if not hmac.compare_digest(sent, session.csrf(self.sessions.key)):
-                    self.forbidden += 1
-                    raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
-            if not user.may(role):
-                self.forbidden += 1
-                raise ApiError(403, f"{user.name} is a {user.role}; this needs {role}")
-            request[USER_KEY] = user
-            if session is not None:
-                request[SESSION_KEY] = session
-            return await handler(request)
-
-        return guarded
-
-    def audit(
-        self, request: web.Request, who: Principal | str, action: str, **details: Any
-    ) -> None:
-        """Who did what, when, from where: the log, and the audit file when configured.
-        `who` is the caller, or the name a failed login gave; `identity` names the
-        account behind the action (`local:alice`, `ldap:<DN>`, `oidc:<issuer>|<sub>`)."""
-        actor = who if isinstance(who, str) else who.name
-        identity = "" if isinstance(who, str) else who.identity
-        record = {
-            "at": time.time(),
-            "actor": actor,
-            "identity": identity,
-            "action": action,
-            "remote": request.remote or "",
-            **details,
-        }
-        audit_log.info("audit %s by %s", action, actor, identity=identity, **details)
-        if self.audit_file is None:
-            return
-        try:
-            with self.audit_file.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record, sort_keys=True) + "\n")
-        except OSError as exc:
-            self._audit_failures.failed("audit file", exc, path=str(self.audit_file))
-        else:
-            self._audit_failures.ok("audit file")
-
     # ---------------------------------------------------------------- console and login
 
     async def console(self, _request: web.Request) -> web.FileResponse:
@@ -344,84 +241,6 @@ class Api:
             raise ApiError(404, "Not Found")
         return web.FileResponse(path)
 
-    async def login(self, request: web.Request) -> web.Response:
-        if request.content_type != "application/json":
-            raise ApiError(415, 'login takes a JSON body: {"name": ..., "password": ...}')
-        body = await json_body(request, required=True)
-        name, password = body.get("name"), body.get("password")
-        if not isinstance(name, str) or not isinstance(password, str) or not name:
-            raise bad_request('"name" and "password" are required strings')
-        # What the store and the hash take: a lone surrogate (JSON's "\ud800") cannot be
-        # stored as UTF-8, and the limiter's row would read as a store outage.
-        if not (storable(name) and storable(password)):
-            raise bad_request('"name" and "password" must be text without NUL or lone surrogates')
-        if len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
-            raise bad_request(
-                f'"name" takes at most {MAX_NAME} characters, "password" {MAX_PASSWORD}'
-            )
-        key = self.limiter.pair(request.remote or "", name)
-        # the place is taken before the attempt is counted: a login refused for load
-        # is not a failed login
-        try:
-            with self.hashing.place():
-                user = await self._check_password(key, name, password)
-        except HashingBusy as exc:
-            raise retry_later(503, str(exc), 1) from None
-        if user is None:
-            self.logins_failed += 1
-            self.audit(request, name, "login_failed")
-            raise ApiError(401, "wrong name or password")
-        try:
-            await self.limiter.succeeded(key)
-        except Exception as exc:
-            raise self._store_unavailable("login limit", exc) from None
-        try:
-            cookie, session = await self.sessions.issue(user.principal())
-        except Exception as exc:
-            raise self._store_unavailable("login", exc) from None
-        response = web.json_response(
-            {
-                **_whoami(session.principal),
-                "csrf": session.csrf(self.sessions.key),
-                "expires": session.expires,
-            }
-        )
-        response.set_cookie(
-            COOKIE,
-            cookie,
-            max_age=int(self.sessions.lifetime),
-            path="/",
-            httponly=True,
-            samesite="Strict",
-            secure=_https(request),
-        )
-        self.audit(request, session.principal, "login")
-        return response
-
-    async def _check_password(self, key: str, name: str, password: str) -> User | None:
-        try:  # counted as a failure, on every replica, unless the password is right
-            wait = await self.limiter.attempt(key)
-        except Exception as exc:
-            raise self._store_unavailable("login limit", exc) from None
-        if wait > 0:
-            seconds = math.ceil(wait)
-            raise retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
-        if self.users is None:
-            return None
-        return await self.hashing.run(self.users.by_password, name, password)
-
-    async def logout(self, request: web.Request) -> web.Response:
-        session = request.get(SESSION_KEY)
-        if session is not None:
-            try:
-                await self.sessions.revoke(session)
-            except Exception as exc:
-                raise self._store_unavailable("logout", exc) from None
-        self.audit(request, request[USER_KEY], "logout")
-        response = web.json_response({"logged_out": True})
-        response.del_cookie(COOKIE, path="/")
-        return response
-
     # ---------------------------------------------------------------- health and metrics
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -431,7 +250,7 @@ class Api:
         ok = all(part["ok"] for part in health.values())
         status = 200 if ok else 503
         try:
-            viewer = await self.authenticate(request)
+            viewer = await self.access.authenticate(request)
         except ApiError:  # the store cannot check a cookie: the caller is not known
             viewer = None
         if viewer is None:
@@ -448,12 +267,7 @@ class Api:
                 "stream_feed_listening": int(feed.listening),
                 "stream_changes_pruned": feed.pruned,
                 "api_requests": self.requests,
-                "api_unauthorized": self.unauthorized,
-                "api_forbidden": self.forbidden,
-                "api_logins_failed": self.logins_failed,
-                "api_logins_refused": self.limiter.refused,
-                "api_logins_busy": self.hashing.refused,
-                "api_password_hashes_upgraded": self.users.upgraded if self.users else 0,
+                **self.access.counters(),
                 "stream_clients_refused": self.streams_refused,
                 "stream_clients": self.hub.clients,
                 "stream_events": self.hub.published,
@@ -476,14 +290,6 @@ class Api:
             charset="utf-8",
             headers={"X-Prometheus-Format": "0.0.4"},
         )
-
-    async def whoami(self, request: web.Request) -> web.Response:
-        out = _whoami(request[USER_KEY])
-        session = request.get(SESSION_KEY)
-        if session is not None:  # the console reloaded: it needs its CSRF token again
-            out["csrf"] = session.csrf(self.sessions.key)
-            out["expires"] = session.expires
-        return web.json_response(out)
 
     # ---------------------------------------------------------------- incidents
 
@@ -520,7 +326,7 @@ class Api:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
             change = await request.app[OPERATORS_KEY].act(incident_id, action, user.name, text)
-            self.audit(request, user, action, incident=incident_id, text=text)
+            self.access.audit(request, user, action, incident=incident_id, text=text)
             await request.app[PUBLISH_KEY]([change])
             return web.json_response(change.incident.as_dict())
 
@@ -643,27 +449,16 @@ class Api:
             body.get("reason", ""),
         )
         created = await request.app[MAINTENANCE_KEY].add_window(window, request[USER_KEY].name)
-        self.audit(request, request[USER_KEY], "maintenance_add", **created.as_dict())
+        self.access.audit(request, request[USER_KEY], "maintenance_add", **created.as_dict())
         return web.json_response(created.as_dict(), status=201)
 
     async def delete_window(self, request: web.Request) -> web.Response:
         window_id = path_id(request)
         await request.app[MAINTENANCE_KEY].delete_window(window_id, request[USER_KEY].name)
-        self.audit(request, request[USER_KEY], "maintenance_delete", window=window_id)
+        self.access.audit(request, request[USER_KEY], "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
 
     # ---------------------------------------------------------------- stream
-
-    async def _session_lasts(self, request: web.Request) -> bool:
-        """Whether a stream opened with a session cookie may go on: not after a logout on
-        any replica, nor past the cookie's expiry. A store that cannot answer now is no
-        reason to cut a console off; bearer tokens are not sessions."""
-        if SESSION_KEY not in request:
-            return True
-        try:
-            return await self.sessions.verify(request.cookies.get(COOKIE, "")) is not None
-        except Exception:  # the store is down: the next check decides
-            return True
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events of the store's change log (ids global across replicas);
@@ -733,7 +528,7 @@ class Api:
                     item = b": keepalive\n\n"
                 if time.monotonic() - checked >= SSE_HEARTBEAT:
                     checked = time.monotonic()
-                    if not await self._session_lasts(request):
+                    if not await self.access.session_lasts(request):
                         break  # logged out (on any replica) or expired: the stream ends too
                 if item is None:
                     break
@@ -749,18 +544,3 @@ class Api:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
-
-
-def _https(request: web.Request) -> bool:
-    """Whether the browser talks HTTPS to us (directly or through a TLS proxy)."""
-    return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
-
-
-def _whoami(principal: Principal) -> dict[str, Any]:
-    """Who the console shows as logged in, with the scope it hides the rest by."""
-    return {
-        "name": principal.name,
-        "role": principal.role,
-        "scope": principal.scope.as_dict(),
-        "identity": principal.identity,
-    }

@@ -1,0 +1,280 @@
+"""Who calls the API: bearer tokens, console sessions and logins, the role guard, the audit.
+
+Every way in ends as a `Principal` (collector/access.py) under `USER_KEY` of the
+request; the session behind a cookie under `SESSION_KEY`. Logins by name and
+password are checked against the users file with argon2id on `HashGate`'s
+threads and limited per client address and name pair (collector/session.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from collector.access import Principal, Role
+from collector.api_input import (
+    MAX_NAME,
+    MAX_PASSWORD,
+    ApiError,
+    bad_request,
+    json_body,
+    retry_later,
+    storable,
+)
+from collector.auth import HashGate, HashingBusy, User, Users, cpus
+from collector.config import HttpConfig
+from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
+from collector.store import Store
+from enoc.logs import StateLogger, get_logger
+
+log = get_logger("enoc.collector.api")
+audit_log = get_logger("enoc.audit")
+
+USER_KEY = web.RequestKey("user", Principal)
+SESSION_KEY = web.RequestKey("session", Session)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# the API's 503 for a store that cannot answer, logged once per outage
+StoreUnavailable = Callable[[str, Exception], ApiError]
+
+
+class Access:
+    def __init__(
+        self,
+        http: HttpConfig,
+        users: Users | None,
+        store: Store,
+        store_unavailable: StoreUnavailable,
+    ) -> None:
+        self.users = users
+        self._store_unavailable = store_unavailable
+        self.unauthorized = 0
+        self.forbidden = 0
+        self.logins_failed = 0
+        # sessions and failed logins are kept in the store: every replica agrees
+        self.sessions = Sessions(
+            users,
+            load_key(http.session_key_file),
+            store,
+            lifetime=float(http.session_lifetime),
+            recheck_after=float(http.session_recheck),
+        )
+        self.limiter = LoginLimiter(
+            store,
+            http.login_max_failures,
+            float(http.login_window),
+            backoff=float(http.login_backoff),
+            backoff_max=float(http.login_backoff_max),
+        )
+        self.hashing = HashGate(http.login_hash_workers or cpus(), http.login_hash_queue)
+        self.audit_file = http.audit_file
+        self._audit_failures = StateLogger(log)
+
+    def routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/api/v1/whoami", self.guard("viewer", self.whoami))
+        router.add_post("/login", self.login)
+        router.add_post("/logout", self.guard("viewer", self.logout))
+
+    def close(self) -> None:
+        self.hashing.close()
+
+    def counters(self) -> dict[str, float]:
+        return {
+            "api_unauthorized": self.unauthorized,
+            "api_forbidden": self.forbidden,
+            "api_logins_failed": self.logins_failed,
+            "api_logins_refused": self.limiter.refused,
+            "api_logins_busy": self.hashing.refused,
+            "api_password_hashes_upgraded": self.users.upgraded if self.users else 0,
+        }
+
+    async def authenticate(self, request: web.Request) -> tuple[Principal, Session | None] | None:
+        """The caller: a bearer token, else a console session cookie (not logged out on any
+        replica: 503 when the store cannot say)."""
+        header = request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip() or self.users is None:
+                return None
+            user = self.users.by_token(token.strip())
+            return None if user is None else (user.principal(), None)
+        cookie = request.cookies.get(COOKIE, "")
+        if not cookie:
+            return None
+        try:
+            session = await self.sessions.verify(cookie)
+        except Exception as exc:
+            raise self._store_unavailable("session check", exc) from None
+        return None if session is None else (session.principal, session)
+
+    def guard(self, role: Role, handler: Handler) -> Handler:
+        """`handler` for callers of at least `role`: 401 for no caller, 403 below it (or
+        an unsafe method without the session's CSRF token)."""
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            found = await self.authenticate(request)
+            if found is None:
+                self.unauthorized += 1
+                error = ApiError(401, "missing or invalid bearer token or session")
+                error.headers["WWW-Authenticate"] = 'Bearer realm="enoc"'
+                raise error
+            user, session = found
+            if session is not None and request.method not in SAFE_METHODS:
+                sent = request.headers.get(CSRF_HEADER, "")
+                if not hmac.compare_digest(sent, session.csrf(self.sessions.key)):
+                    self.forbidden += 1
+                    raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
+            if not user.may(role):
+                self.forbidden += 1
+                raise ApiError(403, f"{user.name} is a {user.role}; this needs {role}")
+            request[USER_KEY] = user
+            if session is not None:
+                request[SESSION_KEY] = session
+            return await handler(request)
+
+        return guarded
+
+    def audit(
+        self, request: web.Request, who: Principal | str, action: str, **details: Any
+    ) -> None:
+        """Who did what, when, from where: the log, and the audit file when configured.
+        `who` is the caller, or the name a failed login gave; `identity` names the
+        account behind the action (`local:alice`, `ldap:<DN>`, `oidc:<issuer>|<sub>`)."""
+        actor = who if isinstance(who, str) else who.name
+        identity = "" if isinstance(who, str) else who.identity
+        record = {
+            "at": time.time(),
+            "actor": actor,
+            "identity": identity,
+            "action": action,
+            "remote": request.remote or "",
+            **details,
+        }
+        audit_log.info("audit %s by %s", action, actor, identity=identity, **details)
+        if self.audit_file is None:
+            return
+        try:
+            with self.audit_file.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:
+            self._audit_failures.failed("audit file", exc, path=str(self.audit_file))
+        else:
+            self._audit_failures.ok("audit file")
+
+    async def login(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            raise ApiError(415, 'login takes a JSON body: {"name": ..., "password": ...}')
+        body = await json_body(request, required=True)
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or not name:
+            raise bad_request('"name" and "password" are required strings')
+        # What the store and the hash take: a lone surrogate (JSON's "\ud800") cannot be
+        # stored as UTF-8, and the limiter's row would read as a store outage.
+        if not (storable(name) and storable(password)):
+            raise bad_request('"name" and "password" must be text without NUL or lone surrogates')
+        if len(name) > MAX_NAME or len(password) > MAX_PASSWORD:
+            raise bad_request(
+                f'"name" takes at most {MAX_NAME} characters, "password" {MAX_PASSWORD}'
+            )
+        key = self.limiter.pair(request.remote or "", name)
+        # the place is taken before the attempt is counted: a login refused for load
+        # is not a failed login
+        try:
+            with self.hashing.place():
+                user = await self._check_password(key, name, password)
+        except HashingBusy as exc:
+            raise retry_later(503, str(exc), 1) from None
+        if user is None:
+            self.logins_failed += 1
+            self.audit(request, name, "login_failed")
+            raise ApiError(401, "wrong name or password")
+        try:
+            await self.limiter.succeeded(key)
+        except Exception as exc:
+            raise self._store_unavailable("login limit", exc) from None
+        try:
+            cookie, session = await self.sessions.issue(user.principal())
+        except Exception as exc:
+            raise self._store_unavailable("login", exc) from None
+        response = web.json_response(
+            {
+                **_whoami(session.principal),
+                "csrf": session.csrf(self.sessions.key),
+                "expires": session.expires,
+            }
+        )
+        response.set_cookie(
+            COOKIE,
+            cookie,
+            max_age=int(self.sessions.lifetime),
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=_https(request),
+        )
+        self.audit(request, session.principal, "login")
+        return response
+
+    async def _check_password(self, key: str, name: str, password: str) -> User | None:
+        try:  # counted as a failure, on every replica, unless the password is right
+            wait = await self.limiter.attempt(key)
+        except Exception as exc:
+            raise self._store_unavailable("login limit", exc) from None
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
+        if self.users is None:
+            return None
+        return await self.hashing.run(self.users.by_password, name, password)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        session = request.get(SESSION_KEY)
+        if session is not None:
+            try:
+                await self.sessions.revoke(session)
+            except Exception as exc:
+                raise self._store_unavailable("logout", exc) from None
+        self.audit(request, request[USER_KEY], "logout")
+        response = web.json_response({"logged_out": True})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        out = _whoami(request[USER_KEY])
+        session = request.get(SESSION_KEY)
+        if session is not None:  # the console reloaded: it needs its CSRF token again
+            out["csrf"] = session.csrf(self.sessions.key)
+            out["expires"] = session.expires
+        return web.json_response(out)
+
+    async def session_lasts(self, request: web.Request) -> bool:
+        """Whether a stream opened with a session cookie may go on: not after a logout on
+        any replica, nor past the cookie's expiry. A store that cannot answer now is no
+        reason to cut a console off; bearer tokens are not sessions."""
+        if SESSION_KEY not in request:
+            return True
+        try:
+            return await self.sessions.verify(request.cookies.get(COOKIE, "")) is not None
+        except Exception:  # the store is down: the next check decides
+            return True
+
+
+def _https(request: web.Request) -> bool:
+    """Whether the browser talks HTTPS to us (directly or through a TLS proxy)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+
+
+def _whoami(principal: Principal) -> dict[str, Any]:
+    """Who the console shows as logged in, with the scope it hides the rest by."""
+    return {
+        "name": principal.name,
+        "role": principal.role,
+        "scope": principal.scope.as_dict(),
+        "identity": principal.identity,
+    }
