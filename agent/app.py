@@ -184,8 +184,7 @@ class Agent:
         self.discovery.forget(set(self.discovery.devices) - set(self.trackers))  # gone since
         self._load_edge_state()
         if c.traps is not None:
-            catalogue = catalogue_for(c.mibs)
-            self.trap_rules = compile_rules(catalogue, SHIPPED_RULES, c.traps.rules)
+            self.trap_rules = compile_rules(catalogue_for(c.mibs), SHIPPED_RULES, c.traps.rules)
             listen = (c.traps.listen.host, c.traps.listen.port)
             self.traps = TrapReceiver(
                 sources=self._trap_sources, on_trap=self._on_trap, listen=listen
@@ -261,11 +260,12 @@ class Agent:
         return sources
 
     def reload(self) -> None:
-        """SIGHUP: re-read the inventory at the next scheduler step."""
+        """SIGHUP: re-read the inventory and the trap rules at the next scheduler step."""
         self._reload_requested = True
 
     def _do_reload(self) -> None:
         self._reload_requested = False
+        self._reload_trap_rules()
         try:
             _config, inventory, warnings = load_agent(self.config_path)
             # Only the inventory is reloaded: a profile added to the agent config since the
@@ -298,6 +298,19 @@ class Agent:
             len(set(self.trackers) - before),
             len(before - set(self.trackers)),
         )
+
+    def _reload_trap_rules(self) -> None:
+        """The rule file (`traps.rules`) read again, over the MIBs loaded at the start: a
+        file with a mistake leaves the rules in use as they are."""
+        traps, current = self.config.traps, self.trap_rules
+        if traps is None or traps.rules is None or current is None:
+            return
+        try:
+            self.trap_rules = compile_rules(current.catalogue, SHIPPED_RULES, traps.rules)
+        except ConfigError as exc:
+            log.error("trap rules reload refused, keeping the rules in use:\n%s", exc)  # noqa: TRY400
+            return
+        log.info("trap rules reloaded from %s: %d rules", traps.rules, len(self.trap_rules.rules))
 
     # ---------------------------------------------------------------- polling
 

@@ -7,6 +7,7 @@ shipped MIB facts; tests/test_agent_trap_pairs.py sends the shipped pairs end to
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -552,3 +553,47 @@ def test_any_varbinds_are_named_within_bounds(
     assert len(decision.attrs.keys() - head) <= MAX_VARBINDS
     assert all(len(v) <= MAX_VALUE for v in decision.attrs.values() if isinstance(v, str))
     assert decision.alarm == (trap in rules.rules)
+
+
+def test_a_reload_reads_the_rule_file_again_and_keeps_the_rules_on_a_mistake(
+    tmp_path: Path,
+) -> None:
+    """SIGHUP's reload takes the rule file as it is now; a file with a mistake is refused
+    and the rules in use stay (the agent keeps deciding traps as before)."""
+    from agent.app import Agent
+
+    rules_file = tmp_path / "trap-rules.yaml"
+
+    def rule(resolve_after: str) -> None:
+        rules_file.write_text(
+            f"rules:\n  - {{notification: upsTrapOnBattery, resolve_after: {resolve_after}}}\n"
+        )
+
+    rule("10m")
+    (tmp_path / "agent.yaml").write_text(
+        "agent_id: nyc-1\nsite: nyc\nspool: {path: ./spool}\n"
+        "mqtt: {url: 'mqtt://127.0.0.1:1'}\n"
+        f"traps: {{listen: '127.0.0.1:10162', rules: {rules_file}}}\n"
+        "credentials: {c: {version: '2c', community: public}}\n"
+        "devices: [{name: ups1, address: 127.0.0.5, credentials: c}]\n"
+    )
+    agent = Agent(tmp_path / "agent.yaml")
+    try:
+        assert agent.trap_rules is not None
+        found = agent.trap_rules.catalogue.notification("upsTrapOnBattery")
+        assert found is not None
+        on_battery = found.oid
+
+        def resolve_after() -> object:
+            assert agent.trap_rules is not None
+            return agent.trap_rules.decide(on_battery, []).attrs["resolve_after"]
+
+        assert resolve_after() == 600.0
+        rule("20m")
+        agent._do_reload()
+        assert resolve_after() == 1200.0, "the file as it is now"
+        rule("twenty minutes")
+        agent._do_reload()
+        assert resolve_after() == 1200.0, "a mistake keeps the rules in use"
+    finally:
+        asyncio.run(agent.publisher.close())
