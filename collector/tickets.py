@@ -56,6 +56,7 @@ from enoc.retry import pause
 log = get_logger("enoc.collector.tickets")
 
 FIELDS = "sys_id,number,state,assigned_to,correlation_id,sys_updated_on,sys_updated_by,close_notes"
+MAX_INCIDENT_ID = 2**63 - 1  # the store's BIGINT
 _UPDATED_ON = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 
@@ -182,7 +183,8 @@ class TicketSync(LeasedPart):
         """Resolve or acknowledge the ticket's incident, when the desk did."""
         correlation = str(record.get("correlation_id", ""))
         number = correlation.removeprefix(follow.prefix)
-        if not number.isdigit():
+        # an id the store could not hold would fail every round from here on
+        if not (number.isascii() and number.isdigit()) or int(number) > MAX_INCIDENT_ID:
             follow.ignored += 1
             return
         by = str(record.get("sys_updated_by", ""))

@@ -53,6 +53,7 @@ class ServiceNowStandIn:
     journal: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path?query)
     failures: list[int] = field(default_factory=list)  # statuses the next requests get
+    garbled: dict[str, list[str]] = field(default_factory=dict)  # by method: 200s' bodies
     hold_creates: bool = False
     create_received: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,6 +66,12 @@ class ServiceNowStandIn:
     def fail(self, *statuses: int) -> None:
         """Answer the next requests with these statuses, one each, before the real ones."""
         self.failures.extend(statuses)
+
+    def garble(self, method: str, *bodies: str) -> None:
+        """Answer the next requests of `method` with these bodies and 200 OK, one each:
+        what a proxy, a half-upgraded instance or a scripted REST endpoint in front of the
+        desk might."""
+        self.garbled.setdefault(method, []).extend(bodies)
 
     def by_correlation(self, correlation_id: str) -> list[dict[str, Any]]:
         return [r for r in self.records.values() if r["correlation_id"] == correlation_id]
@@ -107,6 +114,9 @@ class ServiceNowStandIn:
         if self.failures:
             status = self.failures.pop(0)
             return _error(status, f"scripted {status}")
+        garbled = self.garbled.get(request.method)
+        if garbled:
+            return web.Response(text=garbled.pop(0), content_type="application/json")
         expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         if request.headers.get("Authorization") != f"Basic {expected}":
             return _error(401, "User Not Authenticated", "Required to provide Auth information")

@@ -25,7 +25,12 @@ from test_collector_replicas import publish_event, replica_pair, replicas_runnin
 
 from collector.config import CollectorConfig, IncidentsConfig, ServiceNowConfig, WebhookConfig
 from collector.incidents import Engine
-from collector.notifiers.servicenow import IMPACT_URGENCY, new_ticket, ticket_update
+from collector.notifiers.servicenow import (
+    IMPACT_URGENCY,
+    new_ticket,
+    servicenow_time,
+    ticket_update,
+)
 from collector.notify import read_dead_letters
 from collector.store import Store
 from collector.tickets import TicketSync
@@ -498,3 +503,70 @@ async def test_a_replica_killed_after_the_create_leaves_one_ticket_per_incident(
     assert len(desk.records) == 3 and desk.creates == 3, "no second ticket for the first"
     for incident_id, number in kept:
         assert only_ticket(desk, incident_id)["number"] == number == shown[incident_id]
+
+
+async def test_hostile_desk_answers_are_refused_and_the_good_ones_still_land(
+    engine: Engine,
+    desk: ServiceNowStandIn,
+    clock: Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Answers that are not the Table API's (no `result`, a `result` of the wrong shape, a
+    record without its number) refuse the create that got them (a dead letter naming
+    why) or the round of the way back (logged once, the cursor kept); a ticket whose
+    fields are of the wrong kinds, or whose correlation names no incident this store
+    could hold, is passed over; the tickets after them still come back."""
+    dead = tmp_path / "dead.jsonl"
+    hook = ticket_hook(desk)
+    notifier = notifier_for(hook, clock=clock, store=engine.store, dead_letter_file=dead)
+    sync = TicketSync(notifier.config, engine.store, engine.operators, _ignore, now=clock)
+    caplog.set_level(logging.INFO)
+    async with delivering(notifier):
+        # the way out: the lookup before the create, then the create, answered with garbage
+        desk.garble("GET", '{"result": {"sys_id": "x"}}')
+        logged(notifier, await engine.on_events(msg(("nbo-pe-1", "if:1", "down"))))
+        bodies = ('{"result": []}', '{"result": {"number": "INC1"}}', "[1]", "not json")
+        desk.garble("POST", *bodies)
+        for n in range(len(bodies)):
+            logged(notifier, await engine.on_events(msg((f"nbo-pe-{n + 2}", "if:2", "down"))))
+        # a body that is not JSON at all reads as a broken answer on the way (retried: the
+        # retry made its ticket); JSON of the wrong shape is the desk's word, refused
+        await eventually(lambda: len(desk.records) == 1, what="the retried create's ticket")
+        reasons = [letter["reason"] for letter in read_dead_letters(dead)]
+        assert len(reasons) == 4
+        assert "answered without a list of records in `result`" in reasons[0]
+        assert all("answered without a record (sys_id, number)" in r for r in reasons[1:])
+        assert notifier.counters()["failed_attempts"] == 1
+        (good,) = logged(notifier, await engine.on_events(msg(("nbo-pe-9", "if:3", "down"))))
+        await eventually(lambda: len(desk.records) == 2, what="the next incident's ticket")
+        ticket = only_ticket(desk, good.incident.id)
+    async with delivering(notifier), delivering(sync):
+        # the way back: rounds answered with garbage, then tickets of the wrong kinds
+        desk.garble("GET", '{"result": {"sys_id": "x"}}', '{"result": [1]}', "{}")
+        clock.t += 5
+        stamp = servicenow_time(clock.t)  # changed since the way back's cursor
+        odd = {"sys_created_on": stamp, "number": "INC0", "sys_updated_on": stamp}
+        desk.records["odd-1"] = {**odd, "correlation_id": "enoc-" + "9" * 40, "state": "6"}
+        desk.records["odd-2"] = {**odd, "correlation_id": "enoc-", "state": ["6"]}
+        desk.records["odd-3"] = {**odd, "correlation_id": "enoc-1x", "sys_updated_by": 7}
+        desk.records["odd-4"] = {**odd, "correlation_id": "enoc-12", "state": {"6": 1}}
+        desk.desk_update(ticket["sys_id"], "jdoe", state="6", close_notes="fixed")
+
+        async def resolved() -> bool:
+            return (await engine.queries.incident(good.incident.id)).state == "resolved"
+
+        await eventually(resolved, what="the good ticket's resolve, past the odd ones")
+    assert sync.counters()["resolved"] == 1
+    # an id too long for the store, none, not a number: passed over (in each round)
+    assert sync.counters()["ignored"] >= 3
+    refusals = [
+        r
+        for r in caplog.records
+        if r.name == "enoc.collector.tickets" and "without a list of records" in r.getMessage()
+    ]
+    assert len(refusals) == 1, "a failing way back is logged once, not once per round"
+
+
+async def _ignore(_changes: list[Any]) -> None:
+    return None
