@@ -117,6 +117,15 @@ class Users:
     def load(cls, path: Path) -> Users:
         return cls(load_config(path, UsersFile).users, str(path))
 
+    def take(self, other: Users) -> None:
+        """Become `other` (the users file read again), in place: the API, its sessions and
+        the password checks' threads hold this object. Each lookup reads one attribute,
+        and each is swapped whole, so a check running meanwhile sees the old users or
+        the new ones; tokens go first, so that a removed user's is gone once its name is."""
+        self._tokens = other._tokens
+        self.users = other.users
+        self.source = other.source
+
     def by_token(self, token: str) -> User | None:
         digest = hashlib.sha256(token.encode()).digest()
         found: User | None = None
