@@ -62,16 +62,7 @@ class TokenApi:
             self.access.forbidden += 1
             raise ApiError(403, f"{caller.name} cannot make a token beyond its own scope")
         text, info = await self.tokens.create(name, role, scope, caller.identity, expires_in)
-        self.access.audit(
-            request,
-            caller,
-            "token_create",
-            token=info.id,
-            name=info.name,
-            role=info.role,
-            scope=info.scope.as_dict(),
-            expires=info.expires,
-        )
+        self.access.audit(request, caller, "token_create", **info.audited())
         return web.json_response({**info.as_dict(), "token": text}, status=201)
 
     async def revoke(self, request: web.Request) -> web.Response:

@@ -38,6 +38,8 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from collector.access import ROLE_RANK, Principal, Role, Scope, ScopeConfig
+from collector.tokens import PREFIX as TOKEN_PREFIX
+from collector.tokens import looks_like_token
 from enoc.config import ConfigError, ConfigIssue, Secret, load_config
 from enoc.logs import get_logger
 
@@ -74,6 +76,12 @@ class User:
             )
         if self.token is not None and len(self.token.reveal()) < 16:
             raise ValueError("a token must be at least 16 characters")
+        if self.token is not None and looks_like_token(self.token.reveal()):
+            # the API would look it up in the store, never here
+            raise ValueError(
+                f'a users-file token must not start with "{TOKEN_PREFIX}": those are the '
+                "store's API tokens (enoc token create)"
+            )
 
     def may(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]

@@ -89,6 +89,11 @@ class TokenInfo:
             "last_used": self.last_used or None,
         }
 
+    def audited(self) -> dict[str, Any]:
+        """What the audit log says of a token made: all but the secret."""
+        shown = self.as_dict()
+        return {"token": self.id, **{k: shown[k] for k in ("name", "role", "scope", "expires")}}
+
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> TokenInfo:
         role = str(row[2])

@@ -1,7 +1,8 @@
 """The users file, read again when it changes: joiners and leavers without a restart.
 
 `UsersWatch` looks at `http.users_file` every `CHECK_EVERY` seconds: when its
-inode, size or modification time moved, it reads the file and, if its SHA-256
+inode, size or modification time moved (and then kept still for `SETTLE`, so that
+a file being written is not read half-way), it reads the file and, if its SHA-256
 differs from the content last read, loads it and swaps the users in place
 (`Users.take`): the API, its sessions and the password checks hold that one
 object. A removed user's token is refused and its console session ends at its
@@ -31,6 +32,9 @@ from enoc.logs import get_logger
 log = get_logger("enoc.collector.users")
 
 CHECK_EVERY = 2.0
+# A file still being written (an editor saving in place) can read as valid YAML with
+# users missing: a change is loaded only once the file has kept still this long.
+SETTLE = 0.2
 
 # what identifies a version of the file without reading it
 _Stat = tuple[int, int, int]
@@ -82,6 +86,9 @@ class UsersWatch(ServiceBase):
             return False
         if stat == self._stat and not forced and not self._unreadable:
             return False
+        await asyncio.sleep(SETTLE)
+        if _stat(self.path) != stat:
+            return False  # still being written: the next look sees it whole
         self._stat = stat
         try:
             data = await asyncio.to_thread(self.path.read_bytes)

@@ -21,9 +21,11 @@ from test_secret_scan import assert_no_leak, read_texts
 
 from collector.access import EVERYTHING, Principal, Scope, ScopeConfig
 from collector.app import Collector
+from collector.auth import Users
 from collector.store import Store, Tx
 from collector.tokens import TOKEN_RE, Tokens, looks_like_token, parse_expiry
 from enoc.cli import main
+from enoc.config import ConfigError
 from testbed.servers import Mosquitto
 
 __all__ = ["replicas"]  # the fixture: both store dialects
@@ -348,3 +350,14 @@ async def test_admins_make_list_and_revoke_tokens_over_the_api(
     texts["log"] = "\n".join(f"{r.getMessage()} {r.__dict__!r}" for r in caplog.records)
     assert len(made) == 5
     assert_no_leak(texts, {f"token {i}": secret_of(t) for i, t in enumerate(made)})
+
+
+def test_a_users_file_token_cannot_pass_for_a_store_token(tmp_path: Path) -> None:
+    """An `enoc_` bearer token is looked up in the store only: one in the users file would
+    never match, so the file is refused, naming the key."""
+    path = tmp_path / "users.yaml"
+    token = "enoc_" + "0" * 16 + "_" + "1" * 64
+    path.write_text(yaml.safe_dump({"users": [{"name": "ci", "role": "viewer", "token": token}]}))
+    with pytest.raises(ConfigError) as error:
+        Users.load(path)
+    assert "users[0]" in str(error.value) and "enoc token create" in str(error.value)

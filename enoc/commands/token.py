@@ -87,23 +87,15 @@ async def _run(args: argparse.Namespace, config: CollectorConfig) -> int:
 
 
 async def _create(args: argparse.Namespace, tokens: Tokens, audit_file: Path | None) -> int:
-    from collector.access import Scope, ScopeConfig
+    from collector.access import EVERYTHING, Scope, ScopeConfig
     from collector.tokens import parse_expiry
 
     expires_in = parse_expiry(args.expires)
     scope = Scope.of(ScopeConfig(rtc=args.rtc, site=args.site)) if args.rtc or args.site else None
     text, info = await tokens.create(
-        args.name, args.role, scope or Scope(), _identity(), expires_in
+        args.name, args.role, scope or EVERYTHING, _identity(), expires_in
     )
-    _audit(
-        audit_file,
-        "token_create",
-        token=info.id,
-        name=info.name,
-        role=info.role,
-        scope=info.scope.as_dict(),
-        expires=info.expires,
-    )
+    _audit(audit_file, "token_create", **info.audited())
     print(text)
     expiry = "never expires" if info.expires is None else f"expires {_when(info.expires)}"
     print(
