@@ -15,7 +15,7 @@ from aiohttp import web
 
 from collector.access import ROLE_RANK, Principal, Scope, ScopeConfig
 from collector.api_access import USER_KEY, Access
-from collector.api_input import ApiError, bad_request, json_body
+from collector.api_input import ApiError, bad_request, json_body, storable
 from collector.tokens import DEFAULT_EXPIRY, TOKEN_ID_RE, TokenInfo, parse_expiry, site_rtcs
 
 _FIELDS = {"name", "role", "scope", "expires"}
@@ -52,6 +52,8 @@ class TokenApi:
         name, role, expires = body.get("name"), body.get("role", "viewer"), body.get("expires")
         if not isinstance(name, str) or not name.strip():
             raise bad_request('"name" is required: what the token is for')
+        if not storable(name):  # the store takes neither NUL nor a lone surrogate
+            raise bad_request('"name" must be text without NUL or lone surrogates')
         if role not in ROLE_RANK:
             raise bad_request(f'"role" must be one of {", ".join(ROLE_RANK)}, got {role!r}')
         if expires is not None and not isinstance(expires, str):

@@ -308,6 +308,8 @@ async def test_admins_make_list_and_revoke_tokens_over_the_api(
             ({"name": "x", "expires": "soon"}, "expires"),
             ({"name": "x", "expires": 5}, "expires"),
             ({"role": "viewer"}, "name"),
+            ({"name": "nul\u0000"}, "NUL"),
+            ({"name": "x" * 201}, "name"),
             ({"name": "x", "owner": "me"}, "unknown fields"),
             ({"name": "x", "scope": {"rtc": []}}, "scope"),
             ({"name": "x", "scope": ["emea"]}, "scope"),
