@@ -39,6 +39,7 @@ from collector.api_input import (
     time_param,
 )
 from collector.api_tables import choice, seconds_param, table_response, time_range
+from collector.api_tokens import TokenApi
 from collector.auth import Users
 from collector.config import CollectorConfig
 from collector.exposition import prometheus_text
@@ -181,6 +182,7 @@ class Api:
         r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
         r.add_delete("/api/v1/maintenance/{id}", self._role("admin", self.delete_window))
         self.access.routes(r)
+        TokenApi(self.access).routes(r)
         r.add_get("/", self.console)
         r.add_get("/console/{name:.+}", self.console_file)
 

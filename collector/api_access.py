@@ -31,6 +31,7 @@ from collector.auth import HashGate, HashingBusy, User, Users, cpus
 from collector.config import HttpConfig
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.store import Store
+from collector.tokens import Tokens, looks_like_token
 from enoc.logs import StateLogger, get_logger
 
 log = get_logger("enoc.collector.api")
@@ -74,6 +75,7 @@ class Access:
         )
         self.hashing = HashGate(http.login_hash_workers or cpus(), http.login_hash_queue)
         self.audit_file = http.audit_file
+        self.tokens = Tokens(store)  # API tokens (collector/tokens.py), read per request
         self._audit_failures = StateLogger(log)
 
     def routes(self, router: web.UrlDispatcher) -> None:
@@ -92,6 +94,7 @@ class Access:
             "api_logins_refused": self.limiter.refused,
             "api_logins_busy": self.hashing.refused,
             "api_password_hashes_upgraded": self.users.upgraded if self.users else 0,
+            "api_tokens_refused": self.tokens.refused,
         }
 
     async def authenticate(self, request: web.Request) -> tuple[Principal, Session | None] | None:
@@ -100,6 +103,12 @@ class Access:
         header = request.headers.get("Authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
+            if scheme.lower() == "bearer" and looks_like_token(token.strip()):
+                try:  # the store's row, so that a revocation holds on every replica
+                    principal = await self.tokens.authenticate(token.strip())
+                except Exception as exc:
+                    raise self._store_unavailable("token check", exc) from None
+                return None if principal is None else (principal, None)
             if scheme.lower() != "bearer" or not token.strip() or self.users is None:
                 return None
             user = self.users.by_token(token.strip())

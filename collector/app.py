@@ -42,6 +42,7 @@ from collector.sinks import MqttDeadLetters, build
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from collector.tickets import TicketSync
+from collector.users_watch import UsersWatch
 from enoc import __version__
 from enoc.lifecycle import Adapter, Policy, Supervisor, WebSite
 from enoc.logs import get_logger, redact
@@ -70,6 +71,12 @@ class Collector:
             on_status=self._status,
         )
         self.users = Users.load(config.http.users_file) if config.http.users_file else None
+        # reads the users file again when it changes (or on SIGHUP), in place
+        self.users_watch = (
+            None
+            if self.users is None or config.http.users_file is None
+            else UsersWatch(config.http.users_file, self.users)
+        )
         self.hub = Hub()
         # the stream and the notifier follow the store's change log, whoever changed it
         self.feed = ChangeFeed(config.store, self.hub)
@@ -205,6 +212,8 @@ class Collector:
         out.update({f"handover_{k}": v for k, v in self.handover.counters().items()})
         out.update({f"tickets_{k}": v for k, v in self.tickets.counters().items()})
         out.update(self.sinks.counters())
+        if self.users_watch is not None:
+            out.update(self.users_watch.counters())
         if self.supervisor is not None:  # a part's crashes, whatever its policy did next
             out.update({f"part_crashes.{k}": v for k, v in self.supervisor.crashes().items()})
         return out
@@ -252,6 +261,9 @@ class Collector:
             counters=self.counters,
         )
         app.on_shutdown.append(self._close_streams)
+        if self.users_watch is not None:
+            # RESTART: each look at the file stands alone
+            supervisor.add(self.users_watch, Policy.RESTART)
         listen = self.config.http.listen
         supervisor.add(WebSite("http", app, listen.host, listen.port))
         # RESTART: each round stands alone; a failed one is tried again at the next
@@ -261,6 +273,11 @@ class Collector:
             supervisor.add(lane, Policy.RESTART)
         self.supervisor = supervisor  # its crash counts are on /metrics
         return supervisor
+
+    def reload_users(self) -> None:
+        """Read the users file again now (SIGHUP)."""
+        if self.users_watch is not None:
+            self.users_watch.poke()
 
     async def run(self, stop: asyncio.Event) -> int:
         """Start every part (StartError names the one that failed, with nothing left open),

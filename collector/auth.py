@@ -38,6 +38,8 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from collector.access import ROLE_RANK, Principal, Role, Scope, ScopeConfig
+from collector.tokens import PREFIX as TOKEN_PREFIX
+from collector.tokens import looks_like_token
 from enoc.config import ConfigError, ConfigIssue, Secret, load_config
 from enoc.logs import get_logger
 
@@ -74,6 +76,12 @@ class User:
             )
         if self.token is not None and len(self.token.reveal()) < 16:
             raise ValueError("a token must be at least 16 characters")
+        if self.token is not None and looks_like_token(self.token.reveal()):
+            # the API would look it up in the store, never here
+            raise ValueError(
+                f'a users-file token must not start with "{TOKEN_PREFIX}": those are the '
+                "store's API tokens (enoc token create)"
+            )
 
     def may(self, role: Role) -> bool:
         return ROLE_RANK[self.role] >= ROLE_RANK[role]
@@ -116,6 +124,15 @@ class Users:
     @classmethod
     def load(cls, path: Path) -> Users:
         return cls(load_config(path, UsersFile).users, str(path))
+
+    def take(self, other: Users) -> None:
+        """Become `other` (the users file read again), in place: the API, its sessions and
+        the password checks' threads hold this object. Each lookup reads one attribute,
+        and each is swapped whole, so a check running meanwhile sees the old users or
+        the new ones; tokens go first, so that a removed user's is gone once its name is."""
+        self._tokens = other._tokens
+        self.users = other.users
+        self.source = other.source
 
     def by_token(self, token: str) -> User | None:
         digest = hashlib.sha256(token.encode()).digest()

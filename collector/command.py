@@ -1,5 +1,5 @@
 """`enoc collector --config FILE`: run the collector, its API and the console until
-SIGTERM/SIGINT."""
+SIGTERM/SIGINT; SIGHUP reads the users file again."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(collector.config.log.format, collector.config.log.level)
 
     async def main() -> int:
-        stop = stop_event()
+        stop = stop_event(reload=collector.reload_users)  # SIGHUP: the users file
         try:
             # non-zero after a crash of a part whose policy is to exit: systemd restarts it
             return await collector.run(stop)

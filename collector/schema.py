@@ -262,4 +262,22 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX sessions_by_expiry ON sessions (expires)",
         "DROP TABLE session_revocations",
     ],
+    # 9 -> 10: API tokens (collector/tokens.py): the SHA-256 of each secret, never the
+    # secret, with the token's role, scope (JSON, 'null' for everything) and expiry
+    # (NULL: never); revoked (a time, 0 while valid) holds on every replica.
+    [
+        """CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            role TEXT NOT NULL,
+            scope TEXT NOT NULL DEFAULT 'null',
+            created DOUBLE PRECISION NOT NULL,
+            created_by TEXT NOT NULL DEFAULT '',
+            expires DOUBLE PRECISION,
+            revoked DOUBLE PRECISION NOT NULL DEFAULT 0,
+            revoked_by TEXT NOT NULL DEFAULT '',
+            last_used DOUBLE PRECISION NOT NULL DEFAULT 0
+        )""",
+    ],
 ]

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("collector.command", "run the collector, its API and the console"),
     "check-config": ("enoc.commands.check_config", "validate an enoc config file"),
     "passwd": ("enoc.commands.passwd", "print a password hash for the users file"),
+    "token": ("enoc.commands.token", "create, list and revoke the collector's API tokens"),
     "tail": ("enoc.commands.tail", "print decoded enoc MQTT messages"),
     "bench": ("enoc.commands.bench", "scale and peer benchmarks"),
     "mib": ("enoc.commands.mib", "compile MIB files and look names and OIDs up"),

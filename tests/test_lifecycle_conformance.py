@@ -112,10 +112,12 @@ def build_collector(s: Setting) -> App:
     influx: dict[str, Any] = {"url": f"http://{HOST}:9", "api": "v1", "database": "enoc"}
     if s.influx_tls is not None:
         influx.update(url=f"https://{HOST}:9", tls=s.influx_tls)
+    users = s.tmp / "users.yaml"  # with one, the collector watches it (`users-file`)
+    users.write_text("users: [{name: ops1, role: operator, token: conformance-token-1}]\n")
     config = {
         "mqtt": {"url": s.broker, "client_id": "enoc-conformance"},
         "store": {"url": s.store_url or f"sqlite:///{s.tmp / 'incidents.db'}"},
-        "http": {"listen": f"{HOST}:{s.http_port}"},
+        "http": {"listen": f"{HOST}:{s.http_port}", "users_file": str(users)},
         "incidents": {"sweep_interval": "0.2s"},
         "influxdb": influx,
         "sinks": [{"remote_write": {"url": f"http://{HOST}:9/api/v1/write"}}],
@@ -202,6 +204,7 @@ REGISTRY = [
     Case("collector", "notifier", "it writes the store, already open"),
     Case("collector", "handover", "it reads and writes the store, already open"),
     Case("collector", "tickets", "it reads the store, already open; its client opens in run"),
+    Case("collector", "users-file", "it reads the file in its loop; a bad one is logged"),
     Case("collector", "http", take_http),
     Case("collector", "sweeper", NOTHING),
     Case("collector", "ingest.metrics", "it connects in its loop, retried with a backoff"),
