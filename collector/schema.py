@@ -262,4 +262,13 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX sessions_by_expiry ON sessions (expires)",
         "DROP TABLE session_revocations",
     ],
+    # 9 -> 10: what confirms a single-sign-on identity again (collector/oidc.py): its
+    # latest refresh and ID tokens, encrypted under the session key, one row per identity.
+    [
+        """CREATE TABLE oidc_tokens (
+            identity TEXT PRIMARY KEY,
+            tokens TEXT NOT NULL,
+            updated DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 ]
