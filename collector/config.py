@@ -737,6 +737,12 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
             if users is not None:
                 checked.include(users, notes=False)  # a secret file itself, mode 0600
     with skipping_unread():
+        oidc = config.http.oidc
+        if oidc is not None:
+            check_url(checked, "http.oidc.issuer", oidc.issuer)
+            if oidc.ca_file is not None and not oidc.ca_file.is_file():
+                checked.error("http.oidc.ca_file", f"no such file: {oidc.ca_file}")
+    with skipping_unread():
         if config.http.session_key_file is not None:
             from collector.session import load_key
 

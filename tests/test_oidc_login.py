@@ -13,19 +13,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+import yaml
 from collectorkit import collector_config, eventually, running_collector
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from collector.app import Collector
+from collector.config import check_collector
 from collector.oidc import IdTokenInvalid, validate_id_token
 from collector.session import COOKIE
 from testbed.oidc import OidcProvider, oidc_provider
 from testbed.servers import Mosquitto, free_port
 
 pytestmark = [
-    pytest.mark.servers,
     # the provider's own use of Authlib's older server API, warned in its thread
     pytest.mark.filterwarnings("ignore:get_jwt_config:DeprecationWarning"),
 ]
@@ -116,6 +117,7 @@ def audit(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
+@pytest.mark.servers
 async def test_sso_login_maps_groups_to_role_and_scope_and_logs_out(
     tmp_path: Path, sso: tuple[Collector, str], idp: OidcProvider
 ) -> None:
@@ -180,6 +182,7 @@ async def kept_at(collector: Collector, identity: str) -> float:
     return float(rows[0][0]) if rows else 0.0
 
 
+@pytest.mark.servers
 async def test_sso_refusals_are_clear_pages_and_counted(
     tmp_path: Path, sso: tuple[Collector, str], idp: OidcProvider
 ) -> None:
@@ -247,6 +250,7 @@ def kept_url(base: str) -> Any:
     return URL(base + "/login/oidc/")
 
 
+@pytest.mark.servers
 async def test_a_user_removed_from_its_group_loses_the_session(
     sso: tuple[Collector, str], idp: OidcProvider
 ) -> None:
@@ -280,6 +284,7 @@ async def test_a_user_removed_from_its_group_loses_the_session(
         await eventually(ended, what="the session of revoked tokens ended")
 
 
+@pytest.mark.servers
 async def test_idp_down_at_start_then_up(tmp_path: Path, mosquitto: Mosquitto) -> None:
     # the IdP's port, bound but not listening: connections are refused, as by a host
     # whose IdP is down, and no other socket takes the port meanwhile
@@ -309,6 +314,7 @@ async def test_idp_down_at_start_then_up(tmp_path: Path, mosquitto: Mosquitto) -
             assert r2.status == 302
 
 
+@pytest.mark.servers
 async def test_id_token_checks_against_the_providers_keys(idp: OidcProvider) -> None:
     async with aiohttp.ClientSession() as http, http.get(idp.url + "/jwks") as r:
         published = KeySet.import_key_set(await r.json())
@@ -361,3 +367,51 @@ async def test_id_token_checks_against_the_providers_keys(idp: OidcProvider) -> 
         validate_id_token(token(without), keys, **check)
     # a minute's leeway for clocks apart
     assert validate_id_token(token({**good, "exp": int(now) - 30}), keys, **check)
+
+
+def test_the_oidc_section_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
+                "http": {
+                    "oidc": {
+                        "issuer": "http://sso.example.net",
+                        "client_id": "enoc",
+                        "redirect_url": "https://enoc.example.net/login/oidc/callback",
+                        "scopes": ["profile"],
+                        "grants": [{"group": "noc", "role": "boss"}],
+                        "ca_file": str(tmp_path / "missing.pem"),
+                    }
+                },
+            }
+        )
+    )
+    errors = [f"{i.key}: {i.message}" for i in check_collector(path).errors]
+    assert any("issuer must be an https:// URL (http:// only on loopback)" in e for e in errors)
+    assert any("grants[0].role" in e for e in errors), errors
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
+                "http": {
+                    "oidc": {
+                        "issuer": "https://sso.example.net/realms/noc",
+                        "client_id": "enoc",
+                        "redirect_url": "https://enoc.example.net/login/oidc/callback",
+                        "grants": [{"group": "noc", "role": "admin", "scope": {"rtc": ["emea"]}}],
+                        "ca_file": str(tmp_path / "missing.pem"),
+                    }
+                },
+            }
+        )
+    )
+    checked = check_collector(good)
+    assert [f"{i.key}: {i.message}" for i in checked.errors] == [
+        f"http.oidc.ca_file: no such file: {tmp_path / 'missing.pem'}"
+    ]
+    assert checked.value is not None and checked.value.http.oidc is not None
+    (grant,) = checked.value.http.oidc.grants
+    assert grant.scope is not None and grant.scope.rtc == ["emea"]
