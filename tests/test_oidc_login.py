@@ -112,6 +112,11 @@ async def sign_in(
         return r
 
 
+def browser() -> aiohttp.ClientSession:
+    """A client that keeps cookies of 127.0.0.1, as a browser does."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
 def audit(tmp_path: Path) -> list[dict[str, Any]]:
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -122,7 +127,7 @@ async def test_sso_login_maps_groups_to_role_and_scope_and_logs_out(
     tmp_path: Path, sso: tuple[Collector, str], idp: OidcProvider
 ) -> None:
     collector, base = sso
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with browser() as http:
         async with http.get(base + "/login/methods") as r:
             assert await r.json() == {"password": True, "oidc": True}
         r = await sign_in(
@@ -184,10 +189,10 @@ async def kept_at(collector: Collector, identity: str) -> float:
 
 @pytest.mark.servers
 async def test_sso_refusals_are_clear_pages_and_counted(
-    tmp_path: Path, sso: tuple[Collector, str], idp: OidcProvider
+    tmp_path: Path, idp: OidcProvider, sso: tuple[Collector, str]
 ) -> None:
-    _, base = sso
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    base = sso[1]
+    async with browser() as http:
         # no configured group: refused, and no session
         r = await sign_in(http, base, idp, "mallory", groups=["staff"])
         assert r.status == 403
@@ -232,7 +237,7 @@ async def test_sso_refusals_are_clear_pages_and_counted(
             text = await r.text()
             assert "refused the code: invalid_grant" in text
         assert used not in text
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as admin:
+        async with browser() as admin:
             r2 = await sign_in(admin, base, idp, "alice", groups=["noc-admins"])
             assert r2.status == 302
             async with admin.get(base + "/metrics") as r:
@@ -255,7 +260,7 @@ async def test_a_user_removed_from_its_group_loses_the_session(
     sso: tuple[Collector, str], idp: OidcProvider
 ) -> None:
     _, base = sso
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+    async with browser() as http:
         r = await sign_in(http, base, idp, "bob", name="Bob", groups=["noc-admins"])
         assert r.status == 302
         async with http.get(base + "/api/v1/whoami") as r:
@@ -294,7 +299,7 @@ async def test_idp_down_at_start_then_up(tmp_path: Path, mosquitto: Mosquitto) -
     config = sso_config(tmp_path, mosquitto, f"http://127.0.0.1:{port}")
     async with (
         running_collector(config) as collector,
-        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+        browser() as http,
     ):
         base = f"http://127.0.0.1:{collector.http_port}"
         async with http.get(base + "/login/oidc", allow_redirects=False) as r:
@@ -369,49 +374,50 @@ async def test_id_token_checks_against_the_providers_keys(idp: OidcProvider) -> 
     assert validate_id_token(token({**good, "exp": int(now) - 30}), keys, **check)
 
 
+def oidc_section(tmp_path: Path, name: str, **oidc: Any) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    config = {
+        "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
+        "http": {"oidc": {"client_id": "enoc", **oidc}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_the_oidc_section_is_checked(tmp_path: Path) -> None:
-    path = tmp_path / "collector.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
-                "http": {
-                    "oidc": {
-                        "issuer": "http://sso.example.net",
-                        "client_id": "enoc",
-                        "redirect_url": "https://enoc.example.net/login/oidc/callback",
-                        "scopes": ["profile"],
-                        "grants": [{"group": "noc", "role": "boss"}],
-                        "ca_file": str(tmp_path / "missing.pem"),
-                    }
-                },
-            }
-        )
+    redirect = "https://enoc.example.net/login/oidc/callback"
+    missing = tmp_path / "missing.pem"
+    bad = oidc_section(
+        tmp_path,
+        "bad",
+        issuer="http://sso.example.net",
+        redirect_url=redirect,
+        grants=[{"group": "noc", "role": "boss"}],
     )
-    errors = [f"{i.key}: {i.message}" for i in check_collector(path).errors]
+    errors = [f"{i.key}: {i.message}" for i in check_collector(bad).errors]
     assert any("issuer must be an https:// URL (http:// only on loopback)" in e for e in errors)
     assert any("grants[0].role" in e for e in errors), errors
-    good = tmp_path / "good.yaml"
-    good.write_text(
-        yaml.safe_dump(
-            {
-                "store": {"url": f"sqlite:///{tmp_path / 'incidents.db'}"},
-                "http": {
-                    "oidc": {
-                        "issuer": "https://sso.example.net/realms/noc",
-                        "client_id": "enoc",
-                        "redirect_url": "https://enoc.example.net/login/oidc/callback",
-                        "grants": [{"group": "noc", "role": "admin", "scope": {"rtc": ["emea"]}}],
-                        "ca_file": str(tmp_path / "missing.pem"),
-                    }
-                },
-            }
-        )
+    good = oidc_section(
+        tmp_path,
+        "good",
+        issuer="https://sso.example.net/realms/noc",
+        redirect_url=redirect,
+        grants=[{"group": "noc", "role": "admin", "scope": {"rtc": ["emea"]}}],
+        ca_file=str(missing),
     )
     checked = check_collector(good)
     assert [f"{i.key}: {i.message}" for i in checked.errors] == [
-        f"http.oidc.ca_file: no such file: {tmp_path / 'missing.pem'}"
+        f"http.oidc.ca_file: no such file: {missing}"
     ]
     assert checked.value is not None and checked.value.http.oidc is not None
     (grant,) = checked.value.http.oidc.grants
     assert grant.scope is not None and grant.scope.rtc == ["emea"]
+    no_openid = oidc_section(
+        tmp_path,
+        "scopes",
+        issuer="https://sso.example.net",
+        redirect_url=redirect,
+        scopes=["profile"],
+        grants=[{"group": "noc"}],
+    )
+    assert any("scopes must include openid" in i.message for i in check_collector(no_openid).errors)
