@@ -69,6 +69,7 @@ LEEWAY = 60  # seconds of clock difference allowed with the IdP
 METADATA_FRESH = 3600.0  # discovery and JWKS are fetched again after this long
 JWKS_REFETCH_MIN = 10.0  # an unknown key id fetches the JWKS at most this often
 BACKOFF_MAX = 60.0
+REFUSED_SETTLE = 1.0  # a refused refresh looks again after this long before ending
 # Asymmetric algorithms only: an HS256 token "signed" with a public key is refused.
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 MAX_ERROR_TEXT = 200  # of an IdP's error description shown on the page
@@ -190,6 +191,7 @@ class Oidc:
         self._http: aiohttp.ClientSession | None = None
         self._provider: Provider | None = None
         self._lock = asyncio.Lock()
+        self._refreshing: dict[str, asyncio.Lock] = {}  # by identity (as many as log in)
         self._failures = 0
         self._next_try = 0.0
         self._idp = StateLogger(log)
@@ -510,6 +512,12 @@ class Oidc:
 
     async def recheck(self, principal: Principal) -> Principal | None:
         """`principal` as the IdP sees it now (Sessions' recheck for "oidc")."""
+        # one refresh of an identity at a time here: an IdP that rotates refresh tokens
+        # refuses the second use of one, which would end its other sessions
+        async with self._refreshing.setdefault(principal.identity, asyncio.Lock()):
+            return await self._recheck(principal)
+
+    async def _recheck(self, principal: Principal) -> Principal | None:
         found = await self._kept_tokens(principal.identity)
         if found is None:
             return None
@@ -523,6 +531,8 @@ class Oidc:
                 provider, {"grant_type": "refresh_token", "refresh_token": refresh}
             )
         except Refused:
+            # Another replica may have used it first and not yet kept the new one.
+            await asyncio.sleep(REFUSED_SETTLE)
             again = await self._kept_tokens(principal.identity)
             if again is not None and again[0] != sealed:
                 return principal  # another replica refreshed it meanwhile: it confirmed

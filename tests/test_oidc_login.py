@@ -421,3 +421,33 @@ def test_the_oidc_section_is_checked(tmp_path: Path) -> None:
         grants=[{"group": "noc"}],
     )
     assert any("scopes must include openid" in i.message for i in check_collector(no_openid).errors)
+
+
+@pytest.mark.servers
+async def test_the_console_signs_in_and_out_through_the_idp_in_chromium(
+    tmp_path: Path, idp: OidcProvider, sso: tuple[Collector, str]
+) -> None:
+    from browserkit import chromium_path, launched
+    from playwright.async_api import expect
+
+    base = sso[1]
+    async with browser() as http:
+        await set_claims(http, idp, "erin", preferred_username="erin", groups=["rtc-east-ops"])
+    async with launched(chromium_path()) as chromium:
+        page = await chromium.new_page()
+        await page.goto(base + "/")
+        await expect(page.locator("#sso")).to_be_visible()  # offered: http.oidc is set
+        await page.screenshot(path=str(tmp_path / "sso-login.png"))
+        await page.get_by_role("link", name="Sign in with single sign-on").click()
+        await page.get_by_placeholder("sub").fill("erin")  # the IdP's own form
+        await page.get_by_role("button", name="Authorize").click()
+        await expect(page.locator("#who")).to_have_text("erin (operator)")
+        assert page.url == base + "/"
+        await page.screenshot(path=str(tmp_path / "sso-signed-in.png"))
+        await page.get_by_role("button", name="Log out").click()
+        await page.get_by_role("button", name="End session").click()  # the IdP's logout
+        await expect(page.locator("#login-view")).to_be_visible()
+        assert page.url.startswith(base + "/")
+        await expect(page.locator("#sso")).to_be_visible()
+        whoami = await page.request.get(base + "/api/v1/whoami")  # the browser's cookies
+        assert whoami.status == 401
