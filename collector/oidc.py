@@ -401,13 +401,15 @@ class Oidc:
         """The checked principal of a callback and the tokens that confirm it later."""
         kept = self._kept(request.cookies.get(STATE_COOKIE, ""))
         query = request.query
-        if "error" in query:
+        # bytes: compare_digest refuses a str that is not ASCII
+        same_state = hmac.compare_digest(query.get("state", "").encode(), kept["state"].encode())
+        if "error" in query and (same_state or "state" not in query):
             error = query.get("error", "")[:MAX_ERROR_TEXT]
             detail = query.get("error_description", "")[:MAX_ERROR_TEXT]
             raise OidcError(
                 403, f"the identity provider refused the login: {error} {detail}", "idp_refused"
             )
-        if not hmac.compare_digest(query.get("state", ""), kept["state"]):
+        if not same_state:
             raise OidcError(400, "the login's state does not match: start the login again", "state")
         code = query.get("code", "")
         if not code:

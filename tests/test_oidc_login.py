@@ -207,10 +207,11 @@ async def test_sso_refusals_are_clear_pages_and_counted(
             assert "refused the login: access_denied" in await r.text()
         # a state that is not the one this browser started with
         await set_claims(http, idp, "alice", groups=["noc-admins"])
-        callback = await authorize(http, base, "alice")
-        async with http.get(callback.replace("state=", "state=x")) as r:
-            assert r.status == 400
-            assert "state does not match" in await r.text()
+        for altered in ("state=x", "state=%C3%A9"):  # a failure ends the attempt: anew
+            callback = await authorize(http, base, "alice")
+            async with http.get(callback.replace("state=", altered)) as r:
+                assert r.status == 400
+                assert "state does not match" in await r.text()
         # a callback without the login's cookie (another browser, or cookies off)
         async with aiohttp.ClientSession() as other, other.get(callback) as r:
             assert r.status == 400
@@ -242,11 +243,11 @@ async def test_sso_refusals_are_clear_pages_and_counted(
             assert r2.status == 302
             async with admin.get(base + "/metrics") as r:
                 metrics = await r.text()
-    for reason, count in {"no_role": 1, "idp_refused": 1, "state": 3, "code": 1}.items():
+    for reason, count in {"no_role": 1, "idp_refused": 1, "state": 4, "code": 1}.items():
         line = f'enoc_collector_api_oidc_logins_failed_total{{kind="{reason}"}} {count}'
         assert line in metrics, line
     failed = [r for r in audit(tmp_path) if r["action"] == "login_failed"]
-    assert len(failed) == 6 and all(r["via"] == "oidc" for r in failed)
+    assert len(failed) == 7 and all(r["via"] == "oidc" for r in failed)
 
 
 def kept_url(base: str) -> Any:
