@@ -151,6 +151,8 @@ class Api:
             app[RECENT_DB_KEY] = InfluxRecent(config.influxdb, config.recent)
         yield
         self.access.close()
+        if self.access.oidc is not None:
+            await self.access.oidc.close()
         if RECENT_DB_KEY in app:
             await app[RECENT_DB_KEY].close()
 

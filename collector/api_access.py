@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +33,9 @@ from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessio
 from collector.store import Store
 from collector.tokens import Tokens, looks_like_token
 from enoc.logs import StateLogger, get_logger
+
+if TYPE_CHECKING:
+    from collector.oidc import Oidc
 
 log = get_logger("enoc.collector.api")
 audit_log = get_logger("enoc.audit")
@@ -55,6 +58,7 @@ class Access:
     ) -> None:
         self.users = users
         self._store_unavailable = store_unavailable
+        self.store_unavailable = store_unavailable
         self.unauthorized = 0
         self.forbidden = 0
         self.logins_failed = 0
@@ -77,11 +81,19 @@ class Access:
         self.audit_file = http.audit_file
         self.tokens = Tokens(store)  # API tokens (collector/tokens.py), read per request
         self._audit_failures = StateLogger(log)
+        self.oidc: Oidc | None = None
+        if http.oidc is not None:  # registers its session recheck
+            from collector.oidc import Oidc
+
+            self.oidc = Oidc(http.oidc, self)
 
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/api/v1/whoami", self.guard("viewer", self.whoami))
         router.add_post("/login", self.login)
         router.add_post("/logout", self.guard("viewer", self.logout))
+        router.add_get("/login/methods", self.login_methods)
+        if self.oidc is not None:
+            self.oidc.routes(router)
 
     def close(self) -> None:
         self.hashing.close()
@@ -95,6 +107,7 @@ class Access:
             "api_logins_busy": self.hashing.refused,
             "api_password_hashes_upgraded": self.users.upgraded if self.users else 0,
             "api_tokens_refused": self.tokens.refused,
+            **(self.oidc.counters() if self.oidc else {}),
         }
 
     async def authenticate(self, request: web.Request) -> tuple[Principal, Session | None] | None:
@@ -218,6 +231,14 @@ class Access:
                 "expires": session.expires,
             }
         )
+        self.set_session_cookie(request, response, cookie)
+        self.audit(request, session.principal, "login")
+        return response
+
+    def set_session_cookie(
+        self, request: web.Request, response: web.StreamResponse, cookie: str
+    ) -> None:
+        """The console's session cookie on `response`, whatever way the login came."""
         response.set_cookie(
             COOKIE,
             cookie,
@@ -227,8 +248,10 @@ class Access:
             samesite="Strict",
             secure=_https(request),
         )
-        self.audit(request, session.principal, "login")
-        return response
+
+    async def login_methods(self, request: web.Request) -> web.Response:
+        """How the console offers to log in (public: it asks before anyone has)."""
+        return web.json_response({"password": self.users is not None, "oidc": bool(self.oidc)})
 
     async def _check_password(self, key: str, name: str, password: str) -> User | None:
         try:  # counted as a failure, on every replica, unless the password is right
@@ -250,7 +273,12 @@ class Access:
             except Exception as exc:
                 raise self._store_unavailable("logout", exc) from None
         self.audit(request, request[USER_KEY], "logout")
-        response = web.json_response({"logged_out": True})
+        out: dict[str, Any] = {"logged_out": True}
+        if session is not None and self.oidc is not None and session.principal.source == "oidc":
+            url = await self.oidc.end_session_url(session.principal)
+            if url is not None:  # the console sends the browser there: out of the IdP too
+                out["end_session_url"] = url
+        response = web.json_response(out)
         response.del_cookie(COOKIE, path="/")
         return response
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+from collector.access import Grant
 from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
 from enoc.config import (
@@ -492,6 +493,51 @@ class NotificationsConfig:
         return [*self.webhooks, *self.email]
 
 
+def _loopback_host(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+@dataclass(frozen=True)
+class OidcConfig:
+    """Single sign-on for the console (collector/oidc.py): an OpenID provider's users log
+    in with the authorisation code flow; the groups claim maps to a role and scope."""
+
+    issuer: str  # discovery at <issuer>/.well-known/openid-configuration
+    client_id: str
+    redirect_url: str  # the console's callback as the browser reaches it: .../login/oidc/callback
+    client_secret: Secret | None = None  # or client_secret_file; none: a public client (PKCE)
+    scopes: list[str] = field(default_factory=lambda: ["openid", "profile", "email"])
+    groups_claim: str = "groups"
+    name_claim: str = "preferred_username"
+    grants: list[Grant] = field(default_factory=list)  # first held group decides
+    # where the IdP sends the browser after its logout; default: the console's root
+    post_logout_redirect_url: str = ""
+    ca_file: Path | None = None  # the CA of the IdP's TLS (None: the system's)
+    timeout: Duration = Duration(10)
+    login_timeout: Duration = Duration(600)  # from the redirect to the IdP to the callback
+
+    def __post_init__(self) -> None:
+        for key in ("issuer", "redirect_url") + (
+            ("post_logout_redirect_url",) if self.post_logout_redirect_url else ()
+        ):
+            url = getattr(self, key)
+            if not url.startswith("https://") and not (
+                url.startswith("http://") and _loopback_host(url)
+            ):
+                raise ValueError(
+                    f'{key} must be an https:// URL (http:// only on loopback), got "{url}"'
+                )
+        if not self.client_id:
+            raise ValueError("client_id is required")
+        if "openid" not in self.scopes:
+            raise ValueError(f"scopes must include openid, got {self.scopes}")
+        if not self.grants:
+            raise ValueError("grants must map at least one group to a role")
+        if not self.groups_claim or not self.name_claim:
+            raise ValueError("groups_claim and name_claim must not be empty")
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     listen: HostPort = field(default_factory=lambda: HostPort("127.0.0.1", 8080))
@@ -522,6 +568,7 @@ class HttpConfig:
     # them 429 (per user) or 503 (in all) with Retry-After.
     stream_max_clients_per_user: int = 20
     stream_max_clients: int = 500
+    oidc: OidcConfig | None = None  # single sign-on for the console
 
     def __post_init__(self) -> None:
         if self.login_max_failures < 1:
@@ -689,6 +736,12 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
             )
             if users is not None:
                 checked.include(users, notes=False)  # a secret file itself, mode 0600
+    with skipping_unread():
+        oidc = config.http.oidc
+        if oidc is not None:
+            check_url(checked, "http.oidc.issuer", oidc.issuer)
+            if oidc.ca_file is not None and not oidc.ca_file.is_file():
+                checked.error("http.oidc.ca_file", f"no such file: {oidc.ca_file}")
     with skipping_unread():
         if config.http.session_key_file is not None:
             from collector.session import load_key

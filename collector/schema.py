@@ -280,4 +280,13 @@ MIGRATIONS: list[list[str]] = [
             last_used DOUBLE PRECISION NOT NULL DEFAULT 0
         )""",
     ],
+    # 10 -> 11: what confirms a single-sign-on identity again (collector/oidc.py): its
+    # latest refresh and ID tokens, encrypted under the session key, one row per identity.
+    [
+        """CREATE TABLE oidc_tokens (
+            identity TEXT PRIMARY KEY,
+            tokens TEXT NOT NULL,
+            updated DOUBLE PRECISION NOT NULL
+        )""",
+    ],
 ]

@@ -416,7 +416,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         schema_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 10
+    assert await store.open() == len(original) == 11
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 6: an agent and its events are known by site and agent id
@@ -459,6 +459,8 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
         await store.run(lambda tx: tx.all("SELECT * FROM session_revocations"))
     # schema 10: API tokens, empty
     assert await store.run(lambda tx: tx.all("SELECT * FROM api_tokens")) == []
+    # schema 11: the tokens that confirm single-sign-on identities again, empty
+    assert await store.run(lambda tx: tx.all("SELECT * FROM oidc_tokens")) == []
     await store.run(lambda tx: tx.execute("UPDATE enoc_schema SET version = 99"))
     await store.close()
     newer = Store(store_url)

@@ -128,8 +128,19 @@ async function login(event) {
 }
 
 async function logout() {
-  try { await api("/logout", { method: "POST" }); } catch { /* the session is gone either way */ }
+  let out = null;
+  try { out = await api("/logout", { method: "POST" }); } catch { /* the session is gone either way */ }
+  // a single-sign-on session: log out at the identity provider too (it sends the browser back)
+  if (out && out.end_session_url) { location.assign(out.end_session_url); return; }
   showLogin("Logged out.");
+}
+
+async function loginMethods() {
+  // offered by the collector: the single-sign-on button only where it is configured
+  try {
+    const methods = await api("/login/methods");
+    $("sso").hidden = !methods.oidc;
+  } catch { $("sso").hidden = true; }
 }
 
 // ------------------------------------------------------------------ live stream
@@ -697,6 +708,7 @@ async function start() {
 async function boot() {
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
+  loginMethods();
   window.addEventListener("hashchange", route);
   for (const id of ["f-rtc", "f-site", "f-severity"]) $(id).addEventListener("change", renderBoard);
   $("f-state").addEventListener("change", loadIncidents);
