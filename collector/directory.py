@@ -45,7 +45,7 @@ from ldap3.utils.dn import parse_dn
 
 from collector.access import Grant, Principal, first_grant
 from collector.auth import HashGate, Users
-from collector.config import LdapConfig
+from collector.config_ldap import LdapConfig
 from enoc.logs import StateLogger, get_logger
 
 log = get_logger("enoc.collector.directory")

@@ -20,7 +20,8 @@ from yarl import URL
 
 from collector.access import Grant, Principal, Scope, ScopeConfig
 from collector.auth import hash_password
-from collector.config import LdapConfig, check_collector
+from collector.config import check_collector
+from collector.config_ldap import LdapConfig
 from collector.directory import Directory, DirectoryUnavailable, NotGranted
 from enoc.config import Duration, Secret
 from enoc.pki import make_ca, make_pki
