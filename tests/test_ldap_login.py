@@ -152,6 +152,12 @@ async def test_directory_users_log_in_with_the_role_and_scope_of_their_group(
                 assert (status, body.get("error")) == (401, why), name
                 assert (await whoami(http, base))[0] == 401, name
                 assert not http.cookie_jar.filter_cookies(URL(base)), name
+        # the login limit holds for directory users as for the users file's
+        async with jar() as http:
+            for _ in range(5):  # login_max_failures
+                assert (await login(http, base, "ben", "not ben's"))[0] == 401
+            status, body = await login(http, base, "ben", slapd.passwords["ben"])
+            assert status == 429, body
 
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     logins = [(a["action"], a["identity"] or a["actor"]) for a in audit]
