@@ -33,7 +33,7 @@ import contextlib
 import math
 import re
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -156,14 +156,17 @@ class Directory:
 
     # ------------------------------------------------------------ on the gate's threads
 
-    def _answered(self, exchange: Any, *args: Any) -> Principal | None:
+    def _answered(self, exchange: Callable[..., Principal | None], *args: Any) -> Principal | None:
         """`exchange(*args)` with the directory's state logged once per change."""
         where = f"directory {self.config.url}"
         try:
-            result: Principal | None = exchange(*args)
+            result = exchange(*args)
         except DirectoryUnavailable as exc:
             self.unavailable += 1
             self._failing.failed(where, exc)
+            raise
+        except NotGranted:
+            self._failing.ok(where)
             raise
         self._failing.ok(where)
         return result
@@ -238,6 +241,8 @@ class Directory:
             password=password or None,
             authentication=ldap3.SIMPLE if user else ldap3.ANONYMOUS,
             read_only=True,
+            # a referral would take the service account's password to another server
+            auto_referrals=False,
             receive_timeout=timeout,
             raise_exceptions=False,
         )
