@@ -10,6 +10,10 @@ under `dc=enoc,dc=test`:
     ou=groups    cn=noc-emea-operators (ana), cn=noc-amer-operators (ben),
                  cn=noc-admins (cat), cn=lab-users (dan): groupOfNames
 
+Each user's `seeAlso` lists the DNs of its groups as loaded, as Active
+Directory's `memberOf` does (slapd's memberof overlay does not run under
+slapadd), for a `group_attribute` login; `set_members` changes the groups only.
+
 The access rules are a production directory's: nobody reads anonymously, a user
 reads itself, passwords are only for binding, the service account reads the
 rest. `admin()` is a connection as the root DN, to change the directory while a
@@ -171,10 +175,11 @@ olcAccess: {{1}}to * by dn.exact="{SERVICE_DN}" read by self read by * none
             f"simpleSecurityObject\ncn: enoc\nuserPassword: {ssha(self.service_password)}",
         ]
         for name in USERS:
+            groups = [f"\nseeAlso: {group_dn(g)}" for g, held in MEMBERS.items() if name in held]
             entries.append(
                 f"dn: {user_dn(name)}\nobjectClass: inetOrgPerson\nuid: {name}\n"
                 f"cn: {name.title()}\nsn: {name.title()}\n"
-                f"userPassword: {ssha(self.passwords[name])}"
+                f"userPassword: {ssha(self.passwords[name])}{''.join(groups)}"
             )
         for group, members in MEMBERS.items():
             lines = [f"dn: {group_dn(group)}", "objectClass: groupOfNames", f"cn: {group}"]

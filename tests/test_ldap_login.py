@@ -249,14 +249,22 @@ async def test_the_directory_answers_rechecks(slapd: Slapd, restore_groups: None
             await directory.login("ben", slapd.passwords["ben"])
         gone = Principal("zed", "admin", Scope.of(None), "ldap", f"uid=zed,{PEOPLE}")
         assert await directory.recheck(gone) is None, "a deleted entry"
-        # the groups from the user's entry (Active Directory's memberOf) instead: this
-        # directory has no such attribute, so no group is held
-        by_attribute = directory_of(slapd, group_attribute="description", group_base="")
+        # the groups from the user's entry (as Active Directory's memberOf) instead
+        by_attribute = directory_of(slapd, group_attribute="seeAlso", group_base="")
         try:
-            with pytest.raises(NotGranted):
-                await by_attribute.login("cat", slapd.passwords["cat"])
+            cat = await by_attribute.login("cat", slapd.passwords["cat"])
+            assert cat is not None
+            assert (cat.role, cat.scope) == ("admin", Scope.of(None))
+            with pytest.raises(NotGranted):  # lab-users: no grant
+                await by_attribute.login("dan", slapd.passwords["dan"])
         finally:
             by_attribute.close()
+        nothing = directory_of(slapd, group_attribute="description", group_base="")
+        try:
+            with pytest.raises(NotGranted):  # an attribute the entry lacks: no group
+                await nothing.login("cat", slapd.passwords["cat"])
+        finally:
+            nothing.close()
     finally:
         directory.close()
 
