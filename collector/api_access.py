@@ -27,8 +27,9 @@ from collector.api_input import (
     retry_later,
     storable,
 )
-from collector.auth import HashGate, HashingBusy, User, Users, cpus
+from collector.auth import HashGate, HashingBusy, Users, cpus
 from collector.config import HttpConfig
+from collector.directory import RETRY_AFTER, Directory, DirectoryUnavailable, NotGranted
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.store import Store
 from collector.tokens import Tokens, looks_like_token
@@ -78,6 +79,11 @@ class Access:
             backoff_max=float(http.login_backoff_max),
         )
         self.hashing = HashGate(http.login_hash_workers or cpus(), http.login_hash_queue)
+        # logins by name and password of users not in the users file, and their sessions
+        self.directory: Directory | None = None
+        if http.ldap is not None:
+            self.directory = Directory(http.ldap, queue=http.login_hash_queue)
+            self.sessions.rechecks["ldap"] = self.directory.recheck
         self.audit_file = http.audit_file
         self.tokens = Tokens(store)  # API tokens (collector/tokens.py), read per request
         self._audit_failures = StateLogger(log)
@@ -97,6 +103,8 @@ class Access:
 
     def close(self) -> None:
         self.hashing.close()
+        if self.directory is not None:
+            self.directory.close()
 
     def counters(self) -> dict[str, float]:
         return {
@@ -108,6 +116,7 @@ class Access:
             "api_password_hashes_upgraded": self.users.upgraded if self.users else 0,
             "api_tokens_refused": self.tokens.refused,
             **(self.oidc.counters() if self.oidc else {}),
+            **(self.directory.counters() if self.directory else {}),
         }
 
     async def authenticate(self, request: web.Request) -> tuple[Principal, Session | None] | None:
@@ -205,14 +214,25 @@ class Access:
                 f'"name" takes at most {MAX_NAME} characters, "password" {MAX_PASSWORD}'
             )
         key = self.limiter.pair(request.remote or "", name)
+        directory = self.directory
+        if directory is not None and not directory.takes(name, self.users):
+            directory = None
         # the place is taken before the attempt is counted: a login refused for load
         # is not a failed login
         try:
-            with self.hashing.place():
-                user = await self._check_password(key, name, password)
+            with (self.hashing if directory is None else directory.gate).place():
+                principal = await self._check_password(key, name, password, directory)
         except HashingBusy as exc:
             raise retry_later(503, str(exc), 1) from None
-        if user is None:
+        except DirectoryUnavailable:
+            raise retry_later(
+                503, "the directory cannot answer: try again later", RETRY_AFTER
+            ) from None
+        except NotGranted:
+            self.logins_failed += 1
+            self.audit(request, name, "login_failed", reason="no group grants access")
+            raise ApiError(401, "not in any group that grants access") from None
+        if principal is None:
             self.logins_failed += 1
             self.audit(request, name, "login_failed")
             raise ApiError(401, "wrong name or password")
@@ -221,7 +241,7 @@ class Access:
         except Exception as exc:
             raise self._store_unavailable("login limit", exc) from None
         try:
-            cookie, session = await self.sessions.issue(user.principal())
+            cookie, session = await self.sessions.issue(principal)
         except Exception as exc:
             raise self._store_unavailable("login", exc) from None
         response = web.json_response(
@@ -251,9 +271,12 @@ class Access:
 
     async def login_methods(self, request: web.Request) -> web.Response:
         """How the console offers to log in (public: it asks before anyone has)."""
-        return web.json_response({"password": self.users is not None, "oidc": bool(self.oidc)})
+        password = self.users is not None or self.directory is not None
+        return web.json_response({"password": password, "oidc": bool(self.oidc)})
 
-    async def _check_password(self, key: str, name: str, password: str) -> User | None:
+    async def _check_password(
+        self, key: str, name: str, password: str, directory: Directory | None
+    ) -> Principal | None:
         try:  # counted as a failure, on every replica, unless the password is right
             wait = await self.limiter.attempt(key)
         except Exception as exc:
@@ -261,9 +284,12 @@ class Access:
         if wait > 0:
             seconds = math.ceil(wait)
             raise retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
+        if directory is not None:
+            return await directory.login(name, password)
         if self.users is None:
             return None
-        return await self.hashing.run(self.users.by_password, name, password)
+        user = await self.hashing.run(self.users.by_password, name, password)
+        return None if user is None else user.principal()
 
     async def logout(self, request: web.Request) -> web.Response:
         session = request.get(SESSION_KEY)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from collector.access import Grant
+from collector.config_ldap import LdapConfig
 from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
 from enoc.config import (
@@ -569,6 +570,7 @@ class HttpConfig:
     stream_max_clients_per_user: int = 20
     stream_max_clients: int = 500
     oidc: OidcConfig | None = None  # single sign-on for the console
+    ldap: LdapConfig | None = None  # console logins checked against a directory
 
     def __post_init__(self) -> None:
         if self.login_max_failures < 1:
@@ -652,6 +654,18 @@ def collector_issues(config: CollectorConfig, filename: str) -> list[ConfigIssue
                     warning=True,
                 )
             )
+    ldap = config.http.ldap
+    if ldap is not None and ldap.insecure_plaintext and ldap.url.startswith("ldap://"):
+        issues.append(
+            ConfigIssue(
+                filename,
+                0,
+                "http.ldap.insecure_plaintext",
+                "logins go to the directory without TLS: every password crosses the network "
+                "in clear; use ldaps:// or start_tls: true",
+                warning=True,
+            )
+        )
     mailboxes = {mail.name for mail in config.notifications.email}
     for i, desk in enumerate(config.notifications.desks):
         if len(config.notifications.desks) > 1 and not mailboxes & set(desk.receivers):
@@ -742,6 +756,9 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
             check_url(checked, "http.oidc.issuer", oidc.issuer)
             if oidc.ca_file is not None and not oidc.ca_file.is_file():
                 checked.error("http.oidc.ca_file", f"no such file: {oidc.ca_file}")
+        if config.http.ldap is not None and config.http.ldap.ca_file is not None:
+            tls = TlsConfig(ca_file=config.http.ldap.ca_file)
+            check_tls_files(checked, "http.ldap", tls, "the directory (LDAP)")
     with skipping_unread():
         if config.http.session_key_file is not None:
             from collector.session import load_key

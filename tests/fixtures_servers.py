@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from enoc.pki import make_pki
 from testbed.netsnmp import SnmpD, SnmpTrapd
-from testbed.servers import Alertmanager, InfluxDB1, Mosquitto, PostgreSQL, VictoriaMetrics
+from testbed.servers import (
+    Alertmanager,
+    InfluxDB1,
+    Mosquitto,
+    PostgreSQL,
+    TlsFiles,
+    VictoriaMetrics,
+)
+from testbed.slapd import Slapd
 
 
 @pytest.fixture
@@ -64,4 +73,15 @@ def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
     with Alertmanager(tmp_path / "alertmanager") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """One OpenLDAP directory for a whole test module (testbed/slapd.py: its users and
+    groups), with a certificate for 127.0.0.1 from a CA of its own (`slapd.tls.ca_file`).
+    A test that changes a group puts it back."""
+    workdir = tmp_path_factory.mktemp("slapd")
+    pki = make_pki(workdir / "pki", server_names=["127.0.0.1"], clients=[])
+    with Slapd(workdir, tls=TlsFiles(pki.ca_cert, pki.server_cert, pki.server_key)) as server:
         yield server
