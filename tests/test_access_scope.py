@@ -498,11 +498,14 @@ async def test_each_operator_console_shows_only_its_rtc(scoped: Scoped, browser:
                 ".tile", "tiles => tiles.map((t) => t.dataset.site)"
             )
             assert set(tiles) == mine
-            await page.click("nav a[data-page=availability]")
-            await page.wait_for_selector("#avail-rows tr")
-            text = await page.locator("#avail-rows").inner_text()
-            assert all(s in text for s in mine)
-            assert not any(s in text for s in set(DEVICES) - mine)
+            # the site column of the stats and the availability tables
+            for page_name, table in (("stats", "#stats-rows"), ("availability", "#avail-rows")):
+                await page.click(f"nav a[data-page={page_name}]")
+                await page.wait_for_selector(f"{table} tr")
+                cells = await page.eval_on_selector_all(
+                    f"{table} tr td:first-child", "cells => cells.map((c) => c.textContent)"
+                )
+                assert {c.strip(" ▸▾") for c in cells} == mine, page_name
             await page.click("nav a[data-page=board]")
             await page.click("#logout")
             await page.wait_for_selector("#login-view:visible")
