@@ -1,8 +1,11 @@
 """The collector's HTTP API (DESIGN: "Collector HTTP API") on aiohttp.
 
 Every `/api/v1` route and `/metrics` need `Authorization: Bearer <token>`
-(collector/auth.py): viewers read, operators also acknowledge, resolve and
-comment, admins also manage maintenance windows. Errors are JSON
+(collector/auth.py): viewers read, operators also acknowledge, resolve,
+comment and open maintenance windows inside their scope, admins manage any
+window. A caller's scope (collector/access.py) filters every answer and the
+stream; an incident or device outside it is a 404, as one that does not
+exist (collector/api_scope.py has the windows' rules). Errors are JSON
 `{"error": "..."}`: 401 without a valid token, 403 for a role too low, 400
 for bad input (the message says what is wrong), 404, 409 for an action the
 incident's state does not allow, 429 and 503 with Retry-After for limits (login
@@ -27,7 +30,8 @@ from typing import Any
 
 from aiohttp import web
 
-from collector import availability
+from collector import api_scope, availability
+from collector.access import Principal, Scope
 from collector.api_access import USER_KEY, Access, Handler
 from collector.api_input import (
     ApiError,
@@ -181,8 +185,8 @@ class Api:
         r.add_get("/api/v1/stats/open", self._role("viewer", self.stats_open))
         r.add_get("/api/v1/stream", self._role("viewer", self.stream))
         r.add_get("/api/v1/maintenance", self._role("viewer", self.list_windows))
-        r.add_post("/api/v1/maintenance", self._role("admin", self.add_window))
-        r.add_delete("/api/v1/maintenance/{id}", self._role("admin", self.delete_window))
+        r.add_post("/api/v1/maintenance", self._role("operator", self.add_window))
+        r.add_delete("/api/v1/maintenance/{id}", self._role("operator", self.delete_window))
         self.access.routes(r)
         TokenApi(self.access).routes(r)
         r.add_get("/", self.console)
@@ -262,6 +266,10 @@ class Api:
         return web.json_response(health, status=status)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        user = request[USER_KEY]
+        if not user.scope.everything:  # its counters and gauges sum every region
+            self.access.forbidden += 1
+            raise ApiError(403, f"{user.name} is limited to a scope; /metrics covers every one")
         counters = dict(request.app[COUNTERS_KEY]())
         feed = request.app[FEED_KEY]
         counters.update(
@@ -312,11 +320,12 @@ class Api:
             severity=severity,
             rtc=q.get("rtc", ""),
             limit=limit,
+            scope=_scope(request),
         )
         return web.json_response({"incidents": [i.as_dict() for i in incidents]})
 
     async def get_incident(self, request: web.Request) -> web.Response:
-        incident = await request.app[QUERIES_KEY].incident(path_id(request))
+        incident = await request.app[QUERIES_KEY].incident(path_id(request), _scope(request))
         return web.json_response(incident.as_dict(timeline=True))
 
     def _action(self, action: str) -> Handler:
@@ -329,7 +338,9 @@ class Api:
             if len(text) > 4000:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
-            change = await request.app[OPERATORS_KEY].act(incident_id, action, user.name, text)
+            change = await request.app[OPERATORS_KEY].act(
+                incident_id, action, user.name, text, user.scope
+            )
             self.access.audit(request, user, action, incident=incident_id, text=text)
             await request.app[PUBLISH_KEY]([change])
             return web.json_response(change.incident.as_dict())
@@ -339,17 +350,23 @@ class Api:
     # ---------------------------------------------------------------- fleet
 
     async def sites(self, request: web.Request) -> web.Response:
-        return web.json_response({"sites": await request.app[QUERIES_KEY].sites()})
+        sites = await request.app[QUERIES_KEY].sites(_scope(request))
+        return web.json_response({"sites": sites})
 
     async def devices(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"devices": await request.app[QUERIES_KEY].devices(request.query.get("site", ""))}
-        )
+        site = request.query.get("site", "")
+        devices = await request.app[QUERIES_KEY].devices(site, _scope(request))
+        return web.json_response({"devices": devices})
 
     async def device(self, request: web.Request) -> web.Response:
         site, name = request.match_info["site"], request.match_info["device"]
         queries = request.app[QUERIES_KEY]
+        scope = _scope(request)
         known = [d for d in await queries.devices(site) if d["device"] == name]
+        if not scope.everything:  # outside the scope is as unknown: its being there not shown
+            rtc = known[0]["rtc"] if known else (await queries.site_rtcs()).get(site, "")
+            if not scope.covers(rtc, site):
+                raise NotFound(f"no device {name} at site {site}")
         recent = None
         if RECENT_DB_KEY in request.app:  # every replica's polls
             recent = await request.app[RECENT_DB_KEY].device(site, name)
@@ -368,13 +385,14 @@ class Api:
         )
         out["incidents"] = [
             i.as_dict()
-            for i in await queries.incidents(site=site, limit=5000)
+            for i in await queries.incidents(site=site, limit=5000, scope=scope)
             if i.key.device == name
         ][:100]
         return web.json_response(out)
 
     async def agents(self, request: web.Request) -> web.Response:
-        return web.json_response({"agents": await request.app[QUERIES_KEY].agents()})
+        agents = await request.app[QUERIES_KEY].agents(_scope(request))
+        return web.json_response({"agents": agents})
 
     async def stats(self, request: web.Request) -> web.Response:
         now = time.time()
@@ -382,13 +400,15 @@ class Api:
         since = time_param(request.query.get("since", ""), "since", now - 30 * 86400, now)
         if since >= until:
             raise bad_request("since must be before until")
-        stats = await request.app[QUERIES_KEY].stats(since, until)
+        stats = await request.app[QUERIES_KEY].stats(since, until, _scope(request))
         return web.json_response({"since": since, "until": until, "stats": stats})
 
     async def availability(self, request: web.Request) -> web.Response:
         q = request.query
         asked = availability.request(q, time.time())
-        rows = await availability.availability(self.store, asked.by, asked.lo, asked.hi)
+        rows = await availability.availability(
+            self.store, asked.by, asked.lo, asked.hi, _scope(request)
+        )
         body = {"by": asked.by, "from": asked.lo, "to": asked.hi, "rows": rows}
         name = availability.csv_name(asked.by, asked.lo, asked.hi)
         return table_response(q, body, rows, availability.columns(asked.by), name)
@@ -399,7 +419,8 @@ class Api:
         period = choice(q, "period", trends.PERIODS, "week")
         by = choice(q, "by", trends.GROUPS, "site")
         since, until = time_range(q, trends.SPAN[period], time.time())
-        found = await request.app[QUERIES_KEY].trends.trend(period, by, since, until)
+        trends_ = request.app[QUERIES_KEY].trends
+        found = await trends_.trend(period, by, since, until, _scope(request))
         body = {"period": period, "by": by, "from": since, "to": until, **found}
         name = f"enoc-mtta-mttr-{period}-{by}.csv"
         return table_response(q, body, found["rows"], trends.trend_columns(by), name)
@@ -409,15 +430,49 @@ class Api:
         q = request.query
         since, until = time_range(q, trends.SPAN["open"], time.time())
         step = seconds_param(q, "step", max(trends.MIN_STEP, math.ceil((until - since) / 500)))
-        rows = await request.app[QUERIES_KEY].trends.open_over_time(since, until, step)
+        rows = await request.app[QUERIES_KEY].trends.open_over_time(
+            since, until, step, _scope(request)
+        )
         body = {"from": since, "to": until, "step": step, "rows": rows}
         return table_response(q, body, rows, trends.OPEN_COLUMNS, "enoc-open-incidents.csv")
 
     # ---------------------------------------------------------------- maintenance
 
     async def list_windows(self, request: web.Request) -> web.Response:
+        """The windows that may reach something inside the caller's scope."""
+        scope = _scope(request)
         windows = await request.app[MAINTENANCE_KEY].windows()
+        if not scope.everything:
+            rtc_of, devices = await self._places(request)
+            windows = [w for w in windows if api_scope.touches(w, scope, rtc_of, devices)]
         return web.json_response({"windows": [w.as_dict() for w in windows]})
+
+    async def _places(self, request: web.Request) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """Each known site's RTC, and the known (site, device) pairs."""
+        queries = request.app[QUERIES_KEY]
+        devices = [(d["site"], d["device"]) for d in await queries.devices()]
+        return await queries.site_rtcs(), devices
+
+    async def _may_manage(
+        self, request: web.Request, window: MaintenanceWindow
+    ) -> MaintenanceWindow:
+        """`window` as the caller may open or delete it (an operator's device-only window
+        pinned to its device's site), or 403 when it could reach outside the scope: an
+        admin manages any window, an operator those inside its scope."""
+        user = request[USER_KEY]
+        if user.may("admin") or user.scope.everything:
+            return window
+        rtc_of, devices = await self._places(request)
+        window = api_scope.pin(window, devices)
+        if not api_scope.inside(window, user.scope, rtc_of):
+            self.access.forbidden += 1
+            raise ApiError(
+                403,
+                f"{user.name} may manage maintenance windows only inside its scope "
+                f"({_scope_text(user)}): give a site of it, a device known at one site of "
+                "it, or a match that starts with a site of it (no glob in the site part)",
+            )
+        return window
 
     async def add_window(self, request: web.Request) -> web.Response:
         body = await json_body(request, required=True)
@@ -452,13 +507,24 @@ class Api:
             until,
             body.get("reason", ""),
         )
+        window = await self._may_manage(request, window)
         created = await request.app[MAINTENANCE_KEY].add_window(window, request[USER_KEY].name)
         self.access.audit(request, request[USER_KEY], "maintenance_add", **created.as_dict())
         return web.json_response(created.as_dict(), status=201)
 
     async def delete_window(self, request: web.Request) -> web.Response:
         window_id = path_id(request)
-        await request.app[MAINTENANCE_KEY].delete_window(window_id, request[USER_KEY].name)
+        maintenance = request.app[MAINTENANCE_KEY]
+        user = request[USER_KEY]
+        if not user.may("admin") and not user.scope.everything:
+            # a window the caller does not see is not found; one it sees but could not
+            # have opened (it reaches beyond the scope) is forbidden
+            found = [w for w in await maintenance.windows() if w.id == window_id]
+            rtc_of, devices = await self._places(request)
+            if not (found and api_scope.touches(found[0], user.scope, rtc_of, devices)):
+                raise NotFound(f"no maintenance window {window_id}")
+            await self._may_manage(request, found[0])
+        await maintenance.delete_window(window_id, user.name)
         self.access.audit(request, request[USER_KEY], "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
 
@@ -495,6 +561,7 @@ class Api:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         last = request.headers.get("Last-Event-ID", "") or request.query.get("last_id", "")
+        scope = _scope(request)
         sub = self.hub.subscribe()  # before replaying, so nothing falls between the two
         here = self.hub.last_id  # what came before the subscription (it holds what follows)
         response = web.StreamResponse(
@@ -513,33 +580,47 @@ class Api:
             # that even its first reconnect resumes from there
             place = "" if sent else f"id: {here}\n\n"
             await response.write(f"retry: 2000\n: connected\n\n{place}".encode())
+            told = sent  # the newest id the client was given
             try:  # what the client missed, or a `reset` when that cannot be replayed
                 async for event in resume(self.hub, feed, sent):
-                    await response.write(event.encode())
+                    if api_scope.shown(event, scope):
+                        await response.write(event.encode())
+                        told = event.id
                     sent = event.id
             except ConnectionResetError:
                 raise
             except Exception as exc:  # the store is down: the client retries from `sent`
                 log.warning("stream replay from the store failed: %s", exc)
                 return response
-            sent = sent or here
-            checked = time.monotonic()
+            if sent > told:  # the events left out move the client's Last-Event-ID on too
+                await response.write(f"id: {sent}\n\n".encode())
+            sent = told = sent or here
+            checked = beat = time.monotonic()
             while True:
                 item: StreamEvent | bytes | None
-                try:
-                    item = await asyncio.wait_for(sub.queue.get(), SSE_HEARTBEAT)
+                try:  # a keepalive after a quiet heartbeat, whatever was left out meanwhile
+                    wait = max(0.0, beat + SSE_HEARTBEAT - time.monotonic())
+                    item = await asyncio.wait_for(sub.queue.get(), wait)
                 except TimeoutError:
                     item = b": keepalive\n\n"
                 if time.monotonic() - checked >= SSE_HEARTBEAT:
                     checked = time.monotonic()
-                    if not await self.access.session_lasts(request):
+                    user = await self.access.session_lasts(request)
+                    if user is None:
                         break  # logged out (on any replica) or expired: the stream ends too
+                    scope = _follow(request, user)
                 if item is None:
                     break
                 if isinstance(item, bytes):
-                    await response.write(item)
+                    # the events left out still move the client's Last-Event-ID on (an id
+                    # without data is no event), so a reconnect does not replay them
+                    moved = f"id: {sent}\n\n".encode() if sent > told else b""
+                    await response.write(moved + item)
+                    told, beat = sent, time.monotonic()
                 elif item.id > sent:
-                    await response.write(item.encode())
+                    if api_scope.shown(item, scope):
+                        await response.write(item.encode())
+                        told, beat = item.id, time.monotonic()
                     sent = item.id
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -548,3 +629,20 @@ class Api:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
+
+
+def _scope(request: web.Request) -> Scope:
+    return request[USER_KEY].scope
+
+
+def _follow(request: web.Request, user: Principal) -> Scope:
+    """The stream's caller as its session now says (a recheck may change the scope)."""
+    request[USER_KEY] = user
+    return user.scope
+
+
+def _scope_text(user: Principal) -> str:
+    parts = [f"rtc {', '.join(sorted(user.scope.rtc))}"] if user.scope.rtc else []
+    if user.scope.site:
+        parts.append(f"site {', '.join(sorted(user.scope.site))}")
+    return "; ".join(parts)

@@ -316,16 +316,18 @@ class Access:
             out["expires"] = session.expires
         return web.json_response(out)
 
-    async def session_lasts(self, request: web.Request) -> bool:
-        """Whether a stream opened with a session cookie may go on: not after a logout on
-        any replica, nor past the cookie's expiry. A store that cannot answer now is no
-        reason to cut a console off; bearer tokens are not sessions."""
+    async def session_lasts(self, request: web.Request) -> Principal | None:
+        """Who a stream opened with a session cookie goes on for (its role and scope as
+        the session's last check found them), or None to end it: after a logout on any
+        replica, past the cookie's expiry. A store that cannot answer now is no reason to
+        cut a console off; bearer tokens are not sessions."""
         if SESSION_KEY not in request:
-            return True
+            return request[USER_KEY]
         try:
-            return await self.sessions.verify(request.cookies.get(COOKIE, "")) is not None
+            session = await self.sessions.verify(request.cookies.get(COOKIE, ""))
         except Exception:  # the store is down: the next check decides
-            return True
+            return request[USER_KEY]
+        return None if session is None else session.principal
 
 
 def _https(request: web.Request) -> bool:

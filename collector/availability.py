@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
+from collector.access import EVERYTHING, Scope
 from collector.api_input import bad_request, time_param
 from collector.api_tables import FORMATS, choice
 from collector.incidents.model import AGENT_OFFLINE, MaintenanceWindow
@@ -157,9 +158,13 @@ class Device:
     rtc: str
 
 
-def compute(db: Records, lo: float, hi: float) -> list[tuple[Device, Figures]]:
-    """Every known device's figures over [lo, hi), in one read of the store."""
-    devices = [Device(*row) for row in db.device_agents()]
+def compute(
+    db: Records, lo: float, hi: float, scope: Scope = EVERYTHING
+) -> list[tuple[Device, Figures]]:
+    """Every known device's figures over [lo, hi) (of those inside `scope`), in one read
+    of the store."""
+    every = [Device(*row) for row in db.device_agents()]
+    devices = [d for d in every if scope.covers(d.rtc, d.site)]
     down: dict[tuple[str, str], list[Span]] = {}
     for site, device, _, opened, resolved in db.spans("reachability", lo, hi):
         down.setdefault((site, device), []).append((opened, hi if resolved is None else resolved))
@@ -207,9 +212,12 @@ def rows(per_device: list[tuple[Device, Figures]], by: By) -> list[dict[str, Any
     return out
 
 
-async def availability(store: Store, by: By, lo: float, hi: float) -> list[dict[str, Any]]:
-    """The API's rows: availability `by` device, site or RTC over [lo, hi)."""
-    return rows(await run(store, lambda db: compute(db, lo, hi)), by)
+async def availability(
+    store: Store, by: By, lo: float, hi: float, scope: Scope = EVERYTHING
+) -> list[dict[str, Any]]:
+    """The API's rows: availability `by` device, site or RTC over [lo, hi), of the devices
+    inside `scope` (an RTC's row sums only those)."""
+    return rows(await run(store, lambda db: compute(db, lo, hi, scope)), by)
 
 
 @dataclass(frozen=True)

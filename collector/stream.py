@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from collector.config import StoreConfig
 from collector.store import Store, Tx
@@ -46,6 +47,19 @@ class StreamEvent:
 
     def encode(self) -> bytes:
         return f"id: {self.id}\nevent: {self.kind}\ndata: {self.body}\n\n".encode()
+
+    @cached_property
+    def place(self) -> tuple[str, str] | None:
+        """(rtc, site) of the incident or agent the event is about; None for an event
+        about no place (`reset`). Read once per event, however many streams filter it."""
+        if self.kind not in ("incident", "status"):
+            return None
+        try:
+            data = json.loads(self.body)
+            about = data["incident"] if self.kind == "incident" else data
+            return str(about.get("rtc", "")), str(about.get("site", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return "", ""  # unreadable: inside no scope but everything
 
 
 def reset(resume_id: int, reason: str, last_id: int) -> StreamEvent:

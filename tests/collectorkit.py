@@ -23,7 +23,7 @@ from collector.model import IncidentChange
 from collector.recent import RecentValues
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
-from testbed.servers import VictoriaMetrics, free_port
+from testbed.servers import Mosquitto, VictoriaMetrics, free_port
 
 TOKENS = {
     "viewer1": secrets.token_hex(16),
@@ -99,6 +99,17 @@ async def running_collector(config: Path) -> AsyncIterator[Collector]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def fed_collector(tmp: Path, http: dict[str, Any]) -> AsyncIterator[tuple[Collector, str]]:
+    """A collector on a Mosquitto of its own, fed by the test with agents' messages (those
+    agents send no heartbeat: `agent_timeout` is an hour); `http` adds to its config (its
+    `users_file`). Yields the collector and the broker's URL."""
+    with Mosquitto(tmp / "mosquitto") as mosquitto:
+        extra = {"http": http, "incidents": {"agent_timeout": "1h"}}
+        async with running_collector(collector_config(tmp, mosquitto.url, extra=extra)) as c:
+            yield c, mosquitto.url
 
 
 async def eventually(

@@ -87,10 +87,13 @@ async def test_tokens_and_roles(api: tuple[Collector, str], mosquitto: Mosquitto
             assert (body["state"], body["acknowledged_by"]) == ("acknowledged", "ops1")
         async with http.post(url, headers=auth("ops1")) as r:
             assert r.status == 409  # already acknowledged
-        # maintenance is for admins
+        # maintenance is for operators (inside their scope: ops1's is everything) and admins
         window = {"site": "lab", "ends": "2h", "reason": "fibre work"}
-        async with http.post(f"{base}/api/v1/maintenance", json=window, headers=auth("ops1")) as r:
+        async with http.post(
+            f"{base}/api/v1/maintenance", json=window, headers=auth("viewer1")
+        ) as r:
             assert r.status == 403
+            assert "needs operator" in (await r.json())["error"]
         async with http.post(
             f"{base}/api/v1/maintenance", json=window, headers=auth("admin1")
         ) as r:

@@ -34,7 +34,7 @@ import pytest_asyncio
 import yaml
 from agentkit import agent_config, running_agent, simulated_site
 from browserkit import chromium_path, launched
-from collectorkit import collector_config, eventually, running_collector
+from collectorkit import collector_config, eventually, fed_collector, running_collector
 
 from collector.app import Collector
 from collector.auth import hash_password
@@ -411,22 +411,14 @@ class Board:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def board(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Board]:
     tmp = tmp_path_factory.mktemp("board")
-    with Mosquitto(tmp / "mosquitto") as mosquitto:
-        config = collector_config(
-            tmp,
-            mosquitto.url,
-            extra={
-                "http": {
-                    "users_file": str(board_users(tmp / "board-users.yaml")),
-                    "audit_file": str(tmp / "audit.jsonl"),
-                },
-                "incidents": {"agent_timeout": "1h"},  # the seeded agents send no heartbeat
-            },
-        )
-        async with running_collector(config) as collector:
-            base = f"http://127.0.0.1:{collector.http_port}"
-            ids = await seed(collector, Agents(mosquitto.url), base)
-            yield Board(collector, base, tmp / "audit.jsonl", ids)
+    http = {
+        "users_file": str(board_users(tmp / "board-users.yaml")),
+        "audit_file": str(tmp / "audit.jsonl"),
+    }
+    async with fed_collector(tmp, http) as (collector, mqtt_url):
+        base = f"http://127.0.0.1:{collector.http_port}"
+        ids = await seed(collector, Agents(mqtt_url), base)
+        yield Board(collector, base, tmp / "audit.jsonl", ids)
 
 
 @contextlib.asynccontextmanager

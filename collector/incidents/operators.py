@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collector.access import EVERYTHING, Scope
 from collector.incidents.model import Conflict, Context, NotFound
 from collector.incidents.records import Records, run
 from collector.model import Change, IncidentChange, TimelineEntry
@@ -12,15 +13,21 @@ class Operators:
         self.context = context
 
     async def act(
-        self, incident_id: int, action: str, actor: str, text: str = ""
+        self,
+        incident_id: int,
+        action: str,
+        actor: str,
+        text: str = "",
+        scope: Scope = EVERYTHING,
     ) -> IncidentChange:
-        """ack, resolve or comment, by an operator; audited."""
+        """ack, resolve or comment, by an operator; audited. An incident outside the
+        operator's `scope` is not found, as one that does not exist."""
         ctx = self.context
         now = ctx.now()
 
         def apply(db: Records) -> IncidentChange:
             found = db.incident(incident_id)
-            if found is None:
+            if found is None or not scope.covers(found.rtc, found.key.site):
                 raise NotFound(f"no incident {incident_id}")
             db.lock_site(found.key.site)
             incident = db.incident(incident_id)  # under the lock: another replica's action

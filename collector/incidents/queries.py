@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from collector.access import EVERYTHING, Scope
 from collector.incidents.model import NotFound
 from collector.incidents.records import read, run
 from collector.incidents.trends import Trends
@@ -25,12 +26,13 @@ class Queries:
         severity: str = "",
         rtc: str = "",
         limit: int = 500,
+        scope: Scope = EVERYTHING,
     ) -> list[Incident]:
-        """Newest first; `state` "active" is every state but resolved."""
+        """Newest first, inside `scope`; `state` "active" is every state but resolved."""
         return await run(
             self.store,
             lambda db: db.find_incidents(
-                state=state, site=site, severity=severity, rtc=rtc, limit=limit
+                state=state, site=site, severity=severity, rtc=rtc, limit=limit, scope=scope
             ),
         )
 
@@ -40,13 +42,19 @@ class Queries:
         rows = await read(self.store, lambda db: db.open_counts())
         return {str(severity): int(count) for severity, count in rows}
 
-    async def incident(self, incident_id: int) -> Incident:
+    async def incident(self, incident_id: int, scope: Scope = EVERYTHING) -> Incident:
+        """One incident with its timeline; one outside `scope` is not found, as one that
+        does not exist (its being there is not shown)."""
         found = await run(self.store, lambda db: db.incident(incident_id, timeline=True))
-        if found is None:
+        if found is None or not scope.covers(found.rtc, found.key.site):
             raise NotFound(f"no incident {incident_id}")
         return found
 
-    async def agents(self) -> list[dict[str, Any]]:
+    async def site_rtcs(self) -> dict[str, str]:
+        """Each known site's RTC."""
+        return await run(self.store, lambda db: db.site_rtcs())
+
+    async def agents(self, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
         return [
             {
                 "agent": a,
@@ -58,10 +66,10 @@ class Queries:
                 "inventory_size": n,
                 "health": json.loads(h),
             }
-            for a, s, r, st, ls, v, n, h in await run(self.store, lambda db: db.agents())
+            for a, s, r, st, ls, v, n, h in await run(self.store, lambda db: db.agents(scope))
         ]
 
-    async def devices(self, site: str = "") -> list[dict[str, Any]]:
+    async def devices(self, site: str = "", scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
         out = []
         for (
             s,
@@ -74,7 +82,7 @@ class Queries:
             reach,
             agent_state,
             open_,
-        ) in await run(self.store, lambda db: db.devices(site)):
+        ) in await run(self.store, lambda db: db.devices(site, scope)):
             state = reach if agent_state == "online" else "unknown"
             out.append(
                 {
@@ -91,10 +99,11 @@ class Queries:
             )
         return out
 
-    async def sites(self) -> list[dict[str, Any]]:
-        devices = await self.devices()
-        agents = await self.agents()
-        open_rows = await run(self.store, lambda db: db.open_counts(by_site=True))
+    async def sites(self, scope: Scope = EVERYTHING) -> list[dict[str, Any]]:
+        """Each site's tile: its devices, agents and open incidents (inside `scope`)."""
+        devices = await self.devices(scope=scope)
+        agents = await self.agents(scope)
+        open_rows = await run(self.store, lambda db: db.open_counts(by_site=True, scope=scope))
         sites: dict[str, dict[str, Any]] = {}
 
         def site(name: str, rtc: str = "") -> dict[str, Any]:
@@ -128,8 +137,11 @@ class Queries:
             entry["status"] = _site_status(entry)
         return sorted(sites.values(), key=lambda e: (e["rtc"], e["site"]))
 
-    async def stats(self, since: float, until: float) -> list[dict[str, Any]]:
-        """MTTA and MTTR (seconds) of incidents opened in [since, until), by site and severity."""
+    async def stats(
+        self, since: float, until: float, scope: Scope = EVERYTHING
+    ) -> list[dict[str, Any]]:
+        """MTTA and MTTR (seconds) of incidents opened in [since, until) inside `scope`, by
+        site and severity."""
         return [
             {
                 "site": site,
@@ -141,7 +153,7 @@ class Queries:
                 "mttr_s": None if mttr is None else round(float(mttr), 3),
             }
             for site, severity, n, acked, mtta, resolved, mttr in await run(
-                self.store, lambda db: db.stats(since, until)
+                self.store, lambda db: db.stats(since, until, scope)
             )
         ]
 

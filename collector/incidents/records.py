@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from collector.access import EVERYTHING, Scope
 from collector.incidents.model import AGENT_OFFLINE, KeyEvent, MaintenanceWindow
 from collector.incidents.vocabulary import CLEARING_SQL, STATE_KINDS, clears
 from collector.model import Incident, IncidentChange, IncidentKey
@@ -26,6 +27,19 @@ T = TypeVar("T")
 # same time (so that a pair stamped alike reads down-then-up in every arrival order).
 _CLEARS = f"CASE WHEN state IN {CLEARING_SQL} THEN 1 ELSE 0 END"
 _WINDOW_COLUMNS = "id, site, device, match, starts, ends, every, until, reason, created_by"
+
+
+def within(scope: Scope, rtc: str = "rtc", site: str = "site") -> tuple[str, list[Any]]:
+    """An SQL condition on the `rtc` and `site` columns that holds for rows inside `scope`,
+    with its parameters."""
+    if scope.everything:
+        return "1 = 1", []
+    parts, params = [], []
+    for column, names in ((rtc, scope.rtc), (site, scope.site)):
+        if names:
+            parts.append(f"{column} IN ({', '.join('?' * len(names))})")
+            params.extend(sorted(names))
+    return f"({' OR '.join(parts) or '1 = 0'})", params
 
 
 async def run(store: Store, fn: Callable[[Records], T]) -> T:
@@ -185,10 +199,19 @@ class Records(Tx):
         }
 
     def find_incidents(
-        self, *, state: str, site: str, severity: str, rtc: str, limit: int
+        self,
+        *,
+        state: str,
+        site: str,
+        severity: str,
+        rtc: str,
+        limit: int,
+        scope: Scope = EVERYTHING,
     ) -> list[Incident]:
-        """Incidents by state ("active": not resolved), site, severity and RTC; newest first."""
-        clauses, params = [], []
+        """Incidents by state ("active": not resolved), site, severity and RTC, inside
+        `scope`; newest first."""
+        inside, params = within(scope)
+        clauses = [inside]
         if state == "active":
             clauses.append("state <> 'resolved'")
         elif state:
@@ -200,17 +223,21 @@ class Records(Tx):
                 params.append(value)
         return self.incidents(" AND ".join(clauses), params, limit=limit)
 
-    def open_counts(self, *, by_site: bool = False) -> list[Row]:
-        """(site,) severity, count of open, unsuppressed incidents."""
+    def open_counts(self, *, by_site: bool = False, scope: Scope = EVERYTHING) -> list[Row]:
+        """(site,) severity, count of open, unsuppressed incidents (inside `scope`)."""
         group = "site, severity" if by_site else "severity"
+        inside, params = within(scope)
         return self.all(
             f"SELECT {group}, COUNT(*) FROM incidents WHERE state <> 'resolved' "
-            f"AND suppressed_by IS NULL GROUP BY {group}"
+            f"AND suppressed_by IS NULL AND {inside} GROUP BY {group}",
+            params,
         )
 
-    def stats(self, since: float, until: float) -> list[Row]:
-        """Per site and severity of incidents opened in [since, until): how many, how many
-        acknowledged and their mean time to it, how many resolved and their mean time."""
+    def stats(self, since: float, until: float, scope: Scope = EVERYTHING) -> list[Row]:
+        """Per site and severity of incidents opened in [since, until) inside `scope`: how
+        many, how many acknowledged and their mean time to it, how many resolved and their
+        mean time."""
+        inside, params = within(scope)
         return self.all(
             "SELECT site, severity, COUNT(*), "
             "SUM(CASE WHEN acknowledged IS NOT NULL THEN 1 ELSE 0 END), "
@@ -218,18 +245,19 @@ class Records(Tx):
             "SUM(CASE WHEN resolved IS NOT NULL THEN 1 ELSE 0 END), "
             "AVG(CASE WHEN resolved IS NOT NULL THEN resolved - opened END) "
             "FROM incidents WHERE opened >= ? AND opened < ? AND suppressed_by IS NULL "
-            "GROUP BY site, severity ORDER BY site, severity",
-            (since, until),
+            f"AND {inside} GROUP BY site, severity ORDER BY site, severity",
+            (since, until, *params),
         )
 
-    def incident_times(self, since: float, until: float) -> list[Row]:
+    def incident_times(self, since: float, until: float, scope: Scope = EVERYTHING) -> list[Row]:
         """(opened, acknowledged, resolved, rtc, site, severity) of the unsuppressed
-        incidents open at some time in [since, until] (incidents/trends.py)."""
+        incidents inside `scope` open at some time in [since, until] (incidents/trends.py)."""
+        inside, params = within(scope)
         return self.all(
             "SELECT opened, acknowledged, resolved, rtc, site, severity FROM incidents "
             "WHERE opened <= ? AND (resolved IS NULL OR resolved >= ?) "
-            "AND suppressed_by IS NULL ORDER BY opened",
-            (until, since),
+            f"AND suppressed_by IS NULL AND {inside} ORDER BY opened",
+            (until, since, *params),
         )
 
     # ---------------------------------------------------------------- agents and devices
@@ -296,10 +324,12 @@ class Records(Tx):
             )
         ]
 
-    def agents(self) -> list[Row]:
+    def agents(self, scope: Scope = EVERYTHING) -> list[Row]:
+        inside, params = within(scope)
         return self.all(
             "SELECT agent, site, rtc, state, last_seen, version, inventory_size, health "
-            "FROM agents ORDER BY site, agent"
+            f"FROM agents WHERE {inside} ORDER BY site, agent",
+            params,
         )
 
     def set_reach(self, message: EventsMessage, event: Event) -> None:
@@ -324,18 +354,31 @@ class Records(Tx):
             )
         ]
 
-    def devices(self, site: str = "") -> list[Row]:
-        """The devices (of `site`) with their agent's state and their open incidents."""
+    def devices(self, site: str = "", scope: Scope = EVERYTHING) -> list[Row]:
+        """The devices (of `site`, inside `scope`) with their agent's state and their open
+        incidents."""
+        inside, params = within(scope, "d.rtc", "d.site")
+        clauses = ["d.site = ?", inside] if site else [inside]
         return self.all(
             "SELECT d.site, d.device, d.agent, d.rtc, d.address, d.role, d.parent, d.reach, "
             "COALESCE(a.state, 'unknown'), "
             "(SELECT COUNT(*) FROM incidents i WHERE i.site = d.site AND i.device = d.device "
             " AND i.state <> 'resolved') "
             "FROM devices d LEFT JOIN agents a ON a.site = d.site AND a.agent = d.agent "
-            + ("WHERE d.site = ? " if site else "")
+            + f"WHERE {' AND '.join(clauses)} "
             + "ORDER BY d.site, d.device",
-            (site,) if site else (),
+            [*((site,) if site else ()), *params],
         )
+
+    def site_rtcs(self) -> dict[str, str]:
+        """Each known site's RTC, as its agents and devices report it."""
+        return {
+            str(s): str(r)
+            for s, r in self.all(
+                "SELECT site, rtc FROM agents WHERE rtc <> '' "
+                "UNION SELECT site, rtc FROM devices WHERE rtc <> ''"
+            )
+        }
 
     # ---------------------------------------------------------------- maintenance
 

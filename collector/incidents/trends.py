@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from collector.access import EVERYTHING, Scope
 from collector.incidents.records import run
 from collector.model import SEVERITY_RANK
 from collector.store import Row, Store
@@ -164,14 +165,18 @@ class Trends:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def trend(self, period: str, by: str, since: float, until: float) -> dict[str, Any]:
+    async def trend(
+        self, period: str, by: str, since: float, until: float, scope: Scope = EVERYTHING
+    ) -> dict[str, Any]:
         periods(since, until, period)  # a bad range fails before the store is read
-        rows = await run(self.store, lambda db: db.incident_times(since, until))
+        rows = await run(self.store, lambda db: db.incident_times(since, until, scope))
         # a year of a large fleet's incidents is some 100k rows: grouped off the event loop
         return await asyncio.to_thread(trend, rows, period, by, since, until)
 
-    async def open_over_time(self, since: float, until: float, step: float) -> list[dict[str, Any]]:
+    async def open_over_time(
+        self, since: float, until: float, step: float, scope: Scope = EVERYTHING
+    ) -> list[dict[str, Any]]:
         check_step(since, until, step)  # a bad step fails before the store is read
-        rows = await run(self.store, lambda db: db.incident_times(since, until))
+        rows = await run(self.store, lambda db: db.incident_times(since, until, scope))
         spans = [(r[0], r[2], r[5]) for r in rows]
         return await asyncio.to_thread(open_over_time, spans, since, until, step)

@@ -7,7 +7,7 @@ const RANK = { critical: 5, major: 4, minor: 3, warning: 2, info: 1 };
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  me: null, // {name, role, csrf}
+  me: null, // {name, role, scope, csrf}; scope null: everything, else {rtc: [...], site: [...]}
   incidents: new Map(), // id -> incident
   sites: [],
   expanded: new Set(), // incident ids whose timeline is open
@@ -320,12 +320,13 @@ async function loadIncidents() {
 }
 
 function fillFilters() {
+  // the options are the sites the API gave (those of the login's scope): rebuilt, so that
+  // another login on this page does not inherit the last one's
   const fill = (id, values) => {
     const select = $(id);
     const current = select.value;
-    const known = new Set([...select.options].map((o) => o.value));
-    for (const v of values) if (!known.has(v)) select.append(el("option", { value: v }, v));
-    select.value = current;
+    select.replaceChildren(select.options[0], ...values.map((v) => el("option", { value: v }, v)));
+    select.value = values.includes(current) ? current : "";
   };
   fill("f-rtc", [...new Set(state.sites.map((s) => s.rtc).filter(Boolean))].sort());
   fill("f-site", state.sites.map((s) => s.site).sort());
@@ -700,9 +701,20 @@ async function start() {
   $("top").hidden = false;
   $("app").hidden = false;
   $("who").textContent = `${state.me.name} (${state.me.role})`;
+  $("scope").textContent = scopeText(state.me.scope);
+  $("scope").hidden = !state.me.scope;
   startStream();
   await loadSites();
   await route();
+}
+
+function scopeText(scope) {
+  // what the login is limited to (the API and the stream leave out the rest)
+  if (!scope) return "";
+  const parts = [];
+  if (scope.rtc.length) parts.push(`RTC ${scope.rtc.join(", ")}`);
+  if (scope.site.length) parts.push(`site ${scope.site.join(", ")}`);
+  return parts.join(" · ");
 }
 
 async function boot() {
