@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import secrets
 import time
@@ -37,14 +38,23 @@ pytestmark = [pytest.mark.servers, pytest.mark.asyncio(loop_scope="module")]
 __all__ = ["browser", "chromium_binary"]  # the console test's fixtures, shared
 
 PASSWORD = "scoped horse battery staple"
-TOKENS = {name: secrets.token_hex(16) for name in ("emea-ops", "apac-ops", "nbo-eye", "lead")}
+TOKENS = {
+    name: secrets.token_hex(16) for name in ("emea-ops", "apac-ops", "nbo-eye", "lead", "emea-lead")
+}
 SCOPES: dict[str, dict[str, list[str]] | None] = {
     "emea-ops": {"rtc": ["emea"]},
     "apac-ops": {"rtc": ["apac"]},
     "nbo-eye": {"site": ["nbo"]},
     "lead": None,
+    "emea-lead": {"rtc": ["emea"]},  # an admin of one region
 }
-ROLES = {"emea-ops": "operator", "apac-ops": "operator", "nbo-eye": "viewer", "lead": "admin"}
+ROLES = {
+    "emea-ops": "operator",
+    "apac-ops": "operator",
+    "nbo-eye": "viewer",
+    "lead": "admin",
+    "emea-lead": "admin",
+}
 DEVICES = {
     "ams": ("ams-sw-1", "ams-sw-2"),
     "lis": ("lis-r1",),
@@ -262,17 +272,21 @@ async def test_maintenance_windows_inside_and_outside_the_scope(scoped: Scoped) 
     pinned = next(w for w in body["windows"] if w["id"] == made["ams-sw-1"])
     assert (pinned["site"], pinned["device"]) == ("ams", "ams-sw-1")
 
-    # anything that could reach beyond the scope is forbidden, and says why
-    for fields in (
-        {"site": "bkk"},
-        {"device": "bkk-ce-1"},  # a device of apac
-        {"device": "nowhere-1"},  # known at no site: it could match one anywhere
-        {"match": "bkk/*"},
-        {"match": "*/ams-sw-1/*"},  # a glob site part reaches every site
-        {"match": "am?/*"},
+    # anything that could reach beyond the scope is forbidden, and says why, to an
+    # operator and to an admin of the region alike
+    for user, fields in itertools.product(
+        ("emea-ops", "emea-lead"),
+        (
+            {"site": "bkk"},
+            {"device": "bkk-ce-1"},  # a device of apac
+            {"device": "nowhere-1"},  # known at no site: it could match one anywhere
+            {"match": "bkk/*"},
+            {"match": "*/ams-sw-1/*"},  # a glob site part reaches every site
+            {"match": "am?/*"},
+        ),
     ):
-        status, body = await open_window("emea-ops", **fields)
-        assert status == 403, fields
+        status, body = await open_window(user, **fields)
+        assert status == 403, (user, fields)
         assert "only inside its scope (rtc emea)" in body["error"], body
     status, body = await open_window("nbo-eye", site="nbo")
     assert status == 403
