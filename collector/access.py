@@ -22,6 +22,7 @@ from typing import Any, Literal
 Role = Literal["viewer", "operator", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
 Source = Literal["local", "token", "ldap", "oidc"]
+SiteRtcs = Mapping[str, frozenset[str]]  # each known site's RTCs, as its agents and devices say
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,19 @@ class Scope:
         """Whether a thing of `site` in `rtc` is inside this scope."""
         return self.everything or rtc in self.rtc or site in self.site
 
-    def covers_site(self, site: str, rtc_of: Mapping[str, str]) -> bool:
-        """`covers` for a site name alone, its RTC looked up in `rtc_of` (site -> rtc)."""
-        return self.everything or site in self.site or rtc_of.get(site, "") in self.rtc
+    def covers_site(self, site: str, rtc_of: SiteRtcs) -> bool:
+        """`covers` for a site name alone, by its RTCs in `rtc_of`: a site that agents or
+        devices of several RTCs report (moved, or shared) is covered by its RTCs only when
+        the scope has every one of them."""
+        if self.everything or site in self.site:
+            return True
+        rtcs = rtc_of.get(site, frozenset())
+        return bool(rtcs) and rtcs <= self.rtc
 
-    def within(self, other: Scope, rtc_of: Mapping[str, str]) -> bool:
+    def within(self, other: Scope, rtc_of: SiteRtcs) -> bool:
         """Whether everything this scope reaches, `other` reaches too (a token an admin
-        makes for a user, a maintenance window an operator opens); `rtc_of` maps a site
-        to its RTC."""
+        makes for a user, a maintenance window an operator opens); `rtc_of`: each site's
+        RTCs."""
         if other.everything:
             return True
         if self.everything:

@@ -143,7 +143,7 @@ class Api:
         self._role = self.access.guard
         self.stream_max_per_user = http.stream_max_clients_per_user
         self.stream_max = http.stream_max_clients
-        self.streams: dict[str, int] = {}  # open event streams by user name
+        self.streams: dict[str, int] = {}  # open event streams by identity
         self.streams_refused = 0
         self._store_failing = StateLogger(log)
 
@@ -364,8 +364,11 @@ class Api:
         scope = _scope(request)
         known = [d for d in await queries.devices(site) if d["device"] == name]
         if not scope.everything:  # outside the scope is as unknown: its being there not shown
-            rtc = known[0]["rtc"] if known else (await queries.site_rtcs()).get(site, "")
-            if not scope.covers(rtc, site):
+            if known:
+                inside = scope.covers(known[0]["rtc"], site)
+            else:
+                inside = scope.covers_site(site, await queries.site_rtcs())
+            if not inside:
                 raise NotFound(f"no device {name} at site {site}")
         recent = None
         if RECENT_DB_KEY in request.app:  # every replica's polls
@@ -447,23 +450,28 @@ class Api:
             windows = [w for w in windows if api_scope.touches(w, scope, rtc_of, devices)]
         return web.json_response({"windows": [w.as_dict() for w in windows]})
 
-    async def _places(self, request: web.Request) -> tuple[dict[str, str], list[tuple[str, str]]]:
-        """Each known site's RTC, and the known (site, device) pairs."""
+    async def _places(
+        self, request: web.Request
+    ) -> tuple[dict[str, frozenset[str]], list[tuple[str, str]]]:
+        """Each known site's RTCs, and the known (site, device) pairs."""
         queries = request.app[QUERIES_KEY]
         devices = [(d["site"], d["device"]) for d in await queries.devices()]
         return await queries.site_rtcs(), devices
 
     async def _may_manage(
-        self, request: web.Request, window: MaintenanceWindow
+        self, request: web.Request, window: MaintenanceWindow, *, stored: bool = False
     ) -> MaintenanceWindow:
-        """`window` as the caller may open or delete it (an operator's device-only window
-        pinned to its device's site), or 403 when it could reach outside the scope: an
-        unscoped admin or operator manages any window, a scoped one those inside its scope."""
+        """`window` as the caller may open it (a scoped caller's device-only window pinned
+        to its device's site) or delete it (`stored`: judged as it stands, since a
+        device-only window of an unscoped caller's reaches that device at any site), or
+        403 when it could reach outside the scope: an unscoped admin or operator manages
+        any window, a scoped one those inside its scope."""
         user = request[USER_KEY]
         if user.scope.everything:
             return window
         rtc_of, devices = await self._places(request)
-        window = api_scope.pin(window, devices)
+        if not stored:
+            window = api_scope.pin(window, devices)
         if not api_scope.inside(window, user.scope, rtc_of):
             self.access.forbidden += 1
             raise ApiError(
@@ -523,7 +531,7 @@ class Api:
             rtc_of, devices = await self._places(request)
             if not (found and api_scope.touches(found[0], user.scope, rtc_of, devices)):
                 raise NotFound(f"no maintenance window {window_id}")
-            await self._may_manage(request, found[0])
+            await self._may_manage(request, found[0], stored=True)
         await maintenance.delete_window(window_id, user.name)
         self.access.audit(request, request[USER_KEY], "maintenance_delete", window=window_id)
         return web.json_response({"deleted": window_id})
@@ -534,7 +542,8 @@ class Api:
         """Server-sent events of the store's change log (ids global across replicas);
         `Last-Event-ID` resumes from the replay ring, or from the store when older, or
         gets a `reset` event when it cannot (collector/stream.py `resume`)."""
-        name = request[USER_KEY].name
+        # counted by identity: a display name (a token's, an SSO user's) may be anyone's
+        name = request[USER_KEY].identity
         self._stream_place(name)
         try:
             return await self._stream(request)

@@ -158,7 +158,8 @@ class Access:
             user, session = found
             if session is not None and request.method not in SAFE_METHODS:
                 sent = request.headers.get(CSRF_HEADER, "")
-                if not hmac.compare_digest(sent, session.csrf(self.sessions.key)):
+                expected = session.csrf(self.sessions.key).encode()
+                if not hmac.compare_digest(sent.encode(errors="replace"), expected):
                     self.forbidden += 1
                     raise ApiError(403, f"missing or wrong {CSRF_HEADER} header")
             if not user.may(role):
@@ -317,17 +318,16 @@ class Access:
         return web.json_response(out)
 
     async def session_lasts(self, request: web.Request) -> Principal | None:
-        """Who a stream opened with a session cookie goes on for (its role and scope as
-        the session's last check found them), or None to end it: after a logout on any
-        replica, past the cookie's expiry. A store that cannot answer now is no reason to
-        cut a console off; bearer tokens are not sessions."""
-        if SESSION_KEY not in request:
-            return request[USER_KEY]
+        """Who a stream goes on for (its role and scope as its session's last check, or
+        its token's row, or the users file found them), or None to end it: after a
+        logout or a token's revocation on any replica, past the cookie's or token's
+        expiry, once its user left the users file. A store that cannot answer now is no
+        reason to cut a console off: the next check decides."""
         try:
-            session = await self.sessions.verify(request.cookies.get(COOKIE, ""))
-        except Exception:  # the store is down: the next check decides
+            found = await self.authenticate(request)
+        except ApiError:  # the store is down
             return request[USER_KEY]
-        return None if session is None else session.principal
+        return None if found is None else found[0]
 
 
 def _https(request: web.Request) -> bool:

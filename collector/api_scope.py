@@ -13,9 +13,9 @@ scoped caller lists.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-from collector.access import Scope
+from collector.access import Scope, SiteRtcs
 from collector.incidents import MaintenanceWindow
 from collector.stream import StreamEvent
 
@@ -26,8 +26,8 @@ def _site_part(match: str) -> str:
     return match.split("/", 1)[0]
 
 
-def inside(window: MaintenanceWindow, scope: Scope, rtc_of: Mapping[str, str]) -> bool:
-    """Whether everything `window` can reach is inside `scope` (`rtc_of`: site -> RTC)."""
+def inside(window: MaintenanceWindow, scope: Scope, rtc_of: SiteRtcs) -> bool:
+    """Whether everything `window` can reach is inside `scope` (`rtc_of`: each site's RTCs)."""
     if scope.everything:
         return True
     if window.site:
@@ -39,7 +39,7 @@ def inside(window: MaintenanceWindow, scope: Scope, rtc_of: Mapping[str, str]) -
 def touches(
     window: MaintenanceWindow,
     scope: Scope,
-    rtc_of: Mapping[str, str],
+    rtc_of: SiteRtcs,
     devices: Iterable[tuple[str, str]],
 ) -> bool:
     """Whether `window` may reach something inside `scope`: a site of it, a device of it

@@ -9,14 +9,15 @@ the token's text, the only time it is shown.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
-from collector.access import ROLE_RANK, Principal, Scope, ScopeConfig
+from collector.access import ROLE_RANK, Principal, Role, Scope, ScopeConfig
 from collector.api_access import USER_KEY, Access
 from collector.api_input import ApiError, bad_request, json_body, storable
-from collector.tokens import DEFAULT_EXPIRY, TOKEN_ID_RE, TokenInfo, parse_expiry, site_rtcs
+from collector.incidents.records import Records, read
+from collector.tokens import DEFAULT_EXPIRY, TOKEN_ID_RE, TokenInfo, parse_expiry
 
 _FIELDS = {"name", "role", "scope", "expires"}
 
@@ -36,7 +37,7 @@ class TokenApi:
         """The tokens within the caller's scope."""
         if caller.scope.everything:
             return tokens
-        rtc_of = await site_rtcs(self.tokens.store)
+        rtc_of = await read(self.tokens.store, Records.site_rtcs)
         return [t for t in tokens if t.scope.within(caller.scope, rtc_of)]
 
     async def list(self, request: web.Request) -> web.Response:
@@ -54,16 +55,17 @@ class TokenApi:
             raise bad_request('"name" is required: what the token is for')
         if not storable(name):  # the store takes neither NUL nor a lone surrogate
             raise bad_request('"name" must be text without NUL or lone surrogates')
-        if role not in ROLE_RANK:
+        if not isinstance(role, str) or role not in ROLE_RANK:
             raise bad_request(f'"role" must be one of {", ".join(ROLE_RANK)}, got {role!r}')
         if expires is not None and not isinstance(expires, str):
             raise bad_request('"expires" must be a duration like "90d", or "never"')
         expires_in = DEFAULT_EXPIRY if expires is None else parse_expiry(expires)
         scope = _scope(body.get("scope"), caller)
-        if not scope.within(caller.scope, await site_rtcs(self.tokens.store)):
+        if not scope.within(caller.scope, await read(self.tokens.store, Records.site_rtcs)):
             self.access.forbidden += 1
             raise ApiError(403, f"{caller.name} cannot make a token beyond its own scope")
-        text, info = await self.tokens.create(name, role, scope, caller.identity, expires_in)
+        granted = cast("Role", role)  # one of ROLE_RANK's, checked above
+        text, info = await self.tokens.create(name, granted, scope, caller.identity, expires_in)
         self.access.audit(request, caller, "token_create", **info.audited())
         return web.json_response({**info.as_dict(), "token": text}, status=201)
 

@@ -491,9 +491,12 @@ class Oidc:
         now = time.time()
 
         def apply(tx: Tx) -> None:
-            tx.execute("DELETE FROM oidc_tokens WHERE identity = ?", (identity,))
+            _prune(tx)  # sessions that expired without a logout leave their tokens behind
+            # one statement: two replicas keeping one identity's tokens at once both succeed
             tx.execute(
-                "INSERT INTO oidc_tokens (identity, tokens, updated) VALUES (?, ?, ?)",
+                "INSERT INTO oidc_tokens (identity, tokens, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT (identity) DO UPDATE SET tokens = excluded.tokens, "
+                "updated = excluded.updated",
                 (identity, sealed, now),
             )
 

@@ -256,6 +256,7 @@ MIGRATIONS: list[list[str]] = [
             identity TEXT NOT NULL,
             expires DOUBLE PRECISION NOT NULL,
             checked DOUBLE PRECISION NOT NULL,
+            claimed DOUBLE PRECISION NOT NULL DEFAULT 0,
             revoked DOUBLE PRECISION NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX sessions_by_identity ON sessions (identity)",
@@ -271,7 +272,7 @@ MIGRATIONS: list[list[str]] = [
             name TEXT NOT NULL,
             digest TEXT NOT NULL,
             role TEXT NOT NULL,
-            scope TEXT NOT NULL DEFAULT 'null',
+            scope TEXT NOT NULL,
             created DOUBLE PRECISION NOT NULL,
             created_by TEXT NOT NULL DEFAULT '',
             expires DOUBLE PRECISION,

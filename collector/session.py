@@ -21,7 +21,9 @@ from the next request on, and what ends a session ends it everywhere:
   per source: LDAP's group lookup...) once `recheck_after` has passed since the
   last confirmation, by whichever replica the next request reaches; an identity
   no longer granted a role ends the session on every replica. While the source
-  cannot answer, the session lasts one more `recheck_after`, then ends.
+  cannot answer, the session lasts one more `recheck_after`, then ends. One
+  request at a time asks the source (it claims the recheck in the row); a
+  session whose source is no longer configured ends.
 
 What replicas must agree on lives in the incident store, one code path for
 SQLite and PostgreSQL (collector/store.py):
@@ -64,6 +66,7 @@ COOKIE = "enoc_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_LIFETIME = 12 * 3600.0  # one NOC shift
 RECHECK_AFTER = 60.0
+CLAIM_HOLD = 10.0  # how long one request's recheck holds off the others
 
 # Confirms an identity again: its principal as the source sees it now, None when the
 # source no longer grants it a role; raises when the source cannot answer.
@@ -76,6 +79,7 @@ class Session:
     expires: float
     nonce: str
     checked: float = 0.0  # when the identity was last confirmed by its source
+    claimed: float = 0.0  # when a request (on any replica) last set out to confirm it
 
     def csrf(self, key: bytes) -> str:
         return hmac.new(key, f"csrf|{self.nonce}".encode(), hashlib.sha256).hexdigest()
@@ -102,6 +106,7 @@ class Sessions:
     rechecks: dict[str, Recheck] = field(default_factory=dict, kw_only=True)
     recheck_after: float = field(default=RECHECK_AFTER, kw_only=True)
     ended: int = field(default=0, init=False)  # sessions ended by a recheck here
+    malformed: int = field(default=0, init=False)  # stored sessions refused as unreadable
     _source_failing: StateLogger = field(default_factory=lambda: StateLogger(log), init=False)
 
     def _sign(self, nonce: str) -> str:
@@ -132,7 +137,9 @@ class Sessions:
     def _nonce(self, cookie: str) -> str | None:
         """The cookie's nonce if it is signed with our key."""
         nonce, dot, signature = cookie.partition(".")
-        if not dot or not nonce or not hmac.compare_digest(signature, self._sign(nonce)):
+        expected = self._sign(nonce).encode()
+        sent = signature.encode(errors="replace")  # a header may carry anything
+        if not dot or not nonce or not hmac.compare_digest(sent, expected):
             return None
         return nonce
 
@@ -145,19 +152,30 @@ class Sessions:
             return None
         now = self.now()
 
-        def read(tx: Tx) -> tuple[str, float, float] | None:
+        def read(tx: Tx) -> tuple[str, float, float, float] | None:
             row = tx.one(
-                "SELECT principal, expires, checked FROM sessions "
+                "SELECT principal, expires, checked, claimed FROM sessions "
                 "WHERE nonce = ? AND revoked = 0 AND expires >= ?",
                 (nonce, now),
             )
-            return None if row is None else (str(row[0]), float(row[1]), float(row[2]))
+            if row is None:
+                return None
+            return str(row[0]), float(row[1]), float(row[2]), float(row[3])
 
         row = await self.store.read(read)
         if row is None:
             return None
-        session = Session(Principal.from_dict(json.loads(row[0])), row[1], nonce, row[2])
-        return await self._current(session, now)
+        try:
+            principal = Principal.from_dict(json.loads(row[0]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            # one session refused, not every request: a row written by hand or by a newer
+            # enoc that this one cannot read
+            self.malformed += 1
+            log.warning(
+                "session %s... refused: its stored principal does not read: %s", nonce[:6], exc
+            )
+            return None
+        return await self._current(Session(principal, row[1], nonce, row[2], row[3]), now)
 
     async def _current(self, session: Session, now: float) -> Session | None:
         principal = session.principal
@@ -165,15 +183,22 @@ class Sessions:
             user = None if self.users is None else self.users.by_name(principal.subject)
             return None if user is None else replace(session, principal=user.principal())
         recheck = self.rechecks.get(principal.source)
-        if recheck is None or now - session.checked < self.recheck_after:
+        if recheck is None:
+            return None  # its source is no longer configured: nothing can confirm it
+        if now - session.checked < self.recheck_after:
             return session
+        # Only the request that claims the recheck asks the source: a console's requests
+        # at once, on every replica, would each ask it (and an IdP that rotates refresh
+        # tokens refuses the second use of one). The others go on with the session as
+        # last confirmed, within the grace that an unanswered source gets too.
+        lasts = now - session.checked < 2 * self.recheck_after
+        if not await self._claim(session, now):
+            return session if lasts else None
         try:
             confirmed = await recheck(principal)
         except Exception as exc:
             self._source_failing.failed(f"confirming {principal.source} identities", exc)
-            if now - session.checked < 2 * self.recheck_after:
-                return session
-            return None  # not confirmed for too long: the next login decides
+            return session if lasts else None  # not confirmed for too long: log in again
         self._source_failing.ok(f"confirming {principal.source} identities")
         if confirmed is None:
             self.ended += 1
@@ -195,6 +220,20 @@ class Sessions:
 
         await self.store.run(apply)
         return current
+
+    async def _claim(self, session: Session, now: float) -> bool:
+        """Take the recheck of `session` unless another request holds it (claimed less
+        than `CLAIM_HOLD` ago: a recheck that hangs longer lets the next request try)."""
+        if now - session.claimed < min(CLAIM_HOLD, self.recheck_after / 2):
+            return False
+
+        def apply(tx: Tx) -> int:
+            return tx.execute(
+                "UPDATE sessions SET claimed = ? WHERE nonce = ? AND claimed = ?",
+                (now, session.nonce, session.claimed),
+            )
+
+        return await self.store.run(apply) == 1
 
     async def _end(self, nonce: str, now: float) -> None:
         def apply(tx: Tx) -> None:

@@ -36,6 +36,9 @@ from typing import Any
 from collector.access import ROLE_RANK, Principal, Role, Scope
 from collector.store import Store, Tx
 from enoc.config import Duration
+from enoc.logs import get_logger
+
+log = get_logger("enoc.collector.tokens")
 
 PREFIX = "enoc_"
 TOKEN_RE = re.compile(r"enoc_([0-9a-f]{16})_([0-9a-f]{64})")
@@ -173,7 +176,13 @@ class Tokens:
 
         def read(tx: Tx) -> list[TokenInfo]:
             rows = tx.all(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created DESC, id")  # noqa: S608
-            return [TokenInfo.from_row(r) for r in rows]
+            found = []
+            for row in rows:
+                try:
+                    found.append(TokenInfo.from_row(row))
+                except (ValueError, TypeError, AttributeError) as exc:  # one row, not the list
+                    log.warning("token %s left out: its row does not read: %s", row[0], exc)
+            return found
 
         return await self.store.read(read)
 
@@ -207,7 +216,11 @@ class Tokens:
             row = tx.one(sql, (token_id,))
             return None if row is None else (str(row[0]), TokenInfo.from_row(row[1:]))
 
-        found = await self.store.read(read)
+        try:
+            found = await self.store.read(read)
+        except (ValueError, TypeError, AttributeError) as exc:  # this token's row, not the store
+            log.warning("token %s refused: its row does not read: %s", token_id, exc)
+            found = None
         if found is None:
             self.refused += 1
             return None
@@ -240,18 +253,3 @@ def parse_expiry(text: str) -> float | None:
     if seconds <= 0:
         raise ValueError(f"expires must be above 0, got {text!r}")
     return seconds
-
-
-async def site_rtcs(store: Store) -> dict[str, str]:
-    """Each known site's RTC (its agents', devices' and incidents'), for `Scope.within`.
-    A rare admin's request: the incidents' scan is no burden."""
-
-    def read(tx: Tx) -> dict[str, str]:
-        rows = tx.all(
-            "SELECT site, rtc FROM devices WHERE rtc <> '' "
-            "UNION SELECT site, rtc FROM agents WHERE rtc <> '' "
-            "UNION SELECT site, rtc FROM incidents WHERE rtc <> ''"
-        )
-        return {str(site): str(rtc) for site, rtc in rows}
-
-    return await store.read(read)

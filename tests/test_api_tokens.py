@@ -7,11 +7,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
 import yaml
 from collectorkit import TOKENS, Clock, collector_config, eventually, running_collector
@@ -19,6 +21,7 @@ from test_collector_api import events, parse_prometheus, publish
 from test_console_session import replicas
 from test_secret_scan import assert_no_leak, read_texts
 
+from collector import api as collector_api
 from collector.access import EVERYTHING, Principal, Scope, ScopeConfig
 from collector.app import Collector
 from collector.auth import Users
@@ -26,6 +29,7 @@ from collector.store import Store, Tx
 from collector.tokens import TOKEN_RE, Tokens, looks_like_token, parse_expiry
 from enoc.cli import main
 from enoc.config import ConfigError
+from enoc.wire import StatusMessage, encode, topic
 from testbed.servers import Mosquitto
 
 __all__ = ["replicas"]  # the fixture: both store dialects
@@ -238,6 +242,16 @@ async def test_admins_make_list_and_revoke_tokens_over_the_api(
     collector, base = api
     await publish(mosquitto.url, events(1, ("e1", "r1", "if:1", "down")))  # site lab, rtc emea
     await eventually(lambda: collector.changes >= 1, what="incident opened")
+    # a site's RTC is what its agent's status says (an incident's may be from before a move)
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), identifier="status-publisher") as client:
+        online = StatusMessage("agent-1", "lab", "emea", 2, time.time())
+        await client.publish(topic("lab", "agent-1", "status"), encode(online), qos=1)
+
+    async def lab_known() -> bool:
+        return "lab" in await collector.engine.queries.site_rtcs()
+
+    await eventually(lab_known, what="the agent's status read")
     (incident,) = await collector.engine.queries.incidents()
     tokens = f"{base}/api/v1/tokens"
     made: list[str] = []
@@ -305,6 +319,8 @@ async def test_admins_make_list_and_revoke_tokens_over_the_api(
         # bad input names what is wrong
         for body, words in (
             ({"name": "x", "role": "root"}, "role"),
+            ({"name": "x", "role": ["admin"]}, "role"),
+            ({"name": "x", "role": {"admin": 1}}, "role"),
             ({"name": "x", "expires": "soon"}, "expires"),
             ({"name": "x", "expires": 5}, "expires"),
             ({"role": "viewer"}, "name"),
@@ -352,6 +368,33 @@ async def test_admins_make_list_and_revoke_tokens_over_the_api(
     texts["log"] = "\n".join(f"{r.getMessage()} {r.__dict__!r}" for r in caplog.records)
     assert len(made) == 5
     assert_no_leak(texts, {f"token {i}": secret_of(t) for i, t in enumerate(made)})
+
+
+async def test_a_stream_opened_with_a_token_ends_when_the_token_is_revoked(
+    api: tuple[Collector, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event stream is checked as a request at every heartbeat: a revoked token's
+    stream ends there, on whichever replica holds it, as its next request would fail."""
+    monkeypatch.setattr(collector_api, "SSE_HEARTBEAT", 0.2)
+    _collector, base = api
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/api/v1/tokens", json={"name": "wallboard"}, headers=ADMIN
+        ) as r:
+            made = await r.json()
+        response = await http.get(f"{base}/api/v1/stream", headers=bearer(made["token"]))
+        assert response.status == 200
+        await asyncio.wait_for(response.content.readline(), 10)  # the stream is open
+        async with http.delete(f"{base}/api/v1/tokens/{made['id']}", headers=ADMIN) as r:
+            assert r.status == 200
+
+        # the server closes it: reading reaches the end instead of heartbeats forever
+        async def drained() -> None:
+            async for _ in response.content:
+                pass
+
+        await asyncio.wait_for(drained(), 10)  # a TimeoutError: it went on after the revoke
+        response.release()
 
 
 def test_a_users_file_token_cannot_pass_for_a_store_token(tmp_path: Path) -> None:

@@ -146,6 +146,12 @@ async def test_directory_identities_are_confirmed_again_on_any_replica(
     found = await one.verify(cookie)
     assert found is not None and found.principal.role == "viewer", "the other replica too"
     assert asked == [dn], "confirmed 0 s ago on the other replica: not asked again"
+    # requests at once on both replicas once it is due: one asks the directory
+    clock.t += 61
+    asked.clear()
+    found_both = await asyncio.gather(*(r.verify(cookie) for r in (one, two, one, two)))
+    assert all(f is not None for f in found_both)
+    assert asked == [dn], "one recheck for four requests"
     # the directory cannot answer: the session lasts one more period, then ends
     del granted[dn]
     clock.t += 61
@@ -153,16 +159,42 @@ async def test_directory_identities_are_confirmed_again_on_any_replica(
     clock.t += 60
     assert await two.verify(cookie) is None
     # removed from the group: ended on every replica, even once the directory answers
+    cookie2, _ = await one.issue(ana)
     granted[dn] = None
-    clock.t -= 60
-    assert await one.verify(cookie) is None
+    clock.t += 61
+    assert await one.verify(cookie2) is None
     granted[dn] = ana
-    assert await two.verify(cookie) is None
+    assert await two.verify(cookie2) is None
     assert one.ended == 1
     # a second session of the same identity ends by its identity
+    # (and so does the first, refused while unconfirmed but not ended: the directory
+    # confirming it again would have let it go on)
     cookie3, _ = await two.issue(ana)
-    assert await one.end_identity(ana.identity) == 1
+    assert await one.end_identity(ana.identity) == 2
     assert await two.verify(cookie3) is None
+    # a source no longer configured confirms nothing: its sessions end
+    cookie4, _ = await two.issue(ana)
+    assert await Sessions(None, b"k" * 32, replicas[0], now=clock).verify(cookie4) is None
+
+
+async def test_a_stored_session_that_does_not_read_is_refused_alone(
+    replicas: tuple[Store, Store],
+) -> None:
+    users = Users([User("ops1", "operator")])
+    sessions = Sessions(users, b"k" * 32, replicas[0])
+    bad, _ = await sessions.issue(users.users[0].principal())
+    good, _ = await sessions.issue(users.users[0].principal())
+    nonce = bad.split(".")[0]
+    await replicas[0].run(
+        lambda tx: tx.execute(
+            "UPDATE sessions SET principal = ? WHERE nonce = ?", ('{"role": "king"}', nonce)
+        )
+    )
+    assert await sessions.verify(bad) is None
+    assert sessions.malformed == 1
+    assert await sessions.verify(good) is not None
+    # a cookie of anything a header may carry is refused, not an error
+    assert await sessions.verify(f"{nonce}.\udcff\u00e9") is None
 
 
 def test_session_key_file(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ class Queries:
             raise NotFound(f"no incident {incident_id}")
         return found
 
-    async def site_rtcs(self) -> dict[str, str]:
+    async def site_rtcs(self) -> dict[str, frozenset[str]]:
         """Each known site's RTC."""
         return await run(self.store, lambda db: db.site_rtcs())
 

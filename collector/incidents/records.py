@@ -370,15 +370,16 @@ class Records(Tx):
             [*((site,) if site else ()), *params],
         )
 
-    def site_rtcs(self) -> dict[str, str]:
-        """Each known site's RTC, as its agents and devices report it."""
-        return {
-            str(s): str(r)
-            for s, r in self.all(
-                "SELECT site, rtc FROM agents WHERE rtc <> '' "
-                "UNION SELECT site, rtc FROM devices WHERE rtc <> ''"
-            )
-        }
+    def site_rtcs(self) -> dict[str, frozenset[str]]:
+        """Each known site's RTCs, as its agents and devices report them (more than one
+        while a site moves between RTCs, or where two RTCs share it)."""
+        found: dict[str, set[str]] = {}
+        for site, rtc in self.all(
+            "SELECT site, rtc FROM agents WHERE rtc <> '' "
+            "UNION SELECT site, rtc FROM devices WHERE rtc <> ''"
+        ):
+            found.setdefault(str(site), set()).add(str(rtc))
+        return {site: frozenset(rtcs) for site, rtcs in found.items()}
 
     # ---------------------------------------------------------------- maintenance
 
