@@ -532,6 +532,9 @@ async def test_each_operator_console_shows_only_its_rtc(scoped: Scoped, browser:
             await page.click("nav a[data-page=board]")
             await page.click("#logout")
             await page.wait_for_selector("#login-view:visible")
+            # nothing of this login's scope stays in the page for the next one
+            for shown in ("#board-rows", "#tiles", "#stats-rows", "#avail-rows"):
+                assert await page.eval_on_selector(shown, "n => n.children.length") == 0, shown
         assert errors == [], errors
     finally:
         await context.close()

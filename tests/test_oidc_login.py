@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 import yaml
-from collectorkit import collector_config, eventually, running_collector
+from collectorkit import TOKENS, collector_config, eventually, running_collector
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
 from joserfc.jwk import KeySet, OctKey, RSAKey
@@ -112,6 +112,9 @@ async def sign_in(
         return r
 
 
+ADMIN = {"Authorization": f"Bearer {TOKENS['admin1']}"}
+
+
 def browser() -> aiohttp.ClientSession:
     """A client that keeps cookies of 127.0.0.1, as a browser does."""
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
@@ -143,7 +146,9 @@ async def test_sso_login_maps_groups_to_role_and_scope_and_logs_out(
         assert me["scope"] == {"rtc": ["east"], "site": []}
         assert me["identity"] == f"oidc:{idp.url}|alice"
         csrf = me["csrf"]
-        async with http.get(base + "/metrics") as r:
+        async with http.get(base + "/metrics") as r:  # it sums every region: not alice's
+            assert r.status == 403
+        async with http.get(base + "/metrics", headers=ADMIN) as r:
             assert "enoc_collector_api_oidc_logins_total 1" in await r.text()
         # the identity is confirmed again (session_recheck 1s) with the refresh token, the
         # rotated token kept: still alice, still east

@@ -99,12 +99,20 @@ async function api(path, { method = "GET", body } = {}) {
 
 // ------------------------------------------------------------------ login
 
+// What the pages show of the last caller's scope: emptied at logout, so that the next
+// login on this page never sees the previous one's incidents or sites, even for a moment.
+const SHOWN = ["board-rows", "tiles", "site-rows", "stats-rows", "stats-charts", "avail-rows",
+  "if-rows", "sensor-rows"];
+
 function showLogin(message = "") {
   stopStream();
   state.me = null;
   state.lastEventId = "";
+  state.incidents = new Map();
+  state.sites = [];
   state.expanded.clear();
   details.clear();
+  for (const id of SHOWN) { const node = $(id); if (node) node.replaceChildren(); }
   $("top").hidden = true;
   $("app").hidden = true;
   $("login-view").hidden = false;
