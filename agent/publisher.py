@@ -418,7 +418,7 @@ class Publisher(ServiceBase):
         brokers = self.brokers
         # One streak of failures for all the brokers: logged when it starts and ends.
         shown = ", ".join(strip_login(url) for url in brokers.order)
-        failing = f"brokers {shown}" if brokers.several else f"broker {brokers.url}"
+        failing = f"the broker cluster ({shown})" if brokers.several else f"broker {brokers.url}"
         fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
         resent = 0  # messages in flight when the last connection was lost: sent again
         while not stop.is_set():

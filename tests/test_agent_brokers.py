@@ -20,6 +20,9 @@ from agentkit import Listener, Site, agent_config, running_agent, simulated_site
 
 from agent.app import Agent
 from agent.config import AgentConfig
+from collector.config import IncidentsConfig
+from collector.incidents import Engine
+from collector.store import Store
 from enoc.brokers import Brokers
 from enoc.config import ConfigError, load_config
 from enoc.wire import EventsMessage, MetricsMessage, StatusMessage
@@ -321,7 +324,7 @@ async def test_publishes_the_old_node_took_without_a_puback_go_again_to_the_new_
     """The agent's node takes its publishes and delivers them but its PUBACKs are lost:
     the agent gives up on it, moves and sends them again from the spool. At least once:
     the same seq with the same content at both nodes, nothing lost, events in order once
-    the duplicates are dropped by seq."""
+    the duplicates are dropped by seq, and the collector's engine records each event once."""
     async with (
         OneWayProxy(brokers[0]) as proxy_a,
         OneWayProxy(brokers[1]) as proxy_b,
@@ -360,6 +363,17 @@ async def test_publishes_the_old_node_took_without_a_puback_go_again_to_the_new_
     assert all(old_events[m.seq] == m for m in twice_events)
     resent = len(twice) + len(twice_events)  # every one reached the old node
     assert len(lines) == 1 and f"{resent} messages unacknowledged" in lines[0], lines
+    assert twice_events, "the link-down went out while the old node's PUBACKs were lost"
+    # The collector's engine, given both nodes' events as they came: each event once.
+    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+    await store.open()
+    try:
+        engine = Engine(store, IncidentsConfig())
+        changes = [c for m in old.events() + new.events() for c in await engine.on_events(m)]
+    finally:
+        await store.close()
+    assert engine.duplicates == sum(len(m.events) for m in twice_events)
+    assert [c.change for c in changes] == ["opened", "resolved"], "one incident, once"
 
 
 @pytest.mark.servers
