@@ -247,7 +247,8 @@ async def test_the_agent_moves_to_the_other_broker_when_its_own_stops_and_loses_
     tmp_path: Path, brokers: list[Mosquitto], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its broker stops under load: the agent moves to the other, says so in its heartbeat
-    and in one log line, and every message arrives over the two."""
+    and in one log line, and every message arrives over the two. Back on the first broker
+    later, it resumes the session that broker kept."""
     async with agent_on_two(tmp_path, brokers) as (site, agent, first, second):
         old, new = first.listener, second.listener
         assert not new.metrics(), "one broker at a time"
@@ -263,11 +264,18 @@ async def test_the_agent_moves_to_the_other_broker_when_its_own_stops_and_loses_
         assert beat is not None and beat.health["mqtt_broker"] == second.url
         assert agent.publisher.brokers.current == second.url
         await new.wait_for(lambda _l: agent.publisher.spool_depth == 0, what="spool drained")
-    assert_at_least_once(old, new)
-    assert agent.publisher.brokers.switches == 1
-    lines = switch_lines(caplog)
-    assert len(lines) == 1, lines
-    assert f"moved from broker {first.url} to {second.url}" in lines[0]
+        lines = switch_lines(caplog)
+        assert len(lines) == 1, lines
+        assert f"moved from broker {first.url} to {second.url} (MQTT 5, new session)" in lines[0]
+        assert_at_least_once(old, new)
+        await asyncio.to_thread(first.restart)
+        await asyncio.to_thread(second.stop)
+        await old.wait_for(
+            lambda _l: agent.publisher.brokers.current == first.url, what="the move back"
+        )
+    assert agent.publisher.brokers.switches == 2
+    back = switch_lines(caplog)[1:]
+    assert len(back) == 1 and "(MQTT 5, session resumed)" in back[0], back
 
 
 class OneWayProxy:
