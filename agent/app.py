@@ -623,6 +623,8 @@ class Agent:
             "metrics_split": self.publisher.stats.metrics_split,
             "metrics_oversize": self.publisher.stats.metrics_oversize,
             "mqtt_protocol": self.publisher.mqtt_protocol,
+            "mqtt_broker": self.publisher.brokers.shown(),  # "" while not connected
+            "broker_switches": self.publisher.brokers.switches,
             "traps": self.traps.stats.received if self.traps else 0,
             "traps_bad": sum(self.traps.stats.bad.values()) if self.traps else 0,
             "loop_lag_ms": round(s.loop_lag_ms, 2),

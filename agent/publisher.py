@@ -16,6 +16,11 @@ counted (`refused`), logged once per streak, and its lane (events or metrics) is
 held back and then probed with one message at a time, the wait doubling up to
 REFUSED_MAX: the data waits on disk for the broker's (or the login's) fix.
 
+With several brokers (`mqtt.urls`, the nodes of a cluster) a connection that fails or
+drops moves to the next one in this agent's order (`enoc.brokers`); what the old node had
+not acknowledged goes again from the spool to the new one (at least once: the same seq),
+and the move is logged once and counted (`broker_switches`).
+
 Status messages (birth, heartbeat, last will) are retained and not spooled: a
 stale heartbeat has no value. Their `seq` orders them for the collector, which
 ignores a status older than the last it applied (a broker restart can deliver
@@ -41,8 +46,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import AgentConfig
 from agent.spool import Record, Spool, SpoolWriteError
 from enoc import __version__
+from enoc.brokers import Brokers
 from enoc.lifecycle import ServiceBase
-from enoc.logs import StateLogger, get_logger
+from enoc.logs import StateLogger, get_logger, strip_login
 from enoc.mqtt import (
     AGENT_MAX_PACKET_SIZE,
     V5,
@@ -173,6 +179,7 @@ class Publisher(ServiceBase):
         self.stats = PublisherStats()
         self.connected = asyncio.Event()
         self.protocol = ProtocolChoice()
+        self.brokers = Brokers(config.mqtt.brokers, identity=self.identifier)
         self.mqtt_protocol = 0  # of the last connection: 5, or 4 (3.1.1); 0 before the first
         self._wake = asyncio.Event()
         self._status_base = 0  # this connection's block: base * STATUS_BLOCK
@@ -344,6 +351,11 @@ class Publisher(ServiceBase):
 
     # ---------------------------------------------------------------- connection
 
+    @property
+    def identifier(self) -> str:
+        """The MQTT client id: the persistent session's name on every broker."""
+        return f"enoc-agent-{self.config.site}-{self.config.agent_id}"
+
     def _topic(self, kind: str) -> str:
         c = self.config
         return topic(c.site, c.agent_id, kind)  # type: ignore[arg-type]
@@ -385,7 +397,8 @@ class Publisher(ServiceBase):
         mqtt = self.config.mqtt
         args = broker_client_args(
             mqtt,
-            identifier=f"enoc-agent-{self.config.site}-{self.config.agent_id}",
+            url=self.brokers.url,
+            identifier=self.identifier,
             keepalive=float(mqtt.keepalive),
             timeout=timeout,
             protocol=protocol,
@@ -402,9 +415,14 @@ class Publisher(ServiceBase):
         """Connect, publish, reconnect with backoff; returns once `close` was called."""
         stop = self.closing
         backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
-        url = self.config.mqtt.url
+        brokers = self.brokers
+        # One streak of failures for all the brokers: logged when it starts and ends.
+        shown = ", ".join(strip_login(url) for url in brokers.order)
+        failing = f"the broker cluster ({shown})" if brokers.several else f"broker {brokers.url}"
         fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
+        resent = 0  # messages in flight when the last connection was lost: sent again
         while not stop.is_set():
+            url = brokers.url
             protocol = self.protocol.version
             # A broker that does not speak 5 may never answer a v5 CONNECT.
             connack = min(V5_CONNACK_TIMEOUT, PUBLISH_TIMEOUT) if protocol == V5 else None
@@ -422,9 +440,13 @@ class Publisher(ServiceBase):
                     self.mqtt_protocol = int(protocol)  # the wire level: 4 is 3.1.1
                     self.stats.connects += 1
                     backoff.reset()
+                    moved_from = brokers.connected()
+                    if moved_from:
+                        self._moved(moved_from, client, version_name(protocol), resent)
+                    else:
+                        log.info("connected to %s (MQTT %s)", url, version_name(protocol))
                     await self._publish_status(client, "online")
                     self.connected.set()
-                    log.info("connected to %s (MQTT %s)", url, version_name(protocol))
                     if fell_back and protocol != V5:
                         log.info(
                             "broker %s does not speak MQTT 5 (%s): using 3.1.1, over which a "
@@ -433,7 +455,7 @@ class Publisher(ServiceBase):
                             fell_back,
                         )
                     fell_back = ""
-                    self._failing.ok(f"broker {url}")
+                    self._failing.ok(failing)
                     await self._session(client, stop)
                     if stop.is_set():
                         async with asyncio.timeout(5):
@@ -447,18 +469,53 @@ class Publisher(ServiceBase):
                     continue  # 3.1.1, at once
                 if not entered:
                     self.protocol.failed()
+                if not stop.is_set():
+                    brokers.failed()  # the next broker (the same one when there is one)
                 if self.connected.is_set():
                     self.stats.disconnects += 1
-                    log.warning("broker connection lost: %s; spooling until it is back", exc)
+                    if brokers.several:
+                        log.warning(
+                            "broker %s connection lost: %s; spooling, trying %s next",
+                            strip_login(url),
+                            exc,
+                            strip_login(brokers.url),
+                        )
+                    else:
+                        log.warning("broker connection lost: %s; spooling until it is back", exc)
                 else:  # once per streak of failures, not every retry
-                    self._failing.failed(f"broker {url}", exc)
+                    self._failing.failed(
+                        failing, f"{strip_login(url)}: {exc}" if brokers.several else exc
+                    )
             finally:
                 self._client = None
+                brokers.current = ""
                 self.connected.clear()
+                if entered:
+                    resent = self.events.inflight + self.metrics.inflight
                 self.events.requeue_inflight()
                 self.metrics.requeue_inflight()
             if not stop.is_set():
                 await backoff.wait(stop)
+
+    def _moved(self, previous: str, client: AckedClient, version: str, resent: int) -> None:
+        """The one line of a switch to another broker. A session lives on one broker unless
+        the brokers share them: on another node it starts afresh, and what the old node had
+        not acknowledged goes again from the spool (the collector keeps it once)."""
+        log.warning(
+            "moved from broker %s to %s (MQTT %s, %s): %d messages unacknowledged there are "
+            "sent again here; %d broker switches so far",
+            strip_login(previous),
+            strip_login(self.brokers.current),
+            version,
+            "session resumed" if client.session_present else "new session",
+            resent,
+            self.brokers.switches,
+            broker=strip_login(self.brokers.current),
+            previous=strip_login(previous),
+            resent=resent,
+            switches=self.brokers.switches,
+            session_present=client.session_present,
+        )
 
     async def _session(self, client: AckedClient, stop: asyncio.Event) -> None:
         live_from = self.metrics.next_seq - 1  # metrics newer than this are live, not backlog

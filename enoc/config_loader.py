@@ -451,7 +451,7 @@ class Loader:
         field_key = ""
         if first in names:
             field_key = f"{key}.{first}" if key else first
-        elif key and first.startswith(f"{key}.") and first[len(key) + 1 :] in names:
+        elif key and first.startswith(f"{key}.") and first[len(key) + 1 :].split("[")[0] in names:
             field_key = first
         if field_key in self.lines:
             self.fail(self.lines[field_key], field_key, message)

@@ -100,19 +100,27 @@ class TlsConfig:
     key_file: Path | None = None
 
 
+DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
+
+
+def check_broker_url(key: str, url: str) -> None:
+    """A broker URL's scheme (check-config checks its host and port: `enoc.config.check_url`)."""
+    if not url.startswith(("mqtt://", "mqtts://")):
+        raise ValueError(f'{key} must start with mqtt:// or mqtts://, got "{url}"')
+
+
 @dataclass(frozen=True)
 class MqttBroker:
     """Where an MQTT client connects and how it logs in: the `mqtt` section's part that
     the agent's and the collector's share."""
 
-    url: str = "mqtt://127.0.0.1:1883"  # mqtts:// for TLS
+    url: str = DEFAULT_BROKER_URL  # mqtts:// for TLS
     tls: TlsConfig | None = None
     username: str | None = None
     password: Secret | None = None
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("mqtt://", "mqtts://")):
-            raise ValueError(f'mqtt.url must start with mqtt:// or mqtts://, got "{self.url}"')
+        check_broker_url("mqtt.url", self.url)
 
 
 @dataclass(frozen=True)

@@ -147,10 +147,13 @@ def client_args(
     return args
 
 
-def broker_client_args(broker: MqttBroker, *, identifier: str, **options: Any) -> dict[str, Any]:
-    """`client_args` for a configured broker: its URL, TLS files and login."""
+def broker_client_args(
+    broker: MqttBroker, *, identifier: str, url: str = "", **options: Any
+) -> dict[str, Any]:
+    """`client_args` for a configured broker: its URL (or `url`, one of a cluster's), TLS
+    files and login."""
     return client_args(
-        broker.url,
+        url or broker.url,
         identifier=identifier,
         tls=broker.tls,
         username=broker.username,

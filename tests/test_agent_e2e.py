@@ -18,7 +18,7 @@ def samples_of(messages: list[MetricsMessage], device: str) -> list[DeviceSample
 
 
 # docs/agent.md, "Publishing and the spool": the heartbeat's health, each an integer but
-# the loop lag (milliseconds, a float).
+# the loop lag (milliseconds, a float) and the broker's URL.
 HEALTH = [
     "devices",
     "polls_ok",
@@ -37,6 +37,8 @@ HEALTH = [
     "metrics_split",
     "metrics_oversize",
     "mqtt_protocol",
+    "mqtt_broker",
+    "broker_switches",
     "traps",
     "traps_bad",
     "loop_lag_ms",
@@ -52,11 +54,13 @@ def assert_heartbeats(beats: list[dict[str, Value]], *, devices: int) -> None:
     for health in beats:
         assert sorted(health) == sorted(HEALTH)
         assert type(health["loop_lag_ms"]) is float and 0 <= health["loop_lag_ms"] < 10_000
-        counts = {k: v for k, v in health.items() if k != "loop_lag_ms"}
+        assert str(health["mqtt_broker"]).startswith("mqtt://127.0.0.1:"), "the broker it is on"
+        counts = {k: v for k, v in health.items() if k not in ("loop_lag_ms", "mqtt_broker")}
         assert all(type(v) is int and v >= 0 for v in counts.values()), counts
         assert health["devices"] == devices
         assert health["mqtt_protocol"] == 5, "Mosquitto speaks MQTT 5"
         quiet_ones = ("spool_dropped", "publish_refused", "metrics_oversize", "traps_bad")
+        assert health["broker_switches"] == 0, "one broker: nowhere to switch to"
         for quiet in (*quiet_ones, "overruns", "starved"):
             assert health[quiet] == 0, f"{quiet} in a healthy run"
         assert int(health["spool_depth"]) <= 2 * devices, "the spool drains as it fills"

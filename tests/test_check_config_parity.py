@@ -178,6 +178,22 @@ BROKEN: dict[str, tuple[str, Callable[[dict[str, object]], None], list[str]]] = 
         _set("traps.listen", "127.0.0.1:70000"),
         [': traps.listen: expected HOST:PORT like "127.0.0.1:8080", got "127.0.0.1:70000"'],
     ),
+    "agent: mqtt.url and mqtt.urls both given": (
+        AGENT,
+        _set("mqtt.urls", ["mqtt://127.0.0.1:1883", "mqtt://127.0.0.2:1883"]),
+        [": mqtt.urls: mqtt.urls and mqtt.url are both given"],
+    ),
+    "agent: brokers of mqtt.urls without a port or a host": (
+        AGENT,
+        _all(
+            lambda data: data["mqtt"].pop("url"),  # type: ignore[attr-defined]
+            _set("mqtt.urls", ["mqtt://127.0.0.1:1883", "mqtt://127.0.0.2:99999", "mqtt://"]),
+        ),
+        [
+            ": mqtt.urls[1]: expected a port from 1 to 65535 after the host",
+            ': mqtt.urls[2]: expected a host after "mqtt://"',
+        ],
+    ),
     "agent: a broker port out of range": (
         AGENT,
         _set("mqtt.url", "mqtt://127.0.0.1:99999"),
