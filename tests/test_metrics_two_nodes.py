@@ -1,0 +1,199 @@
+"""Metrics on two VictoriaMetrics nodes: the collector's remote_write sink writes to one
+vmagent (Debian's, 1.79) that replicates every sample to both nodes or shards the series
+between them (testbed/vmagent.py).
+
+Each test counts exact samples in each node: replicated, both hold every point; a node
+stopped while metrics flow gets what it missed from vmagent's queue once it is back, and
+the collector's acknowledgements never wait for it; sharded, every series is on exactly
+one node and the two together hold every point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from collectorkit import collector_config, eventually, running_collector
+from test_collector_faults import T0, metrics, publish_all
+
+from collector.sinks.remote_write import RemoteWriteSink
+from enoc.wire import encode, topic
+from testbed.servers import Mosquitto, VictoriaMetrics
+from testbed.vmagent import MetricsPair, shard_relabel
+
+pytestmark = pytest.mark.servers
+
+NAME = topic("lab", "agent-1", "metrics")
+DEVICES = 16
+MATCH = '{__name__=~"device_cpu|interface_in_bps"}'
+
+Point = tuple[str, str, float, float]  # series name, device, seconds, value
+
+
+def device_of(seq: int) -> str:
+    return f"dev-{seq % DEVICES}"
+
+
+def expected(seqs: range) -> set[Point]:
+    """What the messages `seqs` make: a cpu sample and an in_bps sample each."""
+    points: set[Point] = set()
+    for seq in seqs:
+        at = round(T0 + seq, 3)
+        points.add(("device_cpu", device_of(seq), at, float(seq % 100)))
+        points.add(("interface_in_bps", device_of(seq), at, float(seq) * 10))
+    return points
+
+
+def stored(node: VictoriaMetrics) -> list[Point]:
+    """Every sample of the test's series on `node`, as a list: a duplicate would show."""
+    return [
+        (row["metric"]["__name__"], row["metric"]["device"], round(t / 1000, 3), v)
+        for row in node.export(MATCH)
+        for t, v in zip(row["timestamps"], row["values"], strict=True)
+    ]
+
+
+def series_of(node: VictoriaMetrics) -> set[tuple[str, str]]:
+    return {(row["metric"]["__name__"], row["metric"]["device"]) for row in node.export(MATCH)}
+
+
+async def publish(url: str, seqs: range) -> None:
+    await publish_all(url, [(NAME, encode(metrics(seq, device_of(seq)))) for seq in seqs])
+
+
+def config(tmp_path: Path, mosquitto: Mosquitto, pair: MetricsPair) -> Path:
+    """A collector whose one metrics sink is remote write to the pair's vmagent."""
+    return collector_config(
+        tmp_path,
+        mosquitto.url,
+        extra={
+            "sinks": [
+                {
+                    "remote_write": {
+                        "name": "vmagent",
+                        "url": pair.write_url,
+                        "flush_interval": "0.2s",
+                    }
+                }
+            ]
+        },
+    )
+
+
+async def holds(node: VictoriaMetrics, points: set[Point]) -> bool:
+    return set(await asyncio.to_thread(stored, node)) == points
+
+
+def test_shard_relabel_keeps_one_share_and_drops_its_working_label() -> None:
+    rules = shard_relabel(1, 2)
+    assert "action: hashmod\n  source_labels: [device]\n  modulus: 2" in rules
+    assert "action: keep\n  source_labels: [__shard]\n  regex: '1'" in rules
+    assert rules.endswith("- action: labeldrop\n  regex: __shard\n")
+
+
+async def test_replicated_both_nodes_hold_every_point(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    with MetricsPair(tmp_path / "metrics", "replicate") as pair:
+        async with running_collector(config(tmp_path, mosquitto, pair)) as coll:
+            await publish(mosquitto.url, range(200))
+            await eventually(lambda: coll.ingest.stats.acked == 200, what="all acknowledged")
+            sink = coll.sinks["vmagent"]
+            assert isinstance(sink, RemoteWriteSink)
+            assert sink.stats.points_written == 400
+            assert sink.stats.points_dropped == sink.stats.retries == 0
+        want = expected(range(200))
+        for name, node in pair.nodes.items():
+            await eventually(lambda node=node: holds(node, want), what=f"every point in {name}")
+            points = stored(node)
+            assert len(points) == len(want) == 400, f"{name}: each point once"
+            assert len(series_of(node)) == 2 * DEVICES
+
+
+async def test_a_node_stopped_while_metrics_flow_gets_what_it_missed(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Node b stops after 100 messages; 200 more flow while it is down: the collector
+    acknowledges each (vmagent takes them), node a has them, vmagent retries b's share;
+    b started again ends with all 300 messages' points, once each."""
+    with MetricsPair(tmp_path / "metrics", "replicate") as pair:
+        a, b = pair.nodes["a"], pair.nodes["b"]
+        assert pair.agent is not None
+        async with running_collector(config(tmp_path, mosquitto, pair)) as coll:
+            await publish(mosquitto.url, range(100))
+            await eventually(lambda: coll.ingest.stats.acked == 100, what="first 100 acked")
+            await eventually(lambda: holds(b, expected(range(100))), what="b has the first 100")
+            b.stop()
+            await publish(mosquitto.url, range(100, 300))
+            await eventually(
+                lambda: coll.ingest.stats.acked == 300, what="acknowledged with b down"
+            )
+            await eventually(lambda: holds(a, expected(range(300))), what="a has all 300")
+            agent = pair.agent
+            errors = "vmagent_remotewrite_errors_total"
+            await eventually(lambda: agent.by_target(errors)[1] > 0, what="vmagent retrying b")
+            assert agent.by_target(errors)[0] == 0, "a is written at once"
+            assert not b.running
+            b.start()
+            await eventually(
+                lambda: holds(b, expected(range(300))), what="b gets what it missed", timeout=45
+            )
+            await eventually(lambda: agent.pending_bytes() == 0, what="vmagent's queue empty")
+            sink = coll.sinks["vmagent"]
+            assert sink.stats.points_written == 600
+            assert sink.stats.points_dropped == sink.stats.retries == 0, "never a failed write"
+            assert coll.health()["vmagent"]["ok"]
+        for name, node in pair.nodes.items():
+            assert len(stored(node)) == 600, f"{name}: every point once, 0 lost"
+
+
+async def test_sharded_every_series_is_on_exactly_one_node(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    with MetricsPair(tmp_path / "metrics", "shard") as pair:
+        async with running_collector(config(tmp_path, mosquitto, pair)) as coll:
+            await publish(mosquitto.url, range(160))
+            await eventually(lambda: coll.ingest.stats.acked == 160, what="all acknowledged")
+        want = expected(range(160))
+
+        async def union_complete() -> bool:
+            both = [
+                p for node in pair.nodes.values() for p in await asyncio.to_thread(stored, node)
+            ]
+            return set(both) == want
+
+        await eventually(union_complete, what="every point on one node or the other")
+        a, b = (stored(node) for node in pair.nodes.values())
+        assert len(a) + len(b) == len(want) == 320, "each point once over both nodes"
+        assert a and b, "both nodes have a share"
+        series_a, series_b = series_of(pair.nodes["a"]), series_of(pair.nodes["b"])
+        assert not series_a & series_b, "no series on both"
+        assert len(series_a | series_b) == 2 * DEVICES
+        # a device's series stay together (the shard key is the device)
+        assert not {d for _, d in series_a} & {d for _, d in series_b}
+        assert all("__shard" not in row["metric"] for row in pair.nodes["a"].export(MATCH))
+
+
+async def test_what_a_down_node_missed_outlives_a_vmagent_restart(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """vmagent restarted while node b is down keeps b's share in its on-disk queue
+    (`-remoteWrite.tmpDataPath`) and delivers it once b is back: 0 lost."""
+    with MetricsPair(tmp_path / "metrics", "replicate") as pair:
+        a, b = pair.nodes["a"], pair.nodes["b"]
+        assert pair.agent is not None
+        async with running_collector(config(tmp_path, mosquitto, pair)) as coll:
+            b.stop()
+            await publish(mosquitto.url, range(120))
+            await eventually(lambda: coll.ingest.stats.acked == 120, what="acked with b down")
+            await eventually(lambda: holds(a, expected(range(120))), what="a has all 120")
+            agent = pair.agent
+            await asyncio.to_thread(agent.stop)
+            assert agent.queued_on_disk()[1] > 0, "b's share waits in vmagent's files"
+            assert agent.queued_on_disk()[0] == 0, "a has had its share"
+            await asyncio.to_thread(agent.start)  # on the same port: the sink reconnects
+            b.start()
+            await eventually(
+                lambda: holds(b, expected(range(120))), what="b gets what it missed", timeout=45
+            )
+        for name, node in pair.nodes.items():
+            assert len(stored(node)) == 240, f"{name}: every point once"
