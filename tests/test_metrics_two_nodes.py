@@ -5,24 +5,29 @@ between them (testbed/vmagent.py).
 Each test counts exact samples in each node: replicated, both hold every point; a node
 stopped while metrics flow gets what it missed from vmagent's queue once it is back, and
 the collector's acknowledgements never wait for it; sharded, every series is on exactly
-one node and the two together hold every point.
+one node and the two together hold every point. deploy/'s compose overlay and
+Kubernetes manifest for the same path are checked against the flags the binaries know.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from collectorkit import collector_config, eventually, running_collector
+from deploykit import DEPLOY
 from test_collector_faults import T0, metrics, publish_all
 
 from collector.sinks.remote_write import RemoteWriteSink
 from enoc.wire import encode, topic
-from testbed.servers import Mosquitto, VictoriaMetrics
-from testbed.vmagent import MetricsPair, shard_relabel
-
-pytestmark = pytest.mark.servers
+from testbed.servers import VICTORIA_METRICS, Mosquitto, VictoriaMetrics
+from testbed.vmagent import VMAGENT, MetricsPair, shard_relabel
 
 NAME = topic("lab", "agent-1", "metrics")
 DEVICES = 16
@@ -92,6 +97,7 @@ def test_shard_relabel_keeps_one_share_and_drops_its_working_label() -> None:
     assert rules.endswith("- action: labeldrop\n  regex: __shard\n")
 
 
+@pytest.mark.servers
 async def test_replicated_both_nodes_hold_every_point(tmp_path: Path, mosquitto: Mosquitto) -> None:
     with MetricsPair(tmp_path / "metrics", "replicate") as pair:
         async with running_collector(config(tmp_path, mosquitto, pair)) as coll:
@@ -109,6 +115,7 @@ async def test_replicated_both_nodes_hold_every_point(tmp_path: Path, mosquitto:
             assert len(series_of(node)) == 2 * DEVICES
 
 
+@pytest.mark.servers
 async def test_a_node_stopped_while_metrics_flow_gets_what_it_missed(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
@@ -146,6 +153,7 @@ async def test_a_node_stopped_while_metrics_flow_gets_what_it_missed(
             assert len(stored(node)) == 600, f"{name}: every point once, 0 lost"
 
 
+@pytest.mark.servers
 async def test_sharded_every_series_is_on_exactly_one_node(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
@@ -173,6 +181,7 @@ async def test_sharded_every_series_is_on_exactly_one_node(
         assert all("__shard" not in row["metric"] for row in pair.nodes["a"].export(MATCH))
 
 
+@pytest.mark.servers
 async def test_what_a_down_node_missed_outlives_a_vmagent_restart(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
@@ -197,3 +206,78 @@ async def test_what_a_down_node_missed_outlives_a_vmagent_restart(
             )
         for name, node in pair.nodes.items():
             assert len(stored(node)) == 240, f"{name}: every point once"
+
+
+# ---------------------------------------------------------------- deploy/
+
+
+def known_flags(binary: str) -> set[str]:
+    """The flags Debian's `binary` (1.79) lists in its -help."""
+    text = subprocess.run([binary, "-help"], capture_output=True, text=True, check=False)
+    return set(re.findall(r"^  -(\S+)", text.stdout + text.stderr, re.MULTILINE))
+
+
+def flag_names(args: list[str]) -> set[str]:
+    return {arg.removeprefix("-").split("=", 1)[0] for arg in args}
+
+
+def remote_write_urls(args: list[str]) -> list[str]:
+    return [a.split("=", 1)[1] for a in args if a.startswith("-remoteWrite.url=")]
+
+
+@pytest.mark.servers
+def test_the_compose_overlay_puts_vmagent_before_two_nodes_with_flags_they_know() -> None:
+    compose: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.metrics.yaml").read_text())
+    services = compose["services"]
+    agent, node_a, node_b = (
+        services[n] for n in ("vmagent", "victoria-metrics-a", "victoria-metrics-b")
+    )
+    assert remote_write_urls(agent["command"]) == [
+        "http://victoria-metrics-a:8428/api/v1/write",
+        "http://victoria-metrics-b:8428/api/v1/write",
+    ]
+    assert "-remoteWrite.tmpDataPath=/queue" in agent["command"]
+    assert agent["volumes"] == ["vmagent-queue:/queue"], "the queue outlives the container"
+    assert flag_names(agent["command"]) <= known_flags(VMAGENT)
+    assert flag_names(node_a["command"]) <= known_flags(VICTORIA_METRICS)
+    assert node_a["volumes"] != node_b["volumes"], "each node its own storage"
+    for name, service in services.items():
+        assert service["networks"] == ["backend"], f"{name}: internal network only"
+        assert "ports" not in service, f"{name}: no published port"
+        assert "healthcheck" in service
+
+
+@pytest.mark.servers
+def test_the_kubernetes_manifest_replicates_to_both_pods_of_the_statefulset() -> None:
+    docs = [
+        d
+        for d in yaml.safe_load_all((DEPLOY / "k8s" / "metrics" / "metrics.yaml").read_text())
+        if d
+    ]
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    nodes, agent = sets["victoria-metrics"], sets["vmagent"]
+    assert nodes["spec"]["replicas"] == 2
+    service = nodes["spec"]["serviceName"]
+    ((container,),) = [agent["spec"]["template"]["spec"]["containers"]]
+    assert remote_write_urls(container["args"]) == [
+        f"http://victoria-metrics-{i}.{service}.enoc.svc.cluster.local:8428/api/v1/write"
+        for i in range(2)
+    ]
+    assert flag_names(container["args"]) <= known_flags(VMAGENT)
+    ((node,),) = [nodes["spec"]["template"]["spec"]["containers"]]
+    assert flag_names(node["args"]) <= known_flags(VICTORIA_METRICS)
+    queue = [c["metadata"]["name"] for c in agent["spec"]["volumeClaimTemplates"]]
+    assert queue == ["queue"] and "-remoteWrite.tmpDataPath=/queue" in container["args"]
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:  # its own kustomization renders them all, in enoc's namespace
+        rendered = subprocess.run(
+            [kubectl, "kustomize", str(DEPLOY / "k8s" / "metrics")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        out = [d for d in yaml.safe_load_all(rendered) if d]
+        assert {(d["kind"], d["metadata"]["name"]) for d in out} == {
+            (d["kind"], d["metadata"]["name"]) for d in docs
+        }
+        assert {d["metadata"]["namespace"] for d in out} == {"enoc"}
