@@ -22,7 +22,6 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from testbed.servers import Server, ServerError, VictoriaMetrics, _http_get
@@ -75,21 +74,20 @@ class VmAgent(Server):
             "-loggerOutput=stdout",
         ]
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def _get(self, path: str) -> tuple[int, bytes]:
+        return _http_get(f"http://{self.host}:{self.port}{path}", timeout=5)
+
+    def ready(self) -> bool:
+        return self._get("/health")[0] == 200
 
     @property
     def write_url(self) -> str:
         """Where the collector's remote_write sink points."""
-        return f"{self.url}/api/v1/write"
-
-    def ready(self) -> bool:
-        return _http_get(f"{self.url}/health")[0] == 200
+        return f"http://{self.host}:{self.port}/api/v1/write"
 
     def metric(self, name: str) -> dict[str, float]:
         """vmagent's own counter or gauge `name` from /metrics, by its label set."""
-        status, body = _http_get(f"{self.url}/metrics", timeout=5)
+        status, body = self._get("/metrics")
         if status != 200:
             raise ServerError(f"vmagent /metrics answered {status}")
         found: dict[str, float] = {}
@@ -161,7 +159,5 @@ class MetricsPair:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
