@@ -5,7 +5,7 @@ between them (testbed/vmagent.py).
 Each test counts exact samples in each node: replicated, both hold every point; a node
 stopped while metrics flow gets what it missed from vmagent's queue once it is back, and
 the collector's acknowledgements never wait for it; sharded, every series is on exactly
-one node and the two together hold every point. deploy/'s compose overlay and
+one node and the two together hold every point, and a down node's share waits for it. deploy/'s compose overlay and
 Kubernetes manifest for the same path are checked against the flags the binaries know.
 """
 
@@ -90,6 +90,12 @@ async def holds(node: VictoriaMetrics, points: set[Point]) -> bool:
     return set(await asyncio.to_thread(stored, node)) == points
 
 
+async def together_hold(pair: MetricsPair, points: set[Point]) -> bool:
+    """The two nodes of `pair` together hold exactly `points`."""
+    both = [await asyncio.to_thread(stored, node) for node in pair.nodes.values()]
+    return {p for one in both for p in one} == points
+
+
 def test_shard_relabel_keeps_one_share_and_drops_its_working_label() -> None:
     rules = shard_relabel(1, 2)
     assert "action: hashmod\n  source_labels: [device]\n  modulus: 2" in rules
@@ -162,14 +168,9 @@ async def test_sharded_every_series_is_on_exactly_one_node(
             await publish(mosquitto.url, range(160))
             await eventually(lambda: coll.ingest.stats.acked == 160, what="all acknowledged")
         want = expected(range(160))
-
-        async def union_complete() -> bool:
-            both = [
-                p for node in pair.nodes.values() for p in await asyncio.to_thread(stored, node)
-            ]
-            return set(both) == want
-
-        await eventually(union_complete, what="every point on one node or the other")
+        await eventually(
+            lambda: together_hold(pair, want), what="every point on one node or the other"
+        )
         a, b = (stored(node) for node in pair.nodes.values())
         assert len(a) + len(b) == len(want) == 320, "each point once over both nodes"
         assert a and b, "both nodes have a share"
@@ -179,6 +180,32 @@ async def test_sharded_every_series_is_on_exactly_one_node(
         # a device's series stay together (the shard key is the device)
         assert not {d for _, d in series_a} & {d for _, d in series_b}
         assert all("__shard" not in row["metric"] for row in pair.nodes["a"].export(MATCH))
+
+
+@pytest.mark.servers
+async def test_sharded_a_down_node_keeps_its_share_waiting_and_the_other_goes_on(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Sharded, node b stopped: a gets its share at once, b's share waits in vmagent and
+    arrives when b is back; no series moves to the other node."""
+    with MetricsPair(tmp_path / "metrics", "shard") as pair:
+        a, b = pair.nodes["a"], pair.nodes["b"]
+        async with running_collector(config(tmp_path, mosquitto, pair)) as coll:
+            await publish(mosquitto.url, range(64))
+            await eventually(lambda: coll.ingest.stats.acked == 64, what="first 64 acked")
+            first = expected(range(64))
+            await eventually(lambda: together_hold(pair, first), what="the first 64 stored")
+            b.stop()
+            await publish(mosquitto.url, range(64, 160))
+            await eventually(lambda: coll.ingest.stats.acked == 160, what="acked with b down")
+            want = expected(range(160))
+            devices_a = {d for _, d in series_of(a)}
+            share_a = {p for p in want if p[1] in devices_a}
+            await eventually(lambda: holds(a, share_a), what="a has all of its share")
+            b.start()
+            await eventually(lambda: holds(b, want - share_a), what="b's share", timeout=45)
+        assert 0 < len(share_a) < len(want) == 320
+        assert len(stored(a)) + len(stored(b)) == 320, "each point once over both nodes"
 
 
 @pytest.mark.servers
