@@ -5,8 +5,9 @@ between them (testbed/vmagent.py).
 Each test counts exact samples in each node: replicated, both hold every point; a node
 stopped while metrics flow gets what it missed from vmagent's queue once it is back, and
 the collector's acknowledgements never wait for it; sharded, every series is on exactly
-one node and the two together hold every point, and a down node's share waits for it. deploy/'s compose overlay and
-Kubernetes manifest for the same path are checked against the flags the binaries know.
+one node and the two together hold every point, and a down node's share waits for it.
+deploy/'s compose overlay and Kubernetes manifest for the same path are checked against
+the flags the binaries know, and with Compose and kubectl where they are installed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import yaml
 from collectorkit import collector_config, eventually, running_collector
 from deploykit import DEPLOY
 from test_collector_faults import T0, metrics, publish_all
+from test_deploy_files import compose_client
 
 from collector.sinks.remote_write import RemoteWriteSink
 from enoc.wire import encode, topic
@@ -272,6 +274,25 @@ def test_the_compose_overlay_puts_vmagent_before_two_nodes_with_flags_they_know(
         assert service["networks"] == ["backend"], f"{name}: internal network only"
         assert "ports" not in service, f"{name}: no published port"
         assert "healthcheck" in service
+
+
+def test_the_compose_overlay_validates_over_the_central_stack(tmp_path: Path) -> None:
+    client = compose_client()
+    if client is None:
+        pytest.skip("no Compose client here: the overlay's structure is checked above")
+    env = tmp_path / ".env"
+    env.write_text((DEPLOY / ".env.example").read_text())
+    files = ["-f", str(DEPLOY / "compose.yaml"), "-f", str(DEPLOY / "compose.metrics.yaml")]
+    result = subprocess.run(
+        [*client, *files, "--env-file", str(env), "config"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"vmagent", "victoria-metrics-a", "victoria-metrics-b", "collector-1"} <= set(services)
+    assert services["victoria-metrics-b"]["image"].startswith("victoriametrics/victoria-metrics:")
 
 
 @pytest.mark.servers
