@@ -8,6 +8,8 @@ The fleet, all real programs but the simulator:
          (a TCP relay in this process, `enoc.demo.WanLink`, that a drill can cut)
       -> Mosquitto -> one `enoc collector` process -> VictoriaMetrics (InfluxDB v2 API)
                                                     -> SQLite or PostgreSQL (incidents)
+                        with `metrics_pair`, also   -> vmagent -> two VictoriaMetrics nodes
+                                                       (remote write, replicated)
 
 A *tap* holds a persistent QoS 1 session on the broker and records every
 metrics and events message the agents got to the broker: that is what was
@@ -77,6 +79,7 @@ from testbed.drills_procs import (
     tail,
 )
 from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
+from testbed.vmagent import MetricsPair
 
 # ------------------------------------------------------------------ the fleet
 
@@ -118,6 +121,7 @@ class Harness(Rig):
         store: str = "sqlite",
         say: Say = lambda _text: None,
         label: str = "",
+        metrics_pair: bool = False,
     ) -> None:
         self.root = root
         self.sizing = sizing
@@ -129,6 +133,8 @@ class Harness(Rig):
         )
         self.vm = VictoriaMetrics(root / "victoria-metrics")
         self.pg: PostgreSQL | None = None
+        # a second metrics path, a remote_write sink to vmagent before two nodes
+        self.pair = MetricsPair(root / "metrics-pair") if metrics_pair else None
         self.tap: BrokerTap | None = None
         self.sim: Any = None
         self.sites: list[SiteRig] = []
@@ -162,6 +168,9 @@ class Harness(Rig):
             self.say("starting PostgreSQL")
             self.pg = PostgreSQL(self.root / "postgres")
             await asyncio.to_thread(self.pg.start)
+        if self.pair is not None:
+            self.say("starting vmagent and two VictoriaMetrics nodes")
+            await asyncio.to_thread(self.pair.start)
         self.tap = BrokerTap(self.broker.port)
         await self.tap.start()
         await self._start_fleet()
@@ -288,6 +297,8 @@ class Harness(Rig):
             "http": {"listen": f"{HOST}:{port}", "users_file": str(users)},
             "log": {"level": "info"},
         }
+        if self.pair is not None:
+            config["sinks"] = [{"remote_write": {"name": "pair", "url": self.pair.write_url}}]
         path = self.root / "collector.yaml"
         path.write_text(yaml.safe_dump(config))
         return CollectorProc(path, port)
@@ -323,6 +334,8 @@ class Harness(Rig):
             await self.tap.stop()
         await asyncio.to_thread(self.broker.stop)
         await asyncio.to_thread(self.vm.stop)
+        if self.pair is not None:
+            await asyncio.to_thread(self.pair.stop)
         if self.pg is not None:
             await asyncio.to_thread(self._remove_pg, self.pg)
 
@@ -338,6 +351,7 @@ class Harness(Rig):
         for path in [
             *self.root.glob("*.log"),
             *self.root.glob("*/*.log"),
+            *self.root.glob("metrics-pair/*/*.out"),
             *self.root.glob("*.yaml"),
         ]:
             if "devices" not in path.name:  # inventories hold the SNMP keys

@@ -31,6 +31,7 @@ KINDS = {
     "collector-kill": ["link"],
     "influx-down": [],
     "store-restart": ["link"],
+    "metrics-node-lost": [],
     "flapping": ["link"],
     "garbage": ["link", "reachability"],
 }

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enoc.bench import faults_metrics
 from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
 from testbed.drills import Accounting, Harness
 from testbed.drills_accounting import Expect, incident_label
@@ -73,6 +74,7 @@ class DrillSpec:
     title: str
     run: Drill
     store: str = "sqlite"
+    metrics_pair: bool = False  # also vmagent before two VictoriaMetrics nodes
 
 
 @dataclass
@@ -524,6 +526,11 @@ DRILLS: dict[str, DrillSpec] = {
     "store-restart": DrillSpec(
         "incident store (PostgreSQL) restart", store_restart, store="postgresql"
     ),
+    "metrics-node-lost": DrillSpec(
+        "one of two metrics nodes behind vmagent down for 5 intervals",
+        faults_metrics.metrics_node_lost,
+        metrics_pair=True,
+    ),
     "flapping": DrillSpec("a device flapping every few seconds for ten minutes", flapping),
     "garbage": DrillSpec("a device returning garbage", garbage),
 }
@@ -537,7 +544,9 @@ async def run_drill(
     started = time.monotonic()
     result = DrillResult(name, spec.title, "ERROR")
     with tempfile.TemporaryDirectory(prefix=f"enoc-drill-{name}-") as tmp:
-        harness = Harness(Path(tmp), sizing, store=spec.store, say=say, label=name)
+        harness = Harness(
+            Path(tmp), sizing, store=spec.store, say=say, label=name, metrics_pair=spec.metrics_pair
+        )
         try:
             async with harness as h:
                 plan = await spec.run(h)
