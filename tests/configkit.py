@@ -124,6 +124,7 @@ def _benches(tmp: Path) -> list[Written]:
         broker=SimpleNamespace(url=BROKER),
         vm=SimpleNamespace(url=VM),
         pg=None,
+        pair=None,
     )
     path = Harness._agent_config(rig, "nyc", "americas", "nyc-1", 1883, {"nyc": 1162}, drill / "s")
     out.append(Written("drillkit agent", "agent", path))
