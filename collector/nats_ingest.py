@@ -224,8 +224,11 @@ class NatsIngest(ServiceBase):
             await asyncio.wait(set(self._acks), timeout=5)
         nc, self.nc = self.nc, None
         if nc is not None and not nc.is_closed:
+            # the acknowledgements sent, then closed (a drain would wait out its 30 s for
+            # the fetches' subscriptions, which end with the lanes)
             with contextlib.suppress(Exception):  # a lost server: nothing left to flush
-                await nc.drain()
+                await nc.flush(timeout=2)
+            await nc.close()
         self.ingest.stats.connected["nats"] = False
 
     # ---------------------------------------------------------------- fetching
