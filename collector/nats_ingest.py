@@ -195,7 +195,8 @@ class NatsIngest(ServiceBase):
 
     async def _disconnected(self) -> None:
         self.ingest.stats.connected["nats"] = False
-        log.warning("NATS connection lost: reconnecting to another server")
+        if not self.closing.is_set():
+            log.warning("NATS connection lost: reconnecting to another server")
 
     async def _reconnected(self) -> None:
         self.ingest.stats.connected["nats"] = True
@@ -260,6 +261,8 @@ class NatsIngest(ServiceBase):
             except asyncio.CancelledError:
                 raise
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                if self.closing.is_set():  # the connection closed under the fetch
+                    return
                 # a node lost, a consumer leader being elected: the client reconnects
                 self.ingest.stats.last_error = f"nats {lane}: {type(exc).__name__}: {exc}"
                 self._failing(f"fetch-{lane}", f"fetching {lane} failed ({exc}): retrying")

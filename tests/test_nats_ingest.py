@@ -20,7 +20,8 @@ from pathlib import Path
 import aiomqtt
 import nats
 import pytest
-from collectorkit import eventually
+import yaml
+from collectorkit import collector_config, eventually, running_collector
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -30,7 +31,7 @@ from collector.ingest import Ingest
 from collector.metrics_in import Metrics
 from collector.nats_ingest import NatsIngest, NatsSetupError, ensure_stream, ingest_config
 from enoc.config import ConfigError, Duration, parse_config
-from enoc.wire import DeviceSample, MetricsMessage, encode, topic
+from enoc.wire import DeviceSample, Event, EventsMessage, MetricsMessage, encode, topic
 from testbed.nats import NatsCluster, NatsNode
 
 pytestmark = pytest.mark.servers
@@ -281,6 +282,52 @@ async def test_the_node_a_replica_uses_is_lost_and_it_goes_on(
     lost, duplicates = accounted([recorder], range(100))
     assert lost == set()
     assert duplicates <= again  # only what the agent sent again (deduplicated by seq)
+
+
+# ------------------------------------------------------------------ the whole collector
+
+
+async def test_a_collector_with_nats_instead_of_mqtt(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """`enoc collector` with a `nats` section: an agent's events over the gateway become an
+    incident in the store (committed, then acknowledged), its metrics are acknowledged,
+    and /healthz names the `nats` link."""
+    config = collector_config(tmp_path, "mqtt://127.0.0.1:1", name="nats-collector")
+    settings = yaml.safe_load(config.read_text())
+    del settings["mqtt"]
+    settings["nats"] = {"servers": nats_cluster.urls, "name": "collector-1", "ack_wait": "5s"}
+    config.write_text(yaml.safe_dump(settings))
+    events = EventsMessage(
+        AGENT,
+        SITE,
+        "emea",
+        1,
+        1.7e9,
+        events=[Event("ev-1", 1.7e9, "dev-1", "if:1", "link", "down", message="down")],
+    )
+    async with running_collector(config) as collector:
+        assert collector.nats is not None
+        async with agent(nats_cluster.nodes[1]) as client:
+            await publish(client, range(5))
+            await client.publish(topic(SITE, AGENT, "events"), encode(events), qos=1)
+
+        async def opened() -> bool:
+            found = await collector.engine.queries.incidents(state="active")
+            return any(i.key.resource == "if:1" for i in found)
+
+        await eventually(opened, what="the incident of the events message")
+        stats = collector.ingest.stats
+        await eventually(lambda: stats.acked == 6, what="all six acknowledged")
+        assert stats.received == Counter({"metrics": 5, "events": 1})
+        assert collector.health()["nats"]["ok"] is True
+        nc = await nats.connect(nats_cluster.urls)
+        try:
+            for lane in ("metrics", "events"):
+                info = await nc.jetstream().consumer_info(MQTT_STREAM, f"enoc-collectors-{lane}")
+                assert (info.num_pending, info.num_ack_pending) == (0, 0), lane
+        finally:
+            await nc.close()
 
 
 # ------------------------------------------------------------------ configuration
