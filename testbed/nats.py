@@ -20,7 +20,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from testbed.servers import HOST, Server, ServerError, _http_get, free_port
@@ -45,14 +44,8 @@ class NatsNode(Server):
     def pick_ports(self) -> None:
         self.port, self.cluster_port = free_port(), free_port()
         self.mqtt_port, self.http_port = free_port(), free_port()
-
-    @property
-    def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
-
-    @property
-    def mqtt_url(self) -> str:
-        return f"mqtt://{self.host}:{self.mqtt_port}"
+        self.url = f"nats://{self.host}:{self.port}"
+        self.mqtt_url = f"mqtt://{self.host}:{self.mqtt_port}"
 
     def config_text(self) -> str:
         store = self.workdir / "jetstream"
@@ -100,12 +93,10 @@ mqtt {{
 
     def kill(self) -> None:
         """SIGKILL: the node's machine is lost (no lame-duck mode, no goodbye to routes)."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.stop()  # reaps it
 
 
 class NatsCluster:
@@ -175,11 +166,3 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -92,5 +92,8 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
     """Three NATS nodes on 127.0.0.1 (testbed/nats.py), clustered, each with JetStream and
     its MQTT gateway, ready (a JetStream meta leader); all stopped after, even on failure."""
-    with NatsCluster(tmp_path / "nats") as cluster:
+    cluster = NatsCluster(tmp_path / "nats").start()  # stops what it started if it fails
+    try:
         yield cluster
+    finally:
+        cluster.stop()
