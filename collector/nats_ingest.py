@@ -54,7 +54,7 @@ from collector.ingest import Held, Ingest
 from enoc.lifecycle import ServiceBase
 from enoc.logs import OnceLogger, get_logger
 from enoc.mqtt import tls_context
-from enoc.retry import Backoff
+from enoc.retry import Backoff, pause
 
 log = get_logger("enoc.collector.nats")
 LANES = ("metrics", "events")  # shared by the replicas; status goes to each
@@ -255,8 +255,15 @@ class NatsIngest(ServiceBase):
                     messages = await sub.fetch(batch, timeout=FETCH_WAIT)
                 except nats.errors.TimeoutError:
                     continue
-                for msg in messages:
-                    await self._take(msg)
+                for i, msg in enumerate(messages):
+                    if not await self._take(msg):
+                        # the store is down: the rest of the batch after it, in order,
+                        # and no fetch before they are due again
+                        delay = float(self.config.nak_delay)
+                        for rest in messages[i + 1 :]:
+                            self._settle(rest.nak(delay=delay))
+                        await pause(self.closing, delay)
+                        break
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -295,7 +302,8 @@ class NatsIngest(ServiceBase):
                 self._failing("status", f"status consumer failed ({exc}): again")
                 await backoff.wait(self.closing)
 
-    async def _take(self, msg: Msg, *, ordered: bool = False) -> None:
+    async def _take(self, msg: Msg, *, ordered: bool = False) -> bool:
+        """Hand one message to the ingest; False when the store is down (it is nak'ed)."""
         rejected = False
 
         async def dead_letter(topic: str, body: bytes) -> None:
@@ -320,6 +328,8 @@ class NatsIngest(ServiceBase):
         except Held:  # the store is down: this message again after nak_delay
             if not ordered:
                 self._settle(msg.nak(delay=float(self.config.nak_delay)))
+            return False
+        return True
 
     def _settle(self, reply: Coroutine[Any, Any, None]) -> None:
         """Send an ack, nak or term in the background (it is one publish, buffered by the

@@ -284,6 +284,43 @@ async def test_the_node_a_replica_uses_is_lost_and_it_goes_on(
     assert duplicates <= again  # only what the agent sent again (deduplicated by seq)
 
 
+async def test_events_wait_out_a_store_outage_in_their_order(nats_cluster: NatsCluster) -> None:
+    """While the store is down an events message is nak'ed (with the rest of its batch)
+    and comes again after `nak_delay`; once the store is back each is committed once,
+    in the order published."""
+    committed: list[int] = []
+    outage = {"left": 3}  # the store fails the next three commits
+
+    async def on_events(message: EventsMessage) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise ConnectionRefusedError("store down")  # an OSError: an outage
+        committed.append(message.seq)
+
+    config = NatsConfig(servers=nats_cluster.urls, nak_delay=Duration(0.5), batch=5)
+    ingest = Ingest(
+        ingest_config(config),
+        on_metrics=Recorder("m").metrics,
+        on_events=on_events,
+        on_status=_nothing,
+    )
+    async with running(NatsIngest(config, ingest)), agent(nats_cluster.nodes[0]) as client:
+        for seq in range(10):
+            message = EventsMessage(
+                AGENT,
+                SITE,
+                "emea",
+                seq,
+                1.7e9 + seq,
+                events=[Event(f"ev-{seq}", 1.7e9, "dev-1", "if:1", "link", "down")],
+            )
+            await client.publish(topic(SITE, AGENT, "events"), encode(message), qos=1)
+        await eventually(lambda: len(committed) == 10, what="all ten committed")
+    assert committed == list(range(10))
+    assert ingest.stats.failed["EventsMessage"] == 3
+    assert ingest.stats.acked == 10
+
+
 # ------------------------------------------------------------------ the whole collector
 
 
