@@ -715,7 +715,7 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
     config = checked.value
     if config is None:
         return checked
-    check_nats(checked, config.nats, mqtt_given=bool(checked.line_of("mqtt")))
+    check_nats(checked, config, mqtt_given=bool(checked.line_of("mqtt")))
     with skipping_unread():
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from enoc.config import Checked, Duration, Secret, TlsConfig, check_tls_files, skipping_unread
+from enoc.config import (
+    Checked,
+    ConfigIssue,
+    Duration,
+    Secret,
+    TlsConfig,
+    check_tls_files,
+    skipping_unread,
+)
 from enoc.logs import redact
 from enoc.mqtt import MAX_MESSAGE_SIZE
 
@@ -89,12 +97,34 @@ class NatsConfig:
         return MQTT_PREFIX if self.stream == MQTT_STREAM else ""
 
 
-def check_nats(checked: Checked[Any], nats: NatsConfig | None, *, mqtt_given: bool) -> None:
-    """What `check_collector` checks of `nats`: not beside `mqtt`, its files readable."""
+def check_nats(checked: Checked[Any], config: Any, *, mqtt_given: bool) -> None:
+    """What `check_collector` checks of the collector's `nats`: not beside `mqtt`, its files
+    readable; and advises, as for a shared subscription, on what replicas share."""
+    nats: NatsConfig | None = config.nats
     if nats is None:
         return
     if mqtt_given:
         checked.error("mqtt", NATS_OR_MQTT)
+    advice = []
+    if str(config.store.url).startswith("sqlite"):
+        advice.append(
+            (
+                "store.url",
+                "replicas sharing the NATS consumers agree on incidents "
+                "only through one PostgreSQL; each SQLite file sees only its share",
+            )
+        )
+    if config.recent.source == "local":
+        advice.append(
+            (
+                "recent.source",
+                "is local with NATS consumers shared by replicas: the "
+                "device page of each shows only its share; set it to influxdb",
+            )
+        )
+    for key, text in advice:
+        issue = ConfigIssue(checked.file, checked.line_of(key), key, text, warning=True)
+        checked.add(issue, notes=True)
     with skipping_unread():
         check_tls_files(checked, "nats.tls", nats.tls, "NATS")
         if nats.credentials_file is not None and not nats.credentials_file.is_file():

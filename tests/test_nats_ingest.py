@@ -380,7 +380,11 @@ def test_nats_replaces_mqtt_and_both_are_refused(tmp_path: Path) -> None:
         check_collector(both).result()
     one = tmp_path / "one.yaml"
     one.write_text(base + "nats: {servers: ['nats://127.0.0.1:4222'], replicas: 3}\n")
-    config = check_collector(one).result()
+    checked = check_collector(one)
+    config = checked.result()
+    advice = {issue.key: issue.message for issue in checked.notes if issue.warning}
+    assert "one PostgreSQL" in advice["store.url"]  # replicas share through the store
+    assert "set it to influxdb" in advice["recent.source"]
     assert config.nats is not None and config.nats.stream == MQTT_STREAM
     with pytest.raises(ConfigError, match=r"nats\.servers: expected nats://HOST:PORT"):
         parse_config("nats: {servers: ['http://x:1']}\n", CollectorConfig)
