@@ -27,6 +27,7 @@ loops wait that out.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import ssl
@@ -57,9 +58,14 @@ from enoc.mqtt import tls_context
 from enoc.retry import Backoff, pause
 
 log = get_logger("enoc.collector.nats")
+RETAINED_STREAM = "$MQTT_rmsgs"  # the gateway's retained messages
 LANES = ("metrics", "events")  # shared by the replicas; status goes to each
 CONNECT_TIMEOUT = 5.0  # s, each server tried at the start
 FETCH_WAIT = 1.0  # s a fetch waits for messages (then asks again: closing is checked)
+
+
+def _nothing() -> None:
+    """The acknowledgement of a message nobody acknowledges (a retained record)."""
 
 
 class NatsSetupError(RuntimeError):
@@ -257,8 +263,9 @@ class NatsIngest(ServiceBase):
                     continue
                 for i, msg in enumerate(messages):
                     if not await self._take(msg):
-                        # the store is down: the rest of the batch after it, in order,
-                        # and no fetch before they are due again
+                        # the store is down: the rest of the batch after it, and no
+                        # fetch before they are due again (the engine decides by the
+                        # events' own times, not by their arrival: docs/collector.md)
                         delay = float(self.config.nak_delay)
                         for rest in messages[i + 1 :]:
                             self._settle(rest.nak(delay=delay))
@@ -285,6 +292,7 @@ class NatsIngest(ServiceBase):
         js = self.nc.jetstream()
         subject = f"{self.config.prefix}enoc.v1.*.*.status"
         backoff = Backoff(0.5, 5.0)
+        retained = self.config.stream == MQTT_STREAM
         while not self.closing.is_set():
             try:
                 sub = await js.subscribe(
@@ -293,6 +301,9 @@ class NatsIngest(ServiceBase):
                     ordered_consumer=True,
                     deliver_policy=DeliverPolicy.NEW,
                 )
+                if retained:  # once, before what is published from now on
+                    await self._retained(js)
+                    retained = False
                 async for msg in sub.messages:
                     await self._take(msg, ordered=True)
             except asyncio.CancelledError:
@@ -302,6 +313,47 @@ class NatsIngest(ServiceBase):
                 self._failing("status", f"status consumer failed ({exc}): again")
                 await backoff.wait(self.closing)
 
+    async def _retained(self, js: JetStreamContext) -> None:
+        """Every agent's retained status, taken as retained, as an MQTT subscription
+        starts with them: a starting replica knows each agent's state at once. The gateway
+        keeps them in `$MQTT_rmsgs` (nats-server 2.9: one JSON record a topic,
+        `{"topic", "msg": base64}`, the one replaced deleted); a record of another shape
+        is skipped."""
+        try:
+            info = await js.stream_info(RETAINED_STREAM)
+        except nats.js.errors.NotFoundError:
+            return  # no MQTT client has connected yet: nothing retained
+        left = info.state.messages
+        if not left or not info.config.subjects:
+            return
+        sub = await js.subscribe(
+            info.config.subjects[0], stream=RETAINED_STREAM, ordered_consumer=True
+        )
+        try:
+            while left:
+                msg = await sub.next_msg(timeout=CONNECT_TIMEOUT)
+                left = msg.metadata.num_pending
+                try:
+                    record = json.loads(msg.data)
+                    name, payload = str(record["topic"]), base64.b64decode(record["msg"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if name.startswith("enoc/v1/") and name.endswith("/status"):
+                    with contextlib.suppress(Held):  # it comes again with its next status
+                        await self.ingest.take(name, payload, True, _nothing, self._dead_letter)
+        finally:
+            await sub.unsubscribe()
+
+    async def _dead_letter(self, topic: str, body: bytes) -> None:
+        nc = self.nc
+        if nc is None:
+            return
+        try:
+            await nc.publish(topic.replace("/", "."), body)
+            self.ingest.stats.dead_lettered += 1
+        except nats.errors.Error as exc:
+            self._failing("dead-letter", f"cannot publish a dead letter: {exc}")
+
     async def _take(self, msg: Msg, *, ordered: bool = False) -> bool:
         """Hand one message to the ingest; False when the store is down (it is nak'ed)."""
         rejected = False
@@ -309,14 +361,7 @@ class NatsIngest(ServiceBase):
         async def dead_letter(topic: str, body: bytes) -> None:
             nonlocal rejected
             rejected = True
-            nc = self.nc
-            if nc is None:
-                return
-            try:
-                await nc.publish(topic.replace("/", "."), body)
-                self.ingest.stats.dead_lettered += 1
-            except nats.errors.Error as exc:
-                self._failing("dead-letter", f"cannot publish a dead letter: {exc}")
+            await self._dead_letter(topic, body)
 
         def acknowledge() -> None:
             if ordered:  # acknowledged by the server as it delivers
