@@ -61,6 +61,7 @@ log = get_logger("enoc.collector.nats")
 RETAINED_STREAM = "$MQTT_rmsgs"  # the gateway's retained messages
 LANES = ("metrics", "events")  # shared by the replicas; status goes to each
 CONNECT_TIMEOUT = 5.0  # s, each server tried at the start
+START_ATTEMPTS = 4  # tries of each server, after the first, before the start fails
 FETCH_WAIT = 1.0  # s a fetch waits for messages (then asks again: closing is checked)
 
 
@@ -168,11 +169,33 @@ class NatsIngest(ServiceBase):
         self._acks: set[asyncio.Task[None]] = set()
 
     async def _start(self) -> None:
-        self.nc = await nats.connect(
+        try:
+            self.nc = await self._connect()
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            raise NatsSetupError(
+                f"cannot connect to any of nats.servers ({', '.join(self.config.servers)}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        # from now on it reconnects for ever: a lost node's peers take over
+        self.nc.options["max_reconnect_attempts"] = -1
+        self.ingest.stats.connects["nats"] += 1
+        self.ingest.stats.connected["nats"] = True
+        await ensure_stream(self.nc.jetstream(), self.config)
+        log.info(
+            "consuming %s from stream %s",
+            ", ".join(consumer_config(self.config, lane).durable_name or "" for lane in LANES),
+            self.config.stream,
+            server=self.nc.connected_url.netloc if self.nc.connected_url else "",
+        )
+
+    async def _connect(self) -> NatsClient:
+        """Each server tried START_ATTEMPTS times at most (nats-py's first connection
+        otherwise retries for ever: the collector would never say why it does not start)."""
+        return await nats.connect(
             self.config.servers,
             name=self.config.name,
             connect_timeout=CONNECT_TIMEOUT,
-            max_reconnect_attempts=-1,  # forever: the lost node's peers take over
+            max_reconnect_attempts=START_ATTEMPTS,
             reconnect_time_wait=0.5,
             tls=self._tls(),
             user_credentials=str(self.config.credentials_file)
@@ -183,15 +206,6 @@ class NatsIngest(ServiceBase):
             disconnected_cb=self._disconnected,
             reconnected_cb=self._reconnected,
             error_cb=self._error,
-        )
-        self.ingest.stats.connects["nats"] += 1
-        self.ingest.stats.connected["nats"] = True
-        await ensure_stream(self.nc.jetstream(), self.config)
-        log.info(
-            "consuming %s from stream %s",
-            ", ".join(consumer_config(self.config, lane).durable_name or "" for lane in LANES),
-            self.config.stream,
-            server=self.nc.connected_url.netloc if self.nc.connected_url else "",
         )
 
     def _tls(self) -> ssl.SSLContext | None:

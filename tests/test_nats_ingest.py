@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,6 +42,7 @@ from enoc.wire import (
     topic,
 )
 from testbed.nats import NatsCluster, NatsNode
+from testbed.servers import free_port
 
 pytestmark = pytest.mark.servers
 SITE, AGENT = "lab", "agent-1"
@@ -75,6 +77,10 @@ async def _nothing(*_args: object) -> None:
 
 def replica(cluster: NatsCluster, recorder: Recorder, **settings: object) -> NatsIngest:
     config = NatsConfig(servers=cluster.urls, name=recorder.name, **settings)  # type: ignore[arg-type]
+    return replica_of(config, recorder)
+
+
+def replica_of(config: NatsConfig, recorder: Recorder) -> NatsIngest:
     ingest = Ingest(
         ingest_config(config),
         on_metrics=recorder.metrics,
@@ -408,6 +414,15 @@ async def test_a_collector_with_nats_instead_of_mqtt(
                 assert (info.num_pending, info.num_ack_pending) == (0, 0), lane
         finally:
             await nc.close()
+
+
+async def test_a_replica_that_reaches_no_server_refuses_to_start(tmp_path: Path) -> None:
+    """Nothing listens: the start fails within a few tries, naming the servers (nats-py's
+    first connection would otherwise retry for ever, the collector never saying why)."""
+    closed = [f"nats://127.0.0.1:{free_port()}", f"nats://127.0.0.1:{free_port()}"]
+    source = replica_of(NatsConfig(servers=closed), Recorder("r"))
+    with pytest.raises(NatsSetupError, match=re.escape(", ".join(closed))):
+        await asyncio.wait_for(source.start(), 30)
 
 
 # ------------------------------------------------------------------ configuration
