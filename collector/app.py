@@ -36,6 +36,7 @@ from collector.lineproto import (
 )
 from collector.metrics_in import Metrics, slow_path
 from collector.model import IncidentChange
+from collector.nats_ingest import NatsIngest, ingest_config
 from collector.notify import Notifications
 from collector.recent import RecentValues
 from collector.sinks import MqttDeadLetters, build
@@ -57,19 +58,22 @@ class Collector:
         self.config = config
         self.store = Store(config.store.url)
         self.engine = Engine(self.store, config.incidents, origin=config.mqtt.client_id)
+        handlers: dict[str, Any] = {
+            "on_metrics": self._metrics,
+            "on_events": self._events,
+            "on_status": self._status,
+        }
         self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
-        self.sinks = build(config, self.dead_letters)  # `influxdb` and `sinks`, as one
+        self.nats: NatsIngest | None = None  # the ingest source when `nats` replaces `mqtt`
+        if config.nats is not None:
+            self.nats = NatsIngest(config.nats, Ingest(ingest_config(config.nats), **handlers))
+        self.sinks = build(config, self.nats.sink_dead_letters if self.nats else self.dead_letters)
         self.recent = RecentValues()
         # each agent's devices' capabilities, from its online statuses (retained: a
         # restarted collector has them again at once); the device page shows them
         self.capabilities: dict[tuple[str, str], dict[str, Capabilities]] = {}
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
-        self.ingest = Ingest(
-            config.mqtt,
-            on_metrics=self._metrics,
-            on_events=self._events,
-            on_status=self._status,
-        )
+        self.ingest = self.nats.ingest if self.nats else Ingest(config.mqtt, **handlers)
         self.users = Users.load(config.http.users_file) if config.http.users_file else None
         # reads the users file again when it changes (or on SIGHUP), in place
         self.users_watch = (
@@ -111,7 +115,7 @@ class Collector:
     async def _metrics(self, metrics: Metrics, ack: Callable[[], None]) -> None:
         self.recent.add(metrics)
         await self.sinks.write(metrics.lines, metrics.points, ack)  # acked once all have it
-        if self.ingest.pending_metrics >= self.config.mqtt.max_unacked:
+        if self.ingest.pending_metrics >= self.ingest.config.max_unacked:
             self.sinks.flush()
 
     async def _events(self, message: EventsMessage) -> None:
@@ -171,7 +175,8 @@ class Collector:
         configured secret."""
         connected = self.ingest.stats.connected
         out: dict[str, Any] = {
-            "mqtt": {
+            # the ingest's link: `nats` (its one connection) where it replaces `mqtt`
+            "nats" if self.nats else "mqtt": {
                 "ok": bool(connected) and all(connected.values()),
                 "lanes": dict(connected),
                 # by lane, of its last connection: "5", or "3.1.1" (a broker without 5)
@@ -268,7 +273,7 @@ class Collector:
         supervisor.add(WebSite("http", app, listen.host, listen.port))
         # RESTART: each round stands alone; a failed one is tried again at the next
         supervisor.add(Adapter("sweeper", loop=self._sweeper), Policy.RESTART)
-        for lane in self.ingest.lanes():
+        for lane in self.nats.lanes() if self.nats else self.ingest.lanes():
             # RESTART: what a lane did not acknowledge, the broker sends again
             supervisor.add(lane, Policy.RESTART)
         self.supervisor = supervisor  # its crash counts are on /metrics

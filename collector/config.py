@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from collector.access import Grant
 from collector.config_ldap import LdapConfig
+from collector.config_nats import NATS_OR_MQTT, NatsConfig, check_nats
 from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
 from enoc.config import (
@@ -156,7 +157,7 @@ class SinkConfig:
         return settings
 
 
-RESERVED_SINK_NAMES = {"mqtt", "store"}  # the other links of /healthz
+RESERVED_SINK_NAMES = {"mqtt", "nats", "store"}  # the other links of /healthz
 
 
 def sink_name(sink: SinkConfig | None) -> str:
@@ -604,6 +605,7 @@ class RecentConfig:
 @dataclass(frozen=True)
 class CollectorConfig:
     mqtt: CollectorMqttConfig = field(default_factory=CollectorMqttConfig)
+    nats: NatsConfig | None = None  # ingest from NATS JetStream instead of `mqtt`
     influxdb: InfluxConfig | None = None
     # metrics sinks besides (or instead of) `influxdb`; a message is acknowledged when
     # every sink has it
@@ -616,6 +618,8 @@ class CollectorConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
+        if self.nats is not None and self.mqtt != CollectorMqttConfig():
+            raise ValueError(NATS_OR_MQTT)
         names = [sink_name(None)] if self.influxdb is not None else []
         names += [sink_name(s) for s in self.sinks if s.kind]
         for name in names:
@@ -711,6 +715,7 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
     config = checked.value
     if config is None:
         return checked
+    check_nats(checked, config, mqtt_given=bool(checked.line_of("mqtt")))
     with skipping_unread():
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():

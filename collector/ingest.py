@@ -37,7 +37,7 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,28 @@ def handler_error(exc: Exception) -> WireError:
     range), else `unprocessable` (whatever else it made the handler raise)."""
     kind = "refused" if content_refused(exc) else "unprocessable"
     return WireError(kind, f"{type(exc).__name__}: {exc}")
+
+
+class Held(Exception):
+    """A message its source must keep and deliver again (the store is down)."""
+
+
+# Publishes one dead letter (`enoc/deadletter/v1/<reason>`, its JSON body) on the source's
+# own broker; a failure to publish is the sender's to count, never an exception.
+DeadLetterSend = Callable[[str, bytes], Coroutine[Any, Any, None]]
+
+
+def dead_letter_body(topic: str, payload: bytes, size: int, error: WireError) -> bytes:
+    """What a dead letter carries: where the message came from, why, and its first bytes."""
+    body = {
+        "topic": topic,
+        "reason": error.kind,
+        "error": str(error),
+        "received": time.time(),
+        "payload_b64": base64.b64encode(payload).decode(),  # the first KEPT bytes
+        "size": size,
+    }
+    return json.dumps(body).encode()
 
 
 @dataclass
@@ -303,8 +325,37 @@ class Ingest:
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         paho = client._client
         mid, qos = message.mid, message.qos
-        acked = False
         connection = paho  # an ack after a reconnect must not go to the new session
+
+        def ack() -> None:
+            if qos > 0 and connection is client._client and connection.is_connected():
+                connection.ack(mid, qos)
+
+        async def send(subject: str, body: bytes) -> None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(subject, body, qos=1, timeout=5)
+                self.stats.dead_lettered += 1
+
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        try:
+            await self.take(message.topic.value, payload, bool(message.retain), ack, send)
+        except Held as held:  # the broker redelivers after the reconnect
+            raise aiomqtt.MqttError(str(held)) from held.__cause__
+
+    async def take(
+        self,
+        topic: str,
+        payload: bytes | bytearray,
+        retained: bool,
+        acknowledge: Callable[[], None],
+        dead_letter: DeadLetterSend,
+    ) -> None:
+        """One message of any ingest source (MQTT here, NATS JetStream in
+        collector/nats_ingest.py): decode it and hand it to its handler; `acknowledge` is
+        called once, when it is safe (written, committed, or dead-lettered through
+        `dead_letter(topic, body)`). Raises `Held` when the store is down: the message is
+        not acknowledged and must come again."""
+        acked = False
 
         def ack() -> None:
             nonlocal acked
@@ -312,11 +363,8 @@ class Ingest:
                 return
             acked = True
             self.stats.acked += 1
-            if qos > 0 and connection is client._client and connection.is_connected():
-                connection.ack(mid, qos)
+            acknowledge()
 
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
         decoded: Metrics | EventsMessage | StatusMessage
         try:
             site, agent, kind = parse_topic(topic)
@@ -331,7 +379,7 @@ class Ingest:
                     raise WireError("misaddressed", "a metrics payload on an events topic")
                 decoded = other
         except Exception as exc:  # whatever decoding does is the payload's fault
-            await self._reject(client, topic, payload, wire_error(exc), ack)
+            await self._reject(dead_letter, topic, payload, wire_error(exc), ack)
             return
         if isinstance(decoded, Metrics):
             self.stats.received["metrics"] += 1
@@ -345,7 +393,7 @@ class Ingest:
             try:
                 await self.on_metrics(decoded, metrics_ack)
             except Exception as exc:  # the writer waits out InfluxDB's outages: not one
-                await self._reject(client, topic, payload, handler_error(exc), metrics_ack)
+                await self._reject(dead_letter, topic, payload, handler_error(exc), metrics_ack)
             return
         try:
             if isinstance(decoded, EventsMessage):
@@ -353,22 +401,22 @@ class Ingest:
                 await self.on_events(decoded)
             else:
                 self.stats.received["status"] += 1
-                await self.on_status(decoded, bool(message.retain))
+                await self.on_status(decoded, retained)
         except Exception as exc:
             if not store_outage(exc):  # the store refused it: no retry changes that
-                await self._reject(client, topic, payload, handler_error(exc), ack)
+                await self._reject(dead_letter, topic, payload, handler_error(exc), ack)
                 return
-            # The store is down: do not ack; the broker redelivers after reconnect. Dead
-            # letters under way are finished first, so that theirs are acknowledged.
+            # The store is down: do not ack; the source redelivers it. Dead letters under
+            # way are finished first, so that theirs are acknowledged.
             self._handler_failed(type(decoded).__name__, exc)
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=CONNECT_TIMEOUT)
-            raise aiomqtt.MqttError(f"cannot commit a message: {exc}") from exc
+            raise Held(f"cannot commit a message: {exc}") from exc
         ack()
 
     async def _reject(
         self,
-        client: aiomqtt.Client,
+        dead_letter: DeadLetterSend,
         topic: str,
         payload: bytes | bytearray,
         exc: WireError,
@@ -381,9 +429,8 @@ class Ingest:
         # Published in the background (a QoS 1 round trip each would throttle the lane);
         # acknowledged once the dead letter is with the broker.
         await self._dead_letters.acquire()
-        task = asyncio.create_task(
-            self._dead_letter(client, topic, bytes(payload[:KEPT]), len(payload), exc)
-        )
+        body = dead_letter_body(topic, bytes(payload[:KEPT]), len(payload), exc)
+        task = asyncio.create_task(dead_letter(f"{DEAD_LETTER_PREFIX}/{exc.kind}", body))
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
@@ -397,23 +444,6 @@ class Ingest:
         self.stats.failed[what] += 1
         self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"
         self._failing(f"handler-{what}", f"handling {what} failed: {exc}")
-
-    async def _dead_letter(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, size: int, error: WireError
-    ) -> None:
-        body = {
-            "topic": topic,
-            "reason": error.kind,
-            "error": str(error),
-            "received": time.time(),
-            "payload_b64": base64.b64encode(payload).decode(),  # the first KEPT bytes
-            "size": size,
-        }
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(
-                f"{DEAD_LETTER_PREFIX}/{error.kind}", json.dumps(body), qos=1, timeout=5
-            )
-            self.stats.dead_lettered += 1
 
 
 class Lane(ServiceBase):

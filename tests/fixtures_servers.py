@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from enoc.pki import make_pki
+from testbed.nats import NatsCluster
 from testbed.netsnmp import SnmpD, SnmpTrapd
 from testbed.servers import (
     Alertmanager,
@@ -85,3 +86,14 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     pki = make_pki(workdir / "pki", server_names=["127.0.0.1"], clients=[])
     with Slapd(workdir, tls=TlsFiles(pki.ca_cert, pki.server_cert, pki.server_key)) as server:
         yield server
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three NATS nodes on 127.0.0.1 (testbed/nats.py), clustered, each with JetStream and
+    its MQTT gateway, ready (a JetStream meta leader); all stopped after, even on failure."""
+    cluster = NatsCluster(tmp_path / "nats").start()  # stops what it started if it fails
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
