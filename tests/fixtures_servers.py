@@ -9,6 +9,7 @@ import pytest
 
 from enoc.pki import make_pki
 from testbed.netsnmp import SnmpD, SnmpTrapd
+from testbed.patroni import PatroniCluster
 from testbed.servers import (
     Alertmanager,
     InfluxDB1,
@@ -68,6 +69,13 @@ def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
         yield server.start()
     finally:
         server.remove()
+
+
+@pytest.fixture
+def patroni(tmp_path: Path) -> Iterator[PatroniCluster]:
+    """etcd and two PostgreSQL nodes under Patroni (testbed/patroni.py), stopped after."""
+    with PatroniCluster(tmp_path / "patroni") as cluster:
+        yield cluster
 
 
 @pytest.fixture
