@@ -30,8 +30,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
@@ -234,8 +234,9 @@ def _children(pid: int | None) -> list[int]:
 class PatroniCluster:
     """etcd and two Patroni nodes; `url` reaches whichever PostgreSQL is the primary.
 
-    Started, it waits for a leader, a synchronous standby streaming from it and
-    the `enoc` database; `switchover` and `kill_primary` move the primary.
+    `start` (which stops what it started when it fails) waits for a leader, a
+    synchronous standby streaming from it and the `enoc` database; `switchover` and
+    `kill_primary` move the primary; `stop` ends everything, also after a failure.
     """
 
     def __init__(self, workdir: Path, nodes: int = 2) -> None:
@@ -283,14 +284,6 @@ class PatroniCluster:
         self.etcd.stop()
         if self.home != self.workdir / "nodes":
             shutil.rmtree(self.home, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- state
 
@@ -415,3 +408,13 @@ class PatroniCluster:
 
     def log_tails(self, lines: int = 20) -> str:
         return "\n".join(f"--- {n.name}\n{n.log_tail(lines)}" for n in (self.etcd, *self.nodes))
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path, nodes: int = 2) -> Iterator[PatroniCluster]:
+    """A started `PatroniCluster`, stopped after (also when the body fails)."""
+    cluster = PatroniCluster(workdir, nodes)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -9,7 +9,7 @@ import pytest
 
 from enoc.pki import make_pki
 from testbed.netsnmp import SnmpD, SnmpTrapd
-from testbed.patroni import PatroniCluster
+from testbed.patroni import PatroniCluster, running_cluster
 from testbed.servers import (
     Alertmanager,
     InfluxDB1,
@@ -74,7 +74,7 @@ def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
 @pytest.fixture
 def patroni(tmp_path: Path) -> Iterator[PatroniCluster]:
     """etcd and two PostgreSQL nodes under Patroni (testbed/patroni.py), stopped after."""
-    with PatroniCluster(tmp_path / "patroni") as cluster:
+    with running_cluster(tmp_path / "patroni") as cluster:
         yield cluster
 
 

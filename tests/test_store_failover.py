@@ -309,3 +309,61 @@ async def test_a_commit_without_answer_is_looked_up_not_run_twice(
         assert store.commits_resolved == 1
     finally:
         await store.close()
+
+
+async def test_a_notification_sent_while_the_store_is_out_is_sent_once(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    postgres: PostgreSQL,
+    hook: Hook,  # noqa: F811 - the fixture
+) -> None:
+    """The store stops taking writes between a notification's delivery and the commit of
+    its cursor (a primary switching over): the notifier commits it once the store is back,
+    and the receiver is not told again."""
+
+    async def step_down() -> None:
+        if len(hook.received) == 1:  # the primary steps down before the first answer
+            await asyncio.to_thread(
+                _admin,
+                postgres,
+                "ALTER SYSTEM SET default_transaction_read_only = on",
+                "SELECT pg_reload_conf()",
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = 'enoc' AND pid <> pg_backend_pid()",
+            )
+
+    hook.before_answer = step_down
+    extra = {
+        "incidents": {"agent_timeout": "1h"},
+        "notifications": {"webhooks": [{"url": hook.url}]},
+    }
+    url = postgres.url + "?target_session_attrs=read-write"
+    config = collector_config(tmp_path, mosquitto.url, store_url=url, extra=extra)
+    async with running_collector(config) as collector:
+        stream = Stream(mosquitto.url)
+        sending = asyncio.create_task(stream.run(rate=10))
+        await eventually(lambda: len(stream.sent) >= 1)
+        stream.stop.set()
+        await sending
+        await eventually(
+            lambda: bool(hook.received) and not collector.store.healthy, what="store out"
+        )
+        await asyncio.sleep(2)  # the notifier tries to commit its cursor meanwhile
+        _admin(
+            postgres, "ALTER SYSTEM RESET default_transaction_read_only", "SELECT pg_reload_conf()"
+        )
+        sent = set(stream.sent)
+        await eventually(
+            lambda: {r[0] for r in rows(postgres.url, "SELECT event_id FROM events")} == sent,
+            what="every event in the store",
+        )
+        log = rows(postgres.url, "SELECT id FROM changes WHERE kind = 'incident' ORDER BY id")
+        await eventually(
+            lambda: (
+                rows(postgres.url, "SELECT last_id FROM notify_cursors")
+                == [(max(r[0] for r in log),)]
+            ),
+            what="the cursor past every change",
+        )
+        await asyncio.sleep(1)  # time to tell it again, were it to
+        assert hook.change_ids == [r[0] for r in log]
