@@ -76,6 +76,7 @@ from testbed.drills_procs import (
     stop_postgres_fast,
     tail,
 )
+from testbed.patroni import PatroniCluster
 from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 
 # ------------------------------------------------------------------ the fleet
@@ -129,6 +130,7 @@ class Harness(Rig):
         )
         self.vm = VictoriaMetrics(root / "victoria-metrics")
         self.pg: PostgreSQL | None = None
+        self.patroni: PatroniCluster | None = None  # store "patroni": a failover pair
         self.tap: BrokerTap | None = None
         self.sim: Any = None
         self.sites: list[SiteRig] = []
@@ -162,6 +164,10 @@ class Harness(Rig):
             self.say("starting PostgreSQL")
             self.pg = PostgreSQL(self.root / "postgres")
             await asyncio.to_thread(self.pg.start)
+        if self.store == "patroni":
+            self.say("starting etcd and two PostgreSQL under Patroni")
+            self.patroni = PatroniCluster(self.root / "patroni")
+            await asyncio.to_thread(self.patroni.start)
         self.tap = BrokerTap(self.broker.port)
         await self.tap.start()
         await self._start_fleet()
@@ -263,7 +269,7 @@ class Harness(Rig):
         )
         token = self.root / "influx-token"
         token.write_text("drill\n")
-        store = self.pg.url if self.pg else f"sqlite:///{self.root / 'incidents.db'}"
+        store = self.store_url or f"sqlite:///{self.root / 'incidents.db'}"
         port = free_port()
         config = {
             "mqtt": {
@@ -325,6 +331,8 @@ class Harness(Rig):
         await asyncio.to_thread(self.vm.stop)
         if self.pg is not None:
             await asyncio.to_thread(self._remove_pg, self.pg)
+        if self.patroni is not None:
+            await asyncio.to_thread(self.patroni.stop)
 
     @staticmethod
     def _remove_pg(pg: PostgreSQL) -> None:
@@ -509,13 +517,20 @@ class Harness(Rig):
         """(agent, event id) of every event the incident store committed."""
         return {(str(a), str(e)) for a, e in self.query_store("SELECT agent, event_id FROM events")}
 
+    @property
+    def store_url(self) -> str:
+        """The PostgreSQL store's URL (several hosts for a Patroni pair); "" for SQLite."""
+        if self.patroni is not None:
+            return self.patroni.url
+        return self.pg.url if self.pg is not None else ""
+
     def query_store(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of the incident store, read beside the collector ([] while it is down)."""
-        if self.pg is not None:
+        if self.store_url:
             import psycopg
 
             try:
-                with psycopg.connect(self.pg.url, connect_timeout=5) as conn:
+                with psycopg.connect(self.store_url, connect_timeout=5) as conn:
                     return [tuple(row) for row in conn.execute(sql).fetchall()]
             except psycopg.OperationalError:
                 return []

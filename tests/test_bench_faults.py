@@ -31,6 +31,7 @@ KINDS = {
     "collector-kill": ["link"],
     "influx-down": [],
     "store-restart": ["link"],
+    "store-switchover": ["link"],
     "flapping": ["link"],
     "garbage": ["link", "reachability"],
 }
