@@ -206,6 +206,9 @@ class Collector:
             "events_pruned": self.engine.events_pruned,  # past incidents.events_retention
             "incident_changes": self.changes,
             "fields_out_of_range": out_of_range_total(),  # integers beyond InfluxDB's int64
+            # COMMITs left without answer (a failover): found committed, or run again
+            "store_commits_resolved": self.store.commits_resolved,
+            "store_commits_rerun": self.store.commits_rerun,
         }
         out.update({f"received.{k}": v for k, v in s.received.items()})
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})

@@ -16,7 +16,10 @@ holder dies, another replica takes over once the lease (`notifications.lease`)
 has run out, from the last change it committed. A holder that dies in the
 middle of a request leaves that one notification to be sent again by the next
 holder: each carries its change id (`change_id`) for a receiver that wants to
-drop the duplicate. The lease is at least twice the longest webhook timeout
+drop the duplicate. A holder whose cursor cannot be advanced because the store
+cannot answer (a PostgreSQL primary switching over) keeps trying, with what it
+sent in memory, rather than start over from the store's cursor and tell the
+receiver twice. The lease is at least twice the longest webhook timeout
 and renewed when half of it is left, so a request always ends before the
 lease can pass on (given clocks in step between replicas).
 
@@ -64,7 +67,7 @@ from collector.desks import Desks
 from collector.model import SEVERITY_RANK, IncidentChange
 from collector.notifiers import NOTIFIERS, Delivery, Env, Notifier
 from collector.notifiers.base import LeasedPart, release_leases, take_lease, target_key
-from collector.store import Store, Tx
+from collector.store import Store, Tx, store_outage
 from enoc.logs import StateLogger, get_logger
 from enoc.retry import Backoff, PermanentError, RetryableError, pause
 
@@ -363,6 +366,26 @@ class Notifications(LeasedPart):
             log.warning("lost the lease of webhook %s", target.name, webhook=target.name)
             target.drop()
 
+    async def _commit_told(self, target: Target, item: Notification) -> None:
+        """`_commit` once the receiver was told (or the dead letter written): while the
+        store cannot answer (a primary switching over), try again rather than start over
+        from the store's cursor, which would tell the receiver twice. Still fenced by the
+        lease's owner: should another replica have taken the lease meanwhile, the commit
+        is refused and this one lets go (that one tells it again: the case of a holder
+        that dies in the middle of a request)."""
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                await self._commit(target, item)
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
+                self._failures.failed(f"webhook {target.name}", exc, webhook=target.name)
+                if await pause(self.closing, backoff.next()):
+                    raise
+            else:
+                return
+
     async def _release(self) -> None:
         await release_leases(self.store, "notify_cursors", self.owner)
 
@@ -454,7 +477,7 @@ class Notifications(LeasedPart):
         if item.overflow:
             target.queue.popleft()
             self._dead_letter(target, item, "queue full")
-            await self._commit(target, item)
+            await self._commit_told(target, item)
             return
         delivery = Delivery(item.change, item.incident, item.change_id, self.now())
         try:
@@ -463,7 +486,7 @@ class Notifications(LeasedPart):
             self._failures.failed(target.name, exc, webhook=target.name)
             target.queue.popleft()
             self._dead_letter(target, item, str(exc))
-            await self._commit(target, item)
+            await self._commit_told(target, item)
             return
         except RetryableError as exc:
             self._failures.failed(target.name, exc, webhook=target.name)
@@ -472,7 +495,7 @@ class Notifications(LeasedPart):
             if item.attempts > self.config.retries:
                 target.queue.popleft()
                 self._dead_letter(target, item, str(exc))
-                await self._commit(target, item)
+                await self._commit_told(target, item)
                 return
             if item.backoff is None:
                 start = min(float(self.config.retry_backoff), MAX_BACKOFF)
@@ -482,7 +505,7 @@ class Notifications(LeasedPart):
         self._failures.ok(target.name, webhook=target.name)
         target.queue.popleft()
         target.sent += 1
-        await self._commit(target, item)
+        await self._commit_told(target, item)
 
     def _dead_letter(self, target: Target, item: Notification, reason: str) -> None:
         target.dead_lettered += 1

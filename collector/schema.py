@@ -290,4 +290,14 @@ MIGRATIONS: list[list[str]] = [
             updated DOUBLE PRECISION NOT NULL
         )""",
     ],
+    # 11 -> 12: on PostgreSQL every writing transaction leaves its client-made token here
+    # (collector/store.py), so that a COMMIT whose answer was lost (the primary died or
+    # switched over) is looked up rather than run twice; pruned after minutes.
+    [
+        """CREATE TABLE store_commits (
+            token TEXT PRIMARY KEY,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX store_commits_by_at ON store_commits (at)",
+    ],
 ]

@@ -20,6 +20,23 @@ before inserting, holds it until COMMIT, and ids become visible in order.
 SQLite's one writer gives the same order by itself. PostgreSQL also gets a
 NOTIFY on channel `enoc_changes` so that followers need not wait for a poll.
 
+Failover (PostgreSQL): `store.url` may name several hosts
+(`postgresql://h1:5432,h2:5432/enoc?target_session_attrs=read-write`); libpq
+tries them in turn and keeps the one that takes writes, so after a switch-over
+a reconnect finds the new primary. A lost connection, a server shutting down
+and a write refused as read-only (SQLSTATE 25006: a demoted primary) all say
+"the store cannot answer now": the connection is dropped and the transaction
+retried on a new one. A transaction that dies before its COMMIT was sent did
+not happen; one whose COMMIT got no answer may have. So every writing
+transaction inserts a client-made token (`store_commits`, schema 12) just before
+COMMIT, and a COMMIT left without answer is resolved by looking the token up on
+the primary reached next: there, the transaction's result is returned; absent,
+it is run again (with the same token: should the first still commit, the
+second fails on the token's key and finds it). The lookup is retried for up to
+`UNKNOWN_COMMIT_WAIT` seconds, longer than a failover takes, before the
+store gives up; nothing a caller was told is committed is lost when the
+standby is synchronous (Patroni's `synchronous_mode`).
+
 The schema is migrated on start (collector/schema.py).
 """
 
@@ -31,8 +48,9 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +64,14 @@ T = TypeVar("T")
 Row = tuple[Any, ...]
 
 CHANGES_CHANNEL = "enoc_changes"
+COMMITS_SCHEMA = 12  # the schema version that has `store_commits`
+UNKNOWN_COMMIT_WAIT = 60.0  # seconds a COMMIT without answer is looked up before giving up
+COMMITS_KEPT = 600.0  # seconds a commit token is kept: far longer than any lookup
+# The token is written only by a transaction that wrote something (has a transaction id):
+# a read-only one may safely run again.
+_MARK = (
+    "INSERT INTO store_commits (token, at) SELECT ?, ? WHERE txid_current_if_assigned() IS NOT NULL"
+)
 
 INCIDENT_COLUMNS = (
     "id, site, device, resource, kind, rtc, severity, state, title, opened, updated, "
@@ -59,6 +85,15 @@ INCIDENT_COLUMNS = (
 
 class StoreError(RuntimeError):
     pass
+
+
+class CommitUnknown(Exception):
+    """A COMMIT was sent and its answer lost: the transaction may or may not have
+    committed. Carries what the transaction's function returned."""
+
+    def __init__(self, result: Any, cause: Exception) -> None:
+        super().__init__(f"commit outcome unknown: {type(cause).__name__}: {cause}")
+        self.result = result
 
 
 class Tx:
@@ -378,6 +413,10 @@ class Store:
         self.last_error = ""
         self.listening = False
         self.last_listen_error = ""
+        self._marks = False  # commit tokens, once the schema has them (PostgreSQL)
+        self._pruned = 0.0
+        self.commits_resolved = 0  # COMMITs without answer found committed by their token
+        self.commits_rerun = 0  # ... found not committed, and run again
 
     # ---------------------------------------------------------------- connection
 
@@ -400,40 +439,92 @@ class Store:
             self._conn = self._connect()
         return self._conn
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Tx]:
+    def _once(self, fn: Callable[[Tx], T], token: str) -> T:
+        """One attempt at `fn` in a transaction; with a token (PostgreSQL), a COMMIT that
+        loses its connection raises CommitUnknown."""
         conn = self._conn_or_connect()
         tx = Tx(conn, self.dialect)
         tx.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
         try:
-            yield tx
+            result = fn(tx)
+            if token:
+                now = time.time()
+                if now - self._pruned > 60:
+                    tx.execute("DELETE FROM store_commits WHERE at < ?", (now - COMMITS_KEPT,))
+                    self._pruned = now
+                tx.execute(_MARK, (token, now))
         except BaseException:
             with contextlib.suppress(Exception):
                 tx.execute("ROLLBACK")
             raise
-        tx.execute("COMMIT")
+        try:
+            tx.execute("COMMIT")
+        except Exception as exc:
+            if token and _connection_lost(exc):
+                raise CommitUnknown(result, exc) from exc
+            raise
+        return result
+
+    def _committed(self, token: str) -> bool:
+        """Whether the transaction that wrote `token` committed (on the primary now)."""
+        row = Tx(self._conn_or_connect(), self.dialect).one(
+            "SELECT 1 FROM store_commits WHERE token = ?", (token,)
+        )
+        return row is not None
 
     def _run_sync(self, fn: Callable[[Tx], T], retries: int = 5) -> T:
         backoff = Backoff(0.05, 2.0)
-        for attempt in range(retries + 1):
+        token = uuid.uuid4().hex if self._marks else ""
+        unknown: CommitUnknown | None = None  # the last attempt's COMMIT got no answer
+        give_up = 0.0
+        attempt = 0
+        while True:
             try:
-                with self._lock, self._transaction() as tx:
-                    result = fn(tx)
+                with self._lock:
+                    if unknown is not None and self._committed(token):
+                        self.commits_resolved += 1
+                        result: T = unknown.result
+                    else:
+                        if unknown is not None:
+                            self.commits_rerun += 1
+                        # `unknown` stays until this ends: should the first attempt commit
+                        # late, this one fails on the token, and the next lookup finds it
+                        result = self._once(fn, token)
+            except CommitUnknown as exc:
+                unknown = CommitUnknown(exc.result if unknown is None else unknown.result, exc)
+                give_up = give_up or time.monotonic() + UNKNOWN_COMMIT_WAIT
+                self._lost(exc)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                if not _retryable(exc) or attempt == retries:
-                    if _connection_lost(exc):
-                        self.healthy = False
-                        self._drop_connection()
+                lost = _connection_lost(exc)
+                if lost:
+                    self._lost(exc)
+                if unknown is not None and time.monotonic() < give_up and lost:
+                    pass  # the outcome is still to be looked up: keep trying
+                elif not _retryable(exc) or attempt >= retries:
+                    if unknown is not None and not lost and self._settled(token):
+                        self.commits_resolved += 1
+                        first: T = unknown.result  # the first attempt committed after all
+                        return first
                     raise
-                if _connection_lost(exc):
-                    self.healthy = False
-                    self._drop_connection()
-                time.sleep(backoff.next())  # on the store's own thread, not the loop
             else:
                 self.healthy, self.last_error = True, ""
                 return result
-        raise AssertionError("unreachable")
+            attempt += 1
+            time.sleep(backoff.next())  # on the store's own thread, not the loop
+
+    def _settled(self, token: str) -> bool:
+        """`_committed`, False when even that cannot be asked."""
+        try:
+            with self._lock:
+                return self._committed(token)
+        except Exception:
+            return False
+
+    def _lost(self, exc: Exception) -> None:
+        self.healthy = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._drop_connection()
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -548,7 +639,9 @@ class Store:
             tx.execute("UPDATE enoc_schema SET version = ?", (latest,))
             return latest
 
-        return self._run_sync(migrate)
+        version = self._run_sync(migrate)
+        self._marks = self.dialect == "postgresql" and version >= COMMITS_SCHEMA
+        return version
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -580,7 +673,8 @@ def _retryable(exc: Exception) -> bool:
         psycopg.errors.DeadlockDetected
         | psycopg.errors.SerializationFailure
         | psycopg.errors.UniqueViolation
-        | psycopg.OperationalError,
+        | psycopg.OperationalError
+        | psycopg.errors.ReadOnlySqlTransaction,
     )
 
 
@@ -624,10 +718,15 @@ def content_refused(exc: BaseException) -> bool:
 
 
 def _connection_lost(exc: Exception) -> bool:
+    """Whether the connection is of no more use: lost, refused, or to a server that now
+    refuses writes (SQLSTATE 25006 read_only_sql_transaction: a primary demoted under it,
+    or a standby; a new connection with target_session_attrs=read-write finds the primary)."""
     try:
         import psycopg
     except ImportError:  # pragma: no cover
         return False
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return True
     return isinstance(exc, psycopg.OperationalError) and not isinstance(
         exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
     )

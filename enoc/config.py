@@ -270,6 +270,11 @@ def check_url(checked: Checked[Any], key: str, url: object) -> None:
     if not isinstance(url, str) or "://" not in url or url.startswith("sqlite:"):
         return  # the scheme's own rule names these
     parts = urlsplit(url)
+    if url.startswith(("postgresql:", "postgres:")) and "," in parts.netloc:
+        # libpq's several hosts (h1:5432,h2:5432): each host and its port on its own
+        for host in parts.netloc.rpartition("@")[2].split(","):
+            check_url(checked, key, f"{parts.scheme}://{host}")
+        return
     try:
         port = parts.port
     except ValueError:

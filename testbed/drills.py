@@ -78,6 +78,7 @@ from testbed.drills_procs import (
     stop_postgres_fast,
     tail,
 )
+from testbed.patroni import PatroniCluster
 from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics, free_port
 from testbed.vmagent import MetricsPair
 
@@ -135,6 +136,7 @@ class Harness(Rig):
         self.pg: PostgreSQL | None = None
         # a second metrics path, a remote_write sink to vmagent before two nodes
         self.pair = MetricsPair(root / "metrics-pair") if metrics_pair else None
+        self.patroni: PatroniCluster | None = None  # store "patroni": a failover pair
         self.tap: BrokerTap | None = None
         self.sim: Any = None
         self.sites: list[SiteRig] = []
@@ -171,6 +173,10 @@ class Harness(Rig):
         if self.pair is not None:
             self.say("starting vmagent and two VictoriaMetrics nodes")
             await asyncio.to_thread(self.pair.start)
+        if self.store == "patroni":
+            self.say("starting etcd and two PostgreSQL under Patroni")
+            self.patroni = PatroniCluster(self.root / "patroni")
+            await asyncio.to_thread(self.patroni.start)
         self.tap = BrokerTap(self.broker.port)
         await self.tap.start()
         await self._start_fleet()
@@ -272,7 +278,7 @@ class Harness(Rig):
         )
         token = self.root / "influx-token"
         token.write_text("drill\n")
-        store = self.pg.url if self.pg else f"sqlite:///{self.root / 'incidents.db'}"
+        store = self.store_url or f"sqlite:///{self.root / 'incidents.db'}"
         port = free_port()
         config = {
             "mqtt": {
@@ -338,6 +344,8 @@ class Harness(Rig):
             await asyncio.to_thread(self.pair.stop)
         if self.pg is not None:
             await asyncio.to_thread(self._remove_pg, self.pg)
+        if self.patroni is not None:
+            await asyncio.to_thread(self.patroni.stop)
 
     @staticmethod
     def _remove_pg(pg: PostgreSQL) -> None:
@@ -523,13 +531,20 @@ class Harness(Rig):
         """(agent, event id) of every event the incident store committed."""
         return {(str(a), str(e)) for a, e in self.query_store("SELECT agent, event_id FROM events")}
 
+    @property
+    def store_url(self) -> str:
+        """The PostgreSQL store's URL (several hosts for a Patroni pair); "" for SQLite."""
+        if self.patroni is not None:
+            return self.patroni.url
+        return self.pg.url if self.pg is not None else ""
+
     def query_store(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of the incident store, read beside the collector ([] while it is down)."""
-        if self.pg is not None:
+        if self.store_url:
             import psycopg
 
             try:
-                with psycopg.connect(self.pg.url, connect_timeout=5) as conn:
+                with psycopg.connect(self.store_url, connect_timeout=5) as conn:
                     return [tuple(row) for row in conn.execute(sql).fetchall()]
             except psycopg.OperationalError:
                 return []

@@ -10,6 +10,7 @@ import pytest
 from enoc.pki import make_pki
 from testbed.nats import NatsCluster
 from testbed.netsnmp import SnmpD, SnmpTrapd
+from testbed.patroni import PatroniCluster, running_cluster
 from testbed.servers import (
     Alertmanager,
     InfluxDB1,
@@ -69,6 +70,13 @@ def postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
         yield server.start()
     finally:
         server.remove()
+
+
+@pytest.fixture
+def patroni(tmp_path: Path) -> Iterator[PatroniCluster]:
+    """etcd and two PostgreSQL nodes under Patroni (testbed/patroni.py), stopped after."""
+    with running_cluster(tmp_path / "patroni") as cluster:
+        yield cluster
 
 
 @pytest.fixture

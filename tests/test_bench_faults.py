@@ -32,6 +32,7 @@ KINDS = {
     "influx-down": [],
     "store-restart": ["link"],
     "metrics-node-lost": [],
+    "store-switchover": ["link"],
     "flapping": ["link"],
     "garbage": ["link", "reachability"],
 }

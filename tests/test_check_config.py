@@ -273,6 +273,8 @@ def test_secrets_written_inline_are_warnings_naming_file_line_and_key(
         "postgresql://127.0.0.1:5432/enoc?user=enoc&sslmode=verify-full",
         "postgres://enoc:@127.0.0.1/enoc",
         "sqlite:///var/lib/enoc/incidents.db",
+        # a failover pair, libpq's several hosts (docs/collector.md)
+        "postgresql://enoc@127.0.0.1:5432,127.0.0.2:5433/enoc?target_session_attrs=read-write",
     ],
 )
 def test_a_store_url_without_an_inline_password_is_not_flagged(
@@ -302,6 +304,18 @@ def test_a_store_url_with_an_inline_password_is_flagged(tmp_path: Path, url: str
     assert result.returncode == 0, result.stderr
     assert f"{path}:2: store.url: warning: a password written inline in the URL" in result.stderr
     assert "hunter2" not in result.stderr and "p%40ss" not in result.stderr
+
+
+def test_a_store_url_of_several_hosts_has_each_port_checked(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yaml"
+    url = "postgresql://enoc@127.0.0.1:5432,127.0.0.2:99999/enoc?target_session_attrs=read-write"
+    path.write_text(f'store: {{url: "{url}"}}\n')
+    result = check(path)
+    assert result.returncode != 0
+    assert (
+        f"{path}:1: store.url: expected a port from 1 to 65535 after the host, got "
+        '"postgresql://127.0.0.2:99999"'
+    ) in result.stderr
 
 
 def test_the_shipped_configs_write_no_secret_inline(tmp_path: Path) -> None:

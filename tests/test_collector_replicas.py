@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,9 +199,13 @@ class Hook:
 
     url: str = ""
     received: list[dict[str, Any]] = field(default_factory=list)
+    # what a test does after a request arrived and before it is answered
+    before_answer: Callable[[], Awaitable[None]] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append(await request.json())
+        if self.before_answer is not None:
+            await self.before_answer()
         return web.Response(status=204)
 
     @property

@@ -329,6 +329,49 @@ async def store_restart(h: Harness) -> Plan:
     return Plan([Expect("link", site, device, f"if:{if_index}")], check)
 
 
+async def store_switchover(h: Harness) -> Plan:
+    """The incident store's PostgreSQL primary switched over (Patroni) under load; a link
+    fails and recovers meanwhile."""
+    assert h.collector is not None
+    assert h.patroni is not None
+    collector, cluster = h.collector, h.patroni
+    site = h.sites[0].name
+    device, if_index = h.fault_target(site)
+    old = await asyncio.to_thread(cluster.primary)
+    started = time.monotonic()
+    switching = asyncio.create_task(asyncio.to_thread(cluster.switchover))
+    # the link fails while the primary steps down: its event meets the switch-over
+    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
+    store_down = 0.0  # seconds /healthz said a link (the store's) was down
+    while not switching.done():
+        if not await asyncio.to_thread(collector.healthy):
+            store_down += 0.2
+        await asyncio.sleep(0.2)
+    new = await switching
+    took = time.monotonic() - started
+    h.clear(device)
+    await h.until(started + max(3 * h.sizing.interval, took + 2), "link back up on the new primary")
+    h.mark()
+    h.notes.append(
+        f"PostgreSQL primary switched over from {old.node if old else '?'} to {new.node} "
+        f"in {took:.1f} s (the collector unhealthy for about {store_down:.1f} s); "
+        f"{device} if:{if_index} went down meanwhile, up after"
+    )
+
+    def check(acc: Accounting) -> list[str]:
+        resolved = collector.total("enoc_collector_store_commits_resolved_total")
+        rerun = collector.total("enoc_collector_store_commits_rerun_total")
+        failed = collector.total('enoc_collector_handler_errors_total{kind="EventsMessage"}')
+        failed += collector.total('enoc_collector_handler_errors_total{kind="StatusMessage"}')
+        h.notes.append(
+            f"{failed:.0f} commits failed during the switch-over and were redelivered; "
+            f"{resolved:.0f} COMMITs without answer were found committed, {rerun:.0f} rerun"
+        )
+        return []
+
+    return Plan([Expect("link", site, device, f"if:{if_index}")], check)
+
+
 async def flapping(h: Harness) -> Plan:
     """A link flapping every few seconds for ten minutes: one incident, flapping, settled."""
     rig = h.sites[0]
@@ -530,6 +573,11 @@ DRILLS: dict[str, DrillSpec] = {
         "one of two metrics nodes behind vmagent down for 5 intervals",
         faults_metrics.metrics_node_lost,
         metrics_pair=True,
+    ),
+    "store-switchover": DrillSpec(
+        "incident store (PostgreSQL under Patroni) primary switch-over",
+        store_switchover,
+        store="patroni",
     ),
     "flapping": DrillSpec("a device flapping every few seconds for ten minutes", flapping),
     "garbage": DrillSpec("a device returning garbage", garbage),
