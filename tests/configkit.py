@@ -125,6 +125,7 @@ def _benches(tmp: Path) -> list[Written]:
         vm=SimpleNamespace(url=VM),
         pg=None,
         pair=None,
+        store_url="",
     )
     path = Harness._agent_config(rig, "nyc", "americas", "nyc-1", 1883, {"nyc": 1162}, drill / "s")
     out.append(Written("drillkit agent", "agent", path))
