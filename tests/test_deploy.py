@@ -618,6 +618,11 @@ async def test_the_shipped_agent_and_collector_run_over_tls_through_the_shipped_
                 what="metrics from the agent over TLS",
             )
             assert agent.publisher.stats.connects == 1
+            # the link seen up first (a link down at first sight is a baseline, no event):
+            # a poll of each, counted by polls, since ping rounds publish metrics messages
+            await eventually(
+                lambda: agent.stats.polls_ok > len(site.devices), what="a poll of each"
+            )
             site.sim.inject("nyc-acc-1", {"kind": "link_down", "ifIndex": 2})
 
             async def link_incident() -> bool:
