@@ -42,6 +42,7 @@ from collector.notify import Notifications
 from collector.partition import Partition
 from collector.recent import RecentValues
 from collector.sinks import MqttDeadLetters, build
+from collector.sinks.remote_write import forget_series
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from collector.tickets import TicketSync
@@ -86,7 +87,9 @@ class Collector:
                 url=self._own_url,
             )
             self.ingest.partition = self.partition
-            self.partition.forgetters += [self.recent.forget, forget_devices, self._forget]
+            self.partition.forgetters += [
+                *(self.recent.forget, forget_devices, forget_series, self._forget)
+            ]
             self.partition.drain = self._drain
         self.users = Users.load(config.http.users_file) if config.http.users_file else None
         # reads the users file again when it changes (or on SIGHUP), in place

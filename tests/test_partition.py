@@ -25,6 +25,7 @@ from collector.config_partition import PartitionConfig
 from collector.metrics_in import read
 from collector.partition import Member, Partition, assign, owner
 from collector.recent import RecentValues
+from collector.sinks import remote_write
 from collector.store import Store
 from enoc.bench.partition import cache_sizes
 from enoc.wire import (
@@ -132,7 +133,7 @@ def test_the_window_and_the_tag_cache_drop_the_sites_kept_elsewhere() -> None:
     for site in SITES[:40]:
         message = _metrics(site, 1)
         window.add(read(site, message.agent, encode(message)))
-        lineproto.metrics_chunk(message)
+        remote_write.encode(lineproto.metrics_chunk(message)[0])
     assert {s for s, _ in window.devices} == set(SITES[:40])
     assert set(SITES[:40]) <= lineproto.cached_device_sites()
     mine = set(assign(SITES[:40], ["a", "b"])["a"])
@@ -140,6 +141,11 @@ def test_the_window_and_the_tag_cache_drop_the_sites_kept_elsewhere() -> None:
     lineproto.forget_devices(lambda s: s in mine)
     assert {s for s, _ in window.devices} == mine
     assert lineproto.cached_device_sites() == mine
+    # the remote-write sink's labels, by each series' site tag
+    assert remote_write.forget_series(lambda s: s in mine) >= 2 * (40 - len(mine))
+    assert remote_write.forget_series(lambda s: s in mine) == 0
+    kept = {head.split(b",site=")[1].decode() for head, _ in remote_write._series}
+    assert kept == mine
 
 
 def test_partition_config_says_what_is_wrong() -> None:
