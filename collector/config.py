@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from collector.access import Grant
 from collector.config_ldap import LdapConfig
 from collector.config_nats import NATS_OR_MQTT, NatsConfig, check_nats
-from collector.config_partition import PARTITION_NEEDS_MQTT, PartitionConfig
+from collector.config_partition import PARTITION_NEEDS_MQTT, PartitionConfig, check_partition
 from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
 from enoc.config import (
@@ -718,6 +718,7 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
     if config is None:
         return checked
     check_nats(checked, config, mqtt_given=bool(checked.line_of("mqtt")))
+    check_partition(checked, config)
     with skipping_unread():
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():

@@ -7,9 +7,10 @@ collector's config (collector/config.py) holds it as `partition`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-from enoc.config import Duration
+from enoc.config import Checked, ConfigIssue, Duration
 
 PARTITION_NEEDS_MQTT = (
     "partition: the sites are routed to their owner by MQTT subscriptions; with nats "
@@ -51,3 +52,23 @@ class PartitionConfig:
     def interval(self) -> float:
         """Seconds between two heartbeats."""
         return float(self.heartbeat) or float(self.takeover) / 5
+
+
+def check_partition(checked: Checked[Any], config: Any) -> None:
+    """What `check_collector` advises about `partition`: replicas that split the sites
+    agree on their members only through one PostgreSQL, and subscribe by site."""
+    if config.partition is None:
+        return
+    sqlite = str(config.store.url).startswith("sqlite")
+    advice = {
+        "store.url": "replicas splitting the sites (partition) see each other only in one "
+        "shared store: a SQLite file is one host's, use PostgreSQL"
+        if sqlite
+        else "",
+        "mqtt.shared_group": "is not used with partition: each replica subscribes to its own sites"
+        if config.mqtt.shared_group
+        else "",
+    }
+    for key, text in advice.items():
+        if text:
+            checked.add(ConfigIssue(checked.file, checked.line_of(key), key, text, warning=True))

@@ -19,7 +19,7 @@ from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 from collector import lineproto
 from collector.app import Collector
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, check_collector
 from collector.config_nats import NatsConfig
 from collector.config_partition import PartitionConfig
 from collector.metrics_in import read
@@ -158,6 +158,18 @@ def test_partition_config_says_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="routed to their owner by MQTT"):
         CollectorConfig(nats=NatsConfig(), partition=PartitionConfig())
     assert PartitionConfig(takeover=10).interval == 2  # type: ignore[arg-type]
+
+
+def test_check_config_advises_on_partition(tmp_path: Path) -> None:
+    extra = {"partition": {"takeover": "5s"}, "mqtt": {"shared_group": "enoc"}}
+    config = collector_config(tmp_path, "mqtt://127.0.0.1:1883", extra=extra)
+    checked = check_collector(config)
+    assert checked.result().partition == PartitionConfig(takeover=5)  # type: ignore[arg-type]
+    said = {w.key: str(w) for w in checked.warnings}
+    assert "use PostgreSQL" in said["store.url"]
+    assert "not used with partition" in said["mqtt.shared_group"]
+    plain = check_collector(collector_config(tmp_path, "mqtt://127.0.0.1:1883", name="plain"))
+    assert not any("partition" in str(w) for w in plain.warnings)
 
 
 def test_memory_per_replica_falls_as_replicas_are_added() -> None:
