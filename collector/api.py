@@ -57,6 +57,7 @@ from collector.incidents import (
     trends,
 )
 from collector.model import SEVERITY_RANK, STATES, IncidentChange
+from collector.partition import FORWARDED, Partition, ask_owner
 from collector.recent import InfluxRecent, RecentValues
 from collector.store import Store, store_unavailable
 from collector.stream import ChangeFeed, Hub, StreamEvent, resume
@@ -78,6 +79,7 @@ PUBLISH_KEY = web.AppKey[Callable[[list[IncidentChange]], Awaitable[None]]]("pub
 HEALTH_KEY = web.AppKey[Callable[[], dict[str, Any]]]("health")  # each link's state
 COUNTERS_KEY = web.AppKey[Callable[[], dict[str, float]]]("counters")  # the collector's own
 # by (site, agent): each device's capabilities, from the agent's latest online status
+PARTITION_KEY = web.AppKey("partition", Partition)  # set where replicas split the sites
 CAPABILITIES_KEY = web.AppKey[Mapping[tuple[str, str], Mapping[str, Capabilities]]]("capabilities")
 RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` when configured
 
@@ -114,6 +116,7 @@ def make_app(
     health: Callable[[], dict[str, Any]],
     counters: Callable[[], dict[str, float]],
     capabilities: Mapping[tuple[str, str], Mapping[str, Capabilities]] | None = None,
+    partition: Partition | None = None,
 ) -> web.Application:
     """The HTTP API and console over the given parts (nothing else of the collector)."""
     app = web.Application()
@@ -129,6 +132,8 @@ def make_app(
     app[HEALTH_KEY] = health
     app[COUNTERS_KEY] = counters
     app[CAPABILITIES_KEY] = capabilities if capabilities is not None else {}
+    if partition is not None:
+        app[PARTITION_KEY] = partition
     Api(app, users).routes(app)
     return app
 
@@ -360,6 +365,11 @@ class Api:
 
     async def device(self, request: web.Request) -> web.Response:
         site, name = request.match_info["site"], request.match_info["device"]
+        owner = request.app[PARTITION_KEY].owner_url(site) if PARTITION_KEY in request.app else None
+        if owner is not None and FORWARDED not in request.headers:  # its window is there
+            answer = await ask_owner(request, owner)
+            if answer is not None:
+                return answer
         queries = request.app[QUERIES_KEY]
         scope = _scope(request)
         known = [d for d in await queries.devices(site) if d["device"] == name]

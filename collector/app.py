@@ -30,16 +30,19 @@ from collector.lineproto import (
     NATIVE,
     agent_health,
     chunk,
+    forget_devices,
     incident_line,
     native_lineproto,
     out_of_range_total,
 )
 from collector.metrics_in import Metrics, slow_path
 from collector.model import IncidentChange
-from collector.nats_ingest import NatsIngest, ingest_config
+from collector.nats_ingest import LANES, NatsIngest, ingest_config
 from collector.notify import Notifications
+from collector.partition import Partition
 from collector.recent import RecentValues
 from collector.sinks import MqttDeadLetters, build
+from collector.sinks.remote_write import forget_series
 from collector.store import Store
 from collector.stream import ChangeFeed, Hub
 from collector.tickets import TicketSync
@@ -74,6 +77,20 @@ class Collector:
         self.capabilities: dict[tuple[str, str], dict[str, Capabilities]] = {}
         self.listeners: list[Callable[[IncidentChange], None]] = []  # stream, notifier
         self.ingest = self.nats.ingest if self.nats else Ingest(config.mqtt, **handlers)
+        self.partition: Partition | None = None  # the sites split between replicas
+        if config.partition is not None:
+            self.partition = Partition(
+                config.partition,
+                self.store,
+                replica=config.partition.id or config.mqtt.client_id,
+                client_id=config.mqtt.client_id,
+                url=self._own_url,
+            )
+            self.ingest.partition = self.partition
+            self.partition.forgetters += [
+                *(self.recent.forget, forget_devices, forget_series, self._forget)
+            ]
+            self.partition.drain = self._drain
         self.users = Users.load(config.http.users_file) if config.http.users_file else None
         # reads the users file again when it changes (or on SIGHUP), in place
         self.users_watch = (
@@ -123,7 +140,11 @@ class Collector:
 
     async def _status(self, message: StatusMessage, retained: bool) -> None:
         changes = await self.engine.on_status(message, retained=retained)
-        if message.state == "online":
+        if self.partition is not None:
+            self.partition.saw(message.site)
+        if message.state == "online" and (
+            self.partition is None or self.partition.keeps(message.site)
+        ):
             # a large inventory's take turns (agent STATUS_CAPABILITIES); a device that left
             # the agent's inventory leaves with it
             known = self.capabilities.setdefault((message.site, message.agent), {})
@@ -136,6 +157,27 @@ class Collector:
             await self.sinks.write(chunk(health), len(health))
         await self.publish(changes)
         self.feed.wake()  # a live status is in the change log too
+
+    def _forget(self, keep: Callable[[str], bool]) -> int:
+        """Drop the capabilities of the agents of every site `keep` refuses."""
+        gone = [key for key in self.capabilities if not keep(key[0])]
+        for key in gone:
+            del self.capabilities[key]
+        return len(gone)
+
+    async def _drain(self, client_id: str) -> int:
+        """Take what a dead replica's two lanes' sessions hold (collector/partition.py)."""
+        return sum([await self.ingest.drain(f"{client_id}-{lane}") for lane in LANES])
+
+    def _own_url(self) -> str:
+        """This replica's API as the others reach it (`partition.url`, else http.listen)."""
+        if self.config.partition is not None and self.config.partition.url:
+            return self.config.partition.url
+        port = self.http_port
+        for state in self.supervisor.states if self.supervisor and not port else []:
+            if isinstance(state.service, WebSite):  # started before the partition
+                port = state.service.port
+        return f"http://{self.config.http.listen.host}:{port}"
 
     async def publish(self, changes: list[IncidentChange]) -> None:
         """Wake the change feed (the stream and the notifier read the store's change log),
@@ -222,6 +264,8 @@ class Collector:
         out.update(self.sinks.counters())
         if self.users_watch is not None:
             out.update(self.users_watch.counters())
+        if self.partition is not None:
+            out.update(self.partition.counters())
         if self.supervisor is not None:  # a part's crashes, whatever its policy did next
             out.update({f"part_crashes.{k}": v for k, v in self.supervisor.crashes().items()})
         return out
@@ -265,6 +309,7 @@ class Collector:
             hub=self.hub,
             recent=self.recent,
             capabilities=self.capabilities,
+            partition=self.partition,
             health=self.health,
             counters=self.counters,
         )
@@ -276,6 +321,10 @@ class Collector:
         supervisor.add(WebSite("http", app, listen.host, listen.port))
         # RESTART: each round stands alone; a failed one is tried again at the next
         supervisor.add(Adapter("sweeper", loop=self._sweeper), Policy.RESTART)
+        if self.partition is not None:
+            # after the API (its URL is in the heartbeat), before the lanes (they
+            # subscribe to its sites); RESTART: each round stands alone
+            supervisor.add(self.partition, Policy.RESTART)
         for lane in self.nats.lanes() if self.nats else self.ingest.lanes():
             # RESTART: what a lane did not acknowledge, the broker sends again
             supervisor.add(lane, Policy.RESTART)

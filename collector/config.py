@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from collector.access import Grant
 from collector.config_ldap import LdapConfig
 from collector.config_nats import NATS_OR_MQTT, NatsConfig, check_nats
+from collector.config_partition import PARTITION_NEEDS_MQTT, PartitionConfig, check_partition
 from collector.desks import ON_SHIFT, Window
 from collector.notifiers import NOTIFIERS
 from enoc.config import (
@@ -616,10 +617,11 @@ class CollectorConfig:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     recent: RecentConfig = field(default_factory=RecentConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    partition: PartitionConfig | None = None  # replicas that split the sites (partition.py)
 
     def __post_init__(self) -> None:
-        if self.nats is not None and self.mqtt != CollectorMqttConfig():
-            raise ValueError(NATS_OR_MQTT)
+        if self.nats is not None and (self.mqtt != CollectorMqttConfig() or self.partition):
+            raise ValueError(PARTITION_NEEDS_MQTT if self.partition else NATS_OR_MQTT)
         names = [sink_name(None)] if self.influxdb is not None else []
         names += [sink_name(s) for s in self.sinks if s.kind]
         for name in names:
@@ -716,6 +718,7 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
     if config is None:
         return checked
     check_nats(checked, config, mqtt_given=bool(checked.line_of("mqtt")))
+    check_partition(checked, config)
     with skipping_unread():
         check_url(checked, "mqtt.url", config.mqtt.url)
     with skipping_unread():

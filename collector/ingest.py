@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiomqtt
 
@@ -65,10 +65,14 @@ from enoc.wire import (
     subscription,
 )
 
+if TYPE_CHECKING:
+    from collector.partition import Partition
+
 log = get_logger("enoc.collector.ingest")
 DEAD_LETTER_PREFIX = "enoc/deadletter/v1"
 CONNECT_TIMEOUT = 10.0  # aiomqtt's for the CONNACK (3.1.1), SUBACK and PUBACK
 KEPT = 65536  # bytes of a rejected payload its dead letter carries
+DRAIN_IDLE = 2.0  # s without a message that ends the draining of a dead replica's session
 
 
 def wire_error(exc: Exception) -> WireError:
@@ -160,6 +164,8 @@ class Ingest:
         self._failing = OnceLogger(log)
         self.protocols = {"metrics": ProtocolChoice(), "events": ProtocolChoice()}
         self._consuming: aiomqtt.Client | None = None  # the metrics lane's, once consuming
+        # set: metrics and events are subscribed to by site, those this replica keeps
+        self.partition: Partition | None = None
 
     # ---------------------------------------------------------------- connections
 
@@ -167,6 +173,11 @@ class Ingest:
         """The two consumer connections, each a part of its own."""
         group = self.config.shared_group
         base = self.config.client_id
+        if self.partition is not None:  # the kind's filters follow the sites it keeps
+            return [
+                Lane(self, "metrics", f"{base}-metrics", [], routed="metrics"),
+                Lane(self, "events", f"{base}-events", [subscription("status")], routed="events"),
+            ]
         # Status goes to every replica (low rate; each keeps agent liveness current).
         return [
             Lane(self, "metrics", f"{base}-metrics", [subscription("metrics", share_group=group)]),
@@ -186,7 +197,12 @@ class Ingest:
         return await supervisor.serve(stop)
 
     async def _connection(
-        self, lane: str, identifier: str, filters: list[str], stop: asyncio.Event
+        self,
+        lane: str,
+        identifier: str,
+        filters: list[str],
+        stop: asyncio.Event,
+        routed: Literal["metrics", "events"] | None = None,
     ) -> None:
         backoff = Backoff(0.5, 10.0)
         choice = self.protocols[lane]
@@ -247,10 +263,20 @@ class Ingest:
                             lane=lane,
                         )
                     fell_back = ""
+                    following = None
+                    if routed is not None and self.partition is not None:
+                        resumed = bool(client.session_present)
+                        following = follow(self.partition, client, lane, routed, resumed)
                     self._lanes_subscribed.add(lane)
                     if len(self._lanes_subscribed) == 2:
                         self.subscribed.set()
-                    await self._consume(client, lane, stop)
+                    try:
+                        await self._consume(client, lane, stop)
+                    finally:
+                        if following is not None:
+                            following.cancel()
+                            with contextlib.suppress(BaseException):
+                                await following
             except (aiomqtt.MqttError, OSError) as exc:  # OSError: TLS files, sockets
                 self.stats.last_error = f"{lane}: {exc}"
                 if not entered and client is not None:
@@ -276,6 +302,39 @@ class Ingest:
                     self.pending_metrics = 0  # the broker redelivers what was not acked
             if not stop.is_set():
                 await backoff.wait(stop)
+
+    async def drain(self, identifier: str, idle: float = DRAIN_IDLE) -> int:
+        """Take what the persistent session `identifier` (a dead replica's lane) holds,
+        each message handled and acknowledged as on a lane, until none came for `idle`
+        seconds; then end the session. How many messages it held."""
+        protocol = self.protocols["metrics"].version
+        args = broker_client_args(
+            self.config,
+            identifier=identifier,
+            protocol=protocol,
+            timeout=CONNECT_TIMEOUT,
+            receive_maximum=self.config.max_unacked,
+            maximum_packet_size=self.config.max_message_size + mqtt.PACKET_HEADROOM,
+            session_expiry=0,  # 5: the session ends with this connection
+        )
+        taken = 0
+        client = AckedClient(**args)
+        client._client.manual_ack_set(True)  # acknowledged once handled, as on a lane
+        async with client:
+            messages = aiter(client.messages)
+            while True:
+                try:
+                    message = await asyncio.wait_for(anext(messages), idle)
+                except TimeoutError:
+                    break
+                await self._handle(client, message)
+                taken += 1
+        if protocol != mqtt.V5:  # 3.1.1: a clean session replaces it, then ends
+            args = broker_client_args(self.config, identifier=identifier, protocol=protocol)
+            args["clean_session"] = True
+            async with AckedClient(**args):
+                pass
+        return taken
 
     def _may_read(self, client: aiomqtt.Client) -> Callable[[], bool]:
         """Whether the metrics lane may read more: until it consumes (the SUBACK, and the
@@ -452,13 +511,77 @@ class Lane(ServiceBase):
     counted in `lane_errors` and answered with a reconnect, the lane's own restart: the
     message it was handling is not acknowledged and comes again."""
 
-    def __init__(self, ingest: Ingest, lane: str, identifier: str, filters: list[str]) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        lane: str,
+        identifier: str,
+        filters: list[str],
+        *,
+        routed: Literal["metrics", "events"] | None = None,
+    ) -> None:
         super().__init__()
         self.name = f"ingest.{lane}"
         self.ingest = ingest
         self.lane = lane
         self.identifier = identifier
         self.filters = filters
+        self.routed = routed  # the kind subscribed to by site (collector/partition.py)
 
     async def _run(self) -> None:
-        await self.ingest._connection(self.lane, self.identifier, self.filters, self.closing)
+        await self.ingest._connection(
+            self.lane, self.identifier, self.filters, self.closing, self.routed
+        )
+
+
+SUBSCRIBE_CHUNK = 100  # filters in one SUBSCRIBE or UNSUBSCRIBE
+
+
+def follow(
+    partition: Partition,
+    client: aiomqtt.Client,
+    lane: str,
+    kind: Literal["metrics", "events"],
+    resumed: bool,
+) -> asyncio.Task[None]:
+    """A task that keeps the lane subscribed to `enoc/v1/<site>/+/<kind>` of each site
+    `partition` keeps, and to no other; a failure ends the connection (the lane
+    reconnects and subscribes again)."""
+
+    async def run() -> None:
+        wake = partition.watch(lane)
+        subscribed: set[str] = set()
+        if resumed:  # the session holds the last run's subscriptions, unknown here
+            stale = sorted(partition.sites - partition.wanted())
+            for n in range(0, len(stale), SUBSCRIBE_CHUNK):
+                batch = stale[n : n + SUBSCRIBE_CHUNK]
+                await client.unsubscribe([subscription(kind, s) for s in batch])
+        while True:
+            wake.clear()
+            wanted, view = partition.wanted(), partition.view
+            # the new ones first: a site moving here is subscribed before its old owner
+            # lets it go (it waits for `applied`), so no message finds neither
+            add = sorted(wanted - subscribed)
+            for n in range(0, len(add), SUBSCRIBE_CHUNK):
+                batch = add[n : n + SUBSCRIBE_CHUNK]
+                await client.subscribe([(subscription(kind, s), 1) for s in batch])
+                subscribed.update(batch)
+            drop = sorted(subscribed - wanted)
+            for n in range(0, len(drop), SUBSCRIBE_CHUNK):
+                batch = drop[n : n + SUBSCRIBE_CHUNK]
+                await client.unsubscribe([subscription(kind, s) for s in batch])
+                subscribed.difference_update(batch)
+            partition.applied(lane, view)
+            await wake.wait()
+
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not client._disconnected.done():
+            log.warning("subscribing %s by site failed: %s", lane, exc)
+            client._disconnected.set_exception(aiomqtt.MqttError(str(exc)))
+
+    task = asyncio.ensure_future(run())
+    task.add_done_callback(done)
+    return task

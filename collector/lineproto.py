@@ -494,6 +494,20 @@ def _device_tags(address: str, device: str, rtc: str, site: str) -> _DeviceTags:
     return tags
 
 
+def forget_devices(keep: Callable[[str], bool]) -> int:
+    """Drop the tag sets of every device whose site `keep` refuses (a site another
+    replica owns now: collector/partition.py); how many were dropped."""
+    gone = [key for key in _devices if not keep(key[3])]
+    for key in gone:
+        del _devices[key]
+    return len(gone)
+
+
+def cached_device_sites() -> set[str]:
+    """The sites the device tag cache holds devices of."""
+    return {key[3] for key in _devices}
+
+
 def metrics_chunk(message: MetricsMessage) -> tuple[bytes, int]:
     """Measurements `device`, `interface`, `bgp_peer` and each row's own of one metrics
     message: the lines (each ending in a newline) and how many there are."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,14 @@ class RecentValues:
             else:
                 entry.index = index
                 entry.polls.append(poll)
+
+    def forget(self, keep: Callable[[str], bool]) -> int:
+        """Drop the window of every device whose site `keep` refuses (a site another
+        replica owns now: collector/partition.py); how many were dropped."""
+        gone = [key for key in self.devices if not keep(key[0])]
+        for key in gone:
+            del self.devices[key]
+        return len(gone)
 
     def device(self, site: str, device: str) -> dict[str, Any] | None:
         entry = self.devices.get((site, device))

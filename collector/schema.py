@@ -300,4 +300,16 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX store_commits_by_at ON store_commits (at)",
     ],
+    # 12 -> 13: the replicas partitioning the sites (collector/partition.py): each one's
+    # heartbeat, the URL of its API, its MQTT client id (the sessions a survivor drains
+    # when it dies) and the membership it has subscribed for.
+    [
+        """CREATE TABLE replicas (
+            id TEXT PRIMARY KEY,
+            url TEXT NOT NULL DEFAULT '',
+            client_id TEXT NOT NULL DEFAULT '',
+            last_seen DOUBLE PRECISION NOT NULL,
+            applied TEXT NOT NULL DEFAULT ''
+        )""",
+    ],
 ]

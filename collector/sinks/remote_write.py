@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -85,6 +86,24 @@ def _write_request() -> Any:
 
 WriteRequest = _write_request()
 _TimeSeries = type(WriteRequest().timeseries.add())
+
+
+_SITE_TAG = re.compile(rb",site=((?:\\.|[^,\\])*)")
+_ESCAPED = re.compile(rb"\\(.)")
+
+
+def forget_series(keep: Callable[[str], bool]) -> int:
+    """Drop the labels kept for every series whose `site` tag `keep` refuses (a site
+    another replica owns now: collector/partition.py); how many were dropped."""
+    gone = []
+    for head, key in _series:
+        found = _SITE_TAG.search(head)
+        site = _ESCAPED.sub(rb"\1", found.group(1)).decode(errors="replace") if found else ""
+        if found and not keep(site):
+            gone.append((head, key))
+    for entry in gone:
+        del _series[entry]
+    return len(gone)
 
 
 def metric_name(text: str) -> str:

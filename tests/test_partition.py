@@ -1,0 +1,332 @@
+"""Sites partitioned between collector replicas (collector/partition.py): the
+highest-random-weight assignment, the handover rules, per-device state kept only for the
+sites a replica keeps, and three replicas on one PostgreSQL and one Mosquitto, one of
+them stopped: its sites taken over, no message lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from collectorkit import TOKENS, collector_config, eventually, running_collector
+
+from collector import lineproto
+from collector.app import Collector
+from collector.config import CollectorConfig, check_collector
+from collector.config_nats import NatsConfig
+from collector.config_partition import PartitionConfig
+from collector.metrics_in import read
+from collector.partition import Member, Partition, assign, owner
+from collector.recent import RecentValues
+from collector.sinks import remote_write
+from collector.store import Store
+from enoc.bench.partition import cache_sizes
+from enoc.wire import (
+    Capabilities,
+    DeviceInfo,
+    DeviceSample,
+    MetricsMessage,
+    StatusMessage,
+    encode,
+    topic,
+)
+from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics
+
+SITES = [f"site-{n:04d}" for n in range(1000)]
+T0 = 1_700_000_000.0
+
+
+# ------------------------------------------------------------------ assignment
+
+
+def test_owner_is_the_same_whatever_the_order_of_the_replicas() -> None:
+    replicas = ["r1", "r2", "r3", "r4"]
+    for site in SITES[:200]:
+        assert owner(site, replicas) == owner(site, list(reversed(replicas)))
+    assert owner("lab", []) is None
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_sites_are_shared_evenly(count: int) -> None:
+    replicas = [f"enoc-collector-{n}" for n in range(count)]
+    shares = assign(SITES, replicas)
+    assert sorted(s for share in shares.values() for s in share) == sorted(SITES)
+    fair = len(SITES) / count
+    for replica, share in shares.items():
+        # binomial spread over 1,000 sites: 4 standard deviations at most
+        assert abs(len(share) - fair) <= max(20, 4 * (fair * (1 - 1 / count)) ** 0.5), replica
+
+
+def test_a_replica_joining_takes_only_its_own_share_and_one_leaving_gives_only_its_own() -> None:
+    three = ["a", "b", "c"]
+    before = {s: owner(s, three) for s in SITES}
+    joined = {s: owner(s, [*three, "d"]) for s in SITES}
+    moved = [s for s in SITES if before[s] != joined[s]]
+    assert all(joined[s] == "d" for s in moved)  # nothing moves between the others
+    assert 200 <= len(moved) <= 300  # about a quarter
+    left = {s: owner(s, ["a", "c"]) for s in SITES}
+    moved = [s for s in SITES if before[s] != left[s]]
+    assert moved and all(before[s] == "b" for s in moved)  # only b's sites move
+    assert Counter(left.values()) == Counter(
+        {
+            "a": len(SITES) - len(assign(SITES, ["a", "c"])["c"]),
+            "c": len(assign(SITES, ["a", "c"])["c"]),
+        }
+    )
+
+
+# ------------------------------------------------------------------ handover
+
+
+def _partition(tmp_path: Path, replica: str, takeover: float = 15) -> Partition:
+    store = Store(f"sqlite:///{tmp_path / 'unused.db'}")  # `apply` reads no store
+    config = PartitionConfig(takeover=takeover)  # type: ignore[arg-type]
+    return Partition(config, store, replica=replica, client_id=replica, url=lambda: "")
+
+
+def test_a_moving_site_is_kept_until_its_new_owner_has_subscribed(tmp_path: Path) -> None:
+    a = _partition(tmp_path, "a")
+    a.sites.update(SITES[:100])
+    kept: list[set[str]] = []
+    a.forgetters.append(lambda keep: kept.append({s for s in SITES[:100] if keep(s)}))
+    a.apply([Member("a", "", "a", 100.0, "")], now=100.0)
+    assert a.members == ("a",)
+    assert a.wanted() == set(SITES[:100])
+    # b joins and has not subscribed yet: a keeps every site, b's too
+    b_sites = {s for s in SITES[:100] if owner(s, ["a", "b"]) == "b"}
+    assert b_sites
+    a.apply([Member("a", "", "a", 105.0, "a"), Member("b", "", "b", 105.0, "")], now=105.0)
+    assert a.members == tuple("ab")
+    assert a.held == b_sites
+    assert a.wanted() == set(SITES[:100])
+    assert kept[-1] == set(SITES[:100])
+    # b says it has subscribed for the members a sees: a lets b's sites go
+    a.apply([Member("a", "", "a", 110.0, "a,b"), Member("b", "", "b", 110.0, "a,b")], now=110.0)
+    assert a.held == set() and a.released == len(b_sites)
+    assert a.wanted() == set(SITES[:100]) - b_sites
+    assert kept[-1] == set(SITES[:100]) - b_sites
+    # b's heartbeat stops: after `takeover` a owns everything again, at once
+    a.apply([Member("a", "", "a", 120.0, "a,b"), Member("b", "", "b", 110.0, "a,b")], now=120.0)
+    assert a.members == tuple("ab")
+    a.apply([Member("a", "", "a", 126.0, "a,b"), Member("b", "", "b", 110.0, "a,b")], now=126.0)
+    assert a.members == tuple("a")
+    assert a.wanted() == set(SITES[:100]) and a.left == 1
+
+
+def _metrics(site: str, seq: int, devices: int = 2) -> MetricsMessage:
+    samples = [
+        DeviceSample(f"{site}-d{n}", "127.0.0.9", T0 + seq, {"cpu": float(seq)})
+        for n in range(devices)
+    ]
+    return MetricsMessage(f"{site}-agent", site, "emea", seq, T0 + seq, samples=samples)
+
+
+def test_the_window_and_the_tag_cache_drop_the_sites_kept_elsewhere() -> None:
+    window = RecentValues()
+    for site in SITES[:40]:
+        message = _metrics(site, 1)
+        window.add(read(site, message.agent, encode(message)))
+        remote_write.encode(lineproto.metrics_chunk(message)[0])
+    assert {s for s, _ in window.devices} == set(SITES[:40])
+    assert set(SITES[:40]) <= lineproto.cached_device_sites()
+    mine = set(assign(SITES[:40], ["a", "b"])["a"])
+    assert window.forget(lambda s: s in mine) == 2 * (40 - len(mine))
+    lineproto.forget_devices(lambda s: s in mine)
+    assert {s for s, _ in window.devices} == mine
+    assert lineproto.cached_device_sites() == mine
+    # the remote-write sink's labels, by each series' site tag
+    assert remote_write.forget_series(lambda s: s in mine) >= 2 * (40 - len(mine))
+    assert remote_write.forget_series(lambda s: s in mine) == 0
+    kept = {head.split(b",site=")[1].decode() for head, _ in remote_write._series}
+    assert kept == mine
+
+
+def test_partition_config_says_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="takeover must be at least 1s"):
+        PartitionConfig(takeover=0.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="heartbeat must be at most half"):
+        PartitionConfig(takeover=10, heartbeat=6)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"partition\.url"):
+        PartitionConfig(url="127.0.0.1:8080")
+    with pytest.raises(ValueError, match="routed to their owner by MQTT"):
+        CollectorConfig(nats=NatsConfig(), partition=PartitionConfig())
+    assert PartitionConfig(takeover=10).interval == 2  # type: ignore[arg-type]
+
+
+def test_check_config_advises_on_partition(tmp_path: Path) -> None:
+    extra = {"partition": {"takeover": "5s"}, "mqtt": {"shared_group": "enoc"}}
+    config = collector_config(tmp_path, "mqtt://127.0.0.1:1883", extra=extra)
+    checked = check_collector(config)
+    assert checked.result().partition == PartitionConfig(takeover=5)  # type: ignore[arg-type]
+    said = {w.key: str(w) for w in checked.warnings}
+    assert "use PostgreSQL" in said["store.url"]
+    assert "not used with partition" in said["mqtt.shared_group"]
+    plain = check_collector(collector_config(tmp_path, "mqtt://127.0.0.1:1883", name="plain"))
+    assert not any("partition" in str(w) for w in plain.warnings)
+
+
+def test_memory_per_replica_falls_as_replicas_are_added() -> None:
+    sizes = cache_sizes(sites=60, devices=5, replicas=(1, 2, 4))
+    assert sizes[1]["devices"] == 300
+    assert sizes[2]["devices"] < sizes[1]["devices"] and sizes[4]["devices"] < sizes[2]["devices"]
+    assert sizes[4]["bytes"] < sizes[2]["bytes"] < sizes[1]["bytes"]
+
+
+# ------------------------------------------------------------------ three replicas
+
+
+FLEET = [f"branch-{n:02d}" for n in range(24)]
+
+
+async def _status(client: aiomqtt.Client, site: str) -> None:
+    message = StatusMessage(
+        f"{site}-agent",
+        site,
+        "emea",
+        0,
+        T0,
+        devices=[DeviceInfo(f"{site}-d0", "127.0.0.9"), DeviceInfo(f"{site}-d1", "127.0.0.9")],
+        capabilities={f"{site}-d0": Capabilities(found=["if-mib"])},
+    )
+    await client.publish(topic(site, message.agent, "status"), encode(message), qos=1, retain=True)
+
+
+async def _poll(client: aiomqtt.Client, seq: int) -> None:
+    for site in FLEET:
+        message = _metrics(site, seq)
+        await client.publish(topic(site, message.agent, "metrics"), encode(message), qos=1)
+
+
+def _polls(collectors: list[Collector], site: str) -> set[int]:
+    """The polls of the site's first device in the window of its owner(s)."""
+    seqs: set[int] = set()
+    for c in collectors:
+        entry = c.recent.devices.get((site, f"{site}-d0"))
+        if entry is not None:
+            seqs |= {round(p[0] - T0) for p in entry.polls}
+    return seqs
+
+
+def _settled(collectors: list[Collector]) -> bool:
+    """Every replica sees the same members and every one has subscribed for them."""
+    views = {c.partition.view for c in collectors if c.partition}
+    applied = {c.partition.applied_view for c in collectors if c.partition}
+    held = [c.partition.held for c in collectors if c.partition]
+    known = all(c.partition.sites >= set(FLEET) for c in collectors if c.partition)
+    return len(views) == 1 and views == applied and not any(held) and known
+
+
+def _written(vm: VictoriaMetrics) -> set[tuple[str, str, int]]:
+    """(site, device, poll) of every device CPU point in VictoriaMetrics."""
+    return {
+        (row["metric"]["site"], row["metric"]["device"], round(t / 1000 - T0))
+        for row in vm.export('{__name__="device_cpu"}')
+        for t in row["timestamps"]
+    }
+
+
+def _expected(polls: range) -> set[tuple[str, str, int]]:
+    return {(site, f"{site}-d{n}", seq) for site in FLEET for n in (0, 1) for seq in polls}
+
+
+@contextlib.asynccontextmanager
+async def _replicas(
+    tmp_path: Path, brokers: tuple[Mosquitto, VictoriaMetrics, PostgreSQL], names: list[str]
+) -> AsyncIterator[list[Collector]]:
+    mosquitto, vm, postgres = brokers
+    async with contextlib.AsyncExitStack() as stack:
+        out = []
+        for name in names:
+            config = collector_config(
+                tmp_path,
+                mosquitto.url,
+                vm=vm,
+                store_url=postgres.url,
+                name=name,
+                extra={"partition": {"takeover": "3s", "heartbeat": "0.3s"}},
+            )
+            out.append(await stack.enter_async_context(running_collector(config)))
+        yield out
+
+
+def _page(collector: Collector, site: str, device: str) -> dict[str, object]:
+    url = f"http://127.0.0.1:{collector.http_port}/api/v1/devices/{site}/{device}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKENS['viewer1']}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.servers
+async def test_replicas_keep_only_their_sites_and_take_over_a_lost_ones_share(
+    tmp_path: Path, mosquitto: Mosquitto, victoria_metrics: VictoriaMetrics, postgres: PostgreSQL
+) -> None:
+    names = ["r1", "r2", "r3"]
+    servers = (mosquitto, victoria_metrics, postgres)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-agents") as agents:
+        for site in FLEET:
+            await _status(agents, site)
+        async with contextlib.AsyncExitStack() as outer:
+            first = await outer.enter_async_context(_replicas(tmp_path, servers, names[:2]))
+            inner = contextlib.AsyncExitStack()
+            third = await inner.enter_async_context(_replicas(tmp_path, servers, names[2:]))
+            every = [*first, *third]
+            await eventually(lambda: _settled(every), what="three replicas settled")
+            ids = [f"enoc-{n}" for n in names]
+            shares = assign(FLEET, ids)
+            assert all(shares.values())  # 24 sites: each replica owns some
+            for seq in (1, 2, 3):
+                await _poll(agents, seq)
+            await eventually(
+                lambda: all(_polls(every, s) == {1, 2, 3} for s in FLEET), what="3 polls"
+            )
+            for c, replica in zip(every, ids, strict=True):
+                # state for its own sites and no other
+                assert {site for site, _ in c.recent.devices} == shares[replica]
+                assert {site for site, _ in c.capabilities} == shares[replica]
+            # a device page asked of a replica that does not own the site: the owner's
+            site = sorted(shares["enoc-r2"])[0]
+            page = await asyncio.to_thread(_page, every[0], site, f"{site}-d0")
+            recent = page["recent"]
+            assert isinstance(recent, dict) and recent["source"] == "local"
+            assert [round(t - T0) for t in recent["history"]["t"]] == [1, 2, 3]
+            assert page["capabilities"] == {"found": ["if-mib"], "sources": {}}
+            # r3 stops: its heartbeat ages out, r1 and r2 take its sites within `takeover`
+            await inner.aclose()
+            await _poll(agents, 4)  # before the takeover: in r3's session
+            await eventually(
+                lambda: (
+                    _settled(first)
+                    and all(c.partition and len(c.partition.members) == 2 for c in first)
+                ),
+                timeout=10,
+                what="r3's sites taken over",
+            )
+            await _poll(agents, 5)
+            # nothing lost: every poll of every device written, poll 4 of r3's sites too
+            # (taken from r3's sessions by its adopter)
+            await eventually(
+                lambda: _written(victoria_metrics) >= _expected(range(1, 6)),
+                what="every poll written",
+            )
+            await eventually(  # after its 2 s without a message
+                lambda: (
+                    sum(c.partition.drained for c in first if c.partition) >= len(shares["enoc-r3"])
+                ),
+                what="r3's sessions drained",
+            )
+            await eventually(
+                lambda: all(_polls(first, s) >= {5} for s in FLEET), what="poll 5 in the windows"
+            )
+            two = assign(FLEET, ids[:2])
+            for c, replica in zip(first, ids[:2], strict=True):
+                await eventually(
+                    lambda c=c, r=replica: {site for site, _ in c.recent.devices} == two[r],
+                    what="state only for the sites each owns now",
+                )
