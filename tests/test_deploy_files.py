@@ -149,7 +149,8 @@ def test_every_file_compose_mounts_exists_and_secrets_come_from_make_certs() -> 
     # each service sees only its own directory of make-certs' output
     assert secret_dirs == {"mosquitto", "influxdb", "postgres", "collector", "grafana"}
     make_certs = load_make_certs()
-    assert set(make_certs.SERVICES) == secret_dirs
+    # and nats/, for compose.nats.yaml's nodes (tests/test_deploy_scaleout.py)
+    assert set(make_certs.SERVICES) == secret_dirs | {"nats"}
 
 
 def test_compose_keeps_secrets_out_of_its_environment() -> None:
