@@ -31,7 +31,7 @@ import yaml
 from collectorkit import eventually
 from deploykit import DEPLOY, REPO, load_make_certs
 from nats.errors import NoServersError
-from test_deploy_files import compose_client, env_example, interpolate
+from test_deploy_files import compose_config, env_example, interpolate
 from test_nats_ingest import Recorder, replica_of, running
 
 from agent.config import check_agent
@@ -545,20 +545,7 @@ def test_every_overlay_image_is_pinned_and_every_mount_exists() -> None:
 def test_each_overlay_and_all_of_them_validate_with_the_compose_client(
     overlays: list[str], tmp_path: Path
 ) -> None:
-    client = compose_client()
-    if client is None:
-        pytest.skip("no Compose client here: the overlays' structure is checked above")
-    env = tmp_path / ".env"
-    env.write_text((DEPLOY / ".env.example").read_text())
-    files = [a for name in ["compose.yaml", *overlays] for a in ("-f", str(DEPLOY / name))]
-    result = subprocess.run(
-        [*client, *files, "--env-file", str(env), "config"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    services = compose_config(tmp_path, *overlays)["services"]
     collector = services["collector-1"]
     if "compose.nats.yaml" in overlays:
         mount = [v for v in collector["volumes"] if str(v).endswith(":/etc/enoc/collector.yaml:ro")]
