@@ -6,9 +6,11 @@ logins: an agent publishes its own subjects over the MQTT gateway and the collec
 NATS ingest, configured from collector/collector.nats.yaml, takes them, while a forged
 subject, a collector login over MQTT and an agent login over NATS get nowhere. The
 Patroni pair (compose.patroni.yaml, patroni/patroni.yml) is checked with Patroni's own
-validator, the Zalando operator's manifest (k8s/postgres/) for what docs/collector.md
-requires of it; every compose overlay with the Compose client, every kustomization with
-kubectl, the collector and agent configs with enoc's own checks, every image pinned.
+validator and run on loopback as shipped (its pg_hba, TLS, synchronous standby and
+post-bootstrap script, reached as the collector reaches it), the Zalando operator's
+manifest (k8s/postgres/) for what docs/collector.md requires of it; every compose overlay
+with the Compose client, every kustomization with kubectl, the collector and agent
+configs with enoc's own checks, every image pinned.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from collector.config import CollectorConfig, check_collector
 from enoc.config import parse_config
 from enoc.wire import topic
 from testbed.nats import NATS_SERVER, NatsNode
-from testbed.servers import _http_get, free_port
+from testbed.patroni import TIMING, PatroniCluster, PatroniNode
+from testbed.servers import _http_get, _postgres_bin, free_port
 
 PATRONI = shutil.which("patroni")
 AGENTS = ["nyc/nyc-1", "gva/gva-1"]
@@ -372,6 +375,124 @@ def load_patroni_bin_dir() -> str:
     config = yaml.safe_load((DEPLOY / "patroni" / "patroni.yml").read_text())
     bin_dir: str = config["postgresql"]["bin_dir"]
     return bin_dir
+
+
+class ShippedPatroniNode(PatroniNode):
+    """A node of deploy/patroni/patroni.yml as shipped, on loopback ports: its pg_hba,
+    TLS, authentication, synchronous mode and post-bootstrap script, with make-certs'
+    secrets/postgres/ (copied for the postgres user), passwords through the environment
+    as patroni/Dockerfile passes them."""
+
+    secrets: Path
+
+    @property
+    def own_secrets(self) -> Path:
+        return self.home.parent / "secrets"
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = yaml.safe_load((DEPLOY / "patroni" / "patroni.yml").read_text())
+        config["name"] = self.node
+        address = f"{self.host}:{self.api_port}"
+        config["restapi"] = {"listen": address, "connect_address": address}
+        config["etcd3"]["hosts"] = [f"{self.etcd.host}:{self.etcd.port}"]
+        # testbed.patroni's timing instead of ttl 30 / loop_wait 10: the same states, reached
+        # in seconds (each step of a standby's start waits a loop)
+        config["bootstrap"]["dcs"].update(TIMING)
+        script = self.own_secrets / "post-bootstrap.sh"
+        config["bootstrap"]["post_bootstrap"] = str(script)
+        postgresql = config["postgresql"]
+        postgresql["listen"] = postgresql["connect_address"] = f"{self.host}:{self.pg_port}"
+        postgresql["data_dir"] = str(self.datadir)
+        postgresql["bin_dir"] = str(Path(_postgres_bin("postgres")).parent)
+        postgresql["pgpass"] = str(self.home / "pgpass")
+        parameters = postgresql["parameters"]
+        parameters["unix_socket_directories"] = str(self.home)
+        for key in ("ssl_cert_file", "ssl_key_file"):
+            parameters[key] = parameters[key].replace("/run/secrets/enoc/", f"{self.own_secrets}/")
+        return config
+
+    def env(self) -> dict[str, str]:
+        read = {n: (self.own_secrets / n).read_text().strip() for n in PATRONI_PASSWORDS}
+        return {
+            **os.environ,
+            "PATRONI_SUPERUSER_PASSWORD": read["superuser-password"],
+            "PATRONI_REPLICATION_PASSWORD": read["replication-password"],
+        }
+
+
+PATRONI_PASSWORDS = ("superuser-password", "replication-password")
+
+
+class ShippedPair(PatroniCluster):
+    """testbed.patroni's pair and etcd, its nodes configured by deploy/patroni/."""
+
+    def __init__(self, workdir: Path, secrets: Path) -> None:
+        super().__init__(workdir)
+        self.secrets = secrets
+        self.nodes = [
+            ShippedPatroniNode(n.workdir, n.node, self.etcd, self.home, n.owner) for n in self.nodes
+        ]
+        own = self.home / "secrets"
+        shutil.copytree(secrets / "postgres", own)
+        script = (DEPLOY / "patroni" / "post-bootstrap.sh").read_text()
+        (own / "post-bootstrap.sh").write_text(script.replace("/run/secrets/enoc/", f"{own}/"))
+        (own / "post-bootstrap.sh").chmod(0o755)
+        owner = self.nodes[0].owner
+        for path in [own, *own.iterdir()]:
+            if owner is not None:
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+
+    def url(self, user: str, database: str, node: PatroniNode | None = None) -> str:
+        """As the collector's: each node by a name in make-certs' certificate (its address
+        given apart), verify-full against enoc's CA, the password from a file."""
+        nodes = [node] if node is not None else self.nodes
+        hosts = ",".join(f"postgres-{i + 1}:{n.pg_port}" for i, n in enumerate(nodes))
+        hostaddrs = ",".join(n.host for n in nodes)
+        ca = self.secrets / "collector" / "ca.pem"
+        return (
+            f"postgresql://{user}@{hosts}/{database}?hostaddr={hostaddrs}"
+            f"&sslmode=verify-full&sslrootcert={ca}&target_session_attrs=read-write"
+        )
+
+    def node_url(self, node: PatroniNode, database: str = "enoc") -> str:
+        password = (self.secrets / "postgres" / "superuser-password").read_text().strip()
+        return self.url("postgres", database, node).replace("postgres@", f"postgres:{password}@", 1)
+
+    def _create_database(self) -> None:
+        """post-bootstrap.sh made it."""
+
+
+@pytest.mark.servers
+def test_the_shipped_patroni_config_runs_a_synchronous_pair_the_collector_reaches(
+    tmp_path: Path, secrets: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    pair = ShippedPair(tmp_path / "pair", secrets)
+    try:
+        pair.start()  # a primary, and a synchronous standby streaming over TLS + SCRAM
+        primary = pair.primary()
+        assert primary is not None
+        # the collector's way in: both nodes named, the password from make-certs' pgpass
+        monkeypatch.setenv("PGPASSFILE", str(secrets / "collector" / "pgpass"))
+        with psycopg.connect(pair.url("enoc", "enoc"), connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT current_user, ssl, pg_is_in_recovery() FROM pg_stat_ssl"
+                " WHERE pid = pg_backend_pid()"
+            ).fetchone()
+            assert row == ("enoc", True, False)
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'enoc'"
+            ).fetchone()
+            assert owner == ("enoc",), "post-bootstrap.sh made the role and its database"
+        with psycopg.connect(pair.node_url(primary, "postgres")) as conn:
+            (sync,) = conn.execute("SELECT sync_state FROM pg_stat_replication").fetchone() or ("",)
+            assert sync == "sync"
+        plain = pair.url("enoc", "enoc").replace("sslmode=verify-full", "sslmode=disable")
+        with pytest.raises(psycopg.OperationalError, match=r"no encryption|pg_hba"):
+            psycopg.connect(plain, connect_timeout=5)
+    finally:
+        pair.stop()
 
 
 def test_the_patroni_overlay_is_a_pair_on_three_etcd_members() -> None:
