@@ -442,7 +442,7 @@ class ShippedPair(PatroniCluster):
             if owner is not None:
                 os.chown(path, owner.pw_uid, owner.pw_gid)
 
-    def url(self, user: str, database: str, node: PatroniNode | None = None) -> str:
+    def collector_url(self, user: str, database: str, node: PatroniNode | None = None) -> str:
         """As the collector's: each node by a name in make-certs' certificate (its address
         given apart), verify-full against enoc's CA, the password from a file."""
         nodes = [node] if node is not None else self.nodes
@@ -456,7 +456,8 @@ class ShippedPair(PatroniCluster):
 
     def node_url(self, node: PatroniNode, database: str = "enoc") -> str:
         password = (self.secrets / "postgres" / "superuser-password").read_text().strip()
-        return self.url("postgres", database, node).replace("postgres@", f"postgres:{password}@", 1)
+        url = self.collector_url("postgres", database, node)
+        return url.replace("postgres@", f"postgres:{password}@", 1)
 
     def _create_database(self) -> None:
         """post-bootstrap.sh made it."""
@@ -475,7 +476,7 @@ def test_the_shipped_patroni_config_runs_a_synchronous_pair_the_collector_reache
         assert primary is not None
         # the collector's way in: both nodes named, the password from make-certs' pgpass
         monkeypatch.setenv("PGPASSFILE", str(secrets / "collector" / "pgpass"))
-        with psycopg.connect(pair.url("enoc", "enoc"), connect_timeout=5) as conn:
+        with psycopg.connect(pair.collector_url("enoc", "enoc"), connect_timeout=5) as conn:
             row = conn.execute(
                 "SELECT current_user, ssl, pg_is_in_recovery() FROM pg_stat_ssl"
                 " WHERE pid = pg_backend_pid()"
@@ -488,7 +489,7 @@ def test_the_shipped_patroni_config_runs_a_synchronous_pair_the_collector_reache
         with psycopg.connect(pair.node_url(primary, "postgres")) as conn:
             (sync,) = conn.execute("SELECT sync_state FROM pg_stat_replication").fetchone() or ("",)
             assert sync == "sync"
-        plain = pair.url("enoc", "enoc").replace("sslmode=verify-full", "sslmode=disable")
+        plain = pair.collector_url("enoc", "enoc").replace("sslmode=verify-full", "sslmode=disable")
         with pytest.raises(psycopg.OperationalError, match=r"no encryption|pg_hba"):
             psycopg.connect(plain, connect_timeout=5)
     finally:
