@@ -13,7 +13,10 @@ own files:
                             postgres-password users.yaml api-admin-token session-key
     influxdb/               ca.pem server.pem server.key admin-username admin-password
                             admin-token (InfluxDB serves https with server.pem)
-    postgres/               ca.pem server.pem server.key password
+    postgres/               ca.pem server.pem server.key password superuser-password
+                            replication-password (the last two: the Patroni pair)
+    nats/                   ca.pem server.pem server.key users.conf: the
+                            NATS cluster (compose.nats.yaml, k8s/nats/), one login a client
     grafana/                ca.pem server.pem server.key admin-password influx-token
     agents/<site>/<agent>/  ca.pem client.pem client.key mqtt-password: copy to the site
 
@@ -65,12 +68,24 @@ DEFAULT_OWNERS = {
     "influxdb": (1000, 1000),  # influxdb:2 runs influxd as "influxdb"
     "postgres": (999, 999),  # postgres (Debian) runs as "postgres"
     "grafana": (472, 0),  # grafana runs as "grafana" (472), group root
+    "nats": (0, 0),  # the nats image runs nats-server as root (no capabilities: compose)
 }
 SERVICES = tuple(DEFAULT_OWNERS)
 COLLECTOR_USER = "collector"
 HEALTHCHECK_USER = "healthcheck"
 DEFAULT_BROKER_NAMES = ["mosquitto", "localhost", "127.0.0.1"]  # compose service name, health
 DEFAULT_INFLUXDB_NAMES = ["influxdb", "localhost"]  # compose service name, its health check
+# compose.yaml's PostgreSQL and compose.patroni.yaml's pair (one certificate for each node)
+DEFAULT_POSTGRES_NAMES = ("postgres", "postgres-1", "postgres-2")
+# compose.nats.yaml's nodes, and Kubernetes' (k8s/nats/: the Service and each pod by name)
+DEFAULT_NATS_NAMES = [
+    "nats-1",
+    "nats-2",
+    "nats-3",
+    "localhost",
+    "nats.enoc.svc.cluster.local",
+    *(f"nats-{i}.nats-headless.enoc.svc.cluster.local" for i in range(3)),
+]
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd 2.0's PBKDF2-SHA512 default
 
 
@@ -132,11 +147,13 @@ def random_secret(path: Path, nbytes: int = 24) -> str:
     return value
 
 
-def server_cert(pki_dir: Path, ca: Issued, name: str, names: list[str]) -> tuple[Path, Path]:
+def server_cert(
+    pki_dir: Path, ca: Issued, name: str, names: list[str], *, client_auth: bool = False
+) -> tuple[Path, Path]:
     """`pki/<name>.pem` for `names`, kept while it is still good, else issued again."""
     cert_path, key_path = pki_dir / f"{name}.pem", pki_dir / f"{name}.key"
     if not _still_good(cert_path, key_path, ca, names):
-        make_server_cert(ca, names).write(cert_path, key_path)
+        make_server_cert(ca, names, client_auth=client_auth).write(cert_path, key_path)
     return cert_path, key_path
 
 
@@ -192,6 +209,53 @@ def existing_agents(out: Path) -> list[AgentName]:
     return found
 
 
+# ---------------------------------------------------------------- NATS logins
+
+
+def nats_users(passwords: dict[str, str], agents: Sequence[AgentName]) -> str:
+    """deploy/nats/nats.conf's `include`: enoc's account, whose users are the MQTT logins.
+
+    An agent may publish (over the MQTT gateway only) exactly the subjects of its three
+    topics and read nothing; the collectors (NATS clients only) use JetStream's API and
+    acknowledgements, read enoc's subjects and write the dead letters. NATS's config file
+    has no per-user pattern like Mosquitto's `%u`, hence one entry per agent."""
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [
+        "# Made by deploy/make-certs from the logins of mosquitto/passwd; made again on",
+        "# every run (then reload every node: nats-server --signal reload, or SIGHUP).",
+        "accounts {",
+        "  ENOC {",
+        "    jetstream: enabled",
+        "    users: [",
+        f"      {{user: {quoted(COLLECTOR_USER)}, password: {quoted(passwords[COLLECTOR_USER])},",
+        '        allowed_connection_types: ["STANDARD"],',
+        "        permissions: {",
+        '          publish: ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "enoc.deadletter.v1.>"],',
+        '          subscribe: ["_INBOX.>", "enoc.>", "$MQTT.msgs.enoc.>"]}}',
+    ]
+    for agent in agents:
+        subject = f"enoc.v1.{agent.site}.{agent.agent_id}"
+        own = ", ".join(f'"{subject}.{kind}"' for kind in ("metrics", "events", "status"))
+        lines += [
+            f"      {{user: {quoted(agent.username)}, "
+            f"password: {quoted(passwords[agent.username])},",
+            '        allowed_connection_types: ["MQTT"],',
+            f'        permissions: {{publish: [{own}], subscribe: {{deny: ">"}}}}}}',
+        ]
+    lines += [
+        "    ]",
+        "  }",
+        "  SYS {}",
+        "}",
+        "system_account: SYS",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- the whole directory
 
 
@@ -210,8 +274,9 @@ def make_all(
     agents: Sequence[str] = (),
     revoke: Sequence[str] = (),
     grafana_names: Sequence[str] = ("localhost", "127.0.0.1"),
-    postgres_names: Sequence[str] = ("postgres",),
+    postgres_names: Sequence[str] = DEFAULT_POSTGRES_NAMES,
     influxdb_names: Sequence[str] = (),
+    nats_names: Sequence[str] = (),
     owners: dict[str, tuple[int, int]] | None = None,
     chown: bool | None = None,
 ) -> Result:
@@ -270,6 +335,8 @@ def make_all(
     copy_file(pki.ca_cert, pg / "ca.pem", 0o644)
     copy_file(pg_cert, pg / "server.pem", 0o644)
     copy_file(pg_key, pg / "server.key", 0o600)
+    random_secret(pg / "superuser-password")  # Patroni's `postgres` and replication roles
+    random_secret(pg / "replication-password")
 
     # the collectors (both replicas share these)
     coll = out / "collector"
@@ -317,6 +384,16 @@ def make_all(
     lines = [f"{user}:{mosquitto_hash(pw)}" for user, pw in passwords.items()]
     write_secret(mosq / "passwd", "\n".join(lines) + "\n")
 
+    # the NATS cluster: the same logins, as NATS accounts and permissions
+    nats = out / "nats"
+    names = list(dict.fromkeys([*nats_names, *broker_names, *DEFAULT_NATS_NAMES]))
+    # clientAuth too: the nodes present it to each other on their routes (mutual TLS)
+    n_cert, n_key = server_cert(pki_dir, ca, "nats", names, client_auth=True)
+    copy_file(pki.ca_cert, nats / "ca.pem", 0o644)
+    copy_file(n_cert, nats / "server.pem", 0o644)
+    copy_file(n_key, nats / "server.key", 0o600)
+    write_secret(nats / "users.conf", nats_users(passwords, all_agents))
+
     commands = _owners(out, {**DEFAULT_OWNERS, **(owners or {})}, chown)
     return Result(out, all_agents, passwords, commands)
 
@@ -361,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--postgres-name",
         action="append",
         default=[],
-        help="name the collectors reach PostgreSQL by (default: postgres)",
+        help="name the collectors reach PostgreSQL by "
+        f"(default: {', '.join(DEFAULT_POSTGRES_NAMES)})",
     )
     parser.add_argument(
         "--influxdb-name",
@@ -369,6 +447,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="a further name the collectors and Grafana reach InfluxDB by "
         f"(always: {', '.join(DEFAULT_INFLUXDB_NAMES)})",
+    )
+    parser.add_argument(
+        "--nats-name",
+        action="append",
+        default=[],
+        help="a further name the NATS nodes are reached by (always: the --broker-name "
+        "values, nats-1..3 and the Kubernetes names of k8s/nats/)",
     )
     parser.add_argument(
         "--owner",
@@ -395,8 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             agents=args.agent,
             revoke=args.revoke,
             grafana_names=args.grafana_name or ("localhost", "127.0.0.1"),
-            postgres_names=args.postgres_name or ("postgres",),
+            postgres_names=args.postgres_name or DEFAULT_POSTGRES_NAMES,
             influxdb_names=args.influxdb_name,
+            nats_names=args.nats_name,
             owners=owners,
             chown=False if args.no_chown else None,
         )

@@ -128,12 +128,18 @@ def make_ca(
 
 
 def make_server_cert(
-    ca: Issued, names: Sequence[str], *, key_type: KeyType = "ec", days: int = CERT_DAYS
+    ca: Issued,
+    names: Sequence[str],
+    *,
+    key_type: KeyType = "ec",
+    days: int = CERT_DAYS,
+    client_auth: bool = False,
 ) -> Issued:
     """The broker's certificate: serverAuth, every name or IP address as a subjectAltName.
 
     Clients check the name they connect to against the subjectAltNames only
     (not the CN), so list each one: `["mqtt.example.net", "10.0.0.5"]`.
+    `client_auth`: clientAuth too, for a cluster's nodes that present it to each other.
     """
     if not names:
         raise ValueError("a server certificate needs at least one DNS name or IP address")
@@ -142,6 +148,7 @@ def make_server_cert(
         ca,
         names[0],
         ExtendedKeyUsageOID.SERVER_AUTH,
+        *([ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else []),
         key_type=key_type,
         days=days,
         alt_names=alt_names,
@@ -159,8 +166,7 @@ def make_client_cert(
 def _issue(
     ca: Issued,
     common_name: str,
-    usage: x509.ObjectIdentifier,
-    *,
+    *usages: x509.ObjectIdentifier,
     key_type: KeyType,
     days: int,
     alt_names: list[x509.GeneralName] | None = None,
@@ -191,7 +197,7 @@ def _issue(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),

@@ -82,6 +82,26 @@ def compose_client() -> list[str] | None:
     return [legacy] if legacy else None
 
 
+def compose_config(tmp_path: Path, *files: str) -> dict[str, Any]:
+    """`compose.yaml` with the overlays `files` (names in deploy/), as the Compose client
+    renders them with .env.example's values; skips where no client is installed."""
+    client = compose_client()
+    if client is None:
+        pytest.skip("no Compose client here: the files' structure is checked elsewhere")
+    env = tmp_path / ".env"
+    env.write_text((DEPLOY / ".env.example").read_text())
+    names = [a for name in ["compose.yaml", *files] for a in ("-f", str(DEPLOY / name))]
+    result = subprocess.run(
+        [*client, *names, "--env-file", str(env), "config"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered: dict[str, Any] = yaml.safe_load(result.stdout)
+    return rendered
+
+
 def test_compose_config_validates_with_the_compose_client(tmp_path: Path) -> None:
     client = compose_client()
     if client is None:
@@ -149,7 +169,8 @@ def test_every_file_compose_mounts_exists_and_secrets_come_from_make_certs() -> 
     # each service sees only its own directory of make-certs' output
     assert secret_dirs == {"mosquitto", "influxdb", "postgres", "collector", "grafana"}
     make_certs = load_make_certs()
-    assert set(make_certs.SERVICES) == secret_dirs
+    # and nats/, for compose.nats.yaml's nodes (tests/test_deploy_scaleout.py)
+    assert set(make_certs.SERVICES) == secret_dirs | {"nats"}
 
 
 def test_compose_keeps_secrets_out_of_its_environment() -> None:
