@@ -83,8 +83,13 @@ class BrokerTap:
     Keyed by (kind, agent, seq); a second copy with the same payload is a redelivery
     (counted), with another payload a conflict (a bug: one seq, two messages)."""
 
-    def __init__(self, port: int, identifier: str = "enoc-drill-tap") -> None:
+    def __init__(
+        self, port: int, identifier: str = "enoc-drill-tap", *, others: list[int] | None = None
+    ) -> None:
         self.port = port
+        # the other nodes of a broker cluster: the session is resumed on the next one
+        # when the tap's node is lost
+        self.ports = [port, *(others or [])]
         self.identifier = identifier
         self.metrics: dict[tuple[str, int], MetricsMessage] = {}
         self.events: dict[tuple[str, int], EventsMessage] = {}
@@ -109,10 +114,11 @@ class BrokerTap:
                 await self._task
 
     async def _run(self) -> None:
+        at = 0
         while True:
             try:
                 async with aiomqtt.Client(
-                    HOST, self.port, identifier=self.identifier, clean_session=False
+                    HOST, self.ports[at], identifier=self.identifier, clean_session=False
                 ) as client:
                     await client.subscribe("enoc/v1/#", qos=1)
                     self._ready.set()
@@ -121,6 +127,7 @@ class BrokerTap:
                         if isinstance(payload, bytes | bytearray):
                             self._take(str(message.topic), bytes(payload), bool(message.retain))
             except aiomqtt.MqttError:
+                at = (at + 1) % len(self.ports)
                 await asyncio.sleep(0.2)
 
     def _take(self, topic: str, payload: bytes, retained: bool) -> None:

@@ -33,6 +33,8 @@ KINDS = {
     "store-restart": ["link"],
     "metrics-node-lost": [],
     "store-switchover": ["link"],
+    "broker-node-lost": ["link"],
+    "collector-replica-lost": ["link"],
     "flapping": ["link"],
     "garbage": ["link", "reachability"],
 }
@@ -71,6 +73,10 @@ async def test_drill_loses_nothing_doubles_nothing_and_opens_what_the_fault_dict
     if name in ("broker-down", "wan-partition", "agent-kill", "influx-down", "store-restart"):
         # something was held back during the outage and still arrived
         assert result.notes, report
+    if name in ("broker-node-lost", "collector-replica-lost"):
+        # measured from the kill to the service again, and reported
+        assert result.recovery_s is not None and result.recovery_s > 0, report
+        assert result.as_json()["recovery_s"] == result.recovery_s
     if name == "flapping":
         assert fig["events_published"] >= 2 * 6, "the link changed often enough to flap"
     # nothing the drill started outlives it
