@@ -96,6 +96,7 @@ class BrokerTap:
         self.arrived: dict[tuple[str, str, int], float] = {}  # wall time of the first copy
         self.heartbeats: dict[str, tuple[float, StatusMessage]] = {}  # agent -> latest online
         self.max_spool: dict[str, int] = {}
+        self.offline: dict[str, list[float]] = {}  # agent -> when its last will came (live)
         self.redelivered = 0
         self.conflicts: list[str] = []
         self.undecodable = 0
@@ -142,6 +143,8 @@ class BrokerTap:
                 depth = decoded.health.get("spool_depth", 0)
                 if isinstance(depth, int):
                     self.max_spool[decoded.agent] = max(self.max_spool.get(decoded.agent, 0), depth)
+            elif decoded.state != "online" and not retained:
+                self.offline.setdefault(decoded.agent, []).append(time.time())
             return
         kind = "metrics" if isinstance(decoded, MetricsMessage) else "events"
         key = (kind, decoded.agent, decoded.seq)

@@ -68,7 +68,12 @@ async def test_drill_loses_nothing_doubles_nothing_and_opens_what_the_fault_dict
     # every event the agents published is in the incident store
     assert fig["events_stored"] == fig["events_published"]
     # the incidents are those the fault dictates, and nothing else
-    assert sorted(label.split()[0] for label in fig["incidents_seen"]) == sorted(KINDS[name])
+    kinds = [label.split()[0] for label in fig["incidents_seen"]]
+    if name == "broker-node-lost":  # an agent whose connection a gateway closed: its will
+        willed = [label for label in fig["incidents_expected"] if "agent_offline" in label]
+        assert len(willed) == kinds.count("agent_offline") <= SMALL.sites, report
+        kinds = [kind for kind in kinds if kind != "agent_offline"]
+    assert sorted(kinds) == sorted(KINDS[name])
     assert sorted(fig["incidents_seen"]) == sorted(fig["incidents_expected"]), report
     if name in ("broker-down", "wan-partition", "agent-kill", "influx-down", "store-restart"):
         # something was held back during the outage and still arrived

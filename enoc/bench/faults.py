@@ -735,9 +735,9 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         f"{sizing.sites} sites (one agent each), poll interval {sizing.interval:g} s"
     )
     print(f"scale: {scale_text(sizing)}\n")
-    print(f"{'':59}{'pub/stored':>10} {'exp/seen':>10}")
+    print(f"{'':66}{'pub/stored':>10} {'exp/seen':>10}")
     header = (
-        f"{'drill':15} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
+        f"{'drill':22} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
         f"{'redeliv.':>9} {'events':>10} {'incidents':>10}  {'result':6} {'wall s':>6}"
     )
     print_header(header)
@@ -749,7 +749,7 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
             "" if r.figures.get("redelivered_exact", True) else "+"
         )
         print(
-            f"{r.name:15} {f('published'):>10,} {f('written'):>10,} {f('lost'):>5} "
+            f"{r.name:22} {f('published'):>10,} {f('written'):>10,} {f('lost'):>5} "
             f"{f('duplicated'):>4} "
             f"{redelivered:>9} {events:>10} {incidents:>10}  {r.status:6} {r.wall_s:>6.0f}"
         )

@@ -68,6 +68,12 @@ async def broker_node_lost(h: Harness) -> Plan:
     if not cleared:
         n.clear(device)
     await asyncio.to_thread(n.cluster.restart, index)
+    # A gateway that cannot store a PUBLISH while the stream's leader is re-elected closes
+    # that agent's connection after 4 s: an abnormal end, so it publishes the agent's
+    # last will, and the collector opens agent_offline until the agent's birth message.
+    willed = sorted(
+        r.name for r in n.sites if any(t > killed_wall for t in tap.offline.get(r.agent_id, []))
+    )
     n.mark()
     n.recovery_s = round(recovered, 2) if recovered is not None else None
     names = [node.server_name for node in n.cluster.nodes]
@@ -93,7 +99,14 @@ async def broker_node_lost(h: Harness) -> Plan:
             return [f"{rig.agent_id} was back on the killed node before it published again"]
         return []
 
-    return Plan([Expect("link", rig.name, device, f"if:{if_index}")], check)
+    if willed:
+        n.notes.append(
+            f"the last will of the agents of {', '.join(willed)} was published during the "
+            "loss (a gateway closed their connection): agent_offline, resolved by their birth"
+        )
+    expected = [Expect("link", rig.name, device, f"if:{if_index}", suppressed=None)]
+    expected += [Expect("agent_offline", s, resource=f"agent:{n.rig(s).agent_id}") for s in willed]
+    return Plan(expected, check)
 
 
 async def collector_replica_lost(h: Harness) -> Plan:
