@@ -46,15 +46,20 @@ import psutil
 import yaml
 
 from enoc.bench.collector import (
-    TOKEN,
     Stream,
     count_points,
     cpu_s,
     http_port,
+    prepare,
     scrape,
     start_collector,
     wait_healthy,
-    write_messages,
+)
+from enoc.bench.collector import (
+    collector_yaml as mqtt_collector_yaml,
+)
+from enoc.bench.collector import (
+    publish as publish_sites,
 )
 from enoc.bench.common import (
     add_results_argument,
@@ -66,7 +71,7 @@ from enoc.bench.common import (
     write_result,
 )
 from testbed.nats import NatsCluster
-from testbed.servers import VictoriaMetrics, free_port
+from testbed.servers import VictoriaMetrics
 
 TARGET = 3.2  # the issue's: 4 replicas at least this many times one
 MAX_ACK_PENDING = 100  # per lane and replica, as the drills
@@ -216,15 +221,7 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
     )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
-        users = tmp / "users.yaml"
-        users.write_text(
-            yaml.safe_dump({"users": [{"name": "bench", "role": "viewer", "token": TOKEN}]})
-        )
-        progress("encoding metrics messages...")
-        warm = write_messages(tmp / "warmup", args, range(args.warmup))
-        stream = write_messages(
-            tmp / "measured", args, range(args.warmup, args.warmup + args.rounds)
-        )
+        users, warm, stream = prepare(tmp, args)
         for count in counts:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
@@ -237,47 +234,24 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
 
 
 def collector_yaml(run_dir: Path, name: str, cluster: NatsCluster, vm: str, users: Path) -> Path:
-    token = run_dir / "influx-token"
-    token.write_text("bench\n")
-    (run_dir / name).mkdir(exist_ok=True)
-    config = {
-        "nats": {
-            "servers": cluster.urls,
-            "name": f"enoc-bench-{name}",
-            "max_ack_pending": MAX_ACK_PENDING,
-        },
-        "influxdb": {
-            "url": vm,
-            "api": "v2",
-            "org": "enoc",
-            "bucket": "enoc",
-            "token_file": str(token),
-        },
-        # metrics only: no incident is shared, each replica's own file will do
-        "store": {"url": f"sqlite:///{run_dir / name / 'incidents.db'}"},
-        "http": {"listen": f"127.0.0.1:{free_port()}", "users_file": str(users)},
-        "log": {"level": "warning"},
+    """`enoc bench collector`'s replica config (metrics only: each replica's own SQLite
+    file will do) with `nats` in place of `mqtt`."""
+    path = mqtt_collector_yaml(run_dir, name, "mqtt://127.0.0.1:1", vm, users, "")
+    config = yaml.safe_load(path.read_text())
+    del config["mqtt"]
+    config["nats"] = {
+        "servers": cluster.urls,
+        "name": f"enoc-bench-{name}",
+        "max_ack_pending": MAX_ACK_PENDING,
     }
-    path = run_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def publish(cluster: NatsCluster, stream: Stream, name: str) -> list[subprocess.Popen[bytes]]:
     """One `mosquitto_pub -l` per site at QoS 1, sites spread over the nodes' gateways."""
-    nodes = cluster.nodes
-    return [
-        subprocess.Popen(
-            [
-                *("mosquitto_pub", "-h", "127.0.0.1", "-p", str(nodes[n % len(nodes)].mqtt_port)),
-                *("-q", "1", "-t", topic_name, "-l", "-i", f"bench-{name}-{n}"),
-            ],
-            stdin=path.open("rb"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for n, (topic_name, path) in enumerate(stream.files.items())
-    ]
+    ports = [node.mqtt_port for node in cluster.nodes]
+    return publish_sites(cluster.nodes[0], stream, name, ports)
 
 
 async def published(publishers: list[subprocess.Popen[bytes]], what: str) -> None:
