@@ -43,7 +43,7 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
     proc = bench(
         tmp_path,
         *("--devices", "24", "--interfaces", "3", "--rounds", "4", "--sites", "3"),
-        *("--replicas", "1,2", "--drills", str(drills)),
+        *("--replicas", "1,2", "--drills", str(drills), "--flush-interval", "0.2"),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (written,) = tmp_path.glob("bench-scale-*.json")
@@ -69,6 +69,7 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
         assert "yes" in row.split() and f"{run['points']:,}" in row
     assert result["cores"] >= 1 and f"{result['cores']} core(s) available" in proc.stdout
     assert result["ratio_4_to_1"] is None
+    assert result["flush_interval"] == 0.2 and "influxdb.flush_interval 0.2 s" in proc.stdout
     assert "4 replicas / 1: not measured" in proc.stdout
     assert "memory per replica as devices grow: not measured" in proc.stdout
     assert re.search(r"broker-node-lost +PASS +4\.2 s", proc.stdout), proc.stdout
@@ -89,6 +90,7 @@ def test_memory_growth_is_refused_until_devices_are_partitioned(tmp_path: Path) 
         (("--replicas", "1,x"), "--replicas must be like 1,2,4"),
         (("--replicas", "0"), "counts from 1 to 16"),
         (("--drills", "/nonexistent/faults.json"), "not a bench-faults JSON"),
+        (("--flush-interval", "0"), "--flush-interval: 0.01 to 60 s"),
     ],
 )
 def test_bad_arguments_are_refused_naming_what_is_wrong(

@@ -19,6 +19,12 @@ user + system from /proc of each replica process over that span. After each run 
 database is read back: every device poll once, and the replicas' written points add up
 to exactly the points published (a redelivered message would write its points twice).
 
+`--flush-interval S` sets the replicas' `influxdb.flush_interval`. JetStream's
+`max_ack_pending` is the shared consumer's, not each replica's: N replicas hold about
+1/N of it each, never the full window at which a replica writes at once (collector/app.py),
+so each write waits for the flush interval; a shorter one shows the replicas without
+that wait.
+
 The issue's target is 4 replicas >= 3.2 times one; the figure means something only
 with the cores to run them (the cores available are printed beside it). Memory per
 replica as the fleet grows needs devices partitioned over replicas (issue 22, item 3):
@@ -123,6 +129,7 @@ class Result:
     warmup: int
     cores: int
     machine: dict[str, Any]
+    flush_interval: float | None = None
     runs: list[Run] = field(default_factory=list)
     drills: list[dict[str, Any]] = field(default_factory=list)
 
@@ -147,6 +154,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drills",
         type=Path,
         help="a bench-faults-*.json of `enoc bench faults`: its drills' recovery times",
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        help="the replicas' influxdb.flush_interval, s (default: the collector's, 1 s)",
     )
     parser.add_argument(
         "--memory-growth",
@@ -187,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         counts = parse_replicas(str(args.replicas))
         drills = read_drills(args.drills) if args.drills else []
+        if args.flush_interval is not None and not 0.01 <= args.flush_interval <= 60:
+            raise ValueError("--flush-interval: 0.01 to 60 s")
         if args.devices < args.sites or args.sites < 1 or args.rounds < 1 or args.warmup < 0:
             raise ValueError("--devices >= --sites >= 1, --rounds >= 1, --warmup >= 0")
     except ValueError as exc:
@@ -217,7 +231,14 @@ def cores() -> int:
 
 async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
     result = Result(
-        args.devices, args.interfaces, args.sites, args.rounds, args.warmup, cores(), machine()
+        args.devices,
+        args.interfaces,
+        args.sites,
+        args.rounds,
+        args.warmup,
+        cores(),
+        machine(),
+        args.flush_interval,
     )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
@@ -225,7 +246,8 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
         for count in counts:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
-            result.runs.append(await one_run(run_dir, users, warm, stream, count))
+            run = await one_run(run_dir, users, warm, stream, count, args.flush_interval)
+            result.runs.append(run)
     progress("")
     return result
 
@@ -233,7 +255,14 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
 # ------------------------------------------------------------------ one replica count
 
 
-def collector_yaml(run_dir: Path, name: str, cluster: NatsCluster, vm: str, users: Path) -> Path:
+def collector_yaml(
+    run_dir: Path,
+    name: str,
+    cluster: NatsCluster,
+    vm: str,
+    users: Path,
+    flush_interval: float | None = None,
+) -> Path:
     """`enoc bench collector`'s replica config (metrics only: each replica's own SQLite
     file will do) with `nats` in place of `mqtt`."""
     path = mqtt_collector_yaml(run_dir, name, "mqtt://127.0.0.1:1", vm, users, "")
@@ -244,6 +273,8 @@ def collector_yaml(run_dir: Path, name: str, cluster: NatsCluster, vm: str, user
         "name": f"enoc-bench-{name}",
         "max_ack_pending": MAX_ACK_PENDING,
     }
+    if flush_interval is not None:
+        config["influxdb"]["flush_interval"] = f"{flush_interval:g}s"
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -310,7 +341,14 @@ def signal_all(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> Non
         os.kill(proc.pid, sig)
 
 
-async def one_run(run_dir: Path, users: Path, warm: Stream, stream: Stream, count: int) -> Run:
+async def one_run(
+    run_dir: Path,
+    users: Path,
+    warm: Stream,
+    stream: Stream,
+    count: int,
+    flush_interval: float | None = None,
+) -> Run:
     progress(f"{count} replica(s): starting three NATS nodes and VictoriaMetrics")
     cluster = NatsCluster(run_dir / "nats")
     await asyncio.to_thread(cluster.start)
@@ -318,7 +356,8 @@ async def one_run(run_dir: Path, users: Path, warm: Stream, stream: Stream, coun
     try:
         with VictoriaMetrics(run_dir / "vm") as vm:
             configs = [
-                collector_yaml(run_dir, f"r{i + 1}", cluster, vm.url, users) for i in range(count)
+                collector_yaml(run_dir, f"r{i + 1}", cluster, vm.url, users, flush_interval)
+                for i in range(count)
             ]
             procs = [start_collector(c) for c in configs]
             for proc, config in zip(procs, configs, strict=True):
@@ -377,11 +416,13 @@ async def one_run(run_dir: Path, users: Path, warm: Stream, stream: Stream, coun
 
 
 def print_table(result: Result) -> None:
+    flush = f"{result.flush_interval:g} s" if result.flush_interval else "the default (1 s)"
     print(
         f"\n{result.devices} devices x {result.interfaces} interfaces at {result.sites} sites, "
         f"{result.rounds} measured polls each after {result.warmup} warm-up; three NATS "
         f"nodes on loopback; {result.cores} core(s) available to all of it "
-        f"({result.machine.get('cpu_model', '')})\n"
+        f"({result.machine.get('cpu_model', '')}); the replicas' influxdb.flush_interval "
+        f"{flush}\n"
     )
     header = (
         f"{'replicas':>8} {'messages':>9} {'points':>10} {'wall s':>7} {'points/s':>10} "
