@@ -130,6 +130,7 @@ class Result:
     cores: int
     machine: dict[str, Any]
     flush_interval: float | None = None
+    max_ack_pending: int = MAX_ACK_PENDING
     runs: list[Run] = field(default_factory=list)
     drills: list[dict[str, Any]] = field(default_factory=list)
 
@@ -159,6 +160,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--flush-interval",
         type=float,
         help="the replicas' influxdb.flush_interval, s (default: the collector's, 1 s)",
+    )
+    parser.add_argument(
+        "--max-ack-pending",
+        type=int,
+        default=MAX_ACK_PENDING,
+        help="the replicas' nats.max_ack_pending (the shared consumer's window)",
     )
     parser.add_argument(
         "--memory-growth",
@@ -201,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
         drills = read_drills(args.drills) if args.drills else []
         if args.flush_interval is not None and not 0.01 <= args.flush_interval <= 60:
             raise ValueError("--flush-interval: 0.01 to 60 s")
+        if not 1 <= args.max_ack_pending <= 100_000:
+            raise ValueError("--max-ack-pending: 1 to 100000")
         if args.devices < args.sites or args.sites < 1 or args.rounds < 1 or args.warmup < 0:
             raise ValueError("--devices >= --sites >= 1, --rounds >= 1, --warmup >= 0")
     except ValueError as exc:
@@ -239,6 +248,7 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
         cores(),
         machine(),
         args.flush_interval,
+        args.max_ack_pending,
     )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
@@ -246,7 +256,8 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
         for count in counts:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
-            run = await one_run(run_dir, users, warm, stream, count, args.flush_interval)
+            settings = (args.flush_interval, args.max_ack_pending)
+            run = await one_run(run_dir, users, warm, stream, count, settings)
             result.runs.append(run)
     progress("")
     return result
@@ -262,6 +273,7 @@ def collector_yaml(
     vm: str,
     users: Path,
     flush_interval: float | None = None,
+    max_ack_pending: int = MAX_ACK_PENDING,
 ) -> Path:
     """`enoc bench collector`'s replica config (metrics only: each replica's own SQLite
     file will do) with `nats` in place of `mqtt`."""
@@ -271,7 +283,7 @@ def collector_yaml(
     config["nats"] = {
         "servers": cluster.urls,
         "name": f"enoc-bench-{name}",
-        "max_ack_pending": MAX_ACK_PENDING,
+        "max_ack_pending": max_ack_pending,
     }
     if flush_interval is not None:
         config["influxdb"]["flush_interval"] = f"{flush_interval:g}s"
@@ -347,7 +359,7 @@ async def one_run(
     warm: Stream,
     stream: Stream,
     count: int,
-    flush_interval: float | None = None,
+    settings: tuple[float | None, int],
 ) -> Run:
     progress(f"{count} replica(s): starting three NATS nodes and VictoriaMetrics")
     cluster = NatsCluster(run_dir / "nats")
@@ -356,7 +368,7 @@ async def one_run(
     try:
         with VictoriaMetrics(run_dir / "vm") as vm:
             configs = [
-                collector_yaml(run_dir, f"r{i + 1}", cluster, vm.url, users, flush_interval)
+                collector_yaml(run_dir, f"r{i + 1}", cluster, vm.url, users, *settings)
                 for i in range(count)
             ]
             procs = [start_collector(c) for c in configs]
@@ -422,7 +434,7 @@ def print_table(result: Result) -> None:
         f"{result.rounds} measured polls each after {result.warmup} warm-up; three NATS "
         f"nodes on loopback; {result.cores} core(s) available to all of it "
         f"({result.machine.get('cpu_model', '')}); the replicas' influxdb.flush_interval "
-        f"{flush}\n"
+        f"{flush}, nats.max_ack_pending {result.max_ack_pending}\n"
     )
     header = (
         f"{'replicas':>8} {'messages':>9} {'points':>10} {'wall s':>7} {'points/s':>10} "
