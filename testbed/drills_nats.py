@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.errors
 import yaml
+from nats.js.api import ConsumerInfo, SequenceInfo
 
 from testbed.drills import Harness, SiteRig
 from testbed.drills_procs import HOST, MAX_INFLIGHT, CollectorProc, Sizing
@@ -61,12 +63,46 @@ class NatsHarness(Harness):
     async def consumer_state(self, lane: str = "metrics") -> tuple[int, int]:
         """(the last stream sequence handed out, the acknowledgement floor) of the
         replicas' shared consumer of a lane."""
+        info = await self._consumer(lane)
+        return _seq(info.delivered), _seq(info.ack_floor)
+
+    async def _consumer(self, lane: str) -> ConsumerInfo:
         nc = await nats.connect([n.url for n in self.cluster.nodes if n.running], connect_timeout=2)
         try:
-            info = await nc.jetstream().consumer_info("$MQTT_msgs", f"enoc-collectors-{lane}")
+            info: ConsumerInfo = await nc.jetstream().consumer_info(
+                "$MQTT_msgs", f"enoc-collectors-{lane}"
+            )
+            return info
         finally:
             await nc.close()
-        return int(info.delivered.stream_seq or 0), int(info.ack_floor.stream_seq or 0)
+
+    async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
+        """The agents are gone: first every message of the stream acknowledged (a replica
+        waiting out a fetch's backoff holds nothing and looks idle), then as with Mosquitto."""
+        deadline = time.monotonic() + 60 + 5 * self.sizing.interval
+        shown: dict[str, str] = {}
+        while True:
+            left = {}
+            for lane in ("metrics", "events"):
+                try:
+                    info = await self._consumer(lane)
+                    left[lane] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+                    shown[lane] = (
+                        f"{info.num_pending} pending, {info.num_ack_pending} unacknowledged, "
+                        f"{info.num_redelivered} redelivered, {info.num_waiting} fetches "
+                        f"waiting, delivered up to {_seq(info.delivered)}, acknowledged "
+                        f"up to {_seq(info.ack_floor)}"
+                    )
+                except (OSError, nats.errors.Error, TimeoutError):
+                    left[lane] = -1
+            if not any(left.values()):
+                break
+            if time.monotonic() > deadline:
+                self.failures.append(f"the replicas' consumers never drained: {shown}")
+                break
+            self.say(f"waiting for the replicas to take the stream's rest: {left}")
+            await asyncio.sleep(0.3)
+        await super().quiesce(published_events)
 
     async def until_acknowledged(self, delivered: dict[str, int], within: float) -> float | None:
         """Seconds until each lane's consumer acknowledged everything it had handed out
@@ -122,3 +158,7 @@ class NatsHarness(Harness):
             proc.start()
         for proc in procs:
             await proc.wait_healthy()
+
+
+def _seq(info: SequenceInfo | None) -> int:
+    return int(info.stream_seq or 0) if info is not None else 0
