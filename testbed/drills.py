@@ -45,7 +45,8 @@ import contextlib
 import shutil
 import sqlite3
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ class SiteRig:
     trap_port: int
     agent: Proc
     spool: Path
+    links: list[WanLink] = field(default_factory=list)  # one per broker node (link: the first)
 
 
 class Harness(Rig):
@@ -141,8 +143,10 @@ class Harness(Rig):
         self.sim: Any = None
         self.sites: list[SiteRig] = []
         self.collector: CollectorProc | None = None
+        self.others: list[CollectorProc] = []  # more replicas sharing the collector's consumer
         self.notes: list[str] = []  # what the drill did, for the report
         self.failures: list[str] = []  # checks of the drill that did not hold
+        self.recovery_s: float | None = None  # from the fault to service again, if measured
         self.since = 0.0  # heartbeats after this show a drained spool
         self.started = time.monotonic()
         self._sampler: asyncio.Task[None] | None = None
@@ -163,8 +167,7 @@ class Harness(Rig):
     # ---------------------------------------------------------------- start and stop
 
     async def start(self) -> None:
-        self.say("starting Mosquitto and VictoriaMetrics")
-        await asyncio.to_thread(self.broker.start)
+        await self._start_broker()
         await asyncio.to_thread(self.vm.start)
         if self.store == "postgresql":
             self.say("starting PostgreSQL")
@@ -177,18 +180,33 @@ class Harness(Rig):
             self.say("starting etcd and two PostgreSQL under Patroni")
             self.patroni = PatroniCluster(self.root / "patroni")
             await asyncio.to_thread(self.patroni.start)
-        self.tap = BrokerTap(self.broker.port)
+        self.tap = BrokerTap(self.broker_ports()[0], others=self.broker_ports()[1:])
         await self.tap.start()
         await self._start_fleet()
-        self.collector = self._collector_config()
-        self.say("starting the collector")
-        self.collector.start()
-        await self.collector.wait_healthy()
+        await self._start_collectors()
         self.say("starting the agents")
         for rig in self.sites:
             rig.agent.start()
         self._sampler = asyncio.create_task(self._sample())
         await self.wait_steady()
+
+    async def _start_broker(self) -> None:
+        self.say("starting Mosquitto and VictoriaMetrics")
+        await asyncio.to_thread(self.broker.start)
+
+    def broker_ports(self) -> list[int]:
+        """The MQTT port of every broker node (one per WAN link of each site)."""
+        return [self.broker.port]
+
+    async def _start_collectors(self) -> None:
+        self.collector = self._collector_config()
+        self.say("starting the collector")
+        self.collector.start()
+        await self.collector.wait_healthy()
+
+    @property
+    def collectors(self) -> list[CollectorProc]:
+        return [c for c in [self.collector, *self.others] if c is not None]
 
     async def _start_fleet(self) -> None:
         from simulators.fleet import build_devices, generated_fleet_spec
@@ -208,8 +226,9 @@ class Harness(Rig):
         await self.sim.start()
         full = inventory(self.sim, devices)
         for site in spec.sites:
-            link = WanLink(site.name, (HOST, self.broker.port))
-            await link.start()
+            links = [WanLink(site.name, (HOST, port)) for port in self.broker_ports()]
+            for link in links:
+                await link.start()
             rows = [d for d in full["devices"] if d["site"] == site.name]  # type: ignore[attr-defined]
             used = {d["credentials"] for d in rows}
             path = self.root / f"{site.name}-devices.yaml"
@@ -226,22 +245,33 @@ class Harness(Rig):
             )
             agent_id = f"{site.name}-1"
             spool = self.root / "spool" / site.name
-            config = self._agent_config(site.name, site.rtc, agent_id, link.port, traps, spool)
+            ports = [link.port for link in links]
+            config = self._agent_config(
+                site.name, site.rtc, agent_id, ports[0], traps, spool, others=ports[1:]
+            )
             self.sites.append(
                 SiteRig(
                     site.name,
                     site.rtc,
                     agent_id,
                     [str(d["name"]) for d in rows],
-                    link,
+                    links[0],
                     traps[site.name],
                     Proc(f"agent {site.name}", config, "agent"),
                     spool,
+                    links,
                 )
             )
 
     def _agent_config(
-        self, site: str, rtc: str, agent_id: str, wan_port: int, traps: dict[str, int], spool: Path
+        self,
+        site: str,
+        rtc: str,
+        agent_id: str,
+        wan_port: int,
+        traps: dict[str, int],
+        spool: Path,
+        others: Sequence[int] = (),
     ) -> Path:
         interval = self.sizing.interval
         config = {
@@ -266,6 +296,11 @@ class Harness(Rig):
             # ping whatever a drill breaks: they account for SNMP reachability alone
             "ping": {"enabled": False},
         }
+        if others:  # the other nodes of a broker cluster, one WAN link each
+            config["mqtt"] = {
+                "urls": [f"mqtt://{HOST}:{port}" for port in [wan_port, *others]],
+                "keepalive": "10s",
+            }
         path = self.root / f"agent-{site}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -314,9 +349,9 @@ class Harness(Rig):
         while True:
             for rig in self.sites:
                 rig.agent.sample()
-            if self.collector is not None:
-                self.collector.sample()
-                await self.collector.scrape()
+            for collector in self.collectors:
+                collector.sample()
+                await collector.scrape()
             self._progress()
             await asyncio.sleep(0.5)
 
@@ -328,17 +363,18 @@ class Harness(Rig):
         for rig in self.sites:
             with contextlib.suppress(Exception):
                 await rig.agent.terminate(within=15)
-        if self.collector is not None:
+        for collector in self.collectors:
             with contextlib.suppress(Exception):
-                await self.collector.terminate(within=15)
+                await collector.terminate(within=15)
         for rig in self.sites:
-            with contextlib.suppress(Exception):
-                await rig.link.cut()
+            for link in rig.links:
+                with contextlib.suppress(Exception):
+                    await link.cut()
         if self.sim is not None:
             await self.sim.close()
         if self.tap is not None:
             await self.tap.stop()
-        await asyncio.to_thread(self.broker.stop)
+        await self._stop_broker()
         await asyncio.to_thread(self.vm.stop)
         if self.pair is not None:
             await asyncio.to_thread(self.pair.stop)
@@ -346,6 +382,9 @@ class Harness(Rig):
             await asyncio.to_thread(self._remove_pg, self.pg)
         if self.patroni is not None:
             await asyncio.to_thread(self.patroni.stop)
+
+    async def _stop_broker(self) -> None:
+        await asyncio.to_thread(self.broker.stop)
 
     @staticmethod
     def _remove_pg(pg: PostgreSQL) -> None:
@@ -508,17 +547,17 @@ class Harness(Rig):
             await asyncio.sleep(0.5)
 
     async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
-        """The agents are gone: wait until the collector wrote and committed all it got."""
+        """The agents are gone: wait until the collectors wrote and committed all they got."""
         assert self.collector is not None
         deadline = time.monotonic() + 60 + 5 * self.sizing.interval
-        last_acked = -1.0
+        last_acked: list[float] = []
         while time.monotonic() < deadline:
-            counters = await self.collector.scrape() or {}
-            acked = counters.get("enoc_collector_acked_total", -2.0)
-            idle = (
+            scraped = [await c.scrape() or {} for c in self.collectors if c.alive]
+            acked = [counters.get("enoc_collector_acked_total", -2.0) for counters in scraped]
+            idle = acked == last_acked and all(
                 counters.get("enoc_collector_metrics_pending", 1) == 0
                 and counters.get("enoc_collector_write_buffer_points", 1) == 0
-                and acked == last_acked
+                for counters in scraped
             )
             last_acked = acked
             if idle and published_events <= await asyncio.to_thread(self.stored_events):
@@ -561,7 +600,7 @@ class Harness(Rig):
         """Converge, stop the agents, let the collector catch up, and account."""
         assert self.tap is not None
         assert self.collector is not None
-        tap, collector = self.tap, self.collector
+        tap = self.tap
         seen, problems = await self.converge(expected)
         self.say("stopping the agents")
         for rig in self.sites:
@@ -598,18 +637,21 @@ class Harness(Rig):
         counted.published_twice = twice
         stored = await asyncio.to_thread(self.stored_events)
         self.say("stopping the collector")
-        lines_written = collector.total("enoc_collector_points_written_total")
-        received = collector.total('enoc_collector_received_total{kind="metrics"}')
-        dropped = collector.total("enoc_collector_points_dropped_total")
+        collectors = self.collectors
+        lines_written = sum(c.total("enoc_collector_points_written_total") for c in collectors)
+        received = sum(c.total('enoc_collector_received_total{kind="metrics"}') for c in collectors)
+        dropped = sum(c.total("enoc_collector_points_dropped_total") for c in collectors)
         rejected = sum(
             v
-            for life in [*collector.finished, collector.counters]
+            for c in collectors
+            for life in [*c.finished, c.counters]
             for k, v in life.items()
             if k.startswith("enoc_collector_rejected_total")
         )
-        code = await collector.terminate()
-        if code != 0:
-            self.failures.append(f"the collector did not stop cleanly (exit {code})")
+        for one in [c for c in collectors if c.process is not None]:  # not one killed for good
+            code = await one.terminate()
+            if code != 0:
+                self.failures.append(f"{one.name} did not stop cleanly (exit {code})")
         return Accounting(
             points=counted,
             messages=len(tap.metrics),
@@ -623,7 +665,7 @@ class Harness(Rig):
             events_unpublished=len(stored - published_events),
             lines_written=int(lines_written),
             redelivered=max(0, int(received) - len(tap.metrics)),
-            redelivered_exact=not collector.killed,
+            redelivered_exact=not any(c.killed for c in collectors),
             points_dropped=int(dropped),
             rejected=int(rejected),
             incidents_expected=[e.label() for e in expected],
@@ -631,11 +673,11 @@ class Harness(Rig):
             incident_problems=problems,
             incidents=seen,
             cpu_s={
-                "collector": round(collector.cpu_s, 2),
+                "collector": round(sum(c.cpu_s for c in collectors), 2),
                 "agents": round(sum(r.agent.cpu_s for r in self.sites), 2),
             },
             peak_mib={
-                "collector": collector.peak_mib,
+                "collector": max(c.peak_mib for c in collectors),
                 "agent": max((r.agent.peak_mib for r in self.sites), default=0.0),
             },
         )

@@ -83,14 +83,20 @@ class BrokerTap:
     Keyed by (kind, agent, seq); a second copy with the same payload is a redelivery
     (counted), with another payload a conflict (a bug: one seq, two messages)."""
 
-    def __init__(self, port: int, identifier: str = "enoc-drill-tap") -> None:
+    def __init__(
+        self, port: int, identifier: str = "enoc-drill-tap", *, others: list[int] | None = None
+    ) -> None:
         self.port = port
+        # the other nodes of a broker cluster: the session is resumed on the next one
+        # when the tap's node is lost
+        self.ports = [port, *(others or [])]
         self.identifier = identifier
         self.metrics: dict[tuple[str, int], MetricsMessage] = {}
         self.events: dict[tuple[str, int], EventsMessage] = {}
         self.arrived: dict[tuple[str, str, int], float] = {}  # wall time of the first copy
         self.heartbeats: dict[str, tuple[float, StatusMessage]] = {}  # agent -> latest online
         self.max_spool: dict[str, int] = {}
+        self.offline: dict[str, list[float]] = {}  # agent -> when its last will came (live)
         self.redelivered = 0
         self.conflicts: list[str] = []
         self.undecodable = 0
@@ -109,10 +115,11 @@ class BrokerTap:
                 await self._task
 
     async def _run(self) -> None:
+        at = 0
         while True:
             try:
                 async with aiomqtt.Client(
-                    HOST, self.port, identifier=self.identifier, clean_session=False
+                    HOST, self.ports[at], identifier=self.identifier, clean_session=False
                 ) as client:
                     await client.subscribe("enoc/v1/#", qos=1)
                     self._ready.set()
@@ -121,6 +128,7 @@ class BrokerTap:
                         if isinstance(payload, bytes | bytearray):
                             self._take(str(message.topic), bytes(payload), bool(message.retain))
             except aiomqtt.MqttError:
+                at = (at + 1) % len(self.ports)
                 await asyncio.sleep(0.2)
 
     def _take(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -135,6 +143,8 @@ class BrokerTap:
                 depth = decoded.health.get("spool_depth", 0)
                 if isinstance(depth, int):
                     self.max_spool[decoded.agent] = max(self.max_spool.get(decoded.agent, 0), depth)
+            elif decoded.state != "online" and not retained:
+                self.offline.setdefault(decoded.agent, []).append(time.time())
             return
         kind = "metrics" if isinstance(decoded, MetricsMessage) else "events"
         key = (kind, decoded.agent, decoded.seq)

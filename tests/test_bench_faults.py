@@ -33,6 +33,8 @@ KINDS = {
     "store-restart": ["link"],
     "metrics-node-lost": [],
     "store-switchover": ["link"],
+    "broker-node-lost": ["link"],
+    "collector-replica-lost": ["link"],
     "flapping": ["link"],
     "garbage": ["link", "reachability"],
 }
@@ -44,8 +46,23 @@ def test_every_built_drill_is_checked_here() -> None:
     assert sorted(BUILT) == sorted(KINDS)
 
 
+# A product bug this drill found (see docs/performance.md, issue 22): now and then a metrics
+# message stored in the stream around a replica's kill is never written by the survivor.
+KNOWN_LOSS = pytest.mark.xfail(
+    reason="NATS ingest: a message of the stream lost around a replica's kill, now and then",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=KNOWN_LOSS) if name == "collector-replica-lost" else name
+        for name in BUILT
+        if name != THROUGH_THE_CLI
+    ],
+)
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", [name for name in BUILT if name != THROUGH_THE_CLI])
 async def test_drill_loses_nothing_doubles_nothing_and_opens_what_the_fault_dictates(
     name: str, tmp_path: Path
 ) -> None:
@@ -66,11 +83,20 @@ async def test_drill_loses_nothing_doubles_nothing_and_opens_what_the_fault_dict
     # every event the agents published is in the incident store
     assert fig["events_stored"] == fig["events_published"]
     # the incidents are those the fault dictates, and nothing else
-    assert sorted(label.split()[0] for label in fig["incidents_seen"]) == sorted(KINDS[name])
+    kinds = [label.split()[0] for label in fig["incidents_seen"]]
+    if name == "broker-node-lost":  # an agent whose connection a gateway closed: its will
+        willed = [label for label in fig["incidents_expected"] if "agent_offline" in label]
+        assert len(willed) == kinds.count("agent_offline") <= SMALL.sites, report
+        kinds = [kind for kind in kinds if kind != "agent_offline"]
+    assert sorted(kinds) == sorted(KINDS[name])
     assert sorted(fig["incidents_seen"]) == sorted(fig["incidents_expected"]), report
     if name in ("broker-down", "wan-partition", "agent-kill", "influx-down", "store-restart"):
         # something was held back during the outage and still arrived
         assert result.notes, report
+    if name in ("broker-node-lost", "collector-replica-lost"):
+        # measured from the kill to the service again, and reported
+        assert result.recovery_s is not None and result.recovery_s > 0, report
+        assert result.as_json()["recovery_s"] == result.recovery_s
     if name == "flapping":
         assert fig["events_published"] >= 2 * 6, "the link changed often enough to flap"
     # nothing the drill started outlives it

@@ -58,7 +58,7 @@ from enoc.bench.common import (
     write_result,
 )
 from enoc.wire import DeviceSample, InterfaceSample, MetricsMessage, Row, encode, topic
-from testbed.servers import Mosquitto, VictoriaMetrics, free_port
+from testbed.servers import Mosquitto, Server, VictoriaMetrics, free_port
 
 TOKEN = secrets.token_hex(16)
 MAX_INFLIGHT = 100  # the broker's per-client in-flight window, and the collector's max_unacked
@@ -160,15 +160,7 @@ async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
     )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-collector-") as tmp_name:
         tmp = Path(tmp_name)
-        users = tmp / "users.yaml"
-        users.write_text(
-            yaml.safe_dump({"users": [{"name": "bench", "role": "viewer", "token": TOKEN}]})
-        )
-        progress("encoding metrics messages...")
-        warm = write_messages(tmp / "warmup", args, range(args.warmup))
-        stream = write_messages(
-            tmp / "measured", args, range(args.warmup, args.warmup + args.rounds)
-        )
+        users, warm, stream = prepare(tmp, args)
         for count in replicas:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
@@ -180,6 +172,18 @@ async def measure(args: argparse.Namespace, replicas: list[int]) -> Result:
 
 
 # ------------------------------------------------------------------ throughput
+
+
+def prepare(tmp: Path, args: argparse.Namespace) -> tuple[Path, Stream, Stream]:
+    """The API's users file, and the warm-up's and the measured rounds' messages."""
+    users = tmp / "users.yaml"
+    users.write_text(
+        yaml.safe_dump({"users": [{"name": "bench", "role": "viewer", "token": TOKEN}]})
+    )
+    progress("encoding metrics messages...")
+    warm = write_messages(tmp / "warmup", args, range(args.warmup))
+    stream = write_messages(tmp / "measured", args, range(args.warmup, args.warmup + args.rounds))
+    return users, warm, stream
 
 
 @dataclass
@@ -441,12 +445,16 @@ async def throughput(
     )
 
 
-def publish(broker: Mosquitto, stream: Stream, name: str) -> list[subprocess.Popen[bytes]]:
-    """One `mosquitto_pub -l` per site, at QoS 1."""
+def publish(
+    broker: Server, stream: Stream, name: str, ports: list[int] | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """One `mosquitto_pub -l` per site, at QoS 1 (with `ports`, the nodes of a cluster on
+    the broker's host: the sites spread over them)."""
+    ports = ports or [broker.port]
     return [
         subprocess.Popen(
             [
-                *("mosquitto_pub", "-h", broker.host, "-p", str(broker.port)),
+                *("mosquitto_pub", "-h", broker.host, "-p", str(ports[n % len(ports)])),
                 *("-q", "1", "-t", topic_name, "-l", "-i", f"bench-{name}-{n}"),
             ],
             stdin=path.open("rb"),

@@ -30,13 +30,15 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from enoc.bench import faults_metrics
+from enoc.bench import faults_metrics, faults_nats
 from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
 from testbed.drills import Accounting, Harness
 from testbed.drills_accounting import Expect, incident_label
+from testbed.drills_nats import NatsHarness
 from testbed.drills_procs import Say, Sizing
 
 SIZES: dict[str, Sizing] = {
@@ -75,6 +77,7 @@ class DrillSpec:
     run: Drill
     store: str = "sqlite"
     metrics_pair: bool = False  # also vmagent before two VictoriaMetrics nodes
+    rig: Callable[..., Harness] = Harness  # the fleet: Mosquitto's, or a NATS cluster's
 
 
 @dataclass
@@ -83,6 +86,7 @@ class DrillResult:
     title: str
     status: str  # PASS, FAIL, ERROR
     wall_s: float = 0.0
+    recovery_s: float | None = None  # fault to service again, for the drills that measure it
     figures: dict[str, Any] = field(default_factory=dict)  # Accounting.figures(); none on ERROR
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -579,6 +583,17 @@ DRILLS: dict[str, DrillSpec] = {
         store_switchover,
         store="patroni",
     ),
+    "broker-node-lost": DrillSpec(
+        "the NATS node an agent is connected to killed under load",
+        faults_nats.broker_node_lost,
+        rig=NatsHarness,
+    ),
+    "collector-replica-lost": DrillSpec(
+        "one of two collector replicas on NATS killed under load",
+        faults_nats.collector_replica_lost,
+        store="postgresql",
+        rig=partial(NatsHarness, replicas=2),
+    ),
     "flapping": DrillSpec("a device flapping every few seconds for ten minutes", flapping),
     "garbage": DrillSpec("a device returning garbage", garbage),
 }
@@ -592,7 +607,7 @@ async def run_drill(
     started = time.monotonic()
     result = DrillResult(name, spec.title, "ERROR")
     with tempfile.TemporaryDirectory(prefix=f"enoc-drill-{name}-") as tmp:
-        harness = Harness(
+        harness = spec.rig(
             Path(tmp), sizing, store=spec.store, say=say, label=name, metrics_pair=spec.metrics_pair
         )
         try:
@@ -601,6 +616,7 @@ async def run_drill(
                 accounting = await h.finish(plan.expected)
                 extra = plan.check(accounting) if plan.check else []
             result.figures = accounting.figures()
+            result.recovery_s = harness.recovery_s
             result.problems = [*h.failures, *extra, *accounting.problems(spool_slack(sizing))]
             result.status = "FAIL" if result.problems else "PASS"
         except Exception as exc:
@@ -719,9 +735,9 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         f"{sizing.sites} sites (one agent each), poll interval {sizing.interval:g} s"
     )
     print(f"scale: {scale_text(sizing)}\n")
-    print(f"{'':59}{'pub/stored':>10} {'exp/seen':>10}")
+    print(f"{'':66}{'pub/stored':>10} {'exp/seen':>10}")
     header = (
-        f"{'drill':15} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
+        f"{'drill':22} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
         f"{'redeliv.':>9} {'events':>10} {'incidents':>10}  {'result':6} {'wall s':>6}"
     )
     print_header(header)
@@ -733,7 +749,7 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
             "" if r.figures.get("redelivered_exact", True) else "+"
         )
         print(
-            f"{r.name:15} {f('published'):>10,} {f('written'):>10,} {f('lost'):>5} "
+            f"{r.name:22} {f('published'):>10,} {f('written'):>10,} {f('lost'):>5} "
             f"{f('duplicated'):>4} "
             f"{redelivered:>9} {events:>10} {incidents:>10}  {r.status:6} {r.wall_s:>6.0f}"
         )

@@ -22,6 +22,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "enoc.bench.collector",
         "points per CPU-second from MQTT to the database, replica scaling, trap latency",
     ),
+    "scale": (
+        "enoc.bench.scale",
+        "collector replicas on a NATS cluster: points/s and CPU at 1, 2, 4; drills' recovery",
+    ),
     "console": (
         "enoc.bench.console",
         "console load time with a big fleet, and SSE fan-out to many browsers",

@@ -1,0 +1,489 @@
+"""`enoc bench scale`: collector replicas as one consumer group on a NATS cluster: points
+per second at 1, 2 and 4 replicas, CPU per replica, and the fault drills' recovery times.
+
+For each replica count: three NATS nodes (JetStream and MQTT on each, testbed/nats.py)
+and a VictoriaMetrics start afresh; N `enoc collector` processes with `nats:` share the
+durable consumers of the gateway's `$MQTT_msgs` stream (docs/collector.md, "NATS
+JetStream"). The metrics messages are `enoc bench collector`'s (encoded up front: one
+device per message, `--interfaces` interfaces each), published at QoS 1 by one
+`mosquitto_pub -l` per site (C, not counted) into the nodes' MQTT gateways, sites spread
+over the nodes.
+
+`--warmup` polls of every device go first and are written (every series exists, as in
+a collector that runs for months). Then every replica is stopped (SIGSTOP), the measured
+rounds are published into the stream, and every replica is continued at once: the
+figure is the backlog's drain by N replicas from one start, so no replica's start-up
+and no publisher's pace is in it. Points per second: points written / wall time from
+the continue to the last point written (the replicas' own counters); CPU per replica:
+user + system from /proc of each replica process over that span. After each run the
+database is read back: every device poll once, and the replicas' written points add up
+to exactly the points published (a redelivered message would write its points twice).
+
+`--flush-interval S` sets the replicas' `influxdb.flush_interval`. JetStream's
+`max_ack_pending` is the shared consumer's, not each replica's: N replicas hold about
+1/N of it each, never the full window at which a replica writes at once (collector/app.py),
+so each write waits for the flush interval; a shorter one shows the replicas without
+that wait.
+
+The issue's target is 4 replicas >= 3.2 times one; the figure means something only
+with the cores to run them (the cores available are printed beside it). Memory per
+replica as the fleet grows needs devices partitioned over replicas (issue 22, item 3):
+every replica keeps every device's state today, so it is not measured here (see
+`--memory-growth`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import psutil
+import yaml
+
+from enoc.bench.collector import (
+    Stream,
+    count_points,
+    cpu_s,
+    http_port,
+    prepare,
+    scrape,
+    start_collector,
+    wait_healthy,
+)
+from enoc.bench.collector import (
+    collector_yaml as mqtt_collector_yaml,
+)
+from enoc.bench.collector import (
+    publish as publish_sites,
+)
+from enoc.bench.common import (
+    add_results_argument,
+    add_size_arguments,
+    machine,
+    peak_rss_mib,
+    print_header,
+    progress,
+    write_result,
+)
+from testbed.nats import NatsCluster
+from testbed.servers import VictoriaMetrics
+
+TARGET = 3.2  # the issue's: 4 replicas at least this many times one
+MAX_ACK_PENDING = 100  # per lane and replica, as the drills
+NO_MEMORY_GROWTH = (
+    "memory per replica as devices grow needs devices partitioned over the replicas "
+    "(issue 22, item 3), which is not built yet: every replica keeps every device's state, "
+    "so the figure would only show the same memory in each"
+)
+
+
+@dataclass
+class Replica:
+    name: str
+    points: int  # written by this replica in the measured span
+    cpu_s: float
+    peak_rss_mib: float
+
+    @property
+    def points_per_cpu_s(self) -> float:
+        return self.points / self.cpu_s if self.cpu_s else 0.0
+
+
+@dataclass
+class Run:
+    replicas: int
+    messages: int
+    points: int
+    wall_s: float
+    written: int  # points the replicas wrote in all (exactly `points` when none twice)
+    landed: int  # device polls VictoriaMetrics holds, warm-up included
+    expected_landed: int
+    per_replica: list[Replica] = field(default_factory=list)
+
+    @property
+    def points_per_s(self) -> float:
+        return self.points / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.written == self.points and self.landed == self.expected_landed
+
+
+@dataclass
+class Result:
+    devices: int
+    interfaces: int
+    sites: int
+    rounds: int
+    warmup: int
+    cores: int
+    machine: dict[str, Any]
+    flush_interval: float | None = None
+    max_ack_pending: int = MAX_ACK_PENDING
+    runs: list[Run] = field(default_factory=list)
+    drills: list[dict[str, Any]] = field(default_factory=list)
+
+    def ratio(self, high: int = 4, low: int = 1) -> float | None:
+        rates = {r.replicas: r.points_per_s for r in self.runs}
+        if high in rates and rates.get(low):
+            return rates[high] / rates[low]
+        return None
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_size_arguments(parser, 500, "devices sending metrics")
+    parser.set_defaults(interfaces=24)
+    parser.add_argument("--rounds", type=int, default=10, help="polls per device to measure")
+    parser.add_argument("--warmup", type=int, default=1, help="polls per device sent first")
+    parser.add_argument("--sites", type=int, default=6, help="sites (one publisher each)")
+    parser.add_argument("--replicas", default="1,2,4", help="replica counts to run, e.g. 1,2,4")
+    parser.add_argument(
+        "--drills",
+        type=Path,
+        help="a bench-faults-*.json of `enoc bench faults`: its drills' recovery times",
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        help="the replicas' influxdb.flush_interval, s (default: the collector's, 1 s)",
+    )
+    parser.add_argument(
+        "--max-ack-pending",
+        type=int,
+        default=MAX_ACK_PENDING,
+        help="the replicas' nats.max_ack_pending (the shared consumer's window)",
+    )
+    parser.add_argument(
+        "--memory-growth",
+        action="store_true",
+        help="memory per replica as devices grow (refused: needs device partitioning)",
+    )
+    add_results_argument(parser)
+
+
+def parse_replicas(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--replicas must be like 1,2,4; got {text!r}") from None
+    if not counts or any(c < 1 or c > 16 for c in counts):
+        raise ValueError(f"--replicas: counts from 1 to 16, got {text!r}")
+    return counts
+
+
+def read_drills(path: Path) -> list[dict[str, Any]]:
+    """Each drill of an `enoc bench faults` JSON: name, status, recovery_s (None when the
+    drill does not measure one)."""
+    try:
+        data = json.loads(path.read_text())
+        drills = data["drills"]
+        return [
+            {"name": str(d["name"]), "status": str(d["status"]), "recovery_s": d.get("recovery_s")}
+            for d in drills
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--drills {path}: not a bench-faults JSON ({exc})") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.memory_growth:
+        print(f"enoc bench scale: --memory-growth: {NO_MEMORY_GROWTH}", file=sys.stderr)
+        return 2
+    try:
+        counts = parse_replicas(str(args.replicas))
+        drills = read_drills(args.drills) if args.drills else []
+        if args.flush_interval is not None and not 0.01 <= args.flush_interval <= 60:
+            raise ValueError("--flush-interval: 0.01 to 60 s")
+        if not 1 <= args.max_ack_pending <= 100_000:
+            raise ValueError("--max-ack-pending: 1 to 100000")
+        if args.devices < args.sites or args.sites < 1 or args.rounds < 1 or args.warmup < 0:
+            raise ValueError("--devices >= --sites >= 1, --rounds >= 1, --warmup >= 0")
+    except ValueError as exc:
+        print(f"enoc bench scale: {exc}", file=sys.stderr)
+        return 2
+    args.devices_per_message, args.sensors = 1, 0  # what write_messages reads
+    result = asyncio.run(measure(args, counts))
+    result.drills = drills
+    print_table(result)
+    payload = asdict(result)
+    for item, one in zip(payload["runs"], result.runs, strict=True):
+        item["points_per_s"] = round(one.points_per_s)
+        item["exact"] = one.exact
+        for rep, replica in zip(item["per_replica"], one.per_replica, strict=True):
+            rep["points_per_cpu_s"] = round(replica.points_per_cpu_s)
+    payload["ratio_4_to_1"] = result.ratio()
+    payload["target"] = TARGET
+    payload["memory_per_replica"] = NO_MEMORY_GROWTH
+    args.results.mkdir(parents=True, exist_ok=True)
+    write_result(args.results, "scale", payload)
+    return 0 if all(r.exact for r in result.runs) else 1
+
+
+def cores() -> int:
+    """The cores this process (and the ones it starts) may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
+    result = Result(
+        args.devices,
+        args.interfaces,
+        args.sites,
+        args.rounds,
+        args.warmup,
+        cores(),
+        machine(),
+        args.flush_interval,
+        args.max_ack_pending,
+    )
+    with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        users, warm, stream = prepare(tmp, args)
+        for count in counts:
+            run_dir = tmp / f"replicas-{count}"
+            run_dir.mkdir()
+            settings = (args.flush_interval, args.max_ack_pending)
+            run = await one_run(run_dir, users, warm, stream, count, settings)
+            result.runs.append(run)
+    progress("")
+    return result
+
+
+# ------------------------------------------------------------------ one replica count
+
+
+def collector_yaml(
+    run_dir: Path,
+    name: str,
+    cluster: NatsCluster,
+    vm: str,
+    users: Path,
+    flush_interval: float | None = None,
+    max_ack_pending: int = MAX_ACK_PENDING,
+) -> Path:
+    """`enoc bench collector`'s replica config (metrics only: each replica's own SQLite
+    file will do) with `nats` in place of `mqtt`."""
+    path = mqtt_collector_yaml(run_dir, name, "mqtt://127.0.0.1:1", vm, users, "")
+    config = yaml.safe_load(path.read_text())
+    del config["mqtt"]
+    config["nats"] = {
+        "servers": cluster.urls,
+        "name": f"enoc-bench-{name}",
+        "max_ack_pending": max_ack_pending,
+    }
+    if flush_interval is not None:
+        config["influxdb"]["flush_interval"] = f"{flush_interval:g}s"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def publish(cluster: NatsCluster, stream: Stream, name: str) -> list[subprocess.Popen[bytes]]:
+    """One `mosquitto_pub -l` per site at QoS 1, sites spread over the nodes' gateways."""
+    ports = [node.mqtt_port for node in cluster.nodes]
+    return publish_sites(cluster.nodes[0], stream, name, ports)
+
+
+async def published(publishers: list[subprocess.Popen[bytes]], what: str) -> None:
+    started = time.monotonic()
+    while any(p.poll() is None for p in publishers):
+        progress(f"publishing {what}: {time.monotonic() - started:.0f} s")
+        await asyncio.sleep(0.2)
+    for pub in publishers:
+        if pub.returncode:
+            error = pub.stderr.read().decode() if pub.stderr else ""
+            raise RuntimeError(f"mosquitto_pub failed: {error}")
+
+
+async def stored(cluster: NatsCluster, messages: int) -> None:
+    """Until the metrics consumer has `messages` waiting (all stored, none handed out)."""
+    nc = await nats.connect(cluster.urls)
+    try:
+        deadline = time.monotonic() + 60
+        pending = -1
+        while time.monotonic() < deadline:
+            info = await nc.jetstream().consumer_info("$MQTT_msgs", "enoc-collectors-metrics")
+            pending = int(info.num_pending or 0)
+            if pending >= messages:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"only {pending} of {messages} messages stored in the stream")
+    finally:
+        await nc.close()
+
+
+def written(configs: list[Path]) -> list[int]:
+    return [
+        int(scrape(http_port(c)).get("enoc_collector_points_written_total", 0)) for c in configs
+    ]
+
+
+async def until_written(
+    procs: list[subprocess.Popen[bytes]], configs: list[Path], target: int, what: str
+) -> list[int]:
+    started = time.monotonic()
+    while True:
+        counts = await asyncio.to_thread(written, configs)
+        progress(
+            f"{len(configs)} replica(s), {what}: {sum(counts):,} of {target:,} points "
+            f"written, {time.monotonic() - started:.0f} s"
+        )
+        if sum(counts) >= target:
+            return counts
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a collector replica exited during the benchmark")
+        await asyncio.sleep(0.1)
+
+
+def signal_all(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
+    for proc in procs:
+        os.kill(proc.pid, sig)
+
+
+async def one_run(
+    run_dir: Path,
+    users: Path,
+    warm: Stream,
+    stream: Stream,
+    count: int,
+    settings: tuple[float | None, int],
+) -> Run:
+    progress(f"{count} replica(s): starting three NATS nodes and VictoriaMetrics")
+    cluster = NatsCluster(run_dir / "nats")
+    await asyncio.to_thread(cluster.start)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with VictoriaMetrics(run_dir / "vm") as vm:
+            configs = [
+                collector_yaml(run_dir, f"r{i + 1}", cluster, vm.url, users, *settings)
+                for i in range(count)
+            ]
+            procs = [start_collector(c) for c in configs]
+            for proc, config in zip(procs, configs, strict=True):
+                await wait_healthy(proc, config)
+            processes = [psutil.Process(p.pid) for p in procs]
+            before = [0] * count
+            if warm.messages:
+                await published(publish(cluster, warm, "warmup"), "the warm-up")
+                before = await until_written(procs, configs, warm.points, "warm-up")
+            # every replica stopped while the backlog is stored; their pending fetches
+            # expire (1 s) so that none is handed a message meanwhile
+            signal_all(procs, signal.SIGSTOP)
+            await asyncio.sleep(1.5)
+            await published(publish(cluster, stream, "measured"), "the measured rounds")
+            await stored(cluster, stream.messages)
+            cpu_before = [cpu_s(p) for p in processes]
+            started = time.monotonic()
+            signal_all(procs, signal.SIGCONT)
+            after = await until_written(procs, configs, warm.points + stream.points, "measured")
+            wall = time.monotonic() - started
+            cpu_after = [cpu_s(p) for p in processes]
+            peaks = [peak_rss_mib(p) for p in processes]
+            await asyncio.sleep(1.0)  # a redelivery (a point written twice) would show now
+            final = await asyncio.to_thread(written, configs)
+            landed = await asyncio.to_thread(count_points, vm, warm.samples + stream.samples)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        await asyncio.to_thread(cluster.stop)
+    one = Run(
+        count,
+        stream.messages,
+        stream.points,
+        round(wall, 3),
+        sum(final) - sum(before),
+        landed,
+        warm.samples + stream.samples,
+    )
+    for n in range(count):
+        one.per_replica.append(
+            Replica(
+                f"r{n + 1}",
+                after[n] - before[n],
+                round(cpu_after[n] - cpu_before[n], 3),
+                peaks[n],
+            )
+        )
+    return one
+
+
+# ------------------------------------------------------------------ output
+
+
+def print_table(result: Result) -> None:
+    flush = f"{result.flush_interval:g} s" if result.flush_interval else "the default (1 s)"
+    print(
+        f"\n{result.devices} devices x {result.interfaces} interfaces at {result.sites} sites, "
+        f"{result.rounds} measured polls each after {result.warmup} warm-up; three NATS "
+        f"nodes on loopback; {result.cores} core(s) available to all of it "
+        f"({result.machine.get('cpu_model', '')}); the replicas' influxdb.flush_interval "
+        f"{flush}, nats.max_ack_pending {result.max_ack_pending}\n"
+    )
+    header = (
+        f"{'replicas':>8} {'messages':>9} {'points':>10} {'wall s':>7} {'points/s':>10} "
+        f"{'written':>10} {'exact':>5}  per replica: points, CPU s, points/CPU-s, peak MiB"
+    )
+    print_header(header)
+    for r in result.runs:
+        shares = "; ".join(
+            f"{p.name} {p.points:,} {p.cpu_s:.1f} {p.points_per_cpu_s:,.0f} {p.peak_rss_mib:.0f}"
+            for p in r.per_replica
+        )
+        print(
+            f"{r.replicas:>8} {r.messages:>9,} {r.points:>10,} {r.wall_s:>7.1f} "
+            f"{r.points_per_s:>10,.0f} {r.written:>10,} {'yes' if r.exact else 'NO':>5}  {shares}"
+        )
+    ratio = result.ratio()
+    if ratio is not None:
+        print(
+            f"\n4 replicas / 1: {ratio:.2f} x the points per second (target {TARGET:g}); "
+            f"{result.cores} core(s) here run the replicas, the three NATS nodes, "
+            "VictoriaMetrics and the publishers together"
+            + (
+                ": the target needs at least 4 cores for the replicas alone"
+                if result.cores < 4
+                else ""
+            )
+        )
+    else:
+        print("\n4 replicas / 1: not measured (give --replicas with 1 and 4)")
+    print(f"memory per replica as devices grow: not measured; {NO_MEMORY_GROWTH}")
+    print(
+        "\nwritten: points the replicas wrote in the measured span, in all (exact: that is "
+        "every point published, once, and the database holds every device poll once)"
+    )
+    if result.drills:
+        print("\ndrills (from --drills): recovery, fault to service again")
+        for d in result.drills:
+            took = d["recovery_s"]
+            print(
+                f"  {d['name']:24} {d['status']:6} "
+                + (f"{took:.1f} s" if isinstance(took, int | float) else "not measured")
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="enoc bench scale", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
