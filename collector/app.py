@@ -65,6 +65,7 @@ class Collector:
             "on_metrics": self._metrics,
             "on_events": self._events,
             "on_status": self._status,
+            "on_drained": self._drained,
         }
         self.dead_letters = MqttDeadLetters(config.mqtt)  # lines a sink refuses
         self.nats: NatsIngest | None = None  # the ingest source when `nats` replaces `mqtt`
@@ -133,6 +134,10 @@ class Collector:
         self.recent.add(metrics)
         await self.sinks.write(metrics.lines, metrics.points, ack)  # acked once all have it
         if self.ingest.pending_metrics >= self.ingest.config.max_unacked:
+            self.sinks.flush()
+
+    def _drained(self) -> None:
+        if self.ingest.pending_metrics:
             self.sinks.flush()
 
     async def _events(self, message: EventsMessage) -> None:

@@ -147,13 +147,15 @@ class Ingest:
         on_metrics: Callable[[Metrics, Callable[[], None]], Awaitable[None]],
         on_events: Callable[[EventsMessage], Awaitable[None]],
         on_status: Callable[[StatusMessage, bool], Awaitable[None]],
-        on_backlog: Callable[[], None] = lambda: None,
+        on_drained: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.on_metrics = on_metrics
         self.on_events = on_events
         self.on_status = on_status
-        self.on_backlog = on_backlog  # called when many metrics await their write
+        # called by a source that has no more metrics ready while some await their write
+        # (collector/nats_ingest.py): they are written now, not after the flush interval
+        self.on_drained = on_drained
         self.stats = IngestStats()
         self.pending_metrics = 0  # received, not yet acknowledged
         self._bad = OnceLogger(log)

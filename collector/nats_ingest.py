@@ -268,12 +268,15 @@ class NatsIngest(ServiceBase):
                 batch = self.config.batch
                 if lane == "metrics":  # what waits for its write counts against the window
                     batch = min(batch, self.config.max_ack_pending - self.ingest.pending_metrics)
-                    if batch <= 0:
+                    if batch <= 0:  # the whole window waits here: written now
+                        self.ingest.on_drained()
                         await asyncio.sleep(0.02)
                         continue
                 try:
                     messages = await sub.fetch(batch, timeout=FETCH_WAIT)
                 except nats.errors.TimeoutError:
+                    if lane == "metrics":
+                        self.ingest.on_drained()
                     continue
                 for i, msg in enumerate(messages):
                     if not await self._take(msg):
@@ -285,6 +288,12 @@ class NatsIngest(ServiceBase):
                             self._settle(rest.nak(delay=delay))
                         await pause(self.closing, delay)
                         break
+                else:
+                    if lane == "metrics" and len(messages) < batch:
+                        # Nothing more to fetch now: the server holds the rest for the
+                        # shared window, whose other shares the other replicas hold, so
+                        # this replica's share never fills the window that writes at once
+                        self.ingest.on_drained()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise

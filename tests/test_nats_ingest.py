@@ -62,12 +62,23 @@ class Recorder:
     hold: bool = False  # never acknowledge: a replica that dies before its writes
     seqs: list[int] = field(default_factory=list)
     delay: float = 0.0
+    # a sink whose flush interval never ends: it writes (acknowledges) only when the
+    # ingest says the source is drained
+    buffered: bool = False
+    unwritten: list[Callable[[], None]] = field(default_factory=list)
 
     async def metrics(self, metrics: Metrics, ack: Callable[[], None]) -> None:
         self.seqs.append(int(metrics.polls[0][0].removeprefix("dev-")))
         if self.delay:
             await asyncio.sleep(self.delay)
-        if not self.hold:
+        if self.buffered:
+            self.unwritten.append(ack)
+        elif not self.hold:
+            ack()
+
+    def drained(self) -> None:
+        acks, self.unwritten = self.unwritten, []
+        for ack in acks:
             ack()
 
 
@@ -86,6 +97,7 @@ def replica_of(config: NatsConfig, recorder: Recorder) -> NatsIngest:
         on_metrics=recorder.metrics,
         on_events=_nothing,
         on_status=_nothing,
+        on_drained=recorder.drained,
     )
     return NatsIngest(config, ingest)
 
@@ -242,6 +254,27 @@ async def test_two_replicas_share_the_stream_and_a_malformed_message_is_dead_let
     finally:
         await sub.unsubscribe()
         await nc.close()
+
+
+async def test_replicas_write_their_share_of_the_window_without_waiting_for_it_to_fill(
+    nats_cluster: NatsCluster,
+) -> None:
+    """`max_ack_pending` is the shared consumer's: two replicas hold about half of it
+    each, so neither's pending metrics reach the full window that writes at once. Each
+    writes what it holds when a fetch finds nothing more ready; with sinks that never
+    flush by themselves every message is still written, by both replicas."""
+    a, b = Recorder("a", buffered=True), Recorder("b", buffered=True)
+    settings = {"batch": 10, "max_ack_pending": 10}
+    async with (
+        running(replica(nats_cluster, a, **settings)),
+        running(replica(nats_cluster, b, **settings)),
+        agent(nats_cluster.nodes[1]) as client,
+    ):
+        await publish(client, range(120))
+        sent = range(120)
+        await eventually(lambda: not accounted([a, b], sent)[0], what="all 120 taken")
+        await eventually(lambda: not (a.unwritten or b.unwritten), what="every one written")
+    assert accounted([a, b], sent) == (set(), 0)
 
 
 async def _settled(js: nats.js.JetStreamContext) -> bool:

@@ -21,9 +21,8 @@ to exactly the points published (a redelivered message would write its points tw
 
 `--flush-interval S` sets the replicas' `influxdb.flush_interval`. JetStream's
 `max_ack_pending` is the shared consumer's, not each replica's: N replicas hold about
-1/N of it each, never the full window at which a replica writes at once (collector/app.py),
-so each write waits for the flush interval; a shorter one shows the replicas without
-that wait.
+1/N of it each, and each writes what it holds whenever a fetch finds nothing more ready
+(collector/nats_ingest.py), so the flush interval bounds only a trickle's writes.
 
 The issue's target is 4 replicas >= 3.2 times one; the figure means something only
 with the cores to run them (the cores available are printed beside it). Memory per
