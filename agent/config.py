@@ -29,7 +29,7 @@ from enoc.config import (
     register_kind,
     skipping_unread,
 )
-from enoc.config_types import DEFAULT_BROKER_URL, MqttBroker, check_broker_url
+from enoc.config_types import MqttBroker
 from enoc.ifpolicy import InterfacesConfig
 from enoc.inventory import Credential, Inventory, InventoryDevice, inventory_issues
 from enoc.mibs import MibIndex
@@ -38,33 +38,8 @@ from enoc.wire import check_name
 
 @dataclass(frozen=True)
 class MqttConfig(MqttBroker):
-    # "" when not given: the default broker, or none with `urls` (both given is an error).
-    url: str = ""
-    # The nodes of a broker cluster, tried in an order of this agent's (enoc.brokers).
-    urls: list[str] | None = None
     keepalive: Duration = Duration(30)
     max_inflight: int = 100
-
-    def __post_init__(self) -> None:
-        if self.urls is None:
-            object.__setattr__(self, "url", self.url or DEFAULT_BROKER_URL)
-            super().__post_init__()
-            return
-        if self.url:
-            raise ValueError(
-                "mqtt.urls and mqtt.url are both given: keep one (urls lists every broker)"
-            )
-        if not self.urls:
-            raise ValueError("mqtt.urls must list at least one broker URL")
-        for i, url in enumerate(self.urls):
-            check_broker_url(f"mqtt.urls[{i}]", url)
-            if url in self.urls[:i]:
-                raise ValueError(f"mqtt.urls[{i}] repeats mqtt.urls[{self.urls.index(url)}]: {url}")
-
-    @property
-    def brokers(self) -> list[str]:
-        """Every broker this agent may connect to, as configured."""
-        return list(self.urls) if self.urls is not None else [self.url]
 
 
 @dataclass(frozen=True)
@@ -489,11 +464,8 @@ def check_agent(path: Path) -> Checked[tuple[AgentConfig, Inventory]]:
     if config is None:
         return checked.with_value(None)
     with skipping_unread():
-        if config.mqtt.urls is None:
-            check_url(checked, "mqtt.url", config.mqtt.url)
-        else:
-            for i, url in enumerate(config.mqtt.urls):
-                check_url(checked, f"mqtt.urls[{i}]", url)
+        for key, url in config.mqtt.url_keys():
+            check_url(checked, key, url)
     with skipping_unread():
         check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT", retried=True)
     with skipping_unread():

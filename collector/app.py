@@ -231,6 +231,8 @@ class Collector:
                     lane: "5" if level == 5 else "3.1.1"
                     for lane, level in self.ingest.stats.protocol.items()
                 },
+                # by lane, the node of its last connection (of `mqtt.urls`, no login)
+                "brokers": dict(self.ingest.stats.broker),
                 "last_error": shown_error(self.ingest.stats.last_error),
             },
             "store": {"ok": self.store.healthy, "last_error": shown_error(self.store.last_error)},
@@ -248,6 +250,7 @@ class Collector:
         out: dict[str, float] = {
             "dead_letters": s.dead_lettered,
             "acked": s.acked,
+            "broker_switches": s.broker_switches,  # a lane moved to another of mqtt.urls
             "metrics_pending": self.ingest.pending_metrics,
             "duplicate_events": self.engine.duplicates,
             "events_pruned": self.engine.events_pruned,  # past incidents.events_retention

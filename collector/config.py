@@ -720,7 +720,8 @@ def check_collector(path: Path) -> Checked[CollectorConfig]:
     check_nats(checked, config, mqtt_given=bool(checked.line_of("mqtt")))
     check_partition(checked, config)
     with skipping_unread():
-        check_url(checked, "mqtt.url", config.mqtt.url)
+        for key, url in config.mqtt.url_keys():
+            check_url(checked, key, url)
     with skipping_unread():
         check_tls_files(checked, "mqtt.tls", config.mqtt.tls, "MQTT", retried=True)
     with skipping_unread():

@@ -49,8 +49,9 @@ from collector.metrics_in import read as read_metrics
 from collector.mqtt_receive import buffered_read, lean_receive
 from collector.store import content_refused, store_outage
 from enoc import mqtt
+from enoc.brokers import Brokers
 from enoc.lifecycle import Policy, ServiceBase, Supervisor
-from enoc.logs import OnceLogger, get_logger
+from enoc.logs import OnceLogger, get_logger, strip_login
 from enoc.mqtt import AckedClient, ProtocolChoice, abandon, broker_client_args
 from enoc.retry import Backoff
 from enoc.wire import (
@@ -126,6 +127,8 @@ class IngestStats:
     connected: dict[str, bool] = field(default_factory=dict)
     protocol: dict[str, int] = field(default_factory=dict)  # by lane: 5, or 4 (3.1.1)
     session_present: dict[str, bool] = field(default_factory=dict)  # the broker kept it
+    broker: dict[str, str] = field(default_factory=dict)  # by lane: connected to (no login)
+    broker_switches: int = 0  # connections to another broker than a lane's last one
     last_error: str = ""
 
 
@@ -165,6 +168,11 @@ class Ingest:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing = OnceLogger(log)
         self.protocols = {"metrics": ProtocolChoice(), "events": ProtocolChoice()}
+        # each lane's own order of a cluster's nodes (`mqtt.urls`): the lanes spread
+        self.brokers = {
+            lane: Brokers(config.brokers, identity=f"{config.client_id}-{lane}")
+            for lane in ("metrics", "events")
+        }
         self._consuming: aiomqtt.Client | None = None  # the metrics lane's, once consuming
         # set: metrics and events are subscribed to by site, those this replica keeps
         self.partition: Partition | None = None
@@ -208,6 +216,7 @@ class Ingest:
     ) -> None:
         backoff = Backoff(0.5, 10.0)
         choice = self.protocols[lane]
+        brokers = self.brokers[lane]
         fell_back = ""  # why the broker was taken not to speak 5, until 3.1.1 connects
         while not stop.is_set():
             protocol = choice.version
@@ -216,6 +225,7 @@ class Ingest:
             try:
                 args = broker_client_args(
                     self.config,
+                    url=brokers.url,
                     identifier=identifier,
                     protocol=protocol,
                     # a broker that does not speak 5 may never answer a v5 CONNECT
@@ -241,6 +251,14 @@ class Ingest:
                 async with client:
                     entered = True
                     choice.connected()
+                    if previous := brokers.connected():
+                        self.stats.broker_switches += 1
+                        # a shared subscription's session lives in the cluster; a plain
+                        # one's messages queued on the node left are that node's
+                        log.warning(
+                            "moved from broker %s to %s", strip_login(previous), brokers.shown()
+                        )
+                    self.stats.broker[lane] = brokers.shown()
                     client.timeout = CONNECT_TIMEOUT
                     client.pending_calls_threshold = 1000  # dead letters publish in bursts
                     self.stats.connects[lane] += 1
@@ -260,7 +278,7 @@ class Ingest:
                     if fell_back and protocol != mqtt.V5:
                         log.info(
                             "broker %s does not speak MQTT 5 (%s): consuming over 3.1.1",
-                            self.config.url,
+                            brokers.shown(),
                             fell_back,
                             lane=lane,
                         )
@@ -288,6 +306,7 @@ class Ingest:
                     continue  # 3.1.1, at once
                 if not entered:
                     choice.failed()
+                brokers.failed()  # refused, unanswered or dropped: the next node
                 if self.stats.connected.get(lane):
                     log.warning("broker connection lost (%s): %s", lane, exc)
                 else:
@@ -310,8 +329,10 @@ class Ingest:
         each message handled and acknowledged as on a lane, until none came for `idle`
         seconds; then end the session. How many messages it held."""
         protocol = self.protocols["metrics"].version
+        url = self.brokers["metrics"].url  # the node the lanes reach (a cluster's)
         args = broker_client_args(
             self.config,
+            url=url,
             identifier=identifier,
             protocol=protocol,
             timeout=CONNECT_TIMEOUT,
@@ -332,7 +353,9 @@ class Ingest:
                 await self._handle(client, message)
                 taken += 1
         if protocol != mqtt.V5:  # 3.1.1: a clean session replaces it, then ends
-            args = broker_client_args(self.config, identifier=identifier, protocol=protocol)
+            args = broker_client_args(
+                self.config, url=url, identifier=identifier, protocol=protocol
+            )
             args["clean_session"] = True
             async with AckedClient(**args):
                 pass

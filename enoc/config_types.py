@@ -112,15 +112,42 @@ def check_broker_url(key: str, url: str) -> None:
 @dataclass(frozen=True)
 class MqttBroker:
     """Where an MQTT client connects and how it logs in: the `mqtt` section's part that
-    the agent's and the collector's share."""
+    the agent's and the collector's share. `url` is one broker; `urls` the nodes of a
+    cluster, each client trying them in an order of its own (enoc.brokers)."""
 
-    url: str = DEFAULT_BROKER_URL  # mqtts:// for TLS
+    # "" when not given: the default broker, or none with `urls` (both given is an error).
+    url: str = ""  # mqtts:// for TLS
+    urls: list[str] | None = None
     tls: TlsConfig | None = None
     username: str | None = None
     password: Secret | None = None
 
     def __post_init__(self) -> None:
-        check_broker_url("mqtt.url", self.url)
+        if self.urls is None:
+            object.__setattr__(self, "url", self.url or DEFAULT_BROKER_URL)
+            check_broker_url("mqtt.url", self.url)
+            return
+        if self.url:
+            raise ValueError(
+                "mqtt.urls and mqtt.url are both given: keep one (urls lists every broker)"
+            )
+        if not self.urls:
+            raise ValueError("mqtt.urls must list at least one broker URL")
+        for i, url in enumerate(self.urls):
+            check_broker_url(f"mqtt.urls[{i}]", url)
+            if url in self.urls[:i]:
+                raise ValueError(f"mqtt.urls[{i}] repeats mqtt.urls[{self.urls.index(url)}]: {url}")
+
+    @property
+    def brokers(self) -> list[str]:
+        """Every broker this client may connect to, as configured."""
+        return list(self.urls) if self.urls is not None else [self.url]
+
+    def url_keys(self) -> list[tuple[str, str]]:
+        """(config key, URL) of each broker, for check-config's reachability checks."""
+        if self.urls is None:
+            return [("mqtt.url", self.url)]
+        return [(f"mqtt.urls[{i}]", url) for i, url in enumerate(self.urls)]
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,10 @@ def client_args(
 def broker_client_args(
     broker: MqttBroker, *, identifier: str, url: str = "", **options: Any
 ) -> dict[str, Any]:
-    """`client_args` for a configured broker: its URL (or `url`, one of a cluster's), TLS
-    files and login."""
+    """`client_args` for a configured broker: its URL (or `url`, one of a cluster's; the
+    first of `urls` when neither), TLS files and login."""
     return client_args(
-        url or broker.url,
+        url or broker.brokers[0],
         identifier=identifier,
         tls=broker.tls,
         username=broker.username,

@@ -12,7 +12,8 @@ import aiomqtt
 
 from collector.config import CollectorMqttConfig
 from collector.ingest import DEAD_LETTER_PREFIX
-from enoc.logs import StateLogger, get_logger
+from enoc.brokers import Brokers
+from enoc.logs import StateLogger, get_logger, strip_login
 from enoc.mqtt import broker_client_args
 
 log = get_logger("enoc.collector.influx")
@@ -29,6 +30,7 @@ class MqttDeadLetters:
 
     def __init__(self, config: CollectorMqttConfig) -> None:
         self.config = config
+        self.brokers = Brokers(config.brokers, identity=f"{config.client_id}-deadletters")
         self._client: aiomqtt.Client | None = None
         self._outage = StateLogger(log)
 
@@ -41,19 +43,23 @@ class MqttDeadLetters:
                     f"{DEAD_LETTER_PREFIX}/{reason}", json.dumps(letter), qos=1, timeout=5
                 )
                 published += 1
-            self._outage.ok("dead letters to MQTT", url=self.config.url)
+            self._outage.ok("dead letters to MQTT", url=self.brokers.shown())
         except (aiomqtt.MqttError, OSError) as exc:
-            self._outage.failed("dead letters to MQTT", exc, url=self.config.url)
+            self._outage.failed("dead letters to MQTT", exc, url=strip_login(self.brokers.url))
+            self.brokers.failed()  # a cluster's next node, the next time
             await self.close()
         return published
 
     async def _connected(self) -> aiomqtt.Client:
         if self._client is None:
             c = self.config
-            args = broker_client_args(c, identifier=f"{c.client_id}-deadletters")
+            args = broker_client_args(
+                c, url=self.brokers.url, identifier=f"{c.client_id}-deadletters"
+            )
             args["clean_session"] = True  # a publisher: no session to keep
             client = aiomqtt.Client(**args)
             await client.__aenter__()
+            self.brokers.connected()
             self._client = client
         return self._client
 
