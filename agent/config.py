@@ -440,6 +440,21 @@ def agent_issues(config: AgentConfig, filename: str) -> list[ConfigIssue]:
                 warning=True,
             )
         )
+    for key, name in (("site", config.site), ("agent_id", config.agent_id)):
+        if "." in name:
+            # nats-server 2.9's gateway maps topic levels to subject tokens split at '.'
+            issues.append(
+                ConfigIssue(
+                    filename,
+                    0,
+                    key,
+                    f"{name!r} has a '.': NATS's MQTT gateway (nats-server 2.9) refuses a "
+                    "topic with one and closes the connection, so on a NATS cluster this "
+                    "agent publishes nothing; use '-' or '_' there (Mosquitto and EMQX "
+                    "take it)",
+                    warning=True,
+                )
+            )
     if config.mqtt.password is None and config.mqtt.tls is None:
         issues.append(
             ConfigIssue(

@@ -346,3 +346,20 @@ def test_an_error_about_a_url_never_shows_its_password(tmp_path: Path) -> None:
     assert expected in result.stderr
     assert "postgresq://enoc:***@127.0.0.1/enoc" in result.stderr
     assert "typo-hunter2-pw" not in result.stderr + result.stdout
+
+
+def test_a_dot_in_an_agents_names_is_flagged_for_nats(tmp_path: Path) -> None:
+    """nats-server 2.9's MQTT gateway closes a connection that publishes to a topic with a
+    '.': an agent named so would publish nothing on a NATS cluster."""
+    path = tmp_path / "agent.yaml"
+    body = (
+        "agent_id: {agent}\nsite: {site}\nrtc: americas\nspool: {{path: /tmp/spool}}\n"
+        'devices: []\ncredentials: {{}}\nmqtt: {{url: "mqtt://127.0.0.1:1883"}}\n'
+    )
+    path.write_text(body.format(agent="nyc.1", site="nyc"))
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "agent_id: warning: 'nyc.1' has a '.': NATS's MQTT gateway" in result.stderr
+    assert "site: warning" not in result.stderr
+    path.write_text(body.format(agent="nyc-1", site="nyc"))
+    assert "NATS's MQTT gateway" not in check(path).stderr
