@@ -282,6 +282,30 @@ class Partition(ServiceBase):
         for task in list(self._draining.values()):
             task.cancel()
         await asyncio.gather(*self._draining.values(), return_exceptions=True)
+        await self.leave()
+
+    async def leave(self) -> None:
+        """A clean stop (after the lanes closed): the row's heartbeat is set just past
+        `takeover`, so the others take this replica's sites at their next round rather
+        than `takeover` later, and one of them drains its sessions (the row stays until
+        then, as a dead replica's)."""
+        gone = self.clock() - float(self.config.takeover) - 1
+
+        def mark(tx: Tx) -> None:
+            tx.execute("UPDATE replicas SET last_seen = ? WHERE id = ?", (gone, self.id))
+
+        try:
+            await self.store.run(mark)
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            log.warning(
+                "cannot tell the other replicas this one leaves (%s): they take its sites "
+                "after partition.takeover",
+                exc,
+            )
+            return
+        log.info("left the replicas: the others take this one's sites at their next round")
 
     def counters(self) -> dict[str, float]:
         return {

@@ -120,6 +120,40 @@ def test_a_moving_site_is_kept_until_its_new_owner_has_subscribed(tmp_path: Path
     assert a.wanted() == set(SITES[:100]) and a.left == 1
 
 
+async def test_a_clean_stop_hands_its_sites_over_at_the_next_round(tmp_path: Path) -> None:
+    """Two replicas on one store: b stops cleanly; a owns every site at its next round,
+    not `takeover` later, and b's row stays for its sessions' drain."""
+    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+    await store.open()
+    now = [T0]
+    replicas = {
+        name: Partition(
+            PartitionConfig(takeover=60),  # type: ignore[arg-type]
+            store,
+            replica=name,
+            client_id=f"enoc-{name}",
+            url=lambda: "",
+            clock=lambda: now[0],
+        )
+        for name in "ab"
+    }
+    a, b = replicas["a"], replicas["b"]
+    try:
+        a.sites.update(SITES[:50])
+        for replica in (a, b, a):
+            await replica.round()
+        assert a.members == ("a", "b")
+        await b.start()
+        await b.close()  # its lanes are closed first: the partition last
+        now[0] += 2  # a heartbeat later, far less than `takeover`
+        await a.round()
+        assert list(a.members) == ["a"] and a.left == 1
+        assert a.wanted() == set(SITES[:50])
+        assert "b" in a.rows, "kept until a survivor has drained b's sessions"
+    finally:
+        await store.close()
+
+
 def _metrics(site: str, seq: int, devices: int = 2) -> MetricsMessage:
     samples = [
         DeviceSample(f"{site}-d{n}", "127.0.0.9", T0 + seq, {"cpu": float(seq)})
