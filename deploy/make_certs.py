@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
@@ -87,6 +88,9 @@ DEFAULT_NATS_NAMES = [
     *(f"nats-{i}.nats-headless.enoc.svc.cluster.local" for i in range(3)),
 ]
 MOSQUITTO_ITERATIONS = 101  # mosquitto_passwd 2.0's PBKDF2-SHA512 default
+# The passwords are random (random_secret), so the hash only keeps them out of the file: a
+# low cost keeps a fleet's reconnect cheap (NATS checks bcrypt at every connection).
+NATS_BCRYPT_COST = 6
 
 
 # ---------------------------------------------------------------- mosquitto password hashes
@@ -212,6 +216,11 @@ def existing_agents(out: Path) -> list[AgentName]:
 # ---------------------------------------------------------------- NATS logins
 
 
+def nats_hash(password: str) -> str:
+    """A password as nats-server keeps it in its config: bcrypt (`$2b$`), never in clear."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(NATS_BCRYPT_COST)).decode()
+
+
 def nats_users(passwords: dict[str, str], agents: Sequence[AgentName]) -> str:
     """deploy/nats/nats.conf's `include`: enoc's account, whose users are the MQTT logins.
 
@@ -230,7 +239,8 @@ def nats_users(passwords: dict[str, str], agents: Sequence[AgentName]) -> str:
         "  ENOC {",
         "    jetstream: enabled",
         "    users: [",
-        f"      {{user: {quoted(COLLECTOR_USER)}, password: {quoted(passwords[COLLECTOR_USER])},",
+        f"      {{user: {quoted(COLLECTOR_USER)}, "
+        f"password: {quoted(nats_hash(passwords[COLLECTOR_USER]))},",
         '        allowed_connection_types: ["STANDARD"],',
         "        permissions: {",
         '          publish: ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "enoc.deadletter.v1.>"],',
@@ -241,7 +251,7 @@ def nats_users(passwords: dict[str, str], agents: Sequence[AgentName]) -> str:
         own = ", ".join(f'"{subject}.{kind}"' for kind in ("metrics", "events", "status"))
         lines += [
             f"      {{user: {quoted(agent.username)}, "
-            f"password: {quoted(passwords[agent.username])},",
+            f"password: {quoted(nats_hash(passwords[agent.username]))},",
             '        allowed_connection_types: ["MQTT"],',
             f'        permissions: {{publish: [{own}], subscribe: {{deny: ">"}}}}}}',
         ]

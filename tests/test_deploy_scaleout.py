@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import bcrypt
 import nats
 import pytest
 import yaml
@@ -118,14 +119,23 @@ def test_nats_server_accepts_the_shipped_config_with_make_certs_logins(
 
 def test_the_nats_logins_follow_make_certs_agents(secrets: Path) -> None:
     users = (secrets / "nats" / "users.conf").read_text()
+    hashes = dict(re.findall(r'\{user: "([^"]+)", password: "([^"]+)",', users))
+
+    def kept(user: str, password: str) -> bool:
+        """Kept as bcrypt, never in clear, and the hash is of this password."""
+        hashed = hashes[user]
+        assert hashed.startswith("$2b$") and password not in users
+        return bcrypt.checkpw(password.encode(), hashed.encode())
+
     for agent in AGENTS:
         site, agent_id = agent.split("/")
         password = (secrets / "agents" / site / agent_id / "mqtt-password").read_text().strip()
-        assert f'{{user: "{agent}", password: "{password}",' in users
+        assert kept(agent, password)
         own = [f'"enoc.v1.{site}.{agent_id}.{kind}"' for kind in ("metrics", "events", "status")]
         assert f'publish: [{", ".join(own)}], subscribe: {{deny: ">"}}' in users
     collector = (secrets / "collector" / "mqtt-password").read_text().strip()
-    assert f'{{user: "collector", password: "{collector}",' in users
+    assert kept("collector", collector)
+    assert not kept("collector", collector + "x")
     # the nodes' certificate serves and authenticates them to each other (their routes)
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID as Usage
