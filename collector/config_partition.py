@@ -14,7 +14,9 @@ from enoc.config import Checked, ConfigIssue, Duration
 
 PARTITION_NEEDS_MQTT = (
     "partition: the sites are routed to their owner by MQTT subscriptions; with nats "
-    "every replica still takes a share of every site (docs/collector.md, Partitioning)"
+    "every replica still takes a share of every site. On a NATS cluster, partition "
+    "through its MQTT gateways instead: mqtt.urls over them in place of nats "
+    "(docs/collector.md, Partitioning)"
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+import yaml
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 from collector import lineproto
@@ -37,6 +39,7 @@ from enoc.wire import (
     encode,
     topic,
 )
+from testbed.nats import NatsCluster
 from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics
 
 SITES = [f"site-{n:04d}" for n in range(1000)]
@@ -191,7 +194,7 @@ def test_partition_config_says_what_is_wrong() -> None:
         PartitionConfig(takeover=10, heartbeat=6)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"partition\.url"):
         PartitionConfig(url="127.0.0.1:8080")
-    with pytest.raises(ValueError, match="routed to their owner by MQTT"):
+    with pytest.raises(ValueError, match="partition through its MQTT gateways instead"):
         CollectorConfig(nats=NatsConfig(), partition=PartitionConfig())
     assert PartitionConfig(takeover=10).interval == 2  # type: ignore[arg-type]
 
@@ -274,20 +277,27 @@ def _expected(polls: range) -> set[tuple[str, str, int]]:
 
 @contextlib.asynccontextmanager
 async def _replicas(
-    tmp_path: Path, brokers: tuple[Mosquitto, VictoriaMetrics, PostgreSQL], names: list[str]
+    tmp_path: Path,
+    brokers: tuple[Mosquitto | list[str], VictoriaMetrics, PostgreSQL],
+    names: list[str],
 ) -> AsyncIterator[list[Collector]]:
-    mosquitto, vm, postgres = brokers
+    """Partitioned replicas on one broker, or on a cluster's nodes (`mqtt.urls`)."""
+    broker, vm, postgres = brokers
     async with contextlib.AsyncExitStack() as stack:
         out = []
         for name in names:
             config = collector_config(
                 tmp_path,
-                mosquitto.url,
+                broker.url if isinstance(broker, Mosquitto) else broker[0],
                 vm=vm,
                 store_url=postgres.url,
                 name=name,
                 extra={"partition": {"takeover": "3s", "heartbeat": "0.3s"}},
             )
+            if isinstance(broker, list):
+                settings = yaml.safe_load(config.read_text())
+                settings["mqtt"] = {"urls": broker, "client_id": settings["mqtt"]["client_id"]}
+                config.write_text(yaml.safe_dump(settings))
             out.append(await stack.enter_async_context(running_collector(config)))
         yield out
 
@@ -366,3 +376,48 @@ async def test_replicas_keep_only_their_sites_and_take_over_a_lost_ones_share(
                     lambda c=c, r=replica: {site for site, _ in c.recent.devices} == two[r],
                     what="state only for the sites each owns now",
                 )
+
+
+@pytest.mark.servers
+async def test_partitioned_replicas_on_a_nats_clusters_mqtt_gateways(
+    tmp_path: Path,
+    nats_cluster: NatsCluster,
+    victoria_metrics: VictoriaMetrics,
+    postgres: PostgreSQL,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same partitioning over a cluster: two replicas subscribe by site through the
+    three NATS nodes' MQTT gateways (`mqtt.urls`), each keeps only its own sites; one stops
+    and the other takes its sites and what its sessions held: every poll written."""
+    # 8 sites: each subscription there is a consumer the cluster replicates (slow to make)
+    monkeypatch.setattr(sys.modules[__name__], "FLEET", FLEET[:8])
+    urls = [node.mqtt_url for node in nats_cluster.nodes]
+    servers = (urls, victoria_metrics, postgres)
+    node = nats_cluster.nodes[0]
+    async with aiomqtt.Client(
+        node.host, node.mqtt_port, identifier="test-agents", protocol=aiomqtt.ProtocolVersion.V311
+    ) as agents:
+        for site in FLEET:
+            await _status(agents, site)
+        async with _replicas(tmp_path, servers, ["r1"]) as first:
+            inner = contextlib.AsyncExitStack()
+            second = await inner.enter_async_context(_replicas(tmp_path, servers, ["r2"]))
+            every = [*first, *second]
+            await eventually(lambda: _settled(every), timeout=30, what="two replicas settled")
+            shares = assign(FLEET, ["enoc-r1", "enoc-r2"])
+            assert all(shares.values())
+            for seq in (1, 2):
+                await _poll(agents, seq)
+            await eventually(
+                lambda: all(_polls(every, s) == {1, 2} for s in FLEET), timeout=30, what="2 polls"
+            )
+            for c, replica in zip(every, ["enoc-r1", "enoc-r2"], strict=True):
+                assert {site for site, _ in c.recent.devices} == shares[replica]
+            await inner.aclose()  # r2 stops cleanly: r1 takes its sites
+            await _poll(agents, 3)
+            await eventually(
+                lambda: _written(victoria_metrics) >= _expected(range(1, 4)),
+                timeout=45,
+                what="every poll written, r2's sites' third too",
+            )
+            assert first[0].partition is not None and first[0].partition.members == ("enoc-r1",)
