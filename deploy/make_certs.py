@@ -241,10 +241,12 @@ def nats_users(passwords: dict[str, str], agents: Sequence[AgentName]) -> str:
         "    users: [",
         f"      {{user: {quoted(COLLECTOR_USER)}, "
         f"password: {quoted(nats_hash(passwords[COLLECTOR_USER]))},",
-        '        allowed_connection_types: ["STANDARD"],',
+        # NATS for the JetStream ingest, MQTT for partitioned replicas (their gateways)
+        '        allowed_connection_types: ["STANDARD", "MQTT"],',
         "        permissions: {",
         '          publish: ["$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "enoc.deadletter.v1.>"],',
-        '          subscribe: ["_INBOX.>", "enoc.>", "$MQTT.msgs.enoc.>"]}}',
+        # $MQTT.sub.>: the delivery subjects of the gateway's QoS 1 subscriptions
+        '          subscribe: ["_INBOX.>", "enoc.>", "$MQTT.msgs.enoc.>", "$MQTT.sub.>"]}}',
     ]
     for agent in agents:
         subject = f"enoc.v1.{agent.site}.{agent.agent_id}"

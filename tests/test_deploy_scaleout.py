@@ -15,6 +15,7 @@ configs with enoc's own checks, every image pinned.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -304,11 +305,22 @@ async def test_the_shipped_logins_let_each_agent_publish_its_own_and_the_collect
     log = node.log_path.read_text()
     assert 'Publish Violation - User "nyc/nyc-1", Subject "enoc.v1.gva.gva-1.metrics"' in log
 
-    # a wrong password, the collector's login over MQTT: refused at the gateway
-    for login, extra in (("nyc/nyc-1", {"password": "wrong"}), ("collector", {})):
-        with pytest.raises(aiomqtt.MqttError):
-            async with agent_client(node, secrets, login, **extra):
-                pass
+    # a wrong password: refused at the gateway
+    with pytest.raises(aiomqtt.MqttError):
+        async with agent_client(node, secrets, "nyc/nyc-1", password="wrong"):
+            pass
+    # the collector's login over MQTT, as a partitioned replica subscribes (by site, QoS 1,
+    # a persistent session): an agent's message reaches it, and its dead letter goes out
+    async with agent_client(node, secrets, "collector", clean_session=False) as collector:
+        await collector.subscribe("enoc/v1/nyc/+/metrics", qos=1)
+        async with agent_client(node, secrets, "nyc/nyc-1") as client:
+            own = metrics_payload("nyc", "nyc-1", 7)
+            await client.publish(topic("nyc", "nyc-1", "metrics"), own, qos=1, timeout=10)
+        async with asyncio.timeout(10):
+            message = await anext(aiter(collector.messages))
+        assert message.topic.value == "enoc/v1/nyc/nyc-1/metrics" and message.payload == own
+        await collector.publish("enoc/deadletter/v1/malformed", b"{}", qos=1, timeout=10)
+    assert 'Violation - User "collector"' not in node.log_path.read_text()
     # an agent's login on the NATS client port: refused (MQTT only)
     bundle = secrets / "agents" / "nyc" / "nyc-1"
     import ssl
@@ -607,9 +619,27 @@ def test_the_nats_collector_config_passes_enocs_checks(
     assert nats_text[nats_text.index("influxdb:") :] == mqtt_text[mqtt_text.index("influxdb:") :]
     for name in ("collector-1", "collector-2"):
         assert services[name]["volumes"] == [
-            "./collector/collector.nats.yaml:/etc/enoc/collector.yaml:ro"
+            "./collector/${ENOC_NATS_COLLECTOR:-collector.nats.yaml}:/etc/enoc/collector.yaml:ro"
         ]
         assert set(services[name]["depends_on"]) == set(nodes)
+    assert env_example()["ENOC_NATS_COLLECTOR"] == "collector.nats.yaml"
+
+
+def test_the_partitioned_nats_collector_config_passes_enocs_checks(
+    secrets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = checked_collector("collector.nats-partition.yaml", secrets, tmp_path, monkeypatch)
+    assert config.nats is None and config.partition is not None
+    nodes = [n for n in load("compose.nats.yaml")["services"] if n.startswith("nats-")]
+    assert config.mqtt.brokers == [f"mqtts://{n}:8883" for n in nodes]
+    assert config.mqtt.username == "collector" and config.mqtt.tls is not None
+    assert not config.mqtt.shared_group, "partitioned: subscribed by site, not shared"
+    assert config.partition.id == "collector-1"
+    assert config.partition.url == "http://collector-1:8080", "compose's service name"
+    # the rest is collector.nats.yaml's
+    ours = (DEPLOY / "collector" / "collector.nats-partition.yaml").read_text()
+    shared = (DEPLOY / "collector" / "collector.nats.yaml").read_text()
+    assert ours[ours.index("influxdb:") :] == shared[shared.index("influxdb:") :]
 
 
 def test_the_nats_agent_config_lists_the_three_gateways(
