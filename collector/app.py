@@ -264,6 +264,8 @@ class Collector:
         out.update({f"rejected.{k}": v for k, v in s.rejected.items()})
         out.update({f"handler_errors.{k}": v for k, v in s.failed.items()})
         out.update({f"lane_errors.{k}": v for k, v in s.lane_errors.items()})
+        # site subscriptions a broker's SUBACK refused (tried again): by lane
+        out.update({f"subscriptions_refused.{k}": v for k, v in s.subscriptions_refused.items()})
         # metrics payloads read the general way, by why (collector/metrics_in.py)
         out.update({f"metrics_slow_path.{k}": v for k, v in slow_path.items()})
         out.update({f"notify_{k}": v for k, v in self.notifier.counters().items()})

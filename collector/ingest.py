@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from collector.config import CollectorMqttConfig
 from collector.metrics_in import Metrics
@@ -129,6 +130,7 @@ class IngestStats:
     session_present: dict[str, bool] = field(default_factory=dict)  # the broker kept it
     broker: dict[str, str] = field(default_factory=dict)  # by lane: connected to (no login)
     broker_switches: int = 0  # connections to another broker than a lane's last one
+    subscriptions_refused: Counter[str] = field(default_factory=Counter)  # by lane (SUBACK)
     last_error: str = ""
 
 
@@ -266,7 +268,9 @@ class Ingest:
                     self.stats.session_present[lane] = client.session_present
                     backoff.reset()
                     for f in filters:
-                        await client.subscribe(f, qos=1)
+                        if refused([f], await client.subscribe(f, qos=1)):
+                            self.stats.subscriptions_refused[lane] += 1
+                            raise aiomqtt.MqttError(f"the broker refused the subscription {f}")
                     self.stats.connected[lane] = True
                     log.info(
                         "consuming %s (MQTT %s, %s session)",
@@ -286,7 +290,9 @@ class Ingest:
                     following = None
                     if routed is not None and self.partition is not None:
                         resumed = bool(client.session_present)
-                        following = follow(self.partition, client, lane, routed, resumed)
+                        following = follow(
+                            self.partition, client, lane, routed, resumed, self._refused(lane)
+                        )
                     self._lanes_subscribed.add(lane)
                     if len(self._lanes_subscribed) == 2:
                         self.subscribed.set()
@@ -368,6 +374,17 @@ class Ingest:
         `max_unacked`."""
         queue, limit = client._queue, self.config.max_unacked
         return lambda: self._consuming is not client or self.pending_metrics + queue.qsize() < limit
+
+    def _refused(self, lane: str) -> Callable[[list[str]], None]:
+        def told(sites: list[str]) -> None:
+            self.stats.subscriptions_refused[lane] += len(sites)
+            self._failing(
+                f"refused-{lane}",
+                f"the broker refused the {lane} subscription of {len(sites)} site(s) "
+                f"({', '.join(sites[:5])}{', ...' if len(sites) > 5 else ''}): subscribing again",
+            )
+
+        return told
 
     @staticmethod
     def _read_failed(client: aiomqtt.Client) -> Callable[[Exception], None]:
@@ -559,7 +576,26 @@ class Lane(ServiceBase):
         )
 
 
-SUBSCRIBE_CHUNK = 100  # filters in one SUBSCRIBE or UNSUBSCRIBE
+# Filters in one SUBSCRIBE or UNSUBSCRIBE: NATS's gateway answers a SUBSCRIBE once every
+# filter's consumer is made, and fails the filters past its own time limit (seen: 37 of
+# 100 on a loaded node), so a few at a time
+SUBSCRIBE_CHUNK = 20
+# A SUBACK's wait for each filter beyond CONNECT_TIMEOUT: NATS's MQTT gateway makes each
+# QoS 1 subscription a consumer replicated on `consumer_replicas` nodes, up to about half a
+# second each on a loaded node (docs/collector.md, "Partitioning"); Mosquitto answers
+# at once. A broker that dies meanwhile is found by the keepalive, not by this wait.
+SUBACK_PER_FILTER = 1.0
+
+
+def suback_timeout(filters: int) -> float:
+    """How long a SUBSCRIBE or UNSUBSCRIBE of `filters` filters may wait for its answer."""
+    return CONNECT_TIMEOUT + SUBACK_PER_FILTER * filters
+
+
+def refused(filters: list[str], granted: tuple[int, ...] | list[ReasonCode]) -> list[str]:
+    """The filters a SUBACK refused (a code of 0x80 or above: a failure, not a QoS)."""
+    codes = [int(c.value) if isinstance(c, ReasonCode) else int(c) for c in granted]
+    return [f for f, code in zip(filters, codes, strict=True) if code >= 0x80]
 
 
 def follow(
@@ -568,34 +604,53 @@ def follow(
     lane: str,
     kind: Literal["metrics", "events"],
     resumed: bool,
+    on_refused: Callable[[list[str]], None],
 ) -> asyncio.Task[None]:
     """A task that keeps the lane subscribed to `enoc/v1/<site>/+/<kind>` of each site
-    `partition` keeps, and to no other; a failure ends the connection (the lane
-    reconnects and subscribes again)."""
+    `partition` keeps, and to no other; the sites whose subscription the broker refused
+    (`on_refused` told) are subscribed again after a backoff; a failure ends the
+    connection (the lane reconnects and subscribes again)."""
 
     async def run() -> None:
         wake = partition.watch(lane)
         subscribed: set[str] = set()
+        retry = Backoff(1.0, 30.0)
         if resumed:  # the session holds the last run's subscriptions, unknown here
             stale = sorted(partition.sites - partition.wanted())
             for n in range(0, len(stale), SUBSCRIBE_CHUNK):
                 batch = stale[n : n + SUBSCRIBE_CHUNK]
-                await client.unsubscribe([subscription(kind, s) for s in batch])
+                await client.unsubscribe(
+                    [subscription(kind, s) for s in batch], timeout=suback_timeout(len(batch))
+                )
         while True:
             wake.clear()
             wanted, view = partition.wanted(), partition.view
             # the new ones first: a site moving here is subscribed before its old owner
             # lets it go (it waits for `applied`), so no message finds neither
             add = sorted(wanted - subscribed)
+            failed: list[str] = []
             for n in range(0, len(add), SUBSCRIBE_CHUNK):
                 batch = add[n : n + SUBSCRIBE_CHUNK]
-                await client.subscribe([(subscription(kind, s), 1) for s in batch])
-                subscribed.update(batch)
+                filters = [subscription(kind, s) for s in batch]
+                granted = await client.subscribe(
+                    [(f, 1) for f in filters], timeout=suback_timeout(len(batch))
+                )
+                lost = set(refused(filters, granted))
+                failed += [s for s, f in zip(batch, filters, strict=True) if f in lost]
+                subscribed.update(s for s, f in zip(batch, filters, strict=True) if f not in lost)
             drop = sorted(subscribed - wanted)
             for n in range(0, len(drop), SUBSCRIBE_CHUNK):
                 batch = drop[n : n + SUBSCRIBE_CHUNK]
-                await client.unsubscribe([subscription(kind, s) for s in batch])
+                await client.unsubscribe(
+                    [subscription(kind, s) for s in batch], timeout=suback_timeout(len(batch))
+                )
                 subscribed.difference_update(batch)
+            if failed:
+                # not `applied`: a moving site's old owner keeps it until this one has it
+                on_refused(failed)
+                await asyncio.sleep(retry.next())
+                continue
+            retry.reset()
             partition.applied(lane, view)
             await wake.wait()
 

@@ -39,7 +39,7 @@ from enoc.wire import (
     encode,
     topic,
 )
-from testbed.nats import NatsCluster
+from testbed.nats import NatsCluster, NatsNode
 from testbed.servers import Mosquitto, PostgreSQL, VictoriaMetrics
 
 SITES = [f"site-{n:04d}" for n in range(1000)]
@@ -421,3 +421,64 @@ async def test_partitioned_replicas_on_a_nats_clusters_mqtt_gateways(
                 what="every poll written, r2's sites' third too",
             )
             assert first[0].partition is not None and first[0].partition.members == ("enoc-r1",)
+
+
+class GuardedNats(NatsNode):
+    """One NATS node (no cluster) whose only login may not subscribe to site `closed`:
+    its MQTT gateway refuses that site's subscriptions in the SUBACK."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, 0, mqtt_replicas=1)
+
+    def config_text(self) -> str:
+        text = super().config_text()
+        text = text[: text.index("cluster {")] + text[text.index("mqtt {") :]
+        return text + (
+            "authorization { users: [{user: collector, password: secret-1, permissions: "
+            '{subscribe: {allow: [">"], deny: ["enoc.v1.closed.>"]}}}] }\n'
+        )
+
+    def ready(self) -> bool:
+        return super().ready() and self.healthy()
+
+
+@pytest.mark.servers
+async def test_a_refused_site_subscription_is_counted_and_tried_again(
+    tmp_path: Path,
+) -> None:
+    """A broker that refuses a site's subscription in its SUBACK (here NATS's permissions;
+    its gateway under load also fails the consumers it cannot make within 4 s): the site
+    is not taken as subscribed, the refusal is counted and logged, it is tried again, and
+    the other sites flow meanwhile."""
+    with GuardedNats(tmp_path / "nats") as node:
+        config = collector_config(
+            tmp_path,
+            f"mqtt://{node.host}:{node.mqtt_port}",
+            extra={
+                "mqtt": {"username": "collector", "password": "secret-1"},
+                "partition": {"takeover": "3s", "heartbeat": "0.3s"},
+            },
+        )
+        async with (
+            running_collector(config) as collector,
+            aiomqtt.Client(
+                node.host,
+                node.mqtt_port,
+                identifier="agents",
+                username="collector",
+                password="secret-1",
+                protocol=aiomqtt.ProtocolVersion.V311,
+            ) as agents,
+        ):
+            for site in ("open", "closed"):
+                await _status(agents, site)
+            stats = collector.ingest.stats
+            await eventually(
+                lambda: stats.subscriptions_refused["metrics"] >= 2,
+                timeout=20,
+                what="refused, then again",
+            )
+            message = _metrics("open", 1)
+            await agents.publish(topic("open", message.agent, "metrics"), encode(message), qos=1)
+            await eventually(lambda: _polls([collector], "open") == {1}, what="the open site")
+            assert collector.counters()["subscriptions_refused.metrics"] >= 2
