@@ -59,6 +59,7 @@ from collector.incidents import (
 from collector.model import SEVERITY_RANK, STATES, IncidentChange
 from collector.partition import FORWARDED, Partition, ask_owner
 from collector.recent import InfluxRecent, RecentValues
+from collector.session import Sessions
 from collector.store import Store, store_unavailable
 from collector.stream import ChangeFeed, Hub, StreamEvent, resume
 from enoc.config import Duration
@@ -82,6 +83,7 @@ COUNTERS_KEY = web.AppKey[Callable[[], dict[str, float]]]("counters")  # the col
 PARTITION_KEY = web.AppKey("partition", Partition)  # set where replicas split the sites
 CAPABILITIES_KEY = web.AppKey[Mapping[tuple[str, str], Mapping[str, Capabilities]]]("capabilities")
 RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` when configured
+SESSIONS_KEY = web.AppKey("sessions", Sessions)  # the console's, for the users file's watch
 
 log = get_logger("enoc.collector.api")
 
@@ -145,6 +147,7 @@ class Api:
         self.requests = 0
         http = app[CONFIG_KEY].http
         self.access = Access(http, users, self.store, self._store_unavailable)
+        app[SESSIONS_KEY] = self.access.sessions
         self._role = self.access.guard
         self.stream_max_per_user = http.stream_max_clients_per_user
         self.stream_max = http.stream_max_clients

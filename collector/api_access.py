@@ -222,7 +222,9 @@ class Access:
         # is not a failed login
         try:
             with (self.hashing if directory is None else directory.gate).place():
-                principal = await self._check_password(key, name, password, directory)
+                principal, password_hash = await self._check_password(
+                    key, name, password, directory
+                )
         except HashingBusy as exc:
             raise retry_later(503, str(exc), 1) from None
         except DirectoryUnavailable:
@@ -242,7 +244,7 @@ class Access:
         except Exception as exc:
             raise self._store_unavailable("login limit", exc) from None
         try:
-            cookie, session = await self.sessions.issue(principal)
+            cookie, session = await self.sessions.issue(principal, password_hash=password_hash)
         except Exception as exc:
             raise self._store_unavailable("login", exc) from None
         response = web.json_response(
@@ -277,7 +279,9 @@ class Access:
 
     async def _check_password(
         self, key: str, name: str, password: str, directory: Directory | None
-    ) -> Principal | None:
+    ) -> tuple[Principal | None, str]:
+        """Who the password is of (None: nobody), with the users-file hash it was checked
+        against ("" for the directory's)."""
         try:  # counted as a failure, on every replica, unless the password is right
             wait = await self.limiter.attempt(key)
         except Exception as exc:
@@ -286,11 +290,11 @@ class Access:
             seconds = math.ceil(wait)
             raise retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
         if directory is not None:
-            return await directory.login(name, password)
+            return await directory.login(name, password), ""
         if self.users is None:
-            return None
+            return None, ""
         user = await self.hashing.run(self.users.by_password, name, password)
-        return None if user is None else user.principal()
+        return (None, "") if user is None else (user.principal(), user.password_hash)
 
     async def logout(self, request: web.Request) -> web.Response:
         session = request.get(SESSION_KEY)

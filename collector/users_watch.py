@@ -5,8 +5,13 @@ inode, size or modification time moved (and then kept still for `SETTLE`, so tha
 a file being written is not read half-way), it reads the file and, if its SHA-256
 differs from the content last read, loads it and swaps the users in place
 (`Users.take`): the API, its sessions and the password checks hold that one
-object. A removed user's token is refused and its console session ends at its
-next request; a changed role or scope holds from the next request. SIGHUP
+object. A removed user's token is refused and its console sessions end; a user
+whose password changed (or was taken away) loses the sessions made with the old
+one, logged in again with the new one it keeps them. Both are ended in the store
+(`Sessions.end_identity`), for every replica, so that a user put back or a
+password set back does not bring them back; a store that cannot answer then is
+asked again at each look until it does. A changed role or scope holds from the
+next request. SIGHUP
 (`poke`) reads the file at once, even unchanged: a `token_file` it names may have
 changed, which the watch cannot see.
 
@@ -25,9 +30,10 @@ import os
 from pathlib import Path
 
 from collector.auth import Users
+from collector.session import Sessions
 from enoc.config import ConfigError
 from enoc.lifecycle import ServiceBase
-from enoc.logs import get_logger
+from enoc.logs import StateLogger, get_logger
 
 log = get_logger("enoc.collector.users")
 
@@ -54,6 +60,11 @@ class UsersWatch(ServiceBase):
         self._digest = _digest(path)  # of the content loaded at start
         self._poked = asyncio.Event()
         self._unreadable = False
+        # the console's sessions (set once the API is made): whose end with a change
+        self.sessions: Sessions | None = None
+        # users whose sessions are still to end: name -> the new password hash ("": all)
+        self._ending: dict[str, str] = {}
+        self._store_failing = StateLogger(log)
 
     def poke(self) -> None:
         """Read the file now, whether it changed or not (SIGHUP)."""
@@ -77,6 +88,7 @@ class UsersWatch(ServiceBase):
             forced = self._poked.is_set()
             self._poked.clear()
             await self.check(forced=forced)
+            await self.end_sessions()
 
     async def check(self, *, forced: bool = False) -> bool:
         """Load the file if it changed (or `forced`); whether new users were taken."""
@@ -111,8 +123,14 @@ class UsersWatch(ServiceBase):
                 path=str(self.path),
             )
             return False
-        before = {u.name for u in self.users.users}
+        hashes = {u.name: u.password_hash for u in self.users.users}
+        before = set(hashes)
         after = {u.name for u in loaded.users}
+        for user in loaded.users:
+            if user.name in hashes and user.password_hash != hashes[user.name]:
+                self._ending[user.name] = user.password_hash
+        for name in before - after:
+            self._ending[name] = ""
         self.users.take(loaded)
         self.reloads += 1
         log.info(
@@ -125,6 +143,30 @@ class UsersWatch(ServiceBase):
             removed=sorted(before - after),
         )
         return True
+
+    async def end_sessions(self) -> int:
+        """End, in the store, the sessions of users removed or whose password changed;
+        how many. What the store could not take now is tried again at the next look."""
+        sessions = self.sessions
+        ended = 0
+        while sessions is not None and self._ending:
+            name, password_hash = next(iter(self._ending.items()))
+            what = "ending the sessions of users removed or with a new password"
+            try:
+                count = await sessions.end_identity(
+                    f"local:{name}", keep=sessions.credential(password_hash)
+                )
+            except Exception as exc:  # the store: asked again at the next look
+                self._store_failing.failed(what, exc)
+                return ended
+            self._store_failing.ok(what)
+            if self._ending.get(name) == password_hash:  # not changed again meanwhile
+                del self._ending[name]
+            ended += count
+            if count:
+                reason = "its password changed" if password_hash else "it left the users file"
+                log.info("%d sessions of %s ended: %s", count, name, reason, user=name)
+        return ended
 
     def _failed(self, message: str) -> None:
         if self._unreadable:

@@ -3,6 +3,7 @@ scopes hold from the next request; a broken file keeps the users loaded before."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -112,6 +113,68 @@ async def test_the_api_follows_the_users_file_without_a_restart(
         assert (await whoami())[0] == 401, "the removed user's session"
         assert (await whoami(bearer("admin1")))[0] == 200
         assert watch.reloads == 3 and watch.failures == 2
+
+
+async def test_a_leaver_or_a_new_password_ends_the_sessions_in_the_store(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The sessions of a user removed from the file, or whose password changed, are ended
+    in the store (the row every replica reads): the user put back, or the password set
+    back, does not bring them back; a session made with the new password lasts."""
+    path = tmp_path / "users.yaml"
+    config = collector_config(tmp_path, mosquitto.url)
+    old_hash, new_hash = hash_password(PASSWORD), hash_password("a new password")
+    admin = token_user("admin1", "admin")
+    desk = {"name": "desk", "role": "operator", "password_hash": old_hash}
+    write_users(path, [admin, desk])
+    async with running_collector(config) as collector, contextlib.AsyncExitStack() as stack:
+        base = f"http://127.0.0.1:{collector.http_port}"
+        watch = collector.users_watch
+        assert isinstance(watch, UsersWatch)
+
+        async def console(password: str) -> aiohttp.ClientSession:
+            jar = aiohttp.CookieJar(unsafe=True)
+            http = await stack.enter_async_context(aiohttp.ClientSession(cookie_jar=jar))
+            login = {"name": "desk", "password": password}
+            async with http.post(f"{base}/login", json=login) as r:
+                assert r.status == 200, await r.text()
+            return http
+
+        async def whoami(http: aiohttp.ClientSession) -> int:
+            async with http.get(f"{base}/api/v1/whoami") as r:
+                return r.status
+
+        async def ended() -> int:
+            rows = await collector.store.read(
+                lambda tx: tx.all("SELECT revoked FROM sessions WHERE identity = 'local:desk'")
+            )
+            return sum(1 for (revoked,) in rows if revoked)
+
+        async def load(users: list[dict[str, Any]], reloads: int, sessions_ended: int) -> None:
+            write_users(path, users)
+            watch.poke()
+            await eventually(lambda: watch.reloads == reloads, what=f"reload {reloads}")
+
+            async def ending() -> bool:
+                return await ended() == sessions_ended
+
+            await eventually(ending, what=f"{sessions_ended} sessions ended")
+
+        first, second = await console(PASSWORD), await console(PASSWORD)
+        # a new password: both sessions made with the old one end
+        await load([admin, {**desk, "password_hash": new_hash}], 1, 2)
+        assert (await whoami(first), await whoami(second)) == (401, 401)
+        renewed = await console("a new password")
+        assert await whoami(renewed) == 200
+        # the old password set back: the old sessions stay ended, the newer one ends
+        await load([admin, desk], 2, 3)
+        assert (await whoami(first), await whoami(renewed)) == (401, 401)
+        back = await console(PASSWORD)
+        # a leaver put back unchanged: its session stays ended
+        await load([admin], 3, 4)
+        await load([admin, desk], 4, 4)
+        assert await whoami(back) == 401
+        assert await whoami(await console(PASSWORD)) == 200
 
 
 async def test_sighup_reads_the_users_file_and_the_token_files_it_names(
