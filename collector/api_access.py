@@ -29,7 +29,13 @@ from collector.api_input import (
 )
 from collector.auth import HashGate, HashingBusy, Users, cpus
 from collector.config import HttpConfig
-from collector.directory import RETRY_AFTER, Directory, DirectoryUnavailable, NotGranted
+from collector.directory import (
+    RETRY_AFTER,
+    Directory,
+    DirectoryUnavailable,
+    LoginRefused,
+    NotGranted,
+)
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.store import Store
 from collector.tokens import Tokens, looks_like_token
@@ -231,6 +237,14 @@ class Access:
             raise retry_later(
                 503, "the directory cannot answer: try again later", RETRY_AFTER
             ) from None
+        except LoginRefused as exc:
+            # Told as a wrong password: a different answer would tell a guesser that the
+            # name exists (and is locked); the log and the audit say why.
+            self.logins_failed += 1
+            log.warning("%s", exc, user=name, code=exc.code)
+            why = f"directory refused: {exc.code} {exc.description}"
+            self.audit(request, name, "login_failed", reason=why)
+            raise ApiError(401, "wrong name or password") from None
         except NotGranted:
             self.logins_failed += 1
             self.audit(request, name, "login_failed", reason="no group grants access")
