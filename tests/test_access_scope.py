@@ -249,6 +249,23 @@ async def test_acting_across_the_boundary_is_refused(scoped: Scoped) -> None:
     assert status == 200, answer
 
 
+async def test_healthz_details_are_for_callers_without_a_scope(scoped: Scoped) -> None:
+    """The links serve every region: a scoped caller (token or session) learns ok or
+    not, as anyone does; the unscoped admin learns each link's state."""
+    base = scoped.base
+    for user in ("emea-ops", "nbo-eye", "emea-lead"):
+        assert await call(base, "GET", "/healthz", user) == (200, {"ok": True}), user
+    details = await get(base, "/healthz", "lead")
+    assert details["store"]["ok"] and details["mqtt"]["ok"], details
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        login = {"name": "apac-ops", "password": PASSWORD}
+        async with http.post(base + "/login", json=login) as r:
+            assert r.status == 200
+        async with http.get(base + "/healthz") as r:
+            assert (r.status, await r.json()) == (200, {"ok": True})
+
+
 async def test_maintenance_windows_inside_and_outside_the_scope(scoped: Scoped) -> None:
     base = scoped.base
 
