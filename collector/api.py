@@ -349,7 +349,7 @@ class Api:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
             change = await request.app[OPERATORS_KEY].act(
-                incident_id, action, user.name, text, user.scope
+                incident_id, action, user.name, text, user.scope, user.identity
             )
             self.access.audit(request, user, action, incident=incident_id, text=text)
             await request.app[PUBLISH_KEY]([change])
