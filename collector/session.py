@@ -20,8 +20,8 @@ from the next request on, and what ends a session ends it everywhere:
   changed keeps none made with the old password: the row keeps a fingerprint of
   the password hash it logged in with (`credential`, an HMAC under the session
   key). The users watch (collector/users_watch.py) ends such sessions in the
-  store when it loads the change, so that a user put back, or a password set
-  back, does not bring an old session back;
+  store at start and when it loads a change (`end_leavers`), so that a user put
+  back, or a password set back, does not bring an old session back;
 - a directory or single-sign-on identity is confirmed again (`rechecks`, one
   per source: LDAP's group lookup...) once `recheck_after` has passed since the
   last confirmation, by whichever replica the next request reaches; an identity
@@ -212,7 +212,7 @@ class Sessions:
             if session.credential and session.credential != self.credential(user.password_hash):
                 # Its password changed. Refused, not ended here: a replica whose file is
                 # older would end the sessions made with the new one; the watch of the
-                # replica that loads the change ends them (`end_identity`).
+                # replica that loads the change ends them (`end_leavers`).
                 return None
             return replace(session, principal=user.principal())
         recheck = self.rechecks.get(principal.source)
@@ -281,28 +281,45 @@ class Sessions:
         """Log the session out on every replica; sessions past their cookie's expiry go."""
         await self._end(session.nonce, self.now())
 
-    async def end_identity(self, identity: str, *, keep: str = "") -> int:
-        """End the sessions of `identity` (`source:subject`) on every replica: all of
-        them, or all but those made with the `keep` credential (a changed password's new
-        one: logged in again already); how many."""
+    async def end_identity(self, identity: str) -> int:
+        """End every session of `identity` (`source:subject`) on every replica; how many."""
         now = self.now()
 
         def apply(tx: Tx) -> int:
-            if not keep:
-                return tx.execute(
-                    "UPDATE sessions SET revoked = ? WHERE identity = ? AND revoked = 0",
-                    (now, identity),
-                )
-            ended = 0
-            for nonce, stored in tx.all(
-                "SELECT nonce, principal FROM sessions WHERE identity = ? AND revoked = 0",
-                (identity,),
+            return tx.execute(
+                "UPDATE sessions SET revoked = ? WHERE identity = ? AND revoked = 0",
+                (now, identity),
+            )
+
+        return await self.store.run(apply)
+
+    async def end_leavers(self, users: Users) -> dict[str, int]:
+        """End, on every replica, the users-file sessions that `users` no longer holds:
+        of a user not in it, or made with a password it no longer has (a row from before
+        credentials were kept is judged by the user alone); how many, by user name."""
+        now = self.now()
+
+        def apply(tx: Tx) -> dict[str, int]:
+            ended: dict[str, int] = {}
+            for nonce, identity, stored in tx.all(
+                "SELECT nonce, identity, principal FROM sessions "
+                "WHERE revoked = 0 AND expires >= ? AND identity LIKE ?",
+                (now, "local:%"),  # a parameter: psycopg reads a % in the SQL as its own
             ):
-                if _credential(str(stored)) != keep:
-                    ended += tx.execute(
-                        "UPDATE sessions SET revoked = ? WHERE nonce = ? AND revoked = 0",
-                        (now, nonce),
-                    )
+                name = str(identity).removeprefix("local:")
+                user = users.by_name(name)
+                credential = _credential(str(stored))
+                if (
+                    user is not None
+                    and user.password_hash
+                    and credential in ("", self.credential(user.password_hash))
+                ):
+                    continue
+                if tx.execute(
+                    "UPDATE sessions SET revoked = ? WHERE nonce = ? AND revoked = 0",
+                    (now, nonce),
+                ):
+                    ended[name] = ended.get(name, 0) + 1
             return ended
 
         return await self.store.run(apply)

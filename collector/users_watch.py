@@ -7,11 +7,12 @@ differs from the content last read, loads it and swaps the users in place
 (`Users.take`): the API, its sessions and the password checks hold that one
 object. A removed user's token is refused and its console sessions end; a user
 whose password changed (or was taken away) loses the sessions made with the old
-one, logged in again with the new one it keeps them. Both are ended in the store
-(`Sessions.end_identity`), for every replica, so that a user put back or a
-password set back does not bring them back; a store that cannot answer then is
-asked again at each look until it does. A changed role or scope holds from the
-next request. SIGHUP
+one (logged in again with the new one, it keeps them). At start and after each
+load the sessions are checked against the users loaded and ended in the store
+(`Sessions.end_leavers`), for every replica, so that a user put back or a
+password set back does not bring them back, even where the file changed while
+no collector ran; a store that cannot answer is asked again at each look until
+it does. A changed role or scope holds from the next request. SIGHUP
 (`poke`) reads the file at once, even unchanged: a `token_file` it names may have
 changed, which the watch cannot see.
 
@@ -60,10 +61,9 @@ class UsersWatch(ServiceBase):
         self._digest = _digest(path)  # of the content loaded at start
         self._poked = asyncio.Event()
         self._unreadable = False
-        # the console's sessions (set once the API is made): whose end with a change
+        # the console's sessions (set once the API is made), held to the users loaded
         self.sessions: Sessions | None = None
-        # users whose sessions are still to end: name -> the new password hash ("": all)
-        self._ending: dict[str, str] = {}
+        self._sweep = True  # at start: the file may have changed while no collector ran
         self._store_failing = StateLogger(log)
 
     def poke(self) -> None:
@@ -75,6 +75,7 @@ class UsersWatch(ServiceBase):
 
     async def _run(self) -> None:
         while not self.closing.is_set():
+            await self.end_sessions()  # at start, and after a load
             waits = [asyncio.ensure_future(e.wait()) for e in (self.closing, self._poked)]
             try:
                 await asyncio.wait(
@@ -88,7 +89,6 @@ class UsersWatch(ServiceBase):
             forced = self._poked.is_set()
             self._poked.clear()
             await self.check(forced=forced)
-            await self.end_sessions()
 
     async def check(self, *, forced: bool = False) -> bool:
         """Load the file if it changed (or `forced`); whether new users were taken."""
@@ -123,15 +123,10 @@ class UsersWatch(ServiceBase):
                 path=str(self.path),
             )
             return False
-        hashes = {u.name: u.password_hash for u in self.users.users}
-        before = set(hashes)
+        before = {u.name for u in self.users.users}
         after = {u.name for u in loaded.users}
-        for user in loaded.users:
-            if user.name in hashes and user.password_hash != hashes[user.name]:
-                self._ending[user.name] = user.password_hash
-        for name in before - after:
-            self._ending[name] = ""
         self.users.take(loaded)
+        self._sweep = True
         self.reloads += 1
         log.info(
             "users file reloaded: %d users (%d added, %d removed)",
@@ -144,28 +139,29 @@ class UsersWatch(ServiceBase):
         )
         return True
 
-    async def end_sessions(self) -> int:
-        """End, in the store, the sessions of users removed or whose password changed;
-        how many. What the store could not take now is tried again at the next look."""
-        sessions = self.sessions
-        ended = 0
-        while sessions is not None and self._ending:
-            name, password_hash = next(iter(self._ending.items()))
-            what = "ending the sessions of users removed or with a new password"
-            try:
-                count = await sessions.end_identity(
-                    f"local:{name}", keep=sessions.credential(password_hash)
-                )
-            except Exception as exc:  # the store: asked again at the next look
-                self._store_failing.failed(what, exc)
-                return ended
-            self._store_failing.ok(what)
-            if self._ending.get(name) == password_hash:  # not changed again meanwhile
-                del self._ending[name]
-            ended += count
-            if count:
-                reason = "its password changed" if password_hash else "it left the users file"
-                log.info("%d sessions of %s ended: %s", count, name, reason, user=name)
+    async def end_sessions(self) -> dict[str, int]:
+        """End, in the store, the sessions of users no longer in the file or made with a
+        password no longer theirs, when the users changed (or at start); how many, by
+        user. A store that cannot answer is asked again at the next look."""
+        if self.sessions is None or not self._sweep:
+            return {}
+        what = "ending the console sessions the users file no longer holds"
+        try:
+            ended = await self.sessions.end_leavers(self.users)
+        except Exception as exc:  # the store: asked again at the next look
+            self._store_failing.failed(what, exc, path=str(self.path))
+            return {}
+        self._store_failing.ok(what)
+        self._sweep = False
+        for name, count in sorted(ended.items()):
+            log.info(
+                "%d console sessions of %s ended: not in the users file, or made with "
+                "another password",
+                count,
+                name,
+                user=name,
+                path=str(self.path),
+            )
         return ended
 
     def _failed(self, message: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from collectorkit import (
 from test_collector_api import parse_prometheus
 
 from collector.auth import hash_password
+from collector.store import Row, Tx
 from collector.users_watch import UsersWatch
 from testbed.servers import Mosquitto
 
@@ -119,62 +121,75 @@ async def test_a_leaver_or_a_new_password_ends_the_sessions_in_the_store(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     """The sessions of a user removed from the file, or whose password changed, are ended
-    in the store (the row every replica reads): the user put back, or the password set
-    back, does not bring them back; a session made with the new password lasts."""
+    in the store (the row every replica reads), on a reload and at start (the file
+    changed while no collector ran): the user put back, or the password set back, does
+    not bring them back; a session made with the new password lasts."""
     path = tmp_path / "users.yaml"
-    config = collector_config(tmp_path, mosquitto.url)
+    key = tmp_path / "session.key"
+    key.write_text(secrets.token_hex(32))  # a restart keeps the cookies' signatures
+    config = collector_config(
+        tmp_path, mosquitto.url, extra={"http": {"session_key_file": str(key)}}
+    )
     old_hash, new_hash = hash_password(PASSWORD), hash_password("a new password")
     admin = token_user("admin1", "admin")
     desk = {"name": "desk", "role": "operator", "password_hash": old_hash}
     write_users(path, [admin, desk])
-    async with running_collector(config) as collector, contextlib.AsyncExitStack() as stack:
-        base = f"http://127.0.0.1:{collector.http_port}"
-        watch = collector.users_watch
-        assert isinstance(watch, UsersWatch)
+    async with contextlib.AsyncExitStack() as clients:  # they outlive a collector
+        async with running_collector(config) as collector:
+            base = f"http://127.0.0.1:{collector.http_port}"  # the next one's too
 
-        async def console(password: str) -> aiohttp.ClientSession:
-            jar = aiohttp.CookieJar(unsafe=True)
-            http = await stack.enter_async_context(aiohttp.ClientSession(cookie_jar=jar))
-            login = {"name": "desk", "password": password}
-            async with http.post(f"{base}/login", json=login) as r:
-                assert r.status == 200, await r.text()
-            return http
+            async def console(password: str) -> aiohttp.ClientSession:
+                jar = aiohttp.CookieJar(unsafe=True)
+                http = await clients.enter_async_context(aiohttp.ClientSession(cookie_jar=jar))
+                login = {"name": "desk", "password": password}
+                async with http.post(f"{base}/login", json=login) as r:
+                    assert r.status == 200, await r.text()
+                return http
 
-        async def whoami(http: aiohttp.ClientSession) -> int:
-            async with http.get(f"{base}/api/v1/whoami") as r:
-                return r.status
+            async def whoami(http: aiohttp.ClientSession) -> int:
+                async with http.get(f"{base}/api/v1/whoami") as r:
+                    return r.status
 
-        async def ended() -> int:
-            rows = await collector.store.read(
-                lambda tx: tx.all("SELECT revoked FROM sessions WHERE identity = 'local:desk'")
-            )
-            return sum(1 for (revoked,) in rows if revoked)
+            async def ended(count: int) -> None:
+                def read(tx: Tx) -> list[Row]:
+                    return tx.all("SELECT revoked FROM sessions WHERE identity = 'local:desk'")
 
-        async def load(users: list[dict[str, Any]], reloads: int, sessions_ended: int) -> None:
-            write_users(path, users)
-            watch.poke()
-            await eventually(lambda: watch.reloads == reloads, what=f"reload {reloads}")
+                async def done() -> bool:
+                    rows = await collector.store.read(read)
+                    return sum(1 for (revoked,) in rows if revoked) == count
 
-            async def ending() -> bool:
-                return await ended() == sessions_ended
+                await eventually(done, what=f"{count} sessions ended")
 
-            await eventually(ending, what=f"{sessions_ended} sessions ended")
+            async def load(users: list[dict[str, Any]], reloads: int, count: int) -> None:
+                watch = collector.users_watch
+                assert isinstance(watch, UsersWatch)
+                write_users(path, users)
+                watch.poke()
+                await eventually(lambda: watch.reloads == reloads, what=f"reload {reloads}")
+                await ended(count)
 
-        first, second = await console(PASSWORD), await console(PASSWORD)
-        # a new password: both sessions made with the old one end
-        await load([admin, {**desk, "password_hash": new_hash}], 1, 2)
-        assert (await whoami(first), await whoami(second)) == (401, 401)
-        renewed = await console("a new password")
-        assert await whoami(renewed) == 200
-        # the old password set back: the old sessions stay ended, the newer one ends
-        await load([admin, desk], 2, 3)
-        assert (await whoami(first), await whoami(renewed)) == (401, 401)
-        back = await console(PASSWORD)
-        # a leaver put back unchanged: its session stays ended
-        await load([admin], 3, 4)
-        await load([admin, desk], 4, 4)
-        assert await whoami(back) == 401
-        assert await whoami(await console(PASSWORD)) == 200
+            first, second = await console(PASSWORD), await console(PASSWORD)
+            # a new password: both sessions made with the old one end
+            await load([admin, {**desk, "password_hash": new_hash}], 1, 2)
+            assert (await whoami(first), await whoami(second)) == (401, 401)
+            renewed = await console("a new password")
+            assert await whoami(renewed) == 200
+            # the old password set back: the old sessions stay ended, the newer one ends
+            await load([admin, desk], 2, 3)
+            assert (await whoami(first), await whoami(renewed)) == (401, 401)
+            back = await console(PASSWORD)
+            # a leaver put back unchanged: its session stays ended
+            await load([admin], 3, 4)
+            await load([admin, desk], 4, 4)
+            assert await whoami(back) == 401
+            last = await console(PASSWORD)
+            assert await whoami(last) == 200
+        # a leaver while no collector runs: the next one's start ends its session
+        write_users(path, [admin])
+        async with running_collector(config) as collector:
+            await ended(5)
+            await load([admin, desk], 1, 5)
+            assert await whoami(last) == 401
 
 
 async def test_sighup_reads_the_users_file_and_the_token_files_it_names(
