@@ -326,7 +326,7 @@ class Sessions:
 
 
 def _credential(stored: str) -> str:
-    """A stored principal's credential; "" when it has none or does not read (ended)."""
+    """A stored principal's credential; "" when it has none or does not read."""
     try:
         raw = json.loads(stored)
         return str(raw.get("credential", "")) if isinstance(raw, dict) else ""
