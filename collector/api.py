@@ -12,7 +12,8 @@ incident's state does not allow, 429 and 503 with Retry-After for limits (login
 backoff, password checks at once, event streams at once).
 
 `/healthz` answers anyone with its status code and `{"ok": ...}` only; the links'
-details (their errors name internal hosts) are for a logged-in caller.
+details (their errors name internal hosts, and every link serves every region)
+are for a logged-in caller without a scope.
 
 `make_app` builds the application from the parts it serves, each under a typed
 `web.AppKey`; the clients it opens for itself belong to its `cleanup_ctx`.
@@ -59,6 +60,7 @@ from collector.incidents import (
 from collector.model import SEVERITY_RANK, STATES, IncidentChange
 from collector.partition import FORWARDED, Partition, ask_owner
 from collector.recent import InfluxRecent, RecentValues
+from collector.session import Sessions
 from collector.store import Store, store_unavailable
 from collector.stream import ChangeFeed, Hub, StreamEvent, resume
 from enoc.config import Duration
@@ -82,6 +84,7 @@ COUNTERS_KEY = web.AppKey[Callable[[], dict[str, float]]]("counters")  # the col
 PARTITION_KEY = web.AppKey("partition", Partition)  # set where replicas split the sites
 CAPABILITIES_KEY = web.AppKey[Mapping[tuple[str, str], Mapping[str, Capabilities]]]("capabilities")
 RECENT_DB_KEY = web.AppKey("recent_db", InfluxRecent)  # set by `cleanup_ctx` when configured
+SESSIONS_KEY = web.AppKey("sessions", Sessions)  # the console's, for the users file's watch
 
 log = get_logger("enoc.collector.api")
 
@@ -145,6 +148,7 @@ class Api:
         self.requests = 0
         http = app[CONFIG_KEY].http
         self.access = Access(http, users, self.store, self._store_unavailable)
+        app[SESSIONS_KEY] = self.access.sessions
         self._role = self.access.guard
         self.stream_max_per_user = http.stream_max_clients_per_user
         self.stream_max = http.stream_max_clients
@@ -258,7 +262,8 @@ class Api:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """200 or 503 to anyone (load balancers call it without a login), with
-        `{"ok": ...}`; each link's state and last error only to a logged-in caller."""
+        `{"ok": ...}`; each link's state and last error only to a logged-in caller
+        without a scope: the links serve every region, none is a scope's own."""
         health = request.app[HEALTH_KEY]()
         ok = all(part["ok"] for part in health.values())
         status = 200 if ok else 503
@@ -266,7 +271,7 @@ class Api:
             viewer = await self.access.authenticate(request)
         except ApiError:  # the store cannot check a cookie: the caller is not known
             viewer = None
-        if viewer is None:
+        if viewer is None or not viewer[0].scope.everything:
             return web.json_response({"ok": ok}, status=status)
         return web.json_response(health, status=status)
 
@@ -344,7 +349,7 @@ class Api:
                 raise bad_request('"text" must be at most 4000 characters')
             user = request[USER_KEY]
             change = await request.app[OPERATORS_KEY].act(
-                incident_id, action, user.name, text, user.scope
+                incident_id, action, user.name, text, user.scope, user.identity
             )
             self.access.audit(request, user, action, incident=incident_id, text=text)
             await request.app[PUBLISH_KEY]([change])

@@ -29,7 +29,13 @@ from collector.api_input import (
 )
 from collector.auth import HashGate, HashingBusy, Users, cpus
 from collector.config import HttpConfig
-from collector.directory import RETRY_AFTER, Directory, DirectoryUnavailable, NotGranted
+from collector.directory import (
+    RETRY_AFTER,
+    Directory,
+    DirectoryUnavailable,
+    LoginRefused,
+    NotGranted,
+)
 from collector.session import COOKIE, CSRF_HEADER, LoginLimiter, Session, Sessions, load_key
 from collector.store import Store
 from collector.tokens import Tokens, looks_like_token
@@ -222,13 +228,23 @@ class Access:
         # is not a failed login
         try:
             with (self.hashing if directory is None else directory.gate).place():
-                principal = await self._check_password(key, name, password, directory)
+                principal, password_hash = await self._check_password(
+                    key, name, password, directory
+                )
         except HashingBusy as exc:
             raise retry_later(503, str(exc), 1) from None
         except DirectoryUnavailable:
             raise retry_later(
                 503, "the directory cannot answer: try again later", RETRY_AFTER
             ) from None
+        except LoginRefused as exc:
+            # Told as a wrong password: a different answer would tell a guesser that the
+            # name exists (and is locked); the log and the audit say why.
+            self.logins_failed += 1
+            log.warning("%s", exc, user=name, code=exc.code)
+            why = f"directory refused: {exc.code} {exc.description}"
+            self.audit(request, name, "login_failed", reason=why)
+            raise ApiError(401, "wrong name or password") from None
         except NotGranted:
             self.logins_failed += 1
             self.audit(request, name, "login_failed", reason="no group grants access")
@@ -242,7 +258,7 @@ class Access:
         except Exception as exc:
             raise self._store_unavailable("login limit", exc) from None
         try:
-            cookie, session = await self.sessions.issue(principal)
+            cookie, session = await self.sessions.issue(principal, password_hash=password_hash)
         except Exception as exc:
             raise self._store_unavailable("login", exc) from None
         response = web.json_response(
@@ -277,7 +293,9 @@ class Access:
 
     async def _check_password(
         self, key: str, name: str, password: str, directory: Directory | None
-    ) -> Principal | None:
+    ) -> tuple[Principal | None, str]:
+        """Who the password is of (None: nobody), with the users-file hash it was checked
+        against ("" for the directory's)."""
         try:  # counted as a failure, on every replica, unless the password is right
             wait = await self.limiter.attempt(key)
         except Exception as exc:
@@ -286,11 +304,11 @@ class Access:
             seconds = math.ceil(wait)
             raise retry_later(429, f"too many failed logins: try again in {seconds} s", seconds)
         if directory is not None:
-            return await directory.login(name, password)
+            return await directory.login(name, password), ""
         if self.users is None:
-            return None
+            return None, ""
         user = await self.hashing.run(self.users.by_password, name, password)
-        return None if user is None else user.principal()
+        return (None, "") if user is None else (user.principal(), user.password_hash)
 
     async def logout(self, request: web.Request) -> web.Response:
         session = request.get(SESSION_KEY)

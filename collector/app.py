@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.api import make_app
+from collector.api import SESSIONS_KEY, make_app
 from collector.auth import Users
 from collector.config import CollectorConfig, check_collector
 from collector.handover import Handover
@@ -325,6 +325,7 @@ class Collector:
         )
         app.on_shutdown.append(self._close_streams)
         if self.users_watch is not None:
+            self.users_watch.sessions = app[SESSIONS_KEY]  # it ends leavers' sessions
             # RESTART: each look at the file stands alone
             supervisor.add(self.users_watch, Policy.RESTART)
         listen = self.config.http.listen

@@ -3,7 +3,12 @@
 A login by a name that is not a users-file user with a password goes to the
 directory: the service account (`bind_dn`) searches `user_base` with
 `user_filter` (the name escaped, so `*)(uid=*` is a name, not a filter), exactly
-one entry must answer, and a bind as that entry with the password decides. An
+one entry must answer, and a bind as that entry with the password decides: 49
+(invalidCredentials) is a wrong password; a result that says this user may not
+log in (`REFUSING_CODES`: a locked, disabled or expired account as 389-ds, ppolicy
+or a proxy answers it) refuses the login (401, logged and audited with the
+code); any other result, a directory that cannot be reached and a service
+account that cannot bind are the directory being unavailable (503). An
 empty password is refused here, never sent: LDAP takes a simple bind without a
 password as an anonymous bind, and it "succeeds". The entry's groups (a search
 of `group_base` with `group_filter`, or the entry's `group_attribute` such as
@@ -55,6 +60,14 @@ _SUCCESS = 0
 _SIZE_LIMIT_EXCEEDED = 4
 _NO_SUCH_OBJECT = 32
 _INVALID_CREDENTIALS = 49
+# A user's bind refused for the account, not for the directory: this user may not log in.
+REFUSING_CODES = {
+    19: "constraintViolation",  # 389-ds: a locked account, retries exceeded
+    32: "noSuchObject",  # the entry went between the search and the bind
+    48: "inappropriateAuthentication",
+    50: "insufficientAccessRights",
+    53: "unwillingToPerform",  # 389-ds: an inactivated account; simple binds disallowed
+}
 _NESTING = re.compile(r"""^(\(["'])+|(["'],?\))+$""")
 
 
@@ -64,6 +77,16 @@ class DirectoryUnavailable(Exception):
 
 class NotGranted(Exception):
     """The password is right, but the user holds no group that a grant names."""
+
+
+class LoginRefused(Exception):
+    """The directory refused the user's bind for the account (`REFUSING_CODES`)."""
+
+    def __init__(self, dn: str, code: int, description: str) -> None:
+        super().__init__(f"the directory refused the bind as {dn}: {code} {description}")
+        self.dn = dn
+        self.code = code
+        self.description = description
 
 
 class _VerifiedTls(ldap3.Tls):
@@ -144,7 +167,8 @@ class Directory:
 
     async def login(self, name: str, password: str) -> Principal | None:
         """The principal of a right name and password; None for a wrong one or an unknown
-        name. Raises `NotGranted` (right password, no grant) or `DirectoryUnavailable`."""
+        name. Raises `NotGranted` (right password, no grant), `LoginRefused` (the bind
+        refused for the account) or `DirectoryUnavailable`."""
         if not password:
             return None
         return await self.gate.run(self._answered, self._login, name, password)
@@ -165,7 +189,7 @@ class Directory:
             self.unavailable += 1
             self._failing.failed(where, exc)
             raise
-        except NotGranted:
+        except (NotGranted, LoginRefused):
             self._failing.ok(where)
             raise
         self._failing.ok(where)
@@ -266,8 +290,12 @@ class Directory:
         try:
             if conn.bind():
                 return True
-            if conn.result["result"] == _INVALID_CREDENTIALS:
+            code = conn.result["result"]
+            if code == _INVALID_CREDENTIALS:
                 return False
+            if code in REFUSING_CODES:
+                text = f"{conn.result['description']} {conn.result.get('message', '')}"
+                raise LoginRefused(dn, code, text.strip() or REFUSING_CODES[code])
             raise DirectoryUnavailable(
                 f"bind as {dn} failed: {conn.result['description']} "
                 f"{conn.result.get('message', '')}".strip()

@@ -36,6 +36,7 @@ class TimelineEntry:
     text: str = ""
     state: str = ""  # the event's state, for events
     event_id: str = ""
+    identity: str = ""  # an operator's, behind `actor` (`local:alice`, `token:12`...)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Incident:
     rtc: str = ""
     acknowledged: float | None = None
     acknowledged_by: str = ""
+    acknowledged_identity: str = ""  # the identity behind `acknowledged_by`, if known
     resolved: float | None = None
     resolved_by: str = ""  # "auto" when a clearing event resolved it
     count: int = 1  # events for this key while it was open (1 + duplicates)
@@ -87,6 +89,7 @@ class Incident:
             "updated": self.updated,
             "acknowledged": self.acknowledged,
             "acknowledged_by": self.acknowledged_by,
+            "acknowledged_identity": self.acknowledged_identity,
             "resolved": self.resolved,
             "resolved_by": self.resolved_by,
             "count": self.count,

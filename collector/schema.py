@@ -312,4 +312,11 @@ MIGRATIONS: list[list[str]] = [
             applied TEXT NOT NULL DEFAULT ''
         )""",
     ],
+    # 13 -> 14: the identity behind an operator's name (`local:alice`, `token:12`,
+    # `ldap:<DN>`) in its timeline entries and on the acknowledgement it made, so that a
+    # token or a directory user named like a users-file user can be told apart.
+    [
+        "ALTER TABLE timeline ADD COLUMN identity TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE incidents ADD COLUMN acknowledged_identity TEXT NOT NULL DEFAULT ''",
+    ],
 ]

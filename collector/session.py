@@ -16,7 +16,12 @@ Each request reads it, so a logout on one replica is refused on every other
 from the next request on, and what ends a session ends it everywhere:
 
 - a users-file user's role and scope are the file's as it is now (it reloads
-  on change); a user removed from it has no session;
+  on change); a user removed from it has no session, and one whose password
+  changed keeps none made with the old password: the row keeps a fingerprint of
+  the password hash it logged in with (`credential`, an HMAC under the session
+  key). The users watch (collector/users_watch.py) ends such sessions in the
+  store at start and when it loads a change (`end_leavers`), so that a user put
+  back, or a password set back, does not bring an old session back;
 - a directory or single-sign-on identity is confirmed again (`rechecks`, one
   per source: LDAP's group lookup...) once `recheck_after` has passed since the
   last confirmation, by whichever replica the next request reaches; an identity
@@ -80,6 +85,9 @@ class Session:
     nonce: str
     checked: float = 0.0  # when the identity was last confirmed by its source
     claimed: float = 0.0  # when a request (on any replica) last set out to confirm it
+    # a users-file login's fingerprint of the password hash it was made with ("": other
+    # sources, and rows from before it was kept)
+    credential: str = ""
 
     def csrf(self, key: bytes) -> str:
         return hmac.new(key, f"csrf|{self.nonce}".encode(), hashlib.sha256).hexdigest()
@@ -112,10 +120,25 @@ class Sessions:
     def _sign(self, nonce: str) -> str:
         return hmac.new(self.key, nonce.encode(), hashlib.sha256).hexdigest()
 
-    async def issue(self, principal: Principal) -> tuple[str, Session]:
-        """A new session of `principal`, stored for every replica, and its cookie."""
+    def credential(self, password_hash: str) -> str:
+        """What a session row keeps of the password hash its login was checked against:
+        enough to tell a changed password, nothing to check a password with."""
+        if not password_hash:
+            return ""
+        digest = hmac.new(self.key, f"credential|{password_hash}".encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    async def issue(self, principal: Principal, *, password_hash: str = "") -> tuple[str, Session]:
+        """A new session of `principal`, stored for every replica, and its cookie;
+        `password_hash`: the users-file hash a password login was checked against."""
         now = self.now()
-        session = Session(principal, now + self.lifetime, secrets.token_urlsafe(18), now)
+        credential = self.credential(password_hash)
+        session = Session(
+            principal, now + self.lifetime, secrets.token_urlsafe(18), now, credential=credential
+        )
+        stored: dict[str, object] = principal.as_dict()
+        if credential:  # beside the principal: Principal.from_dict reads past it
+            stored["credential"] = credential
 
         def apply(tx: Tx) -> None:
             tx.execute("DELETE FROM sessions WHERE expires < ?", (now,))
@@ -124,7 +147,7 @@ class Sessions:
                 "VALUES (?, ?, ?, ?, ?)",
                 (
                     session.nonce,
-                    json.dumps(principal.as_dict(), sort_keys=True),
+                    json.dumps(stored, sort_keys=True),
                     principal.identity,
                     session.expires,
                     now,
@@ -166,7 +189,9 @@ class Sessions:
         if row is None:
             return None
         try:
-            principal = Principal.from_dict(json.loads(row[0]))
+            raw = json.loads(row[0])
+            principal = Principal.from_dict(raw)
+            credential = str(raw.get("credential", ""))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             # one session refused, not every request: a row written by hand or by a newer
             # enoc that this one cannot read
@@ -175,13 +200,21 @@ class Sessions:
                 "session %s... refused: its stored principal does not read: %s", nonce[:6], exc
             )
             return None
-        return await self._current(Session(principal, row[1], nonce, row[2], row[3]), now)
+        session = Session(principal, row[1], nonce, row[2], row[3], credential)
+        return await self._current(session, now)
 
     async def _current(self, session: Session, now: float) -> Session | None:
         principal = session.principal
         if principal.source == "local":
             user = None if self.users is None else self.users.by_name(principal.subject)
-            return None if user is None else replace(session, principal=user.principal())
+            if user is None:
+                return None
+            if session.credential and session.credential != self.credential(user.password_hash):
+                # Its password changed. Refused, not ended here: a replica whose file is
+                # older would end the sessions made with the new one; the watch of the
+                # replica that loads the change ends them (`end_leavers`).
+                return None
+            return replace(session, principal=user.principal())
         recheck = self.rechecks.get(principal.source)
         if recheck is None:
             return None  # its source is no longer configured: nothing can confirm it
@@ -259,6 +292,46 @@ class Sessions:
             )
 
         return await self.store.run(apply)
+
+    async def end_leavers(self, users: Users) -> dict[str, int]:
+        """End, on every replica, the users-file sessions that `users` no longer holds:
+        of a user not in it, or made with a password it no longer has (a row from before
+        credentials were kept is judged by the user alone); how many, by user name."""
+        now = self.now()
+
+        def apply(tx: Tx) -> dict[str, int]:
+            ended: dict[str, int] = {}
+            for nonce, identity, stored in tx.all(
+                "SELECT nonce, identity, principal FROM sessions "
+                "WHERE revoked = 0 AND expires >= ? AND identity LIKE ?",
+                (now, "local:%"),  # a parameter: psycopg reads a % in the SQL as its own
+            ):
+                name = str(identity).removeprefix("local:")
+                user = users.by_name(name)
+                credential = _credential(str(stored))
+                if (
+                    user is not None
+                    and user.password_hash
+                    and credential in ("", self.credential(user.password_hash))
+                ):
+                    continue
+                if tx.execute(
+                    "UPDATE sessions SET revoked = ? WHERE nonce = ? AND revoked = 0",
+                    (now, nonce),
+                ):
+                    ended[name] = ended.get(name, 0) + 1
+            return ended
+
+        return await self.store.run(apply)
+
+
+def _credential(stored: str) -> str:
+    """A stored principal's credential; "" when it has none or does not read."""
+    try:
+        raw = json.loads(stored)
+        return str(raw.get("credential", "")) if isinstance(raw, dict) else ""
+    except ValueError:
+        return ""
 
 
 @dataclass(eq=False)

@@ -79,7 +79,8 @@ INCIDENT_COLUMNS = (
     "maintenance, escalated, transitions, attrs, "
     # the incident's service-desk ticket (collector/notifiers/servicenow.py), if it has one
     "(SELECT t.data FROM incident_tickets t WHERE t.incident_id = incidents.id "
-    "ORDER BY t.created LIMIT 1) AS ticket"
+    "ORDER BY t.created LIMIT 1) AS ticket, "
+    "acknowledged_identity"
 )
 
 
@@ -202,7 +203,7 @@ class Tx:
             incident.timeline = [
                 TimelineEntry(*r)
                 for r in self.all(
-                    "SELECT at, what, actor, text, state, event_id FROM timeline "
+                    "SELECT at, what, actor, text, state, event_id, identity FROM timeline "
                     "WHERE incident_id = ? ORDER BY at, id",
                     (incident_id,),
                 )
@@ -290,8 +291,8 @@ class Tx:
         self.execute(
             "UPDATE incidents SET severity = ?, state = ?, title = ?, opened = ?, updated = ?, "
             "acknowledged = ?, acknowledged_by = ?, resolved = ?, resolved_by = ?, count = ?, "
-            "flapping = ?, suppressed_by = ?, maintenance = ?, escalated = ?, transitions = ? "
-            "WHERE id = ?",
+            "flapping = ?, suppressed_by = ?, maintenance = ?, escalated = ?, transitions = ?, "
+            "acknowledged_identity = ? WHERE id = ?",
             (
                 incident.severity,
                 incident.state,
@@ -308,6 +309,7 @@ class Tx:
                 int(incident.maintenance),
                 incident.escalated,
                 json.dumps(transitions),
+                incident.acknowledged_identity,
                 incident.id,
             ),
         )
@@ -318,8 +320,8 @@ class Tx:
 
     def add_timeline(self, incident_id: int, entry: TimelineEntry) -> None:
         self.execute(
-            "INSERT INTO timeline (incident_id, at, what, actor, text, state, event_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO timeline (incident_id, at, what, actor, text, state, event_id, "
+            "identity) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 incident_id,
                 entry.at,
@@ -328,6 +330,7 @@ class Tx:
                 entry.text,
                 entry.state,
                 entry.event_id,
+                entry.identity,
             ),
         )
 
@@ -363,6 +366,7 @@ def incident_from_row(row: Row) -> Incident:
         _transitions,
         attrs,
         ticket,
+        acknowledged_identity,
     ) = row
     return Incident(
         id=int(id_),
@@ -375,6 +379,7 @@ def incident_from_row(row: Row) -> Incident:
         rtc=rtc,
         acknowledged=None if acknowledged is None else float(acknowledged),
         acknowledged_by=acknowledged_by,
+        acknowledged_identity=acknowledged_identity,
         resolved=None if resolved is None else float(resolved),
         resolved_by=resolved_by,
         count=int(count),

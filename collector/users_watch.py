@@ -5,8 +5,14 @@ inode, size or modification time moved (and then kept still for `SETTLE`, so tha
 a file being written is not read half-way), it reads the file and, if its SHA-256
 differs from the content last read, loads it and swaps the users in place
 (`Users.take`): the API, its sessions and the password checks hold that one
-object. A removed user's token is refused and its console session ends at its
-next request; a changed role or scope holds from the next request. SIGHUP
+object. A removed user's token is refused and its console sessions end; a user
+whose password changed (or was taken away) loses the sessions made with the old
+one (logged in again with the new one, it keeps them). At start and after each
+load the sessions are checked against the users loaded and ended in the store
+(`Sessions.end_leavers`), for every replica, so that a user put back or a
+password set back does not bring them back, even where the file changed while
+no collector ran; a store that cannot answer is asked again at each look until
+it does. A changed role or scope holds from the next request. SIGHUP
 (`poke`) reads the file at once, even unchanged: a `token_file` it names may have
 changed, which the watch cannot see.
 
@@ -25,9 +31,10 @@ import os
 from pathlib import Path
 
 from collector.auth import Users
+from collector.session import Sessions
 from enoc.config import ConfigError
 from enoc.lifecycle import ServiceBase
-from enoc.logs import get_logger
+from enoc.logs import StateLogger, get_logger
 
 log = get_logger("enoc.collector.users")
 
@@ -54,6 +61,10 @@ class UsersWatch(ServiceBase):
         self._digest = _digest(path)  # of the content loaded at start
         self._poked = asyncio.Event()
         self._unreadable = False
+        # the console's sessions (set once the API is made), held to the users loaded
+        self.sessions: Sessions | None = None
+        self._sweep = True  # at start: the file may have changed while no collector ran
+        self._store_failing = StateLogger(log)
 
     def poke(self) -> None:
         """Read the file now, whether it changed or not (SIGHUP)."""
@@ -64,6 +75,7 @@ class UsersWatch(ServiceBase):
 
     async def _run(self) -> None:
         while not self.closing.is_set():
+            await self.end_sessions()  # at start, and after a load
             waits = [asyncio.ensure_future(e.wait()) for e in (self.closing, self._poked)]
             try:
                 await asyncio.wait(
@@ -114,6 +126,7 @@ class UsersWatch(ServiceBase):
         before = {u.name for u in self.users.users}
         after = {u.name for u in loaded.users}
         self.users.take(loaded)
+        self._sweep = True
         self.reloads += 1
         log.info(
             "users file reloaded: %d users (%d added, %d removed)",
@@ -125,6 +138,31 @@ class UsersWatch(ServiceBase):
             removed=sorted(before - after),
         )
         return True
+
+    async def end_sessions(self) -> dict[str, int]:
+        """End, in the store, the sessions of users no longer in the file or made with a
+        password no longer theirs, when the users changed (or at start); how many, by
+        user. A store that cannot answer is asked again at the next look."""
+        if self.sessions is None or not self._sweep:
+            return {}
+        what = "ending the console sessions the users file no longer holds"
+        try:
+            ended = await self.sessions.end_leavers(self.users)
+        except Exception as exc:  # the store: asked again at the next look
+            self._store_failing.failed(what, exc, path=str(self.path))
+            return {}
+        self._store_failing.ok(what)
+        self._sweep = False
+        for name, count in sorted(ended.items()):
+            log.info(
+                "%d console sessions of %s ended: not in the users file, or made with "
+                "another password",
+                count,
+                name,
+                user=name,
+                path=str(self.path),
+            )
+        return ended
 
     def _failed(self, message: str) -> None:
         if self._unreadable:

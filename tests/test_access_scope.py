@@ -249,6 +249,23 @@ async def test_acting_across_the_boundary_is_refused(scoped: Scoped) -> None:
     assert status == 200, answer
 
 
+async def test_healthz_details_are_for_callers_without_a_scope(scoped: Scoped) -> None:
+    """The links serve every region: a scoped caller (token or session) learns ok or
+    not, as anyone does; the unscoped admin learns each link's state."""
+    base = scoped.base
+    for user in ("emea-ops", "nbo-eye", "emea-lead"):
+        assert await call(base, "GET", "/healthz", user) == (200, {"ok": True}), user
+    details = await get(base, "/healthz", "lead")
+    assert details["store"]["ok"] and details["mqtt"]["ok"], details
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        login = {"name": "apac-ops", "password": PASSWORD}
+        async with http.post(base + "/login", json=login) as r:
+            assert r.status == 200
+        async with http.get(base + "/healthz") as r:
+            assert (r.status, await r.json()) == (200, {"ok": True})
+
+
 async def test_maintenance_windows_inside_and_outside_the_scope(scoped: Scoped) -> None:
     base = scoped.base
 
@@ -479,6 +496,39 @@ async def board_is(page: Any, sites: set[str]) -> bool:
     return await board_sites(page) == sites
 
 
+async def acted_as_by_a_token(
+    scoped: Scoped, page: Any, user: str, site: str, resource: str
+) -> None:
+    """A store token bearing `user`'s name acknowledges and comments `site`'s incident on
+    `resource`: the console names it with its identity, the user's own comment without."""
+    status, token = await call(
+        scoped.base,
+        "POST",
+        "/api/v1/tokens",
+        "lead",
+        {"name": user, "role": "operator", "scope": SCOPES[user], "expires": "1h"},
+    )
+    assert status == 201, token
+    found = await scoped.collector.engine.queries.incidents(limit=100)
+    (incident,) = [i for i in found if (i.key.site, i.key.resource) == (site, resource)]
+    path = f"/api/v1/incidents/{incident.id}"
+    headers = {"Authorization": f"Bearer {token['token']}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for action, body in (("ack", None), ("comment", {"text": "by the script"})):
+            async with http.post(f"{scoped.base}{path}/{action}", json=body) as r:
+                assert r.status == 200, await r.text()
+    assert (await call(scoped.base, "POST", f"{path}/comment", user, {"text": "me"}))[0] == 200
+    shown = f"{user} (token:{token['id']})"
+    row = page.locator(f"tr.incident[data-id='{incident.id}']")
+    state = row.locator(f"td.state:has-text('acknowledged ({shown})')")
+    await state.wait_for()
+    await state.click()  # not the row's middle: the device's link is there
+    timeline = page.locator(f"tr.detail[data-id='{incident.id}'] .timeline")
+    await timeline.locator(f"li:has-text('by {shown} — by the script')").wait_for()
+    await timeline.locator(f"li:has-text('by {user} — me')").wait_for()
+    await state.click()  # folded again
+
+
 async def test_each_operator_console_shows_only_its_rtc(scoped: Scoped, browser: Any) -> None:
     context = await browser.new_context(viewport={"width": 1400, "height": 900})
     try:
@@ -515,6 +565,8 @@ async def test_each_operator_console_shows_only_its_rtc(scoped: Scoped, browser:
             )
             await page.wait_for_selector(f"tr.incident[data-site='{own}'] >> text=if:{rtc}")
             assert await board_sites(page) == mine
+            if user == "emea-ops":
+                await acted_as_by_a_token(scoped, page, user, own, f"if:{rtc}")
             await page.click("nav a[data-page=overview]")
             await page.wait_for_selector(".tile")
             tiles = await page.eval_on_selector_all(

@@ -302,7 +302,16 @@ async def test_admins_make_list_and_revoke_tokens_over_the_api(
         assert status == 201 and script["expires"] - script["created"] == 3600
         async with http.post(ack, headers=bearer(script["token"])) as r:
             assert r.status == 200
-            assert (await r.json())["acknowledged_by"] == "ack-script"
+            acked = await r.json()
+        # its name, and the identity behind it: a token may bear anyone's name
+        identity = f"token:{script['id']}"
+        assert (acked["acknowledged_by"], acked["acknowledged_identity"]) == (
+            "ack-script",
+            identity,
+        )
+        async with http.get(f"{base}/api/v1/incidents/{incident.id}", headers=viewer) as r:
+            (entry,) = [t for t in (await r.json())["timeline"] if t["what"] == "ack"]
+        assert (entry["actor"], entry["identity"]) == ("ack-script", identity)
         # a scoped admin: its tokens stay inside its scope (lab is in emea, as the store knows)
         status, mine = await create(EMEA_ADMIN, {"name": "emea-board"})
         assert status == 201 and mine["scope"] == {"rtc": ["emea"], "site": []}

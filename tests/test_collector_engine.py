@@ -416,7 +416,7 @@ async def test_a_store_of_the_first_schema_is_migrated_in_place(store_url: str) 
     finally:
         schema_module.MIGRATIONS = original
     store = Store(store_url)
-    assert await store.open() == len(original) == 13
+    assert await store.open() == len(original) == 14
     rows = await store.run(lambda tx: tx.all("SELECT agent, state, status_seq FROM agents"))
     assert rows == [("nyc-1", "online", 0)]
     # schema 6: an agent and its events are known by site and agent id

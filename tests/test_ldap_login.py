@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import ldap3
 import pytest
 import yaml
 from collectorkit import collector_config, eventually, running_collector
@@ -22,7 +24,7 @@ from collector.access import Grant, Principal, Scope, ScopeConfig
 from collector.auth import hash_password
 from collector.config import check_collector
 from collector.config_ldap import LdapConfig
-from collector.directory import Directory, DirectoryUnavailable, NotGranted
+from collector.directory import Directory, DirectoryUnavailable, LoginRefused, NotGranted
 from enoc.config import Duration, Secret
 from enoc.pki import make_ca, make_pki
 from testbed.servers import Mosquitto, PostgreSQL, TlsFiles, free_port
@@ -305,6 +307,57 @@ async def test_a_login_while_the_directory_is_down_is_503(
             assert r.status == 503
             assert int(r.headers["Retry-After"]) > 0
         assert (await whoami(http, base))[0] == 401
+
+
+class RefusingSlapd(Slapd):
+    """A directory that answers every simple bind by a DN with 53 (unwillingToPerform,
+    `olcDisallows: bind_simple`: as 389-ds answers an inactivated account's) and lets
+    anyone read: the service account searches anonymously, the user's bind is refused."""
+
+    def _config_ldif(self, data: Path) -> str:
+        text = super()._config_ldif(data)
+        acl = "read by self read by * none"
+        assert "olcPidFile:" in text and acl in text, "testbed/slapd.py's config changed"
+        text = text.replace("olcPidFile:", "olcDisallows: bind_simple\nolcPidFile:", 1)
+        return text.replace(acl, "read by self read by anonymous read by * none")
+
+    def ready(self) -> bool:
+        """Bound anonymously: the root DN's simple bind is refused here too."""
+        with socket.create_connection((self.host, self.ldaps_port), timeout=1):
+            pass  # both listeners are up (ldap3 leaves the socket of a failed open open)
+        server = ldap3.Server(self.host, self.port, get_info=ldap3.NONE, connect_timeout=5)
+        ldap3.Connection(server, auto_bind=ldap3.AUTO_BIND_NO_TLS, raise_exceptions=True).unbind()
+        return True
+
+
+async def test_a_bind_refused_for_the_account_is_a_refused_login_not_an_outage(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A user's bind answered with a code that means "this account may not log in" is a
+    401 (told as a wrong password), logged and audited with the code; not a 503."""
+    pki = make_pki(tmp_path / "pki", server_names=["127.0.0.1"], clients=[])
+    workdir = tmp_path / "slapd"
+    workdir.mkdir()
+    tls = TlsFiles(pki.ca_cert, pki.server_cert, pki.server_key)
+    with RefusingSlapd(workdir, tls=tls) as slapd:
+        anonymous = {"bind_dn": None, "bind_password_file": None}
+        directory = directory_of(slapd, bind_dn="", bind_password=None)
+        try:
+            with pytest.raises(LoginRefused) as refused:
+                await directory.login("ana", slapd.passwords["ana"])
+            assert (refused.value.code, refused.value.dn) == (53, user_dn("ana"))
+            assert directory.unavailable == 0
+        finally:
+            directory.close()
+        ldap = ldap_settings(slapd, tmp_path, **anonymous)
+        async with console(tmp_path, mosquitto.url, ldap) as base, jar() as http:
+            status, body = await login(http, base, "ana", slapd.passwords["ana"])
+            assert (status, body) == (401, {"error": "wrong name or password"})
+            assert (await whoami(http, base))[0] == 401
+    audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    (failed,) = [a for a in audit if a["action"] == "login_failed"]
+    assert failed["actor"] == "ana"
+    assert failed["reason"].startswith("directory refused: 53 unwillingToPerform"), failed
 
 
 async def test_a_user_moved_or_removed_in_the_directory_on_both_replicas(

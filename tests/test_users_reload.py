@@ -3,8 +3,10 @@ scopes hold from the next request; a broken file keeps the users loaded before."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 from pathlib import Path
@@ -23,6 +25,7 @@ from collectorkit import (
 from test_collector_api import parse_prometheus
 
 from collector.auth import hash_password
+from collector.store import Row, Tx
 from collector.users_watch import UsersWatch
 from testbed.servers import Mosquitto
 
@@ -112,6 +115,81 @@ async def test_the_api_follows_the_users_file_without_a_restart(
         assert (await whoami())[0] == 401, "the removed user's session"
         assert (await whoami(bearer("admin1")))[0] == 200
         assert watch.reloads == 3 and watch.failures == 2
+
+
+async def test_a_leaver_or_a_new_password_ends_the_sessions_in_the_store(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The sessions of a user removed from the file, or whose password changed, are ended
+    in the store (the row every replica reads), on a reload and at start (the file
+    changed while no collector ran): the user put back, or the password set back, does
+    not bring them back; a session made with the new password lasts."""
+    path = tmp_path / "users.yaml"
+    key = tmp_path / "session.key"
+    key.write_text(secrets.token_hex(32))  # a restart keeps the cookies' signatures
+    config = collector_config(
+        tmp_path, mosquitto.url, extra={"http": {"session_key_file": str(key)}}
+    )
+    old_hash, new_hash = hash_password(PASSWORD), hash_password("a new password")
+    admin = token_user("admin1", "admin")
+    desk = {"name": "desk", "role": "operator", "password_hash": old_hash}
+    write_users(path, [admin, desk])
+    async with contextlib.AsyncExitStack() as clients:  # they outlive a collector
+        async with running_collector(config) as collector:
+            base = f"http://127.0.0.1:{collector.http_port}"  # the next one's too
+
+            async def console(password: str) -> aiohttp.ClientSession:
+                jar = aiohttp.CookieJar(unsafe=True)
+                http = await clients.enter_async_context(aiohttp.ClientSession(cookie_jar=jar))
+                login = {"name": "desk", "password": password}
+                async with http.post(f"{base}/login", json=login) as r:
+                    assert r.status == 200, await r.text()
+                return http
+
+            async def whoami(http: aiohttp.ClientSession) -> int:
+                async with http.get(f"{base}/api/v1/whoami") as r:
+                    return r.status
+
+            async def ended(count: int) -> None:
+                def read(tx: Tx) -> list[Row]:
+                    return tx.all("SELECT revoked FROM sessions WHERE identity = 'local:desk'")
+
+                async def done() -> bool:
+                    rows = await collector.store.read(read)
+                    return sum(1 for (revoked,) in rows if revoked) == count
+
+                await eventually(done, what=f"{count} sessions ended")
+
+            async def load(users: list[dict[str, Any]], reloads: int, count: int) -> None:
+                watch = collector.users_watch
+                assert isinstance(watch, UsersWatch)
+                write_users(path, users)
+                watch.poke()
+                await eventually(lambda: watch.reloads == reloads, what=f"reload {reloads}")
+                await ended(count)
+
+            first, second = await console(PASSWORD), await console(PASSWORD)
+            # a new password: both sessions made with the old one end
+            await load([admin, {**desk, "password_hash": new_hash}], 1, 2)
+            assert (await whoami(first), await whoami(second)) == (401, 401)
+            renewed = await console("a new password")
+            assert await whoami(renewed) == 200
+            # the old password set back: the old sessions stay ended, the newer one ends
+            await load([admin, desk], 2, 3)
+            assert (await whoami(first), await whoami(renewed)) == (401, 401)
+            back = await console(PASSWORD)
+            # a leaver put back unchanged: its session stays ended
+            await load([admin], 3, 4)
+            await load([admin, desk], 4, 4)
+            assert await whoami(back) == 401
+            last = await console(PASSWORD)
+            assert await whoami(last) == 200
+        # a leaver while no collector runs: the next one's start ends its session
+        write_users(path, [admin])
+        async with running_collector(config) as collector:
+            await ended(5)
+            await load([admin, desk], 1, 5)
+            assert await whoami(last) == 401
 
 
 async def test_sighup_reads_the_users_file_and_the_token_files_it_names(

@@ -19,9 +19,11 @@ class Operators:
         actor: str,
         text: str = "",
         scope: Scope = EVERYTHING,
+        identity: str = "",
     ) -> IncidentChange:
         """ack, resolve or comment, by an operator; audited. An incident outside the
-        operator's `scope` is not found, as one that does not exist."""
+        operator's `scope` is not found, as one that does not exist. `identity`: the one
+        behind the name `actor` (kept beside it: a name alone can be anyone's)."""
         ctx = self.context
         now = ctx.now()
 
@@ -38,6 +40,7 @@ class Operators:
                     raise Conflict(f"incident {incident_id} is {incident.state}, not open")
                 incident.state = "acknowledged"
                 incident.acknowledged, incident.acknowledged_by = now, actor
+                incident.acknowledged_identity = identity
                 change = "acknowledged"
             elif action == "resolve":
                 if incident.state == "resolved":
@@ -46,6 +49,7 @@ class Operators:
                 incident.resolved, incident.resolved_by = now, actor
                 if incident.acknowledged is None:
                     incident.acknowledged, incident.acknowledged_by = now, actor
+                    incident.acknowledged_identity = identity
                 change = "resolved"
             elif action == "comment":
                 if not text.strip():
@@ -54,7 +58,7 @@ class Operators:
             else:
                 raise ValueError(f"unknown action {action!r}")
             incident.updated = now
-            db.add_timeline(incident_id, TimelineEntry(now, action, actor, text))
+            db.add_timeline(incident_id, TimelineEntry(now, action, actor, text, identity=identity))
             db.save_incident(incident, db.transitions(incident_id))
             db.audit(actor, action, f"incident:{incident_id}", text)
             done = IncidentChange(change, incident)

@@ -174,6 +174,7 @@ class Rules:
             incident.state = "open"
             incident.resolved, incident.resolved_by = None, ""
             incident.acknowledged, incident.acknowledged_by = None, ""
+            incident.acknowledged_identity = ""
             incident.count += 1
             incident.updated = step.received
             incident.severity = event.severity
@@ -278,6 +279,7 @@ class Rules:
         incident.resolved, incident.resolved_by = max(at, incident.opened), "auto"
         if incident.acknowledged is not None and incident.acknowledged > incident.resolved:
             incident.acknowledged, incident.acknowledged_by = None, ""  # that was the later one
+            incident.acknowledged_identity = ""
         stored = db.transitions(incident.id)
         db.save_incident(incident, [y for y in stored if y < relapse.at])  # first: one open
         db.create_incident(later, [])

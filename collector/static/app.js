@@ -422,7 +422,8 @@ function incidentRow(incident, suppressedCount, isChild = false) {
     onclick: () => toggle(state.expanded, incident.id),
   },
   el("td", {}, el("span", { class: `sev ${incident.severity}` }, incident.severity)),
-  el("td", { class: "state" }, incident.state, incident.acknowledged_by ? ` (${incident.acknowledged_by})` : ""),
+  el("td", { class: "state" }, incident.state,
+    incident.acknowledged_by ? ` (${who(incident.acknowledged_by, incident.acknowledged_identity)})` : ""),
   el("td", {}, incident.site),
   el("td", {}, device),
   el("td", {}, incident.resource),
@@ -430,6 +431,12 @@ function incidentRow(incident, suppressedCount, isChild = false) {
   el("td", {}, when(incident.opened)),
   el("td", {}, incident.count),
   el("td", { class: "actions" }, actions));
+}
+
+// Who acted: the name, and the identity behind it unless it is the users file's user of
+// that name (a token or a directory user may carry any name: "alice (token:12)").
+function who(name, identity) {
+  return identity && identity !== `local:${name}` ? `${name} (${identity})` : name;
 }
 
 // The service desk's ticket (a ServiceNow notifier made it): its number, a link to it.
@@ -481,7 +488,7 @@ function detailRow(incident) {
         el("time", {}, when(t.at)),
         el("strong", {}, t.what), " ",
         t.state ? `${t.state} ` : "",
-        t.actor ? `by ${t.actor} ` : "",
+        t.actor ? `by ${who(t.actor, t.identity)} ` : "",
         t.text ? `— ${t.text}` : "")));
     }).catch((err) => { list.replaceChildren(el("li", { class: "error" }, err.message)); });
   }
