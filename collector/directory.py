@@ -51,7 +51,7 @@ from ldap3.utils.dn import parse_dn
 from collector.access import Grant, Principal, first_grant
 from collector.auth import HashGate, Users
 from collector.config_ldap import LdapConfig
-from enoc.logs import StateLogger, get_logger
+from enoc.logs import OnceLogger, StateLogger, get_logger
 
 log = get_logger("enoc.collector.directory")
 
@@ -68,6 +68,10 @@ REFUSING_CODES = {
     50: "insufficientAccessRights",
     53: "unwillingToPerform",  # 389-ds: an inactivated account; simple binds disallowed
 }
+# Codes that also come from a policy for every user (simple binds disallowed, a TLS
+# requirement): still one login refused, but counted and logged, since if every user gets
+# one the directory is refusing them all and the NOC must see that as an outage would be.
+POLICY_CODES = {48, 53}
 _NESTING = re.compile(r"""^(\(["'])+|(["'],?\))+$""")
 
 
@@ -149,6 +153,8 @@ class Directory:
                 config.url,
             )
         self.unavailable = 0  # exchanges the directory could not answer
+        self.policy_refusals = 0  # user binds refused with a POLICY_CODES code
+        self._policy = OnceLogger(log)
 
     def takes(self, name: str, users: Users | None) -> bool:
         """Whether a login by `name` is the directory's: not a users-file user with a
@@ -162,6 +168,7 @@ class Directory:
     def counters(self) -> dict[str, float]:
         return {
             "api_directory_unavailable": self.unavailable,
+            "api_directory_policy_refusals": self.policy_refusals,
             "api_logins_busy_directory": self.gate.refused,
         }
 
@@ -189,7 +196,18 @@ class Directory:
             self.unavailable += 1
             self._failing.failed(where, exc)
             raise
-        except (NotGranted, LoginRefused):
+        except LoginRefused as exc:
+            self._failing.ok(where)
+            if exc.code in POLICY_CODES:
+                self.policy_refusals += 1
+                self._policy(
+                    f"policy-{exc.code}",
+                    f"{where} refused a user's bind with {exc.code} "
+                    f"({REFUSING_CODES[exc.code]}): one account, or a policy refusing every "
+                    "user's simple bind (then no directory login works: check the directory)",
+                )
+            raise
+        except NotGranted:
             self._failing.ok(where)
             raise
         self._failing.ok(where)
