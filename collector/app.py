@@ -221,10 +221,12 @@ class Collector:
         not): each link's state and its last error as `shown_error` makes it, never a
         configured secret."""
         connected = self.ingest.stats.connected
+        refused = self.ingest.stats.refused_sites
         out: dict[str, Any] = {
             # the ingest's link: `nats` (its one connection) where it replaces `mqtt`
             "nats" if self.nats else "mqtt": {
-                "ok": bool(connected) and all(connected.values()),
+                # and every site it keeps subscribed (a broker may refuse one: partition)
+                "ok": bool(connected) and all(connected.values()) and not any(refused.values()),
                 "lanes": dict(connected),
                 # by lane, of its last connection: "5", or "3.1.1" (a broker without 5)
                 "protocol": {
@@ -233,6 +235,8 @@ class Collector:
                 },
                 # by lane, the node of its last connection (of `mqtt.urls`, no login)
                 "brokers": dict(self.ingest.stats.broker),
+                # by lane, the sites whose subscription the broker refuses now
+                "refused_sites": {lane: sites for lane, sites in refused.items() if sites},
                 "last_error": shown_error(self.ingest.stats.last_error),
             },
             "store": {"ok": self.store.healthy, "last_error": shown_error(self.store.last_error)},

@@ -75,6 +75,10 @@ DEAD_LETTER_PREFIX = "enoc/deadletter/v1"
 CONNECT_TIMEOUT = 10.0  # aiomqtt's for the CONNACK (3.1.1), SUBACK and PUBACK
 KEPT = 65536  # bytes of a rejected payload its dead letter carries
 DRAIN_IDLE = 2.0  # s without a message that ends the draining of a dead replica's session
+# s a drain lasts at most: the session still holds its sites' subscriptions, so under steady
+# traffic it never falls idle; what it held from before the survivors subscribed (about a
+# `takeover` of its share) comes first, and what comes after reaches the new owners too
+DRAIN_LONGEST = 60.0
 
 
 def wire_error(exc: Exception) -> WireError:
@@ -131,6 +135,7 @@ class IngestStats:
     broker: dict[str, str] = field(default_factory=dict)  # by lane: connected to (no login)
     broker_switches: int = 0  # connections to another broker than a lane's last one
     subscriptions_refused: Counter[str] = field(default_factory=Counter)  # by lane (SUBACK)
+    refused_sites: dict[str, list[str]] = field(default_factory=dict)  # by lane: refused now
     last_error: str = ""
 
 
@@ -330,10 +335,12 @@ class Ingest:
             if not stop.is_set():
                 await backoff.wait(stop)
 
-    async def drain(self, identifier: str, idle: float = DRAIN_IDLE) -> int:
+    async def drain(
+        self, identifier: str, idle: float = DRAIN_IDLE, longest: float = DRAIN_LONGEST
+    ) -> int:
         """Take what the persistent session `identifier` (a dead replica's lane) holds,
         each message handled and acknowledged as on a lane, until none came for `idle`
-        seconds; then end the session. How many messages it held."""
+        seconds or for `longest` in all; then end the session. How many it took."""
         protocol = self.protocols["metrics"].version
         url = self.brokers["metrics"].url  # the node the lanes reach (a cluster's)
         args = broker_client_args(
@@ -351,9 +358,10 @@ class Ingest:
         client._client.manual_ack_set(True)  # acknowledged once handled, as on a lane
         async with client:
             messages = aiter(client.messages)
-            while True:
+            end = time.monotonic() + longest
+            while (left := end - time.monotonic()) > 0:
                 try:
-                    message = await asyncio.wait_for(anext(messages), idle)
+                    message = await asyncio.wait_for(anext(messages), min(idle, left))
                 except TimeoutError:
                     break
                 await self._handle(client, message)
@@ -377,6 +385,9 @@ class Ingest:
 
     def _refused(self, lane: str) -> Callable[[list[str]], None]:
         def told(sites: list[str]) -> None:
+            self.stats.refused_sites[lane] = sorted(sites)
+            if not sites:
+                return
             self.stats.subscriptions_refused[lane] += len(sites)
             self._failing(
                 f"refused-{lane}",
@@ -577,14 +588,15 @@ class Lane(ServiceBase):
 
 
 # Filters in one SUBSCRIBE or UNSUBSCRIBE: NATS's gateway answers a SUBSCRIBE once every
-# filter's consumer is made, and fails the filters past its own time limit (seen: 37 of
-# 100 on a loaded node), so a few at a time
+# filter's consumer is made (up to half a second each on a loaded node), so a few at a time
 SUBSCRIBE_CHUNK = 20
 # A SUBACK's wait for each filter beyond CONNECT_TIMEOUT: NATS's MQTT gateway makes each
 # QoS 1 subscription a consumer replicated on `consumer_replicas` nodes, up to about half a
-# second each on a loaded node (docs/collector.md, "Partitioning"); Mosquitto answers
-# at once. A broker that dies meanwhile is found by the keepalive, not by this wait.
+# second each on a loaded node, and refuses those past a session's 65535 unacknowledged
+# messages (docs/collector.md, "Partitioning"); Mosquitto answers at once. A broker that
+# dies meanwhile is found by the keepalive, not by this wait.
 SUBACK_PER_FILTER = 1.0
+REFUSED_GRACE = 60.0  # s a refused site holds the lane's `applied` (see `follow`)
 
 
 def suback_timeout(filters: int) -> float:
@@ -608,13 +620,16 @@ def follow(
 ) -> asyncio.Task[None]:
     """A task that keeps the lane subscribed to `enoc/v1/<site>/+/<kind>` of each site
     `partition` keeps, and to no other; the sites whose subscription the broker refused
-    (`on_refused` told) are subscribed again after a backoff; a failure ends the
-    connection (the lane reconnects and subscribes again)."""
+    (`on_refused` told, with [] once none is) are subscribed again after a backoff; a
+    failure ends the connection (the lane reconnects and subscribes again)."""
 
     async def run() -> None:
         wake = partition.watch(lane)
+        # nothing is applied on this connection yet (a session not resumed has nothing)
+        partition.applied(lane, "")
         subscribed: set[str] = set()
         retry = Backoff(1.0, 30.0)
+        refused_since: float | None = None
         if resumed:  # the session holds the last run's subscriptions, unknown here
             stale = sorted(partition.sites - partition.wanted())
             for n in range(0, len(stale), SUBSCRIBE_CHUNK):
@@ -645,11 +660,19 @@ def follow(
                     [subscription(kind, s) for s in batch], timeout=suback_timeout(len(batch))
                 )
                 subscribed.difference_update(batch)
+            on_refused(failed)
             if failed:
-                # not `applied`: a moving site's old owner keeps it until this one has it
-                on_refused(failed)
+                now = time.monotonic()
+                refused_since = refused_since if refused_since is not None else now
+                # Not `applied` for a while: a moving site's old owner keeps it until this
+                # one has it. A refusal that lasts (an ACL, the broker's limits) must not
+                # hold every handover and drain of the cluster: applied then, the refused
+                # sites still tried again and shown (`/healthz`)
+                if now - refused_since >= REFUSED_GRACE:
+                    partition.applied(lane, view)
                 await asyncio.sleep(retry.next())
                 continue
+            refused_since = None
             retry.reset()
             partition.applied(lane, view)
             await wake.wait()

@@ -265,6 +265,13 @@ class Partition(ServiceBase):
     async def _drain(self, member: Member) -> None:
         assert self.drain is not None
         try:
+            # a replica that came back (a rolling restart) resumes its sessions itself:
+            # draining them would take them from it under the same client id
+            seen = await self.store.run(
+                lambda tx: tx.all("SELECT last_seen FROM replicas WHERE id = ?", (member.id,))
+            )
+            if not seen or float(seen[0][0]) != member.last_seen:
+                return
             taken = await self.drain(member.client_id)
             await self.store.run(
                 lambda tx: tx.execute(

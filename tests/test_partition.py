@@ -11,7 +11,7 @@ import json
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -21,9 +21,10 @@ from collectorkit import TOKENS, collector_config, eventually, running_collector
 
 from collector import lineproto
 from collector.app import Collector
-from collector.config import CollectorConfig, check_collector
+from collector.config import CollectorConfig, CollectorMqttConfig, check_collector
 from collector.config_nats import NatsConfig
 from collector.config_partition import PartitionConfig
+from collector.ingest import Ingest
 from collector.metrics_in import read
 from collector.partition import Member, Partition, assign, owner
 from collector.recent import RecentValues
@@ -482,3 +483,84 @@ async def test_a_refused_site_subscription_is_counted_and_tried_again(
             await agents.publish(topic("open", message.agent, "metrics"), encode(message), qos=1)
             await eventually(lambda: _polls([collector], "open") == {1}, what="the open site")
             assert collector.counters()["subscriptions_refused.metrics"] >= 2
+            health = collector.health()["mqtt"]
+            assert health["ok"] is False, "a site it keeps is not subscribed"
+            assert health["refused_sites"] == {"metrics": ["closed"], "events": ["closed"]}
+
+
+@pytest.mark.servers
+async def test_a_drain_ends_though_the_dead_replicas_sites_keep_publishing(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The dead replica's session keeps its per-site subscriptions, so while its sites
+    publish it never falls idle: the drain takes what it holds and ends within `longest`."""
+
+    async def written(_metrics: object, ack: Callable[[], None]) -> None:
+        ack()
+
+    async def nothing(*_args: object) -> None:
+        return None
+
+    config = CollectorMqttConfig(url=mosquitto.url, client_id="enoc-adopter")
+    ingest = Ingest(config, on_metrics=written, on_events=nothing, on_status=nothing)
+    dead = "enoc-dead-metrics"
+    async with aiomqtt.Client(
+        "127.0.0.1", mosquitto.port, identifier=dead, clean_session=False
+    ) as c:
+        await c.subscribe("enoc/v1/+/+/metrics", qos=1)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="agents") as agents:
+        for seq in range(3):  # held by the session while its replica is dead
+            message = _metrics("live", seq)
+            await agents.publish(topic("live", message.agent, "metrics"), encode(message), qos=1)
+
+        async def publishing() -> None:
+            for seq in range(3, 200):
+                message = _metrics("live", seq)
+                await agents.publish(
+                    topic("live", message.agent, "metrics"), encode(message), qos=1
+                )
+                await asyncio.sleep(0.2)
+
+        feed = asyncio.create_task(publishing())
+        try:
+            taken = await asyncio.wait_for(ingest.drain(dead, idle=1.0, longest=3.0), 30)
+        finally:
+            feed.cancel()
+    assert taken >= 3, "what the session held came first"
+    assert ingest.stats.received["metrics"] == taken
+
+
+async def test_a_replica_back_before_its_drain_keeps_its_sessions(tmp_path: Path) -> None:
+    """A dead replica that heartbeats again (a restart) between its adopter's decision and
+    the drain is not drained: both would use its client id."""
+    store = Store(f"sqlite:///{tmp_path / 'incidents.db'}")
+    await store.open()
+    drained: list[str] = []
+
+    async def drain(client_id: str) -> int:
+        drained.append(client_id)
+        return 0
+
+    try:
+        a = Partition(
+            PartitionConfig(takeover=10),  # type: ignore[arg-type]
+            store,
+            replica="a",
+            client_id="enoc-a",
+            url=lambda: "",
+            clock=lambda: T0,
+        )
+        a.drain = drain
+        await store.run(
+            lambda tx: tx.execute(
+                "INSERT INTO replicas (id, url, client_id, last_seen, applied) "
+                "VALUES ('b', '', 'enoc-b', ?, '')",
+                (T0 + 1,),
+            )
+        )
+        await a._drain(Member("b", "", "enoc-b", T0 - 60, ""))  # b came back since
+        assert drained == []
+        await a._drain(Member("b", "", "enoc-b", T0 + 1, ""))  # still as it was seen
+        assert drained == ["enoc-b"]
+    finally:
+        await store.close()
