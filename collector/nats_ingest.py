@@ -14,8 +14,12 @@ all replicas share, `<consumer>-metrics` and `<consumer>-events` (explicit ack,
 `max_ack_pending` the back-pressure, `ack_wait` the time before the server hands an
 unacknowledged message to another replica), and refuses to run when it cannot: on
 `$MQTT_msgs` a message no consumer wants is dropped as it is stored, so the consumers
-must exist before agents publish. Status messages go to every replica (each keeps agent
-liveness), through an ordered consumer of its own.
+must exist before agents publish. Neither consumer filters: each lane receives every
+message of the stream and acknowledges at once what is not its kind, because
+nats-server 2.9.10 lets a filtered consumer pass over a stored message it never
+delivers, which interest retention then deletes (docs/collector.md, "Unfiltered
+consumers"). Status messages go to every replica (each keeps agent liveness), through
+an ordered consumer of its own.
 
 A message is acknowledged once written or committed; one the store could not commit
 (an outage) is nak'ed with `nak_delay`; one that can never be taken is dead-lettered on
@@ -31,6 +35,7 @@ import base64
 import contextlib
 import json
 import ssl
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -106,14 +111,24 @@ def stream_config(config: NatsConfig) -> StreamConfig:
 
 
 def consumer_config(config: NatsConfig, lane: str) -> ConsumerConfig:
+    """A lane's shared durable: no `filter_subject` (see the module's docstring)."""
     return ConsumerConfig(
         durable_name=f"{config.consumer}-{lane}",
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=float(config.ack_wait),
         max_ack_pending=config.max_ack_pending,
-        filter_subject=f"{config.prefix}enoc.v1.*.*.{lane}",
     )
+
+
+def lane_of(subject: str, prefix: str) -> str:
+    """The lane that takes a message of the stream: its kind for an enoc subject
+    (`<prefix>enoc.v1.<site>.<agent>.<kind>`), "" for any other (acknowledged unread by
+    every lane, as a filter would have left it)."""
+    tokens = subject.removeprefix(prefix).split(".") if subject.startswith(prefix) else []
+    if len(tokens) != 5 or tokens[:2] != ["enoc", "v1"]:
+        return ""
+    return tokens[4]
 
 
 async def ensure_stream(js: JetStreamContext, config: NatsConfig) -> None:
@@ -147,10 +162,11 @@ async def ensure_stream(js: JetStreamContext, config: NatsConfig) -> None:
             except nats.js.errors.APIError as exc:
                 raise NatsSetupError(f"cannot create consumer {name}: {exc}") from exc
             continue
-        if found.config.filter_subject != wanted_consumer.filter_subject:
+        if found.config.filter_subject:
             raise NatsSetupError(
-                f"consumer {name} of {config.stream} takes {found.config.filter_subject}, "
-                f"not {wanted_consumer.filter_subject}: delete it or name another nats.consumer"
+                f"consumer {name} of {config.stream} takes only {found.config.filter_subject} "
+                "(a filtered consumer of nats-server 2.9 can pass over messages it never "
+                "delivers): delete it or name another nats.consumer"
             )
 
 
@@ -167,6 +183,8 @@ class NatsIngest(ServiceBase):
         self.nc: NatsClient | None = None
         self._failing = OnceLogger(log)
         self._acks: set[asyncio.Task[None]] = set()
+        # messages a lane acknowledged unread: another lane's kind (every lane sees all)
+        self.passed: Counter[str] = Counter()
 
     async def _start(self) -> None:
         try:
@@ -274,11 +292,15 @@ class NatsIngest(ServiceBase):
                         continue
                 try:
                     messages = await sub.fetch(batch, timeout=FETCH_WAIT)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py's, or the built-in one a batch fetch raises
                     if lane == "metrics":
                         self.ingest.on_drained()
                     continue
                 for i, msg in enumerate(messages):
+                    if lane_of(msg.subject, self.config.prefix) != lane:
+                        self.passed[lane] += 1  # the other lane's, or no lane's
+                        self._settle(msg.ack())
+                        continue
                     if not await self._take(msg):
                         # the store is down: the rest of the batch after it, and no
                         # fetch before they are due again (the engine decides by the
