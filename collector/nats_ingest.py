@@ -2,30 +2,30 @@
 
 An ingest source beside the MQTT lanes (collector/ingest.py): each message goes through
 the same `Ingest.take` (decoding, lanes, dead letters, acknowledgement after the write or
-commit); this module only fetches and acknowledges. Agents publish over MQTT 3.1.1 to any
+commit); this module only receives and acknowledges. Agents publish over MQTT 3.1.1 to any
 node's MQTT gateway; the gateway stores every QoS 1 PUBLISH in the `$MQTT_msgs` stream
 (interest retention, replicated on the server's `mqtt.stream_replicas` nodes) *before*
 it sends the PUBACK (docs/collector.md, "What a PUBACK promises"). The collector consumes
 that stream by default: every message an agent's spool forgot is held there until a
 replica acknowledged it.
 
-At its start the collector creates (or checks) the stream and two durable pull consumers
-all replicas share, `<consumer>-metrics` and `<consumer>-events` (explicit ack,
-`max_ack_pending` the back-pressure, `ack_wait` the time before the server hands an
-unacknowledged message to another replica), and refuses to run when it cannot: on
-`$MQTT_msgs` a message no consumer wants is dropped as it is stored, so the consumers
-must exist before agents publish. Neither consumer filters: each lane receives every
-message of the stream and acknowledges at once what is not its kind, because
-nats-server 2.9.10 lets a filtered consumer pass over a stored message it never
-delivers, which interest retention then deletes (docs/collector.md, "Unfiltered
-consumers"). Status messages go to every replica (each keeps agent liveness), through
-an ordered consumer of its own.
+At its start the collector creates (or checks) the stream and two durable consumers all
+replicas share, `<consumer>-metrics` and `<consumer>-events`, pushed to a deliver group
+the replicas join (explicit ack, `max_ack_pending` the back-pressure, `ack_wait` the time
+before the server hands an unacknowledged message to another replica), and refuses to
+run when it cannot: on `$MQTT_msgs` a message no consumer wants is dropped as it is
+stored, so the consumers must exist before agents publish. They are push consumers, not
+pull, and neither filters (each lane receives every message and acknowledges at once
+what is not its kind): nats-server 2.9.10's pull consumers pass over a stored message now
+and then without delivering it, which interest retention then deletes (docs/collector.md,
+"Pushed, unfiltered consumers"). Status messages go to every replica (each keeps agent
+liveness), through an ordered consumer of its own.
 
 A message is acknowledged once written or committed; one the store could not commit
 (an outage) is nak'ed with `nak_delay`; one that can never be taken is dead-lettered on
 `enoc.deadletter.v1.<reason>` (MQTT `enoc/deadletter/v1/<reason>`) and terminated. The
-client reconnects by itself to another node when the one it uses is lost; the fetch
-loops wait that out.
+client reconnects by itself to another node when the one it uses is lost; the lanes
+wait that out.
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ RETAINED_STREAM = "$MQTT_rmsgs"  # the gateway's retained messages
 LANES = ("metrics", "events")  # shared by the replicas; status goes to each
 CONNECT_TIMEOUT = 5.0  # s, each server tried at the start
 START_ATTEMPTS = 4  # tries of each server, after the first, before the start fails
-FETCH_WAIT = 1.0  # s a fetch waits for messages (then asks again: closing is checked)
+FETCH_WAIT = 1.0  # s a lane waits for a message (then again: closing is checked)
+# + the durable: where a lane's consumer pushes (an inbox: no stream captures it, and the
+# collector's NATS user may subscribe there, deploy/make_certs.py)
+DELIVER_PREFIX = "_INBOX.enoc."
 
 
 def _nothing() -> None:
@@ -111,13 +114,17 @@ def stream_config(config: NatsConfig) -> StreamConfig:
 
 
 def consumer_config(config: NatsConfig, lane: str) -> ConsumerConfig:
-    """A lane's shared durable: no `filter_subject` (see the module's docstring)."""
+    """A lane's shared durable: pushed to a deliver group (the replicas), no
+    `filter_subject` (see the module's docstring)."""
+    durable = f"{config.consumer}-{lane}"
     return ConsumerConfig(
-        durable_name=f"{config.consumer}-{lane}",
+        durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=float(config.ack_wait),
         max_ack_pending=config.max_ack_pending,
+        deliver_subject=f"{DELIVER_PREFIX}{durable}",
+        deliver_group=durable,
     )
 
 
@@ -162,17 +169,19 @@ async def ensure_stream(js: JetStreamContext, config: NatsConfig) -> None:
             except nats.js.errors.APIError as exc:
                 raise NatsSetupError(f"cannot create consumer {name}: {exc}") from exc
             continue
-        if found.config.filter_subject:
+        if found.config.filter_subject or found.config.deliver_group != name:
+            # what an earlier collector made: filtered pull consumers
             raise NatsSetupError(
-                f"consumer {name} of {config.stream} takes only {found.config.filter_subject} "
-                "(a filtered consumer of nats-server 2.9 can pass over messages it never "
-                "delivers): delete it or name another nats.consumer"
+                f"consumer {name} of {config.stream} is not the push consumer of deliver "
+                f"group {name} over every subject that the collector needs (nats-server 2.9 "
+                "can pass over messages of a pull or filtered consumer): delete it or name "
+                "another nats.consumer"
             )
 
 
 class NatsIngest(ServiceBase):
     """The NATS ingest source of `ingest` (its handlers, stats and limits): connects and sets
-    up the stream at `start` (a StartError when it cannot), fetches until `close`."""
+    up the stream at `start` (a StartError when it cannot), takes messages until `close`."""
 
     name = "ingest.nats"
 
@@ -264,71 +273,66 @@ class NatsIngest(ServiceBase):
         nc, self.nc = self.nc, None
         if nc is not None and not nc.is_closed:
             # the acknowledgements sent, then closed (a drain would wait out its 30 s for
-            # the fetches' subscriptions, which end with the lanes)
+            # the lanes' subscriptions, which end with the lanes)
             with contextlib.suppress(Exception):  # a lost server: nothing left to flush
                 await nc.flush(timeout=2)
             await nc.close()
         self.ingest.stats.connected["nats"] = False
 
-    # ---------------------------------------------------------------- fetching
+    # ---------------------------------------------------------------- taking
 
     async def _lane(self, lane: str) -> None:
-        """Fetch batches of the lane's shared consumer and take each message, in order."""
+        """Take each message the lane's shared consumer delivers to this replica, in order."""
         assert self.nc is not None
         js = self.nc.jetstream()
-        durable = consumer_config(self.config, lane).durable_name
+        config = consumer_config(self.config, lane)
         backoff = Backoff(0.5, 5.0)
-        sub: JetStreamContext.PullSubscription | None = None
+        sub: JetStreamContext.PushSubscription | None = None
         while not self.closing.is_set():
             try:
                 if sub is None:
-                    sub = await js.pull_subscribe_bind(durable=durable, stream=self.config.stream)
-                batch = self.config.batch
-                if lane == "metrics":  # what waits for its write counts against the window
-                    batch = min(batch, self.config.max_ack_pending - self.ingest.pending_metrics)
-                    if batch <= 0:  # the whole window waits here: written now
-                        self.ingest.on_drained()
-                        await asyncio.sleep(0.02)
-                        continue
+                    sub = await js.subscribe_bind(
+                        self.config.stream,
+                        config,
+                        config.durable_name or "",
+                        manual_ack=True,
+                        pending_msgs_limit=2 * self.config.max_ack_pending,
+                    )
                 try:
-                    messages = await sub.fetch(batch, timeout=FETCH_WAIT)
-                except TimeoutError:  # nats-py's, or the built-in one a batch fetch raises
-                    if lane == "metrics":
-                        self.ingest.on_drained()
-                    continue
-                for i, msg in enumerate(messages):
+                    msg = await sub.next_msg(timeout=FETCH_WAIT)
+                except TimeoutError:
+                    msg = None
+                if msg is not None:
                     if lane_of(msg.subject, self.config.prefix) != lane:
                         self.passed[lane] += 1  # the other lane's, or no lane's
                         self._settle(msg.ack())
-                        continue
-                    if not await self._take(msg):
-                        # the store is down: the rest of the batch after it, and no
-                        # fetch before they are due again (the engine decides by the
-                        # events' own times, not by their arrival: docs/collector.md)
+                    elif not await self._take(msg):
+                        # the store is down: what waits here after it, and nothing taken
+                        # before they are due again (the engine decides by the events'
+                        # own times, not by their arrival: docs/collector.md)
                         delay = float(self.config.nak_delay)
-                        for rest in messages[i + 1 :]:
+                        while sub.pending_msgs:
+                            rest = await sub.next_msg(timeout=FETCH_WAIT)
                             self._settle(rest.nak(delay=delay))
                         await pause(self.closing, delay)
-                        break
-                else:
-                    if lane == "metrics" and len(messages) < batch:
-                        # Nothing more to fetch now: the server holds the rest for the
-                        # shared window, whose other shares the other replicas hold, so
-                        # this replica's share never fills the window that writes at once
-                        self.ingest.on_drained()
+                if lane == "metrics" and not sub.pending_msgs:
+                    # Nothing more here now: the server holds the rest for the shared
+                    # window, whose other shares the other replicas hold, so this
+                    # replica's share never fills the window that writes at once
+                    self.ingest.on_drained()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                if self.closing.is_set():  # the connection closed under the fetch
+                if self.closing.is_set():  # the connection closed under the subscription
                     return
                 # a node lost, a consumer leader being elected: the client reconnects
                 self.ingest.stats.last_error = f"nats {lane}: {type(exc).__name__}: {exc}"
-                self._failing(f"fetch-{lane}", f"fetching {lane} failed ({exc}): retrying")
+                self._failing(f"take-{lane}", f"taking {lane} failed ({exc}): retrying")
                 await backoff.wait(self.closing)
             except Exception:  # a fault of ours: never end the lane silently
                 self.ingest.stats.lane_errors[lane] += 1
-                log.exception("the NATS %s lane failed: fetching again", lane)
+                log.exception("the NATS %s lane failed: taking again", lane)
                 await backoff.wait(self.closing)
 
     async def _status(self) -> None:

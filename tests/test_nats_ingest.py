@@ -205,7 +205,7 @@ async def test_a_puback_means_stored_in_the_gateways_stream_not_in_a_stream_of_o
                     deliver_policy=DeliverPolicy.ALL,
                 ),
             )
-            with pytest.raises(NatsSetupError, match=r"other-metrics .* takes"):
+            with pytest.raises(NatsSetupError, match=r"other-metrics of .* is not the push"):
                 await ensure_stream(js, NatsConfig(servers=nats_cluster.urls, consumer="other"))
     finally:
         await nc.close()
