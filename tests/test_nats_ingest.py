@@ -334,9 +334,10 @@ async def test_the_node_a_replica_uses_is_lost_and_it_goes_on(
 async def test_each_lane_takes_its_own_of_every_message_and_events_wait_out_a_store_outage(
     nats_cluster: NatsCluster,
 ) -> None:
-    """Neither shared consumer filters (nats-server 2.9.10 lets a filtered one pass over
-    stored messages, which interest retention then deletes): each lane receives every
-    message and acknowledges at once what is another lane's or no lane's. While the store
+    """The shared consumers push to the replicas' deliver group and neither filters
+    (nats-server 2.9.10's pull consumers pass over stored messages, which interest
+    retention then deletes): each lane receives every message and acknowledges at once
+    what is another lane's or no lane's. While the store
     is down an events message is nak'ed (with the rest of its batch, metrics included) and
     comes again after `nak_delay`; once the store is back each is committed once (in
     whatever order: the engine decides by the events' own times), every metrics message
@@ -363,6 +364,8 @@ async def test_each_lane_takes_its_own_of_every_message_and_events_wait_out_a_st
             for lane in ("metrics", "events"):
                 info = await js.consumer_info(MQTT_STREAM, f"enoc-collectors-{lane}")
                 assert not info.config.filter_subject
+                # pushed to the replicas' group: a pull consumer of 2.9.10 passes over some
+                assert info.config.deliver_group == f"enoc-collectors-{lane}"
             for seq in range(10):
                 message = EventsMessage(
                     AGENT,
