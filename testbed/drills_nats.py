@@ -13,6 +13,8 @@ lost. Replicas share a PostgreSQL store (one SQLite file each would see only its
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,35 @@ class NatsHarness(Harness):
             return info
         finally:
             await nc.close()
+
+    async def freeze_holding(
+        self, victim: CollectorProc, survivor: CollectorProc, within: float
+    ) -> int:
+        """Stop `victim` (SIGSTOP) until it holds messages of the metrics consumer
+        unacknowledged; how many (0 if it held none by `within`). It stays stopped: kill
+        it with `kill_frozen`. A frozen replica's last fetch still waits at the server and
+        is given what comes next; the survivor acknowledges its own within a write."""
+        assert victim.process is not None
+        pid = victim.process.pid
+        deadline = time.monotonic() + within
+        while True:
+            os.kill(pid, signal.SIGSTOP)
+            await asyncio.sleep(max(1.0, self.sizing.interval))
+            info = await self._consumer("metrics")
+            theirs = (await survivor.scrape() or {}).get("enoc_collector_metrics_pending", 0.0)
+            held = int(info.num_ack_pending or 0) - int(theirs)
+            if held > 0 or time.monotonic() > deadline:
+                return max(held, 0)
+            os.kill(pid, signal.SIGCONT)
+            self.say(f"waiting for {victim.name} to hold unacknowledged messages")
+            await asyncio.sleep(0.3)
+
+    async def kill_frozen(self, victim: CollectorProc) -> None:
+        """SIGKILL a replica `freeze_holding` stopped (not scraped first: it cannot answer)."""
+        assert victim.process is not None
+        victim.sample()
+        os.kill(victim.process.pid, signal.SIGKILL)
+        await victim.kill9()  # reaps it; its scrape finds it gone
 
     async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
         """The agents are gone: first every message of the stream acknowledged (a replica
