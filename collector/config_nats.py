@@ -50,7 +50,7 @@ class NatsConfig:
     max_ack_pending: int = 100
     ack_wait: Duration = Duration(30)  # then the server hands a message to another replica
     nak_delay: Duration = Duration(5)  # a message the store could not commit comes again after
-    batch: int = 20  # accepted, unused: the lanes' consumers push (docs/collector.md)
+    batch: int = 20  # messages a fetch asks for
     name: str = "enoc-collector"  # this replica, as the servers list its connection
     tls: TlsConfig | None = None  # with tls:// servers
     credentials_file: Path | None = None  # a NATS .creds file (JWT and NKey seed)

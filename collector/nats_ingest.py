@@ -2,30 +2,26 @@
 
 An ingest source beside the MQTT lanes (collector/ingest.py): each message goes through
 the same `Ingest.take` (decoding, lanes, dead letters, acknowledgement after the write or
-commit); this module only receives and acknowledges. Agents publish over MQTT 3.1.1 to any
+commit); this module only fetches and acknowledges. Agents publish over MQTT 3.1.1 to any
 node's MQTT gateway; the gateway stores every QoS 1 PUBLISH in the `$MQTT_msgs` stream
 (interest retention, replicated on the server's `mqtt.stream_replicas` nodes) *before*
 it sends the PUBACK (docs/collector.md, "What a PUBACK promises"). The collector consumes
 that stream by default: every message an agent's spool forgot is held there until a
 replica acknowledged it.
 
-At its start the collector creates (or checks) the stream and two durable consumers all
-replicas share, `<consumer>-metrics` and `<consumer>-events`, pushed to a deliver group
-the replicas join (explicit ack, `max_ack_pending` the back-pressure, `ack_wait` the time
-before the server hands an unacknowledged message to another replica), and refuses to
-run when it cannot: on `$MQTT_msgs` a message no consumer wants is dropped as it is
-stored, so the consumers must exist before agents publish. They are push consumers, not
-pull, and neither filters (each lane receives every message and acknowledges at once
-what is not its kind): nats-server 2.9.10's pull consumers pass over a stored message now
-and then without delivering it, which interest retention then deletes (docs/collector.md,
-"Pushed, unfiltered consumers"). Status messages go to every replica (each keeps agent
+At its start the collector creates (or checks) the stream and two durable pull consumers
+all replicas share, `<consumer>-metrics` and `<consumer>-events` (explicit ack,
+`max_ack_pending` the back-pressure, `ack_wait` the time before the server hands an
+unacknowledged message to another replica), and refuses to run when it cannot: on
+`$MQTT_msgs` a message no consumer wants is dropped as it is stored, so the consumers
+must exist before agents publish. Status messages go to every replica (each keeps agent
 liveness), through an ordered consumer of its own.
 
 A message is acknowledged once written or committed; one the store could not commit
 (an outage) is nak'ed with `nak_delay`; one that can never be taken is dead-lettered on
 `enoc.deadletter.v1.<reason>` (MQTT `enoc/deadletter/v1/<reason>`) and terminated. The
-client reconnects by itself to another node when the one it uses is lost; the lanes
-wait that out.
+client reconnects by itself to another node when the one it uses is lost; the fetch
+loops wait that out.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ import base64
 import contextlib
 import json
 import ssl
-from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -67,10 +62,7 @@ RETAINED_STREAM = "$MQTT_rmsgs"  # the gateway's retained messages
 LANES = ("metrics", "events")  # shared by the replicas; status goes to each
 CONNECT_TIMEOUT = 5.0  # s, each server tried at the start
 START_ATTEMPTS = 4  # tries of each server, after the first, before the start fails
-FETCH_WAIT = 1.0  # s a lane waits for a message (then again: closing is checked)
-# + the durable: where a lane's consumer pushes (an inbox: no stream captures it, and the
-# collector's NATS user may subscribe there, deploy/make_certs.py)
-DELIVER_PREFIX = "_INBOX.enoc."
+FETCH_WAIT = 1.0  # s a fetch waits for messages (then asks again: closing is checked)
 
 
 def _nothing() -> None:
@@ -114,28 +106,14 @@ def stream_config(config: NatsConfig) -> StreamConfig:
 
 
 def consumer_config(config: NatsConfig, lane: str) -> ConsumerConfig:
-    """A lane's shared durable: pushed to a deliver group (the replicas), no
-    `filter_subject` (see the module's docstring)."""
-    durable = f"{config.consumer}-{lane}"
     return ConsumerConfig(
-        durable_name=durable,
+        durable_name=f"{config.consumer}-{lane}",
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=float(config.ack_wait),
         max_ack_pending=config.max_ack_pending,
-        deliver_subject=f"{DELIVER_PREFIX}{durable}",
-        deliver_group=durable,
+        filter_subject=f"{config.prefix}enoc.v1.*.*.{lane}",
     )
-
-
-def lane_of(subject: str, prefix: str) -> str:
-    """The lane that takes a message of the stream: its kind for an enoc subject
-    (`<prefix>enoc.v1.<site>.<agent>.<kind>`), "" for any other (acknowledged unread by
-    every lane, as a filter would have left it)."""
-    tokens = subject.removeprefix(prefix).split(".") if subject.startswith(prefix) else []
-    if len(tokens) != 5 or tokens[:2] != ["enoc", "v1"]:
-        return ""
-    return tokens[4]
 
 
 async def ensure_stream(js: JetStreamContext, config: NatsConfig) -> None:
@@ -169,19 +147,43 @@ async def ensure_stream(js: JetStreamContext, config: NatsConfig) -> None:
             except nats.js.errors.APIError as exc:
                 raise NatsSetupError(f"cannot create consumer {name}: {exc}") from exc
             continue
-        if found.config.filter_subject or found.config.deliver_group != name:
-            # what an earlier collector made: filtered pull consumers
+        if found.config.filter_subject != wanted_consumer.filter_subject:
             raise NatsSetupError(
-                f"consumer {name} of {config.stream} is not the push consumer of deliver "
-                f"group {name} over every subject that the collector needs (nats-server 2.9 "
-                "can pass over messages of a pull or filtered consumer): delete it or name "
-                "another nats.consumer"
+                f"consumer {name} of {config.stream} takes {found.config.filter_subject}, "
+                f"not {wanted_consumer.filter_subject}: delete it or name another nats.consumer"
             )
+
+
+def covers(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject pattern (`*` a token, `>` the rest) matches a subject that may
+    itself hold `*` tokens: a filter that could take some of the subjects it names."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(have) > i
+        if i >= len(have) or (part != "*" and have[i] != "*" and part != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+async def other_takers(js: JetStreamContext, config: NatsConfig) -> list[str]:
+    """Consumers of the stream, not the replicas', that also take metrics or events (an
+    MQTT subscriber's session with QoS 1 on `enoc/v1/#`, for instance): each one's
+    acknowledgement lets nats-server 2.9.10 delete now and then a message the replicas
+    have not taken (docs/collector.md, "One consumer a message")."""
+    ours = {consumer_config(config, lane).durable_name for lane in LANES}
+    lanes = [consumer_config(config, lane).filter_subject or "" for lane in LANES]
+    found = []
+    for info in await js.consumers_info(config.stream):
+        wants = info.config.filter_subject or ">"
+        if info.name not in ours and any(covers(wants, lane) for lane in lanes):
+            found.append(info.name)
+    return sorted(found)
 
 
 class NatsIngest(ServiceBase):
     """The NATS ingest source of `ingest` (its handlers, stats and limits): connects and sets
-    up the stream at `start` (a StartError when it cannot), takes messages until `close`."""
+    up the stream at `start` (a StartError when it cannot), fetches until `close`."""
 
     name = "ingest.nats"
 
@@ -192,8 +194,6 @@ class NatsIngest(ServiceBase):
         self.nc: NatsClient | None = None
         self._failing = OnceLogger(log)
         self._acks: set[asyncio.Task[None]] = set()
-        # messages a lane acknowledged unread: another lane's kind (every lane sees all)
-        self.passed: Counter[str] = Counter()
 
     async def _start(self) -> None:
         try:
@@ -208,6 +208,15 @@ class NatsIngest(ServiceBase):
         self.ingest.stats.connects["nats"] += 1
         self.ingest.stats.connected["nats"] = True
         await ensure_stream(self.nc.jetstream(), self.config)
+        others = await other_takers(self.nc.jetstream(), self.config)
+        if others:
+            log.warning(
+                "other consumers of %s take enoc's metrics or events (%s): with them "
+                "nats-server 2.9 can delete messages before a replica takes them; remove "
+                'them (docs/collector.md, "One consumer a message")',
+                self.config.stream,
+                ", ".join(others),
+            )
         log.info(
             "consuming %s from stream %s",
             ", ".join(consumer_config(self.config, lane).durable_name or "" for lane in LANES),
@@ -273,66 +282,67 @@ class NatsIngest(ServiceBase):
         nc, self.nc = self.nc, None
         if nc is not None and not nc.is_closed:
             # the acknowledgements sent, then closed (a drain would wait out its 30 s for
-            # the lanes' subscriptions, which end with the lanes)
+            # the fetches' subscriptions, which end with the lanes)
             with contextlib.suppress(Exception):  # a lost server: nothing left to flush
                 await nc.flush(timeout=2)
             await nc.close()
         self.ingest.stats.connected["nats"] = False
 
-    # ---------------------------------------------------------------- taking
+    # ---------------------------------------------------------------- fetching
 
     async def _lane(self, lane: str) -> None:
-        """Take each message the lane's shared consumer delivers to this replica, in order."""
+        """Fetch batches of the lane's shared consumer and take each message, in order."""
         assert self.nc is not None
         js = self.nc.jetstream()
-        config = consumer_config(self.config, lane)
+        durable = consumer_config(self.config, lane).durable_name
         backoff = Backoff(0.5, 5.0)
-        sub: JetStreamContext.PushSubscription | None = None
+        sub: JetStreamContext.PullSubscription | None = None
         while not self.closing.is_set():
             try:
                 if sub is None:
-                    sub = await js.subscribe_bind(
-                        self.config.stream,
-                        config,
-                        config.durable_name or "",
-                        manual_ack=True,
-                        pending_msgs_limit=2 * self.config.max_ack_pending,
-                    )
+                    sub = await js.pull_subscribe_bind(durable=durable, stream=self.config.stream)
+                batch = self.config.batch
+                if lane == "metrics":  # what waits for its write counts against the window
+                    batch = min(batch, self.config.max_ack_pending - self.ingest.pending_metrics)
+                    if batch <= 0:  # the whole window waits here: written now
+                        self.ingest.on_drained()
+                        await asyncio.sleep(0.02)
+                        continue
                 try:
-                    msg = await sub.next_msg(timeout=FETCH_WAIT)
-                except TimeoutError:
-                    msg = None
-                if msg is not None:
-                    if lane_of(msg.subject, self.config.prefix) != lane:
-                        self.passed[lane] += 1  # the other lane's, or no lane's
-                        self._settle(msg.ack())
-                    elif not await self._take(msg):
-                        # the store is down: what waits here after it, and nothing taken
-                        # before they are due again (the engine decides by the events'
-                        # own times, not by their arrival: docs/collector.md)
+                    messages = await sub.fetch(batch, timeout=FETCH_WAIT)
+                except TimeoutError:  # nats-py's, or the built-in one a batch fetch raises
+                    if lane == "metrics":
+                        self.ingest.on_drained()
+                    continue
+                for i, msg in enumerate(messages):
+                    if not await self._take(msg):
+                        # the store is down: the rest of the batch after it, and no
+                        # fetch before they are due again (the engine decides by the
+                        # events' own times, not by their arrival: docs/collector.md)
                         delay = float(self.config.nak_delay)
-                        while sub.pending_msgs:
-                            rest = await sub.next_msg(timeout=FETCH_WAIT)
+                        for rest in messages[i + 1 :]:
                             self._settle(rest.nak(delay=delay))
                         await pause(self.closing, delay)
-                if lane == "metrics" and not sub.pending_msgs:
-                    # Nothing more here now: the server holds the rest for the shared
-                    # window, whose other shares the other replicas hold, so this
-                    # replica's share never fills the window that writes at once
-                    self.ingest.on_drained()
+                        break
+                else:
+                    if lane == "metrics" and len(messages) < batch:
+                        # Nothing more to fetch now: the server holds the rest for the
+                        # shared window, whose other shares the other replicas hold, so
+                        # this replica's share never fills the window that writes at once
+                        self.ingest.on_drained()
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                if self.closing.is_set():  # the connection closed under the subscription
+                if self.closing.is_set():  # the connection closed under the fetch
                     return
                 # a node lost, a consumer leader being elected: the client reconnects
                 self.ingest.stats.last_error = f"nats {lane}: {type(exc).__name__}: {exc}"
-                self._failing(f"take-{lane}", f"taking {lane} failed ({exc}): retrying")
+                self._failing(f"fetch-{lane}", f"fetching {lane} failed ({exc}): retrying")
                 await backoff.wait(self.closing)
             except Exception:  # a fault of ours: never end the lane silently
                 self.ingest.stats.lane_errors[lane] += 1
-                log.exception("the NATS %s lane failed: taking again", lane)
+                log.exception("the NATS %s lane failed: fetching again", lane)
                 await backoff.wait(self.closing)
 
     async def _status(self) -> None:
