@@ -151,7 +151,9 @@ async def collector_replica_lost(h: Harness) -> Plan:
         f"{acked_by_victim:.0f}); every message the "
         f"consumers had handed out by then was acknowledged "
         f"{recovered if recovered is not None else float('nan'):.1f} s later (ack_wait "
-        f"{ack_wait:g} s), by {survivor.name}, which went on alone"
+        f"{ack_wait:g} s), by {survivor.name}, which went on alone; the tap read the core "
+        "NATS copies, not through an MQTT session, whose acknowledgements let nats-server "
+        "2.9 delete messages the replicas still needed"
     )
 
     def check(acc: Accounting) -> list[str]:
