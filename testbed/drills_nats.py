@@ -16,6 +16,7 @@ import asyncio
 import os
 import signal
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class NatsHarness(Harness):
         # a dead replica's messages go to another after this: scaled like the drills'
         # other durations, above the longest write of a loaded machine
         self.ack_wait = max(5.0, 2 * sizing.interval)
-        self._core_tap: NatsClient | None = None  # the tap's subscriber, once moved there
+        self._core_taps: list[NatsClient] = []  # the tap's subscribers, one a node
 
     # ---------------------------------------------------------------- the broker
 
@@ -108,28 +109,45 @@ class NatsHarness(Harness):
         await victim.kill9()  # reaps it; its scrape finds it gone
 
     async def tap_without_acknowledging(self) -> None:
-        """From now on the tap takes the agents' messages as a core NATS subscriber, which
-        the gateway serves before it stores each one, instead of through its MQTT session,
-        which is a consumer of `$MQTT_msgs` and acknowledges every message at once: that
-        acknowledgement makes nats-server 2.9.10 delete, now and then, a message the
-        replicas' consumer has not delivered or has handed to a replica since killed
-        (docs/collector.md, "One consumer a message"). The session is left, unread."""
+        """From now on the tap takes the agents' messages as a core NATS subscriber on
+        each node (the gateway serves those before it stores a message, and a node's
+        peers get what its clients publish at once, so a lost node loses the tap
+        nothing), instead of through its MQTT session, a consumer of `$MQTT_msgs` that
+        acknowledges every message at once: that acknowledgement lets nats-server 2.9.10
+        delete, now and then, a message the replicas' consumer has not delivered or has
+        handed to a replica since killed (docs/collector.md, "One consumer a message").
+        A message is taken once, from whichever node gave it first; the session stays,
+        unread."""
         tap = self.tap
         assert tap is not None
-        nc = await nats.connect([n.url for n in self.cluster.nodes], connect_timeout=2)
+        seen: set[tuple[str, int]] = set()
 
         async def take(msg: Msg) -> None:
-            tap._take(msg.subject.replace(".", "/"), msg.data, False)
+            copy = (msg.subject, zlib.crc32(msg.data))
+            if copy not in seen:
+                seen.add(copy)
+                tap._take(msg.subject.replace(".", "/"), msg.data, False)
 
-        await nc.subscribe("enoc.v1.>", cb=take, pending_msgs_limit=1_000_000)
-        await nc.flush()
+        async def quiet(_exc: Exception) -> None:
+            """Its node lost: it connects again when the node is back."""
+
+        for node in self.cluster.nodes:
+            nc = await nats.connect(
+                [node.url],
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=quiet,
+            )
+            await nc.subscribe("enoc.v1.>", cb=take, pending_msgs_limit=1_000_000)
+            await nc.flush()
+            self._core_taps.append(nc)
         await asyncio.sleep(max(1.0, self.sizing.interval))  # what the session still had
         await tap.stop()
-        self._core_tap = nc
 
     async def _stop_broker(self) -> None:
-        if self._core_tap is not None:
-            await self._core_tap.close()
+        for nc in self._core_taps:
+            await nc.close()
         await asyncio.to_thread(self.cluster.stop)
 
     async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
@@ -193,8 +211,7 @@ class NatsHarness(Harness):
         }
 
     async def _start_collectors(self) -> None:
-        if self.replicas > 1:  # the replica drill: no node lost, the core copies suffice
-            await self.tap_without_acknowledging()
+        await self.tap_without_acknowledging()
         first = self._collector_config()
         settings = yaml.safe_load(first.config.read_text())
         del settings["mqtt"]
