@@ -83,20 +83,25 @@ class NatsHarness(Harness):
         self, victim: CollectorProc, survivor: CollectorProc, within: float
     ) -> int:
         """Stop `victim` (SIGSTOP) until it holds messages of the metrics consumer
-        unacknowledged; how many (0 if it held none by `within`). It stays stopped: kill
-        it with `kill_frozen`. A frozen replica's last fetch still waits at the server and
-        is given what comes next; the survivor acknowledges its own within a write."""
+        unacknowledged; about how many (0 if it held none by `within`). It stays stopped:
+        kill it with `kill_frozen`. A frozen replica's last fetch still waits at the
+        server and is given what comes next. Held means: a message handed out a second
+        ago is still below the acknowledgement floor, which the survivor, writing within
+        milliseconds, would have passed."""
         assert victim.process is not None
         pid = victim.process.pid
         deadline = time.monotonic() + within
         while True:
             os.kill(pid, signal.SIGSTOP)
             await asyncio.sleep(max(1.0, self.sizing.interval))
-            info = await self._consumer("metrics")
-            theirs = (await survivor.scrape() or {}).get("enoc_collector_metrics_pending", 0.0)
-            held = int(info.num_ack_pending or 0) - int(theirs)
-            if held > 0 or time.monotonic() > deadline:
-                return max(held, 0)
+            before = await self._consumer("metrics")
+            await asyncio.sleep(1.0)
+            after = await self._consumer("metrics")
+            if _seq(after.ack_floor) < _seq(before.delivered):
+                theirs = (await survivor.scrape() or {}).get("enoc_collector_metrics_pending", 0)
+                return max(int(after.num_ack_pending or 0) - int(theirs), 1)
+            if time.monotonic() > deadline:
+                return 0
             os.kill(pid, signal.SIGCONT)
             self.say(f"waiting for {victim.name} to hold unacknowledged messages")
             await asyncio.sleep(0.3)
