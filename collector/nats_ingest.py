@@ -154,6 +154,33 @@ async def ensure_stream(js: JetStreamContext, config: NatsConfig) -> None:
             )
 
 
+def covers(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject pattern (`*` a token, `>` the rest) matches a subject that may
+    itself hold `*` tokens: a filter that could take some of the subjects it names."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(have) > i
+        if i >= len(have) or (part != "*" and have[i] != "*" and part != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+async def other_takers(js: JetStreamContext, config: NatsConfig) -> list[str]:
+    """Consumers of the stream, not the replicas', that also take metrics or events (an
+    MQTT subscriber's session with QoS 1 on `enoc/v1/#`, for instance): each one's
+    acknowledgement lets nats-server 2.9.10 delete now and then a message the replicas
+    have not taken (docs/collector.md, "One consumer a message")."""
+    ours = {consumer_config(config, lane).durable_name for lane in LANES}
+    lanes = [consumer_config(config, lane).filter_subject or "" for lane in LANES]
+    found = []
+    for info in await js.consumers_info(config.stream):
+        wants = info.config.filter_subject or ">"
+        if info.name not in ours and any(covers(wants, lane) for lane in lanes):
+            found.append(info.name)
+    return sorted(found)
+
+
 class NatsIngest(ServiceBase):
     """The NATS ingest source of `ingest` (its handlers, stats and limits): connects and sets
     up the stream at `start` (a StartError when it cannot), fetches until `close`."""
@@ -181,6 +208,15 @@ class NatsIngest(ServiceBase):
         self.ingest.stats.connects["nats"] += 1
         self.ingest.stats.connected["nats"] = True
         await ensure_stream(self.nc.jetstream(), self.config)
+        others = await other_takers(self.nc.jetstream(), self.config)
+        if others:
+            log.warning(
+                "other consumers of %s take enoc's metrics or events (%s): with them "
+                "nats-server 2.9 can delete messages before a replica takes them; remove "
+                'them (docs/collector.md, "One consumer a message")',
+                self.config.stream,
+                ", ".join(others),
+            )
         log.info(
             "consuming %s from stream %s",
             ", ".join(consumer_config(self.config, lane).durable_name or "" for lane in LANES),
@@ -274,7 +310,7 @@ class NatsIngest(ServiceBase):
                         continue
                 try:
                     messages = await sub.fetch(batch, timeout=FETCH_WAIT)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py's, or the built-in one a batch fetch raises
                     if lane == "metrics":
                         self.ingest.on_drained()
                     continue

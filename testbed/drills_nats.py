@@ -13,13 +13,18 @@ lost. Replicas share a PostgreSQL store (one SQLite file each would see only its
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import nats
 import nats.errors
 import yaml
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerInfo, SequenceInfo
 
 from testbed.drills import Harness, SiteRig
@@ -39,15 +44,13 @@ class NatsHarness(Harness):
         # a dead replica's messages go to another after this: scaled like the drills'
         # other durations, above the longest write of a loaded machine
         self.ack_wait = max(5.0, 2 * sizing.interval)
+        self._core_taps: list[NatsClient] = []  # the tap's subscribers, one a node
 
     # ---------------------------------------------------------------- the broker
 
     async def _start_broker(self) -> None:
         self.say("starting three NATS nodes (JetStream, MQTT) and VictoriaMetrics")
         await asyncio.to_thread(self.cluster.start)
-
-    async def _stop_broker(self) -> None:
-        await asyncio.to_thread(self.cluster.stop)
 
     def broker_ports(self) -> list[int]:
         return [node.mqtt_port for node in self.cluster.nodes]
@@ -75,6 +78,82 @@ class NatsHarness(Harness):
             return info
         finally:
             await nc.close()
+
+    async def freeze_holding(
+        self, victim: CollectorProc, survivor: CollectorProc, within: float
+    ) -> int:
+        """Stop `victim` (SIGSTOP) until it holds messages of the metrics consumer
+        unacknowledged; about how many (0 if it held none by `within`). It stays stopped:
+        kill it with `kill_frozen`. A frozen replica's last fetch still waits at the
+        server and is given what comes next. Held means: a message handed out a second
+        ago is still below the acknowledgement floor, which the survivor, writing within
+        milliseconds, would have passed."""
+        assert victim.process is not None
+        pid = victim.process.pid
+        deadline = time.monotonic() + within
+        while True:
+            os.kill(pid, signal.SIGSTOP)
+            await asyncio.sleep(max(1.0, self.sizing.interval))
+            before = await self._consumer("metrics")
+            await asyncio.sleep(1.0)
+            after = await self._consumer("metrics")
+            if _seq(after.ack_floor) < _seq(before.delivered):
+                theirs = (await survivor.scrape() or {}).get("enoc_collector_metrics_pending", 0)
+                return max(int(after.num_ack_pending or 0) - int(theirs), 1)
+            if time.monotonic() > deadline:
+                return 0
+            os.kill(pid, signal.SIGCONT)
+            self.say(f"waiting for {victim.name} to hold unacknowledged messages")
+            await asyncio.sleep(0.3)
+
+    async def kill_frozen(self, victim: CollectorProc) -> None:
+        """SIGKILL a replica `freeze_holding` stopped (not scraped first: it cannot answer)."""
+        assert victim.process is not None
+        victim.sample()
+        os.kill(victim.process.pid, signal.SIGKILL)
+        await victim.kill9()  # reaps it; its scrape finds it gone
+
+    async def tap_without_acknowledging(self) -> None:
+        """From now on the tap takes the agents' messages as a core NATS subscriber on
+        each node (the gateway serves those before it stores a message, and a node's
+        peers get what its clients publish at once, so a lost node loses the tap
+        nothing), instead of through its MQTT session, a consumer of `$MQTT_msgs` that
+        acknowledges every message at once: that acknowledgement lets nats-server 2.9.10
+        delete, now and then, a message the replicas' consumer has not delivered or has
+        handed to a replica since killed (docs/collector.md, "One consumer a message").
+        A message is taken once, from whichever node gave it first; the session stays,
+        unread."""
+        tap = self.tap
+        assert tap is not None
+        seen: set[tuple[str, int]] = set()
+
+        async def take(msg: Msg) -> None:
+            copy = (msg.subject, zlib.crc32(msg.data))
+            if copy not in seen:
+                seen.add(copy)
+                tap._take(msg.subject.replace(".", "/"), msg.data, False)
+
+        async def quiet(_exc: Exception) -> None:
+            """Its node lost: it connects again when the node is back."""
+
+        for node in self.cluster.nodes:
+            nc = await nats.connect(
+                [node.url],
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=quiet,
+            )
+            await nc.subscribe("enoc.v1.>", cb=take, pending_msgs_limit=1_000_000)
+            await nc.flush()
+            self._core_taps.append(nc)
+        await asyncio.sleep(max(1.0, self.sizing.interval))  # what the session still had
+        await tap.stop()
+
+    async def _stop_broker(self) -> None:
+        for nc in self._core_taps:
+            await nc.close()
+        await asyncio.to_thread(self.cluster.stop)
 
     async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
         """The agents are gone: first every message of the stream acknowledged (a replica
@@ -137,6 +216,7 @@ class NatsHarness(Harness):
         }
 
     async def _start_collectors(self) -> None:
+        await self.tap_without_acknowledging()
         first = self._collector_config()
         settings = yaml.safe_load(first.config.read_text())
         del settings["mqtt"]

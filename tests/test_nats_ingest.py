@@ -30,7 +30,14 @@ from collector.config import CollectorConfig, check_collector
 from collector.config_nats import MQTT_STREAM, NatsConfig
 from collector.ingest import Ingest
 from collector.metrics_in import Metrics
-from collector.nats_ingest import NatsIngest, NatsSetupError, ensure_stream, ingest_config
+from collector.nats_ingest import (
+    NatsIngest,
+    NatsSetupError,
+    covers,
+    ensure_stream,
+    ingest_config,
+    other_takers,
+)
 from enoc.config import ConfigError, Duration, parse_config
 from enoc.wire import (
     DeviceSample,
@@ -195,6 +202,7 @@ async def test_a_puback_means_stored_in_the_gateways_stream_not_in_a_stream_of_o
             metrics = await js.consumer_info(MQTT_STREAM, "enoc-collectors-metrics")
             assert metrics.num_pending == 5
             await ensure_stream(js, config)  # a second replica finds it all in place
+            assert await other_takers(js, config) == []
             with pytest.raises(NatsSetupError, match="replicated on 3 node"):
                 await ensure_stream(js, NatsConfig(servers=nats_cluster.urls, replicas=5))
             await js.add_consumer(
@@ -207,8 +215,20 @@ async def test_a_puback_means_stored_in_the_gateways_stream_not_in_a_stream_of_o
             )
             with pytest.raises(NatsSetupError, match=r"other-metrics .* takes"):
                 await ensure_stream(js, NatsConfig(servers=nats_cluster.urls, consumer="other"))
+            # a consumer beside the replicas' that takes events too: named for the warning
+            assert await other_takers(js, config) == ["other-metrics"]
     finally:
         await nc.close()
+
+
+def test_which_filters_could_take_the_lanes_subjects() -> None:
+    """`covers`: what `other_takers` asks of each consumer's filter (`*` on either side)."""
+    metrics = "$MQTT.msgs.enoc.v1.*.*.metrics"
+    assert covers("$MQTT.msgs.enoc.v1.>", metrics)  # an MQTT session on enoc/v1/#
+    assert covers(">", metrics) and covers("$MQTT.msgs.enoc.v1.lab.a1.metrics", metrics)
+    assert not covers("$MQTT.msgs.enoc.v1.*.*.status", metrics)  # a replica's own
+    assert not covers("$MQTT.msgs.enoc.v1.*.*", metrics)
+    assert not covers("$MQTT.msgs.enoc.v1.lab.a1.metrics.x", metrics)
 
 
 # ------------------------------------------------------------------ a consumer group

@@ -118,8 +118,9 @@ async def broker_node_lost(h: Harness) -> Plan:
 
 async def collector_replica_lost(h: Harness) -> Plan:
     """One of two collector replicas sharing the NATS consumers killed (SIGKILL) while it
-    holds unacknowledged messages; the other takes its share and, after `ack_wait`,
-    what it held. Not restarted."""
+    holds unacknowledged messages (frozen first until it does: a replica writes within
+    milliseconds, so a kill at a random moment mostly finds it holding nothing); the
+    other takes its share and, after `ack_wait`, what it held. Not restarted."""
     n = _nats(h)
     from enoc.bench.faults import Plan  # it imports this module
 
@@ -128,17 +129,10 @@ async def collector_replica_lost(h: Harness) -> Plan:
     victim, survivor = n.others[0], n.collectors[0]
     site = n.sites[0].name
     device, if_index = n.fault_target(site)
-    deadline = time.monotonic() + 10 * n.sizing.interval
-    pending = 0.0
-    while time.monotonic() < deadline:
-        counters = await victim.scrape() or {}
-        pending = counters.get("enoc_collector_metrics_pending", 0.0)
-        if pending > 0:
-            break
-        n.say(f"waiting for {victim.name} to hold unacknowledged messages")
-        await asyncio.sleep(0.02)
+    await victim.scrape()
     acked_by_victim = victim.counters.get("enoc_collector_acked_total", 0.0)
-    await victim.kill9()
+    pending = await n.freeze_holding(victim, survivor, 10 * n.sizing.interval)
+    await n.kill_frozen(victim)
     killed_at = time.monotonic()
     delivered = {lane: (await n.consumer_state(lane))[0] for lane in ("metrics", "events")}
     n.inject(device, {"kind": "link_down", "ifIndex": if_index})
@@ -152,11 +146,14 @@ async def collector_replica_lost(h: Harness) -> Plan:
     n.mark()
     n.recovery_s = round(recovered, 2) if recovered is not None else None
     n.notes.append(
-        f"{victim.name} killed with SIGKILL holding {pending:.0f} received, unacknowledged "
-        f"metrics messages (after acknowledging {acked_by_victim:.0f}); every message the "
+        f"{victim.name} frozen (SIGSTOP) until it held {pending} messages of the metrics "
+        f"consumer unacknowledged, then killed with SIGKILL (after acknowledging "
+        f"{acked_by_victim:.0f}); every message the "
         f"consumers had handed out by then was acknowledged "
         f"{recovered if recovered is not None else float('nan'):.1f} s later (ack_wait "
-        f"{ack_wait:g} s), by {survivor.name}, which went on alone"
+        f"{ack_wait:g} s), by {survivor.name}, which went on alone; the tap read the core "
+        "NATS copies, not through an MQTT session, whose acknowledgements let nats-server "
+        "2.9 delete messages the replicas still needed"
     )
 
     def check(acc: Accounting) -> list[str]:
