@@ -84,9 +84,15 @@ class PatroniNode(Server):
         self.etcd = etcd
         self.home = home / node  # owned by postgres when run as root
         self.owner = owner  # pwd entry of `postgres` as root, else None
+        self.pg_port = self.api_port = 0  # chosen at the first start (pick_port)
+
+    def pick_port(self) -> int:
+        """Both ports, right before the first start (a node bootstraps for seconds: ports
+        chosen earlier for the second node had time to be taken); the REST API's is the
+        one `start` checks and chooses again if it was taken."""
         self.pg_port = free_port()
         self.api_port = free_port()
-        self.port = self.api_port
+        return self.api_port
 
     @property
     def datadir(self) -> Path:

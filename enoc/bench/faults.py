@@ -210,7 +210,7 @@ async def agent_kill(h: Harness) -> Plan:
     events = await asyncio.to_thread(read_spool, rig.spool / "events")
     h.clear(device)
     await h.intervals(1, f"{rig.name}'s agent killed, link back up")
-    rig.agent.start()
+    await h.start_agent(rig)
     await h.intervals(2, f"{rig.name} partitioned, agent restarted")
     await rig.link.heal()
     h.mark()
