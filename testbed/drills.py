@@ -353,12 +353,13 @@ class Harness(Rig):
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
-        for rig in self.sites:
-            with contextlib.suppress(Exception):
-                await rig.agent.terminate(within=15)
-        for collector in self.collectors:
-            with contextlib.suppress(Exception):
-                await collector.terminate(within=15)
+        # all at once: each waits seconds for its process to flush and exit
+        await asyncio.gather(
+            *(rig.agent.terminate(within=15) for rig in self.sites), return_exceptions=True
+        )
+        await asyncio.gather(
+            *(one.terminate(within=15) for one in self.collectors), return_exceptions=True
+        )
         for rig in self.sites:
             for link in rig.links:
                 with contextlib.suppress(Exception):
@@ -367,14 +368,15 @@ class Harness(Rig):
             await self.sim.close()
         if self.tap is not None:
             await self.tap.stop()
-        await self._stop_broker()
-        await asyncio.to_thread(self.vm.stop)
+        # nothing uses the servers any more: stopped side by side
+        stops = [self._stop_broker(), asyncio.to_thread(self.vm.stop)]
         if self.pair is not None:
-            await asyncio.to_thread(self.pair.stop)
+            stops.append(asyncio.to_thread(self.pair.stop))
         if self.pg is not None:
-            await asyncio.to_thread(self._remove_pg, self.pg)
+            stops.append(asyncio.to_thread(self._remove_pg, self.pg))
         if self.patroni is not None:
-            await asyncio.to_thread(self.patroni.stop)
+            stops.append(asyncio.to_thread(self.patroni.stop))
+        await asyncio.gather(*stops)
 
     async def _stop_broker(self) -> None:
         await asyncio.to_thread(self.broker.stop)
@@ -627,8 +629,8 @@ class Harness(Rig):
         tap = self.tap
         seen, problems = await self.converge(expected)
         self.say("stopping the agents")
-        for rig in self.sites:
-            code = await rig.agent.terminate()
+        codes = await asyncio.gather(*(rig.agent.terminate() for rig in self.sites))
+        for rig, code in zip(self.sites, codes, strict=True):
             if code != 0:
                 self.failures.append(f"{rig.agent.name} did not stop cleanly (exit {code})")
         published_events = tap.event_ids()
