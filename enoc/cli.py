@@ -26,23 +26,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the arguments, only the named command's module is
+    imported (an `enoc agent` process does not pay for every other command's imports)."""
     parser = argparse.ArgumentParser(prog="enoc", description=__doc__.splitlines()[0])
     from enoc import __version__
 
     parser.add_argument("--version", action="version", version=f"enoc {__version__}")
-    add_subcommands(parser, "command", COMMANDS, "_run")
+    add_subcommands(parser, "command", COMMANDS, "_run", only=_named(argv, COMMANDS))
     return parser
 
 
+def _named(argv: Sequence[str] | None, table: dict[str, tuple[str, str]]) -> str | None:
+    """The command the arguments name (their first word), None when they name none."""
+    first = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    return first if first in table else None
+
+
 def add_subcommands(
-    parser: argparse.ArgumentParser, dest: str, table: dict[str, tuple[str, str]], runner: str
+    parser: argparse.ArgumentParser,
+    dest: str,
+    table: dict[str, tuple[str, str]],
+    runner: str,
+    only: str | None = None,
 ) -> None:
     """One sub-parser per entry of `table` (name -> (module, help)); each module has
-    `add_arguments(parser)` and `run(args) -> int`, stored in the namespace as `runner`."""
+    `add_arguments(parser)` and `run(args) -> int`, stored in the namespace as `runner`.
+    With `only`, that entry's module alone is imported (the others' sub-parsers are
+    bare: the arguments choose `only`)."""
     subparsers = parser.add_subparsers(dest=dest, metavar=dest.upper(), required=True)
     for name, (module_name, help_text) in table.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         module.add_arguments(sub)
         run: Callable[[argparse.Namespace], int] = module.run
@@ -50,8 +66,9 @@ def add_subcommands(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     runner: Callable[[argparse.Namespace], int] = args._run
     try:
         return runner(args)

@@ -76,6 +76,7 @@ from testbed.drills_procs import (
     Rig,
     Say,
     Sizing,
+    start_on_free_port,
     stop_postgres_fast,
     tail,
 )
@@ -107,10 +108,10 @@ class SiteRig:
     agent_id: str
     devices: list[str]
     link: WanLink
-    trap_port: int
     agent: Proc
     spool: Path
     links: list[WanLink] = field(default_factory=list)  # one per broker node (link: the first)
+    trap_port: int = 0  # chosen right before each start of the agent (`Harness.start_agent`)
 
 
 class Harness(Rig):
@@ -185,8 +186,7 @@ class Harness(Rig):
         await self._start_fleet()
         await self._start_collectors()
         self.say("starting the agents")
-        for rig in self.sites:
-            rig.agent.start()
+        await asyncio.gather(*(self.start_agent(rig) for rig in self.sites))
         self._sampler = asyncio.create_task(self._sample())
         await self.wait_steady()
 
@@ -201,8 +201,7 @@ class Harness(Rig):
     async def _start_collectors(self) -> None:
         self.collector = self._collector_config()
         self.say("starting the collector")
-        self.collector.start()
-        await self.collector.wait_healthy()
+        await self.start_collector(self.collector)
 
     @property
     def collectors(self) -> list[CollectorProc]:
@@ -211,17 +210,15 @@ class Harness(Rig):
     async def _start_fleet(self) -> None:
         from simulators.fleet import build_devices, generated_fleet_spec
         from simulators.inventory_out import inventory
-        from simulators.server import Simulator, TrapReceiver
+        from simulators.server import Simulator
 
         s = self.sizing
         spec = generated_fleet_spec(s.devices, s.interfaces, s.sites)
         spec = replace(spec, port=free_port("udp", ADDRESS_BASE), address_base=ADDRESS_BASE)
         devices = build_devices(spec, time.time())
         steady(devices)
-        names = [site.name for site in spec.sites]
-        traps = {name: free_port("udp") for name in names}
-        receivers = [TrapReceiver(HOST, traps[name], site=name) for name in names]
-        self.sim = Simulator(devices, trap_receivers=receivers)
+        # each site's trap receiver is added once its agent listens (start_agent)
+        self.sim = Simulator(devices)
         self.say(f"starting {len(devices)} simulated devices")
         await self.sim.start()
         full = inventory(self.sim, devices)
@@ -245,10 +242,7 @@ class Harness(Rig):
             )
             agent_id = f"{site.name}-1"
             spool = self.root / "spool" / site.name
-            ports = [link.port for link in links]
-            config = self._agent_config(
-                site.name, site.rtc, agent_id, ports[0], traps, spool, others=ports[1:]
-            )
+            path = self.root / f"agent-{site.name}.yaml"  # written by start_agent
             self.sites.append(
                 SiteRig(
                     site.name,
@@ -256,8 +250,7 @@ class Harness(Rig):
                     agent_id,
                     [str(d["name"]) for d in rows],
                     links[0],
-                    traps[site.name],
-                    Proc(f"agent {site.name}", config, "agent"),
+                    Proc(f"agent {site.name}", path, "agent"),
                     spool,
                     links,
                 )
@@ -314,7 +307,7 @@ class Harness(Rig):
         token = self.root / "influx-token"
         token.write_text("drill\n")
         store = self.store_url or f"sqlite:///{self.root / 'incidents.db'}"
-        port = free_port()
+        port = free_port()  # chosen again right before each start (start_collector)
         config = {
             "mqtt": {
                 "url": self.broker.url,
@@ -360,12 +353,13 @@ class Harness(Rig):
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
-        for rig in self.sites:
-            with contextlib.suppress(Exception):
-                await rig.agent.terminate(within=15)
-        for collector in self.collectors:
-            with contextlib.suppress(Exception):
-                await collector.terminate(within=15)
+        # all at once: each waits seconds for its process to flush and exit
+        await asyncio.gather(
+            *(rig.agent.terminate(within=15) for rig in self.sites), return_exceptions=True
+        )
+        await asyncio.gather(
+            *(one.terminate(within=15) for one in self.collectors), return_exceptions=True
+        )
         for rig in self.sites:
             for link in rig.links:
                 with contextlib.suppress(Exception):
@@ -374,14 +368,15 @@ class Harness(Rig):
             await self.sim.close()
         if self.tap is not None:
             await self.tap.stop()
-        await self._stop_broker()
-        await asyncio.to_thread(self.vm.stop)
+        # nothing uses the servers any more: stopped side by side
+        stops = [self._stop_broker(), asyncio.to_thread(self.vm.stop)]
         if self.pair is not None:
-            await asyncio.to_thread(self.pair.stop)
+            stops.append(asyncio.to_thread(self.pair.stop))
         if self.pg is not None:
-            await asyncio.to_thread(self._remove_pg, self.pg)
+            stops.append(asyncio.to_thread(self._remove_pg, self.pg))
         if self.patroni is not None:
-            await asyncio.to_thread(self.patroni.stop)
+            stops.append(asyncio.to_thread(self.patroni.stop))
+        await asyncio.gather(*stops)
 
     async def _stop_broker(self) -> None:
         await asyncio.to_thread(self.broker.stop)
@@ -495,8 +490,39 @@ class Harness(Rig):
 
     async def restart_collector(self) -> None:
         assert self.collector is not None
-        self.collector.start()
-        await self.collector.wait_healthy()
+        await self.start_collector(self.collector)
+
+    async def start_agent(self, rig: SiteRig) -> None:
+        """Start (or start again) the site's agent, on a trap port chosen just before;
+        then send the site's traps there."""
+
+        def listen_on(port: int) -> None:
+            ports = [link.port for link in rig.links]
+            traps = {rig.name: port}
+            self._agent_config(
+                rig.name, rig.rtc, rig.agent_id, ports[0], traps, rig.spool, ports[1:]
+            )
+
+        rig.trap_port = await start_on_free_port(
+            rig.agent, listen_on, "receiving traps on", kind="udp"
+        )
+        from simulators.server import TrapReceiver
+
+        others = [r for r in self.sim.trap_receivers if r.site != rig.name]
+        self.sim.trap_receivers = [*others, TrapReceiver(HOST, rig.trap_port, site=rig.name)]
+
+    async def start_collector(self, proc: CollectorProc) -> None:
+        """Start (or start again) a collector on an HTTP port chosen just before, and wait
+        until it is healthy."""
+
+        def listen_on(port: int) -> None:
+            settings = yaml.safe_load(proc.config.read_text())
+            settings["http"]["listen"] = f"{HOST}:{port}"
+            proc.config.write_text(yaml.safe_dump(settings))
+            proc.http_port = port
+
+        await start_on_free_port(proc, listen_on, "serving http://")
+        await proc.wait_healthy()
 
     def mark(self) -> None:
         """From now on, an agent's heartbeat says whether its spool has drained."""
@@ -603,8 +629,8 @@ class Harness(Rig):
         tap = self.tap
         seen, problems = await self.converge(expected)
         self.say("stopping the agents")
-        for rig in self.sites:
-            code = await rig.agent.terminate()
+        codes = await asyncio.gather(*(rig.agent.terminate() for rig in self.sites))
+        for rig, code in zip(self.sites, codes, strict=True):
             if code != 0:
                 self.failures.append(f"{rig.agent.name} did not stop cleanly (exit {code})")
         published_events = tap.event_ids()

@@ -27,7 +27,13 @@ import psutil
 from enoc.bench.common import peak_rss_mib
 from enoc.lifecycle import start_else_close
 from enoc.wire import EventsMessage, MetricsMessage, StatusMessage, WireError, decode
-from testbed.servers import PostgreSQL
+from testbed.servers import (
+    PORT_ATTEMPTS,
+    PortTakenError,
+    PostgreSQL,
+    bind_refused,
+    free_port,
+)
 
 HOST = "127.0.0.1"
 ADDRESS_BASE = "127.90.0.1"  # the simulated devices: 127.90.0.1 and up
@@ -327,6 +333,57 @@ class CollectorProc(Proc):
     def total(self, name: str) -> float:
         """A counter summed over the collector's lives (ended ones and the current one)."""
         return sum(c.get(name, 0.0) for c in [*self.finished, self.counters])
+
+
+async def start_on_free_port(
+    proc: Proc,
+    listen_on: Callable[[int], None],
+    listening: str,
+    *,
+    kind: str = "tcp",
+    within: float = 60.0,
+) -> int:
+    """Start `proc` on a port chosen free right before (`listen_on(port)` writes it into
+    its config) and wait until its log says `listening`; when it exits because another
+    program took the port first, start it again on another (PORT_ATTEMPTS at most).
+    The port it listens on."""
+    tried: list[int] = []
+    while True:
+        port = free_port(kind)
+        tried.append(port)
+        listen_on(port)
+        offset = proc.log.stat().st_size if proc.log.exists() else 0
+        proc.start()
+        deadline = time.monotonic() + within
+        while True:
+            said = read_from(proc.log, offset)
+            if listening in said:
+                return port
+            if not proc.alive:
+                await proc.terminate()  # reaped, its CPU counted
+                if not bind_refused(said):
+                    raise RuntimeError(f"{proc.name} exited: {tail(proc.log)}")
+                if len(tried) >= PORT_ATTEMPTS:
+                    raise PortTakenError(
+                        f"{proc.name}: every port tried was taken before it could bind it "
+                        f"({', '.join(map(str, tried))}): {tail(proc.log, 3)}"
+                    )
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{proc.name} did not say {listening!r} within {within:.0f} s: {tail(proc.log)}"
+                )
+            await asyncio.sleep(0.1)
+
+
+def read_from(path: Path, offset: int) -> str:
+    """A log's text after `offset` (a process appends to it over its lives)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def tail(path: Path, lines: int = 20) -> str:

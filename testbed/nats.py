@@ -14,9 +14,11 @@ ports with its store. Nothing reads or touches a system configuration.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -166,3 +168,40 @@ class NatsCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    async def reset(self) -> None:
+        """As if just started, for the next test sharing the cluster: every stream but
+        the MQTT gateway's deleted, the consumers made on its streams deleted (not its
+        own) and those streams purged but its sessions (the next test starts no
+        subscription, and a client id's session is the same anyway). After a node's loss,
+        a new cluster: the restarted node's replicas would take a minute or more to catch
+        up, a new cluster starts in under a second."""
+        if not all(node.running for node in self.nodes):
+            await asyncio.to_thread(self._renew)
+            return
+        import nats
+
+        nc = await nats.connect(self.urls, connect_timeout=5)
+        try:
+            js = nc.jetstream()
+            for stream in await js.streams_info():
+                name = stream.config.name or ""
+                if not name.startswith("$MQTT_"):
+                    await js.delete_stream(name)
+                    continue
+                for consumer in await js.consumers_info(name):
+                    if not consumer.name.startswith("$MQTT"):  # not the gateway's own
+                        await js.delete_consumer(name, consumer.name)
+                if name != "$MQTT_sess":
+                    await js.purge_stream(name)
+        finally:
+            await nc.close()
+
+    def _renew(self) -> None:
+        """Stopped, stores wiped, started again on new ports."""
+        self.stop()
+        for node in self.nodes:
+            shutil.rmtree(node.workdir / "jetstream", ignore_errors=True)
+            node.pick_ports()
+        self._route()
+        self.start()

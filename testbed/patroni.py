@@ -84,9 +84,15 @@ class PatroniNode(Server):
         self.etcd = etcd
         self.home = home / node  # owned by postgres when run as root
         self.owner = owner  # pwd entry of `postgres` as root, else None
+        self.pg_port = self.api_port = 0  # chosen at the first start (pick_port)
+
+    def pick_port(self) -> int:
+        """Both ports, right before the first start (a node bootstraps for seconds: ports
+        chosen earlier for the second node had time to be taken); the REST API's is the
+        one `start` checks and chooses again if it was taken."""
         self.pg_port = free_port()
         self.api_port = free_port()
-        self.port = self.api_port
+        return self.api_port
 
     @property
     def datadir(self) -> Path:
@@ -155,8 +161,10 @@ class PatroniNode(Server):
         if self.owner is not None:
             os.chown(self.home, self.owner.pw_uid, self.owner.pw_gid)
             os.chown(path, self.owner.pw_uid, self.owner.pw_gid)
-            return ["/usr/sbin/runuser", "-u", "postgres", "--", PATRONI, str(path)]
         return [PATRONI, str(path)]
+
+    def user(self) -> str:
+        return "postgres" if self.owner is not None else ""
 
     def ready(self) -> bool:
         return _http_get(f"{self.api}/patroni")[0] in (200, 503)
@@ -195,6 +203,27 @@ class PatroniNode(Server):
             for victim in [pid, *_children(pid)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(victim, signal.SIGKILL)
+
+    def discard(self) -> None:
+        """End the node for good, at once: Patroni killed, then its PostgreSQL shut down
+        immediately (SIGQUIT: it removes its shared memory, which a SIGKILL would leave).
+        A graceful stop takes seconds: a synchronous standby waits to be released."""
+        pid = self.postmaster_pid()
+        process, self.process = self.process, None
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        if not pid or not _alive(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for victim in [pid, *_children(pid)] if _alive(pid) else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
@@ -279,8 +308,10 @@ class PatroniCluster:
         return self
 
     def stop(self) -> None:
+        """Everything ended, for good (the data is thrown away): each node discarded at
+        once rather than stopped gracefully."""
         for node in self.nodes:
-            node.stop()
+            node.discard()
         self.etcd.stop()
         if self.home != self.workdir / "nodes":
             shutil.rmtree(self.home, ignore_errors=True)

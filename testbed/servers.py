@@ -34,16 +34,34 @@ ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 HOST = "127.0.0.1"
 
 
+# A port chosen free can be taken by another program before the server binds it (tests
+# run beside each other): a start refused for that is tried on another port, this often.
+PORT_ATTEMPTS = 5
+# how a program says its port was taken: the text of EADDRINUSE, or enoc agent's trap start
+_BIND_REFUSALS = ("address already in use", "could not bind", "eaddrinuse")
+
+
 class ServerError(RuntimeError):
     """A server could not be started; the message carries the tail of its log."""
 
 
+class PortTakenError(ServerError):
+    """A server's port was taken by another program before it could bind it."""
+
+
 def free_port(kind: str = "tcp", host: str = HOST) -> int:
+    """A port free now, not reserved: choose it right before the start that binds it."""
     family_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, family_type) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def bind_refused(log: str) -> bool:
+    """Whether a program's log (or error) says the port it was given was taken."""
+    text = log.lower()
+    return any(refusal in text for refusal in _BIND_REFUSALS)
 
 
 def _require(binary: str) -> str:
@@ -77,33 +95,72 @@ class Server:
     def env(self) -> dict[str, str] | None:
         return None
 
+    def user(self) -> str:
+        """Another user to run the program as (this process being root); "" for none."""
+        return ""
+
     # lifecycle
     def start(self) -> Self:
+        """Start and wait until ready. A port left to the server (0) is chosen here, and
+        chosen again if another program takes it first; a port set by the caller (a
+        restart, a cluster whose nodes name each other's ports) is kept."""
         if self.process is not None:
             return self
-        if not self.port:
+        if self.port:
+            self._start_once()
+            return self
+        tried: list[int] = []
+        while True:
             self.port = self.pick_port()
+            tried.append(self.port)
+            try:
+                self._start_once()
+            except PortTakenError as exc:
+                if len(tried) >= PORT_ATTEMPTS:
+                    raise PortTakenError(
+                        f"{self.name}: every port tried was taken before it could bind it "
+                        f"({', '.join(map(str, tried))}); last: {exc}"
+                    ) from exc
+            else:
+                return self
+
+    def _start_once(self) -> None:
         command = self.command()
         _require(command[0])
+        logs = self._log_sizes()
         output = self.log_path.with_suffix(".out").open("ab")
+        env, as_user = self.env(), self.user()
+        # Popen's own switch of user, not runuser: on SIGTERM runuser sleeps 2 s before it
+        # ends, whenever its program ended, and every stop paid for it
+        switch: dict[str, Any] = {}
+        if as_user:
+            import pwd
+
+            entry = pwd.getpwnam(as_user)
+            home = {"HOME": entry.pw_dir, "USER": as_user, "LOGNAME": as_user}
+            env = {**(env if env is not None else os.environ), **home}
+            switch = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         self.process = subprocess.Popen(
             command,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=self.env(),
+            env=env,
             start_new_session=True,
+            **switch,
         )
         output.close()
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                self._fail(f"exited with code {self.process.returncode}")
+                code = self.process.returncode
+                if bind_refused(self._log_since(logs)):
+                    self._fail(f"exited with code {code}: its port was taken", PortTakenError)
+                self._fail(f"exited with code {code}")
             with contextlib.suppress(OSError, ValueError):
                 if self.ready():
-                    return self
+                    return
             time.sleep(0.05)
         self._fail(f"not ready after {self.startup_timeout:.0f} s")
-        return self
 
     def pick_port(self) -> int:
         return free_port(self.protocol)
@@ -141,10 +198,31 @@ class Server:
                 text += path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
-    def _fail(self, why: str) -> None:
+    def _log_paths(self) -> tuple[Path, Path]:
+        return self.log_path, self.log_path.with_suffix(".out")
+
+    def _log_sizes(self) -> list[int]:
+        sizes = []
+        for path in self._log_paths():
+            try:
+                sizes.append(path.stat().st_size)
+            except OSError:
+                sizes.append(0)
+        return sizes
+
+    def _log_since(self, sizes: list[int]) -> str:
+        """What this life wrote to the logs (they are appended to over restarts)."""
+        text = ""
+        for path, size in zip(self._log_paths(), sizes, strict=True):
+            with contextlib.suppress(OSError), path.open("rb") as log:
+                log.seek(size)
+                text += log.read().decode(errors="replace")
+        return text
+
+    def _fail(self, why: str, error: type[ServerError] = ServerError) -> None:
         tail = self.log_tail()
         self.stop()
-        raise ServerError(f"{self.name} on {self.host}:{self.port} {why}; its log ends:\n{tail}")
+        raise error(f"{self.name} on {self.host}:{self.port} {why}; its log ends:\n{tail}")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -554,23 +632,24 @@ class PostgreSQL(Server):
             finally:
                 pwfile.unlink(missing_ok=True)
             self._initialised = True
-        return self._as_user(
-            [
-                _postgres_bin("postgres"),
-                "-D",
-                str(self.datadir),
-                "-h",
-                self.host,
-                "-p",
-                str(self.port),
-                "-k",
-                str(self.datadir.parent),
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=50",
-            ]
-        )
+        return [
+            _postgres_bin("postgres"),
+            "-D",
+            str(self.datadir),
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.datadir.parent),
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=50",
+        ]
+
+    def user(self) -> str:
+        return "postgres" if self._as_root else ""
 
     @property
     def url(self) -> str:

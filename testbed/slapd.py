@@ -90,8 +90,13 @@ class Slapd(Server):
     def ldaps_url(self) -> str:
         return f"ldaps://{self.host}:{self.ldaps_port}"
 
+    def pick_port(self) -> int:
+        """Both ports, chosen again together when `start` retries (either may be taken)."""
+        self.ldaps_port = free_port()
+        return free_port()
+
     def command(self) -> list[str]:
-        if not self.ldaps_port:
+        if not self.ldaps_port:  # a port set by the caller, not chosen by `start`
             self.ldaps_port = free_port()
         config = self.workdir / "slapd.d"
         if not self._loaded:

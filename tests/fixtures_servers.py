@@ -96,12 +96,22 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         yield server
 
 
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+@pytest.fixture(scope="module")
+def nats_cluster_of_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
     """Three NATS nodes on 127.0.0.1 (testbed/nats.py), clustered, each with JetStream and
     its MQTT gateway, ready (a JetStream meta leader); all stopped after, even on failure."""
-    cluster = NatsCluster(tmp_path / "nats").start()  # stops what it started if it fails
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats")).start()  # stops what it started
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+async def nats_cluster(nats_cluster_of_module: NatsCluster) -> NatsCluster:
+    """The module's NATS cluster, put back before each test as if just started
+    (`NatsCluster.reset`: every node running, no consumer, no stream but the MQTT
+    gateway's, those purged). Shared because the gateway's first client makes its streams
+    on three nodes, about 1.5 s a cluster."""
+    await nats_cluster_of_module.reset()
+    return nats_cluster_of_module

@@ -39,6 +39,16 @@ KINDS = {
     "garbage": ["link", "reachability"],
 }
 BUILT = list(faults.DRILLS)
+# the drills that measure their recovery (DrillResult.recovery_s): from the kill to the
+# next message through another node, to the survivor's taking what was in flight, from
+# the switch-over's start to the first commit on the new primary, from the node's restart
+# to its holding every point
+MEASURE_RECOVERY = (
+    "broker-node-lost",
+    "collector-replica-lost",
+    "store-switchover",
+    "metrics-node-lost",
+)
 THROUGH_THE_CLI = "garbage"  # checked below through `enoc bench faults`, not twice
 
 
@@ -78,10 +88,12 @@ async def test_drill_loses_nothing_doubles_nothing_and_opens_what_the_fault_dict
     if name in ("broker-down", "wan-partition", "agent-kill", "influx-down", "store-restart"):
         # something was held back during the outage and still arrived
         assert result.notes, report
-    if name in ("broker-node-lost", "collector-replica-lost"):
-        # measured from the kill to the service again, and reported
+    if name in MEASURE_RECOVERY:
+        # measured from the fault to the service again, and reported
         assert result.recovery_s is not None and result.recovery_s > 0, report
         assert result.as_json()["recovery_s"] == result.recovery_s
+    else:
+        assert result.recovery_s is None
     if name == "flapping":
         assert fig["events_published"] >= 2 * 6, "the link changed often enough to flap"
     # nothing the drill started outlives it
@@ -107,10 +119,12 @@ def test_garbage_drill_through_the_cli_prints_its_accounting_and_writes_the_json
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (row,) = [line for line in proc.stdout.splitlines() if re.match(r"garbage +[\d,]+ ", line)]
     assert row.split()[-2] == "PASS", proc.stdout
+    assert row.split()[-3] == "-", "garbage measures no recovery time"
     assert "garbage - a device returning garbage: PASS" in proc.stdout
     (written,) = tmp_path.glob("bench-faults-*.json")
     (drill,) = json.loads(written.read_text())["drills"]
     assert drill["status"] == "PASS" and drill["problems"] == []
+    assert drill["recovery_s"] is None
     assert drill["published"] == drill["written"] > 10 * faults.SIZES["small"].devices
     assert drill["lost"] == drill["wrong"] == drill["duplicated"] == drill["lost_messages"] == 0
     assert drill["spooled_at_end"] <= faults.SIZES["small"].devices
@@ -124,6 +138,21 @@ def test_garbage_drill_through_the_cli_prints_its_accounting_and_writes_the_json
     assert rose["snmp_bad"] > 0 and rose["polls_failed"] > 0, beat
     reachability = next(i for i in drill["incidents"] if i["kind"] == "reachability")
     assert [t["state"] for t in reachability["timeline"] if t["what"] == "event"] == ["down", "up"]
+
+
+def test_the_table_shows_each_drills_recovery_time(capsys: pytest.CaptureFixture[str]) -> None:
+    measured = faults.DrillResult("store-switchover", "t", "PASS", wall_s=41, recovery_s=2.5)
+    unmeasured = faults.DrillResult("garbage", "t", "PASS", wall_s=30)
+    faults.print_table([measured, unmeasured], SMALL)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("drill "))
+    assert header.split()[-5:-3] == ["recov.", "s"]
+    for name, shown in (
+        ("store-switchover", ["2.50", "PASS", "41"]),
+        ("garbage", ["-", "PASS", "30"]),
+    ):
+        row = next(line.split() for line in lines if line.startswith(f"{name} "))
+        assert row[-3:] == shown
 
 
 def test_unknown_drill_is_refused(tmp_path: Path) -> None:

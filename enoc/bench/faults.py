@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from enoc.bench import faults_metrics, faults_nats
+from enoc.bench import faults_metrics, faults_nats, faults_store
 from enoc.bench.common import add_results_argument, machine, print_header, progress, write_result
 from testbed.drills import Accounting, Harness
 from testbed.drills_accounting import Expect, incident_label
@@ -210,7 +210,7 @@ async def agent_kill(h: Harness) -> Plan:
     events = await asyncio.to_thread(read_spool, rig.spool / "events")
     h.clear(device)
     await h.intervals(1, f"{rig.name}'s agent killed, link back up")
-    rig.agent.start()
+    await h.start_agent(rig)
     await h.intervals(2, f"{rig.name} partitioned, agent restarted")
     await rig.link.heal()
     h.mark()
@@ -329,49 +329,6 @@ async def store_restart(h: Harness) -> Plan:
             f"committed after it came back; {failed:.0f} commits failed and were redelivered"
         )
         return [] if late else ["no event waited for the store: the outage was missed"]
-
-    return Plan([Expect("link", site, device, f"if:{if_index}")], check)
-
-
-async def store_switchover(h: Harness) -> Plan:
-    """The incident store's PostgreSQL primary switched over (Patroni) under load; a link
-    fails and recovers meanwhile."""
-    assert h.collector is not None
-    assert h.patroni is not None
-    collector, cluster = h.collector, h.patroni
-    site = h.sites[0].name
-    device, if_index = h.fault_target(site)
-    old = await asyncio.to_thread(cluster.primary)
-    started = time.monotonic()
-    switching = asyncio.create_task(asyncio.to_thread(cluster.switchover))
-    # the link fails while the primary steps down: its event meets the switch-over
-    h.inject(device, {"kind": "link_down", "ifIndex": if_index})
-    store_down = 0.0  # seconds /healthz said a link (the store's) was down
-    while not switching.done():
-        if not await asyncio.to_thread(collector.healthy):
-            store_down += 0.2
-        await asyncio.sleep(0.2)
-    new = await switching
-    took = time.monotonic() - started
-    h.clear(device)
-    await h.until(started + max(3 * h.sizing.interval, took + 2), "link back up on the new primary")
-    h.mark()
-    h.notes.append(
-        f"PostgreSQL primary switched over from {old.node if old else '?'} to {new.node} "
-        f"in {took:.1f} s (the collector unhealthy for about {store_down:.1f} s); "
-        f"{device} if:{if_index} went down meanwhile, up after"
-    )
-
-    def check(acc: Accounting) -> list[str]:
-        resolved = collector.total("enoc_collector_store_commits_resolved_total")
-        rerun = collector.total("enoc_collector_store_commits_rerun_total")
-        failed = collector.total('enoc_collector_handler_errors_total{kind="EventsMessage"}')
-        failed += collector.total('enoc_collector_handler_errors_total{kind="StatusMessage"}')
-        h.notes.append(
-            f"{failed:.0f} commits failed during the switch-over and were redelivered; "
-            f"{resolved:.0f} COMMITs without answer were found committed, {rerun:.0f} rerun"
-        )
-        return []
 
     return Plan([Expect("link", site, device, f"if:{if_index}")], check)
 
@@ -580,7 +537,7 @@ DRILLS: dict[str, DrillSpec] = {
     ),
     "store-switchover": DrillSpec(
         "incident store (PostgreSQL under Patroni) primary switch-over",
-        store_switchover,
+        faults_store.store_switchover,
         store="patroni",
     ),
     "broker-node-lost": DrillSpec(
@@ -738,7 +695,8 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
     print(f"{'':66}{'pub/stored':>10} {'exp/seen':>10}")
     header = (
         f"{'drill':22} {'published':>10} {'written':>10} {'lost':>5} {'dup':>4} "
-        f"{'redeliv.':>9} {'events':>10} {'incidents':>10}  {'result':6} {'wall s':>6}"
+        f"{'redeliv.':>9} {'events':>10} {'incidents':>10} {'recov. s':>8}  {'result':6} "
+        f"{'wall s':>6}"
     )
     print_header(header)
     for r in results:
@@ -748,10 +706,11 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         redelivered = f"{f('redelivered'):,}" + (
             "" if r.figures.get("redelivered_exact", True) else "+"
         )
+        recovery = f"{r.recovery_s:.2f}" if r.recovery_s is not None else "-"
         print(
             f"{r.name:22} {f('published'):>10,} {f('written'):>10,} {f('lost'):>5} "
-            f"{f('duplicated'):>4} "
-            f"{redelivered:>9} {events:>10} {incidents:>10}  {r.status:6} {r.wall_s:>6.0f}"
+            f"{f('duplicated'):>4} {redelivered:>9} {events:>10} {incidents:>10} "
+            f"{recovery:>8}  {r.status:6} {r.wall_s:>6.0f}"
         )
     print(
         "\npublished: points (lines: a device, interface or BGP peer at one poll) that reached "
@@ -761,7 +720,8 @@ def print_table(results: list[DrillResult], sizing: Sizing) -> None:
         "duplicates (+: at least, the collector was killed between two reads of its "
         "counters); events: published/committed to the incident store; incidents: "
         "expected/seen (each matched by kind, site, device and resource, final state, "
-        "suppression and flapping)"
+        "suppression and flapping); recov. s: from the fault to service again, for the "
+        "drills that measure it (each drill's notes say from what to what)"
     )
     for r in results:
         print(f"\n{r.name} - {r.title}: {r.status}")

@@ -2,7 +2,9 @@
 `remote_write` sink, to vmagent in front of two VictoriaMetrics nodes
 (`testbed.vmagent.MetricsPair`, replicated); one node is stopped for a while (cleanly: a
 killed node loses its last seconds, docs/collector.md) and both must end with every
-published point, once. Its own module, so faults.py stays the drills' common frame.
+published point, once. Its recovery time is from the node's restart to its catching up
+(every point published before the restart present on it). Its own module, so
+faults.py stays the drills' common frame.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ async def metrics_node_lost(h: Harness) -> Plan:
         h.say(f"metrics node b back, {lagging} points still to come from vmagent")
         await asyncio.sleep(1)
     caught_up = time.monotonic() - back_at
+    # recovery: from the restart to the first export that found every point on b (one
+    # export a second: it is late by up to that and the export's own time)
+    h.recovery_s = round(caught_up, 2) if lagging == 0 else None
     h.mark()
     if lagging:
         h.failures.append(
