@@ -234,10 +234,8 @@ class NatsHarness(Harness):
             proc.name = f"collector {n}" if self.replicas > 1 else "collector"
         self.collector, self.others = procs[0], procs[1:]
         self.say(f"starting {self.replicas} collector(s) on NATS")
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            await proc.wait_healthy()
+        for proc in procs:  # each on an HTTP port chosen right before its start
+            await self.start_collector(proc)
 
 
 def _seq(info: SequenceInfo | None) -> int:
