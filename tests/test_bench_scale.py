@@ -180,6 +180,7 @@ def test_no_writable_cpu_cgroup_is_refused_saying_what_is_needed(tmp_path: Path)
         (("--flush-interval", "0"), "--flush-interval: 0.01 to 60 s"),
         (("--cpu-per-replica", "0"), "--cpu-per-replica: 0.01 to 64 cores"),
         (("--memory-growth", "--fleets", "5"), "--fleets: 20 to 200000 devices each"),
+        (("--rss",), "--rss: only with --memory-growth"),
     ],
 )
 def test_bad_arguments_are_refused_naming_what_is_wrong(

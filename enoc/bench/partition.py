@@ -28,12 +28,15 @@ ON_MQTT_ONLY = (
 )
 
 
-def _message(site: str, seq: int, devices: int, interfaces: int) -> MetricsMessage:
+def message(
+    site: str, seq: int, devices: int, interfaces: int, *, t0: float = T0
+) -> MetricsMessage:
+    """Poll `seq` of a site's devices, one message."""
     samples = [
         DeviceSample(
             f"{site}-d{n}",
             "127.0.0.9",
-            T0 + 60 * seq,
+            t0 + 60 * seq,
             {"cpu": float(seq % 100), "memory": 40.0, "response_ms": 1.5},
             [
                 InterfaceSample(i, f"ge-0/0/{i}", f"port {i}", "", {"in_bps": 1e6 * seq + i})
@@ -42,7 +45,7 @@ def _message(site: str, seq: int, devices: int, interfaces: int) -> MetricsMessa
         )
         for n in range(devices)
     ]
-    return MetricsMessage(f"{site}-agent", site, "emea", seq, T0 + 60 * seq, samples=samples)
+    return MetricsMessage(f"{site}-agent", site, "emea", seq, t0 + 60 * seq, samples=samples)
 
 
 def cache_sizes(
@@ -65,7 +68,7 @@ def cache_sizes(
             (site, m.agent, encode(m))
             for seq in range(1, polls + 1)
             for site in share
-            for m in [_message(site, seq, devices, interfaces)]
+            for m in [message(site, seq, devices, interfaces)]
         ]
         lineproto.forget_devices(lambda _site: False)  # the tag cache starts empty
         gc.collect()

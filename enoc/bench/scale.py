@@ -24,11 +24,17 @@ to exactly the points published (a redelivered message would write its points tw
 1/N of it each, and each writes what it holds whenever a fetch finds nothing more ready
 (collector/nats_ingest.py), so the flush interval bounds only a trickle's writes.
 
-The issue's target is 4 replicas >= 3.2 times one; the figure means something only
-with the cores to run them (the cores available are printed beside it). Memory per
-replica as the fleet grows needs devices partitioned over replicas (issue 22, item 3):
-every replica keeps every device's state today, so it is not measured here (see
-`--memory-growth`).
+`--cpu-per-replica F` holds each replica to F cores through a cgroup of its own (set
+once it is healthy; enoc/bench/cgroups.py), as if each ran on a small node of its own:
+on a machine of few cores the replicas would otherwise share them with the NATS nodes,
+VictoriaMetrics and each other. Each replica's throttled periods and the share of its
+quota it used are in the result, and beside the replicas the write requests
+VictoriaMetrics took, its and the NATS nodes' CPU and the machine's busy share: what
+bound a run. The issue's target is 4 replicas >= 3.2 times one.
+
+`--memory-growth` measures instead the busiest replica's per-device state over fleets
+of growing size at each replica count (enoc/bench/partition.py): partitioning, which
+makes it fall, is built on MQTT only, so it is not measured on these NATS replicas.
 """
 
 from __future__ import annotations
@@ -85,6 +91,7 @@ from enoc.bench.partition import (
     memory_growth,
     print_memory,
 )
+from enoc.bench.partition_rss import RssRow, measure_rss, print_rss, rss_payload
 from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
 
@@ -210,6 +217,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "each --replicas count over fleets of --fleets devices (partitioned on MQTT)",
     )
     parser.add_argument(
+        "--rss",
+        action="store_true",
+        help="with --memory-growth: also real replicas partitioned on MQTT over the largest "
+        "fleet, their resident set (Mosquitto, PostgreSQL and VictoriaMetrics started here)",
+    )
+    parser.add_argument(
         "--fleets",
         default="2500,5000,10000,20000",
         help="with --memory-growth: fleet sizes in devices, e.g. 5000,20000",
@@ -262,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--max-ack-pending: 1 to 100000")
         if args.devices < args.sites or args.sites < 1 or args.rounds < 1 or args.warmup < 0:
             raise ValueError("--devices >= --sites >= 1, --rounds >= 1, --warmup >= 0")
+        if args.rss and not args.memory_growth:
+            raise ValueError("--rss: only with --memory-growth")
         if args.cpu_per_replica is not None and not 0.01 <= args.cpu_per_replica <= 64:
             raise ValueError("--cpu-per-replica: 0.01 to 64 cores")
         where = hierarchy() if args.cpu_per_replica and not args.memory_growth else None
@@ -294,6 +309,11 @@ def run_memory_growth(args: argparse.Namespace, fleets: list[int], counts: list[
     rows = memory_growth(fleets, counts, args.interfaces)
     progress("")
     print_memory(rows, args.interfaces)
+    real: list[RssRow] = []
+    if args.rss:
+        with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp:
+            real = asyncio.run(measure_rss(Path(tmp), max(fleets), args.interfaces, counts))
+        print_rss(real, args.interfaces)
     payload = {
         "memory_growth": {
             "measured": "the busiest replica's per-device state (recent window and tag "
@@ -304,6 +324,7 @@ def run_memory_growth(args: argparse.Namespace, fleets: list[int], counts: list[
             "rows": [{**asdict(r), "mb": r.mb} for r in rows],
             "falling_with_replicas": falling(rows),
             "partitioning": ON_MQTT_ONLY,
+            "rss": rss_payload(real) if real else None,
         },
         "machine": machine(),
     }
