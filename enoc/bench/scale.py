@@ -96,7 +96,7 @@ from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
 
 TARGET = 3.2  # the issue's: 4 replicas at least this many times one
-MAX_ACK_PENDING = 100  # per lane and replica, as the drills
+MAX_ACK_PENDING = 100  # the collector's default: the window all replicas share, per lane
 MEMORY_ELSEWHERE = (
     "measured by --memory-growth: partitioning, which makes it fall, is built on MQTT "
     "only; these NATS replicas each keep every device's state"
