@@ -198,7 +198,8 @@ class Partition(ServiceBase):
             return members, sites
 
         rows, sites = await self.store.run(beat)
-        self.sites.update(sites)
+        for site in sites:  # one another replica wrote first is this one's to subscribe too
+            self.saw(site)
         self.apply(rows, now)
 
     def apply(self, rows: list[Member], now: float) -> None:

@@ -1,7 +1,8 @@
 """`enoc bench scale` at a small size: collector replicas sharing the NATS consumers of a
-real three-node cluster drain a backlog; every point written exactly once, the output's
-shape (never its speed), the drills' recovery times read back, and memory growth refused
-until devices are partitioned."""
+real three-node cluster drain a backlog, each under a CPU quota of its own where a cgroup
+is writable; every point written exactly once, the output's shape (never its speed), the
+drills' recovery times read back, and the busiest replica's memory falling as replicas
+are added to a partitioned fleet."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.servers
+from enoc.bench import scale
+from enoc.bench.cgroups import CgroupError, CpuQuota, hierarchy
+
+
+def quota_refused() -> str | None:
+    """Why no CPU quota can be set here (None: it can)."""
+    try:
+        hierarchy()
+    except CgroupError as exc:
+        return str(exc)
+    return None
 
 
 def bench(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
@@ -25,10 +37,15 @@ def bench(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.Comple
     )
 
 
+@pytest.mark.servers
 @pytest.mark.timeout(180)
 def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
     tmp_path: Path,
 ) -> None:
+    # under a quota each where a cgroup can be made (the machine of the suite): the bench
+    # is checked either way, the quota's figures where it is set
+    refused = quota_refused()
+    quota = [] if refused else ["--cpu-per-replica", "0.5"]
     drills = tmp_path / "faults.json"
     drills.write_text(
         json.dumps(
@@ -44,6 +61,7 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
         tmp_path,
         *("--devices", "24", "--interfaces", "3", "--rounds", "4", "--sites", "3"),
         *("--replicas", "1,2", "--drills", str(drills), "--flush-interval", "0.2"),
+        *quota,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (written,) = tmp_path.glob("bench-scale-*.json")
@@ -61,6 +79,19 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
         assert [s["name"] for s in shares] == [f"r{n + 1}" for n in range(run["replicas"])]
         assert sum(s["points"] for s in shares) == run["points"]
         assert all(s["cpu_s"] >= 0 and s["peak_rss_mib"] > 0 for s in shares)
+        beside = run["beside"]
+        assert beside["writes"] >= 1 and beside["nats_cpu_s"] >= 0
+        assert 0 < beside["machine_busy"] <= 1
+        for share in shares:
+            if refused:
+                assert share["throttling"] is None and share["quota_used"] is None
+            else:  # the replica ran under its quota in the span: at least one period
+                assert share["throttling"]["periods"] >= 1, share
+                assert (
+                    0 <= share["throttling"]["throttled_periods"] <= share["throttling"]["periods"]
+                )
+                # /proc counts CPU in clock ticks: a short span's share can read as 0
+                assert share["quota_used"] >= 0, share
         row = next(
             line
             for line in proc.stdout.splitlines()
@@ -71,17 +102,74 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
     assert result["ratio_4_to_1"] is None
     assert result["flush_interval"] == 0.2 and "influxdb.flush_interval 0.2 s" in proc.stdout
     assert "4 replicas / 1: not measured" in proc.stdout
-    assert "memory per replica as devices grow: not measured" in proc.stdout
+    assert "memory per replica as devices grow: measured by --memory-growth" in proc.stdout
+    if refused:
+        assert result["cpu_per_replica"] is None and "CPU quota" not in proc.stdout
+    else:
+        assert result["cpu_per_replica"] == 0.5 and result["cgroup_version"] in (1, 2)
+        assert "under a CPU quota of 0.5 core(s)" in proc.stdout
+        # each replica's cgroup removed (the quota test's, on another worker, is not one)
+        assert not list(hierarchy().parent.glob("enoc-bench-*-r[0-9]*"))
     assert re.search(r"broker-node-lost +PASS +4\.2 s", proc.stdout), proc.stdout
     assert re.search(r"garbage +PASS +not measured", proc.stdout)
     assert [d["recovery_s"] for d in result["drills"]] == [4.25, None]
 
 
-def test_memory_growth_is_refused_until_devices_are_partitioned(tmp_path: Path) -> None:
-    proc = bench(tmp_path, "--memory-growth", timeout=60)
-    assert proc.returncode == 2
-    assert "needs devices partitioned over the replicas" in proc.stderr
-    assert not list(tmp_path.glob("bench-scale-*.json"))
+def test_memory_growth_shows_the_busiest_replica_holding_less_with_each_replica_added(
+    tmp_path: Path,
+) -> None:
+    proc = bench(
+        tmp_path,
+        *("--memory-growth", "--fleets", "400,800", "--replicas", "1,2,4", "--interfaces", "2"),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (written,) = tmp_path.glob("bench-scale-*.json")
+    growth = json.loads(written.read_text())["memory_growth"]
+    rows = {(r["devices"], r["replicas"]): r for r in growth["rows"]}
+    assert sorted(rows) == [(d, n) for d in (400, 800) for n in (1, 2, 4)]
+    for devices in (400, 800):
+        one, two, four = (rows[devices, n] for n in (1, 2, 4))
+        assert one["busiest_devices"] == devices and one["sites"] == devices // 20
+        assert one["busiest_devices"] > two["busiest_devices"] > four["busiest_devices"]
+        assert one["bytes"] > two["bytes"] > four["bytes"] > 0
+    assert rows[800, 1]["bytes"] > rows[400, 1]["bytes"]  # and grows with the fleet
+    assert growth["falling_with_replicas"] is True
+    table = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("800 "))
+    assert table.split()[2:] == [f"{rows[800, n]['mb']:.1f}" for n in (1, 2, 4)]
+    assert "partitioning is built on MQTT only" in proc.stdout
+
+
+def test_a_cpu_quota_throttles_its_process_and_is_removed_even_with_it_running() -> None:
+    refused = quota_refused()
+    if refused:
+        pytest.skip(refused)
+    quota = CpuQuota("test", 0.05, hierarchy())
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        quota.add(spin.pid)
+        quota.limit()
+        assert quota.pids() == [spin.pid]
+        before = quota.throttling()
+        deadline = time.monotonic() + 10
+        while quota.throttling().since(before).throttled_periods < 3:
+            assert time.monotonic() < deadline, quota.throttling()
+            time.sleep(0.1)
+        assert quota.throttling().since(before).throttled_s > 0
+    finally:
+        quota.remove()  # the process still runs: moved out first
+        spin.kill()
+        spin.wait()
+    assert not quota.path.exists()
+
+
+def test_no_writable_cpu_cgroup_is_refused_saying_what_is_needed(tmp_path: Path) -> None:
+    with pytest.raises(CgroupError, match="neither is mounted"):
+        hierarchy(tmp_path)
+    (tmp_path / "cgroup.controllers").write_text("memory pids\n")
+    with pytest.raises(CgroupError, match="does not list cpu") as raised:
+        hierarchy(tmp_path)
+    assert "cgroup v2" in str(raised.value) and "cgroup v1" in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -91,11 +179,14 @@ def test_memory_growth_is_refused_until_devices_are_partitioned(tmp_path: Path) 
         (("--replicas", "0"), "counts from 1 to 16"),
         (("--drills", "/nonexistent/faults.json"), "not a bench-faults JSON"),
         (("--flush-interval", "0"), "--flush-interval: 0.01 to 60 s"),
+        (("--cpu-per-replica", "0"), "--cpu-per-replica: 0.01 to 64 cores"),
+        (("--memory-growth", "--fleets", "5"), "--fleets: 20 to 200000 devices each"),
+        (("--rss",), "--rss: only with --memory-growth"),
     ],
 )
 def test_bad_arguments_are_refused_naming_what_is_wrong(
-    tmp_path: Path, args: tuple[str, ...], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
 ) -> None:
-    proc = bench(tmp_path, *args, timeout=60)
-    assert proc.returncode == 2
-    assert message in proc.stderr
+    assert scale.main([*args, "--results", str(tmp_path)]) == 2  # before anything starts
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

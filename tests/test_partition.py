@@ -158,6 +158,34 @@ async def test_a_clean_stop_hands_its_sites_over_at_the_next_round(tmp_path: Pat
         await store.close()
 
 
+async def test_a_site_first_read_from_the_store_is_subscribed_to_by_its_owner(
+    tmp_path: Path,
+) -> None:
+    # Another replica wrote the site's agent row before this one read the site's status:
+    # the status then finds the site known, and only the round can wake the lanes.
+    store = Store(f"sqlite:///{tmp_path / 'shared.db'}")
+    await store.open()
+    try:
+        a = Partition(PartitionConfig(), store, replica="a", client_id="a", url=lambda: "")
+        lane = a.watch("metrics")
+        await a.round()
+        assert a.members == ("a",)
+        lane.clear()
+        await store.run(
+            lambda tx: tx.execute(
+                "INSERT INTO agents (agent, site, state, last_seen) VALUES (?, ?, ?, ?)",
+                ("far-agent", "far", "online", T0),
+            )
+        )
+        await a.round()
+        assert a.wanted() == {"far"}
+        assert lane.is_set()  # the lane subscribes to it now, not at some later change
+        a.saw("far")  # its status, late: nothing more to do
+        assert a.wanted() == {"far"}
+    finally:
+        await store.close()
+
+
 def _metrics(site: str, seq: int, devices: int = 2) -> MetricsMessage:
     samples = [
         DeviceSample(f"{site}-d{n}", "127.0.0.9", T0 + seq, {"cpu": float(seq)})

@@ -24,11 +24,17 @@ to exactly the points published (a redelivered message would write its points tw
 1/N of it each, and each writes what it holds whenever a fetch finds nothing more ready
 (collector/nats_ingest.py), so the flush interval bounds only a trickle's writes.
 
-The issue's target is 4 replicas >= 3.2 times one; the figure means something only
-with the cores to run them (the cores available are printed beside it). Memory per
-replica as the fleet grows needs devices partitioned over replicas (issue 22, item 3):
-every replica keeps every device's state today, so it is not measured here (see
-`--memory-growth`).
+`--cpu-per-replica F` holds each replica to F cores through a cgroup of its own (set
+once it is healthy; enoc/bench/cgroups.py), as if each ran on a small node of its own:
+on a machine of few cores the replicas would otherwise share them with the NATS nodes,
+VictoriaMetrics and each other. Each replica's throttled periods and the share of its
+quota it used are in the result, and beside the replicas the write requests
+VictoriaMetrics took, its and the NATS nodes' CPU and the machine's busy share: what
+bound a run. The issue's target is 4 replicas >= 3.2 times one.
+
+`--memory-growth` measures instead the busiest replica's per-device state over fleets
+of growing size at each replica count (enoc/bench/partition.py): partitioning, which
+makes it fall, is built on MQTT only, so it is not measured on these NATS replicas.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,7 @@ import nats
 import psutil
 import yaml
 
+from enoc.bench.cgroups import CgroupError, CpuQuota, Hierarchy, Throttling, hierarchy
 from enoc.bench.collector import (
     Stream,
     count_points,
@@ -75,15 +83,23 @@ from enoc.bench.common import (
     progress,
     write_result,
 )
+from enoc.bench.partition import (
+    DEVICES_PER_SITE,
+    ON_MQTT_ONLY,
+    POLLS,
+    falling,
+    memory_growth,
+    print_memory,
+)
+from enoc.bench.partition_rss import RssRow, measure_rss, print_rss, rss_payload
 from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
 
 TARGET = 3.2  # the issue's: 4 replicas at least this many times one
-MAX_ACK_PENDING = 100  # per lane and replica, as the drills
-NO_MEMORY_GROWTH = (
-    "memory per replica as devices grow needs devices partitioned over the replicas "
-    "(issue 22, item 3), which is not built yet: every replica keeps every device's state, "
-    "so the figure would only show the same memory in each"
+MAX_ACK_PENDING = 100  # the collector's default: the window all replicas share, per lane
+MEMORY_ELSEWHERE = (
+    "measured by --memory-growth: partitioning, which makes it fall, is built on MQTT "
+    "only; these NATS replicas each keep every device's state"
 )
 
 
@@ -93,10 +109,24 @@ class Replica:
     points: int  # written by this replica in the measured span
     cpu_s: float
     peak_rss_mib: float
+    # with --cpu-per-replica, its cgroup's cpu.stat over the measured span
+    throttling: Throttling | None = None
 
     @property
     def points_per_cpu_s(self) -> float:
         return self.points / self.cpu_s if self.cpu_s else 0.0
+
+
+@dataclass
+class Beside:
+    """What else ran in the measured span: the HTTP writes VictoriaMetrics took, the CPU
+    seconds of the NATS nodes (all three) and of VictoriaMetrics, and the share of all
+    the machine's cores busy (whoever used them)."""
+
+    writes: int = 0
+    nats_cpu_s: float = 0.0
+    vm_cpu_s: float = 0.0
+    machine_busy: float = 0.0
 
 
 @dataclass
@@ -109,6 +139,11 @@ class Run:
     landed: int  # device polls VictoriaMetrics holds, warm-up included
     expected_landed: int
     per_replica: list[Replica] = field(default_factory=list)
+    beside: Beside = field(default_factory=Beside)
+
+    @property
+    def points_per_write(self) -> float:
+        return self.points / self.beside.writes if self.beside.writes else 0.0
 
     @property
     def points_per_s(self) -> float:
@@ -130,6 +165,8 @@ class Result:
     machine: dict[str, Any]
     flush_interval: float | None = None
     max_ack_pending: int = MAX_ACK_PENDING
+    cpu_per_replica: float | None = None  # cores, each replica's cgroup quota
+    cgroup_version: int | None = None
     runs: list[Run] = field(default_factory=list)
     drills: list[dict[str, Any]] = field(default_factory=list)
 
@@ -167,9 +204,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the replicas' nats.max_ack_pending (the shared consumer's window)",
     )
     parser.add_argument(
+        "--cpu-per-replica",
+        type=float,
+        metavar="CORES",
+        help="each replica under a CPU quota of this many cores (a cgroup each: as if each "
+        "ran on a small node of its own)",
+    )
+    parser.add_argument(
         "--memory-growth",
         action="store_true",
-        help="memory per replica as devices grow (refused: needs device partitioning)",
+        help="instead of the throughput runs: the busiest replica's per-device state at "
+        "each --replicas count over fleets of --fleets devices (partitioned on MQTT)",
+    )
+    parser.add_argument(
+        "--rss",
+        action="store_true",
+        help="with --memory-growth: also real replicas partitioned on MQTT over the largest "
+        "fleet, their resident set (Mosquitto, PostgreSQL and VictoriaMetrics started here)",
+    )
+    parser.add_argument(
+        "--fleets",
+        default="2500,5000,10000,20000",
+        help="with --memory-growth: fleet sizes in devices, e.g. 5000,20000",
     )
     add_results_argument(parser)
 
@@ -198,12 +254,20 @@ def read_drills(path: Path) -> list[dict[str, Any]]:
         raise ValueError(f"--drills {path}: not a bench-faults JSON ({exc})") from exc
 
 
+def parse_fleets(text: str) -> list[int]:
+    try:
+        fleets = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--fleets must be like 5000,20000; got {text!r}") from None
+    if not fleets or any(f < DEVICES_PER_SITE or f > 200_000 for f in fleets):
+        raise ValueError(f"--fleets: {DEVICES_PER_SITE} to 200000 devices each, got {text!r}")
+    return fleets
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.memory_growth:
-        print(f"enoc bench scale: --memory-growth: {NO_MEMORY_GROWTH}", file=sys.stderr)
-        return 2
     try:
         counts = parse_replicas(str(args.replicas))
+        fleets = parse_fleets(str(args.fleets)) if args.memory_growth else []
         drills = read_drills(args.drills) if args.drills else []
         if args.flush_interval is not None and not 0.01 <= args.flush_interval <= 60:
             raise ValueError("--flush-interval: 0.01 to 60 s")
@@ -211,25 +275,68 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--max-ack-pending: 1 to 100000")
         if args.devices < args.sites or args.sites < 1 or args.rounds < 1 or args.warmup < 0:
             raise ValueError("--devices >= --sites >= 1, --rounds >= 1, --warmup >= 0")
-    except ValueError as exc:
+        if args.rss and not args.memory_growth:
+            raise ValueError("--rss: only with --memory-growth")
+        if args.cpu_per_replica is not None and not 0.01 <= args.cpu_per_replica <= 64:
+            raise ValueError("--cpu-per-replica: 0.01 to 64 cores")
+        where = hierarchy() if args.cpu_per_replica and not args.memory_growth else None
+    except (ValueError, CgroupError) as exc:
         print(f"enoc bench scale: {exc}", file=sys.stderr)
         return 2
+    args.results.mkdir(parents=True, exist_ok=True)
+    if args.memory_growth:
+        return run_memory_growth(args, fleets, counts)
     args.devices_per_message, args.sensors = 1, 0  # what write_messages reads
-    result = asyncio.run(measure(args, counts))
+    result = asyncio.run(measure(args, counts, where))
     result.drills = drills
     print_table(result)
     payload = asdict(result)
     for item, one in zip(payload["runs"], result.runs, strict=True):
         item["points_per_s"] = round(one.points_per_s)
         item["exact"] = one.exact
+        item["points_per_write"] = round(one.points_per_write)
         for rep, replica in zip(item["per_replica"], one.per_replica, strict=True):
             rep["points_per_cpu_s"] = round(replica.points_per_cpu_s)
+            rep["quota_used"] = quota_used(replica, one, result.cpu_per_replica)
     payload["ratio_4_to_1"] = result.ratio()
     payload["target"] = TARGET
-    payload["memory_per_replica"] = NO_MEMORY_GROWTH
-    args.results.mkdir(parents=True, exist_ok=True)
+    payload["memory_per_replica"] = MEMORY_ELSEWHERE
     write_result(args.results, "scale", payload)
     return 0 if all(r.exact for r in result.runs) else 1
+
+
+def run_memory_growth(args: argparse.Namespace, fleets: list[int], counts: list[int]) -> int:
+    rows = memory_growth(fleets, counts, args.interfaces)
+    progress("")
+    print_memory(rows, args.interfaces)
+    real: list[RssRow] = []
+    if args.rss:
+        with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp:
+            real = asyncio.run(measure_rss(Path(tmp), max(fleets), args.interfaces, counts))
+        print_rss(real, args.interfaces)
+    payload = {
+        "memory_growth": {
+            "measured": "the busiest replica's per-device state (recent window and tag "
+            "cache), tracemalloc",
+            "devices_per_site": DEVICES_PER_SITE,
+            "interfaces": args.interfaces,
+            "polls": POLLS,
+            "rows": [{**asdict(r), "mb": r.mb} for r in rows],
+            "falling_with_replicas": falling(rows),
+            "partitioning": ON_MQTT_ONLY,
+            "rss": rss_payload(real) if real else None,
+        },
+        "machine": machine(),
+    }
+    write_result(args.results, "scale", payload)
+    return 0
+
+
+def quota_used(replica: Replica, run: Run, cores: float | None) -> float | None:
+    """The share of its quota a replica used over the measured span (1.0: all of it)."""
+    if not cores or not run.wall_s:
+        return None
+    return round(replica.cpu_s / (cores * run.wall_s), 2)
 
 
 def cores() -> int:
@@ -237,7 +344,9 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
+async def measure(
+    args: argparse.Namespace, counts: list[int], where: Hierarchy | None = None
+) -> Result:
     result = Result(
         args.devices,
         args.interfaces,
@@ -248,14 +357,16 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
         machine(),
         args.flush_interval,
         args.max_ack_pending,
+        args.cpu_per_replica,
+        where.version if where else None,
     )
+    settings = Settings(args.flush_interval, args.max_ack_pending, args.cpu_per_replica, where)
     with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         users, warm, stream = prepare(tmp, args)
         for count in counts:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
-            settings = (args.flush_interval, args.max_ack_pending)
             run = await one_run(run_dir, users, warm, stream, count, settings)
             result.runs.append(run)
     progress("")
@@ -263,6 +374,16 @@ async def measure(args: argparse.Namespace, counts: list[int]) -> Result:
 
 
 # ------------------------------------------------------------------ one replica count
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every replica of a run is given."""
+
+    flush_interval: float | None
+    max_ack_pending: int
+    cpu_per_replica: float | None = None  # cores
+    cgroups: Hierarchy | None = None  # where the quotas are made
 
 
 def collector_yaml(
@@ -344,12 +465,74 @@ async def until_written(
             return counts
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("a collector replica exited during the benchmark")
-        await asyncio.sleep(0.1)
+        # a scrape costs a replica about 1 ms of CPU (18% of a 0.05-core quota at 10 a
+        # second): seldom while far from the end, often near it, where the wall time ends
+        await asyncio.sleep(0.5 if target - sum(counts) > target // 10 else 0.05)
 
 
 def signal_all(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
     for proc in procs:
         os.kill(proc.pid, sig)
+
+
+class Sides:
+    """The counters of what runs beside the replicas, read at a start and `since` it."""
+
+    def __init__(self, cluster: NatsCluster, vm: VictoriaMetrics) -> None:
+        self.vm = vm
+        self.nats = [psutil.Process(n.process.pid) for n in cluster.nodes if n.process]
+        self.vm_process = psutil.Process(vm.process.pid) if vm.process else None
+        self.start = self.read()
+
+    def read(self) -> tuple[int, float, float, float, float]:
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        # guest time is counted in user time already
+        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        return (
+            vm_writes(self.vm),
+            sum(cpu_s(p) for p in self.nats),
+            cpu_s(self.vm_process) if self.vm_process else 0.0,
+            total - idle,
+            total,
+        )
+
+    def writes(self) -> int:
+        return vm_writes(self.vm) - self.start[0]
+
+    def since(self) -> Beside:
+        now = self.read()
+        change = (b - a for a, b in zip(self.start, now, strict=True))
+        writes, nats_cpu, vm_cpu, busy, total = change
+        return Beside(
+            int(writes),
+            round(nats_cpu, 2),
+            round(vm_cpu, 2),
+            round(busy / total, 2) if total else 0.0,
+        )
+
+
+def vm_writes(vm: VictoriaMetrics) -> int:
+    """The InfluxDB line-protocol writes VictoriaMetrics has taken (its /metrics)."""
+    url = f"{vm.url}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1
+        text = answer.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith('vm_http_requests_total{path="/influx/')
+    )
+
+
+def start_replicas(configs: list[Path], quotas: list[CpuQuota]) -> list[subprocess.Popen[bytes]]:
+    """Each replica's process, moved into its quota's cgroup (if any) as it starts."""
+    procs = []
+    for n, config in enumerate(configs):
+        proc = start_collector(config)
+        procs.append(proc)
+        if quotas:
+            quotas[n].add(proc.pid)
+    return procs
 
 
 async def one_run(
@@ -358,21 +541,35 @@ async def one_run(
     warm: Stream,
     stream: Stream,
     count: int,
-    settings: tuple[float | None, int],
+    settings: Settings,
 ) -> Run:
     progress(f"{count} replica(s): starting three NATS nodes and VictoriaMetrics")
     cluster = NatsCluster(run_dir / "nats")
     await asyncio.to_thread(cluster.start)
     procs: list[subprocess.Popen[bytes]] = []
+    quotas: list[CpuQuota] = []
     try:
         with VictoriaMetrics(run_dir / "vm") as vm:
             configs = [
-                collector_yaml(run_dir, f"r{i + 1}", cluster, vm.url, users, *settings)
+                collector_yaml(
+                    run_dir,
+                    f"r{i + 1}",
+                    cluster,
+                    vm.url,
+                    users,
+                    settings.flush_interval,
+                    settings.max_ack_pending,
+                )
                 for i in range(count)
             ]
-            procs = [start_collector(c) for c in configs]
+            if settings.cpu_per_replica and settings.cgroups:
+                for i in range(count):
+                    quotas.append(CpuQuota(f"r{i + 1}", settings.cpu_per_replica, settings.cgroups))
+            procs = start_replicas(configs, quotas)
             for proc, config in zip(procs, configs, strict=True):
                 await wait_healthy(proc, config)
+            for quota in quotas:  # after the start, which a small node would not share
+                quota.limit()
             processes = [psutil.Process(p.pid) for p in procs]
             before = [0] * count
             if warm.messages:
@@ -384,24 +581,36 @@ async def one_run(
             await asyncio.sleep(1.5)
             await published(publish(cluster, stream, "measured"), "the measured rounds")
             await stored(cluster, stream.messages)
+            sides = Sides(cluster, vm)
             cpu_before = [cpu_s(p) for p in processes]
+            throttled_before = [q.throttling() for q in quotas]
             started = time.monotonic()
             signal_all(procs, signal.SIGCONT)
             after = await until_written(procs, configs, warm.points + stream.points, "measured")
             wall = time.monotonic() - started
             cpu_after = [cpu_s(p) for p in processes]
+            throttled = [
+                q.throttling().since(b) for q, b in zip(quotas, throttled_before, strict=True)
+            ]
+            side = sides.since()
             peaks = [peak_rss_mib(p) for p in processes]
             await asyncio.sleep(1.0)  # a redelivery (a point written twice) would show now
             final = await asyncio.to_thread(written, configs)
+            # VictoriaMetrics counts a write as it ends, which may be after its answer
+            side.writes = await asyncio.to_thread(sides.writes)
             landed = await asyncio.to_thread(count_points, vm, warm.samples + stream.samples)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-        await asyncio.to_thread(cluster.stop)
+        try:
+            for proc in procs:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGCONT)
+                    proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+        finally:
+            for quota in quotas:  # a replica still running is moved out first
+                quota.remove()
+            await asyncio.to_thread(cluster.stop)
     one = Run(
         count,
         stream.messages,
@@ -410,6 +619,7 @@ async def one_run(
         sum(final) - sum(before),
         landed,
         warm.samples + stream.samples,
+        beside=side,
     )
     for n in range(count):
         one.per_replica.append(
@@ -418,6 +628,7 @@ async def one_run(
                 after[n] - before[n],
                 round(cpu_after[n] - cpu_before[n], 3),
                 peaks[n],
+                throttled[n] if throttled else None,
             )
         )
     return one
@@ -433,37 +644,62 @@ def print_table(result: Result) -> None:
         f"{result.rounds} measured polls each after {result.warmup} warm-up; three NATS "
         f"nodes on loopback; {result.cores} core(s) available to all of it "
         f"({result.machine.get('cpu_model', '')}); the replicas' influxdb.flush_interval "
-        f"{flush}, nats.max_ack_pending {result.max_ack_pending}\n"
+        f"{flush}, nats.max_ack_pending {result.max_ack_pending}"
     )
+    quota = result.cpu_per_replica
+    if quota:
+        print(
+            f"each replica under a CPU quota of {quota:g} core(s) (a cgroup v"
+            f"{result.cgroup_version} each, as if on a node of its own)"
+        )
     header = (
-        f"{'replicas':>8} {'messages':>9} {'points':>10} {'wall s':>7} {'points/s':>10} "
+        f"\n{'replicas':>8} {'messages':>9} {'points':>10} {'wall s':>7} {'points/s':>10} "
         f"{'written':>10} {'exact':>5}  per replica: points, CPU s, points/CPU-s, peak MiB"
+        + (", [quota used, periods throttled, time throttled]" if quota else "")
     )
     print_header(header)
     for r in result.runs:
         shares = "; ".join(
             f"{p.name} {p.points:,} {p.cpu_s:.1f} {p.points_per_cpu_s:,.0f} {p.peak_rss_mib:.0f}"
+            + throttled_text(p, r, quota)
             for p in r.per_replica
         )
         print(
             f"{r.replicas:>8} {r.messages:>9,} {r.points:>10,} {r.wall_s:>7.1f} "
             f"{r.points_per_s:>10,.0f} {r.written:>10,} {'yes' if r.exact else 'NO':>5}  {shares}"
         )
+    print(
+        f"\n{'replicas':>8} {'writes':>7} {'points/write':>12} {'NATS CPU s':>10} "
+        f"{'VM CPU s':>8} {'cores busy':>10}   (beside the replicas, in the measured span)"
+    )
+    for r in result.runs:
+        print(
+            f"{r.replicas:>8} {r.beside.writes:>7,} {r.points_per_write:>12,.0f} "
+            f"{r.beside.nats_cpu_s:>10.1f} {r.beside.vm_cpu_s:>8.1f} {r.beside.machine_busy:>10.0%}"
+        )
     ratio = result.ratio()
-    if ratio is not None:
+    if ratio is not None and quota:
+        print(
+            f"\n4 replicas / 1: {ratio:.2f} x the points per second (target {TARGET:g}); "
+            f"each replica held to {quota:g} core(s): 4 x {quota:g} = {4 * quota:g} for the "
+            f"replicas, the rest of the {result.cores} core(s) for the three NATS nodes, "
+            "VictoriaMetrics, the publishers and this bench"
+        )
+    elif ratio is not None:
         print(
             f"\n4 replicas / 1: {ratio:.2f} x the points per second (target {TARGET:g}); "
             f"{result.cores} core(s) here run the replicas, the three NATS nodes, "
             "VictoriaMetrics and the publishers together"
             + (
-                ": the target needs at least 4 cores for the replicas alone"
+                ": the target needs at least 4 cores for the replicas alone "
+                "(--cpu-per-replica gives each its own small share)"
                 if result.cores < 4
                 else ""
             )
         )
     else:
         print("\n4 replicas / 1: not measured (give --replicas with 1 and 4)")
-    print(f"memory per replica as devices grow: not measured; {NO_MEMORY_GROWTH}")
+    print(f"memory per replica as devices grow: {MEMORY_ELSEWHERE}")
     print(
         "\nwritten: points the replicas wrote in the measured span, in all (exact: that is "
         "every point published, once, and the database holds every device poll once)"
@@ -476,6 +712,14 @@ def print_table(result: Result) -> None:
                 f"  {d['name']:24} {d['status']:6} "
                 + (f"{took:.1f} s" if isinstance(took, int | float) else "not measured")
             )
+
+
+def throttled_text(replica: Replica, run: Run, quota: float | None) -> str:
+    used = quota_used(replica, run, quota)
+    t = replica.throttling
+    if used is None or t is None:
+        return ""
+    return f" [{used:.0%}, {t.throttled_periods}/{t.periods}, {t.throttled_s:.1f} s]"
 
 
 def main(argv: list[str] | None = None) -> int:
