@@ -46,8 +46,10 @@ class NatsConfig:
     # the gateway as enoc.v1.<site>.<agent>.<kind> (in `$MQTT_msgs` under "$MQTT.msgs.").
     subjects: list[str] = field(default_factory=lambda: ["enoc.v1.>"])
     replicas: int = 3  # nodes the stream (and consumers) are replicated on
-    # Messages handed out and not yet acknowledged, per lane and replica: back-pressure.
-    max_ack_pending: int = 100
+    # Messages handed out and not yet acknowledged, per lane, shared by every replica (the
+    # consumer's window): back-pressure. N replicas hold about 1/N of it each, so it is
+    # sized for several (enoc bench scale: 100 held 4 replicas to 0.48 times one).
+    max_ack_pending: int = 1000
     ack_wait: Duration = Duration(30)  # then the server hands a message to another replica
     nak_delay: Duration = Duration(5)  # a message the store could not commit comes again after
     batch: int = 20  # messages a fetch asks for

@@ -203,6 +203,14 @@ async def test_a_puback_means_stored_in_the_gateways_stream_not_in_a_stream_of_o
             assert metrics.num_pending == 5
             await ensure_stream(js, config)  # a second replica finds it all in place
             assert await other_takers(js, config) == []
+            assert metrics.config.max_ack_pending == 1000  # the default: shared by replicas
+            # a window changed in the config is applied to the consumers in place
+            wider = NatsConfig(servers=nats_cluster.urls, max_ack_pending=1500)
+            await ensure_stream(js, wider)
+            for lane in ("metrics", "events"):
+                info = await js.consumer_info(MQTT_STREAM, f"enoc-collectors-{lane}")
+                assert info.config.max_ack_pending == 1500, lane
+                assert info.num_pending == (5 if lane == "metrics" else 0), "its position kept"
             with pytest.raises(NatsSetupError, match="replicated on 3 node"):
                 await ensure_stream(js, NatsConfig(servers=nats_cluster.urls, replicas=5))
             await js.add_consumer(

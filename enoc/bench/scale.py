@@ -57,6 +57,7 @@ import nats
 import psutil
 import yaml
 
+from collector.config_nats import NatsConfig
 from enoc.bench.cgroups import CgroupError, CpuQuota, Hierarchy, Throttling, hierarchy
 from enoc.bench.collector import (
     Stream,
@@ -96,7 +97,7 @@ from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
 
 TARGET = 3.2  # the issue's: 4 replicas at least this many times one
-MAX_ACK_PENDING = 100  # the collector's default: the window all replicas share, per lane
+MAX_ACK_PENDING = NatsConfig().max_ack_pending  # the collector's: the window all replicas share
 MEMORY_ELSEWHERE = (
     "measured by --memory-growth: partitioning, which makes it fall, is built on MQTT "
     "only; these NATS replicas each keep every device's state"
