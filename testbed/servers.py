@@ -14,6 +14,7 @@ import contextlib
 import getpass
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -49,13 +50,39 @@ class PortTakenError(ServerError):
     """A server's port was taken by another program before it could bind it."""
 
 
+LOWEST_PORT = 10000  # the ports free_port chooses from start here ...
+
+
+def _ephemeral_start() -> int:
+    """... and end below the kernel's ephemeral range (Linux: 32768 by default)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+    return low if low > LOWEST_PORT + 1000 else 32768
+
+
 def free_port(kind: str = "tcp", host: str = HOST) -> int:
-    """A port free now, not reserved: choose it right before the start that binds it."""
+    """A port free now, not reserved: choose it right before the start that binds it.
+
+    Chosen at random below the kernel's ephemeral range, never by binding port 0: the
+    kernel hands the ephemeral ports to every bind(0) and outgoing connection on the
+    machine (another test's server, its clients), so a port it chose for us could be
+    handed out again before our server binds it; these it never hands out."""
     family_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, family_type) as sock:
+    high = _ephemeral_start()
+    for _ in range(200):
+        port = random.randrange(LOWEST_PORT, high)
+        with socket.socket(socket.AF_INET, family_type) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, family_type) as sock:  # a crowded range: the kernel's
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def bind_refused(log: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from enoc.snmp.message import build_v3_message, encode_pdu, encode_scoped
 from enoc.snmp.usm import LocalizedUser
 from simulators.fleet import DeviceGroup, FleetSpec, SiteSpec, build_devices
 from simulators.model import Device, attach_views
+from testbed.servers import free_port
 
 V3_USER = "enoc-sim"
 V3_AUTH = "enoc-sim-auth-key"
@@ -35,10 +35,7 @@ class FakeClock:
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port("udp", host)
 
 
 @contextlib.asynccontextmanager

@@ -31,15 +31,13 @@ import pytest
 import yaml
 
 from enoc.lifecycle import Policy, Service, ServiceBase, Supervisor
+from testbed.servers import free_port
 
 HOST = "127.0.0.1"
 
 
 def free(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port("tcp" if kind == socket.SOCK_STREAM else "udp", HOST)
 
 
 @dataclass
