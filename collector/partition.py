@@ -321,6 +321,8 @@ class Partition(ServiceBase):
             "partition_sites_owned": sum(1 for s in self.sites if self.owns(s)),
             "partition_sites_held": len(self.held),
             "partition_sites_known": len(self.sites),
+            # 1 once every lane subscribed to this replica's sites under the current members
+            "partition_applied": int(bool(self.view) and self.applied_view == self.view),
             "partition_joined": self.joined,
             "partition_left": self.left,
             "partition_released": self.released,

@@ -26,7 +26,7 @@ from typing import Any, Self
 
 from testbed.servers import HOST, Server, ServerError, _http_get, free_port
 
-NATS_SERVER = "/usr/sbin/nats-server"
+NATS_SERVER = os.environ.get("ENOC_NATS_SERVER", "/usr/sbin/nats-server")
 CLUSTER_NAME = "enoc"
 
 
@@ -35,12 +35,21 @@ class NatsNode(Server):
 
     name = "nats"
 
-    def __init__(self, workdir: Path, index: int, *, mqtt_replicas: int = 3) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        index: int,
+        *,
+        mqtt_replicas: int = 3,
+        mqtt_max_ack_pending: int | None = None,
+    ) -> None:
         super().__init__(workdir)
         self.index = index
         self.server_name = f"n{index + 1}"
         self.pick_ports()
         self.mqtt_replicas = mqtt_replicas
+        # each QoS 1 subscription's window (None: the server's, 1024)
+        self.mqtt_max_ack_pending = mqtt_max_ack_pending
         self.routes: list[int] = []  # the other nodes' cluster ports
 
     def pick_ports(self) -> None:
@@ -52,6 +61,8 @@ class NatsNode(Server):
     def config_text(self) -> str:
         store = self.workdir / "jetstream"
         routes = ", ".join(f'"nats-route://{HOST}:{p}"' for p in self.routes)
+        window = self.mqtt_max_ack_pending
+        window_line = f"\n  max_ack_pending: {window}" if window is not None else ""
         return f"""server_name: {self.server_name}
 listen: "{HOST}:{self.port}"
 http: "{HOST}:{self.http_port}"
@@ -68,7 +79,7 @@ cluster {{
 mqtt {{
   listen: "{HOST}:{self.mqtt_port}"
   stream_replicas: {self.mqtt_replicas}
-  ack_wait: "10s"
+  ack_wait: "10s"{window_line}
 }}
 """
 
@@ -104,9 +115,22 @@ mqtt {{
 class NatsCluster:
     """Three NATS nodes, clustered, with JetStream and MQTT (see the module's docstring)."""
 
-    def __init__(self, workdir: Path, *, size: int = 3, mqtt_replicas: int = 3) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        size: int = 3,
+        mqtt_replicas: int = 3,
+        mqtt_max_ack_pending: int | None = None,
+    ) -> None:
         self.nodes = [
-            NatsNode(workdir / f"n{i + 1}", i, mqtt_replicas=mqtt_replicas) for i in range(size)
+            NatsNode(
+                workdir / f"n{i + 1}",
+                i,
+                mqtt_replicas=mqtt_replicas,
+                mqtt_max_ack_pending=mqtt_max_ack_pending,
+            )
+            for i in range(size)
         ]
         self._route()
 

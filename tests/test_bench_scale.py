@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from enoc.bench import scale
+from enoc.bench import scale, scale_partitioned
 from enoc.bench.cgroups import CgroupError, CpuQuota, hierarchy
+from enoc.bench.scale_model import Replica, Run
 
 
 def quota_refused() -> str | None:
@@ -60,13 +61,13 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
     proc = bench(
         tmp_path,
         *("--devices", "24", "--interfaces", "3", "--rounds", "4", "--sites", "3"),
-        *("--replicas", "1,2", "--drills", str(drills), "--flush-interval", "0.2"),
+        *("--replicas", "2", "--drills", str(drills), "--flush-interval", "0.2"),
         *quota,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (written,) = tmp_path.glob("bench-scale-*.json")
     result = json.loads(written.read_text())
-    assert [run["replicas"] for run in result["runs"]] == [1, 2]
+    assert [run["replicas"] for run in result["runs"]] == [2]
     polls = 24 * (4 + 1)  # measured rounds and the warm-up
     for run in result["runs"]:
         # 24 devices x 4 rounds, each a device point and 3 interface points, all once
@@ -80,7 +81,7 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
         assert sum(s["points"] for s in shares) == run["points"]
         assert all(s["cpu_s"] >= 0 and s["peak_rss_mib"] > 0 for s in shares)
         beside = run["beside"]
-        assert beside["writes"] >= 1 and beside["nats_cpu_s"] >= 0
+        assert beside["writes"] >= 1 and beside["broker_cpu_s"] >= 0
         assert 0 < beside["machine_busy"] <= 1
         for share in shares:
             if refused:
@@ -102,7 +103,8 @@ def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
     assert result["ratio_4_to_1"] is None
     assert result["flush_interval"] == 0.2 and "influxdb.flush_interval 0.2 s" in proc.stdout
     assert "4 replicas / 1: not measured" in proc.stdout
-    assert "memory per replica as devices grow: measured by --memory-growth" in proc.stdout
+    assert "each keep every device's state; --partitioned or --memory-growth" in proc.stdout
+    assert result["partitioned"] is False and "sharing the JetStream consumers" in proc.stdout
     if refused:
         assert result["cpu_per_replica"] is None and "CPU quota" not in proc.stdout
     else:
@@ -137,7 +139,67 @@ def test_memory_growth_shows_the_busiest_replica_holding_less_with_each_replica_
     assert growth["falling_with_replicas"] is True
     table = next(line for line in proc.stdout.splitlines() if line.lstrip().startswith("800 "))
     assert table.split()[2:] == [f"{rows[800, n]['mb']:.1f}" for n in (1, 2, 4)]
-    assert "partitioning is built on MQTT only" in proc.stdout
+    assert "partitioning routes by MQTT subscription" in proc.stdout
+
+
+@pytest.mark.servers
+@pytest.mark.timeout(180)
+def test_partitioned_replicas_split_the_sites_write_every_point_once_and_report_memory(
+    tmp_path: Path,
+) -> None:
+    proc = bench(
+        tmp_path,
+        *("--partitioned", "--devices", "48", "--interfaces", "3", "--rounds", "3"),
+        *("--sites", "8", "--replicas", "1,2", "--flush-interval", "0.2"),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (written,) = tmp_path.glob("bench-scale-*.json")
+    result = json.loads(written.read_text())
+    assert result["partitioned"] is True and result["broker"] == "mosquitto"
+    assert "partitioning the sites over one Mosquitto" in proc.stdout
+    expected = {1: [8], 2: scale_partitioned_shares(8, 2)}
+    for run in result["runs"]:
+        assert run["written"] == run["points"] == 48 * 3 * (1 + 3), run
+        assert run["landed"] == run["expected_landed"] == 48 * 4 and run["exact"] is True
+        shares = run["per_replica"]
+        # each replica owns what the product's hashing gives it, and wrote only its sites'
+        assert [s["sites"] for s in shares] == expected[run["replicas"]]
+        for share in shares:
+            assert share["points"] == share["sites"] * 6 * 3 * (1 + 3), share
+            assert share["rss_mib"] >= share["base_rss_mib"] > 0
+            assert share["growth_mib"] == round(share["rss_mib"] - share["base_rss_mib"], 1)
+    memory = result["memory_per_replica"]
+    assert [b["replicas"] for b in memory["busiest"]] == [1, 2]
+    assert [b["sites"] for b in memory["busiest"]] == [8, max(expected[2])]
+    assert memory["busiest"][1]["shares_bound"] == round(8 / max(expected[2]), 2)
+    assert "memory per replica as devices grow: the busiest replica's growth" in proc.stdout
+
+
+def scale_partitioned_shares(sites: int, replicas: int) -> list[int]:
+    from collector.partition import assign
+
+    owned = assign([f"site-{s:02d}" for s in range(sites)], [f"r{n + 1}" for n in range(replicas)])
+    return [len(owned[f"r{n + 1}"]) for n in range(replicas)]
+
+
+def test_the_partitioned_memory_verdict_follows_the_busiest_replica() -> None:
+    def run(replicas: int, shares: list[tuple[int, float]]) -> Run:
+        one = Run(replicas, 1, 1, 1.0, 1, 1, 1)
+        for n, (sites, growth) in enumerate(shares):
+            replica = Replica(f"r{n + 1}", sites, 1.0, 100.0)
+            replica.sites, replica.base_rss_mib, replica.rss_mib = sites, 100.0, 100.0 + growth
+            one.per_replica.append(replica)
+        return one
+
+    one = run(1, [(8, 20.0)])
+    two = run(2, [(3, 15.0), (5, 11.0)])  # the busiest owns 5: its 11 MiB counts
+    four = run(4, [(2, 9.0), (2, 1.0), (1, 1.0), (3, 6.0)])
+    assert scale_partitioned.busiest(two).name == "r2" and scale_partitioned.bound(two) == 1.6
+    assert scale_partitioned.bound(four) == round(8 / 3, 2)
+    assert scale_partitioned.falling([one, two, four]) is True
+    assert scale_partitioned.falling([four, two, one]) is True  # in replica order, whatever given
+    assert scale_partitioned.falling([one, run(2, [(4, 21.0), (4, 3.0)])]) is False
+    assert scale_partitioned.falling([one]) is False  # one count shows no fall
 
 
 def test_a_cpu_quota_throttles_its_process_and_is_removed_even_with_it_running() -> None:
@@ -182,6 +244,8 @@ def test_no_writable_cpu_cgroup_is_refused_saying_what_is_needed(tmp_path: Path)
         (("--cpu-per-replica", "0"), "--cpu-per-replica: 0.01 to 64 cores"),
         (("--memory-growth", "--fleets", "5"), "--fleets: 20 to 200000 devices each"),
         (("--rss",), "--rss: only with --memory-growth"),
+        (("--broker", "nats"), "--broker: only with --partitioned"),
+        (("--partitioned", "--memory-growth"), "one or the other"),
     ],
 )
 def test_bad_arguments_are_refused_naming_what_is_wrong(

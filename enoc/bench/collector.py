@@ -335,12 +335,12 @@ def http_port(config: Path) -> int:
     return int(yaml.safe_load(config.read_text())["http"]["listen"].rsplit(":", 1)[1])
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int, timeout: float = 5.0) -> dict[str, float]:
     """The collector's /metrics, as name{labels} -> value."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
     )
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - http://127.0.0.1
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http://127.0.0.1
         text = response.read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():

@@ -22,9 +22,10 @@ T0 = 1_700_000_000.0
 DEVICES_PER_SITE = 20
 POLLS = 3  # each device's polls in the window
 ON_MQTT_ONLY = (
-    "partitioning is built on MQTT only (collector/partition.py: each replica subscribes "
-    "to its own sites); with nats every replica takes a share of every site and keeps "
-    "state for all (`partition` with `nats` is refused)"
+    "partitioning routes by MQTT subscription (collector/partition.py: each replica "
+    "subscribes to its own sites, on Mosquitto or a NATS cluster's MQTT gateways); "
+    "replicas on the JetStream ingest (nats) each take a share of every site and keep "
+    "state for all"
 )
 
 

@@ -32,9 +32,12 @@ quota it used are in the result, and beside the replicas the write requests
 VictoriaMetrics took, its and the NATS nodes' CPU and the machine's busy share: what
 bound a run. The issue's target is 4 replicas >= 3.2 times one.
 
+`--partitioned` runs replicas that split the sites between them instead, over the
+nodes' MQTT gateways with their membership in a PostgreSQL (enoc/bench/scale_partitioned.py):
+the same backlog, and each replica's resident set before and after it, in one run.
+
 `--memory-growth` measures instead the busiest replica's per-device state over fleets
-of growing size at each replica count (enoc/bench/partition.py): partitioning, which
-makes it fall, is built on MQTT only, so it is not measured on these NATS replicas.
+of growing size at each replica count (enoc/bench/partition.py).
 """
 
 from __future__ import annotations
@@ -48,8 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -57,23 +59,17 @@ import nats
 import psutil
 import yaml
 
-from collector.config_nats import NatsConfig
-from enoc.bench.cgroups import CgroupError, CpuQuota, Hierarchy, Throttling, hierarchy
+from enoc.bench import scale_partitioned
+from enoc.bench.cgroups import CgroupError, CpuQuota, Hierarchy, hierarchy
 from enoc.bench.collector import (
     Stream,
     count_points,
     cpu_s,
-    http_port,
     prepare,
-    scrape,
-    start_collector,
     wait_healthy,
 )
 from enoc.bench.collector import (
     collector_yaml as mqtt_collector_yaml,
-)
-from enoc.bench.collector import (
-    publish as publish_sites,
 )
 from enoc.bench.common import (
     add_results_argument,
@@ -93,92 +89,30 @@ from enoc.bench.partition import (
     print_memory,
 )
 from enoc.bench.partition_rss import RssRow, measure_rss, print_rss, rss_payload
+from enoc.bench.scale_model import (
+    MAX_ACK_PENDING,
+    TARGET,
+    Replica,
+    Result,
+    Run,
+    Settings,
+    Sides,
+    publish,
+    published,
+    quota_used,
+    signal_all,
+    start_replicas,
+    until_written,
+    written,
+)
 from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
 
-TARGET = 3.2  # the issue's: 4 replicas at least this many times one
-MAX_ACK_PENDING = NatsConfig().max_ack_pending  # the collector's: the window all replicas share
 MEMORY_ELSEWHERE = (
-    "measured by --memory-growth: partitioning, which makes it fall, is built on MQTT "
-    "only; these NATS replicas each keep every device's state"
+    "these replicas share the JetStream consumers and each keep every device's state; "
+    "--partitioned or --memory-growth measure it falling"
 )
-
-
-@dataclass
-class Replica:
-    name: str
-    points: int  # written by this replica in the measured span
-    cpu_s: float
-    peak_rss_mib: float
-    # with --cpu-per-replica, its cgroup's cpu.stat over the measured span
-    throttling: Throttling | None = None
-
-    @property
-    def points_per_cpu_s(self) -> float:
-        return self.points / self.cpu_s if self.cpu_s else 0.0
-
-
-@dataclass
-class Beside:
-    """What else ran in the measured span: the HTTP writes VictoriaMetrics took, the CPU
-    seconds of the NATS nodes (all three) and of VictoriaMetrics, and the share of all
-    the machine's cores busy (whoever used them)."""
-
-    writes: int = 0
-    nats_cpu_s: float = 0.0
-    vm_cpu_s: float = 0.0
-    machine_busy: float = 0.0
-
-
-@dataclass
-class Run:
-    replicas: int
-    messages: int
-    points: int
-    wall_s: float
-    written: int  # points the replicas wrote in all (exactly `points` when none twice)
-    landed: int  # device polls VictoriaMetrics holds, warm-up included
-    expected_landed: int
-    per_replica: list[Replica] = field(default_factory=list)
-    beside: Beside = field(default_factory=Beside)
-
-    @property
-    def points_per_write(self) -> float:
-        return self.points / self.beside.writes if self.beside.writes else 0.0
-
-    @property
-    def points_per_s(self) -> float:
-        return self.points / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def exact(self) -> bool:
-        return self.written == self.points and self.landed == self.expected_landed
-
-
-@dataclass
-class Result:
-    devices: int
-    interfaces: int
-    sites: int
-    rounds: int
-    warmup: int
-    cores: int
-    machine: dict[str, Any]
-    flush_interval: float | None = None
-    max_ack_pending: int = MAX_ACK_PENDING
-    cpu_per_replica: float | None = None  # cores, each replica's cgroup quota
-    cgroup_version: int | None = None
-    runs: list[Run] = field(default_factory=list)
-    drills: list[dict[str, Any]] = field(default_factory=list)
-
-    def ratio(self, high: int = 4, low: int = 1) -> float | None:
-        rates = {r.replicas: r.points_per_s for r in self.runs}
-        if high in rates and rates.get(low):
-            return rates[high] / rates[low]
-        return None
-
-
-# ------------------------------------------------------------------ command line
+PARTITIONED_SITES = 500  # the sites' hashing shares them out evenly only on average
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(interfaces=24)
     parser.add_argument("--rounds", type=int, default=10, help="polls per device to measure")
     parser.add_argument("--warmup", type=int, default=1, help="polls per device sent first")
-    parser.add_argument("--sites", type=int, default=6, help="sites (one publisher each)")
+    parser.add_argument(
+        "--sites",
+        type=int,
+        help=f"sites (one publisher each; default 6, {PARTITIONED_SITES} with --partitioned)",
+    )
     parser.add_argument("--replicas", default="1,2,4", help="replica counts to run, e.g. 1,2,4")
     parser.add_argument(
         "--drills",
@@ -210,6 +148,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CORES",
         help="each replica under a CPU quota of this many cores (a cgroup each: as if each "
         "ran on a small node of its own)",
+    )
+    parser.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="replicas that split the sites (mqtt.urls over the nodes' gateways, partition "
+        "on a PostgreSQL started here): throughput and each replica's resident set",
+    )
+    parser.add_argument(
+        "--broker",
+        choices=("mosquitto", "nats"),
+        default="mosquitto",
+        help="with --partitioned: one Mosquitto, or three NATS nodes' MQTT gateways "
+        "(docs/performance.md says why Mosquitto by default)",
     )
     parser.add_argument(
         "--memory-growth",
@@ -270,6 +221,12 @@ def run(args: argparse.Namespace) -> int:
         counts = parse_replicas(str(args.replicas))
         fleets = parse_fleets(str(args.fleets)) if args.memory_growth else []
         drills = read_drills(args.drills) if args.drills else []
+        if args.sites is None:
+            args.sites = PARTITIONED_SITES if args.partitioned else 6
+        if args.broker != "mosquitto" and not args.partitioned:
+            raise ValueError("--broker: only with --partitioned (the shared run is on NATS)")
+        if args.partitioned and args.memory_growth:
+            raise ValueError("--partitioned and --memory-growth: one or the other")
         if args.flush_interval is not None and not 0.01 <= args.flush_interval <= 60:
             raise ValueError("--flush-interval: 0.01 to 60 s")
         if not 1 <= args.max_ack_pending <= 100_000:
@@ -288,7 +245,11 @@ def run(args: argparse.Namespace) -> int:
     if args.memory_growth:
         return run_memory_growth(args, fleets, counts)
     args.devices_per_message, args.sensors = 1, 0  # what write_messages reads
-    result = asyncio.run(measure(args, counts, where))
+    try:
+        result = asyncio.run(measure(args, counts, where))
+    except RuntimeError as exc:
+        print(f"\nenoc bench scale: {exc}", file=sys.stderr)
+        return 1
     result.drills = drills
     print_table(result)
     payload = asdict(result)
@@ -299,9 +260,10 @@ def run(args: argparse.Namespace) -> int:
         for rep, replica in zip(item["per_replica"], one.per_replica, strict=True):
             rep["points_per_cpu_s"] = round(replica.points_per_cpu_s)
             rep["quota_used"] = quota_used(replica, one, result.cpu_per_replica)
+            rep["growth_mib"] = replica.growth_mib
     payload["ratio_4_to_1"] = result.ratio()
     payload["target"] = TARGET
-    payload["memory_per_replica"] = MEMORY_ELSEWHERE
+    payload["memory_per_replica"] = memory_payload(result)
     write_result(args.results, "scale", payload)
     return 0 if all(r.exact for r in result.runs) else 1
 
@@ -333,11 +295,10 @@ def run_memory_growth(args: argparse.Namespace, fleets: list[int], counts: list[
     return 0
 
 
-def quota_used(replica: Replica, run: Run, cores: float | None) -> float | None:
-    """The share of its quota a replica used over the measured span (1.0: all of it)."""
-    if not cores or not run.wall_s:
-        return None
-    return round(replica.cpu_s / (cores * run.wall_s), 2)
+def memory_payload(result: Result) -> object:
+    if not result.partitioned:
+        return MEMORY_ELSEWHERE
+    return scale_partitioned.memory_payload(result.runs)
 
 
 def cores() -> int:
@@ -360,31 +321,26 @@ async def measure(
         args.max_ack_pending,
         args.cpu_per_replica,
         where.version if where else None,
+        args.partitioned,
+        args.broker if args.partitioned else "nats",
     )
-    settings = Settings(args.flush_interval, args.max_ack_pending, args.cpu_per_replica, where)
+    runner = scale_partitioned.one_run if args.partitioned else one_run
+    settings = Settings(
+        args.flush_interval, args.max_ack_pending, args.cpu_per_replica, where, result.broker
+    )
     with tempfile.TemporaryDirectory(prefix="enoc-bench-scale-") as tmp_name:
         tmp = Path(tmp_name)
         users, warm, stream = prepare(tmp, args)
         for count in counts:
             run_dir = tmp / f"replicas-{count}"
             run_dir.mkdir()
-            run = await one_run(run_dir, users, warm, stream, count, settings)
+            run = await runner(run_dir, users, warm, stream, count, settings)
             result.runs.append(run)
     progress("")
     return result
 
 
 # ------------------------------------------------------------------ one replica count
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What every replica of a run is given."""
-
-    flush_interval: float | None
-    max_ack_pending: int
-    cpu_per_replica: float | None = None  # cores
-    cgroups: Hierarchy | None = None  # where the quotas are made
 
 
 def collector_yaml(
@@ -412,23 +368,6 @@ def collector_yaml(
     return path
 
 
-def publish(cluster: NatsCluster, stream: Stream, name: str) -> list[subprocess.Popen[bytes]]:
-    """One `mosquitto_pub -l` per site at QoS 1, sites spread over the nodes' gateways."""
-    ports = [node.mqtt_port for node in cluster.nodes]
-    return publish_sites(cluster.nodes[0], stream, name, ports)
-
-
-async def published(publishers: list[subprocess.Popen[bytes]], what: str) -> None:
-    started = time.monotonic()
-    while any(p.poll() is None for p in publishers):
-        progress(f"publishing {what}: {time.monotonic() - started:.0f} s")
-        await asyncio.sleep(0.2)
-    for pub in publishers:
-        if pub.returncode:
-            error = pub.stderr.read().decode() if pub.stderr else ""
-            raise RuntimeError(f"mosquitto_pub failed: {error}")
-
-
 async def stored(cluster: NatsCluster, messages: int) -> None:
     """Until the metrics consumer has `messages` waiting (all stored, none handed out)."""
     nc = await nats.connect(cluster.urls)
@@ -444,96 +383,6 @@ async def stored(cluster: NatsCluster, messages: int) -> None:
         raise RuntimeError(f"only {pending} of {messages} messages stored in the stream")
     finally:
         await nc.close()
-
-
-def written(configs: list[Path]) -> list[int]:
-    return [
-        int(scrape(http_port(c)).get("enoc_collector_points_written_total", 0)) for c in configs
-    ]
-
-
-async def until_written(
-    procs: list[subprocess.Popen[bytes]], configs: list[Path], target: int, what: str
-) -> list[int]:
-    started = time.monotonic()
-    while True:
-        counts = await asyncio.to_thread(written, configs)
-        progress(
-            f"{len(configs)} replica(s), {what}: {sum(counts):,} of {target:,} points "
-            f"written, {time.monotonic() - started:.0f} s"
-        )
-        if sum(counts) >= target:
-            return counts
-        if any(p.poll() is not None for p in procs):
-            raise RuntimeError("a collector replica exited during the benchmark")
-        # a scrape costs a replica about 1 ms of CPU (18% of a 0.05-core quota at 10 a
-        # second): seldom while far from the end, often near it, where the wall time ends
-        await asyncio.sleep(0.5 if target - sum(counts) > target // 10 else 0.05)
-
-
-def signal_all(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
-    for proc in procs:
-        os.kill(proc.pid, sig)
-
-
-class Sides:
-    """The counters of what runs beside the replicas, read at a start and `since` it."""
-
-    def __init__(self, cluster: NatsCluster, vm: VictoriaMetrics) -> None:
-        self.vm = vm
-        self.nats = [psutil.Process(n.process.pid) for n in cluster.nodes if n.process]
-        self.vm_process = psutil.Process(vm.process.pid) if vm.process else None
-        self.start = self.read()
-
-    def read(self) -> tuple[int, float, float, float, float]:
-        times = psutil.cpu_times()
-        idle = times.idle + getattr(times, "iowait", 0.0)
-        # guest time is counted in user time already
-        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
-        return (
-            vm_writes(self.vm),
-            sum(cpu_s(p) for p in self.nats),
-            cpu_s(self.vm_process) if self.vm_process else 0.0,
-            total - idle,
-            total,
-        )
-
-    def writes(self) -> int:
-        return vm_writes(self.vm) - self.start[0]
-
-    def since(self) -> Beside:
-        now = self.read()
-        change = (b - a for a, b in zip(self.start, now, strict=True))
-        writes, nats_cpu, vm_cpu, busy, total = change
-        return Beside(
-            int(writes),
-            round(nats_cpu, 2),
-            round(vm_cpu, 2),
-            round(busy / total, 2) if total else 0.0,
-        )
-
-
-def vm_writes(vm: VictoriaMetrics) -> int:
-    """The InfluxDB line-protocol writes VictoriaMetrics has taken (its /metrics)."""
-    url = f"{vm.url}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1
-        text = answer.read().decode()
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith('vm_http_requests_total{path="/influx/')
-    )
-
-
-def start_replicas(configs: list[Path], quotas: list[CpuQuota]) -> list[subprocess.Popen[bytes]]:
-    """Each replica's process, moved into its quota's cgroup (if any) as it starts."""
-    procs = []
-    for n, config in enumerate(configs):
-        proc = start_collector(config)
-        procs.append(proc)
-        if quotas:
-            quotas[n].add(proc.pid)
-    return procs
 
 
 async def one_run(
@@ -582,7 +431,7 @@ async def one_run(
             await asyncio.sleep(1.5)
             await published(publish(cluster, stream, "measured"), "the measured rounds")
             await stored(cluster, stream.messages)
-            sides = Sides(cluster, vm)
+            sides = Sides(list(cluster.nodes), vm)
             cpu_before = [cpu_s(p) for p in processes]
             throttled_before = [q.throttling() for q in quotas]
             started = time.monotonic()
@@ -642,8 +491,8 @@ def print_table(result: Result) -> None:
     flush = f"{result.flush_interval:g} s" if result.flush_interval else "the default (1 s)"
     print(
         f"\n{result.devices} devices x {result.interfaces} interfaces at {result.sites} sites, "
-        f"{result.rounds} measured polls each after {result.warmup} warm-up; three NATS "
-        f"nodes on loopback; {result.cores} core(s) available to all of it "
+        f"{result.rounds} measured polls each after {result.warmup} warm-up; "
+        f"{where_text(result)} on loopback; {result.cores} core(s) available to all of it "
         f"({result.machine.get('cpu_model', '')}); the replicas' influxdb.flush_interval "
         f"{flush}, nats.max_ack_pending {result.max_ack_pending}"
     )
@@ -670,26 +519,27 @@ def print_table(result: Result) -> None:
             f"{r.points_per_s:>10,.0f} {r.written:>10,} {'yes' if r.exact else 'NO':>5}  {shares}"
         )
     print(
-        f"\n{'replicas':>8} {'writes':>7} {'points/write':>12} {'NATS CPU s':>10} "
+        f"\n{'replicas':>8} {'writes':>7} {'points/write':>12} {'broker CPU s':>12} "
         f"{'VM CPU s':>8} {'cores busy':>10}   (beside the replicas, in the measured span)"
     )
     for r in result.runs:
         print(
             f"{r.replicas:>8} {r.beside.writes:>7,} {r.points_per_write:>12,.0f} "
-            f"{r.beside.nats_cpu_s:>10.1f} {r.beside.vm_cpu_s:>8.1f} {r.beside.machine_busy:>10.0%}"
+            f"{r.beside.broker_cpu_s:>12.1f} {r.beside.vm_cpu_s:>8.1f} "
+            f"{r.beside.machine_busy:>10.0%}"
         )
     ratio = result.ratio()
     if ratio is not None and quota:
         print(
             f"\n4 replicas / 1: {ratio:.2f} x the points per second (target {TARGET:g}); "
             f"each replica held to {quota:g} core(s): 4 x {quota:g} = {4 * quota:g} for the "
-            f"replicas, the rest of the {result.cores} core(s) for the three NATS nodes, "
+            f"replicas, the rest of the {result.cores} core(s) for {broker_text(result)}, "
             "VictoriaMetrics, the publishers and this bench"
         )
     elif ratio is not None:
         print(
             f"\n4 replicas / 1: {ratio:.2f} x the points per second (target {TARGET:g}); "
-            f"{result.cores} core(s) here run the replicas, the three NATS nodes, "
+            f"{result.cores} core(s) here run the replicas, {broker_text(result)}, "
             "VictoriaMetrics and the publishers together"
             + (
                 ": the target needs at least 4 cores for the replicas alone "
@@ -700,7 +550,10 @@ def print_table(result: Result) -> None:
         )
     else:
         print("\n4 replicas / 1: not measured (give --replicas with 1 and 4)")
-    print(f"memory per replica as devices grow: {MEMORY_ELSEWHERE}")
+    if result.partitioned:
+        scale_partitioned.print_memory(result.runs)
+    else:
+        print(f"memory per replica as devices grow: {MEMORY_ELSEWHERE}")
     print(
         "\nwritten: points the replicas wrote in the measured span, in all (exact: that is "
         "every point published, once, and the database holds every device poll once)"
@@ -713,6 +566,17 @@ def print_table(result: Result) -> None:
                 f"  {d['name']:24} {d['status']:6} "
                 + (f"{took:.1f} s" if isinstance(took, int | float) else "not measured")
             )
+
+
+def broker_text(result: Result) -> str:
+    return "one Mosquitto" if result.broker == "mosquitto" else "the three NATS nodes"
+
+
+def where_text(result: Result) -> str:
+    brokers = broker_text(result)
+    if result.partitioned:
+        return f"replicas partitioning the sites over {brokers}, their members in PostgreSQL"
+    return f"replicas sharing the JetStream consumers of {brokers}"
 
 
 def throttled_text(replica: Replica, run: Run, quota: float | None) -> str:

@@ -1,0 +1,259 @@
+"""What `enoc bench scale`'s runs share: their results, what each replica is given, and
+the steps of a run both kinds take (publish, stop and continue the replicas, count what
+they wrote, read what ran beside them). enoc/bench/scale.py runs replicas that share the
+JetStream consumers, enoc/bench/scale_partitioned.py replicas that split the sites."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from collector.config_nats import NatsConfig
+from enoc.bench.cgroups import CpuQuota, Hierarchy, Throttling
+from enoc.bench.collector import Stream, cpu_s, http_port, scrape, start_collector
+from enoc.bench.collector import publish as publish_sites
+from enoc.bench.common import progress
+from testbed.nats import NatsCluster
+from testbed.servers import Server, VictoriaMetrics
+
+TARGET = 3.2  # the issue's: 4 replicas at least this many times one
+MAX_ACK_PENDING = NatsConfig().max_ack_pending  # the collector's: the window all replicas share
+
+
+STALLED_S = 120.0  # no point written for this long: the run fails, saying where it stood
+
+
+@dataclass
+class Replica:
+    name: str
+    points: int  # written by this replica in the measured span
+    cpu_s: float
+    peak_rss_mib: float
+    # with --cpu-per-replica, its cgroup's cpu.stat over the measured span
+    throttling: Throttling | None = None
+    # with --partitioned: the sites it owns, its resident set settled before any poll
+    # and after the last point was written
+    sites: int | None = None
+    base_rss_mib: float | None = None
+    rss_mib: float | None = None
+
+    @property
+    def growth_mib(self) -> float | None:
+        if self.rss_mib is None or self.base_rss_mib is None:
+            return None
+        return round(self.rss_mib - self.base_rss_mib, 1)
+
+    @property
+    def points_per_cpu_s(self) -> float:
+        return self.points / self.cpu_s if self.cpu_s else 0.0
+
+
+@dataclass
+class Beside:
+    """What else ran in the measured span: the HTTP writes VictoriaMetrics took, the CPU
+    seconds of the broker (the three NATS nodes, or Mosquitto) and of VictoriaMetrics,
+    and the share of all the machine's cores busy (whoever used them)."""
+
+    writes: int = 0
+    broker_cpu_s: float = 0.0
+    vm_cpu_s: float = 0.0
+    machine_busy: float = 0.0
+
+
+@dataclass
+class Run:
+    replicas: int
+    messages: int
+    points: int
+    wall_s: float
+    written: int  # points the replicas wrote in all (exactly `points` when none twice)
+    landed: int  # device polls VictoriaMetrics holds, warm-up included
+    expected_landed: int
+    per_replica: list[Replica] = field(default_factory=list)
+    beside: Beside = field(default_factory=Beside)
+
+    @property
+    def points_per_write(self) -> float:
+        return self.points / self.beside.writes if self.beside.writes else 0.0
+
+    @property
+    def points_per_s(self) -> float:
+        return self.points / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.written == self.points and self.landed == self.expected_landed
+
+
+@dataclass
+class Result:
+    devices: int
+    interfaces: int
+    sites: int
+    rounds: int
+    warmup: int
+    cores: int
+    machine: dict[str, Any]
+    flush_interval: float | None = None
+    max_ack_pending: int = MAX_ACK_PENDING
+    cpu_per_replica: float | None = None  # cores, each replica's cgroup quota
+    cgroup_version: int | None = None
+    partitioned: bool = False
+    broker: str = "nats"  # what the replicas consume from
+    runs: list[Run] = field(default_factory=list)
+    drills: list[dict[str, Any]] = field(default_factory=list)
+
+    def ratio(self, high: int = 4, low: int = 1) -> float | None:
+        rates = {r.replicas: r.points_per_s for r in self.runs}
+        if high in rates and rates.get(low):
+            return rates[high] / rates[low]
+        return None
+
+
+# ------------------------------------------------------------------ command line
+
+
+def quota_used(replica: Replica, run: Run, cores: float | None) -> float | None:
+    """The share of its quota a replica used over the measured span (1.0: all of it)."""
+    if not cores or not run.wall_s:
+        return None
+    return round(replica.cpu_s / (cores * run.wall_s), 2)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every replica of a run is given."""
+
+    flush_interval: float | None
+    max_ack_pending: int
+    cpu_per_replica: float | None = None  # cores
+    cgroups: Hierarchy | None = None  # where the quotas are made
+    broker: str = "nats"  # with --partitioned: mosquitto or nats
+
+
+def publish(cluster: NatsCluster, stream: Stream, name: str) -> list[subprocess.Popen[bytes]]:
+    """One `mosquitto_pub -l` per site at QoS 1, sites spread over the nodes' gateways."""
+    ports = [node.mqtt_port for node in cluster.nodes]
+    return publish_sites(cluster.nodes[0], stream, name, ports)
+
+
+async def published(publishers: list[subprocess.Popen[bytes]], what: str) -> None:
+    started = time.monotonic()
+    while any(p.poll() is None for p in publishers):
+        progress(f"publishing {what}: {time.monotonic() - started:.0f} s")
+        await asyncio.sleep(0.2)
+    for pub in publishers:
+        if pub.returncode:
+            error = pub.stderr.read().decode() if pub.stderr else ""
+            raise RuntimeError(f"mosquitto_pub failed: {error}")
+
+
+SCRAPE_TIMEOUT = 60.0  # s: a replica held to a small CPU quota answers late while busy
+
+
+def written(configs: list[Path]) -> list[int]:
+    return [
+        int(scrape(http_port(c), SCRAPE_TIMEOUT).get("enoc_collector_points_written_total", 0))
+        for c in configs
+    ]
+
+
+async def until_written(
+    procs: list[subprocess.Popen[bytes]], configs: list[Path], target: int, what: str
+) -> list[int]:
+    started = moved = time.monotonic()
+    last = -1
+    while True:
+        counts = await asyncio.to_thread(written, configs)
+        if sum(counts) != last:
+            last, moved = sum(counts), time.monotonic()
+        elif time.monotonic() - moved > STALLED_S:
+            raise RuntimeError(
+                f"{what}: {last:,} of {target:,} points written, none for {STALLED_S:g} s "
+                f"(each replica's: {counts})"
+            )
+        progress(
+            f"{len(configs)} replica(s), {what}: {sum(counts):,} of {target:,} points "
+            f"written, {time.monotonic() - started:.0f} s"
+        )
+        if sum(counts) >= target:
+            return counts
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a collector replica exited during the benchmark")
+        # a scrape costs a replica about 1 ms of CPU (18% of a 0.05-core quota at 10 a
+        # second): seldom while far from the end, often near it, where the wall time ends
+        await asyncio.sleep(0.5 if target - sum(counts) > target // 10 else 0.05)
+
+
+def signal_all(procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
+    for proc in procs:
+        os.kill(proc.pid, sig)
+
+
+class Sides:
+    """The counters of what runs beside the replicas, read at a start and `since` it."""
+
+    def __init__(self, brokers: list[Server], vm: VictoriaMetrics) -> None:
+        self.vm = vm
+        self.brokers = [psutil.Process(n.process.pid) for n in brokers if n.process]
+        self.vm_process = psutil.Process(vm.process.pid) if vm.process else None
+        self.start = self.read()
+
+    def read(self) -> tuple[int, float, float, float, float]:
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        # guest time is counted in user time already
+        total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+        return (
+            vm_writes(self.vm),
+            sum(cpu_s(p) for p in self.brokers),
+            cpu_s(self.vm_process) if self.vm_process else 0.0,
+            total - idle,
+            total,
+        )
+
+    def writes(self) -> int:
+        return vm_writes(self.vm) - self.start[0]
+
+    def since(self) -> Beside:
+        now = self.read()
+        change = (b - a for a, b in zip(self.start, now, strict=True))
+        writes, broker_cpu, vm_cpu, busy, total = change
+        return Beside(
+            int(writes),
+            round(broker_cpu, 2),
+            round(vm_cpu, 2),
+            round(busy / total, 2) if total else 0.0,
+        )
+
+
+def vm_writes(vm: VictoriaMetrics) -> int:
+    """The InfluxDB line-protocol writes VictoriaMetrics has taken (its /metrics)."""
+    url = f"{vm.url}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - http://127.0.0.1
+        text = answer.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith('vm_http_requests_total{path="/influx/')
+    )
+
+
+def start_replicas(configs: list[Path], quotas: list[CpuQuota]) -> list[subprocess.Popen[bytes]]:
+    """Each replica's process, moved into its quota's cgroup (if any) as it starts."""
+    procs = []
+    for n, config in enumerate(configs):
+        proc = start_collector(config)
+        procs.append(proc)
+        if quotas:
+            quotas[n].add(proc.pid)
+    return procs
