@@ -197,6 +197,7 @@ class IncidentsConfig:
     flap_window: Duration = Duration(600)  # also: how long a flapping incident must settle
     reopen_within: Duration = Duration(600)  # a problem soon after its clearing reopens it
     agent_timeout: Duration = Duration(180)  # no heartbeat for this long: agent offline
+    will_grace: Duration = Duration(30)  # a last will, no birth this long (<= agent_timeout)
     momentary_resolve_after: Duration = Duration(3600)  # reboots and traps have no clear
     sweep_interval: Duration = Duration(5)
     # events are kept this long (deduplication, decisions by event time); incidents and
@@ -206,6 +207,8 @@ class IncidentsConfig:
     def __post_init__(self) -> None:
         if self.flap_transitions < 2:
             raise ValueError("incidents.flap_transitions must be at least 2")
+        if self.will_grace < 0:
+            raise ValueError(f"incidents.will_grace must be 0s or more, got {self.will_grace:g}s")
         if float(self.events_retention) < 2 * float(self.flap_window):
             raise ValueError(
                 "incidents.events_retention must be at least twice incidents.flap_window"
