@@ -29,9 +29,8 @@ from collector.api_input import (
 )
 from collector.auth import HashGate, HashingBusy, Users, cpus
 from collector.config import HttpConfig
-from collector.directory import (
+from collector.directory_errors import (
     RETRY_AFTER,
-    Directory,
     DirectoryUnavailable,
     LoginRefused,
     NotGranted,
@@ -42,6 +41,7 @@ from collector.tokens import Tokens, looks_like_token
 from enoc.logs import StateLogger, get_logger
 
 if TYPE_CHECKING:
+    from collector.directory import Directory
     from collector.oidc import Oidc
 
 log = get_logger("enoc.collector.api")
@@ -88,6 +88,8 @@ class Access:
         # logins by name and password of users not in the users file, and their sessions
         self.directory: Directory | None = None
         if http.ldap is not None:
+            from collector.directory import Directory  # ldap3 only where it is used
+
             self.directory = Directory(http.ldap, queue=http.login_hash_queue)
             self.sessions.rechecks["ldap"] = self.directory.recheck
         self.audit_file = http.audit_file

@@ -51,11 +51,11 @@ from ldap3.utils.dn import parse_dn
 from collector.access import Grant, Principal, first_grant
 from collector.auth import HashGate, Users
 from collector.config_ldap import LdapConfig
+from collector.directory_errors import DirectoryUnavailable, LoginRefused, NotGranted
 from enoc.logs import OnceLogger, StateLogger, get_logger
 
 log = get_logger("enoc.collector.directory")
 
-RETRY_AFTER = 5  # seconds a login refused for a directory outage is told to wait
 _SUCCESS = 0
 _SIZE_LIMIT_EXCEEDED = 4
 _NO_SUCH_OBJECT = 32
@@ -73,24 +73,6 @@ REFUSING_CODES = {
 # one the directory is refusing them all and the NOC must see that as an outage would be.
 POLICY_CODES = {48, 53}
 _NESTING = re.compile(r"""^(\(["'])+|(["'],?\))+$""")
-
-
-class DirectoryUnavailable(Exception):
-    """The directory cannot answer: unreachable, TLS refused, or the service bind refused."""
-
-
-class NotGranted(Exception):
-    """The password is right, but the user holds no group that a grant names."""
-
-
-class LoginRefused(Exception):
-    """The directory refused the user's bind for the account (`REFUSING_CODES`)."""
-
-    def __init__(self, dn: str, code: int, description: str) -> None:
-        super().__init__(f"the directory refused the bind as {dn}: {code} {description}")
-        self.dn = dn
-        self.code = code
-        self.description = description
 
 
 class _VerifiedTls(ldap3.Tls):

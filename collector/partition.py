@@ -41,6 +41,7 @@ from enoc.retry import pause
 
 log = get_logger("enoc.collector.partition")
 FORWARDED = "X-Enoc-Forwarded"  # a request one replica asked of another: answered locally
+MAX_OWNERS_CACHED = 100_000  # sites whose owner is remembered until the members change
 FORGOTTEN_AFTER = 3600.0  # s: a dead replica's row is deleted (its sessions long drained)
 
 
@@ -96,6 +97,10 @@ class Partition(ServiceBase):
         # what its heartbeat row says: its name, MQTT client id and API's URL
         self.id, self.client_id, self.url = replica, client_id, url
         self.members: tuple[str, ...] = ()  # none until the first round: it keeps nothing
+        # each site's owner among `members`, until they change: every message asks, and
+        # every round each device's state does (hashing each time: a hash per member
+        # per device per round)
+        self._owners: dict[str, str | None] = {}
         self.view = ""  # the members, joined by ","
         self.rows: dict[str, Member] = {}
         self.sites: set[str] = set()  # every site seen (statuses, the store's agents)
@@ -116,7 +121,17 @@ class Partition(ServiceBase):
     # ---------------------------------------------------------------- ownership
 
     def owns(self, site: str) -> bool:
-        return owner(site, self.members) == self.id
+        return self.owner(site) == self.id
+
+    def owner(self, site: str) -> str | None:
+        """The site's owner among the live members (None: there is none yet)."""
+        try:
+            return self._owners[site]
+        except KeyError:
+            if len(self._owners) >= MAX_OWNERS_CACHED:  # sites named by hostile input
+                self._owners.clear()
+            found = self._owners[site] = owner(site, self.members)
+            return found
 
     def keeps(self, site: str) -> bool:
         """Whether this replica keeps the site's state and subscriptions."""
@@ -128,7 +143,7 @@ class Partition(ServiceBase):
 
     def owner_url(self, site: str) -> str | None:
         """The API of the replica that owns `site`, when it is another one."""
-        found = owner(site, self.members)
+        found = self.owner(site)
         if found is None or found == self.id or found not in self.rows:
             return None
         return self.rows[found].url or None
@@ -215,6 +230,7 @@ class Partition(ServiceBase):
             self.left += len(gone)
             self.joined += len(came)
             self.members, self.view = live, ",".join(live)
+            self._owners.clear()
             # what it had and another owns now stays until that one has subscribed
             self.held |= {s for s in before if not self.owns(s)}
             log.info(
@@ -227,7 +243,7 @@ class Partition(ServiceBase):
             )
             changed = True
         for site in list(self.held):
-            new = owner(site, self.members)
+            new = self.owner(site)
             member = self.rows.get(new or "")
             if new == self.id or member is None or member.applied == self.view:
                 self.held.discard(site)

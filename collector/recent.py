@@ -38,7 +38,8 @@ from typing import Any
 
 import aiohttp
 
-from collector.config import InfluxConfig, RecentConfig
+from collector.config import RecentConfig
+from collector.config_sinks import InfluxConfig
 from collector.lineproto import Poll, sanitise_tag_value
 from collector.metrics_in import Metrics, number
 from collector.sinks.influx import ssl_context

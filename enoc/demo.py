@@ -292,7 +292,12 @@ class Demo:
                 "users_file": str(users),
                 "audit_file": str(state / "audit.jsonl"),
             },
-            "incidents": {"agent_timeout": f"{max(30, 3 * o.interval):.0f}s"},
+            "incidents": {
+                "agent_timeout": f"{max(30, 3 * o.interval):.0f}s",
+                # a story played faster cuts Brindisi's WAN for less than the keepalive and
+                # the grace: its will opens the site incident at once then
+                "will_grace": "30s" if o.story_scale >= 1 else "0s",
+            },
             "log": {"level": "warning"},
         }
         if o.influx_url:

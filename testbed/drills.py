@@ -327,6 +327,9 @@ class Harness(Rig):
                 "flap_window": f"{self.sizing.seconds(10):g}s",
                 "flap_transitions": FLAP_TRANSITIONS,
                 "sweep_interval": f"{min(5.0, interval):g}s",
+                # a will opens its incident at once: the drills expect one wherever their
+                # tap saw a will (the grace is tested in tests/test_will_grace.py)
+                "will_grace": "0s",
             },
             "http": {"listen": f"{HOST}:{port}", "users_file": str(users)},
             "log": {"level": "info"},

@@ -58,7 +58,9 @@ def collector_config(
         "mqtt": {"url": mqtt_url, "client_id": f"enoc-{name}"},
         "store": {"url": store_url or f"sqlite:///{tmp_path / name / 'incidents.db'}"},
         "http": {"listen": f"127.0.0.1:{free_port()}", "users_file": str(users_file(tmp_path))},
-        "incidents": {"sweep_interval": "0.5s", "agent_timeout": "10s"},
+        # a will opens its incident at once: tests that send one decide by it (the grace is
+        # tested in test_will_grace.py and, through a real agent, test_collector_e2e.py)
+        "incidents": {"sweep_interval": "0.5s", "agent_timeout": "10s", "will_grace": "0s"},
         "log": {"level": "debug"},
     }
     if vm is not None:

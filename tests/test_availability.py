@@ -117,7 +117,10 @@ async def make_engine(url: str) -> tuple[Engine, Clock, Store]:
     store = Store(url)
     await store.open()
     clock = Clock(DEC)
-    config = IncidentsConfig(agent_timeout=Duration(90), reopen_within=Duration(300))
+    # a will opens its incident at once here (its grace: test_will_grace.py)
+    config = IncidentsConfig(
+        agent_timeout=Duration(90), reopen_within=Duration(300), will_grace=Duration(0)
+    )
     return Engine(store, config, now=clock), clock, store
 
 

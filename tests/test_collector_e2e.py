@@ -52,7 +52,15 @@ async def test_metrics_land_and_faults_become_incidents(
     async with (
         simulated_site(tmp_path) as site,
         Listener(mosquitto.url) as listener,
-        running_collector(collector_config(tmp_path, mosquitto.url, vm=victoria_metrics)) as coll,
+        running_collector(
+            # the agent's offline status opens its site incident after the grace (the sweep)
+            collector_config(
+                tmp_path,
+                mosquitto.url,
+                vm=victoria_metrics,
+                extra={"incidents": {"will_grace": "1s"}},
+            )
+        ) as coll,
     ):
         config = agent_config(tmp_path, mosquitto.url, site.inventory)
         async with running_agent(config):
@@ -84,6 +92,10 @@ async def test_metrics_land_and_faults_become_incidents(
             return any(i.key.kind == "agent_offline" for i in found)
 
         await eventually(site_incident, what="site incident for the stopped agent")
+        (offline,) = await coll.engine.queries.incidents(state="open")
+        assert "said offline (last will)" in offline.title, "opened by its offline status"
+        (agent,) = await coll.engine.queries.agents()
+        assert offline.opened == agent["last_seen"], "open from when it said so"
         assert {d["state"] for d in await coll.engine.queries.devices()} == {"unknown"}
         published = listener.metrics()
         await eventually(

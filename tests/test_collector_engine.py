@@ -49,6 +49,7 @@ async def engine(store_url: str) -> AsyncIterator[tuple[Engine, Clock]]:
         flap_window=Duration(300),
         reopen_within=Duration(300),
         agent_timeout=Duration(90),
+        will_grace=Duration(0),  # a will decides at once here (its grace: test_will_grace.py)
         momentary_resolve_after=Duration(600),
     )
     yield Engine(store, config, now=clock), clock

@@ -40,7 +40,8 @@ import pytest
 from aiohttp import web
 from collectorkit import TOKENS, collector_config, eventually, running_collector
 
-from collector.config import CollectorConfig, CollectorMqttConfig, InfluxConfig
+from collector.config import CollectorConfig, CollectorMqttConfig
+from collector.config_sinks import InfluxConfig
 from collector.recent import InfluxRecent
 from collector.sinks import MqttDeadLetters
 from collector.sinks.influx import (

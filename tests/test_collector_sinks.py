@@ -24,7 +24,8 @@ import yaml
 from collectorkit import collector_config, eventually, running_collector
 from test_collector_faults import T0, metrics, publish_all  # two points a message: cpu, in_bps
 
-from collector.config import CollectorConfig, RemoteWriteConfig, SinkConfig, check_collector
+from collector.config import CollectorConfig, check_collector
+from collector.config_sinks import RemoteWriteConfig, SinkConfig
 from collector.sinks import SINKS, MetricsSink, Sinks, SinkStats, build
 from collector.sinks.remote_write import (
     RemoteWriteSink,

@@ -24,7 +24,8 @@ from collector.access import Grant, Principal, Scope, ScopeConfig
 from collector.auth import hash_password
 from collector.config import check_collector
 from collector.config_ldap import LdapConfig
-from collector.directory import Directory, DirectoryUnavailable, LoginRefused, NotGranted
+from collector.directory import Directory
+from collector.directory_errors import DirectoryUnavailable, LoginRefused, NotGranted
 from enoc.config import Duration, Secret
 from enoc.pki import make_ca, make_pki
 from testbed.servers import Mosquitto, PostgreSQL, TlsFiles, free_port

@@ -26,7 +26,7 @@ from collector.config_nats import NatsConfig
 from collector.config_partition import PartitionConfig
 from collector.ingest import Ingest
 from collector.metrics_in import read
-from collector.partition import Member, Partition, assign, owner
+from collector.partition import MAX_OWNERS_CACHED, Member, Partition, assign, owner
 from collector.recent import RecentValues
 from collector.sinks import remote_write
 from collector.store import Store
@@ -122,6 +122,16 @@ def test_a_moving_site_is_kept_until_its_new_owner_has_subscribed(tmp_path: Path
     a.apply([Member("a", "", "a", 126.0, "a,b"), Member("b", "", "b", 110.0, "a,b")], now=126.0)
     assert a.members == tuple("a")
     assert a.wanted() == set(SITES[:100]) and a.left == 1
+
+
+def test_the_owners_remembered_are_bounded_and_forgotten_with_the_members(tmp_path: Path) -> None:
+    a = _partition(tmp_path, "a")
+    a.apply([Member("a", "", "a", 100.0, "")], now=100.0)
+    for n in range(MAX_OWNERS_CACHED + 10):  # site names from hostile messages
+        assert a.owns(f"x{n}")
+    assert len(a._owners) <= MAX_OWNERS_CACHED
+    a.apply([Member("a", "", "a", 101.0, "a"), Member("b", "", "b", 101.0, "")], now=101.0)
+    assert {a.owns(s) for s in SITES[:100]} == {True, False}  # asked again of both
 
 
 async def test_a_clean_stop_hands_its_sites_over_at_the_next_round(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """Agent liveness: an agent's status messages, and the site incident while it is away.
 
-An agent that says offline (its last will) or that sends no heartbeat for
-`agent_timeout` (the sweep finds it) opens its site's `agent_offline` incident,
+An agent that says offline (its last will) and says nothing newer for
+`will_grace`, or that sends no heartbeat for `agent_timeout`, opens its site's
+`agent_offline` incident (the sweep finds both; a will opens it at its own time),
 under which the site's device incidents are suppressed; its next online status
-resolves it. Every replica hears every status; the first to apply a live one
-logs it in the change log, so that the stream sends it once.
+resolves it. The grace lets an agent whose broker node closed its connection come
+back through another node: its birth within the grace means no incident at all.
+Every replica hears every status; the first to apply a live one logs it in the
+change log, so that the stream sends it once.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collector.incidents.model import AGENT_OFFLINE, Context, covered
 from collector.incidents.records import Records, run
 from collector.model import Incident, IncidentChange, IncidentKey, TimelineEntry
 from enoc.wire import StatusMessage
+
+WILL = "said offline (last will)"  # the incident's title and timeline say so
 
 
 def stale_status(message: StatusMessage, retained: bool, last_seen: float, last_seq: int) -> bool:
@@ -47,12 +52,12 @@ class Liveness:
                 return []
             first = before is None or message.seq > before[1]
             db.save_status(message, seen)
-            if message.state == "offline":
-                changes = self.offline(
-                    db, message.site, message.agent, message.rtc, seen, "said offline (last will)"
-                )
-            else:
+            if message.state != "offline":
                 changes = self.online(db, message.site, message.agent, seen)
+            elif ctx.config.will_grace:
+                changes = []  # the sweep opens it, at `seen`, unless a birth comes first
+            else:
+                changes = self.offline(db, message.site, message.agent, message.rtc, seen, WILL)
             db.log(changes, at=ctx.now(), origin=ctx.origin)
             if first and not retained:
                 db.log_status(message, at=received, origin=ctx.origin)

@@ -1,5 +1,6 @@
-"""Time-driven rules: heartbeat timeouts, flapping that settled, one-off incidents that
-expire, maintenance entered and left, escalation, and pruning old events.
+"""Time-driven rules: heartbeat timeouts, last wills past their grace, flapping that
+settled, one-off incidents that expire, maintenance entered and left, escalation, and
+pruning old events.
 
 The sweep and escalation run on every replica: the sweep holds a global lock and
 locks the sites it changes, and an escalation locks its site and re-checks the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from collector.incidents.liveness import Liveness
+from collector.incidents.liveness import WILL, Liveness
 from collector.incidents.model import Context, MaintenanceWindow, covered
 from collector.incidents.records import Records, run
 from collector.incidents.vocabulary import MOMENTARY_KINDS
@@ -37,7 +38,8 @@ class Sweeper:
         self._pruned_at = -math.inf  # when this replica last pruned old events
 
     async def sweep(self) -> list[IncidentChange]:
-        """Heartbeat timeouts, flapping that settled, expiring one-off incidents, maintenance.
+        """Heartbeat timeouts, wills past their grace, flapping that settled, expiring
+        one-off incidents, maintenance.
 
         Replicas sweep together: a global lock lets one sweep at a time, and the sites
         it is about to change are locked (then re-read) so that no event of theirs is
@@ -46,6 +48,8 @@ class Sweeper:
         now = ctx.now()
         timeout = ctx.config.agent_timeout
         silent_since = now - timeout
+        # a will is never waited for longer than silence is
+        said_before = now - min(float(ctx.config.will_grace), float(timeout))
 
         def apply(db: Records) -> list[IncidentChange]:
             db.lock("sweep")
@@ -56,6 +60,7 @@ class Sweeper:
                 if self._sweep_one(incident, transitions, windows, now, dry=True)
             ]
             sites = {site for _, site, _ in db.silent_agents(silent_since)}
+            sites |= {site for _, site, _, _ in db.willed_agents(said_before)}
             if due:
                 sites |= db.sites_of(due)
             if not sites:
@@ -69,6 +74,10 @@ class Sweeper:
                     changes += self.liveness.offline(
                         db, site, agent, rtc, now, f"sent no heartbeat for {timeout:.0f} s"
                     )
+            # a will with no birth within the grace: the incident is open from the will on
+            for agent, site, rtc, said in db.willed_agents(said_before):
+                if site in sites:
+                    changes += self.liveness.offline(db, site, agent, rtc, said, WILL)
             if due:
                 for incident, transitions in db.sweepable(due):
                     changed = self._sweep_one(incident, transitions, windows, now, db=db)

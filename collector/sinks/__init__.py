@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from collector.config import CollectorConfig, sink_name
+from collector.config import CollectorConfig
+from collector.config_sinks import sink_name
 from collector.sinks.base import (
     MetricsSink,
     Sinks,

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from isal import igzip
 
-from collector.config import InfluxConfig
+from collector.config_sinks import InfluxConfig
 from collector.lineproto import PRECISION, zero_upper
 from collector.sinks.base import (
     BufferedSink,

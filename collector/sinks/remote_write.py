@@ -32,7 +32,7 @@ import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from line_protocol_parser import LineFormatError, parse_line
 
-from collector.config import RemoteWriteConfig
+from collector.config_sinks import RemoteWriteConfig
 from collector.sinks.base import BufferedSink, WriteFailed, WriteRefused
 from collector.sinks.influx import line_device
 from enoc import __version__
