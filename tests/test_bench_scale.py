@@ -40,7 +40,7 @@ def bench(tmp_path: Path, *args: str, timeout: float = 150) -> subprocess.Comple
 
 @pytest.mark.servers
 @pytest.mark.timeout(180)
-def test_one_and_two_replicas_write_every_point_once_and_report_per_replica(
+def test_two_replicas_sharing_the_consumers_write_every_point_once_and_report_each(
     tmp_path: Path,
 ) -> None:
     # under a quota each where a cgroup can be made (the machine of the suite): the bench

@@ -8,6 +8,8 @@ import json
 import logging
 import secrets
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -492,3 +494,16 @@ def test_check_config_warns_of_a_plaintext_directory(tmp_path: Path) -> None:
     config = collector_config(tmp_path, "mqtt://127.0.0.1:1883", extra={"http": {"ldap": missing}})
     errors = [str(e) for e in check_collector(config).errors]
     assert any("http.ldap.ca_file" in e and "cannot read" in e for e in errors), errors
+
+
+def test_a_collector_imports_ldap3_only_for_a_directory() -> None:
+    """ldap3 takes about a third of a second to import, at every collector start: the
+    API loads it only when `http.ldap` makes a Directory."""
+    probe = (
+        "import sys, collector.app; print('ldap3' in sys.modules); "
+        "import collector.directory; print('ldap3' in sys.modules)"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert said.stdout.split() == ["False", "True"], said.stdout + said.stderr

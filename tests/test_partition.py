@@ -130,6 +130,7 @@ def test_the_owners_remembered_are_bounded_and_forgotten_with_the_members(tmp_pa
     for n in range(MAX_OWNERS_CACHED + 10):  # site names from hostile messages
         assert a.owns(f"x{n}")
     assert len(a._owners) <= MAX_OWNERS_CACHED
+    assert all(a.owns(s) for s in SITES[:100])  # remembered: a alone owns them
     a.apply([Member("a", "", "a", 101.0, "a"), Member("b", "", "b", 101.0, "")], now=101.0)
     assert {a.owns(s) for s in SITES[:100]} == {True, False}  # asked again of both
 

@@ -23,9 +23,9 @@ DEVICES_PER_SITE = 20
 POLLS = 3  # each device's polls in the window
 ON_MQTT_ONLY = (
     "partitioning routes by MQTT subscription (collector/partition.py: each replica "
-    "subscribes to its own sites, on Mosquitto or a NATS cluster's MQTT gateways); "
-    "replicas on the JetStream ingest (nats) each take a share of every site and keep "
-    "state for all"
+    "subscribes to its own sites, on a broker that routes them itself: Mosquitto, EMQX; "
+    "NATS's MQTT gateways lose or hold such messages under load); replicas on the "
+    "JetStream ingest (nats) each take a share of every site and keep state for all"
 )
 
 

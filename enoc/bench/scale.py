@@ -32,9 +32,10 @@ quota it used are in the result, and beside the replicas the write requests
 VictoriaMetrics took, its and the NATS nodes' CPU and the machine's busy share: what
 bound a run. The issue's target is 4 replicas >= 3.2 times one.
 
-`--partitioned` runs replicas that split the sites between them instead, over the
-nodes' MQTT gateways with their membership in a PostgreSQL (enoc/bench/scale_partitioned.py):
-the same backlog, and each replica's resident set before and after it, in one run.
+`--partitioned` runs replicas that split the sites between them instead, on one
+Mosquitto (or the NATS nodes' MQTT gateways) with their membership in a PostgreSQL
+(enoc/bench/scale_partitioned.py): the same backlog, and each replica's resident set
+before and after it, in one run.
 
 `--memory-growth` measures instead the busiest replica's per-device state over fleets
 of growing size at each replica count (enoc/bench/partition.py).
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -56,15 +58,12 @@ from pathlib import Path
 from typing import Any
 
 import nats
-import psutil
 import yaml
 
 from enoc.bench import scale_partitioned
 from enoc.bench.cgroups import CgroupError, CpuQuota, Hierarchy, hierarchy
 from enoc.bench.collector import (
     Stream,
-    count_points,
-    cpu_s,
     prepare,
     wait_healthy,
 )
@@ -75,7 +74,6 @@ from enoc.bench.common import (
     add_results_argument,
     add_size_arguments,
     machine,
-    peak_rss_mib,
     print_header,
     progress,
     write_result,
@@ -96,14 +94,16 @@ from enoc.bench.scale_model import (
     Result,
     Run,
     Settings,
-    Sides,
+    drain,
+    keep_logs,
     publish,
     published,
     quota_used,
     signal_all,
     start_replicas,
+    stop_replicas,
+    to_run,
     until_written,
-    written,
 )
 from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
@@ -336,6 +336,9 @@ async def measure(
             run_dir.mkdir()
             run = await runner(run_dir, users, warm, stream, count, settings)
             result.runs.append(run)
+            if not run.exact:  # what the replicas said is gone with the directory else
+                kept = keep_logs(run_dir, args.results / f"scale-logs-{count}")
+                print(f"\nnot exact at {count} replica(s): their logs in {kept}", file=sys.stderr)
     progress("")
     return result
 
@@ -399,7 +402,9 @@ async def one_run(
     procs: list[subprocess.Popen[bytes]] = []
     quotas: list[CpuQuota] = []
     try:
-        with VictoriaMetrics(run_dir / "vm") as vm:
+        with contextlib.ExitStack() as stack:
+            vm = stack.enter_context(VictoriaMetrics(run_dir / "vm"))
+            stack.callback(stop_replicas, procs)  # before the server they write to
             configs = [
                 collector_yaml(
                     run_dir,
@@ -415,12 +420,11 @@ async def one_run(
             if settings.cpu_per_replica and settings.cgroups:
                 for i in range(count):
                     quotas.append(CpuQuota(f"r{i + 1}", settings.cpu_per_replica, settings.cgroups))
-            procs = start_replicas(configs, quotas)
+            start_replicas(configs, quotas, procs)
             for proc, config in zip(procs, configs, strict=True):
                 await wait_healthy(proc, config)
             for quota in quotas:  # after the start, which a small node would not share
                 quota.limit()
-            processes = [psutil.Process(p.pid) for p in procs]
             before = [0] * count
             if warm.messages:
                 await published(publish(cluster, warm, "warmup"), "the warm-up")
@@ -431,57 +435,22 @@ async def one_run(
             await asyncio.sleep(1.5)
             await published(publish(cluster, stream, "measured"), "the measured rounds")
             await stored(cluster, stream.messages)
-            sides = Sides(list(cluster.nodes), vm)
-            cpu_before = [cpu_s(p) for p in processes]
-            throttled_before = [q.throttling() for q in quotas]
-            started = time.monotonic()
-            signal_all(procs, signal.SIGCONT)
-            after = await until_written(procs, configs, warm.points + stream.points, "measured")
-            wall = time.monotonic() - started
-            cpu_after = [cpu_s(p) for p in processes]
-            throttled = [
-                q.throttling().since(b) for q, b in zip(quotas, throttled_before, strict=True)
-            ]
-            side = sides.since()
-            peaks = [peak_rss_mib(p) for p in processes]
-            await asyncio.sleep(1.0)  # a redelivery (a point written twice) would show now
-            final = await asyncio.to_thread(written, configs)
-            # VictoriaMetrics counts a write as it ends, which may be after its answer
-            side.writes = await asyncio.to_thread(sides.writes)
-            landed = await asyncio.to_thread(count_points, vm, warm.samples + stream.samples)
+            span = await drain(
+                procs,
+                configs,
+                quotas,
+                (list(cluster.nodes), vm),
+                warm.points + stream.points,
+                warm.samples + stream.samples,
+            )
     finally:
         try:
-            for proc in procs:
-                if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGCONT)
-                    proc.terminate()
-            for proc in procs:
-                proc.wait(timeout=30)
+            stop_replicas(procs)
         finally:
             for quota in quotas:  # a replica still running is moved out first
                 quota.remove()
             await asyncio.to_thread(cluster.stop)
-    one = Run(
-        count,
-        stream.messages,
-        stream.points,
-        round(wall, 3),
-        sum(final) - sum(before),
-        landed,
-        warm.samples + stream.samples,
-        beside=side,
-    )
-    for n in range(count):
-        one.per_replica.append(
-            Replica(
-                f"r{n + 1}",
-                after[n] - before[n],
-                round(cpu_after[n] - cpu_before[n], 3),
-                peaks[n],
-                throttled[n] if throttled else None,
-            )
-        )
-    return one
+    return to_run(count, warm, stream, before, span)
 
 
 # ------------------------------------------------------------------ output

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,9 +20,9 @@ import psutil
 
 from collector.config_nats import NatsConfig
 from enoc.bench.cgroups import CpuQuota, Hierarchy, Throttling
-from enoc.bench.collector import Stream, cpu_s, http_port, scrape, start_collector
+from enoc.bench.collector import Stream, count_points, cpu_s, http_port, scrape, start_collector
 from enoc.bench.collector import publish as publish_sites
-from enoc.bench.common import progress
+from enoc.bench.common import peak_rss_mib, progress
 from testbed.nats import NatsCluster
 from testbed.servers import Server, VictoriaMetrics
 
@@ -248,12 +249,108 @@ def vm_writes(vm: VictoriaMetrics) -> int:
     )
 
 
-def start_replicas(configs: list[Path], quotas: list[CpuQuota]) -> list[subprocess.Popen[bytes]]:
-    """Each replica's process, moved into its quota's cgroup (if any) as it starts."""
-    procs = []
+def start_replicas(
+    configs: list[Path], quotas: list[CpuQuota], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Each replica's process, added to `procs` (the caller stops them even when this
+    fails half-way) and moved into its quota's cgroup (if any) as it starts."""
     for n, config in enumerate(configs):
-        proc = start_collector(config)
-        procs.append(proc)
+        procs.append(start_collector(config))
         if quotas:
-            quotas[n].add(proc.pid)
-    return procs
+            quotas[n].add(procs[-1].pid)
+
+
+@dataclass
+class Span:
+    """The measured span of a run, from the replicas' continue to their last point."""
+
+    wall_s: float
+    written: list[int]  # each replica's points written, counters at the span's end
+    final: list[int]  # ... a second later (a redelivery would show there)
+    cpu_s: list[float]
+    throttled: list[Throttling]
+    peaks: list[float]  # each replica's peak resident set, MiB
+    rss: list[float]  # ... its resident set at the end, MiB
+    beside: Beside
+    landed: int
+
+
+async def drain(
+    procs: list[subprocess.Popen[bytes]],
+    configs: list[Path],
+    quotas: list[CpuQuota],
+    servers: tuple[list[Server], VictoriaMetrics],
+    target: int,
+    samples: int,
+) -> Span:
+    """Continue the stopped replicas and measure them until `target` points in all are
+    written; then read back the database's `samples` device polls."""
+    brokers, vm = servers
+    processes = [psutil.Process(p.pid) for p in procs]
+    sides = Sides(brokers, vm)
+    cpu_before = [cpu_s(p) for p in processes]
+    throttled_before = [q.throttling() for q in quotas]
+    started = time.monotonic()
+    signal_all(procs, signal.SIGCONT)
+    after = await until_written(procs, configs, target, "measured")
+    wall = time.monotonic() - started
+    cpu_after = [cpu_s(p) for p in processes]
+    throttled = [q.throttling().since(b) for q, b in zip(quotas, throttled_before, strict=True)]
+    side = sides.since()
+    peaks = [peak_rss_mib(p) for p in processes]
+    await asyncio.sleep(1.0)  # a redelivery (a point written twice) would show now
+    rss = [round(p.memory_info().rss / 2**20, 1) for p in processes]
+    final = await asyncio.to_thread(written, configs)
+    # VictoriaMetrics counts a write as it ends, which may be after its answer
+    side.writes = await asyncio.to_thread(sides.writes)
+    landed = await asyncio.to_thread(count_points, vm, samples)
+    cpu = [round(b - a, 3) for a, b in zip(cpu_before, cpu_after, strict=True)]
+    return Span(round(wall, 3), after, final, cpu, throttled, peaks, rss, side, landed)
+
+
+def to_run(count: int, warm: Stream, stream: Stream, before: list[int], span: Span) -> Run:
+    """The run's result: the measured span's points, each replica's share."""
+    one = Run(
+        count,
+        stream.messages,
+        stream.points,
+        span.wall_s,
+        sum(span.final) - sum(before),
+        span.landed,
+        warm.samples + stream.samples,
+        beside=span.beside,
+    )
+    for n in range(count):
+        one.per_replica.append(
+            Replica(
+                f"r{n + 1}",
+                span.written[n] - before[n],
+                span.cpu_s[n],
+                span.peaks[n],
+                span.throttled[n] if span.throttled else None,
+            )
+        )
+    return one
+
+
+def keep_logs(run_dir: Path, into: Path) -> Path:
+    """The replicas' logs and configs of a run, copied out of its temporary directory."""
+    into.mkdir(parents=True, exist_ok=True)
+    for path in [*run_dir.glob("*.log"), *run_dir.glob("*.yaml")]:
+        shutil.copy2(path, into / path.name)
+    return into
+
+
+def stop_replicas(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Each replica continued (a stopped process takes no SIGTERM) and stopped; killed
+    after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,16 +1,16 @@
 """`enoc bench scale --partitioned`: replicas that split the sites between them
-(collector/partition.py) on the NATS cluster, throughput and memory per replica in one run.
+(collector/partition.py), throughput and memory per replica in one run.
 
-For each replica count: three NATS nodes (JetStream and MQTT on each, every QoS 1
-subscription's window `GATEWAY_WINDOW` as in deploy/nats/nats.conf), a PostgreSQL (the
-replicas' membership, as deploy/collector/collector.nats-partition.yaml) and a
-VictoriaMetrics start afresh; N `enoc collector` processes with `mqtt.urls` over the
-nodes' MQTT gateways and `partition` start one after the other. Every site's agent
-publishes its retained birth; once every replica agrees on the members, knows every
-site, holds none for another and has subscribed to its own (`partition_applied`), the
-warm-up is published and written. Then, as in the shared run (enoc/bench/scale.py),
-every replica is stopped, the measured rounds are published (each PUBACK: stored in
-the cluster's stream) and every replica continued at once.
+For each replica count: one Mosquitto (or, `--broker nats`, three NATS nodes with
+JetStream and MQTT on each, every QoS 1 subscription's window `GATEWAY_WINDOW` as in
+deploy/nats/nats.conf), a PostgreSQL (the replicas' membership) and a VictoriaMetrics
+start afresh; N `enoc collector` processes with `mqtt.urls` over the broker's nodes and
+`partition` start one after the other. Every site's agent publishes its retained birth;
+once every replica agrees on the members, knows every site, holds none for another and
+has subscribed to its own (`partition_applied`), the warm-up is published and written.
+Then, as in the shared run (enoc/bench/scale.py), every replica is stopped, the measured
+rounds are published (each PUBACK: stored in the broker) and every replica continued
+at once.
 
 `partition.takeover` is long here (`TAKEOVER`): the stopped replicas must not take one
 another for dead when they continue. Each replica's resident set is read once it has
@@ -18,13 +18,15 @@ settled, before any poll (its base), and after the last point is written: the gr
 is its per-device state, which partitioning shares out. Throughput is bound by the
 busiest replica: the sites' hashing gives each a share that is even only on average, so
 the run prints the bound the shares set (sites / the most one owns) beside the figure.
+Mosquitto by default: through NATS's MQTT gateways partitioned replicas lose or wait
+for messages under load (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import os
 import signal
 import subprocess
 import time
@@ -35,22 +37,23 @@ import psutil
 import yaml
 
 from enoc.bench.cgroups import CpuQuota
-from enoc.bench.collector import MAX_INFLIGHT, Stream, count_points, cpu_s, wait_healthy
+from enoc.bench.collector import MAX_INFLIGHT, Stream, wait_healthy
 from enoc.bench.collector import collector_yaml as mqtt_collector_yaml
 from enoc.bench.collector import publish as publish_sites
-from enoc.bench.common import peak_rss_mib, progress
+from enoc.bench.common import progress
 from enoc.bench.partition_rss import counters, rss_mib, settled
 from enoc.bench.scale_model import (
     Replica,
     Run,
     Settings,
-    Sides,
+    drain,
     publish,
     published,
     signal_all,
     start_replicas,
+    stop_replicas,
+    to_run,
     until_written,
-    written,
 )
 from enoc.wire import StatusMessage, encode, topic
 from testbed.nats import NatsCluster
@@ -182,10 +185,10 @@ async def one_run(
     procs: list[subprocess.Popen[bytes]] = []
     quotas: list[CpuQuota] = []
     try:
-        with (
-            PostgreSQL(run_dir / "postgres") as postgres,
-            VictoriaMetrics(run_dir / "vm") as vm,
-        ):
+        with contextlib.ExitStack() as stack:
+            postgres = stack.enter_context(PostgreSQL(run_dir / "postgres"))
+            vm = stack.enter_context(VictoriaMetrics(run_dir / "vm"))
+            stack.callback(stop_replicas, procs)  # before the servers they write to
             configs = [
                 collector_yaml(
                     run_dir, name, (brokers, postgres, vm.url), users, settings.flush_interval
@@ -193,12 +196,10 @@ async def one_run(
                 for name in replica_names(count)
             ]
             if settings.cpu_per_replica and settings.cgroups:
-                quotas = [
-                    CpuQuota(name, settings.cpu_per_replica, settings.cgroups)
-                    for name in replica_names(count)
-                ]
+                for name in replica_names(count):  # one by one: each made is removed after
+                    quotas.append(CpuQuota(name, settings.cpu_per_replica, settings.cgroups))
             for n, config in enumerate(configs):  # one after the other: the first makes the schema
-                procs += start_replicas([config], quotas[n : n + 1])
+                start_replicas([config], quotas[n : n + 1], procs)
                 await wait_healthy(procs[-1], config)
             await births(brokers, stream)
             owned = await applied(configs, len(stream.files))
@@ -212,67 +213,25 @@ async def one_run(
                 before = await until_written(procs, configs, warm.points, "warm-up")
             signal_all(procs, signal.SIGSTOP)
             await published(brokers.publish(stream, "measured"), "the measured rounds")
-            sides = Sides(brokers.servers, vm)
-            cpu_before = [cpu_s(p) for p in processes]
-            throttled_before = [q.throttling() for q in quotas]
-            started = time.monotonic()
-            signal_all(procs, signal.SIGCONT)
-            after = await until_written(procs, configs, warm.points + stream.points, "measured")
-            wall = time.monotonic() - started
-            cpu_after = [cpu_s(p) for p in processes]
-            throttled = [
-                q.throttling().since(b) for q, b in zip(quotas, throttled_before, strict=True)
-            ]
-            side = sides.since()
-            peaks = [peak_rss_mib(p) for p in processes]
-            await asyncio.sleep(1.0)  # a redelivery (a point written twice) would show now
-            grown = [rss_mib(p) for p in processes]
-            final = await asyncio.to_thread(written, configs)
-            side.writes = await asyncio.to_thread(sides.writes)
-            landed = await asyncio.to_thread(count_points, vm, warm.samples + stream.samples)
-            for proc in procs:
-                _stop(proc)
+            span = await drain(
+                procs,
+                configs,
+                quotas,
+                (brokers.servers, vm),
+                warm.points + stream.points,
+                warm.samples + stream.samples,
+            )
     finally:
         try:
-            for proc in procs:
-                _stop(proc)
+            stop_replicas(procs)
         finally:
             for quota in quotas:
                 quota.remove()
             await asyncio.to_thread(brokers.stop)
-    one = Run(
-        count,
-        stream.messages,
-        stream.points,
-        round(wall, 3),
-        sum(final) - sum(before),
-        landed,
-        warm.samples + stream.samples,
-        beside=side,
-    )
-    for n, name in enumerate(replica_names(count)):
-        replica = Replica(
-            name,
-            after[n] - before[n],
-            round(cpu_after[n] - cpu_before[n], 3),
-            peaks[n],
-            throttled[n] if throttled else None,
-        )
-        replica.sites, replica.base_rss_mib, replica.rss_mib = owned[n], base[n], grown[n]
-        one.per_replica.append(replica)
+    one = to_run(count, warm, stream, before, span)
+    for n, replica in enumerate(one.per_replica):
+        replica.sites, replica.base_rss_mib, replica.rss_mib = owned[n], base[n], span.rss[n]
     return one
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Continued (a stopped process takes no SIGTERM) and stopped; killed after 30 s."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # ------------------------------------------------------------------ output
