@@ -42,7 +42,7 @@ def config(grace: float) -> IncidentsConfig:
     return IncidentsConfig(agent_timeout=Duration(90), will_grace=Duration(grace))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.servers)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'incidents.db'}"
@@ -156,6 +156,44 @@ async def test_an_incident_an_operator_resolved_is_not_opened_again(store: Store
     (again,) = await engine.sweep()
     assert again.incident.id != opened.incident.id
     assert again.incident.opened == T0 + 4 * GRACE
+
+
+async def test_a_retained_will_after_an_earlier_outage_opens_from_when_last_seen(
+    store: Store,
+) -> None:
+    """The collectors were away when the agent died: its will comes retained, dated by
+    the connection that left it, which began when its last outage ended."""
+    clock = Clock()
+    engine = Engine(store, config(GRACE), now=clock)
+
+    def said(state: str, sent: float, seq: int = 0) -> StatusMessage:
+        return StatusMessage(
+            "nyc-1",
+            "nyc",
+            "americas",
+            seq or next(_seq),
+            sent,
+            state=state,  # type: ignore[arg-type]
+        )
+
+    await engine.on_status(said("online", T0))
+    clock.t = T0 + 100
+    await engine.on_status(said("offline", T0 + 100))
+    clock.t = T0 + 100 + GRACE + 1
+    (outage,) = await engine.sweep()
+    connected = T0 + 200  # the birth that ends it; the new will is written at that connect
+    clock.t = connected
+    will = said("offline", connected, seq=10**6)  # the top of its connection's numbers
+    (back,) = await engine.on_status(said("online", connected))
+    assert back.incident.resolved == connected
+    clock.t = T0 + 300
+    await engine.on_status(said("online", T0 + 300))  # a heartbeat
+    clock.t = T0 + 1000  # a collector restarted: the will, retained
+    assert await engine.on_status(will, retained=True) == []
+    (opened,) = await engine.sweep()
+    assert opened.incident.id != outage.incident.id
+    assert opened.incident.opened == T0 + 300, "not before it was last seen"
+    assert await engine.sweep() == []
 
 
 async def test_a_grace_of_zero_opens_at_the_will(store: Store) -> None:

@@ -51,13 +51,18 @@ class Liveness:
             if before is not None and stale_status(message, retained, *before):
                 return []
             first = before is None or message.seq > before[1]
-            db.save_status(message, seen)
+            at = seen
+            if retained and before is not None:
+                # a retained will carries its connection's start: the agent was seen
+                # after that, so it went no earlier than it was last seen
+                at = max(seen, before[0])
+            db.save_status(message, at)
             if message.state != "offline":
-                changes = self.online(db, message.site, message.agent, seen)
+                changes = self.online(db, message.site, message.agent, at)
             elif ctx.config.will_grace:
-                changes = []  # the sweep opens it, at `seen`, unless a birth comes first
+                changes = []  # the sweep opens it, at `at`, unless a birth comes first
             else:
-                changes = self.offline(db, message.site, message.agent, message.rtc, seen, WILL)
+                changes = self.offline(db, message.site, message.agent, message.rtc, at, WILL)
             db.log(changes, at=ctx.now(), origin=ctx.origin)
             if first and not retained:
                 db.log_status(message, at=received, origin=ctx.origin)

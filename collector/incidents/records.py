@@ -327,13 +327,15 @@ class Records(Tx):
     def willed_agents(self, before: float) -> list[tuple[str, str, str, float]]:
         """(agent, site, rtc, when) of the agents that said offline at `when`, before `before`,
         and said nothing since, whose site incident is not decided: none is open, none
-        ended after `when` (one the birth resolved, one an operator resolved)."""
+        opened at or after `when` (this will's, then resolved by an operator). An older
+        outage's incident does not count, even one its birth resolved after `when`: a
+        retained will is dated by the connection that left it."""
         rows = self.all(
             "SELECT a.agent, a.site, a.rtc, a.last_seen FROM agents a "
             "WHERE a.state = 'offline' AND a.last_seen <= ? AND NOT EXISTS ("
             "SELECT 1 FROM incidents i WHERE i.site = a.site AND i.device = '' "
             "AND i.resource = 'agent:' || a.agent AND i.kind = ? "
-            "AND (i.resolved IS NULL OR i.resolved >= a.last_seen)) "
+            "AND (i.resolved IS NULL OR i.opened >= a.last_seen)) "
             "ORDER BY a.site, a.agent",
             (before, AGENT_OFFLINE),
         )
