@@ -117,6 +117,10 @@ class SiteRig:
 class Harness(Rig):
     """Start the fleet, let drills break and heal it, account for what went through."""
 
+    # A will opens its incident at once: the drills on one broker expect one wherever their
+    # tap saw a will (the grace is tested in tests/test_will_grace.py)
+    will_grace = "0s"
+
     def __init__(
         self,
         root: Path,
@@ -327,9 +331,7 @@ class Harness(Rig):
                 "flap_window": f"{self.sizing.seconds(10):g}s",
                 "flap_transitions": FLAP_TRANSITIONS,
                 "sweep_interval": f"{min(5.0, interval):g}s",
-                # a will opens its incident at once: the drills expect one wherever their
-                # tap saw a will (the grace is tested in tests/test_will_grace.py)
-                "will_grace": "0s",
+                "will_grace": self.will_grace,
             },
             "http": {"listen": f"{HOST}:{port}", "users_file": str(users)},
             "log": {"level": "info"},

@@ -103,6 +103,7 @@ class BrokerTap:
         self.heartbeats: dict[str, tuple[float, StatusMessage]] = {}  # agent -> latest online
         self.max_spool: dict[str, int] = {}
         self.offline: dict[str, list[float]] = {}  # agent -> when its last will came (live)
+        self.online: dict[str, list[float]] = {}  # agent -> when each live online status came
         self.redelivered = 0
         self.conflicts: list[str] = []
         self.undecodable = 0
@@ -144,6 +145,8 @@ class BrokerTap:
             self.undecodable += 1
             return
         if isinstance(decoded, StatusMessage):
+            if decoded.state == "online" and not retained:
+                self.online.setdefault(decoded.agent, []).append(time.time())
             if decoded.state == "online" and decoded.health and not retained:
                 self.heartbeats[decoded.agent] = (time.time(), decoded)
                 depth = decoded.health.get("spool_depth", 0)

@@ -72,9 +72,18 @@ async def broker_node_lost(h: Harness) -> Plan:
     await asyncio.to_thread(node.start)
     # A gateway that cannot store a PUBLISH while the stream's leader is re-elected closes
     # that agent's connection after 4 s: an abnormal end, so it publishes the agent's
-    # last will, and the collector opens agent_offline until the agent's birth message.
+    # last will; the agent is back through another node within seconds, so the collector
+    # opens agent_offline only for an agent the tap heard nothing from within the grace
+    # (and then from the will on, resolved by its birth).
+    grace = float(n.will_grace.rstrip("s"))
     willed = sorted(
-        r.name for r in n.sites if any(t > killed_wall for t in tap.offline.get(r.agent_id, []))
+        r.name
+        for r in n.sites
+        if any(
+            t > killed_wall
+            and not any(t < back <= t + grace for back in tap.online.get(r.agent_id, []))
+            for t in tap.offline.get(r.agent_id, [])
+        )
     )
     n.mark()
     n.recovery_s = round(recovered, 2) if recovered is not None else None
@@ -109,7 +118,8 @@ async def broker_node_lost(h: Harness) -> Plan:
     if willed:
         n.notes.append(
             f"the last will of the agents of {', '.join(willed)} was published during the "
-            "loss (a gateway closed their connection): agent_offline, resolved by their birth"
+            f"loss (a gateway closed their connection) and no birth followed within the "
+            f"{grace:g} s grace: agent_offline, resolved by their birth"
         )
     expected = [Expect("link", rig.name, device, f"if:{if_index}", suppressed=None)]
     expected += [Expect("agent_offline", s, resource=f"agent:{n.rig(s).agent_id}") for s in willed]
