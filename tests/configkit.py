@@ -126,6 +126,7 @@ def _benches(tmp: Path) -> list[Written]:
         pg=None,
         pair=None,
         store_url="",
+        will_grace=Harness.will_grace,
     )
     path = Harness._agent_config(rig, "nyc", "americas", "nyc-1", 1883, {"nyc": 1162}, drill / "s")
     out.append(Written("drillkit agent", "agent", path))
