@@ -75,10 +75,10 @@ def counters(configs: list[Path]) -> list[dict[str, float]]:
     return [scrape(http_port(c)) for c in configs]
 
 
-async def settled(configs: list[Path], sites: int) -> list[int]:
-    """Until every replica sees all of them and every site, none held for another: the
-    sites each owns."""
-    deadline = time.monotonic() + SETTLE_S
+async def settled(configs: list[Path], sites: int, within: float = SETTLE_S) -> list[int]:
+    """Until every replica sees all of them and every site, none held for another, and
+    each has subscribed to its own (`partition_applied`): the sites each owns."""
+    deadline = time.monotonic() + within
     while True:
         seen = await asyncio.to_thread(counters, configs)
         owned = [int(c.get("enoc_collector_partition_sites_owned_total", 0)) for c in seen]
@@ -87,10 +87,11 @@ async def settled(configs: list[Path], sites: int) -> list[int]:
             and all(c.get("enoc_collector_partition_sites_known_total") == sites for c in seen)
             and not any(c.get("enoc_collector_partition_sites_held_total") for c in seen)
             and sum(owned) == sites
+            and all(c.get("enoc_collector_partition_applied_total") for c in seen)
         ):
             return owned
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the replicas did not settle within {SETTLE_S:g} s: {seen}")
+            raise RuntimeError(f"the replicas did not settle within {within:g} s: {seen}")
         progress(f"{len(configs)} replica(s): settling, sites owned {owned}")
         await asyncio.sleep(0.5)
 
@@ -147,7 +148,6 @@ async def one_count(run_dir: Path, sites: int, interfaces: int, count: int) -> R
             ) as client:
                 await statuses(client, names)
                 owned = await settled(configs, sites)
-                await asyncio.sleep(2.0)  # the last SUBACKs after the view settled
                 processes = [psutil.Process(p.pid) for p in procs]
                 base = [rss_mib(p) for p in processes]
                 for seq in range(1, POLLS + 1):

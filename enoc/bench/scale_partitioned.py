@@ -41,7 +41,7 @@ from enoc.bench.collector import MAX_INFLIGHT, Stream, wait_healthy
 from enoc.bench.collector import collector_yaml as mqtt_collector_yaml
 from enoc.bench.collector import publish as publish_sites
 from enoc.bench.common import progress
-from enoc.bench.partition_rss import counters, rss_mib, settled
+from enoc.bench.partition_rss import rss_mib, settled
 from enoc.bench.scale_model import (
     Replica,
     Run,
@@ -60,6 +60,7 @@ from testbed.nats import NatsCluster
 from testbed.servers import Mosquitto, PostgreSQL, Server, VictoriaMetrics
 
 GATEWAY_WINDOW = 20  # deploy/nats/nats.conf's mqtt.max_ack_pending: each site subscription's
+SUBSCRIBE_S = 420.0  # for the replicas to settle and subscribe (each NATS site: a Raft group)
 TAKEOVER = "600s"  # longer than any stop of the replicas in a run
 
 
@@ -151,25 +152,6 @@ async def births(brokers: Brokers, stream: Stream) -> None:
             await client.publish(topic(site, agent, "status"), encode(status), qos=1, retain=True)
 
 
-async def applied(configs: list[Path], sites_count: int) -> list[int]:
-    """Until the replicas settled (partition_rss.settled) and each has subscribed to its
-    sites: the sites each owns."""
-    deadline = time.monotonic() + 300
-    while True:
-        owned = await settled(configs, sites_count)
-        done = await asyncio.to_thread(_applied, configs)
-        if all(done):
-            return owned
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the replicas did not subscribe within 300 s: {done}")
-        progress(f"{len(configs)} replica(s): subscribing, done {done}")
-        await asyncio.sleep(0.5)
-
-
-def _applied(configs: list[Path]) -> list[bool]:
-    return [bool(c.get("enoc_collector_partition_applied_total")) for c in counters(configs)]
-
-
 async def one_run(
     run_dir: Path,
     users: Path,
@@ -202,7 +184,7 @@ async def one_run(
                 start_replicas([config], quotas[n : n + 1], procs)
                 await wait_healthy(procs[-1], config)
             await births(brokers, stream)
-            owned = await applied(configs, len(stream.files))
+            owned = await settled(configs, len(stream.files), SUBSCRIBE_S)
             for quota in quotas:  # after the start and the subscriptions
                 quota.limit()
             processes = [psutil.Process(p.pid) for p in procs]
