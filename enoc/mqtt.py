@@ -169,8 +169,9 @@ class ProtocolChoice:
 
     A broker shows it in one of two ways. It refuses the v5 CONNECT (CONNACK
     "unsupported protocol version"): settled at once. Or it leaves a v5 CONNECT
-    unanswered: amqtt, the demo's broker, parses a v5 CONNECT as 3.1.1 and, given
-    the v5 properties (session expiry, the will's), waits for bytes that never come.
+    unanswered on an open connection: amqtt, the demo's broker, parses a v5 CONNECT
+    as 3.1.1 and, given the v5 properties (session expiry, the will's), waits for
+    bytes that never come.
     Then 3.1.1 is tried tentatively, and settled only if it connects (`connected`);
     if it fails too (`failed`) the broker is merely down and 5 is offered again.
     """
@@ -195,8 +196,9 @@ class ProtocolChoice:
         if isinstance(error, MqttConnectError) and error.rc in _NO_V5:
             self._v311_since = self.clock()
             return True
-        # aiomqtt's error for a CONNACK that did not come in time (the TCP and TLS
-        # connection itself worked: its failures carry the OSError's text)
+        # aiomqtt's error for a CONNACK that did not come in time on a connection that
+        # stayed open (its failures carry the OSError's text; one closed before the
+        # CONNACK fails with its own error: AckedClient._on_disconnect)
         if type(error) is aiomqtt.MqttError and str(error) == "Operation timed out":
             self._trying_v311 = True
             return True
@@ -318,3 +320,23 @@ class AckedClient(aiomqtt.Client):
     ) -> None:
         self.session_present = bool(flags.session_present)
         super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        """As aiomqtt's, but a connection that ends before the CONNACK fails the attempt
+        at once. aiomqtt ignores it and waits out the timeout, and an unanswered v5
+        CONNECT is how a broker that does not speak 5 shows it (`ProtocolChoice`): a
+        relay or load balancer that accepts and then closes, its broker down, sent every
+        client to 3.1.1 for an hour after each broker outage."""
+        if not self._connected.done():
+            self._connected.set_exception(
+                aiomqtt.MqttError(f"connection closed before the broker answered: {reason_code}")
+            )
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)

@@ -577,6 +577,42 @@ class Harness(Rig):
             self.say(f"waiting for the fleet to recover: {(busy + problems)[0]}")
             await asyncio.sleep(0.5)
 
+    def why_not_converged(self) -> list[str]:
+        """What tells a status the collector did not apply from one it never got: each
+        agent's latest status at the tap against the store's agents row, and the
+        collector's lanes as its log and counters tell them."""
+        assert self.tap is not None
+        notes = []
+        rows = {
+            (str(site), str(agent)): (str(state), int(seq), float(seen))
+            for site, agent, state, seq, seen in self.query_store(
+                "SELECT site, agent, state, status_seq, last_seen FROM agents"
+            )
+        }
+        now = time.time()
+        for rig in self.sites:
+            beat = self.tap.heartbeats.get(rig.agent_id)
+            tapped = f"seq {beat[1].seq} {now - beat[0]:.1f} s ago" if beat else "none"
+            row = rows.get((rig.name, rig.agent_id))
+            held = f"{row[0]}, seq {row[1]}, seen {now - row[2]:.1f} s ago" if row else "no row"
+            notes.append(f"{rig.agent_id}: latest heartbeat at the tap {tapped}; store: {held}")
+        for one in self.collectors:
+            counters = one.counters
+            received = {
+                k: v for k, v in counters.items() if k.startswith("enoc_collector_received_total")
+            }
+            acked = counters.get("enoc_collector_acked_total")
+            notes.append(f"{one.name}: {received}, acked {acked}")
+            if one.log.exists():
+                lines = one.log.read_text(errors="replace").splitlines()
+                lanes = [
+                    line[:240]
+                    for line in lines
+                    if any(w in line for w in ("consuming", "connection lost", "lane", "broker"))
+                ]
+                notes += [f"{one.name} log: {line}" for line in lanes[-8:]]
+        return notes
+
     async def quiesce(self, published_events: set[tuple[str, str]]) -> None:
         """The agents are gone: wait until the collectors wrote and committed all they got."""
         assert self.collector is not None
@@ -633,6 +669,8 @@ class Harness(Rig):
         assert self.collector is not None
         tap = self.tap
         seen, problems = await self.converge(expected)
+        if problems:
+            self.notes += await asyncio.to_thread(self.why_not_converged)
         self.say("stopping the agents")
         codes = await asyncio.gather(*(rig.agent.terminate() for rig in self.sites))
         for rig, code in zip(self.sites, codes, strict=True):

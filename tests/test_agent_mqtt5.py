@@ -83,6 +83,34 @@ def test_protocol_choice_tries_3_1_1_when_5_goes_unanswered_and_settles_if_it_co
     assert choice.version == V5
 
 
+async def test_a_connection_closed_before_the_connack_fails_at_once_and_keeps_5() -> None:
+    """A relay or load balancer whose broker is down accepts the connection and closes it:
+    that says nothing of the broker's MQTT version (it used to wait out the CONNACK timeout
+    and read as a broker that leaves v5 unanswered: every agent on 3.1.1 for an hour)."""
+    accepted = asyncio.Event()
+
+    async def close_at_once(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        writer.transport.abort()
+
+    relay = await asyncio.start_server(close_at_once, HOST, 0)
+    port = relay.sockets[0].getsockname()[1]
+    choice = ProtocolChoice()
+    try:
+        client = AckedClient(
+            **client_args(f"mqtt://{HOST}:{port}", identifier="relay", protocol=V5, timeout=30)
+        )
+        with pytest.raises(aiomqtt.MqttError) as failed:
+            await client.__aenter__()
+        assert accepted.is_set()
+        assert "connection closed before the broker answered" in str(failed.value)
+        assert not choice.fall_back(failed.value)
+        assert choice.version == V5
+    finally:
+        relay.close()
+        await relay.wait_closed()
+
+
 def test_client_args_make_a_persistent_session_in_either_version() -> None:
     v311 = client_args("mqtt://127.0.0.1:1883", identifier="x")
     assert v311["clean_session"] is False and v311["protocol"] == V311
