@@ -620,6 +620,7 @@ class Agent:
             "spool_bytes": self.publisher.spool_bytes,
             "spool_dropped": self.publisher.metrics.dropped,
             "publish_refused": self.publisher.stats.refused,
+            "publish_unmatched": self.publisher.stats.unmatched,
             "metrics_split": self.publisher.stats.metrics_split,
             "metrics_oversize": self.publisher.stats.metrics_oversize,
             "mqtt_protocol": self.publisher.mqtt_protocol,

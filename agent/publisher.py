@@ -14,7 +14,10 @@ Over MQTT 5 the broker's PUBACK carries a reason code: a publish it refused (its
 ACL denies the topic: "Not authorized") is not acknowledged in the spool, it is
 counted (`refused`), logged once per streak, and its lane (events or metrics) is
 held back and then probed with one message at a time, the wait doubling up to
-REFUSED_MAX: the data waits on disk for the broker's (or the login's) fix.
+REFUSED_MAX: the data waits on disk for the broker's (or the login's) fix. A PUBACK
+"No matching subscribers" is held the same way (counted as `unmatched`): the broker
+gave the message to no one, and a consumer may subscribe in a moment (a new site's
+partitioned collector replica) or only after an operator's fix.
 
 With several brokers (`mqtt.urls`, the nodes of a cluster) a connection that fails or
 drops moves to the next one in this agent's order (`enoc.brokers`); what the old node had
@@ -83,6 +86,10 @@ STATUS_BLOCK = 2**20
 # A lane the broker refuses is probed with one message after this wait, doubled per refusal.
 REFUSED_START = 1.0
 REFUSED_MAX = 60.0
+# MQTT 5's PUBACK "No matching subscribers": the broker took the message and gave it to no
+# one (a new site before its partitioned collector replica subscribes, a broker with no
+# collector session yet). Not a failure code, yet forgetting the message loses it.
+NO_MATCHING_SUBSCRIBERS = 16
 SEGMENT_MAX = 4 * 2**20  # spool segment files; the budget drops metrics a segment at a time
 PUBLISH_TIMEOUT = 10.0  # for a broker's acknowledgement (and a 3.1.1 CONNACK)
 # Events the disk could not take (full), kept in memory in order until it can; beyond this
@@ -94,6 +101,7 @@ UNWRITTEN_EVENTS_MAX = 50_000
 class PublisherStats:
     published: int = 0
     refused: int = 0  # publishes the broker answered with a failure reason code (MQTT 5)
+    unmatched: int = 0  # publishes the broker gave to no subscriber (MQTT 5), kept and retried
     connects: int = 0
     disconnects: int = 0
     last_error: str = ""
@@ -583,10 +591,19 @@ class Publisher(ServiceBase):
 
     async def _publish(self, client: AckedClient, spool: Spool, hold: Hold, record: Record) -> None:
         code = await client.publish_acked(record.topic, record.payload)
-        if code.is_failure:
+        if code.is_failure or code.value == NO_MATCHING_SUBSCRIBERS:
             spool.release(record.seq)  # stays on disk, goes out again after the hold
             hold.refused(time.monotonic())
-            self._refused(record.topic, code, f"kept in the spool, retried in {hold.wait:.1f}s")
+            then = f"kept in the spool, retried in {hold.wait:.1f}s"
+            if code.is_failure:
+                self._refused(record.topic, code, then)
+            else:
+                self.stats.unmatched += 1
+                self._refusing.failed(
+                    f"publishing to {record.topic}",
+                    f"no consumer subscribes to it (reason code {code.value}); {then}",
+                    reason_code=code.value,
+                )
             return
         spool.ack(record.seq)
         self.stats.published += 1

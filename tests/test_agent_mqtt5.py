@@ -272,3 +272,34 @@ def test_a_writer_asked_for_by_a_lost_connection_is_not_added() -> None:
     uvloop.run(main())
     assert errors == [], errors
     assert "kept" in writes and "lost" not in writes
+
+
+@pytest.mark.servers
+async def test_a_publish_no_one_subscribes_to_stays_in_the_spool_until_one_does(
+    tmp_path: Path, mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mosquitto answers a v5 publish that matches no subscription "No matching
+    subscribers" (16) and forgets it: a new site before its partitioned collector replica
+    subscribes. The agent keeps such messages and sends them once a consumer subscribes."""
+    caplog.set_level(logging.INFO, logger="enoc.agent.publisher")
+    async with simulated_site(tmp_path) as site:
+        config = agent_config(tmp_path, mosquitto.url, site.inventory)
+        async with running_agent(config) as agent:
+            deadline = asyncio.get_running_loop().time() + 20
+            while not (
+                int(agent.health()["publish_unmatched"]) >= 1
+                and agent.publisher.spool_depth >= 2 * len(site.devices)
+            ):
+                assert asyncio.get_running_loop().time() < deadline, agent.health()
+                await asyncio.sleep(0.1)
+            assert agent.health()["publish_refused"] == 0, "not a refusal"
+            held = agent.publisher.metrics.next_seq - 1
+            async with Listener(mosquitto.url) as listener:
+                await listener.wait_for(
+                    lambda lst: {m.seq for m in lst.metrics()} >= set(range(1, held + 1)),
+                    timeout=30,
+                    what=f"the {held} metrics messages published before anyone subscribed",
+                )
+    unmatched = [r for r in caplog.records if "no consumer subscribes" in r.getMessage()]
+    assert len(unmatched) == 1, "once per streak"
+    assert any("recovered" in r.getMessage() for r in caplog.records)
