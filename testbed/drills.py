@@ -596,6 +596,9 @@ class Harness(Rig):
             row = rows.get((rig.name, rig.agent_id))
             held = f"{row[0]}, seq {row[1]}, seen {now - row[2]:.1f} s ago" if row else "no row"
             notes.append(f"{rig.agent_id}: latest heartbeat at the tap {tapped}; store: {held}")
+            wills = [f"{now - t:.1f}" for t in self.tap.offline.get(rig.agent_id, [])[-3:]]
+            births = [f"{now - t:.1f}" for t in self.tap.online.get(rig.agent_id, [])[-3:]]
+            notes.append(f"{rig.agent_id}: wills at the tap {wills} s ago, onlines {births} s ago")
         for one in self.collectors:
             counters = one.counters
             received = {
