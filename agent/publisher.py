@@ -64,7 +64,6 @@ from enoc.mqtt import (
 )
 from enoc.retry import Backoff
 from enoc.wire import (
-    STATUS_BLOCK,
     Capabilities,
     DeviceInfo,
     EventsMessage,
@@ -80,10 +79,10 @@ log = get_logger("enoc.agent.publisher")
 # reconnect at once.
 BACKOFF_START = 0.5
 BACKOFF_MAX = 10.0
-# Status numbers per connection (enoc.wire.STATUS_BLOCK): a base from the clock in ms (so
-# it rises across restarts) times the block. 2**20 heartbeats is 120 days of one connection
-# at a 10 s heartbeat; past that the seq stays at the block's top - 1, which the collector
-# still takes as current (the top is the will's).
+# Status numbers per connection: a base from the clock in ms (so it rises across restarts)
+# times the block. 2**20 heartbeats is 120 days of one connection at a 10 s heartbeat; past
+# that the seq stays at the block's top - 1, which the collector still takes as current.
+STATUS_BLOCK = 2**20
 # A lane the broker refuses is probed with one message after this wait, doubled per refusal.
 REFUSED_START = 1.0
 REFUSED_MAX = 60.0

@@ -319,8 +319,4 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE timeline ADD COLUMN identity TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE incidents ADD COLUMN acknowledged_identity TEXT NOT NULL DEFAULT ''",
     ],
-    # 14 -> 15: when each agent last lost its broker connection (its wills' times, a JSON
-    # list, the latest incidents.flap_transitions of them): an agent that keeps dropping
-    # and coming back within the will's grace opens agent_unstable.
-    ["ALTER TABLE agents ADD COLUMN drops TEXT NOT NULL DEFAULT '[]'"],
 ]

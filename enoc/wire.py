@@ -342,13 +342,6 @@ class Capabilities:
     sources: dict[str, str] = field(default_factory=dict)
 
 
-# An agent numbers the status messages of each broker connection in a block of its own,
-# STATUS_BLOCK apart and rising across connections and restarts; its last will takes the
-# block's top number (above every status of its connection, below the next one's), which
-# tells a will (the connection lost) from the offline status of a clean stop.
-STATUS_BLOCK = 2**20
-
-
 @dataclass
 class StatusMessage(Envelope):
     state: Literal["online", "offline"] = "online"
@@ -358,10 +351,6 @@ class StatusMessage(Envelope):
     devices: list[DeviceInfo] = field(default_factory=list)  # in birth messages only
     # by device name, in online messages, only the devices discovered
     capabilities: dict[str, Capabilities] = field(default_factory=dict)
-
-
-def is_last_will(message: StatusMessage) -> bool:
-    return message.state == "offline" and message.seq % STATUS_BLOCK == STATUS_BLOCK - 1
 
 
 Message = MetricsMessage | EventsMessage | StatusMessage

@@ -17,7 +17,8 @@ import pytest
 from agentkit import Listener, agent_config, running_agent, simulated_site
 
 from agent.config import MqttConfig
-from enoc.wire import STATUS_BLOCK, EventsMessage, Message, MetricsMessage, StatusMessage
+from agent.publisher import STATUS_BLOCK
+from enoc.wire import EventsMessage, Message, MetricsMessage, StatusMessage
 from testbed.servers import Mosquitto
 
 

@@ -1,7 +1,6 @@
 """A last will opens its site's agent_offline incident only after `incidents.will_grace`
 without a newer status: an agent whose broker node closed its connection and that is back
-through another node within the grace leaves no incident behind. An agent that keeps
-losing its connection opens agent_unstable."""
+through another node within the grace leaves no incident behind."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from collector.config import CollectorConfig, IncidentsConfig
 from collector.incidents import Engine
 from collector.store import Store
 from enoc.config import ConfigError, Duration, parse_config
-from enoc.wire import STATUS_BLOCK, DeviceInfo, Event, EventsMessage, StatusMessage
+from enoc.wire import DeviceInfo, Event, EventsMessage, StatusMessage
 
 GRACE = 30.0
 _seq = itertools.count(100)
@@ -263,96 +262,3 @@ async def test_a_will_waits_no_longer_than_silence_would(store: Store) -> None:
     clock.t = T0 + 10
     (opened,) = await engine.sweep()
     assert opened.incident.opened == T0
-
-
-# ------------------------------------------------------------------ an agent that keeps dropping
-
-BLOCK = STATUS_BLOCK
-
-
-def connection(n: int) -> tuple[StatusMessage, StatusMessage]:
-    """The birth and the last will of an agent's `n`th connection, numbered as the agent
-    numbers them (agent/publisher.py): the will takes its block's top number."""
-    birth, will = status("online"), status("offline")
-    birth.seq, will.seq = (1000 + n) * BLOCK + 1, (1001 + n) * BLOCK - 1
-    return birth, will
-
-
-async def drop_and_return(
-    engines: list[Engine], clock: Clock, n: int, at: float, back_after: float = 5.0
-) -> list[str]:
-    """Connection `n` lost at `at` and the next one's birth `back_after` later, heard by
-    every engine (replica); the changes made, as `change kind`."""
-    made = []
-    _, will = connection(n)
-    birth, _ = connection(n + 1)
-    clock.t = at
-    for engine in engines:
-        made += await engine.on_status(will)
-    clock.t = at + back_after
-    for engine in engines:
-        made += await engine.on_status(birth)
-    return [f"{c.change} {c.incident.key.kind}" for c in made]
-
-
-async def test_an_agent_that_keeps_dropping_within_the_grace_opens_agent_unstable(
-    store: Store,
-) -> None:
-    """Each drop is back within the grace (no agent_offline), but three within the ten-minute
-    flap window (six transitions) open a warning; a fourth adds to it; a quiet window
-    resolves it."""
-    clock = Clock()
-    engine = Engine(store, config(GRACE), now=clock)
-    await engine.on_status(connection(0)[0])
-    assert await drop_and_return([engine], clock, 0, T0 + 100) == []
-    assert await drop_and_return([engine], clock, 1, T0 + 200) == []
-    assert await drop_and_return([engine], clock, 2, T0 + 300) == ["opened agent_unstable"]
-    (incident,) = await engine.queries.incidents()
-    assert (incident.key.kind, incident.key.resource) == ("agent_unstable", "agent:nyc-1")
-    assert (incident.severity, incident.opened) == ("warning", T0 + 300)
-    assert "lost its broker connection 3 times in 10 min" in incident.title
-    full = await engine.queries.incident(incident.id)
-    assert [e.at for e in full.timeline] == [T0 + 100, T0 + 200, T0 + 300]
-    assert await drop_and_return([engine], clock, 3, T0 + 400) == ["updated agent_unstable"]
-    clock.t = T0 + 400 + GRACE + 1
-    assert await engine.sweep() == [], "every drop came back within the grace"
-    clock.t = T0 + 400 + 601
-    beat = connection(4)[0]
-    beat.seq += 1  # a heartbeat: the agent stays online (no silence)
-    assert await engine.on_status(beat) == []
-    (resolved,) = await engine.sweep()
-    assert (resolved.change, resolved.incident.key.kind) == ("resolved", "agent_unstable")
-    assert [c for c, _ in await incident_log(store)] == ["opened", "updated", "resolved"]
-    assert [i.key.kind for i in await engine.queries.incidents()] == ["agent_unstable"]
-
-
-async def test_drops_further_apart_than_the_window_and_clean_stops_open_nothing(
-    store: Store,
-) -> None:
-    clock = Clock()
-    engine = Engine(store, config(GRACE), now=clock)
-    await engine.on_status(connection(0)[0])
-    for n in range(4):  # one drop every 7 minutes: never three within 10
-        assert await drop_and_return([engine], clock, n, T0 + 420 * (n + 1)) == []
-    for n in range(4, 8):  # an operator restarting the agent: offline said, not a will
-        clock.t = T0 + 2000 + n
-        stop = status("offline")
-        stop.seq = (1000 + n) * BLOCK + 2
-        assert await engine.on_status(stop) == []
-        assert await engine.on_status(connection(n + 1)[0]) == []
-    assert await engine.queries.incidents() == []
-
-
-async def test_replicas_count_each_drop_once(store_url: str) -> None:
-    """Both replicas hear every will: two drops are two, not four."""
-    clock = Clock()
-    async with replicas(store_url, 2) as stores:
-        engines = [
-            Engine(s, config(GRACE), now=clock, origin=f"r{i}") for i, s in enumerate(stores)
-        ]
-        for engine in engines:
-            await engine.on_status(connection(0)[0])
-        assert await drop_and_return(engines, clock, 0, T0 + 100) == []
-        assert await drop_and_return(engines, clock, 1, T0 + 200) == []
-        made = await drop_and_return(engines, clock, 2, T0 + 300)
-        assert made == ["opened agent_unstable"]

@@ -6,28 +6,18 @@ An agent that says offline (its last will) and says nothing newer for
 under which the site's device incidents are suppressed; its next online status
 resolves it. The grace lets an agent whose broker node closed its connection come
 back through another node: its birth within the grace means no incident at all.
-An agent that keeps losing its connection (`flap_transitions` wills and returns within
-`flap_window`, grace or not) opens its site's `agent_unstable` (warning), which
-resolves once a `flap_window` passes without another will.
 Every replica hears every status; the first to apply a live one logs it in the
 change log, so that the stream sends it once.
 """
 
 from __future__ import annotations
 
-from collector.incidents.model import (
-    AGENT_OFFLINE,
-    AGENT_UNSTABLE,
-    RESOLVE_AFTER,
-    Context,
-    covered,
-)
+from collector.incidents.model import AGENT_OFFLINE, Context, covered
 from collector.incidents.records import Records, run
 from collector.model import Incident, IncidentChange, IncidentKey, TimelineEntry
-from enoc.wire import StatusMessage, is_last_will
+from enoc.wire import StatusMessage
 
 WILL = "said offline (last will)"  # the incident's title and timeline say so
-LOST = "lost its broker connection"  # each will, on the timeline of agent_unstable
 
 
 def stale_status(message: StatusMessage, retained: bool, last_seen: float, last_seq: int) -> bool:
@@ -67,13 +57,12 @@ class Liveness:
                 # after that, so it went no earlier than it was last seen
                 at = max(seen, before[0])
             db.save_status(message, at)
-            # every replica hears every status: the first to apply a will counts it
-            changes = self.unstable(db, message, at) if first and is_last_will(message) else []
             if message.state != "offline":
                 changes = self.online(db, message.site, message.agent, at)
-            elif not ctx.config.will_grace:
-                changes += self.offline(db, message.site, message.agent, message.rtc, at, WILL)
-            # else the sweep opens it, at `at`, unless a birth comes first
+            elif ctx.config.will_grace:
+                changes = []  # the sweep opens it, at `at`, unless a birth comes first
+            else:
+                changes = self.offline(db, message.site, message.agent, message.rtc, at, WILL)
             db.log(changes, at=ctx.now(), origin=ctx.origin)
             if first and not retained:
                 db.log_status(message, at=received, origin=ctx.origin)
@@ -102,46 +91,6 @@ class Liveness:
         incident.maintenance = covered(db.windows(), key, at)
         db.create_incident(incident, [at])
         db.add_timeline(incident.id, TimelineEntry(at, "event", agent, why, "offline"))
-        return [IncidentChange("opened", incident)]
-
-    def unstable(self, db: Records, message: StatusMessage, at: float) -> list[IncidentChange]:
-        """The agent lost its connection at `at` (its will): one drop more. Enough of them
-        within `flap_window` (a will and a return are two transitions, as a device's
-        down and up) open, or add to, the site's `agent_unstable`."""
-        c = self.context.config
-        site, agent = message.site, message.agent
-        window = float(c.flap_window)
-        recent = [t for t in db.agent_drops(site, agent) if t > at - window]
-        drops = sorted([*recent, at])[-c.flap_transitions :]
-        db.save_drops(site, agent, drops)
-        if 2 * len(drops) < c.flap_transitions:
-            return []
-        key = IncidentKey(site, "", f"agent:{agent}", AGENT_UNSTABLE)
-        entry = TimelineEntry(at, "event", agent, LOST, "offline")
-        incident = db.open_incident(key)
-        if incident is not None:
-            incident.count += 1
-            incident.updated = self.context.now()
-            db.add_timeline(incident.id, entry)
-            db.save_incident(incident, db.transitions(incident.id))
-            return [IncidentChange("updated", incident)]
-        incident = Incident(
-            id=0,
-            key=key,
-            severity="warning",
-            state="open",
-            title=(f"site {site}: agent {agent} {LOST} {len(drops)} times in {window / 60:g} min"),
-            opened=at,
-            updated=self.context.now(),
-            rtc=message.rtc,
-            count=len(drops),
-            # resolved by the sweep once a window passes without a drop
-            attrs={RESOLVE_AFTER: window},
-        )
-        incident.maintenance = covered(db.windows(), key, at)
-        db.create_incident(incident, [at])
-        for when in drops:
-            db.add_timeline(incident.id, TimelineEntry(when, "event", agent, LOST, "offline"))
         return [IncidentChange("opened", incident)]
 
     def online(self, db: Records, site: str, agent: str, at: float) -> list[IncidentChange]:

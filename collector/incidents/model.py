@@ -14,10 +14,6 @@ from collector.model import IncidentKey, TimelineEntry
 from collector.store import Store
 
 AGENT_OFFLINE = "agent_offline"  # the kind of a site's "agent went away" incident
-AGENT_UNSTABLE = "agent_unstable"  # an agent that keeps losing its broker connection
-# an incident attr (seconds), from its events (a trap rule whose MIB has no clear) or its
-# maker: the sweep resolves the incident that long after its last update
-RESOLVE_AFTER = "resolve_after"
 
 
 class NotFound(LookupError):

@@ -308,23 +308,6 @@ class Records(Tx):
                 ),
             )
 
-    def agent_drops(self, site: str, agent: str) -> list[float]:
-        """When the agent last lost its broker connection (its wills' times)."""
-        row = self.one("SELECT drops FROM agents WHERE site = ? AND agent = ?", (site, agent))
-        if row is None:
-            return []
-        try:
-            drops = json.loads(row[0])
-        except ValueError:
-            return []
-        return [float(t) for t in drops if isinstance(t, int | float)]
-
-    def save_drops(self, site: str, agent: str, drops: list[float]) -> None:
-        self.execute(
-            "UPDATE agents SET drops = ? WHERE site = ? AND agent = ?",
-            (json.dumps(drops), site, agent),
-        )
-
     def agent_offline(self, site: str, agent: str) -> None:
         self.execute(
             "UPDATE agents SET state = 'offline' WHERE site = ? AND agent = ?", (site, agent)

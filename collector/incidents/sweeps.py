@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 
 from collector.incidents.liveness import WILL, Liveness
-from collector.incidents.model import RESOLVE_AFTER, Context, MaintenanceWindow, covered
+from collector.incidents.model import Context, MaintenanceWindow, covered
 from collector.incidents.records import Records, run
 from collector.incidents.vocabulary import MOMENTARY_KINDS
 from collector.model import Change, Incident, IncidentChange, TimelineEntry
 
 PRUNE_EVERY = 600.0  # seconds between prunes of old events
+RESOLVE_AFTER = "resolve_after"  # an event attr (seconds): resolve that long after the last
 
 
 def _resolve_after(incident: Incident) -> float | None:
