@@ -46,6 +46,8 @@ _NO_V5 = (1, 132)
 # How long a v5 CONNECT may go unanswered before 3.1.1 is tried (see ProtocolChoice); a
 # CONNACK takes one round trip once TCP and TLS are up, even over a satellite link.
 V5_CONNACK_TIMEOUT = 5.0
+# The reason paho gives its own close of a connection silent for `keepalive` seconds.
+KEEPALIVE_TIMEOUT = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
 # A Maximum Packet Size announced for payloads of n bytes is n plus this: the fixed header,
 # the topic (an enoc topic is some 60 bytes) and the properties.
 PACKET_HEADROOM = 4096
@@ -335,8 +337,11 @@ class AckedClient(aiomqtt.Client):
         relay or load balancer that accepts and then closes, its broker down, sent every
         client to 3.1.1 for an hour after each broker outage."""
         if not self._connected.done():
-            self._connected.set_exception(
-                aiomqtt.MqttError(f"connection closed before the broker answered: {reason_code}")
-            )
+            # Only while the connect waits (aiomqtt holds its lock then: a later close must
+            # not leave an exception nobody retrieves), and not paho's own keepalive close
+            # of a CONNECT left unanswered: that is the silent broker, the timeout's case.
+            if self._lock.locked() and reason_code != KEEPALIVE_TIMEOUT:
+                closed = f"connection closed before the broker answered: {reason_code}"
+                self._connected.set_exception(aiomqtt.MqttError(closed))
             return
         super()._on_disconnect(client, userdata, flags, reason_code, properties)

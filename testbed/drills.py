@@ -673,7 +673,10 @@ class Harness(Rig):
         tap = self.tap
         seen, problems = await self.converge(expected)
         if problems:
-            self.notes += await asyncio.to_thread(self.why_not_converged)
+            try:
+                self.notes += await asyncio.to_thread(self.why_not_converged)
+            except Exception as exc:  # a diagnosis must not turn the drill's FAIL into ERROR
+                self.notes.append(f"no diagnosis: {type(exc).__name__}: {exc}")
         self.say("stopping the agents")
         codes = await asyncio.gather(*(rig.agent.terminate() for rig in self.sites))
         for rig, code in zip(self.sites, codes, strict=True):

@@ -111,6 +111,36 @@ async def test_a_connection_closed_before_the_connack_fails_at_once_and_keeps_5(
         await relay.wait_closed()
 
 
+async def test_a_connect_left_unanswered_times_out_even_past_the_keepalive() -> None:
+    """A broker that reads a v5 CONNECT and never answers (amqtt) is the one that does not
+    speak 5: paho closing the silent connection at its keepalive, before the CONNACK
+    timeout, must not pass for a connection the other end closed."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(silent, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = AckedClient(
+            **client_args(
+                f"mqtt://{HOST}:{port}", identifier="silent", protocol=V5, keepalive=1, timeout=3
+            )
+        )
+        with pytest.raises(aiomqtt.MqttError) as failed:
+            await client.__aenter__()
+        assert held, "the server took the connection"
+        assert str(failed.value) == "Operation timed out"
+        assert ProtocolChoice().fall_back(failed.value), "3.1.1 is tried next"
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+
+
 def test_client_args_make_a_persistent_session_in_either_version() -> None:
     v311 = client_args("mqtt://127.0.0.1:1883", identifier="x")
     assert v311["clean_session"] is False and v311["protocol"] == V311
