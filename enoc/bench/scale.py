@@ -54,6 +54,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +95,18 @@ from enoc.bench.scale_model import (
     Result,
     Run,
     Settings,
+    add_quotas,
     drain,
     keep_logs,
     publish,
     published,
     quota_used,
+    replica_names,
     signal_all,
     start_replicas,
     stop_replicas,
     to_run,
-    until_written,
+    warm_up,
 )
 from testbed.nats import NatsCluster
 from testbed.servers import VictoriaMetrics
@@ -408,27 +411,22 @@ async def one_run(
             configs = [
                 collector_yaml(
                     run_dir,
-                    f"r{i + 1}",
+                    name,
                     cluster,
                     vm.url,
                     users,
                     settings.flush_interval,
                     settings.max_ack_pending,
                 )
-                for i in range(count)
+                for name in replica_names(count)
             ]
-            if settings.cpu_per_replica and settings.cgroups:
-                for i in range(count):
-                    quotas.append(CpuQuota(f"r{i + 1}", settings.cpu_per_replica, settings.cgroups))
+            add_quotas(quotas, replica_names(count), settings)
             start_replicas(configs, quotas, procs)
             for proc, config in zip(procs, configs, strict=True):
                 await wait_healthy(proc, config)
             for quota in quotas:  # after the start, which a small node would not share
                 quota.limit()
-            before = [0] * count
-            if warm.messages:
-                await published(publish(cluster, warm, "warmup"), "the warm-up")
-                before = await until_written(procs, configs, warm.points, "warm-up")
+            before = await warm_up(procs, configs, warm, partial(publish, cluster))
             # every replica stopped while the backlog is stored; their pending fetches
             # expire (1 s) so that none is handed a message meanwhile
             signal_all(procs, signal.SIGSTOP)

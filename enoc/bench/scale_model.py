@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,32 @@ def publish(cluster: NatsCluster, stream: Stream, name: str) -> list[subprocess.
     """One `mosquitto_pub -l` per site at QoS 1, sites spread over the nodes' gateways."""
     ports = [node.mqtt_port for node in cluster.nodes]
     return publish_sites(cluster.nodes[0], stream, name, ports)
+
+
+def replica_names(count: int) -> list[str]:
+    return [f"r{n + 1}" for n in range(count)]
+
+
+def add_quotas(quotas: list[CpuQuota], names: list[str], settings: Settings) -> None:
+    """A CPU quota for each replica of `names` when the settings ask for them, added to
+    `quotas` one by one: if one fails, those made are in the list to be removed."""
+    if settings.cpu_per_replica and settings.cgroups:
+        for name in names:
+            quotas.append(CpuQuota(name, settings.cpu_per_replica, settings.cgroups))
+
+
+async def warm_up(
+    procs: list[subprocess.Popen[bytes]],
+    configs: list[Path],
+    warm: Stream,
+    publish_stream: Callable[[Stream, str], list[subprocess.Popen[bytes]]],
+) -> list[int]:
+    """The warm-up polls published and written: what each replica wrote before the
+    measured span (0 each without a warm-up)."""
+    if not warm.messages:
+        return [0] * len(configs)
+    await published(publish_stream(warm, "warmup"), "the warm-up")
+    return await until_written(procs, configs, warm.points, "warm-up")
 
 
 async def published(publishers: list[subprocess.Popen[bytes]], what: str) -> None:

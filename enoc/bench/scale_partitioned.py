@@ -46,14 +46,16 @@ from enoc.bench.scale_model import (
     Replica,
     Run,
     Settings,
+    add_quotas,
     drain,
     publish,
     published,
+    replica_names,
     signal_all,
     start_replicas,
     stop_replicas,
     to_run,
-    until_written,
+    warm_up,
 )
 from enoc.wire import StatusMessage, encode, topic
 from testbed.nats import NatsCluster
@@ -62,10 +64,6 @@ from testbed.servers import Mosquitto, PostgreSQL, Server, VictoriaMetrics
 GATEWAY_WINDOW = 20  # deploy/nats/nats.conf's mqtt.max_ack_pending: each site subscription's
 SUBSCRIBE_S = 420.0  # for the replicas to settle and subscribe (each NATS site: a Raft group)
 TAKEOVER = "600s"  # longer than any stop of the replicas in a run
-
-
-def replica_names(count: int) -> list[str]:
-    return [f"r{n + 1}" for n in range(count)]
 
 
 class Brokers:
@@ -177,9 +175,7 @@ async def one_run(
                 )
                 for name in replica_names(count)
             ]
-            if settings.cpu_per_replica and settings.cgroups:
-                for name in replica_names(count):  # one by one: each made is removed after
-                    quotas.append(CpuQuota(name, settings.cpu_per_replica, settings.cgroups))
+            add_quotas(quotas, replica_names(count), settings)
             for n, config in enumerate(configs):  # one after the other: the first makes the schema
                 start_replicas([config], quotas[n : n + 1], procs)
                 await wait_healthy(procs[-1], config)
@@ -189,10 +185,7 @@ async def one_run(
                 quota.limit()
             processes = [psutil.Process(p.pid) for p in procs]
             base = [rss_mib(p) for p in processes]
-            before = [0] * count
-            if warm.messages:
-                await published(brokers.publish(warm, "warmup"), "the warm-up")
-                before = await until_written(procs, configs, warm.points, "warm-up")
+            before = await warm_up(procs, configs, warm, brokers.publish)
             signal_all(procs, signal.SIGSTOP)
             await published(brokers.publish(stream, "measured"), "the measured rounds")
             span = await drain(
